@@ -1,0 +1,285 @@
+//! The per-agent socket (`<run-dir>/agents/<name>/mcp.sock`, seen inside the
+//! container as `/run/hive/mcp.sock`) and the manager socket
+//! (`<run-dir>/manager/mcp.sock`).
+//!
+//! The caller's identity is the socket it came in on: no request carries a
+//! `from`. The manager socket speaks the whole agent surface plus the
+//! privileged [`ManagerOnlyRequest`] verbs; both answer [`AgentResponse`].
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{AgentName, AgentStatusRow, ApprovalKind};
+
+/// Requests on a per-agent socket (and the agent half of the manager
+/// socket), tagged `cmd`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum AgentRequest {
+    /// Send a message to an agent, `operator`, or `*` (every other agent).
+    Send {
+        to: String,
+        body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<i64>,
+    },
+    /// Pop up to `max` (default 1, cap 32) messages, long-polling up to
+    /// `wait_seconds` (default 30, cap 180) for the first one. Popped rows
+    /// stay in flight until `ack_turn`.
+    Recv {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u32>,
+    },
+    /// How many messages wait in this agent's inbox. Non-mutating.
+    Status,
+    /// A message from the operator to this agent, from its own web page.
+    OperatorMsg { body: String },
+    /// The last `limit` messages addressed to this agent, newest first.
+    /// Non-mutating.
+    Recent { limit: u64 },
+    /// The turn succeeded: every message popped since the last ack is done.
+    AckTurn,
+    /// Harness boot: put every popped-but-unacked message back in the inbox,
+    /// flagged `redelivered`.
+    RequeueInflight,
+    /// Ask the operator (default) or a peer agent (`to`) a question. Answers
+    /// `question_queued`; the answer arrives later as a
+    /// `question_answered` helper event.
+    Ask {
+        question: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        options: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        multi: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
+    /// Answer a question addressed to this agent.
+    Answer { id: i64, answer: String },
+    /// Wake this agent (or `to`) later with `message`, at a unix time `at`
+    /// or `in_seconds` from now. Costs no tokens while it waits.
+    Remind {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_path: Option<String>,
+    },
+    /// Everything pending on this agent (hive-wide on the manager socket).
+    GetLooseEnds,
+    /// Withdraw one of this agent's own loose ends.
+    CancelLooseEnd { kind: LooseEndKind, id: i64 },
+    /// Who am I, by the socket I came in on.
+    Whoami,
+    /// Set the one-line status shown on the dashboard (empty clears it).
+    SetStatus { text: String },
+}
+
+/// The manager socket's privileged verbs, tagged `cmd`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ManagerOnlyRequest {
+    /// Queue a spawn approval for a new agent (or a tombstone's revival).
+    RequestSpawn {
+        name: AgentName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
+    /// Stop an agent (graceful). The manager cannot stop itself.
+    Kill { name: AgentName },
+    /// Start a stopped agent.
+    Start { name: AgentName },
+    /// Stop then start an agent.
+    Restart { name: AgentName },
+    /// Queue an approval to deploy `commit_ref` (7–40 hex) of the agent's
+    /// proposed config repo.
+    RequestApplyCommit {
+        agent: AgentName,
+        commit_ref: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
+    /// Queue an approval to seed an agent's proposed config repo before it
+    /// is spawned (two-step spawn).
+    RequestInitConfig {
+        name: AgentName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
+    /// Rebuild an agent with its deployed config.
+    Update { name: AgentName },
+    /// Every known agent with its status.
+    List,
+}
+
+/// A request on the manager socket: the agent surface or a privileged verb.
+///
+/// On the wire both halves are flat objects tagged `cmd`; decoding routes
+/// on the tag, so an unknown verb is reported as such.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ManagerRequest {
+    Agent(AgentRequest),
+    Manager(ManagerOnlyRequest),
+}
+
+impl ManagerRequest {
+    /// The verbs only the manager socket accepts.
+    pub const MANAGER_ONLY: &'static [&'static str] = &[
+        "request_spawn",
+        "kill",
+        "start",
+        "restart",
+        "request_apply_commit",
+        "request_init_config",
+        "update",
+        "list",
+    ];
+}
+
+impl Serialize for ManagerRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ManagerRequest::Agent(r) => r.serialize(serializer),
+            ManagerRequest::Manager(r) => r.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ManagerRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let manager_only = value
+            .get("cmd")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|cmd| Self::MANAGER_ONLY.contains(&cmd));
+        if manager_only {
+            ManagerOnlyRequest::deserialize(value).map(Self::Manager).map_err(D::Error::custom)
+        } else {
+            AgentRequest::deserialize(value).map(Self::Agent).map_err(D::Error::custom)
+        }
+    }
+}
+
+/// Responses on agent and manager sockets, tagged `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentResponse {
+    /// The request succeeded and has nothing to return.
+    Ok,
+    /// The request was refused or failed; `message` says why.
+    Err { message: String },
+    /// `recv` result, oldest first; empty when the wait ran out.
+    Messages { messages: Vec<DeliveredMessage> },
+    /// `status` result.
+    Status { unread: u64 },
+    /// `recent` result, newest first.
+    Recent { rows: Vec<InboxRow> },
+    /// `ask` result: the queued question's id.
+    QuestionQueued { id: i64 },
+    /// `remind` result.
+    ReminderQueued { id: i64, due_at: i64 },
+    /// `get_loose_ends` result.
+    LooseEnds { loose_ends: Vec<LooseEnd> },
+    /// `whoami` result. `role` is `agent` or `manager`.
+    Whoami { name: String, role: String },
+    /// A manager request queued an approval.
+    ApprovalQueued { id: i64 },
+    /// Manager `list` result.
+    Agents { agents: Vec<AgentStatusRow> },
+}
+
+/// The manager socket answers the same shapes as an agent socket.
+pub type ManagerResponse = AgentResponse;
+
+impl AgentResponse {
+    pub fn err(message: impl Into<String>) -> Self {
+        AgentResponse::Err { message: message.into() }
+    }
+}
+
+/// One message popped by `recv`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredMessage {
+    /// Broker row id; reply with `in_reply_to` set to it.
+    pub id: i64,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// When it was sent.
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<i64>,
+    /// Popped before, by a harness that died before acking: its effects may
+    /// already have happened.
+    #[serde(default)]
+    pub redelivered: bool,
+}
+
+/// One row of an inbox listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRow {
+    pub id: i64,
+    pub from: String,
+    pub body: String,
+    pub at: i64,
+}
+
+/// Something pending on an agent, tagged `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LooseEnd {
+    /// An approval the operator has not decided.
+    Approval {
+        id: i64,
+        agent: String,
+        approval_kind: ApprovalKind,
+        commit_ref: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        requested_at: i64,
+        age_seconds: i64,
+    },
+    /// A question not yet answered. `target` absent: asked of the operator.
+    Question {
+        id: i64,
+        asker: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        question: String,
+        asked_at: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_at: Option<i64>,
+        age_seconds: i64,
+    },
+    /// A reminder not yet delivered (or parked after repeated failures).
+    Reminder {
+        id: i64,
+        owner: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        message: String,
+        due_at: i64,
+        age_seconds: i64,
+        attempts: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_error: Option<String>,
+        parked: bool,
+    },
+}
+
+/// Which kind of loose end `cancel_loose_end` withdraws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LooseEndKind {
+    Approval,
+    Question,
+    Reminder,
+}

@@ -1,0 +1,550 @@
+//! Pins the exact JSON line of every request, response and event variant.
+
+use hive_proto::agent::*;
+use hive_proto::dashboard::*;
+use hive_proto::live::*;
+use hive_proto::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Serializes `value` to exactly `line` and decodes `line` back to `value`.
+#[track_caller]
+fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T, line: &str) {
+    assert_eq!(serde_json::to_string(&value).unwrap(), line);
+    assert_eq!(serde_json::from_str::<T>(line).unwrap(), value);
+}
+
+fn name(s: &str) -> AgentName {
+    AgentName::parse(s).unwrap()
+}
+
+#[test]
+fn host_requests() {
+    use HostRequest::*;
+    check(Spawn { name: name("coder") }, r#"{"cmd":"spawn","name":"coder"}"#);
+    check(
+        RequestSpawn { name: name("coder"), description: None },
+        r#"{"cmd":"request_spawn","name":"coder"}"#,
+    );
+    check(
+        RequestSpawn { name: name("coder"), description: Some("writes code".into()) },
+        r#"{"cmd":"request_spawn","name":"coder","description":"writes code"}"#,
+    );
+    check(Kill { name: name("coder") }, r#"{"cmd":"kill","name":"coder"}"#);
+    check(
+        Destroy { name: name("coder"), purge: true },
+        r#"{"cmd":"destroy","name":"coder","purge":true}"#,
+    );
+    check(Rebuild { name: name("coder") }, r#"{"cmd":"rebuild","name":"coder"}"#);
+    check(List, r#"{"cmd":"list"}"#);
+    check(Pending, r#"{"cmd":"pending"}"#);
+    check(Approve { id: 7 }, r#"{"cmd":"approve","id":7}"#);
+    check(Deny { id: 7, note: None }, r#"{"cmd":"deny","id":7}"#);
+    check(
+        Deny { id: 7, note: Some("too broad".into()) },
+        r#"{"cmd":"deny","id":7,"note":"too broad"}"#,
+    );
+    check(AgentStatus { scope: Scope::default() }, r#"{"cmd":"agent_status"}"#);
+    check(
+        AgentStatus { scope: Scope::one(name("a")) },
+        r#"{"cmd":"agent_status","scope":{"agent_names":["a"]}}"#,
+    );
+    check(SubscribeAgentStatus, r#"{"cmd":"subscribe_agent_status"}"#);
+    check(
+        Start { scope: Scope { agent_names: vec![name("a"), name("b")] } },
+        r#"{"cmd":"start","scope":{"agent_names":["a","b"]}}"#,
+    );
+    check(
+        Stop { scope: Scope::default(), graceful: true },
+        r#"{"cmd":"stop","scope":{"agent_names":[]},"graceful":true}"#,
+    );
+    check(Restart { name: name("a") }, r#"{"cmd":"restart","name":"a"}"#);
+    check(
+        SetPaused { name: name("a"), paused: true },
+        r#"{"cmd":"set_paused","name":"a","paused":true}"#,
+    );
+    check(Urls, r#"{"cmd":"urls"}"#);
+    check(
+        Send { to: "a".into(), body: "hi".into() },
+        r#"{"cmd":"send","to":"a","body":"hi"}"#,
+    );
+}
+
+#[test]
+fn host_request_decoding_is_lenient_and_strict_where_it_matters() {
+    // Unknown fields are ignored; absent optional fields default.
+    let r: HostRequest =
+        serde_json::from_str(r#"{"cmd":"destroy","name":"a","extra":1}"#).unwrap();
+    assert_eq!(r, HostRequest::Destroy { name: name("a"), purge: false });
+    let r: HostRequest = serde_json::from_str(r#"{"cmd":"stop"}"#).unwrap();
+    assert_eq!(r, HostRequest::Stop { scope: Scope::default(), graceful: false });
+    // A bad name never decodes.
+    let err = serde_json::from_str::<HostRequest>(r#"{"cmd":"spawn","name":"../etc"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("invalid agent name \"../etc\""), "{err}");
+}
+
+fn row() -> AgentStatusRow {
+    AgentStatusRow {
+        name: "coder".into(),
+        running: true,
+        failed: false,
+        needs_update: false,
+        needs_login: true,
+        deployed_sha: Some("0123456789ab".into()),
+        pending_reminders: 2,
+        paused: false,
+        parent: Some("manager".into()),
+        active_model: Some("sonnet".into()),
+        status_text: Some("reviewing".into()),
+        status_set_at: Some(1700000000),
+        url: Some("http://127.0.0.1:8100/".into()),
+    }
+}
+
+fn approval() -> Approval {
+    Approval {
+        id: 3,
+        agent: "coder".into(),
+        kind: ApprovalKind::ApplyCommit,
+        commit_ref: "abc1234".into(),
+        requested_at: 1700000000,
+        status: ApprovalStatus::Denied,
+        resolved_at: Some(1700000100),
+        note: Some("no".into()),
+        description: Some("bump model".into()),
+    }
+}
+
+#[test]
+fn host_responses() {
+    check(HostResponse::success(), r#"{"version":1,"ok":true}"#);
+    check(HostResponse::error("boom"), r#"{"version":1,"ok":false,"error":"boom"}"#);
+    check(
+        HostResponse::agents(vec!["a".into(), "manager".into()]),
+        r#"{"version":1,"ok":true,"agents":["a","manager"]}"#,
+    );
+    check(
+        HostResponse::agent_statuses(vec![row()]),
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"coder","running":true,"failed":false,"needs_update":false,"needs_login":true,"deployed_sha":"0123456789ab","pending_reminders":2,"paused":false,"parent":"manager","active_model":"sonnet","status_text":"reviewing","status_set_at":1700000000,"url":"http://127.0.0.1:8100/"}]}"#,
+    );
+    check(
+        HostResponse::approvals(vec![approval()]),
+        r#"{"version":1,"ok":true,"approvals":[{"id":3,"agent":"coder","kind":"apply_commit","commit_ref":"abc1234","requested_at":1700000000,"status":"denied","resolved_at":1700000100,"note":"no","description":"bump model"}]}"#,
+    );
+    check(
+        HostResponse::urls(vec![AgentUrl { name: "manager".into(), url: "http://127.0.0.1:8000/".into() }]),
+        r#"{"version":1,"ok":true,"urls":[{"name":"manager","url":"http://127.0.0.1:8000/"}]}"#,
+    );
+}
+
+#[test]
+fn approval_enums() {
+    for (kind, s) in [
+        (ApprovalKind::ApplyCommit, "apply_commit"),
+        (ApprovalKind::Spawn, "spawn"),
+        (ApprovalKind::InitConfig, "init_config"),
+    ] {
+        check(kind, &format!("\"{s}\""));
+        assert_eq!(ApprovalKind::parse(s), Some(kind));
+    }
+    for (status, s) in [
+        (ApprovalStatus::Pending, "pending"),
+        (ApprovalStatus::Approved, "approved"),
+        (ApprovalStatus::Denied, "denied"),
+        (ApprovalStatus::Failed, "failed"),
+        (ApprovalStatus::Cancelled, "cancelled"),
+    ] {
+        check(status, &format!("\"{s}\""));
+        assert_eq!(ApprovalStatus::parse(s), Some(status));
+    }
+}
+
+#[test]
+fn agent_requests() {
+    use AgentRequest::*;
+    check(
+        Send { to: "b".into(), body: "hi".into(), in_reply_to: None },
+        r#"{"cmd":"send","to":"b","body":"hi"}"#,
+    );
+    check(
+        Send { to: "*".into(), body: "hi".into(), in_reply_to: Some(4) },
+        r#"{"cmd":"send","to":"*","body":"hi","in_reply_to":4}"#,
+    );
+    check(Recv { wait_seconds: None, max: None }, r#"{"cmd":"recv"}"#);
+    check(
+        Recv { wait_seconds: Some(30), max: Some(8) },
+        r#"{"cmd":"recv","wait_seconds":30,"max":8}"#,
+    );
+    check(Status, r#"{"cmd":"status"}"#);
+    check(OperatorMsg { body: "hey".into() }, r#"{"cmd":"operator_msg","body":"hey"}"#);
+    check(Recent { limit: 10 }, r#"{"cmd":"recent","limit":10}"#);
+    check(AckTurn, r#"{"cmd":"ack_turn"}"#);
+    check(RequeueInflight, r#"{"cmd":"requeue_inflight"}"#);
+    check(
+        Ask { question: "ok?".into(), options: vec![], multi: false, ttl_seconds: None, to: None },
+        r#"{"cmd":"ask","question":"ok?"}"#,
+    );
+    check(
+        Ask {
+            question: "which?".into(),
+            options: vec!["x".into(), "y".into()],
+            multi: true,
+            ttl_seconds: Some(60),
+            to: Some("b".into()),
+        },
+        r#"{"cmd":"ask","question":"which?","options":["x","y"],"multi":true,"ttl_seconds":60,"to":"b"}"#,
+    );
+    check(Answer { id: 2, answer: "x".into() }, r#"{"cmd":"answer","id":2,"answer":"x"}"#);
+    check(
+        Remind { message: "m".into(), at: None, in_seconds: Some(60), to: None, file_path: None },
+        r#"{"cmd":"remind","message":"m","in_seconds":60}"#,
+    );
+    check(
+        Remind {
+            message: "m".into(),
+            at: Some(1700000000),
+            in_seconds: None,
+            to: Some("b".into()),
+            file_path: Some("/state/notes.md".into()),
+        },
+        r#"{"cmd":"remind","message":"m","at":1700000000,"to":"b","file_path":"/state/notes.md"}"#,
+    );
+    check(GetLooseEnds, r#"{"cmd":"get_loose_ends"}"#);
+    check(
+        CancelLooseEnd { kind: LooseEndKind::Reminder, id: 5 },
+        r#"{"cmd":"cancel_loose_end","kind":"reminder","id":5}"#,
+    );
+    check(Whoami, r#"{"cmd":"whoami"}"#);
+    check(SetStatus { text: "busy".into() }, r#"{"cmd":"set_status","text":"busy"}"#);
+}
+
+#[test]
+fn manager_requests() {
+    use ManagerOnlyRequest::*;
+    let m = |r| ManagerRequest::Manager(r);
+    check(
+        m(RequestSpawn { name: name("c"), description: Some("d".into()) }),
+        r#"{"cmd":"request_spawn","name":"c","description":"d"}"#,
+    );
+    check(m(Kill { name: name("c") }), r#"{"cmd":"kill","name":"c"}"#);
+    check(m(Start { name: name("c") }), r#"{"cmd":"start","name":"c"}"#);
+    check(m(Restart { name: name("c") }), r#"{"cmd":"restart","name":"c"}"#);
+    check(
+        m(RequestApplyCommit { agent: name("c"), commit_ref: "abc1234".into(), description: None }),
+        r#"{"cmd":"request_apply_commit","agent":"c","commit_ref":"abc1234"}"#,
+    );
+    check(
+        m(RequestInitConfig { name: name("c"), description: None }),
+        r#"{"cmd":"request_init_config","name":"c"}"#,
+    );
+    check(m(Update { name: name("c") }), r#"{"cmd":"update","name":"c"}"#);
+    check(m(List), r#"{"cmd":"list"}"#);
+    // The agent surface decodes on the manager socket too.
+    check(ManagerRequest::Agent(AgentRequest::Status), r#"{"cmd":"status"}"#);
+    let err = serde_json::from_str::<ManagerRequest>(r#"{"cmd":"fly"}"#).unwrap_err();
+    assert!(err.to_string().contains("unknown variant `fly`"), "{err}");
+}
+
+#[test]
+fn agent_responses() {
+    use AgentResponse::*;
+    check(Ok, r#"{"kind":"ok"}"#);
+    check(Err { message: "no".into() }, r#"{"kind":"err","message":"no"}"#);
+    check(Messages { messages: vec![] }, r#"{"kind":"messages","messages":[]}"#);
+    check(
+        Messages {
+            messages: vec![DeliveredMessage {
+                id: 1,
+                from: "a".into(),
+                to: "b".into(),
+                body: "hi".into(),
+                at: 1700000000,
+                in_reply_to: Some(0),
+                redelivered: true,
+            }],
+        },
+        r#"{"kind":"messages","messages":[{"id":1,"from":"a","to":"b","body":"hi","at":1700000000,"in_reply_to":0,"redelivered":true}]}"#,
+    );
+    check(Status { unread: 3 }, r#"{"kind":"status","unread":3}"#);
+    check(
+        Recent { rows: vec![InboxRow { id: 1, from: "a".into(), body: "hi".into(), at: 5 }] },
+        r#"{"kind":"recent","rows":[{"id":1,"from":"a","body":"hi","at":5}]}"#,
+    );
+    check(QuestionQueued { id: 4 }, r#"{"kind":"question_queued","id":4}"#);
+    check(ReminderQueued { id: 4, due_at: 9 }, r#"{"kind":"reminder_queued","id":4,"due_at":9}"#);
+    check(
+        Whoami { name: "a".into(), role: "agent".into() },
+        r#"{"kind":"whoami","name":"a","role":"agent"}"#,
+    );
+    check(ApprovalQueued { id: 2 }, r#"{"kind":"approval_queued","id":2}"#);
+    check(Agents { agents: vec![] }, r#"{"kind":"agents","agents":[]}"#);
+    check(
+        LooseEnds {
+            loose_ends: vec![
+                LooseEnd::Approval {
+                    id: 1,
+                    agent: "c".into(),
+                    approval_kind: ApprovalKind::Spawn,
+                    commit_ref: String::new(),
+                    description: None,
+                    requested_at: 10,
+                    age_seconds: 5,
+                },
+                LooseEnd::Question {
+                    id: 2,
+                    asker: "c".into(),
+                    target: None,
+                    question: "q".into(),
+                    asked_at: 10,
+                    deadline_at: Some(70),
+                    age_seconds: 5,
+                },
+                LooseEnd::Reminder {
+                    id: 3,
+                    owner: "c".into(),
+                    target: Some("d".into()),
+                    message: "m".into(),
+                    due_at: 99,
+                    age_seconds: 5,
+                    attempts: 1,
+                    last_error: Some("unknown agent".into()),
+                    parked: false,
+                },
+            ],
+        },
+        concat!(
+            r#"{"kind":"loose_ends","loose_ends":["#,
+            r#"{"kind":"approval","id":1,"agent":"c","approval_kind":"spawn","commit_ref":"","requested_at":10,"age_seconds":5},"#,
+            r#"{"kind":"question","id":2,"asker":"c","question":"q","asked_at":10,"deadline_at":70,"age_seconds":5},"#,
+            r#"{"kind":"reminder","id":3,"owner":"c","target":"d","message":"m","due_at":99,"age_seconds":5,"attempts":1,"last_error":"unknown agent","parked":false}]}"#
+        ),
+    );
+}
+
+#[test]
+fn helper_events() {
+    use HelperEvent::*;
+    check(
+        ApprovalResolved {
+            id: 1,
+            agent: "c".into(),
+            commit_ref: "abc1234".into(),
+            status: ApprovalStatus::Denied,
+            note: Some("why".into()),
+        },
+        r#"{"event":"approval_resolved","id":1,"agent":"c","commit_ref":"abc1234","status":"denied","note":"why"}"#,
+    );
+    check(
+        Spawned { agent: "c".into(), ok: true, note: None },
+        r#"{"event":"spawned","agent":"c","ok":true}"#,
+    );
+    check(
+        Rebuilt { agent: "c".into(), ok: false, note: Some("x".into()) },
+        r#"{"event":"rebuilt","agent":"c","ok":false,"note":"x"}"#,
+    );
+    check(Killed { agent: "c".into() }, r#"{"event":"killed","agent":"c"}"#);
+    check(Destroyed { agent: "c".into() }, r#"{"event":"destroyed","agent":"c"}"#);
+    check(
+        ContainerCrash { agent: "c".into(), note: Some("exit 137".into()) },
+        r#"{"event":"container_crash","agent":"c","note":"exit 137"}"#,
+    );
+    check(
+        QuestionAsked {
+            id: 1,
+            asker: "a".into(),
+            question: "q".into(),
+            options: vec!["x".into()],
+            multi: false,
+            deadline_at: None,
+        },
+        r#"{"event":"question_asked","id":1,"asker":"a","question":"q","options":["x"],"multi":false}"#,
+    );
+    check(
+        QuestionAnswered {
+            id: 1,
+            question: "q".into(),
+            answer: "[expired]".into(),
+            answerer: "ttl-watchdog".into(),
+        },
+        r#"{"event":"question_answered","id":1,"question":"q","answer":"[expired]","answerer":"ttl-watchdog"}"#,
+    );
+    check(NeedsLogin { agent: "c".into() }, r#"{"event":"needs_login","agent":"c"}"#);
+    check(LoggedIn { agent: "c".into() }, r#"{"event":"logged_in","agent":"c"}"#);
+    check(NeedsUpdate { agent: "c".into() }, r#"{"event":"needs_update","agent":"c"}"#);
+}
+
+#[test]
+fn dashboard_events() {
+    use DashboardEvent::*;
+    check(
+        Sent {
+            seq: 1,
+            id: 2,
+            from: "a".into(),
+            to: "b".into(),
+            body: "hi".into(),
+            at: 3,
+            in_reply_to: None,
+            file_refs: vec![],
+        },
+        r#"{"kind":"sent","seq":1,"id":2,"from":"a","to":"b","body":"hi","at":3}"#,
+    );
+    check(
+        Delivered {
+            seq: 1,
+            id: 2,
+            from: "a".into(),
+            to: "b".into(),
+            body: "see /shared/x.md".into(),
+            at: 3,
+            in_reply_to: Some(1),
+            file_refs: vec!["/shared/x.md".into()],
+        },
+        r#"{"kind":"delivered","seq":1,"id":2,"from":"a","to":"b","body":"see /shared/x.md","at":3,"in_reply_to":1,"file_refs":["/shared/x.md"]}"#,
+    );
+    check(
+        ApprovalAdded {
+            seq: 4,
+            id: 1,
+            agent: "c".into(),
+            approval_kind: ApprovalKind::ApplyCommit,
+            sha_short: Some("abc1234".into()),
+            diff: Some("+x".into()),
+            description: None,
+        },
+        r#"{"kind":"approval_added","seq":4,"id":1,"agent":"c","approval_kind":"apply_commit","sha_short":"abc1234","diff":"+x"}"#,
+    );
+    check(
+        ApprovalResolved {
+            seq: 5,
+            id: 1,
+            agent: "c".into(),
+            approval_kind: ApprovalKind::Spawn,
+            sha_short: None,
+            status: ApprovalStatus::Approved,
+            resolved_at: 9,
+            note: None,
+            description: None,
+        },
+        r#"{"kind":"approval_resolved","seq":5,"id":1,"agent":"c","approval_kind":"spawn","status":"approved","resolved_at":9}"#,
+    );
+    check(
+        QuestionAdded {
+            seq: 6,
+            id: 1,
+            asker: "c".into(),
+            question: "q".into(),
+            options: vec![],
+            multi: false,
+            asked_at: 1,
+            deadline_at: None,
+            target: None,
+            question_refs: vec![],
+        },
+        r#"{"kind":"question_added","seq":6,"id":1,"asker":"c","question":"q","options":[],"multi":false,"asked_at":1}"#,
+    );
+    check(
+        QuestionResolved {
+            seq: 7,
+            id: 1,
+            answer: "[cancelled]".into(),
+            answerer: "operator".into(),
+            answered_at: 2,
+            cancelled: true,
+            target: Some("d".into()),
+            answer_refs: vec![],
+        },
+        r#"{"kind":"question_resolved","seq":7,"id":1,"answer":"[cancelled]","answerer":"operator","answered_at":2,"cancelled":true,"target":"d"}"#,
+    );
+    check(
+        TransientSet { seq: 8, name: "c".into(), transient_kind: TransientKind::Rebuilding, since_unix: 3 },
+        r#"{"kind":"transient_set","seq":8,"name":"c","transient_kind":"rebuilding","since_unix":3}"#,
+    );
+    check(TransientCleared { seq: 9, name: "c".into() }, r#"{"kind":"transient_cleared","seq":9,"name":"c"}"#);
+    let mut container = row();
+    container.deployed_sha = None;
+    container.parent = None;
+    container.active_model = None;
+    container.status_text = None;
+    container.status_set_at = None;
+    container.url = None;
+    check(
+        ContainerStateChanged { seq: 10, container },
+        r#"{"kind":"container_state_changed","seq":10,"container":{"name":"coder","running":true,"failed":false,"needs_update":false,"needs_login":true,"pending_reminders":2,"paused":false}}"#,
+    );
+    check(ContainerRemoved { seq: 11, name: "c".into() }, r#"{"kind":"container_removed","seq":11,"name":"c"}"#);
+    check(
+        TombstonesChanged {
+            seq: 12,
+            tombstones: vec![TombstoneView {
+                name: "old".into(),
+                state_bytes: 4096,
+                modified_at: 5,
+                has_credentials: true,
+            }],
+        },
+        r#"{"kind":"tombstones_changed","seq":12,"tombstones":[{"name":"old","state_bytes":4096,"modified_at":5,"has_credentials":true}]}"#,
+    );
+    check(
+        MetaInputsChanged {
+            seq: 13,
+            inputs: vec![MetaInputView { name: "c".into(), rev: "abc".into(), last_modified: None, url: None }],
+        },
+        r#"{"kind":"meta_inputs_changed","seq":13,"inputs":[{"name":"c","rev":"abc"}]}"#,
+    );
+    check(MetaUpdateRunning { seq: 14, running: true }, r#"{"kind":"meta_update_running","seq":14,"running":true}"#);
+    check(
+        RebuildQueueChanged {
+            seq: 15,
+            queue: vec![QueueEntry {
+                id: 1,
+                agent: "c".into(),
+                status: "queued".into(),
+                enqueued_at: 4,
+                parent_id: None,
+                note: None,
+            }],
+        },
+        r#"{"kind":"rebuild_queue_changed","seq":15,"queue":[{"id":1,"agent":"c","status":"queued","enqueued_at":4}]}"#,
+    );
+    assert_eq!(MetaUpdateRunning { seq: 14, running: false }.seq(), 14);
+    for kind in ["spawning", "starting", "stopping", "restarting", "rebuilding", "destroying"] {
+        let k: TransientKind = serde_json::from_str(&format!("\"{kind}\"")).unwrap();
+        assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{kind}\""));
+    }
+}
+
+#[test]
+fn live_events() {
+    use LiveEvent::*;
+    check(
+        TurnStart { from: "operator".into(), body: "hi".into(), unread: 2 },
+        r#"{"kind":"turn_start","from":"operator","body":"hi","unread":2}"#,
+    );
+    check(
+        Stream(serde_json::json!({"type":"result","subtype":"success"})),
+        r#"{"kind":"stream","type":"result","subtype":"success"}"#,
+    );
+    check(Note { text: "claude exited 0".into() }, r#"{"kind":"note","text":"claude exited 0"}"#);
+    check(TurnEnd { ok: true, note: None }, r#"{"kind":"turn_end","ok":true}"#);
+    check(StatusChanged { text: Some("busy".into()) }, r#"{"kind":"status_changed","text":"busy"}"#);
+    check(ModelChanged { model: "opus".into() }, r#"{"kind":"model_changed","model":"opus"}"#);
+    check(
+        TokenUsageChanged {
+            ctx: TokenUsage { input_tokens: 1, output_tokens: 2, cache_creation_input_tokens: 3, cache_read_input_tokens: 4 },
+            cost: TokenUsage::default(),
+        },
+        r#"{"kind":"token_usage_changed","ctx":{"input_tokens":1,"output_tokens":2,"cache_creation_input_tokens":3,"cache_read_input_tokens":4},"cost":{"input_tokens":0,"output_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}"#,
+    );
+    check(TurnStateChanged { state: TurnState::RateLimited }, r#"{"kind":"turn_state_changed","state":"rate_limited"}"#);
+    check(
+        LiveFrame { seq: 3, at: 9, event: Note { text: "x".into() } },
+        r#"{"seq":3,"at":9,"kind":"note","text":"x"}"#,
+    );
+    check(
+        LiveFrame { seq: 4, at: 9, event: Stream(serde_json::json!({"type":"assistant"})) },
+        r#"{"seq":4,"at":9,"kind":"stream","type":"assistant"}"#,
+    );
+}
