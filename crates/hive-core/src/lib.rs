@@ -1,0 +1,1 @@
+//! The hyperhive daemon (work in progress).

@@ -1,0 +1,2 @@
+//! Broker benchmark (work in progress).
+fn main() {}

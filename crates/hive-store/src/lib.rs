@@ -1,0 +1,1 @@
+//! hyperhive's durable state on sqlite (work in progress).

@@ -1,0 +1,2 @@
+//! The `hive` binary (work in progress).
+fn main() {}
