@@ -1,1 +1,24 @@
-//! The hyperhive daemon (work in progress).
+//! The hyperhive daemon (`hive serve`).
+//!
+//! This crate owns the running hive: the [`coordinator::Coordinator`] that
+//! holds shared state, the three kinds of unix sockets (host.sock for the
+//! operator, one per agent, the manager's), the timers (reminders, question
+//! TTLs, broker vacuum), the verbs shared by every surface ([`actions`]),
+//! and the dashboard's HTTP API. Durable state lives in `hive-store`; wire
+//! types in `hive-proto`.
+
+pub mod actions;
+pub mod agent_server;
+pub mod coordinator;
+pub mod error;
+pub mod events;
+pub mod host_server;
+pub mod http;
+pub mod jsonl;
+pub mod listener;
+pub mod paths;
+pub mod scheduler;
+pub mod serve;
+
+pub use paths::Paths;
+pub use serve::{ServeConfig, Started};

@@ -1,0 +1,283 @@
+//! The operator's and the manager's verbs, implemented once.
+//!
+//! host.sock, the manager socket and (later) the dashboard all call these,
+//! so the surfaces never drift. Lifecycle verbs need a container backend;
+//! until one is configured they refuse with [`Error::NoRuntime`] after the
+//! name has been checked — never a fake success.
+
+use hive_proto::{
+    AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent, HelperEvent,
+    OPERATOR_RECIPIENT, Scope,
+};
+use hive_store::Question;
+
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+
+/// A lifecycle verb, for messages and transients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Spawn,
+    Start,
+    Stop,
+    Restart,
+    Rebuild,
+    Destroy,
+}
+
+impl Lifecycle {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Lifecycle::Spawn => "spawn",
+            Lifecycle::Start => "start",
+            Lifecycle::Stop => "stop",
+            Lifecycle::Restart => "restart",
+            Lifecycle::Rebuild => "rebuild",
+            Lifecycle::Destroy => "destroy",
+        }
+    }
+}
+
+impl Coordinator {
+    /// Runs a lifecycle verb on one agent.
+    pub fn lifecycle(&self, verb: Lifecycle, name: &AgentName) -> Result<()> {
+        if verb != Lifecycle::Spawn {
+            self.require_agent(name)?;
+        }
+        if name.is_manager() && matches!(verb, Lifecycle::Destroy) {
+            return Err(Error::refused("the manager cannot be destroyed"));
+        }
+        if verb == Lifecycle::Spawn && name.is_manager() {
+            return Err(Error::refused(
+                "the manager is ensured by core at startup, not spawned",
+            ));
+        }
+        Err(Error::NoRuntime { verb: verb.verb() })
+    }
+
+    /// Runs a lifecycle verb on every agent in `scope` (all when empty).
+    pub fn lifecycle_scope(&self, verb: Lifecycle, scope: &Scope) -> Result<()> {
+        let names = if scope.is_all() {
+            self.store
+                .agents()?
+                .into_iter()
+                .map(|r| AgentName::parse(&r.name).map_err(hive_store::Error::from))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        } else {
+            scope.agent_names.clone()
+        };
+        for name in &names {
+            self.require_agent(name)?;
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        for name in &names {
+            if let Err(e) = self.lifecycle(verb, name) {
+                errors.push(format!("{name}: {e}"));
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            _ if errors.len() == names.len() && names.len() > 1 => {
+                // Every agent failed the same way: say it once.
+                let first = self.lifecycle(verb, &names[0]).err();
+                Err(first.unwrap_or_else(|| Error::refused(errors.join("; "))))
+            }
+            _ => Err(Error::refused(errors.join("; "))),
+        }
+    }
+
+    /// Destroys an agent's container; with `purge` its state and repos too.
+    pub fn destroy(&self, name: &AgentName, purge: bool) -> Result<()> {
+        if name.is_manager() {
+            let what = if purge { "purged" } else { "destroyed" };
+            return Err(Error::refused(format!("the manager cannot be {what}")));
+        }
+        self.lifecycle(Lifecycle::Destroy, name)
+    }
+
+    /// Sets or clears an agent's pause marker. Works whether or not its
+    /// container runs.
+    pub fn set_paused(&self, name: &AgentName, paused: bool) -> Result<()> {
+        self.require_agent(name)?;
+        let marker = self.paths.pause_marker(name);
+        let io = |e: std::io::Error| Error::Io(format!("pause marker {}: {e}", marker.display()));
+        if paused {
+            crate::paths::create_dir(&self.paths.agent_state(name))
+                .map_err(|e| Error::Io(format!("{e:#}")))?;
+            std::fs::write(&marker, b"paused by the operator\n").map_err(io)?;
+        } else if let Err(e) = std::fs::remove_file(&marker)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(io(e));
+        }
+        self.store.set_paused(name.as_str(), paused)?;
+        self.publish_status(name.as_str());
+        Ok(())
+    }
+
+    /// Queues a spawn approval (a same-name tombstone is revived on
+    /// approval).
+    pub fn request_spawn(&self, name: &AgentName, description: Option<&str>) -> Result<Approval> {
+        if name.is_manager() {
+            return Err(Error::refused(
+                "the manager is ensured by core at startup, not spawned",
+            ));
+        }
+        let duplicate = self
+            .store
+            .pending_approvals()?
+            .into_iter()
+            .find(|a| a.kind == ApprovalKind::Spawn && a.agent == name.as_str());
+        if let Some(existing) = duplicate {
+            return Err(Error::refused(format!(
+                "a spawn of {name} is already pending as approval #{}",
+                existing.id
+            )));
+        }
+        let approval =
+            self.store
+                .queue_approval(name.as_str(), ApprovalKind::Spawn, "", description)?;
+        self.publish_approval_added(&approval);
+        Ok(approval)
+    }
+
+    /// Approves a pending approval and runs its action. An action that
+    /// fails leaves the approval `failed`, with the error as its note.
+    pub fn approve(&self, id: i64) -> Result<Approval> {
+        let pending = self.store.approval(id)?;
+        if pending.status != ApprovalStatus::Pending {
+            return Err(Error::refused(format!(
+                "approval #{id} is already {}",
+                pending.status.as_str()
+            )));
+        }
+        let approved = self
+            .store
+            .resolve_approval(id, ApprovalStatus::Approved, None)?;
+        match self.run_approved(&approved) {
+            Ok(()) => {
+                self.publish_approval_resolved(&approved);
+                Ok(approved)
+            }
+            Err(e) => {
+                let note = e.to_string();
+                let failed =
+                    self.store
+                        .resolve_approval(id, ApprovalStatus::Failed, Some(&note))?;
+                self.publish_approval_resolved(&failed);
+                Err(Error::refused(format!(
+                    "approved #{id}, but its {} failed: {note}",
+                    failed.kind.as_str()
+                )))
+            }
+        }
+    }
+
+    fn run_approved(&self, approval: &Approval) -> Result<()> {
+        match approval.kind {
+            ApprovalKind::Spawn => {
+                let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
+                self.lifecycle(Lifecycle::Spawn, &name)
+            }
+            ApprovalKind::ApplyCommit | ApprovalKind::InitConfig => Err(Error::refused(
+                "config repositories are not available in this build of hive",
+            )),
+        }
+    }
+
+    /// Denies a pending approval; the manager hears the operator's note.
+    pub fn deny(&self, id: i64, note: Option<&str>) -> Result<Approval> {
+        let denied = self
+            .store
+            .resolve_approval(id, ApprovalStatus::Denied, note)?;
+        self.publish_approval_resolved(&denied);
+        Ok(denied)
+    }
+
+    /// Withdraws a pending approval (the manager's `cancel_loose_end`).
+    pub fn cancel_approval(&self, id: i64) -> Result<Approval> {
+        let cancelled = self
+            .store
+            .resolve_approval(id, ApprovalStatus::Cancelled, None)?;
+        self.publish_approval_resolved(&cancelled);
+        Ok(cancelled)
+    }
+
+    fn publish_approval_added(&self, a: &Approval) {
+        self.dashboard.emit(|seq| DashboardEvent::ApprovalAdded {
+            seq,
+            id: a.id,
+            agent: a.agent.clone(),
+            approval_kind: a.kind,
+            sha_short: sha_short(&a.commit_ref),
+            diff: None,
+            description: a.description.clone(),
+        });
+    }
+
+    fn publish_approval_resolved(&self, a: &Approval) {
+        self.notify_manager(&HelperEvent::ApprovalResolved {
+            id: a.id,
+            agent: a.agent.clone(),
+            commit_ref: a.commit_ref.clone(),
+            status: a.status,
+            note: a.note.clone(),
+        });
+        self.dashboard.emit(|seq| DashboardEvent::ApprovalResolved {
+            seq,
+            id: a.id,
+            agent: a.agent.clone(),
+            approval_kind: a.kind,
+            sha_short: sha_short(&a.commit_ref),
+            status: a.status,
+            resolved_at: a.resolved_at.unwrap_or_else(hive_store::now_unix),
+            note: a.note.clone(),
+            description: a.description.clone(),
+        });
+    }
+
+    /// Sends a message from the operator.
+    pub fn operator_send(&self, to: &str, body: &str) -> Result<Vec<i64>> {
+        if to == OPERATOR_RECIPIENT {
+            return Err(Error::refused("the operator cannot message itself"));
+        }
+        Ok(self.store.send(OPERATOR_RECIPIENT, to, body, None)?)
+    }
+
+    /// Publishes a newly queued question.
+    pub fn publish_question_added(&self, q: &Question) {
+        self.dashboard.emit(|seq| DashboardEvent::QuestionAdded {
+            seq,
+            id: q.id,
+            asker: q.asker.clone(),
+            question: q.question.clone(),
+            options: q.options.clone(),
+            multi: q.multi,
+            asked_at: q.asked_at,
+            deadline_at: q.deadline_at,
+            target: q.target.clone(),
+            question_refs: Vec::new(),
+        });
+    }
+
+    /// Publishes a resolved (answered, expired, cancelled) question.
+    pub fn publish_question_resolved(&self, q: &Question) {
+        self.dashboard.emit(|seq| DashboardEvent::QuestionResolved {
+            seq,
+            id: q.id,
+            answer: q.answer.clone().unwrap_or_default(),
+            answerer: q.answerer.clone().unwrap_or_default(),
+            answered_at: q.answered_at.unwrap_or_else(hive_store::now_unix),
+            cancelled: q.cancelled,
+            target: q.target.clone(),
+            answer_refs: Vec::new(),
+        });
+    }
+}
+
+fn sha_short(commit_ref: &str) -> Option<String> {
+    (!commit_ref.is_empty()).then(|| commit_ref.chars().take(12).collect())
+}

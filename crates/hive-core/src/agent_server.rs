@@ -1,0 +1,391 @@
+//! Per-agent sockets and the manager socket.
+//!
+//! The caller is whoever the socket belongs to: a request never names its
+//! sender. The manager socket accepts the whole agent surface plus the
+//! privileged verbs of [`ManagerOnlyRequest`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_proto::{
+    AgentName, AgentRequest, AgentResponse, DEFAULT_WAIT_SECONDS, LooseEndKind, MAX_RECV_BATCH,
+    MAX_WAIT_SECONDS, ManagerOnlyRequest, ManagerRequest, OPERATOR_RECIPIENT, Recipient,
+};
+use tokio::net::UnixStream;
+
+use crate::actions::Lifecycle;
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::jsonl;
+use crate::listener::Connection;
+
+/// Most rows `recent` returns.
+const MAX_RECENT: u64 = 500;
+/// Longest `set_status` text.
+const MAX_STATUS_LEN: usize = 200;
+/// Furthest ahead a reminder may be set.
+const MAX_REMINDER_DELAY: i64 = 365 * 24 * 3600;
+
+/// Serves one connection on `agent`'s socket.
+pub async fn handle(coord: Arc<Coordinator>, agent: AgentName, stream: UnixStream) {
+    let mut conn = Connection::new(stream);
+    let Some(line) = conn.request_line().await else {
+        return;
+    };
+    let decoded = line.and_then(|line| {
+        if agent.is_manager() {
+            jsonl::decode::<ManagerRequest>(&line)
+        } else {
+            jsonl::decode::<AgentRequest>(&line).map(ManagerRequest::Agent)
+        }
+    });
+    let request = match decoded {
+        Ok(request) => request,
+        Err(e) => {
+            let _ = conn.respond(&AgentResponse::err(e.to_string())).await;
+            return;
+        }
+    };
+    tracing::debug!(%agent, ?request, "agent request");
+    match request {
+        ManagerRequest::Agent(AgentRequest::Recv { wait_seconds, max }) => {
+            recv(&coord, &agent, &mut conn, wait_seconds, max).await;
+        }
+        ManagerRequest::Agent(request) => {
+            let response = agent_verb(&coord, &agent, request).unwrap_or_else(error_response);
+            let _ = conn.respond(&response).await;
+        }
+        ManagerRequest::Manager(request) => {
+            let response = manager_verb(&coord, request).unwrap_or_else(error_response);
+            let _ = conn.respond(&response).await;
+        }
+    }
+}
+
+fn error_response(e: Error) -> AgentResponse {
+    AgentResponse::err(e.to_string())
+}
+
+/// Long-polls for messages, then hands them over. If the response cannot be
+/// written (the client left), the popped rows go back to the inbox: a client
+/// that disconnects during a long-poll loses nothing.
+async fn recv(
+    coord: &Coordinator,
+    agent: &AgentName,
+    conn: &mut Connection,
+    wait_seconds: Option<u64>,
+    max: Option<u32>,
+) {
+    let wait = Duration::from_secs(
+        wait_seconds
+            .unwrap_or(DEFAULT_WAIT_SECONDS)
+            .min(MAX_WAIT_SECONDS),
+    );
+    let max = max.unwrap_or(1).clamp(1, MAX_RECV_BATCH);
+    let popped = tokio::select! {
+        popped = coord.store.recv_wait(agent.as_str(), wait, max) => popped,
+        () = coord.shutting_down() => Ok(Vec::new()),
+    };
+    let messages = match popped {
+        Ok(messages) => messages,
+        Err(e) => {
+            let _ = conn.respond(&AgentResponse::err(e.to_string())).await;
+            return;
+        }
+    };
+    let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+    if let Err(e) = conn.respond(&AgentResponse::Messages { messages }).await
+        && !ids.is_empty()
+    {
+        tracing::info!(%agent, count = ids.len(), "recv client left: returning messages ({e})");
+        if let Err(e) = coord.store.undeliver(&ids) {
+            tracing::error!(%agent, ?ids, "could not return undelivered messages: {e}");
+        }
+    }
+}
+
+/// Answers every agent verb but `recv`.
+pub fn agent_verb(
+    coord: &Coordinator,
+    me: &AgentName,
+    request: AgentRequest,
+) -> Result<AgentResponse> {
+    use AgentRequest::*;
+    let store = &coord.store;
+    Ok(match request {
+        Send {
+            to,
+            body,
+            in_reply_to,
+        } => {
+            store.send(me.as_str(), &to, &body, in_reply_to)?;
+            AgentResponse::Ok
+        }
+        Recv { .. } => return Err(Error::refused("recv is served as a long-poll")),
+        Status => AgentResponse::Status {
+            unread: store.unread(me.as_str())?,
+        },
+        OperatorMsg { body } => {
+            store.send(OPERATOR_RECIPIENT, me.as_str(), &body, None)?;
+            AgentResponse::Ok
+        }
+        Recent { limit } => AgentResponse::Recent {
+            rows: store.recent(me.as_str(), limit.min(MAX_RECENT))?,
+        },
+        AckTurn => {
+            store.ack_turn(me.as_str())?;
+            AgentResponse::Ok
+        }
+        RequeueInflight => {
+            store.requeue_inflight(me.as_str())?;
+            AgentResponse::Ok
+        }
+        Ask {
+            question,
+            options,
+            multi,
+            ttl_seconds,
+            to,
+        } => {
+            let target = match to.as_deref() {
+                None | Some(OPERATOR_RECIPIENT) => None,
+                Some(to) => Some(AgentName::parse(to).map_err(hive_store::Error::from)?),
+            };
+            let q = store.ask(
+                me.as_str(),
+                target.as_ref().map(AgentName::as_str),
+                &question,
+                &options,
+                multi,
+                ttl_seconds,
+            )?;
+            coord.publish_question_added(&q);
+            AgentResponse::QuestionQueued { id: q.id }
+        }
+        Answer { id, answer } => {
+            let q = store.answer_question(id, me.as_str(), &answer)?;
+            coord.publish_question_resolved(&q);
+            AgentResponse::Ok
+        }
+        Remind {
+            message,
+            at,
+            in_seconds,
+            to,
+            file_path,
+        } => {
+            let due_at = reminder_due(at, in_seconds)?;
+            let target = match to {
+                None => None,
+                Some(to) => match Recipient::parse(&to).map_err(hive_store::Error::from)? {
+                    Recipient::Agent(name) => Some(name),
+                    _ => return Err(Error::refused("a reminder's `to` must be one agent")),
+                },
+            };
+            if let Some(path) = &file_path {
+                check_reminder_path(path)?;
+            }
+            let r = store.remind(
+                me.as_str(),
+                target.as_ref().map(AgentName::as_str),
+                &message,
+                due_at,
+                file_path.as_deref(),
+            )?;
+            coord.publish_status(me.as_str());
+            AgentResponse::ReminderQueued {
+                id: r.id,
+                due_at: r.due_at,
+            }
+        }
+        GetLooseEnds => {
+            let now = hive_store::now_unix();
+            let loose_ends = if me.is_manager() {
+                store.loose_ends_all(now)?
+            } else {
+                store.loose_ends_for(me.as_str(), now)?
+            };
+            AgentResponse::LooseEnds { loose_ends }
+        }
+        CancelLooseEnd { kind, id } => {
+            cancel_loose_end(coord, me, kind, id)?;
+            AgentResponse::Ok
+        }
+        Whoami => AgentResponse::Whoami {
+            name: me.to_string(),
+            role: if me.is_manager() { "manager" } else { "agent" }.into(),
+        },
+        SetStatus { text } => {
+            let text = text.trim();
+            if text.chars().count() > MAX_STATUS_LEN {
+                return Err(Error::refused(format!(
+                    "status text is over {MAX_STATUS_LEN} characters"
+                )));
+            }
+            store.set_status_text(me.as_str(), (!text.is_empty()).then_some(text))?;
+            coord.publish_status(me.as_str());
+            AgentResponse::Ok
+        }
+    })
+}
+
+fn cancel_loose_end(
+    coord: &Coordinator,
+    me: &AgentName,
+    kind: LooseEndKind,
+    id: i64,
+) -> Result<()> {
+    match kind {
+        LooseEndKind::Question => {
+            let q = coord.store.question(id)?;
+            // The manager may clean up any thread, hive-wide.
+            if q.asker != me.as_str() && !me.is_manager() {
+                return Err(Error::refused(format!(
+                    "question #{id} was asked by {}, not you",
+                    q.asker
+                )));
+            }
+            let q = coord.store.cancel_question(id, &q.asker)?;
+            coord.publish_question_resolved(&q);
+        }
+        LooseEndKind::Reminder => {
+            let owner = coord
+                .store
+                .pending_reminders(None)?
+                .into_iter()
+                .find(|r| r.id == id)
+                .map(|r| r.owner);
+            coord.store.cancel_reminder(id, me.as_str())?;
+            if let Some(owner) = owner {
+                coord.publish_status(&owner);
+            }
+        }
+        LooseEndKind::Approval => {
+            if !me.is_manager() {
+                return Err(Error::refused("only the manager can withdraw approvals"));
+            }
+            coord.cancel_approval(id)?;
+        }
+    }
+    Ok(())
+}
+
+fn reminder_due(at: Option<i64>, in_seconds: Option<u64>) -> Result<i64> {
+    let now = hive_store::now_unix();
+    let due = match (at, in_seconds) {
+        (Some(at), None) => at,
+        (None, Some(secs)) => now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)),
+        (None, None) => return Err(Error::refused("a reminder needs `at` or `in_seconds`")),
+        (Some(_), Some(_)) => {
+            return Err(Error::refused(
+                "give a reminder `at` or `in_seconds`, not both",
+            ));
+        }
+    };
+    if due > now + MAX_REMINDER_DELAY {
+        return Err(Error::refused("a reminder may be at most one year ahead"));
+    }
+    Ok(due.max(now))
+}
+
+/// A reminder's file must be an absolute, normalised path in the agent's
+/// own `/state` or the hive-wide `/shared`.
+fn check_reminder_path(path: &str) -> Result<()> {
+    let p = std::path::Path::new(path);
+    let normal = p.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::RootDir | std::path::Component::Normal(_)
+        )
+    });
+    if normal && (p.starts_with("/state") || p.starts_with("/shared")) && path.len() <= 4096 {
+        Ok(())
+    } else {
+        Err(Error::refused(format!(
+            "reminder file_path {path:?} must be an absolute path under /state or /shared"
+        )))
+    }
+}
+
+/// Answers the manager's privileged verbs.
+pub fn manager_verb(coord: &Coordinator, request: ManagerOnlyRequest) -> Result<AgentResponse> {
+    use ManagerOnlyRequest::*;
+    let manager_itself = |name: &AgentName, verb: &str| {
+        if name.is_manager() {
+            Err(Error::refused(format!("the manager cannot {verb} itself")))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match request {
+        RequestSpawn { name, description } => {
+            let approval = coord.request_spawn(&name, description.as_deref())?;
+            AgentResponse::ApprovalQueued { id: approval.id }
+        }
+        Kill { name } => {
+            manager_itself(&name, "stop")?;
+            coord.lifecycle(Lifecycle::Stop, &name)?;
+            AgentResponse::Ok
+        }
+        Start { name } => {
+            coord.lifecycle(Lifecycle::Start, &name)?;
+            AgentResponse::Ok
+        }
+        Restart { name } => {
+            manager_itself(&name, "restart")?;
+            coord.lifecycle(Lifecycle::Restart, &name)?;
+            AgentResponse::Ok
+        }
+        Update { name } => {
+            coord.lifecycle(Lifecycle::Rebuild, &name)?;
+            AgentResponse::Ok
+        }
+        RequestApplyCommit { agent, .. } => {
+            coord.require_agent(&agent)?;
+            return Err(Error::refused(
+                "request_apply_commit: config repositories are not available in this build of hive",
+            ));
+        }
+        RequestInitConfig { .. } => {
+            return Err(Error::refused(
+                "request_init_config: config repositories are not available in this build of hive",
+            ));
+        }
+        List => AgentResponse::Agents {
+            agents: coord.agent_statuses(&Default::default())?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reminder_paths() {
+        for ok in ["/state/notes.md", "/shared/plan/x.txt"] {
+            assert!(check_reminder_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "notes.md",
+            "/etc/passwd",
+            "/state/../etc/passwd",
+            "/statefoo/x",
+        ] {
+            assert!(check_reminder_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reminder_due_times() {
+        let now = hive_store::now_unix();
+        assert!(reminder_due(None, Some(60)).unwrap() >= now + 60);
+        assert!(
+            reminder_due(Some(1), None).unwrap() >= now,
+            "a past time is due now"
+        );
+        assert!(reminder_due(None, None).is_err());
+        assert!(reminder_due(Some(now), Some(1)).is_err());
+        assert!(reminder_due(None, Some(u64::MAX)).is_err());
+    }
+}

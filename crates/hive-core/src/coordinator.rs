@@ -1,0 +1,140 @@
+//! Shared state of the daemon: the store, the paths, the event channels and
+//! the set of bound agent sockets.
+//!
+//! Everything a socket handler, the scheduler or the dashboard does goes
+//! through one `Arc<Coordinator>`; mutations publish what they changed on
+//! the dashboard bus and on the agent-status channel that
+//! `subscribe_agent_status` streams.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use hive_proto::{AgentName, AgentStatusRow, DashboardEvent, HelperEvent, MANAGER_AGENT, Scope};
+use hive_store::{AgentRecord, Store};
+use tokio::sync::{broadcast, watch};
+use tokio::task::AbortHandle;
+
+use crate::Paths;
+use crate::error::{Error, Result};
+use crate::events::DashboardBus;
+
+/// Status rows a slow `subscribe_agent_status` client may fall behind.
+const STATUS_CHANNEL_CAPACITY: usize = 256;
+
+pub struct Coordinator {
+    pub store: Store,
+    pub paths: Paths,
+    pub dashboard: DashboardBus,
+    /// The dashboard's bound address, for building agent URLs.
+    pub dashboard_addr: Option<SocketAddr>,
+    status_tx: broadcast::Sender<AgentStatusRow>,
+    shutdown: watch::Sender<bool>,
+    /// Accept loops of bound agent sockets, by agent name.
+    pub(crate) agent_sockets: Mutex<HashMap<AgentName, AbortHandle>>,
+}
+
+impl Coordinator {
+    pub fn new(store: Store, paths: Paths, dashboard_addr: Option<SocketAddr>) -> Self {
+        let (status_tx, _) = broadcast::channel(STATUS_CHANNEL_CAPACITY);
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            store,
+            paths,
+            dashboard: DashboardBus::default(),
+            dashboard_addr,
+            status_tx,
+            shutdown,
+            agent_sockets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Asks every task to stop.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`Coordinator::shut_down`] has been called.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        // An error means the sender is gone, which is shutdown too.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// The record of a known agent, or [`Error::UnknownAgent`].
+    pub fn require_agent(&self, name: &AgentName) -> Result<AgentRecord> {
+        self.store
+            .agent(name.as_str())?
+            .ok_or_else(|| Error::UnknownAgent(name.clone()))
+    }
+
+    /// The status row of one agent.
+    pub fn status_row(&self, record: &AgentRecord) -> Result<AgentStatusRow> {
+        let url = record.port.and_then(|port| {
+            let host = self.dashboard_addr.map(|a| a.ip().to_string())?;
+            Some(format!("http://{host}:{port}/"))
+        });
+        Ok(AgentStatusRow {
+            name: record.name.clone(),
+            running: false,
+            failed: false,
+            needs_update: record.needs_update,
+            needs_login: record.needs_login,
+            deployed_sha: record.deployed_sha.clone(),
+            pending_reminders: self.store.pending_reminder_count(&record.name)?,
+            paused: record.paused,
+            parent: record.parent.clone(),
+            active_model: record.active_model.clone(),
+            status_text: record.status_text.clone(),
+            status_set_at: record.status_set_at,
+            url,
+        })
+    }
+
+    /// Status rows of the agents in `scope` (every agent when empty).
+    pub fn agent_statuses(&self, scope: &Scope) -> Result<Vec<AgentStatusRow>> {
+        let records = if scope.is_all() {
+            self.store.agents()?
+        } else {
+            scope
+                .agent_names
+                .iter()
+                .map(|n| self.require_agent(n))
+                .collect::<Result<_>>()?
+        };
+        records.iter().map(|r| self.status_row(r)).collect()
+    }
+
+    /// Publishes an agent's current status to status subscribers and the
+    /// dashboard. Failures are logged: a missed frame must not fail the
+    /// mutation that caused it.
+    pub fn publish_status(&self, name: &str) {
+        let row = match self.store.agent(name) {
+            Ok(Some(record)) => self.status_row(&record),
+            Ok(None) => return,
+            Err(e) => Err(e.into()),
+        };
+        match row {
+            Ok(row) => {
+                let _ = self.status_tx.send(row.clone());
+                self.dashboard
+                    .emit(|seq| DashboardEvent::ContainerStateChanged {
+                        seq,
+                        container: row,
+                    });
+            }
+            Err(e) => tracing::warn!(agent = name, "status not published: {e}"),
+        }
+    }
+
+    pub fn subscribe_status(&self) -> broadcast::Receiver<AgentStatusRow> {
+        self.status_tx.subscribe()
+    }
+
+    /// Pushes a helper event into the manager's inbox.
+    pub fn notify_manager(&self, event: &HelperEvent) {
+        if let Err(e) = self.store.push_helper_event(MANAGER_AGENT, event) {
+            tracing::error!(?event, "helper event not delivered to the manager: {e}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The daemon's error type: every refusal a client can receive.
+
+use hive_proto::AgentName;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] hive_store::Error),
+    /// A lifecycle verb on a hive started without a container backend.
+    #[error(
+        "no runtime configured: `{verb}` needs a container backend and this hive runs with --runtime none"
+    )]
+    NoRuntime { verb: &'static str },
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(AgentName),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Error {
+    pub fn refused(message: impl Into<String>) -> Self {
+        Error::Refused(message.into())
+    }
+}

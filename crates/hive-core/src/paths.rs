@@ -1,0 +1,220 @@
+//! Where the daemon keeps its state and its sockets.
+//!
+//! Run dir: `host.sock`, `manager/mcp.sock`, `agents/<name>/mcp.sock`.
+//! State dir: `hive.sqlite`, `agents/<name>/state/`, `agents/<name>/config/`,
+//! `applied/<name>/`. Every per-agent path takes an [`AgentName`], so no
+//! unvalidated string ever reaches the filesystem.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use hive_proto::AgentName;
+
+/// Mode of every directory core creates: owner rwx, group r-x, others --x.
+pub const DIR_MODE: u32 = 0o751;
+/// Mode of every socket core binds: owner and group read-write.
+pub const SOCKET_MODE: u32 = 0o660;
+/// Longest unix socket path the kernel accepts (`sun_path` minus the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The daemon's two roots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(state_dir: impl Into<PathBuf>, run_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            run_dir: run_dir.into(),
+        }
+    }
+
+    /// `/var/lib/hyperhive` and `/run/hyperhive` as root; the XDG state and
+    /// runtime dirs otherwise.
+    pub fn defaults() -> Self {
+        if running_as_root() {
+            return Self::new("/var/lib/hyperhive", "/run/hyperhive");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/tmp".into());
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| home.join(".local/state"));
+        let run = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("hyperhive-{}", current_uid())));
+        Self::new(state.join("hyperhive"), run.join("hyperhive"))
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.state_dir.join("hive.sqlite")
+    }
+
+    pub fn host_socket(&self) -> PathBuf {
+        self.run_dir.join("host.sock")
+    }
+
+    /// The socket an agent's harness talks to; the manager's lives apart.
+    pub fn agent_socket(&self, name: &AgentName) -> PathBuf {
+        if name.is_manager() {
+            self.run_dir.join("manager").join("mcp.sock")
+        } else {
+            self.run_dir
+                .join("agents")
+                .join(name.as_str())
+                .join("mcp.sock")
+        }
+    }
+
+    pub fn agents_dir(&self) -> PathBuf {
+        self.state_dir.join("agents")
+    }
+
+    pub fn agent_dir(&self, name: &AgentName) -> PathBuf {
+        self.agents_dir().join(name.as_str())
+    }
+
+    /// Persistent `/state` of an agent; survives destroy unless purged.
+    pub fn agent_state(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("state")
+    }
+
+    /// The proposed config repo (manager read-write, agent read-only).
+    pub fn agent_config(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("config")
+    }
+
+    /// The applied config repo (core only).
+    pub fn applied(&self, name: &AgentName) -> PathBuf {
+        self.state_dir.join("applied").join(name.as_str())
+    }
+
+    /// Hive-wide shared directory, `/shared` in every container.
+    pub fn shared(&self) -> PathBuf {
+        self.state_dir.join("shared")
+    }
+
+    /// The pause marker the harness checks between turns.
+    pub fn pause_marker(&self, name: &AgentName) -> PathBuf {
+        self.agent_state(name).join(".hive-paused")
+    }
+
+    /// Creates both roots with [`DIR_MODE`].
+    pub fn create_roots(&self) -> anyhow::Result<()> {
+        for dir in [
+            &self.state_dir,
+            &self.run_dir,
+            &self.agents_dir(),
+            &self.shared(),
+        ] {
+            create_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Creates an agent's state and config dirs.
+    pub fn create_agent_dirs(&self, name: &AgentName) -> anyhow::Result<()> {
+        create_dir(&self.agent_state(name))?;
+        create_dir(&self.agent_config(name))
+    }
+
+    /// Names with a state dir on disk; entries that are not valid names are
+    /// skipped with a warning.
+    pub fn agents_on_disk(&self) -> anyhow::Result<Vec<AgentName>> {
+        let dir = self.agents_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let file_name = entry.file_name();
+            match file_name.to_str().map(AgentName::parse) {
+                Some(Ok(name)) => names.push(name),
+                Some(Err(e)) => tracing::warn!(dir = %entry.path().display(), "skipping: {e}"),
+                None => tracing::warn!(dir = %entry.path().display(), "skipping non-utf8 name"),
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Creates `dir` and its parents with [`DIR_MODE`] (existing dirs keep
+/// their mode).
+pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))
+}
+
+/// Sets a bound socket's mode to [`SOCKET_MODE`].
+pub fn restrict_socket(path: &Path) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+fn running_as_root() -> bool {
+    current_uid() == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let p = Paths::new("/s", "/r");
+        let coder = AgentName::parse("coder").unwrap();
+        assert_eq!(p.host_socket(), Path::new("/r/host.sock"));
+        assert_eq!(
+            p.agent_socket(&AgentName::manager()),
+            Path::new("/r/manager/mcp.sock")
+        );
+        assert_eq!(
+            p.agent_socket(&coder),
+            Path::new("/r/agents/coder/mcp.sock")
+        );
+        assert_eq!(p.database(), Path::new("/s/hive.sqlite"));
+        assert_eq!(p.agent_state(&coder), Path::new("/s/agents/coder/state"));
+        assert_eq!(p.agent_config(&coder), Path::new("/s/agents/coder/config"));
+        assert_eq!(p.applied(&coder), Path::new("/s/applied/coder"));
+    }
+
+    #[test]
+    fn agents_on_disk_skips_bad_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Paths::new(dir.path(), dir.path().join("run"));
+        for name in ["good", "Bad", "also-good"] {
+            std::fs::create_dir_all(p.agents_dir().join(name)).unwrap();
+        }
+        std::fs::write(p.agents_dir().join("file"), "").unwrap();
+        let names: Vec<String> = p
+            .agents_on_disk()
+            .unwrap()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(names, ["also-good", "good"]);
+    }
+}
