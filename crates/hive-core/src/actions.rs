@@ -69,24 +69,27 @@ impl Coordinator {
         for name in &names {
             self.require_agent(name)?;
         }
-        if names.is_empty() {
+        let failures: Vec<(&AgentName, Error)> = names
+            .iter()
+            .filter_map(|name| self.lifecycle(verb, name).err().map(|e| (name, e)))
+            .collect();
+        let Some((_, first)) = failures.first() else {
             return Ok(());
+        };
+        // One reason shared by every failure (e.g. no runtime) is said once.
+        let first = first.to_string();
+        if failures.iter().all(|(_, e)| e.to_string() == first) {
+            return Err(failures
+                .into_iter()
+                .next()
+                .map(|(_, e)| e)
+                .unwrap_or(Error::Refused(first)));
         }
-        let mut errors = Vec::new();
-        for name in &names {
-            if let Err(e) = self.lifecycle(verb, name) {
-                errors.push(format!("{name}: {e}"));
-            }
-        }
-        match errors.len() {
-            0 => Ok(()),
-            _ if errors.len() == names.len() && names.len() > 1 => {
-                // Every agent failed the same way: say it once.
-                let first = self.lifecycle(verb, &names[0]).err();
-                Err(first.unwrap_or_else(|| Error::refused(errors.join("; "))))
-            }
-            _ => Err(Error::refused(errors.join("; "))),
-        }
+        let each: Vec<String> = failures
+            .iter()
+            .map(|(name, e)| format!("{name}: {e}"))
+            .collect();
+        Err(Error::refused(each.join("; ")))
     }
 
     /// Destroys an agent's container; with `purge` its state and repos too.

@@ -13,7 +13,7 @@ pub enum Error {
         "no runtime configured: `{verb}` needs a container backend and this hive runs with --runtime none"
     )]
     NoRuntime { verb: &'static str },
-    #[error("unknown agent {0:?}")]
+    #[error("unknown agent {:?}", .0.as_str())]
     UnknownAgent(AgentName),
     #[error("{0}")]
     Refused(String),

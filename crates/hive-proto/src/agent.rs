@@ -161,9 +161,13 @@ impl<'de> Deserialize<'de> for ManagerRequest {
             .and_then(serde_json::Value::as_str)
             .is_some_and(|cmd| Self::MANAGER_ONLY.contains(&cmd));
         if manager_only {
-            ManagerOnlyRequest::deserialize(value).map(Self::Manager).map_err(D::Error::custom)
+            ManagerOnlyRequest::deserialize(value)
+                .map(Self::Manager)
+                .map_err(D::Error::custom)
         } else {
-            AgentRequest::deserialize(value).map(Self::Agent).map_err(D::Error::custom)
+            AgentRequest::deserialize(value)
+                .map(Self::Agent)
+                .map_err(D::Error::custom)
         }
     }
 }
@@ -201,7 +205,9 @@ pub type ManagerResponse = AgentResponse;
 
 impl AgentResponse {
     pub fn err(message: impl Into<String>) -> Self {
-        AgentResponse::Err { message: message.into() }
+        AgentResponse::Err {
+            message: message.into(),
+        }
     }
 }
 

@@ -89,7 +89,9 @@ impl Scope {
     }
 
     pub fn one(name: AgentName) -> Self {
-        Self { agent_names: vec![name] }
+        Self {
+            agent_names: vec![name],
+        }
     }
 }
 
@@ -128,23 +130,38 @@ impl HostResponse {
     }
 
     pub fn error(message: impl Into<String>) -> Self {
-        Self { error: Some(message.into()), ..Self::empty(false) }
+        Self {
+            error: Some(message.into()),
+            ..Self::empty(false)
+        }
     }
 
     pub fn agents(agents: Vec<String>) -> Self {
-        Self { agents: Some(agents), ..Self::empty(true) }
+        Self {
+            agents: Some(agents),
+            ..Self::empty(true)
+        }
     }
 
     pub fn agent_statuses(rows: Vec<AgentStatusRow>) -> Self {
-        Self { agent_statuses: Some(rows), ..Self::empty(true) }
+        Self {
+            agent_statuses: Some(rows),
+            ..Self::empty(true)
+        }
     }
 
     pub fn approvals(approvals: Vec<Approval>) -> Self {
-        Self { approvals: Some(approvals), ..Self::empty(true) }
+        Self {
+            approvals: Some(approvals),
+            ..Self::empty(true)
+        }
     }
 
     pub fn urls(urls: Vec<AgentUrl>) -> Self {
-        Self { urls: Some(urls), ..Self::empty(true) }
+        Self {
+            urls: Some(urls),
+            ..Self::empty(true)
+        }
     }
 }
 
@@ -223,9 +240,13 @@ impl ApprovalKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [ApprovalKind::ApplyCommit, ApprovalKind::Spawn, ApprovalKind::InitConfig]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            ApprovalKind::ApplyCommit,
+            ApprovalKind::Spawn,
+            ApprovalKind::InitConfig,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -254,8 +275,14 @@ impl ApprovalStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Approved, Self::Denied, Self::Failed, Self::Cancelled]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Pending,
+            Self::Approved,
+            Self::Denied,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }

@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 pub enum LiveEvent {
     /// The harness popped a wake-up message and is about to run the engine.
     /// `unread` counts the *other* messages still waiting.
-    TurnStart { from: String, body: String, unread: u64 },
+    TurnStart {
+        from: String,
+        body: String,
+        unread: u64,
+    },
     /// One line of the engine's stream-json stdout, a JSON object; the page
     /// pretty-prints by its `type`.
     Stream(serde_json::Value),

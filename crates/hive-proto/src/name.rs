@@ -36,13 +36,22 @@ impl fmt::Display for NameError {
         match self {
             NameError::Empty => write!(f, "invalid agent name: empty ({RULE})"),
             NameError::TooLong { len } => {
-                write!(f, "invalid agent name: {len} characters, at most {MAX_NAME_LEN} ({RULE})")
+                write!(
+                    f,
+                    "invalid agent name: {len} characters, at most {MAX_NAME_LEN} ({RULE})"
+                )
             }
             NameError::BadStart { name } => {
-                write!(f, "invalid agent name {name:?}: must start with a-z ({RULE})")
+                write!(
+                    f,
+                    "invalid agent name {name:?}: must start with a-z ({RULE})"
+                )
             }
             NameError::BadChar { name, ch } => {
-                write!(f, "invalid agent name {name:?}: character {ch:?} not allowed ({RULE})")
+                write!(
+                    f,
+                    "invalid agent name {name:?}: character {ch:?} not allowed ({RULE})"
+                )
             }
             NameError::Reserved { name } => write!(f, "invalid agent name {name:?}: reserved"),
         }
@@ -59,17 +68,27 @@ impl AgentName {
             return Err(NameError::Empty);
         };
         if name.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong { len: name.chars().count() });
+            return Err(NameError::TooLong {
+                len: name.chars().count(),
+            });
         }
         if !first.is_ascii_lowercase() {
-            return Err(NameError::BadStart { name: name.to_owned() });
+            return Err(NameError::BadStart {
+                name: name.to_owned(),
+            });
         }
-        if let Some(ch) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        if let Some(ch) =
+            chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
         {
-            return Err(NameError::BadChar { name: name.to_owned(), ch });
+            return Err(NameError::BadChar {
+                name: name.to_owned(),
+                ch,
+            });
         }
         if name == OPERATOR_RECIPIENT || name == SYSTEM_SENDER {
-            return Err(NameError::Reserved { name: name.to_owned() });
+            return Err(NameError::Reserved {
+                name: name.to_owned(),
+            });
         }
         Ok(Self(name.to_owned()))
     }
@@ -145,18 +164,41 @@ mod tests {
 
     #[test]
     fn accepts_and_refuses() {
-        for ok in ["a", "manager", "coder-2", "a1234567890123456789012345678901"] {
+        for ok in [
+            "a",
+            "manager",
+            "coder-2",
+            "a1234567890123456789012345678901",
+        ] {
             assert!(AgentName::parse(ok).is_ok(), "{ok}");
         }
         let cases = [
-            ("", "invalid agent name: empty (names match ^[a-z][a-z0-9-]{0,31}$)"),
-            ("Bob", "invalid agent name \"Bob\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)"),
-            ("../x", "invalid agent name \"../x\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)"),
-            ("a/b", "invalid agent name \"a/b\": character '/' not allowed (names match ^[a-z][a-z0-9-]{0,31}$)"),
-            ("a b", "invalid agent name \"a b\": character ' ' not allowed (names match ^[a-z][a-z0-9-]{0,31}$)"),
+            (
+                "",
+                "invalid agent name: empty (names match ^[a-z][a-z0-9-]{0,31}$)",
+            ),
+            (
+                "Bob",
+                "invalid agent name \"Bob\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)",
+            ),
+            (
+                "../x",
+                "invalid agent name \"../x\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)",
+            ),
+            (
+                "a/b",
+                "invalid agent name \"a/b\": character '/' not allowed (names match ^[a-z][a-z0-9-]{0,31}$)",
+            ),
+            (
+                "a b",
+                "invalid agent name \"a b\": character ' ' not allowed (names match ^[a-z][a-z0-9-]{0,31}$)",
+            ),
             ("operator", "invalid agent name \"operator\": reserved"),
             ("system", "invalid agent name \"system\": reserved"),
-            ("a12345678901234567890123456789012", "invalid agent name: 33 characters, at most 32 (names match ^[a-z][a-z0-9-]{0,31}$)"),
+            (
+                "a12345678901234567890123456789012",
+                "invalid agent name: 33 characters, at most 32 (names match ^[a-z][a-z0-9-]{0,31}$)",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(AgentName::parse(input).unwrap_err().to_string(), expected);
@@ -166,7 +208,10 @@ mod tests {
     #[test]
     fn decoding_validates() {
         let err = serde_json::from_str::<AgentName>("\"x/../y\"").unwrap_err();
-        assert!(err.to_string().contains("character '/' not allowed"), "{err}");
+        assert!(
+            err.to_string().contains("character '/' not allowed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,51 +21,101 @@ fn name(s: &str) -> AgentName {
 #[test]
 fn host_requests() {
     use HostRequest::*;
-    check(Spawn { name: name("coder") }, r#"{"cmd":"spawn","name":"coder"}"#);
     check(
-        RequestSpawn { name: name("coder"), description: None },
+        Spawn {
+            name: name("coder"),
+        },
+        r#"{"cmd":"spawn","name":"coder"}"#,
+    );
+    check(
+        RequestSpawn {
+            name: name("coder"),
+            description: None,
+        },
         r#"{"cmd":"request_spawn","name":"coder"}"#,
     );
     check(
-        RequestSpawn { name: name("coder"), description: Some("writes code".into()) },
+        RequestSpawn {
+            name: name("coder"),
+            description: Some("writes code".into()),
+        },
         r#"{"cmd":"request_spawn","name":"coder","description":"writes code"}"#,
     );
-    check(Kill { name: name("coder") }, r#"{"cmd":"kill","name":"coder"}"#);
     check(
-        Destroy { name: name("coder"), purge: true },
+        Kill {
+            name: name("coder"),
+        },
+        r#"{"cmd":"kill","name":"coder"}"#,
+    );
+    check(
+        Destroy {
+            name: name("coder"),
+            purge: true,
+        },
         r#"{"cmd":"destroy","name":"coder","purge":true}"#,
     );
-    check(Rebuild { name: name("coder") }, r#"{"cmd":"rebuild","name":"coder"}"#);
+    check(
+        Rebuild {
+            name: name("coder"),
+        },
+        r#"{"cmd":"rebuild","name":"coder"}"#,
+    );
     check(List, r#"{"cmd":"list"}"#);
     check(Pending, r#"{"cmd":"pending"}"#);
     check(Approve { id: 7 }, r#"{"cmd":"approve","id":7}"#);
     check(Deny { id: 7, note: None }, r#"{"cmd":"deny","id":7}"#);
     check(
-        Deny { id: 7, note: Some("too broad".into()) },
+        Deny {
+            id: 7,
+            note: Some("too broad".into()),
+        },
         r#"{"cmd":"deny","id":7,"note":"too broad"}"#,
     );
-    check(AgentStatus { scope: Scope::default() }, r#"{"cmd":"agent_status"}"#);
     check(
-        AgentStatus { scope: Scope::one(name("a")) },
+        AgentStatus {
+            scope: Scope::default(),
+        },
+        r#"{"cmd":"agent_status"}"#,
+    );
+    check(
+        AgentStatus {
+            scope: Scope::one(name("a")),
+        },
         r#"{"cmd":"agent_status","scope":{"agent_names":["a"]}}"#,
     );
     check(SubscribeAgentStatus, r#"{"cmd":"subscribe_agent_status"}"#);
     check(
-        Start { scope: Scope { agent_names: vec![name("a"), name("b")] } },
+        Start {
+            scope: Scope {
+                agent_names: vec![name("a"), name("b")],
+            },
+        },
         r#"{"cmd":"start","scope":{"agent_names":["a","b"]}}"#,
     );
     check(
-        Stop { scope: Scope::default(), graceful: true },
+        Stop {
+            scope: Scope::default(),
+            graceful: true,
+        },
         r#"{"cmd":"stop","scope":{"agent_names":[]},"graceful":true}"#,
     );
-    check(Restart { name: name("a") }, r#"{"cmd":"restart","name":"a"}"#);
     check(
-        SetPaused { name: name("a"), paused: true },
+        Restart { name: name("a") },
+        r#"{"cmd":"restart","name":"a"}"#,
+    );
+    check(
+        SetPaused {
+            name: name("a"),
+            paused: true,
+        },
         r#"{"cmd":"set_paused","name":"a","paused":true}"#,
     );
     check(Urls, r#"{"cmd":"urls"}"#);
     check(
-        Send { to: "a".into(), body: "hi".into() },
+        Send {
+            to: "a".into(),
+            body: "hi".into(),
+        },
         r#"{"cmd":"send","to":"a","body":"hi"}"#,
     );
 }
@@ -73,11 +123,22 @@ fn host_requests() {
 #[test]
 fn host_request_decoding_is_lenient_and_strict_where_it_matters() {
     // Unknown fields are ignored; absent optional fields default.
-    let r: HostRequest =
-        serde_json::from_str(r#"{"cmd":"destroy","name":"a","extra":1}"#).unwrap();
-    assert_eq!(r, HostRequest::Destroy { name: name("a"), purge: false });
+    let r: HostRequest = serde_json::from_str(r#"{"cmd":"destroy","name":"a","extra":1}"#).unwrap();
+    assert_eq!(
+        r,
+        HostRequest::Destroy {
+            name: name("a"),
+            purge: false
+        }
+    );
     let r: HostRequest = serde_json::from_str(r#"{"cmd":"stop"}"#).unwrap();
-    assert_eq!(r, HostRequest::Stop { scope: Scope::default(), graceful: false });
+    assert_eq!(
+        r,
+        HostRequest::Stop {
+            scope: Scope::default(),
+            graceful: false
+        }
+    );
     // A bad name never decodes.
     let err = serde_json::from_str::<HostRequest>(r#"{"cmd":"spawn","name":"../etc"}"#)
         .unwrap_err()
@@ -120,7 +181,10 @@ fn approval() -> Approval {
 #[test]
 fn host_responses() {
     check(HostResponse::success(), r#"{"version":1,"ok":true}"#);
-    check(HostResponse::error("boom"), r#"{"version":1,"ok":false,"error":"boom"}"#);
+    check(
+        HostResponse::error("boom"),
+        r#"{"version":1,"ok":false,"error":"boom"}"#,
+    );
     check(
         HostResponse::agents(vec!["a".into(), "manager".into()]),
         r#"{"version":1,"ok":true,"agents":["a","manager"]}"#,
@@ -134,7 +198,10 @@ fn host_responses() {
         r#"{"version":1,"ok":true,"approvals":[{"id":3,"agent":"coder","kind":"apply_commit","commit_ref":"abc1234","requested_at":1700000000,"status":"denied","resolved_at":1700000100,"note":"no","description":"bump model"}]}"#,
     );
     check(
-        HostResponse::urls(vec![AgentUrl { name: "manager".into(), url: "http://127.0.0.1:8000/".into() }]),
+        HostResponse::urls(vec![AgentUrl {
+            name: "manager".into(),
+            url: "http://127.0.0.1:8000/".into(),
+        }]),
         r#"{"version":1,"ok":true,"urls":[{"name":"manager","url":"http://127.0.0.1:8000/"}]}"#,
     );
 }
@@ -165,25 +232,51 @@ fn approval_enums() {
 fn agent_requests() {
     use AgentRequest::*;
     check(
-        Send { to: "b".into(), body: "hi".into(), in_reply_to: None },
+        Send {
+            to: "b".into(),
+            body: "hi".into(),
+            in_reply_to: None,
+        },
         r#"{"cmd":"send","to":"b","body":"hi"}"#,
     );
     check(
-        Send { to: "*".into(), body: "hi".into(), in_reply_to: Some(4) },
+        Send {
+            to: "*".into(),
+            body: "hi".into(),
+            in_reply_to: Some(4),
+        },
         r#"{"cmd":"send","to":"*","body":"hi","in_reply_to":4}"#,
     );
-    check(Recv { wait_seconds: None, max: None }, r#"{"cmd":"recv"}"#);
     check(
-        Recv { wait_seconds: Some(30), max: Some(8) },
+        Recv {
+            wait_seconds: None,
+            max: None,
+        },
+        r#"{"cmd":"recv"}"#,
+    );
+    check(
+        Recv {
+            wait_seconds: Some(30),
+            max: Some(8),
+        },
         r#"{"cmd":"recv","wait_seconds":30,"max":8}"#,
     );
     check(Status, r#"{"cmd":"status"}"#);
-    check(OperatorMsg { body: "hey".into() }, r#"{"cmd":"operator_msg","body":"hey"}"#);
+    check(
+        OperatorMsg { body: "hey".into() },
+        r#"{"cmd":"operator_msg","body":"hey"}"#,
+    );
     check(Recent { limit: 10 }, r#"{"cmd":"recent","limit":10}"#);
     check(AckTurn, r#"{"cmd":"ack_turn"}"#);
     check(RequeueInflight, r#"{"cmd":"requeue_inflight"}"#);
     check(
-        Ask { question: "ok?".into(), options: vec![], multi: false, ttl_seconds: None, to: None },
+        Ask {
+            question: "ok?".into(),
+            options: vec![],
+            multi: false,
+            ttl_seconds: None,
+            to: None,
+        },
         r#"{"cmd":"ask","question":"ok?"}"#,
     );
     check(
@@ -196,9 +289,21 @@ fn agent_requests() {
         },
         r#"{"cmd":"ask","question":"which?","options":["x","y"],"multi":true,"ttl_seconds":60,"to":"b"}"#,
     );
-    check(Answer { id: 2, answer: "x".into() }, r#"{"cmd":"answer","id":2,"answer":"x"}"#);
     check(
-        Remind { message: "m".into(), at: None, in_seconds: Some(60), to: None, file_path: None },
+        Answer {
+            id: 2,
+            answer: "x".into(),
+        },
+        r#"{"cmd":"answer","id":2,"answer":"x"}"#,
+    );
+    check(
+        Remind {
+            message: "m".into(),
+            at: None,
+            in_seconds: Some(60),
+            to: None,
+            file_path: None,
+        },
         r#"{"cmd":"remind","message":"m","in_seconds":60}"#,
     );
     check(
@@ -213,11 +318,19 @@ fn agent_requests() {
     );
     check(GetLooseEnds, r#"{"cmd":"get_loose_ends"}"#);
     check(
-        CancelLooseEnd { kind: LooseEndKind::Reminder, id: 5 },
+        CancelLooseEnd {
+            kind: LooseEndKind::Reminder,
+            id: 5,
+        },
         r#"{"cmd":"cancel_loose_end","kind":"reminder","id":5}"#,
     );
     check(Whoami, r#"{"cmd":"whoami"}"#);
-    check(SetStatus { text: "busy".into() }, r#"{"cmd":"set_status","text":"busy"}"#);
+    check(
+        SetStatus {
+            text: "busy".into(),
+        },
+        r#"{"cmd":"set_status","text":"busy"}"#,
+    );
 }
 
 #[test]
@@ -225,24 +338,46 @@ fn manager_requests() {
     use ManagerOnlyRequest::*;
     let m = |r| ManagerRequest::Manager(r);
     check(
-        m(RequestSpawn { name: name("c"), description: Some("d".into()) }),
+        m(RequestSpawn {
+            name: name("c"),
+            description: Some("d".into()),
+        }),
         r#"{"cmd":"request_spawn","name":"c","description":"d"}"#,
     );
     check(m(Kill { name: name("c") }), r#"{"cmd":"kill","name":"c"}"#);
-    check(m(Start { name: name("c") }), r#"{"cmd":"start","name":"c"}"#);
-    check(m(Restart { name: name("c") }), r#"{"cmd":"restart","name":"c"}"#);
     check(
-        m(RequestApplyCommit { agent: name("c"), commit_ref: "abc1234".into(), description: None }),
+        m(Start { name: name("c") }),
+        r#"{"cmd":"start","name":"c"}"#,
+    );
+    check(
+        m(Restart { name: name("c") }),
+        r#"{"cmd":"restart","name":"c"}"#,
+    );
+    check(
+        m(RequestApplyCommit {
+            agent: name("c"),
+            commit_ref: "abc1234".into(),
+            description: None,
+        }),
         r#"{"cmd":"request_apply_commit","agent":"c","commit_ref":"abc1234"}"#,
     );
     check(
-        m(RequestInitConfig { name: name("c"), description: None }),
+        m(RequestInitConfig {
+            name: name("c"),
+            description: None,
+        }),
         r#"{"cmd":"request_init_config","name":"c"}"#,
     );
-    check(m(Update { name: name("c") }), r#"{"cmd":"update","name":"c"}"#);
+    check(
+        m(Update { name: name("c") }),
+        r#"{"cmd":"update","name":"c"}"#,
+    );
     check(m(List), r#"{"cmd":"list"}"#);
     // The agent surface decodes on the manager socket too.
-    check(ManagerRequest::Agent(AgentRequest::Status), r#"{"cmd":"status"}"#);
+    check(
+        ManagerRequest::Agent(AgentRequest::Status),
+        r#"{"cmd":"status"}"#,
+    );
     let err = serde_json::from_str::<ManagerRequest>(r#"{"cmd":"fly"}"#).unwrap_err();
     assert!(err.to_string().contains("unknown variant `fly`"), "{err}");
 }
@@ -251,8 +386,16 @@ fn manager_requests() {
 fn agent_responses() {
     use AgentResponse::*;
     check(Ok, r#"{"kind":"ok"}"#);
-    check(Err { message: "no".into() }, r#"{"kind":"err","message":"no"}"#);
-    check(Messages { messages: vec![] }, r#"{"kind":"messages","messages":[]}"#);
+    check(
+        Err {
+            message: "no".into(),
+        },
+        r#"{"kind":"err","message":"no"}"#,
+    );
+    check(
+        Messages { messages: vec![] },
+        r#"{"kind":"messages","messages":[]}"#,
+    );
     check(
         Messages {
             messages: vec![DeliveredMessage {
@@ -269,17 +412,39 @@ fn agent_responses() {
     );
     check(Status { unread: 3 }, r#"{"kind":"status","unread":3}"#);
     check(
-        Recent { rows: vec![InboxRow { id: 1, from: "a".into(), body: "hi".into(), at: 5 }] },
+        Recent {
+            rows: vec![InboxRow {
+                id: 1,
+                from: "a".into(),
+                body: "hi".into(),
+                at: 5,
+            }],
+        },
         r#"{"kind":"recent","rows":[{"id":1,"from":"a","body":"hi","at":5}]}"#,
     );
-    check(QuestionQueued { id: 4 }, r#"{"kind":"question_queued","id":4}"#);
-    check(ReminderQueued { id: 4, due_at: 9 }, r#"{"kind":"reminder_queued","id":4,"due_at":9}"#);
     check(
-        Whoami { name: "a".into(), role: "agent".into() },
+        QuestionQueued { id: 4 },
+        r#"{"kind":"question_queued","id":4}"#,
+    );
+    check(
+        ReminderQueued { id: 4, due_at: 9 },
+        r#"{"kind":"reminder_queued","id":4,"due_at":9}"#,
+    );
+    check(
+        Whoami {
+            name: "a".into(),
+            role: "agent".into(),
+        },
         r#"{"kind":"whoami","name":"a","role":"agent"}"#,
     );
-    check(ApprovalQueued { id: 2 }, r#"{"kind":"approval_queued","id":2}"#);
-    check(Agents { agents: vec![] }, r#"{"kind":"agents","agents":[]}"#);
+    check(
+        ApprovalQueued { id: 2 },
+        r#"{"kind":"approval_queued","id":2}"#,
+    );
+    check(
+        Agents { agents: vec![] },
+        r#"{"kind":"agents","agents":[]}"#,
+    );
     check(
         LooseEnds {
             loose_ends: vec![
@@ -337,17 +502,34 @@ fn helper_events() {
         r#"{"event":"approval_resolved","id":1,"agent":"c","commit_ref":"abc1234","status":"denied","note":"why"}"#,
     );
     check(
-        Spawned { agent: "c".into(), ok: true, note: None },
+        Spawned {
+            agent: "c".into(),
+            ok: true,
+            note: None,
+        },
         r#"{"event":"spawned","agent":"c","ok":true}"#,
     );
     check(
-        Rebuilt { agent: "c".into(), ok: false, note: Some("x".into()) },
+        Rebuilt {
+            agent: "c".into(),
+            ok: false,
+            note: Some("x".into()),
+        },
         r#"{"event":"rebuilt","agent":"c","ok":false,"note":"x"}"#,
     );
-    check(Killed { agent: "c".into() }, r#"{"event":"killed","agent":"c"}"#);
-    check(Destroyed { agent: "c".into() }, r#"{"event":"destroyed","agent":"c"}"#);
     check(
-        ContainerCrash { agent: "c".into(), note: Some("exit 137".into()) },
+        Killed { agent: "c".into() },
+        r#"{"event":"killed","agent":"c"}"#,
+    );
+    check(
+        Destroyed { agent: "c".into() },
+        r#"{"event":"destroyed","agent":"c"}"#,
+    );
+    check(
+        ContainerCrash {
+            agent: "c".into(),
+            note: Some("exit 137".into()),
+        },
         r#"{"event":"container_crash","agent":"c","note":"exit 137"}"#,
     );
     check(
@@ -370,9 +552,18 @@ fn helper_events() {
         },
         r#"{"event":"question_answered","id":1,"question":"q","answer":"[expired]","answerer":"ttl-watchdog"}"#,
     );
-    check(NeedsLogin { agent: "c".into() }, r#"{"event":"needs_login","agent":"c"}"#);
-    check(LoggedIn { agent: "c".into() }, r#"{"event":"logged_in","agent":"c"}"#);
-    check(NeedsUpdate { agent: "c".into() }, r#"{"event":"needs_update","agent":"c"}"#);
+    check(
+        NeedsLogin { agent: "c".into() },
+        r#"{"event":"needs_login","agent":"c"}"#,
+    );
+    check(
+        LoggedIn { agent: "c".into() },
+        r#"{"event":"logged_in","agent":"c"}"#,
+    );
+    check(
+        NeedsUpdate { agent: "c".into() },
+        r#"{"event":"needs_update","agent":"c"}"#,
+    );
 }
 
 #[test]
@@ -459,10 +650,21 @@ fn dashboard_events() {
         r#"{"kind":"question_resolved","seq":7,"id":1,"answer":"[cancelled]","answerer":"operator","answered_at":2,"cancelled":true,"target":"d"}"#,
     );
     check(
-        TransientSet { seq: 8, name: "c".into(), transient_kind: TransientKind::Rebuilding, since_unix: 3 },
+        TransientSet {
+            seq: 8,
+            name: "c".into(),
+            transient_kind: TransientKind::Rebuilding,
+            since_unix: 3,
+        },
         r#"{"kind":"transient_set","seq":8,"name":"c","transient_kind":"rebuilding","since_unix":3}"#,
     );
-    check(TransientCleared { seq: 9, name: "c".into() }, r#"{"kind":"transient_cleared","seq":9,"name":"c"}"#);
+    check(
+        TransientCleared {
+            seq: 9,
+            name: "c".into(),
+        },
+        r#"{"kind":"transient_cleared","seq":9,"name":"c"}"#,
+    );
     let mut container = row();
     container.deployed_sha = None;
     container.parent = None;
@@ -474,7 +676,13 @@ fn dashboard_events() {
         ContainerStateChanged { seq: 10, container },
         r#"{"kind":"container_state_changed","seq":10,"container":{"name":"coder","running":true,"failed":false,"needs_update":false,"needs_login":true,"pending_reminders":2,"paused":false}}"#,
     );
-    check(ContainerRemoved { seq: 11, name: "c".into() }, r#"{"kind":"container_removed","seq":11,"name":"c"}"#);
+    check(
+        ContainerRemoved {
+            seq: 11,
+            name: "c".into(),
+        },
+        r#"{"kind":"container_removed","seq":11,"name":"c"}"#,
+    );
     check(
         TombstonesChanged {
             seq: 12,
@@ -490,11 +698,22 @@ fn dashboard_events() {
     check(
         MetaInputsChanged {
             seq: 13,
-            inputs: vec![MetaInputView { name: "c".into(), rev: "abc".into(), last_modified: None, url: None }],
+            inputs: vec![MetaInputView {
+                name: "c".into(),
+                rev: "abc".into(),
+                last_modified: None,
+                url: None,
+            }],
         },
         r#"{"kind":"meta_inputs_changed","seq":13,"inputs":[{"name":"c","rev":"abc"}]}"#,
     );
-    check(MetaUpdateRunning { seq: 14, running: true }, r#"{"kind":"meta_update_running","seq":14,"running":true}"#);
+    check(
+        MetaUpdateRunning {
+            seq: 14,
+            running: true,
+        },
+        r#"{"kind":"meta_update_running","seq":14,"running":true}"#,
+    );
     check(
         RebuildQueueChanged {
             seq: 15,
@@ -509,8 +728,22 @@ fn dashboard_events() {
         },
         r#"{"kind":"rebuild_queue_changed","seq":15,"queue":[{"id":1,"agent":"c","status":"queued","enqueued_at":4}]}"#,
     );
-    assert_eq!(MetaUpdateRunning { seq: 14, running: false }.seq(), 14);
-    for kind in ["spawning", "starting", "stopping", "restarting", "rebuilding", "destroying"] {
+    assert_eq!(
+        MetaUpdateRunning {
+            seq: 14,
+            running: false
+        }
+        .seq(),
+        14
+    );
+    for kind in [
+        "spawning",
+        "starting",
+        "stopping",
+        "restarting",
+        "rebuilding",
+        "destroying",
+    ] {
         let k: TransientKind = serde_json::from_str(&format!("\"{kind}\"")).unwrap();
         assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{kind}\""));
     }
@@ -520,31 +753,74 @@ fn dashboard_events() {
 fn live_events() {
     use LiveEvent::*;
     check(
-        TurnStart { from: "operator".into(), body: "hi".into(), unread: 2 },
+        TurnStart {
+            from: "operator".into(),
+            body: "hi".into(),
+            unread: 2,
+        },
         r#"{"kind":"turn_start","from":"operator","body":"hi","unread":2}"#,
     );
     check(
         Stream(serde_json::json!({"type":"result","subtype":"success"})),
         r#"{"kind":"stream","type":"result","subtype":"success"}"#,
     );
-    check(Note { text: "claude exited 0".into() }, r#"{"kind":"note","text":"claude exited 0"}"#);
-    check(TurnEnd { ok: true, note: None }, r#"{"kind":"turn_end","ok":true}"#);
-    check(StatusChanged { text: Some("busy".into()) }, r#"{"kind":"status_changed","text":"busy"}"#);
-    check(ModelChanged { model: "opus".into() }, r#"{"kind":"model_changed","model":"opus"}"#);
+    check(
+        Note {
+            text: "claude exited 0".into(),
+        },
+        r#"{"kind":"note","text":"claude exited 0"}"#,
+    );
+    check(
+        TurnEnd {
+            ok: true,
+            note: None,
+        },
+        r#"{"kind":"turn_end","ok":true}"#,
+    );
+    check(
+        StatusChanged {
+            text: Some("busy".into()),
+        },
+        r#"{"kind":"status_changed","text":"busy"}"#,
+    );
+    check(
+        ModelChanged {
+            model: "opus".into(),
+        },
+        r#"{"kind":"model_changed","model":"opus"}"#,
+    );
     check(
         TokenUsageChanged {
-            ctx: TokenUsage { input_tokens: 1, output_tokens: 2, cache_creation_input_tokens: 3, cache_read_input_tokens: 4 },
+            ctx: TokenUsage {
+                input_tokens: 1,
+                output_tokens: 2,
+                cache_creation_input_tokens: 3,
+                cache_read_input_tokens: 4,
+            },
             cost: TokenUsage::default(),
         },
         r#"{"kind":"token_usage_changed","ctx":{"input_tokens":1,"output_tokens":2,"cache_creation_input_tokens":3,"cache_read_input_tokens":4},"cost":{"input_tokens":0,"output_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}"#,
     );
-    check(TurnStateChanged { state: TurnState::RateLimited }, r#"{"kind":"turn_state_changed","state":"rate_limited"}"#);
     check(
-        LiveFrame { seq: 3, at: 9, event: Note { text: "x".into() } },
+        TurnStateChanged {
+            state: TurnState::RateLimited,
+        },
+        r#"{"kind":"turn_state_changed","state":"rate_limited"}"#,
+    );
+    check(
+        LiveFrame {
+            seq: 3,
+            at: 9,
+            event: Note { text: "x".into() },
+        },
         r#"{"seq":3,"at":9,"kind":"note","text":"x"}"#,
     );
     check(
-        LiveFrame { seq: 4, at: 9, event: Stream(serde_json::json!({"type":"assistant"})) },
+        LiveFrame {
+            seq: 4,
+            at: 9,
+            event: Stream(serde_json::json!({"type":"assistant"})),
+        },
         r#"{"seq":4,"at":9,"kind":"stream","type":"assistant"}"#,
     );
 }

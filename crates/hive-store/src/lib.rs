@@ -1,1 +1,175 @@
-//! hyperhive's durable state on sqlite (work in progress).
+//! hyperhive's durable state on one sqlite file: the message broker,
+//! approvals, questions, reminders and the agents registry.
+//!
+//! This crate owns the schema and its migrations (keyed on
+//! `PRAGMA user_version`, applied in place at [`Store::open`]) and every
+//! read and write of that file. The broker delivers with lease semantics
+//! kept entirely in sqlite (`delivered_at` / `acked_at` / `redelivered`), so
+//! nothing popped is lost when a turn or a harness dies; long-poll receivers
+//! park on a per-recipient [`tokio::sync::Notify`] and wake as soon as a send
+//! commits. Anything that must happen together (a question and the inbox
+//! event announcing it, a reminder's delivery and its `delivered_at`) happens
+//! in one transaction. A [`Store`] is a cheap handle to one connection behind
+//! a mutex; only [`Store::recv_wait`] is async, and no lock is held across an
+//! await. Architecture invariant: no HTTP, no sockets, no processes here.
+
+mod agents;
+mod approvals;
+mod broker;
+mod loose_ends;
+mod questions;
+mod reminders;
+mod schema;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::{Notify, broadcast};
+
+pub use agents::AgentRecord;
+pub use broker::{MessageEvent, MessageRow};
+pub use questions::{ANSWER_CANCELLED, ANSWER_EXPIRED, Question, TTL_WATCHDOG};
+pub use reminders::{
+    MAX_PENDING_REMINDERS, MAX_REMINDER_ATTEMPTS, Reminder, ReminderOutcome,
+    reminder_backoff_seconds,
+};
+pub use schema::SCHEMA_VERSION;
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything a store operation can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Name(#[from] hive_proto::NameError),
+    #[error(
+        "message body is {len} bytes, over the {max}-byte limit: write the content to a file \
+         under /shared or /state and send its path instead"
+    )]
+    BodyTooLarge { len: usize, max: usize },
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(String),
+    #[error("{from} may not send to {to}: not in its allowed recipients")]
+    NotAllowed { from: String, to: String },
+    #[error("no {what} with id {id}")]
+    NotFound { what: &'static str, id: i64 },
+    /// Self-ask, not allowed to answer, already resolved, too many
+    /// reminders, …: a clear human message.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The current time as unix seconds.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// How many broker events a slow [`Store::subscribe`]r may lag behind.
+const EVENT_CAPACITY: usize = 1024;
+
+/// How long a statement waits on a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle to the hive's sqlite file. Cheap to clone; every clone shares
+/// one connection, one event channel and one set of long-poll waiters.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    events: broadcast::Sender<MessageEvent>,
+    /// One `Notify` per recipient that has long-polled, woken on every
+    /// commit that may have made a message deliverable to it.
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    schedule: Arc<Notify>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`: WAL journal,
+    /// `synchronous=NORMAL`, a busy timeout, foreign keys on, then every
+    /// pending migration. A file written by a newer build is refused.
+    pub fn open(path: &Path) -> Result<Store> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "sqlite refused WAL journal mode");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn)?;
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                conn: Mutex::new(conn),
+                events,
+                waiters: Mutex::new(HashMap::new()),
+                schedule: Arc::new(Notify::new()),
+            }),
+        })
+    }
+
+    /// The file this store was opened from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The schema version of the open file (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Notified (with a stored permit, so a change made while the timer task
+    /// is busy is not lost) whenever a reminder or a question deadline is
+    /// added or changed, so the scheduler re-computes its sleep.
+    pub fn schedule_changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.schedule)
+    }
+
+    /// The connection. A panic while it was held leaves it usable: any open
+    /// transaction was rolled back when its guard dropped.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump_schedule(&self) {
+        self.inner.schedule.notify_one();
+    }
+}
+
+/// Converts a row count to `u64`.
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Converts a caller's `u64` limit to an sqlite integer.
+fn limit(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

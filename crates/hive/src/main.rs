@@ -1,2 +1,145 @@
-//! The `hive` binary (work in progress).
-fn main() {}
+//! The `hive` binary: every role of hyperhive in one file — the daemon
+//! (`serve`, `up`), the operator's admin CLI, and `paths`.
+
+mod admin;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use hive_core::{Paths, ServeConfig, Started};
+
+/// Default dashboard address (loopback only).
+const DEFAULT_DASHBOARD: &str = "127.0.0.1:7700";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hive",
+    version,
+    about = "hyperhive: a swarm of LLM coding agents in containers"
+)]
+struct Cli {
+    #[command(flatten)]
+    client: admin::ClientArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Run the daemon on its embedded defaults and say how to reach it.
+    Up(ServeArgs),
+    /// Print where the daemon keeps its state and sockets.
+    Paths(DirArgs),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+struct DirArgs {
+    /// Persistent state: sqlite, agent state dirs, config repos.
+    #[arg(long, env = "HIVE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Sockets: host.sock, manager/mcp.sock, agents/<name>/mcp.sock.
+    #[arg(long, env = "HIVE_RUN_DIR")]
+    run_dir: Option<PathBuf>,
+}
+
+impl DirArgs {
+    fn paths(&self) -> Paths {
+        let defaults = Paths::defaults();
+        Paths::new(
+            self.state_dir.clone().unwrap_or(defaults.state_dir),
+            self.run_dir.clone().unwrap_or(defaults.run_dir),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    dirs: DirArgs,
+    /// Dashboard address (loopback), or `off`.
+    #[arg(long, default_value = DEFAULT_DASHBOARD, value_parser = parse_dashboard)]
+    dashboard: DashboardAddr,
+    /// Container backend: `auto` picks the strongest available.
+    #[arg(long, default_value = "auto")]
+    runtime: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DashboardAddr(Option<SocketAddr>);
+
+fn parse_dashboard(s: &str) -> Result<DashboardAddr, String> {
+    if s == "off" {
+        return Ok(DashboardAddr(None));
+    }
+    s.parse()
+        .map(|a| DashboardAddr(Some(a)))
+        .map_err(|e| format!("{s:?}: {e} (want HOST:PORT or off)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args, false),
+        Command::Up(args) => serve(args, true),
+        Command::Paths(dirs) => {
+            print_paths(&dirs.paths());
+            Ok(())
+        }
+        Command::Admin(cmd) => {
+            let default_socket = Paths::defaults().host_socket();
+            admin::run(&cli.client, &default_socket, cmd)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_paths(paths: &Paths) {
+    println!("state dir  {}", paths.state_dir.display());
+    println!("run dir    {}", paths.run_dir.display());
+    println!("database   {}", paths.database().display());
+    println!("host.sock  {}", paths.host_socket().display());
+}
+
+fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HIVE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ServeConfig {
+        paths: args.dirs.paths(),
+        dashboard: args.dashboard.0,
+        runtime: args.runtime,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(hive_core::serve::run(config, |started: &Started| {
+        let dashboard = started
+            .dashboard
+            .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/"));
+        println!("hive: host socket {}", started.host_socket.display());
+        println!("hive: dashboard {dashboard}");
+        println!("hive: runtime {}", started.runtime);
+        if friendly {
+            println!(
+                "hive: try `hive --socket {} status` in another terminal; Ctrl-C stops the hive",
+                started.host_socket.display()
+            );
+        }
+    }))
+}

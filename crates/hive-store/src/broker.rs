@@ -1,0 +1,473 @@
+//! The message broker: durable inboxes with lease delivery, long-poll
+//! receive, reply threads, broadcast, allow-lists and retention.
+//!
+//! A message is *pending* (`delivered_at` NULL), *in flight* (popped,
+//! `acked_at` NULL) or *done* (acked). `recv_batch` pops pending rows;
+//! `ack_turn` finishes the recipient's in-flight rows; `requeue_inflight`
+//! puts them back flagged `redelivered` after a harness restart. All of it
+//! lives in sqlite: a crash loses nothing popped.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use hive_proto::{
+    AgentName, DeliveredMessage, HelperEvent, InboxRow, MAX_BODY_BYTES, MAX_RECV_BATCH,
+    MAX_WAIT_SECONDS, OPERATOR_RECIPIENT, Recipient, SYSTEM_SENDER,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{Notify, broadcast};
+
+use crate::agents::{allow_list, allows, check_allowed, exists, names_except};
+use crate::{Error, Result, Store, count, now_unix};
+
+/// One broker row, as broker events carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub id: i64,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// When it was sent.
+    pub at: i64,
+    pub in_reply_to: Option<i64>,
+}
+
+/// What happened to a message, for the dashboard's live flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageEvent {
+    /// A message entered the broker.
+    Sent(MessageRow),
+    /// A message was popped by its recipient (or marked read).
+    Delivered(MessageRow),
+}
+
+/// Refuses a body over [`MAX_BODY_BYTES`].
+pub(crate) fn check_body(body: &str) -> Result<()> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::BodyTooLarge {
+            len: body.len(),
+            max: MAX_BODY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a sender that is not an agent name, `operator` or `system`.
+fn check_sender(from: &str) -> Result<()> {
+    if from != OPERATOR_RECIPIENT && from != SYSTEM_SENDER {
+        AgentName::parse(from)?;
+    }
+    Ok(())
+}
+
+/// Inserts one message; the caller commits and then [`Store::announce`]s.
+pub(crate) fn insert_message(
+    conn: &Connection,
+    from: &str,
+    to: &str,
+    body: &str,
+    at: i64,
+    in_reply_to: Option<i64>,
+) -> Result<MessageRow> {
+    check_body(body)?;
+    conn.prepare_cached(
+        "INSERT INTO messages (sender, recipient, body, sent_at, in_reply_to)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute((from, to, body, at, in_reply_to))?;
+    Ok(MessageRow {
+        id: conn.last_insert_rowid(),
+        from: from.to_owned(),
+        to: to.to_owned(),
+        body: body.to_owned(),
+        at,
+        in_reply_to,
+    })
+}
+
+/// Inserts a helper event from `system` into the inbox of the registered
+/// agent `to`.
+pub(crate) fn insert_helper_event(
+    conn: &Connection,
+    to: &str,
+    event: &HelperEvent,
+    at: i64,
+) -> Result<MessageRow> {
+    if !exists(conn, to)? {
+        return Err(Error::UnknownAgent(to.to_owned()));
+    }
+    let body = serde_json::to_string(event)
+        .map_err(|e| Error::Refused(format!("cannot encode helper event: {e}")))?;
+    insert_message(conn, SYSTEM_SENDER, to, &body, at, None)
+}
+
+/// Refuses an `in_reply_to` naming a message id never issued.
+fn check_reply_target(conn: &Connection, id: i64) -> Result<()> {
+    let issued: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)
+                 OR ?1 BETWEEN 1 AND COALESCE(
+                     (SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)",
+        )?
+        .query_row([id], |r| r.get(0))?;
+    if issued {
+        Ok(())
+    } else {
+        Err(Error::NotFound {
+            what: "message",
+            id,
+        })
+    }
+}
+
+const RETURNING_DELIVERED: &str = "RETURNING id, sender, recipient, body, sent_at, in_reply_to, \
+     redelivered";
+
+fn delivered_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveredMessage> {
+    Ok(DeliveredMessage {
+        id: row.get(0)?,
+        from: row.get(1)?,
+        to: row.get(2)?,
+        body: row.get(3)?,
+        at: row.get(4)?,
+        in_reply_to: row.get(5)?,
+        redelivered: row.get(6)?,
+    })
+}
+
+fn row_of(m: &DeliveredMessage) -> MessageRow {
+    MessageRow {
+        id: m.id,
+        from: m.from.clone(),
+        to: m.to.clone(),
+        body: m.body.clone(),
+        at: m.at,
+        in_reply_to: m.in_reply_to,
+    }
+}
+
+impl Store {
+    /// Sends `body` from `from` (an agent, `operator` or `system`) to `to`:
+    /// an agent name, `operator`, or `*` (one row per registered agent
+    /// except the sender, never the operator; an allow-listed sender
+    /// reaches only the agents its list allows, plus the manager). Returns
+    /// the new row ids, one per recipient.
+    pub fn send(
+        &self,
+        from: &str,
+        to: &str,
+        body: &str,
+        in_reply_to: Option<i64>,
+    ) -> Result<Vec<i64>> {
+        check_body(body)?;
+        check_sender(from)?;
+        let recipient = Recipient::parse(to)?;
+        let now = now_unix();
+        let rows = {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(parent) = in_reply_to {
+                check_reply_target(&tx, parent)?;
+            }
+            let targets = match recipient {
+                Recipient::Operator => vec![OPERATOR_RECIPIENT.to_owned()],
+                Recipient::Agent(name) => {
+                    if !exists(&tx, name.as_str())? {
+                        return Err(Error::UnknownAgent(name.into()));
+                    }
+                    check_allowed(&tx, from, name.as_str())?;
+                    vec![name.into()]
+                }
+                Recipient::Broadcast => {
+                    let list = allow_list(&tx, from)?;
+                    let mut names = names_except(&tx, from)?;
+                    names.retain(|n| allows(list.as_deref(), n));
+                    names
+                }
+            };
+            let rows = targets
+                .iter()
+                .map(|to| insert_message(&tx, from, to, body, now, in_reply_to))
+                .collect::<Result<Vec<_>>>()?;
+            tx.commit()?;
+            rows
+        };
+        let ids = rows.iter().map(|r| r.id).collect();
+        self.announce(rows);
+        Ok(ids)
+    }
+
+    /// Pushes `event` into the inbox of `to` (a registered agent) as a
+    /// message from `system` whose body is the event's JSON.
+    pub fn push_helper_event(&self, to: &str, event: &HelperEvent) -> Result<i64> {
+        let row = insert_helper_event(&self.conn(), to, event, now_unix())?;
+        let id = row.id;
+        self.announce(vec![row]);
+        Ok(id)
+    }
+
+    /// Pops up to `max` (0 counts as 1, capped at 32) pending messages of
+    /// `recipient`, oldest first, marking them in flight.
+    pub fn recv_batch(&self, recipient: &str, max: u32) -> Result<Vec<DeliveredMessage>> {
+        let max = max.clamp(1, MAX_RECV_BATCH);
+        let mut popped = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(&format!(
+                "UPDATE messages SET delivered_at = ?1 WHERE id IN (
+                     SELECT id FROM messages WHERE recipient = ?2 AND delivered_at IS NULL
+                     ORDER BY id LIMIT ?3)
+                 {RETURNING_DELIVERED}"
+            ))?;
+            stmt.query_map((now_unix(), recipient, max), delivered_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        popped.sort_unstable_by_key(|m| m.id);
+        if self.inner.events.receiver_count() > 0 {
+            for m in &popped {
+                let _ = self.inner.events.send(MessageEvent::Delivered(row_of(m)));
+            }
+        }
+        Ok(popped)
+    }
+
+    /// Long-polls: waits up to `wait` (capped at 180 s) for a message of
+    /// `recipient`, then pops up to `max` like [`Store::recv_batch`]. Wakes
+    /// as soon as a send to it commits. Empty when the wait ran out.
+    ///
+    /// Popping happens synchronously inside one poll, so dropping this
+    /// future never loses a message; a popped batch whose response could
+    /// not be written goes back with [`Store::undeliver`].
+    pub async fn recv_wait(
+        &self,
+        recipient: &str,
+        wait: Duration,
+        max: u32,
+    ) -> Result<Vec<DeliveredMessage>> {
+        let wait = wait.min(Duration::from_secs(MAX_WAIT_SECONDS));
+        let deadline = tokio::time::Instant::now() + wait;
+        let notify = self.waiter(recipient);
+        loop {
+            let mut notified = std::pin::pin!(notify.notified());
+            // Register before looking, so a send committing in between
+            // still wakes us.
+            notified.as_mut().enable();
+            let popped = self.recv_batch(recipient, max)?;
+            if !popped.is_empty() {
+                return Ok(popped);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Returns popped, unacked rows to pending (their response never
+    /// reached the client), without flagging them `redelivered`, and wakes
+    /// their recipients. Rows not in flight are left alone. Returns how many
+    /// went back.
+    pub fn undeliver(&self, ids: &[i64]) -> Result<u64> {
+        let recipients = {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut recipients = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE messages SET delivered_at = NULL
+                     WHERE id = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL
+                     RETURNING recipient",
+                )?;
+                for id in ids {
+                    let to: Option<String> = stmt.query_row([id], |r| r.get(0)).optional()?;
+                    recipients.extend(to);
+                }
+            }
+            tx.commit()?;
+            recipients
+        };
+        let n = count(recipients.len());
+        for to in recipients.iter().collect::<BTreeSet<_>>() {
+            self.wake(to);
+        }
+        Ok(n)
+    }
+
+    /// The turn succeeded: acks every in-flight row of `recipient`.
+    pub fn ack_turn(&self, recipient: &str) -> Result<u64> {
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE messages SET acked_at = ?1
+                 WHERE recipient = ?2 AND delivered_at IS NOT NULL AND acked_at IS NULL",
+            )?
+            .execute((now_unix(), recipient))?;
+        Ok(count(n))
+    }
+
+    /// Harness boot: puts every in-flight row of `recipient` back in its
+    /// inbox flagged `redelivered`, and wakes its waiters.
+    pub fn requeue_inflight(&self, recipient: &str) -> Result<u64> {
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE messages SET delivered_at = NULL, redelivered = 1
+                 WHERE recipient = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL",
+            )?
+            .execute([recipient])?;
+        if n > 0 {
+            self.wake(recipient);
+        }
+        Ok(count(n))
+    }
+
+    /// How many messages wait (undelivered) in `recipient`'s inbox.
+    pub fn unread(&self, recipient: &str) -> Result<u64> {
+        let n: i64 = self
+            .conn()
+            .prepare_cached(
+                "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered_at IS NULL",
+            )?
+            .query_row([recipient], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// How many messages of `recipient` are popped but not yet acked.
+    pub fn inflight(&self, recipient: &str) -> Result<u64> {
+        let n: i64 = self
+            .conn()
+            .prepare_cached(
+                "SELECT COUNT(*) FROM messages
+                 WHERE recipient = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL",
+            )?
+            .query_row([recipient], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The last `limit` messages addressed to `recipient`, newest first,
+    /// whatever their state. Non-mutating.
+    pub fn recent(&self, recipient: &str, limit: u64) -> Result<Vec<InboxRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, sender, body, sent_at FROM messages WHERE recipient = ?1
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map((recipient, crate::limit(limit)), |r| {
+                Ok(InboxRow {
+                    id: r.get(0)?,
+                    from: r.get(1)?,
+                    body: r.get(2)?,
+                    at: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// One message by id.
+    pub fn message(&self, id: i64) -> Result<MessageRow> {
+        self.conn()
+            .prepare_cached(
+                "SELECT id, sender, recipient, body, sent_at, in_reply_to
+                 FROM messages WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok(MessageRow {
+                    id: r.get(0)?,
+                    from: r.get(1)?,
+                    to: r.get(2)?,
+                    body: r.get(3)?,
+                    at: r.get(4)?,
+                    in_reply_to: r.get(5)?,
+                })
+            })
+            .optional()?
+            .ok_or(Error::NotFound {
+                what: "message",
+                id,
+            })
+    }
+
+    /// Marks every pending or in-flight message of `recipient` delivered and
+    /// acked now. Returns how many rows were finished.
+    pub fn mark_all_read(&self, recipient: &str) -> Result<u64> {
+        let now = now_unix();
+        let (delivered, n) = {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let delivered = tx
+                .prepare_cached(&format!(
+                    "UPDATE messages SET delivered_at = ?1
+                     WHERE recipient = ?2 AND delivered_at IS NULL {RETURNING_DELIVERED}"
+                ))?
+                .query_map((now, recipient), delivered_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE messages SET acked_at = ?1 WHERE recipient = ?2 AND acked_at IS NULL",
+                )?
+                .execute((now, recipient))?;
+            tx.commit()?;
+            (delivered, n)
+        };
+        if self.inner.events.receiver_count() > 0 {
+            let mut delivered = delivered;
+            delivered.sort_unstable_by_key(|m| m.id);
+            for m in &delivered {
+                let _ = self.inner.events.send(MessageEvent::Delivered(row_of(m)));
+            }
+        }
+        Ok(count(n))
+    }
+
+    /// Deletes acked messages acked more than `older_than` ago. Pending and
+    /// in-flight rows are never removed, however old.
+    pub fn vacuum_acked(&self, older_than: Duration) -> Result<u64> {
+        let cutoff =
+            now_unix().saturating_sub(i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX));
+        let n = self
+            .conn()
+            .prepare_cached("DELETE FROM messages WHERE acked_at IS NOT NULL AND acked_at < ?1")?
+            .execute([cutoff])?;
+        Ok(count(n))
+    }
+
+    /// A receiver of every later [`MessageEvent`].
+    pub fn subscribe(&self) -> broadcast::Receiver<MessageEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// After a commit: wakes each row's recipient and publishes it as sent.
+    pub(crate) fn announce(&self, rows: Vec<MessageRow>) {
+        for row in &rows {
+            self.wake(&row.to);
+        }
+        if self.inner.events.receiver_count() > 0 {
+            for row in rows {
+                let _ = self.inner.events.send(MessageEvent::Sent(row));
+            }
+        }
+    }
+
+    /// Wakes every long-poll currently waiting on `recipient`.
+    fn wake(&self, recipient: &str) {
+        let waiters = self
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(notify) = waiters.get(recipient) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// The `Notify` long-polls of `recipient` park on.
+    fn waiter(&self, recipient: &str) -> Arc<Notify> {
+        let mut waiters = self
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(waiters.entry(recipient.to_owned()).or_default())
+    }
+}

@@ -1,0 +1,262 @@
+//! The schema, as an ordered list of migrations keyed on `PRAGMA user_version`.
+//!
+//! Migration `n` brings a file from version `n - 1` to `n`, inside one
+//! transaction that also bumps `user_version`, so a crash mid-upgrade leaves
+//! the file at the old version. Migration 1 is the original shape (created
+//! `IF NOT EXISTS`, so a file of the original system, which never set
+//! `user_version`, is adopted in place); later ones alter it. Columns are
+//! added only when missing, so a file that already grew some of them by hand
+//! still upgrades. To change the schema, append a migration: never edit one
+//! that has shipped.
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::{Error, Result};
+
+/// One step of the schema's history.
+struct Migration {
+    /// What the step is for, for the log.
+    what: &'static str,
+    apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
+}
+
+/// Every migration, oldest first; migration `i + 1` is `MIGRATIONS[i]`.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        what: "base tables",
+        apply: base_tables,
+    },
+    Migration {
+        what: "message leases and reply threads",
+        apply: message_leases,
+    },
+    Migration {
+        what: "agent fields, peer questions, reminder retries",
+        apply: agent_fields,
+    },
+];
+
+/// The version [`migrate`] brings every file to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings `conn` to [`SCHEMA_VERSION`], refusing a file from a newer build.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Applies the migrations after the file's version up to `target`.
+pub(crate) fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > SCHEMA_VERSION {
+        return Err(Error::Refused(format!(
+            "the store has schema version {current}, newer than this build's {SCHEMA_VERSION}: \
+             run a newer hive"
+        )));
+    }
+    for (version, migration) in (1..).zip(MIGRATIONS) {
+        if version <= current || version > target {
+            continue;
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        (migration.apply)(&tx)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, what = migration.what, "migrated store schema");
+    }
+    Ok(())
+}
+
+/// Adds `column` to `table` unless it is already there.
+fn add_column(tx: &Transaction<'_>, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        (table, column),
+        |r| r.get(0),
+    )?;
+    if !exists {
+        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
+/// Migration 1: the original tables.
+fn base_tables(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS agents (
+             name TEXT PRIMARY KEY NOT NULL,
+             created_at INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS messages (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             sender TEXT NOT NULL,
+             recipient TEXT NOT NULL,
+             body TEXT NOT NULL,
+             sent_at INTEGER NOT NULL,
+             delivered_at INTEGER
+         );
+         CREATE INDEX IF NOT EXISTS messages_recipient ON messages (recipient, id);
+         CREATE TABLE IF NOT EXISTS approvals (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             agent TEXT NOT NULL,
+             kind TEXT NOT NULL DEFAULT 'apply_commit',
+             commit_ref TEXT NOT NULL DEFAULT '',
+             requested_at INTEGER NOT NULL,
+             status TEXT NOT NULL DEFAULT 'pending',
+             resolved_at INTEGER,
+             note TEXT
+         );
+         CREATE TABLE IF NOT EXISTS questions (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             asker TEXT NOT NULL,
+             question TEXT NOT NULL,
+             options TEXT NOT NULL DEFAULT '[]',
+             multi INTEGER NOT NULL DEFAULT 0,
+             asked_at INTEGER NOT NULL,
+             deadline_at INTEGER,
+             answer TEXT,
+             answerer TEXT,
+             answered_at INTEGER
+         );
+         CREATE TABLE IF NOT EXISTS reminders (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             owner TEXT NOT NULL,
+             message TEXT NOT NULL,
+             created_at INTEGER NOT NULL,
+             due_at INTEGER NOT NULL,
+             delivered_at INTEGER
+         );",
+    )
+}
+
+/// Migration 2: lease delivery (`acked_at`, `redelivered`) and reply
+/// threads (`in_reply_to`). Rows delivered before leases existed count as
+/// acked, so an upgrade never redelivers old history.
+fn message_leases(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "messages", "acked_at", "INTEGER")?;
+    add_column(tx, "messages", "redelivered", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(tx, "messages", "in_reply_to", "INTEGER")?;
+    tx.execute_batch(
+        "UPDATE messages SET acked_at = delivered_at
+             WHERE delivered_at IS NOT NULL AND acked_at IS NULL;
+         CREATE INDEX IF NOT EXISTS messages_pending ON messages (recipient, id)
+             WHERE delivered_at IS NULL;
+         CREATE INDEX IF NOT EXISTS messages_inflight ON messages (recipient)
+             WHERE delivered_at IS NOT NULL AND acked_at IS NULL;
+         CREATE INDEX IF NOT EXISTS messages_acked ON messages (acked_at)
+             WHERE acked_at IS NOT NULL;",
+    )
+}
+
+/// Migration 3: per-agent fields core keeps, approval descriptions,
+/// questions to peers and cancellation, reminder targets, files and retries.
+fn agent_fields(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    for (column, decl) in [
+        ("paused", "INTEGER NOT NULL DEFAULT 0"),
+        ("status_text", "TEXT"),
+        ("status_set_at", "INTEGER"),
+        ("active_model", "TEXT"),
+        ("parent", "TEXT"),
+        ("deployed_sha", "TEXT"),
+        ("needs_login", "INTEGER NOT NULL DEFAULT 0"),
+        ("needs_update", "INTEGER NOT NULL DEFAULT 0"),
+        ("port", "INTEGER"),
+        // JSON array of names; NULL means unrestricted.
+        ("allowed_recipients", "TEXT"),
+    ] {
+        add_column(tx, "agents", column, decl)?;
+    }
+    add_column(tx, "approvals", "description", "TEXT")?;
+    add_column(tx, "questions", "target", "TEXT")?;
+    add_column(tx, "questions", "cancelled", "INTEGER NOT NULL DEFAULT 0")?;
+    for (column, decl) in [
+        ("target", "TEXT"),
+        ("file_path", "TEXT"),
+        ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+        ("last_error", "TEXT"),
+        ("parked", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        add_column(tx, "reminders", column, decl)?;
+    }
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (id)
+             WHERE status = 'pending';
+         CREATE INDEX IF NOT EXISTS approvals_resolved ON approvals (resolved_at)
+             WHERE status <> 'pending';
+         CREATE INDEX IF NOT EXISTS questions_open ON questions (id)
+             WHERE answered_at IS NULL;
+         CREATE INDEX IF NOT EXISTS reminders_pending ON reminders (owner, due_at)
+             WHERE delivered_at IS NULL;",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(conn: &Connection, table: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .unwrap();
+        stmt.query_map([table], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn each_step_upgrades_the_previous_shape_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("hive.sqlite")).unwrap();
+        migrate_to(&mut conn, 1).unwrap();
+        assert!(!columns(&conn, "messages").contains(&"acked_at".to_owned()));
+        conn.execute_batch(
+            "INSERT INTO agents (name, created_at) VALUES ('alice', 10);
+             INSERT INTO messages (sender, recipient, body, sent_at, delivered_at)
+                 VALUES ('bob', 'alice', 'old and read', 11, 12),
+                        ('bob', 'alice', 'old and unread', 13, NULL);
+             INSERT INTO reminders (owner, message, created_at, due_at)
+                 VALUES ('alice', 'ping', 14, 15);",
+        )
+        .unwrap();
+
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let rows: Vec<(String, Option<i64>, i64)> = conn
+            .prepare("SELECT body, acked_at, redelivered FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("old and read".to_owned(), Some(12), 0),
+                ("old and unread".to_owned(), None, 0)
+            ]
+        );
+        let (attempts, parked): (u32, bool) = conn
+            .query_row("SELECT attempts, parked FROM reminders", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((attempts, parked), (0, false));
+        assert!(columns(&conn, "agents").contains(&"allowed_recipients".to_owned()));
+
+        // Running again is a no-op.
+        migrate(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_newer_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("hive.sqlite")).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = migrate(&mut conn).unwrap_err().to_string();
+        assert!(err.contains("newer than this build"), "{err}");
+    }
+}

@@ -1,0 +1,452 @@
+//! The broker: FIFO, batches, leases, long-poll, broadcast, allow-lists,
+//! limits, threads and retention.
+
+use std::time::Duration;
+
+use hive_proto::{HelperEvent, MAX_BODY_BYTES};
+use hive_store::{Error, MessageEvent, Store, now_unix};
+
+use crate::{inbox, raw, store_with};
+
+fn bodies(msgs: &[hive_proto::DeliveredMessage]) -> Vec<&str> {
+    msgs.iter().map(|m| m.body.as_str()).collect()
+}
+
+#[test]
+fn fifo() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    let ids: Vec<i64> = ["one", "two", "three"]
+        .iter()
+        .map(|b| store.send("alice", "bob", b, None).unwrap()[0])
+        .collect();
+    assert_eq!(store.unread("bob").unwrap(), 3);
+    let got = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(bodies(&got), ["one", "two", "three"]);
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    let first = &got[0];
+    assert_eq!((first.from.as_str(), first.to.as_str()), ("alice", "bob"));
+    assert!(!first.redelivered);
+    assert_eq!(first.in_reply_to, None);
+    assert!(store.recv_batch("bob", 32).unwrap().is_empty());
+}
+
+#[test]
+fn batch_limits() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    for i in 0..40 {
+        store.send("alice", "bob", &format!("m{i}"), None).unwrap();
+    }
+    let one = store.recv_batch("bob", 0).unwrap();
+    assert_eq!(bodies(&one), ["m0"]);
+    let capped = store.recv_batch("bob", 1000).unwrap();
+    assert_eq!(capped.len(), 32);
+    assert_eq!(
+        (capped[0].body.as_str(), capped[31].body.as_str()),
+        ("m1", "m32")
+    );
+    let rest = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(rest.len(), 7);
+    assert_eq!(rest[6].body, "m39");
+}
+
+#[test]
+fn lease_and_recovery_after_a_dead_harness() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    for body in ["a", "b", "c"] {
+        store.send("alice", "bob", body, None).unwrap();
+    }
+    let popped = store.recv_batch("bob", 2).unwrap();
+    assert_eq!(bodies(&popped), ["a", "b"]);
+
+    // The harness dies mid-turn; core restarts and reopens the file.
+    drop(store);
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(
+        (store.unread("bob").unwrap(), store.inflight("bob").unwrap()),
+        (1, 2)
+    );
+
+    assert_eq!(store.requeue_inflight("bob").unwrap(), 2);
+    let again = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(bodies(&again), ["a", "b", "c"]);
+    assert_eq!(
+        again.iter().map(|m| m.redelivered).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert_eq!(
+        again.iter().map(|m| m.id).take(2).collect::<Vec<_>>(),
+        popped.iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+
+    assert_eq!(store.ack_turn("bob").unwrap(), 3);
+    assert_eq!(
+        (store.unread("bob").unwrap(), store.inflight("bob").unwrap()),
+        (0, 0)
+    );
+    assert_eq!(store.requeue_inflight("bob").unwrap(), 0);
+    assert!(store.recv_batch("bob", 32).unwrap().is_empty());
+    assert_eq!(store.ack_turn("bob").unwrap(), 0);
+}
+
+#[test]
+fn recipients_are_isolated() {
+    let (_dir, store) = store_with(&["alice", "bob", "carol"]);
+    store.send("alice", "bob", "for bob", None).unwrap();
+    store.send("alice", "carol", "for carol", None).unwrap();
+    assert_eq!(bodies(&store.recv_batch("bob", 32).unwrap()), ["for bob"]);
+    assert_eq!(store.unread("carol").unwrap(), 1);
+    assert_eq!(
+        bodies(&store.recv_batch("carol", 32).unwrap()),
+        ["for carol"]
+    );
+
+    assert_eq!(store.ack_turn("bob").unwrap(), 1);
+    assert_eq!(store.inflight("carol").unwrap(), 1);
+    assert_eq!(store.requeue_inflight("bob").unwrap(), 0);
+    assert_eq!(store.requeue_inflight("carol").unwrap(), 1);
+    assert_eq!(store.unread("bob").unwrap(), 0);
+    assert_eq!(store.unread("carol").unwrap(), 1);
+}
+
+#[test]
+fn vacuum_removes_only_old_acked_rows() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    let mut ids = Vec::new();
+    for body in ["old acked", "new acked", "old in flight", "old pending"] {
+        ids.push(store.send("alice", "bob", body, None).unwrap()[0]);
+    }
+    store.recv_batch("bob", 2).unwrap();
+    store.ack_turn("bob").unwrap();
+    store.recv_batch("bob", 1).unwrap();
+
+    let long_ago = now_unix() - 40 * 86_400;
+    let conn = raw(&dir);
+    conn.execute(
+        "UPDATE messages SET sent_at = ?1, delivered_at = ?1, acked_at = ?1 WHERE id = ?2",
+        (long_ago, ids[0]),
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE messages SET sent_at = ?1, delivered_at = ?1 WHERE id = ?2",
+        (long_ago, ids[2]),
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE messages SET sent_at = ?1 WHERE id = ?2",
+        (long_ago, ids[3]),
+    )
+    .unwrap();
+
+    assert_eq!(
+        store
+            .vacuum_acked(Duration::from_secs(30 * 86_400))
+            .unwrap(),
+        1
+    );
+    let left: Vec<i64> = store
+        .recent("bob", 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .rev()
+        .collect();
+    assert_eq!(left, &ids[1..]);
+    assert_eq!(
+        store
+            .vacuum_acked(Duration::from_secs(30 * 86_400))
+            .unwrap(),
+        0
+    );
+    // The in-flight and pending rows are still recoverable.
+    assert_eq!(store.requeue_inflight("bob").unwrap(), 1);
+    assert_eq!(
+        bodies(&store.recv_batch("bob", 32).unwrap()),
+        ["old in flight", "old pending"]
+    );
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_send() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.recv_wait("bob", Duration::from_secs(60), 8).await })
+    };
+    // Let the waiter park first.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.send("alice", "bob", "wake up", None).unwrap();
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(bodies(&got), ["wake up"]);
+    assert_eq!(store.inflight("bob").unwrap(), 1);
+}
+
+#[tokio::test]
+async fn long_poll_drains_up_to_max_once_woken() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    for body in ["1", "2", "3"] {
+        store.send("alice", "bob", body, None).unwrap();
+    }
+    let got = store
+        .recv_wait("bob", Duration::from_secs(60), 2)
+        .await
+        .unwrap();
+    assert_eq!(bodies(&got), ["1", "2"]);
+}
+
+#[tokio::test]
+async fn long_poll_times_out_empty() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    assert!(
+        store
+            .recv_wait("bob", Duration::from_millis(50), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .recv_wait("bob", Duration::ZERO, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A message to someone else does not end bob's wait with anything.
+    store.send("bob", "alice", "not for bob", None).unwrap();
+    assert!(
+        store
+            .recv_wait("bob", Duration::from_millis(20), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn disconnect_during_long_poll_loses_nothing() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+
+    // The client goes away while waiting: the dropped future popped nothing.
+    let gone = tokio::time::timeout(
+        Duration::from_millis(20),
+        store.recv_wait("bob", Duration::from_secs(60), 1),
+    )
+    .await;
+    assert!(gone.is_err());
+    let id = store.send("alice", "bob", "survives", None).unwrap()[0];
+    assert_eq!(store.unread("bob").unwrap(), 1);
+
+    // The client goes away after the pop, before the response is written:
+    // core undelivers, and a waiting client gets it, not flagged.
+    let popped = store
+        .recv_wait("bob", Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    assert_eq!(popped[0].id, id);
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.recv_wait("bob", Duration::from_secs(60), 1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.undeliver(&[id]).unwrap(), 1);
+    let again = waiter.await.unwrap().unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].redelivered), (id, false));
+
+    // Acked rows and unknown ids are left alone.
+    store.ack_turn("bob").unwrap();
+    assert_eq!(store.undeliver(&[id, 424_242]).unwrap(), 0);
+    assert_eq!(store.unread("bob").unwrap(), 0);
+}
+
+#[test]
+fn broadcast_reaches_every_other_agent() {
+    let (_dir, store) = store_with(&["alice", "bob", "carol", "manager"]);
+    let ids = store.send("alice", "*", "hello all", None).unwrap();
+    assert_eq!(ids.len(), 3);
+    for to in ["bob", "carol", "manager"] {
+        assert_eq!(
+            inbox(&store, to),
+            [("alice".to_owned(), "hello all".to_owned())]
+        );
+    }
+    assert!(inbox(&store, "alice").is_empty());
+    assert!(inbox(&store, "operator").is_empty());
+
+    assert_eq!(
+        store
+            .send("operator", "*", "from the operator", None)
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // An allow-listed sender reaches only its list, plus the manager.
+    store
+        .set_allowed_recipients("alice", Some(&["bob".to_owned()]))
+        .unwrap();
+    let ids = store.send("alice", "*", "narrow", None).unwrap();
+    let to: Vec<String> = ids
+        .iter()
+        .map(|id| store.message(*id).unwrap().to)
+        .collect();
+    assert_eq!(to, ["bob", "manager"]);
+}
+
+#[test]
+fn allow_list_is_enforced_but_manager_and_operator_stay_reachable() {
+    let (_dir, store) = store_with(&["alice", "bob", "carol", "manager"]);
+    store
+        .set_allowed_recipients("alice", Some(&["bob".to_owned()]))
+        .unwrap();
+    store.send("alice", "bob", "ok", None).unwrap();
+    let err = store.send("alice", "carol", "nope", None).unwrap_err();
+    assert!(matches!(err, Error::NotAllowed { .. }));
+    assert_eq!(
+        err.to_string(),
+        "alice may not send to carol: not in its allowed recipients"
+    );
+    store.send("alice", "manager", "always", None).unwrap();
+    store.send("alice", "operator", "always", None).unwrap();
+    // operator and system are not subject to allow-lists; others are unaffected.
+    store.set_allowed_recipients("manager", Some(&[])).unwrap();
+    store.send("operator", "carol", "hi", None).unwrap();
+    store.send("system", "carol", "{}", None).unwrap();
+    store.send("bob", "carol", "hi", None).unwrap();
+    store.send("manager", "operator", "still", None).unwrap();
+    assert!(store.send("manager", "carol", "nope", None).is_err());
+
+    let err = store.send("alice", "ghost", "who?", None).unwrap_err();
+    assert_eq!(err.to_string(), "unknown agent \"ghost\"");
+    assert!(matches!(
+        store.send("alice", "Bad!", "x", None).unwrap_err(),
+        Error::Name(_)
+    ));
+    assert!(matches!(
+        store.send("alice", "system", "x", None).unwrap_err(),
+        Error::Name(_)
+    ));
+
+    store.set_allowed_recipients("alice", None).unwrap();
+    store.send("alice", "carol", "now fine", None).unwrap();
+}
+
+#[test]
+fn body_limit_is_64_kib() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    let at_limit = "x".repeat(MAX_BODY_BYTES);
+    assert_eq!(at_limit.len(), 65_536);
+    store.send("alice", "bob", &at_limit, None).unwrap();
+    assert_eq!(store.recv_batch("bob", 1).unwrap()[0].body.len(), 65_536);
+
+    let over = "x".repeat(MAX_BODY_BYTES + 1);
+    let err = store.send("alice", "bob", &over, None).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::BodyTooLarge {
+            len: 65_537,
+            max: 65_536
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "message body is 65537 bytes, over the 65536-byte limit: write the content to a file \
+         under /shared or /state and send its path instead"
+    );
+    assert_eq!(store.unread("bob").unwrap(), 0);
+}
+
+#[test]
+fn replies_thread_with_in_reply_to() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    let question = store.send("alice", "bob", "lunch?", None).unwrap()[0];
+    let reply = store.send("bob", "alice", "yes", Some(question)).unwrap()[0];
+    let got = store.recv_batch("alice", 1).unwrap();
+    assert_eq!((got[0].id, got[0].in_reply_to), (reply, Some(question)));
+    assert_eq!(store.message(reply).unwrap().in_reply_to, Some(question));
+
+    let err = store
+        .send("bob", "alice", "to nothing", Some(9_999))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "no message with id 9999");
+}
+
+#[test]
+fn mark_all_read_finishes_pending_and_in_flight() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    for body in ["1", "2", "3"] {
+        store.send("alice", "bob", body, None).unwrap();
+    }
+    store.recv_batch("bob", 1).unwrap();
+    assert_eq!(store.mark_all_read("bob").unwrap(), 3);
+    assert_eq!(
+        (store.unread("bob").unwrap(), store.inflight("bob").unwrap()),
+        (0, 0)
+    );
+    assert_eq!(store.requeue_inflight("bob").unwrap(), 0);
+    assert_eq!(store.recent("bob", 10).unwrap().len(), 3);
+    assert_eq!(store.mark_all_read("bob").unwrap(), 0);
+}
+
+#[test]
+fn recent_is_newest_first_and_non_mutating() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    for body in ["1", "2", "3"] {
+        store.send("alice", "bob", body, None).unwrap();
+    }
+    let rows = store.recent("bob", 2).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(),
+        ["3", "2"]
+    );
+    assert_eq!(rows[0].from, "alice");
+    assert_eq!(store.unread("bob").unwrap(), 3);
+}
+
+#[test]
+fn events_follow_sends_and_deliveries() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    let mut events = store.subscribe();
+    let id = store.send("alice", "bob", "hi", None).unwrap()[0];
+    store.recv_batch("bob", 1).unwrap();
+    let sent = events.try_recv().unwrap();
+    let MessageEvent::Sent(row) = sent else {
+        panic!("expected sent, got {sent:?}")
+    };
+    assert_eq!(
+        (
+            row.id,
+            row.from.as_str(),
+            row.to.as_str(),
+            row.body.as_str()
+        ),
+        (id, "alice", "bob", "hi")
+    );
+    assert!(matches!(events.try_recv().unwrap(), MessageEvent::Delivered(r) if r.id == id));
+    assert!(events.try_recv().is_err());
+}
+
+#[test]
+fn helper_events_arrive_from_system_as_json() {
+    let (_dir, store) = store_with(&["manager"]);
+    let event = HelperEvent::Killed {
+        agent: "coder".to_owned(),
+    };
+    let id = store.push_helper_event("manager", &event).unwrap();
+    let got = store.recv_batch("manager", 1).unwrap();
+    assert_eq!((got[0].id, got[0].from.as_str()), (id, "system"));
+    assert_eq!(got[0].body, r#"{"event":"killed","agent":"coder"}"#);
+    let err = store.push_helper_event("ghost", &event).unwrap_err();
+    assert_eq!(err.to_string(), "unknown agent \"ghost\"");
+}
+
+#[test]
+fn forgotten_agents_keep_their_messages_but_receive_no_more() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    store.send("alice", "bob", "before", None).unwrap();
+    store.forget_agent("bob").unwrap();
+    assert_eq!(store.unread("bob").unwrap(), 1);
+    assert!(matches!(
+        store.send("alice", "bob", "after", None),
+        Err(Error::UnknownAgent(_))
+    ));
+}

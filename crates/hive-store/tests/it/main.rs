@@ -1,0 +1,36 @@
+//! Integration tests of hive-store against real sqlite files in temp dirs.
+
+mod approvals;
+mod broker;
+mod loose_ends;
+mod migrate;
+mod questions;
+mod reminders;
+
+use hive_proto::AgentName;
+use hive_store::Store;
+use tempfile::TempDir;
+
+/// A fresh store in its own temp dir, with `agents` registered.
+fn store_with(agents: &[&str]) -> (TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    for name in agents {
+        store
+            .register_agent(&AgentName::parse(name).unwrap())
+            .unwrap();
+    }
+    (dir, store)
+}
+
+/// A second, plain connection to the store's file, for arranging rows.
+fn raw(dir: &TempDir) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.path().join("hive.sqlite")).unwrap()
+}
+
+/// Bodies of `recipient`'s inbox, oldest first, as (from, body).
+fn inbox(store: &Store, recipient: &str) -> Vec<(String, String)> {
+    let mut rows = store.recent(recipient, 1000).unwrap();
+    rows.reverse();
+    rows.into_iter().map(|r| (r.from, r.body)).collect()
+}

@@ -1,0 +1,307 @@
+//! host.sock: the exact response line of every verb, and of bad requests.
+
+use std::io::{BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+
+use crate::support::{Hive, read_line, redact, roundtrip};
+
+const NO_RUNTIME: &str = "needs a container backend and this hive runs with --runtime none";
+
+fn no_runtime(verb: &str) -> String {
+    format!(r#"{{"version":1,"ok":false,"error":"no runtime configured: `{verb}` {NO_RUNTIME}"}}"#)
+}
+
+#[test]
+fn every_verb_answers_exactly() {
+    let hive = Hive::start(&["alice"]);
+    let check = |request: &str, expected: &str| {
+        assert_eq!(redact(&hive.host(request)), expected, "request: {request}");
+    };
+
+    check(
+        r#"{"cmd":"list"}"#,
+        r#"{"version":1,"ok":true,"agents":["alice","manager"]}"#,
+    );
+    check(
+        r#"{"cmd":"pending"}"#,
+        r#"{"version":1,"ok":true,"approvals":[]}"#,
+    );
+    check(
+        r#"{"cmd":"agent_status","scope":{"agent_names":["alice"]}}"#,
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"alice","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false}]}"#,
+    );
+    check(
+        r#"{"cmd":"agent_status"}"#,
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"alice","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false},{"name":"manager","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false}]}"#,
+    );
+    check(r#"{"cmd":"urls"}"#, r#"{"version":1,"ok":true,"urls":[]}"#);
+
+    // Lifecycle verbs refuse plainly without a runtime.
+    check(r#"{"cmd":"spawn","name":"bob"}"#, &no_runtime("spawn"));
+    check(r#"{"cmd":"kill","name":"alice"}"#, &no_runtime("stop"));
+    check(
+        r#"{"cmd":"rebuild","name":"alice"}"#,
+        &no_runtime("rebuild"),
+    );
+    check(
+        r#"{"cmd":"restart","name":"alice"}"#,
+        &no_runtime("restart"),
+    );
+    check(
+        r#"{"cmd":"destroy","name":"alice"}"#,
+        &no_runtime("destroy"),
+    );
+    check(
+        r#"{"cmd":"destroy","name":"alice","purge":true}"#,
+        &no_runtime("destroy"),
+    );
+    check(
+        r#"{"cmd":"start","scope":{"agent_names":["alice"]}}"#,
+        &no_runtime("start"),
+    );
+    check(
+        r#"{"cmd":"start","scope":{"agent_names":[]}}"#,
+        &no_runtime("start"),
+    );
+    check(
+        r#"{"cmd":"stop","scope":{"agent_names":["alice"]},"graceful":true}"#,
+        &no_runtime("stop"),
+    );
+    check(r#"{"cmd":"stop"}"#, &no_runtime("stop"));
+    check(
+        r#"{"cmd":"destroy","name":"manager","purge":true}"#,
+        r#"{"version":1,"ok":false,"error":"the manager cannot be purged"}"#,
+    );
+    check(
+        r#"{"cmd":"kill","name":"zed"}"#,
+        r#"{"version":1,"ok":false,"error":"unknown agent \"zed\""}"#,
+    );
+    check(
+        r#"{"cmd":"start","scope":{"agent_names":["alice","zed"]}}"#,
+        r#"{"version":1,"ok":false,"error":"unknown agent \"zed\""}"#,
+    );
+
+    // Pause works without a runtime and leaves the marker the harness reads.
+    check(
+        r#"{"cmd":"set_paused","name":"alice","paused":true}"#,
+        r#"{"version":1,"ok":true}"#,
+    );
+    assert!(
+        hive.state_dir()
+            .join("agents/alice/state/.hive-paused")
+            .exists()
+    );
+    check(
+        r#"{"cmd":"agent_status","scope":{"agent_names":["alice"]}}"#,
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"alice","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":true}]}"#,
+    );
+    check(
+        r#"{"cmd":"set_paused","name":"alice","paused":false}"#,
+        r#"{"version":1,"ok":true}"#,
+    );
+    assert!(
+        !hive
+            .state_dir()
+            .join("agents/alice/state/.hive-paused")
+            .exists()
+    );
+
+    // Approvals: queue, approve (the spawn fails without a runtime), deny.
+    check(
+        r#"{"cmd":"request_spawn","name":"bob","description":"reviews code"}"#,
+        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<t>","status":"pending","description":"reviews code"}]}"#,
+    );
+    check(
+        r#"{"cmd":"request_spawn","name":"bob"}"#,
+        r#"{"version":1,"ok":false,"error":"a spawn of bob is already pending as approval #1"}"#,
+    );
+    check(
+        r#"{"cmd":"pending"}"#,
+        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<t>","status":"pending","description":"reviews code"}]}"#,
+    );
+    check(
+        r#"{"cmd":"approve","id":1}"#,
+        &format!(
+            r#"{{"version":1,"ok":false,"error":"approved #1, but its spawn failed: no runtime configured: `spawn` {NO_RUNTIME}"}}"#
+        ),
+    );
+    check(
+        r#"{"cmd":"request_spawn","name":"carol"}"#,
+        r#"{"version":1,"ok":true,"approvals":[{"id":2,"agent":"carol","kind":"spawn","commit_ref":"","requested_at":"<t>","status":"pending"}]}"#,
+    );
+    check(
+        r#"{"cmd":"deny","id":2,"note":"not now"}"#,
+        r#"{"version":1,"ok":true}"#,
+    );
+    check(
+        r#"{"cmd":"approve","id":2}"#,
+        r#"{"version":1,"ok":false,"error":"approval #2 is already denied"}"#,
+    );
+    check(
+        r#"{"cmd":"approve","id":99}"#,
+        r#"{"version":1,"ok":false,"error":"no approval with id 99"}"#,
+    );
+    check(
+        r#"{"cmd":"pending"}"#,
+        r#"{"version":1,"ok":true,"approvals":[]}"#,
+    );
+
+    // The manager heard both outcomes, as helper events from `system`.
+    let events: Vec<String> = hive
+        .recv("manager", 0, 32)
+        .iter()
+        .map(|m| {
+            assert_eq!(m["from"], "system");
+            m["body"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            format!(
+                r#"{{"event":"approval_resolved","id":1,"agent":"bob","commit_ref":"","status":"failed","note":"no runtime configured: `spawn` {NO_RUNTIME}"}}"#
+            ),
+            r#"{"event":"approval_resolved","id":2,"agent":"carol","commit_ref":"","status":"denied","note":"not now"}"#.to_owned(),
+        ]
+    );
+
+    // The operator's message reaches the agent.
+    check(
+        r#"{"cmd":"send","to":"alice","body":"hello"}"#,
+        r#"{"version":1,"ok":true}"#,
+    );
+    let got = hive.recv("alice", 0, 1);
+    assert_eq!(
+        (got[0]["from"].as_str(), got[0]["body"].as_str()),
+        (Some("operator"), Some("hello"))
+    );
+    check(
+        r#"{"cmd":"send","to":"operator","body":"x"}"#,
+        r#"{"version":1,"ok":false,"error":"the operator cannot message itself"}"#,
+    );
+    check(
+        r#"{"cmd":"send","to":"nobody","body":"x"}"#,
+        r#"{"version":1,"ok":false,"error":"unknown agent \"nobody\""}"#,
+    );
+}
+
+#[test]
+fn subscribe_streams_one_row_per_change() {
+    let hive = Hive::start(&["alice"]);
+    let stream = UnixStream::connect(hive.host_socket()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(b"{\"cmd\":\"subscribe_agent_status\"}\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_line(&mut reader), r#"{"version":1,"ok":true}"#);
+
+    hive.host(r#"{"cmd":"set_paused","name":"alice","paused":true}"#);
+    assert_eq!(
+        read_line(&mut reader),
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"alice","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":true}]}"#
+    );
+    hive.agent("alice", r#"{"cmd":"set_status","text":"reading"}"#);
+    assert_eq!(
+        redact(&read_line(&mut reader)),
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"alice","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":true,"status_text":"reading","status_set_at":"<t>"}]}"#
+    );
+    // Leaving does not disturb the daemon.
+    drop(reader);
+    drop(writer);
+    assert_eq!(
+        hive.host(r#"{"cmd":"list"}"#),
+        r#"{"version":1,"ok":true,"agents":["alice","manager"]}"#
+    );
+}
+
+#[test]
+fn bad_requests_get_errors_naming_the_problem() {
+    let hive = Hive::start(&[]);
+    let check = |request: &[u8], expected: &str| {
+        assert_eq!(roundtrip(&hive.host_socket(), request), expected);
+    };
+    check(
+        br#"{"cmd":"fly"}"#,
+        r#"{"version":1,"ok":false,"error":"unknown verb `fly`: expected one of `spawn`, `request_spawn`, `kill`, `destroy`, `rebuild`, `list`, `pending`, `approve`, `deny`, `agent_status`, `subscribe_agent_status`, `start`, `stop`, `restart`, `set_paused`, `urls`, `send`"}"#,
+    );
+    check(
+        b"{not json",
+        r#"{"version":1,"ok":false,"error":"malformed request: key must be a string at line 1 column 2"}"#,
+    );
+    check(
+        b"",
+        r#"{"version":1,"ok":false,"error":"malformed request: EOF while parsing a value at line 1 column 0"}"#,
+    );
+    check(
+        b"\xff\xfe",
+        r#"{"version":1,"ok":false,"error":"request is not valid UTF-8"}"#,
+    );
+    check(
+        br#"{"cmd":"spawn","name":"../../etc"}"#,
+        r#"{"version":1,"ok":false,"error":"invalid `spawn` request: invalid agent name \"../../etc\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)"}"#,
+    );
+    check(
+        br#"{"cmd":"destroy","name":"operator"}"#,
+        r#"{"version":1,"ok":false,"error":"invalid `destroy` request: invalid agent name \"operator\": reserved"}"#,
+    );
+    check(
+        br#"{"cmd":"approve","id":"one"}"#,
+        r#"{"version":1,"ok":false,"error":"invalid `approve` request: invalid type: string \"one\", expected i64"}"#,
+    );
+    // Unknown fields are ignored.
+    check(
+        br#"{"cmd":"list","verbose":true}"#,
+        r#"{"version":1,"ok":true,"agents":["manager"]}"#,
+    );
+
+    // An over-long line is refused without being buffered whole.
+    let mut long = br#"{"cmd":"send","to":"manager","body":""#.to_vec();
+    long.resize(2 * 1024 * 1024, b'x');
+    let mut stream = UnixStream::connect(hive.host_socket()).unwrap();
+    // The daemon answers after 1 MiB and closes; the rest of our write may fail.
+    let _ = stream.write_all(&long);
+    assert_eq!(
+        read_line(&mut BufReader::new(stream)),
+        r#"{"version":1,"ok":false,"error":"request line exceeds 1048576 bytes"}"#
+    );
+
+    // Still serving.
+    check(
+        br#"{"cmd":"pending"}"#,
+        r#"{"version":1,"ok":true,"approvals":[]}"#,
+    );
+}
+
+#[test]
+fn layout_and_modes() {
+    let hive = Hive::start(&["alice"]);
+    let mode = |p: std::path::PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(hive.host_socket()), 0o660);
+    assert_eq!(mode(hive.agent_socket("manager")), 0o660);
+    assert_eq!(mode(hive.agent_socket("alice")), 0o660);
+    assert_eq!(mode(hive.run_dir().join("agents/alice")), 0o751);
+    assert_eq!(mode(hive.run_dir().join("manager")), 0o751);
+    assert!(hive.state_dir().join("hive.sqlite").is_file());
+    assert!(hive.state_dir().join("agents/manager/state").is_dir());
+    assert!(hive.state_dir().join("agents/alice/config").is_dir());
+}
+
+#[test]
+fn graceful_shutdown_keeps_everything() {
+    let hive = Hive::start(&["alice"]);
+    hive.host(r#"{"cmd":"send","to":"alice","body":"survives"}"#);
+    hive.host(r#"{"cmd":"request_spawn","name":"bob"}"#);
+    let host_socket = hive.host_socket();
+    let dir = hive.stop();
+    assert!(!host_socket.exists(), "sockets are removed on shutdown");
+
+    let hive = Hive::start_in(dir);
+    let got = hive.recv("alice", 0, 1);
+    assert_eq!(got[0]["body"], "survives");
+    assert_eq!(
+        redact(&hive.host(r#"{"cmd":"pending"}"#)),
+        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<t>","status":"pending"}]}"#
+    );
+}

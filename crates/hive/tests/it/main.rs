@@ -1,0 +1,6 @@
+//! Integration tests: the real `hive` binary in a temp dir, spoken to over
+//! real unix sockets and HTTP.
+
+mod agent;
+mod host;
+mod support;

@@ -1,0 +1,193 @@
+//! A running `hive serve` in a temp dir, and raw socket helpers.
+#![allow(clippy::disallowed_methods)] // tests start the real binary directly
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Hive {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub dashboard: String,
+}
+
+impl Hive {
+    /// Starts a hive whose state dir already holds `agents`.
+    pub fn start(agents: &[&str]) -> Hive {
+        let dir = tempfile::tempdir().unwrap();
+        for name in agents {
+            std::fs::create_dir_all(dir.path().join("state/agents").join(name).join("state"))
+                .unwrap();
+        }
+        Self::start_in(dir)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir) -> Hive {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .args(["--dashboard", "127.0.0.1:0", "--runtime", "none"])
+            .env("HIVE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut dashboard = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "hive exited before it was ready"
+            );
+            if let Some(url) = line.strip_prefix("hive: dashboard ") {
+                dashboard = url.trim().trim_end_matches('/').to_owned();
+            }
+            if line.starts_with("hive: runtime") {
+                break;
+            }
+        }
+        Hive {
+            dir,
+            child,
+            dashboard,
+        }
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn host_socket(&self) -> PathBuf {
+        self.run_dir().join("host.sock")
+    }
+
+    pub fn agent_socket(&self, name: &str) -> PathBuf {
+        if name == "manager" {
+            self.run_dir().join("manager/mcp.sock")
+        } else {
+            self.run_dir().join("agents").join(name).join("mcp.sock")
+        }
+    }
+
+    /// One request line to host.sock; the response line.
+    pub fn host(&self, request: &str) -> String {
+        roundtrip(&self.host_socket(), request.as_bytes())
+    }
+
+    /// One request line to an agent's socket; the response line.
+    pub fn agent(&self, name: &str, request: &str) -> String {
+        roundtrip(&self.agent_socket(name), request.as_bytes())
+    }
+
+    /// Pops messages from an agent's inbox (long-polling up to `wait`).
+    pub fn recv(&self, name: &str, wait: u64, max: u32) -> Vec<Value> {
+        let line = self.agent(
+            name,
+            &format!(r#"{{"cmd":"recv","wait_seconds":{wait},"max":{max}}}"#),
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kind"], "messages", "{line}");
+        v["messages"].as_array().unwrap().clone()
+    }
+
+    /// GETs a dashboard path, returning the body.
+    pub fn http_get(&self, path: &str) -> String {
+        let addr = self.dashboard.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "hive exited with {exit}");
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Hive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `request` plus a newline and reads one response line.
+pub fn roundtrip(socket: &Path, request: &[u8]) -> String {
+    let mut stream =
+        UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(200)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    stream.write_all(b"\n").unwrap();
+    read_line(&mut BufReader::new(stream))
+}
+
+pub fn read_line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(
+        line.ends_with('\n'),
+        "response line not terminated: {line:?}"
+    );
+    line.trim_end().to_owned()
+}
+
+/// Replaces every `at`, `*_at` and `age_seconds` value with a placeholder so
+/// lines can be pinned exactly.
+pub fn redact(line: &str) -> String {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if (k.ends_with("_at") || k == "at" || k == "age_seconds") && v.is_number() {
+                        *v = Value::String("<t>".into());
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    walk(&mut v);
+    serde_json::to_string(&v).unwrap()
+}
+
+/// Polls `check` until it holds or 10 s pass.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
