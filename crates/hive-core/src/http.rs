@@ -55,6 +55,7 @@ pub struct QuestionRow {
 
 pub fn router(coord: Arc<Coordinator>) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/api/state", get(state))
         .route("/dashboard/stream", get(stream))
         .with_state(coord)
@@ -69,6 +70,13 @@ pub async fn serve(coord: Arc<Coordinator>, listener: TcpListener) {
     {
         tracing::error!("dashboard server stopped: {e}");
     }
+}
+
+/// Until the dashboard page lands, `/` says what this server offers.
+async fn index() -> &'static str {
+    "hyperhive dashboard API\n\n\
+     GET /api/state          snapshot of agents, approvals and questions, with its seq\n\
+     GET /dashboard/stream   server-sent DashboardEvents, each with a seq\n"
 }
 
 async fn state(State(coord): State<Arc<Coordinator>>) -> Result<Json<StateSnapshot>, Error> {

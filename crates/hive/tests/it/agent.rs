@@ -193,6 +193,28 @@ fn questions_reach_the_operator_and_peers() {
 }
 
 #[test]
+fn question_ttl_expires_by_timer() {
+    let hive = Hive::start(&["alice"]);
+    assert_eq!(
+        hive.agent(
+            "alice",
+            r#"{"cmd":"ask","question":"quick?","ttl_seconds":1}"#
+        ),
+        r#"{"kind":"question_queued","id":1}"#
+    );
+    let got = hive.recv("alice", 10, 1);
+    assert_eq!(
+        (got[0]["from"].as_str(), got[0]["body"].as_str()),
+        (
+            Some("system"),
+            Some(
+                r#"{"event":"question_answered","id":1,"question":"quick?","answer":"[expired]","answerer":"ttl-watchdog"}"#
+            )
+        )
+    );
+}
+
+#[test]
 fn reminders_wake_later_and_are_loose_ends() {
     let hive = Hive::start(&["alice"]);
     let queued = json(&hive.agent(

@@ -2,5 +2,6 @@
 //! real unix sockets and HTTP.
 
 mod agent;
+mod cli;
 mod host;
 mod support;
