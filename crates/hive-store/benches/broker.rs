@@ -9,6 +9,9 @@ use hive_proto::AgentName;
 use hive_store::Store;
 
 const MESSAGES: usize = 20_000;
+/// Throughput runs per batch size; the median is reported (disk latency on
+/// shared machines is noisy).
+const RUNS: usize = 3;
 const WAKE_SAMPLES: usize = 2_000;
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -22,26 +25,65 @@ fn main() -> Result<(), Box<dyn Error>> {
     // Warm the statement cache and the file.
     round_trips(&store, &body, 32, 2_048)?;
     for batch in [1, 32] {
-        let elapsed = round_trips(&store, &body, batch, MESSAGES)?;
-        let rate = MESSAGES as f64 / elapsed.as_secs_f64();
-        println!("send_recv_ack batch={batch}: {rate:.0} msgs/s ({MESSAGES} messages)");
+        let mut runs = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            runs.push(round_trips(&store, &body, batch, MESSAGES)?);
+        }
+        runs.sort_by(|a, b| a.total().cmp(&b.total()));
+        let rate = |p: &Phases| MESSAGES as f64 / p.total().as_secs_f64();
+        let median = &runs[RUNS / 2];
+        let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / MESSAGES as f64;
+        println!(
+            "send_recv_ack batch={batch}: {:.0} msgs/s (median of {RUNS} runs of {MESSAGES}; \
+             range {:.0}..{:.0}; per message: send {:.1} µs, recv {:.1} µs, ack {:.1} µs)",
+            rate(median),
+            rate(&runs[RUNS - 1]),
+            rate(&runs[0]),
+            per_msg(median.send),
+            per_msg(median.recv),
+            per_msg(median.ack),
+        );
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut latencies = runtime.block_on(wake_latencies(store.clone(), &body))?;
-    latencies.sort_unstable();
-    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    println!(
-        "send_to_wake: p50 {:?}, p99 {:?}, max {:?} ({} samples)",
-        pick(0.50),
-        pick(0.99),
-        pick(1.0),
-        latencies.len()
+    let wakes = runtime.block_on(wake_latencies(store.clone(), &body))?;
+    let report = |name: &str, mut samples: Vec<Duration>| {
+        samples.sort_unstable();
+        let pick = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        println!(
+            "{name}: p50 {:?}, p99 {:?}, max {:?} ({} samples)",
+            pick(0.50),
+            pick(0.99),
+            pick(1.0),
+            samples.len()
+        );
+    };
+    report(
+        "send_to_wake",
+        wakes.iter().map(|w| w.woke - w.send_called).collect(),
+    );
+    report(
+        "committed_to_wake",
+        wakes.iter().map(|w| w.woke - w.send_returned).collect(),
     );
     Ok(())
+}
+
+/// Time spent in each phase of a run.
+#[derive(Default)]
+struct Phases {
+    send: Duration,
+    recv: Duration,
+    ack: Duration,
+}
+
+impl Phases {
+    fn total(&self) -> Duration {
+        self.send + self.recv + self.ack
+    }
 }
 
 /// Sends `total` messages alice → bob in rounds of `batch` sends, one
@@ -51,27 +93,42 @@ fn round_trips(
     body: &str,
     batch: usize,
     total: usize,
-) -> Result<Duration, Box<dyn Error>> {
-    let start = Instant::now();
+) -> Result<Phases, Box<dyn Error>> {
+    let mut phases = Phases::default();
     let mut done = 0;
     while done < total {
         let n = batch.min(total - done);
+        let start = Instant::now();
         for _ in 0..n {
             store.send("alice", "bob", body, None)?;
         }
+        let sent = Instant::now();
         let got = store.recv_batch("bob", u32::try_from(n)?)?;
         if got.len() != n {
             return Err(format!("popped {} of {n}", got.len()).into());
         }
+        let received = Instant::now();
         store.ack_turn("bob")?;
+        let acked = Instant::now();
+        phases.send += sent - start;
+        phases.recv += received - sent;
+        phases.ack += acked - received;
         done += n;
     }
-    Ok(start.elapsed())
+    Ok(phases)
+}
+
+/// One send → wake sample.
+struct Wake {
+    send_called: Instant,
+    send_returned: Instant,
+    /// When the waiter's `recv_wait` returned the message (popped).
+    woke: Instant,
 }
 
 /// A task long-polls bob's inbox; the caller sends one message at a time
 /// once the waiter has parked, timing send → wake.
-async fn wake_latencies(store: Store, body: &str) -> Result<Vec<Duration>, Box<dyn Error>> {
+async fn wake_latencies(store: Store, body: &str) -> Result<Vec<Wake>, Box<dyn Error>> {
     let (woke_tx, mut woke_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let waiter = {
         let store = store.clone();
@@ -87,17 +144,22 @@ async fn wake_latencies(store: Store, body: &str) -> Result<Vec<Duration>, Box<d
             Ok::<(), hive_store::Error>(())
         })
     };
-    let mut latencies = Vec::with_capacity(WAKE_SAMPLES);
+    let mut samples = Vec::with_capacity(WAKE_SAMPLES);
     for _ in 0..WAKE_SAMPLES {
         // Give the waiter time to park on its Notify.
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let sent = Instant::now();
+        let send_called = Instant::now();
         store.send("alice", "bob", body, None)?;
+        let send_returned = Instant::now();
         let Some(woke) = woke_rx.recv().await else {
             return Err("waiter stopped early".into());
         };
-        latencies.push(woke.duration_since(sent));
+        samples.push(Wake {
+            send_called,
+            send_returned,
+            woke,
+        });
     }
     waiter.await??;
-    Ok(latencies)
+    Ok(samples)
 }

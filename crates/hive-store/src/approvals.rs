@@ -2,9 +2,9 @@
 //! the operator, and the history of how each was resolved.
 
 use hive_proto::{AgentName, Approval, ApprovalKind, ApprovalStatus};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Row};
 
-use crate::{Error, Result, Store, now_unix};
+use crate::{Error, Result, Store, WriteTx, now_unix};
 
 const APPROVAL_COLUMNS: &str =
     "id, agent, kind, commit_ref, requested_at, status, resolved_at, note, description";
@@ -109,15 +109,15 @@ impl Store {
     /// Moves an approval to `status`, stamping `resolved_at` now and setting
     /// `note` (an absent note keeps the previous one). Allowed: pending →
     /// approved, denied, cancelled or failed; approved → failed. Anything
-    /// else is refused with "approval N is already <status>".
+    /// else is refused with "approval N is already `<status>`".
     pub fn resolve_approval(
         &self,
         id: i64,
         status: ApprovalStatus,
         note: Option<&str>,
     ) -> Result<Approval> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = WriteTx::begin(&conn)?;
         let current = load(&tx, id)?;
         if !may_resolve(current.status, status) {
             return Err(Error::Refused(format!(
@@ -142,8 +142,8 @@ impl Store {
         agent: &str,
         note: Option<&str>,
     ) -> Result<Vec<Approval>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = WriteTx::begin(&conn)?;
         let cancelled = tx
             .prepare_cached(&format!(
                 "UPDATE approvals SET status = 'cancelled', resolved_at = ?2, note = ?3

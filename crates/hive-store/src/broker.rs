@@ -15,11 +15,11 @@ use hive_proto::{
     AgentName, DeliveredMessage, HelperEvent, InboxRow, MAX_BODY_BYTES, MAX_RECV_BATCH,
     MAX_WAIT_SECONDS, OPERATOR_RECIPIENT, Recipient, SYSTEM_SENDER,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Notify, broadcast};
 
 use crate::agents::{allow_list, allows, check_allowed, exists, names_except};
-use crate::{Error, Result, Store, count, now_unix};
+use crate::{Error, Result, Store, WriteTx, count, now_unix};
 
 /// One broker row, as broker events carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,14 +102,12 @@ pub(crate) fn insert_helper_event(
     insert_message(conn, SYSTEM_SENDER, to, &body, at, None)
 }
 
-/// Refuses an `in_reply_to` naming a message id never issued.
+/// Refuses an `in_reply_to` naming a message id never issued. Ids are
+/// issued in order and the newest row is never vacuumed, so every id up to
+/// the largest present was issued (its row may since have been vacuumed).
 fn check_reply_target(conn: &Connection, id: i64) -> Result<()> {
     let issued: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1)
-                 OR ?1 BETWEEN 1 AND COALESCE(
-                     (SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)",
-        )?
+        .prepare_cached("SELECT ?1 BETWEEN 1 AND COALESCE((SELECT MAX(id) FROM messages), 0)")?
         .query_row([id], |r| r.get(0))?;
     if issued {
         Ok(())
@@ -165,8 +163,8 @@ impl Store {
         let recipient = Recipient::parse(to)?;
         let now = now_unix();
         let rows = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             if let Some(parent) = in_reply_to {
                 check_reply_target(&tx, parent)?;
             }
@@ -211,18 +209,32 @@ impl Store {
     /// `recipient`, oldest first, marking them in flight.
     pub fn recv_batch(&self, recipient: &str, max: u32) -> Result<Vec<DeliveredMessage>> {
         let max = max.clamp(1, MAX_RECV_BATCH);
-        let mut popped = {
+        // A select then a range update, rather than `UPDATE … WHERE id IN
+        // (SELECT …) RETURNING`: both of those build ephemeral tables, whose
+        // page-cache allocations cost more than the rest of the pop.
+        let popped = {
             let conn = self.conn();
-            let mut stmt = conn.prepare_cached(&format!(
-                "UPDATE messages SET delivered_at = ?1 WHERE id IN (
-                     SELECT id FROM messages WHERE recipient = ?2 AND delivered_at IS NULL
-                     ORDER BY id LIMIT ?3)
-                 {RETURNING_DELIVERED}"
-            ))?;
-            stmt.query_map((now_unix(), recipient, max), delivered_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?
+            let tx = WriteTx::begin(&conn)?;
+            let popped = tx
+                .prepare_cached(
+                    "SELECT id, sender, recipient, body, sent_at, in_reply_to, redelivered
+                     FROM messages WHERE recipient = ?1 AND delivered_at IS NULL
+                     ORDER BY id LIMIT ?2",
+                )?
+                .query_map((recipient, max), delivered_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            if let Some(last) = popped.last() {
+                // Within this transaction the pending rows up to `last` are
+                // exactly the ones selected.
+                tx.prepare_cached(
+                    "UPDATE messages SET delivered_at = ?1
+                     WHERE recipient = ?2 AND delivered_at IS NULL AND id <= ?3",
+                )?
+                .execute((now_unix(), recipient, last.id))?;
+            }
+            tx.commit()?;
+            popped
         };
-        popped.sort_unstable_by_key(|m| m.id);
         if self.inner.events.receiver_count() > 0 {
             for m in &popped {
                 let _ = self.inner.events.send(MessageEvent::Delivered(row_of(m)));
@@ -268,8 +280,8 @@ impl Store {
     /// went back.
     pub fn undeliver(&self, ids: &[i64]) -> Result<u64> {
         let recipients = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             let mut recipients = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
@@ -393,8 +405,8 @@ impl Store {
     pub fn mark_all_read(&self, recipient: &str) -> Result<u64> {
         let now = now_unix();
         let (delivered, n) = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             let delivered = tx
                 .prepare_cached(&format!(
                     "UPDATE messages SET delivered_at = ?1
@@ -421,13 +433,17 @@ impl Store {
     }
 
     /// Deletes acked messages acked more than `older_than` ago. Pending and
-    /// in-flight rows are never removed, however old.
+    /// in-flight rows are never removed, however old, and neither is the
+    /// newest row (it keeps message ids from ever being reused).
     pub fn vacuum_acked(&self, older_than: Duration) -> Result<u64> {
         let cutoff =
             now_unix().saturating_sub(i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX));
         let n = self
             .conn()
-            .prepare_cached("DELETE FROM messages WHERE acked_at IS NOT NULL AND acked_at < ?1")?
+            .prepare_cached(
+                "DELETE FROM messages WHERE acked_at IS NOT NULL AND acked_at < ?1
+                 AND id < (SELECT MAX(id) FROM messages)",
+            )?
             .execute([cutoff])?;
         Ok(count(n))
     }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 use tokio::sync::{Notify, broadcast};
 
 pub use agents::AgentRecord;
@@ -117,7 +118,11 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.set_prepared_statement_cache_capacity(64);
+        // Plans must not depend on bound values: otherwise a statement with
+        // `LIMIT ?` or a partial index is re-prepared on every reuse from the
+        // cache (which clears bindings), tripling the cost of a pop.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn)?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Store {
@@ -143,9 +148,12 @@ impl Store {
             .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
-    /// Notified (with a stored permit, so a change made while the timer task
-    /// is busy is not lost) whenever a reminder or a question deadline is
-    /// added or changed, so the scheduler re-computes its sleep.
+    /// Notified (`notify_one`, so a change made while the timer task is busy
+    /// leaves a permit and is not lost) whenever a reminder or a question
+    /// deadline is added, retried, cancelled or resolved, so the scheduler
+    /// re-computes its sleep. [`Store::deliver_due_reminders`] and
+    /// [`Store::expire_questions`] do not notify: their caller is the
+    /// scheduler, which re-computes after them anyway.
     pub fn schedule_changed(&self) -> Arc<Notify> {
         Arc::clone(&self.inner.schedule)
     }
@@ -161,6 +169,49 @@ impl Store {
 
     fn bump_schedule(&self) {
         self.inner.schedule.notify_one();
+    }
+}
+
+/// An `IMMEDIATE` write transaction begun and committed through cached
+/// statements (rusqlite's `Transaction` re-parses `BEGIN` and `COMMIT` each
+/// time). Rolls back on drop unless committed.
+pub(crate) struct WriteTx<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> WriteTx<'c> {
+    pub(crate) fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Self { conn, open: true })
+    }
+
+    pub(crate) fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        // sqlite may already have rolled back on its own after an error.
+        if self.open && !self.conn.is_autocommit() {
+            let rolled_back = self
+                .conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut stmt| stmt.execute([]));
+            if let Err(e) = rolled_back {
+                tracing::error!(error = %e, "store transaction rollback failed");
+            }
+        }
     }
 }
 

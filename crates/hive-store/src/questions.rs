@@ -8,11 +8,11 @@
 use hive_proto::{
     AgentName, HelperEvent, MANAGER_AGENT, MAX_BODY_BYTES, OPERATOR_RECIPIENT, Recipient,
 };
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::agents::{check_allowed, decode_names, encode_names, exists};
 use crate::broker::{MessageRow, insert_helper_event};
-use crate::{Error, Result, Store, now_unix};
+use crate::{Error, Result, Store, WriteTx, now_unix};
 
 /// The answer recorded when a question's TTL runs out.
 pub const ANSWER_EXPIRED: &str = "[expired]";
@@ -185,8 +185,8 @@ impl Store {
         let now = now_unix();
         let deadline_at = ttl_seconds.map(|ttl| now.saturating_add_unsigned(ttl));
         let (q, pushed) = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             if let Some(t) = &target {
                 if !exists(&tx, t)? {
                     return Err(Error::UnknownAgent(t.clone()));
@@ -284,8 +284,8 @@ impl Store {
             });
         }
         let (q, pushed) = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             let q = load(&tx, id)?;
             if q.answered_at.is_some() {
                 return Err(already_resolved(&q));
@@ -308,7 +308,9 @@ impl Store {
             resolved
         };
         self.announce(pushed.into_iter().collect());
-        self.bump_schedule();
+        if q.deadline_at.is_some() {
+            self.bump_schedule();
+        }
         Ok(q)
     }
 
@@ -317,8 +319,8 @@ impl Store {
     /// The asker gets `question_answered` unless it cancelled it itself.
     pub fn cancel_question(&self, id: i64, by: &str) -> Result<Question> {
         let (q, pushed) = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             let q = load(&tx, id)?;
             if q.answered_at.is_some() {
                 return Err(already_resolved(&q));
@@ -343,7 +345,9 @@ impl Store {
             resolved
         };
         self.announce(pushed.into_iter().collect());
-        self.bump_schedule();
+        if q.deadline_at.is_some() {
+            self.bump_schedule();
+        }
         Ok(q)
     }
 
@@ -352,8 +356,8 @@ impl Store {
     /// transaction. Returns them resolved, oldest first.
     pub fn expire_questions(&self, now: i64) -> Result<Vec<Question>> {
         let (expired, pushed) = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             let due = tx
                 .prepare_cached(&format!(
                     "SELECT {QUESTION_COLUMNS} FROM questions

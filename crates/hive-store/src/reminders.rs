@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use hive_proto::{AgentName, MANAGER_AGENT, MAX_BODY_BYTES, OPERATOR_RECIPIENT, Recipient};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::agents::{check_allowed, exists};
 use crate::broker::{MessageRow, insert_message};
-use crate::{Error, Result, Store, count, now_unix};
+use crate::{Error, Result, Store, WriteTx, count, now_unix};
 
 /// Most undelivered reminders (parked included) one owner may have.
 pub const MAX_PENDING_REMINDERS: u64 = 50;
@@ -116,13 +116,6 @@ fn pending_count(conn: &Connection, owner: &str) -> rusqlite::Result<u64> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// What delivering one reminder came to, before failures are recorded.
-enum Attempt {
-    Delivered(Reminder, MessageRow),
-    /// Cancelled, retried elsewhere or already delivered since it was read.
-    Gone,
-}
-
 impl Store {
     /// Queues a reminder from `owner` that wakes `target` (default: the
     /// owner; another agent only if `owner`'s allow-list reaches it) at
@@ -158,8 +151,8 @@ impl Store {
         }
         let recipient = target.unwrap_or(owner);
         let reminder = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             if !exists(&tx, recipient)? {
                 return Err(Error::UnknownAgent(recipient.to_owned()));
             }
@@ -204,7 +197,7 @@ impl Store {
         let mut outcomes = Vec::with_capacity(due.len());
         for reminder in due {
             match self.deliver_one(&reminder, now) {
-                Ok(Attempt::Delivered(reminder, row)) => {
+                Ok(Some((reminder, row))) => {
                     let message_id = row.id;
                     self.announce(vec![row]);
                     outcomes.push(ReminderOutcome::Delivered {
@@ -212,7 +205,8 @@ impl Store {
                         message_id,
                     });
                 }
-                Ok(Attempt::Gone) => {}
+                // Cancelled or delivered since it was read.
+                Ok(None) => {}
                 Err(e) => {
                     let error = e.to_string();
                     let reminder = self.record_failure(reminder.id, &error, now)?;
@@ -227,15 +221,14 @@ impl Store {
                 }
             }
         }
-        if !outcomes.is_empty() {
-            self.bump_schedule();
-        }
         Ok(outcomes)
     }
 
-    fn deliver_one(&self, reminder: &Reminder, now: i64) -> Result<Attempt> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    /// Delivers one reminder in one transaction; `None` if it is no longer
+    /// due (cancelled, retried or delivered since it was read).
+    fn deliver_one(&self, reminder: &Reminder, now: i64) -> Result<Option<(Reminder, MessageRow)>> {
+        let conn = self.conn();
+        let tx = WriteTx::begin(&conn)?;
         let claimed = tx
             .prepare_cached(
                 "UPDATE reminders SET delivered_at = ?2
@@ -243,7 +236,7 @@ impl Store {
             )?
             .execute((reminder.id, now))?;
         if claimed == 0 {
-            return Ok(Attempt::Gone);
+            return Ok(None);
         }
         let current = load(&tx, reminder.id)?;
         let to = current.recipient();
@@ -259,12 +252,12 @@ impl Store {
             None,
         )?;
         tx.commit()?;
-        Ok(Attempt::Delivered(current, row))
+        Ok(Some((current, row)))
     }
 
     fn record_failure(&self, id: i64, error: &str, now: i64) -> Result<Reminder> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let conn = self.conn();
+        let tx = WriteTx::begin(&conn)?;
         let current = load(&tx, id)?;
         let attempts = current.attempts.saturating_add(1);
         let parked = attempts >= MAX_REMINDER_ATTEMPTS;
@@ -296,8 +289,8 @@ impl Store {
     /// Unparks reminder `id` and makes it due now; its attempt count stays.
     pub fn retry_reminder(&self, id: i64) -> Result<Reminder> {
         let reminder = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             let current = load(&tx, id)?;
             if current.delivered_at.is_some() {
                 return Err(Error::Refused(format!(
@@ -318,8 +311,8 @@ impl Store {
     /// and the operator.
     pub fn cancel_reminder(&self, id: i64, by: &str) -> Result<()> {
         {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
             let current = load(&tx, id)?;
             if by != current.owner && by != MANAGER_AGENT && by != OPERATOR_RECIPIENT {
                 return Err(Error::Refused(format!(

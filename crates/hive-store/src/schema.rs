@@ -36,7 +36,7 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// The version [`migrate`] brings every file to.
+/// The version `Store::open` brings every file to (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings `conn` to [`SCHEMA_VERSION`], refusing a file from a newer build.
@@ -86,8 +86,11 @@ fn base_tables(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              name TEXT PRIMARY KEY NOT NULL,
              created_at INTEGER NOT NULL
          );
+         -- Not AUTOINCREMENT (which costs every send a write of
+         -- sqlite_sequence): ids still never repeat, because vacuum never
+         -- deletes the newest row.
          CREATE TABLE IF NOT EXISTS messages (
-             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             id INTEGER PRIMARY KEY,
              sender TEXT NOT NULL,
              recipient TEXT NOT NULL,
              body TEXT NOT NULL,

@@ -165,6 +165,32 @@ fn vacuum_removes_only_old_acked_rows() {
     );
 }
 
+#[test]
+fn vacuum_never_reuses_ids() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    let first = store.send("alice", "bob", "1", None).unwrap()[0];
+    let newest = store.send("alice", "bob", "2", None).unwrap()[0];
+    store.mark_all_read("bob").unwrap();
+    raw(&dir)
+        .execute("UPDATE messages SET acked_at = 0", [])
+        .unwrap();
+    // Everything is old and acked, but the newest row stays as the id mark.
+    assert_eq!(store.vacuum_acked(Duration::from_secs(60)).unwrap(), 1);
+    assert_eq!(
+        store
+            .recent("bob", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        [newest]
+    );
+    let next = store.send("alice", "bob", "3", None).unwrap()[0];
+    assert!(next > newest);
+    // A reply to a vacuumed message is still a reply to an issued id.
+    store.send("bob", "alice", "re: 1", Some(first)).unwrap();
+}
+
 #[tokio::test]
 async fn long_poll_wakes_on_send() {
     let (_dir, store) = store_with(&["alice", "bob"]);

@@ -1,4 +1,5 @@
 //! Integration tests of hive-store against real sqlite files in temp dirs.
+#![allow(clippy::unwrap_used)] // the shared helpers below are test code too
 
 mod approvals;
 mod broker;
@@ -33,4 +34,10 @@ fn inbox(store: &Store, recipient: &str) -> Vec<(String, String)> {
     let mut rows = store.recent(recipient, 1000).unwrap();
     rows.reverse();
     rows.into_iter().map(|r| (r.from, r.body)).collect()
+}
+
+#[test]
+fn store_is_a_shareable_handle() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<Store>();
 }

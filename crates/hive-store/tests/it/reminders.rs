@@ -44,7 +44,7 @@ fn delivery_creates_exactly_one_message() {
     assert_eq!(inbox(&store, "alice").len(), 1);
     assert_eq!(
         store.pending_reminders(Some("alice")).unwrap(),
-        [later.clone()]
+        std::slice::from_ref(&later)
     );
     assert_eq!(store.next_reminder_due().unwrap(), Some(now + 3600));
 

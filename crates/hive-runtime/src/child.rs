@@ -1,0 +1,284 @@
+//! A runtime whose containers are supervised child processes.
+//!
+//! `process`, `bwrap` and `nspawn` all run one child per container; they
+//! differ only in the command line their [`Launcher`] builds. The child
+//! leads its own process group, its stdout and stderr are appended to the
+//! spec's log file, and a watcher task reports its exit the moment it
+//! happens — crash detection without polling. A pidfile next to the log
+//! lets a restarted daemon kill a leftover group from a crashed one.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hive_proto::AgentName;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{broadcast, watch};
+
+use crate::{ContainerSpec, ContainerStatus, Error, Result, Runtime, StateChange};
+
+/// The command a launcher wants run for a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The child's whole environment (nothing is inherited).
+    pub env: Vec<(String, String)>,
+    /// Working directory on the host.
+    pub cwd: PathBuf,
+}
+
+/// Builds the command line of one kind of child-supervised container.
+pub trait Launcher: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Why this backend cannot run here, if it cannot.
+    fn probe(&self) -> std::result::Result<(), String>;
+    fn command(&self, spec: &ContainerSpec) -> Result<CommandLine>;
+}
+
+struct Entry {
+    spec: ContainerSpec,
+    /// Present while the child runs; flips to `true` when it exited.
+    exited: Option<watch::Receiver<bool>>,
+    pid: Option<u32>,
+    /// A `stop` is in flight: the exit that follows is not a failure.
+    stopping: bool,
+    failed: bool,
+}
+
+pub struct ChildRuntime<L> {
+    launcher: L,
+    containers: Arc<Mutex<HashMap<AgentName, Entry>>>,
+    changes: broadcast::Sender<StateChange>,
+}
+
+impl<L: Launcher> ChildRuntime<L> {
+    pub fn new(launcher: L) -> Self {
+        let (changes, _) = broadcast::channel(256);
+        Self {
+            launcher,
+            containers: Arc::default(),
+            changes,
+        }
+    }
+
+    pub fn launcher(&self) -> &L {
+        &self.launcher
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<AgentName, Entry>> {
+        self.containers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn pidfile(log_path: &Path) -> PathBuf {
+    log_path.with_extension("pid")
+}
+
+/// Kills the process group a previous daemon left running for this
+/// container, if the pidfile names one that is still alive.
+fn kill_leftover(log_path: &Path) {
+    let path = pidfile(log_path);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    if let Ok(pid) = text.trim().parse::<i32>()
+        && pid > 1
+        && killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+    {
+        tracing::warn!(pid, "killed a container left running by a previous daemon");
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+fn describe(status: std::io::Result<ExitStatus>) -> (bool, String) {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) if s.success() => (true, "exited 0".into()),
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => (false, format!("exit code {code}")),
+            (None, Some(sig)) => {
+                let name =
+                    Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+                (false, format!("killed by {name}"))
+            }
+            _ => (false, format!("{s}")),
+        },
+        Err(e) => (false, format!("wait failed: {e}")),
+    }
+}
+
+#[async_trait::async_trait]
+impl<L: Launcher> Runtime for ChildRuntime<L> {
+    fn name(&self) -> &'static str {
+        self.launcher.name()
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        self.launcher.command(spec)?; // refuse a spec the launcher cannot run, now
+        kill_leftover(&spec.log_path);
+        let mut containers = self.lock();
+        match containers.get_mut(&spec.name) {
+            Some(entry) => entry.spec = spec.clone(),
+            None => {
+                let entry = Entry {
+                    spec: spec.clone(),
+                    exited: None,
+                    pid: None,
+                    stopping: false,
+                    failed: false,
+                };
+                containers.insert(spec.name.clone(), entry);
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&self, name: &AgentName) -> Result<()> {
+        let mut containers = self.lock();
+        let entry = containers
+            .get_mut(name)
+            .ok_or_else(|| Error::NoSuchContainer(name.clone()))?;
+        if entry.exited.as_ref().is_some_and(|rx| !*rx.borrow()) {
+            return Ok(());
+        }
+        let line = self.launcher.command(&entry.spec)?;
+        let log_path = entry.spec.log_path.clone();
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(Error::io(format!("open {}", log_path.display())))?;
+        let log2 = log.try_clone().map_err(Error::io("clone log handle"))?;
+        #[allow(clippy::disallowed_methods)] // the one place containers are spawned
+        let mut command = tokio::process::Command::new(&line.program);
+        command
+            .args(&line.args)
+            .env_clear()
+            .envs(line.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&line.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(Error::io(format!(
+            "start {} for {name}",
+            line.program.display()
+        )))?;
+        let pid = child.id();
+        if let Some(pid) = pid {
+            let _ = std::fs::write(pidfile(&log_path), format!("{pid}\n"));
+        }
+        let (exited_tx, exited_rx) = watch::channel(false);
+        entry.exited = Some(exited_rx);
+        entry.pid = pid;
+        entry.stopping = false;
+        entry.failed = false;
+        drop(containers);
+        let _ = self.changes.send(StateChange {
+            name: name.clone(),
+            running: true,
+            detail: None,
+        });
+
+        let (containers, changes, name) =
+            (self.containers.clone(), self.changes.clone(), name.clone());
+        tokio::spawn(async move {
+            let (ok, detail) = describe(child.wait().await);
+            let _ = std::fs::remove_file(pidfile(&log_path));
+            {
+                let mut containers = containers.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(entry) = containers.get_mut(&name) {
+                    entry.failed = !ok && !entry.stopping;
+                    entry.pid = None;
+                }
+            }
+            let _ = exited_tx.send(true);
+            tracing::info!(agent = %name, "container h-{name} {detail}");
+            let _ = changes.send(StateChange {
+                name,
+                running: false,
+                detail: Some(detail),
+            });
+        });
+        Ok(())
+    }
+
+    async fn stop(&self, name: &AgentName, grace: Duration) -> Result<()> {
+        let (pid, mut exited) = {
+            let mut containers = self.lock();
+            let entry = containers
+                .get_mut(name)
+                .ok_or_else(|| Error::NoSuchContainer(name.clone()))?;
+            match (entry.pid, entry.exited.clone()) {
+                (Some(pid), Some(exited)) if !*exited.borrow() => {
+                    entry.stopping = true;
+                    (pid, exited)
+                }
+                _ => return Ok(()),
+            }
+        };
+        let group =
+            Pid::from_raw(i32::try_from(pid).map_err(|_| Error::Failed(format!("pid {pid}")))?);
+        let _ = killpg(group, Signal::SIGTERM);
+        if tokio::time::timeout(grace, exited.wait_for(|done| *done))
+            .await
+            .is_err()
+        {
+            tracing::warn!(agent = %name, "no exit within {grace:?} of SIGTERM; sending SIGKILL");
+            let _ = killpg(group, Signal::SIGKILL);
+            let _ = exited.wait_for(|done| *done).await;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, name: &AgentName) -> Result<()> {
+        self.stop(name, Duration::from_secs(10)).await?;
+        self.lock().remove(name);
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerStatus>> {
+        let containers = self.lock();
+        let mut list: Vec<ContainerStatus> = containers
+            .iter()
+            .map(|(name, entry)| ContainerStatus {
+                name: name.clone(),
+                running: entry.exited.as_ref().is_some_and(|rx| !*rx.borrow()),
+                failed: entry.failed,
+                pid: entry.pid,
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+
+    fn reports_exits(&self) -> bool {
+        true
+    }
+
+    async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
+        let path = {
+            let containers = self.lock();
+            let entry = containers
+                .get(name)
+                .ok_or_else(|| Error::NoSuchContainer(name.clone()))?;
+            entry.spec.log_path.clone()
+        };
+        crate::tail_file(&path, lines).await
+    }
+}

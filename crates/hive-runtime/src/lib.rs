@@ -1,0 +1,201 @@
+//! The container backends of hyperhive behind one [`Runtime`] trait.
+//!
+//! A runtime turns a [`ContainerSpec`] — which program to run, which host
+//! directories to bind where — into a running, isolated container named
+//! `h-<agent>`, and reports every running→stopped transition on a
+//! broadcast channel so core can detect crashes without polling. Backends
+//! that supervise a child process (`process`, `bwrap`, `nspawn`) share
+//! [`child::ChildRuntime`] and differ only in their [`child::Launcher`]:
+//! the command line they build. Core never spawns a container itself; only
+//! its lifecycle module calls a runtime.
+//!
+//! Every backend gives the program the same view: `/state` (persistent),
+//! `/shared` (hive-wide), `/run/hive/mcp.sock` (its own socket only) and
+//! the extra binds of the spec (config repos). The `process` backend has no
+//! isolation and passes host paths instead, through the same environment
+//! variables ([`env`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hive_proto::AgentName;
+use tokio::sync::broadcast;
+
+pub mod child;
+pub mod process;
+
+/// Where a container's program finds its world, inside any sandbox.
+pub mod mount {
+    pub const STATE: &str = "/state";
+    pub const SHARED: &str = "/shared";
+    pub const SOCKET: &str = "/run/hive/mcp.sock";
+    /// The `hive` binary, bind-mounted read-only.
+    pub const HIVE_BIN: &str = "/run/hive/bin/hive";
+}
+
+/// Environment variables every backend sets for the container's program.
+pub mod env {
+    /// The agent's name.
+    pub const AGENT: &str = "HIVE_AGENT";
+    /// Its socket (as the program sees it).
+    pub const SOCKET: &str = "HIVE_SOCKET";
+    /// Its persistent state dir (as the program sees it).
+    pub const STATE_DIR: &str = "HIVE_STATE_DIR";
+    /// The hive-wide shared dir (as the program sees it).
+    pub const SHARED_DIR: &str = "HIVE_SHARED_DIR";
+    /// The port its web UI listens on.
+    pub const WEB_PORT: &str = "HIVE_WEB_PORT";
+    /// Which backend runs it.
+    pub const RUNTIME: &str = "HIVE_RUNTIME";
+}
+
+/// Everything a backend needs to create one agent's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: AgentName,
+    /// The `hive` binary on the host; sandboxes bind it at
+    /// [`mount::HIVE_BIN`].
+    pub program: PathBuf,
+    /// Arguments after the program, e.g. `agent serve --role agent`.
+    pub args: Vec<String>,
+    /// Extra environment (the hive's and the agent's config), on top of the
+    /// [`env`] variables the backend sets.
+    pub env: Vec<(String, String)>,
+    /// Host dir bound read-write at [`mount::STATE`].
+    pub state_dir: PathBuf,
+    /// Host dir bound read-write at [`mount::SHARED`].
+    pub shared_dir: PathBuf,
+    /// The agent's socket on the host, bound at [`mount::SOCKET`].
+    pub socket: PathBuf,
+    /// Further binds (config repos).
+    pub binds: Vec<Bind>,
+    /// Host file the container's stdout and stderr are appended to, for
+    /// backends that supervise a child.
+    pub log_path: PathBuf,
+    /// The agent's web UI port.
+    pub web_port: u16,
+    /// Container image, for backends that use one.
+    pub image: Option<String>,
+}
+
+impl ContainerSpec {
+    /// The container's name on the backend: `h-<agent>`.
+    pub fn container_name(&self) -> String {
+        container_name(&self.name)
+    }
+}
+
+/// The container name of an agent: `h-<agent>`.
+pub fn container_name(agent: &AgentName) -> String {
+    format!("h-{agent}")
+}
+
+/// One bind mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub container: PathBuf,
+    pub read_only: bool,
+}
+
+/// What a backend knows of one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub name: AgentName,
+    pub running: bool,
+    /// Stopped on its own with a failure (non-zero exit, signal), not by a
+    /// `stop`.
+    pub failed: bool,
+    /// Host pid of the container's main process, where the backend knows it.
+    pub pid: Option<u32>,
+}
+
+/// A container started or stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub name: AgentName,
+    pub running: bool,
+    /// How it stopped: `exit code 1`, `killed by SIGKILL`, …
+    pub detail: Option<String>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no container h-{0}")]
+    NoSuchContainer(AgentName),
+    #[error("{runtime} is not available: {reason}")]
+    Unavailable {
+        runtime: &'static str,
+        reason: String,
+    },
+    #[error("{0}")]
+    Failed(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+/// A container backend.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// The backend's name: `process`, `bwrap`, `nspawn`, `docker`.
+    fn name(&self) -> &'static str;
+
+    /// Defines (or redefines) a container from `spec` without starting it.
+    async fn create(&self, spec: &ContainerSpec) -> Result<()>;
+
+    /// Starts a created container. Starting a running one is a no-op.
+    async fn start(&self, name: &AgentName) -> Result<()>;
+
+    /// Stops a container: a polite signal, then after `grace` a hard kill.
+    /// Stopping a stopped container is a no-op.
+    async fn stop(&self, name: &AgentName, grace: Duration) -> Result<()>;
+
+    /// Stops and removes a container. State dirs on the host are untouched.
+    async fn destroy(&self, name: &AgentName) -> Result<()>;
+
+    /// Every container this backend holds for the hive.
+    async fn list(&self) -> Result<Vec<ContainerStatus>>;
+
+    /// Running/stopped transitions, as they happen.
+    fn subscribe(&self) -> broadcast::Receiver<StateChange>;
+
+    /// Whether [`Runtime::subscribe`] reports exits as they happen; if not,
+    /// core polls [`Runtime::list`].
+    fn reports_exits(&self) -> bool;
+
+    /// The last `lines` lines the container printed.
+    async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>>;
+}
+
+/// Stop then start.
+pub async fn restart(runtime: &dyn Runtime, name: &AgentName, grace: Duration) -> Result<()> {
+    runtime.stop(name, grace).await?;
+    runtime.start(name).await
+}
+
+/// The last `lines` lines of a log file (empty if it does not exist yet).
+pub async fn tail_file(path: &std::path::Path, lines: usize) -> Result<Vec<String>> {
+    let text = match tokio::fs::read(path).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("read {}", path.display()))(e)),
+    };
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    Ok(all[from..].iter().map(|l| (*l).to_owned()).collect())
+}
+
+/// Polling period for backends that do not report exits.
+pub const POLL_PERIOD: Duration = Duration::from_secs(2);

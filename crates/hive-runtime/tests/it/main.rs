@@ -1,0 +1,4 @@
+//! Runtime backends driven for real: one module per backend.
+
+mod process;
+mod support;
