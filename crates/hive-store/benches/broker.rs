@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         for _ in 0..RUNS {
             runs.push(round_trips(&store, &body, batch, MESSAGES)?);
         }
-        runs.sort_by(|a, b| a.total().cmp(&b.total()));
+        runs.sort_by_key(Phases::total);
         let rate = |p: &Phases| MESSAGES as f64 / p.total().as_secs_f64();
         let median = &runs[RUNS / 2];
         let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / MESSAGES as f64;
