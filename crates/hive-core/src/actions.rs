@@ -1,9 +1,10 @@
 //! The operator's and the manager's verbs, implemented once.
 //!
 //! host.sock, the manager socket and (later) the dashboard all call these,
-//! so the surfaces never drift. Lifecycle verbs need a container backend;
-//! until one is configured they refuse with [`Error::NoRuntime`] after the
-//! name has been checked — never a fake success.
+//! so the surfaces never drift. The lifecycle verbs themselves live in
+//! [`crate::lifecycle`].
+
+use std::sync::Arc;
 
 use hive_proto::{
     AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent, HelperEvent,
@@ -14,91 +15,59 @@ use hive_store::Question;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 
-/// A lifecycle verb, for messages and transients.
+/// A verb applied to a scope of agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    Spawn,
+pub enum ScopeVerb {
     Start,
     Stop,
-    Restart,
-    Rebuild,
-    Destroy,
-}
-
-impl Lifecycle {
-    pub fn verb(self) -> &'static str {
-        match self {
-            Lifecycle::Spawn => "spawn",
-            Lifecycle::Start => "start",
-            Lifecycle::Stop => "stop",
-            Lifecycle::Restart => "restart",
-            Lifecycle::Rebuild => "rebuild",
-            Lifecycle::Destroy => "destroy",
-        }
-    }
 }
 
 impl Coordinator {
-    /// Runs a lifecycle verb on one agent.
-    pub fn lifecycle(&self, verb: Lifecycle, name: &AgentName) -> Result<()> {
-        if verb != Lifecycle::Spawn {
+    /// Starts or stops every agent in `scope` (all when empty), reporting
+    /// each failure by name.
+    pub async fn lifecycle_scope(self: &Arc<Self>, verb: ScopeVerb, scope: &Scope) -> Result<()> {
+        let verb_name = match verb {
+            ScopeVerb::Start => "start",
+            ScopeVerb::Stop => "stop",
+        };
+        for name in &scope.agent_names {
             self.require_agent(name)?;
         }
-        if name.is_manager() && matches!(verb, Lifecycle::Destroy) {
-            return Err(Error::refused("the manager cannot be destroyed"));
+        if self.runtime.is_none() {
+            return Err(Error::NoRuntime { verb: verb_name });
         }
-        if verb == Lifecycle::Spawn && name.is_manager() {
-            return Err(Error::refused(
-                "the manager is ensured by core at startup, not spawned",
-            ));
-        }
-        Err(Error::NoRuntime { verb: verb.verb() })
-    }
-
-    /// Runs a lifecycle verb on every agent in `scope` (all when empty).
-    pub fn lifecycle_scope(&self, verb: Lifecycle, scope: &Scope) -> Result<()> {
         let names = if scope.is_all() {
             self.store
                 .agents()?
                 .into_iter()
+                .filter(|r| r.has_container)
+                .filter(|r| verb == ScopeVerb::Start || r.name != hive_proto::MANAGER_AGENT)
                 .map(|r| AgentName::parse(&r.name).map_err(hive_store::Error::from))
                 .collect::<std::result::Result<Vec<_>, _>>()?
         } else {
             scope.agent_names.clone()
         };
+        let mut failures = Vec::new();
         for name in &names {
-            self.require_agent(name)?;
+            let outcome = match verb {
+                ScopeVerb::Start => self.start(name).await,
+                ScopeVerb::Stop => self.stop(name).await,
+            };
+            if let Err(e) = outcome {
+                failures.push((name, e));
+            }
         }
-        let failures: Vec<(&AgentName, Error)> = names
-            .iter()
-            .filter_map(|name| self.lifecycle(verb, name).err().map(|e| (name, e)))
-            .collect();
-        let Some((_, first)) = failures.first() else {
+        if names.len() == 1 && failures.len() == 1 {
+            return Err(failures.remove(0).1);
+        }
+        if failures.is_empty() {
             return Ok(());
-        };
-        // One reason shared by every failure (e.g. no runtime) is said once.
-        let first = first.to_string();
-        if failures.iter().all(|(_, e)| e.to_string() == first) {
-            return Err(failures
-                .into_iter()
-                .next()
-                .map(|(_, e)| e)
-                .unwrap_or(Error::Refused(first)));
         }
         let each: Vec<String> = failures
             .iter()
             .map(|(name, e)| format!("{name}: {e}"))
             .collect();
         Err(Error::refused(each.join("; ")))
-    }
-
-    /// Destroys an agent's container; with `purge` its state and repos too.
-    pub fn destroy(&self, name: &AgentName, purge: bool) -> Result<()> {
-        if name.is_manager() {
-            let what = if purge { "purged" } else { "destroyed" };
-            return Err(Error::refused(format!("the manager cannot be {what}")));
-        }
-        self.lifecycle(Lifecycle::Destroy, name)
     }
 
     /// Sets or clears an agent's pause marker. Works whether or not its
@@ -149,7 +118,7 @@ impl Coordinator {
 
     /// Approves a pending approval and runs its action. An action that
     /// fails leaves the approval `failed`, with the error as its note.
-    pub fn approve(&self, id: i64) -> Result<Approval> {
+    pub async fn approve(self: &Arc<Self>, id: i64) -> Result<Approval> {
         let pending = self.store.approval(id)?;
         if pending.status != ApprovalStatus::Pending {
             return Err(Error::refused(format!(
@@ -160,7 +129,7 @@ impl Coordinator {
         let approved = self
             .store
             .resolve_approval(id, ApprovalStatus::Approved, None)?;
-        match self.run_approved(&approved) {
+        match self.run_approved(&approved).await {
             Ok(()) => {
                 self.publish_approval_resolved(&approved);
                 Ok(approved)
@@ -179,11 +148,11 @@ impl Coordinator {
         }
     }
 
-    fn run_approved(&self, approval: &Approval) -> Result<()> {
+    async fn run_approved(self: &Arc<Self>, approval: &Approval) -> Result<()> {
         match approval.kind {
             ApprovalKind::Spawn => {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
-                self.lifecycle(Lifecycle::Spawn, &name)
+                self.spawn(&name).await
             }
             ApprovalKind::ApplyCommit | ApprovalKind::InitConfig => Err(Error::refused(
                 "config repositories are not available in this build of hive",

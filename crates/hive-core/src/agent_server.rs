@@ -13,7 +13,6 @@ use hive_proto::{
 };
 use tokio::net::UnixStream;
 
-use crate::actions::Lifecycle;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::jsonl;
@@ -56,7 +55,9 @@ pub async fn handle(coord: Arc<Coordinator>, agent: AgentName, stream: UnixStrea
             let _ = conn.respond(&response).await;
         }
         ManagerRequest::Manager(request) => {
-            let response = manager_verb(&coord, request).unwrap_or_else(error_response);
+            let response = manager_verb(&coord, request)
+                .await
+                .unwrap_or_else(error_response);
             let _ = conn.respond(&response).await;
         }
     }
@@ -302,7 +303,10 @@ fn check_reminder_path(path: &str) -> Result<()> {
 }
 
 /// Answers the manager's privileged verbs.
-pub fn manager_verb(coord: &Coordinator, request: ManagerOnlyRequest) -> Result<AgentResponse> {
+pub async fn manager_verb(
+    coord: &Arc<Coordinator>,
+    request: ManagerOnlyRequest,
+) -> Result<AgentResponse> {
     use ManagerOnlyRequest::*;
     let manager_itself = |name: &AgentName, verb: &str| {
         if name.is_manager() {
@@ -318,20 +322,20 @@ pub fn manager_verb(coord: &Coordinator, request: ManagerOnlyRequest) -> Result<
         }
         Kill { name } => {
             manager_itself(&name, "stop")?;
-            coord.lifecycle(Lifecycle::Stop, &name)?;
+            coord.stop(&name).await?;
             AgentResponse::Ok
         }
         Start { name } => {
-            coord.lifecycle(Lifecycle::Start, &name)?;
+            coord.start(&name).await?;
             AgentResponse::Ok
         }
         Restart { name } => {
             manager_itself(&name, "restart")?;
-            coord.lifecycle(Lifecycle::Restart, &name)?;
+            coord.restart(&name).await?;
             AgentResponse::Ok
         }
         Update { name } => {
-            coord.lifecycle(Lifecycle::Rebuild, &name)?;
+            coord.rebuild(&name).await?;
             AgentResponse::Ok
         }
         RequestApplyCommit { agent, .. } => {

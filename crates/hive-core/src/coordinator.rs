@@ -8,9 +8,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use hive_proto::dashboard::TransientKind;
 use hive_proto::{AgentName, AgentStatusRow, DashboardEvent, HelperEvent, MANAGER_AGENT, Scope};
+use hive_runtime::{ContainerStatus, Runtime};
 use hive_store::{AgentRecord, Store};
 use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
@@ -18,9 +21,20 @@ use tokio::task::AbortHandle;
 use crate::Paths;
 use crate::error::{Error, Result};
 use crate::events::DashboardBus;
+use crate::lifecycle::PortRange;
 
 /// Status rows a slow `subscribe_agent_status` client may fall behind.
 const STATUS_CHANNEL_CAPACITY: usize = 256;
+
+/// How agents' containers are made.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `hive` binary every container runs.
+    pub hive_bin: PathBuf,
+    /// Environment every agent's harness gets (`--agent-env`, env file).
+    pub agent_env: Vec<(String, String)>,
+    pub ports: PortRange,
+}
 
 pub struct Coordinator {
     pub store: Store,
@@ -28,14 +42,27 @@ pub struct Coordinator {
     pub dashboard: DashboardBus,
     /// The dashboard's bound address, for building agent URLs.
     pub dashboard_addr: Option<SocketAddr>,
+    /// The container backend; `None` runs the hive without containers.
+    pub runtime: Option<Arc<dyn Runtime>>,
+    pub settings: Settings,
     status_tx: broadcast::Sender<AgentStatusRow>,
     shutdown: watch::Sender<bool>,
     /// Accept loops of bound agent sockets, by agent name.
     pub(crate) agent_sockets: Mutex<HashMap<AgentName, AbortHandle>>,
+    /// Lifecycle actions in flight, with their start time.
+    transients: Mutex<HashMap<AgentName, (TransientKind, i64)>>,
+    /// Last known container states, by agent name.
+    containers: Mutex<HashMap<String, ContainerStatus>>,
 }
 
 impl Coordinator {
-    pub fn new(store: Store, paths: Paths, dashboard_addr: Option<SocketAddr>) -> Self {
+    pub fn new(
+        store: Store,
+        paths: Paths,
+        dashboard_addr: Option<SocketAddr>,
+        runtime: Option<Arc<dyn Runtime>>,
+        settings: Settings,
+    ) -> Self {
         let (status_tx, _) = broadcast::channel(STATUS_CHANNEL_CAPACITY);
         let (shutdown, _) = watch::channel(false);
         Self {
@@ -43,10 +70,26 @@ impl Coordinator {
             paths,
             dashboard: DashboardBus::default(),
             dashboard_addr,
+            runtime,
+            settings,
             status_tx,
             shutdown,
             agent_sockets: Mutex::new(HashMap::new()),
+            transients: Mutex::new(HashMap::new()),
+            containers: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub(crate) fn transients(&self) -> MutexGuard<'_, HashMap<AgentName, (TransientKind, i64)>> {
+        self.transients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn containers(&self) -> MutexGuard<'_, HashMap<String, ContainerStatus>> {
+        self.containers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Asks every task to stop.
@@ -74,10 +117,11 @@ impl Coordinator {
             let host = self.dashboard_addr.map(|a| a.ip().to_string())?;
             Some(format!("http://{host}:{port}/"))
         });
+        let container = self.container_status(&record.name);
         Ok(AgentStatusRow {
             name: record.name.clone(),
-            running: false,
-            failed: false,
+            running: container.as_ref().is_some_and(|c| c.running),
+            failed: container.as_ref().is_some_and(|c| c.failed),
             needs_update: record.needs_update,
             needs_login: record.needs_login,
             deployed_sha: record.deployed_sha.clone(),

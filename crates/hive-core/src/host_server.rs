@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use hive_proto::{AgentUrl, HostRequest, HostResponse};
+use hive_proto::{AgentName, AgentUrl, HostRequest, HostResponse};
 use tokio::net::UnixStream;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::actions::Lifecycle;
+use crate::actions::ScopeVerb;
 use crate::coordinator::Coordinator;
 use crate::error::Result;
 use crate::jsonl;
@@ -34,36 +34,56 @@ pub async fn handle(coord: Arc<Coordinator>, stream: UnixStream) {
         subscribe(&coord, &mut conn).await;
         return;
     }
-    let response = dispatch(&coord, request).unwrap_or_else(|e| HostResponse::error(e.to_string()));
+    if let HostRequest::Logs {
+        name,
+        lines,
+        follow: true,
+    } = &request
+    {
+        follow_logs(&coord, &mut conn, name, lines.unwrap_or(DEFAULT_LOG_LINES)).await;
+        return;
+    }
+    let response = dispatch(&coord, request)
+        .await
+        .unwrap_or_else(|e| HostResponse::error(e.to_string()));
     if let Err(e) = conn.respond(&response).await {
         tracing::debug!("host client left before its response: {e}");
     }
 }
 
 /// Answers one request (every verb but `subscribe_agent_status`).
-pub fn dispatch(coord: &Coordinator, request: HostRequest) -> Result<HostResponse> {
+pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<HostResponse> {
     use HostRequest::*;
     let ok = HostResponse::success();
     Ok(match request {
-        Spawn { name } => coord.lifecycle(Lifecycle::Spawn, &name).map(|()| ok)?,
+        Spawn { name } => {
+            if name.is_manager() {
+                return Err(crate::error::Error::refused(
+                    "the manager is ensured by core at startup, not spawned",
+                ));
+            }
+            coord.spawn(&name).await.map(|()| ok)?
+        }
         RequestSpawn { name, description } => {
             HostResponse::approvals(vec![coord.request_spawn(&name, description.as_deref())?])
         }
-        Kill { name } => coord.lifecycle(Lifecycle::Stop, &name).map(|()| ok)?,
-        Destroy { name, purge } => coord.destroy(&name, purge).map(|()| ok)?,
-        Rebuild { name } => coord.lifecycle(Lifecycle::Rebuild, &name).map(|()| ok)?,
+        Kill { name } => coord.stop(&name).await.map(|()| ok)?,
+        Destroy { name, purge } => coord.destroy(&name, purge).await.map(|()| ok)?,
+        Rebuild { name } => coord.rebuild(&name).await.map(|()| ok)?,
         List => HostResponse::agents(coord.store.agents()?.into_iter().map(|a| a.name).collect()),
         Pending => HostResponse::approvals(coord.store.pending_approvals()?),
-        Approve { id } => coord.approve(id).map(|_| ok)?,
+        Approve { id } => coord.approve(id).await.map(|_| ok)?,
         Deny { id, note } => coord.deny(id, note.as_deref()).map(|_| ok)?,
         AgentStatus { scope } => HostResponse::agent_statuses(coord.agent_statuses(&scope)?),
         Start { scope } => coord
-            .lifecycle_scope(Lifecycle::Start, &scope)
+            .lifecycle_scope(ScopeVerb::Start, &scope)
+            .await
             .map(|()| ok)?,
         Stop { scope, graceful: _ } => coord
-            .lifecycle_scope(Lifecycle::Stop, &scope)
+            .lifecycle_scope(ScopeVerb::Stop, &scope)
+            .await
             .map(|()| ok)?,
-        Restart { name } => coord.lifecycle(Lifecycle::Restart, &name).map(|()| ok)?,
+        Restart { name } => coord.restart(&name).await.map(|()| ok)?,
         SetPaused { name, paused } => coord.set_paused(&name, paused).map(|()| ok)?,
         Urls => HostResponse::urls(
             coord
@@ -78,6 +98,14 @@ pub fn dispatch(coord: &Coordinator, request: HostRequest) -> Result<HostRespons
                 .collect(),
         ),
         Send { to, body } => coord.operator_send(&to, &body).map(|_| ok)?,
+        Logs {
+            name,
+            lines,
+            follow: _,
+        } => {
+            let lines = lines.unwrap_or(DEFAULT_LOG_LINES).min(MAX_LOG_LINES) as usize;
+            HostResponse::logs(coord.logs(&name, lines).await?)
+        }
         SubscribeAgentStatus => unreachable_subscribe(),
     })
 }
@@ -86,6 +114,61 @@ pub fn dispatch(coord: &Coordinator, request: HostRequest) -> Result<HostRespons
 /// ever reaches here the client still gets a plain answer.
 fn unreachable_subscribe() -> HostResponse {
     HostResponse::error("subscribe_agent_status streams; it cannot be dispatched as one request")
+}
+
+/// Lines `logs` returns when the request does not say.
+const DEFAULT_LOG_LINES: u32 = 100;
+/// Most lines one `logs` response carries.
+const MAX_LOG_LINES: u32 = 10_000;
+/// How often a followed log is re-read.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Lines of tail compared between reads to find what is new.
+const FOLLOW_WINDOW: usize = 500;
+
+/// Sends the tail, then every new line as it appears, until the client
+/// leaves or the daemon stops.
+async fn follow_logs(coord: &Coordinator, conn: &mut Connection, name: &AgentName, lines: u32) {
+    let first = match coord.logs(name, lines.min(MAX_LOG_LINES) as usize).await {
+        Ok(first) => first,
+        Err(e) => {
+            let _ = conn.respond(&HostResponse::error(e.to_string())).await;
+            return;
+        }
+    };
+    if conn.respond(&HostResponse::logs(first)).await.is_err() {
+        return;
+    }
+    let mut seen = coord.logs(name, FOLLOW_WINDOW).await.unwrap_or_default();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+            () = coord.shutting_down() => return,
+            gone = client_gone(&mut conn.reader) => if gone { return } else { continue },
+        }
+        let Ok(now) = coord.logs(name, FOLLOW_WINDOW).await else {
+            continue;
+        };
+        let fresh = new_lines(&seen, &now);
+        if !fresh.is_empty()
+            && conn
+                .respond(&HostResponse::logs(fresh.to_vec()))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// The lines of `now` after its longest overlap with the end of `before`
+/// (both are tails of the same growing log).
+fn new_lines<'a>(before: &[String], now: &'a [String]) -> &'a [String] {
+    let overlap = (0..=before.len().min(now.len()))
+        .rev()
+        .find(|&k| before[before.len() - k..] == now[..k])
+        .unwrap_or(0);
+    &now[overlap..]
 }
 
 async fn subscribe(coord: &Coordinator, conn: &mut Connection) {
@@ -137,4 +220,25 @@ async fn client_gone<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) -> bool {
     use tokio::io::AsyncReadExt;
     let mut scratch = [0u8; 256];
     !matches!(reader.read(&mut scratch).await, Ok(n) if n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_lines;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn new_lines_of_a_growing_tail() {
+        assert_eq!(new_lines(&v(&["a", "b"]), &v(&["a", "b", "c"])), v(&["c"]));
+        assert_eq!(
+            new_lines(&v(&["a", "b", "c"]), &v(&["b", "c", "d", "e"])),
+            v(&["d", "e"])
+        );
+        assert_eq!(new_lines(&v(&["a"]), &v(&["a"])), Vec::<String>::new());
+        assert_eq!(new_lines(&v(&[]), &v(&["x"])), v(&["x"]));
+        assert_eq!(new_lines(&v(&["x"]), &v(&["y", "z"])), v(&["y", "z"]));
+    }
 }

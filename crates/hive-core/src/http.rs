@@ -58,6 +58,7 @@ pub fn router(coord: Arc<Coordinator>) -> Router {
         .route("/", get(index))
         .route("/api/state", get(state))
         .route("/dashboard/stream", get(stream))
+        .route("/api/logs/{name}", get(logs))
         .with_state(coord)
 }
 
@@ -103,6 +104,24 @@ async fn state(State(coord): State<Arc<Coordinator>>) -> Result<Json<StateSnapsh
         approval_history: coord.store.approval_history(HISTORY_LIMIT)?,
         questions,
     }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+/// `GET /api/logs/{name}?lines=N`: the container's last lines.
+async fn logs(
+    State(coord): State<Arc<Coordinator>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<LogsQuery>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let name = hive_proto::AgentName::parse(&name).map_err(|e| Error::refused(e.to_string()))?;
+    let lines = coord
+        .logs(&name, query.lines.unwrap_or(200).min(10_000))
+        .await?;
+    Ok(Json(serde_json::json!({ "name": name, "lines": lines })))
 }
 
 async fn stream(

@@ -15,6 +15,7 @@ pub mod events;
 pub mod host_server;
 pub mod http;
 pub mod jsonl;
+pub mod lifecycle;
 pub mod listener;
 pub mod paths;
 pub mod scheduler;

@@ -15,11 +15,9 @@ use hive_store::{MessageEvent, Store};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::coordinator::Coordinator;
-use crate::{Paths, agent_server, host_server, http, listener, scheduler};
-
-/// Container backends this build can drive.
-pub const RUNTIMES: &[&str] = &["none"];
+use crate::coordinator::{Coordinator, Settings};
+use crate::lifecycle::PortRange;
+use crate::{Paths, agent_server, host_server, http, lifecycle, listener, scheduler};
 
 /// Everything `hive serve` is told on its command line.
 #[derive(Debug, Clone)]
@@ -27,8 +25,12 @@ pub struct ServeConfig {
     pub paths: Paths,
     /// Where the dashboard listens; `None` disables it.
     pub dashboard: Option<SocketAddr>,
-    /// `auto` or one of [`RUNTIMES`].
+    /// `auto`, `none` or a backend name.
     pub runtime: String,
+    /// `KEY=VALUE` pairs every agent's harness gets, on top of the state
+    /// dir's `agent.env` file.
+    pub agent_env: Vec<(String, String)>,
+    pub ports: PortRange,
 }
 
 /// What a started daemon tells its operator.
@@ -39,28 +41,59 @@ pub struct Started {
     pub runtime: &'static str,
 }
 
-/// Picks the runtime. Only `none` exists until container backends land.
-fn choose_runtime(requested: &str) -> anyhow::Result<&'static str> {
-    match requested {
-        "auto" => {
-            tracing::info!(
-                "runtime auto: no container backend is built into this hive yet; running with \
-                 --runtime none (lifecycle verbs will say so)"
-            );
-            Ok("none")
+/// Reads `KEY=VALUE` lines (blank lines and `#` comments skipped).
+pub fn parse_env_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
         }
-        "none" => Ok("none"),
-        other => bail!(
-            "runtime `{other}` is not available in this build (available: auto, {})",
-            RUNTIMES.join(", ")
-        ),
+        vars.push(parse_env_pair(line).with_context(|| format!("line {}", n + 1))?);
     }
+    Ok(vars)
+}
+
+/// Parses one `KEY=VALUE`; keys are shell-style identifiers.
+pub fn parse_env_pair(pair: &str) -> anyhow::Result<(String, String)> {
+    let Some((key, value)) = pair.split_once('=') else {
+        bail!("{pair:?} is not KEY=VALUE");
+    };
+    let valid = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        bail!("{key:?} is not a valid environment variable name");
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// The agent environment: the state dir's `agent.env`, then the command
+/// line's pairs (later wins).
+fn agent_env(paths: &Paths, cli: &[(String, String)]) -> anyhow::Result<Vec<(String, String)>> {
+    let file = paths.state_dir.join("agent.env");
+    let mut vars = match std::fs::read_to_string(&file) {
+        Ok(text) => parse_env_file(&text).with_context(|| format!("{}", file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
+    };
+    vars.extend(cli.iter().cloned());
+    Ok(vars)
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `on_started` is called once every
 /// socket is bound.
 pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
-    let runtime = choose_runtime(&config.runtime)?;
+    let selection = hive_runtime::select(&config.runtime).await?;
+    for reason in &selection.passed_over {
+        tracing::info!("runtime auto: passed over {reason}");
+    }
+    if selection.name == "process" {
+        tracing::warn!("runtime process: agents run as plain processes, without isolation");
+    }
+    let runtime = selection.name;
     let paths = config.paths;
     paths.create_roots()?;
     let store = Store::open(&paths.database())
@@ -87,7 +120,18 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         .map(TcpListener::local_addr)
         .transpose()?;
 
-    let coord = Arc::new(Coordinator::new(store, paths.clone(), dashboard_addr));
+    let settings = Settings {
+        hive_bin: std::env::current_exe().context("locate the hive binary")?,
+        agent_env: agent_env(&paths, &config.agent_env)?,
+        ports: config.ports,
+    };
+    let coord = Arc::new(Coordinator::new(
+        store,
+        paths.clone(),
+        dashboard_addr,
+        selection.runtime,
+        settings,
+    ));
     for name in reconcile_agents(&coord)? {
         serve_agent_socket(&coord, name)?;
     }
@@ -103,6 +147,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     tasks.spawn(scheduler::run(coord.clone()));
     tasks.spawn(scheduler::vacuum(coord.clone()));
     tasks.spawn(forward_broker_events(coord.clone()));
+    tasks.spawn(lifecycle::crash_watch(coord.clone()));
     if let Some(tcp) = dashboard {
         tasks.spawn(http::serve(coord.clone(), tcp));
     }
@@ -113,6 +158,10 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         runtime,
     });
     tracing::info!(host_socket = %paths.host_socket().display(), runtime, "hive serving");
+    {
+        let coord = coord.clone();
+        tasks.spawn(async move { coord.resume().await });
+    }
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
@@ -237,12 +286,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runtime_choice() {
-        assert_eq!(choose_runtime("auto").unwrap(), "none");
-        assert_eq!(choose_runtime("none").unwrap(), "none");
+    fn env_files() {
+        let vars = parse_env_file("# comment\n\nA=1\nB_2=x=y\n").unwrap();
         assert_eq!(
-            choose_runtime("docker").unwrap_err().to_string(),
-            "runtime `docker` is not available in this build (available: auto, none)"
+            vars,
+            [("A".into(), "1".into()), ("B_2".into(), "x=y".into())]
         );
+        assert_eq!(
+            format!("{:#}", parse_env_file("ok=1\n1BAD=2").unwrap_err()),
+            "line 2: \"1BAD\" is not a valid environment variable name"
+        );
+        assert!(parse_env_pair("NOEQUALS").is_err());
     }
 }

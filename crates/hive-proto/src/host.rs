@@ -74,6 +74,16 @@ pub enum HostRequest {
     Urls,
     /// Send a message from the operator to an agent (or `*`).
     Send { to: String, body: String },
+    /// The last `lines` lines (default 100) its container printed, in
+    /// `logs`; with `follow`, further responses carry new lines as they
+    /// come, until the client leaves.
+    Logs {
+        name: AgentName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<u32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        follow: bool,
+    },
 }
 
 /// A set of agents a verb applies to; empty means every agent.
@@ -110,6 +120,8 @@ pub struct HostResponse {
     pub approvals: Option<Vec<Approval>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Vec<AgentUrl>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<String>>,
 }
 
 impl HostResponse {
@@ -122,6 +134,7 @@ impl HostResponse {
             agent_statuses: None,
             approvals: None,
             urls: None,
+            logs: None,
         }
     }
 
@@ -160,6 +173,13 @@ impl HostResponse {
     pub fn urls(urls: Vec<AgentUrl>) -> Self {
         Self {
             urls: Some(urls),
+            ..Self::empty(true)
+        }
+    }
+
+    pub fn logs(lines: Vec<String>) -> Self {
+        Self {
+            logs: Some(lines),
             ..Self::empty(true)
         }
     }

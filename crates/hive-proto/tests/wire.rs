@@ -118,6 +118,22 @@ fn host_requests() {
         },
         r#"{"cmd":"send","to":"a","body":"hi"}"#,
     );
+    check(
+        Logs {
+            name: name("a"),
+            lines: None,
+            follow: false,
+        },
+        r#"{"cmd":"logs","name":"a"}"#,
+    );
+    check(
+        Logs {
+            name: name("a"),
+            lines: Some(50),
+            follow: true,
+        },
+        r#"{"cmd":"logs","name":"a","lines":50,"follow":true}"#,
+    );
 }
 
 #[test]
@@ -203,6 +219,10 @@ fn host_responses() {
             url: "http://127.0.0.1:8000/".into(),
         }]),
         r#"{"version":1,"ok":true,"urls":[{"name":"manager","url":"http://127.0.0.1:8000/"}]}"#,
+    );
+    check(
+        HostResponse::logs(vec!["booted".into()]),
+        r#"{"version":1,"ok":true,"logs":["booted"]}"#,
     );
 }
 

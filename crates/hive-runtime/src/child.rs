@@ -188,6 +188,7 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         let _ = self.changes.send(StateChange {
             name: name.clone(),
             running: true,
+            expected: true,
             detail: None,
         });
 
@@ -196,20 +197,24 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         tokio::spawn(async move {
             let (ok, detail) = describe(child.wait().await);
             let _ = std::fs::remove_file(pidfile(&log_path));
-            {
+            let expected = {
                 let mut containers = containers.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(entry) = containers.get_mut(&name) {
+                containers.get_mut(&name).is_none_or(|entry| {
                     entry.failed = !ok && !entry.stopping;
                     entry.pid = None;
-                }
-            }
-            let _ = exited_tx.send(true);
+                    entry.stopping
+                })
+            };
             tracing::info!(agent = %name, "container h-{name} {detail}");
+            // Announce before waking `stop`, so the exit a stop causes is
+            // always reported as expected.
             let _ = changes.send(StateChange {
                 name,
                 running: false,
+                expected,
                 detail: Some(detail),
             });
+            let _ = exited_tx.send(true);
         });
         Ok(())
     }

@@ -21,7 +21,10 @@ use std::time::Duration;
 use hive_proto::AgentName;
 use tokio::sync::broadcast;
 
+pub mod bwrap;
 pub mod child;
+pub mod docker;
+pub mod nspawn;
 pub mod process;
 
 /// Where a container's program finds its world, inside any sandbox.
@@ -115,6 +118,8 @@ pub struct ContainerStatus {
 pub struct StateChange {
     pub name: AgentName,
     pub running: bool,
+    /// The runtime was asked to stop it: a stop, not a crash.
+    pub expected: bool,
     /// How it stopped: `exit code 1`, `killed by SIGKILL`, …
     pub detail: Option<String>,
 }
@@ -199,3 +204,46 @@ pub async fn tail_file(path: &std::path::Path, lines: usize) -> Result<Vec<Strin
 
 /// Polling period for backends that do not report exits.
 pub const POLL_PERIOD: Duration = Duration::from_secs(2);
+
+/// The runtime a hive runs with, and why stronger ones were passed over.
+pub struct Selection {
+    /// `None` for `--runtime none`.
+    pub runtime: Option<std::sync::Arc<dyn Runtime>>,
+    pub name: &'static str,
+    /// One line per stronger backend `auto` did not pick, with the reason.
+    pub passed_over: Vec<String>,
+}
+
+/// Backends in the order `auto` prefers them: strongest isolation first.
+pub const BACKENDS: &[&str] = &["process"];
+
+/// Picks the runtime for `requested` (`auto`, `none` or a backend name).
+pub async fn select(requested: &str) -> Result<Selection> {
+    let process = || -> std::sync::Arc<dyn Runtime> {
+        std::sync::Arc::new(child::ChildRuntime::new(process::ProcessLauncher))
+    };
+    match requested {
+        "none" => Ok(Selection {
+            runtime: None,
+            name: "none",
+            passed_over: Vec::new(),
+        }),
+        "process" => Ok(Selection {
+            runtime: Some(process()),
+            name: "process",
+            passed_over: Vec::new(),
+        }),
+        "auto" => Ok(Selection {
+            runtime: Some(process()),
+            name: "process",
+            passed_over: Vec::new(),
+        }),
+        other => Err(Error::Unavailable {
+            runtime: "runtime",
+            reason: format!(
+                "`{other}` is not a backend (choose auto, none, {})",
+                BACKENDS.join(", ")
+            ),
+        }),
+    }
+}

@@ -24,10 +24,16 @@ pub struct AgentRecord {
     /// Who this agent may send to besides the manager and the operator
     /// (always reachable). `None`: anyone.
     pub allowed_recipients: Option<Vec<String>>,
+    /// A container exists for it; without one its kept state is a
+    /// tombstone.
+    pub has_container: bool,
+    /// It should be running: core starts it again after a restart.
+    pub want_running: bool,
 }
 
 const AGENT_COLUMNS: &str = "name, created_at, paused, status_text, status_set_at, \
-     active_model, parent, deployed_sha, needs_login, needs_update, port, allowed_recipients";
+     active_model, parent, deployed_sha, needs_login, needs_update, port, allowed_recipients, \
+     has_container, want_running";
 
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     let allowed: Option<String> = row.get(11)?;
@@ -44,6 +50,8 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         needs_update: row.get(9)?,
         port: row.get(10)?,
         allowed_recipients: allowed.map(|json| decode_names(&json, 11)).transpose()?,
+        has_container: row.get(12)?,
+        want_running: row.get(13)?,
     })
 }
 
@@ -186,8 +194,28 @@ impl Store {
         self.set_field(name, "needs_update = ?2", &v)
     }
 
+    /// Records an agent's web port; a port another agent holds is refused.
     pub fn set_port(&self, name: &str, port: Option<u16>) -> Result<()> {
         self.set_field(name, "port = ?2", &port)
+            .map_err(|e| match e {
+                Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Error::Refused(format!(
+                        "port {} is already taken by another agent",
+                        port.unwrap_or(0)
+                    ))
+                }
+                e => e,
+            })
+    }
+
+    pub fn set_has_container(&self, name: &str, v: bool) -> Result<()> {
+        self.set_field(name, "has_container = ?2", &v)
+    }
+
+    pub fn set_want_running(&self, name: &str, v: bool) -> Result<()> {
+        self.set_field(name, "want_running = ?2", &v)
     }
 
     /// Restricts who `name` may send to (`None`: anyone). Entries must be

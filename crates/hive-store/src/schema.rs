@@ -34,6 +34,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "agent fields, peer questions, reminder retries",
         apply: agent_fields,
     },
+    Migration {
+        what: "container lifecycle state, unique web ports",
+        apply: container_state,
+    },
 ];
 
 /// The version `Store::open` brings every file to (`PRAGMA user_version`).
@@ -64,6 +68,17 @@ pub(crate) fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
         tracing::info!(version, what = migration.what, "migrated store schema");
     }
     Ok(())
+}
+
+/// Migration 4: whether an agent has a container (no container and kept
+/// state = tombstone), whether it should be running after a daemon restart,
+/// and one web port per agent at most.
+fn container_state(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "agents", "has_container", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(tx, "agents", "want_running", "INTEGER NOT NULL DEFAULT 0")?;
+    tx.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS agents_port ON agents (port) WHERE port IS NOT NULL",
+    )
 }
 
 /// Adds `column` to `table` unless it is already there.

@@ -135,6 +135,17 @@ pub enum AdminCommand {
     },
     /// Show each agent's web UI address.
     Urls,
+    /// Show what an agent's container printed.
+    Logs {
+        #[arg(value_name = "NAME", value_parser = AgentName::parse)]
+        name: AgentName,
+        /// How many of the last lines to show.
+        #[arg(short = 'n', long = "lines", default_value_t = 100)]
+        lines: u32,
+        /// Keep printing new lines as they come, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Send a message from the operator to an agent.
     Send {
         /// The agent to message, or `*` for every agent.
@@ -183,6 +194,14 @@ fn run_with(
     if let AdminCommand::Status { names, watch: true } = cmd {
         return watch(socket, json, &names, out);
     }
+    if let AdminCommand::Logs {
+        name,
+        lines,
+        follow: true,
+    } = cmd
+    {
+        return follow_logs(socket, json, name, lines, out);
+    }
     let req = to_request(cmd, input)?;
     let (line, resp) = client::round_trip(socket, &req)?;
     if json {
@@ -229,6 +248,15 @@ fn to_request(cmd: AdminCommand, input: &mut dyn Read) -> Result<HostRequest> {
             paused: false,
         },
         C::Urls => HostRequest::Urls,
+        C::Logs {
+            name,
+            lines,
+            follow,
+        } => HostRequest::Logs {
+            name,
+            lines: Some(lines),
+            follow,
+        },
         C::Send { to, body } => {
             let to = match to {
                 Recipient::Agent(name) => name.to_string(),
@@ -277,6 +305,35 @@ fn message_body(words: &[String], input: &mut dyn Read) -> Result<String> {
 }
 
 /// `hive status --watch`: subscribe, show the current table, then one row per change.
+/// `logs --follow`: the tail, then new lines until the daemon closes.
+fn follow_logs(
+    socket: &Path,
+    json: bool,
+    name: AgentName,
+    lines: u32,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut conn = client::Connection::open(socket)?;
+    conn.set_read_timeout(None)?;
+    conn.send(&HostRequest::Logs {
+        name,
+        lines: Some(lines),
+        follow: true,
+    })?;
+    while let Some((line, resp)) = conn.next_response()? {
+        if json {
+            emit(out, &format!("{line}\n"))?;
+        }
+        check_ok(&resp)?;
+        if !json {
+            for text in resp.logs.unwrap_or_default() {
+                emit(out, &format!("{}\n", render::sanitize(&text)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn watch(socket: &Path, json: bool, names: &[AgentName], out: &mut dyn Write) -> Result<()> {
     let mut sub = client::Connection::open(socket)?;
     sub.set_read_timeout(Some(client::QUICK_TIMEOUT))?;

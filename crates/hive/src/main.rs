@@ -65,9 +65,36 @@ struct ServeArgs {
     /// Dashboard address (loopback), or `off`.
     #[arg(long, default_value = DEFAULT_DASHBOARD, value_parser = parse_dashboard)]
     dashboard: DashboardAddr,
-    /// Container backend: `auto` picks the strongest available.
+    /// Container backend: `auto` picks the strongest available; `none`
+    /// runs without containers.
     #[arg(long, default_value = "auto")]
     runtime: String,
+    /// KEY=VALUE every agent's harness gets (repeatable), on top of
+    /// `<state-dir>/agent.env`: API endpoints and keys, CLAUDE_CODE_* …
+    #[arg(long = "agent-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    agent_env: Vec<(String, String)>,
+    /// The manager's web UI port.
+    #[arg(long, default_value_t = 8000)]
+    manager_port: u16,
+    /// Ports other agents' web UIs draw from.
+    #[arg(long, default_value = "8100-8999", value_parser = parse_port_range)]
+    agent_ports: (u16, u16),
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    hive_core::serve::parse_env_pair(s).map_err(|e| e.to_string())
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (first, last) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: want FIRST-LAST"))?;
+    let port = |p: &str| p.parse::<u16>().map_err(|e| format!("{p:?}: {e}"));
+    let (first, last) = (port(first)?, port(last)?);
+    if first > last || first == 0 {
+        return Err(format!("{s:?}: want 1 <= FIRST <= LAST"));
+    }
+    Ok((first, last))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +151,12 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         paths: args.dirs.paths(),
         dashboard: args.dashboard.0,
         runtime: args.runtime,
+        agent_env: args.agent_env,
+        ports: hive_core::lifecycle::PortRange {
+            manager: args.manager_port,
+            first: args.agent_ports.0,
+            last: args.agent_ports.1,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

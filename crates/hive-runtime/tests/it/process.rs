@@ -17,7 +17,10 @@ async fn lifecycle_logs_and_crash_reports() {
     let spec = layout.spec(
         "alice",
         "/bin/sh",
-        &["-c", "echo agent=$HIVE_AGENT state=$HIVE_STATE_DIR extra=$EXTRA; pwd; exec sleep 300"],
+        &[
+            "-c",
+            "echo agent=$HIVE_AGENT state=$HIVE_STATE_DIR extra=$EXTRA; pwd; exec sleep 300",
+        ],
     );
     let name = spec.name.clone();
     let mut changes = rt.subscribe();
@@ -39,7 +42,7 @@ async fn lifecycle_logs_and_crash_reports() {
     let pid = rt.list().await.unwrap()[0].pid.unwrap();
     killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     let change = next_change(&mut changes, "alice").await;
-    assert!(!change.running);
+    assert!(!change.running && !change.expected);
     assert_eq!(change.detail.as_deref(), Some("killed by SIGKILL"));
     let status = &rt.list().await.unwrap()[0];
     assert!(!status.running && status.failed);
@@ -49,6 +52,7 @@ async fn lifecycle_logs_and_crash_reports() {
     assert!(next_change(&mut changes, "alice").await.running);
     rt.stop(&name, Duration::from_secs(5)).await.unwrap();
     let change = next_change(&mut changes, "alice").await;
+    assert!(!change.running && change.expected);
     assert_eq!(change.detail.as_deref(), Some("killed by SIGTERM"));
     let status = &rt.list().await.unwrap()[0];
     assert!(!status.running && !status.failed);
@@ -62,11 +66,17 @@ async fn lifecycle_logs_and_crash_reports() {
 async fn stop_escalates_to_sigkill() {
     let layout = Layout::new();
     let rt = ChildRuntime::new(ProcessLauncher);
-    let spec = layout.spec("stubborn", "/bin/sh", &["-c", "trap '' TERM; while :; do sleep 1; done"]);
+    let spec = layout.spec(
+        "stubborn",
+        "/bin/sh",
+        &["-c", "trap '' TERM; while :; do sleep 1; done"],
+    );
     rt.create(&spec).await.unwrap();
     rt.start(&spec.name).await.unwrap();
     // Let the shell install its trap.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    rt.stop(&spec.name, Duration::from_millis(300)).await.unwrap();
+    rt.stop(&spec.name, Duration::from_millis(300))
+        .await
+        .unwrap();
     assert!(!rt.list().await.unwrap()[0].running);
 }

@@ -13,7 +13,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -27,7 +29,11 @@ impl Layout {
         let state_dir = agent_dir.join("state");
         let shared_dir = self.root().join("shared");
         let socket = self.root().join("run").join(name.as_str()).join("mcp.sock");
-        for dir in [&state_dir, &shared_dir, &socket.parent().unwrap().to_path_buf()] {
+        for dir in [
+            &state_dir,
+            &shared_dir,
+            &socket.parent().unwrap().to_path_buf(),
+        ] {
             std::fs::create_dir_all(dir).unwrap();
         }
         // A stand-in for the agent socket: a file is enough to bind.
@@ -66,7 +72,196 @@ pub async fn next_change(rx: &mut broadcast::Receiver<StateChange>, name: &str) 
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// --- Sandboxes (bwrap, nspawn): a program that reports its view. ---
+
+/// The script a sandbox runs as `/run/hive/bin/hive -c SCRIPT` (the spec's
+/// program is `/bin/sh`): it counts its boots, starts a background `sleep`,
+/// writes what it sees to `/state/report` (`key=value` lines) and waits,
+/// leaving `/state/term` behind if it gets a polite SIGTERM or SIGHUP.
+pub const SANDBOX_SCRIPT: &str = r#"
+echo "hello from $HIVE_AGENT"
+echo boot >> /state/boots
+trap 'echo term > /state/term; exit 0' TERM HUP
+sleep 1000 &
+{
+  echo "sleep=$!"
+  echo "mnt=$(readlink /proc/self/ns/mnt)"
+  echo "pidns=$(readlink /proc/self/ns/pid)"
+  echo "pid=$$"
+  echo "init=$(tr '\0\n' '  ' < /proc/1/cmdline | cut -c1-40)"
+  echo "hostname=$(cat /proc/sys/kernel/hostname)"
+  echo "pwd=$(pwd)"
+  echo "socket=$(cat /run/hive/mcp.sock)"
+  echo "config=$(cat /agents/$HIVE_AGENT/config/name)"
+  for p in /usr/x /etc/x /agents/$HIVE_AGENT/config/x; do
+    touch "$p" 2>/dev/null && echo "wrote=$p" && rm -f "$p"
+  done
+  v=$(cat /proc/sys/vm/swappiness)
+  (echo "$v" > /proc/sys/vm/swappiness) 2>/dev/null && echo "wrote=/proc/sys"
+  mount -o remount,rw,bind /usr 2>/dev/null && echo "remounted=/usr"
+  echo written > /state/written && echo "wrote=/state"
+  echo "$HIVE_AGENT" > /shared/from-$HIVE_AGENT && echo "wrote=/shared"
+  echo "$HIVE_AGENT" > /scratch/from-$HIVE_AGENT && echo "wrote=/scratch"
+  for p in "$OWN_STATE" "$OTHER_STATE" "$OTHER_SOCKET" "$OTHER_RUN" /run/hive/mcp.sock; do
+    [ -e "$p" ] && echo "seen=$p"
+  done
+  for v in HIVE_AGENT HIVE_SOCKET HIVE_STATE_DIR HIVE_SHARED_DIR HIVE_WEB_PORT HIVE_RUNTIME HOME EXTRA; do
+    eval "echo env.$v=\$$v"
+  done
+} > /state/report.tmp
+mv /state/report.tmp /state/report
+wait
+"#;
+
+/// Specs for two agents running [`SANDBOX_SCRIPT`]: `name` is the one
+/// started, `other` only has its dirs and socket, which `name` must not
+/// see. Each socket stand-in holds its agent's name; `name` gets a config
+/// repo bound read-only and a scratch dir bound read-write.
+pub fn sandbox_specs(layout: &Layout, name: &str, other: &str) -> (ContainerSpec, ContainerSpec) {
+    let other = layout.spec(other, "/bin/sh", &["-c", SANDBOX_SCRIPT]);
+    let mut spec = layout.spec(name, "/bin/sh", &["-c", SANDBOX_SCRIPT]);
+    for s in [&spec, &other] {
+        std::fs::write(&s.socket, s.name.as_str()).unwrap();
+    }
+    let config = layout.root().join("config").join(name);
+    let scratch = layout.root().join("scratch");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(config.join("name"), format!("config of {name}")).unwrap();
+    spec.binds = vec![
+        hive_runtime::Bind {
+            host: config,
+            container: PathBuf::from(format!("/agents/{name}/config")),
+            read_only: true,
+        },
+        hive_runtime::Bind {
+            host: scratch,
+            container: PathBuf::from("/scratch"),
+            read_only: false,
+        },
+    ];
+    let path = |p: &Path| p.display().to_string();
+    spec.env.extend([
+        ("OWN_STATE".into(), path(&spec.state_dir)),
+        ("OTHER_STATE".into(), path(&other.state_dir)),
+        ("OTHER_SOCKET".into(), path(&other.socket)),
+        ("OTHER_RUN".into(), path(other.socket.parent().unwrap())),
+    ]);
+    (spec, other)
+}
+
+/// A sandbox's `/state/report`, once written: every value of each key.
+pub async fn read_report(spec: &ContainerSpec) -> std::collections::HashMap<String, Vec<String>> {
+    let path = spec.state_dir.join("report");
+    eventually("the sandbox's report", || path.exists()).await;
+    let mut report = std::collections::HashMap::<String, Vec<String>>::new();
+    for line in std::fs::read_to_string(&path).unwrap().lines() {
+        let (key, value) = line.split_once('=').unwrap();
+        report.entry(key.into()).or_default().push(value.into());
+    }
+    report
+}
+
+/// The one value of `key` in a report.
+pub fn one<'r>(report: &'r std::collections::HashMap<String, Vec<String>>, key: &str) -> &'r str {
+    match report.get(key).map(Vec::as_slice) {
+        Some([value]) => value,
+        other => panic!("{key}: expected one value, got {other:?}"),
+    }
+}
+
+/// The host's view of the isolation a sandbox reported: asserts everything
+/// every sandboxing backend promises.
+pub fn assert_isolated(
+    report: &std::collections::HashMap<String, Vec<String>>,
+    spec: &ContainerSpec,
+    runtime: &str,
+) {
+    let host_ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    assert_ne!(one(report, "mnt"), host_ns("mnt"), "mount namespace");
+    assert_ne!(one(report, "pidns"), host_ns("pid"), "pid namespace");
+    assert_eq!(one(report, "pid"), "2", "the program runs under the sandbox's own init");
+    assert_eq!(one(report, "hostname"), format!("h-{}", spec.name));
+    assert_eq!(one(report, "pwd"), "/state");
+    // Only its own socket, under the one path.
+    assert_eq!(one(report, "socket"), spec.name.as_str());
+    assert_eq!(report["seen"], ["/run/hive/mcp.sock"], "host paths visible inside");
+    assert_eq!(one(report, "config"), format!("config of {}", spec.name));
+    // Writable: exactly the read-write binds.
+    assert_eq!(report["wrote"], ["/state", "/shared", "/scratch"]);
+    assert!(!report.contains_key("remounted"), "remounted the host's /usr read-write");
+    let name = spec.name.as_str();
+    for (dir, file) in [
+        (&spec.state_dir, "written"),
+        (&spec.shared_dir, &*format!("from-{name}")),
+        (&spec.binds[1].host, &*format!("from-{name}")),
+    ] {
+        assert!(dir.join(file).exists(), "{} on the host", dir.join(file).display());
+    }
+    let env = |key: &str| one(report, &format!("env.{key}")).to_owned();
+    assert_eq!(env("HIVE_AGENT"), name);
+    assert_eq!(env("HIVE_SOCKET"), "/run/hive/mcp.sock");
+    assert_eq!(env("HIVE_STATE_DIR"), "/state");
+    assert_eq!(env("HIVE_SHARED_DIR"), "/shared");
+    assert_eq!(env("HIVE_WEB_PORT"), "8100");
+    assert_eq!(env("HIVE_RUNTIME"), runtime);
+    assert_eq!(env("HOME"), "/state");
+    assert_eq!(env("EXTRA"), "1");
+}
+
+/// Host pids and in-namespace pids of every process in pid namespace `ns`
+/// (as `readlink /proc/<pid>/ns/pid` names it).
+pub fn pids_in_ns(ns: &str) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let in_ns = std::fs::read_link(entry.path().join("ns/pid"))
+            .is_ok_and(|link| link.display().to_string() == ns);
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let inner = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok());
+        if let (true, Some(inner)) = (in_ns, inner) {
+            found.push((pid, inner));
+        }
+    }
+    found
+}
+
+/// The host pid of the background `sleep` a sandbox reported.
+pub fn sleep_pid(report: &std::collections::HashMap<String, Vec<String>>) -> u32 {
+    let inner: u32 = one(report, "sleep").parse().unwrap();
+    let (host, _) = pids_in_ns(one(report, "pidns"))
+        .into_iter()
+        .find(|(_, pid)| *pid == inner)
+        .expect("the sandbox's sleep on the host");
+    let cmdline = std::fs::read(format!("/proc/{host}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(b"sleep\0"), "{host} is not the sleep");
+    host
+}
+
+/// Waits until nothing runs in the pid namespace a sandbox reported, and
+/// its `sleep` (host pid `sleep`) is gone.
+pub async fn all_gone(report: &std::collections::HashMap<String, Vec<String>>, sleep: u32) {
+    let ns = one(report, "pidns").to_owned();
+    eventually("every process of the sandbox to be gone", || {
+        !Path::new(&format!("/proc/{sleep}")).exists() && pids_in_ns(&ns).is_empty()
+    })
+    .await;
 }

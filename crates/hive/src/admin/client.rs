@@ -52,7 +52,8 @@ fn response_timeout(req: &HostRequest) -> Duration {
         | Deny { .. }
         | RequestSpawn { .. }
         | SetPaused { .. }
-        | Send { .. } => QUICK_TIMEOUT,
+        | Send { .. }
+        | Logs { .. } => QUICK_TIMEOUT,
         Spawn { .. }
         | Kill { .. }
         | Destroy { .. }

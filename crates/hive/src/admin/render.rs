@@ -68,6 +68,14 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
                 return render_pending_table(approvals, now);
             }
         }
+        Logs { .. } => {
+            return resp
+                .logs
+                .iter()
+                .flatten()
+                .map(|line| format!("{}\n", sanitize(line)))
+                .collect();
+        }
         Urls => {
             let urls = resp.urls.as_deref().unwrap_or_default();
             if urls.is_empty() {
@@ -314,6 +322,14 @@ pub fn format_age(secs: i64) -> String {
         3_600..86_400 => format!("{}h", secs / 3_600),
         _ => format!("{}d", secs / 86_400),
     }
+}
+
+/// A log line made safe for a terminal: control characters other than tab
+/// (escape sequences a container printed) become spaces.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect()
 }
 
 /// Untrusted text made safe for one table cell: control characters (line

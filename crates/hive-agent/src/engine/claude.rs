@@ -1,0 +1,227 @@
+//! The `claude` engine (Claude Code):
+//! `claude --print --output-format stream-json --verbose --mcp-config <json>
+//! --strict-mcp-config --allowedTools <list> [--continue] --model <m>
+//! [--append-system-prompt <role>] [--add-dir <dir>…]`, prompt on stdin,
+//! cwd and HOME the state dir.
+
+use std::path::{Path, PathBuf};
+
+use super::{Engine, EngineRequest, Verdict};
+use crate::process::{CommandSpec, Io};
+use crate::stream::Observation;
+
+/// Environment defaults set when the harness's own environment lacks them.
+pub const ENV_DEFAULTS: &[(&str, &str)] = &[
+    // No telemetry, update checks or other calls beyond the Messages API.
+    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+    // Otherwise MCP tools may be deferred behind a tool-search tool.
+    ("ENABLE_TOOL_SEARCH", "false"),
+];
+
+/// The claude CLI.
+#[derive(Debug, Clone)]
+pub struct Claude {
+    bin: PathBuf,
+}
+
+impl Claude {
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        Self { bin: bin.into() }
+    }
+}
+
+impl Engine for Claude {
+    fn name(&self) -> &'static str {
+        "claude"
+    }
+
+    fn program(&self) -> &Path {
+        &self.bin
+    }
+
+    fn command(&self, req: &EngineRequest<'_>) -> CommandSpec {
+        let mut spec = CommandSpec::new(&self.bin).args([
+            "--print",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ]);
+        // Variadic options (`--mcp-config`, `--allowedTools`, `--add-dir`)
+        // are each followed by another option; the prompt goes to stdin, so
+        // no positional argument can be swallowed by them.
+        spec = spec
+            .arg("--mcp-config")
+            .arg(req.mcp.config_json())
+            .arg("--strict-mcp-config");
+        if !req.mcp.allowed_tools.is_empty() {
+            spec = spec
+                .arg("--allowedTools")
+                .arg(req.mcp.allowed_tools.join(","));
+        }
+        for dir in req.extra_dirs {
+            spec = spec.arg("--add-dir").arg(dir.display().to_string());
+        }
+        if req.continue_session {
+            spec = spec.arg("--continue");
+        }
+        if let Some(role) = req.role_prompt {
+            spec = spec.arg("--append-system-prompt").arg(role);
+        }
+        spec = spec.arg("--model").arg(req.model);
+        for (key, value) in ENV_DEFAULTS {
+            if std::env::var_os(key).is_none() {
+                spec = spec.env(*key, *value);
+            }
+        }
+        spec = spec.env("HOME", req.state_dir.display().to_string());
+        spec.cwd = Some(req.state_dir.to_owned());
+        spec.stdin = Io::Piped;
+        spec.stdout = Io::Piped;
+        spec.stderr = Io::Piped;
+        spec.own_group = true;
+        spec
+    }
+
+    fn compact_prompt(&self) -> String {
+        "/compact".to_owned()
+    }
+
+    fn verdict(&self, obs: &Observation, exit_ok: bool) -> Verdict {
+        verdict(obs, exit_ok)
+    }
+}
+
+/// Classifies a claude run (shared by tests).
+pub fn verdict(obs: &Observation, exit_ok: bool) -> Verdict {
+    let result = obs.result.as_ref();
+    let text = result.and_then(|r| r.result.clone()).unwrap_or_default();
+    if let Some(r) = result
+        && !r.is_error
+        && exit_ok
+    {
+        return Verdict::Ok;
+    }
+    let status = obs.api_error_status;
+    let error = obs.api_error.as_deref();
+    let lower = text.to_lowercase();
+    if error == Some("rate_limit")
+        || matches!(status, Some(429 | 529))
+        || lower.contains("rate limit")
+        || lower.contains("usage limit")
+        || lower.contains("overloaded")
+    {
+        return Verdict::RateLimited(or(text, "rate limited"));
+    }
+    if result.and_then(|r| r.terminal_reason.as_deref()) == Some("prompt_too_long")
+        || lower.starts_with("prompt is too long")
+    {
+        return Verdict::PromptTooLong;
+    }
+    if error == Some("authentication_failed")
+        || matches!(status, Some(401))
+        || lower.contains("not logged in")
+        || lower.contains("invalid api key")
+    {
+        return Verdict::NeedsLogin(or(text, "authentication failed"));
+    }
+    match result {
+        None if exit_ok => Verdict::Failed("the engine exited without a result".into()),
+        None => Verdict::Failed("the engine failed without a result".into()),
+        Some(r) if !r.is_error => Verdict::Failed(format!("the engine exited non-zero: {text}")),
+        Some(r) => Verdict::Failed(or(text, &format!("engine error ({})", r.subtype))),
+    }
+}
+
+fn or(text: String, fallback: &str) -> String {
+    if text.is_empty() {
+        fallback.to_owned()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{McpSetup, RunKind};
+    use crate::stream::parse_line;
+
+    fn observe(text: &str) -> Observation {
+        let mut obs = Observation::default();
+        for line in text.lines() {
+            obs.observe(&parse_line(line).unwrap().0);
+        }
+        obs
+    }
+
+    #[test]
+    fn verdicts_of_recorded_runs() {
+        let ok = observe(include_str!("../../fixtures/claude-2.1.330-tool-turn.jsonl"));
+        assert_eq!(verdict(&ok, true), Verdict::Ok);
+        assert!(matches!(verdict(&ok, false), Verdict::Failed(_)));
+        let login = observe(include_str!(
+            "../../fixtures/claude-2.1.330-error-login.jsonl"
+        ));
+        assert_eq!(
+            verdict(&login, false),
+            Verdict::NeedsLogin("Not logged in · Please run /login".into())
+        );
+        let limited = observe(include_str!("../../fixtures/claude-2.1.330-error-429.jsonl"));
+        assert!(matches!(verdict(&limited, false), Verdict::RateLimited(_)));
+        let long = observe(include_str!(
+            "../../fixtures/claude-2.1.330-error-long.jsonl"
+        ));
+        assert_eq!(verdict(&long, false), Verdict::PromptTooLong);
+        assert!(matches!(
+            verdict(&Observation::default(), false),
+            Verdict::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn command_line() {
+        let mut mcp = McpSetup::default();
+        mcp.servers.insert(
+            "hive".into(),
+            serde_json::json!({"command": "/bin/hive", "args": ["agent", "mcp"]}),
+        );
+        mcp.allowed_tools = vec!["mcp__hive__send".into(), "mcp__hive__recv".into()];
+        let engine = Claude::new("/usr/bin/claude");
+        let req = EngineRequest {
+            kind: RunKind::Turn,
+            prompt: "hi",
+            model: "sonnet",
+            continue_session: true,
+            role_prompt: Some("be nice"),
+            mcp: &mcp,
+            state_dir: Path::new("/state"),
+            extra_dirs: &[PathBuf::from("/shared")],
+        };
+        let spec = engine.command(&req);
+        assert_eq!(spec.program, Path::new("/usr/bin/claude"));
+        assert_eq!(
+            spec.args,
+            [
+                "--print",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--mcp-config",
+                r#"{"mcpServers":{"hive":{"command":"/bin/hive","args":["agent","mcp"]}}}"#,
+                "--strict-mcp-config",
+                "--allowedTools",
+                "mcp__hive__send,mcp__hive__recv",
+                "--add-dir",
+                "/shared",
+                "--continue",
+                "--append-system-prompt",
+                "be nice",
+                "--model",
+                "sonnet",
+            ]
+        );
+        assert_eq!(spec.env_value("HOME"), Some("/state"));
+        assert_eq!(spec.cwd.as_deref(), Some(Path::new("/state")));
+        assert!(spec.own_group);
+    }
+}

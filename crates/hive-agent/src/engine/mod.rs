@@ -1,0 +1,93 @@
+//! Engines: the agent CLIs a turn runs, behind one [`Engine`] trait.
+//!
+//! An engine turns a [`EngineRequest`] into a command line ([`CommandSpec`])
+//! and its stdout lines into the shared [`StreamEvent`] vocabulary; the turn
+//! runner ([`crate::turn`]) does the rest. `claude` is the first engine;
+//! `codex exec --json` fits the same shape.
+
+pub mod claude;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::process::CommandSpec;
+use crate::stream::{Observation, ParseError, StreamEvent};
+
+/// What kind of run this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// A turn on a wake prompt.
+    Turn,
+    /// Compact the session's context.
+    Compact,
+}
+
+/// Everything an engine needs for one run.
+#[derive(Debug, Clone)]
+pub struct EngineRequest<'a> {
+    pub kind: RunKind,
+    /// Fed to the engine on stdin.
+    pub prompt: &'a str,
+    pub model: &'a str,
+    /// Continue the previous session (false: start a new one).
+    pub continue_session: bool,
+    /// Appended to the engine's system prompt.
+    pub role_prompt: Option<&'a str>,
+    pub mcp: &'a McpSetup,
+    /// Working directory and HOME.
+    pub state_dir: &'a Path,
+    /// More directories the engine's file tools may touch.
+    pub extra_dirs: &'a [PathBuf],
+}
+
+/// The MCP servers the engine starts and the tools it may call unasked.
+#[derive(Debug, Clone, Default)]
+pub struct McpSetup {
+    /// `mcpServers` object: server name → `{command, args, env}`.
+    pub servers: serde_json::Map<String, Value>,
+    /// Fully-qualified tool names (`mcp__hive__send`, `Bash`, …).
+    pub allowed_tools: Vec<String>,
+}
+
+impl McpSetup {
+    /// The `--mcp-config` JSON.
+    pub fn config_json(&self) -> String {
+        serde_json::json!({ "mcpServers": self.servers }).to_string()
+    }
+}
+
+/// How a run ended, as far as the turn loop cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// The context no longer fits: compact and retry.
+    PromptTooLong,
+    /// Rate or usage limit (or overload): back off and retry.
+    RateLimited(String),
+    /// No credentials, bad credentials, or no engine binary.
+    NeedsLogin(String),
+    Failed(String),
+}
+
+/// An agent CLI.
+pub trait Engine: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// The binary it runs.
+    fn program(&self) -> &Path;
+
+    /// The command line of one run. The prompt goes to stdin.
+    fn command(&self, request: &EngineRequest<'_>) -> CommandSpec;
+
+    /// The prompt of a compaction run.
+    fn compact_prompt(&self) -> String;
+
+    /// One stdout line in the shared vocabulary, plus its raw JSON.
+    fn parse(&self, line: &str) -> Result<(StreamEvent, Value), ParseError> {
+        crate::stream::parse_line(line)
+    }
+
+    /// How a run ended, from what it printed and its exit status.
+    fn verdict(&self, observation: &Observation, exit_ok: bool) -> Verdict;
+}

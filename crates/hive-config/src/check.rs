@@ -1,0 +1,812 @@
+//! The schema check of `agent.toml`: every problem at once, each with its
+//! line, in the words the manager reads.
+//!
+//! Three passes. Syntax: the recoverable TOML parser reports every syntax
+//! error. Structure: each top-level key (and each entry of the `env`,
+//! `mcp_servers`, `mounts`, `allowed_recipients` and `packages`
+//! collections) is deserialized on its own, so one unknown field or wrong
+//! type does not hide the next. Meaning: names, paths and limits are
+//! checked on the decoded [`AgentConfig`], located back in the document for
+//! their line.
+
+use std::fmt;
+use std::path::Path;
+
+use hive_proto::{AgentName, OPERATOR_RECIPIENT};
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
+use toml::Spanned;
+use toml::de::{DeArray, DeTable, DeValue};
+
+use crate::schema::{AgentConfig, McpServer, Mount, RESERVED_CONTAINER_PATHS, parse_size};
+
+/// Top-level keys of `agent.toml`, in the order serde lists them.
+pub const FIELDS: &[&str] = &[
+    "model",
+    "engine",
+    "prompt",
+    "env",
+    "mcp_servers",
+    "allowed_recipients",
+    "resources",
+    "network",
+    "mounts",
+    "image",
+    "packages",
+];
+
+/// Name of the hive MCP server every engine gets; extra servers may not
+/// take it.
+pub const RESERVED_MCP_SERVER: &str = "hive";
+
+/// One problem in `agent.toml`. Displays as `agent.toml:<line>: <message>`
+/// (or `agent.toml: <message>` when no line applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line, where the problem has one.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "agent.toml:{line}: {}", self.message),
+            None => write!(f, "agent.toml: {}", self.message),
+        }
+    }
+}
+
+/// Checks `agent.toml` text, everything but the prompt file's presence
+/// (which needs the commit; see [`check_agent_toml_with`]).
+pub fn check_agent_toml(text: &str) -> Result<AgentConfig, Vec<ConfigError>> {
+    check_agent_toml_with(text, &|_| Ok(()))
+}
+
+/// Checks `agent.toml` text; `prompt_file` is asked about the prompt path
+/// and answers why it is unusable (e.g. `"is not in the commit"`).
+pub fn check_agent_toml_with(
+    text: &str,
+    prompt_file: &dyn Fn(&str) -> Result<(), String>,
+) -> Result<AgentConfig, Vec<ConfigError>> {
+    let lines = Lines(text);
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    let mut errors: Vec<ConfigError> = syntax.iter().map(|e| lines.error(e, None)).collect();
+    if !errors.is_empty() {
+        return Err(sorted(errors));
+    }
+    structure(&doc, &lines, &mut errors);
+    if !errors.is_empty() {
+        return Err(sorted(errors));
+    }
+    let config = match AgentConfig::deserialize(doc.clone().into_deserializer()) {
+        Ok(config) => config,
+        Err(e) => return Err(vec![lines.error(&e, None)]),
+    };
+    let at = Locator {
+        doc: doc.get_ref(),
+        lines: &lines,
+    };
+    meaning(&config, &at, prompt_file, &mut errors);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(sorted(errors))
+    }
+}
+
+/// Line-less errors first, then by line; equal lines keep their order.
+fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors.sort_by_key(|e| e.line.unwrap_or(0));
+    errors
+}
+
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.0.len());
+        self.0.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn error(&self, e: &toml::de::Error, path: Option<&str>) -> ConfigError {
+        let message = e.message().trim_end();
+        ConfigError {
+            line: e.span().map(|s| self.line_of(s.start)),
+            message: match path {
+                Some(path) => format!("{path}: {message}"),
+                None => message.to_owned(),
+            },
+        }
+    }
+}
+
+/// Deserializes each key (or collection entry) on its own.
+fn structure(doc: &Spanned<DeTable<'_>>, lines: &Lines<'_>, errors: &mut Vec<ConfigError>) {
+    let probe = |key: &Spanned<toml::de::DeString<'_>>,
+                 value: Spanned<DeValue<'_>>,
+                 path: Option<String>,
+                 errors: &mut Vec<ConfigError>| {
+        let mut table = DeTable::new();
+        table.insert(key.clone(), value);
+        let whole = Spanned::new(doc.span(), table);
+        if let Err(e) = AgentConfig::deserialize(whole.into_deserializer()) {
+            errors.push(lines.error(&e, path.as_deref()));
+        }
+    };
+    for (key, value) in doc.get_ref().iter() {
+        let name: &str = key.get_ref();
+        if !FIELDS.contains(&name) {
+            probe(key, value.clone(), None, errors);
+            continue;
+        }
+        match (name, value.get_ref()) {
+            ("env" | "mcp_servers", DeValue::Table(entries)) if !entries.is_empty() => {
+                for (entry_key, entry) in entries.iter() {
+                    let mut one = DeTable::new();
+                    one.insert(entry_key.clone(), entry.clone());
+                    let path = format!("{name}.{}", dotted(entry_key.get_ref()));
+                    probe(
+                        key,
+                        Spanned::new(value.span(), DeValue::Table(one)),
+                        Some(path),
+                        errors,
+                    );
+                }
+            }
+            ("mounts" | "allowed_recipients" | "packages", DeValue::Array(items))
+                if !items.is_empty() =>
+            {
+                for (i, item) in items.iter().enumerate() {
+                    let mut one = DeArray::new();
+                    one.push(item.clone());
+                    probe(
+                        key,
+                        Spanned::new(value.span(), DeValue::Array(one)),
+                        Some(format!("{name}[{i}]")),
+                        errors,
+                    );
+                }
+            }
+            _ => probe(key, value.clone(), Some(name.to_owned()), errors),
+        }
+    }
+}
+
+/// A key as it would be written in a dotted TOML path.
+fn dotted(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+enum Seg<'s> {
+    Key(&'s str),
+    Index(usize),
+}
+
+/// Finds the line of a decoded value back in the document.
+struct Locator<'a, 'i> {
+    doc: &'a DeTable<'i>,
+    lines: &'a Lines<'a>,
+}
+
+impl Locator<'_, '_> {
+    /// Line of the last key (or array element) of `path`.
+    fn line(&self, path: &[Seg<'_>]) -> Option<usize> {
+        let mut table = Some(self.doc);
+        let mut array: Option<&DeArray<'_>> = None;
+        let mut span = None;
+        for seg in path {
+            let value = match seg {
+                Seg::Key(k) => {
+                    let (key, value) = table?.iter().find(|(key, _)| {
+                        let key: &str = key.get_ref();
+                        key == *k
+                    })?;
+                    span = Some(key.span());
+                    value
+                }
+                Seg::Index(i) => {
+                    let value = array?.get(*i)?;
+                    span = Some(value.span());
+                    value
+                }
+            };
+            table = value.get_ref().as_table();
+            array = value.get_ref().as_array();
+        }
+        span.map(|s| self.lines.line_of(s.start))
+    }
+
+    fn push(&self, errors: &mut Vec<ConfigError>, path: &[Seg<'_>], message: String) {
+        errors.push(ConfigError {
+            line: self.line(path),
+            message,
+        });
+    }
+}
+
+fn meaning(
+    c: &AgentConfig,
+    at: &Locator<'_, '_>,
+    prompt_file: &dyn Fn(&str) -> Result<(), String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    use Seg::{Index, Key};
+
+    // model
+    if at.line(&[Key("model")]).is_none() {
+        errors.push(ConfigError {
+            line: None,
+            message:
+                "missing field `model`: set the model the engine runs, e.g. model = \"sonnet\""
+                    .to_owned(),
+        });
+    } else if c.model.trim().is_empty() {
+        at.push(
+            errors,
+            &[Key("model")],
+            "model must not be empty".to_owned(),
+        );
+    } else if c.model.chars().any(char::is_whitespace) {
+        at.push(
+            errors,
+            &[Key("model")],
+            format!("model `{}` must not contain whitespace", c.model),
+        );
+    }
+
+    // prompt
+    let prompt_set = at.line(&[Key("prompt")]).is_some();
+    match relative_path_problem(&c.prompt) {
+        Some(problem) => at.push(
+            errors,
+            &[Key("prompt")],
+            format!("prompt `{}` {problem}", c.prompt),
+        ),
+        None => {
+            if let Err(problem) = prompt_file(&c.prompt) {
+                let hint = if prompt_set {
+                    ""
+                } else {
+                    " (the default; add it, or set prompt = \"<file>\")"
+                };
+                at.push(
+                    errors,
+                    &[Key("prompt")],
+                    format!("prompt file `{}` {problem}{hint}", c.prompt),
+                );
+            }
+        }
+    }
+
+    // env
+    for (key, value) in &c.env {
+        check_env(at, errors, &[Key("env"), Key(key)], "env", key, value);
+    }
+
+    // mcp_servers
+    for (name, server) in &c.mcp_servers {
+        check_mcp_server(at, errors, name, server);
+    }
+
+    // allowed_recipients
+    for (i, r) in c.allowed_recipients.iter().flatten().enumerate() {
+        let here = [Key("allowed_recipients"), Index(i)];
+        if r == hive_proto::BROADCAST_RECIPIENT {
+            at.push(
+                errors,
+                &here,
+                "allowed_recipients: `*` is not a recipient; leave allowed_recipients out to allow everyone"
+                    .to_owned(),
+            );
+        } else if r != OPERATOR_RECIPIENT
+            && let Err(e) = AgentName::parse(r)
+        {
+            at.push(errors, &here, format!("allowed_recipients: {e}"));
+        }
+    }
+
+    // resources
+    if let Some(cpu) = c.resources.cpu
+        && !(cpu.is_finite() && cpu > 0.0)
+    {
+        at.push(
+            errors,
+            &[Key("resources"), Key("cpu")],
+            format!("resources.cpu must be a positive number of cores, got {cpu}"),
+        );
+    }
+    if let Some(memory) = &c.resources.memory
+        && parse_size(memory).is_none()
+    {
+        at.push(
+            errors,
+            &[Key("resources"), Key("memory")],
+            format!(
+                "resources.memory `{memory}` is not a size (bytes, or a number with K, M, G or T, e.g. \"4G\")"
+            ),
+        );
+    }
+
+    // mounts
+    for (i, m) in c.mounts.iter().enumerate() {
+        check_mount(at, errors, i, m, &c.mounts[..i]);
+    }
+
+    // image, packages
+    if let Some(image) = &c.image {
+        if image.trim().is_empty() {
+            at.push(
+                errors,
+                &[Key("image")],
+                "image must not be empty".to_owned(),
+            );
+        } else if image
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            at.push(
+                errors,
+                &[Key("image")],
+                format!("image `{image}` must not contain whitespace"),
+            );
+        }
+    }
+    for (i, p) in c.packages.iter().enumerate() {
+        if p.is_empty() || p.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            at.push(
+                errors,
+                &[Key("packages"), Index(i)],
+                format!("packages[{i}] `{p}` is not a package name"),
+            );
+        }
+    }
+}
+
+fn check_env(
+    at: &Locator<'_, '_>,
+    errors: &mut Vec<ConfigError>,
+    path: &[Seg<'_>],
+    table: &str,
+    key: &str,
+    value: &str,
+) {
+    if !is_identifier(key) {
+        at.push(
+            errors,
+            path,
+            format!(
+                "{table} key `{key}` is not a valid variable name (letters, digits and `_`, not starting with a digit)"
+            ),
+        );
+    }
+    if value.contains('\0') {
+        at.push(
+            errors,
+            path,
+            format!("{table}.{} contains a NUL character", dotted(key)),
+        );
+    }
+}
+
+fn check_mcp_server(
+    at: &Locator<'_, '_>,
+    errors: &mut Vec<ConfigError>,
+    name: &str,
+    server: &McpServer,
+) {
+    use Seg::Key;
+    let here = [Key("mcp_servers"), Key(name)];
+    let label = format!("mcp_servers.{}", dotted(name));
+    if name == RESERVED_MCP_SERVER {
+        at.push(
+            errors,
+            &here,
+            format!("mcp_servers key `{name}` is reserved for hive's own MCP server"),
+        );
+    } else if !is_server_key(name) {
+        at.push(
+            errors,
+            &here,
+            format!(
+                "mcp_servers key `{name}` is not valid (letters, digits, `-` and `_`, at most 64, no `__`)"
+            ),
+        );
+    }
+    if server.command.trim().is_empty() {
+        at.push(
+            errors,
+            &[Key("mcp_servers"), Key(name), Key("command")],
+            format!("{label}.command must not be empty"),
+        );
+    }
+    for (key, value) in &server.env {
+        check_env(
+            at,
+            errors,
+            &[Key("mcp_servers"), Key(name), Key("env"), Key(key)],
+            &format!("{label}.env"),
+            key,
+            value,
+        );
+    }
+    for (i, tool) in server.allowed_tools.iter().enumerate() {
+        let ok = tool == "*"
+            || (!tool.is_empty()
+                && tool
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        if !ok {
+            at.push(
+                errors,
+                &[
+                    Key("mcp_servers"),
+                    Key(name),
+                    Key("allowed_tools"),
+                    Seg::Index(i),
+                ],
+                format!(
+                    "{label}.allowed_tools: `{tool}` is not a tool name (letters, digits, `-` and `_`, or `*` for every tool)"
+                ),
+            );
+        }
+    }
+}
+
+fn check_mount(
+    at: &Locator<'_, '_>,
+    errors: &mut Vec<ConfigError>,
+    i: usize,
+    m: &Mount,
+    earlier: &[Mount],
+) {
+    use Seg::{Index, Key};
+    let host = m.host_path.to_string_lossy();
+    if let Some(problem) = absolute_path_problem(&host) {
+        at.push(
+            errors,
+            &[Key("mounts"), Index(i), Key("host_path")],
+            format!("mounts[{i}].host_path `{host}` {problem}"),
+        );
+    }
+    let container = m.container_path.to_string_lossy();
+    let here = [Key("mounts"), Index(i), Key("container_path")];
+    if let Some(problem) = absolute_path_problem(&container) {
+        at.push(
+            errors,
+            &here,
+            format!("mounts[{i}].container_path `{container}` {problem}"),
+        );
+        return;
+    }
+    let target = m.container_path.as_path();
+    for reserved in RESERVED_CONTAINER_PATHS {
+        let reserved = Path::new(reserved);
+        let problem = if target == reserved {
+            format!("is {}, which hive mounts itself", reserved.display())
+        } else if target.starts_with(reserved) {
+            format!("is inside {}, which hive mounts itself", reserved.display())
+        } else if reserved.starts_with(target) {
+            format!(
+                "would hide {}, which hive mounts itself",
+                reserved.display()
+            )
+        } else {
+            continue;
+        };
+        at.push(
+            errors,
+            &here,
+            format!("mounts[{i}].container_path `{container}` {problem}"),
+        );
+        return;
+    }
+    if let Some(j) = earlier
+        .iter()
+        .position(|e| e.container_path == m.container_path)
+    {
+        at.push(
+            errors,
+            &here,
+            format!("mounts[{i}].container_path `{container}` is already mounted by mounts[{j}]"),
+        );
+    }
+}
+
+/// Why `p` is not a clean path relative to the repo root, if it is not.
+fn relative_path_problem(p: &str) -> Option<&'static str> {
+    if p.is_empty() {
+        Some("must not be empty")
+    } else if p.starts_with('/') {
+        Some("must be a path relative to the repo root")
+    } else if p
+        .split('/')
+        .any(|seg| seg == "." || seg == ".." || seg.is_empty())
+    {
+        Some("must not contain `.`, `..` or empty components")
+    } else {
+        None
+    }
+}
+
+/// Why `p` is not a clean absolute path, if it is not.
+fn absolute_path_problem(p: &str) -> Option<&'static str> {
+    if !p.starts_with('/') {
+        Some("must be an absolute path")
+    } else if p.split('/').any(|seg| seg == "." || seg == "..") {
+        Some("must not contain `.` or `..` components")
+    } else {
+        None
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_server_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.contains("__")
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error lines of `text`, as the manager reads them.
+    fn errors(text: &str) -> Vec<String> {
+        match check_agent_toml(text) {
+            Ok(c) => panic!("expected errors, got {c:?}"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn check(text: &str, expected: &[&str]) {
+        assert_eq!(errors(text), expected, "for:\n{text}");
+    }
+
+    #[test]
+    fn fields_match_serde() {
+        let e = toml::from_str::<AgentConfig>("zzz = 1").unwrap_err();
+        let expected: Vec<String> = FIELDS.iter().map(|f| format!("`{f}`")).collect();
+        assert_eq!(
+            e.message(),
+            format!(
+                "unknown field `zzz`, expected one of {}",
+                expected.join(", ")
+            )
+        );
+    }
+
+    #[test]
+    fn minimal_and_full() {
+        let c = check_agent_toml("model = \"sonnet\"\n").unwrap();
+        assert_eq!(c.model, "sonnet");
+        assert_eq!(c.prompt, "prompt.md");
+        assert_eq!(c.network, crate::Network::Full);
+        let full = r#"
+model = "claude-sonnet-4-5"
+engine = "claude"
+prompt = "roles/coder.md"
+allowed_recipients = ["manager", "operator", "reviewer"]
+network = false
+image = "debian:bookworm"
+packages = ["ripgrep", "python3=3.11*"]
+
+[env]
+RUST_LOG = "info"
+_X1 = ""
+
+[resources]
+cpu = 1.5
+memory = "4G"
+
+[mcp_servers.search]
+command = "/usr/bin/search-mcp"
+args = ["--stdio"]
+allowed_tools = ["query", "fetch-page"]
+
+[mcp_servers.search.env]
+TOKEN_FILE = "/state/token"
+
+[mcp_servers.all-tools]
+command = "x"
+allowed_tools = ["*"]
+
+[[mounts]]
+host_path = "/srv/datasets"
+container_path = "/data"
+
+[[mounts]]
+host_path = "/srv/out"
+container_path = "/out"
+read_only = false
+"#;
+        let c = check_agent_toml(full).unwrap();
+        assert_eq!(c.network, crate::Network::None);
+        assert_eq!(c.resources.memory_bytes(), Some(4 << 30));
+        assert_eq!(c.mcp_servers["search"].env["TOKEN_FILE"], "/state/token");
+        assert!(c.mounts[0].read_only);
+        assert!(!c.mounts[1].read_only);
+        assert!(!c.may_message("coder"));
+        // What serializes parses back to the same config.
+        let again = toml::to_string(&c).unwrap();
+        assert_eq!(check_agent_toml(&again).unwrap(), c);
+    }
+
+    #[test]
+    fn every_structural_error_with_its_line() {
+        check(
+            "modle = \"sonnet\"\nengine = \"codex\"\nnetwork = \"lan\"\n\n[resources]\ncpus = 2\n",
+            &[
+                "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `packages`",
+                "agent.toml:2: engine: unknown variant `codex`, expected `claude`",
+                "agent.toml:3: network: invalid value: string \"lan\", expected true, false, \"full\" or \"none\"",
+                "agent.toml:6: resources: unknown field `cpus`, expected `cpu` or `memory`",
+            ],
+        );
+    }
+
+    #[test]
+    fn collections_report_each_entry() {
+        check(
+            r#"model = "m"
+packages = ["a", 3, "b", false]
+
+[mcp_servers.one]
+comand = "x"
+
+[mcp_servers.two]
+command = "y"
+allowed_tool = []
+
+[[mounts]]
+host_path = "/a"
+
+[[mounts]]
+host_path = "/b"
+container_path = "/b"
+"#,
+            &[
+                "agent.toml:2: packages[1]: invalid type: integer `3`, expected a string",
+                "agent.toml:2: packages[3]: invalid type: boolean `false`, expected a string",
+                "agent.toml:5: mcp_servers.one: unknown field `comand`, expected one of `command`, `args`, `env`, `allowed_tools`",
+                "agent.toml:9: mcp_servers.two: unknown field `allowed_tool`, expected one of `command`, `args`, `env`, `allowed_tools`",
+                "agent.toml:11: mounts[0]: missing field `container_path`",
+            ],
+        );
+    }
+
+    #[test]
+    fn every_syntax_error() {
+        let errs = errors("model = \"sonnet\nengine = claude\n[env\n");
+        assert!(errs.len() >= 2, "{errs:?}");
+        assert!(errs[0].starts_with("agent.toml:1: "), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("agent.toml:3: ")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors() {
+        check(
+            r#"model = ""
+prompt = "../etc/passwd"
+allowed_recipients = ["manager", "operator", "Bob", "*", "system"]
+
+[env]
+"BAD-KEY" = "x"
+"1ABC" = "y"
+OK = "nul\u0000"
+
+[resources]
+cpu = 0
+memory = "4 gigs"
+
+[mcp_servers.hive]
+command = ""
+
+[mcp_servers."a__b"]
+command = "x"
+allowed_tools = ["ok", "no way"]
+
+[mcp_servers.a__b.env]
+"X-Y" = "1"
+
+[[mounts]]
+host_path = "data"
+container_path = "/state/data"
+
+[[mounts]]
+host_path = "/a/../b"
+container_path = "/run"
+
+[[mounts]]
+host_path = "/x"
+container_path = "/shared"
+
+[[mounts]]
+host_path = "/x"
+container_path = "/opt/x"
+
+[[mounts]]
+host_path = "/y"
+container_path = "/opt/x/"
+
+[[mounts]]
+host_path = "/y"
+container_path = "relative"
+"#,
+            &[
+                "agent.toml:1: model must not be empty",
+                "agent.toml:2: prompt `../etc/passwd` must not contain `.`, `..` or empty components",
+                "agent.toml:3: allowed_recipients: invalid agent name \"Bob\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)",
+                "agent.toml:3: allowed_recipients: `*` is not a recipient; leave allowed_recipients out to allow everyone",
+                "agent.toml:3: allowed_recipients: invalid agent name \"system\": reserved",
+                "agent.toml:6: env key `BAD-KEY` is not a valid variable name (letters, digits and `_`, not starting with a digit)",
+                "agent.toml:7: env key `1ABC` is not a valid variable name (letters, digits and `_`, not starting with a digit)",
+                "agent.toml:8: env.OK contains a NUL character",
+                "agent.toml:11: resources.cpu must be a positive number of cores, got 0",
+                "agent.toml:12: resources.memory `4 gigs` is not a size (bytes, or a number with K, M, G or T, e.g. \"4G\")",
+                "agent.toml:14: mcp_servers key `hive` is reserved for hive's own MCP server",
+                "agent.toml:15: mcp_servers.hive.command must not be empty",
+                "agent.toml:17: mcp_servers key `a__b` is not valid (letters, digits, `-` and `_`, at most 64, no `__`)",
+                "agent.toml:19: mcp_servers.a__b.allowed_tools: `no way` is not a tool name (letters, digits, `-` and `_`, or `*` for every tool)",
+                "agent.toml:22: mcp_servers.a__b.env key `X-Y` is not a valid variable name (letters, digits and `_`, not starting with a digit)",
+                "agent.toml:25: mounts[0].host_path `data` must be an absolute path",
+                "agent.toml:26: mounts[0].container_path `/state/data` is inside /state, which hive mounts itself",
+                "agent.toml:29: mounts[1].host_path `/a/../b` must not contain `.` or `..` components",
+                "agent.toml:30: mounts[1].container_path `/run` would hide /run/hive, which hive mounts itself",
+                "agent.toml:34: mounts[2].container_path `/shared` is /shared, which hive mounts itself",
+                "agent.toml:42: mounts[4].container_path `/opt/x/` is already mounted by mounts[3]",
+                "agent.toml:46: mounts[5].container_path `relative` must be an absolute path",
+            ],
+        );
+    }
+
+    #[test]
+    fn missing_model_and_prompt_file() {
+        let errs = check_agent_toml_with("engine = \"claude\"\n", &|p| {
+            assert_eq!(p, "prompt.md");
+            Err("is not in the commit".to_owned())
+        })
+        .unwrap_err();
+        let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errs,
+            [
+                "agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"",
+                "agent.toml: prompt file `prompt.md` is not in the commit (the default; add it, or set prompt = \"<file>\")",
+            ]
+        );
+        let errs = check_agent_toml_with("model = \"m\"\n\nprompt = \"role.md\"\n", &|_| {
+            Err("is not in the commit".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "agent.toml:3: prompt file `role.md` is not in the commit"
+        );
+    }
+}

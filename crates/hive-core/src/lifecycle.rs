@@ -1,0 +1,651 @@
+//! The whole agent lifecycle, implemented once for every surface.
+//!
+//! spawn → (start | stop | restart | rebuild)* → destroy [purge]. Each
+//! action holds a transient (a [`TransientGuard`], cleared on drop) so the
+//! dashboard shows a spinner and the crash watch knows a stop was meant;
+//! each one emits its helper event to the manager and the state events the
+//! dashboard needs. Only this module calls the runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_proto::dashboard::{TombstoneView, TransientKind};
+use hive_proto::{AgentName, DashboardEvent, HelperEvent, SYSTEM_SENDER};
+use hive_runtime::{Bind, ContainerSpec, ContainerStatus, Runtime, StateChange};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+
+/// How long a stopping container gets after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Web UI ports: the manager's, and the range other agents draw from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub manager: u16,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        Self {
+            manager: 8000,
+            first: 8100,
+            last: 8999,
+        }
+    }
+}
+
+/// A lifecycle action in flight; dropping it clears the transient.
+pub struct TransientGuard {
+    coord: Arc<Coordinator>,
+    name: AgentName,
+}
+
+impl Drop for TransientGuard {
+    fn drop(&mut self) {
+        self.coord.transients().remove(&self.name);
+        let name = self.name.to_string();
+        self.coord
+            .dashboard
+            .emit(|seq| DashboardEvent::TransientCleared { seq, name });
+    }
+}
+
+fn transient_word(kind: TransientKind) -> &'static str {
+    match kind {
+        TransientKind::Spawning => "spawning",
+        TransientKind::Starting => "starting",
+        TransientKind::Stopping => "stopping",
+        TransientKind::Restarting => "restarting",
+        TransientKind::Rebuilding => "rebuilding",
+        TransientKind::Destroying => "destroying",
+    }
+}
+
+impl Coordinator {
+    fn runtime_for(&self, verb: &'static str) -> Result<Arc<dyn Runtime>> {
+        self.runtime.clone().ok_or(Error::NoRuntime { verb })
+    }
+
+    /// Marks `name` as busy with `kind`, refusing a second action on it.
+    pub fn begin(
+        self: &Arc<Self>,
+        name: &AgentName,
+        kind: TransientKind,
+    ) -> Result<TransientGuard> {
+        let since = hive_store::now_unix();
+        {
+            let mut transients = self.transients();
+            if let Some((busy, _)) = transients.get(name) {
+                return Err(Error::refused(format!(
+                    "{name} is already {}; try again when that finishes",
+                    transient_word(*busy)
+                )));
+            }
+            transients.insert(name.clone(), (kind, since));
+        }
+        let event_name = name.to_string();
+        self.dashboard.emit(|seq| DashboardEvent::TransientSet {
+            seq,
+            name: event_name,
+            transient_kind: kind,
+            since_unix: since,
+        });
+        Ok(TransientGuard {
+            coord: self.clone(),
+            name: name.clone(),
+        })
+    }
+
+    /// The spec of `name`'s container as it should be now.
+    pub fn container_spec(&self, name: &AgentName, web_port: u16) -> ContainerSpec {
+        let role = if name.is_manager() {
+            "manager"
+        } else {
+            "agent"
+        };
+        let binds = if name.is_manager() {
+            vec![
+                Bind {
+                    host: self.paths.agents_dir(),
+                    container: "/agents".into(),
+                    read_only: false,
+                },
+                Bind {
+                    host: self.paths.state_dir.join("applied"),
+                    container: "/applied".into(),
+                    read_only: true,
+                },
+            ]
+        } else {
+            vec![Bind {
+                host: self.paths.agent_config(name),
+                container: format!("/agents/{name}/config").into(),
+                read_only: true,
+            }]
+        };
+        ContainerSpec {
+            name: name.clone(),
+            program: self.settings.hive_bin.clone(),
+            args: ["agent", "serve", "--role", role]
+                .map(String::from)
+                .to_vec(),
+            env: self.settings.agent_env.clone(),
+            state_dir: self.paths.agent_state(name),
+            shared_dir: self.paths.shared(),
+            socket: self.paths.agent_socket(name),
+            binds,
+            log_path: self.paths.agent_dir(name).join("container.log"),
+            web_port,
+            image: None,
+        }
+    }
+
+    /// The agent's web port, allocating a free one on first use: the
+    /// manager's fixed port, else the lowest free port of the range.
+    fn web_port(&self, name: &AgentName) -> Result<u16> {
+        let agents = self.store.agents()?;
+        if let Some(port) = agents
+            .iter()
+            .find(|a| a.name == name.as_str())
+            .and_then(|a| a.port)
+        {
+            return Ok(port);
+        }
+        let ports = self.settings.ports;
+        let port = if name.is_manager() {
+            ports.manager
+        } else {
+            let taken: std::collections::HashSet<u16> =
+                agents.iter().filter_map(|a| a.port).collect();
+            (ports.first..=ports.last)
+                .find(|p| !taken.contains(p) && *p != ports.manager)
+                .ok_or_else(|| {
+                    Error::refused(format!(
+                        "no free web port left in {}-{}: purge an unused agent or widen the range",
+                        ports.first, ports.last
+                    ))
+                })?
+        };
+        self.store.set_port(name.as_str(), Some(port))?;
+        Ok(port)
+    }
+
+    /// The last known state of `name`'s container.
+    pub fn container_status(&self, name: &str) -> Option<ContainerStatus> {
+        self.containers().get(name).cloned()
+    }
+
+    /// Re-reads every container's state from the runtime.
+    pub async fn refresh_containers(&self) {
+        let Some(runtime) = &self.runtime else { return };
+        match runtime.list().await {
+            Ok(list) => {
+                let mut cache = self.containers();
+                cache.clear();
+                cache.extend(list.into_iter().map(|s| (s.name.to_string(), s)));
+            }
+            Err(e) => tracing::warn!("listing containers failed: {e}"),
+        }
+    }
+
+    /// Creates and starts `name`'s container: a new agent, or a tombstone
+    /// revived with its kept state. The manager is only spawned by core.
+    pub async fn spawn(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        let runtime = self.runtime_for("spawn")?;
+        if let Some(record) = self.store.agent(name.as_str())?
+            && record.has_container
+        {
+            return Err(Error::refused(format!(
+                "{name} already has a container: start, restart or rebuild it"
+            )));
+        }
+        let guard = self.begin(name, TransientKind::Spawning)?;
+        let result = self.spawn_inner(&*runtime, name).await;
+        drop(guard);
+        self.after_change(name).await;
+        self.publish_tombstones();
+        if !name.is_manager() {
+            self.notify_manager(&HelperEvent::Spawned {
+                agent: name.to_string(),
+                ok: result.is_ok(),
+                note: result.as_ref().err().map(ToString::to_string),
+            });
+        }
+        if result.is_ok() {
+            self.kick(name, "spawned");
+        }
+        result
+    }
+
+    async fn spawn_inner(self: &Arc<Self>, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
+        self.paths
+            .create_agent_dirs(name)
+            .map_err(|e| Error::Io(format!("{e:#}")))?;
+        self.store.register_agent(name)?;
+        let port = self.web_port(name)?;
+        crate::serve::serve_agent_socket(self, name.clone())
+            .map_err(|e| Error::Io(format!("{e:#}")))?;
+        runtime
+            .create(&self.container_spec(name, port))
+            .await
+            .map_err(runtime_error)?;
+        self.store.set_has_container(name.as_str(), true)?;
+        runtime.start(name).await.map_err(runtime_error)?;
+        self.store.set_want_running(name.as_str(), true)?;
+        Ok(())
+    }
+
+    /// Starts a stopped agent (recreating its container definition from the
+    /// current spec).
+    pub async fn start(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        let runtime = self.prepare("start", name)?;
+        let guard = self.begin(name, TransientKind::Starting)?;
+        let result = self.start_inner(&*runtime, name).await;
+        drop(guard);
+        self.after_change(name).await;
+        if result.is_ok() {
+            self.kick(name, "started");
+        }
+        result
+    }
+
+    async fn start_inner(&self, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
+        if !self
+            .container_status(name.as_str())
+            .is_some_and(|s| s.running)
+        {
+            let port = self.web_port(name)?;
+            runtime
+                .create(&self.container_spec(name, port))
+                .await
+                .map_err(runtime_error)?;
+            runtime.start(name).await.map_err(runtime_error)?;
+        }
+        self.store.set_want_running(name.as_str(), true)?;
+        Ok(())
+    }
+
+    /// Stops an agent's container; its state and the container remain.
+    pub async fn stop(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        let runtime = self.prepare("stop", name)?;
+        let guard = self.begin(name, TransientKind::Stopping)?;
+        let result = runtime.stop(name, STOP_GRACE).await.map_err(runtime_error);
+        if result.is_ok() {
+            self.store.set_want_running(name.as_str(), false)?;
+        }
+        drop(guard);
+        self.after_change(name).await;
+        if result.is_ok() && !name.is_manager() {
+            self.notify_manager(&HelperEvent::Killed {
+                agent: name.to_string(),
+            });
+        }
+        result
+    }
+
+    /// Stops then starts an agent with its current spec.
+    pub async fn restart(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        let runtime = self.prepare("restart", name)?;
+        let guard = self.begin(name, TransientKind::Restarting)?;
+        let result = self.recreate(&*runtime, name).await;
+        drop(guard);
+        self.after_change(name).await;
+        if result.is_ok() {
+            self.kick(name, "restarted");
+        }
+        result
+    }
+
+    /// Re-applies the deployed config: the container is recreated from the
+    /// current spec and started.
+    pub async fn rebuild(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        let runtime = self.prepare("rebuild", name)?;
+        let guard = self.begin(name, TransientKind::Rebuilding)?;
+        let result = self.recreate(&*runtime, name).await;
+        drop(guard);
+        self.after_change(name).await;
+        if !name.is_manager() {
+            self.notify_manager(&HelperEvent::Rebuilt {
+                agent: name.to_string(),
+                ok: result.is_ok(),
+                note: result.as_ref().err().map(ToString::to_string),
+            });
+        }
+        if result.is_ok() {
+            self.kick(name, "rebuilt");
+        }
+        result
+    }
+
+    async fn recreate(&self, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
+        runtime
+            .stop(name, STOP_GRACE)
+            .await
+            .or_else(ignore_missing)
+            .map_err(runtime_error)?;
+        let port = self.web_port(name)?;
+        runtime
+            .create(&self.container_spec(name, port))
+            .await
+            .map_err(runtime_error)?;
+        runtime.start(name).await.map_err(runtime_error)?;
+        self.store.set_want_running(name.as_str(), true)?;
+        Ok(())
+    }
+
+    /// Removes an agent's container, keeping its state (a tombstone) unless
+    /// `purge`, which also deletes its state and config repos.
+    pub async fn destroy(self: &Arc<Self>, name: &AgentName, purge: bool) -> Result<()> {
+        if name.is_manager() {
+            let what = if purge { "purged" } else { "destroyed" };
+            return Err(Error::refused(format!("the manager cannot be {what}")));
+        }
+        let record = self.require_agent(name)?;
+        let runtime = self.runtime_for("destroy")?;
+        let guard = self.begin(name, TransientKind::Destroying)?;
+        let result = async {
+            if record.has_container {
+                runtime
+                    .destroy(name)
+                    .await
+                    .or_else(ignore_missing)
+                    .map_err(runtime_error)?;
+                self.store.set_has_container(name.as_str(), false)?;
+                self.store.set_want_running(name.as_str(), false)?;
+            }
+            for approval in self
+                .store
+                .cancel_pending_approvals_for(name.as_str(), Some("agent destroyed"))?
+            {
+                tracing::info!(id = approval.id, %name, "cancelled approval of a destroyed agent");
+            }
+            if purge {
+                self.purge_files(name)?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(guard);
+        self.refresh_containers().await;
+        if purge && result.is_ok() {
+            let removed = name.to_string();
+            self.dashboard
+                .emit(|seq| DashboardEvent::ContainerRemoved { seq, name: removed });
+        } else {
+            self.publish_status(name.as_str());
+        }
+        self.publish_tombstones();
+        if result.is_ok() {
+            self.notify_manager(&HelperEvent::Destroyed {
+                agent: name.to_string(),
+            });
+        }
+        result
+    }
+
+    fn purge_files(&self, name: &AgentName) -> Result<()> {
+        if self
+            .container_status(name.as_str())
+            .is_some_and(|s| s.running)
+        {
+            return Err(Error::refused(format!(
+                "{name} still has a live container: destroy it first"
+            )));
+        }
+        if let Some(task) = self
+            .agent_sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+        {
+            task.abort();
+        }
+        for dir in [self.paths.agent_dir(name), self.paths.applied(name)] {
+            remove_tree(&dir)?;
+        }
+        let socket = self.paths.agent_socket(name);
+        if let Some(dir) = socket.parent() {
+            remove_tree(dir)?;
+        }
+        self.store.forget_agent(name.as_str())?;
+        Ok(())
+    }
+
+    /// Checks, in this order, that `name` is known, that there is a
+    /// runtime, and that `name` has a container.
+    fn prepare(&self, verb: &'static str, name: &AgentName) -> Result<Arc<dyn Runtime>> {
+        self.require_agent(name)?;
+        let runtime = self.runtime_for(verb)?;
+        self.require_container(name)?;
+        Ok(runtime)
+    }
+
+    fn require_container(&self, name: &AgentName) -> Result<()> {
+        let record = self.require_agent(name)?;
+        if record.has_container {
+            Ok(())
+        } else {
+            Err(Error::refused(format!(
+                "{name} has no container, only kept state: revive it with `hive request-spawn {name}`"
+            )))
+        }
+    }
+
+    /// Refreshes the container cache and publishes `name`'s status.
+    async fn after_change(&self, name: &AgentName) {
+        self.refresh_containers().await;
+        self.publish_status(name.as_str());
+    }
+
+    /// Drops a "you were (re)started" note into the agent's inbox, so its
+    /// next turn knows to look at its notes.
+    pub fn kick(&self, name: &AgentName, what: &str) {
+        let body = format!(
+            "you were just {what}. Your session (--continue) and /state are intact: \
+             check your notes in /state before picking up where you left off."
+        );
+        if let Err(e) = self.store.send(SYSTEM_SENDER, name.as_str(), &body, None) {
+            tracing::warn!(%name, "kick not delivered: {e}");
+        }
+    }
+
+    /// The last `lines` lines `name`'s container printed. Falls back to the
+    /// log file core keeps when the runtime no longer holds the container.
+    pub async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
+        self.require_agent(name)?;
+        let runtime = self.runtime_for("logs")?;
+        match runtime.logs(name, lines).await {
+            Err(hive_runtime::Error::NoSuchContainer(_)) => {
+                let path = self.paths.agent_dir(name).join("container.log");
+                hive_runtime::tail_file(&path, lines)
+                    .await
+                    .map_err(runtime_error)
+            }
+            other => other.map_err(runtime_error),
+        }
+    }
+
+    /// Agents with kept state and no container.
+    pub fn tombstones(&self) -> Result<Vec<TombstoneView>> {
+        let mut out = Vec::new();
+        for record in self.store.agents()? {
+            if record.has_container || record.name == hive_proto::MANAGER_AGENT {
+                continue;
+            }
+            let Ok(name) = AgentName::parse(&record.name) else {
+                continue;
+            };
+            let state = self.paths.agent_state(&name);
+            let (state_bytes, modified_at) = dir_usage(&state);
+            out.push(TombstoneView {
+                name: record.name,
+                state_bytes,
+                modified_at,
+                has_credentials: state.join(".claude").exists(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn publish_tombstones(&self) {
+        match self.tombstones() {
+            Ok(tombstones) => {
+                self.dashboard
+                    .emit(|seq| DashboardEvent::TombstonesChanged { seq, tombstones });
+            }
+            Err(e) => tracing::warn!("tombstones not published: {e}"),
+        }
+    }
+
+    /// At startup: the manager's container exists and runs, and every agent
+    /// that was running before is started again.
+    pub async fn resume(self: &Arc<Self>) {
+        if self.runtime.is_none() {
+            return;
+        }
+        self.refresh_containers().await;
+        let manager = AgentName::manager();
+        let manager_record = self.store.agent(manager.as_str()).ok().flatten();
+        let outcome = match manager_record {
+            Some(r) if r.has_container => self.start(&manager).await,
+            _ => self.spawn(&manager).await,
+        };
+        if let Err(e) = outcome {
+            tracing::error!("manager not running: {e}");
+        }
+        let Ok(agents) = self.store.agents() else {
+            return;
+        };
+        for record in agents {
+            if record.name == manager.as_str() || !(record.has_container && record.want_running) {
+                continue;
+            }
+            let Ok(name) = AgentName::parse(&record.name) else {
+                continue;
+            };
+            if let Err(e) = self.start(&name).await {
+                tracing::error!(agent = %name, "not resumed: {e}");
+            }
+        }
+    }
+}
+
+fn runtime_error(e: hive_runtime::Error) -> Error {
+    Error::refused(e.to_string())
+}
+
+fn ignore_missing(e: hive_runtime::Error) -> hive_runtime::Result<()> {
+    match e {
+        hive_runtime::Error::NoSuchContainer(_) => Ok(()),
+        e => Err(e),
+    }
+}
+
+fn remove_tree(dir: &std::path::Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io(format!("remove {}: {e}", dir.display()))),
+    }
+}
+
+/// Total size and newest modification time under `dir`.
+fn dir_usage(dir: &std::path::Path) -> (u64, i64) {
+    let mut bytes = 0;
+    let mut newest = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if let Ok(modified) = meta.modified()
+                && let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH)
+            {
+                newest = newest.max(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                bytes += meta.len();
+            }
+        }
+    }
+    (bytes, newest)
+}
+
+/// Fires `container_crash` when a container stops with no lifecycle action
+/// in flight: from the runtime's own exit reports where it has them, else
+/// by polling (the first poll only seeds).
+pub async fn crash_watch(coord: Arc<Coordinator>) {
+    let Some(runtime) = coord.runtime.clone() else {
+        return;
+    };
+    if runtime.reports_exits() {
+        let mut changes = runtime.subscribe();
+        loop {
+            let change = tokio::select! {
+                change = changes.recv() => change,
+                () = coord.shutting_down() => return,
+            };
+            match change {
+                Ok(change) => on_change(&coord, change).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "crash watch lagged; rescanning");
+                    coord.refresh_containers().await;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+    let mut previous: Option<std::collections::HashMap<String, bool>> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(hive_runtime::POLL_PERIOD) => {}
+            () = coord.shutting_down() => return,
+        }
+        coord.refresh_containers().await;
+        let now: std::collections::HashMap<String, bool> = coord
+            .containers()
+            .iter()
+            .map(|(n, s)| (n.clone(), s.running))
+            .collect();
+        if let Some(before) = &previous {
+            for (name, was_running) in before {
+                if *was_running && !now.get(name).copied().unwrap_or(false) {
+                    if let Ok(name) = AgentName::parse(name) {
+                        let change = StateChange {
+                            name,
+                            running: false,
+                            expected: false,
+                            detail: None,
+                        };
+                        on_change(&coord, change).await;
+                    }
+                }
+            }
+        }
+        previous = Some(now);
+    }
+}
+
+async fn on_change(coord: &Coordinator, change: StateChange) {
+    coord.refresh_containers().await;
+    coord.publish_status(change.name.as_str());
+    let busy = coord.transients().contains_key(&change.name);
+    if change.running || change.expected || busy {
+        return;
+    }
+    tracing::warn!(agent = %change.name, detail = ?change.detail, "container crashed");
+    if !change.name.is_manager() {
+        coord.notify_manager(&HelperEvent::ContainerCrash {
+            agent: change.name.to_string(),
+            note: change.detail,
+        });
+    }
+}

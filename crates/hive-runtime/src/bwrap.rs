@@ -1,0 +1,265 @@
+//! The `bwrap` backend: each container a bubblewrap sandbox.
+//!
+//! The command line is `bwrap <flags> -- /run/hive/bin/hive <args>`:
+//!
+//! - new mount, pid, ipc and uts namespaces (`--unshare-pid --unshare-ipc
+//!   --unshare-uts`; the mount namespace is implied), hostname `h-<agent>`;
+//! - the host system read-only: `/usr`, `/etc`, `/nix` if present, and
+//!   `/bin`, `/sbin`, `/lib*` as the symlinks or directories they are on
+//!   the host; a fresh `/proc` (with `/proc/sys` read-only), a minimal
+//!   `/dev`, tmpfs `/tmp` and `/run`;
+//! - the hive binary read-only at [`mount::HIVE_BIN`], the state dir at
+//!   [`mount::STATE`], the shared dir at [`mount::SHARED`], the agent's own
+//!   socket at [`mount::SOCKET`], then the spec's binds, each read-only or
+//!   read-write as it says; nothing else of the host is visible, and
+//!   nothing of it is writable but those binds;
+//! - `--cap-drop ALL` (with `no_new_privs`, which bwrap always sets);
+//! - `--die-with-parent` and `--new-session`; working dir `/state`;
+//! - the environment is [`base_env`] with the in-sandbox paths, passed
+//!   through bwrap's own environment (bwrap hands it on unchanged), so
+//!   secrets in it never show up in the process list.
+//!
+//! The network is shared with the host on purpose: agents reach the model
+//! API and serve their web UI port. (So abstract unix sockets of the host
+//! are reachable too; path sockets are not, their paths are not mounted.)
+//!
+//! Gotchas found on the way:
+//!
+//! - Run as root without `--cap-drop ALL`, bwrap keeps every capability,
+//!   and `mount -o remount,rw,bind /usr` inside makes the host's `/usr`
+//!   writable. Hence the drop.
+//! - Root without capabilities may still write most of `/proc/sys`, which
+//!   is host-global (`vm.swappiness`…); bwrap 0.8 does not cover it, so it
+//!   is bound read-only over itself.
+//! - bwrap does not forward signals (containers/bubblewrap#369). `stop`
+//!   signals the process group of the outer bwrap, which dies at once;
+//!   `--die-with-parent` then SIGKILLs the sandbox's init and the kernel
+//!   the whole pid namespace. So a stop is never graceful under bwrap: the
+//!   program gets no SIGTERM (with `--new-session` it is not even in the
+//!   signalled group), but nothing it started survives either. Graceful
+//!   stops would need the supervisor to signal the sandbox's session (its
+//!   host pid is what `--json-status-fd` reports as `child-pid`) first.
+//! - A bind whose host path does not exist makes bwrap fail at start (the
+//!   exit is reported like any other), not at `create`.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::child::{CommandLine, Launcher};
+use crate::process::base_env;
+use crate::{ContainerSpec, Error, Result, mount};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BwrapLauncher;
+
+/// Namespace and privilege flags, shared by the probe and the containers.
+const ISOLATION: &[&str] = &[
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--cap-drop",
+    "ALL",
+];
+
+/// Top-level host paths a sandbox sees read-only, where they exist.
+const HOST_SYSTEM: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/nix",
+];
+
+impl Launcher for BwrapLauncher {
+    fn name(&self) -> &'static str {
+        "bwrap"
+    }
+
+    fn probe(&self) -> std::result::Result<(), String> {
+        let bwrap = find_program("bwrap").ok_or("bwrap not found on PATH")?;
+        let mut args: Vec<&str> = vec!["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"];
+        args.extend(ISOLATION);
+        args.extend(["--", "true"]);
+        run_check(&bwrap, &args).map_err(|e| format!("bwrap cannot create a sandbox: {e}"))
+    }
+
+    fn command(&self, spec: &ContainerSpec) -> Result<CommandLine> {
+        let program = find_program("bwrap").ok_or_else(|| Error::Unavailable {
+            runtime: "bwrap",
+            reason: "bwrap not found on PATH".into(),
+        })?;
+        Ok(CommandLine {
+            program,
+            args: args(spec)?,
+            env: base_env(
+                spec,
+                self.name(),
+                mount::SOCKET,
+                mount::STATE,
+                mount::SHARED,
+            ),
+            cwd: PathBuf::from("/"),
+        })
+    }
+}
+
+/// bwrap's arguments for `spec`.
+fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
+    check_paths(spec)?;
+    let mut args: Vec<OsString> = ISOLATION.iter().map(OsString::from).collect();
+    let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|s| s.to_os_string()));
+    let os = OsStr::new;
+    let hostname = spec.container_name();
+    push(&[
+        os("--die-with-parent"),
+        os("--new-session"),
+        os("--hostname"),
+        os(&hostname),
+    ]);
+    for path in HOST_SYSTEM {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target =
+                    std::fs::read_link(path).map_err(Error::io(format!("read link {path}")))?;
+                push(&[os("--symlink"), target.as_os_str(), os(path)]);
+            }
+            Ok(meta) if meta.is_dir() => push(&[os("--ro-bind"), os(path), os(path)]),
+            _ => {}
+        }
+    }
+    push(&[
+        os("--proc"),
+        os("/proc"),
+        os("--ro-bind"),
+        os("/proc/sys"),
+        os("/proc/sys"),
+        os("--dev"),
+        os("/dev"),
+        os("--tmpfs"),
+        os("/tmp"),
+        os("--tmpfs"),
+        os("/run"),
+    ]);
+    push(&[
+        os("--ro-bind"),
+        spec.program.as_os_str(),
+        os(mount::HIVE_BIN),
+    ]);
+    push(&[os("--bind"), spec.state_dir.as_os_str(), os(mount::STATE)]);
+    push(&[os("--bind"), spec.shared_dir.as_os_str(), os(mount::SHARED)]);
+    push(&[os("--bind"), spec.socket.as_os_str(), os(mount::SOCKET)]);
+    for bind in &spec.binds {
+        let flag = if bind.read_only {
+            "--ro-bind"
+        } else {
+            "--bind"
+        };
+        push(&[os(flag), bind.host.as_os_str(), bind.container.as_os_str()]);
+    }
+    push(&[
+        os("--chdir"),
+        os(mount::STATE),
+        os("--"),
+        os(mount::HIVE_BIN),
+    ]);
+    args.extend(spec.args.iter().map(OsString::from));
+    Ok(args)
+}
+
+/// Refuses a spec with a relative path: a sandbox has no working dir of
+/// the daemon to resolve it against.
+pub(crate) fn check_paths(spec: &ContainerSpec) -> Result<()> {
+    let mut paths = vec![
+        ("program", spec.program.as_path()),
+        ("state dir", &spec.state_dir),
+        ("shared dir", &spec.shared_dir),
+        ("socket", &spec.socket),
+    ];
+    for bind in &spec.binds {
+        paths.push(("bind source", &bind.host));
+        paths.push(("bind target", &bind.container));
+    }
+    match paths.iter().find(|(_, p)| !p.is_absolute()) {
+        Some((what, path)) => Err(Error::Failed(format!(
+            "{what} of h-{} is not an absolute path: {}",
+            spec.name,
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `name` on the daemon's `PATH`, or in the usual system dirs.
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/bin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// How long a probe's trial run may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `program args` to completion for a probe (blocking, at most
+/// [`PROBE_TIMEOUT`]); on failure, says why in the words of its stderr.
+pub(crate) fn run_check<A: AsRef<OsStr>>(
+    program: &Path,
+    args: &[A],
+) -> std::result::Result<(), String> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a short synchronous probe, not a container: ChildRuntime spawns those"
+    )]
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args.iter().map(AsRef::as_ref))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let pid = child.id();
+    let mut stderr = child.stderr.take();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(pipe) = stderr.as_mut() {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        let _ = tx.send((child.wait(), text));
+    });
+    let (status, stderr) = match rx.recv_timeout(PROBE_TIMEOUT) {
+        Ok(done) => done,
+        Err(_) => {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(format!("no exit within {PROBE_TIMEOUT:?}"));
+        }
+    };
+    let status = status.map_err(|e| format!("wait for {}: {e}", program.display()))?;
+    if status.success() {
+        return Ok(());
+    }
+    let said: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !crate::nspawn::is_noise(l))
+        .collect();
+    if said.is_empty() {
+        Err(format!("{status}"))
+    } else {
+        Err(format!("{status}: {}", said.join("; ")))
+    }
+}

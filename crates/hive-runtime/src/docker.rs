@@ -1,0 +1,751 @@
+//! The `docker` backend: one Docker Engine container `h-<agent>` per agent, driven through the Engine API.
+//!
+//! Talks to the local engine over its unix socket with `bollard`; nothing
+//! shells out to the `docker` CLI. Every container carries the label
+//! [`AGENT_LABEL`]`=<agent>`, which is how [`DockerRuntime::list`] and the
+//! event watcher find exactly ours.
+//!
+//! **The image.** By default containers run [`BASE_IMAGE`], a skeleton
+//! built locally `FROM scratch` (no registry is ever contacted): empty
+//! mount points plus the host's top-level symlinks (`/bin -> usr/bin` on a
+//! merged-usr host), so that binding the host's `/usr`, `/etc` (and `/bin`,
+//! `/sbin`, `/lib*` where they are real directories) read-only gives the
+//! dynamically linked `hive` binary and the agent's tools a working system.
+//! Any image named `hyperhive/base:*` is ours and is (re)built when absent
+//! or built for another host layout; any other image must already be on the
+//! engine, runs without the host binds, and is never pulled.
+//!
+//! **The view.** The root filesystem is read-only; `/tmp`, `/var/tmp` and
+//! `/run` are tmpfs (the engine mounts shallower targets first, so the
+//! `/run/hive/...` binds land on top of the `/run` tmpfs). `/state`,
+//! `/shared`, the agent's socket at `/run/hive/mcp.sock`, the `hive` binary
+//! at `/run/hive/bin/hive` (read-only) and the spec's binds are bind mounts
+//! whose sources must exist. The program runs as the container's PID 1 in
+//! `/state`, with the host's network (the agent reaches the model API and
+//! serves its web UI on its port directly, like the other backends; there
+//! is no port mapping). Containers never restart on their own.
+//!
+//! **Exits.** A background task follows the engine's event stream
+//! (`start`/`die` of our label) and forwards each as a [`StateChange`],
+//! reconnecting if the stream ends; after a reconnect it compares the
+//! containers' states with what it last reported and reports the
+//! difference. A container counts as failed when it exited non-zero (or was
+//! OOM-killed) and no [`Runtime::stop`] of this runtime asked for it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::errors::Error as EngineError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
+    HostConfig, HostConfigLogConfig, Mount, MountType, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StartContainerOptions, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use hive_proto::AgentName;
+use nix::sys::signal::Signal;
+use tokio::sync::broadcast;
+
+use crate::{ContainerSpec, ContainerStatus, Error, Result, Runtime, StateChange, mount};
+
+/// The image containers run unless told otherwise; built locally.
+pub const BASE_IMAGE: &str = "hyperhive/base:local";
+
+/// Images named with this prefix are hyperhive's skeleton, built locally.
+pub const BASE_REPOSITORY: &str = "hyperhive/base:";
+
+/// Label naming the agent a container belongs to.
+pub const AGENT_LABEL: &str = "hyperhive.agent";
+
+/// Label of a skeleton image: the host layout it was built for. Containers
+/// of an image with this label get the host system bound in.
+pub const BASE_LABEL: &str = "hyperhive.base";
+
+/// Top-level host paths that are either bound read-only (directories) or
+/// recreated as symlinks in the skeleton (symlinks, e.g. merged `/usr`).
+const HOST_ROOTS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Host directories always bound read-only into a skeleton container.
+const HOST_DIRS: &[&str] = &["usr", "etc"];
+
+/// Empty directories of the skeleton: mount points and a few expected dirs.
+const SKELETON_DIRS: &[&str] = &[
+    "usr", "etc", "state", "shared", "agents", "applied", "tmp", "run", "proc", "sys", "dev",
+    "var", "var/tmp", "root",
+];
+
+/// What the program sees, in docker containers.
+const TMPFS: &[(&str, &str)] = &[
+    ("/tmp", "rw,exec,nosuid,nodev,mode=1777"),
+    ("/var/tmp", "rw,exec,nosuid,nodev,mode=1777"),
+    ("/run", "rw,nosuid,nodev,mode=755"),
+];
+
+/// Pause before reconnecting to the event stream.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Docker Engine containers, one per agent.
+pub struct DockerRuntime {
+    docker: Docker,
+    image: String,
+    changes: broadcast::Sender<StateChange>,
+    stopping: Stopping,
+    /// One image build at a time.
+    build: tokio::sync::Mutex<()>,
+    events: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DockerRuntime {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
+}
+
+/// Whether the local Docker Engine answers; the reason if not.
+pub async fn probe() -> std::result::Result<(), String> {
+    let docker = connect_engine().await?;
+    docker
+        .ping()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("docker engine did not answer a ping: {e}"))
+}
+
+/// A client for the local engine, its API version negotiated down to the
+/// engine's (the client's default is newer than e.g. Engine 20.10's 1.41).
+async fn connect_engine() -> std::result::Result<Docker, String> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| format!("cannot reach the docker engine: {e}"))?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|e| format!("cannot reach the docker engine: {e}"))
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (`DOCKER_HOST` if it is a `unix://`
+    /// address, else `/var/run/docker.sock`) and starts following its
+    /// events. `default_image` replaces [`BASE_IMAGE`]; a spec's own image
+    /// overrides both. Must be called inside a tokio runtime.
+    pub async fn connect(default_image: Option<String>) -> Result<Self> {
+        let docker = connect_engine()
+            .await
+            .map_err(|reason| Error::Unavailable {
+                runtime: "docker",
+                reason,
+            })?;
+        let (changes, _) = broadcast::channel(256);
+        let stopping = Stopping::default();
+        let watcher = Watcher {
+            docker: docker.clone(),
+            changes: changes.clone(),
+            stopping: stopping.clone(),
+            reported: HashMap::new(),
+        };
+        let events = tokio::spawn(watcher.run(now_nanos()));
+        Ok(Self {
+            docker,
+            image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
+            changes,
+            stopping,
+            build: tokio::sync::Mutex::new(()),
+            events,
+        })
+    }
+
+    /// The image containers run when their spec names none.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// Makes sure the default image is on the engine, building it if it is
+    /// ours ([`BASE_REPOSITORY`]) and absent or built for another layout.
+    pub async fn ensure_image(&self) -> Result<()> {
+        self.ensure(&self.image).await.map(|_| ())
+    }
+
+    /// Ensures `image`; returns whether it is a skeleton (host system bound
+    /// in at run time).
+    async fn ensure(&self, image: &str) -> Result<bool> {
+        let ours = image.starts_with(BASE_REPOSITORY);
+        let layout = host_layout();
+        let _guard = self.build.lock().await;
+        match self.docker.inspect_image(image).await {
+            Ok(found) => {
+                let label = found
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|mut labels| labels.remove(BASE_LABEL));
+                match label {
+                    Some(built_for) if ours && built_for != layout => {
+                        tracing::info!(image, "rebuilding: built for another host layout");
+                    }
+                    Some(_) => return Ok(true),
+                    None if ours => {
+                        tracing::info!(image, "rebuilding: not a hyperhive skeleton");
+                    }
+                    None => return Ok(false),
+                }
+            }
+            Err(e) if status(&e) == Some(404) => {
+                if !ours {
+                    return Err(Error::Failed(format!(
+                        "image {image} is not on the docker engine and hyperhive does not pull \
+                         images: build or load it first, or use {BASE_IMAGE}"
+                    )));
+                }
+            }
+            Err(e) => return Err(engine(format!("inspect image {image}"))(e)),
+        }
+        self.build_skeleton(image, &layout).await?;
+        Ok(true)
+    }
+
+    async fn build_skeleton(&self, image: &str, layout: &str) -> Result<()> {
+        let started = std::time::Instant::now();
+        let context = skeleton_context().map_err(Error::io("build the image context"))?;
+        let labels = HashMap::from([(BASE_LABEL, layout)]);
+        let options = BuildImageOptionsBuilder::default()
+            .t(image)
+            .labels(&labels)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut progress =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        while let Some(step) = progress.next().await {
+            let step = step.map_err(engine(format!("build image {image}")))?;
+            if let Some(line) = step.stream.as_deref().map(str::trim)
+                && !line.is_empty()
+            {
+                tracing::debug!(image, "{line}");
+            }
+        }
+        tracing::info!(image, elapsed = ?started.elapsed(), "built the base image");
+        Ok(())
+    }
+
+    fn stopping(&self) -> MutexGuard<'_, HashSet<String>> {
+        lock(&self.stopping)
+    }
+
+    fn container_config(&self, spec: &ContainerSpec, skeleton: bool) -> ContainerCreateBody {
+        let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
+        let env =
+            crate::process::base_env(spec, "docker", mount::SOCKET, mount::STATE, mount::SHARED)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+        let mut mounts = Vec::new();
+        if skeleton {
+            for dir in HOST_DIRS {
+                mounts.push(bind(&Path::new("/").join(dir), &format!("/{dir}"), true));
+            }
+            for dir in HOST_ROOTS {
+                let host = Path::new("/").join(dir);
+                if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+                    mounts.push(bind(&host, &format!("/{dir}"), true));
+                }
+            }
+        }
+        mounts.push(bind(&spec.program, mount::HIVE_BIN, true));
+        mounts.push(bind(&spec.state_dir, mount::STATE, false));
+        mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
+        mounts.push(bind(&spec.socket, mount::SOCKET, false));
+        for extra in &spec.binds {
+            mounts.push(bind(
+                &extra.host,
+                &extra.container.to_string_lossy(),
+                extra.read_only,
+            ));
+        }
+        ContainerCreateBody {
+            image: Some(image),
+            entrypoint: Some(vec![mount::HIVE_BIN.to_owned()]),
+            cmd: Some(spec.args.clone()),
+            env: Some(env),
+            working_dir: Some(mount::STATE.to_owned()),
+            labels: Some(HashMap::from([(
+                AGENT_LABEL.to_owned(),
+                spec.name.to_string(),
+            )])),
+            host_config: Some(HostConfig {
+                mounts: Some(mounts),
+                tmpfs: Some(
+                    TMPFS
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                readonly_rootfs: Some(true),
+                network_mode: Some("host".to_owned()),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".to_owned()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_owned(), "10m".to_owned()),
+                        ("max-file".to_owned(), "3".to_owned()),
+                    ])),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The id of the agent's container, if there is one.
+    async fn id_of(&self, name: &AgentName) -> Result<Option<String>> {
+        match self.inspect(name).await {
+            Ok(inspect) => Ok(inspect.id),
+            Err(Error::NoSuchContainer(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn inspect(&self, name: &AgentName) -> Result<ContainerInspectResponse> {
+        self.docker
+            .inspect_container(&crate::container_name(name), None)
+            .await
+            .map_err(for_agent(name, "inspect"))
+    }
+}
+
+fn bind(host: &Path, container: &str, read_only: bool) -> Mount {
+    Mount {
+        target: Some(container.to_owned()),
+        source: Some(host.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+/// The host's top-level layout the skeleton mirrors: `bin=usr/bin` for a
+/// symlink, `sbin/` for a directory, sorted, space-separated.
+fn host_layout() -> String {
+    let mut parts = Vec::new();
+    for dir in HOST_ROOTS {
+        let host = Path::new("/").join(dir);
+        if let Ok(target) = std::fs::read_link(&host) {
+            parts.push(format!("{dir}={}", target.display()));
+        } else if host.is_dir() {
+            parts.push(format!("{dir}/"));
+        }
+    }
+    parts.join(" ")
+}
+
+/// The build context of the skeleton: a Dockerfile copying `rootfs/`.
+fn skeleton_context() -> std::io::Result<Vec<u8>> {
+    use tar::{EntryType, Header};
+    let mut tar = tar::Builder::new(Vec::new());
+    let dockerfile = b"FROM scratch\nCOPY rootfs/ /\n";
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(dockerfile.len() as u64);
+    tar.append_data(&mut header, "Dockerfile", &dockerfile[..])?;
+
+    let dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str| {
+        let mut header = Header::new_gnu();
+        header.set_entry_type(EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        tar.append_data(&mut header, format!("rootfs/{path}/"), std::io::empty())
+    };
+    dir(&mut tar, "")?;
+    for path in SKELETON_DIRS {
+        dir(&mut tar, path)?;
+    }
+    for name in HOST_ROOTS {
+        let host = Path::new("/").join(name);
+        if let Ok(target) = std::fs::read_link(&host) {
+            let mut header = Header::new_gnu();
+            header.set_entry_type(EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, format!("rootfs/{name}"), target)?;
+        } else if host.is_dir() {
+            dir(&mut tar, name)?;
+        }
+    }
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_size(0);
+    tar.append_link(&mut header, "rootfs/var/run", "../run")?;
+    tar.into_inner()
+}
+
+/// The HTTP status of an engine error, if it is one.
+fn status(e: &EngineError) -> Option<u16> {
+    match e {
+        EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn engine(what: impl Into<String>) -> impl FnOnce(EngineError) -> Error {
+    let what = what.into();
+    move |e| Error::Failed(format!("docker: {what}: {e}"))
+}
+
+/// Maps "no such container" to [`Error::NoSuchContainer`].
+fn for_agent<'a>(name: &'a AgentName, what: &'a str) -> impl FnOnce(EngineError) -> Error + 'a {
+    move |e| match status(&e) {
+        Some(404) => Error::NoSuchContainer(name.clone()),
+        _ => Error::Failed(format!("docker: {what} h-{name}: {e}")),
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// How a container stopped, worded like the child backends: `exited 0`,
+/// `exit code 1`, `killed by SIGKILL` (the engine reports death by signal
+/// N as exit code 128+N).
+fn describe_exit(code: i64) -> String {
+    if code == 0 {
+        return "exited 0".to_owned();
+    }
+    if (129..=192).contains(&code)
+        && let Ok(signal) = i32::try_from(code - 128)
+            .map_err(drop)
+            .and_then(|n| Signal::try_from(n).map_err(drop))
+    {
+        return format!("killed by {signal}");
+    }
+    format!("exit code {code}")
+}
+
+/// Ids of containers a `stop`, `destroy` or `create` of ours is stopping
+/// or stopped: their death is expected, not a failure. An id leaves the
+/// set when the watcher sees the container start again (or destroyed), in
+/// event order, so a late death event is never misread.
+type Stopping = Arc<Mutex<HashSet<String>>>;
+
+fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+    set.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The background task following the engine's events.
+struct Watcher {
+    docker: Docker,
+    changes: broadcast::Sender<StateChange>,
+    stopping: Stopping,
+    /// Last state reported per agent, and its container id: drops replayed
+    /// duplicates and lets a reconnect report what happened while the
+    /// stream was down.
+    reported: HashMap<AgentName, (bool, String)>,
+}
+
+impl Watcher {
+    /// Follows the engine's events for our containers from `since` (unix
+    /// nanoseconds) on, forever, forwarding starts and deaths.
+    async fn run(mut self, since: i64) {
+        let filters = HashMap::from([
+            ("type", vec!["container"]),
+            ("label", vec![AGENT_LABEL]),
+            ("event", vec!["start", "die", "destroy"]),
+        ]);
+        let mut since = since;
+        let mut first = true;
+        loop {
+            if !first {
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                since = now_nanos();
+                if let Err(e) = self.reconcile().await {
+                    tracing::warn!("docker events: cannot list containers: {e}");
+                    continue;
+                }
+            }
+            first = false;
+            let since_text = format!("{}.{:09}", since / 1_000_000_000, since % 1_000_000_000);
+            let options = EventsOptionsBuilder::default()
+                .since(&since_text)
+                .filters(&filters)
+                .build();
+            let mut stream = self.docker.events(Some(options));
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(event) => self.handle(&event),
+                    Err(e) => {
+                        tracing::warn!("docker events: {e}; reconnecting");
+                        break;
+                    }
+                }
+            }
+            tracing::debug!("docker event stream ended; reconnecting");
+        }
+    }
+
+    /// Turns a start or death of one of ours into a [`StateChange`].
+    fn handle(&mut self, event: &EventMessage) {
+        let Some(actor) = &event.actor else { return };
+        let (Some(id), Some(attributes)) = (&actor.id, &actor.attributes) else {
+            return;
+        };
+        let Some(name) = attributes
+            .get(AGENT_LABEL)
+            .and_then(|n| AgentName::parse(n).ok())
+        else {
+            return;
+        };
+        let change = match event.action.as_deref() {
+            Some("start") => {
+                lock(&self.stopping).remove(id);
+                StateChange {
+                    name,
+                    running: true,
+                    expected: true,
+                    detail: None,
+                }
+            }
+            Some("die") => {
+                let detail = attributes
+                    .get("exitCode")
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .map_or_else(|| "exited".to_owned(), describe_exit);
+                StateChange {
+                    name,
+                    running: false,
+                    expected: lock(&self.stopping).contains(id),
+                    detail: Some(detail),
+                }
+            }
+            Some("destroy") => {
+                lock(&self.stopping).remove(id);
+                return;
+            }
+            _ => return,
+        };
+        self.report(change, id);
+    }
+
+    fn report(&mut self, change: StateChange, id: &str) {
+        let before = self
+            .reported
+            .insert(change.name.clone(), (change.running, id.to_owned()));
+        if before.is_some_and(|(running, was)| running == change.running && was == id) {
+            return; // a replayed duplicate
+        }
+        tracing::info!(
+            agent = %change.name,
+            "container h-{} {}",
+            change.name,
+            change.detail.as_deref().unwrap_or("started")
+        );
+        let _ = self.changes.send(change);
+    }
+
+    /// After the event stream was down: reports agents whose running state
+    /// differs from what was last reported.
+    async fn reconcile(&mut self) -> std::result::Result<(), EngineError> {
+        let mut now: HashMap<AgentName, (bool, Option<i64>, String)> = HashMap::new();
+        for (name, id) in list_ours(&self.docker).await? {
+            let inspect = match self.docker.inspect_container(&id, None).await {
+                Ok(i) => i,
+                Err(e) if status(&e) == Some(404) => continue,
+                Err(e) => return Err(e),
+            };
+            let state = inspect.state.unwrap_or_default();
+            now.insert(name, (state.running == Some(true), state.exit_code, id));
+        }
+        let mut changed = Vec::new();
+        for (name, (was_running, old_id)) in &self.reported {
+            let (running, code, id) =
+                now.get(name)
+                    .cloned()
+                    .unwrap_or((false, None, old_id.clone()));
+            if running == *was_running && id == *old_id {
+                continue;
+            }
+            let change = StateChange {
+                name: name.clone(),
+                running,
+                expected: running || lock(&self.stopping).contains(old_id),
+                detail: (!running)
+                    .then(|| code.map_or_else(|| "removed".to_owned(), describe_exit)),
+            };
+            changed.push((change, id));
+        }
+        for (change, id) in changed {
+            self.report(change, &id);
+        }
+        Ok(())
+    }
+}
+
+/// Our containers: agent name and container id.
+async fn list_ours(docker: &Docker) -> std::result::Result<Vec<(AgentName, String)>, EngineError> {
+    let filters = HashMap::from([("label", vec![AGENT_LABEL])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = docker.list_containers(Some(options)).await?;
+    Ok(containers
+        .into_iter()
+        .filter_map(|c| {
+            let name = AgentName::parse(c.labels?.get(AGENT_LABEL)?).ok()?;
+            Some((name, c.id?))
+        })
+        .collect())
+}
+
+#[async_trait::async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
+        let skeleton = self.ensure(&image).await?;
+        let name = spec.container_name();
+        if let Some(id) = self.id_of(&spec.name).await? {
+            self.stopping().insert(id.clone());
+            let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+            match self.docker.remove_container(&id, Some(remove)).await {
+                Ok(()) => tracing::info!(agent = %spec.name, "removed a stale container {name}"),
+                Err(e) if status(&e) == Some(404) => {}
+                Err(e) => return Err(engine(format!("remove stale {name}"))(e)),
+            }
+        }
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), self.container_config(spec, skeleton))
+            .await
+            .map_err(engine(format!("create {name}")))?;
+        for warning in created.warnings {
+            tracing::warn!(agent = %spec.name, "docker: {warning}");
+        }
+        Ok(())
+    }
+
+    async fn start(&self, name: &AgentName) -> Result<()> {
+        // Starting a running container answers 304, which is a success.
+        self.docker
+            .start_container(&crate::container_name(name), None::<StartContainerOptions>)
+            .await
+            .map_err(for_agent(name, "start"))
+    }
+
+    async fn stop(&self, name: &AgentName, grace: Duration) -> Result<()> {
+        let inspect = self.inspect(name).await?;
+        if inspect.state.and_then(|s| s.running) != Some(true) {
+            return Ok(());
+        }
+        if let Some(id) = inspect.id {
+            self.stopping().insert(id);
+        }
+        // The engine sends the stop signal (SIGTERM), waits `t` seconds,
+        // then SIGKILLs, and answers once the container is gone.
+        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let t = i32::try_from(secs).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(t).build();
+        self.docker
+            .clone()
+            .with_timeout(grace + Duration::from_secs(60))
+            .stop_container(&crate::container_name(name), Some(options))
+            .await
+            .map_err(for_agent(name, "stop"))
+    }
+
+    /// Idempotent: destroying a container that does not exist is a no-op.
+    async fn destroy(&self, name: &AgentName) -> Result<()> {
+        let Some(id) = self.id_of(name).await? else {
+            return Ok(());
+        };
+        self.stopping().insert(id.clone());
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(&id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(engine(format!("remove h-{name}"))(e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerStatus>> {
+        let found = list_ours(&self.docker)
+            .await
+            .map_err(engine("list containers"))?;
+        let mut list = Vec::with_capacity(found.len());
+        for (name, id) in found {
+            let inspect = match self.docker.inspect_container(&id, None).await {
+                Ok(i) => i,
+                Err(e) if status(&e) == Some(404) => continue, // removed meanwhile
+                Err(e) => return Err(engine(format!("inspect h-{name}"))(e)),
+            };
+            let state = inspect.state.unwrap_or_default();
+            let running = state.running == Some(true);
+            let ended = matches!(
+                state.status,
+                Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+            );
+            let bad_exit = state.exit_code.unwrap_or(0) != 0
+                || state.oom_killed == Some(true)
+                || state.status == Some(ContainerStateStatusEnum::DEAD);
+            let failed = !running && ended && bad_exit && !self.stopping().contains(&id);
+            let pid = state
+                .pid
+                .filter(|_| running)
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p > 0);
+            list.push(ContainerStatus {
+                name,
+                running,
+                failed,
+                pid,
+            });
+        }
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+
+    fn reports_exits(&self) -> bool {
+        true
+    }
+
+    async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
+        if lines == 0 {
+            return Ok(Vec::new());
+        }
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self
+            .docker
+            .logs(&crate::container_name(name), Some(options));
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            text.extend_from_slice(chunk.map_err(for_agent(name, "logs"))?.as_ref());
+        }
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        Ok(all[from..].iter().map(|l| (*l).to_owned()).collect())
+    }
+}
