@@ -75,19 +75,22 @@ pub fn check_agent_toml_with(
     if !errors.is_empty() {
         return Err(sorted(errors));
     }
-    structure(&doc, &lines, &mut errors);
-    if !errors.is_empty() {
-        return Err(sorted(errors));
-    }
-    let config = match AgentConfig::deserialize(doc.clone().into_deserializer()) {
+    // What decodes is checked for meaning even when other keys do not, so
+    // one round trip shows the manager every problem.
+    let (valid, failed) = structure(&doc, &lines, &mut errors);
+    let config = match AgentConfig::deserialize(Spanned::new(doc.span(), valid).into_deserializer())
+    {
         Ok(config) => config,
-        Err(e) => return Err(vec![lines.error(&e, None)]),
+        Err(e) => {
+            errors.push(lines.error(&e, None));
+            return Err(sorted(errors));
+        }
     };
     let at = Locator {
         doc: doc.get_ref(),
         lines: &lines,
     };
-    meaning(&config, &at, prompt_file, &mut errors);
+    meaning(&config, &at, &failed, prompt_file, &mut errors);
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -125,56 +128,81 @@ impl Lines<'_> {
     }
 }
 
-/// Deserializes each key (or collection entry) on its own.
-fn structure(doc: &Spanned<DeTable<'_>>, lines: &Lines<'_>, errors: &mut Vec<ConfigError>) {
-    let probe = |key: &Spanned<toml::de::DeString<'_>>,
-                 value: Spanned<DeValue<'_>>,
-                 path: Option<String>,
-                 errors: &mut Vec<ConfigError>| {
+/// Deserializes each key (or collection entry) on its own. Returns the
+/// document without what failed (a map keeps its good entries; an array
+/// with a bad item is left out whole, so indices stay true) and the
+/// top-level keys that failed.
+fn structure<'i>(
+    doc: &Spanned<DeTable<'i>>,
+    lines: &Lines<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> (DeTable<'i>, Vec<String>) {
+    let mut probe = |key: &Spanned<toml::de::DeString<'i>>,
+                     value: Spanned<DeValue<'i>>,
+                     path: Option<String>|
+     -> bool {
         let mut table = DeTable::new();
         table.insert(key.clone(), value);
         let whole = Spanned::new(doc.span(), table);
-        if let Err(e) = AgentConfig::deserialize(whole.into_deserializer()) {
-            errors.push(lines.error(&e, path.as_deref()));
+        match AgentConfig::deserialize(whole.into_deserializer()) {
+            Ok(_) => true,
+            Err(e) => {
+                errors.push(lines.error(&e, path.as_deref()));
+                false
+            }
         }
     };
+    let mut valid = DeTable::new();
+    let mut failed = Vec::new();
     for (key, value) in doc.get_ref().iter() {
         let name: &str = key.get_ref();
         if !FIELDS.contains(&name) {
-            probe(key, value.clone(), None, errors);
+            probe(key, value.clone(), None);
             continue;
         }
         match (name, value.get_ref()) {
             ("env" | "mcp_servers", DeValue::Table(entries)) if !entries.is_empty() => {
+                let mut good = DeTable::new();
                 for (entry_key, entry) in entries.iter() {
                     let mut one = DeTable::new();
                     one.insert(entry_key.clone(), entry.clone());
                     let path = format!("{name}.{}", dotted(entry_key.get_ref()));
-                    probe(
-                        key,
-                        Spanned::new(value.span(), DeValue::Table(one)),
-                        Some(path),
-                        errors,
-                    );
+                    let one = Spanned::new(value.span(), DeValue::Table(one));
+                    if probe(key, one, Some(path)) {
+                        good.insert(entry_key.clone(), entry.clone());
+                    }
                 }
+                valid.insert(
+                    key.clone(),
+                    Spanned::new(value.span(), DeValue::Table(good)),
+                );
             }
             ("mounts" | "allowed_recipients" | "packages", DeValue::Array(items))
                 if !items.is_empty() =>
             {
+                let mut all_good = true;
                 for (i, item) in items.iter().enumerate() {
                     let mut one = DeArray::new();
                     one.push(item.clone());
-                    probe(
-                        key,
-                        Spanned::new(value.span(), DeValue::Array(one)),
-                        Some(format!("{name}[{i}]")),
-                        errors,
-                    );
+                    let one = Spanned::new(value.span(), DeValue::Array(one));
+                    all_good &= probe(key, one, Some(format!("{name}[{i}]")));
+                }
+                if all_good {
+                    valid.insert(key.clone(), value.clone());
+                } else {
+                    failed.push(name.to_owned());
                 }
             }
-            _ => probe(key, value.clone(), Some(name.to_owned()), errors),
+            _ => {
+                if probe(key, value.clone(), Some(name.to_owned())) {
+                    valid.insert(key.clone(), value.clone());
+                } else {
+                    failed.push(name.to_owned());
+                }
+            }
         }
     }
+    (valid, failed)
 }
 
 /// A key as it would be written in a dotted TOML path.
@@ -240,13 +268,18 @@ impl Locator<'_, '_> {
 fn meaning(
     c: &AgentConfig,
     at: &Locator<'_, '_>,
+    failed: &[String],
     prompt_file: &dyn Fn(&str) -> Result<(), String>,
     errors: &mut Vec<ConfigError>,
 ) {
     use Seg::{Index, Key};
 
+    let failed = |key: &str| failed.iter().any(|f| f == key);
+
     // model
-    if at.line(&[Key("model")]).is_none() {
+    if failed("model") {
+        // Already reported.
+    } else if at.line(&[Key("model")]).is_none() {
         errors.push(ConfigError {
             line: None,
             message:
@@ -270,6 +303,7 @@ fn meaning(
     // prompt
     let prompt_set = at.line(&[Key("prompt")]).is_some();
     match relative_path_problem(&c.prompt) {
+        _ if failed("prompt") => {}
         Some(problem) => at.push(
             errors,
             &[Key("prompt")],
@@ -659,10 +693,44 @@ read_only = false
         check(
             "modle = \"sonnet\"\nengine = \"codex\"\nnetwork = \"lan\"\n\n[resources]\ncpus = 2\n",
             &[
+                "agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"",
                 "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `packages`",
                 "agent.toml:2: engine: unknown variant `codex`, expected `claude`",
                 "agent.toml:3: network: invalid value: string \"lan\", expected true, false, \"full\" or \"none\"",
                 "agent.toml:6: resources: unknown field `cpus`, expected `cpu` or `memory`",
+            ],
+        );
+    }
+
+    #[test]
+    fn structure_and_meaning_in_one_round() {
+        check(
+            r#"model = "m"
+modle = "x"
+packages = [1]
+
+[env]
+"BAD-KEY" = "x"
+GOOD = 3
+
+[[mounts]]
+host_path = "rel"
+container_path = "/data"
+"#,
+            &[
+                "agent.toml:2: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `packages`",
+                "agent.toml:3: packages[0]: invalid type: integer `1`, expected a string",
+                "agent.toml:6: env key `BAD-KEY` is not a valid variable name (letters, digits and `_`, not starting with a digit)",
+                "agent.toml:7: env.GOOD: invalid type: integer `3`, expected a string",
+                "agent.toml:10: mounts[0].host_path `rel` must be an absolute path",
+            ],
+        );
+        // A key that failed is not also reported as missing or empty.
+        check(
+            "model = 5\nprompt = 7\n",
+            &[
+                "agent.toml:1: model: invalid type: integer `5`, expected a string",
+                "agent.toml:2: prompt: invalid type: integer `7`, expected a string",
             ],
         );
     }

@@ -160,7 +160,7 @@ pub(crate) fn parse_size(s: &str) -> Option<u64> {
     let bytes = number * 1024f64.powi(exponent);
     // Sizes are whole bytes; the cast saturates and the range check refuses
     // the absurd.
-    (bytes.is_finite() && bytes >= 1.0 && bytes < 1.0e18).then_some(bytes as u64)
+    (1.0..1.0e18).contains(&bytes).then_some(bytes as u64)
 }
 
 /// Network access of the agent's container. In `agent.toml`: `true` or

@@ -81,11 +81,13 @@ mod tests {
         let name = AgentName::parse("coder").unwrap();
         let config = crate::check::check_agent_toml(&agent_toml(&name, DEFAULT_MODEL)).unwrap();
         assert_eq!(config.model, DEFAULT_MODEL);
-        assert_eq!(config, {
-            let mut c = crate::AgentConfig::default();
-            c.model = DEFAULT_MODEL.into();
-            c
-        });
+        assert_eq!(
+            config,
+            crate::AgentConfig {
+                model: DEFAULT_MODEL.into(),
+                ..Default::default()
+            }
+        );
         // Every commented-out example is valid once uncommented.
         let uncommented: String = agent_toml(&name, DEFAULT_MODEL)
             .lines()
