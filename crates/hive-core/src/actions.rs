@@ -154,26 +154,31 @@ impl Coordinator {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
                 self.spawn(&name).await
             }
-            ApprovalKind::ApplyCommit | ApprovalKind::InitConfig => Err(Error::refused(
-                "config repositories are not available in this build of hive",
-            )),
+            ApprovalKind::ApplyCommit => self.apply_commit(approval).await,
+            ApprovalKind::InitConfig => {
+                let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
+                self.init_config(&name).await
+            }
         }
     }
 
     /// Denies a pending approval; the manager hears the operator's note.
-    pub fn deny(&self, id: i64, note: Option<&str>) -> Result<Approval> {
+    pub async fn deny(&self, id: i64, note: Option<&str>) -> Result<Approval> {
         let denied = self
             .store
             .resolve_approval(id, ApprovalStatus::Denied, note)?;
+        self.close_proposal(&denied, note).await;
         self.publish_approval_resolved(&denied);
         Ok(denied)
     }
 
     /// Withdraws a pending approval (the manager's `cancel_loose_end`).
-    pub fn cancel_approval(&self, id: i64) -> Result<Approval> {
+    pub async fn cancel_approval(&self, id: i64) -> Result<Approval> {
         let cancelled = self
             .store
             .resolve_approval(id, ApprovalStatus::Cancelled, None)?;
+        self.close_proposal(&cancelled, Some("cancelled by the manager"))
+            .await;
         self.publish_approval_resolved(&cancelled);
         Ok(cancelled)
     }

@@ -51,7 +51,9 @@ pub async fn handle(coord: Arc<Coordinator>, agent: AgentName, stream: UnixStrea
             recv(&coord, &agent, &mut conn, wait_seconds, max).await;
         }
         ManagerRequest::Agent(request) => {
-            let response = agent_verb(&coord, &agent, request).unwrap_or_else(error_response);
+            let response = agent_verb(&coord, &agent, request)
+                .await
+                .unwrap_or_else(error_response);
             let _ = conn.respond(&response).await;
         }
         ManagerRequest::Manager(request) => {
@@ -106,7 +108,7 @@ async fn recv(
 }
 
 /// Answers every agent verb but `recv`.
-pub fn agent_verb(
+pub async fn agent_verb(
     coord: &Coordinator,
     me: &AgentName,
     request: AgentRequest,
@@ -209,7 +211,7 @@ pub fn agent_verb(
             AgentResponse::LooseEnds { loose_ends }
         }
         CancelLooseEnd { kind, id } => {
-            cancel_loose_end(coord, me, kind, id)?;
+            cancel_loose_end(coord, me, kind, id).await?;
             AgentResponse::Ok
         }
         Whoami => AgentResponse::Whoami {
@@ -230,7 +232,7 @@ pub fn agent_verb(
     })
 }
 
-fn cancel_loose_end(
+async fn cancel_loose_end(
     coord: &Coordinator,
     me: &AgentName,
     kind: LooseEndKind,
@@ -259,7 +261,7 @@ fn cancel_loose_end(
             if !me.is_manager() {
                 return Err(Error::refused("only the manager can withdraw approvals"));
             }
-            coord.cancel_approval(id)?;
+            coord.cancel_approval(id).await?;
         }
     }
     Ok(())
@@ -338,16 +340,19 @@ pub async fn manager_verb(
             coord.rebuild(&name).await?;
             AgentResponse::Ok
         }
-        RequestApplyCommit { agent, .. } => {
-            coord.require_agent(&agent)?;
-            return Err(Error::refused(
-                "request_apply_commit: config repositories are not available in this build of hive",
-            ));
+        RequestApplyCommit {
+            agent,
+            commit_ref,
+            description,
+        } => {
+            let approval = coord
+                .request_apply_commit(&agent, &commit_ref, description.as_deref())
+                .await?;
+            AgentResponse::ApprovalQueued { id: approval.id }
         }
-        RequestInitConfig { .. } => {
-            return Err(Error::refused(
-                "request_init_config: config repositories are not available in this build of hive",
-            ));
+        RequestInitConfig { name, description } => {
+            let approval = coord.request_init_config(&name, description.as_deref())?;
+            AgentResponse::ApprovalQueued { id: approval.id }
         }
         List => AgentResponse::Agents {
             agents: coord.agent_statuses(&Default::default())?,

@@ -34,6 +34,8 @@ pub struct Settings {
     /// Environment every agent's harness gets (`--agent-env`, env file).
     pub agent_env: Vec<(String, String)>,
     pub ports: PortRange,
+    /// Where applied config repos are mirrored, if anywhere.
+    pub mirror: Option<hive_config::MirrorConfig>,
 }
 
 pub struct Coordinator {
@@ -45,6 +47,8 @@ pub struct Coordinator {
     /// The container backend; `None` runs the hive without containers.
     pub runtime: Option<Arc<dyn Runtime>>,
     pub settings: Settings,
+    /// Every agent's proposed and applied config repos.
+    pub config: hive_config::ConfigRepos,
     status_tx: broadcast::Sender<AgentStatusRow>,
     shutdown: watch::Sender<bool>,
     /// Accept loops of bound agent sockets, by agent name.
@@ -66,6 +70,7 @@ impl Coordinator {
         let (status_tx, _) = broadcast::channel(STATUS_CHANNEL_CAPACITY);
         let (shutdown, _) = watch::channel(false);
         Self {
+            config: hive_config::ConfigRepos::new(&paths.state_dir),
             store,
             paths,
             dashboard: DashboardBus::default(),

@@ -73,7 +73,10 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
         List => HostResponse::agents(coord.store.agents()?.into_iter().map(|a| a.name).collect()),
         Pending => HostResponse::approvals(coord.store.pending_approvals()?),
         Approve { id } => coord.approve(id).await.map(|_| ok)?,
-        Deny { id, note } => coord.deny(id, note.as_deref()).map(|_| ok)?,
+        Deny { id, note } => coord.deny(id, note.as_deref()).await.map(|_| ok)?,
+        Rollback { name, id } => {
+            HostResponse::approvals(vec![coord.request_rollback(&name, id).await?])
+        }
         AgentStatus { scope } => HostResponse::agent_statuses(coord.agent_statuses(&scope)?),
         Start { scope } => coord
             .lifecycle_scope(ScopeVerb::Start, &scope)

@@ -104,7 +104,7 @@ mod tests {
     fn errors_name_the_problem() {
         assert_eq!(
             decode_err("nope"),
-            "malformed request: expected value at line 1 column 2"
+            "malformed request: expected ident at line 1 column 2"
         );
         assert_eq!(
             decode_err("[1]"),

@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod agent_server;
+pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod events;

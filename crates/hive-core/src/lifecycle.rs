@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hive_config::Deployed;
 use hive_proto::dashboard::{TombstoneView, TransientKind};
 use hive_proto::{AgentName, DashboardEvent, HelperEvent, SYSTEM_SENDER};
 use hive_runtime::{Bind, ContainerSpec, ContainerStatus, Runtime, StateChange};
@@ -100,14 +101,20 @@ impl Coordinator {
         })
     }
 
-    /// The spec of `name`'s container as it should be now.
-    pub fn container_spec(&self, name: &AgentName, web_port: u16) -> ContainerSpec {
+    /// The spec of `name`'s container under the `deployed` config.
+    pub fn container_spec(
+        &self,
+        name: &AgentName,
+        web_port: u16,
+        deployed: &Deployed,
+    ) -> ContainerSpec {
+        let config = &deployed.config;
         let role = if name.is_manager() {
             "manager"
         } else {
             "agent"
         };
-        let binds = if name.is_manager() {
+        let mut binds = if name.is_manager() {
             vec![
                 Bind {
                     host: self.paths.agents_dir(),
@@ -127,20 +134,27 @@ impl Coordinator {
                 read_only: true,
             }]
         };
+        binds.extend(config.mounts.iter().map(|m| Bind {
+            host: m.host_path.clone().into(),
+            container: m.container_path.clone().into(),
+            read_only: m.read_only,
+        }));
+        let mut env = self.settings.agent_env.clone();
+        env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         ContainerSpec {
             name: name.clone(),
             program: self.settings.hive_bin.clone(),
             args: ["agent", "serve", "--role", role]
                 .map(String::from)
                 .to_vec(),
-            env: self.settings.agent_env.clone(),
+            env,
             state_dir: self.paths.agent_state(name),
             shared_dir: self.paths.shared(),
             socket: self.paths.agent_socket(name),
             binds,
             log_path: self.paths.agent_dir(name).join("container.log"),
             web_port,
-            image: None,
+            image: config.image.clone(),
         }
     }
 
@@ -229,8 +243,9 @@ impl Coordinator {
         let port = self.web_port(name)?;
         crate::serve::serve_agent_socket(self, name.clone())
             .map_err(|e| Error::Io(format!("{e:#}")))?;
+        let deployed = self.ensure_config(name).await?;
         runtime
-            .create(&self.container_spec(name, port))
+            .create(&self.container_spec(name, port, &deployed))
             .await
             .map_err(runtime_error)?;
         self.store.set_has_container(name.as_str(), true)?;
@@ -259,8 +274,9 @@ impl Coordinator {
             .is_some_and(|s| s.running)
         {
             let port = self.web_port(name)?;
+            let deployed = self.ensure_config(name).await?;
             runtime
-                .create(&self.container_spec(name, port))
+                .create(&self.container_spec(name, port, &deployed))
                 .await
                 .map_err(runtime_error)?;
             runtime.start(name).await.map_err(runtime_error)?;
@@ -291,7 +307,10 @@ impl Coordinator {
     pub async fn restart(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         let runtime = self.prepare("restart", name)?;
         let guard = self.begin(name, TransientKind::Restarting)?;
-        let result = self.recreate(&*runtime, name).await;
+        let result = match self.ensure_config(name).await {
+            Ok(deployed) => self.recreate(&*runtime, name, &deployed).await,
+            Err(e) => Err(e),
+        };
         drop(guard);
         self.after_change(name).await;
         if result.is_ok() {
@@ -300,12 +319,25 @@ impl Coordinator {
         result
     }
 
-    /// Re-applies the deployed config: the container is recreated from the
-    /// current spec and started.
+    /// Re-applies the deployed config: the container is recreated from it
+    /// and started.
     pub async fn rebuild(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        self.require_agent(name)?;
+        self.runtime_for("rebuild")?;
+        let deployed = self.ensure_config(name).await?;
+        self.rebuild_with(name, &deployed).await
+    }
+
+    /// Recreates `name`'s container from `deployed` (the current config,
+    /// or an approved candidate not yet marked deployed).
+    pub async fn rebuild_with(
+        self: &Arc<Self>,
+        name: &AgentName,
+        deployed: &Deployed,
+    ) -> Result<()> {
         let runtime = self.prepare("rebuild", name)?;
         let guard = self.begin(name, TransientKind::Rebuilding)?;
-        let result = self.recreate(&*runtime, name).await;
+        let result = self.recreate(&*runtime, name, deployed).await;
         drop(guard);
         self.after_change(name).await;
         if !name.is_manager() {
@@ -321,7 +353,12 @@ impl Coordinator {
         result
     }
 
-    async fn recreate(&self, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
+    async fn recreate(
+        &self,
+        runtime: &dyn Runtime,
+        name: &AgentName,
+        deployed: &Deployed,
+    ) -> Result<()> {
         runtime
             .stop(name, STOP_GRACE)
             .await
@@ -329,7 +366,7 @@ impl Coordinator {
             .map_err(runtime_error)?;
         let port = self.web_port(name)?;
         runtime
-            .create(&self.container_spec(name, port))
+            .create(&self.container_spec(name, port, &deployed))
             .await
             .map_err(runtime_error)?;
         runtime.start(name).await.map_err(runtime_error)?;

@@ -31,6 +31,8 @@ pub struct ServeConfig {
     /// dir's `agent.env` file.
     pub agent_env: Vec<(String, String)>,
     pub ports: PortRange,
+    /// Where applied config repos are mirrored, if anywhere.
+    pub mirror: Option<hive_config::MirrorConfig>,
 }
 
 /// What a started daemon tells its operator.
@@ -94,7 +96,10 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         tracing::warn!("runtime process: agents run as plain processes, without isolation");
     }
     let runtime = selection.name;
-    let paths = config.paths;
+    let paths = Paths::new(
+        std::path::absolute(&config.paths.state_dir).context("resolve --state-dir")?,
+        std::path::absolute(&config.paths.run_dir).context("resolve --run-dir")?,
+    );
     paths.create_roots()?;
     let store = Store::open(&paths.database())
         .with_context(|| format!("open {}", paths.database().display()))?;
@@ -124,6 +129,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         hive_bin: std::env::current_exe().context("locate the hive binary")?,
         agent_env: agent_env(&paths, &config.agent_env)?,
         ports: config.ports,
+        mirror: config.mirror,
     };
     let coord = Arc::new(Coordinator::new(
         store,
@@ -196,8 +202,18 @@ fn reconcile_agents(coord: &Coordinator) -> anyhow::Result<Vec<AgentName>> {
     Ok(names)
 }
 
-/// Binds `name`'s socket and serves it until shutdown.
+/// Binds `name`'s socket and serves it until shutdown; a socket this
+/// daemon already serves is left as it is.
 pub fn serve_agent_socket(coord: &Arc<Coordinator>, name: AgentName) -> anyhow::Result<()> {
+    let bound = coord
+        .agent_sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+        .is_some_and(|task| !task.is_finished());
+    if bound {
+        return Ok(());
+    }
     let socket = listener::bind(&coord.paths.agent_socket(&name))?;
     let task = {
         let (coord, name) = (coord.clone(), name.clone());

@@ -77,6 +77,9 @@ pub enum HostRequest {
     /// The last `lines` lines (default 100) its container printed, in
     /// `logs`; with `follow`, further responses carry new lines as they
     /// come, until the client leaves.
+    /// Queue an approval that redeploys the config of `deployed/<id>`.
+    /// Answers with the queued approval in `approvals`.
+    Rollback { name: AgentName, id: i64 },
     Logs {
         name: AgentName,
         #[serde(default, skip_serializing_if = "Option::is_none")]

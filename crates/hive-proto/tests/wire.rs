@@ -119,6 +119,13 @@ fn host_requests() {
         r#"{"cmd":"send","to":"a","body":"hi"}"#,
     );
     check(
+        Rollback {
+            name: name("a"),
+            id: 3,
+        },
+        r#"{"cmd":"rollback","name":"a","id":3}"#,
+    );
+    check(
         Logs {
             name: name("a"),
             lines: None,

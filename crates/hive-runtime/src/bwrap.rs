@@ -77,9 +77,14 @@ impl Launcher for BwrapLauncher {
 
     fn probe(&self) -> std::result::Result<(), String> {
         let bwrap = find_program("bwrap").ok_or("bwrap not found on PATH")?;
-        let mut args: Vec<&str> = vec!["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"];
-        args.extend(ISOLATION);
-        args.extend(["--", "true"]);
+        let mut args: Vec<&OsStr> = ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+            .iter()
+            .chain(ISOLATION)
+            .map(OsStr::new)
+            .collect();
+        // The host's `true`, by path: the probe should not depend on `PATH`.
+        let true_ = find_program("true").unwrap_or_else(|| PathBuf::from("/bin/true"));
+        args.extend([OsStr::new("--"), true_.as_os_str()]);
         run_check(&bwrap, &args).map_err(|e| format!("bwrap cannot create a sandbox: {e}"))
     }
 
@@ -258,8 +263,8 @@ pub(crate) fn run_check<A: AsRef<OsStr>>(
         .filter(|l| !l.is_empty() && !crate::nspawn::is_noise(l))
         .collect();
     if said.is_empty() {
-        Err(format!("{status}"))
+        Err(format!("{} failed ({status})", program.display()))
     } else {
-        Err(format!("{status}: {}", said.join("; ")))
+        Err(format!("{} ({status})", said.join("; ")))
     }
 }

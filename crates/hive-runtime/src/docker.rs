@@ -1,36 +1,43 @@
-//! The `docker` backend: one Docker Engine container `h-<agent>` per agent, driven through the Engine API.
+//! The `docker` backend: one Docker Engine container `h-<agent>` per agent, via the Engine API.
 //!
 //! Talks to the local engine over its unix socket with `bollard`; nothing
 //! shells out to the `docker` CLI. Every container carries the label
-//! [`AGENT_LABEL`]`=<agent>`, which is how [`DockerRuntime::list`] and the
-//! event watcher find exactly ours.
+//! [`AGENT_LABEL`]`=<agent>`, which is how `list` and the event watcher
+//! find exactly ours. The engine must share this host's filesystem: binds
+//! name host paths.
 //!
 //! **The image.** By default containers run [`BASE_IMAGE`], a skeleton
-//! built locally `FROM scratch` (no registry is ever contacted): empty
-//! mount points plus the host's top-level symlinks (`/bin -> usr/bin` on a
-//! merged-usr host), so that binding the host's `/usr`, `/etc` (and `/bin`,
-//! `/sbin`, `/lib*` where they are real directories) read-only gives the
-//! dynamically linked `hive` binary and the agent's tools a working system.
-//! Any image named `hyperhive/base:*` is ours and is (re)built when absent
-//! or built for another host layout; any other image must already be on the
-//! engine, runs without the host binds, and is never pulled.
+//! built locally `FROM scratch` through the build API from a tar context
+//! made in memory (no registry is ever contacted): empty mount points plus
+//! the host's top-level symlinks (`/bin -> usr/bin` on a merged-usr host).
+//! At run time the host's `/usr` and `/etc` (and `/bin`, `/lib*` where they
+//! are real directories) are bound read-only, which gives the dynamically
+//! linked `hive` binary and the agent's tools a working system. Any image
+//! named `hyperhive/base:*` is ours and is (re)built when absent or built
+//! for another host layout; any other image must already be on the engine,
+//! runs without the host binds, and is never pulled.
 //!
 //! **The view.** The root filesystem is read-only; `/tmp`, `/var/tmp` and
 //! `/run` are tmpfs (the engine mounts shallower targets first, so the
 //! `/run/hive/...` binds land on top of the `/run` tmpfs). `/state`,
 //! `/shared`, the agent's socket at `/run/hive/mcp.sock`, the `hive` binary
 //! at `/run/hive/bin/hive` (read-only) and the spec's binds are bind mounts
-//! whose sources must exist. The program runs as the container's PID 1 in
-//! `/state`, with the host's network (the agent reaches the model API and
-//! serves its web UI on its port directly, like the other backends; there
-//! is no port mapping). Containers never restart on their own.
+//! whose sources must exist. The engine's init is PID 1 (it forwards the
+//! stop signal and reaps orphans); the program is its child, runs as the
+//! daemon's uid:gid in `/state`, with hostname `h-<agent>`. The network is the host's: the agent reaches
+//! the model API and serves its web UI on its port directly, as under the
+//! other backends, with no port mapping. Containers never restart on their
+//! own; their output goes to the engine's `json-file` log (10 MB × 3).
 //!
 //! **Exits.** A background task follows the engine's event stream
 //! (`start`/`die` of our label) and forwards each as a [`StateChange`],
 //! reconnecting if the stream ends; after a reconnect it compares the
 //! containers' states with what it last reported and reports the
-//! difference. A container counts as failed when it exited non-zero (or was
-//! OOM-killed) and no [`Runtime::stop`] of this runtime asked for it.
+//! difference. A death is expected when a `stop`, `destroy` or `create` of
+//! this runtime caused it; a container is failed when it exited non-zero
+//! (or was OOM-killed) and its death was not expected. That intent lives in
+//! memory: after a daemon restart, a container stopped earlier with a
+//! non-zero code lists as failed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -46,7 +53,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StartContainerOptions, StopContainerOptionsBuilder,
+    RemoveImageOptions, StartContainerOptions, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use hive_proto::AgentName;
@@ -70,18 +77,24 @@ pub const BASE_LABEL: &str = "hyperhive.base";
 
 /// Top-level host paths that are either bound read-only (directories) or
 /// recreated as symlinks in the skeleton (symlinks, e.g. merged `/usr`).
-const HOST_ROOTS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+/// Not `/sbin`: the engine mounts its init at `/sbin/docker-init`, which
+/// needs a writable mount point, so the skeleton's `/sbin` is an empty
+/// directory (`/usr/sbin` stays on `PATH`).
+const HOST_ROOTS: &[&str] = &["bin", "lib", "lib32", "lib64", "libx32"];
+
+/// Bumped when the skeleton changes, so that older builds are replaced.
+const SKELETON_VERSION: &str = "1";
 
 /// Host directories always bound read-only into a skeleton container.
 const HOST_DIRS: &[&str] = &["usr", "etc"];
 
 /// Empty directories of the skeleton: mount points and a few expected dirs.
 const SKELETON_DIRS: &[&str] = &[
-    "usr", "etc", "state", "shared", "agents", "applied", "tmp", "run", "proc", "sys", "dev",
-    "var", "var/tmp", "root",
+    "usr", "etc", "sbin", "state", "shared", "agents", "applied", "tmp", "run", "proc", "sys",
+    "dev", "var", "var/tmp", "root",
 ];
 
-/// What the program sees, in docker containers.
+/// The tmpfs mounts of every container: target, mount options.
 const TMPFS: &[(&str, &str)] = &[
     ("/tmp", "rw,exec,nosuid,nodev,mode=1777"),
     ("/var/tmp", "rw,exec,nosuid,nodev,mode=1777"),
@@ -145,9 +158,11 @@ impl DockerRuntime {
         let stopping = Stopping::default();
         let watcher = Watcher {
             docker: docker.clone(),
-            changes: changes.clone(),
-            stopping: stopping.clone(),
-            reported: HashMap::new(),
+            tracker: Tracker {
+                changes: changes.clone(),
+                stopping: stopping.clone(),
+                reported: HashMap::new(),
+            },
         };
         let events = tokio::spawn(watcher.run(now_nanos()));
         Ok(Self {
@@ -177,8 +192,10 @@ impl DockerRuntime {
         let ours = image.starts_with(BASE_REPOSITORY);
         let layout = host_layout();
         let _guard = self.build.lock().await;
+        let mut replaced = None;
         match self.docker.inspect_image(image).await {
             Ok(found) => {
+                replaced = found.id;
                 let label = found
                     .config
                     .and_then(|c| c.labels)
@@ -205,6 +222,15 @@ impl DockerRuntime {
             Err(e) => return Err(engine(format!("inspect image {image}"))(e)),
         }
         self.build_skeleton(image, &layout).await?;
+        if let Some(old) = replaced {
+            // Untagged now; the engine refuses while containers still use it.
+            let removed = self
+                .docker
+                .remove_image(&old, None::<RemoveImageOptions>, None);
+            if let Err(e) = removed.await {
+                tracing::debug!(image, "kept the replaced image {old}: {e}");
+            }
+        }
         Ok(true)
     }
 
@@ -273,6 +299,14 @@ impl DockerRuntime {
             cmd: Some(spec.args.clone()),
             env: Some(env),
             working_dir: Some(mount::STATE.to_owned()),
+            hostname: Some(spec.container_name()),
+            // The daemon's own user, as under the other backends: files in
+            // /state stay the daemon's, and a root daemon's agents are root.
+            user: Some(format!(
+                "{}:{}",
+                nix::unistd::getuid(),
+                nix::unistd::getgid()
+            )),
             labels: Some(HashMap::from([(
                 AGENT_LABEL.to_owned(),
                 spec.name.to_string(),
@@ -286,6 +320,9 @@ impl DockerRuntime {
                         .collect(),
                 ),
                 readonly_rootfs: Some(true),
+                // The engine's init (tini) as PID 1: forwards the stop
+                // signal and reaps orphans; the program runs as its child.
+                init: Some(true),
                 network_mode: Some("host".to_owned()),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),
@@ -331,10 +368,10 @@ fn bind(host: &Path, container: &str, read_only: bool) -> Mount {
     }
 }
 
-/// The host's top-level layout the skeleton mirrors: `bin=usr/bin` for a
-/// symlink, `sbin/` for a directory, sorted, space-separated.
+/// The skeleton version and the host's top-level layout it mirrors:
+/// `v1 bin=usr/bin lib/ ...` (`=` a symlink, `/` a directory).
 fn host_layout() -> String {
-    let mut parts = Vec::new();
+    let mut parts = vec![format!("v{SKELETON_VERSION}")];
     for dir in HOST_ROOTS {
         let host = Path::new("/").join(dir);
         if let Ok(target) = std::fs::read_link(&host) {
@@ -422,11 +459,12 @@ fn describe_exit(code: i64) -> String {
     if code == 0 {
         return "exited 0".to_owned();
     }
-    if (129..=192).contains(&code)
-        && let Ok(signal) = i32::try_from(code - 128)
-            .map_err(drop)
-            .and_then(|n| Signal::try_from(n).map_err(drop))
-    {
+    let signal = (129..=192)
+        .contains(&code)
+        .then(|| i32::try_from(code - 128).ok())
+        .flatten()
+        .and_then(|n| Signal::try_from(n).ok());
+    if let Some(signal) = signal {
         return format!("killed by {signal}");
     }
     format!("exit code {code}")
@@ -446,6 +484,12 @@ fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
 /// The background task following the engine's events.
 struct Watcher {
     docker: Docker,
+    tracker: Tracker,
+}
+
+/// What the watcher has reported, and the turning of engine events and
+/// container states into [`StateChange`]s.
+struct Tracker {
     changes: broadcast::Sender<StateChange>,
     stopping: Stopping,
     /// Last state reported per agent, and its container id: drops replayed
@@ -468,10 +512,15 @@ impl Watcher {
         loop {
             if !first {
                 tokio::time::sleep(RECONNECT_PAUSE).await;
+                // Events from here on are replayed by the new stream; what
+                // happened before is read from the containers' states.
                 since = now_nanos();
-                if let Err(e) = self.reconcile().await {
-                    tracing::warn!("docker events: cannot list containers: {e}");
-                    continue;
+                match self.states().await {
+                    Ok(now) => self.tracker.reconcile(&now),
+                    Err(e) => {
+                        tracing::warn!("docker events: cannot list containers: {e}");
+                        continue;
+                    }
                 }
             }
             first = false;
@@ -483,7 +532,7 @@ impl Watcher {
             let mut stream = self.docker.events(Some(options));
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(event) => self.handle(&event),
+                    Ok(event) => self.tracker.handle(&event),
                     Err(e) => {
                         tracing::warn!("docker events: {e}; reconnecting");
                         break;
@@ -494,6 +543,37 @@ impl Watcher {
         }
     }
 
+    /// Every container of ours: agent, id, running, exit code.
+    async fn states(&self) -> std::result::Result<Vec<State>, EngineError> {
+        let mut states = Vec::new();
+        for (name, id) in list_ours(&self.docker).await? {
+            let inspect = match self.docker.inspect_container(&id, None).await {
+                Ok(i) => i,
+                Err(e) if status(&e) == Some(404) => continue,
+                Err(e) => return Err(e),
+            };
+            let state = inspect.state.unwrap_or_default();
+            states.push(State {
+                name,
+                id,
+                running: state.running == Some(true),
+                exit_code: state.exit_code,
+            });
+        }
+        Ok(states)
+    }
+}
+
+/// One container's state, as read after a reconnect.
+#[derive(Debug, Clone)]
+struct State {
+    name: AgentName,
+    id: String,
+    running: bool,
+    exit_code: Option<i64>,
+}
+
+impl Tracker {
     /// Turns a start or death of one of ours into a [`StateChange`].
     fn handle(&mut self, event: &EventMessage) {
         let Some(actor) = &event.actor else { return };
@@ -553,26 +633,15 @@ impl Watcher {
         let _ = self.changes.send(change);
     }
 
-    /// After the event stream was down: reports agents whose running state
-    /// differs from what was last reported.
-    async fn reconcile(&mut self) -> std::result::Result<(), EngineError> {
-        let mut now: HashMap<AgentName, (bool, Option<i64>, String)> = HashMap::new();
-        for (name, id) in list_ours(&self.docker).await? {
-            let inspect = match self.docker.inspect_container(&id, None).await {
-                Ok(i) => i,
-                Err(e) if status(&e) == Some(404) => continue,
-                Err(e) => return Err(e),
-            };
-            let state = inspect.state.unwrap_or_default();
-            now.insert(name, (state.running == Some(true), state.exit_code, id));
-        }
+    /// After the event stream was down: reports the agents whose state
+    /// (`now`) differs from what was last reported.
+    fn reconcile(&mut self, now: &[State]) {
         let mut changed = Vec::new();
         for (name, (was_running, old_id)) in &self.reported {
+            let state = now.iter().find(|s| &s.name == name);
             let (running, code, id) =
-                now.get(name)
-                    .cloned()
-                    .unwrap_or((false, None, old_id.clone()));
-            if running == *was_running && id == *old_id {
+                state.map_or((false, None, old_id), |s| (s.running, s.exit_code, &s.id));
+            if running == *was_running && id == old_id {
                 continue;
             }
             let change = StateChange {
@@ -582,12 +651,11 @@ impl Watcher {
                 detail: (!running)
                     .then(|| code.map_or_else(|| "removed".to_owned(), describe_exit)),
             };
-            changed.push((change, id));
+            changed.push((change, id.clone()));
         }
         for (change, id) in changed {
             self.report(change, &id);
         }
-        Ok(())
     }
 }
 
@@ -747,5 +815,118 @@ impl Runtime for DockerRuntime {
         let all: Vec<&str> = text.lines().collect();
         let from = all.len().saturating_sub(lines);
         Ok(all[from..].iter().map(|l| (*l).to_owned()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EventActor;
+
+    fn event(action: &str, agent: &str, id: &str, exit: Option<&str>) -> EventMessage {
+        let mut attributes = HashMap::from([
+            (AGENT_LABEL.to_owned(), agent.to_owned()),
+            ("name".to_owned(), format!("h-{agent}")),
+        ]);
+        if let Some(code) = exit {
+            attributes.insert("exitCode".to_owned(), code.to_owned());
+        }
+        EventMessage {
+            action: Some(action.to_owned()),
+            actor: Some(EventActor {
+                id: Some(id.to_owned()),
+                attributes: Some(attributes),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn tracker() -> (Tracker, broadcast::Receiver<StateChange>) {
+        let (changes, rx) = broadcast::channel(16);
+        let tracker = Tracker {
+            changes,
+            stopping: Stopping::default(),
+            reported: HashMap::new(),
+        };
+        (tracker, rx)
+    }
+
+    fn drain(
+        rx: &mut broadcast::Receiver<StateChange>,
+    ) -> Vec<(String, bool, bool, Option<String>)> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| (c.name.to_string(), c.running, c.expected, c.detail))
+            .collect()
+    }
+
+    #[test]
+    fn exits_are_worded_like_the_child_backends() {
+        assert_eq!(describe_exit(0), "exited 0");
+        assert_eq!(describe_exit(1), "exit code 1");
+        assert_eq!(describe_exit(137), "killed by SIGKILL");
+        assert_eq!(describe_exit(143), "killed by SIGTERM");
+        assert_eq!(describe_exit(255), "exit code 255");
+    }
+
+    #[test]
+    fn deaths_we_caused_are_expected_until_the_next_start() {
+        let (mut t, mut rx) = tracker();
+        t.handle(&event("start", "ann", "c1", None));
+        lock(&t.stopping).insert("c1".into());
+        t.handle(&event("die", "ann", "c1", Some("143")));
+        t.handle(&event("start", "ann", "c1", None));
+        t.handle(&event("die", "ann", "c1", Some("137")));
+        // Replayed after a reconnect: dropped.
+        t.handle(&event("die", "ann", "c1", Some("137")));
+        // Not ours (no valid agent label): ignored.
+        t.handle(&event("die", "Not A Name", "c9", Some("1")));
+        let s = |d: &str| Some(d.to_owned());
+        assert_eq!(
+            drain(&mut rx),
+            [
+                ("ann".into(), true, true, None),
+                ("ann".into(), false, true, s("killed by SIGTERM")),
+                ("ann".into(), true, true, None),
+                ("ann".into(), false, false, s("killed by SIGKILL")),
+            ]
+        );
+        t.handle(&event("destroy", "ann", "c1", None));
+        assert!(lock(&t.stopping).is_empty());
+    }
+
+    #[test]
+    fn a_reconnect_reports_what_changed_meanwhile() {
+        let (mut t, mut rx) = tracker();
+        for (agent, id) in [("ann", "c1"), ("bob", "c2"), ("cat", "c3"), ("dan", "c4")] {
+            t.handle(&event("start", agent, id, None));
+        }
+        drain(&mut rx);
+        lock(&t.stopping).insert("c3".into());
+        let state = |name: &str, id: &str, running, code| State {
+            name: AgentName::parse(name).unwrap(),
+            id: id.into(),
+            running,
+            exit_code: code,
+        };
+        // ann still runs; bob crashed; cat was stopped by us; dan is gone.
+        t.reconcile(&[
+            state("ann", "c1", true, None),
+            state("bob", "c2", false, Some(2)),
+            state("cat", "c3", false, Some(143)),
+        ]);
+        let mut seen = drain(&mut rx);
+        seen.sort();
+        let s = |d: &str| Some(d.to_owned());
+        assert_eq!(
+            seen,
+            [
+                ("bob".into(), false, false, s("exit code 2")),
+                ("cat".into(), false, true, s("killed by SIGTERM")),
+                ("dan".into(), false, false, s("removed")),
+            ]
+        );
+        // The replayed deaths that follow are duplicates.
+        t.handle(&event("die", "bob", "c2", Some("2")));
+        assert!(drain(&mut rx).is_empty());
     }
 }

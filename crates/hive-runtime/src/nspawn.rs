@@ -23,17 +23,31 @@
 //! bus`. It worked on a hybrid cgroup v1 host (named `systemd` hierarchy
 //! present) with systemd 252.
 //!
-//! Stopping: the supervisor SIGTERMs nspawn's process group (only nspawn is
-//! in it: the machine runs in a session of its own). With
-//! `--kill-signal=SIGRTMIN+3` nspawn asks the stub init to halt, which sends
-//! the program SIGTERM then SIGHUP and, once it exits, exits too, taking
-//! everything left in the pid namespace with it. The default kill signal
-//! without `--boot` is SIGKILL, and the stub init ignores SIGTERM itself, so
-//! neither would give a graceful stop. If the grace runs out, SIGKILL to
-//! nspawn takes the machine down too (its init has a parent-death signal).
+//! nspawn runs as PID 1 of a pid namespace of its own, under
+//! `unshare --pid --fork --kill-child=SIGKILL`: SIGKILL to nspawn does
+//! *not* take its machine down (the machine's init has no parent-death
+//! signal and lives in a session of its own), but the death of the init of
+//! an enclosing pid namespace kills everything in it, nested namespaces
+//! included. So the command line is
+//! `unshare … -- systemd-nspawn <flags> -- /run/hive/bin/hive <args>`.
+//!
+//! Stopping: the supervisor SIGTERMs the process group of `unshare`, which
+//! holds `unshare` (it blocks SIGTERM and waits) and nspawn (the machine
+//! runs in a session of its own). nspawn catches SIGTERM (through a
+//! signalfd, so it arrives even though nspawn is a namespace init) and,
+//! with `--kill-signal=SIGRTMIN+3`, asks the stub init to halt: it sends the
+//! program SIGTERM then SIGHUP and, once it exits, exits too, taking
+//! everything left in the machine with it. nspawn then exits with the
+//! program's exit code. The default kill signal without `--boot` is
+//! SIGKILL, and the stub init ignores SIGTERM itself, so neither would give
+//! a graceful stop. If the grace runs out, SIGKILL to the group (or to
+//! `unshare` alone: `--kill-child`) ends nspawn's namespace and with it the
+//! machine.
 //!
 //! Gotchas found on the way:
 //!
+//! - Killed with SIGKILL, a bare nspawn leaves its machine running,
+//!   reparented to the host's init: hence the enclosing pid namespace.
 //! - nspawn's default capability set keeps `CAP_SYS_ADMIN`, and
 //!   `mount -o remount,rw,bind /usr` inside makes the host's `/usr`
 //!   writable. Hence `--drop-capability=all --no-new-privileges=yes`.
@@ -46,10 +60,11 @@
 //!   complains about linking journals: `--link-journal=no`; and it must not
 //!   try to write `resolv.conf` or `localtime` into the read-only `/etc`:
 //!   `--resolv-conf=off --timezone=off`.
-//! - Where the host's `/run` is not a tmpfs (no systemd), nspawn leaves
-//!   `/run/systemd/nspawn/propagate/<machine>` behind and prints "Attempted
-//!   to remove disk file system under …" into the log on every exit.
-//!   Harmless; the next start reuses it.
+//! - Where the host's `/run` is not a tmpfs (no systemd), nspawn prints
+//!   "Attempted to remove disk file system under
+//!   /run/systemd/nspawn/propagate/<machine>…" into the log on every exit
+//!   (it removes the empty dir anyway). A killed nspawn leaves that dir
+//!   behind; harmless, the next start reuses it.
 //! - `--bind=SRC:DST` splits at colons; colons and backslashes in paths are
 //!   escaped with a backslash.
 //! - Variables in nspawn's own environment also steer nspawn
@@ -59,6 +74,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::bwrap::{check_paths, find_program, run_check};
 use crate::child::{CommandLine, Launcher};
@@ -77,21 +93,25 @@ impl Launcher for NspawnLauncher {
     }
 
     fn probe(&self) -> std::result::Result<(), String> {
-        let nspawn = find_program("systemd-nspawn").ok_or("systemd-nspawn not found on PATH")?;
+        let (unshare, nspawn) = programs()?;
         let uid = nix::unistd::geteuid();
         if !uid.is_root() {
             return Err(format!("systemd-nspawn needs root; running as uid {uid}"));
         }
-        let machine = format!("hive-probe-{}", std::process::id());
-        let mut args: Vec<OsString> = machine_args(&machine);
+        // Unique even for probes running at once: each machine has a
+        // propagation dir of its name on the host.
+        static PROBES: AtomicU32 = AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, Ordering::Relaxed);
+        let machine = format!("hive-probe-{}-{n}", std::process::id());
+        let mut args: Vec<OsString> = machine_args(&nspawn, &machine);
         args.extend(["--", "true"].map(OsString::from));
-        run_check(&nspawn, &args).map_err(|e| format!("systemd-nspawn cannot run a machine: {e}"))
+        run_check(&unshare, &args).map_err(|e| format!("systemd-nspawn cannot run a machine: {e}"))
     }
 
     fn command(&self, spec: &ContainerSpec) -> Result<CommandLine> {
-        let program = find_program("systemd-nspawn").ok_or_else(|| Error::Unavailable {
+        let (unshare, nspawn) = programs().map_err(|reason| Error::Unavailable {
             runtime: "nspawn",
-            reason: "systemd-nspawn not found on PATH".into(),
+            reason,
         })?;
         check_paths(spec)?;
         let env = base_env(
@@ -101,7 +121,7 @@ impl Launcher for NspawnLauncher {
             mount::STATE,
             mount::SHARED,
         );
-        let mut args = machine_args(&spec.container_name());
+        let mut args = machine_args(&nspawn, &spec.container_name());
         let mut bind = |flag: &str, host: &Path, container: &Path| {
             let mut arg = OsString::from(flag);
             arg.push(escape(host));
@@ -127,7 +147,7 @@ impl Launcher for NspawnLauncher {
         args.extend(["--", mount::HIVE_BIN].map(OsString::from));
         args.extend(spec.args.iter().map(OsString::from));
         Ok(CommandLine {
-            program,
+            program: unshare,
             args,
             env,
             cwd: PathBuf::from("/"),
@@ -135,26 +155,38 @@ impl Launcher for NspawnLauncher {
     }
 }
 
-/// The flags of every machine, the probe's included: a volatile,
+/// `unshare` and `systemd-nspawn`, or which of them is missing.
+fn programs() -> std::result::Result<(PathBuf, PathBuf), String> {
+    let find = |name: &str| find_program(name).ok_or_else(|| format!("{name} not found on PATH"));
+    Ok((find("unshare")?, find("systemd-nspawn")?))
+}
+
+/// `unshare`'s arguments up to the machine's command, the probe's
+/// included: nspawn in a pid namespace of its own, running a volatile,
 /// unregistered, capability-less view of the host.
-fn machine_args(machine: &str) -> Vec<OsString> {
-    let mut args: Vec<OsString> = [
-        "--quiet",
-        "--register=no",
-        "--keep-unit",
-        "--directory=/",
-        "--volatile=yes",
-        "--as-pid2",
-        "--console=pipe",
-        "--kill-signal=SIGRTMIN+3",
-        "--drop-capability=all",
-        "--no-new-privileges=yes",
-        "--link-journal=no",
-        "--resolv-conf=off",
-        "--timezone=off",
-    ]
-    .map(OsString::from)
-    .into();
+fn machine_args(nspawn: &Path, machine: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["--pid", "--fork", "--kill-child=SIGKILL", "--"]
+        .map(OsString::from)
+        .into();
+    args.push(nspawn.into());
+    args.extend(
+        [
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--directory=/",
+            "--volatile=yes",
+            "--as-pid2",
+            "--console=pipe",
+            "--kill-signal=SIGRTMIN+3",
+            "--drop-capability=all",
+            "--no-new-privileges=yes",
+            "--link-journal=no",
+            "--resolv-conf=off",
+            "--timezone=off",
+        ]
+        .map(OsString::from),
+    );
     args.push(format!("--machine={machine}").into());
     for path in HOST_SYSTEM {
         if Path::new(path).is_dir() {

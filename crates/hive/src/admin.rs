@@ -135,6 +135,14 @@ pub enum AdminCommand {
     },
     /// Show each agent's web UI address.
     Urls,
+    /// Queue an approval that redeploys an earlier deployed config.
+    Rollback {
+        #[arg(value_name = "NAME", value_parser = AgentName::parse)]
+        name: AgentName,
+        /// The approval id of the deploy to go back to (its `deployed/<id>` tag).
+        #[arg(value_name = "ID", value_parser = parse_approval_id)]
+        id: i64,
+    },
     /// Show what an agent's container printed.
     Logs {
         #[arg(value_name = "NAME", value_parser = AgentName::parse)]
@@ -248,6 +256,7 @@ fn to_request(cmd: AdminCommand, input: &mut dyn Read) -> Result<HostRequest> {
             paused: false,
         },
         C::Urls => HostRequest::Urls,
+        C::Rollback { name, id } => HostRequest::Rollback { name, id },
         C::Logs {
             name,
             lines,

@@ -34,6 +34,9 @@ enum Command {
     Up(ServeArgs),
     /// Print where the daemon keeps its state and sockets.
     Paths(DirArgs),
+    /// Run inside an agent's container: the harness and its MCP server.
+    #[command(subcommand)]
+    Agent(hive_agent::cli::AgentCommand),
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -79,6 +82,15 @@ struct ServeArgs {
     /// Ports other agents' web UIs draw from.
     #[arg(long, default_value = "8100-8999", value_parser = parse_port_range)]
     agent_ports: (u16, u16),
+    /// Mirror every applied config repo (main and tags) after each change:
+    /// a base URL or path under which `<name>.git` lives, or a template
+    /// with `{name}`. Best-effort; a down mirror never blocks a deploy.
+    #[arg(long, value_name = "URL")]
+    mirror_url: Option<String>,
+    /// User name for the mirror; the token comes from HIVE_MIRROR_TOKEN and
+    /// is never written into any repo.
+    #[arg(long, value_name = "USER")]
+    mirror_user: Option<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -118,6 +130,7 @@ fn main() -> ExitCode {
             print_paths(&dirs.paths());
             Ok(())
         }
+        Command::Agent(cmd) => hive_agent::cli::run(cmd, cli.client.socket.clone()),
         Command::Admin(cmd) => {
             let default_socket = Paths::defaults().host_socket();
             admin::run(&cli.client, &default_socket, cmd)
@@ -157,6 +170,15 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
             first: args.agent_ports.0,
             last: args.agent_ports.1,
         },
+        mirror: args
+            .mirror_url
+            .map(|url_template| hive_config::MirrorConfig {
+                url_template,
+                username: args.mirror_user,
+                token: std::env::var("HIVE_MIRROR_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,18 +4,19 @@
 //! the test process id, so parallel tests and other runs never share a
 //! container; a guard removes the test's containers even when it fails.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder};
 use hive_proto::AgentName;
 use hive_runtime::docker::{self, BASE_LABEL, DockerRuntime};
-use hive_runtime::{Error, Runtime};
+use hive_runtime::{ContainerStatus, Error, Runtime};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::{Layout, eventually, next_change};
+use crate::support::{
+    Layout, all_gone, assert_isolated, next_change, one, read_report, sandbox_specs, sleep_pid,
+};
 
 /// A runtime on the local engine, or `None` (printed) if there is none.
 async fn runtime(image: Option<String>) -> Option<DockerRuntime> {
@@ -65,184 +66,164 @@ impl Drop for Cleanup {
     }
 }
 
-fn mnt_ns() -> String {
-    std::fs::read_link("/proc/self/ns/mnt")
-        .unwrap()
-        .display()
-        .to_string()
+fn ours(list: Vec<ContainerStatus>, name: &AgentName) -> Vec<ContainerStatus> {
+    list.into_iter().filter(|s| &s.name == name).collect()
 }
-
-/// Reads `key=value` lines of a report file.
-fn report(path: &Path) -> std::collections::HashMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-/// Writes what the container sees into /state/report (atomically), prints
-/// two log lines, then sleeps as PID 1 (which ignores SIGTERM).
-const PROBE: &str = r#"
-r=/state/report
-{
-  echo "mnt=$(readlink /proc/self/ns/mnt)"
-  touch /usr/.hive-probe 2>/dev/null && echo usr=writable || echo usr=readonly
-  touch /etc/.hive-probe 2>/dev/null && echo etc=writable || echo etc=readonly
-  touch /.hive-probe 2>/dev/null && echo root=writable || echo root=readonly
-  touch /tmp/probe && echo tmp=writable || echo tmp=readonly
-  echo "run=$(ls /run | tr '\n' ' ')"
-  echo "runhive=$(ls /run/hive | tr '\n' ' ')"
-  test -e /run/hive/mcp.sock && echo socket=present || echo socket=absent
-  test -x /run/hive/bin/hive && echo hive=executable || echo hive=missing
-  test -e "$OTHER_STATE" && echo other_state=visible || echo other_state=hidden
-  test -e "$OTHER_SOCKET" && echo other_socket=visible || echo other_socket=hidden
-  test -e /var/run/docker.sock && echo docker_sock=visible || echo docker_sock=hidden
-  echo "env=$HIVE_AGENT $HIVE_SOCKET $HIVE_STATE_DIR $HIVE_SHARED_DIR $HIVE_WEB_PORT $HIVE_RUNTIME $HOME $EXTRA"
-  echo "pwd=$(pwd)"
-  echo "shared=$(cat /shared/hello)"
-  if [ -f /state/mark ]; then echo "kept=$(cat /state/mark)"; else echo first > /state/mark; echo kept=none; fi
-} > $r.tmp
-mv $r.tmp $r
-echo "out $HIVE_AGENT"
-echo "err $HIVE_AGENT" >&2
-exec sleep 300
-"#;
 
 #[tokio::test]
-async fn isolation_state_events_and_logs() {
+async fn sandbox_view_lifecycle_and_logs() {
     let Some(rt) = runtime(None).await else {
         return;
     };
     let layout = Layout::new();
     let (me, other) = (unique("dk-a"), unique("dk-b"));
     let _cleanup = Cleanup(vec![me.clone(), other.clone()]);
-    let other_spec = layout.spec(&other, "/bin/sh", &[]);
-    let mut spec = layout.spec(&me, "/bin/sh", &["-c", PROBE]);
-    spec.env.extend([
-        (
-            "OTHER_STATE".into(),
-            other_spec.state_dir.display().to_string(),
-        ),
-        (
-            "OTHER_SOCKET".into(),
-            other_spec.socket.display().to_string(),
-        ),
-    ]);
-    std::fs::write(spec.shared_dir.join("hello"), "shared hi").unwrap();
+    let (spec, _other) = sandbox_specs(&layout, &me, &other);
     let name = spec.name.clone();
-    let report_path = spec.state_dir.join("report");
     let mut changes = rt.subscribe();
 
     let t0 = Instant::now();
     rt.create(&spec).await.unwrap();
     let created = t0.elapsed();
-    let ours = |list: Vec<hive_runtime::ContainerStatus>| {
-        list.into_iter()
-            .filter(|s| s.name == name)
-            .collect::<Vec<_>>()
-    };
-    let status = ours(rt.list().await.unwrap());
+    let status = ours(rt.list().await.unwrap(), &name);
     assert_eq!(status.len(), 1);
     assert!(!status[0].running && !status[0].failed);
-
     let t1 = Instant::now();
     rt.start(&name).await.unwrap();
     let change = next_change(&mut changes, &me).await;
     println!(
-        "docker: create {created:?}, start until the start event {:?}",
+        "docker: create {created:?}, start to its start event {:?}",
         t1.elapsed()
     );
     assert!(change.running && change.expected);
-    eventually("the report", || report_path.exists()).await;
 
-    let seen = report(&report_path);
-    let get = |k: &str| seen.get(k).map(String::as_str).unwrap_or("<missing>");
-    assert_ne!(get("mnt"), mnt_ns(), "same mount namespace as the host");
-    assert_eq!(get("usr"), "readonly");
-    assert_eq!(get("etc"), "readonly");
-    assert_eq!(get("root"), "readonly");
-    assert_eq!(get("tmp"), "writable");
-    assert_eq!(get("run"), "hive");
-    assert_eq!(get("runhive"), "bin mcp.sock");
-    assert_eq!(get("socket"), "present");
-    assert_eq!(get("hive"), "executable");
-    assert_eq!(get("other_state"), "hidden");
-    assert_eq!(get("other_socket"), "hidden");
-    assert_eq!(get("docker_sock"), "hidden");
-    assert_eq!(
-        get("env"),
-        format!("{me} /run/hive/mcp.sock /state /shared 8100 docker /state 1")
-    );
-    assert_eq!(get("pwd"), "/state");
-    assert_eq!(get("shared"), "shared hi");
-    assert_eq!(get("kept"), "none");
-    // /state is the host dir: the container's writes are there.
-    assert_eq!(
-        std::fs::read_to_string(spec.state_dir.join("mark")).unwrap(),
-        "first\n"
-    );
-
-    // Logs: stdout and stderr, the last lines.
-    let expected = [format!("out {me}"), format!("err {me}")];
+    let mut report = read_report(&spec).await;
+    // The engine's init (tini) is PID 1 but its child is not pid 2: runc's
+    // setup used the first pids of the namespace. Not being PID 1 is what
+    // the shared check stands for.
+    assert_ne!(one(&report, "pid"), "1", "the program runs as PID 1");
+    assert!(one(&report, "init").starts_with("/sbin/docker-init -- "));
+    report.insert("pid".into(), vec!["2".into()]);
+    assert_isolated(&report, &spec, "docker");
+    let sleep = sleep_pid(&report);
+    let expected = format!("hello from {me}");
     let mut logs = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         logs = rt.logs(&name, 10).await.unwrap();
-        if logs.len() >= 2 {
+        if !logs.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    logs.sort();
-    let mut want = expected.to_vec();
-    want.sort();
-    assert_eq!(logs, want);
-    assert_eq!(rt.logs(&name, 1).await.unwrap().len(), 1);
+    assert_eq!(logs, [expected.as_str()]);
 
-    // Killed from outside, by its host pid: reported by the event stream,
-    // as a failure.
-    let status = ours(rt.list().await.unwrap());
+    // Killed from outside, by its host pid (the init's): reported through
+    // the event stream, as a failure; nothing of it is left.
+    let status = ours(rt.list().await.unwrap(), &name);
     assert!(status[0].running && !status[0].failed);
     let pid = status[0].pid.expect("a running container's host pid");
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     let change = next_change(&mut changes, &me).await;
-    assert!(!change.running && !change.expected);
+    assert!(!change.running && !change.expected, "{change:?}");
     assert_eq!(change.detail.as_deref(), Some("killed by SIGKILL"));
-    let status = ours(rt.list().await.unwrap());
-    assert!(!status[0].running && status[0].failed);
+    let status = ours(rt.list().await.unwrap(), &name);
+    assert!(!status[0].running && status[0].failed && status[0].pid.is_none());
+    all_gone(&report, sleep).await;
 
-    // Restarted, then stopped on purpose (PID 1 ignores SIGTERM, so the
-    // engine escalates after the grace): not a failure.
+    // Restarted, then stopped on purpose: the program gets a polite
+    // SIGTERM (forwarded by the init) and exits 0; not a failure.
+    std::fs::remove_file(spec.state_dir.join("report")).unwrap();
     rt.start(&name).await.unwrap();
     assert!(next_change(&mut changes, &me).await.running);
-    rt.stop(&name, Duration::from_secs(1)).await.unwrap();
+    read_report(&spec).await;
+    rt.stop(&name, Duration::from_secs(10)).await.unwrap();
     let change = next_change(&mut changes, &me).await;
     assert!(!change.running && change.expected, "{change:?}");
-    let status = ours(rt.list().await.unwrap());
+    assert_eq!(change.detail.as_deref(), Some("exited 0"));
+    assert!(spec.state_dir.join("term").exists(), "no polite SIGTERM");
+    let status = ours(rt.list().await.unwrap(), &name);
     assert!(!status[0].running && !status[0].failed, "{status:?}");
     rt.stop(&name, Duration::from_secs(1)).await.unwrap(); // stopped: a no-op
+    assert_eq!(
+        rt.logs(&name, 10).await.unwrap(),
+        [expected.as_str(), expected.as_str()]
+    );
+    assert_eq!(rt.logs(&name, 1).await.unwrap(), [expected.as_str()]);
 
-    // Destroy removes it; /state survives into a new container.
+    // Destroy removes it; /state survives into the next container.
     rt.destroy(&name).await.unwrap();
-    assert!(ours(rt.list().await.unwrap()).is_empty());
+    assert!(ours(rt.list().await.unwrap(), &name).is_empty());
     assert!(matches!(
         rt.start(&name).await,
         Err(Error::NoSuchContainer(_))
     ));
     rt.destroy(&name).await.unwrap(); // gone: a no-op
-    std::fs::remove_file(&report_path).unwrap();
+    std::fs::remove_file(spec.state_dir.join("report")).unwrap();
     rt.create(&spec).await.unwrap();
     rt.start(&name).await.unwrap();
     assert!(next_change(&mut changes, &me).await.running);
-    eventually("the second report", || report_path.exists()).await;
-    assert_eq!(report(&report_path)["kept"], "first");
-    // Re-creating over a running container replaces it.
+    read_report(&spec).await;
+    let boots = std::fs::read_to_string(spec.state_dir.join("boots")).unwrap();
+    assert_eq!(boots.lines().count(), 3);
+
+    // Re-creating over a running container replaces it: an expected death.
     rt.create(&spec).await.unwrap();
     let change = next_change(&mut changes, &me).await;
     assert!(!change.running && change.expected, "{change:?}");
-    assert!(!ours(rt.list().await.unwrap())[0].running);
+    assert!(!ours(rt.list().await.unwrap(), &name)[0].running);
     rt.destroy(&name).await.unwrap();
+}
+
+/// Docker specifics: writable scratch dirs, nothing of the host's `/run`
+/// (the engine's socket!), the engine's init, and a stop the program
+/// ignores.
+const DOCKER_PROBE: &str = r#"
+trap '' TERM
+{
+  touch /.probe 2>/dev/null && echo root=writable || echo root=readonly
+  for d in /tmp /var/tmp; do touch $d/probe && echo "writable=$d"; done
+  echo "run=$(ls /run | tr '\n' ' ')"
+  echo "runhive=$(ls /run/hive | tr '\n' ' ')"
+  for p in /var/run/docker.sock /run/docker.sock; do [ -e $p ] && echo "seen=$p"; done
+  echo "init=$(tr '\0\n' '  ' < /proc/1/cmdline | cut -c1-40)"
+} > /state/report.tmp
+mv /state/report.tmp /state/report
+while :; do sleep 1; done
+"#;
+
+#[tokio::test]
+async fn docker_view_and_stubborn_stop() {
+    let Some(rt) = runtime(None).await else {
+        return;
+    };
+    let layout = Layout::new();
+    let me = unique("dk-c");
+    let _cleanup = Cleanup(vec![me.clone()]);
+    let spec = layout.spec(&me, "/bin/sh", &["-c", DOCKER_PROBE]);
+    let mut changes = rt.subscribe();
+    rt.create(&spec).await.unwrap();
+    rt.start(&spec.name).await.unwrap();
+    assert!(next_change(&mut changes, &me).await.running);
+    let report = read_report(&spec).await;
+    assert_eq!(one(&report, "root"), "readonly");
+    assert_eq!(report["writable"], ["/tmp", "/var/tmp"]);
+    assert_eq!(one(&report, "run").trim(), "hive");
+    assert_eq!(one(&report, "runhive").trim(), "bin mcp.sock");
+    assert!(!report.contains_key("seen"), "{:?}", report.get("seen"));
+    let init = one(&report, "init");
+    assert!(
+        init.starts_with("/sbin/docker-init -- /run/hive/bin/hive"),
+        "{init}"
+    );
+
+    // SIGTERM ignored: the engine kills it after the grace; still a stop.
+    rt.stop(&spec.name, Duration::from_secs(1)).await.unwrap();
+    let change = next_change(&mut changes, &me).await;
+    assert!(!change.running && change.expected, "{change:?}");
+    assert_eq!(change.detail.as_deref(), Some("killed by SIGKILL"));
+    let status = ours(rt.list().await.unwrap(), &spec.name);
+    assert!(!status[0].running && !status[0].failed, "{status:?}");
+    rt.destroy(&spec.name).await.unwrap();
 }
 
 #[tokio::test]
@@ -282,13 +263,7 @@ async fn base_image_is_built_when_absent() {
         std::fs::read_to_string(spec.state_dir.join("ok")).unwrap(),
         "ok\n"
     );
-    let status: Vec<_> = rt
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.name == spec.name)
-        .collect();
+    let status = ours(rt.list().await.unwrap(), &spec.name);
     assert!(!status[0].running && status[0].failed);
     rt.destroy(&spec.name).await.unwrap();
     let _ = docker.remove_image(&image, Some(remove()), None).await;

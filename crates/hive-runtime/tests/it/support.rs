@@ -193,23 +193,38 @@ pub fn assert_isolated(
     };
     assert_ne!(one(report, "mnt"), host_ns("mnt"), "mount namespace");
     assert_ne!(one(report, "pidns"), host_ns("pid"), "pid namespace");
-    assert_eq!(one(report, "pid"), "2", "the program runs under the sandbox's own init");
+    assert_eq!(
+        one(report, "pid"),
+        "2",
+        "the program runs under the sandbox's own init"
+    );
     assert_eq!(one(report, "hostname"), format!("h-{}", spec.name));
     assert_eq!(one(report, "pwd"), "/state");
     // Only its own socket, under the one path.
     assert_eq!(one(report, "socket"), spec.name.as_str());
-    assert_eq!(report["seen"], ["/run/hive/mcp.sock"], "host paths visible inside");
+    assert_eq!(
+        report["seen"],
+        ["/run/hive/mcp.sock"],
+        "host paths visible inside"
+    );
     assert_eq!(one(report, "config"), format!("config of {}", spec.name));
     // Writable: exactly the read-write binds.
     assert_eq!(report["wrote"], ["/state", "/shared", "/scratch"]);
-    assert!(!report.contains_key("remounted"), "remounted the host's /usr read-write");
+    assert!(
+        !report.contains_key("remounted"),
+        "remounted the host's /usr read-write"
+    );
     let name = spec.name.as_str();
     for (dir, file) in [
         (&spec.state_dir, "written"),
         (&spec.shared_dir, &*format!("from-{name}")),
         (&spec.binds[1].host, &*format!("from-{name}")),
     ] {
-        assert!(dir.join(file).exists(), "{} on the host", dir.join(file).display());
+        assert!(
+            dir.join(file).exists(),
+            "{} on the host",
+            dir.join(file).display()
+        );
     }
     let env = |key: &str| one(report, &format!("env.{key}")).to_owned();
     assert_eq!(env("HIVE_AGENT"), name);
@@ -227,7 +242,11 @@ pub fn assert_isolated(
 pub fn pids_in_ns(ns: &str) -> Vec<(u32, u32)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let in_ns = std::fs::read_link(entry.path().join("ns/pid"))

@@ -53,7 +53,8 @@ fn response_timeout(req: &HostRequest) -> Duration {
         | RequestSpawn { .. }
         | SetPaused { .. }
         | Send { .. }
-        | Logs { .. } => QUICK_TIMEOUT,
+        | Logs { .. }
+        | Rollback { .. } => QUICK_TIMEOUT,
         Spawn { .. }
         | Kill { .. }
         | Destroy { .. }

@@ -101,6 +101,13 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
                 None => format!("queued a spawn approval for {name} — see `hive pending`"),
             }
         }
+        Rollback { name, .. } => match resp.approvals.iter().flatten().next() {
+            Some(approval) => format!(
+                "queued rollback approval #{id} for {name} — approve with `hive approve {id}`",
+                id = approval.id
+            ),
+            None => format!("queued a rollback approval for {name} — see `hive pending`"),
+        },
         Kill { name } => format!("killed {name}"),
         Destroy { name, purge: false } => format!("destroyed {name} (state and config kept)"),
         Destroy { name, purge: true } => format!("destroyed {name} and purged its state"),

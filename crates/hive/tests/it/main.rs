@@ -3,5 +3,7 @@
 
 mod agent;
 mod cli;
+mod e2e;
 mod host;
+mod lifecycle;
 mod support;

@@ -27,13 +27,19 @@ impl Hive {
     }
 
     pub fn start_in(dir: tempfile::TempDir) -> Hive {
+        Self::start_with(dir, "none", &[])
+    }
+
+    /// Starts a hive on `runtime`, with extra `hive serve` arguments.
+    pub fn start_with(dir: tempfile::TempDir, runtime: &str, extra: &[&str]) -> Hive {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
             .arg("serve")
             .arg("--state-dir")
             .arg(dir.path().join("state"))
             .arg("--run-dir")
             .arg(dir.path().join("run"))
-            .args(["--dashboard", "127.0.0.1:0", "--runtime", "none"])
+            .args(["--dashboard", "127.0.0.1:0", "--runtime", runtime])
+            .args(extra)
             .env("HIVE_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -119,11 +125,8 @@ impl Hive {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) -> tempfile::TempDir {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "hive exited with {exit}");
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,276 @@
+//! Agent config as git, wired into the approval flow.
+//!
+//! `hive-config` owns the repos and tags; this module decides when each
+//! step runs: `ensure` at spawn, `prepare` + `proposal/<id>` when the
+//! manager requests a deploy, `approved/` → `building/` → rebuild →
+//! `deployed/` | `failed/` on approval, `denied/` on denial. git work runs
+//! on blocking threads; the mirror push runs in the background and never
+//! holds up a deploy.
+
+use std::sync::Arc;
+
+use hive_config::{ConfigRepos, Deployed, MirrorConfig, TagKind};
+use hive_proto::{AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent};
+use serde::Serialize;
+
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+
+/// What the harness reads at boot from `<state>/.hive/deployed.json`.
+#[derive(Debug, Serialize)]
+pub struct DeployedFile<'a> {
+    pub sha: &'a str,
+    pub config: &'a hive_config::AgentConfig,
+    pub prompt: &'a str,
+}
+
+fn config_error(e: hive_config::Error) -> Error {
+    Error::refused(e.to_string())
+}
+
+impl Coordinator {
+    /// Runs `f` on the config repos on a blocking thread.
+    async fn with_repos<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ConfigRepos) -> hive_config::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let repos = self.config.clone();
+        tokio::task::spawn_blocking(move || f(&repos))
+            .await
+            .map_err(|e| Error::Io(format!("config task failed: {e}")))?
+            .map_err(config_error)
+    }
+
+    /// Makes `name`'s repos exist and returns its deployed config, written
+    /// where the harness reads it and applied to the broker's allow-list.
+    pub async fn ensure_config(&self, name: &AgentName) -> Result<Deployed> {
+        let ensured = {
+            let name = name.clone();
+            self.with_repos(move |repos| repos.ensure(&name)).await?
+        };
+        let deployed = {
+            let name = name.clone();
+            self.with_repos(move |repos| repos.deployed(&name)).await?
+        };
+        if ensured.applied_created {
+            self.mirror_soon(name);
+        }
+        self.install_config(name, &deployed)?;
+        Ok(deployed)
+    }
+
+    /// Records a deployed config: the status row's sha, the broker's
+    /// allow-list, and the file the harness reads.
+    fn install_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
+        self.store
+            .set_deployed_sha(name.as_str(), Some(&deployed.sha))?;
+        self.store
+            .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
+        let dir = self.paths.agent_state(name).join(".hive");
+        crate::paths::create_dir(&dir).map_err(|e| Error::Io(format!("{e:#}")))?;
+        let file = DeployedFile {
+            sha: &deployed.sha,
+            config: &deployed.config,
+            prompt: &deployed.prompt,
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Io(e.to_string()))?;
+        let path = dir.join("deployed.json");
+        std::fs::write(&path, json).map_err(|e| Error::Io(format!("write {}: {e}", path.display())))
+    }
+
+    /// Validates `commit_ref` against the agent's proposed repo and queues
+    /// an approval to deploy it, with the diff against what runs.
+    pub async fn request_apply_commit(
+        &self,
+        agent: &AgentName,
+        commit_ref: &str,
+        description: Option<&str>,
+    ) -> Result<Approval> {
+        self.require_agent(agent)?;
+        hive_config::validate_commit_ref(commit_ref).map_err(config_error)?;
+        let prepared = {
+            let (agent, commit_ref) = (agent.clone(), commit_ref.to_owned());
+            self.with_repos(move |repos| repos.prepare(&agent, &commit_ref))
+                .await?
+        };
+        self.queue_deploy(agent, prepared, description).await
+    }
+
+    /// Queues an approval that redeploys the commit of `deployed/<id>`.
+    pub async fn request_rollback(&self, agent: &AgentName, id: i64) -> Result<Approval> {
+        self.require_agent(agent)?;
+        let prepared = {
+            let agent = agent.clone();
+            self.with_repos(move |repos| {
+                let sha = repos.rollback_target(&agent, id)?;
+                repos.prepare(&agent, &sha)
+            })
+            .await?
+        };
+        let description = format!("rollback to deployed/{id}");
+        self.queue_deploy(agent, prepared, Some(&description)).await
+    }
+
+    async fn queue_deploy(
+        &self,
+        agent: &AgentName,
+        prepared: hive_config::Prepared,
+        description: Option<&str>,
+    ) -> Result<Approval> {
+        let approval = self.store.queue_approval(
+            agent.as_str(),
+            ApprovalKind::ApplyCommit,
+            &prepared.sha,
+            description,
+        )?;
+        let tagged = {
+            let (agent, sha, id) = (agent.clone(), prepared.sha.clone(), approval.id);
+            self.with_repos(move |repos| repos.tag(&agent, TagKind::Proposal, id, &sha))
+                .await
+        };
+        if let Err(e) = tagged {
+            self.store.resolve_approval(
+                approval.id,
+                ApprovalStatus::Cancelled,
+                Some(&e.to_string()),
+            )?;
+            return Err(e);
+        }
+        self.dashboard.emit(|seq| DashboardEvent::ApprovalAdded {
+            seq,
+            id: approval.id,
+            agent: approval.agent.clone(),
+            approval_kind: approval.kind,
+            sha_short: Some(prepared.sha.chars().take(12).collect()),
+            diff: Some(prepared.diff),
+            description: approval.description.clone(),
+        });
+        self.mirror_soon(agent);
+        Ok(approval)
+    }
+
+    /// Queues an approval to seed `name`'s proposed repo before its spawn.
+    pub fn request_init_config(
+        &self,
+        name: &AgentName,
+        description: Option<&str>,
+    ) -> Result<Approval> {
+        if self
+            .store
+            .agent(name.as_str())?
+            .is_some_and(|r| r.has_container)
+        {
+            return Err(Error::refused(format!(
+                "{name} already exists; propose config commits instead"
+            )));
+        }
+        let approval =
+            self.store
+                .queue_approval(name.as_str(), ApprovalKind::InitConfig, "", description)?;
+        self.dashboard.emit(|seq| DashboardEvent::ApprovalAdded {
+            seq,
+            id: approval.id,
+            agent: approval.agent.clone(),
+            approval_kind: approval.kind,
+            sha_short: None,
+            diff: None,
+            description: approval.description.clone(),
+        });
+        Ok(approval)
+    }
+
+    /// The action of an approved `init_config`: seed the proposed repo.
+    pub(crate) async fn init_config(&self, name: &AgentName) -> Result<()> {
+        self.paths
+            .create_agent_dirs(name)
+            .map_err(|e| Error::Io(format!("{e:#}")))?;
+        let name = name.clone();
+        self.with_repos(move |repos| repos.init_proposed(&name).map(|_| ()))
+            .await
+    }
+
+    /// The action of an approved `apply_commit`: tag, rebuild with the new
+    /// config, and tag the outcome.
+    pub(crate) async fn apply_commit(self: &Arc<Self>, approval: &Approval) -> Result<()> {
+        let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
+        let (id, sha) = (approval.id, approval.commit_ref.clone());
+        let candidate = {
+            let (name, sha) = (name.clone(), sha.clone());
+            self.with_repos(move |repos| {
+                repos.tag(&name, TagKind::Approved, id, &sha)?;
+                repos.tag(&name, TagKind::Building, id, &sha)?;
+                repos.config_at(&name, &sha)
+            })
+            .await?
+        };
+        self.mirror_soon(&name);
+        let has_container = self.require_agent(&name)?.has_container;
+        let built = if has_container {
+            self.rebuild_with(&name, &candidate).await
+        } else {
+            Ok(())
+        };
+        let outcome = match built {
+            Ok(()) => {
+                let name2 = name.clone();
+                self.with_repos(move |repos| repos.mark_deployed(&name2, id))
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(()) => self.install_config(&name, &candidate)?,
+            Err(e) => {
+                let (name2, error) = (name.clone(), e.to_string());
+                if let Err(tag) = self
+                    .with_repos(move |repos| repos.mark_failed(&name2, id, &error))
+                    .await
+                {
+                    tracing::warn!(%name, id, "failed/{id} not tagged: {tag}");
+                }
+            }
+        }
+        self.mirror_soon(&name);
+        self.publish_status(name.as_str());
+        outcome
+    }
+
+    /// Tags a denied (or withdrawn) deploy proposal.
+    pub(crate) async fn close_proposal(&self, approval: &Approval, note: Option<&str>) {
+        if approval.kind != ApprovalKind::ApplyCommit {
+            return;
+        }
+        let Ok(name) = AgentName::parse(&approval.agent) else {
+            return;
+        };
+        let (id, note) = (approval.id, note.map(str::to_owned));
+        let tagged = {
+            let name = name.clone();
+            self.with_repos(move |repos| repos.mark_denied(&name, id, note.as_deref()))
+                .await
+        };
+        if let Err(e) = tagged {
+            tracing::warn!(%name, id, "denied/{id} not tagged: {e}");
+        }
+        self.mirror_soon(&name);
+    }
+
+    /// Pushes `name`'s applied repo to the mirror in the background, if one
+    /// is configured. Failures are logged, never returned.
+    pub fn mirror_soon(&self, name: &AgentName) {
+        let Some(mirror) = self.settings.mirror.clone() else {
+            return;
+        };
+        let repos = self.config.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || mirror_now(&repos, &name, &mirror));
+    }
+}
+
+fn mirror_now(repos: &ConfigRepos, name: &AgentName, mirror: &MirrorConfig) {
+    match repos.mirror(name, mirror) {
+        Ok(()) => tracing::debug!(%name, "mirrored config"),
+        Err(e) => tracing::warn!(%name, "config mirror: {e}"),
+    }
+}

@@ -1,0 +1,153 @@
+//! The `bwrap` backend for real: isolation, persistence, crash reports, stops.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use hive_runtime::Runtime;
+use hive_runtime::bwrap::BwrapLauncher;
+use hive_runtime::child::{ChildRuntime, Launcher};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::support::{
+    Layout, all_gone, assert_isolated, eventually, next_change, one, read_report, sandbox_specs,
+    sleep_pid,
+};
+
+/// Whether bwrap runs here; if not, says why the test is skipped.
+fn available() -> bool {
+    match BwrapLauncher.probe() {
+        Ok(()) => true,
+        Err(reason) => {
+            eprintln!("skipping: {reason}");
+            false
+        }
+    }
+}
+
+/// Whether `args` holds `window` as consecutive arguments.
+fn has(args: &[OsString], window: &[&str]) -> bool {
+    args.windows(window.len())
+        .any(|w| w.iter().zip(window).all(|(a, b)| a == b))
+}
+
+#[test]
+fn command_line() {
+    let layout = Layout::new();
+    let (spec, _) = sandbox_specs(&layout, "bw-cmd", "bw-cmd-other");
+    let line = match BwrapLauncher.command(&spec) {
+        Ok(line) => line,
+        Err(e) => return eprintln!("skipping: {e}"),
+    };
+    eprintln!("{} {:?}", line.program.display(), line.args);
+    let args = &line.args;
+    let path = |p: &std::path::Path| p.display().to_string();
+    for window in [
+        &["--unshare-pid", "--unshare-ipc", "--unshare-uts"][..],
+        &["--cap-drop", "ALL"],
+        &["--die-with-parent", "--new-session"],
+        &["--hostname", "h-bw-cmd"],
+        &["--ro-bind", "/usr", "/usr"],
+        &["--ro-bind", "/etc", "/etc"],
+        &["--ro-bind", "/proc/sys", "/proc/sys"],
+        &["--tmpfs", "/run"],
+        &["--ro-bind", "/bin/sh", "/run/hive/bin/hive"],
+        &["--bind", &path(&spec.state_dir), "/state"],
+        &["--bind", &path(&spec.shared_dir), "/shared"],
+        &["--bind", &path(&spec.socket), "/run/hive/mcp.sock"],
+        &[
+            "--ro-bind",
+            &path(&spec.binds[0].host),
+            "/agents/bw-cmd/config",
+        ],
+        &["--bind", &path(&spec.binds[1].host), "/scratch"],
+        &["--chdir", "/state", "--", "/run/hive/bin/hive", "-c"],
+    ] {
+        assert!(has(args, window), "{window:?} in {args:?}");
+    }
+    assert_eq!(
+        args.last().map(|a| a.to_str()),
+        Some(Some(spec.args[1].as_str()))
+    );
+    assert!(
+        !args.iter().any(|a| a == "--unshare-net"),
+        "the network is shared"
+    );
+    assert!(
+        line.env
+            .contains(&("HIVE_STATE_DIR".into(), "/state".into()))
+    );
+}
+
+#[tokio::test]
+async fn isolates_persists_reports_crashes_and_stops() {
+    if !available() {
+        return;
+    }
+    let layout = Layout::new();
+    let (spec, _other) = sandbox_specs(&layout, "bw-alice", "bw-bob");
+    let name = spec.name.clone();
+    let rt = ChildRuntime::new(BwrapLauncher);
+    let mut changes = rt.subscribe();
+    rt.create(&spec).await.unwrap();
+    rt.start(&name).await.unwrap();
+    assert!(next_change(&mut changes, "bw-alice").await.running);
+
+    let report = read_report(&spec).await;
+    assert_isolated(&report, &spec, "bwrap");
+    assert!(one(&report, "init").contains("bwrap --"), "{report:?}");
+    let logs = rt.logs(&name, 10).await.unwrap();
+    assert!(logs.contains(&"hello from bw-alice".to_owned()), "{logs:?}");
+
+    // Killed from outside: reported at once, and nothing of it survives.
+    let sleep = sleep_pid(&report);
+    let pid = rt.list().await.unwrap()[0].pid.unwrap();
+    killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let change = next_change(&mut changes, "bw-alice").await;
+    assert!(!change.running && !change.expected, "{change:?}");
+    all_gone(&report, sleep).await;
+
+    // Destroyed and created again: /state survives.
+    rt.destroy(&name).await.unwrap();
+    std::fs::remove_file(spec.state_dir.join("report")).unwrap();
+    rt.create(&spec).await.unwrap();
+    rt.start(&name).await.unwrap();
+    assert!(next_change(&mut changes, "bw-alice").await.running);
+    let report = read_report(&spec).await;
+    let boots = std::fs::read_to_string(spec.state_dir.join("boots")).unwrap();
+    assert_eq!(boots, "boot\nboot\n");
+
+    // Stopped: the whole tree dies. Not gracefully: bwrap does not forward
+    // SIGTERM, so the program never sees it (see the module doc).
+    let sleep = sleep_pid(&report);
+    rt.stop(&name, Duration::from_secs(10)).await.unwrap();
+    let change = next_change(&mut changes, "bw-alice").await;
+    assert!(!change.running && change.expected, "{change:?}");
+    all_gone(&report, sleep).await;
+    assert!(!spec.state_dir.join("term").exists());
+    let status = &rt.list().await.unwrap()[0];
+    assert!(!status.running && !status.failed);
+    rt.destroy(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_bind_fails_at_start() {
+    if !available() {
+        return;
+    }
+    let layout = Layout::new();
+    let (mut spec, _) = sandbox_specs(&layout, "bw-broken", "bw-broken-other");
+    spec.binds[0].host = layout.root().join("no-such-dir");
+    let rt = ChildRuntime::new(BwrapLauncher);
+    let mut changes = rt.subscribe();
+    rt.create(&spec).await.unwrap();
+    rt.start(&spec.name).await.unwrap();
+    assert!(next_change(&mut changes, "bw-broken").await.running);
+    let change = next_change(&mut changes, "bw-broken").await;
+    assert!(!change.running && !change.expected, "{change:?}");
+    let log_path = spec.log_path.clone();
+    eventually("bwrap's complaint in the log", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("no-such-dir"))
+    })
+    .await;
+}

@@ -1,0 +1,188 @@
+//! The agent lifecycle through the real daemon on a real runtime: spawn by
+//! approval, crash detection, restart, logs, destroy to a tombstone, purge.
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::support::{Hive, eventually};
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap()
+}
+
+fn status(hive: &Hive, name: &str) -> Value {
+    let v = json(&hive.host(&format!(
+        r#"{{"cmd":"agent_status","scope":{{"agent_names":["{name}"]}}}}"#
+    )));
+    v["agent_statuses"][0].clone()
+}
+
+/// Helper events the manager has received, oldest first. Read with the
+/// non-mutating `recent`: the manager's own harness pops its inbox too.
+fn manager_events(hive: &Hive) -> Vec<Value> {
+    let recent = json(&hive.agent("manager", r#"{"cmd":"recent","limit":200}"#));
+    let mut events: Vec<Value> = recent["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["from"] == "system")
+        .filter_map(|m| serde_json::from_str(m["body"].as_str()?).ok())
+        .collect();
+    events.reverse();
+    events
+}
+
+fn count(events: &[Value], event: &str) -> usize {
+    events.iter().filter(|e| e["event"] == event).count()
+}
+
+#[test]
+fn spawn_crash_restart_destroy_purge_on_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let hive = Hive::start_with(
+        dir,
+        "process",
+        &["--manager-port", "18000", "--agent-ports", "18100-18199"],
+    );
+    eventually("the manager to run", || {
+        status(&hive, "manager")["running"] == true
+    });
+
+    // Spawn through the approval queue.
+    let queued = json(&hive.host(r#"{"cmd":"request_spawn","name":"coder"}"#));
+    let id = queued["approvals"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#)),
+        r#"{"version":1,"ok":true}"#
+    );
+    let row = status(&hive, "coder");
+    assert_eq!(
+        (row["running"].as_bool(), row["url"].as_str()),
+        (Some(true), Some("http://127.0.0.1:18100/"))
+    );
+    let events = manager_events(&hive);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "spawned" && e["agent"] == "coder" && e["ok"] == true),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "approval_resolved" && e["status"] == "approved"),
+        "{events:?}"
+    );
+    // The agent was told it was (re)started.
+    let kicked = hive.agent("coder", r#"{"cmd":"recent","limit":5}"#);
+    assert!(kicked.contains("you were just spawned"), "{kicked}");
+
+    // Killed from outside: the manager hears of the crash.
+    let pidfile = hive.state_dir().join("agents/coder/container.pid");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(pid > 1);
+    // Through the syscall: `/usr/bin/kill -KILL -<pgid>` (procps-ng 4.0)
+    // reads the group as an option and signals every process instead.
+    killpg(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let mut crash = None;
+    eventually("container_crash", || {
+        crash = manager_events(&hive)
+            .into_iter()
+            .find(|e| e["event"] == "container_crash");
+        crash.is_some()
+    });
+    assert_eq!(
+        crash.unwrap(),
+        serde_json::json!({"event":"container_crash","agent":"coder","note":"killed by SIGKILL"})
+    );
+    let row = status(&hive, "coder");
+    assert_eq!(
+        (row["running"].as_bool(), row["failed"].as_bool()),
+        (Some(false), Some(true))
+    );
+
+    // Restart brings it back; a stop on purpose is no crash.
+    assert_eq!(
+        hive.host(r#"{"cmd":"restart","name":"coder"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert_eq!(status(&hive, "coder")["running"], true);
+    assert_eq!(
+        hive.host(r#"{"cmd":"kill","name":"coder"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    let events = manager_events(&hive);
+    assert_eq!(count(&events, "killed"), 1, "{events:?}");
+    assert_eq!(count(&events, "container_crash"), 1, "only the real crash: {events:?}");
+    assert_eq!(
+        hive.host(r#"{"cmd":"kill","name":"manager"}"#)
+            .contains("\"ok\":true"),
+        true
+    );
+    assert_eq!(
+        hive.host(r#"{"cmd":"start","scope":{"agent_names":[]}}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert_eq!(status(&hive, "coder")["running"], true);
+
+    // Logs: what the harness printed, over host.sock and HTTP.
+    eventually("the harness's first log lines", || {
+        let logs = json(&hive.host(r#"{"cmd":"logs","name":"coder","lines":5}"#));
+        !logs["logs"].as_array().unwrap().is_empty()
+    });
+    let http = json(&hive.http_get("/api/logs/coder?lines=5"));
+    assert_eq!(http["name"], "coder");
+
+    // Destroy keeps the state: a tombstone, revivable through a spawn approval.
+    std::fs::write(
+        hive.state_dir().join("agents/coder/state/notes.md"),
+        "remember",
+    )
+    .unwrap();
+    assert_eq!(
+        hive.host(r#"{"cmd":"destroy","name":"coder"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    let row = status(&hive, "coder");
+    assert_eq!(row["running"], false);
+    assert!(
+        hive.state_dir()
+            .join("agents/coder/state/notes.md")
+            .exists()
+    );
+    assert_eq!(
+        hive.host(r#"{"cmd":"start","scope":{"agent_names":["coder"]}}"#),
+        r#"{"version":1,"ok":false,"error":"coder has no container, only kept state: revive it with `hive request-spawn coder`"}"#
+    );
+    assert_eq!(
+        hive.host(r#"{"cmd":"spawn","name":"coder"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert!(
+        hive.state_dir()
+            .join("agents/coder/state/notes.md")
+            .exists(),
+        "revived with its state"
+    );
+    assert_eq!(
+        status(&hive, "coder")["url"],
+        "http://127.0.0.1:18100/",
+        "same port after revival"
+    );
+
+    // Purge: state and socket gone, the name free again.
+    assert_eq!(
+        hive.host(r#"{"cmd":"destroy","name":"coder","purge":true}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert!(!hive.state_dir().join("agents/coder").exists());
+    assert!(!hive.agent_socket("coder").exists());
+    assert_eq!(
+        hive.host(r#"{"cmd":"list"}"#),
+        r#"{"version":1,"ok":true,"agents":["manager"]}"#
+    );
+    assert_eq!(
+        hive.host(r#"{"cmd":"destroy","name":"manager"}"#),
+        r#"{"version":1,"ok":false,"error":"the manager cannot be destroyed"}"#
+    );
+}
