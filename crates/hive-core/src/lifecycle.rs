@@ -401,6 +401,7 @@ impl Coordinator {
                 tracing::info!(id = approval.id, %name, "cancelled approval of a destroyed agent");
             }
             if purge {
+                self.refresh_containers().await;
                 self.purge_files(name)?;
             }
             Ok(())

@@ -214,36 +214,91 @@ pub struct Selection {
     pub passed_over: Vec<String>,
 }
 
-/// Backends in the order `auto` prefers them: strongest isolation first.
-pub const BACKENDS: &[&str] = &["process"];
+/// Backends in the order `auto` prefers them: strongest isolation first
+/// (Docker adds a seccomp profile and cgroups to what nspawn gives; bwrap
+/// has namespaces only; process has nothing).
+pub const BACKENDS: &[&str] = &["docker", "nspawn", "bwrap", "process"];
+
+/// Opens backend `name` if this machine can run it, or says why not.
+pub async fn open(name: &str) -> std::result::Result<std::sync::Arc<dyn Runtime>, String> {
+    use std::sync::Arc;
+    async fn probe_blocking<L: child::Launcher + Copy>(
+        launcher: L,
+    ) -> std::result::Result<(), String> {
+        tokio::task::spawn_blocking(move || launcher.probe())
+            .await
+            .map_err(|e| format!("probe failed: {e}"))?
+    }
+    match name {
+        "docker" => {
+            docker::probe().await?;
+            let runtime = docker::DockerRuntime::connect(None)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(runtime))
+        }
+        "nspawn" => {
+            probe_blocking(nspawn::NspawnLauncher).await?;
+            Ok(Arc::new(child::ChildRuntime::new(nspawn::NspawnLauncher)))
+        }
+        "bwrap" => {
+            probe_blocking(bwrap::BwrapLauncher).await?;
+            Ok(Arc::new(child::ChildRuntime::new(bwrap::BwrapLauncher)))
+        }
+        "process" => Ok(Arc::new(child::ChildRuntime::new(process::ProcessLauncher))),
+        other => Err(format!(
+            "`{other}` is not a backend (choose auto, none, {})",
+            BACKENDS.join(", ")
+        )),
+    }
+}
 
 /// Picks the runtime for `requested` (`auto`, `none` or a backend name).
 pub async fn select(requested: &str) -> Result<Selection> {
-    let process = || -> std::sync::Arc<dyn Runtime> {
-        std::sync::Arc::new(child::ChildRuntime::new(process::ProcessLauncher))
-    };
     match requested {
         "none" => Ok(Selection {
             runtime: None,
             name: "none",
             passed_over: Vec::new(),
         }),
-        "process" => Ok(Selection {
-            runtime: Some(process()),
-            name: "process",
-            passed_over: Vec::new(),
-        }),
-        "auto" => Ok(Selection {
-            runtime: Some(process()),
-            name: "process",
-            passed_over: Vec::new(),
-        }),
-        other => Err(Error::Unavailable {
-            runtime: "runtime",
-            reason: format!(
-                "`{other}` is not a backend (choose auto, none, {})",
-                BACKENDS.join(", ")
-            ),
-        }),
+        "auto" => {
+            let mut passed_over = Vec::new();
+            for name in BACKENDS {
+                match open(name).await {
+                    Ok(runtime) => {
+                        return Ok(Selection {
+                            runtime: Some(runtime),
+                            name,
+                            passed_over,
+                        });
+                    }
+                    Err(reason) => passed_over.push(format!("{name}: {reason}")),
+                }
+            }
+            Err(Error::Unavailable {
+                runtime: "auto",
+                reason: passed_over.join("; "),
+            })
+        }
+        requested => match BACKENDS.iter().find(|b| **b == requested) {
+            Some(name) => match open(name).await {
+                Ok(runtime) => Ok(Selection {
+                    runtime: Some(runtime),
+                    name,
+                    passed_over: Vec::new(),
+                }),
+                Err(reason) => Err(Error::Unavailable {
+                    runtime: name,
+                    reason,
+                }),
+            },
+            None => Err(Error::Unavailable {
+                runtime: "runtime",
+                reason: format!(
+                    "`{requested}` is not a backend (choose auto, none, {})",
+                    BACKENDS.join(", ")
+                ),
+            }),
+        },
     }
 }

@@ -79,7 +79,11 @@ fn spawn_crash_restart_destroy_purge_on_process() {
 
     // Killed from outside: the manager hears of the crash.
     let pidfile = hive.state_dir().join("agents/coder/container.pid");
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(pid > 1);
     // Through the syscall: `/usr/bin/kill -KILL -<pgid>` (procps-ng 4.0)
     // reads the group as an option and signals every process instead.
@@ -113,7 +117,11 @@ fn spawn_crash_restart_destroy_purge_on_process() {
     );
     let events = manager_events(&hive);
     assert_eq!(count(&events, "killed"), 1, "{events:?}");
-    assert_eq!(count(&events, "container_crash"), 1, "only the real crash: {events:?}");
+    assert_eq!(
+        count(&events, "container_crash"),
+        1,
+        "only the real crash: {events:?}"
+    );
     assert_eq!(
         hive.host(r#"{"cmd":"kill","name":"manager"}"#)
             .contains("\"ok\":true"),

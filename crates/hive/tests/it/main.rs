@@ -6,4 +6,5 @@ mod cli;
 mod e2e;
 mod host;
 mod lifecycle;
+mod sandboxes;
 mod support;

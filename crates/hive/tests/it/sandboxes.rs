@@ -1,0 +1,83 @@
+//! The daemon on each sandboxing runtime the machine has: the manager and
+//! an approved agent come up with the real harness inside, then go.
+
+use serde_json::Value;
+
+use crate::support::{Hive, eventually};
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap()
+}
+
+fn running(hive: &Hive, name: &str) -> bool {
+    let v = json(&hive.host(&format!(
+        r#"{{"cmd":"agent_status","scope":{{"agent_names":["{name}"]}}}}"#
+    )));
+    v["agent_statuses"][0]["running"] == true
+}
+
+fn logs(hive: &Hive, name: &str) -> String {
+    json(&hive.host(&format!(r#"{{"cmd":"logs","name":"{name}","lines":50}}"#)))["logs"].to_string()
+}
+
+/// Whether `runtime` can run here; prints why not.
+fn available(runtime: &str) -> bool {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    match rt.block_on(hive_runtime::open(runtime)) {
+        Ok(_) => true,
+        Err(reason) => {
+            eprintln!("skipping the {runtime} runtime: {reason}");
+            false
+        }
+    }
+}
+
+fn spawn_and_purge(runtime: &str, ports: &str, manager_port: &str) {
+    if !available(runtime) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have the {runtime} runtime"
+        );
+        return;
+    }
+    let hive = Hive::start_with(
+        tempfile::tempdir().unwrap(),
+        runtime,
+        &["--manager-port", manager_port, "--agent-ports", ports],
+    );
+    eventually("the manager to run", || running(&hive, "manager"));
+    eventually("the manager's harness to serve", || {
+        logs(&hive, "manager").contains("serving manager")
+    });
+
+    let queued = json(&hive.host(r#"{"cmd":"request_spawn","name":"coder"}"#));
+    let id = queued["approvals"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#)),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert!(running(&hive, "coder"));
+    eventually("coder's harness to serve", || {
+        logs(&hive, "coder").contains("serving coder")
+    });
+
+    assert_eq!(
+        hive.host(r#"{"cmd":"destroy","name":"coder","purge":true}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert!(!hive.state_dir().join("agents/coder").exists());
+    assert_eq!(
+        hive.host(r#"{"cmd":"list"}"#),
+        r#"{"version":1,"ok":true,"agents":["manager"]}"#
+    );
+}
+
+#[test]
+fn bwrap() {
+    spawn_and_purge("bwrap", "18300-18309", "18290");
+}
+
+#[test]
+fn nspawn() {
+    spawn_and_purge("nspawn", "18400-18409", "18390");
+}
