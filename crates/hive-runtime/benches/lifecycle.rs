@@ -1,0 +1,100 @@
+//! Prints spawn-to-running and crash-detection latency per backend.
+//!
+//! For each backend this machine can run: create + start a container whose
+//! program writes `/state/ready` and sleeps; time until that file exists
+//! (spawn to running). Then SIGKILL its main process from outside and time
+//! until the backend reports the exit (crash detection). Medians of
+//! `ROUNDS` rounds. Run with `cargo bench -p hive-runtime --bench lifecycle`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hive_proto::AgentName;
+use hive_runtime::{ContainerSpec, Runtime};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const ROUNDS: usize = 7;
+
+fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
+    let state_dir = root.join(name.as_str()).join("state");
+    let shared_dir = root.join("shared");
+    let socket = root.join(name.as_str()).join("mcp.sock");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    std::fs::create_dir_all(&shared_dir).unwrap();
+    std::fs::write(&socket, "").unwrap();
+    ContainerSpec {
+        name: name.clone(),
+        program: PathBuf::from("/bin/sh"),
+        args: vec!["-c".into(), "echo up > \"$HIVE_STATE_DIR/ready\"; exec sleep 300".into()],
+        env: Vec::new(),
+        state_dir,
+        shared_dir,
+        socket,
+        binds: Vec::new(),
+        log_path: root.join(name.as_str()).join("container.log"),
+        web_port: 0,
+        image: None,
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn measure(backend: &str, runtime: &dyn Runtime) {
+    let root = tempfile::tempdir().unwrap();
+    let name = AgentName::parse(&format!("bench-{}", std::process::id())).unwrap();
+    let spec = spec(root.path(), &name);
+    let ready = spec.state_dir.join("ready");
+    let mut changes = runtime.subscribe();
+    let (mut up, mut crash) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let _ = std::fs::remove_file(&ready);
+        let t = Instant::now();
+        runtime.create(&spec).await.unwrap();
+        runtime.start(&name).await.unwrap();
+        while !ready.exists() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        up.push(t.elapsed());
+
+        let pid = loop {
+            let listed = runtime.list().await.unwrap();
+            if let Some(pid) = listed.iter().find(|s| s.name == name).and_then(|s| s.pid) {
+                break pid;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        while changes.try_recv().is_ok() {}
+        let t = Instant::now();
+        kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
+        loop {
+            let change = tokio::time::timeout(Duration::from_secs(30), changes.recv())
+                .await
+                .expect("no exit reported within 30 s")
+                .unwrap();
+            if change.name == name && !change.running {
+                break;
+            }
+        }
+        crash.push(t.elapsed());
+        runtime.destroy(&name).await.unwrap();
+    }
+    println!(
+        "{backend:8} spawn_to_running median {:>8.1} ms   crash_detection median {:>7.1} ms   ({ROUNDS} rounds)",
+        median(up).as_secs_f64() * 1e3,
+        median(crash).as_secs_f64() * 1e3,
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    for backend in hive_runtime::BACKENDS {
+        match hive_runtime::open(backend).await {
+            Ok(runtime) => measure(backend, &*runtime).await,
+            Err(reason) => println!("{backend:8} skipped: {reason}"),
+        }
+    }
+}
