@@ -3,6 +3,7 @@
 
 mod agent;
 mod cli;
+mod config;
 mod e2e;
 mod host;
 mod lifecycle;

@@ -1,0 +1,211 @@
+//! Agent config as git through the real daemon: the manager's commit
+//! becomes an approval with a diff, a deploy, a denial with a note, a
+//! rollback, and a two-step spawn.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{Hive, eventually};
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap()
+}
+
+/// Commits `files` on the proposed repo's `main` as the manager would.
+fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
+    let repo = git2::Repository::open(repo).unwrap();
+    let mut index = repo.index().unwrap();
+    for (path, text) in files {
+        std::fs::write(repo.workdir().unwrap().join(path), text).unwrap();
+        index.add_path(Path::new(path)).unwrap();
+    }
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("manager", "manager@hive").unwrap();
+    let parent = repo.head().unwrap().peel_to_commit().unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &[&parent])
+        .unwrap()
+        .to_string()
+}
+
+fn tags(applied: &Path) -> Vec<String> {
+    let repo = git2::Repository::open(applied).unwrap();
+    let names = repo.tag_names(None).unwrap();
+    let mut tags: Vec<String> = (0..names.len())
+        .filter_map(|i| names.get(i).ok().flatten())
+        .map(String::from)
+        .collect();
+    tags.sort();
+    tags
+}
+
+fn manager_event(hive: &Hive, id: i64) -> Value {
+    let recent = json(&hive.agent("manager", r#"{"cmd":"recent","limit":200}"#));
+    recent["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(m["body"].as_str()?).ok())
+        .find(|e| e["event"] == "approval_resolved" && e["id"] == id)
+        .unwrap_or_else(|| panic!("no approval_resolved for #{id}: {recent}"))
+}
+
+fn deployed_model(hive: &Hive, name: &str) -> String {
+    let path = hive
+        .state_dir()
+        .join(format!("agents/{name}/state/.hive/deployed.json"));
+    let file: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    file["config"]["model"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn deploy_deny_rollback_and_two_step_spawn() {
+    let mirror = tempfile::tempdir().unwrap();
+    git2::Repository::init_bare(mirror.path().join("coder.git")).unwrap();
+    let hive = Hive::start_with(
+        tempfile::tempdir().unwrap(),
+        "process",
+        &[
+            "--manager-port",
+            "18500",
+            "--agent-ports",
+            "18501-18510",
+            "--mirror-url",
+            mirror.path().to_str().unwrap(),
+        ],
+    );
+    let queued = json(&hive.agent("manager", r#"{"cmd":"request_spawn","name":"coder"}"#));
+    assert_eq!(queued["kind"], "approval_queued");
+    hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, queued["id"]));
+    let proposed = hive.state_dir().join("agents/coder/config");
+    let applied = hive.state_dir().join("applied/coder");
+    assert_eq!(tags(&applied), ["deployed/0"]);
+    assert_eq!(deployed_model(&hive, "coder"), "sonnet");
+
+    // Refusals the manager sees, before any approval is queued.
+    assert_eq!(
+        hive.agent(
+            "manager",
+            r#"{"cmd":"request_apply_commit","agent":"coder","commit_ref":"main"}"#
+        ),
+        r#"{"kind":"err","message":"commit_ref `main` is not a commit sha: pass 7 to 40 hex digits (branch and tag names are refused so that an approval pins one immutable commit)"}"#
+    );
+    assert_eq!(
+        hive.agent(
+            "manager",
+            r#"{"cmd":"request_apply_commit","agent":"coder","commit_ref":"abc1234d5"}"#
+        ),
+        r#"{"kind":"err","message":"commit abc1234d5 not found in the config repo of coder: commit it in /agents/coder/config first, then pass its sha"}"#
+    );
+    let bad = commit(&proposed, &[("agent.toml", "modle = \"opus\"\n")], "typo");
+    let refused = json(&hive.agent(
+        "manager",
+        &format!(r#"{{"cmd":"request_apply_commit","agent":"coder","commit_ref":"{bad}"}}"#),
+    ));
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("agent.toml in commit {} is invalid", &bad[..12]))
+            && message.contains("agent.toml:1: unknown field `modle`"),
+        "{message}"
+    );
+    assert_eq!(
+        hive.host(r#"{"cmd":"pending"}"#),
+        r#"{"version":1,"ok":true,"approvals":[]}"#
+    );
+
+    // A good commit: approval with the full sha, deploy on approval.
+    let toml = "model = \"opus\"\nengine = \"claude\"\nprompt = \"prompt.md\"\n";
+    let good = commit(&proposed, &[("agent.toml", toml)], "use opus");
+    let queued = json(&hive.agent(
+        "manager",
+        &format!(r#"{{"cmd":"request_apply_commit","agent":"coder","commit_ref":"{}","description":"bigger model"}}"#, &good[..9]),
+    ));
+    let id = queued["id"].as_i64().unwrap();
+    let pending = json(&hive.host(r#"{"cmd":"pending"}"#));
+    assert_eq!(pending["approvals"][0]["commit_ref"], good.as_str());
+    assert_eq!(pending["approvals"][0]["kind"], "apply_commit");
+    assert_eq!(
+        hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#)),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert_eq!(
+        tags(&applied),
+        [
+            format!("approved/{id}"),
+            format!("building/{id}"),
+            "deployed/0".into(),
+            format!("deployed/{id}"),
+            format!("proposal/{id}")
+        ]
+    );
+    assert_eq!(deployed_model(&hive, "coder"), "opus");
+    let status = json(&hive.host(r#"{"cmd":"agent_status","scope":{"agent_names":["coder"]}}"#));
+    assert_eq!(status["agent_statuses"][0]["deployed_sha"], good.as_str());
+    assert_eq!(status["agent_statuses"][0]["running"], true);
+    assert_eq!(manager_event(&hive, id)["status"], "approved");
+    // The mirror follows, in the background.
+    let deployed_tag = format!("deployed/{id}");
+    eventually("the mirror to carry the deploy", || {
+        tags(&mirror.path().join("coder.git")).contains(&deployed_tag)
+    });
+
+    // A denial, with the operator's reason on the tag and in the event.
+    let haiku = commit(
+        &proposed,
+        &[("agent.toml", &toml.replace("opus", "haiku"))],
+        "cheaper",
+    );
+    let queued = json(&hive.agent(
+        "manager",
+        &format!(r#"{{"cmd":"request_apply_commit","agent":"coder","commit_ref":"{haiku}"}}"#),
+    ));
+    let denied = queued["id"].as_i64().unwrap();
+    hive.host(&format!(
+        r#"{{"cmd":"deny","id":{denied},"note":"keep opus"}}"#
+    ));
+    assert!(tags(&applied).contains(&format!("denied/{denied}")));
+    let event = manager_event(&hive, denied);
+    assert_eq!(
+        (event["status"].as_str(), event["note"].as_str()),
+        (Some("denied"), Some("keep opus"))
+    );
+    assert_eq!(deployed_model(&hive, "coder"), "opus");
+
+    // Rollback to the first deploy.
+    let rollback = json(&hive.host(r#"{"cmd":"rollback","name":"coder","id":0}"#));
+    let back = rollback["approvals"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        rollback["approvals"][0]["description"],
+        "rollback to deployed/0"
+    );
+    assert_eq!(
+        hive.host(&format!(r#"{{"cmd":"approve","id":{back}}}"#)),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert_eq!(deployed_model(&hive, "coder"), "sonnet");
+
+    // Two-step spawn: seed the repo, shape the agent, then spawn it.
+    let init = json(&hive.agent(
+        "manager",
+        r#"{"cmd":"request_init_config","name":"newbie"}"#,
+    ));
+    hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, init["id"]));
+    let newbie = hive.state_dir().join("agents/newbie/config");
+    commit(
+        &newbie,
+        &[("agent.toml", &toml.replace("opus", "haiku"))],
+        "shape newbie",
+    );
+    let spawn = json(&hive.agent("manager", r#"{"cmd":"request_spawn","name":"newbie"}"#));
+    assert_eq!(
+        hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, spawn["id"])),
+        r#"{"version":1,"ok":true}"#
+    );
+    assert_eq!(deployed_model(&hive, "newbie"), "haiku");
+    eventually("newbie to run", || {
+        json(&hive.host(r#"{"cmd":"agent_status","scope":{"agent_names":["newbie"]}}"#))["agent_statuses"]
+            [0]["running"]
+            == true
+    });
+}
