@@ -26,7 +26,10 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
     ContainerSpec {
         name: name.clone(),
         program: PathBuf::from("/bin/sh"),
-        args: vec!["-c".into(), "echo up > \"$HIVE_STATE_DIR/ready\"; exec sleep 300".into()],
+        args: vec![
+            "-c".into(),
+            "echo up > \"$HIVE_STATE_DIR/ready\"; exec sleep 300".into(),
+        ],
         env: Vec::new(),
         state_dir,
         shared_dir,

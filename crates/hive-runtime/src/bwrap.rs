@@ -31,14 +31,12 @@
 //! - Root without capabilities may still write most of `/proc/sys`, which
 //!   is host-global (`vm.swappiness`…); bwrap 0.8 does not cover it, so it
 //!   is bound read-only over itself.
-//! - bwrap does not forward signals (containers/bubblewrap#369). `stop`
-//!   signals the process group of the outer bwrap, which dies at once;
-//!   `--die-with-parent` then SIGKILLs the sandbox's init and the kernel
-//!   the whole pid namespace. So a stop is never graceful under bwrap: the
-//!   program gets no SIGTERM (with `--new-session` it is not even in the
-//!   signalled group), but nothing it started survives either. Graceful
-//!   stops would need the supervisor to signal the sandbox's session (its
-//!   host pid is what `--json-status-fd` reports as `child-pid`) first.
+//! - bwrap does not forward signals (containers/bubblewrap#369): a SIGTERM
+//!   to the outer bwrap kills it at once and `--die-with-parent` then
+//!   SIGKILLs the sandbox. So a polite stop sends SIGTERM to the program
+//!   and its children directly (found under the outer bwrap in `/proc`,
+//!   skipping the sandbox's init), and only after the grace SIGKILLs the
+//!   outer bwrap, which takes the whole pid namespace with it.
 //! - A bind whose host path does not exist makes bwrap fail at start (the
 //!   exit is reported like any other), not at `create`.
 
@@ -73,6 +71,12 @@ const HOST_SYSTEM: &[&str] = &[
 impl Launcher for BwrapLauncher {
     fn name(&self) -> &'static str {
         "bwrap"
+    }
+
+    /// bwrap does not pass SIGTERM on: signal the program and what it
+    /// started (outer bwrap → sandbox init → program: depth 2 and below).
+    fn polite_stop_depth(&self) -> Option<usize> {
+        Some(2)
     }
 
     fn probe(&self) -> std::result::Result<(), String> {

@@ -38,6 +38,14 @@ pub trait Launcher: Send + Sync + 'static {
     /// Why this backend cannot run here, if it cannot.
     fn probe(&self) -> std::result::Result<(), String>;
     fn command(&self, spec: &ContainerSpec) -> Result<CommandLine>;
+    /// For launchers whose supervised process does not pass SIGTERM on
+    /// (bwrap): a polite stop signals the container's own processes, those
+    /// at least this many levels below the supervised one (so a sandbox's
+    /// init is spared); the group gets SIGKILL only after the grace.
+    /// `None`: SIGTERM the supervised process group.
+    fn polite_stop_depth(&self) -> Option<usize> {
+        None
+    }
 }
 
 struct Entry {
@@ -235,7 +243,13 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         };
         let group =
             Pid::from_raw(i32::try_from(pid).map_err(|_| Error::Failed(format!("pid {pid}")))?);
-        let _ = killpg(group, Signal::SIGTERM);
+        if let Some(depth) = self.launcher.polite_stop_depth() {
+            for descendant in descendants(pid, depth) {
+                let _ = nix::sys::signal::kill(descendant, Signal::SIGTERM);
+            }
+        } else {
+            let _ = killpg(group, Signal::SIGTERM);
+        }
         if tokio::time::timeout(grace, exited.wait_for(|done| *done))
             .await
             .is_err()
@@ -285,5 +299,77 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
             entry.spec.log_path.clone()
         };
         crate::tail_file(&path, lines).await
+    }
+}
+
+/// Every process at least `min_depth` levels below `root` (1: its
+/// children), found by walking `/proc` (host pids, so this sees into a
+/// sandbox's pid namespace).
+fn descendants(root: u32, min_depth: usize) -> Vec<Pid> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = parent_pid(pid) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![(root, 0)];
+    while let Some((pid, depth)) = queue.pop() {
+        for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
+            if depth + 1 >= min_depth
+                && let Ok(raw) = i32::try_from(child)
+            {
+                found.push(Pid::from_raw(raw));
+            }
+            queue.push((child, depth + 1));
+        }
+    }
+    found
+}
+
+/// The parent pid from `/proc/<pid>/stat` (the field after the command,
+/// which is parenthesised and may itself contain spaces and parentheses).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_its_own_descendants() {
+        #[allow(clippy::disallowed_methods)] // a throwaway child for the walk
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let me = std::process::id();
+        let below: Vec<i32> = descendants(me, 1).iter().map(|p| p.as_raw()).collect();
+        assert!(below.contains(&(child.id() as i32)), "{below:?}");
+        assert!(below.len() >= 2, "the shell and its sleep: {below:?}");
+        assert_eq!(parent_pid(child.id()), Some(me));
+        let grandchildren: Vec<i32> = descendants(me, 2).iter().map(|p| p.as_raw()).collect();
+        assert!(
+            !grandchildren.contains(&(child.id() as i32)),
+            "{grandchildren:?}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        for pid in descendants(me, 1) {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
     }
 }
