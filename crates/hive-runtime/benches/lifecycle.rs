@@ -5,6 +5,7 @@
 //! (spawn to running). Then SIGKILL its main process from outside and time
 //! until the backend reports the exit (crash detection). Medians of
 //! `ROUNDS` rounds. Run with `cargo bench -p hive-runtime --bench lifecycle`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
