@@ -135,8 +135,8 @@ impl Coordinator {
             }]
         };
         binds.extend(config.mounts.iter().map(|m| Bind {
-            host: m.host_path.clone().into(),
-            container: m.container_path.clone().into(),
+            host: m.host_path.clone(),
+            container: m.container_path.clone(),
             read_only: m.read_only,
         }));
         let mut env = self.settings.agent_env.clone();
@@ -366,7 +366,7 @@ impl Coordinator {
             .map_err(runtime_error)?;
         let port = self.web_port(name)?;
         runtime
-            .create(&self.container_spec(name, port, &deployed))
+            .create(&self.container_spec(name, port, deployed))
             .await
             .map_err(runtime_error)?;
         runtime.start(name).await.map_err(runtime_error)?;
@@ -655,16 +655,17 @@ pub async fn crash_watch(coord: Arc<Coordinator>) {
             .collect();
         if let Some(before) = &previous {
             for (name, was_running) in before {
-                if *was_running && !now.get(name).copied().unwrap_or(false) {
-                    if let Ok(name) = AgentName::parse(name) {
-                        let change = StateChange {
-                            name,
-                            running: false,
-                            expected: false,
-                            detail: None,
-                        };
-                        on_change(&coord, change).await;
-                    }
+                if *was_running
+                    && !now.get(name).copied().unwrap_or(false)
+                    && let Ok(name) = AgentName::parse(name)
+                {
+                    let change = StateChange {
+                        name,
+                        running: false,
+                        expected: false,
+                        detail: None,
+                    };
+                    on_change(&coord, change).await;
                 }
             }
         }

@@ -1,4 +1,5 @@
 //! Pins the exact JSON line of every request, response and event variant.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on failure
 
 use hive_proto::agent::*;
 use hive_proto::dashboard::*;

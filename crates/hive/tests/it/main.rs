@@ -1,5 +1,6 @@
 //! Integration tests: the real `hive` binary in a temp dir, spoken to over
 //! real unix sockets and HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on failure
 
 mod agent;
 mod cli;
