@@ -549,7 +549,7 @@ impl Coordinator {
         let manager = AgentName::manager();
         let manager_record = self.store.agent(manager.as_str()).ok().flatten();
         let outcome = match manager_record {
-            Some(r) if r.has_container => self.start(&manager).await,
+            Some(r) if r.has_container => self.reattach(&manager).await,
             _ => self.spawn(&manager).await,
         };
         if let Err(e) = outcome {
@@ -565,9 +565,24 @@ impl Coordinator {
             let Ok(name) = AgentName::parse(&record.name) else {
                 continue;
             };
-            if let Err(e) = self.start(&name).await {
+            if let Err(e) = self.reattach(&name).await {
                 tracing::error!(agent = %name, "not resumed: {e}");
             }
+        }
+    }
+
+    /// Starts `name` after a daemon restart. A container that outlived the
+    /// old daemon (docker) is restarted: it holds a bind of the old socket
+    /// file, which this daemon replaced.
+    async fn reattach(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        if self
+            .container_status(name.as_str())
+            .is_some_and(|s| s.running)
+        {
+            tracing::info!(agent = %name, "restarting a container that outlived the daemon");
+            self.restart(name).await
+        } else {
+            self.start(name).await
         }
     }
 }
