@@ -174,8 +174,7 @@ fn store(db: &Connection, frame: &LiveFrame) -> rusqlite::Result<()> {
 }
 
 fn recent(db: &Connection, limit: usize) -> rusqlite::Result<Vec<LiveFrame>> {
-    let mut stmt =
-        db.prepare_cached("SELECT frame_json FROM events ORDER BY seq DESC LIMIT ?1")?;
+    let mut stmt = db.prepare_cached("SELECT frame_json FROM events ORDER BY seq DESC LIMIT ?1")?;
     let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
         r.get::<_, String>(0)
     })?;

@@ -57,6 +57,26 @@ impl SocketClient {
         request: &T,
         timeout: Duration,
     ) -> Result<AgentResponse> {
+        let answer = self.raw_line(request, timeout).await?;
+        serde_json::from_str(&answer).map_err(|e| self.err(format!("bad answer {answer:?}: {e}")))
+    }
+
+    /// Like [`raw`](Self::raw), returning the answer as plain JSON (for
+    /// answers this build's protocol does not know).
+    pub async fn raw_value<T: Serialize + ?Sized>(
+        &self,
+        request: &T,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        let answer = self.raw_line(request, timeout).await?;
+        serde_json::from_str(&answer).map_err(|e| self.err(format!("bad answer {answer:?}: {e}")))
+    }
+
+    async fn raw_line<T: Serialize + ?Sized>(
+        &self,
+        request: &T,
+        timeout: Duration,
+    ) -> Result<String> {
         let line = serde_json::to_string(request).map_err(|e| self.err(e))?;
         match tokio::time::timeout(timeout, self.roundtrip(&line)).await {
             Ok(result) => result,
@@ -64,7 +84,7 @@ impl SocketClient {
         }
     }
 
-    async fn roundtrip(&self, line: &str) -> Result<AgentResponse> {
+    async fn roundtrip(&self, line: &str) -> Result<String> {
         let stream = UnixStream::connect(&self.path)
             .await
             .map_err(|e| self.err(format!("connect: {e}")))?;
@@ -82,8 +102,7 @@ impl SocketClient {
         if n == 0 {
             return Err(self.err("the daemon closed the connection without answering"));
         }
-        serde_json::from_str(answer.trim_end())
-            .map_err(|e| self.err(format!("bad answer {:?}: {e}", answer.trim_end())))
+        Ok(answer.trim_end().to_owned())
     }
 
     fn err(&self, message: impl ToString) -> Error {

@@ -128,9 +128,10 @@ impl Spawned {
 
     /// Sends `signal` to the child's process group (or to the child).
     pub fn signal(&self, signal: Signal) {
-        let target = self
-            .group
-            .or_else(|| self.pid().and_then(|p| i32::try_from(p).ok().map(Pid::from_raw)));
+        let target = self.group.or_else(|| {
+            self.pid()
+                .and_then(|p| i32::try_from(p).ok().map(Pid::from_raw))
+        });
         let Some(target) = target else { return };
         let result = if self.group.is_some() {
             killpg(target, signal)

@@ -35,8 +35,8 @@ CREATE TABLE IF NOT EXISTS turn_stats (
     inferences INTEGER NOT NULL,
     tool_call_count INTEGER NOT NULL,
     tool_calls_json TEXT NOT NULL,
-    pre_engine_ms INTEGER,
-    post_engine_ms INTEGER,
+    pre_engine_us INTEGER,
+    post_engine_us INTEGER,
     note TEXT
 );
 CREATE INDEX IF NOT EXISTS turn_stats_started ON turn_stats (started_at);
@@ -65,10 +65,10 @@ pub struct TurnRecord {
     pub inferences: u64,
     pub tool_call_count: u64,
     pub tool_calls: BTreeMap<String, u64>,
-    /// Harness overhead: `recv` answered → engine spawned.
-    pub pre_engine_ms: Option<u64>,
-    /// Harness overhead: engine exited → `ack_turn` answered.
-    pub post_engine_ms: Option<u64>,
+    /// Harness overhead in µs: `recv` answered → engine spawned.
+    pub pre_engine_us: Option<u64>,
+    /// Harness overhead in µs: engine exited → `ack_turn` answered.
+    pub post_engine_us: Option<u64>,
     pub note: Option<String>,
 }
 
@@ -106,8 +106,8 @@ impl StatsStore {
                 duration_ms, input_tokens, output_tokens, cache_creation_input_tokens,
                 cache_read_input_tokens, last_input_tokens, last_output_tokens,
                 last_cache_creation_input_tokens, last_cache_read_input_tokens, context_tokens,
-                cost_usd, inferences, tool_call_count, tool_calls_json, pre_engine_ms,
-                post_engine_ms, note)
+                cost_usd, inferences, tool_call_count, tool_calls_json, pre_engine_us,
+                post_engine_us, note)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
                 ?17, ?18, ?19, ?20, ?21, ?22)",
         )?
@@ -131,27 +131,26 @@ impl StatsStore {
             int(r.inferences),
             int(r.tool_call_count),
             serde_json::to_string(&r.tool_calls).unwrap_or_else(|_| "{}".into()),
-            r.pre_engine_ms.map(int),
-            r.post_engine_ms.map(int),
+            r.pre_engine_us.map(int),
+            r.post_engine_us.map(int),
             r.note,
         ])?;
         Ok(db.last_insert_rowid())
     }
 
-    /// Fills in the post-engine overhead of a recorded turn (known only
+    /// Fills in the post-engine overhead (µs) of a recorded turn (known only
     /// after `ack_turn` answered).
-    pub fn set_post_engine_ms(&self, id: i64, ms: u64) -> rusqlite::Result<()> {
+    pub fn set_post_engine_us(&self, id: i64, us: u64) -> rusqlite::Result<()> {
         self.db()
-            .prepare_cached("UPDATE turn_stats SET post_engine_ms = ?1 WHERE id = ?2")?
-            .execute(params![int(ms), id])?;
+            .prepare_cached("UPDATE turn_stats SET post_engine_us = ?1 WHERE id = ?2")?
+            .execute(params![int(us), id])?;
         Ok(())
     }
 
     /// The `limit` most recent turns, newest first.
     pub fn recent(&self, limit: usize) -> rusqlite::Result<Vec<TurnRecord>> {
         let db = self.db();
-        let mut stmt =
-            db.prepare_cached("SELECT * FROM turn_stats ORDER BY id DESC LIMIT ?1")?;
+        let mut stmt = db.prepare_cached("SELECT * FROM turn_stats ORDER BY id DESC LIMIT ?1")?;
         let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], from_row)?;
         rows.collect()
     }
@@ -214,8 +213,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<TurnRecord> {
         inferences: uint(row.get("inferences")?),
         tool_call_count: uint(row.get("tool_call_count")?),
         tool_calls: serde_json::from_str(&tool_calls).unwrap_or_default(),
-        pre_engine_ms: opt("pre_engine_ms")?,
-        post_engine_ms: opt("post_engine_ms")?,
+        pre_engine_us: opt("pre_engine_us")?,
+        post_engine_us: opt("post_engine_us")?,
         note: row.get("note")?,
     })
 }
@@ -253,15 +252,15 @@ mod tests {
             inferences: 2,
             tool_call_count: 3,
             tool_calls: [("mcp__hive__send".to_owned(), 2), ("Bash".to_owned(), 1)].into(),
-            pre_engine_ms: Some(4),
-            post_engine_ms: None,
+            pre_engine_us: Some(4),
+            post_engine_us: None,
             note: None,
             id: None,
         };
         let id = store.record(&record).unwrap();
-        store.set_post_engine_ms(id, 7).unwrap();
+        store.set_post_engine_us(id, 7).unwrap();
         record.id = Some(id);
-        record.post_engine_ms = Some(7);
+        record.post_engine_us = Some(7);
         assert_eq!(store.last().unwrap(), Some(record.clone()));
         assert_eq!(store.recent(5).unwrap(), vec![record]);
     }

@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 use hive_proto::{DeliveredMessage, HelperEvent, SYSTEM_SENDER};
 
 /// The banner on a message a previous harness popped but never acked.
-pub const REDELIVERED_BANNER: &str =
-    "[redelivered after harness restart — may already be handled]";
+pub const REDELIVERED_BANNER: &str = "[redelivered after harness restart — may already be handled]";
 
 /// The prompt of a turn woken by `messages`, with `unread` more waiting.
 pub fn wake_prompt(messages: &[DeliveredMessage], unread: u64) -> String {
@@ -128,9 +127,7 @@ pub fn render_helper(event: &HelperEvent) -> String {
             with_note(what, note)
         }
         Spawned { agent, ok: o, note } => with_note(format!("spawn of {agent} {}", ok(*o)), note),
-        Rebuilt { agent, ok: o, note } => {
-            with_note(format!("rebuild of {agent} {}", ok(*o)), note)
-        }
+        Rebuilt { agent, ok: o, note } => with_note(format!("rebuild of {agent} {}", ok(*o)), note),
         Killed { agent } => format!("{agent} was stopped"),
         Destroyed { agent } => format!("{agent}'s container was destroyed"),
         ContainerCrash { agent, note } => with_note(format!("{agent}'s container crashed"), note),

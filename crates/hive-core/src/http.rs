@@ -1,65 +1,71 @@
-//! The dashboard's HTTP API: the `/api/state` snapshot and the
-//! `/dashboard/stream` SSE channel of [`DashboardEvent`]s.
+//! The operator's dashboard over HTTP: the page and its assets (from
+//! `hive-web`), the `/api/state` snapshot, the `/dashboard/stream` SSE
+//! channel of [`hive_proto::DashboardEvent`]s, and the operator's actions.
 //!
-//! The snapshot reads `seq` before the state it reports, so a client that
-//! subscribes first and drops buffered frames with `seq <= snapshot.seq`
-//! loses nothing (an event racing the snapshot may show in both; events
-//! carry ids for that).
+//! Reads: `GET /` (the page), `/assets/{file}`, `/api/state`,
+//! `/dashboard/stream`, `/dashboard/history`, `/api/logs/{name}`,
+//! `/api/config/{name}`. Actions (POST, JSON in, `{"ok":…}` out):
+//! `/api/approvals/{id}/approve|deny`, `/api/request-spawn`,
+//! `/api/agents/{name}/{verb}`, `/api/send`,
+//! `/api/questions/{id}/answer|cancel`.
+//!
+//! Access ([`guard`]): the listener is loopback-only (`serve` refuses other
+//! binds), every request's `Host` must name a loopback host (so a DNS
+//! rebinding page cannot read it), and a state-changing request from a
+//! browser must come from the page's own origin and carry JSON.
 
-use std::convert::Infallible;
+mod actions;
+mod guard;
+mod state;
+mod stream;
+
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
-use futures_util::Stream;
-use hive_proto::{AgentStatusRow, Approval};
-use serde::Serialize;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use hive_proto::AgentName;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::coordinator::Coordinator;
 use crate::error::Error;
 
-/// Resolved approvals the snapshot includes.
-const HISTORY_LIMIT: u64 = 30;
+pub use state::{FlowMessage, PendingApproval, QuestionRow, StateSnapshot, TransientView};
+pub use stream::Fanout;
 
-/// The dashboard's cold-load snapshot.
-#[derive(Debug, Serialize)]
-pub struct StateSnapshot {
-    pub seq: u64,
-    pub agents: Vec<AgentStatusRow>,
-    pub approvals: Vec<Approval>,
-    pub approval_history: Vec<Approval>,
-    pub questions: Vec<QuestionRow>,
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct App {
+    coord: Arc<Coordinator>,
+    fanout: Arc<Fanout>,
 }
 
-/// A pending question as the dashboard lists it.
-#[derive(Debug, Serialize)]
-pub struct QuestionRow {
-    pub id: i64,
-    pub asker: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    pub question: String,
-    pub options: Vec<String>,
-    pub multi: bool,
-    pub asked_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deadline_at: Option<i64>,
-}
-
+/// The dashboard's routes. Starts the SSE fan-out task, so it must be
+/// called inside a tokio runtime.
 pub fn router(coord: Arc<Coordinator>) -> Router {
+    let fanout = Fanout::start(coord.clone());
+    let app = App { coord, fanout };
     Router::new()
         .route("/", get(index))
-        .route("/api/state", get(state))
-        .route("/dashboard/stream", get(stream))
+        .route("/assets/{file}", get(asset))
+        .route("/api/state", get(state::state))
+        .route("/dashboard/stream", get(stream::stream))
+        .route("/dashboard/history", get(state::history))
         .route("/api/logs/{name}", get(logs))
-        .with_state(coord)
+        .route("/api/config/{name}", get(config))
+        .route("/api/approvals/{id}/approve", post(actions::approve))
+        .route("/api/approvals/{id}/deny", post(actions::deny))
+        .route("/api/request-spawn", post(actions::request_spawn))
+        .route("/api/agents/{name}/{verb}", post(actions::agent_verb))
+        .route("/api/send", post(actions::send))
+        .route("/api/questions/{id}/answer", post(actions::answer))
+        .route("/api/questions/{id}/cancel", post(actions::cancel))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(guard::guard))
+        .with_state(app)
 }
 
 pub async fn serve(coord: Arc<Coordinator>, listener: TcpListener) {
@@ -73,66 +79,108 @@ pub async fn serve(coord: Arc<Coordinator>, listener: TcpListener) {
     }
 }
 
-/// Until the dashboard page lands, `/` says what this server offers.
-async fn index() -> &'static str {
-    "hyperhive dashboard API\n\n\
-     GET /api/state          snapshot of agents, approvals and questions, with its seq\n\
-     GET /dashboard/stream   server-sent DashboardEvents, each with a seq\n"
+async fn index() -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(hive_web::DASHBOARD_HTML),
+    )
+        .into_response()
 }
 
-async fn state(State(coord): State<Arc<Coordinator>>) -> Result<Json<StateSnapshot>, Error> {
-    let seq = coord.dashboard.current_seq();
-    let questions = coord
-        .store
-        .pending_questions()?
-        .into_iter()
-        .map(|q| QuestionRow {
-            id: q.id,
-            asker: q.asker,
-            target: q.target,
-            question: q.question,
-            options: q.options,
-            multi: q.multi,
-            asked_at: q.asked_at,
-            deadline_at: q.deadline_at,
-        })
-        .collect();
-    Ok(Json(StateSnapshot {
-        seq,
-        agents: coord.agent_statuses(&Default::default())?,
-        approvals: coord.store.pending_approvals()?,
-        approval_history: coord.store.approval_history(HISTORY_LIMIT)?,
-        questions,
-    }))
+async fn asset(Path(file): Path<String>) -> Response {
+    match hive_web::asset(&file) {
+        Some(asset) => (
+            [
+                (header::CONTENT_TYPE, asset.content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            asset.body,
+        )
+            .into_response(),
+        None => not_found().await,
+    }
 }
 
-#[derive(Debug, serde::Deserialize)]
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(Outcome::failed("no such page or endpoint")),
+    )
+        .into_response()
+}
+
+/// The body of every action's answer, and of every error.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    pub fn done() -> Self {
+        Self {
+            ok: true,
+            error: None,
+        }
+    }
+
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// A name from a URL or body, validated before it touches anything.
+fn agent_name(name: &str) -> Result<AgentName, Error> {
+    AgentName::parse(name).map_err(|e| Error::refused(e.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
 struct LogsQuery {
     lines: Option<usize>,
 }
 
 /// `GET /api/logs/{name}?lines=N`: the container's last lines.
 async fn logs(
-    State(coord): State<Arc<Coordinator>>,
-    axum::extract::Path(name): axum::extract::Path<String>,
-    axum::extract::Query(query): axum::extract::Query<LogsQuery>,
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let name = hive_proto::AgentName::parse(&name).map_err(|e| Error::refused(e.to_string()))?;
-    let lines = coord
+    let name = agent_name(&name)?;
+    let lines = app
+        .coord
         .logs(&name, query.lines.unwrap_or(200).min(10_000))
         .await?;
     Ok(Json(serde_json::json!({ "name": name, "lines": lines })))
 }
 
-async fn stream(
-    State(coord): State<Arc<Coordinator>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = BroadcastStream::new(coord.dashboard.subscribe()).filter_map(|event| {
-        // A lagged client misses frames; it resyncs from /api/state.
-        let event = event.ok()?;
-        Event::default().json_data(&event).ok().map(Ok)
-    });
-    Sse::new(events).keep_alive(KeepAlive::default())
+/// `GET /api/config/{name}`: the deployed config (`agent.toml` as core
+/// reads it, re-serialized) and role prompt.
+async fn config(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let name = agent_name(&name)?;
+    app.coord.require_agent(&name)?;
+    let repos = app.coord.config.clone();
+    let deployed = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || repos.deployed(&name))
+            .await
+            .map_err(|e| Error::Io(format!("config task failed: {e}")))?
+            .map_err(|e| Error::refused(e.to_string()))?
+    };
+    let agent_toml = toml::to_string(&deployed.config)
+        .map_err(|e| Error::Io(format!("render agent.toml: {e}")))?;
+    Ok(Json(serde_json::json!({
+        "name": name,
+        "sha": deployed.sha,
+        "agent_toml": agent_toml,
+        "prompt": deployed.prompt,
+    })))
 }
 
 impl IntoResponse for Error {
@@ -147,10 +195,6 @@ impl IntoResponse for Error {
             }
             Error::Store(_) => StatusCode::BAD_REQUEST,
         };
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        (status, Json(Outcome::failed(self.to_string()))).into_response()
     }
 }

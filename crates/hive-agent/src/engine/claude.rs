@@ -89,6 +89,10 @@ impl Engine for Claude {
     fn verdict(&self, obs: &Observation, exit_ok: bool) -> Verdict {
         verdict(obs, exit_ok)
     }
+
+    fn credentials(&self, home: &Path) -> Result<String, String> {
+        crate::login::probe_claude(home, |key| std::env::var(key).ok())
+    }
 }
 
 /// Classifies a claude run (shared by tests).
@@ -156,7 +160,9 @@ mod tests {
 
     #[test]
     fn verdicts_of_recorded_runs() {
-        let ok = observe(include_str!("../../fixtures/claude-2.1.330-tool-turn.jsonl"));
+        let ok = observe(include_str!(
+            "../../fixtures/claude-2.1.330-tool-turn.jsonl"
+        ));
         assert_eq!(verdict(&ok, true), Verdict::Ok);
         assert!(matches!(verdict(&ok, false), Verdict::Failed(_)));
         let login = observe(include_str!(
@@ -166,7 +172,9 @@ mod tests {
             verdict(&login, false),
             Verdict::NeedsLogin("Not logged in · Please run /login".into())
         );
-        let limited = observe(include_str!("../../fixtures/claude-2.1.330-error-429.jsonl"));
+        let limited = observe(include_str!(
+            "../../fixtures/claude-2.1.330-error-429.jsonl"
+        ));
         assert!(matches!(verdict(&limited, false), Verdict::RateLimited(_)));
         let long = observe(include_str!(
             "../../fixtures/claude-2.1.330-error-long.jsonl"

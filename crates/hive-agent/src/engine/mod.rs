@@ -90,4 +90,8 @@ pub trait Engine: Send + Sync {
 
     /// How a run ended, from what it printed and its exit status.
     fn verdict(&self, observation: &Observation, exit_ok: bool) -> Verdict;
+
+    /// `Ok(source)` if the engine has credentials (its HOME is `home`),
+    /// `Err(what is missing)` otherwise.
+    fn credentials(&self, home: &Path) -> Result<String, String>;
 }

@@ -89,11 +89,13 @@ fn user_tool_result() {
     let StreamEvent::User(user) = &all[4] else {
         panic!("{:?}", all[4]);
     };
-    let [ContentBlock::ToolResult {
-        tool_use_id,
-        content,
-        is_error,
-    }] = user.content.as_slice()
+    let [
+        ContentBlock::ToolResult {
+            tool_use_id,
+            content,
+            is_error,
+        },
+    ] = user.content.as_slice()
     else {
         panic!("{:?}", user.content);
     };

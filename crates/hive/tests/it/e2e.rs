@@ -67,6 +67,8 @@ enum Reply {
     },
     /// Hold the request open until the server is dropped.
     Stall,
+    /// An API error: HTTP status and the error's type and message.
+    Error(u16, &'static str, &'static str),
 }
 
 type Script = dyn Fn(&Value) -> Reply + Send + Sync;
@@ -147,12 +149,31 @@ fn serve_one(
         return respond_json(&mut out, &json!({}));
     }
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let said: String = last_user_text(&request)
+        .chars()
+        .rev()
+        .take(100)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    eprintln!("model server: … {:?}", said);
     requests.lock().unwrap().push(request.clone());
     let model = request["model"]
         .as_str()
         .unwrap_or("claude-test")
         .to_owned();
     let reply = script(&request);
+    if let Reply::Error(status, kind, message) = reply {
+        let body =
+            json!({"type": "error", "error": {"type": kind, "message": message}}).to_string();
+        let _ = write!(
+            out,
+            "HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
     if let Reply::Stall = reply {
         stalls.fetch_add(1, Ordering::SeqCst);
         let until = Instant::now() + Duration::from_secs(120);
@@ -222,7 +243,7 @@ fn sse_reply(model: &str, n: usize, reply: &Reply) -> String {
             );
             "tool_use"
         }
-        Reply::Stall => unreachable!(),
+        Reply::Stall | Reply::Error(..) => unreachable!(),
     };
     out += &event(
         "content_block_stop",
@@ -290,9 +311,19 @@ fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Vec<u8>)> 
     Some((method, path, body))
 }
 
+/// The newest `user` message of a Messages request (CLI 2.1.330 may put
+/// a `system` message after it).
+fn last_user(request: &Value) -> Option<&Value> {
+    request["messages"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+}
+
 /// The text of the newest user message of a Messages request.
 fn last_user_text(request: &Value) -> String {
-    let Some(last) = request["messages"].as_array().and_then(|m| m.last()) else {
+    let Some(last) = last_user(request) else {
         return String::new();
     };
     match &last["content"] {
@@ -308,9 +339,7 @@ fn last_user_text(request: &Value) -> String {
 
 /// Whether the newest user message carries a tool result.
 fn answers_a_tool(request: &Value) -> bool {
-    request["messages"]
-        .as_array()
-        .and_then(|m| m.last())
+    last_user(request)
         .and_then(|m| m["content"].as_array())
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
 }
@@ -326,10 +355,22 @@ struct Harness {
 
 impl Harness {
     fn start(hive: &Hive, name: &str, role: &str, model: &ModelServer, claude: &Path) -> Harness {
+        Self::start_with(hive, name, role, model, claude, &[])
+    }
+
+    fn start_with(
+        hive: &Hive,
+        name: &str,
+        role: &str,
+        model: &ModelServer,
+        claude: &Path,
+        extra: &[&str],
+    ) -> Harness {
         let state = hive.state_dir().join("agents").join(name).join("state");
         std::fs::create_dir_all(&state).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
             .args(["agent", "serve", "--role", role, "--poll-ms", "100"])
+            .args(extra)
             .env("HIVE_AGENT", name)
             .env("HIVE_SOCKET", hive.agent_socket(name))
             .env("HIVE_STATE_DIR", &state)
@@ -339,6 +380,8 @@ impl Harness {
             .env("HIVE_LOG", "warn")
             .env("ANTHROPIC_BASE_URL", &model.url)
             .env("ANTHROPIC_API_KEY", "test")
+            // The harness, not the CLI, decides how to wait out a rate limit.
+            .env("CLAUDE_CODE_MAX_RETRIES", "0")
             .env_remove("ANTHROPIC_AUTH_TOKEN")
             .env_remove("CLAUDE_CODE_OAUTH_TOKEN")
             .env_remove("CLAUDE_CODE_USE_BEDROCK")
@@ -519,10 +562,8 @@ fn an_operator_message_flows_through_two_agents() {
         .iter()
         .find(|e| e["type"] == "system" && e["subtype"] == "init")
         .unwrap();
-    assert_eq!(
-        init["mcp_servers"],
-        json!([{"name": "hive", "status": "connected"}])
-    );
+    assert_eq!(init["mcp_servers"][0]["name"], "hive");
+    assert_eq!(init["mcp_servers"][0]["status"], "connected");
 
     // B: woken by A's message, with the right sender and body.
     let events = b.events();
@@ -667,4 +708,108 @@ fn a_manager_turn_requests_a_spawn() {
     assert!(result.to_string().contains("approval #"), "{result}");
     assert_eq!(kinds(&events, "turn_end")[0]["ok"], true);
     manager.stop();
+}
+
+#[test]
+fn a_rate_limit_backs_off_and_a_prompt_too_long_compacts_once() {
+    let Some(claude) = claude() else { return };
+    let _serial = serial();
+    let hive = Hive::start(&["d"]);
+    let limited = Arc::new(AtomicUsize::new(0));
+    let l = limited.clone();
+    let model = ModelServer::start(move |request| {
+        let text = last_user_text(request);
+        if text.contains("<summary>") {
+            // A compaction (the CLI's own, or the harness's `/compact`).
+            return Reply::Text(
+                "<analysis>short</analysis><summary>LONG-ME arrived</summary>".into(),
+            );
+        }
+        if text.contains("RATE-ME") && l.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Reply::Error(
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+            );
+        }
+        if text.contains("LONG-ME") {
+            return Reply::Error(
+                400,
+                "invalid_request_error",
+                "prompt is too long: 250000 tokens > 200000 maximum",
+            );
+        }
+        Reply::Text("fine".into())
+    });
+    let d = Harness::start_with(
+        &hive,
+        "d",
+        "agent",
+        &model,
+        &claude,
+        &["--rate-limit-backoff", "1"],
+    );
+
+    // A rate limit: the rate_limited state, a back-off, the same turn again.
+    hive.host(r#"{"cmd":"send","to":"d","body":"RATE-ME"}"#);
+    wait_for("the rate-limited turn to end", &[&d], || {
+        !kinds(&d.events(), "turn_end").is_empty()
+    });
+    let events = d.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "turn_state_changed" && e["state"] == "rate_limited"),
+        "no rate_limited state"
+    );
+    assert_eq!(kinds(&events, "turn_end")[0]["ok"], true);
+    assert_eq!(limited.load(Ordering::SeqCst), 2, "one refusal, one retry");
+
+    // A prompt that never fits: one compaction, one retry, then the turn
+    // fails, its message stays in flight and the next turn starts afresh.
+    hive.host(r#"{"cmd":"send","to":"d","body":"LONG-ME"}"#);
+    wait_for("the long turn to end", &[&d], || {
+        kinds(&d.events(), "turn_end").len() == 2
+    });
+    let events = d.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "turn_state_changed" && e["state"] == "compacting"),
+        "no compaction"
+    );
+    let notes: Vec<&str> = kinds(&events, "note")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|t| t.starts_with("the prompt is too long: compacting"))
+            .count(),
+        1,
+        "{notes:?}"
+    );
+    let end = kinds(&events, "turn_end")[1];
+    assert_eq!(end["ok"], false);
+    assert_eq!(end["note"], "the prompt is too long even after compaction");
+    assert_eq!(d.get("/api/state")["new_session_pending"], true);
+    let turns = d.get("/api/turns");
+    let kinds_of: Vec<&str> = turns
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["result_kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds_of, ["failed", "ok"]);
+    d.stop();
+    // Not acked: the next boot gets it back.
+    assert_eq!(
+        hive.agent("d", r#"{"cmd":"requeue_inflight"}"#),
+        r#"{"kind":"ok"}"#
+    );
+    let back = hive.recv("d", 0, 8);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0]["body"], "LONG-ME");
+    assert_eq!(back[0]["redelivered"], true);
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on failure
 
 mod agent;
+mod browser;
 mod cli;
 mod config;
 mod e2e;

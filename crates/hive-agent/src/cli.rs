@@ -1,0 +1,259 @@
+//! `hive agent …`: the harness's command line (`serve`, `mcp`, and the
+//! hidden `bench`). Paths and ports come from the environment every
+//! container gets (`HIVE_AGENT`, `HIVE_SOCKET`, `HIVE_STATE_DIR`,
+//! `HIVE_SHARED_DIR`, `HIVE_WEB_PORT`), each overridable by a flag. The
+//! socket is the `hive` binary's global `--socket` (env `HIVE_SOCKET`),
+//! handed to [`run`] by the entry point.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use hive_proto::{AgentRequest, AgentResponse};
+use tokio::sync::watch;
+
+use crate::client::SocketClient;
+use crate::engine::claude::Claude;
+use crate::harness::{Config, Harness};
+use crate::state::Shared;
+use crate::{Role, bench, bus, mcp, web};
+
+/// Built-in tools the engine may use without asking (the container is the
+/// blast radius); override with `--allow-tool` / `HIVE_ALLOWED_TOOLS`.
+pub const DEFAULT_ALLOWED_TOOLS: &str =
+    "Bash,Edit,Write,Read,Glob,Grep,NotebookEdit,TodoWrite,Task,WebFetch,WebSearch";
+
+/// Run inside an agent's container.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run the turn loop, the live event bus and the agent's web UI.
+    Serve(Box<ServeArgs>),
+    /// Serve the hive tools over MCP on stdio (launched by the engine).
+    Mcp(McpArgs),
+    /// Measure the harness's own overhead per turn and its idle memory.
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Which tool surface the agent gets.
+    #[arg(long, value_enum, env = "HIVE_ROLE", default_value = "agent")]
+    pub role: Role,
+    /// The agent's name (asked of the socket with `whoami` if absent).
+    #[arg(long, env = "HIVE_AGENT")]
+    pub agent: Option<String>,
+    /// Persistent state: the engine's cwd and HOME, histories, markers.
+    #[arg(long, env = "HIVE_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// The hive-wide shared directory.
+    #[arg(long, env = "HIVE_SHARED_DIR")]
+    pub shared_dir: Option<PathBuf>,
+    /// The agent's read-only config repo (for its `prompt.md`).
+    #[arg(long, env = "HIVE_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Port of the agent's web UI (0: any free port; absent: no web UI).
+    #[arg(long, env = "HIVE_WEB_PORT")]
+    pub web_port: Option<u16>,
+    /// Address the web UI binds.
+    #[arg(long, env = "HIVE_WEB_BIND", default_value = "127.0.0.1")]
+    pub web_bind: IpAddr,
+    /// The claude binary (a bare name searches PATH).
+    #[arg(long, env = "HIVE_CLAUDE_BIN", default_value = "claude")]
+    pub claude_bin: PathBuf,
+    /// The model when none was chosen from the web UI.
+    #[arg(long, env = "HIVE_MODEL", default_value = "sonnet")]
+    pub model: String,
+    /// Tools the engine may use unasked besides the hive tools.
+    #[arg(
+        long = "allow-tool",
+        env = "HIVE_ALLOWED_TOOLS",
+        value_delimiter = ',',
+        default_value = DEFAULT_ALLOWED_TOOLS
+    )]
+    pub allowed_tools: Vec<String>,
+    /// Wall-clock limit of one turn, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub turn_timeout: u64,
+    /// Seconds between SIGINT and SIGKILL when a turn is cancelled.
+    #[arg(long, default_value_t = 10)]
+    pub cancel_grace: u64,
+    /// Long-poll of the turn loop's `recv`, in seconds (at most 180).
+    #[arg(long, default_value_t = 180)]
+    pub recv_wait: u64,
+    /// Most messages one turn takes.
+    #[arg(long, default_value_t = 8)]
+    pub recv_max: u32,
+    /// Context tokens above which a clean turn is followed by a checkpoint
+    /// and a compaction (0: never).
+    #[arg(long, default_value_t = 150_000)]
+    pub context_watermark: u64,
+    /// Engine runs per turn for ordinary failures.
+    #[arg(long, default_value_t = 2)]
+    pub max_attempts: u32,
+    /// First wait after a rate limit, in seconds (doubles, up to 16×).
+    #[arg(long, default_value_t = 60)]
+    pub rate_limit_backoff: u64,
+    /// How often to re-check the pause marker and credentials, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct McpArgs {
+    #[arg(long, value_enum, env = "HIVE_ROLE", default_value = "agent")]
+    pub role: Role,
+    /// The agent's state dir (for `request_next_turn`).
+    #[arg(long, env = "HIVE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Runs `command`; `socket` is the agent socket (`--socket`/`HIVE_SOCKET`).
+pub fn run(command: AgentCommand, socket: Option<PathBuf>) -> anyhow::Result<()> {
+    let default_log = match command {
+        AgentCommand::Mcp(_) => "warn",
+        _ => "info",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HIVE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let () = match command {
+        AgentCommand::Serve(args) => runtime.block_on(serve(*args, need_socket(socket)?)),
+        AgentCommand::Mcp(args) => runtime.block_on(mcp::serve_stdio(
+            args.role,
+            need_socket(socket)?,
+            args.state_dir,
+        )),
+        AgentCommand::Bench(args) => runtime.block_on(bench::run(args)),
+    }?;
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+fn need_socket(socket: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    socket.context("no agent socket: set HIVE_SOCKET or pass --socket")
+}
+
+async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("state dir {}", args.state_dir.display()))?;
+    let client = SocketClient::new(&socket);
+    let agent = match args.agent.clone().filter(|a| !a.is_empty()) {
+        Some(agent) => agent,
+        None => whoami(&client).await?,
+    };
+    let shared = Shared::new(
+        agent.clone(),
+        args.role,
+        args.state_dir.clone(),
+        client,
+        args.model.clone(),
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let mut web_task = None;
+    if let Some(port) = args.web_port {
+        let listener = web::bind(SocketAddr::new(args.web_bind, port))
+            .await
+            .with_context(|| format!("web UI on {}:{port}", args.web_bind))?;
+        let addr = listener.local_addr()?;
+        println!("hive agent: web http://{addr}/");
+        let mut rx = shutdown_rx.clone();
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        web_task = Some(tokio::spawn(web::serve(shared.clone(), listener, shutdown)));
+    }
+
+    let vacuum_bus = shared.bus.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let n = vacuum_bus.vacuum(bus::KEEP);
+            if n > 0 {
+                tracing::info!("vacuumed {n} live events");
+            }
+        }
+    });
+
+    let hive_exe = std::env::current_exe().context("locating the hive binary")?;
+    let config = Config {
+        agent,
+        role: args.role,
+        socket,
+        state_dir: args.state_dir,
+        shared_dir: args.shared_dir,
+        config_dir: args.config_dir,
+        engine: Arc::new(Claude::new(args.claude_bin)),
+        default_model: args.model,
+        hive_exe,
+        extra_allowed_tools: args
+            .allowed_tools
+            .into_iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        turn_limit: Duration::from_secs(args.turn_timeout.max(1)),
+        grace: Duration::from_secs(args.cancel_grace),
+        recv_wait_seconds: args.recv_wait.min(hive_proto::MAX_WAIT_SECONDS),
+        recv_max: args.recv_max.clamp(1, hive_proto::MAX_RECV_BATCH),
+        context_watermark: args.context_watermark,
+        max_attempts: args.max_attempts.max(1),
+        rate_limit_backoff: Duration::from_secs(args.rate_limit_backoff.max(1)),
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+    };
+    tracing::info!(?config, "harness starting");
+    println!("hive agent: serving {} as {}", config.agent, config.role);
+    let harness = tokio::spawn(Harness::new(config, shared, shutdown_rx).run());
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    if let Err(e) = harness.await {
+        tracing::error!("turn loop panicked: {e}");
+    }
+    tracing::debug!("turn loop stopped");
+    if let Some(task) = web_task {
+        let _ = task.await;
+    }
+    tracing::debug!("web server stopped");
+    Ok(())
+}
+
+async fn whoami(client: &SocketClient) -> anyhow::Result<String> {
+    match client.call(&AgentRequest::Whoami).await {
+        Ok(AgentResponse::Whoami { name, .. }) => Ok(name),
+        Ok(other) => bail!("whoami answered {other:?}"),
+        Err(e) => Err(e).context("asking the socket who this agent is (set HIVE_AGENT)"),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! The turn loop (`hive agent serve`).
+//!
+//! Boot: reap an engine a dead predecessor left running, `requeue_inflight`.
+//! Then, forever: honour the pause marker, check the engine has credentials,
+//! long-poll `recv` → `turn_start` → wake prompt → engine run(s) →
+//! `turn_end` → `ack_turn` on success only. A failed turn leaves its
+//! messages in flight (the next boot's `requeue_inflight` redelivers them).
+//! Within a turn: prompt-too-long gets one compaction and a retry; a rate
+//! limit backs off without spending a retry; missing credentials park the
+//! turn in `needs_login`; another failure is retried up to
+//! [`Config::max_attempts`] times. A clean turn that ends above the context
+//! watermark is followed by a checkpoint turn and a compaction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hive_proto::live::{TokenUsage, TurnState};
+use hive_proto::{AgentRequest, AgentResponse, DeliveredMessage, LiveEvent};
+use tokio::sync::{Notify, watch};
+
+use crate::bus::now_unix;
+use crate::engine::{Engine, EngineRequest, McpSetup, RunKind, Verdict};
+use crate::state::Shared;
+use crate::stats::TurnRecord;
+use crate::turn::{self, RunEnd, RunLimits, RunOutcome};
+use crate::{Role, files, wake};
+
+/// How the harness runs; the CLI fills it from flags and the environment.
+#[derive(Clone)]
+pub struct Config {
+    pub agent: String,
+    pub role: Role,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub shared_dir: Option<PathBuf>,
+    pub config_dir: Option<PathBuf>,
+    pub engine: Arc<dyn Engine>,
+    /// The model when `<state>/hyperhive-model` does not name one.
+    pub default_model: String,
+    /// The `hive` binary the engine launches as its MCP server.
+    pub hive_exe: PathBuf,
+    /// Tools the engine may use unasked besides the hive tools.
+    pub extra_allowed_tools: Vec<String>,
+    pub turn_limit: Duration,
+    pub grace: Duration,
+    pub recv_wait_seconds: u64,
+    pub recv_max: u32,
+    /// Context size (tokens) above which a clean turn is followed by a
+    /// checkpoint and a compaction; 0 disables.
+    pub context_watermark: u64,
+    /// Engine runs per turn for ordinary failures.
+    pub max_attempts: u32,
+    /// First wait after a rate limit (doubles up to 16×).
+    pub rate_limit_backoff: Duration,
+    /// How often to re-check while paused or without credentials.
+    pub poll: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("agent", &self.agent)
+            .field("role", &self.role)
+            .field("socket", &self.socket)
+            .field("state_dir", &self.state_dir)
+            .field("engine", &self.engine.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a wait ended early.
+#[derive(Debug, PartialEq, Eq)]
+enum Interrupted {
+    Shutdown,
+    Cancelled,
+}
+
+/// What woke a turn.
+enum Wake {
+    Messages(Vec<DeliveredMessage>),
+    SelfRequested,
+}
+
+/// How a whole turn ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TurnEnd {
+    Ok,
+    Failed(String),
+    Cancelled,
+    TimedOut,
+    Shutdown,
+}
+
+impl TurnEnd {
+    fn kind(&self) -> &'static str {
+        match self {
+            TurnEnd::Ok => "ok",
+            TurnEnd::Failed(_) => "failed",
+            TurnEnd::Cancelled => "cancelled",
+            TurnEnd::TimedOut => "timed_out",
+            TurnEnd::Shutdown => "shutdown",
+        }
+    }
+}
+
+pub struct Harness {
+    config: Config,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    mcp: McpSetup,
+    rate_backoff: Duration,
+}
+
+impl Harness {
+    pub fn new(config: Config, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> Self {
+        let mcp = mcp_setup(&config);
+        let rate_backoff = config.rate_limit_backoff;
+        Self {
+            config,
+            shared,
+            shutdown,
+            mcp,
+            rate_backoff,
+        }
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.config.state_dir.join(files::ENGINE_PID)
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(mut self) {
+        if crate::process::reap_stale_engine(&self.pid_file()) {
+            self.shared
+                .bus
+                .note("killed an engine a previous harness left running");
+        }
+        self.requeue().await;
+        while !self.is_shutdown() {
+            if self.wait_while_paused().await.is_err() || self.wait_for_login().await.is_err() {
+                break;
+            }
+            let Some(wake) = self.next_wake().await else {
+                continue;
+            };
+            let recv_at = Instant::now();
+            if self.wait_while_paused().await.is_err() {
+                // Shutting down with messages popped: they stay in flight.
+                break;
+            }
+            self.turn(wake, recv_at).await;
+        }
+        self.shared.set_turn_state(TurnState::Idle, None);
+    }
+
+    fn is_shutdown(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Sleeps `d` unless shutdown (or `cancel`) comes first.
+    async fn sleep(&mut self, d: Duration, cancel: Option<&Notify>) -> Result<(), Interrupted> {
+        let cancelled = async {
+            match cancel {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(d) => Ok(()),
+            _ = self.shutdown.wait_for(|s| *s) => Err(Interrupted::Shutdown),
+            () = cancelled => Err(Interrupted::Cancelled),
+        }
+    }
+
+    /// `requeue_inflight`, retried until the daemon answers.
+    async fn requeue(&mut self) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self
+                .shared
+                .client
+                .call(&AgentRequest::RequeueInflight)
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!("requeue_inflight: {e}");
+                    self.shared
+                        .bus
+                        .note(format!("requeue_inflight failed: {e}"));
+                }
+            }
+            if self.sleep(delay, None).await.is_err() {
+                return;
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn wait_while_paused(&mut self) -> Result<(), Interrupted> {
+        let marker = self.config.state_dir.join(files::PAUSE_MARKER);
+        if !marker.exists() {
+            return Ok(());
+        }
+        self.shared
+            .set_turn_state(TurnState::Paused, Some("paused by the operator".into()));
+        while marker.exists() {
+            self.sleep(self.config.poll, None).await?;
+        }
+        self.shared.set_turn_state(TurnState::Idle, None);
+        Ok(())
+    }
+
+    /// Parks in `needs_login` while the engine is missing or has no
+    /// credentials.
+    async fn wait_for_login(&mut self) -> Result<(), Interrupted> {
+        let mut parked = false;
+        loop {
+            let missing = match crate::login::find_program(self.config.engine.program()) {
+                None => Some(format!(
+                    "the {} binary {} was not found",
+                    self.config.engine.name(),
+                    self.config.engine.program().display()
+                )),
+                Some(_) => self.config.engine.credentials(&self.config.state_dir).err(),
+            };
+            match missing {
+                None => {
+                    if parked {
+                        self.shared.bus.note("credentials found");
+                        self.shared.set_turn_state(TurnState::Idle, None);
+                    }
+                    return Ok(());
+                }
+                Some(why) => {
+                    if !parked {
+                        self.shared.bus.note(format!("needs login: {why}"));
+                        self.shared.set_turn_state(TurnState::NeedsLogin, Some(why));
+                        parked = true;
+                    }
+                    self.sleep(self.config.poll, None).await?;
+                }
+            }
+        }
+    }
+
+    async fn next_wake(&mut self) -> Option<Wake> {
+        let marker = self.config.state_dir.join(files::NEXT_TURN_MARKER);
+        if marker.exists() {
+            let _ = std::fs::remove_file(&marker);
+            return Some(Wake::SelfRequested);
+        }
+        if self.shared.turn_state() != TurnState::Idle {
+            self.shared.set_turn_state(TurnState::Idle, None);
+        }
+        let request = AgentRequest::Recv {
+            wait_seconds: Some(self.config.recv_wait_seconds),
+            max: Some(self.config.recv_max),
+        };
+        let client = self.shared.client.clone();
+        let answer = tokio::select! {
+            answer = client.request(&request) => answer,
+            _ = self.shutdown.wait_for(|s| *s) => return None,
+        };
+        match answer {
+            Ok(AgentResponse::Messages { messages }) if messages.is_empty() => None,
+            Ok(AgentResponse::Messages { messages }) => Some(Wake::Messages(messages)),
+            Ok(other) => {
+                self.shared
+                    .bus
+                    .note(format!("recv: unexpected answer {other:?}"));
+                let _ = self.sleep(Duration::from_secs(5), None).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!("recv: {e}");
+                self.shared.bus.note(format!("recv failed: {e}"));
+                let _ = self.sleep(Duration::from_secs(2), None).await;
+                None
+            }
+        }
+    }
+
+    async fn unread(&self) -> u64 {
+        match self.shared.client.call(&AgentRequest::Status).await {
+            Ok(AgentResponse::Status { unread }) => unread,
+            _ => 0,
+        }
+    }
+
+    async fn turn(&mut self, wake: Wake, recv_at: Instant) {
+        let unread = self.unread().await;
+        let (from, prompt) = match &wake {
+            Wake::Messages(messages) => {
+                let mut senders: Vec<&str> = Vec::new();
+                for m in messages {
+                    if !senders.contains(&m.from.as_str()) {
+                        senders.push(&m.from);
+                    }
+                }
+                (senders.join(", "), wake::wake_prompt(messages, unread))
+            }
+            Wake::SelfRequested => ("self".to_owned(), wake::self_wake_prompt(unread)),
+        };
+        let end = self.run_turn(&from, &prompt, unread, Some(recv_at)).await;
+        if end == TurnEnd::Ok
+            && self.config.context_watermark > 0
+            && let Some(ctx) = self.last_context()
+            && ctx > self.config.context_watermark
+        {
+            self.checkpoint_and_compact(ctx).await;
+        }
+        if !self.is_shutdown() {
+            self.shared.set_turn_state(TurnState::Idle, None);
+        }
+    }
+
+    fn last_context(&self) -> Option<u64> {
+        self.shared
+            .stats
+            .as_ref()
+            .and_then(|s| s.last().ok().flatten())
+            .and_then(|r| r.context_tokens)
+    }
+
+    /// One turn: `turn_start`, engine runs until a verdict, `turn_end`,
+    /// `ack_turn` if it succeeded, one stats row.
+    async fn run_turn(
+        &mut self,
+        from: &str,
+        prompt: &str,
+        unread: u64,
+        recv_at: Option<Instant>,
+    ) -> TurnEnd {
+        let cancel = self.shared.begin_turn();
+        self.shared.emit(LiveEvent::TurnStart {
+            from: from.to_owned(),
+            body: prompt.to_owned(),
+            unread,
+        });
+        self.shared.set_turn_state(TurnState::Thinking, None);
+        let started_at = now_unix();
+        let started = Instant::now();
+        let model = self.shared.model();
+        let mut continue_session = !self.shared.take_new_session();
+        let mut compacted = false;
+        let mut attempts = 0u32;
+        let mut pre_engine_us = None;
+        let mut last: Option<RunOutcome> = None;
+        let role_prompt = crate::prompt::role_prompt(
+            self.config.role,
+            &self.shared.agent,
+            &self.config.state_dir,
+            self.config.shared_dir.as_deref(),
+            self.config.config_dir.as_deref(),
+        );
+
+        let end = loop {
+            if self.is_shutdown() {
+                break TurnEnd::Shutdown;
+            }
+            let outcome = self
+                .run_engine(
+                    RunKind::Turn,
+                    prompt,
+                    &model,
+                    continue_session,
+                    &role_prompt,
+                    &cancel,
+                )
+                .await;
+            if pre_engine_us.is_none()
+                && let (Some(recv_at), Some(spawned)) = (recv_at, outcome.spawned_at)
+            {
+                pre_engine_us = Some(micros(spawned.duration_since(recv_at)));
+            }
+            // A retry continues whatever session the first attempt began.
+            continue_session = true;
+            let end = outcome.end.clone();
+            last = Some(outcome);
+            match end {
+                RunEnd::Finished(Verdict::Ok) => {
+                    self.rate_backoff = self.config.rate_limit_backoff;
+                    break TurnEnd::Ok;
+                }
+                RunEnd::Cancelled if self.is_shutdown() => break TurnEnd::Shutdown,
+                RunEnd::Cancelled => break TurnEnd::Cancelled,
+                RunEnd::TimedOut => break TurnEnd::TimedOut,
+                RunEnd::Finished(Verdict::PromptTooLong) if !compacted => {
+                    compacted = true;
+                    self.shared
+                        .bus
+                        .note("the prompt is too long: compacting, then retrying");
+                    if !self.compact(&model, &cancel).await {
+                        self.shared
+                            .bus
+                            .note("compaction failed; retrying in a new session");
+                        continue_session = false;
+                    }
+                    self.shared.set_turn_state(TurnState::Thinking, None);
+                }
+                RunEnd::Finished(Verdict::PromptTooLong) => {
+                    // Do not wedge every later turn on the same session.
+                    self.shared.request_new_session();
+                    break TurnEnd::Failed("the prompt is too long even after compaction".into());
+                }
+                RunEnd::Finished(Verdict::RateLimited(why)) => {
+                    let wait = self.rate_backoff;
+                    self.rate_backoff = (wait * 2).min(self.config.rate_limit_backoff * 16);
+                    let note = format!("rate limited ({why}); retrying in {}s", wait.as_secs());
+                    self.shared.bus.note(note.clone());
+                    self.shared
+                        .set_turn_state(TurnState::RateLimited, Some(note));
+                    match self.sleep(wait, Some(&cancel)).await {
+                        Ok(()) => self.shared.set_turn_state(TurnState::Thinking, None),
+                        Err(Interrupted::Shutdown) => break TurnEnd::Shutdown,
+                        Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
+                    }
+                }
+                RunEnd::Finished(Verdict::NeedsLogin(why)) => {
+                    self.shared.bus.note(format!("needs login: {why}"));
+                    self.shared
+                        .set_turn_state(TurnState::NeedsLogin, Some(why.clone()));
+                    // Credentials that exist but do not work: wait a while
+                    // (or for the operator to cancel) before trying again.
+                    match self.sleep(self.config.poll * 30, Some(&cancel)).await {
+                        Ok(()) => {}
+                        Err(Interrupted::Shutdown) => break TurnEnd::Shutdown,
+                        Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
+                    }
+                    if self.wait_for_login().await.is_err() {
+                        break TurnEnd::Shutdown;
+                    }
+                    self.shared.set_turn_state(TurnState::Thinking, None);
+                }
+                RunEnd::Finished(Verdict::Failed(why)) => {
+                    attempts += 1;
+                    if attempts >= self.config.max_attempts {
+                        break TurnEnd::Failed(why);
+                    }
+                    self.shared.bus.note(format!(
+                        "the engine failed ({why}); retry {attempts} of {}",
+                        self.config.max_attempts - 1
+                    ));
+                    match self
+                        .sleep(Duration::from_secs(2 * u64::from(attempts)), Some(&cancel))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(Interrupted::Shutdown) => break TurnEnd::Shutdown,
+                        Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
+                    }
+                }
+            }
+        };
+        self.shared.end_turn();
+
+        let note = match &end {
+            TurnEnd::Ok => None,
+            TurnEnd::Failed(why) => Some(why.clone()),
+            TurnEnd::Cancelled => Some("cancelled by the operator".to_owned()),
+            TurnEnd::TimedOut => Some(format!(
+                "the turn exceeded its {}s limit",
+                self.config.turn_limit.as_secs()
+            )),
+            TurnEnd::Shutdown => Some("the harness is shutting down".to_owned()),
+        };
+        self.shared.emit(LiveEvent::TurnEnd {
+            ok: end == TurnEnd::Ok,
+            note: note.clone(),
+        });
+
+        let observation = last
+            .as_ref()
+            .map(|o| o.observation.clone())
+            .unwrap_or_default();
+        let record = TurnRecord {
+            id: None,
+            model: observation.model.clone().unwrap_or_else(|| model.clone()),
+            wake_from: from.to_owned(),
+            result_kind: end.kind().to_owned(),
+            started_at,
+            ended_at: now_unix(),
+            duration_ms: millis(started.elapsed()),
+            usage: observation.total_usage,
+            last_usage: observation.last_usage,
+            context_tokens: observation.context_tokens(),
+            cost_usd: observation.cost_usd,
+            inferences: observation.inferences,
+            tool_call_count: observation.tool_call_count(),
+            tool_calls: observation.tool_calls.clone(),
+            pre_engine_us,
+            post_engine_us: None,
+            note,
+        };
+        let id = self.shared.stats.as_ref().and_then(|s| {
+            s.record(&record)
+                .map_err(|e| tracing::warn!("turn stats: {e}"))
+                .ok()
+        });
+        if let Some(ctx) = observation.last_usage {
+            self.shared.set_usage(ctx, observation.total_usage);
+        } else if observation.total_usage != TokenUsage::default() {
+            self.shared
+                .set_usage(TokenUsage::default(), observation.total_usage);
+        }
+
+        if end == TurnEnd::Ok {
+            match self.shared.client.call(&AgentRequest::AckTurn).await {
+                Ok(_) => {
+                    if let (Some(id), Some(stats), Some(exited)) =
+                        (id, &self.shared.stats, last.as_ref().map(|o| o.exited_at))
+                    {
+                        let _ = stats.set_post_engine_us(id, micros(exited.elapsed()));
+                    }
+                }
+                Err(e) => self.shared.bus.note(format!("ack_turn failed: {e}")),
+            }
+        }
+        end
+    }
+
+    async fn run_engine(
+        &mut self,
+        kind: RunKind,
+        prompt: &str,
+        model: &str,
+        continue_session: bool,
+        role_prompt: &str,
+        cancel: &Notify,
+    ) -> RunOutcome {
+        let extra_dirs: Vec<PathBuf> = [&self.config.shared_dir, &self.config.config_dir]
+            .into_iter()
+            .flatten()
+            .filter(|d| d.is_dir())
+            .cloned()
+            .collect();
+        let request = EngineRequest {
+            kind,
+            prompt,
+            model,
+            continue_session,
+            role_prompt: Some(role_prompt),
+            mcp: &self.mcp,
+            state_dir: &self.config.state_dir,
+            extra_dirs: &extra_dirs,
+        };
+        let limits = RunLimits {
+            limit: self.config.turn_limit,
+            grace: self.config.grace,
+            pid_file: Some(self.pid_file()),
+        };
+        let engine = self.config.engine.clone();
+        let shutdown = self.shutdown.clone();
+        let run = turn::run(&self.shared, engine.as_ref(), &request, &limits, cancel);
+        tokio::pin!(run);
+        let mut shutdown = shutdown;
+        tokio::select! {
+            outcome = &mut run => return outcome,
+            changed = shutdown.wait_for(|s| *s) => drop(changed),
+        }
+        // Shutting down: interrupt the engine like a cancel, wait for it.
+        cancel.notify_one();
+        run.await
+    }
+
+    /// Runs the engine's compaction on the current session.
+    async fn compact(&mut self, model: &str, cancel: &Notify) -> bool {
+        self.shared.set_turn_state(TurnState::Compacting, None);
+        let prompt = self.config.engine.compact_prompt();
+        let outcome = self
+            .run_engine(RunKind::Compact, &prompt, model, true, "", cancel)
+            .await;
+        let ok = outcome.end == RunEnd::Finished(Verdict::Ok)
+            && outcome.observation.compact_result.as_deref() != Some("failed");
+        self.shared.bus.note(if ok {
+            "compaction done".to_owned()
+        } else {
+            format!("compaction failed: {:?}", outcome.end)
+        });
+        ok
+    }
+
+    /// A clean turn ended above the watermark: let the agent write down
+    /// what it needs, then compact.
+    async fn checkpoint_and_compact(&mut self, ctx: u64) {
+        self.shared.bus.note(format!(
+            "context is {ctx} tokens (watermark {}): checkpoint, then compact",
+            self.config.context_watermark
+        ));
+        let end = self
+            .run_turn("compaction", &wake::checkpoint_prompt(ctx), 0, None)
+            .await;
+        if end == TurnEnd::Ok {
+            let cancel = self.shared.begin_turn();
+            let model = self.shared.model();
+            self.compact(&model, &cancel).await;
+            self.shared.end_turn();
+        }
+    }
+}
+
+/// The hive MCP server entry and the allowed tools for the engine.
+pub fn mcp_setup(config: &Config) -> McpSetup {
+    let args = vec![
+        "agent".to_owned(),
+        "mcp".to_owned(),
+        "--role".to_owned(),
+        config.role.as_str().to_owned(),
+        "--socket".to_owned(),
+        config.socket.display().to_string(),
+        "--state-dir".to_owned(),
+        config.state_dir.display().to_string(),
+    ];
+    let mut env = serde_json::Map::new();
+    env.insert(
+        "HIVE_SOCKET".into(),
+        config.socket.display().to_string().into(),
+    );
+    env.insert(
+        "HIVE_STATE_DIR".into(),
+        config.state_dir.display().to_string().into(),
+    );
+    env.insert("HIVE_AGENT".into(), config.agent.clone().into());
+    if let Ok(filter) = std::env::var("HIVE_LOG") {
+        env.insert("HIVE_LOG".into(), filter.into());
+    }
+    let mut servers = serde_json::Map::new();
+    servers.insert(
+        crate::mcp::SERVER_NAME.into(),
+        serde_json::json!({
+            "type": "stdio",
+            "command": config.hive_exe.display().to_string(),
+            "args": args,
+            "env": env,
+        }),
+    );
+    let mut allowed_tools: Vec<String> = crate::mcp::tool_names(config.role)
+        .into_iter()
+        .map(|tool| format!("mcp__{}__{tool}", crate::mcp::SERVER_NAME))
+        .collect();
+    allowed_tools.extend(config.extra_allowed_tools.iter().cloned());
+    McpSetup {
+        servers,
+        allowed_tools,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

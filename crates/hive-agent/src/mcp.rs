@@ -1,0 +1,791 @@
+//! `hive agent mcp`: the hive tools as an MCP server over stdio (rmcp),
+//! launched by the engine.
+//!
+//! Every tool call becomes one JSON line to the agent's own socket
+//! (identity is the socket, so no call names its sender); the answer is
+//! rendered as text and ends with an inbox status line. A refusal comes back
+//! as a tool error (`isError`), so the model sees the daemon's reason.
+//! stdout belongs to the protocol; logs go to stderr.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hive_proto::{
+    AgentName, AgentRequest, AgentResponse, AgentStatusRow, LooseEnd, LooseEndKind,
+    ManagerOnlyRequest,
+};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::client::SocketClient;
+use crate::{Role, files, wake};
+
+/// The server's name in the engine's MCP config: tools reach the model as
+/// `mcp__hive__<tool>`.
+pub const SERVER_NAME: &str = "hive";
+
+/// Slack on top of a `recv` wait before a socket call gives up.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The tool server: a socket client plus the role's tools.
+#[derive(Clone)]
+pub struct HiveTools {
+    client: SocketClient,
+    state_dir: Option<PathBuf>,
+    tool_router: ToolRouter<Self>,
+}
+
+impl std::fmt::Debug for HiveTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HiveTools")
+            .field("socket", &self.client.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tool names a role has (without the `mcp__hive__` prefix).
+pub fn tool_names(role: Role) -> Vec<String> {
+    HiveTools::router(role)
+        .list_all()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect()
+}
+
+/// Serves the tools on stdin/stdout until the client goes away.
+pub async fn serve_stdio(
+    role: Role,
+    socket: PathBuf,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let server = HiveTools::new(role, SocketClient::new(socket), state_dir);
+    let running = server.serve(rmcp::transport::stdio()).await?;
+    running.waiting().await?;
+    Ok(())
+}
+
+impl HiveTools {
+    pub fn new(role: Role, client: SocketClient, state_dir: Option<PathBuf>) -> Self {
+        Self {
+            client,
+            state_dir,
+            tool_router: Self::router(role),
+        }
+    }
+
+    fn router(role: Role) -> ToolRouter<Self> {
+        match role {
+            Role::Agent => Self::agent_router(),
+            Role::Manager => Self::agent_router() + Self::manager_router(),
+        }
+    }
+
+    /// Relays one request and renders the answer with `render`.
+    async fn relay<T: Serialize + Sync>(
+        &self,
+        request: &T,
+        wait: Duration,
+        render: impl FnOnce(AgentResponse) -> String,
+    ) -> CallToolResult {
+        match self.client.raw(request, wait + CALL_TIMEOUT).await {
+            Ok(AgentResponse::Err { message }) => self.finish(Err(message)).await,
+            Ok(answer) => self.finish(Ok(render(answer))).await,
+            Err(e) => self.finish(Err(e.to_string())).await,
+        }
+    }
+
+    /// Relays a verb this build's protocol does not know yet.
+    async fn relay_value(
+        &self,
+        request: Value,
+        render: impl FnOnce(&Value) -> String,
+    ) -> CallToolResult {
+        let answer = self
+            .client
+            .raw_value(&request, CALL_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string());
+        let text = match answer {
+            Ok(v) if v.get("kind").and_then(Value::as_str) == Some("err") => Err(v
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("refused")
+                .to_owned()),
+            Ok(v) => Ok(render(&v)),
+            Err(e) => Err(e),
+        };
+        self.finish(text).await
+    }
+
+    /// Appends the inbox status line; an `Err` becomes a tool error.
+    async fn finish(&self, text: Result<String, String>) -> CallToolResult {
+        let status = match self.client.request(&AgentRequest::Status).await {
+            Ok(AgentResponse::Status { unread }) => format!("[inbox: {unread} unread]"),
+            _ => "[inbox: unknown]".to_owned(),
+        };
+        match text {
+            Ok(text) => {
+                CallToolResult::success(vec![ContentBlock::text(format!("{text}\n\n{status}"))])
+            }
+            Err(message) => CallToolResult::error(vec![ContentBlock::text(format!(
+                "refused: {message}\n\n{status}"
+            ))]),
+        }
+    }
+
+    async fn manager(&self, request: ManagerOnlyRequest, done: &str) -> CallToolResult {
+        let done = done.to_owned();
+        self.relay(&request, Duration::ZERO, move |answer| match answer {
+            AgentResponse::ApprovalQueued { id } => format!(
+                "approval #{id} queued for the operator; the verdict will arrive as a message \
+                 from system"
+            ),
+            AgentResponse::Agents { agents } => render_agents(&agents),
+            AgentResponse::Ok => done,
+            other => render_other(&other),
+        })
+        .await
+    }
+}
+
+fn name(raw: &str) -> Result<AgentName, String> {
+    AgentName::parse(raw).map_err(|e| format!("invalid agent name {raw:?}: {e}"))
+}
+
+fn refused(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(format!("refused: {message}"))])
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SendArgs {
+    /// Recipient: an agent name, `manager`, `operator`, or `*` (every other agent).
+    pub to: String,
+    /// The message (markdown is fine).
+    pub body: String,
+    /// The id of the message this answers.
+    #[serde(default)]
+    pub in_reply_to: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RecvArgs {
+    /// Seconds to wait for a first message (default 0, at most 180).
+    #[serde(default)]
+    pub wait_seconds: Option<u64>,
+    /// Most messages to pop (default 1, at most 32).
+    #[serde(default)]
+    pub max: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AskArgs {
+    /// The question.
+    pub question: String,
+    /// Answers to choose from (free text if empty).
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// Several options may be picked.
+    #[serde(default)]
+    pub multi: bool,
+    /// Expire unanswered after this many seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Ask a peer agent instead of the operator.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AnswerArgs {
+    /// The question's id (from the question_asked event).
+    pub id: i64,
+    pub answer: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RemindArgs {
+    /// What to tell the recipient when the reminder fires.
+    pub message: String,
+    /// Unix time to fire at (give this or `in_seconds`).
+    #[serde(default)]
+    pub at: Option<i64>,
+    /// Seconds from now to fire in (give this or `at`).
+    #[serde(default)]
+    pub in_seconds: Option<u64>,
+    /// Remind another agent instead of yourself.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// A file under /state or /shared to point the recipient at.
+    #[serde(default)]
+    pub file_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CancelLooseEndArgs {
+    /// `question`, `reminder` or (manager) `approval`.
+    pub kind: KindArg,
+    pub id: i64,
+}
+
+/// [`LooseEndKind`] with a schema.
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KindArg {
+    Approval,
+    Question,
+    Reminder,
+}
+
+impl From<KindArg> for LooseEndKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Approval => LooseEndKind::Approval,
+            KindArg::Question => LooseEndKind::Question,
+            KindArg::Reminder => LooseEndKind::Reminder,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SetStatusArgs {
+    /// One line for the dashboard (empty clears it).
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct NameArgs {
+    /// The agent's name.
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct NameDescriptionArgs {
+    /// The agent's name.
+    pub name: String,
+    /// What it is for, shown to the operator with the approval.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ApplyCommitArgs {
+    /// The agent whose config to deploy.
+    pub agent: String,
+    /// A commit sha (7-40 hex) in the agent's proposed config repo; never a branch name.
+    pub commit_ref: String,
+    /// What the change does, shown to the operator with the diff.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct GetLogsArgs {
+    /// The agent whose output to read.
+    pub agent: String,
+    /// How many trailing lines (default 100).
+    #[serde(default)]
+    pub lines: Option<u32>,
+}
+
+#[tool_router(router = agent_router)]
+impl HiveTools {
+    #[tool(
+        description = "Send a message to an agent, `manager`, `operator` (the human) or `*` (every other agent)."
+    )]
+    async fn send(&self, Parameters(a): Parameters<SendArgs>) -> Result<CallToolResult, ErrorData> {
+        let to = a.to.clone();
+        let request = AgentRequest::Send {
+            to: a.to,
+            body: a.body,
+            in_reply_to: a.in_reply_to,
+        };
+        Ok(self
+            .relay(&request, Duration::ZERO, move |_| format!("sent to {to}"))
+            .await)
+    }
+
+    #[tool(
+        description = "Pop messages from your inbox without ending the turn. Popped messages count as handled when the turn succeeds."
+    )]
+    async fn recv(&self, Parameters(a): Parameters<RecvArgs>) -> Result<CallToolResult, ErrorData> {
+        let wait = a
+            .wait_seconds
+            .unwrap_or(0)
+            .min(hive_proto::MAX_WAIT_SECONDS);
+        let request = AgentRequest::Recv {
+            wait_seconds: Some(wait),
+            max: a.max,
+        };
+        Ok(self
+            .relay(&request, Duration::from_secs(wait), |answer| match answer {
+                AgentResponse::Messages { messages } => wake::render_recv(&messages),
+                other => render_other(&other),
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Ask the operator (or `to` a peer agent) a question. Returns at once; the answer arrives later as a message from system."
+    )]
+    async fn ask(&self, Parameters(a): Parameters<AskArgs>) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::Ask {
+            question: a.question,
+            options: a.options,
+            multi: a.multi,
+            ttl_seconds: a.ttl_seconds,
+            to: a.to,
+        };
+        Ok(self
+            .relay(&request, Duration::ZERO, |answer| match answer {
+                AgentResponse::QuestionQueued { id } => format!(
+                    "question #{id} queued; the answer will arrive as a message from system"
+                ),
+                other => render_other(&other),
+            })
+            .await)
+    }
+
+    #[tool(description = "Answer a question a peer agent asked you.")]
+    async fn answer(
+        &self,
+        Parameters(a): Parameters<AnswerArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let id = a.id;
+        let request = AgentRequest::Answer {
+            id: a.id,
+            answer: a.answer,
+        };
+        Ok(self
+            .relay(&request, Duration::ZERO, move |_| {
+                format!("answered question #{id}")
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Wake yourself (or `to` another agent) later with a message, at a unix time `at` or `in_seconds` from now. Costs nothing while it waits."
+    )]
+    async fn remind(
+        &self,
+        Parameters(a): Parameters<RemindArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::Remind {
+            message: a.message,
+            at: a.at,
+            in_seconds: a.in_seconds,
+            to: a.to,
+            file_path: a.file_path,
+        };
+        Ok(self
+            .relay(&request, Duration::ZERO, |answer| match answer {
+                AgentResponse::ReminderQueued { id, due_at } => {
+                    let delta = due_at - crate::bus::now_unix();
+                    format!("reminder #{id} set for unix time {due_at} (in {delta}s)")
+                }
+                other => render_other(&other),
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "List what is pending on you: approvals, unanswered questions, reminders (hive-wide for the manager)."
+    )]
+    async fn get_loose_ends(&self) -> Result<CallToolResult, ErrorData> {
+        Ok(self
+            .relay(
+                &AgentRequest::GetLooseEnds,
+                Duration::ZERO,
+                |answer| match answer {
+                    AgentResponse::LooseEnds { loose_ends } => render_loose_ends(&loose_ends),
+                    other => render_other(&other),
+                },
+            )
+            .await)
+    }
+
+    #[tool(description = "Withdraw one of your loose ends: a question or a reminder.")]
+    async fn cancel_loose_end(
+        &self,
+        Parameters(a): Parameters<CancelLooseEndArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let (kind, id) = (LooseEndKind::from(a.kind), a.id);
+        let request = AgentRequest::CancelLooseEnd { kind, id };
+        Ok(self
+            .relay(&request, Duration::ZERO, move |_| {
+                format!("cancelled {} #{id}", kind_name(kind))
+            })
+            .await)
+    }
+
+    #[tool(description = "Who you are in this hive: your name and role.")]
+    async fn whoami(&self) -> Result<CallToolResult, ErrorData> {
+        Ok(self
+            .relay(
+                &AgentRequest::Whoami,
+                Duration::ZERO,
+                |answer| match answer {
+                    AgentResponse::Whoami { name, role } => format!("you are {name} ({role})"),
+                    other => render_other(&other),
+                },
+            )
+            .await)
+    }
+
+    #[tool(description = "Set the one-line status the dashboard shows for you (empty clears it).")]
+    async fn set_status(
+        &self,
+        Parameters(a): Parameters<SetStatusArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::SetStatus { text: a.text };
+        Ok(self
+            .relay(&request, Duration::ZERO, |_| "status set".to_owned())
+            .await)
+    }
+
+    #[tool(
+        description = "Ask for another turn right after this one ends, to continue work without waiting for a message."
+    )]
+    async fn request_next_turn(&self) -> Result<CallToolResult, ErrorData> {
+        let text = match &self.state_dir {
+            Some(dir) => std::fs::write(
+                dir.join(files::NEXT_TURN_MARKER),
+                b"requested by the agent\n",
+            )
+            .map(|()| "another turn starts when this one ends".to_owned())
+            .map_err(|e| format!("cannot request another turn: {e}")),
+            None => Err("no state dir: cannot request another turn".to_owned()),
+        };
+        Ok(self.finish(text).await)
+    }
+}
+
+#[tool_router(router = manager_router)]
+impl HiveTools {
+    #[tool(
+        description = "Ask the operator to approve a new agent `name` (or the revival of a destroyed one)."
+    )]
+    async fn request_spawn(
+        &self,
+        Parameters(a): Parameters<NameDescriptionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let name = match name(&a.name) {
+            Ok(name) => name,
+            Err(e) => return Ok(refused(e)),
+        };
+        let request = ManagerOnlyRequest::RequestSpawn {
+            name,
+            description: a.description,
+        };
+        Ok(self.manager(request, "requested").await)
+    }
+
+    #[tool(description = "Stop an agent's container (graceful); its state is kept.")]
+    async fn kill(&self, Parameters(a): Parameters<NameArgs>) -> Result<CallToolResult, ErrorData> {
+        let name = match name(&a.name) {
+            Ok(name) => name,
+            Err(e) => return Ok(refused(e)),
+        };
+        let done = format!("stopped {name}");
+        Ok(self.manager(ManagerOnlyRequest::Kill { name }, &done).await)
+    }
+
+    #[tool(description = "Start a stopped agent.")]
+    async fn start(
+        &self,
+        Parameters(a): Parameters<NameArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let name = match name(&a.name) {
+            Ok(name) => name,
+            Err(e) => return Ok(refused(e)),
+        };
+        let done = format!("started {name}");
+        Ok(self
+            .manager(ManagerOnlyRequest::Start { name }, &done)
+            .await)
+    }
+
+    #[tool(description = "Stop, then start an agent.")]
+    async fn restart(
+        &self,
+        Parameters(a): Parameters<NameArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let name = match name(&a.name) {
+            Ok(name) => name,
+            Err(e) => return Ok(refused(e)),
+        };
+        let done = format!("restarted {name}");
+        Ok(self
+            .manager(ManagerOnlyRequest::Restart { name }, &done)
+            .await)
+    }
+
+    #[tool(description = "Rebuild an agent with its deployed config.")]
+    async fn update(
+        &self,
+        Parameters(a): Parameters<NameArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let name = match name(&a.name) {
+            Ok(name) => name,
+            Err(e) => return Ok(refused(e)),
+        };
+        let done = format!("rebuilt {name}");
+        Ok(self
+            .manager(ManagerOnlyRequest::Update { name }, &done)
+            .await)
+    }
+
+    #[tool(
+        description = "Ask the operator to deploy `commit_ref` (a 7-40 hex sha you committed in the agent's proposed config repo)."
+    )]
+    async fn request_apply_commit(
+        &self,
+        Parameters(a): Parameters<ApplyCommitArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let agent = match name(&a.agent) {
+            Ok(name) => name,
+            Err(e) => return Ok(refused(e)),
+        };
+        let request = ManagerOnlyRequest::RequestApplyCommit {
+            agent,
+            commit_ref: a.commit_ref,
+            description: a.description,
+        };
+        Ok(self.manager(request, "requested").await)
+    }
+
+    #[tool(
+        description = "Ask the operator to seed agent `name`'s proposed config repo before spawning it."
+    )]
+    async fn request_init_config(
+        &self,
+        Parameters(a): Parameters<NameDescriptionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let name = match name(&a.name) {
+            Ok(name) => name,
+            Err(e) => return Ok(refused(e)),
+        };
+        let request = ManagerOnlyRequest::RequestInitConfig {
+            name,
+            description: a.description,
+        };
+        Ok(self.manager(request, "requested").await)
+    }
+
+    #[tool(description = "Every agent of the hive with its state.")]
+    async fn list(&self) -> Result<CallToolResult, ErrorData> {
+        Ok(self.manager(ManagerOnlyRequest::List, "ok").await)
+    }
+
+    #[tool(description = "The last `lines` lines of an agent's container output.")]
+    async fn get_logs(
+        &self,
+        Parameters(a): Parameters<GetLogsArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let agent = match name(&a.agent) {
+            Ok(name) => name,
+            Err(e) => return Ok(refused(e)),
+        };
+        let request = GetLogsRequest::new(agent, a.lines.unwrap_or(100));
+        let value = serde_json::to_value(&request).unwrap_or(Value::Null);
+        Ok(self
+            .relay_value(value, |answer| match answer.get("lines") {
+                Some(Value::Array(lines)) => {
+                    let lines: Vec<&str> = lines.iter().filter_map(Value::as_str).collect();
+                    if lines.is_empty() {
+                        "(no output)".to_owned()
+                    } else {
+                        lines.join("\n")
+                    }
+                }
+                _ => answer.to_string(),
+            })
+            .await)
+    }
+}
+
+#[tool_handler(
+    router = self.tool_router,
+    name = "hive",
+    instructions = "The hyperhive tools: talk to other agents and the operator through the hive's broker."
+)]
+impl ServerHandler for HiveTools {}
+
+/// `get_logs` on the manager socket; not in `hive-proto` yet (core must
+/// add `ManagerOnlyRequest::GetLogs { name, lines }` answering
+/// `{"kind":"logs","lines":[…]}`).
+#[derive(Debug, Serialize)]
+struct GetLogsRequest {
+    cmd: &'static str,
+    name: AgentName,
+    lines: u32,
+}
+
+impl GetLogsRequest {
+    fn new(name: AgentName, lines: u32) -> Self {
+        Self {
+            cmd: "get_logs",
+            name,
+            lines,
+        }
+    }
+}
+
+fn kind_name(kind: LooseEndKind) -> &'static str {
+    match kind {
+        LooseEndKind::Approval => "approval",
+        LooseEndKind::Question => "question",
+        LooseEndKind::Reminder => "reminder",
+    }
+}
+
+fn render_other(answer: &AgentResponse) -> String {
+    match answer {
+        AgentResponse::Ok => "ok".to_owned(),
+        AgentResponse::Status { unread } => format!("{unread} unread"),
+        AgentResponse::Messages { messages } => wake::render_recv(messages),
+        other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
+    }
+}
+
+fn render_agents(agents: &[AgentStatusRow]) -> String {
+    if agents.is_empty() {
+        return "(no agents)".to_owned();
+    }
+    agents
+        .iter()
+        .map(|a| {
+            let mut flags = vec![if a.running { "running" } else { "stopped" }];
+            if a.failed {
+                flags.push("failed");
+            }
+            if a.paused {
+                flags.push("paused");
+            }
+            if a.needs_login {
+                flags.push("needs login");
+            }
+            if a.needs_update {
+                flags.push("needs update");
+            }
+            let mut line = format!("{}: {}", a.name, flags.join(", "));
+            if let Some(model) = &a.active_model {
+                line.push_str(&format!("; model {model}"));
+            }
+            if a.pending_reminders > 0 {
+                line.push_str(&format!("; {} reminders", a.pending_reminders));
+            }
+            if let Some(status) = &a.status_text {
+                line.push_str(&format!("; status: {status}"));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn render_loose_ends(ends: &[LooseEnd]) -> String {
+    if ends.is_empty() {
+        return "nothing pending".to_owned();
+    }
+    ends.iter()
+        .map(|end| match end {
+            LooseEnd::Approval {
+                id,
+                agent,
+                approval_kind,
+                commit_ref,
+                description,
+                age_seconds,
+                ..
+            } => {
+                let mut s = format!("approval #{id}: {} for {agent}", approval_kind.as_str());
+                if !commit_ref.is_empty() {
+                    s.push_str(&format!(" ({commit_ref})"));
+                }
+                if let Some(d) = description {
+                    s.push_str(&format!(" — {d}"));
+                }
+                s.push_str(&format!(", waiting {age_seconds}s"));
+                s
+            }
+            LooseEnd::Question {
+                id,
+                asker,
+                target,
+                question,
+                age_seconds,
+                ..
+            } => format!(
+                "question #{id} from {asker} to {}: {question} (open {age_seconds}s)",
+                target.as_deref().unwrap_or("operator")
+            ),
+            LooseEnd::Reminder {
+                id,
+                owner,
+                target,
+                message,
+                due_at,
+                parked,
+                last_error,
+                ..
+            } => {
+                let mut s = format!(
+                    "reminder #{id} by {owner} for {} due at {due_at}: {message}",
+                    target.as_deref().unwrap_or(owner)
+                );
+                if *parked {
+                    s.push_str(" [parked]");
+                }
+                if let Some(e) = last_error {
+                    s.push_str(&format!(" (last error: {e})"));
+                }
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_sets() {
+        let agent = tool_names(Role::Agent);
+        for tool in [
+            "send",
+            "recv",
+            "ask",
+            "answer",
+            "remind",
+            "get_loose_ends",
+            "cancel_loose_end",
+            "whoami",
+            "set_status",
+            "request_next_turn",
+        ] {
+            assert!(agent.iter().any(|t| t == tool), "{tool} missing");
+        }
+        assert_eq!(agent.len(), 10);
+        let manager = tool_names(Role::Manager);
+        assert_eq!(manager.len(), 19);
+        for tool in ["request_spawn", "get_logs", "list", "update"] {
+            assert!(manager.iter().any(|t| t == tool), "{tool} missing");
+            assert!(!agent.iter().any(|t| t == tool), "{tool} leaked");
+        }
+    }
+
+    #[test]
+    fn get_logs_line() {
+        let request = GetLogsRequest::new(AgentName::parse("coder").unwrap(), 50);
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"cmd":"get_logs","name":"coder","lines":50}"#
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! The dashboard's snapshots: `/api/state` (everything the page shows) and
+//! `/dashboard/history` (recent message flow), each with the `seq` it was
+//! taken at.
+//!
+//! `seq` is read before the state it reports, so a client that subscribed
+//! first and drops buffered frames with `seq <= snapshot.seq` loses nothing
+//! (an event racing the snapshot may show in both; events carry ids and the
+//! client applies them idempotently).
+
+use std::collections::HashSet;
+
+use axum::extract::{Query, State};
+use axum::response::Json;
+use hive_proto::dashboard::{TombstoneView, TransientKind};
+use hive_proto::{AgentName, AgentStatusRow, Approval, ApprovalKind, InboxRow, OPERATOR_RECIPIENT};
+use serde::{Deserialize, Serialize};
+
+use super::App;
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+
+/// Resolved approvals the snapshot includes.
+const HISTORY_LIMIT: u64 = 30;
+/// Operator inbox rows the snapshot includes.
+const INBOX_LIMIT: u64 = 50;
+/// Messages of the flow the snapshot includes.
+const FLOW_LIMIT: usize = 200;
+/// Most messages `/dashboard/history` returns.
+const HISTORY_MAX: usize = 2000;
+
+/// The dashboard's cold-load snapshot.
+#[derive(Debug, Serialize)]
+pub struct StateSnapshot {
+    pub seq: u64,
+    /// The container backend, `None` for `--runtime none`.
+    pub runtime: Option<&'static str>,
+    /// A status row per known agent (kept-state agents too: the client
+    /// lists those under tombstones).
+    pub agents: Vec<AgentStatusRow>,
+    pub transients: Vec<TransientView>,
+    pub tombstones: Vec<TombstoneView>,
+    pub approvals: Vec<PendingApproval>,
+    pub approval_history: Vec<Approval>,
+    /// Every pending question: to the operator (no `target`) and between
+    /// agents.
+    pub questions: Vec<QuestionRow>,
+    /// The operator's last messages, newest first.
+    pub inbox: Vec<InboxRow>,
+    /// The last messages through the broker, oldest first.
+    pub messages: Vec<FlowMessage>,
+}
+
+/// A lifecycle action in flight.
+#[derive(Debug, Serialize)]
+pub struct TransientView {
+    pub name: String,
+    pub transient_kind: TransientKind,
+    pub since_unix: i64,
+}
+
+/// A pending approval; a config deploy carries its diff against the config
+/// deployed now (recomputed, so it is current even after other deploys).
+#[derive(Debug, Serialize)]
+pub struct PendingApproval {
+    #[serde(flatten)]
+    pub approval: Approval,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_error: Option<String>,
+}
+
+/// A pending question as the dashboard lists it.
+#[derive(Debug, Serialize)]
+pub struct QuestionRow {
+    pub id: i64,
+    pub asker: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub question: String,
+    pub options: Vec<String>,
+    pub multi: bool,
+    pub asked_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_at: Option<i64>,
+}
+
+/// One message of the flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowMessage {
+    pub id: i64,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub at: i64,
+}
+
+/// `GET /api/state`.
+pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>> {
+    let coord = &app.coord;
+    let seq = coord.dashboard.current_seq();
+    let pending = coord.store.pending_approvals()?;
+    let mut transients: Vec<TransientView> = coord
+        .transients()
+        .iter()
+        .map(|(name, (kind, since))| TransientView {
+            name: name.to_string(),
+            transient_kind: *kind,
+            since_unix: *since,
+        })
+        .collect();
+    transients.sort_by(|a, b| a.name.cmp(&b.name));
+    let questions = coord
+        .store
+        .pending_questions()?
+        .into_iter()
+        .map(|q| QuestionRow {
+            id: q.id,
+            asker: q.asker,
+            target: q.target,
+            question: q.question,
+            options: q.options,
+            multi: q.multi,
+            asked_at: q.asked_at,
+            deadline_at: q.deadline_at,
+        })
+        .collect();
+    let snapshot = StateSnapshot {
+        seq,
+        runtime: coord.runtime.as_ref().map(|r| r.name()),
+        agents: coord.agent_statuses(&Default::default())?,
+        transients,
+        tombstones: coord.tombstones()?,
+        approvals: Vec::new(),
+        approval_history: coord.store.approval_history(HISTORY_LIMIT)?,
+        questions,
+        inbox: coord.store.recent(OPERATOR_RECIPIENT, INBOX_LIMIT)?,
+        messages: flow(coord, FLOW_LIMIT)?,
+    };
+    Ok(Json(StateSnapshot {
+        approvals: with_diffs(coord, pending).await?,
+        ..snapshot
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// What `/dashboard/history` returns.
+#[derive(Debug, Serialize)]
+pub(super) struct History {
+    seq: u64,
+    messages: Vec<FlowMessage>,
+}
+
+/// `GET /dashboard/history?limit=N`: the last messages through the broker,
+/// oldest first.
+pub(super) async fn history(
+    State(app): State<App>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<History>> {
+    let seq = app.coord.dashboard.current_seq();
+    let limit = query.limit.unwrap_or(FLOW_LIMIT).clamp(1, HISTORY_MAX);
+    Ok(Json(History {
+        seq,
+        messages: flow(&app.coord, limit)?,
+    }))
+}
+
+/// The last `limit` messages addressed to anyone, oldest first: the newest
+/// of every recipient's inbox, merged by id.
+fn flow(coord: &Coordinator, limit: usize) -> Result<Vec<FlowMessage>> {
+    let mut recipients: Vec<String> = coord.store.agents()?.into_iter().map(|a| a.name).collect();
+    recipients.push(OPERATOR_RECIPIENT.to_owned());
+    let mut seen = HashSet::new();
+    let mut messages = Vec::new();
+    let per_recipient = u64::try_from(limit).unwrap_or(u64::MAX);
+    for to in recipients {
+        for row in coord.store.recent(&to, per_recipient)? {
+            if seen.insert(row.id) {
+                messages.push(FlowMessage {
+                    id: row.id,
+                    from: row.from,
+                    to: to.clone(),
+                    body: row.body,
+                    at: row.at,
+                });
+            }
+        }
+    }
+    messages.sort_unstable_by_key(|m| m.id);
+    let skip = messages.len().saturating_sub(limit);
+    messages.drain(..skip);
+    Ok(messages)
+}
+
+/// Pending approvals, each config deploy with its diff against what runs.
+async fn with_diffs(coord: &Coordinator, pending: Vec<Approval>) -> Result<Vec<PendingApproval>> {
+    let repos = coord.config.clone();
+    tokio::task::spawn_blocking(move || {
+        pending
+            .into_iter()
+            .map(|approval| {
+                let (diff, diff_error) = if approval.kind == ApprovalKind::ApplyCommit {
+                    // `prepare` on a proposal already copied into applied
+                    // only re-checks it and diffs it: objects present are
+                    // never copied twice.
+                    match AgentName::parse(&approval.agent)
+                        .map_err(|e| e.to_string())
+                        .and_then(|name| {
+                            repos
+                                .prepare(&name, &approval.commit_ref)
+                                .map_err(|e| e.to_string())
+                        }) {
+                        Ok(prepared) => (Some(prepared.diff), None),
+                        Err(e) => (None, Some(e)),
+                    }
+                } else {
+                    (None, None)
+                };
+                PendingApproval {
+                    approval,
+                    diff,
+                    diff_error,
+                }
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| Error::Io(format!("diff task failed: {e}")))
+}

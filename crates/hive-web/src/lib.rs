@@ -1,0 +1,130 @@
+//! Browser assets of hyperhive, embedded in the binary at build time.
+//!
+//! This crate owns what a browser loads: the shared palette (`palette.css`,
+//! Catppuccin Mocha), the terminal component (`terminal.js`,
+//! `window.HiveTerminal.create`) that both the dashboard and the per-agent
+//! page render their live panes with, and the operator's dashboard page
+//! (`dashboard.html`, `.css`, `.js`). It has no dependencies and does no
+//! I/O: servers look assets up with [`asset`] and serve them under
+//! `/assets/<name>`, with [`CONTENT_SECURITY_POLICY`].
+//!
+//! Architecture invariant: no asset sets `innerHTML` or any other HTML
+//! sink, and no page carries inline script, so text from agents is only
+//! ever text (the tests below check both).
+
+/// Colours, fonts and the terminal component's chrome.
+pub const PALETTE_CSS: &str = include_str!("../assets/palette.css");
+/// `window.HiveTerminal.create(root, {title, max})`: a sticky-bottom pane.
+pub const TERMINAL_JS: &str = include_str!("../assets/terminal.js");
+/// The dashboard's static shell.
+pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
+/// The dashboard's layout.
+pub const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
+/// The dashboard's single-page client.
+pub const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+
+/// The policy both pages are served with: scripts and styles only from the
+/// page's own origin (no inline script can run, whatever text gets in),
+/// connections only back to it, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// One embedded file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asset {
+    /// File name, served as `/assets/<name>`.
+    pub name: &'static str,
+    pub content_type: &'static str,
+    pub body: &'static str,
+}
+
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file served under `/assets/`.
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        name: "palette.css",
+        content_type: CSS,
+        body: PALETTE_CSS,
+    },
+    Asset {
+        name: "terminal.js",
+        content_type: JS,
+        body: TERMINAL_JS,
+    },
+    Asset {
+        name: "dashboard.css",
+        content_type: CSS,
+        body: DASHBOARD_CSS,
+    },
+    Asset {
+        name: "dashboard.js",
+        content_type: JS,
+        body: DASHBOARD_JS,
+    },
+];
+
+/// The asset called `name`, if there is one.
+pub fn asset(name: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `/assets/...` reference in the page names an embedded asset.
+    #[test]
+    fn the_page_references_only_embedded_assets() {
+        let mut refs = 0;
+        for piece in DASHBOARD_HTML.split("\"/assets/").skip(1) {
+            let name = piece.split('"').next().unwrap();
+            assert!(asset(name).is_some(), "{name} is referenced but not embedded");
+            refs += 1;
+        }
+        assert_eq!(refs, ASSETS.len(), "every asset is used by the page");
+    }
+
+    /// No inline script or handler attribute: the CSP forbids them anyway,
+    /// and a page that needed them would break under it.
+    #[test]
+    fn the_page_has_no_inline_script() {
+        let html = DASHBOARD_HTML.to_lowercase();
+        for tag in html.split("<script").skip(1) {
+            let (attrs, rest) = tag.split_once('>').unwrap();
+            assert!(attrs.contains("src="), "inline <script{attrs}>");
+            assert!(rest.starts_with("</script>"), "script with a body");
+        }
+        for handler in [" onclick=", " onload=", " onerror=", " onsubmit=", "<style"] {
+            assert!(!html.contains(handler), "inline {handler}");
+        }
+        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
+    }
+
+    /// Untrusted text only ever reaches the page as text.
+    #[test]
+    fn no_html_sinks_in_scripts() {
+        for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+                "createContextualFragment",
+            ] {
+                assert!(!asset.body.contains(sink), "{} uses {sink}", asset.name);
+            }
+        }
+    }
+
+    #[test]
+    fn assets_are_found_by_name() {
+        assert_eq!(asset("dashboard.js").unwrap().content_type, JS);
+        assert!(asset("../Cargo.toml").is_none());
+        assert!(asset("").is_none());
+    }
+}
