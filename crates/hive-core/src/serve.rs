@@ -241,30 +241,48 @@ async fn forward_broker_events(coord: Arc<Coordinator>) {
             () = coord.shutting_down() => return,
         };
         match event {
-            Ok(MessageEvent::Sent(m)) => coord.dashboard.emit(|seq| DashboardEvent::Sent {
-                seq,
-                id: m.id,
-                from: m.from,
-                to: m.to,
-                body: m.body,
-                at: m.at,
-                in_reply_to: m.in_reply_to,
-                file_refs: Vec::new(),
-            }),
+            Ok(MessageEvent::Sent(m)) => coord.dashboard.emit(|seq| message_event(seq, m, false)),
             Ok(MessageEvent::Delivered(m)) => {
-                coord.dashboard.emit(|seq| DashboardEvent::Delivered {
-                    seq,
-                    id: m.id,
-                    from: m.from,
-                    to: m.to,
-                    body: m.body,
-                    at: m.at,
-                    in_reply_to: m.in_reply_to,
-                    file_refs: Vec::new(),
-                })
+                coord.dashboard.emit(|seq| message_event(seq, m, true))
             }
             Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "dashboard forwarder lagged"),
             Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A broker row as the dashboard's `sent` or `delivered` event.
+fn message_event(seq: u64, m: hive_store::MessageRow, delivered: bool) -> DashboardEvent {
+    let hive_store::MessageRow {
+        id,
+        from,
+        to,
+        body,
+        at,
+        in_reply_to,
+    } = m;
+    let file_refs = Vec::new();
+    if delivered {
+        DashboardEvent::Delivered {
+            seq,
+            id,
+            from,
+            to,
+            body,
+            at,
+            in_reply_to,
+            file_refs,
+        }
+    } else {
+        DashboardEvent::Sent {
+            seq,
+            id,
+            from,
+            to,
+            body,
+            at,
+            in_reply_to,
+            file_refs,
         }
     }
 }
