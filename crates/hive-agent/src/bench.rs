@@ -164,7 +164,7 @@ async fn bench(exe: &Path, dir: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     for (label, values) in [
         ("recv answered -> engine spawned", &pre),
         ("engine exited -> ack_turn done", &post),
-        ("turn (engine spawn..exit incl.)", &total),
+        ("turn_start -> turn_end", &total),
         ("operator send -> turn acked", &trips),
     ] {
         writeln!(

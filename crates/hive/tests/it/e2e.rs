@@ -337,6 +337,13 @@ fn last_user_text(request: &Value) -> String {
     }
 }
 
+/// The text of the tool result the newest user message carries, if any.
+fn tool_result_text(request: &Value) -> Option<String> {
+    let blocks = last_user(request)?["content"].as_array()?;
+    let result = blocks.iter().find(|b| b["type"] == "tool_result")?;
+    Some(result["content"].to_string())
+}
+
 /// Whether the newest user message carries a tool result.
 fn answers_a_tool(request: &Value) -> bool {
     last_user(request)
@@ -422,6 +429,24 @@ impl Harness {
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    /// POSTs JSON to a path of the harness's web server: status and body.
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let addr = self.web.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let body = body.to_string();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
     /// The live event history.
@@ -671,8 +696,16 @@ fn a_manager_turn_requests_a_spawn() {
     let _serial = serial();
     let hive = Hive::start(&["manager"]);
     let model = ModelServer::start(|request| {
-        if answers_a_tool(request) {
-            return Reply::Text("requested".into());
+        if let Some(result) = tool_result_text(request) {
+            // After the spawn request, ask for another turn; then stop.
+            return if result.contains("approval #") {
+                Reply::ToolUse {
+                    name: "mcp__hive__request_next_turn".into(),
+                    input: json!({}),
+                }
+            } else {
+                Reply::Text("requested".into())
+            };
         }
         if last_user_text(request).contains("SPAWN-WORKER") {
             Reply::ToolUse {
@@ -707,6 +740,20 @@ fn a_manager_turn_requests_a_spawn() {
         .expect("the tool answered");
     assert!(result.to_string().contains("approval #"), "{result}");
     assert_eq!(kinds(&events, "turn_end")[0]["ok"], true);
+    // It asked for another turn, and got one without a message.
+    wait_for("the requested turn", &[&manager], || {
+        kinds(&manager.events(), "turn_end").len() == 2
+    });
+    let events = manager.events();
+    let second = kinds(&events, "turn_start")[1];
+    assert_eq!(second["from"], "self");
+    assert!(
+        second["body"]
+            .as_str()
+            .unwrap()
+            .contains("request_next_turn")
+    );
+    assert_eq!(kinds(&events, "turn_end")[1]["ok"], true);
     manager.stop();
 }
 
@@ -812,4 +859,95 @@ fn a_rate_limit_backs_off_and_a_prompt_too_long_compacts_once() {
     assert_eq!(back.len(), 1);
     assert_eq!(back[0]["body"], "LONG-ME");
     assert_eq!(back[0]["redelivered"], true);
+}
+
+#[test]
+fn the_operator_drives_an_agent_from_its_web_page() {
+    let Some(claude) = claude() else { return };
+    let _serial = serial();
+    let hive = Hive::start(&["e"]);
+    let model = ModelServer::start(|request| {
+        if last_user_text(request).contains("HOLD-ON") {
+            Reply::Stall
+        } else {
+            Reply::Text("fine".into())
+        }
+    });
+    let e = Harness::start(&hive, "e", "agent", &model, &claude);
+    let sessions = |e: &Harness| -> Vec<String> {
+        e.events()
+            .iter()
+            .filter(|f| f["type"] == "system" && f["subtype"] == "init")
+            .map(|f| f["session_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let turns_ended = |e: &Harness| kinds(&e.events(), "turn_end").len();
+
+    // Nothing to cancel while idle.
+    assert_eq!(e.post("/api/cancel", &json!({})).0, 409);
+    // Switch the model: persisted, announced, used by the next turn.
+    assert_eq!(e.post("/api/model", &json!({"model": "bad model!"})).0, 400);
+    assert_eq!(
+        e.post("/api/model", &json!({"model": "claude-e2e-model"}))
+            .0,
+        200
+    );
+    assert_eq!(e.get("/api/state")["model"], "claude-e2e-model");
+    let state = hive.state_dir().join("agents/e/state");
+    assert_eq!(
+        std::fs::read_to_string(state.join("hyperhive-model")).unwrap(),
+        "claude-e2e-model\n"
+    );
+    // A message as the operator, from the page.
+    let (status, body) = e.post("/api/send", &json!({"body": "VIA-WEB one"}));
+    assert_eq!(status, 200, "{body}");
+    wait_for("the first turn", &[&e], || turns_ended(&e) == 1);
+    let first = model.requests().last().cloned().unwrap();
+    assert_eq!(first["model"], "claude-e2e-model");
+    assert!(last_user_text(&first).contains("from: operator (message #1)\n\nVIA-WEB one"));
+
+    // The next turn continues the session; after "new session" it does not.
+    e.post("/api/send", &json!({"body": "VIA-WEB two"}));
+    wait_for("the second turn", &[&e], || turns_ended(&e) == 2);
+    assert_eq!(e.post("/api/new-session", &json!({})).0, 200);
+    assert_eq!(e.get("/api/state")["new_session_pending"], true);
+    e.post("/api/send", &json!({"body": "VIA-WEB three"}));
+    wait_for("the third turn", &[&e], || turns_ended(&e) == 3);
+    let ids = sessions(&e);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[0], ids[1], "--continue keeps the session");
+    assert_ne!(ids[1], ids[2], "a new session was started");
+
+    // Paused by the operator (core writes the marker): no turn until resumed.
+    let paused = hive.host(r#"{"cmd":"set_paused","name":"e","paused":true}"#);
+    assert!(paused.contains(r#""ok":true"#), "{paused}");
+    e.post("/api/send", &json!({"body": "VIA-WEB four"}));
+    wait_for("the paused state", &[&e], || {
+        e.get("/api/state")["state"] == "paused"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(kinds(&e.events(), "turn_start").len(), 3);
+    hive.host(r#"{"cmd":"set_paused","name":"e","paused":false}"#);
+    wait_for("the resumed turn", &[&e], || turns_ended(&e) == 4);
+
+    // Cancel a running turn: it ends failed and its message stays in flight.
+    e.post("/api/send", &json!({"body": "HOLD-ON"}));
+    wait_for("the stalled request", &[&e], || model.stalls() == 1);
+    assert_eq!(e.get("/api/state")["turn_running"], true);
+    assert_eq!(e.post("/api/cancel", &json!({})).0, 200);
+    wait_for("the cancelled turn", &[&e], || turns_ended(&e) == 5);
+    let events = e.events();
+    let end = kinds(&events, "turn_end")[4];
+    assert_eq!(end["ok"], false);
+    assert_eq!(end["note"], "cancelled by the operator");
+    let turns = e.get("/api/turns");
+    assert_eq!(turns[0]["result_kind"], "cancelled");
+    e.stop();
+    assert_eq!(
+        hive.agent("e", r#"{"cmd":"requeue_inflight"}"#),
+        r#"{"kind":"ok"}"#
+    );
+    let back = hive.recv("e", 0, 8);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0]["body"], "HOLD-ON");
 }
