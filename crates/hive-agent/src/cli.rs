@@ -153,12 +153,19 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         Some(agent) => agent,
         None => whoami(&client).await?,
     };
+    // The deployed config's model is the default; a runtime switch from
+    // the web UI (persisted in the state dir) still wins.
+    let deployed = crate::deployed::load(&args.state_dir);
+    let default_model = deployed
+        .as_ref()
+        .and_then(|d| d.config.model.clone())
+        .unwrap_or_else(|| args.model.clone());
     let shared = Shared::new(
         agent.clone(),
         args.role,
         args.state_dir.clone(),
         client,
-        args.model.clone(),
+        default_model.clone(),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -190,6 +197,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
 
     let hive_exe = std::env::current_exe().context("locating the hive binary")?;
     let config = Config {
+        deployed: deployed.clone(),
         agent,
         role: args.role,
         socket,
@@ -197,7 +205,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         shared_dir: args.shared_dir,
         config_dir: args.config_dir,
         engine: Arc::new(Claude::new(args.claude_bin)),
-        default_model: args.model,
+        default_model,
         hive_exe,
         extra_allowed_tools: args
             .allowed_tools
@@ -242,6 +250,10 @@ async fn whoami(client: &SocketClient) -> anyhow::Result<String> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
+    // systemd-nspawn's stub init follows SIGTERM with SIGHUP at once; with
+    // a handler installed (and never acted on) SIGHUP no longer kills the
+    // harness before its shutdown is done.
+    let _hangup = signal(SignalKind::hangup());
     match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

@@ -30,6 +30,8 @@ use crate::{Role, files, wake};
 #[derive(Clone)]
 pub struct Config {
     pub agent: String,
+    /// The config core deployed, if any (`<state>/.hive/deployed.json`).
+    pub deployed: Option<crate::deployed::Deployed>,
     pub role: Role,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
@@ -348,13 +350,23 @@ impl Harness {
         let mut attempts = 0u32;
         let mut pre_engine_us = None;
         let mut last: Option<RunOutcome> = None;
-        let role_prompt = crate::prompt::role_prompt(
+        let mut role_prompt = crate::prompt::role_prompt(
             self.config.role,
             &self.shared.agent,
             &self.config.state_dir,
             self.config.shared_dir.as_deref(),
             self.config.config_dir.as_deref(),
         );
+        if let Some(role) = self
+            .config
+            .deployed
+            .as_ref()
+            .map(|d| d.prompt.trim())
+            .filter(|p| !p.is_empty())
+        {
+            role_prompt.push_str("\n\n## Your role\n\n");
+            role_prompt.push_str(role);
+        }
 
         let end = loop {
             if self.is_shutdown() {
@@ -641,6 +653,11 @@ pub fn mcp_setup(config: &Config) -> McpSetup {
         .map(|tool| format!("mcp__{}__{tool}", crate::mcp::SERVER_NAME))
         .collect();
     allowed_tools.extend(config.extra_allowed_tools.iter().cloned());
+    if let Some(deployed) = &config.deployed {
+        let (extra, tools) = deployed.mcp_servers();
+        servers.extend(extra);
+        allowed_tools.extend(tools);
+    }
     McpSetup {
         servers,
         allowed_tools,

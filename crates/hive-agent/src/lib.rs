@@ -19,6 +19,7 @@ pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod client;
+pub mod deployed;
 pub mod engine;
 pub mod error;
 pub mod harness;

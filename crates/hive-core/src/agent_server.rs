@@ -354,6 +354,12 @@ pub async fn manager_verb(
             let approval = coord.request_init_config(&name, description.as_deref())?;
             AgentResponse::ApprovalQueued { id: approval.id }
         }
+        GetLogs { name, lines } => {
+            let lines = lines.unwrap_or(100).min(10_000) as usize;
+            AgentResponse::Logs {
+                lines: coord.logs(&name, lines).await?,
+            }
+        }
         List => AgentResponse::Agents {
             agents: coord.agent_statuses(&Default::default())?,
         },

@@ -117,6 +117,12 @@ pub enum ManagerOnlyRequest {
     Update { name: AgentName },
     /// Every known agent with its status.
     List,
+    /// The last `lines` (default 100) lines an agent's container printed.
+    GetLogs {
+        name: AgentName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<u32>,
+    },
 }
 
 /// A request on the manager socket: the agent surface or a privileged verb.
@@ -140,6 +146,7 @@ impl ManagerRequest {
         "request_init_config",
         "update",
         "list",
+        "get_logs",
     ];
 }
 
@@ -198,6 +205,8 @@ pub enum AgentResponse {
     ApprovalQueued { id: i64 },
     /// Manager `list` result.
     Agents { agents: Vec<AgentStatusRow> },
+    /// Manager `get_logs` result, oldest line first.
+    Logs { lines: Vec<String> },
 }
 
 /// The manager socket answers the same shapes as an agent socket.

@@ -401,6 +401,13 @@ fn manager_requests() {
         r#"{"cmd":"update","name":"c"}"#,
     );
     check(m(List), r#"{"cmd":"list"}"#);
+    check(
+        m(GetLogs {
+            name: name("c"),
+            lines: Some(20),
+        }),
+        r#"{"cmd":"get_logs","name":"c","lines":20}"#,
+    );
     // The agent surface decodes on the manager socket too.
     check(
         ManagerRequest::Agent(AgentRequest::Status),
@@ -472,6 +479,12 @@ fn agent_responses() {
     check(
         Agents { agents: vec![] },
         r#"{"kind":"agents","agents":[]}"#,
+    );
+    check(
+        Logs {
+            lines: vec!["up".into()],
+        },
+        r#"{"kind":"logs","lines":["up"]}"#,
     );
     check(
         LooseEnds {

@@ -139,6 +139,9 @@ fn spawn_crash_restart_destroy_purge_on_process() {
     });
     let http = json(&hive.http_get("/api/logs/coder?lines=5"));
     assert_eq!(http["name"], "coder");
+    let from_manager =
+        json(&hive.agent("manager", r#"{"cmd":"get_logs","name":"coder","lines":5}"#));
+    assert_eq!(from_manager["kind"], "logs", "{from_manager}");
 
     // Destroy keeps the state: a tombstone, revivable through a spawn approval.
     std::fs::write(

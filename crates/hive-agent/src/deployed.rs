@@ -1,0 +1,116 @@
+//! The config core deployed for this agent, read from
+//! `<state>/.hive/deployed.json` (written by core at every start, restart
+//! and rebuild from the approved commit of the applied repo).
+//!
+//! The harness takes three things from it: the model (unless the operator
+//! switched models at runtime), the role prompt (appended to the built-in
+//! one for the role), and the extra MCP servers with their allowed tools.
+//! Environment variables of the config reach the harness through the
+//! container's own environment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Where core writes the deployed config, under the state dir.
+pub const FILE: &str = ".hive/deployed.json";
+
+/// What the harness reads of the deployed config; unknown fields ignored.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Deployed {
+    pub sha: String,
+    pub config: DeployedConfig,
+    /// The role prompt file's text.
+    pub prompt: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct DeployedConfig {
+    pub model: Option<String>,
+    pub mcp_servers: BTreeMap<String, ExtraServer>,
+}
+
+/// One extra MCP server the engine launches.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ExtraServer {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Tools the engine may call; `*` allows every tool of the server.
+    pub allowed_tools: Vec<String>,
+}
+
+/// Reads the deployed config; `None` (with a warning when the file is
+/// there but unreadable) outside a hive or before the first deploy.
+pub fn load(state_dir: &Path) -> Option<Deployed> {
+    let path = state_dir.join(FILE);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(deployed) => Some(deployed),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "deployed config unreadable, ignored: {e}");
+            None
+        }
+    }
+}
+
+impl Deployed {
+    /// The `mcpServers` entries and allowed tool names of the extra servers.
+    pub fn mcp_servers(&self) -> (serde_json::Map<String, Value>, Vec<String>) {
+        let mut servers = serde_json::Map::new();
+        let mut allowed = Vec::new();
+        for (key, server) in &self.config.mcp_servers {
+            servers.insert(
+                key.clone(),
+                serde_json::json!({
+                    "type": "stdio",
+                    "command": server.command,
+                    "args": server.args,
+                    "env": server.env,
+                }),
+            );
+            for tool in &server.allowed_tools {
+                allowed.push(if tool == "*" {
+                    format!("mcp__{key}")
+                } else {
+                    format!("mcp__{key}__{tool}")
+                });
+            }
+        }
+        (servers, allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_core_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()), None);
+        std::fs::create_dir_all(dir.path().join(".hive")).unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            r#"{"sha":"abc","prompt":"You review code.","config":{"model":"opus","engine":"claude",
+               "mcp_servers":{"search":{"command":"/bin/search","args":["--stdio"],"env":{},"allowed_tools":["query"]},
+                              "all":{"command":"/bin/all","args":[],"env":{"K":"v"},"allowed_tools":["*"]}},
+               "network":"full","mounts":[]}}"#,
+        )
+        .unwrap();
+        let deployed = load(dir.path()).unwrap();
+        assert_eq!(deployed.config.model.as_deref(), Some("opus"));
+        assert_eq!(deployed.prompt, "You review code.");
+        let (servers, allowed) = deployed.mcp_servers();
+        assert_eq!(allowed, ["mcp__all", "mcp__search__query"]);
+        assert_eq!(servers["search"]["command"], "/bin/search");
+        assert_eq!(servers["all"]["env"]["K"], "v");
+        std::fs::write(dir.path().join(FILE), "not json").unwrap();
+        assert_eq!(load(dir.path()), None);
+    }
+}
