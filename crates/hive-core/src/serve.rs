@@ -88,6 +88,7 @@ fn agent_env(paths: &Paths, cli: &[(String, String)]) -> anyhow::Result<Vec<(Str
 /// Runs the daemon until SIGTERM/SIGINT. `on_started` is called once every
 /// socket is bound.
 pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let selection = hive_runtime::select(&config.runtime).await?;
     for reason in &selection.passed_over {
         tracing::info!("runtime auto: passed over {reason}");
@@ -169,7 +170,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         tasks.spawn(async move { coord.resume().await });
     }
 
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down");
     coord.shut_down();
     tasks.abort_all();
@@ -287,15 +288,28 @@ fn message_event(seq: u64, m: hive_store::MessageRow, delivered: bool) -> Dashbo
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, installed before the daemon says it is ready so a
+/// signal that follows the announcement at once is never fatal.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("install SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 fn remove_sockets(coord: &Coordinator) -> anyhow::Result<()> {
