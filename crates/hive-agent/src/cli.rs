@@ -183,6 +183,8 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         web_task = Some(tokio::spawn(web::serve(shared.clone(), listener, shutdown)));
     }
 
+    tokio::spawn(report_state(shared.clone()));
+
     let vacuum_bus = shared.bus.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -245,6 +247,37 @@ async fn whoami(client: &SocketClient) -> anyhow::Result<String> {
         Ok(AgentResponse::Whoami { name, .. }) => Ok(name),
         Ok(other) => bail!("whoami answered {other:?}"),
         Err(e) => Err(e).context("asking the socket who this agent is (set HIVE_AGENT)"),
+    }
+}
+
+/// Tells core the turn state and model whenever either changes (it shows
+/// them on the status row and tells the manager about logins). Re-sends
+/// every minute until core has heard the latest.
+async fn report_state(shared: std::sync::Arc<Shared>) {
+    let mut frames = shared.bus.subscribe();
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    let mut reported: Option<(hive_proto::live::TurnState, String)> = None;
+    loop {
+        let now = (shared.turn_state(), shared.model());
+        if reported.as_ref() != Some(&now) {
+            let request = hive_proto::AgentRequest::HarnessState {
+                state: now.0,
+                model: Some(now.1.clone()),
+            };
+            match shared.client.request(&request).await {
+                Ok(hive_proto::AgentResponse::Ok) => reported = Some(now),
+                Ok(other) => tracing::debug!(?other, "harness state not recorded"),
+                Err(e) => tracing::debug!("harness state not reported: {e}"),
+            }
+        }
+        tokio::select! {
+            frame = frames.recv() => {
+                if matches!(frame, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+            _ = every.tick() => {}
+        }
     }
 }
 

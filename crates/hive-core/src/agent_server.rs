@@ -218,6 +218,10 @@ pub async fn agent_verb(
             name: me.to_string(),
             role: if me.is_manager() { "manager" } else { "agent" }.into(),
         },
+        HarnessState { state, model } => {
+            harness_state(coord, me, state, model.as_deref())?;
+            AgentResponse::Ok
+        }
         SetStatus { text } => {
             let text = text.trim();
             if text.chars().count() > MAX_STATUS_LEN {
@@ -264,6 +268,36 @@ async fn cancel_loose_end(
             coord.cancel_approval(id).await?;
         }
     }
+    Ok(())
+}
+
+/// Records what the harness reports; a change of login state reaches the
+/// manager as `needs_login` / `logged_in`.
+fn harness_state(
+    coord: &Coordinator,
+    me: &AgentName,
+    state: hive_proto::live::TurnState,
+    model: Option<&str>,
+) -> Result<()> {
+    let record = coord.require_agent(me)?;
+    let needs_login = state == hive_proto::live::TurnState::NeedsLogin;
+    if needs_login != record.needs_login {
+        coord.store.set_needs_login(me.as_str(), needs_login)?;
+        if !me.is_manager() {
+            let agent = me.to_string();
+            coord.notify_manager(&if needs_login {
+                hive_proto::HelperEvent::NeedsLogin { agent }
+            } else {
+                hive_proto::HelperEvent::LoggedIn { agent }
+            });
+        }
+    }
+    if let Some(model) = model.filter(|m| !m.is_empty() && m.len() <= 200)
+        && record.active_model.as_deref() != Some(model)
+    {
+        coord.store.set_active_model(me.as_str(), Some(model))?;
+    }
+    coord.publish_status(me.as_str());
     Ok(())
 }
 

@@ -80,6 +80,14 @@ pub enum AgentRequest {
     Whoami,
     /// Set the one-line status shown on the dashboard (empty clears it).
     SetStatus { text: String },
+    /// The harness reports its turn state and model whenever either
+    /// changes; core shows them on the status row and tells the manager
+    /// when the agent needs a login or has logged in.
+    HarnessState {
+        state: crate::live::TurnState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+    },
 }
 
 /// The manager socket's privileged verbs, tagged `cmd`.

@@ -359,6 +359,13 @@ fn agent_requests() {
         },
         r#"{"cmd":"set_status","text":"busy"}"#,
     );
+    check(
+        HarnessState {
+            state: hive_proto::live::TurnState::NeedsLogin,
+            model: Some("opus".into()),
+        },
+        r#"{"cmd":"harness_state","state":"needs_login","model":"opus"}"#,
+    );
 }
 
 #[test]

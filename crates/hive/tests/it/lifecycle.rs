@@ -77,6 +77,17 @@ fn spawn_crash_restart_destroy_purge_on_process() {
     let kicked = hive.agent("coder", r#"{"cmd":"recent","limit":5}"#);
     assert!(kicked.contains("you were just spawned"), "{kicked}");
 
+    // No engine is installed for this hive: the harness says so, and the
+    // status row and the manager hear it.
+    eventually("coder to need a login", || {
+        status(&hive, "coder")["needs_login"] == true
+    });
+    let events = manager_events(&hive);
+    assert!(
+        events.contains(&serde_json::json!({"event":"needs_login","agent":"coder"})),
+        "{events:?}"
+    );
+
     // Killed from outside: the manager hears of the crash.
     let pidfile = hive.state_dir().join("agents/coder/container.pid");
     let pid: i32 = std::fs::read_to_string(&pidfile)
