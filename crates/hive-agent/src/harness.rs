@@ -143,6 +143,10 @@ impl Harness {
             if self.wait_while_paused().await.is_err() || self.wait_for_login().await.is_err() {
                 break;
             }
+            if self.shared.take_compact() {
+                self.operator_compact().await;
+                continue;
+            }
             let Some(wake) = self.next_wake().await else {
                 continue;
             };
@@ -264,6 +268,8 @@ impl Harness {
         let answer = tokio::select! {
             answer = client.request(&request) => answer,
             _ = self.shutdown.wait_for(|s| *s) => return None,
+            // Core returns what a dropped long-poll popped to the inbox.
+            () = self.shared.poked() => return None,
         };
         match answer {
             Ok(AgentResponse::Messages { messages }) if messages.is_empty() => None,
@@ -592,6 +598,18 @@ impl Harness {
             format!("compaction failed: {:?}", outcome.end)
         });
         ok
+    }
+
+    /// The operator asked for a compaction (web page): run it now, between
+    /// turns, cancellable like a turn.
+    async fn operator_compact(&mut self) {
+        let cancel = self.shared.begin_turn();
+        let model = self.shared.model();
+        self.compact(&model, &cancel).await;
+        self.shared.end_turn();
+        if !self.is_shutdown() {
+            self.shared.set_turn_state(TurnState::Idle, None);
+        }
     }
 
     /// A clean turn ended above the watermark: let the agent write down

@@ -25,6 +25,9 @@ pub struct Shared {
     pub bus: Bus,
     pub stats: Option<StatsStore>,
     pub client: SocketClient,
+    /// Wakes the turn loop out of its `recv` long-poll (an operator's
+    /// compaction request).
+    poke: Notify,
     inner: Mutex<Inner>,
 }
 
@@ -41,6 +44,7 @@ struct Inner {
     turn_state: TurnState,
     model: String,
     new_session: bool,
+    compact: bool,
     cancel: Option<Arc<Notify>>,
     turn_started_at: Option<i64>,
     note: Option<String>,
@@ -60,6 +64,7 @@ pub struct StateView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub turn_started_at: Option<i64>,
     pub new_session_pending: bool,
+    pub compact_pending: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,10 +105,12 @@ impl Shared {
             bus,
             stats,
             client,
+            poke: Notify::new(),
             inner: Mutex::new(Inner {
                 turn_state: TurnState::Idle,
                 model,
                 new_session: false,
+                compact: false,
                 cancel: None,
                 turn_started_at: None,
                 note: None,
@@ -175,6 +182,25 @@ impl Shared {
         std::mem::take(&mut self.inner().new_session)
     }
 
+    /// Schedules a compaction of the current session, run between turns
+    /// (right away when idle: the turn loop's long-poll is interrupted).
+    pub fn request_compact(&self) {
+        self.inner().compact = true;
+        self.bus.note("the operator asked for a compaction");
+        self.poke.notify_one();
+    }
+
+    /// Takes the compaction request, if any.
+    pub fn take_compact(&self) -> bool {
+        std::mem::take(&mut self.inner().compact)
+    }
+
+    /// Resolves when something asks the idle turn loop to look around
+    /// (a permit is kept if nobody waits yet).
+    pub async fn poked(&self) {
+        self.poke.notified().await;
+    }
+
     /// A turn begins: returns the notifier a cancel will fire.
     pub fn begin_turn(&self) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
@@ -233,6 +259,7 @@ impl Shared {
             turn_running: inner.cancel.is_some(),
             turn_started_at: inner.turn_started_at,
             new_session_pending: inner.new_session,
+            compact_pending: inner.compact,
             note: inner.note.clone(),
             status_text: inner.status_text.clone(),
             ctx: inner.usage.map(|u| u.0),

@@ -1,24 +1,31 @@
-//! The per-agent web server (axum): a minimal page, `/api/state`, the live
-//! stream (`/events/stream` SSE, `/events/history` backfill) and the
-//! operator's controls (cancel, model, new session, send).
+//! The per-agent web server (axum): the agent's page (assets from
+//! `hive-web`), `/api/state`, the live stream (`/events/stream` SSE,
+//! `/events/history` backfill), turn stats, the inbox and loose ends (read
+//! through the agent socket), the login probe, and the operator's controls
+//! (cancel, compact, model, new session, send).
 //!
 //! It binds loopback by default: its POST endpoints act as the operator
 //! with no authentication, so exposing them beyond the host is a runtime's
 //! explicit choice (`--web-bind 0.0.0.0` where a container has its own
 //! network namespace and the port is published to the host's loopback).
+//! What it must refuse is another web page acting through the operator's
+//! browser: [`guard`] answers 403 to a state-changing request from another
+//! origin, and every response carries the page's Content Security Policy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
-use hive_proto::{AgentRequest, LiveFrame};
+use hive_proto::live::TurnState;
+use hive_proto::{AgentRequest, AgentResponse, InboxRow, LiveFrame, LooseEnd};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -33,14 +40,22 @@ const DEFAULT_HISTORY: usize = 2000;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/assets/{file}", get(asset))
         .route("/api/state", get(state))
         .route("/api/turns", get(turns))
+        .route("/api/inbox", get(inbox))
+        .route("/api/loose-ends", get(loose_ends))
+        .route("/api/login", get(login))
         .route("/api/cancel", post(cancel))
+        .route("/api/compact", post(compact))
         .route("/api/model", post(model))
         .route("/api/new-session", post(new_session))
         .route("/api/send", post(send))
+        .route("/api/answer", post(answer))
         .route("/events/history", get(history))
         .route("/events/stream", get(stream))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(guard))
         .with_state(shared)
 }
 
@@ -142,6 +157,11 @@ async fn model(
         .map_err(|e| WebError::new(StatusCode::BAD_REQUEST, e))
 }
 
+async fn compact(State(shared): State<Arc<Shared>>) -> Json<Ok> {
+    shared.request_compact();
+    OK
+}
+
 async fn new_session(State(shared): State<Arc<Shared>>) -> Json<Ok> {
     shared.request_new_session();
     OK
@@ -162,6 +182,35 @@ async fn send(
     shared
         .client
         .call(&AgentRequest::OperatorMsg { body: body.body })
+        .await
+        .map(|_| OK)
+        .map_err(|e| match e {
+            crate::Error::Refused(m) => WebError::new(StatusCode::BAD_REQUEST, m),
+            e => WebError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct AnswerBody {
+    id: i64,
+    answer: String,
+}
+
+/// Answers, as this agent, a question a peer asked it (the operator's own
+/// questions are answered on the dashboard, through the daemon).
+async fn answer(
+    State(shared): State<Arc<Shared>>,
+    Json(body): Json<AnswerBody>,
+) -> Result<Json<Ok>, WebError> {
+    if body.answer.trim().is_empty() {
+        return Err(WebError::new(StatusCode::BAD_REQUEST, "empty answer"));
+    }
+    shared
+        .client
+        .call(&AgentRequest::Answer {
+            id: body.id,
+            answer: body.answer,
+        })
         .await
         .map(|_| OK)
         .map_err(|e| match e {
@@ -193,52 +242,331 @@ async fn stream(
     Sse::new(frames).keep_alive(KeepAlive::default())
 }
 
-async fn index(State(shared): State<Arc<Shared>>) -> Html<String> {
-    // The agent name is validated by core (`AgentName`: lowercase
-    // alphanumerics and dashes); escape anyway.
-    let name = shared
-        .agent
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    Html(PAGE.replace("{name}", &name))
+/// The agent socket's answer to a read, or a 502.
+async fn ask_socket(shared: &Shared, request: &AgentRequest) -> Result<AgentResponse, WebError> {
+    shared.client.call(request).await.map_err(|e| match e {
+        crate::Error::Refused(m) => WebError::new(StatusCode::BAD_GATEWAY, m),
+        e => WebError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+    })
 }
 
-const PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>{name} · hyperhive</title>
-<style>
-body{font:14px ui-monospace,monospace;background:#1e1e2e;color:#cdd6f4;margin:1em}
-#log{white-space:pre-wrap;border-left:2px solid #45475a;padding-left:.5em}
-.note{color:#fab387}.turn{color:#89b4fa;margin-top:.6em}.err{color:#f38ba8}
-button,input{font:inherit}
-</style></head><body>
-<h1>{name}</h1>
-<p>state <b id="state">…</b> · model <b id="model">…</b> · ctx <b id="ctx">–</b>
- <button id="cancel">cancel turn</button> <button id="fresh">new session</button></p>
-<form id="send"><input id="body" size="60" placeholder="message as operator"> <button>send</button></form>
-<div id="log"></div>
-<script>
-const log=document.getElementById('log');let seen=0;
-function row(cls,text){const d=document.createElement('div');d.className=cls;d.textContent=text;log.appendChild(d);}
-function show(f){if(f.seq<=seen)return;seen=f.seq;
- if(f.kind==='turn_start')row('turn','▶ '+f.from+': '+f.body);
- else if(f.kind==='turn_end')row(f.ok?'turn':'turn err','■ turn '+(f.ok?'ok':'failed')+(f.note?' — '+f.note:''));
- else if(f.kind==='note')row('note','! '+f.text);
- else if(f.kind==='stream'){const m=f.message||{};(m.content||[]).forEach(c=>{
-   if(c.type==='text')row('',c.text);else if(c.type==='tool_use')row('','→ '+c.name+' '+JSON.stringify(c.input));
-   else if(c.type==='tool_result')row('','← '+(typeof c.content==='string'?c.content:JSON.stringify(c.content)));});
-   if(f.type==='result')row('note','result: '+f.subtype);}
- else if(f.kind==='turn_state_changed')document.getElementById('state').textContent=f.state;
- else if(f.kind==='model_changed')document.getElementById('model').textContent=f.model;
- else if(f.kind==='token_usage_changed')document.getElementById('ctx').textContent=f.ctx.input_tokens+f.ctx.cache_read_input_tokens+f.ctx.cache_creation_input_tokens;}
-const buf=[];let ready=false;const es=new EventSource('/events/stream');
-es.onmessage=e=>{const f=JSON.parse(e.data);ready?show(f):buf.push(f);};
-Promise.all([fetch('/api/state').then(r=>r.json()),fetch('/events/history').then(r=>r.json())]).then(([s,h])=>{
- document.getElementById('state').textContent=s.state;document.getElementById('model').textContent=s.model;
- h.events.forEach(show);seen=Math.max(seen,h.seq);ready=true;buf.forEach(show);});
-const post=(u,b)=>fetch(u,{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify(b||{})});
-document.getElementById('cancel').onclick=()=>post('/api/cancel');
-document.getElementById('fresh').onclick=()=>post('/api/new-session');
-document.getElementById('send').onsubmit=e=>{e.preventDefault();const b=document.getElementById('body');post('/api/send',{body:b.value});b.value='';};
-</script></body></html>
-"#;
+fn unexpected(answer: &AgentResponse) -> WebError {
+    WebError::new(
+        StatusCode::BAD_GATEWAY,
+        format!("unexpected answer from the daemon: {answer:?}"),
+    )
+}
+
+#[derive(Debug, Serialize)]
+struct Inbox {
+    rows: Vec<InboxRow>,
+}
+
+/// The last 50 messages addressed to this agent, newest first.
+async fn inbox(State(shared): State<Arc<Shared>>) -> Result<Json<Inbox>, WebError> {
+    match ask_socket(&shared, &AgentRequest::Recent { limit: 50 }).await? {
+        AgentResponse::Recent { rows } => Ok(Json(Inbox { rows })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct LooseEnds {
+    agent: String,
+    loose_ends: Vec<LooseEnd>,
+    /// Where the operator answers questions and decides approvals
+    /// (`HIVE_DASHBOARD_URL`, http(s) only), if the harness was told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dashboard: Option<String>,
+}
+
+async fn loose_ends(State(shared): State<Arc<Shared>>) -> Result<Json<LooseEnds>, WebError> {
+    match ask_socket(&shared, &AgentRequest::GetLooseEnds).await? {
+        AgentResponse::LooseEnds { loose_ends } => Ok(Json(LooseEnds {
+            agent: shared.agent.clone(),
+            loose_ends,
+            dashboard: std::env::var("HIVE_DASHBOARD_URL")
+                .ok()
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://")),
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Login {
+    needs_login: bool,
+    /// What the credentials probe found missing (the turn loop's note).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing: Option<String>,
+    /// Variables that authenticate the engine, any one of them.
+    env: &'static [&'static str],
+    /// Where an interactive login leaves its credentials.
+    credentials_file: String,
+}
+
+async fn login(State(shared): State<Arc<Shared>>) -> Json<Login> {
+    let view = shared.view();
+    let needs_login = view.state == TurnState::NeedsLogin;
+    Json(Login {
+        needs_login,
+        missing: view.note.filter(|_| needs_login),
+        env: crate::login::CLAUDE_AUTH_ENV,
+        credentials_file: crate::login::claude_credentials_file(&shared.state_dir)
+            .display()
+            .to_string(),
+    })
+}
+
+async fn index() -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(hive_web::AGENT_HTML),
+    )
+        .into_response()
+}
+
+/// The page's own files, then the shared ones (palette, terminal).
+fn find_asset(file: &str) -> Option<(&'static str, &'static str)> {
+    const CSS: &str = "text/css; charset=utf-8";
+    const JS: &str = "text/javascript; charset=utf-8";
+    match file {
+        "agent.css" => Some((CSS, hive_web::AGENT_CSS)),
+        "agent.js" => Some((JS, hive_web::AGENT_JS)),
+        _ => hive_web::asset(file).map(|a| (a.content_type, a.body)),
+    }
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match find_asset(&file) {
+        Some((content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response(),
+        None => not_found().await,
+    }
+}
+
+async fn not_found() -> Response {
+    WebError::new(StatusCode::NOT_FOUND, "no such page").into_response()
+}
+
+/// In front of every route: refuses other origins' state-changing
+/// requests and foreign `Host`s, and stamps the security headers.
+async fn guard(request: Request, next: Next) -> Response {
+    if let Err(refusal) = check(request.method(), request.headers()) {
+        return with_headers(refusal.into_response());
+    }
+    with_headers(next.run(request).await)
+}
+
+/// Whether a request may proceed:
+///
+/// - its `Host` (when sent) must be a loopback name, so a DNS-rebinding
+///   page can neither read nor act;
+/// - a request other than GET/HEAD that carries `Sec-Fetch-Site` must say
+///   `same-origin` (or `none`), and one that carries `Origin` must name this
+///   very origin (`http://<Host>`): another site, another port on localhost
+///   (the dashboard, another agent's page) or a `null` origin get 403. A
+///   request with neither header is a non-browser client and passes;
+/// - such a request must carry `Content-Type: application/json`, which a
+///   cross-site form cannot send without a preflight (never answered here).
+fn check(method: &Method, headers: &HeaderMap) -> Result<(), WebError> {
+    let host = headers
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    if let Some(host) = &host
+        && !is_loopback_host(host)
+    {
+        return Err(WebError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "host {host:?} is not a loopback name: open the page as http://127.0.0.1:<port>/"
+            ),
+        ));
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return Ok(());
+    }
+    let cross = |origin: String| {
+        WebError::new(
+            StatusCode::FORBIDDEN,
+            format!("cross-origin request from {origin} refused"),
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = String::from_utf8_lossy(site.as_bytes());
+        if site != "same-origin" && site != "none" {
+            let origin = headers
+                .get(header::ORIGIN)
+                .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
+                .unwrap_or_else(|| format!("a {site} page"));
+            return Err(cross(origin));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        let same = host
+            .as_deref()
+            .is_some_and(|host| origin.eq_ignore_ascii_case(&format!("http://{host}")));
+        if !same {
+            return Err(cross(origin));
+        }
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(WebError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request body as application/json",
+        ));
+    }
+    Ok(())
+}
+
+/// `localhost`, `*.localhost`, an IPv4 address in 127.0.0.0/8 or `[::1]`,
+/// with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn with_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(hive_web::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn status(method: Method, pairs: &[(&str, &str)]) -> Option<StatusCode> {
+        check(&method, &headers(pairs)).err().map(|e| e.status)
+    }
+
+    #[test]
+    fn other_origins_cannot_act() {
+        let json = ("content-type", "application/json");
+        let host = ("host", "127.0.0.1:4100");
+        // The page itself, and non-browser clients.
+        let same = [host, json, ("origin", "http://127.0.0.1:4100")];
+        assert_eq!(status(Method::POST, &same), None);
+        assert_eq!(status(Method::POST, &[host, json]), None);
+        let fetch = [host, json, ("sec-fetch-site", "same-origin")];
+        assert_eq!(status(Method::POST, &fetch), None);
+        // Another site, another port on localhost (the dashboard), `null`.
+        for origin in ["http://evil.example", "http://127.0.0.1:4000", "null"] {
+            let pairs = [host, json, ("origin", origin)];
+            assert_eq!(status(Method::POST, &pairs), Some(StatusCode::FORBIDDEN));
+        }
+        let site = [host, json, ("sec-fetch-site", "cross-site")];
+        assert_eq!(status(Method::POST, &site), Some(StatusCode::FORBIDDEN));
+        let same_site = [host, json, ("sec-fetch-site", "same-site")];
+        assert_eq!(
+            status(Method::POST, &same_site),
+            Some(StatusCode::FORBIDDEN)
+        );
+        // A form post without JSON.
+        let form = [host, ("content-type", "text/plain")];
+        assert_eq!(
+            status(Method::POST, &form),
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        // Reads pass from anywhere loopback; a rebinding Host does not.
+        assert_eq!(
+            status(Method::GET, &[("origin", "http://evil.example")]),
+            None
+        );
+        assert_eq!(
+            status(Method::GET, &[("host", "evil.example:4100")]),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(status(Method::GET, &[("host", "localhost:1")]), None);
+        assert_eq!(status(Method::GET, &[("host", "[::1]:1")]), None);
+    }
+
+    /// Every `/assets/...` the page loads is served, and no script the page
+    /// runs has an HTML sink: agent text is only ever text.
+    #[test]
+    fn the_page_is_self_contained_and_has_no_html_sinks() {
+        let mut refs = 0;
+        for piece in hive_web::AGENT_HTML.split("\"/assets/").skip(1) {
+            let name = piece.split('"').next().unwrap();
+            assert!(find_asset(name).is_some(), "{name} is not served");
+            refs += 1;
+        }
+        assert_eq!(refs, 4, "palette, terminal, the page's css and js");
+        let html = hive_web::AGENT_HTML.to_lowercase();
+        for tag in html.split("<script").skip(1) {
+            let (attrs, rest) = tag.split_once('>').unwrap();
+            assert!(attrs.contains("src="), "inline <script{attrs}>");
+            assert!(rest.starts_with("</script>"), "script with a body");
+        }
+        for inline in [" onclick=", " onload=", " onerror=", "<style"] {
+            assert!(!html.contains(inline), "inline {inline}");
+        }
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+            "createContextualFragment",
+            "DOMParser",
+        ] {
+            assert!(!hive_web::AGENT_JS.contains(sink), "agent.js uses {sink}");
+        }
+        assert!(find_asset("../Cargo.toml").is_none());
+    }
+}

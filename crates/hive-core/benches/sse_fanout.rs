@@ -233,8 +233,14 @@ fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) {
 /// The publish time carried in a `sent` frame's `body`.
 fn sent_us(event: &[u8]) -> Option<u64> {
     let at = find(event, b"\"body\":\"")? + 8;
-    let digits = event[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&event[at..at + digits]).ok()?.parse().ok()
+    let digits = event[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&event[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -22,6 +22,12 @@ pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
 pub const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
 /// The dashboard's single-page client.
 pub const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+/// The per-agent page's static shell (served by the harness, `hive-agent`).
+pub const AGENT_HTML: &str = include_str!("../assets/agent.html");
+/// The per-agent page's layout.
+pub const AGENT_CSS: &str = include_str!("../assets/agent.css");
+/// The per-agent page's single-page client.
+pub const AGENT_JS: &str = include_str!("../assets/agent.js");
 
 /// The policy both pages are served with: scripts and styles only from the
 /// page's own origin (no inline script can run, whatever text gets in),
@@ -81,7 +87,10 @@ mod tests {
         let mut refs = 0;
         for piece in DASHBOARD_HTML.split("\"/assets/").skip(1) {
             let name = piece.split('"').next().unwrap();
-            assert!(asset(name).is_some(), "{name} is referenced but not embedded");
+            assert!(
+                asset(name).is_some(),
+                "{name} is referenced but not embedded"
+            );
             refs += 1;
         }
         assert_eq!(refs, ASSETS.len(), "every asset is used by the page");

@@ -46,10 +46,7 @@ where
 }
 
 /// `POST /api/approvals/{id}/approve`: runs the approval's action.
-pub(super) async fn approve(
-    State(app): State<App>,
-    Path(id): Path<i64>,
-) -> Result<Json<Outcome>> {
+pub(super) async fn approve(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Outcome>> {
     let coord = app.coord;
     detached(async move { coord.approve(id).await.map(drop) }).await
 }
@@ -157,10 +154,7 @@ pub(super) async fn answer(
 
 /// `POST /api/questions/{id}/cancel`: withdraws a question; the asker hears
 /// `[cancelled]`.
-pub(super) async fn cancel(
-    State(app): State<App>,
-    Path(id): Path<i64>,
-) -> Result<Json<Outcome>> {
+pub(super) async fn cancel(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Outcome>> {
     let q = app.coord.store.cancel_question(id, OPERATOR_RECIPIENT)?;
     app.coord.publish_question_resolved(&q);
     Ok(Json(Outcome::done()))

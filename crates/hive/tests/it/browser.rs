@@ -37,7 +37,7 @@ fn json_line(line: &str) -> Value {
 /// found on `PATH`.
 fn tool(var: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH")?;
     names.iter().find_map(|name| {
@@ -106,6 +106,8 @@ impl Browser {
                     "--no-first-run",
                     "--no-default-browser-check",
                     "--disable-extensions",
+                    "--disable-breakpad",
+                    "--disable-crash-reporter",
                     "--force-device-scale-factor=1",
                     "--window-size=1680,1200",
                     format!("--user-data-dir={}", browser._profile.path().display()),
@@ -342,10 +344,41 @@ fn approving_a_spawn_shows_the_container_live() {
         ),
     );
 
+    // A config change the manager proposes arrives with its diff, both on
+    // the stream and in the snapshot.
+    let toml = "model = \"opus\"\nengine = \"claude\"\nprompt = \"prompt.md\"\n\n[env]\nRUST_LOG = \"debug\"\n";
+    let sha = propose(
+        &hive.state_dir().join("agents/coder/config"),
+        toml,
+        "coder: opus, debug logs",
+    );
+    let queued = json_line(&hive.agent(
+        "manager",
+        &format!(r#"{{"cmd":"request_apply_commit","agent":"coder","commit_ref":"{sha}","description":"opus for the refactor; debug logs while it lasts"}}"#),
+    ));
+    let id = queued["id"].as_i64().unwrap();
+    browser.until(
+        "the config diff",
+        &format!(
+            r#"return [...document.querySelectorAll('#approvals .approval[data-id="{id}"] pre.diff .add')]
+                 .some(l => l.textContent === '+model = "opus"')"#
+        ),
+    );
+    let state = json_line(&hive.http_get("/api/state"));
+    let pending = &state["approvals"][0];
+    assert_eq!(
+        (pending["id"].as_i64(), pending["kind"].as_str()),
+        (Some(id), Some("apply_commit"))
+    );
+    assert!(
+        pending["diff"]
+            .as_str()
+            .unwrap()
+            .contains("\n+model = \"opus\"\n"),
+        "{pending}"
+    );
+
     if screenshots_wanted() {
-        if std::env::var_os("HIVE_SCREENSHOT_DEBUG").is_some() {
-            browser.screenshot(Path::new("/tmp/dashboard-debug.png"));
-        }
         browser.click(&format!("{coder} details.config summary"));
         browser.click(&format!("{coder} details.logs summary"));
         stage_screenshot(&hive, &browser);
@@ -355,45 +388,39 @@ fn approving_a_spawn_shows_the_container_live() {
     }
 }
 
-/// Fills the hive with something of every kind for the picture.
-fn stage_screenshot(hive: &Hive, browser: &Browser) {
-    hive.agent(
-        "coder",
-        r#"{"cmd":"set_status","text":"refactoring the broker's vacuum"}"#,
-    );
-    hive.host(r#"{"cmd":"request_spawn","name":"reviewer","description":"reviews every diff coder proposes"}"#);
-    let reviewer = json_line(&hive.host(r#"{"cmd":"pending"}"#))["approvals"][0]["id"].clone();
-    hive.host(&format!(r#"{{"cmd":"approve","id":{reviewer}}}"#));
-    hive.host(r#"{"cmd":"request_spawn","name":"scout","description":"reads the docs"}"#);
-    let scout = json_line(&hive.host(r#"{"cmd":"pending"}"#))["approvals"][0]["id"].clone();
-    hive.host(&format!(r#"{{"cmd":"approve","id":{scout}}}"#));
-    hive.host(r#"{"cmd":"destroy","name":"scout"}"#);
-
-    // A config change with a diff.
-    let proposed = hive.state_dir().join("agents/coder/config");
-    let repo = git2::Repository::open(&proposed).unwrap();
-    let toml = "model = \"opus\"\nengine = \"claude\"\nprompt = \"prompt.md\"\n\n[env]\nRUST_LOG = \"debug\"\n";
-    std::fs::write(proposed.join("agent.toml"), toml).unwrap();
+/// Commits `agent.toml` on a proposed config repo as the manager would.
+fn propose(repo: &Path, toml: &str, message: &str) -> String {
+    let repo = git2::Repository::open(repo).unwrap();
+    std::fs::write(repo.workdir().unwrap().join("agent.toml"), toml).unwrap();
     let mut index = repo.index().unwrap();
     index.add_path(Path::new("agent.toml")).unwrap();
     index.write().unwrap();
     let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
     let sig = git2::Signature::now("manager", "manager@hive").unwrap();
     let parent = repo.head().unwrap().peel_to_commit().unwrap();
-    let sha = repo
-        .commit(
-            Some("HEAD"),
-            &sig,
-            &sig,
-            "coder: opus, debug logs",
-            &tree,
-            &[&parent],
-        )
-        .unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &[&parent])
+        .unwrap()
+        .to_string()
+}
+
+/// Fills the hive with something of every kind for the picture.
+fn stage_screenshot(hive: &Hive, browser: &Browser) {
     hive.agent(
-        "manager",
-        &format!(r#"{{"cmd":"request_apply_commit","agent":"coder","commit_ref":"{sha}","description":"opus for the refactor; debug logs while it lasts"}}"#),
+        "coder",
+        r#"{"cmd":"set_status","text":"refactoring the broker's vacuum"}"#,
     );
+    for (name, description) in [
+        ("reviewer", "reviews every diff coder proposes"),
+        ("scout", "reads the docs"),
+    ] {
+        let queued = json_line(&hive.host(
+            &json!({"cmd":"request_spawn","name":name,"description":description}).to_string(),
+        ));
+        let id = &queued["approvals"][0]["id"];
+        hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#));
+    }
+    hive.host(r#"{"cmd":"destroy","name":"scout"}"#);
+
     hive.agent(
         "manager",
         r#"{"cmd":"request_spawn","name":"tester","description":"runs the suites on every push"}"#,
@@ -449,15 +476,12 @@ fn answering_a_question() {
         "the question",
         &format!("return document.querySelector('{card}')"),
     );
-    assert!(
-        browser
-            .js(&format!(
-                "return document.querySelector('{card} .ttl').textContent"
-            ))
-            .as_str()
-            .unwrap()
-            .starts_with('\u{23F3}')
-    );
+    // The TTL counts down locally.
+    let ttl = browser.js(&format!(
+        "return document.querySelector('{card} .ttl').textContent"
+    ));
+    let ttl = ttl.as_str().unwrap();
+    assert!(ttl == "ttl 10m 0s" || ttl.starts_with("ttl 9m 5"), "{ttl}");
     browser.click(&format!(r#"{card} input[type="radio"][value="yes"]"#));
     browser.type_into(&format!("{card} input.free"), "after lunch");
     browser.click(&format!("{card} button.answer"));
@@ -645,4 +669,124 @@ fn cross_origin_actions_are_refused() {
         hive.recv("alice", 1, 8).is_empty(),
         "a cross-origin request got through"
     );
+}
+
+/// The JSON the page is built from: the snapshot, the message history and
+/// the actions' answers.
+#[test]
+fn snapshot_history_and_action_answers() {
+    let hive = Hive::start(&["alice"]);
+    hive.agent(
+        "alice",
+        r#"{"cmd":"ask","question":"peer?","to":"manager"}"#,
+    );
+    hive.agent(
+        "alice",
+        r#"{"cmd":"ask","question":"ship?","options":["y","n"],"multi":true}"#,
+    );
+    hive.agent("alice", r#"{"cmd":"send","to":"operator","body":"first"}"#);
+    hive.agent("alice", r#"{"cmd":"send","to":"operator","body":"second"}"#);
+    hive.host(r#"{"cmd":"request_spawn","name":"bob","description":"helps"}"#);
+
+    let state = json_line(&hive.http_get("/api/state"));
+    assert!(state["seq"].as_u64().unwrap() >= 5, "{state}");
+    assert_eq!(state["runtime"], Value::Null);
+    assert_eq!(state["tombstones"][0]["name"], "alice");
+    assert_eq!(state["transients"], json!([]));
+    assert_eq!(
+        (
+            &state["approvals"][0]["kind"],
+            &state["approvals"][0]["agent"]
+        ),
+        (&json!("spawn"), &json!("bob"))
+    );
+    let questions: Vec<(&str, &Value)> = state["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["question"].as_str().unwrap(), &q["target"]))
+        .collect();
+    assert_eq!(
+        questions,
+        [("peer?", &json!("manager")), ("ship?", &Value::Null)]
+    );
+    let inbox: Vec<&str> = state["inbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(inbox, ["second", "first"]);
+    let flow = state["messages"].as_array().unwrap();
+    let last = flow.last().unwrap();
+    assert_eq!(
+        (&last["from"], &last["to"], &last["body"]),
+        (&json!("alice"), &json!("operator"), &json!("second"))
+    );
+
+    let history = json_line(&hive.http_get("/dashboard/history?limit=1"));
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(history["messages"][0]["body"], "second");
+    assert!(history["seq"].as_u64().unwrap() >= state["seq"].as_u64().unwrap());
+
+    let post = |path: &str, body: &str| {
+        http(
+            &hive,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body,
+        )
+    };
+    assert_eq!(
+        post("/api/agents/alice/start", "{}"),
+        (
+            409,
+            r#"{"ok":false,"error":"no runtime configured: `start` needs a container backend and this hive runs with --runtime none"}"#.into()
+        )
+    );
+    assert_eq!(
+        post("/api/agents/Alice/start", "{}"),
+        (
+            409,
+            r#"{"ok":false,"error":"invalid agent name \"Alice\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)"}"#.into()
+        )
+    );
+    let (status, body) = post("/api/agents/alice/explode", "{}");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        post("/api/approvals/99/approve", "{}"),
+        (
+            404,
+            r#"{"ok":false,"error":"no approval with id 99"}"#.into()
+        )
+    );
+    let (status, body) = post("/api/send", r#"{"to":"alice"}"#);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("missing field `body`"), "{body}");
+    assert_eq!(
+        post("/api/agents/alice/pause", "{}"),
+        (200, r#"{"ok":true}"#.into())
+    );
+    let (status, body) = post("/api/questions/2/answer", r#"{"answer":"y, n"}"#);
+    assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
+    assert_eq!(
+        post("/api/questions/1/cancel", "{}"),
+        (200, r#"{"ok":true}"#.into())
+    );
+    let (status, body) = post("/api/approvals/1/deny", r#"{"note":"not now"}"#);
+    assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
+    let state = json_line(&hive.http_get("/api/state"));
+    assert_eq!(state["questions"], json!([]));
+    assert_eq!(state["approvals"], json!([]));
+    assert_eq!(state["approval_history"][0]["note"], "not now");
+    let alice = state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "alice")
+        .unwrap();
+    assert_eq!(alice["paused"], true);
+    let (status, _) = http(&hive, "GET", "/nowhere", &[], "");
+    assert_eq!(status, 404);
 }

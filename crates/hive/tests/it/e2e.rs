@@ -28,12 +28,12 @@ const STEP: Duration = Duration::from_secs(90);
 /// The e2e tests each start several CLI processes; run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> MutexGuard<'static, ()> {
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The claude CLI, or `None` (after saying why) when the tests should skip.
-fn claude() -> Option<PathBuf> {
+pub(crate) fn claude() -> Option<PathBuf> {
     let bin = std::env::var_os("HIVE_CLAUDE_BIN")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -59,7 +59,7 @@ fn claude() -> Option<PathBuf> {
 
 /// What the scripted model answers to one request.
 #[derive(Debug, Clone)]
-enum Reply {
+pub(crate) enum Reply {
     Text(String),
     ToolUse {
         name: String,
@@ -74,7 +74,7 @@ enum Reply {
 type Script = dyn Fn(&Value) -> Reply + Send + Sync;
 
 /// A Messages-API server on loopback answering from a script.
-struct ModelServer {
+pub(crate) struct ModelServer {
     url: String,
     requests: Arc<Mutex<Vec<Value>>>,
     stalls: Arc<AtomicUsize>,
@@ -82,7 +82,7 @@ struct ModelServer {
 }
 
 impl ModelServer {
-    fn start(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> ModelServer {
+    pub(crate) fn start(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> ModelServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -322,7 +322,7 @@ fn last_user(request: &Value) -> Option<&Value> {
 }
 
 /// The text of the newest user message of a Messages request.
-fn last_user_text(request: &Value) -> String {
+pub(crate) fn last_user_text(request: &Value) -> String {
     let Some(last) = last_user(request) else {
         return String::new();
     };
@@ -345,7 +345,7 @@ fn tool_result_text(request: &Value) -> Option<String> {
 }
 
 /// Whether the newest user message carries a tool result.
-fn answers_a_tool(request: &Value) -> bool {
+pub(crate) fn answers_a_tool(request: &Value) -> bool {
     last_user(request)
         .and_then(|m| m["content"].as_array())
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
@@ -355,13 +355,19 @@ fn answers_a_tool(request: &Value) -> bool {
 // Harness processes.
 
 /// One `hive agent serve`, killed on drop.
-struct Harness {
+pub(crate) struct Harness {
     child: Child,
-    web: String,
+    pub(crate) web: String,
 }
 
 impl Harness {
-    fn start(hive: &Hive, name: &str, role: &str, model: &ModelServer, claude: &Path) -> Harness {
+    pub(crate) fn start(
+        hive: &Hive,
+        name: &str,
+        role: &str,
+        model: &ModelServer,
+        claude: &Path,
+    ) -> Harness {
         Self::start_with(hive, name, role, model, claude, &[])
     }
 
@@ -416,7 +422,7 @@ impl Harness {
     }
 
     /// GETs a path of the harness's web server.
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         let addr = self.web.trim_start_matches("http://");
         let mut stream = TcpStream::connect(addr).unwrap();
         write!(
@@ -432,7 +438,7 @@ impl Harness {
     }
 
     /// POSTs JSON to a path of the harness's web server: status and body.
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let addr = self.web.trim_start_matches("http://");
         let mut stream = TcpStream::connect(addr).unwrap();
         let body = body.to_string();
@@ -450,7 +456,7 @@ impl Harness {
     }
 
     /// The live event history.
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.get("/events/history")["events"]
             .as_array()
             .unwrap()
@@ -482,7 +488,7 @@ impl Drop for Harness {
 
 /// Polls `check` until it holds; on timeout, panics with what `harnesses`
 /// streamed, for diagnosis.
-fn wait_for(what: &str, harnesses: &[&Harness], mut check: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, harnesses: &[&Harness], mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + STEP;
     while !check() {
         if Instant::now() > deadline {
@@ -503,7 +509,7 @@ fn wait_for(what: &str, harnesses: &[&Harness], mut check: impl FnMut() -> bool)
     }
 }
 
-fn kinds<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn kinds<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
 

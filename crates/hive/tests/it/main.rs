@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on failure
 
 mod agent;
+mod agent_page;
 mod browser;
 mod cli;
 mod config;
