@@ -140,6 +140,10 @@ impl Coordinator {
             read_only: m.read_only,
         }));
         let mut env = self.settings.agent_env.clone();
+        if let Some(addr) = self.dashboard_addr {
+            // The agent's page links questions to the operator's dashboard.
+            env.push(("HIVE_DASHBOARD_URL".to_owned(), format!("http://{addr}/")));
+        }
         env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         ContainerSpec {
             name: name.clone(),
