@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 
 /// How long a stopping container gets after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The grace each container gets when the daemon shuts down.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Web UI ports: the manager's, and the range other agents draw from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -573,6 +575,29 @@ impl Coordinator {
                 tracing::error!(agent = %name, "not resumed: {e}");
             }
         }
+    }
+
+    /// At shutdown: containers that cannot outlive the daemon are stopped
+    /// politely, all at once, keeping `want_running` so the next start
+    /// brings them back. Docker containers are left running.
+    pub async fn stop_for_shutdown(&self) {
+        let Some(runtime) = &self.runtime else { return };
+        if runtime.survives_daemon() {
+            return;
+        }
+        self.refresh_containers().await;
+        let running: Vec<AgentName> = self
+            .containers()
+            .values()
+            .filter(|s| s.running)
+            .map(|s| s.name.clone())
+            .collect();
+        let stops = running.iter().map(|name| async move {
+            if let Err(e) = runtime.stop(name, SHUTDOWN_GRACE).await {
+                tracing::warn!(agent = %name, "not stopped at shutdown: {e}");
+            }
+        });
+        futures_util::future::join_all(stops).await;
     }
 
     /// Starts `name` after a daemon restart. A container that outlived the

@@ -172,6 +172,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
 
     signals.wait().await;
     tracing::info!("shutting down");
+    coord.stop_for_shutdown().await;
     coord.shut_down();
     tasks.abort_all();
     for (_, handle) in coord

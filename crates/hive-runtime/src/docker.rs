@@ -791,6 +791,10 @@ impl Runtime for DockerRuntime {
         self.changes.subscribe()
     }
 
+    fn survives_daemon(&self) -> bool {
+        true
+    }
+
     fn reports_exits(&self) -> bool {
         true
     }

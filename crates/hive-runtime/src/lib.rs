@@ -180,6 +180,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// core polls [`Runtime::list`].
     fn reports_exits(&self) -> bool;
 
+    /// Whether containers outlive the daemon (docker). If not (children of
+    /// the daemon), core stops them when it shuts down and starts them
+    /// again at its next start.
+    fn survives_daemon(&self) -> bool {
+        false
+    }
+
     /// The last `lines` lines the container printed.
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>>;
 }
