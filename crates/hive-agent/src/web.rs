@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Json, Response};
@@ -364,111 +364,40 @@ async fn guard(request: Request, next: Next) -> Response {
     with_headers(next.run(request).await)
 }
 
-/// Whether a request may proceed:
-///
-/// - its `Host` (when sent) must be a loopback name, so a DNS-rebinding
-///   page can neither read nor act;
-/// - a request other than GET/HEAD that carries `Sec-Fetch-Site` must say
-///   `same-origin` (or `none`), and one that carries `Origin` must name this
-///   very origin (`http://<Host>`): another site, another port on localhost
-///   (the dashboard, another agent's page) or a `null` origin get 403. A
-///   request with neither header is a non-browser client and passes;
-/// - such a request must carry `Content-Type: application/json`, which a
-///   cross-site form cannot send without a preflight (never answered here).
+/// The rules of [`hive_web::guard`] applied to one request.
 fn check(method: &Method, headers: &HeaderMap) -> Result<(), WebError> {
-    let host = headers
-        .get(header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
-    if let Some(host) = &host
-        && !is_loopback_host(host)
-    {
-        return Err(WebError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "host {host:?} is not a loopback name: open the page as http://127.0.0.1:<port>/"
-            ),
-        ));
-    }
-    if method == Method::GET || method == Method::HEAD {
-        return Ok(());
-    }
-    let cross = |origin: String| {
-        WebError::new(
-            StatusCode::FORBIDDEN,
-            format!("cross-origin request from {origin} refused"),
-        )
+    // Lossy, not `to_str`: a header that is not visible ASCII must still be
+    // checked (and refused), never read as absent.
+    let text = |name: HeaderName| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
     };
-    if let Some(site) = headers.get("sec-fetch-site") {
-        let site = String::from_utf8_lossy(site.as_bytes());
-        if site != "same-origin" && site != "none" {
-            let origin = headers
-                .get(header::ORIGIN)
-                .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
-                .unwrap_or_else(|| format!("a {site} page"));
-            return Err(cross(origin));
-        }
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-        let same = host
-            .as_deref()
-            .is_some_and(|host| origin.eq_ignore_ascii_case(&format!("http://{host}")));
-        if !same {
-            return Err(cross(origin));
-        }
-    }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(WebError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the request body as application/json",
-        ));
-    }
-    Ok(())
-}
-
-/// `localhost`, `*.localhost`, an IPv4 address in 127.0.0.0/8 or `[::1]`,
-/// with or without a port.
-fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
-            _ => return false,
-        }
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            Some(_) => return false,
-            None => host,
-        }
-    };
-    let name = name.to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    let host = text(header::HOST);
+    let origin = text(header::ORIGIN);
+    let site = text(HeaderName::from_static("sec-fetch-site"));
+    let content_type = text(header::CONTENT_TYPE);
+    hive_web::guard::check(&hive_web::guard::RequestHeaders {
+        state_changing: method != Method::GET && method != Method::HEAD,
+        host: host.as_deref(),
+        origin: origin.as_deref(),
+        sec_fetch_site: site.as_deref(),
+        content_type: content_type.as_deref(),
+    })
+    .map_err(|refusal| {
+        let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+        WebError::new(status, refusal.message("page"))
+    })
 }
 
 fn with_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(hive_web::CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    for (name, value) in hive_web::guard::RESPONSE_HEADERS {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

@@ -12,6 +12,8 @@
 //! sink, and no page carries inline script, so text from agents is only
 //! ever text (the tests below check both).
 
+pub mod guard;
+
 /// Colours, fonts and the terminal component's chrome.
 pub const PALETTE_CSS: &str = include_str!("../assets/palette.css");
 /// `window.HiveTerminal.create(root, {title, max})`: a sticky-bottom pane.

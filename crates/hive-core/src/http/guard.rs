@@ -20,133 +20,57 @@
 //! Every response gets the page's Content Security Policy (no inline
 //! script can run), `nosniff`, no referrer and no framing.
 
-use std::net::IpAddr;
-
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
+pub(crate) use hive_web::guard::Refusal;
+use hive_web::guard::{RESPONSE_HEADERS, RequestHeaders};
 
 use super::Outcome;
 
 pub async fn guard(request: Request, next: Next) -> Response {
     if let Err(refusal) = check(request.method(), request.headers()) {
-        return with_headers(refusal.into_response());
+        return with_headers(refuse(&refusal));
     }
     with_headers(next.run(request).await)
 }
 
-/// Why a request is refused.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// 403: the `Host` is not a loopback name.
-    Host(String),
-    /// 403: a state-changing request from another origin.
-    CrossOrigin(String),
-    /// 415: a state-changing request without a JSON body.
-    NotJson,
+fn refuse(refusal: &Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+    (status, Json(Outcome::failed(refusal.message("dashboard")))).into_response()
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
-            Refusal::Host(host) => (
-                StatusCode::FORBIDDEN,
-                format!(
-                    "host {host:?} is not a loopback name: open the dashboard as http://127.0.0.1:<port>/ or http://localhost:<port>/"
-                ),
-            ),
-            Refusal::CrossOrigin(origin) => (
-                StatusCode::FORBIDDEN,
-                format!("cross-origin request from {origin} refused"),
-            ),
-            Refusal::NotJson => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the request body as application/json".to_owned(),
-            ),
-        };
-        (status, Json(Outcome::failed(message))).into_response()
-    }
-}
-
+/// The rules of [`hive_web::guard`] applied to one request.
 pub(crate) fn check(method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
-    let host = headers
-        .get(header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
-    if let Some(host) = &host
-        && !is_loopback_host(host)
-    {
-        return Err(Refusal::Host(host.clone()));
-    }
-    if method == Method::GET || method == Method::HEAD {
-        return Ok(());
-    }
-    if let Some(site) = headers.get("sec-fetch-site") {
-        let site = String::from_utf8_lossy(site.as_bytes());
-        if site != "same-origin" && site != "none" {
-            let origin = headers
-                .get(header::ORIGIN)
-                .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
-                .unwrap_or_else(|| format!("a {site} page"));
-            return Err(Refusal::CrossOrigin(origin));
-        }
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-        let same = host
-            .as_deref()
-            .is_some_and(|host| origin.eq_ignore_ascii_case(&format!("http://{host}")));
-        if !same {
-            return Err(Refusal::CrossOrigin(origin));
-        }
-    }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(Refusal::NotJson);
-    }
-    Ok(())
-}
-
-/// `localhost`, `*.localhost`, an IPv4 address in 127.0.0.0/8 or `[::1]`,
-/// with or without a port.
-fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
-            _ => return false,
-        }
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            Some(_) => return false,
-            None => host,
-        }
+    // Lossy, not `to_str`: a header that is not visible ASCII must still be
+    // checked (and refused), never read as absent.
+    let text = |name: HeaderName| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
     };
-    let name = name.to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let host = text(header::HOST);
+    let origin = text(header::ORIGIN);
+    let site = text(HeaderName::from_static("sec-fetch-site"));
+    let content_type = text(header::CONTENT_TYPE);
+    hive_web::guard::check(&RequestHeaders {
+        state_changing: method != Method::GET && method != Method::HEAD,
+        host: host.as_deref(),
+        origin: origin.as_deref(),
+        sec_fetch_site: site.as_deref(),
+        content_type: content_type.as_deref(),
+    })
 }
 
 fn with_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(hive_web::CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    for (name, value) in RESPONSE_HEADERS {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -170,34 +94,6 @@ mod tests {
 
     const HOST: (&str, &str) = ("host", "127.0.0.1:7777");
     const JSON: (&str, &str) = ("content-type", "application/json");
-
-    #[test]
-    fn loopback_hosts() {
-        for ok in [
-            "127.0.0.1",
-            "127.0.0.1:7777",
-            "127.8.9.1:1",
-            "localhost",
-            "LOCALHOST:80",
-            "hive.localhost:7777",
-            "[::1]",
-            "[::1]:7777",
-        ] {
-            assert!(is_loopback_host(ok), "{ok}");
-        }
-        for bad in [
-            "evil.example",
-            "evil.example:7777",
-            "10.0.0.1:7777",
-            "localhost.evil.example",
-            "[::2]:1",
-            "[::1]x",
-            "127.0.0.1:x",
-            "",
-        ] {
-            assert!(!is_loopback_host(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn reads_need_a_loopback_host_only() {
