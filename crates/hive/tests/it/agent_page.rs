@@ -14,216 +14,18 @@
 #![allow(clippy::disallowed_methods)] // tests start chromedriver directly
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::path::Path;
 
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::browser::Browser;
 use crate::e2e::{Harness, ModelServer, Reply, answers_a_tool, claude, last_user_text, serial};
 use crate::support::Hive;
 
-/// How long the page may take to show what the test waits for (a turn of
-/// the real CLI included).
-const WAIT: Duration = Duration::from_secs(90);
-
 /// The hostile text: an image whose error handler would run script.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-
-/// An executable from `var`, or the first of `names` on `PATH`.
-fn tool(var: &str, names: &[&str]) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(path)).filter(|p| p.is_file());
-    }
-    let path = std::env::var_os("PATH")?;
-    names.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// chromedriver (its own process group, killed on drop) and one session.
-struct Browser {
-    rt: tokio::runtime::Runtime,
-    client: Option<Client>,
-    driver: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    fn start() -> Option<Browser> {
-        let chromium = tool("HIVE_CHROMIUM", &["chromium", "chromium-browser"]);
-        let driver = tool("HIVE_CHROMEDRIVER", &["chromedriver"]);
-        let (Some(chromium), Some(driver)) = (chromium, driver) else {
-            let why = "chromium and chromedriver are not installed (apt-get install chromium chromium-driver, or set HIVE_CHROMIUM and HIVE_CHROMEDRIVER)";
-            if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-                panic!("{why}");
-            }
-            eprintln!("skipping the agent page test: {why}");
-            return None;
-        };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&driver)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", driver.display()));
-        let mut browser = Browser {
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            client: None,
-            driver: child,
-            _profile: tempfile::tempdir().unwrap(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--no-first-run",
-                    "--no-default-browser-check",
-                    "--disable-extensions",
-                    "--disable-breakpad",
-                    "--force-device-scale-factor=1",
-                    "--window-size=1500,950",
-                    format!("--user-data-dir={}", browser._profile.path().display()),
-                ],
-            }),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        let client = browser.rt.block_on(async {
-            let mut last = None;
-            for _ in 0..3 {
-                match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                    .capabilities(caps.clone())
-                    .connect(&url)
-                    .await
-                {
-                    Ok(client) => return client,
-                    Err(e) => last = Some(e),
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            panic!("no WebDriver session: {last:?}");
-        });
-        browser.client = Some(client);
-        Some(browser)
-    }
-
-    fn client(&self) -> &Client {
-        self.client.as_ref().unwrap()
-    }
-
-    /// Opens the page and waits until it has its history and stream.
-    fn open(&self, url: &str) {
-        self.rt.block_on(self.client().goto(url)).unwrap();
-        self.until(
-            "the page to go live",
-            "return window.__hive && window.__hive.ready === true && window.__hive.alive === true",
-        );
-    }
-
-    fn js(&self, script: &str) -> Value {
-        self.rt
-            .block_on(self.client().execute(script, Vec::new()))
-            .unwrap_or_else(|e| panic!("{e}: {script}"))
-    }
-
-    /// Polls `script` until it returns something truthy.
-    fn until(&self, what: &str, script: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let v = self.js(script);
-            if !(v.is_null() || v == false || v == "" || v == 0) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                let rows = self.js(
-                    "return [...document.querySelectorAll('#terminal .row')].map(r => r.textContent.slice(0, 200)).join('\\n')",
-                );
-                panic!("timed out waiting for {what}; the terminal shows:\n{rows}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn element(&self, css: &str) -> fantoccini::elements::Element {
-        self.rt.block_on(async {
-            self.client()
-                .wait()
-                .at_most(WAIT)
-                .for_element(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("{css}: {e}"))
-        })
-    }
-
-    fn click(&self, css: &str) {
-        let el = self.element(css);
-        self.rt
-            .block_on(el.click())
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
-    }
-
-    fn type_into(&self, css: &str, text: &str) {
-        let el = self.element(css);
-        self.rt
-            .block_on(el.send_keys(text))
-            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
-    }
-
-    fn dialog_open(&self) -> bool {
-        self.rt.block_on(self.client().get_alert_text()).is_ok()
-    }
-
-    fn screenshot(&self, path: &Path) {
-        let png = self.rt.block_on(self.client().screenshot()).unwrap();
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, png).unwrap();
-        eprintln!("wrote {}", path.display());
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            let _ = self.rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), client.close()).await
-            });
-        }
-        if let Ok(pid) = i32::try_from(self.driver.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.driver.wait();
-    }
-}
 
 /// One raw HTTP/1.1 POST to the harness's web server: the status.
 fn post_status(web: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
@@ -254,7 +56,7 @@ fn count(browser: &Browser, css: &str) -> u64 {
 fn a_turn_streams_into_the_agent_page() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let Some(browser) = Browser::start() else {
+    let Some(browser) = Browser::start("a_turn_streams_into_the_agent_page") else {
         return;
     };
     let hive = Hive::start(&["pg"]);

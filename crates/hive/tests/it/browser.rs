@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 use crate::support::Hive;
 
 /// How long the page may take to show what a test waits for.
-const WAIT: Duration = Duration::from_secs(20);
+/// How long a page may take to show what a test waits for (a real
+/// engine turn included).
+const WAIT: Duration = Duration::from_secs(90);
 
 fn json_line(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
@@ -48,7 +50,7 @@ fn tool(var: &str, names: &[&str]) -> Option<PathBuf> {
 }
 
 /// chromedriver plus one headless Chromium session.
-struct Browser {
+pub(crate) struct Browser {
     rt: tokio::runtime::Runtime,
     client: Option<Client>,
     driver: Child,
@@ -57,7 +59,7 @@ struct Browser {
 
 impl Browser {
     /// A browser, or `None` (after saying why) when the test should skip.
-    fn start(test: &str) -> Option<Browser> {
+    pub(crate) fn start(test: &str) -> Option<Browser> {
         let chromium = tool("HIVE_CHROMIUM", &["chromium", "chromium-browser"]);
         let driver = tool("HIVE_CHROMEDRIVER", &["chromedriver"]);
         let (Some(chromium), Some(driver)) = (chromium, driver) else {
@@ -134,12 +136,12 @@ impl Browser {
         Some(browser)
     }
 
-    fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         self.client.as_ref().unwrap()
     }
 
     /// Opens the dashboard and waits until it has its snapshot and stream.
-    fn open(&self, url: &str) {
+    pub(crate) fn open(&self, url: &str) {
         self.rt.block_on(self.client().goto(url)).unwrap();
         self.until(
             "the dashboard to go live",
@@ -148,14 +150,14 @@ impl Browser {
     }
 
     /// Runs `script` (a function body) in the page.
-    fn js(&self, script: &str) -> Value {
+    pub(crate) fn js(&self, script: &str) -> Value {
         self.rt
             .block_on(self.client().execute(script, Vec::new()))
             .unwrap_or_else(|e| panic!("{e}: {script}"))
     }
 
     /// Polls `script` until it returns something truthy.
-    fn until(&self, what: &str, script: &str) -> Value {
+    pub(crate) fn until(&self, what: &str, script: &str) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let v = self.js(script);
@@ -167,44 +169,40 @@ impl Browser {
         }
     }
 
-    /// Waits for an element matching `css` and clicks it.
-    fn click(&self, css: &str) {
+    /// Waits for an element matching `css`.
+    pub(crate) fn element(&self, css: &str) -> fantoccini::elements::Element {
         self.rt.block_on(async {
-            let el = self
-                .client()
+            self.client()
                 .wait()
                 .at_most(WAIT)
                 .for_element(Locator::Css(css))
                 .await
-                .unwrap_or_else(|e| panic!("{css}: {e}"));
-            el.click()
-                .await
-                .unwrap_or_else(|e| panic!("click {css}: {e}"));
-        });
+                .unwrap_or_else(|e| panic!("{css}: {e}"))
+        })
+    }
+
+    /// Waits for an element matching `css` and clicks it.
+    pub(crate) fn click(&self, css: &str) {
+        let el = self.element(css);
+        self.rt
+            .block_on(el.click())
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     /// Waits for an element matching `css` and types `text` into it.
-    fn type_into(&self, css: &str, text: &str) {
-        self.rt.block_on(async {
-            let el = self
-                .client()
-                .wait()
-                .at_most(WAIT)
-                .for_element(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("{css}: {e}"));
-            el.send_keys(text)
-                .await
-                .unwrap_or_else(|e| panic!("type into {css}: {e}"));
-        });
+    pub(crate) fn type_into(&self, css: &str, text: &str) {
+        let el = self.element(css);
+        self.rt
+            .block_on(el.send_keys(text))
+            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
     /// Whether a JavaScript dialog (alert, confirm, prompt) is open.
-    fn dialog_open(&self) -> bool {
+    pub(crate) fn dialog_open(&self) -> bool {
         self.rt.block_on(self.client().get_alert_text()).is_ok()
     }
 
-    fn screenshot(&self, path: &Path) {
+    pub(crate) fn screenshot(&self, path: &Path) {
         let png = self.rt.block_on(self.client().screenshot()).unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
