@@ -46,6 +46,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/inbox", get(inbox))
         .route("/api/loose-ends", get(loose_ends))
         .route("/api/login", get(login))
+        .route("/api/login/start", post(login_start))
+        .route("/api/login/session", get(login_session))
+        .route("/api/login/input", post(login_input))
+        .route("/api/login/cancel", post(login_cancel))
         .route("/api/cancel", post(cancel))
         .route("/api/compact", post(compact))
         .route("/api/model", post(model))
@@ -303,6 +307,9 @@ struct Login {
     env: &'static [&'static str],
     /// Where an interactive login leaves its credentials.
     credentials_file: String,
+    /// Whether the engine's own login can be driven from the page
+    /// (`/api/login/start`).
+    interactive: bool,
 }
 
 async fn login(State(shared): State<Arc<Shared>>) -> Json<Login> {
@@ -315,7 +322,60 @@ async fn login(State(shared): State<Arc<Shared>>) -> Json<Login> {
         credentials_file: crate::login::claude_credentials_file(&shared.state_dir)
             .display()
             .to_string(),
+        interactive: shared.login.available(&shared.state_dir),
     })
+}
+
+#[derive(Debug, Serialize)]
+struct LoginSessionView {
+    /// The current or last session; none before the first start.
+    session: Option<crate::login::LoginView>,
+}
+
+/// Starts the engine's interactive login (replacing a running one).
+async fn login_start(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<LoginSessionView>, WebError> {
+    let view = shared
+        .login
+        .start(&shared)
+        .map_err(|e| WebError::new(StatusCode::CONFLICT, e))?;
+    Ok(Json(LoginSessionView {
+        session: Some(view),
+    }))
+}
+
+async fn login_session(State(shared): State<Arc<Shared>>) -> Json<LoginSessionView> {
+    Json(LoginSessionView {
+        session: shared.login.view(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginInput {
+    line: String,
+}
+
+/// One line (the code the browser shows) to the login's stdin.
+async fn login_input(
+    State(shared): State<Arc<Shared>>,
+    Json(body): Json<LoginInput>,
+) -> Result<Json<Ok>, WebError> {
+    shared
+        .login
+        .send_line(&body.line)
+        .await
+        .map(|()| OK)
+        .map_err(|e| WebError::new(StatusCode::CONFLICT, e))
+}
+
+async fn login_cancel(State(shared): State<Arc<Shared>>) -> Result<Json<Ok>, WebError> {
+    if shared.login.cancel() {
+        shared.bus.note("the operator cancelled the login");
+        Ok(OK)
+    } else {
+        Err(WebError::new(StatusCode::CONFLICT, "no login is running"))
+    }
 }
 
 async fn index() -> Response {
@@ -378,6 +438,7 @@ fn check(method: &Method, headers: &HeaderMap) -> Result<(), WebError> {
     let site = text(HeaderName::from_static("sec-fetch-site"));
     let content_type = text(header::CONTENT_TYPE);
     hive_web::guard::check(&hive_web::guard::RequestHeaders {
+        allow_any_host: false,
         state_changing: method != Method::GET && method != Method::HEAD,
         host: host.as_deref(),
         origin: origin.as_deref(),

@@ -36,6 +36,9 @@ pub struct Settings {
     pub ports: PortRange,
     /// Where applied config repos are mirrored, if anywhere.
     pub mirror: Option<hive_config::MirrorConfig>,
+    /// The operator's dashboard credential; required to bind the dashboard
+    /// beyond loopback, then demanded on every request.
+    pub operator_token: Option<String>,
 }
 
 pub struct Coordinator {

@@ -64,8 +64,46 @@ pub fn router(coord: Arc<Coordinator>) -> Router {
         .route("/api/questions/{id}/answer", post(actions::answer))
         .route("/api/questions/{id}/cancel", post(actions::cancel))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(guard::guard))
+        .route(guard::LOGIN_PATH, get(login))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            guard::guard,
+        ))
         .with_state(app)
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    token: Option<String>,
+}
+
+/// `GET /login?token=…`: with a configured operator credential, trades the
+/// right token for an HttpOnly, same-site-strict cookie and goes to `/`.
+async fn login(State(app): State<App>, Query(query): Query<LoginQuery>) -> Response {
+    use axum::http::HeaderValue;
+    let Some(token) = app.coord.settings.operator_token.as_deref() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "this dashboard has no operator credential",
+        )
+            .into_response();
+    };
+    let given = query.token.unwrap_or_default();
+    if !guard::same_secret(&given, token) {
+        return (StatusCode::FORBIDDEN, "wrong operator token").into_response();
+    }
+    let cookie = format!(
+        "{}={given}; HttpOnly; SameSite=Strict; Path=/",
+        guard::COOKIE
+    );
+    let mut response = (StatusCode::SEE_OTHER, "logged in").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/"));
+    response
 }
 
 pub async fn serve(coord: Arc<Coordinator>, listener: TcpListener) {

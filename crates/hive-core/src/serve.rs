@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub ports: PortRange,
     /// Where applied config repos are mirrored, if anywhere.
     pub mirror: Option<hive_config::MirrorConfig>,
+    /// The operator's dashboard credential (at least 16 characters).
+    pub operator_token: Option<String>,
 }
 
 /// What a started daemon tells its operator.
@@ -107,10 +109,11 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
 
     let dashboard = match config.dashboard {
         Some(addr) => {
-            if !addr.ip().is_loopback() {
+            if !addr.ip().is_loopback() && config.operator_token.is_none() {
                 bail!(
-                    "refusing to bind the dashboard to {addr}: it has no operator credential yet, \
-                     so it binds loopback only (e.g. 127.0.0.1:{})",
+                    "refusing to bind the dashboard to {addr} without an operator credential: \
+                     set HIVE_OPERATOR_TOKEN or --operator-token-file, or bind loopback \
+                     (e.g. 127.0.0.1:{})",
                     addr.port()
                 );
             }
@@ -131,6 +134,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         agent_env: agent_env(&paths, &config.agent_env)?,
         ports: config.ports,
         mirror: config.mirror,
+        operator_token: config.operator_token,
     };
     let coord = Arc::new(Coordinator::new(
         store,

@@ -28,6 +28,10 @@ use std::net::IpAddr;
 pub struct RequestHeaders<'a> {
     /// Anything but GET and HEAD.
     pub state_changing: bool,
+    /// The server is reached under a non-loopback name and checks an
+    /// operator credential instead (a DNS-rebinding page cannot present
+    /// it): any `Host` is accepted, the origin rules still apply.
+    pub allow_any_host: bool,
     pub host: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub sec_fetch_site: Option<&'a str>,
@@ -69,6 +73,7 @@ impl Refusal {
 /// Applies the rules.
 pub fn check(request: &RequestHeaders<'_>) -> Result<(), Refusal> {
     if let Some(host) = request.host
+        && !request.allow_any_host
         && !is_loopback_host(host)
     {
         return Err(Refusal::Host(host.to_owned()));
@@ -170,6 +175,7 @@ mod tests {
     ) -> RequestHeaders<'a> {
         RequestHeaders {
             state_changing: true,
+            allow_any_host: false,
             host: Some("127.0.0.1:7777"),
             origin,
             sec_fetch_site: site,
@@ -215,6 +221,15 @@ mod tests {
             ..RequestHeaders::default()
         };
         assert_eq!(check(&read), Err(Refusal::Host("evil.example".into())));
+        let open = RequestHeaders {
+            allow_any_host: true,
+            ..read
+        };
+        assert_eq!(
+            check(&open),
+            Ok(()),
+            "a credential replaces the loopback rule"
+        );
         assert_eq!(Refusal::NotJson.status(), 415);
         assert!(
             Refusal::Host("x".into())

@@ -91,6 +91,11 @@ struct ServeArgs {
     /// is never written into any repo.
     #[arg(long, value_name = "USER")]
     mirror_user: Option<String>,
+    /// A file holding the operator's dashboard credential (16+ characters;
+    /// or HIVE_OPERATOR_TOKEN). With one, the dashboard may bind beyond
+    /// loopback and every request must present it.
+    #[arg(long, value_name = "PATH")]
+    operator_token_file: Option<PathBuf>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -145,6 +150,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// The operator credential from `--operator-token-file` or
+/// HIVE_OPERATOR_TOKEN; refused when shorter than 16 characters.
+fn operator_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    let token = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("read {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("HIVE_OPERATOR_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    if let Some(token) = &token
+        && (token.len() < 16 || !token.chars().all(|c| c.is_ascii_graphic()))
+    {
+        anyhow::bail!("the operator token must be at least 16 visible ASCII characters");
+    }
+    Ok(token)
+}
+
 fn print_paths(paths: &Paths) {
     println!("state dir  {}", paths.state_dir.display());
     println!("run dir    {}", paths.run_dir.display());
@@ -179,6 +207,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
                     .ok()
                     .filter(|t| !t.is_empty()),
             }),
+        operator_token: operator_token(args.operator_token_file.as_deref())?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,7 +20,7 @@
 //! Every response gets the page's Content Security Policy (no inline
 //! script can run), `nosniff`, no referrer and no framing.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
@@ -29,11 +29,56 @@ use hive_web::guard::{RESPONSE_HEADERS, RequestHeaders};
 
 use super::Outcome;
 
-pub async fn guard(request: Request, next: Next) -> Response {
-    if let Err(refusal) = check(request.method(), request.headers()) {
+pub async fn guard(State(app): State<super::App>, request: Request, next: Next) -> Response {
+    let token = app.coord.settings.operator_token.as_deref();
+    if let Err(refusal) = check(request.method(), request.headers(), token.is_some()) {
         return with_headers(refuse(&refusal));
     }
+    if let Some(token) = token
+        && request.uri().path() != LOGIN_PATH
+        && !presents(request.headers(), token)
+    {
+        let message = format!(
+            "operator credential required: open {LOGIN_PATH}?token=<token> once in this browser, \
+             or send `Authorization: Bearer <token>`"
+        );
+        let answer = (StatusCode::UNAUTHORIZED, Json(Outcome::failed(message)));
+        return with_headers(answer.into_response());
+    }
     with_headers(next.run(request).await)
+}
+
+/// Where a browser trades the operator token for a cookie.
+pub const LOGIN_PATH: &str = "/login";
+/// The cookie carrying the operator credential.
+pub const COOKIE: &str = "hive_operator";
+
+/// Whether the request carries `token`, as a bearer token or the cookie.
+fn presents(headers: &HeaderMap, token: &str) -> bool {
+    let bearer = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.strip_prefix("Bearer "));
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='));
+    bearer
+        .chain(cookies)
+        .any(|given| same_secret(given.trim(), token))
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub(crate) fn same_secret(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
 }
 
 fn refuse(refusal: &Refusal) -> Response {
@@ -42,7 +87,11 @@ fn refuse(refusal: &Refusal) -> Response {
 }
 
 /// The rules of [`hive_web::guard`] applied to one request.
-pub(crate) fn check(method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
+pub(crate) fn check(
+    method: &Method,
+    headers: &HeaderMap,
+    credentialed: bool,
+) -> Result<(), Refusal> {
     // Lossy, not `to_str`: a header that is not visible ASCII must still be
     // checked (and refused), never read as absent.
     let text = |name: HeaderName| {
@@ -56,6 +105,7 @@ pub(crate) fn check(method: &Method, headers: &HeaderMap) -> Result<(), Refusal>
     let content_type = text(header::CONTENT_TYPE);
     hive_web::guard::check(&RequestHeaders {
         state_changing: method != Method::GET && method != Method::HEAD,
+        allow_any_host: credentialed,
         host: host.as_deref(),
         origin: origin.as_deref(),
         sec_fetch_site: site.as_deref(),
@@ -97,16 +147,21 @@ mod tests {
 
     #[test]
     fn reads_need_a_loopback_host_only() {
-        assert_eq!(check(&Method::GET, &headers(&[HOST])), Ok(()));
+        assert_eq!(check(&Method::GET, &headers(&[HOST]), false), Ok(()));
         assert_eq!(
             check(
                 &Method::GET,
-                &headers(&[HOST, ("origin", "http://evil.example")])
+                &headers(&[HOST, ("origin", "http://evil.example")]),
+                false
             ),
             Ok(())
         );
         assert_eq!(
-            check(&Method::GET, &headers(&[("host", "evil.example:7777")])),
+            check(
+                &Method::GET,
+                &headers(&[("host", "evil.example:7777")]),
+                false
+            ),
             Err(Refusal::Host("evil.example:7777".into()))
         );
     }
@@ -123,12 +178,13 @@ mod tests {
                     JSON,
                     ("origin", "http://127.0.0.1:7777"),
                     ("sec-fetch-site", "same-origin")
-                ])
+                ]),
+                false
             ),
             Ok(())
         );
         // A CLI client: no Origin, no Sec-Fetch-Site.
-        assert_eq!(check(&post, &headers(&[HOST, JSON])), Ok(()));
+        assert_eq!(check(&post, &headers(&[HOST, JSON]), false), Ok(()));
         // Another site, another port, a sandboxed frame.
         for origin in [
             "http://evil.example",
@@ -137,7 +193,7 @@ mod tests {
             "https://127.0.0.1:7777",
         ] {
             assert_eq!(
-                check(&post, &headers(&[HOST, JSON, ("origin", origin)])),
+                check(&post, &headers(&[HOST, JSON, ("origin", origin)]), false),
                 Err(Refusal::CrossOrigin(origin.into())),
                 "{origin}"
             );
@@ -145,7 +201,8 @@ mod tests {
         assert!(matches!(
             check(
                 &post,
-                &headers(&[HOST, JSON, ("sec-fetch-site", "same-site")])
+                &headers(&[HOST, JSON, ("sec-fetch-site", "same-site")]),
+                false
             ),
             Err(Refusal::CrossOrigin(_))
         ));
@@ -153,16 +210,54 @@ mod tests {
         assert_eq!(
             check(
                 &post,
-                &headers(&[HOST, ("content-type", "text/plain;charset=UTF-8")])
+                &headers(&[HOST, ("content-type", "text/plain;charset=UTF-8")]),
+                false
             ),
             Err(Refusal::NotJson)
         );
         assert_eq!(
             check(
                 &post,
-                &headers(&[HOST, ("content-type", "application/json; charset=utf-8")])
+                &headers(&[HOST, ("content-type", "application/json; charset=utf-8")]),
+                false
             ),
             Ok(())
         );
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("0123456789abcdef", "0123456789abcdef"));
+        assert!(!same_secret("0123456789abcdeX", "0123456789abcdef"));
+        assert!(!same_secret("0123456789abcdef0", "0123456789abcdef"));
+        assert!(!same_secret("", "0123456789abcdef"));
+    }
+
+    #[test]
+    fn bearer_or_cookie() {
+        let token = "0123456789abcdef";
+        let mut h = HeaderMap::new();
+        assert!(!presents(&h, token));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer 0123456789abcdef"),
+        );
+        assert!(presents(&h, token));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; hive_operator=0123456789abcdef"),
+        );
+        assert!(presents(&h, token));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("hive_operator=nope"),
+        );
+        assert!(!presents(&h, token));
     }
 }

@@ -10,5 +10,6 @@ mod config;
 mod e2e;
 mod host;
 mod lifecycle;
+mod operator;
 mod sandboxes;
 mod support;

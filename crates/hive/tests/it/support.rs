@@ -38,7 +38,12 @@ impl Hive {
             .arg(dir.path().join("state"))
             .arg("--run-dir")
             .arg(dir.path().join("run"))
-            .args(["--dashboard", "127.0.0.1:0", "--runtime", runtime])
+            .args(if extra.contains(&"--dashboard") {
+                vec![]
+            } else {
+                vec!["--dashboard", "127.0.0.1:0"]
+            })
+            .args(["--runtime", runtime])
             .args(extra)
             .env("HIVE_LOG", "warn")
             .stdout(Stdio::piped())
