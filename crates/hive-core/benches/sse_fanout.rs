@@ -51,6 +51,7 @@ fn main() -> Result<(), BoxError> {
             agent_env: Vec::new(),
             ports: Default::default(),
             mirror: None,
+            operator_token: None,
         };
         let coord = Arc::new(Coordinator::new(store, paths, None, None, settings));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
