@@ -167,6 +167,8 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         client,
         default_model.clone(),
     );
+    let engine: Arc<dyn crate::engine::Engine> = Arc::new(Claude::new(args.claude_bin));
+    shared.login.set_engine(engine.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let mut web_task = None;
@@ -206,7 +208,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         shared_dir: args.shared_dir,
         config_dir: args.config_dir,
-        engine: Arc::new(Claude::new(args.claude_bin)),
+        engine,
         default_model,
         hive_exe,
         extra_allowed_tools: args

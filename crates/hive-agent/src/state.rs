@@ -25,6 +25,8 @@ pub struct Shared {
     pub bus: Bus,
     pub stats: Option<StatsStore>,
     pub client: SocketClient,
+    /// The operator's interactive login (one session at a time).
+    pub login: crate::login::Logins,
     /// Wakes the turn loop out of its `recv` long-poll (an operator's
     /// compaction request).
     poke: Notify,
@@ -105,6 +107,7 @@ impl Shared {
             bus,
             stats,
             client,
+            login: crate::login::Logins::default(),
             poke: Notify::new(),
             inner: Mutex::new(Inner {
                 turn_state: TurnState::Idle,

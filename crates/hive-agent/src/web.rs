@@ -1,8 +1,9 @@
 //! The per-agent web server (axum): the agent's page (assets from
 //! `hive-web`), `/api/state`, the live stream (`/events/stream` SSE,
 //! `/events/history` backfill), turn stats, the inbox and loose ends (read
-//! through the agent socket), the login probe, and the operator's controls
-//! (cancel, compact, model, new session, send).
+//! through the agent socket), the login probe and the engine's interactive
+//! login (`/api/login/{start,session,input,cancel}`, [`crate::login::Logins`]),
+//! and the operator's controls (cancel, compact, model, new session, send).
 //!
 //! It binds loopback by default: its POST endpoints act as the operator
 //! with no authentication, so exposing them beyond the host is a runtime's
@@ -558,5 +559,132 @@ mod tests {
             assert!(!hive_web::AGENT_JS.contains(sink), "agent.js uses {sink}");
         }
         assert!(find_asset("../Cargo.toml").is_none());
+    }
+
+    /// One HTTP/1.1 request to `addr`; the status and the JSON body.
+    async fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = body.unwrap_or("");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\norigin: http://{addr}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let json = answer.split_once("\r\n\r\n").unwrap().1;
+        (status, serde_json::from_str(json).unwrap())
+    }
+
+    /// The login endpoints drive `claude auth login` (a fake CLI here:
+    /// prints a URL and a prompt, reads the code, writes the credentials
+    /// file, exits 0).
+    #[tokio::test]
+    async fn login_endpoints_drive_the_engine_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("claude");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\n[ \"$1 $2\" = 'auth login' ] || exit 3\n\
+             echo 'visit: https://claude.example/oauth'\nprintf 'Paste code here > '\n\
+             read -r code\nmkdir -p \"$HOME/.claude\"\n\
+             echo \"{\\\"claudeAiOauth\\\":\\\"$code\\\"}\" > \"$HOME/.claude/.credentials.json\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let shared = Shared::new(
+            "a".into(),
+            crate::Role::Agent,
+            state.clone(),
+            crate::client::SocketClient::new(dir.path().join("none.sock")),
+            "sonnet".into(),
+        );
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(shared.clone(), listener, std::future::pending()));
+
+        let (status, body) = request(addr, "POST", "/api/login/start", Some("{}")).await;
+        assert_eq!(status, 409, "no engine yet: {body}");
+        shared
+            .login
+            .set_engine(Arc::new(crate::engine::claude::Claude::new(&bin)));
+        let (_, body) = request(addr, "GET", "/api/login", None).await;
+        assert_eq!(body["interactive"], true);
+        let (status, body) = request(addr, "GET", "/api/login/session", None).await;
+        assert_eq!((status, &body["session"]), (200, &serde_json::Value::Null));
+        let (status, body) =
+            request(addr, "POST", "/api/login/input", Some(r#"{"line":"x"}"#)).await;
+        assert_eq!(status, 409, "{body}");
+
+        // Retried: exec of a just-written file can meet ETXTBSY while
+        // another test thread forks.
+        let mut attempt = 0;
+        let (status, body) = loop {
+            let (status, body) = request(addr, "POST", "/api/login/start", Some("{}")).await;
+            attempt += 1;
+            if status == 200 || attempt == 5 || !body.to_string().contains("busy") {
+                break (status, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["session"]["running"], true);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, body) = request(addr, "GET", "/api/login/session", None).await;
+            let lines = body["session"]["lines"].as_array().unwrap().clone();
+            if lines.last().is_some_and(|l| l == "Paste code here > ") {
+                assert_eq!(lines[0], "visit: https://claude.example/oauth");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let (status, body) = request(
+            addr,
+            "POST",
+            "/api/login/input",
+            Some(r#"{"line":"the-code"}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let session = loop {
+            let (_, body) = request(addr, "GET", "/api/login/session", None).await;
+            if body["session"]["running"] == false {
+                break body["session"].clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{body}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(session["exit"]["code"], 0, "{session}");
+        assert_eq!(session["exit"]["logged_in"], true, "{session}");
+        let creds = std::fs::read_to_string(crate::login::claude_credentials_file(&state)).unwrap();
+        assert!(creds.contains("the-code"));
+        let (status, _) = request(addr, "POST", "/api/login/cancel", Some("{}")).await;
+        assert_eq!(status, 409, "nothing runs");
+
+        // A cross-origin page cannot start one.
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let head = format!(
+            "POST /api/login/start HTTP/1.1\r\nhost: {addr}\r\norigin: http://evil.example\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     }
 }

@@ -350,8 +350,72 @@
       $('login-missing').textContent = l.missing || 'the engine has no credentials';
       $('login-env').textContent = l.env.join(', ');
       $('login-file').textContent = l.credentials_file;
+      $('login-flow').hidden = !l.interactive;
+      if (l.interactive) await refreshLoginSession();
     } catch (e) {
       $('login-missing').textContent = String(e.message || e);
+    }
+  }
+
+  // The engine's own login, driven over pipes by the harness: its output
+  // is text (http(s) URLs become links built with DOM APIs), polled once a
+  // second only while the login command runs.
+  let loginPoll = null;
+  function loginLine(line) {
+    const row = document.createDocumentFragment();
+    const re = /https?:\/\/[^\s<>"']+/gi;
+    let last = 0;
+    let m;
+    while ((m = re.exec(line)) !== null) {
+      if (m.index > last) row.appendChild(document.createTextNode(line.slice(last, m.index)));
+      const url = safeUrl(m[0]);
+      if (url) {
+        const a = el('a', null, url);
+        a.href = url;
+        a.target = '_blank';
+        a.rel = 'noopener noreferrer';
+        row.appendChild(a);
+      } else {
+        row.appendChild(document.createTextNode(m[0]));
+      }
+      last = m.index + m[0].length;
+    }
+    if (last < line.length) row.appendChild(document.createTextNode(line.slice(last)));
+    row.appendChild(document.createTextNode('\n'));
+    return row;
+  }
+  function renderLoginSession(session) {
+    const out = $('login-output');
+    const running = !!(session && session.running);
+    $('login-start').textContent = session ? 'restart login' : 'start login';
+    $('login-cancel').hidden = !running;
+    $('login-input-form').hidden = !running;
+    let status = '';
+    if (running) status = 'login running\u2026';
+    else if (session && session.exit) {
+      const e = session.exit;
+      status = 'login exited ' + (e.code === null || e.code === undefined ? '(killed)' : 'with code ' + e.code) +
+        (e.logged_in ? ' \u2014 credentials found' : ' \u2014 still no credentials');
+    }
+    $('login-status').textContent = status;
+    out.hidden = !session;
+    if (session) {
+      const stick = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+      out.replaceChildren(...session.lines.map(loginLine));
+      if (stick) out.scrollTop = out.scrollHeight;
+    }
+    if (running && loginPoll === null) loginPoll = setInterval(refreshLoginSession, 1000);
+    if (!running && loginPoll !== null) {
+      clearInterval(loginPoll);
+      loginPoll = null;
+    }
+  }
+  async function refreshLoginSession() {
+    try {
+      const r = await getJson('/api/login/session');
+      renderLoginSession(r.session);
+    } catch (e) {
+      $('login-status').textContent = String(e.message || e);
     }
   }
 
@@ -892,6 +956,26 @@
 
   function wire() {
     $('cancel').addEventListener('click', (e) => act(e.currentTarget, () => post('/api/cancel')));
+    $('login-start').addEventListener('click', (e) =>
+      act(e.currentTarget, async () => renderLoginSession((await post('/api/login/start')).session)),
+    );
+    $('login-cancel').addEventListener('click', (e) =>
+      act(e.currentTarget, async () => {
+        await post('/api/login/cancel');
+        await refreshLoginSession();
+      }),
+    );
+    $('login-input-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      const input = $('login-input');
+      const line = input.value.trim();
+      if (!line) return;
+      act($('login-send'), async () => {
+        await post('/api/login/input', { line: line });
+        input.value = '';
+        await refreshLoginSession();
+      });
+    });
     $('compact').addEventListener('click', (e) => act(e.currentTarget, () => post('/api/compact')));
     $('new-session').addEventListener('click', (e) =>
       act(e.currentTarget, async () => {

@@ -93,6 +93,26 @@ impl Engine for Claude {
     fn credentials(&self, home: &Path) -> Result<String, String> {
         crate::login::probe_claude(home, |key| std::env::var(key).ok())
     }
+
+    /// `claude auth login` (Claude subscription by default). With pipes it
+    /// prints `If the browser didn't open, visit:` and the authorize URL,
+    /// then `Paste code here if prompted > ` (no newline) and reads the
+    /// code from stdin; success leaves `~/.claude/.credentials.json`.
+    fn login_command(&self, state_dir: &Path) -> Option<CommandSpec> {
+        let mut spec = CommandSpec::new(&self.bin).args(["auth", "login"]);
+        for (key, value) in ENV_DEFAULTS {
+            if std::env::var_os(key).is_none() {
+                spec = spec.env(*key, *value);
+            }
+        }
+        spec = spec.env("HOME", state_dir.display().to_string());
+        spec.cwd = Some(state_dir.to_owned());
+        spec.stdin = Io::Piped;
+        spec.stdout = Io::Piped;
+        spec.stderr = Io::Piped;
+        spec.own_group = true;
+        Some(spec)
+    }
 }
 
 /// Classifies a claude run (shared by tests).

@@ -94,4 +94,13 @@ pub trait Engine: Send + Sync {
     /// `Ok(source)` if the engine has credentials (its HOME is `home`),
     /// `Err(what is missing)` otherwise.
     fn credentials(&self, home: &Path) -> Result<String, String>;
+
+    /// The engine's interactive login, run with its streams piped so the
+    /// operator completes it from the agent's page (it prints a URL and
+    /// reads the code the browser shows), HOME and cwd `state_dir`, so the
+    /// credentials land where [`Engine::credentials`] looks. `None`: the
+    /// engine has none.
+    fn login_command(&self, _state_dir: &Path) -> Option<CommandSpec> {
+        None
+    }
 }
