@@ -403,21 +403,7 @@ impl Harness {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut web = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "hive agent serve exited before it was ready"
-            );
-            if let Some(url) = line.strip_prefix("hive agent: web ") {
-                web = url.trim().trim_end_matches('/').to_owned();
-            }
-            if line.starts_with("hive agent: serving") {
-                break;
-            }
-        }
+        let web = crate::support::wait_ready(&mut child, "hive agent: web ", "hive agent: serving");
         Harness { child, web }
     }
 

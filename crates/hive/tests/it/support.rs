@@ -49,21 +49,7 @@ impl Hive {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut dashboard = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "hive exited before it was ready"
-            );
-            if let Some(url) = line.strip_prefix("hive: dashboard ") {
-                dashboard = url.trim().trim_end_matches('/').to_owned();
-            }
-            if line.starts_with("hive: runtime") {
-                break;
-            }
-        }
+        let dashboard = wait_ready(&mut child, "hive: dashboard ", "hive: runtime");
         Hive {
             dir,
             child,
@@ -158,6 +144,27 @@ impl Drop for Hive {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Reads a starting child's stdout until a line begins with `ready`;
+/// returns the URL of the line that begins with `url_prefix` (if any),
+/// without its trailing slash.
+pub fn wait_ready(child: &mut Child, url_prefix: &str, ready: &str) -> String {
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut url = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "exited before `{ready}`"
+        );
+        if let Some(found) = line.strip_prefix(url_prefix) {
+            url = found.trim().trim_end_matches('/').to_owned();
+        }
+        if line.starts_with(ready) {
+            return url;
+        }
     }
 }
 
