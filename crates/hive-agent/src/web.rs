@@ -526,10 +526,10 @@ mod tests {
         assert_eq!(status(Method::GET, &[("host", "[::1]:1")]), None);
     }
 
-    /// Every `/assets/...` the page loads is served, and no script the page
-    /// runs has an HTML sink: agent text is only ever text.
+    /// Every `/assets/...` the page loads is served. (hive-web's own tests
+    /// keep inline script and HTML sinks out of the page.)
     #[test]
-    fn the_page_is_self_contained_and_has_no_html_sinks() {
+    fn the_page_is_self_contained() {
         let mut refs = 0;
         for piece in hive_web::AGENT_HTML.split("\"/assets/").skip(1) {
             let name = piece.split('"').next().unwrap();
@@ -537,27 +537,6 @@ mod tests {
             refs += 1;
         }
         assert_eq!(refs, 4, "palette, terminal, the page's css and js");
-        let html = hive_web::AGENT_HTML.to_lowercase();
-        for tag in html.split("<script").skip(1) {
-            let (attrs, rest) = tag.split_once('>').unwrap();
-            assert!(attrs.contains("src="), "inline <script{attrs}>");
-            assert!(rest.starts_with("</script>"), "script with a body");
-        }
-        for inline in [" onclick=", " onload=", " onerror=", "<style"] {
-            assert!(!html.contains(inline), "inline {inline}");
-        }
-        for sink in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "eval(",
-            "new Function",
-            "createContextualFragment",
-            "DOMParser",
-        ] {
-            assert!(!hive_web::AGENT_JS.contains(sink), "agent.js uses {sink}");
-        }
         assert!(find_asset("../Cargo.toml").is_none());
     }
 
