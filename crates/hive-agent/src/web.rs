@@ -427,24 +427,10 @@ async fn guard(request: Request, next: Next) -> Response {
 
 /// The rules of [`hive_web::guard`] applied to one request.
 fn check(method: &Method, headers: &HeaderMap) -> Result<(), WebError> {
-    // Lossy, not `to_str`: a header that is not visible ASCII must still be
-    // checked (and refused), never read as absent.
-    let text = |name: HeaderName| {
+    hive_web::guard::check_request(method.as_str(), false, |name| {
         headers
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()))
-    };
-    let host = text(header::HOST);
-    let origin = text(header::ORIGIN);
-    let site = text(HeaderName::from_static("sec-fetch-site"));
-    let content_type = text(header::CONTENT_TYPE);
-    hive_web::guard::check(&hive_web::guard::RequestHeaders {
-        allow_any_host: false,
-        state_changing: method != Method::GET && method != Method::HEAD,
-        host: host.as_deref(),
-        origin: origin.as_deref(),
-        sec_fetch_site: site.as_deref(),
-        content_type: content_type.as_deref(),
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     })
     .map_err(|refusal| {
         let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);

@@ -105,6 +105,27 @@ pub fn check(request: &RequestHeaders<'_>) -> Result<(), Refusal> {
     if json { Ok(()) } else { Err(Refusal::NotJson) }
 }
 
+/// Applies the rules to a request given its method and a header lookup
+/// (lowercase names). The lookup should decode lossily: a header that is
+/// not visible ASCII must still be checked (and refused), never read as
+/// absent.
+pub fn check_request(
+    method: &str,
+    allow_any_host: bool,
+    header: impl Fn(&str) -> Option<String>,
+) -> Result<(), Refusal> {
+    let (host, origin) = (header("host"), header("origin"));
+    let (site, content_type) = (header("sec-fetch-site"), header("content-type"));
+    check(&RequestHeaders {
+        state_changing: method != "GET" && method != "HEAD",
+        allow_any_host,
+        host: host.as_deref(),
+        origin: origin.as_deref(),
+        sec_fetch_site: site.as_deref(),
+        content_type: content_type.as_deref(),
+    })
+}
+
 /// `localhost`, `*.localhost`, an IPv4 address in 127.0.0.0/8 or `[::1]`,
 /// with or without a port.
 pub fn is_loopback_host(host: &str) -> bool {

@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 pub(crate) use hive_web::guard::Refusal;
-use hive_web::guard::{RESPONSE_HEADERS, RequestHeaders};
+use hive_web::guard::RESPONSE_HEADERS;
 
 use super::Outcome;
 
@@ -92,24 +92,10 @@ pub(crate) fn check(
     headers: &HeaderMap,
     credentialed: bool,
 ) -> Result<(), Refusal> {
-    // Lossy, not `to_str`: a header that is not visible ASCII must still be
-    // checked (and refused), never read as absent.
-    let text = |name: HeaderName| {
+    hive_web::guard::check_request(method.as_str(), credentialed, |name| {
         headers
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()))
-    };
-    let host = text(header::HOST);
-    let origin = text(header::ORIGIN);
-    let site = text(HeaderName::from_static("sec-fetch-site"));
-    let content_type = text(header::CONTENT_TYPE);
-    hive_web::guard::check(&RequestHeaders {
-        state_changing: method != Method::GET && method != Method::HEAD,
-        allow_any_host: credentialed,
-        host: host.as_deref(),
-        origin: origin.as_deref(),
-        sec_fetch_site: site.as_deref(),
-        content_type: content_type.as_deref(),
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     })
 }
 
