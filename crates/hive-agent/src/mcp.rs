@@ -137,6 +137,23 @@ impl HiveTools {
         }
     }
 
+    /// A lifecycle verb on one agent: the name checked, the request relayed,
+    /// `<past> <name>` on success.
+    async fn lifecycle(
+        &self,
+        raw: &str,
+        request: impl FnOnce(AgentName) -> ManagerOnlyRequest,
+        past: &str,
+    ) -> CallToolResult {
+        match name(raw) {
+            Ok(name) => {
+                let done = format!("{past} {name}");
+                self.manager(request(name), &done).await
+            }
+            Err(e) => refused(e),
+        }
+    }
+
     async fn manager(&self, request: ManagerOnlyRequest, done: &str) -> CallToolResult {
         let done = done.to_owned();
         self.relay(&request, Duration::ZERO, move |answer| match answer {
@@ -485,12 +502,9 @@ impl HiveTools {
 
     #[tool(description = "Stop an agent's container (graceful); its state is kept.")]
     async fn kill(&self, Parameters(a): Parameters<NameArgs>) -> Result<CallToolResult, ErrorData> {
-        let name = match name(&a.name) {
-            Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
-        };
-        let done = format!("stopped {name}");
-        Ok(self.manager(ManagerOnlyRequest::Kill { name }, &done).await)
+        Ok(self
+            .lifecycle(&a.name, |name| ManagerOnlyRequest::Kill { name }, "stopped")
+            .await)
     }
 
     #[tool(description = "Start a stopped agent.")]
@@ -498,13 +512,12 @@ impl HiveTools {
         &self,
         Parameters(a): Parameters<NameArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let name = match name(&a.name) {
-            Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
-        };
-        let done = format!("started {name}");
         Ok(self
-            .manager(ManagerOnlyRequest::Start { name }, &done)
+            .lifecycle(
+                &a.name,
+                |name| ManagerOnlyRequest::Start { name },
+                "started",
+            )
             .await)
     }
 
@@ -513,13 +526,12 @@ impl HiveTools {
         &self,
         Parameters(a): Parameters<NameArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let name = match name(&a.name) {
-            Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
-        };
-        let done = format!("restarted {name}");
         Ok(self
-            .manager(ManagerOnlyRequest::Restart { name }, &done)
+            .lifecycle(
+                &a.name,
+                |name| ManagerOnlyRequest::Restart { name },
+                "restarted",
+            )
             .await)
     }
 
@@ -528,13 +540,12 @@ impl HiveTools {
         &self,
         Parameters(a): Parameters<NameArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let name = match name(&a.name) {
-            Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
-        };
-        let done = format!("rebuilt {name}");
         Ok(self
-            .manager(ManagerOnlyRequest::Update { name }, &done)
+            .lifecycle(
+                &a.name,
+                |name| ManagerOnlyRequest::Update { name },
+                "rebuilt",
+            )
             .await)
     }
 
