@@ -24,8 +24,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
-pub(crate) use hive_web::guard::Refusal;
 use hive_web::guard::RESPONSE_HEADERS;
+pub(crate) use hive_web::guard::Refusal;
 
 use super::Outcome;
 
