@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// The hive-wide shared directory.
     #[arg(long, env = "HIVE_SHARED_DIR")]
     pub shared_dir: Option<PathBuf>,
+    /// Files core writes for the harness (deployed config, pause marker);
+    /// read-only inside a sandbox. Default: `<state-dir>/.hive`.
+    #[arg(long, env = "HIVE_CONTROL_DIR")]
+    pub control_dir: Option<PathBuf>,
     /// The agent's read-only config repo (for its `prompt.md`).
     #[arg(long, env = "HIVE_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
@@ -155,7 +159,11 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
     };
     // The deployed config's model is the default; a runtime switch from
     // the web UI (persisted in the state dir) still wins.
-    let deployed = crate::deployed::load(&args.state_dir);
+    let control_dir = args
+        .control_dir
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join(".hive"));
+    let deployed = crate::deployed::load(&control_dir);
     let default_model = deployed
         .as_ref()
         .and_then(|d| d.config.model.clone())
@@ -206,6 +214,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         role: args.role,
         socket,
         state_dir: args.state_dir,
+        control_dir,
         shared_dir: args.shared_dir,
         config_dir: args.config_dir,
         engine,

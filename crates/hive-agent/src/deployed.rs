@@ -1,6 +1,6 @@
-//! The config core deployed for this agent, read from
-//! `<state>/.hive/deployed.json` (written by core at every start, restart
-//! and rebuild from the approved commit of the applied repo).
+//! The config core deployed for this agent, read from `deployed.json` in
+//! the control dir core binds read-only (written by core at every start,
+//! restart and rebuild from the approved commit of the applied repo).
 //!
 //! The harness takes three things from it: the model (unless the operator
 //! switched models at runtime), the role prompt (appended to the built-in
@@ -14,8 +14,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Where core writes the deployed config, under the state dir.
-pub const FILE: &str = ".hive/deployed.json";
+/// Where core writes the deployed config, in the control dir.
+pub const FILE: &str = hive_proto::control::DEPLOYED;
 
 /// What the harness reads of the deployed config; unknown fields ignored.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -47,8 +47,8 @@ pub struct ExtraServer {
 
 /// Reads the deployed config; `None` (with a warning when the file is
 /// there but unreadable) outside a hive or before the first deploy.
-pub fn load(state_dir: &Path) -> Option<Deployed> {
-    let path = state_dir.join(FILE);
+pub fn load(control_dir: &Path) -> Option<Deployed> {
+    let path = control_dir.join(FILE);
     let bytes = std::fs::read(&path).ok()?;
     match serde_json::from_slice(&bytes) {
         Ok(deployed) => Some(deployed),
@@ -94,7 +94,6 @@ mod tests {
     fn reads_what_core_writes() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path()), None);
-        std::fs::create_dir_all(dir.path().join(".hive")).unwrap();
         std::fs::write(
             dir.path().join(FILE),
             r#"{"sha":"abc","prompt":"You review code.","config":{"model":"opus","engine":"claude",

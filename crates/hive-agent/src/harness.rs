@@ -30,11 +30,13 @@ use crate::{Role, files, wake};
 #[derive(Clone)]
 pub struct Config {
     pub agent: String,
-    /// The config core deployed, if any (`<state>/.hive/deployed.json`).
+    /// The config core deployed, if any (`deployed.json` in the control dir).
     pub deployed: Option<crate::deployed::Deployed>,
     pub role: Role,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Files core writes for the harness, read-only to it.
+    pub control_dir: PathBuf,
     pub shared_dir: Option<PathBuf>,
     pub config_dir: Option<PathBuf>,
     pub engine: Arc<dyn Engine>,
@@ -205,7 +207,7 @@ impl Harness {
     }
 
     async fn wait_while_paused(&mut self) -> Result<(), Interrupted> {
-        let marker = self.config.state_dir.join(files::PAUSE_MARKER);
+        let marker = self.config.control_dir.join(files::PAUSE_MARKER);
         if !marker.exists() {
             return Ok(());
         }

@@ -71,8 +71,9 @@ pub mod files {
     /// An operator-provided role prompt, appended to the engine's system
     /// prompt (takes precedence over the config dir's `prompt.md`).
     pub const ROLE_PROMPT: &str = "hyperhive-prompt.md";
-    /// Core writes this to pause the agent between turns.
-    pub const PAUSE_MARKER: &str = ".hive-paused";
+    /// Core writes this (in the control dir) to pause the agent between
+    /// turns.
+    pub const PAUSE_MARKER: &str = hive_proto::control::PAUSED;
     /// `request_next_turn` writes this; the harness runs one more turn.
     pub const NEXT_TURN_MARKER: &str = ".hive-next-turn";
     /// The running engine's process group and start time, so a harness

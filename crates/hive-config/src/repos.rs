@@ -89,7 +89,7 @@ impl ConfigRepos {
     /// The proposed repo (manager read-write, agent read-only).
     pub fn proposed_path(&self, name: &AgentName) -> PathBuf {
         self.state_dir
-            .join("agents")
+            .join("proposed")
             .join(name.as_str())
             .join("config")
     }

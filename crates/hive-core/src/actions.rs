@@ -77,7 +77,7 @@ impl Coordinator {
         let marker = self.paths.pause_marker(name);
         let io = |e: std::io::Error| Error::Io(format!("pause marker {}: {e}", marker.display()));
         if paused {
-            crate::paths::create_dir(&self.paths.agent_state(name))
+            crate::paths::create_dir(&self.paths.control_dir(name))
                 .map_err(|e| Error::Io(format!("{e:#}")))?;
             std::fs::write(&marker, b"paused by the operator\n").map_err(io)?;
         } else if let Err(e) = std::fs::remove_file(&marker)

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 
-/// What the harness reads at boot from `<state>/.hive/deployed.json`.
+/// What the harness reads at boot from `deployed.json` in its control dir.
 #[derive(Debug, Serialize)]
 pub struct DeployedFile<'a> {
     pub sha: &'a str,
@@ -66,7 +66,9 @@ impl Coordinator {
             .set_deployed_sha(name.as_str(), Some(&deployed.sha))?;
         self.store
             .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
-        let dir = self.paths.agent_state(name).join(".hive");
+        // The control dir is core's own (bound read-only into the
+        // container): nothing an agent planted can redirect this write.
+        let dir = self.paths.control_dir(name);
         crate::paths::create_dir(&dir).map_err(|e| Error::Io(format!("{e:#}")))?;
         let file = DeployedFile {
             sha: &deployed.sha,
@@ -74,7 +76,7 @@ impl Coordinator {
             prompt: &deployed.prompt,
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Io(e.to_string()))?;
-        let path = dir.join("deployed.json");
+        let path = dir.join(hive_proto::control::DEPLOYED);
         std::fs::write(&path, json).map_err(|e| Error::Io(format!("write {}: {e}", path.display())))
     }
 

@@ -118,8 +118,10 @@ impl Coordinator {
         };
         let mut binds = if name.is_manager() {
             vec![
+                // The proposed repos only: the manager never sees another
+                // agent's state or what core keeps per agent.
                 Bind {
-                    host: self.paths.agents_dir(),
+                    host: self.paths.proposed_dir(),
                     container: "/agents".into(),
                     read_only: false,
                 },
@@ -161,6 +163,12 @@ impl Coordinator {
             log_path: self.paths.agent_dir(name).join("container.log"),
             web_port,
             image: config.image.clone(),
+            egress_socket: self.paths.egress_socket(name),
+            page_dir: self.paths.page_dir(name),
+            control_dir: self.paths.control_dir(name),
+            etc_dir: self.paths.etc_dir(name),
+            user: None,
+            limits: hive_runtime::Limits::default(),
         }
     }
 

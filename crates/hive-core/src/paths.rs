@@ -1,9 +1,14 @@
 //! Where the daemon keeps its state and its sockets.
 //!
-//! Run dir: `host.sock`, `manager/mcp.sock`, `agents/<name>/mcp.sock`.
-//! State dir: `hive.sqlite`, `agents/<name>/state/`, `agents/<name>/config/`,
-//! `applied/<name>/`. Every per-agent path takes an [`AgentName`], so no
-//! unvalidated string ever reaches the filesystem.
+//! Run dir: `host.sock`; per agent (`manager/` for the manager,
+//! `agents/<name>/` for the others) `mcp.sock` (its broker socket),
+//! `egress.sock` (its egress proxy) and `page/` (the one dir the agent may
+//! write, where its harness binds `page.sock`).
+//! State dir: `hive.sqlite`; `agents/<name>/` holds what core owns of an
+//! agent (`container.log`, `control/`, `etc/`) and `state/`, the agent's
+//! own `/state`; `proposed/<name>/config/` (the manager's tree, bound at its
+//! `/agents`); `applied/<name>/`. Every per-agent path takes an
+//! [`AgentName`], so no unvalidated string ever reaches the filesystem.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -61,16 +66,29 @@ impl Paths {
         self.run_dir.join("host.sock")
     }
 
-    /// The socket an agent's harness talks to; the manager's lives apart.
-    pub fn agent_socket(&self, name: &AgentName) -> PathBuf {
+    /// The run dir of one agent's sockets; the manager's lives apart.
+    pub fn agent_run_dir(&self, name: &AgentName) -> PathBuf {
         if name.is_manager() {
-            self.run_dir.join("manager").join("mcp.sock")
+            self.run_dir.join("manager")
         } else {
-            self.run_dir
-                .join("agents")
-                .join(name.as_str())
-                .join("mcp.sock")
+            self.run_dir.join("agents").join(name.as_str())
         }
+    }
+
+    /// The socket an agent's harness talks to.
+    pub fn agent_socket(&self, name: &AgentName) -> PathBuf {
+        self.agent_run_dir(name).join("mcp.sock")
+    }
+
+    /// Core's egress proxy socket for the agent.
+    pub fn egress_socket(&self, name: &AgentName) -> PathBuf {
+        self.agent_run_dir(name).join("egress.sock")
+    }
+
+    /// The one run dir the agent may write: its harness binds its page
+    /// socket here. Core never follows a link in it.
+    pub fn page_dir(&self, name: &AgentName) -> PathBuf {
+        self.agent_run_dir(name).join("page")
     }
 
     pub fn agents_dir(&self) -> PathBuf {
@@ -86,9 +104,25 @@ impl Paths {
         self.agent_dir(name).join("state")
     }
 
+    /// The manager's tree of proposed config repos, its `/agents`.
+    pub fn proposed_dir(&self) -> PathBuf {
+        self.state_dir.join("proposed")
+    }
+
     /// The proposed config repo (manager read-write, agent read-only).
     pub fn agent_config(&self, name: &AgentName) -> PathBuf {
-        self.agent_dir(name).join("config")
+        self.proposed_dir().join(name.as_str()).join("config")
+    }
+
+    /// Files core writes for the harness (deployed config, pause marker),
+    /// bound read-only into the container. No agent can write here.
+    pub fn control_dir(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("control")
+    }
+
+    /// The container's curated `/etc`, written by the runtime.
+    pub fn etc_dir(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("etc")
     }
 
     /// The applied config repo (core only).
@@ -103,7 +137,7 @@ impl Paths {
 
     /// The pause marker the harness checks between turns.
     pub fn pause_marker(&self, name: &AgentName) -> PathBuf {
-        self.agent_state(name).join(".hive-paused")
+        self.control_dir(name).join(hive_proto::control::PAUSED)
     }
 
     /// Creates both roots with [`DIR_MODE`].
@@ -112,6 +146,7 @@ impl Paths {
             &self.state_dir,
             &self.run_dir,
             &self.agents_dir(),
+            &self.proposed_dir(),
             &self.shared(),
         ] {
             create_dir(dir)?;
@@ -119,10 +154,31 @@ impl Paths {
         Ok(())
     }
 
-    /// Creates an agent's state and config dirs.
+    /// Creates an agent's state, control and config dirs.
     pub fn create_agent_dirs(&self, name: &AgentName) -> anyhow::Result<()> {
         create_dir(&self.agent_state(name))?;
+        create_dir(&self.control_dir(name))?;
+        create_dir(&self.etc_dir(name))?;
         create_dir(&self.agent_config(name))
+    }
+
+    /// Moves proposed config repos of the old layout
+    /// (`agents/<name>/config`, inside the tree the manager could write)
+    /// to `proposed/<name>/config`.
+    pub fn migrate_layout(&self) -> anyhow::Result<()> {
+        for name in self.agents_on_disk()? {
+            let old = self.agent_dir(&name).join("config");
+            let new = self.agent_config(&name);
+            if std::fs::symlink_metadata(&old).is_ok_and(|m| m.is_dir())
+                && std::fs::symlink_metadata(&new).is_err()
+            {
+                create_dir(&self.proposed_dir().join(name.as_str()))?;
+                std::fs::rename(&old, &new)
+                    .with_context(|| format!("move {} to {}", old.display(), new.display()))?;
+                tracing::info!(agent = %name, "moved its proposed config repo to {}", new.display());
+            }
+        }
+        Ok(())
     }
 
     /// Names with a state dir on disk; entries that are not valid names are
@@ -197,7 +253,16 @@ mod tests {
         );
         assert_eq!(p.database(), Path::new("/s/hive.sqlite"));
         assert_eq!(p.agent_state(&coder), Path::new("/s/agents/coder/state"));
-        assert_eq!(p.agent_config(&coder), Path::new("/s/agents/coder/config"));
+        assert_eq!(
+            p.agent_config(&coder),
+            Path::new("/s/proposed/coder/config")
+        );
+        assert_eq!(p.control_dir(&coder), Path::new("/s/agents/coder/control"));
+        assert_eq!(p.page_dir(&coder), Path::new("/r/agents/coder/page"));
+        assert_eq!(
+            p.egress_socket(&AgentName::manager()),
+            Path::new("/r/manager/egress.sock")
+        );
         assert_eq!(p.applied(&coder), Path::new("/s/applied/coder"));
     }
 

@@ -104,6 +104,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         std::path::absolute(&config.paths.run_dir).context("resolve --run-dir")?,
     );
     paths.create_roots()?;
+    paths.migrate_layout()?;
     let store = Store::open(&paths.database())
         .with_context(|| format!("open {}", paths.database().display()))?;
 

@@ -11,6 +11,7 @@
 //! Architecture invariant: no I/O and no async runtime here — serde only.
 
 pub mod agent;
+pub mod control;
 pub mod dashboard;
 pub mod helper;
 pub mod host;

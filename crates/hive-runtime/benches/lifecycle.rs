@@ -39,6 +39,12 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
         log_path: root.join(name.as_str()).join("container.log"),
         web_port: 0,
         image: None,
+        egress_socket: root.join(name.as_str()).join("egress.sock"),
+        page_dir: root.join(name.as_str()).join("page"),
+        control_dir: root.join(name.as_str()).join("control"),
+        etc_dir: root.join(name.as_str()).join("etc"),
+        user: None,
+        limits: hive_runtime::Limits::default(),
     }
 }
 

@@ -48,7 +48,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::child::{CommandLine, Launcher};
-use crate::process::base_env;
+use crate::process::{Inside, base_env};
 use crate::{ContainerSpec, Error, Result, mount};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -100,13 +100,7 @@ impl Launcher for BwrapLauncher {
         Ok(CommandLine {
             program,
             args: args(spec)?,
-            env: base_env(
-                spec,
-                self.name(),
-                mount::SOCKET,
-                mount::STATE,
-                mount::SHARED,
-            ),
+            env: base_env(spec, self.name(), Inside::SANDBOX),
             cwd: PathBuf::from("/"),
         })
     }

@@ -265,11 +265,10 @@ impl DockerRuntime {
 
     fn container_config(&self, spec: &ContainerSpec, skeleton: bool) -> ContainerCreateBody {
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
-        let env =
-            crate::process::base_env(spec, "docker", mount::SOCKET, mount::STATE, mount::SHARED)
-                .into_iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+        let env = crate::process::base_env(spec, "docker", crate::process::Inside::SANDBOX)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let mut mounts = Vec::new();
         if skeleton {
             for dir in HOST_DIRS {

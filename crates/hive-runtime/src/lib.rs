@@ -34,6 +34,17 @@ pub mod mount {
     pub const SOCKET: &str = "/run/hive/mcp.sock";
     /// The `hive` binary, bind-mounted read-only.
     pub const HIVE_BIN: &str = "/run/hive/bin/hive";
+    /// Core's egress proxy for this agent (a unix socket core serves); the
+    /// only way out of a sandbox's own network namespace.
+    pub const EGRESS: &str = "/run/hive/egress.sock";
+    /// Directory the harness binds its page socket in (agent-writable; core
+    /// reaches the page through it and never follows a link in it).
+    pub const PAGE_DIR: &str = "/run/hive/page";
+    /// The harness's page socket inside [`PAGE_DIR`].
+    pub const PAGE_SOCKET: &str = "/run/hive/page/page.sock";
+    /// Files core writes for the harness (deployed config, pause marker),
+    /// bound read-only: the agent can read them, never plant anything there.
+    pub const CONTROL: &str = "/run/hive/control";
 }
 
 /// Environment variables every backend sets for the container's program.
@@ -50,6 +61,12 @@ pub mod env {
     pub const WEB_PORT: &str = "HIVE_WEB_PORT";
     /// Which backend runs it.
     pub const RUNTIME: &str = "HIVE_RUNTIME";
+    /// Core's egress proxy socket (as the program sees it).
+    pub const EGRESS_SOCKET: &str = "HIVE_EGRESS_SOCKET";
+    /// Where the harness binds its page socket (as the program sees it).
+    pub const PAGE_SOCKET: &str = "HIVE_PAGE_SOCKET";
+    /// The read-only control dir core writes (as the program sees it).
+    pub const CONTROL_DIR: &str = "HIVE_CONTROL_DIR";
 }
 
 /// Everything a backend needs to create one agent's container.
@@ -79,6 +96,37 @@ pub struct ContainerSpec {
     pub web_port: u16,
     /// Container image, for backends that use one.
     pub image: Option<String>,
+    /// Core's egress proxy socket for this agent on the host, bound at
+    /// [`mount::EGRESS`].
+    pub egress_socket: PathBuf,
+    /// Host dir (agent-writable) bound read-write at [`mount::PAGE_DIR`].
+    pub page_dir: PathBuf,
+    /// Host dir core writes for the harness, bound read-only at
+    /// [`mount::CONTROL`].
+    pub control_dir: PathBuf,
+    /// Host dir (core-owned) where the backend writes the container's
+    /// curated `/etc`.
+    pub etc_dir: PathBuf,
+    /// The unprivileged user the program runs as; `None`: the daemon's own
+    /// (the `process` backend, which isolates nothing).
+    pub user: Option<AgentUser>,
+    /// CPU and memory limits the backend enforces (or refuses the spec).
+    pub limits: Limits,
+}
+
+/// The host uid and gid an agent's program runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Resource limits of one container; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    /// CPU in thousandths of a core (`500` = half a core).
+    pub cpu_millis: Option<u32>,
 }
 
 impl ContainerSpec {

@@ -78,7 +78,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::bwrap::{check_paths, find_program, run_check};
 use crate::child::{CommandLine, Launcher};
-use crate::process::base_env;
+use crate::process::{Inside, base_env};
 use crate::{ContainerSpec, Error, Result, mount};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -114,13 +114,7 @@ impl Launcher for NspawnLauncher {
             reason,
         })?;
         check_paths(spec)?;
-        let env = base_env(
-            spec,
-            self.name(),
-            mount::SOCKET,
-            mount::STATE,
-            mount::SHARED,
-        );
+        let env = base_env(spec, self.name(), Inside::SANDBOX);
         let mut args = machine_args(&nspawn, &spec.container_name());
         let mut bind = |flag: &str, host: &Path, container: &Path| {
             let mut arg = OsString::from(flag);

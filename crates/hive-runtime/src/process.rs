@@ -15,15 +15,41 @@ pub struct ProcessLauncher;
 pub const PASSTHROUGH_ENV: &[&str] =
     &["PATH", "LANG", "LC_ALL", "TZ", "RUST_BACKTRACE", "HIVE_LOG"];
 
+/// Where the program finds its world: the in-sandbox mount points, or the
+/// host paths under the `process` backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Inside<'a> {
+    pub socket: &'a str,
+    pub state: &'a str,
+    pub shared: &'a str,
+    pub egress: &'a str,
+    pub page_socket: &'a str,
+    pub control: &'a str,
+}
+
+impl Inside<'static> {
+    /// What every sandboxing backend mounts.
+    pub const SANDBOX: Self = Self {
+        socket: crate::mount::SOCKET,
+        state: crate::mount::STATE,
+        shared: crate::mount::SHARED,
+        egress: crate::mount::EGRESS,
+        page_socket: crate::mount::PAGE_SOCKET,
+        control: crate::mount::CONTROL,
+    };
+}
+
 /// The environment every backend gives a container's program: the pass-
 /// through variables, the hive's, and the spec's own (last wins).
-pub fn base_env(
-    spec: &ContainerSpec,
-    runtime: &str,
-    socket: &str,
-    state: &str,
-    shared: &str,
-) -> Vec<(String, String)> {
+pub fn base_env(spec: &ContainerSpec, runtime: &str, inside: Inside<'_>) -> Vec<(String, String)> {
+    let Inside {
+        socket,
+        state,
+        shared,
+        egress,
+        page_socket,
+        control,
+    } = inside;
     let mut vars: Vec<(String, String)> = PASSTHROUGH_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
@@ -35,6 +61,9 @@ pub fn base_env(
         (env::SHARED_DIR.to_owned(), shared.to_owned()),
         (env::WEB_PORT.to_owned(), spec.web_port.to_string()),
         (env::RUNTIME.to_owned(), runtime.to_owned()),
+        (env::EGRESS_SOCKET.to_owned(), egress.to_owned()),
+        (env::PAGE_SOCKET.to_owned(), page_socket.to_owned()),
+        (env::CONTROL_DIR.to_owned(), control.to_owned()),
         ("HOME".to_owned(), state.to_owned()),
     ]);
     vars.extend(spec.env.iter().cloned());
@@ -52,15 +81,29 @@ impl Launcher for ProcessLauncher {
 
     fn command(&self, spec: &ContainerSpec) -> Result<CommandLine> {
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let page_socket = spec.page_dir.join("page.sock");
+        let (socket, state, shared, egress, page_socket, control) = (
+            path(&spec.socket),
+            path(&spec.state_dir),
+            path(&spec.shared_dir),
+            path(&spec.egress_socket),
+            path(&page_socket),
+            path(&spec.control_dir),
+        );
         Ok(CommandLine {
             program: spec.program.clone(),
             args: spec.args.iter().map(Into::into).collect(),
             env: base_env(
                 spec,
                 self.name(),
-                &path(&spec.socket),
-                &path(&spec.state_dir),
-                &path(&spec.shared_dir),
+                Inside {
+                    socket: &socket,
+                    state: &state,
+                    shared: &shared,
+                    egress: &egress,
+                    page_socket: &page_socket,
+                    control: &control,
+                },
             ),
             cwd: spec.state_dir.clone(),
         })

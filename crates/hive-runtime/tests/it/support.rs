@@ -50,6 +50,12 @@ impl Layout {
             log_path: agent_dir.join("container.log"),
             web_port: 8100,
             image: None,
+            egress_socket: agent_dir.join("egress.sock"),
+            page_dir: agent_dir.join("page"),
+            control_dir: agent_dir.join("control"),
+            etc_dir: agent_dir.join("etc"),
+            user: None,
+            limits: hive_runtime::Limits::default(),
         }
     }
 }

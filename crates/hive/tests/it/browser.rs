@@ -346,7 +346,7 @@ fn approving_a_spawn_shows_the_container_live() {
     // the stream and in the snapshot.
     let toml = "model = \"opus\"\nengine = \"claude\"\nprompt = \"prompt.md\"\n\n[env]\nRUST_LOG = \"debug\"\n";
     let sha = propose(
-        &hive.state_dir().join("agents/coder/config"),
+        &hive.state_dir().join("proposed/coder/config"),
         toml,
         "coder: opus, debug logs",
     );

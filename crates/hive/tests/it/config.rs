@@ -54,7 +54,7 @@ fn manager_event(hive: &Hive, id: i64) -> Value {
 fn deployed_model(hive: &Hive, name: &str) -> String {
     let path = hive
         .state_dir()
-        .join(format!("agents/{name}/state/.hive/deployed.json"));
+        .join(format!("agents/{name}/control/deployed.json"));
     let file: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     file["config"]["model"].as_str().unwrap().to_owned()
 }
@@ -78,7 +78,7 @@ fn deploy_deny_rollback_and_two_step_spawn() {
     let queued = json(&hive.agent("manager", r#"{"cmd":"request_spawn","name":"coder"}"#));
     assert_eq!(queued["kind"], "approval_queued");
     hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, queued["id"]));
-    let proposed = hive.state_dir().join("agents/coder/config");
+    let proposed = hive.state_dir().join("proposed/coder/config");
     let applied = hive.state_dir().join("applied/coder");
     assert_eq!(tags(&applied), ["deployed/0"]);
     assert_eq!(deployed_model(&hive, "coder"), "sonnet");
@@ -191,7 +191,7 @@ fn deploy_deny_rollback_and_two_step_spawn() {
         r#"{"cmd":"request_init_config","name":"newbie"}"#,
     ));
     hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, init["id"]));
-    let newbie = hive.state_dir().join("agents/newbie/config");
+    let newbie = hive.state_dir().join("proposed/newbie/config");
     commit(
         &newbie,
         &[("agent.toml", &toml.replace("opus", "haiku"))],

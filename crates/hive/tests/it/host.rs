@@ -89,7 +89,7 @@ fn every_verb_answers_exactly() {
     );
     assert!(
         hive.state_dir()
-            .join("agents/alice/state/.hive-paused")
+            .join("agents/alice/control/paused")
             .exists()
     );
     check(
@@ -103,7 +103,7 @@ fn every_verb_answers_exactly() {
     assert!(
         !hive
             .state_dir()
-            .join("agents/alice/state/.hive-paused")
+            .join("agents/alice/control/paused")
             .exists()
     );
 
@@ -285,7 +285,7 @@ fn layout_and_modes() {
     assert_eq!(mode(hive.run_dir().join("manager")), 0o751);
     assert!(hive.state_dir().join("hive.sqlite").is_file());
     assert!(hive.state_dir().join("agents/manager/state").is_dir());
-    assert!(hive.state_dir().join("agents/alice/config").is_dir());
+    assert!(hive.state_dir().join("proposed/alice/config").is_dir());
 }
 
 #[test]
