@@ -2,10 +2,12 @@
 //!
 //! One request line in, one response line out. A line is read in small
 //! chunks into a buffer that grows only as bytes arrive, and every byte of
-//! buffer is charged to a process-wide [`LineBudget`] before it is
-//! allocated: a single line stops at [`hive_proto::MAX_REQUEST_LINE`], and
-//! all partial lines together stop at the budget, however many connections
-//! hold one. A request that is over-long, over budget, not UTF-8, not JSON,
+//! buffer past a small first chunk is charged to a process-wide
+//! [`LineBudget`] before it is allocated: a single line stops at
+//! [`hive_proto::MAX_REQUEST_LINE`], and all partial lines together stop
+//! at the budget, however many connections hold one. The free first chunk
+//! (bounded by the connection caps) keeps small requests answerable while
+//! the budget is spent. A request that is over-long, over budget, not UTF-8, not JSON,
 //! or names an unknown verb is answered with an error naming the problem.
 
 use serde::Serialize;
@@ -17,8 +19,8 @@ use hive_proto::MAX_REQUEST_LINE;
 
 /// Bytes of line buffer all connections of the daemon may hold at once.
 pub const LINE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
-/// The first allocation of a connection's line buffer; it doubles from
-/// here up to one line's maximum as bytes arrive.
+/// The first allocation of a connection's line buffer, not charged to the
+/// budget; it doubles from here up to one line's maximum as bytes arrive.
 const FIRST_CHUNK: usize = 1024;
 /// Largest buffer a reader keeps between lines; a bigger one is freed once
 /// its line has been handed out.
@@ -96,14 +98,15 @@ pub enum Fill {
 }
 
 /// Reads newline-terminated lines from `R`, holding at most one line's
-/// maximum plus one byte, every byte of it charged to a [`LineBudget`].
+/// maximum plus one byte, every byte past [`FIRST_CHUNK`] charged to a
+/// [`LineBudget`].
 /// Bytes after a line stay buffered for the next one.
 #[derive(Debug)]
 pub struct LineReader<R> {
     inner: R,
     buf: Vec<u8>,
-    /// Bytes of `buf`'s capacity (and of the last line handed out, until
-    /// the next read) charged to `budget`.
+    /// Bytes of `buf`'s capacity past [`FIRST_CHUNK`] (or of the last line
+    /// handed out, until the next read) charged to `budget`.
     charged: usize,
     budget: &'static LineBudget,
 }
@@ -185,7 +188,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     fn grow(&mut self) -> bool {
         let cap = self.buf.capacity();
         let target = (cap * 2).clamp(FIRST_CHUNK, MAX_REQUEST_LINE + 1);
-        let extra = target.saturating_sub(self.charged);
+        let extra = chargeable(target).saturating_sub(self.charged);
         if !self.budget.take(extra) {
             return false;
         }
@@ -220,7 +223,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// Returns the charge beyond the buffer's capacity (a line handed out,
     /// a buffer shrunk or freed).
     fn settle(&mut self) {
-        let cap = self.buf.capacity();
+        let cap = chargeable(self.buf.capacity());
         if cap < self.charged {
             self.budget.give(self.charged - cap);
             self.charged = cap;
@@ -230,11 +233,16 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     /// The allocator may round a reservation up; charge what was really
     /// allocated (`take` failing here only means it is briefly over).
     fn settle_up(&mut self) {
-        let cap = self.buf.capacity();
+        let cap = chargeable(self.buf.capacity());
         if cap > self.charged && self.budget.take(cap - self.charged) {
             self.charged = cap;
         }
     }
+}
+
+/// The part of a buffer of `capacity` bytes that the budget pays for.
+fn chargeable(capacity: usize) -> usize {
+    capacity.saturating_sub(FIRST_CHUNK)
 }
 
 impl<R> Drop for LineReader<R> {
@@ -373,7 +381,11 @@ mod tests {
         while a.buffered() < 3000 {
             assert!(matches!(a.fill().await.unwrap(), Fill::Read(_)));
         }
-        assert_eq!(budget.available(), 8 * 1024 - 4096, "a holds 4 KiB");
+        assert_eq!(
+            budget.available(),
+            8 * 1024 - 3072,
+            "a holds 4 KiB, the first one free"
+        );
 
         b_client.write_all(&[b'b'; 6000]).await.unwrap();
         assert_eq!(
@@ -381,7 +393,7 @@ mod tests {
             Some(Err(RequestError::OverBudget)),
             "b cannot grow past what a leaves"
         );
-        assert_eq!(budget.available(), 8 * 1024 - 4096, "b gave back its part");
+        assert_eq!(budget.available(), 8 * 1024 - 3072, "b gave back its part");
 
         a_client.write_all(b"\n").await.unwrap();
         assert_eq!(a.read_line().await.unwrap().unwrap().unwrap().len(), 3000);
@@ -389,9 +401,24 @@ mod tests {
         assert!(matches!(a.fill().await.unwrap(), Fill::Read(4)));
         assert_eq!(
             budget.available(),
-            8 * 1024 - 1024,
+            8 * 1024,
             "a handed-out line is no longer charged once reading resumes"
         );
+
+        // With the budget spent, a small request still fits the free chunk.
+        let (mut c_client, c_server) = tokio::io::duplex(64 * 1024);
+        let mut c = LineReader::new(c_server, budget);
+        c_client.write_all(&[b'c'; 8000]).await.unwrap();
+        while c.buffered() < 8000 {
+            assert!(matches!(c.fill().await.unwrap(), Fill::Read(_)));
+        }
+        assert_eq!(budget.available(), 1024);
+        let mut small = LineReader::new(&b"{\"cmd\":\"list\"}\n"[..], budget);
+        assert_eq!(
+            small.read_line().await.unwrap(),
+            Some(Ok("{\"cmd\":\"list\"}".into()))
+        );
+        drop(c);
         drop(a);
         assert_eq!(
             budget.available(),
