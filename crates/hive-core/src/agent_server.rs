@@ -11,7 +11,6 @@ use hive_proto::{
     AgentName, AgentRequest, AgentResponse, DEFAULT_WAIT_SECONDS, LooseEndKind, MAX_RECV_BATCH,
     MAX_WAIT_SECONDS, ManagerOnlyRequest, ManagerRequest, OPERATOR_RECIPIENT, Recipient,
 };
-use tokio::net::UnixStream;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
@@ -26,8 +25,7 @@ const MAX_STATUS_LEN: usize = 200;
 const MAX_REMINDER_DELAY: i64 = 365 * 24 * 3600;
 
 /// Serves one connection on `agent`'s socket.
-pub async fn handle(coord: Arc<Coordinator>, agent: AgentName, stream: UnixStream) {
-    let mut conn = Connection::new(stream);
+pub async fn handle(coord: Arc<Coordinator>, agent: AgentName, mut conn: Connection) {
     let Some(line) = conn.request_line().await else {
         return;
     };
@@ -72,6 +70,11 @@ fn error_response(e: Error) -> AgentResponse {
 /// Long-polls for messages, then hands them over. If the response cannot be
 /// written (the client left), the popped rows go back to the inbox: a client
 /// that disconnects during a long-poll loses nothing.
+///
+/// A client that hangs up while the poll waits ends it at once (its fd and
+/// slot are not held until `wait_seconds`), and so does eviction by a
+/// newcomer on a full socket; both are answered with an empty batch, as if
+/// the wait had run out — nothing was popped, so nothing needs returning.
 async fn recv(
     coord: &Coordinator,
     agent: &AgentName,
@@ -88,6 +91,12 @@ async fn recv(
     let popped = tokio::select! {
         popped = coord.store.recv_wait(agent.as_str(), wait, max) => popped,
         () = coord.shutting_down() => Ok(Vec::new()),
+        // A client that only shut down its write side still reads the
+        // empty answer; for one that is gone the write fails at once.
+        why = conn.interrupted() => {
+            tracing::debug!(%agent, ?why, "recv ended before its wait");
+            Ok(Vec::new())
+        }
     };
     let messages = match popped {
         Ok(messages) => messages,

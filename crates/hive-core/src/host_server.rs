@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use hive_proto::{AgentName, AgentUrl, HostRequest, HostResponse};
-use tokio::net::UnixStream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::actions::ScopeVerb;
@@ -17,8 +16,7 @@ use crate::jsonl;
 use crate::listener::Connection;
 
 /// Serves one host.sock connection.
-pub async fn handle(coord: Arc<Coordinator>, stream: UnixStream) {
-    let mut conn = Connection::new(stream);
+pub async fn handle(coord: Arc<Coordinator>, mut conn: Connection) {
     let Some(line) = conn.request_line().await else {
         return;
     };
@@ -146,7 +144,9 @@ async fn follow_logs(coord: &Coordinator, conn: &mut Connection, name: &AgentNam
         tokio::select! {
             () = tokio::time::sleep(FOLLOW_EVERY) => {}
             () = coord.shutting_down() => return,
-            gone = client_gone(&mut conn.reader) => if gone { return } else { continue },
+            // The client never sends again: it left, or a newcomer on a
+            // full socket needed the slot.
+            _ = conn.interrupted() => return,
         }
         let Ok(now) = coord.logs(name, FOLLOW_WINDOW).await else {
             continue;
@@ -184,8 +184,9 @@ async fn subscribe(coord: &Coordinator, conn: &mut Connection) {
         let row = tokio::select! {
             row = rx.recv() => row,
             () = coord.shutting_down() => return,
-            // The client never sends again; a readable EOF means it left.
-            gone = client_gone(&mut conn.reader) => { if gone { return } else { continue } }
+            // The client never sends again: it left, or a newcomer on a
+            // full socket needed the slot.
+            _ = conn.interrupted() => return,
         };
         match row {
             Ok(row) => {
@@ -215,14 +216,6 @@ async fn subscribe(coord: &Coordinator, conn: &mut Connection) {
             Err(RecvError::Closed) => return,
         }
     }
-}
-
-/// Resolves `true` when the client closed its end, `false` if it sent
-/// (and we discarded) stray bytes.
-async fn client_gone<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut scratch = [0u8; 256];
-    !matches!(reader.read(&mut scratch).await, Ok(n) if n > 0)
 }
 
 #[cfg(test)]

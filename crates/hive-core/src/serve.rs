@@ -91,6 +91,7 @@ fn agent_env(paths: &Paths, cli: &[(String, String)]) -> anyhow::Result<Vec<(Str
 /// socket is bound.
 pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
+    raise_fd_limit();
     let selection = hive_runtime::select(&config.runtime).await?;
     for reason in &selection.passed_over {
         tracing::info!("runtime auto: passed over {reason}");
@@ -190,6 +191,21 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     }
     remove_sockets(&coord)?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every socket may
+/// hold [`listener::MAX_CONNECTIONS`] connections, and a default soft
+/// limit of 1,024 would run out with two busy sockets.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!("could not raise the open-file limit from {soft}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not read the open-file limit: {e}"),
+    }
 }
 
 /// Makes the database and the state dir agree on who the agents are: the
