@@ -190,5 +190,8 @@ fn a_repo_the_manager_owns_is_still_read() {
             stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
         }
     }
-    assert_eq!(hive.repos.prepare(&coder, &sha).unwrap().config.model, "opus");
+    assert_eq!(
+        hive.repos.prepare(&coder, &sha).unwrap().config.model,
+        "opus"
+    );
 }
