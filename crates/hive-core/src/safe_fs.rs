@@ -14,6 +14,12 @@
 //! over the target, so a planted hard link is replaced, never written
 //! through. Deletes unlink names (a link, never its target); size walks
 //! never leave the tree.
+//!
+//! What makes `proposed/` race-free is ownership: `proposed/` and
+//! `proposed/<name>/` are core's (0755), so a manager running as its own
+//! uid cannot replace a component between core's check and libgit2's use
+//! of the path. While the manager still runs as root these checks refuse
+//! what was planted before, and narrow the rest to a race.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write as _;
