@@ -33,6 +33,13 @@ pub enum Error {
         which: &'static str,
         hint: &'static str,
     },
+    /// The proposed repo exists but has no commit; core seeds only a repo
+    /// it creates.
+    #[error(
+        "the proposed config repo of {agent} has no commit: commit agent.toml and the prompt \
+         in /agents/{agent}/config, or remove that repo so core seeds the template"
+    )]
+    EmptyRepo { agent: String },
     /// A `<kind>/<id>` tag that should exist does not.
     #[error("no {tag} tag in the applied config repo of {agent}{known}")]
     NoTag {

@@ -2,7 +2,7 @@
 //! pipeline's git side, and the mirror.
 //!
 //! This crate owns each agent's two config repos under the state dir — the
-//! *proposed* repo `agents/<name>/config` (a work tree the manager commits
+//! *proposed* repo `proposed/<name>/config` (a work tree the manager commits
 //! to and the agent reads) and the bare *applied* repo `applied/<name>`
 //! (core only; `main` is what runs) — and everything done to them through
 //! libgit2: seeding from a template, the runtime-neutral [`AgentConfig`]

@@ -2,9 +2,12 @@
 //! pipeline's read side: seeding, resolving a sha, checking it, copying its
 //! objects into applied, diffing it against what is deployed.
 //!
-//! Proposed (`<state>/agents/<name>/config`) is a normal repo with a work
+//! Proposed (`<state>/proposed/<name>/config`) is a normal repo with a work
 //! tree on branch `main`: the manager edits and commits there, the agent
-//! reads it. Applied (`<state>/applied/<name>`) is a **bare** repo only core
+//! reads it. Core writes into a proposed repo only when it creates it (seeded
+//! beside it in `proposed/<name>/`, a dir only core writes, then renamed
+//! into place); from a repo the manager has touched it reads config, refs
+//! and objects, and libgit2 runs no hooks, filters or other programs. Applied (`<state>/applied/<name>`) is a **bare** repo only core
 //! writes: `main` is what is deployed, tags record every proposal's fate.
 //! Bare, because nothing ever needs its files on disk — core reads blobs
 //! straight from the deployed commit — and a bare repo has no work tree to
@@ -72,8 +75,10 @@ pub struct Deployed {
 }
 
 impl ConfigRepos {
-    /// Repos under `state_dir` (`agents/<name>/config`, `applied/<name>`).
+    /// Repos under `state_dir` (`proposed/<name>/config`,
+    /// `applied/<name>`).
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        allow_foreign_owners();
         Self {
             state_dir: state_dir.into(),
             default_model: template::DEFAULT_MODEL.to_owned(),
@@ -99,19 +104,35 @@ impl ConfigRepos {
         self.state_dir.join("applied").join(name.as_str())
     }
 
-    /// Seeds the proposed repo from the template if it has no commit yet
-    /// (creating it, or initialising an empty dir). Returns whether it
-    /// seeded. Never touches a repo that has a commit.
+    /// Seeds the proposed repo from the template unless it exists. Returns
+    /// whether it seeded. Never writes into a repo that exists: a repo
+    /// without a commit is refused (the manager's to fix or remove).
+    ///
+    /// The new repo is built in `proposed/<name>/.config-seed` (a dir the
+    /// manager cannot write; the caller checks `proposed/<name>` is no
+    /// link) and renamed over the missing or empty `config`, so nothing
+    /// planted there can redirect core's writes.
     pub fn init_proposed(&self, name: &AgentName) -> Result<bool> {
         let path = self.proposed_path(name);
-        let repo = match open_repo(&path)? {
-            Some(repo) => repo,
-            None => init_repo(&path, false)?,
-        };
-        if head_commit(&repo)?.is_some() {
-            return Ok(false);
+        if let Some(repo) = open_repo(&path)? {
+            if head_commit(&repo)?.is_some() {
+                return Ok(false);
+            }
+            return Err(Error::EmptyRepo {
+                agent: name.to_string(),
+            });
         }
+        let staging = path.with_file_name(".config-seed");
+        match std::fs::remove_dir_all(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).io(|| format!("remove {}", staging.display())),
+        }
+        let repo = init_repo(&staging, false)?;
         self.seed(&repo, name)?;
+        drop(repo);
+        std::fs::rename(&staging, &path)
+            .io(|| format!("move {} to {}", staging.display(), path.display()))?;
         tracing::info!(agent = %name, "seeded proposed config repo");
         Ok(true)
     }
@@ -297,6 +318,26 @@ impl ConfigRepos {
         )
         .git(|| format!("commit the initial config of {name}"))
     }
+}
+
+/// Lets libgit2 open repos another uid owns: the manager's proposed repos,
+/// once it runs as its own uid. libgit2's owner check guards a user from
+/// running a stranger's hooks or config-named programs; core runs none
+/// (libgit2 runs no hooks, filter drivers, fsmonitor or ssh commands) and
+/// from a manager's repo reads only its config, refs and objects. Reading
+/// the config can at worst make an open fail or pick pack settings.
+fn allow_foreign_owners() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sets one process-wide libgit2 option; the `Once` makes
+        // this the only write, before this process opens a repo through
+        // any `ConfigRepos`.
+        #[allow(unsafe_code)]
+        let set = unsafe { git2::opts::set_verify_owner_validation(false) };
+        if let Err(e) = set {
+            tracing::warn!("libgit2 owner validation left on: {}", e.message());
+        }
+    });
 }
 
 /// Commit `oid`'s checked config and its prompt text.

@@ -74,16 +74,18 @@ impl Coordinator {
     /// container runs.
     pub fn set_paused(&self, name: &AgentName, paused: bool) -> Result<()> {
         self.require_agent(name)?;
-        let marker = self.paths.pause_marker(name);
-        let io = |e: std::io::Error| Error::Io(format!("pause marker {}: {e}", marker.display()));
+        // The control dir is core's (read-only in the container); still
+        // reached without following links, and the marker is replaced,
+        // never written through.
+        let control = crate::safe_fs::Dir::create(
+            &self.paths.state_dir,
+            &self.paths.control_dir(name),
+            crate::paths::DIR_MODE,
+        )?;
         if paused {
-            crate::paths::create_dir(&self.paths.control_dir(name))
-                .map_err(|e| Error::Io(format!("{e:#}")))?;
-            std::fs::write(&marker, b"paused by the operator\n").map_err(io)?;
-        } else if let Err(e) = std::fs::remove_file(&marker)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(io(e));
+            control.write_file(hive_proto::control::PAUSED, b"paused by the operator\n")?;
+        } else {
+            control.remove_file(hive_proto::control::PAUSED)?;
         }
         self.store.set_paused(name.as_str(), paused)?;
         self.publish_status(name.as_str());

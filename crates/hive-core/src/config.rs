@@ -44,6 +44,9 @@ impl Coordinator {
     /// Makes `name`'s repos exist and returns its deployed config, written
     /// where the harness reads it and applied to the broker's allow-list.
     pub async fn ensure_config(&self, name: &AgentName) -> Result<Deployed> {
+        // The manager writes `proposed/`: refuse a planted link before
+        // libgit2 creates or opens anything there.
+        crate::safe_fs::prepare_proposed(&self.paths, name)?;
         let ensured = {
             let name = name.clone();
             self.with_repos(move |repos| repos.ensure(&name)).await?
@@ -67,17 +70,20 @@ impl Coordinator {
         self.store
             .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
         // The control dir is core's own (bound read-only into the
-        // container): nothing an agent planted can redirect this write.
-        let dir = self.paths.control_dir(name);
-        crate::paths::create_dir(&dir).map_err(|e| Error::Io(format!("{e:#}")))?;
+        // container); reached without following links all the same.
+        let dir = crate::safe_fs::Dir::create(
+            &self.paths.state_dir,
+            &self.paths.control_dir(name),
+            crate::paths::DIR_MODE,
+        )?;
         let file = DeployedFile {
             sha: &deployed.sha,
             config: &deployed.config,
             prompt: &deployed.prompt,
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Io(e.to_string()))?;
-        let path = dir.join(hive_proto::control::DEPLOYED);
-        std::fs::write(&path, json).map_err(|e| Error::Io(format!("write {}: {e}", path.display())))
+        dir.write_file(hive_proto::control::DEPLOYED, &json)?;
+        Ok(())
     }
 
     /// Validates `commit_ref` against the agent's proposed repo and queues
@@ -90,6 +96,7 @@ impl Coordinator {
     ) -> Result<Approval> {
         self.require_agent(agent)?;
         hive_config::validate_commit_ref(commit_ref).map_err(config_error)?;
+        crate::safe_fs::prepare_proposed(&self.paths, agent)?;
         let prepared = {
             let (agent, commit_ref) = (agent.clone(), commit_ref.to_owned());
             self.with_repos(move |repos| repos.prepare(&agent, &commit_ref))
@@ -101,6 +108,7 @@ impl Coordinator {
     /// Queues an approval that redeploys the commit of `deployed/<id>`.
     pub async fn request_rollback(&self, agent: &AgentName, id: i64) -> Result<Approval> {
         self.require_agent(agent)?;
+        crate::safe_fs::prepare_proposed(&self.paths, agent)?;
         let prepared = {
             let agent = agent.clone();
             self.with_repos(move |repos| {
@@ -186,6 +194,7 @@ impl Coordinator {
         self.paths
             .create_agent_dirs(name)
             .map_err(|e| Error::Io(format!("{e:#}")))?;
+        crate::safe_fs::prepare_proposed(&self.paths, name)?;
         let name = name.clone();
         self.with_repos(move |repos| repos.init_proposed(&name).map(|_| ()))
             .await

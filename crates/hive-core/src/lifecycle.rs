@@ -456,12 +456,23 @@ impl Coordinator {
         {
             task.abort();
         }
-        for dir in [self.paths.agent_dir(name), self.paths.applied(name)] {
-            remove_tree(&dir)?;
+        // Each tree is removed through a parent reached without following
+        // links; below it, links are unlinked, never followed.
+        let name_os = std::ffi::OsStr::new(name.as_str());
+        for parent in [
+            self.paths.agents_dir(),
+            self.paths.state_dir.join("applied"),
+            self.paths.proposed_dir(),
+        ] {
+            if let Some(dir) = crate::safe_fs::Dir::open(&self.paths.state_dir, &parent)? {
+                dir.remove_tree(name_os)?;
+            }
         }
-        let socket = self.paths.agent_socket(name);
-        if let Some(dir) = socket.parent() {
-            remove_tree(dir)?;
+        let run_dir = self.paths.agent_run_dir(name);
+        if let (Some(parent), Some(last)) = (run_dir.parent(), run_dir.file_name())
+            && let Some(dir) = crate::safe_fs::Dir::open(&self.paths.run_dir, parent)?
+        {
+            dir.remove_tree(last)?;
         }
         self.store.forget_agent(name.as_str())?;
         Ok(())
@@ -532,12 +543,18 @@ impl Coordinator {
                 continue;
             };
             let state = self.paths.agent_state(&name);
-            let (state_bytes, modified_at) = dir_usage(&state);
+            // The agent wrote this tree: walked without following links.
+            let (state_bytes, modified_at) = crate::safe_fs::usage(&self.paths.state_dir, &state);
+            let has_credentials = crate::safe_fs::Dir::open(&self.paths.state_dir, &state)
+                .ok()
+                .flatten()
+                .and_then(|dir| dir.kind(std::ffi::OsStr::new(".claude")).ok().flatten())
+                .is_some_and(|s| crate::safe_fs::is(&s, nix::sys::stat::SFlag::S_IFDIR));
             out.push(TombstoneView {
                 name: record.name,
                 state_bytes,
                 modified_at,
-                has_credentials: state.join(".claude").exists(),
+                has_credentials,
             });
         }
         Ok(out)
@@ -635,40 +652,6 @@ fn ignore_missing(e: hive_runtime::Error) -> hive_runtime::Result<()> {
     }
 }
 
-fn remove_tree(dir: &std::path::Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Io(format!("remove {}: {e}", dir.display()))),
-    }
-}
-
-/// Total size and newest modification time under `dir`.
-fn dir_usage(dir: &std::path::Path) -> (u64, i64) {
-    let mut bytes = 0;
-    let mut newest = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if let Ok(modified) = meta.modified()
-                && let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH)
-            {
-                newest = newest.max(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
-            }
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                bytes += meta.len();
-            }
-        }
-    }
-    (bytes, newest)
-}
-
 /// Fires `container_crash` when a container stops with no lifecycle action
 /// in flight: from the runtime's own exit reports where it has them, else
 /// by polling (the first poll only seeds).
@@ -738,5 +721,77 @@ async fn on_change(coord: &Coordinator, change: StateChange) {
             agent: change.name.to_string(),
             note: change.detail,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::coordinator::Settings;
+
+    fn coordinator(dir: &Path) -> Coordinator {
+        let paths = crate::Paths::new(dir.join("state"), dir.join("run"));
+        paths.create_roots().unwrap();
+        let store = hive_store::Store::open(&paths.database()).unwrap();
+        let settings = Settings {
+            hive_bin: "/usr/bin/hive".into(),
+            agent_env: Vec::new(),
+            ports: PortRange::default(),
+            mirror: None,
+            operator_token: None,
+        };
+        Coordinator::new(store, paths, None, None, settings)
+    }
+
+    /// Every host path a container can see, read-write or not.
+    fn visible(spec: &ContainerSpec) -> Vec<PathBuf> {
+        let mut seen = vec![
+            spec.state_dir.clone(),
+            spec.shared_dir.clone(),
+            spec.page_dir.clone(),
+            spec.control_dir.clone(),
+        ];
+        seen.extend(spec.binds.iter().map(|b| b.host.clone()));
+        seen
+    }
+
+    #[test]
+    fn no_container_sees_core_files_and_the_manager_sees_no_agent_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let coord = coordinator(dir.path());
+        let deployed = Deployed {
+            sha: "0".repeat(40),
+            config: hive_config::AgentConfig::default(),
+            prompt: String::new(),
+        };
+        let manager = coord.container_spec(&AgentName::manager(), 8000, &deployed);
+        let coder = AgentName::parse("coder").unwrap();
+        for bind in &manager.binds {
+            assert!(
+                !bind.host.starts_with(coord.paths.agents_dir())
+                    && !bind.host.starts_with(coord.paths.run_dir.join("agents")),
+                "the manager sees {} (agents' state or core's files)",
+                bind.host.display()
+            );
+            assert!(!coord.paths.agent_state(&coder).starts_with(&bind.host));
+            assert!(!coord.paths.agents_dir().starts_with(&bind.host));
+        }
+        let agent = coord.container_spec(&coder, 8100, &deployed);
+        for spec in [&manager, &agent] {
+            let core_files = [spec.log_path.clone(), spec.log_path.with_extension("pid")];
+            for seen in visible(spec) {
+                for file in &core_files {
+                    assert!(
+                        !file.starts_with(&seen),
+                        "{} sees {} through {}",
+                        spec.name,
+                        file.display(),
+                        seen.display()
+                    );
+                }
+            }
+        }
     }
 }

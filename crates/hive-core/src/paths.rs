@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use hive_proto::AgentName;
 
+use nix::sys::stat::SFlag;
+use std::os::fd::AsFd as _;
+
+use crate::safe_fs;
+
 /// Mode of every directory core creates: owner rwx, group r-x, others --x.
 pub const DIR_MODE: u32 = 0o751;
 /// Mode of every socket core binds: owner and group read-write.
@@ -140,41 +145,71 @@ impl Paths {
         self.control_dir(name).join(hive_proto::control::PAUSED)
     }
 
-    /// Creates both roots with [`DIR_MODE`].
+    /// Creates both roots with [`DIR_MODE`]; `proposed/` (the manager's
+    /// `/agents`) is core's and 0755, so the manager can add nothing there.
     pub fn create_roots(&self) -> anyhow::Result<()> {
-        for dir in [
-            &self.state_dir,
-            &self.run_dir,
-            &self.agents_dir(),
-            &self.proposed_dir(),
-            &self.shared(),
-        ] {
+        for dir in [&self.state_dir, &self.run_dir] {
             create_dir(dir)?;
+        }
+        for dir in [self.agents_dir(), self.shared()] {
+            safe_fs::Dir::create(&self.state_dir, &dir, DIR_MODE)?;
+        }
+        let proposed = safe_fs::Dir::create(
+            &self.state_dir,
+            &self.proposed_dir(),
+            safe_fs::PROPOSED_DIR_MODE,
+        )?;
+        proposed.own()?;
+        proposed.set_mode(safe_fs::PROPOSED_DIR_MODE)?;
+        Ok(())
+    }
+
+    /// Creates an agent's state, control and etc dirs, without following a
+    /// link on the way. The proposed config repo is made (and checked) by
+    /// `Coordinator::ensure_config`.
+    pub fn create_agent_dirs(&self, name: &AgentName) -> anyhow::Result<()> {
+        for dir in [
+            self.agent_state(name),
+            self.control_dir(name),
+            self.etc_dir(name),
+        ] {
+            safe_fs::Dir::create(&self.state_dir, &dir, DIR_MODE)?;
         }
         Ok(())
     }
 
-    /// Creates an agent's state, control and config dirs.
-    pub fn create_agent_dirs(&self, name: &AgentName) -> anyhow::Result<()> {
-        create_dir(&self.agent_state(name))?;
-        create_dir(&self.control_dir(name))?;
-        create_dir(&self.etc_dir(name))?;
-        create_dir(&self.agent_config(name))
-    }
-
     /// Moves proposed config repos of the old layout
     /// (`agents/<name>/config`, inside the tree the manager could write)
-    /// to `proposed/<name>/config`.
+    /// to `proposed/<name>/config`, and unlinks what the manager could have
+    /// planted there at the names core uses (a symbolic link, or a
+    /// hard-linked file).
     pub fn migrate_layout(&self) -> anyhow::Result<()> {
         for name in self.agents_on_disk()? {
-            let old = self.agent_dir(&name).join("config");
+            let Some(agent_dir) = safe_fs::Dir::open(&self.state_dir, &self.agent_dir(&name))?
+            else {
+                continue;
+            };
+            sweep_planted(&agent_dir)?;
+            let old = std::ffi::OsStr::new("config");
             let new = self.agent_config(&name);
-            if std::fs::symlink_metadata(&old).is_ok_and(|m| m.is_dir())
+            if agent_dir
+                .kind(old)?
+                .is_some_and(|s| safe_fs::is(&s, SFlag::S_IFDIR))
                 && std::fs::symlink_metadata(&new).is_err()
             {
-                create_dir(&self.proposed_dir().join(name.as_str()))?;
-                std::fs::rename(&old, &new)
-                    .with_context(|| format!("move {} to {}", old.display(), new.display()))?;
+                safe_fs::prepare_proposed(self, &name)?;
+                let parent =
+                    safe_fs::Dir::open(&self.state_dir, &self.proposed_dir().join(name.as_str()))?
+                        .with_context(|| format!("open {}", self.proposed_dir().display()))?;
+                nix::fcntl::renameat(agent_dir.as_fd(), old, parent.as_fd(), old).with_context(
+                    || {
+                        format!(
+                            "move {} to {}",
+                            agent_dir.path().join(old).display(),
+                            new.display()
+                        )
+                    },
+                )?;
                 tracing::info!(agent = %name, "moved its proposed config repo to {}", new.display());
             }
         }
@@ -222,6 +257,30 @@ pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
 pub fn restrict_socket(path: &Path) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// The names core uses in `agents/<name>/`; in the old layout the manager
+/// could write there.
+const CORE_NAMES: [&str; 5] = ["state", "control", "etc", "container.log", "container.pid"];
+
+/// Unlinks a symbolic link, or a regular file with other hard links, at a
+/// name core uses in `agents/<name>/`.
+fn sweep_planted(agent_dir: &safe_fs::Dir) -> anyhow::Result<()> {
+    for name in CORE_NAMES {
+        let Some(stat) = agent_dir.kind(std::ffi::OsStr::new(name))? else {
+            continue;
+        };
+        if safe_fs::is(&stat, SFlag::S_IFLNK)
+            || (safe_fs::is(&stat, SFlag::S_IFREG) && stat.st_nlink > 1)
+        {
+            agent_dir.remove_file(name)?;
+            tracing::warn!(
+                path = %agent_dir.path().join(name).display(),
+                "removed a link planted where core keeps its own file"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn current_uid() -> u32 {

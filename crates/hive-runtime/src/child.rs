@@ -93,7 +93,7 @@ fn pidfile(log_path: &Path) -> PathBuf {
 /// container, if the pidfile names one that is still alive.
 fn kill_leftover(log_path: &Path) {
     let path = pidfile(log_path);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Ok(text) = read_nofollow(&path) else {
         return;
     };
     if let Ok(pid) = text.trim().parse::<i32>()
@@ -103,6 +103,56 @@ fn kill_leftover(log_path: &Path) {
         tracing::warn!(pid, "killed a container left running by a previous daemon");
     }
     let _ = std::fs::remove_file(path);
+}
+
+/// Reads `path` unless it is a symbolic link.
+fn read_nofollow(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut text = String::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Writes the pidfile as a new file: whatever was at its name (a link
+/// included) is unlinked first, never written through.
+fn write_pidfile(path: &Path, pid: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?
+        .write_all(format!("{pid}\n").as_bytes())
+}
+
+/// Opens the container log for appending, refusing a symbolic link or a
+/// file with other hard links at its name (it could be a host file).
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(Error::io(format!("open {}", path.display())))?;
+    let meta = log
+        .metadata()
+        .map_err(Error::io(format!("stat {}", path.display())))?;
+    if meta.nlink() > 1 {
+        return Err(Error::io(format!("open {}", path.display()))(
+            std::io::Error::other("refusing a log file with other hard links"),
+        ));
+    }
+    Ok(log)
 }
 
 fn describe(status: std::io::Result<ExitStatus>) -> (bool, String) {
@@ -161,11 +211,7 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         if let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(Error::io(format!("open {}", log_path.display())))?;
+        let log = open_log(&log_path)?;
         let log2 = log.try_clone().map_err(Error::io("clone log handle"))?;
         #[allow(clippy::disallowed_methods)] // the one place containers are spawned
         let mut command = tokio::process::Command::new(&line.program);
@@ -184,8 +230,10 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
             line.program.display()
         )))?;
         let pid = child.id();
-        if let Some(pid) = pid {
-            let _ = std::fs::write(pidfile(&log_path), format!("{pid}\n"));
+        if let Some(pid) = pid
+            && let Err(e) = write_pidfile(&pidfile(&log_path), pid)
+        {
+            tracing::warn!(%name, "pidfile not written: {e}");
         }
         let (exited_tx, exited_rx) = watch::channel(false);
         entry.exited = Some(exited_rx);

@@ -245,9 +245,21 @@ pub async fn restart(runtime: &dyn Runtime, name: &AgentName, grace: Duration) -
     runtime.start(name).await
 }
 
-/// The last `lines` lines of a log file (empty if it does not exist yet).
+/// The last `lines` lines of a log file (empty if it does not exist yet);
+/// a symbolic link at `path` is refused, not followed.
 pub async fn tail_file(path: &std::path::Path, lines: usize) -> Result<Vec<String>> {
-    let text = match tokio::fs::read(path).await {
+    let read = async {
+        use tokio::io::AsyncReadExt as _;
+        let mut file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .await?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).await?;
+        Ok::<_, std::io::Error>(bytes)
+    };
+    let text = match read.await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(format!("read {}", path.display()))(e)),

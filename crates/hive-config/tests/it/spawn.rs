@@ -145,3 +145,53 @@ fn default_model_is_configurable() {
     repos.ensure(&coder).unwrap();
     assert_eq!(repos.deployed(&coder).unwrap().config.model, "opus");
 }
+
+#[test]
+fn core_seeds_only_a_repo_it_creates() {
+    let hive = Hive::new();
+    let coder = name("coder");
+    // A repo the manager initialised without a commit: core writes nothing
+    // into it (its `.git` could lead anywhere) and says what to do.
+    let path = hive.repos.proposed_path(&coder);
+    Repository::init(&path).unwrap();
+    let err = hive.repos.ensure(&coder).unwrap_err();
+    assert!(matches!(err, Error::EmptyRepo { .. }), "{err}");
+    assert!(!path.join(".git/index").exists());
+    assert!(!path.join("agent.toml").exists());
+    std::fs::remove_dir_all(&path).unwrap();
+    // A fresh one is seeded beside it and moved in whole.
+    assert!(hive.repos.init_proposed(&coder).unwrap());
+    let parent = path.parent().unwrap();
+    let names: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["config"]);
+    assert!(Repository::open(&path).unwrap().head().is_ok());
+}
+
+#[test]
+fn a_repo_the_manager_owns_is_still_read() {
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    {
+        eprintln!("skipped: chown needs root");
+        return;
+    }
+    let hive = Hive::new();
+    let coder = name("coder");
+    hive.repos.ensure(&coder).unwrap();
+    let sha = hive.commit(&coder, &[("agent.toml", Some(&agent_toml("opus")))], "opus");
+    // The manager's uid owns its repo (libgit2 refuses such repos unless
+    // owner validation is off).
+    let mut stack = vec![hive.repos.proposed_path(&coder)];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, Some(108_000), Some(100_000)).unwrap();
+        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert_eq!(
+        hive.repos.prepare(&coder, &sha).unwrap().config.model,
+        "opus"
+    );
+}

@@ -285,7 +285,11 @@ fn layout_and_modes() {
     assert_eq!(mode(hive.run_dir().join("manager")), 0o751);
     assert!(hive.state_dir().join("hive.sqlite").is_file());
     assert!(hive.state_dir().join("agents/manager/state").is_dir());
-    assert!(hive.state_dir().join("proposed/alice/config").is_dir());
+    assert!(hive.state_dir().join("agents/alice/control").is_dir());
+    // The manager's /agents: core's, read-only to others; each repo in it
+    // is made (and checked for planted links) by ensure_config, at spawn.
+    assert_eq!(mode(hive.state_dir().join("proposed")), 0o755);
+    assert!(!hive.state_dir().join("proposed/alice").exists());
 }
 
 #[test]
