@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use futures_util::FutureExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
@@ -241,8 +242,9 @@ impl Connection {
     }
 
     /// Reads the request line within [`REQUEST_TIMEOUT`]; until it is
-    /// complete the connection is idle and may be evicted. `None`: the
-    /// client left, stalled or was evicted, and there is nobody to answer.
+    /// complete the connection is idle and may be evicted (unless the line
+    /// is already waiting to be read). `None`: the client left, stalled or
+    /// was evicted, and there is nobody to answer.
     pub async fn request_line(&mut self) -> Option<Result<String, RequestError>> {
         let idle = self.slot.idle();
         let read = tokio::time::timeout(REQUEST_TIMEOUT, self.reader.read_line());
@@ -258,7 +260,12 @@ impl Connection {
                     None
                 }
             },
-            () = idle.evicted() => None,
+            // Eviction is for silent clients: a line that has already
+            // arrived is served even though its slot went to a newcomer.
+            () = idle.evicted() => match self.reader.read_line().now_or_never() {
+                Some(Ok(line)) => line,
+                _ => None,
+            },
         }
     }
 
