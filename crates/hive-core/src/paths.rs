@@ -197,6 +197,12 @@ impl Paths {
                 .is_some_and(|s| safe_fs::is(&s, SFlag::S_IFDIR))
                 && std::fs::symlink_metadata(&new).is_err()
             {
+                // Under the old layout the manager could write this dir:
+                // a pidfile it left could name any host process group for
+                // the next start to kill.
+                if agent_dir.kind(std::ffi::OsStr::new("container.pid"))?.is_some() {
+                    agent_dir.remove_file("container.pid")?;
+                }
                 safe_fs::prepare_proposed(self, &name)?;
                 let parent =
                     safe_fs::Dir::open(&self.state_dir, &self.proposed_dir().join(name.as_str()))?
