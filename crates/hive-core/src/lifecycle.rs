@@ -107,7 +107,7 @@ impl Coordinator {
     pub fn container_spec(
         &self,
         name: &AgentName,
-        web_port: u16,
+        _web_port: u16,
         deployed: &Deployed,
     ) -> ContainerSpec {
         let config = &deployed.config;
@@ -161,7 +161,6 @@ impl Coordinator {
             socket: self.paths.agent_socket(name),
             binds,
             log_path: self.paths.agent_dir(name).join("container.log"),
-            web_port,
             image: config.image.clone(),
             egress_socket: self.paths.egress_socket(name),
             page_dir: self.paths.page_dir(name),

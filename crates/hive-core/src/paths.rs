@@ -66,6 +66,11 @@ impl Paths {
         self.run_dir.join("host.sock")
     }
 
+    /// The dashboard's operator credential (0600), for the operator's tools.
+    pub fn operator_token(&self) -> PathBuf {
+        self.run_dir.join("operator-token")
+    }
+
     /// The run dir of one agent's sockets; the manager's lives apart.
     pub fn agent_run_dir(&self, name: &AgentName) -> PathBuf {
         if name.is_manager() {
@@ -154,9 +159,10 @@ impl Paths {
         Ok(())
     }
 
-    /// Creates an agent's state, control and config dirs.
+    /// Creates an agent's state, page, control and config dirs.
     pub fn create_agent_dirs(&self, name: &AgentName) -> anyhow::Result<()> {
         create_dir(&self.agent_state(name))?;
+        create_dir(&self.page_dir(name))?;
         create_dir(&self.control_dir(name))?;
         create_dir(&self.etc_dir(name))?;
         create_dir(&self.agent_config(name))
