@@ -122,9 +122,11 @@ impl Coordinator {
 
     /// The status row of one agent.
     pub fn status_row(&self, record: &AgentRecord) -> Result<AgentStatusRow> {
-        // The page is proxied by the dashboard (see `http::agent_proxy`).
-        let url = self
-            .dashboard_addr
+        // The page is proxied by the dashboard (see `http::agent_proxy`),
+        // for agents that were ever given a container.
+        let url = record
+            .port
+            .and(self.dashboard_addr)
             .map(|addr| format!("http://{addr}/agent/{}/", record.name));
         let container = self.container_status(&record.name);
         Ok(AgentStatusRow {

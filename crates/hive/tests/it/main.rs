@@ -11,5 +11,6 @@ mod e2e;
 mod host;
 mod lifecycle;
 mod operator;
+mod pages;
 mod sandboxes;
 mod support;
