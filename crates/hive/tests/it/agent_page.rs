@@ -230,14 +230,14 @@ fn a_turn_streams_into_the_agent_page() {
     assert_eq!(status, 403);
     let status = post_status(&hive, "/api/send", &[json_type], body);
     assert_eq!(status, 403, "the cookie without an origin");
+    let origin = hive.dashboard.clone();
     let status = post_status(
         &hive,
         "/api/new-session",
-        &[("Content-Type", "text/plain")],
+        &[("Content-Type", "text/plain"), ("Origin", &origin)],
         "{}",
     );
     assert_eq!(status, 415);
-    let origin = hive.dashboard.clone();
     let status = post_status(
         &hive,
         "/api/new-session",

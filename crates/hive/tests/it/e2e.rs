@@ -406,6 +406,10 @@ impl Harness {
             .env("HIVE_STATE_DIR", &state)
             .env("HIVE_SHARED_DIR", hive.state_dir().join("shared"))
             .env("HIVE_PAGE_SOCKET", hive.page_socket(name))
+            .env(
+                "HIVE_CONTROL_DIR",
+                hive.state_dir().join("agents").join(name).join("control"),
+            )
             .env("HIVE_CLAUDE_BIN", claude)
             .env("HIVE_LOG", "warn")
             .env("ANTHROPIC_BASE_URL", &model.url)
