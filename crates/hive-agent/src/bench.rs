@@ -106,7 +106,7 @@ async fn bench(exe: &Path, dir: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         .env("HIVE_AGENT", "bench")
         .env("ANTHROPIC_API_KEY", "bench")
         .env("HIVE_LOG", "warn");
-    harness_spec.env_remove = vec!["HIVE_WEB_PORT".into()];
+    harness_spec.env_remove = vec!["HIVE_PAGE_SOCKET".into()];
     harness_spec.stdout = Io::Null;
     harness_spec.stderr = Io::Inherit;
     let harness = spawn(&harness_spec).context("starting hive agent serve")?;

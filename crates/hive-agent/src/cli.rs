@@ -1,11 +1,10 @@
 //! `hive agent …`: the harness's command line (`serve`, `mcp`, and the
-//! hidden `bench`). Paths and ports come from the environment every
-//! container gets (`HIVE_AGENT`, `HIVE_SOCKET`, `HIVE_STATE_DIR`,
-//! `HIVE_SHARED_DIR`, `HIVE_WEB_PORT`), each overridable by a flag. The
+//! hidden `bench`). Paths come from the environment every container gets
+//! (`HIVE_AGENT`, `HIVE_SOCKET`, `HIVE_STATE_DIR`, `HIVE_SHARED_DIR`,
+//! `HIVE_PAGE_SOCKET`, `HIVE_CONTROL_DIR`), each overridable by a flag. The
 //! socket is the `hive` binary's global `--socket` (env `HIVE_SOCKET`),
 //! handed to [`run`] by the entry point.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,12 +58,10 @@ pub struct ServeArgs {
     /// The agent's read-only config repo (for its `prompt.md`).
     #[arg(long, env = "HIVE_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
-    /// Port of the agent's web UI (0: any free port; absent: no web UI).
-    #[arg(long, env = "HIVE_WEB_PORT")]
-    pub web_port: Option<u16>,
-    /// Address the web UI binds.
-    #[arg(long, env = "HIVE_WEB_BIND", default_value = "127.0.0.1")]
-    pub web_bind: IpAddr,
+    /// The unix socket the agent's page is served on (core proxies it at
+    /// `/agent/<name>/` on the dashboard; absent: no page).
+    #[arg(long, env = "HIVE_PAGE_SOCKET")]
+    pub page_socket: Option<PathBuf>,
     /// The claude binary (a bare name searches PATH).
     #[arg(long, env = "HIVE_CLAUDE_BIN", default_value = "claude")]
     pub claude_bin: PathBuf,
@@ -180,12 +177,10 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let mut web_task = None;
-    if let Some(port) = args.web_port {
-        let listener = web::bind(SocketAddr::new(args.web_bind, port))
-            .await
-            .with_context(|| format!("web UI on {}:{port}", args.web_bind))?;
-        let addr = listener.local_addr()?;
-        println!("hive agent: web http://{addr}/");
+    if let Some(path) = &args.page_socket {
+        let listener =
+            web::bind(path).with_context(|| format!("page socket {}", path.display()))?;
+        println!("hive agent: page {}", path.display());
         let mut rx = shutdown_rx.clone();
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -486,10 +486,12 @@ impl Harness {
             )),
             TurnEnd::Shutdown => Some("the harness is shutting down".to_owned()),
         };
-        self.shared.emit(LiveEvent::TurnEnd {
+        // Emitted once the stats row exists: a page that refetches the
+        // turns on `turn_end` finds this one.
+        let turn_end = LiveEvent::TurnEnd {
             ok: end == TurnEnd::Ok,
             note: note.clone(),
-        });
+        };
 
         let observation = last
             .as_ref()
@@ -519,6 +521,7 @@ impl Harness {
                 .map_err(|e| tracing::warn!("turn stats: {e}"))
                 .ok()
         });
+        self.shared.emit(turn_end);
         if let Some(ctx) = observation.last_usage {
             self.shared.set_usage(ctx, observation.total_usage);
         } else if observation.total_usage != TokenUsage::default() {

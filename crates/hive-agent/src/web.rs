@@ -1,34 +1,35 @@
-//! The per-agent web server (axum): the agent's page (assets from
-//! `hive-web`), `/api/state`, the live stream (`/events/stream` SSE,
-//! `/events/history` backfill), turn stats, the inbox and loose ends (read
-//! through the agent socket), the login probe and the engine's interactive
-//! login (`/api/login/{start,session,input,cancel}`, [`crate::login::Logins`]),
-//! and the operator's controls (cancel, compact, model, new session, send).
+//! The per-agent web server (axum) on a unix socket: `/api/state`, the
+//! live stream (`/events/stream` SSE, `/events/history` backfill), turn
+//! stats, the inbox and loose ends (read through the agent socket), the
+//! login probe and the engine's interactive login
+//! (`/api/login/{start,session,input,cancel}`, [`crate::login::Logins`]),
+//! and the controls (cancel, compact, model, new session, answering a
+//! peer's question as this agent).
 //!
-//! It binds loopback by default: its POST endpoints act as the operator
-//! with no authentication, so exposing them beyond the host is a runtime's
-//! explicit choice (`--web-bind 0.0.0.0` where a container has its own
-//! network namespace and the port is published to the host's loopback).
-//! What it must refuse is another web page acting through the operator's
-//! browser: [`guard`] answers 403 to a state-changing request from another
-//! origin, and every response carries the page's Content Security Policy.
+//! It listens on `--page-socket` (in the page dir core reaches; in a
+//! container `/run/hive/page/page.sock`), never on TCP. Core serves the
+//! page itself and proxies everything else under `/agent/<name>/` on the
+//! dashboard, behind the operator credential. The agent can reach this
+//! socket too, from inside its container, so nothing here may do what the
+//! agent could not already do with its own tools: a message *from the
+//! operator* is core's (`POST /agent/<name>/api/send`), not this server's.
+//! Every answer still carries the pages' security headers.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{Query, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use futures_util::Stream;
 use hive_proto::live::TurnState;
 use hive_proto::{AgentRequest, AgentResponse, InboxRow, LiveFrame, LooseEnd};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::net::UnixListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -40,8 +41,6 @@ const DEFAULT_HISTORY: usize = 2000;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/", get(index))
-        .route("/assets/{file}", get(asset))
         .route("/api/state", get(state))
         .route("/api/turns", get(turns))
         .route("/api/inbox", get(inbox))
@@ -55,19 +54,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/compact", post(compact))
         .route("/api/model", post(model))
         .route("/api/new-session", post(new_session))
-        .route("/api/send", post(send))
         .route("/api/answer", post(answer))
         .route("/events/history", get(history))
         .route("/events/stream", get(stream))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(guard))
+        .layer(axum::middleware::map_response(with_headers))
         .with_state(shared)
 }
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     if let Err(e) = axum::serve(listener, router(shared))
@@ -78,9 +76,15 @@ pub async fn serve(
     }
 }
 
-/// Binds `addr`; the caller learns the real port from the listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Binds the page socket at `path`, replacing a stale one (the page dir
+/// is this harness's own).
+pub fn bind(path: &FsPath) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    UnixListener::bind(path)
 }
 
 /// An HTTP error: the one `IntoResponse` for failures.
@@ -170,29 +174,6 @@ async fn compact(State(shared): State<Arc<Shared>>) -> Json<Ok> {
 async fn new_session(State(shared): State<Arc<Shared>>) -> Json<Ok> {
     shared.request_new_session();
     OK
-}
-
-#[derive(Debug, Deserialize)]
-struct SendBody {
-    body: String,
-}
-
-async fn send(
-    State(shared): State<Arc<Shared>>,
-    Json(body): Json<SendBody>,
-) -> Result<Json<Ok>, WebError> {
-    if body.body.trim().is_empty() {
-        return Err(WebError::new(StatusCode::BAD_REQUEST, "empty message"));
-    }
-    shared
-        .client
-        .call(&AgentRequest::OperatorMsg { body: body.body })
-        .await
-        .map(|_| OK)
-        .map_err(|e| match e {
-            crate::Error::Refused(m) => WebError::new(StatusCode::BAD_REQUEST, m),
-            e => WebError::new(StatusCode::BAD_GATEWAY, e.to_string()),
-        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,66 +360,12 @@ async fn login_cancel(State(shared): State<Arc<Shared>>) -> Result<Json<Ok>, Web
     }
 }
 
-async fn index() -> Response {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(hive_web::AGENT_HTML),
-    )
-        .into_response()
-}
-
-/// The page's own files, then the shared ones (palette, terminal).
-fn find_asset(file: &str) -> Option<(&'static str, &'static str)> {
-    const CSS: &str = "text/css; charset=utf-8";
-    const JS: &str = "text/javascript; charset=utf-8";
-    match file {
-        "agent.css" => Some((CSS, hive_web::AGENT_CSS)),
-        "agent.js" => Some((JS, hive_web::AGENT_JS)),
-        _ => hive_web::asset(file).map(|a| (a.content_type, a.body)),
-    }
-}
-
-async fn asset(Path(file): Path<String>) -> Response {
-    match find_asset(&file) {
-        Some((content_type, body)) => (
-            [
-                (header::CONTENT_TYPE, content_type),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            body,
-        )
-            .into_response(),
-        None => not_found().await,
-    }
-}
-
 async fn not_found() -> Response {
-    WebError::new(StatusCode::NOT_FOUND, "no such page").into_response()
+    WebError::new(StatusCode::NOT_FOUND, "no such endpoint").into_response()
 }
 
-/// In front of every route: refuses other origins' state-changing
-/// requests and foreign `Host`s, and stamps the security headers.
-async fn guard(request: Request, next: Next) -> Response {
-    if let Err(refusal) = check(request.method(), request.headers()) {
-        return with_headers(refusal.into_response());
-    }
-    with_headers(next.run(request).await)
-}
-
-/// The rules of [`hive_web::guard`] applied to one request.
-fn check(method: &Method, headers: &HeaderMap) -> Result<(), WebError> {
-    hive_web::guard::check_request(method.as_str(), false, |name| {
-        headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    })
-    .map_err(|refusal| {
-        let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
-        WebError::new(status, refusal.message("page"))
-    })
-}
-
-fn with_headers(mut response: Response) -> Response {
+/// The pages' security headers on every answer.
+async fn with_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in hive_web::guard::RESPONSE_HEADERS {
         headers.insert(
@@ -456,88 +383,18 @@ fn with_headers(mut response: Response) -> Response {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.insert(
-                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
-
-    fn status(method: Method, pairs: &[(&str, &str)]) -> Option<StatusCode> {
-        check(&method, &headers(pairs)).err().map(|e| e.status)
-    }
-
-    #[test]
-    fn other_origins_cannot_act() {
-        let json = ("content-type", "application/json");
-        let host = ("host", "127.0.0.1:4100");
-        // The page itself, and non-browser clients.
-        let same = [host, json, ("origin", "http://127.0.0.1:4100")];
-        assert_eq!(status(Method::POST, &same), None);
-        assert_eq!(status(Method::POST, &[host, json]), None);
-        let fetch = [host, json, ("sec-fetch-site", "same-origin")];
-        assert_eq!(status(Method::POST, &fetch), None);
-        // Another site, another port on localhost (the dashboard), `null`.
-        for origin in ["http://evil.example", "http://127.0.0.1:4000", "null"] {
-            let pairs = [host, json, ("origin", origin)];
-            assert_eq!(status(Method::POST, &pairs), Some(StatusCode::FORBIDDEN));
-        }
-        let site = [host, json, ("sec-fetch-site", "cross-site")];
-        assert_eq!(status(Method::POST, &site), Some(StatusCode::FORBIDDEN));
-        let same_site = [host, json, ("sec-fetch-site", "same-site")];
-        assert_eq!(
-            status(Method::POST, &same_site),
-            Some(StatusCode::FORBIDDEN)
-        );
-        // A form post without JSON.
-        let form = [host, ("content-type", "text/plain")];
-        assert_eq!(
-            status(Method::POST, &form),
-            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-        );
-        // Reads pass from anywhere loopback; a rebinding Host does not.
-        assert_eq!(
-            status(Method::GET, &[("origin", "http://evil.example")]),
-            None
-        );
-        assert_eq!(
-            status(Method::GET, &[("host", "evil.example:4100")]),
-            Some(StatusCode::FORBIDDEN)
-        );
-        assert_eq!(status(Method::GET, &[("host", "localhost:1")]), None);
-        assert_eq!(status(Method::GET, &[("host", "[::1]:1")]), None);
-    }
-
-    /// Every `/assets/...` the page loads is served. (hive-web's own tests
-    /// keep inline script and HTML sinks out of the page.)
-    #[test]
-    fn the_page_is_self_contained() {
-        let mut refs = 0;
-        for piece in hive_web::AGENT_HTML.split("\"/assets/").skip(1) {
-            let name = piece.split('"').next().unwrap();
-            assert!(find_asset(name).is_some(), "{name} is not served");
-            refs += 1;
-        }
-        assert_eq!(refs, 4, "palette, terminal, the page's css and js");
-        assert!(find_asset("../Cargo.toml").is_none());
-    }
-
-    /// One HTTP/1.1 request to `addr`; the status and the JSON body.
+    /// One HTTP/1.1 request on the page socket; the status and the JSON body.
     async fn request(
-        addr: SocketAddr,
+        addr: &FsPath,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> (u16, serde_json::Value) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut stream = tokio::net::UnixStream::connect(addr).await.unwrap();
         let body = body.unwrap_or("");
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\norigin: http://{addr}\r\n\
+            "{method} {path} HTTP/1.1\r\nhost: page\r\n\
              content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         );
@@ -576,8 +433,9 @@ mod tests {
             crate::client::SocketClient::new(dir.path().join("none.sock")),
             "sonnet".into(),
         );
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let socket = dir.path().join("page.sock");
+        let listener = bind(&socket).unwrap();
+        let addr = socket.as_path();
         tokio::spawn(serve(shared.clone(), listener, std::future::pending()));
 
         let (status, body) = request(addr, "POST", "/api/login/start", Some("{}")).await;
@@ -640,16 +498,10 @@ mod tests {
         let (status, _) = request(addr, "POST", "/api/login/cancel", Some("{}")).await;
         assert_eq!(status, 409, "nothing runs");
 
-        // A cross-origin page cannot start one.
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let head = format!(
-            "POST /api/login/start HTTP/1.1\r\nhost: {addr}\r\norigin: http://evil.example\r\n\
-             content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        // What the agent must not do as the operator is not served here.
+        let (status, _) = request(addr, "POST", "/api/send", Some(r#"{"body":"x"}"#)).await;
+        assert_eq!(status, 404, "a message from the operator is core's");
+        let (status, _) = request(addr, "GET", "/", None).await;
+        assert_eq!(status, 404, "the page itself is core's");
     }
 }

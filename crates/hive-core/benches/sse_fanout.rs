@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// The operator credential every dashboard request presents.
+const TOKEN: &str = "bench-operator-token-0123456789";
+
 use hive_core::Paths;
 use hive_core::coordinator::{Coordinator, Settings};
 use hive_proto::DashboardEvent;
@@ -51,7 +54,7 @@ fn main() -> Result<(), BoxError> {
             agent_env: Vec::new(),
             ports: Default::default(),
             mirror: None,
-            operator_token: None,
+            operator_token: TOKEN.to_owned(),
         };
         let coord = Arc::new(Coordinator::new(store, paths, None, None, settings));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -170,7 +173,13 @@ async fn client(
 ) -> Result<Report, BoxError> {
     let mut stream = TcpStream::connect(addr).await?;
     stream
-        .write_all(b"GET /dashboard/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            format!(
+                "GET /dashboard/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
         .await?;
     let mut raw = Vec::with_capacity(64 * 1024);
     let mut body = Vec::with_capacity(64 * 1024);

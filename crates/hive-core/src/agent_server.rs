@@ -137,10 +137,6 @@ pub async fn agent_verb(
         Status => AgentResponse::Status {
             unread: store.unread(me.as_str())?,
         },
-        OperatorMsg { body } => {
-            store.send(OPERATOR_RECIPIENT, me.as_str(), &body, None)?;
-            AgentResponse::Ok
-        }
         Recent { limit } => AgentResponse::Recent {
             rows: store.recent(me.as_str(), limit.min(MAX_RECENT))?,
         },

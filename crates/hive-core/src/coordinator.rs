@@ -36,9 +36,10 @@ pub struct Settings {
     pub ports: PortRange,
     /// Where applied config repos are mirrored, if anywhere.
     pub mirror: Option<hive_config::MirrorConfig>,
-    /// The operator's dashboard credential; required to bind the dashboard
-    /// beyond loopback, then demanded on every request.
-    pub operator_token: Option<String>,
+    /// The operator's dashboard credential (given, or generated at start
+    /// and written to `<run-dir>/operator-token`): every dashboard request
+    /// presents it.
+    pub operator_token: String,
 }
 
 pub struct Coordinator {
@@ -121,10 +122,12 @@ impl Coordinator {
 
     /// The status row of one agent.
     pub fn status_row(&self, record: &AgentRecord) -> Result<AgentStatusRow> {
-        let url = record.port.and_then(|port| {
-            let host = self.dashboard_addr.map(|a| a.ip().to_string())?;
-            Some(format!("http://{host}:{port}/"))
-        });
+        // The page is proxied by the dashboard (see `http::agent_proxy`),
+        // for agents that were ever given a container.
+        let url = record
+            .port
+            .and(self.dashboard_addr)
+            .map(|addr| format!("http://{addr}/agent/{}/", record.name));
         let container = self.container_status(&record.name);
         Ok(AgentStatusRow {
             name: record.name.clone(),

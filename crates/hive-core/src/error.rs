@@ -19,6 +19,10 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     Io(String),
+    /// An agent's page could not be reached (or was refused: a link where
+    /// its socket should be).
+    #[error("{0}")]
+    BadGateway(String),
 }
 
 impl Error {

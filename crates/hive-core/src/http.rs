@@ -7,14 +7,16 @@
 //! `/api/config/{name}`. Actions (POST, JSON in, `{"ok":…}` out):
 //! `/api/approvals/{id}/approve|deny`, `/api/request-spawn`,
 //! `/api/agents/{name}/{verb}`, `/api/send`,
-//! `/api/questions/{id}/answer|cancel`.
+//! `/api/questions/{id}/answer|cancel`. Agent pages: `/agent/{name}/…`
+//! ([`agent_proxy`]).
 //!
-//! Access ([`guard`]): the listener is loopback-only (`serve` refuses other
-//! binds), every request's `Host` must name a loopback host (so a DNS
-//! rebinding page cannot read it), and a state-changing request from a
-//! browser must come from the page's own origin and carry JSON.
+//! Access ([`guard`]): every request presents the operator credential
+//! (bearer token or the cookie `/login?token=…` sets); a loopback listener
+//! also wants a loopback `Host`; a state-changing request from a browser
+//! must show it comes from the page's own origin and carry JSON.
 
 mod actions;
+mod agent_proxy;
 mod guard;
 mod state;
 mod stream;
@@ -63,6 +65,7 @@ pub fn router(coord: Arc<Coordinator>) -> Router {
         .route("/api/send", post(actions::send))
         .route("/api/questions/{id}/answer", post(actions::answer))
         .route("/api/questions/{id}/cancel", post(actions::cancel))
+        .merge(agent_proxy::routes())
         .fallback(not_found)
         .route(guard::LOGIN_PATH, get(login))
         .layer(axum::middleware::from_fn_with_state(
@@ -77,17 +80,11 @@ struct LoginQuery {
     token: Option<String>,
 }
 
-/// `GET /login?token=…`: with a configured operator credential, trades the
-/// right token for an HttpOnly, same-site-strict cookie and goes to `/`.
+/// `GET /login?token=…`: trades the operator token for an HttpOnly,
+/// same-site-strict cookie and goes to `/`.
 async fn login(State(app): State<App>, Query(query): Query<LoginQuery>) -> Response {
     use axum::http::HeaderValue;
-    let Some(token) = app.coord.settings.operator_token.as_deref() else {
-        return (
-            StatusCode::NOT_FOUND,
-            "this dashboard has no operator credential",
-        )
-            .into_response();
-    };
+    let token = app.coord.settings.operator_token.as_str();
     let given = query.token.unwrap_or_default();
     if !guard::same_secret(&given, token) {
         return (StatusCode::FORBIDDEN, "wrong operator token").into_response();
@@ -232,6 +229,7 @@ impl IntoResponse for Error {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Error::Store(_) => StatusCode::BAD_REQUEST,
+            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
         };
         (status, Json(Outcome::failed(self.to_string()))).into_response()
     }

@@ -107,7 +107,7 @@ impl Coordinator {
     pub fn container_spec(
         &self,
         name: &AgentName,
-        web_port: u16,
+        _web_port: u16,
         deployed: &Deployed,
     ) -> ContainerSpec {
         let config = &deployed.config;
@@ -161,7 +161,6 @@ impl Coordinator {
             socket: self.paths.agent_socket(name),
             binds,
             log_path: self.paths.agent_dir(name).join("container.log"),
-            web_port,
             image: config.image.clone(),
             egress_socket: self.paths.egress_socket(name),
             page_dir: self.paths.page_dir(name),
@@ -740,7 +739,7 @@ mod tests {
             agent_env: Vec::new(),
             ports: PortRange::default(),
             mirror: None,
-            operator_token: None,
+            operator_token: "test-token-0123456789abcdef".into(),
         };
         Coordinator::new(store, paths, None, None, settings)
     }

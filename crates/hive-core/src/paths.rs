@@ -71,6 +71,11 @@ impl Paths {
         self.run_dir.join("host.sock")
     }
 
+    /// The dashboard's operator credential (0600), for the operator's tools.
+    pub fn operator_token(&self) -> PathBuf {
+        self.run_dir.join("operator-token")
+    }
+
     /// The run dir of one agent's sockets; the manager's lives apart.
     pub fn agent_run_dir(&self, name: &AgentName) -> PathBuf {
         if name.is_manager() {
@@ -164,8 +169,8 @@ impl Paths {
         Ok(())
     }
 
-    /// Creates an agent's state, control and etc dirs, without following a
-    /// link on the way. The proposed config repo is made (and checked) by
+    /// Creates an agent's state, control, etc and page dirs, without
+    /// following a link on the way. The proposed config repo is made (and checked) by
     /// `Coordinator::ensure_config`.
     pub fn create_agent_dirs(&self, name: &AgentName) -> anyhow::Result<()> {
         for dir in [
@@ -175,7 +180,9 @@ impl Paths {
         ] {
             safe_fs::Dir::create(&self.state_dir, &dir, DIR_MODE)?;
         }
-        Ok(())
+        // In the run dir, which is core's: the agent may write inside its
+        // page dir, never replace it.
+        create_dir(&self.page_dir(name))
     }
 
     /// Moves proposed config repos of the old layout

@@ -33,7 +33,8 @@ pub struct ServeConfig {
     pub ports: PortRange,
     /// Where applied config repos are mirrored, if anywhere.
     pub mirror: Option<hive_config::MirrorConfig>,
-    /// The operator's dashboard credential (at least 16 characters).
+    /// The operator's dashboard credential (at least 16 characters); core
+    /// generates one when none is given.
     pub operator_token: Option<String>,
 }
 
@@ -42,7 +43,36 @@ pub struct ServeConfig {
 pub struct Started {
     pub host_socket: std::path::PathBuf,
     pub dashboard: Option<SocketAddr>,
+    /// `http://<dashboard>/login?token=…`: the link that logs a browser in.
+    pub login_url: Option<String>,
     pub runtime: &'static str,
+}
+
+/// A fresh operator credential: 32 random bytes, hex.
+fn generate_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("generate the operator token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the credential to `path` for the operator's own tools: a new
+/// file, mode 0600, owned by the daemon's user (a previous one is replaced,
+/// never written through).
+fn write_token(path: &std::path::Path, token: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove {}", path.display())),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("write {}", path.display()))
 }
 
 /// Reads `KEY=VALUE` lines (blank lines and `#` comments skipped).
@@ -109,16 +139,15 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     let store = Store::open(&paths.database())
         .with_context(|| format!("open {}", paths.database().display()))?;
 
+    // Every dashboard request presents it, loopback included.
+    let operator_token = match config.operator_token {
+        Some(token) => token,
+        None => generate_token()?,
+    };
+    write_token(&paths.operator_token(), &operator_token)?;
+
     let dashboard = match config.dashboard {
         Some(addr) => {
-            if !addr.ip().is_loopback() && config.operator_token.is_none() {
-                bail!(
-                    "refusing to bind the dashboard to {addr} without an operator credential: \
-                     set HIVE_OPERATOR_TOKEN or --operator-token-file, or bind loopback \
-                     (e.g. 127.0.0.1:{})",
-                    addr.port()
-                );
-            }
             let tcp = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("bind dashboard on {addr}"))?;
@@ -136,7 +165,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         agent_env: agent_env(&paths, &config.agent_env)?,
         ports: config.ports,
         mirror: config.mirror,
-        operator_token: config.operator_token,
+        operator_token: operator_token.clone(),
     };
     let coord = Arc::new(Coordinator::new(
         store,
@@ -168,6 +197,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     on_started(&Started {
         host_socket: paths.host_socket(),
         dashboard: dashboard_addr,
+        login_url: dashboard_addr.map(|addr| format!("http://{addr}/login?token={operator_token}")),
         runtime,
     });
     tracing::info!(host_socket = %paths.host_socket().display(), runtime, "hive serving");
@@ -335,7 +365,7 @@ impl Signals {
 }
 
 fn remove_sockets(coord: &Coordinator) -> anyhow::Result<()> {
-    let mut sockets = vec![coord.paths.host_socket()];
+    let mut sockets = vec![coord.paths.host_socket(), coord.paths.operator_token()];
     for record in coord.store.agents()? {
         if let Ok(name) = AgentName::parse(&record.name) {
             sockets.push(coord.paths.agent_socket(&name));

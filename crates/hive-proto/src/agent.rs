@@ -33,8 +33,6 @@ pub enum AgentRequest {
     },
     /// How many messages wait in this agent's inbox. Non-mutating.
     Status,
-    /// A message from the operator to this agent, from its own web page.
-    OperatorMsg { body: String },
     /// The last `limit` messages addressed to this agent, newest first.
     /// Non-mutating.
     Recent { limit: u64 },

@@ -290,10 +290,6 @@ fn agent_requests() {
         r#"{"cmd":"recv","wait_seconds":30,"max":8}"#,
     );
     check(Status, r#"{"cmd":"status"}"#);
-    check(
-        OperatorMsg { body: "hey".into() },
-        r#"{"cmd":"operator_msg","body":"hey"}"#,
-    );
     check(Recent { limit: 10 }, r#"{"cmd":"recent","limit":10}"#);
     check(AckTurn, r#"{"cmd":"ack_turn"}"#);
     check(RequeueInflight, r#"{"cmd":"requeue_inflight"}"#);

@@ -37,7 +37,6 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
         socket,
         binds: Vec::new(),
         log_path: root.join(name.as_str()).join("container.log"),
-        web_port: 0,
         image: None,
         egress_socket: root.join(name.as_str()).join("egress.sock"),
         page_dir: root.join(name.as_str()).join("page"),

@@ -151,6 +151,7 @@ fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
     push(&[os("--bind"), spec.state_dir.as_os_str(), os(mount::STATE)]);
     push(&[os("--bind"), spec.shared_dir.as_os_str(), os(mount::SHARED)]);
     push(&[os("--bind"), spec.socket.as_os_str(), os(mount::SOCKET)]);
+    push(&[os("--bind"), spec.page_dir.as_os_str(), os(mount::PAGE_DIR)]);
     for bind in &spec.binds {
         let flag = if bind.read_only {
             "--ro-bind"
@@ -177,6 +178,7 @@ pub(crate) fn check_paths(spec: &ContainerSpec) -> Result<()> {
         ("state dir", &spec.state_dir),
         ("shared dir", &spec.shared_dir),
         ("socket", &spec.socket),
+        ("page dir", &spec.page_dir),
     ];
     for bind in &spec.binds {
         paths.push(("bind source", &bind.host));

@@ -285,6 +285,7 @@ impl DockerRuntime {
         mounts.push(bind(&spec.state_dir, mount::STATE, false));
         mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
         mounts.push(bind(&spec.socket, mount::SOCKET, false));
+        mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
         for extra in &spec.binds {
             mounts.push(bind(
                 &extra.host,

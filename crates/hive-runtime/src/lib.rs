@@ -57,8 +57,6 @@ pub mod env {
     pub const STATE_DIR: &str = "HIVE_STATE_DIR";
     /// The hive-wide shared dir (as the program sees it).
     pub const SHARED_DIR: &str = "HIVE_SHARED_DIR";
-    /// The port its web UI listens on.
-    pub const WEB_PORT: &str = "HIVE_WEB_PORT";
     /// Which backend runs it.
     pub const RUNTIME: &str = "HIVE_RUNTIME";
     /// Core's egress proxy socket (as the program sees it).
@@ -92,8 +90,6 @@ pub struct ContainerSpec {
     /// Host file the container's stdout and stderr are appended to, for
     /// backends that supervise a child.
     pub log_path: PathBuf,
-    /// The agent's web UI port.
-    pub web_port: u16,
     /// Container image, for backends that use one.
     pub image: Option<String>,
     /// Core's egress proxy socket for this agent on the host, bound at

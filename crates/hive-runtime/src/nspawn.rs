@@ -127,6 +127,7 @@ impl Launcher for NspawnLauncher {
         bind("--bind=", &spec.state_dir, Path::new(mount::STATE));
         bind("--bind=", &spec.shared_dir, Path::new(mount::SHARED));
         bind("--bind=", &spec.socket, Path::new(mount::SOCKET));
+        bind("--bind=", &spec.page_dir, Path::new(mount::PAGE_DIR));
         for b in &spec.binds {
             let flag = if b.read_only { "--bind-ro=" } else { "--bind=" };
             bind(flag, &b.host, &b.container);

@@ -59,7 +59,6 @@ pub fn base_env(spec: &ContainerSpec, runtime: &str, inside: Inside<'_>) -> Vec<
         (env::SOCKET.to_owned(), socket.to_owned()),
         (env::STATE_DIR.to_owned(), state.to_owned()),
         (env::SHARED_DIR.to_owned(), shared.to_owned()),
-        (env::WEB_PORT.to_owned(), spec.web_port.to_string()),
         (env::RUNTIME.to_owned(), runtime.to_owned()),
         (env::EGRESS_SOCKET.to_owned(), egress.to_owned()),
         (env::PAGE_SOCKET.to_owned(), page_socket.to_owned()),

@@ -346,7 +346,7 @@
     const panel = $('login');
     panel.hidden = false;
     try {
-      const l = await getJson('/api/login');
+      const l = await getJson('api/login');
       $('login-missing').textContent = l.missing || 'the engine has no credentials';
       $('login-env').textContent = l.env.join(', ');
       $('login-file').textContent = l.credentials_file;
@@ -412,7 +412,7 @@
   }
   async function refreshLoginSession() {
     try {
-      const r = await getJson('/api/login/session');
+      const r = await getJson('api/login/session');
       renderLoginSession(r.session);
     } catch (e) {
       $('login-status').textContent = String(e.message || e);
@@ -725,7 +725,7 @@
   async function sync() {
     hive.ready = false;
     buffer = [];
-    const [state, history] = await Promise.all([getJson('/api/state'), getJson('/events/history?limit=2000')]);
+    const [state, history] = await Promise.all([getJson('api/state'), getJson('events/history?limit=2000')]);
     for (const frame of history.events) apply(frame, false);
     hive.seen = Math.max(hive.seen, history.seq);
     applySnapshot(state);
@@ -736,7 +736,7 @@
   }
 
   function connect() {
-    source = new EventSource('/events/stream');
+    source = new EventSource('events/stream');
     let synced = false;
     source.onopen = () => {
       setAlive(true);
@@ -776,7 +776,7 @@
   async function refreshInbox() {
     const box = $('inbox');
     try {
-      const inbox = await getJson('/api/inbox');
+      const inbox = await getJson('api/inbox');
       box.replaceChildren();
       if (!inbox.rows.length) box.appendChild(emptyNote('no messages yet'));
       for (const m of inbox.rows) {
@@ -796,7 +796,7 @@
   async function refreshLoose() {
     const box = $('loose');
     try {
-      const data = await getJson('/api/loose-ends');
+      const data = await getJson('api/loose-ends');
       box.replaceChildren();
       if (!data.loose_ends.length) box.appendChild(emptyNote('nothing pending'));
       for (const l of data.loose_ends) box.appendChild(looseItem(l, data));
@@ -827,7 +827,7 @@
           const answer = input.value;
           if (!answer.trim()) return;
           act(send, async () => {
-            await post('/api/answer', { id: l.id, answer: answer });
+            await post('api/answer', { id: l.id, answer: answer });
             refreshLoose();
           });
         });
@@ -872,7 +872,7 @@
 
   async function refreshTurns() {
     try {
-      const turns = await getJson('/api/turns?limit=60');
+      const turns = await getJson('api/turns?limit=60');
       S.turns = turns;
       if (turns.length) {
         setLastTurn(turns[0]);
@@ -955,13 +955,13 @@
   // Wiring.
 
   function wire() {
-    $('cancel').addEventListener('click', (e) => act(e.currentTarget, () => post('/api/cancel')));
+    $('cancel').addEventListener('click', (e) => act(e.currentTarget, () => post('api/cancel')));
     $('login-start').addEventListener('click', (e) =>
-      act(e.currentTarget, async () => renderLoginSession((await post('/api/login/start')).session)),
+      act(e.currentTarget, async () => renderLoginSession((await post('api/login/start')).session)),
     );
     $('login-cancel').addEventListener('click', (e) =>
       act(e.currentTarget, async () => {
-        await post('/api/login/cancel');
+        await post('api/login/cancel');
         await refreshLoginSession();
       }),
     );
@@ -971,15 +971,15 @@
       const line = input.value.trim();
       if (!line) return;
       act($('login-send'), async () => {
-        await post('/api/login/input', { line: line });
+        await post('api/login/input', { line: line });
         input.value = '';
         await refreshLoginSession();
       });
     });
-    $('compact').addEventListener('click', (e) => act(e.currentTarget, () => post('/api/compact')));
+    $('compact').addEventListener('click', (e) => act(e.currentTarget, () => post('api/compact')));
     $('new-session').addEventListener('click', (e) =>
       act(e.currentTarget, async () => {
-        await post('/api/new-session');
+        await post('api/new-session');
         banner('the next turn starts a new session', 'info');
       }),
     );
@@ -989,7 +989,7 @@
       if (!value || value === S.model) return;
       act(null, async () => {
         try {
-          await post('/api/model', { model: value });
+          await post('api/model', { model: value });
         } catch (e) {
           model.value = S.model;
           throw e;
@@ -1025,7 +1025,7 @@
       const body = message.value;
       if (!body.trim()) return;
       act($('send'), async () => {
-        await post('/api/send', { body: body });
+        await post('api/send', { body: body });
         message.value = '';
         grow();
         hive.sent = (hive.sent || 0) + 1;

@@ -1,25 +1,29 @@
-//! Who may use a hyperhive web page: the one set of rules the dashboard
-//! and every agent page apply in front of each route.
+//! Who may use the dashboard: the rules core applies in front of each
+//! route, on top of the operator credential (`hive-core`'s `http/guard.rs`
+//! checks that every request presents it).
 //!
-//! Both servers bind loopback only and have no login: anyone who can open a
-//! connection is the operator. What they must refuse is a *web page*
-//! acting through the operator's browser:
+//! What the rules refuse is a *web page* acting through the operator's
+//! browser, which attaches the credential cookie by itself:
 //!
 //! - every request's `Host` must be a loopback name (`localhost`,
-//!   `127.0.0.0/8`, `[::1]`), so a DNS-rebinding page whose name resolves to
-//!   127.0.0.1 can neither read nor act;
+//!   `127.0.0.0/8`, `[::1]`) unless the dashboard binds beyond loopback, so
+//!   a DNS-rebinding page whose name resolves to 127.0.0.1 can neither read
+//!   nor act;
 //! - a state-changing request that carries `Sec-Fetch-Site` must say
 //!   `same-origin` (or `none`), and one that carries `Origin` must name this
 //!   very origin (`http://<Host>`): another site, another port on localhost
-//!   (the dashboard, an agent's page) or a sandboxed `null` origin are
-//!   refused. A request with neither header is a non-browser client (curl,
-//!   a script) and passes — it holds no ambient credential to abuse;
+//!   or a sandboxed `null` origin are refused;
+//! - a state-changing request authenticated by the cookie (an *ambient*
+//!   credential) must also prove where it comes from: a same-origin
+//!   `Origin` or `Sec-Fetch-Site: same-origin`. A missing header proves
+//!   nothing. Only a bearer token (a script, which holds no ambient
+//!   credential) may omit both;
 //! - such a request must carry `Content-Type: application/json`, which no
-//!   cross-site form can send without a CORS preflight, and these servers
-//!   answer no preflight.
+//!   cross-site form can send without a CORS preflight, and the dashboard
+//!   answers no preflight.
 //!
-//! Pure functions on header values: each server adapts its own request
-//! and response types.
+//! Pure functions on header values: the server adapts its own request and
+//! response types.
 
 use std::net::IpAddr;
 
@@ -32,6 +36,9 @@ pub struct RequestHeaders<'a> {
     /// operator credential instead (a DNS-rebinding page cannot present
     /// it): any `Host` is accepted, the origin rules still apply.
     pub allow_any_host: bool,
+    /// The credential came with the request by itself (the cookie): a
+    /// state-changing request must then show it comes from the page.
+    pub ambient_credential: bool,
     pub host: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub sec_fetch_site: Option<&'a str>,
@@ -45,6 +52,9 @@ pub enum Refusal {
     Host(String),
     /// 403: a state-changing request from another origin.
     CrossOrigin(String),
+    /// 403: a cookie-authenticated state-changing request that names no
+    /// origin (neither `Origin` nor `Sec-Fetch-Site: same-origin`).
+    NoOrigin,
     /// 415: a state-changing request without a JSON body.
     NotJson,
 }
@@ -53,7 +63,7 @@ impl Refusal {
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::Host(_) | Refusal::CrossOrigin(_) => 403,
+            Refusal::Host(_) | Refusal::CrossOrigin(_) | Refusal::NoOrigin => 403,
             Refusal::NotJson => 415,
         }
     }
@@ -65,6 +75,10 @@ impl Refusal {
                 "host {host:?} is not a loopback name: open the {page} as http://127.0.0.1:<port>/ or http://localhost:<port>/"
             ),
             Refusal::CrossOrigin(origin) => format!("cross-origin request from {origin} refused"),
+            Refusal::NoOrigin => format!(
+                "a request that changes something must come from the {page} itself (Origin or \
+                 Sec-Fetch-Site: same-origin), or authenticate with `Authorization: Bearer`"
+            ),
             Refusal::NotJson => "send the request body as application/json".to_owned(),
         }
     }
@@ -97,6 +111,8 @@ pub fn check(request: &RequestHeaders<'_>) -> Result<(), Refusal> {
         if !same {
             return Err(Refusal::CrossOrigin(origin.to_owned()));
         }
+    } else if request.ambient_credential && request.sec_fetch_site != Some("same-origin") {
+        return Err(Refusal::NoOrigin);
     }
     let json = request
         .content_type
@@ -112,6 +128,7 @@ pub fn check(request: &RequestHeaders<'_>) -> Result<(), Refusal> {
 pub fn check_request(
     method: &str,
     allow_any_host: bool,
+    ambient_credential: bool,
     header: impl Fn(&str) -> Option<String>,
 ) -> Result<(), Refusal> {
     let (host, origin) = (header("host"), header("origin"));
@@ -119,6 +136,7 @@ pub fn check_request(
     check(&RequestHeaders {
         state_changing: method != "GET" && method != "HEAD",
         allow_any_host,
+        ambient_credential,
         host: host.as_deref(),
         origin: origin.as_deref(),
         sec_fetch_site: site.as_deref(),
@@ -147,7 +165,7 @@ pub fn is_loopback_host(host: &str) -> bool {
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Headers every answer of both servers carries: the pages' Content
+/// Headers every answer of the dashboard and of the harness's page carries: the pages' Content
 /// Security Policy (no inline script runs), no sniffing, no referrer, no
 /// framing. (`Cache-Control: no-store` is added where none is set.)
 pub const RESPONSE_HEADERS: [(&str, &str); 4] = [
@@ -197,6 +215,7 @@ mod tests {
         RequestHeaders {
             state_changing: true,
             allow_any_host: false,
+            ambient_credential: false,
             host: Some("127.0.0.1:7777"),
             origin,
             sec_fetch_site: site,
@@ -215,7 +234,24 @@ mod tests {
             )),
             Ok(())
         );
-        assert_eq!(check(&post(None, None, json)), Ok(()), "a CLI client");
+        assert_eq!(check(&post(None, None, json)), Ok(()), "a bearer client");
+        let cookie = |origin, site| RequestHeaders {
+            ambient_credential: true,
+            ..post(origin, site, json)
+        };
+        assert_eq!(
+            check(&cookie(None, None)),
+            Err(Refusal::NoOrigin),
+            "a cookie alone proves nothing"
+        );
+        assert_eq!(check(&cookie(None, Some("none"))), Err(Refusal::NoOrigin));
+        assert_eq!(check(&cookie(None, Some("same-origin"))), Ok(()));
+        assert_eq!(check(&cookie(Some("http://127.0.0.1:7777"), None)), Ok(()));
+        let cookie_read = RequestHeaders {
+            state_changing: false,
+            ..cookie(None, None)
+        };
+        assert_eq!(check(&cookie_read), Ok(()), "reads need no origin");
         assert_eq!(
             check(&post(Some("http://evil.example"), None, json)),
             Err(Refusal::CrossOrigin("http://evil.example".into()))

@@ -24,7 +24,9 @@ pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
 pub const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
 /// The dashboard's single-page client.
 pub const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
-/// The per-agent page's static shell (served by the harness, `hive-agent`).
+/// The per-agent page's static shell, served by core at `/agent/<name>/`
+/// (never by the harness: nothing the agent controls is a document on the
+/// dashboard's origin). Its URLs are relative to that prefix.
 pub const AGENT_HTML: &str = include_str!("../assets/agent.html");
 /// The per-agent page's layout.
 pub const AGENT_CSS: &str = include_str!("../assets/agent.css");
@@ -79,6 +81,36 @@ pub fn asset(name: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.name == name)
 }
 
+/// Files the agent page loads from `assets/` (relative to
+/// `/agent/<name>/`): its own, then the shared palette and terminal.
+pub const AGENT_ASSETS: &[Asset] = &[
+    Asset {
+        name: "agent.css",
+        content_type: CSS,
+        body: AGENT_CSS,
+    },
+    Asset {
+        name: "agent.js",
+        content_type: JS,
+        body: AGENT_JS,
+    },
+    Asset {
+        name: "palette.css",
+        content_type: CSS,
+        body: PALETTE_CSS,
+    },
+    Asset {
+        name: "terminal.js",
+        content_type: JS,
+        body: TERMINAL_JS,
+    },
+];
+
+/// The agent page's asset called `name`, if there is one.
+pub fn agent_asset(name: &str) -> Option<&'static Asset> {
+    AGENT_ASSETS.iter().find(|a| a.name == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +128,25 @@ mod tests {
             refs += 1;
         }
         assert_eq!(refs, ASSETS.len(), "every asset is used by the page");
+    }
+
+    /// The agent page loads its files relative to `/agent/<name>/` (no
+    /// leading slash: `/assets/x` would be the dashboard's), and each one is
+    /// embedded; its script calls its endpoints relatively too.
+    #[test]
+    fn the_agent_page_is_relative_and_self_contained() {
+        assert!(!AGENT_HTML.contains("\"/assets/"), "absolute asset URL");
+        let mut refs = 0;
+        for piece in AGENT_HTML.split("\"assets/").skip(1) {
+            let name = piece.split('"').next().unwrap();
+            assert!(agent_asset(name).is_some(), "{name} is not embedded");
+            refs += 1;
+        }
+        assert_eq!(refs, AGENT_ASSETS.len(), "every agent asset is used");
+        for absolute in ["'/api/", "'/events/", "\"/api/", "\"/events/"] {
+            assert!(!AGENT_JS.contains(absolute), "agent.js uses {absolute}");
+        }
+        assert!(agent_asset("../Cargo.toml").is_none());
     }
 
     /// No inline script or handler attribute: the CSP forbids them anyway,

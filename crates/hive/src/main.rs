@@ -34,6 +34,8 @@ enum Command {
     Up(ServeArgs),
     /// Print where the daemon keeps its state and sockets.
     Paths(DirArgs),
+    /// Print the dashboard's login link (reads `<run-dir>/operator-token`).
+    DashboardUrl(DashboardUrlArgs),
     /// Run inside an agent's container: the harness and its MCP server.
     #[command(subcommand)]
     Agent(hive_agent::cli::AgentCommand),
@@ -59,6 +61,15 @@ impl DirArgs {
             self.run_dir.clone().unwrap_or(defaults.run_dir),
         )
     }
+}
+
+#[derive(Debug, Clone, Args)]
+struct DashboardUrlArgs {
+    #[command(flatten)]
+    dirs: DirArgs,
+    /// The address the dashboard listens on.
+    #[arg(long, default_value = DEFAULT_DASHBOARD)]
+    dashboard: SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -92,8 +103,9 @@ struct ServeArgs {
     #[arg(long, value_name = "USER")]
     mirror_user: Option<String>,
     /// A file holding the operator's dashboard credential (16+ characters;
-    /// or HIVE_OPERATOR_TOKEN). With one, the dashboard may bind beyond
-    /// loopback and every request must present it.
+    /// or HIVE_OPERATOR_TOKEN). Without one, a random token is made at
+    /// start. Either way every dashboard request must present it, and it is
+    /// written to `<run-dir>/operator-token` (0600).
     #[arg(long, value_name = "PATH")]
     operator_token_file: Option<PathBuf>,
 }
@@ -135,6 +147,7 @@ fn main() -> ExitCode {
             print_paths(&dirs.paths());
             Ok(())
         }
+        Command::DashboardUrl(args) => dashboard_url(&args),
         Command::Agent(cmd) => hive_agent::cli::run(cmd, cli.client.socket.clone()),
         Command::Admin(cmd) => {
             let default_socket = Paths::defaults().host_socket();
@@ -171,6 +184,16 @@ fn operator_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<Strin
         anyhow::bail!("the operator token must be at least 16 visible ASCII characters");
     }
     Ok(token)
+}
+
+/// `hive dashboard-url`: the login link from the running daemon's token.
+fn dashboard_url(args: &DashboardUrlArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let file = args.dirs.paths().operator_token();
+    let token = std::fs::read_to_string(&file)
+        .with_context(|| format!("read {} (is the hive running?)", file.display()))?;
+    println!("http://{}/login?token={}", args.dashboard, token.trim());
+    Ok(())
 }
 
 fn print_paths(paths: &Paths) {
@@ -218,6 +241,9 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/"));
         println!("hive: host socket {}", started.host_socket.display());
         println!("hive: dashboard {dashboard}");
+        if let Some(login) = &started.login_url {
+            println!("hive: log in at {login}");
+        }
         println!("hive: runtime {}", started.runtime);
         if friendly {
             println!(

@@ -21,7 +21,7 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 
 /// A JSON body whose rejection is an ordinary `{"ok":false,"error":…}`.
-pub(super) struct Body<T>(T);
+pub(super) struct Body<T>(pub(super) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = Error;

@@ -208,7 +208,7 @@ async fn docker_view_and_stubborn_stop() {
     assert_eq!(one(&report, "root"), "readonly");
     assert_eq!(report["writable"], ["/tmp", "/var/tmp"]);
     assert_eq!(one(&report, "run").trim(), "hive");
-    assert_eq!(one(&report, "runhive").trim(), "bin mcp.sock");
+    assert_eq!(one(&report, "runhive").trim(), "bin mcp.sock page");
     assert!(!report.contains_key("seen"), "{:?}", report.get("seen"));
     let init = one(&report, "init");
     assert!(

@@ -33,6 +33,7 @@ impl Layout {
             &state_dir,
             &shared_dir,
             &socket.parent().unwrap().to_path_buf(),
+            &agent_dir.join("page"),
         ] {
             std::fs::create_dir_all(dir).unwrap();
         }
@@ -48,7 +49,6 @@ impl Layout {
             socket,
             binds: Vec::new(),
             log_path: agent_dir.join("container.log"),
-            web_port: 8100,
             image: None,
             egress_socket: agent_dir.join("egress.sock"),
             page_dir: agent_dir.join("page"),
@@ -119,7 +119,7 @@ sleep 1000 &
   for p in "$OWN_STATE" "$OTHER_STATE" "$OTHER_SOCKET" "$OTHER_RUN" /run/hive/mcp.sock; do
     [ -e "$p" ] && echo "seen=$p"
   done
-  for v in HIVE_AGENT HIVE_SOCKET HIVE_STATE_DIR HIVE_SHARED_DIR HIVE_WEB_PORT HIVE_RUNTIME HOME EXTRA; do
+  for v in HIVE_AGENT HIVE_SOCKET HIVE_STATE_DIR HIVE_SHARED_DIR HIVE_PAGE_SOCKET HIVE_RUNTIME HOME EXTRA; do
     eval "echo env.$v=\$$v"
   done
 } > /state/report.tmp
@@ -237,7 +237,7 @@ pub fn assert_isolated(
     assert_eq!(env("HIVE_SOCKET"), "/run/hive/mcp.sock");
     assert_eq!(env("HIVE_STATE_DIR"), "/state");
     assert_eq!(env("HIVE_SHARED_DIR"), "/shared");
-    assert_eq!(env("HIVE_WEB_PORT"), "8100");
+    assert_eq!(env("HIVE_PAGE_SOCKET"), "/run/hive/page/page.sock");
     assert_eq!(env("HIVE_RUNTIME"), runtime);
     assert_eq!(env("HOME"), "/state");
     assert_eq!(env("EXTRA"), "1");

@@ -5,7 +5,9 @@
 //! row by row without a reload, hostile text shown as text, the ctx and
 //! cost badges filled at turn end, history backfill without duplicates on
 //! a reload, the inbox, compaction from its button, and cross-origin POSTs
-//! refused.
+//! refused. The page is the dashboard's `/agent/<name>/`, logged in with the
+//! operator's cookie; core proxies it (SSE included) to the harness's page
+//! socket.
 //!
 //! Needs Chromium + chromedriver (`HIVE_CHROMIUM`, `HIVE_CHROMEDRIVER`, or
 //! Debian's `chromium` and `chromium-driver`) and the CLI (see `e2e`):
@@ -13,8 +15,6 @@
 //! `HIVE_SCREENSHOTS=1` it writes `docs/screenshots/agent.png`.
 #![allow(clippy::disallowed_methods)] // tests start chromedriver directly
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 
 use fantoccini::key::Key;
@@ -27,19 +27,13 @@ use crate::support::Hive;
 /// The hostile text: an image whose error handler would run script.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 
-/// One raw HTTP/1.1 POST to the harness's web server: the status.
-fn post_status(web: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
-    let addr = web.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut request = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response.split(' ').nth(1).unwrap().parse().unwrap()
+/// One raw HTTP/1.1 POST to the agent's page on the dashboard with the
+/// login cookie and `headers`: the status.
+fn post_status(hive: &Hive, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    let cookie = hive.cookie();
+    let headers = [&[("Cookie", cookie.as_str())], headers].concat();
+    hive.http("POST", &format!("/agent/pg{path}"), &headers, body)
+        .0
 }
 
 fn count(browser: &Browser, css: &str) -> u64 {
@@ -77,7 +71,10 @@ fn a_turn_streams_into_the_agent_page() {
         }
     });
     let agent = Harness::start(&hive, "pg", "agent", &model, &claude);
-    let page = format!("{}/", agent.web);
+    let page = format!("{}/agent/pg/", hive.dashboard);
+    // Logged in first: the page, like everything on the dashboard, needs
+    // the operator's cookie.
+    browser.open(&hive.login_url());
     browser.open(&page);
     browser.js("window.__sameDocument = 'yes'; return true");
     assert_eq!(
@@ -220,32 +217,29 @@ fn a_turn_streams_into_the_agent_page() {
     // Other origins cannot act; the page's own requests can.
     let json_type = ("Content-Type", "application/json");
     let body = r#"{"body":"FROM-ELSEWHERE"}"#;
-    for origin in ["http://evil.example", "null", &hive.dashboard] {
-        let status = post_status(
-            &agent.web,
-            "/api/send",
-            &[json_type, ("Origin", origin)],
-            body,
-        );
+    for origin in ["http://evil.example", "null", "http://localhost:1"] {
+        let status = post_status(&hive, "/api/send", &[json_type, ("Origin", origin)], body);
         assert_eq!(status, 403, "a POST from {origin}");
     }
     let status = post_status(
-        &agent.web,
+        &hive,
         "/api/send",
         &[json_type, ("Sec-Fetch-Site", "cross-site")],
         body,
     );
     assert_eq!(status, 403);
+    let status = post_status(&hive, "/api/send", &[json_type], body);
+    assert_eq!(status, 403, "the cookie without an origin");
+    let origin = hive.dashboard.clone();
     let status = post_status(
-        &agent.web,
+        &hive,
         "/api/new-session",
-        &[("Content-Type", "text/plain")],
+        &[("Content-Type", "text/plain"), ("Origin", &origin)],
         "{}",
     );
     assert_eq!(status, 415);
-    let origin = agent.web.clone();
     let status = post_status(
-        &agent.web,
+        &hive,
         "/api/new-session",
         &[json_type, ("Origin", &origin)],
         "{}",

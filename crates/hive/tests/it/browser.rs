@@ -10,7 +10,6 @@
 //! the spawn test also writes `docs/screenshots/dashboard.png`.
 #![allow(clippy::disallowed_methods)] // tests start chromedriver directly
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -235,7 +234,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One raw HTTP/1.1 request to the dashboard: (status, body).
+/// One raw HTTP/1.1 request to the dashboard as the operator's script
+/// (bearer token, unless `headers` bring a credential): (status, body).
 fn http(
     hive: &Hive,
     method: &str,
@@ -243,22 +243,17 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let addr = hive.dashboard.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        request.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    let bearer = hive.bearer();
+    let credentialed = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("cookie"));
+    let auth: &[(&str, &str)] = if credentialed {
+        &[]
+    } else {
+        &[("Authorization", &bearer)]
+    };
+    let (status, _, body) = hive.http(method, path, &[auth, headers].concat(), body);
+    (status, body)
 }
 
 fn screenshots_wanted() -> bool {
@@ -280,7 +275,7 @@ fn approving_a_spawn_shows_the_container_live() {
         "process",
         &["--manager-port", "18700", "--agent-ports", "18701-18720"],
     );
-    browser.open(&format!("{}/", hive.dashboard));
+    browser.open(&hive.login_url());
     browser.until(
         "the manager's row",
         r#"return document.querySelector('#containers .item[data-name="manager"] .badge.green')"#,
@@ -303,7 +298,8 @@ fn approving_a_spawn_shows_the_container_live() {
         r#"const row = document.querySelector('#containers .item[data-name="coder"]');
            return row && row.querySelector('.badge.green') && !row.classList.contains('busy');"#,
     );
-    // The approval moved to history; the link points at coder's web port.
+    // The approval moved to history; the link points at coder's page,
+    // proxied by the dashboard.
     browser.until(
         "the approval in history",
         &format!(
@@ -314,7 +310,7 @@ fn approving_a_spawn_shows_the_container_live() {
         browser.js(
             r#"return document.querySelector('#containers .item[data-name="coder"] a.web').href"#
         ),
-        "http://127.0.0.1:18701/"
+        format!("{}/agent/coder/", hive.dashboard)
     );
     // No reload happened: the same document, loaded once.
     assert_eq!(browser.js("return window.__marker"), "still the same page");
@@ -463,7 +459,7 @@ fn answering_a_question() {
         return;
     };
     let hive = Hive::start(&["alice"]);
-    browser.open(&format!("{}/", hive.dashboard));
+    browser.open(&hive.login_url());
     let asked = json_line(&hive.agent(
         "alice",
         r#"{"cmd":"ask","question":"Ship it today?","options":["yes","no"],"ttl_seconds":600}"#,
@@ -503,7 +499,7 @@ fn sending_with_at_completion() {
         return;
     };
     let hive = Hive::start(&["alice", "bob"]);
-    browser.open(&format!("{}/", hive.dashboard));
+    browser.open(&hive.login_url());
     browser.type_into("#compose-body", "@al");
     browser.until(
         "the completion dropdown",
@@ -545,7 +541,7 @@ fn hostile_text_stays_text() {
         return;
     };
     let hive = Hive::start(&["alice"]);
-    browser.open(&format!("{}/", hive.dashboard));
+    browser.open(&hive.login_url());
     let payload = "<img src=x onerror=alert(1)>";
     let line = json!({"cmd":"send","to":"operator","body":payload}).to_string();
     assert_eq!(hive.agent("alice", &line), r#"{"kind":"ok"}"#);
@@ -650,7 +646,10 @@ fn cross_origin_actions_are_refused() {
         return;
     };
     let port = hive.dashboard.rsplit(':').next().unwrap().to_owned();
-    browser.open(&format!("http://localhost:{port}/"));
+    browser.open(&format!(
+        "http://localhost:{port}/login?token={}",
+        hive.token
+    ));
     let target = format!("{}/api/send", hive.dashboard);
     let outcome = browser.rt.block_on(browser.client().execute_async(
         r#"const [url, done] = arguments;

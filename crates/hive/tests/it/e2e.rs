@@ -8,7 +8,7 @@
 #![allow(clippy::disallowed_methods)] // tests start the real binaries directly
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -354,10 +354,27 @@ pub(crate) fn answers_a_tool(request: &Value) -> bool {
 // ---------------------------------------------------------------------------
 // Harness processes.
 
+/// The operator's message to `name` from its page on the dashboard
+/// (`POST /agent/<name>/api/send`, which core answers): status and body.
+pub(crate) fn operator_send(hive: &Hive, name: &str, body: &str) -> (u16, String) {
+    let bearer = hive.bearer();
+    let (status, _, answer) = hive.http(
+        "POST",
+        &format!("/agent/{name}/api/send"),
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        &json!({ "body": body }).to_string(),
+    );
+    (status, answer)
+}
+
 /// One `hive agent serve`, killed on drop.
 pub(crate) struct Harness {
     child: Child,
-    pub(crate) web: String,
+    /// Its page socket (core proxies it at `/agent/<name>/`).
+    pub(crate) page: PathBuf,
 }
 
 impl Harness {
@@ -388,7 +405,11 @@ impl Harness {
             .env("HIVE_SOCKET", hive.agent_socket(name))
             .env("HIVE_STATE_DIR", &state)
             .env("HIVE_SHARED_DIR", hive.state_dir().join("shared"))
-            .env("HIVE_WEB_PORT", "0")
+            .env("HIVE_PAGE_SOCKET", hive.page_socket(name))
+            .env(
+                "HIVE_CONTROL_DIR",
+                hive.state_dir().join("agents").join(name).join("control"),
+            )
             .env("HIVE_CLAUDE_BIN", claude)
             .env("HIVE_LOG", "warn")
             .env("ANTHROPIC_BASE_URL", &model.url)
@@ -403,42 +424,30 @@ impl Harness {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let web = crate::support::wait_ready(&mut child, "hive agent: web ", "hive agent: serving");
-        Harness { child, web }
+        crate::support::wait_ready(&mut child, "hive agent: page ", "hive agent: serving");
+        Harness {
+            child,
+            page: hive.page_socket(name),
+        }
     }
 
-    /// GETs a path of the harness's web server.
+    /// GETs a path on the harness's page socket (as core's proxy does).
     pub(crate) fn get(&self, path: &str) -> Value {
-        let addr = self.web.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+        let (status, head, body) = crate::support::unix_http(&self.page, "GET", path, &[], "");
+        assert_eq!(status, 200, "{head}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
-    /// POSTs JSON to a path of the harness's web server: status and body.
+    /// POSTs JSON to a path on the harness's page socket: status and body.
     pub(crate) fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let addr = self.web.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).unwrap();
-        let body = body.to_string();
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        let (status, _, body) = crate::support::unix_http(
+            &self.page,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            &body.to_string(),
+        );
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     /// The live event history.
@@ -486,7 +495,7 @@ pub(crate) fn wait_for(what: &str, harnesses: &[&Harness], mut check: impl FnMut
                         .iter()
                         .map(|e| e.to_string().chars().take(600).collect())
                         .collect();
-                    format!("{}:\n{}", h.web, lines.join("\n"))
+                    format!("{}:\n{}", h.page.display(), lines.join("\n"))
                 })
                 .collect();
             panic!("timed out waiting for {what}\n{}", dump.join("\n\n"));
@@ -890,20 +899,28 @@ fn the_operator_drives_an_agent_from_its_web_page() {
         std::fs::read_to_string(state.join("hyperhive-model")).unwrap(),
         "claude-e2e-model\n"
     );
-    // A message as the operator, from the page.
-    let (status, body) = e.post("/api/send", &json!({"body": "VIA-WEB one"}));
+    // A message as the operator, from the page: core's, not the harness's.
+    assert_eq!(e.post("/api/send", &json!({"body": "FORGED"})).0, 404);
+    let (status, body) = operator_send(&hive, "e", "VIA-WEB one");
     assert_eq!(status, 200, "{body}");
     wait_for("the first turn", &[&e], || turns_ended(&e) == 1);
     let first = model.requests().last().cloned().unwrap();
     assert_eq!(first["model"], "claude-e2e-model");
     assert!(last_user_text(&first).contains("from: operator (message #1)\n\nVIA-WEB one"));
+    assert!(
+        !model
+            .requests()
+            .iter()
+            .any(|r| last_user_text(r).contains("FORGED")),
+        "the page socket took a message as the operator"
+    );
 
     // The next turn continues the session; after "new session" it does not.
-    e.post("/api/send", &json!({"body": "VIA-WEB two"}));
+    operator_send(&hive, "e", "VIA-WEB two");
     wait_for("the second turn", &[&e], || turns_ended(&e) == 2);
     assert_eq!(e.post("/api/new-session", &json!({})).0, 200);
     assert_eq!(e.get("/api/state")["new_session_pending"], true);
-    e.post("/api/send", &json!({"body": "VIA-WEB three"}));
+    operator_send(&hive, "e", "VIA-WEB three");
     wait_for("the third turn", &[&e], || turns_ended(&e) == 3);
     let ids = sessions(&e);
     assert_eq!(ids.len(), 3);
@@ -913,7 +930,7 @@ fn the_operator_drives_an_agent_from_its_web_page() {
     // Paused by the operator (core writes the marker): no turn until resumed.
     let paused = hive.host(r#"{"cmd":"set_paused","name":"e","paused":true}"#);
     assert!(paused.contains(r#""ok":true"#), "{paused}");
-    e.post("/api/send", &json!({"body": "VIA-WEB four"}));
+    operator_send(&hive, "e", "VIA-WEB four");
     wait_for("the paused state", &[&e], || {
         e.get("/api/state")["state"] == "paused"
     });
@@ -923,7 +940,7 @@ fn the_operator_drives_an_agent_from_its_web_page() {
     wait_for("the resumed turn", &[&e], || turns_ended(&e) == 4);
 
     // Cancel a running turn: it ends failed and its message stays in flight.
-    e.post("/api/send", &json!({"body": "HOLD-ON"}));
+    operator_send(&hive, "e", "HOLD-ON");
     wait_for("the stalled request", &[&e], || model.stalls() == 1);
     assert_eq!(e.get("/api/state")["turn_running"], true);
     assert_eq!(e.post("/api/cancel", &json!({})).0, 200);

@@ -56,9 +56,10 @@ fn spawn_crash_restart_destroy_purge_on_process() {
         r#"{"version":1,"ok":true}"#
     );
     let row = status(&hive, "coder");
+    let page = format!("{}/agent/coder/", hive.dashboard);
     assert_eq!(
         (row["running"].as_bool(), row["url"].as_str()),
-        (Some(true), Some("http://127.0.0.1:18100/"))
+        (Some(true), Some(page.as_str()))
     );
     let events = manager_events(&hive);
     assert!(
@@ -187,8 +188,8 @@ fn spawn_crash_restart_destroy_purge_on_process() {
     );
     assert_eq!(
         status(&hive, "coder")["url"],
-        "http://127.0.0.1:18100/",
-        "same port after revival"
+        format!("{}/agent/coder/", hive.dashboard),
+        "the same page after revival"
     );
 
     // Purge: state and socket gone, the name free again.

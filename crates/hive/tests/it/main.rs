@@ -11,6 +11,7 @@ mod e2e;
 mod host;
 mod lifecycle;
 mod operator;
+mod pages;
 mod planted;
 mod pressure;
 mod sandboxes;

@@ -1,5 +1,6 @@
 //! The daemon on each sandboxing runtime the machine has: the manager and
-//! an approved agent come up with the real harness inside, then go.
+//! an approved agent come up with the real harness inside, its page
+//! reachable through the dashboard's proxy, then go.
 
 use serde_json::Value;
 
@@ -60,6 +61,17 @@ fn spawn_and_purge(runtime: &str, ports: &str, manager_port: &str) {
     eventually("coder's harness to serve", || {
         logs(&hive, "coder").contains("serving coder")
     });
+    // The harness binds its page socket in the page dir, inside the
+    // sandbox; core reaches it from the host.
+    let bearer = hive.bearer();
+    let (status, _, body) = hive.http(
+        "GET",
+        "/agent/coder/api/state",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["agent"], "coder", "{body}");
 
     assert_eq!(
         hive.host(r#"{"cmd":"destroy","name":"coder","purge":true}"#),

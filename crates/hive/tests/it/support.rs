@@ -13,6 +13,8 @@ pub struct Hive {
     pub dir: tempfile::TempDir,
     pub child: Child,
     pub dashboard: String,
+    /// The operator credential, from `<run-dir>/operator-token`.
+    pub token: String,
 }
 
 impl Hive {
@@ -50,11 +52,51 @@ impl Hive {
             .spawn()
             .unwrap();
         let dashboard = wait_ready(&mut child, "hive: dashboard ", "hive: runtime");
+        let token = std::fs::read_to_string(dir.path().join("run/operator-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
         Hive {
             dir,
             child,
             dashboard,
+            token,
         }
+    }
+
+    /// The link that logs a browser in (and lands on the dashboard).
+    pub fn login_url(&self) -> String {
+        format!("{}/login?token={}", self.dashboard, self.token)
+    }
+
+    /// `Authorization: Bearer <token>`'s value.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// The `Cookie` header a logged-in browser sends.
+    pub fn cookie(&self) -> String {
+        format!("hive_operator={}", self.token)
+    }
+
+    /// One raw request to the dashboard, with exactly `headers` (plus
+    /// `Host`, unless given): status, head and body.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String, String) {
+        let addr = self.dashboard.trim_start_matches("http://");
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let host = [("Host", addr)];
+        let host: &[(&str, &str)] = if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            &[]
+        } else {
+            &host
+        };
+        raw_http(stream, method, path, &[host, headers].concat(), body)
     }
 
     pub fn run_dir(&self) -> PathBuf {
@@ -67,6 +109,16 @@ impl Hive {
 
     pub fn host_socket(&self) -> PathBuf {
         self.run_dir().join("host.sock")
+    }
+
+    /// Where `name`'s harness binds its page socket (core proxies it).
+    pub fn page_socket(&self, name: &str) -> PathBuf {
+        let dir = if name == "manager" {
+            self.run_dir().join("manager")
+        } else {
+            self.run_dir().join("agents").join(name)
+        };
+        dir.join("page/page.sock")
     }
 
     pub fn agent_socket(&self, name: &str) -> PathBuf {
@@ -98,20 +150,12 @@ impl Hive {
         v["messages"].as_array().unwrap().clone()
     }
 
-    /// GETs a dashboard path, returning the body.
+    /// GETs a dashboard path as the operator (bearer), returning the body.
     pub fn http_get(&self, path: &str) -> String {
-        let addr = self.dashboard.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        body.to_owned()
+        let bearer = self.bearer();
+        let (status, head, body) = self.http("GET", path, &[("Authorization", &bearer)], "");
+        assert_eq!(status, 200, "{head}\n\n{body}");
+        body
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -166,6 +210,44 @@ pub fn wait_ready(child: &mut Child, url_prefix: &str, ready: &str) -> String {
             return url;
         }
     }
+}
+
+/// One HTTP/1.1 request on `stream` (`Connection: close`, the body's
+/// length added): status, head and body.
+pub fn raw_http(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head: {response:?}"));
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// One HTTP/1.1 request on a unix socket (an agent's page socket).
+pub fn unix_http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let stream =
+        UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    let headers = [&[("Host", "page")], headers].concat();
+    raw_http(stream, method, path, &headers, body)
 }
 
 /// Writes `request` plus a newline and reads one response line.
