@@ -66,6 +66,8 @@ impl Coordinator {
             .set_deployed_sha(name.as_str(), Some(&deployed.sha))?;
         self.store
             .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
+        self.egress
+            .set_policy(name, deployed.config.network.clone());
         // The control dir is core's own (bound read-only into the
         // container): nothing an agent planted can redirect this write.
         let dir = self.paths.control_dir(name);
