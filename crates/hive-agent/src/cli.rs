@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// The agent's read-only config repo (for its `prompt.md`).
     #[arg(long, env = "HIVE_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
+    /// Core's egress proxy socket: the engine's only way out, bridged to
+    /// a loopback port it gets as `HTTPS_PROXY`/`HTTP_PROXY`.
+    #[arg(long, env = "HIVE_EGRESS_SOCKET")]
+    pub egress_socket: Option<PathBuf>,
     /// Port of the agent's web UI (0: any free port; absent: no web UI).
     #[arg(long, env = "HIVE_WEB_PORT")]
     pub web_port: Option<u16>,
@@ -175,7 +179,15 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         client,
         default_model.clone(),
     );
-    let engine: Arc<dyn crate::engine::Engine> = Arc::new(Claude::new(args.claude_bin));
+    let mut claude = Claude::new(args.claude_bin);
+    if let Some(socket) = args.egress_socket.filter(|s| !s.as_os_str().is_empty()) {
+        let addr = crate::egress::start(socket.clone())
+            .await
+            .context("egress bridge")?;
+        tracing::info!(%addr, socket = %socket.display(), "egress bridge");
+        claude = claude.with_env(crate::egress::proxy_env(addr));
+    }
+    let engine: Arc<dyn crate::engine::Engine> = Arc::new(claude);
     shared.login.set_engine(engine.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
