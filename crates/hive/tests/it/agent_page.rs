@@ -21,8 +21,9 @@ use fantoccini::key::Key;
 use serde_json::json;
 
 use crate::browser::Browser;
-use crate::e2e::{Harness, ModelServer, Reply, answers_a_tool, claude, last_user_text, serial};
-use crate::support::Hive;
+use crate::e2e::{
+    Harness, ModelServer, Reply, answers_a_tool, claude, hive_for, last_user_text, serial,
+};
 
 /// The hostile text: an image whose error handler would run script.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
@@ -59,7 +60,6 @@ fn a_turn_streams_into_the_agent_page() {
     let Some(browser) = Browser::start("a_turn_streams_into_the_agent_page") else {
         return;
     };
-    let hive = Hive::start(&["pg"]);
     let model = ModelServer::start(|request| {
         if answers_a_tool(request) {
             return Reply::Text("**Done.** I told the operator, see `send`.".into());
@@ -76,6 +76,7 @@ fn a_turn_streams_into_the_agent_page() {
             Reply::Text("noted".into())
         }
     });
+    let hive = hive_for(&["pg"], &model);
     let agent = Harness::start(&hive, "pg", "agent", &model, &claude);
     let page = format!("{}/", agent.web);
     browser.open(&page);
