@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,10 +18,12 @@ use crate::config::commit;
 use crate::support::Hive;
 
 /// A loopback listener standing in for the model: HTTP requests are
-/// answered with the `Via` they carried; anything else is echoed.
+/// answered with the `Via` they carried (`/sse`: one event, then the last
+/// one once `release` is set); anything else is echoed.
 struct Upstream {
     port: u16,
     connections: Arc<AtomicUsize>,
+    release: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -29,15 +31,21 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
-        let seen = connections.clone();
+        let release = Arc::new(AtomicBool::new(false));
+        let (seen, go) = (connections.clone(), release.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 seen.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || answer(stream));
+                let go = go.clone();
+                std::thread::spawn(move || answer(stream, &go));
             }
         });
-        Upstream { port, connections }
+        Upstream {
+            port,
+            connections,
+            release,
+        }
     }
 
     fn connections(&self) -> usize {
@@ -45,7 +53,7 @@ impl Upstream {
     }
 }
 
-fn answer(stream: TcpStream) {
+fn answer(stream: TcpStream, release: &AtomicBool) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     let mut first = String::new();
@@ -75,6 +83,18 @@ fn answer(stream: TcpStream) {
         {
             via = v.trim().to_owned();
         }
+    }
+    if first.starts_with("POST /sse ") {
+        let _ = out.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\nevent: message_start\ndata: {}\n\n",
+        );
+        let _ = out.flush();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !release.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = out.write_all(b"event: message_stop\ndata: {}\n\n");
+        return;
     }
     let body = format!("{} via {via}", first.trim());
     let _ = write!(
@@ -159,6 +179,31 @@ fn an_agent_reaches_the_model_endpoint_and_nothing_else_on_the_host() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(body, "GET /v1/models?x=1 HTTP/1.1 via 1.1 hive-egress");
     assert_eq!(model.connections(), 2);
+    // A streamed answer is passed on as it comes, not buffered: the first
+    // event arrives while the model still holds back the last one.
+    let mut sse = UnixStream::connect(&socket).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        sse,
+        "POST http://{model_at}/sse HTTP/1.1\r\nHost: {model_at}\r\nConnection: close\r\ncontent-length: 2\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(sse);
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.starts_with("data:")) {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{lines:?}");
+        lines.push(line);
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("event: message_start")),
+        "{lines:?}"
+    );
+    model.release.store(true, Ordering::SeqCst);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("event: message_stop"), "{rest}");
+    assert_eq!(model.connections(), 3);
 
     // Anything else on loopback: refused, and never connected to.
     let other_at = format!("127.0.0.1:{}", other.port);
@@ -199,7 +244,7 @@ fn an_agent_reaches_the_model_endpoint_and_nothing_else_on_the_host() {
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
 
     assert_eq!(other.connections(), 0);
-    assert_eq!(model.connections(), 2);
+    assert_eq!(model.connections(), 3);
 }
 
 #[test]
