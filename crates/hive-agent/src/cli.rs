@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// `/agent/<name>/` on the dashboard; absent: no page).
     #[arg(long, env = "HIVE_PAGE_SOCKET")]
     pub page_socket: Option<PathBuf>,
+    /// Core's egress proxy socket: the engine's only way out, bridged to
+    /// a loopback port it gets as `HTTPS_PROXY`/`HTTP_PROXY`.
+    #[arg(long, env = "HIVE_EGRESS_SOCKET")]
+    pub egress_socket: Option<PathBuf>,
     /// The claude binary (a bare name searches PATH).
     #[arg(long, env = "HIVE_CLAUDE_BIN", default_value = "claude")]
     pub claude_bin: PathBuf,
@@ -172,7 +176,15 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         client,
         default_model.clone(),
     );
-    let engine: Arc<dyn crate::engine::Engine> = Arc::new(Claude::new(args.claude_bin));
+    let mut claude = Claude::new(args.claude_bin);
+    if let Some(socket) = args.egress_socket.filter(|s| !s.as_os_str().is_empty()) {
+        let addr = crate::egress::start(socket.clone())
+            .await
+            .context("egress bridge")?;
+        tracing::info!(%addr, socket = %socket.display(), "egress bridge");
+        claude = claude.with_env(crate::egress::proxy_env(addr));
+    }
+    let engine: Arc<dyn crate::engine::Engine> = Arc::new(claude);
     shared.login.set_engine(engine.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 

@@ -20,6 +20,7 @@ pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod deployed;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod harness;

@@ -18,7 +18,9 @@ use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
-use crate::schema::{AgentConfig, McpServer, Mount, RESERVED_CONTAINER_PATHS, parse_size};
+use crate::schema::{
+    AgentConfig, HostPattern, McpServer, Mount, Network, RESERVED_CONTAINER_PATHS, parse_size,
+};
 
 /// Top-level keys of `agent.toml`, in the order serde lists them.
 pub const FIELDS: &[&str] = &[
@@ -374,6 +376,19 @@ fn meaning(
         );
     }
 
+    // network
+    if let Network::Hosts(hosts) = &c.network {
+        for (i, host) in hosts.iter().enumerate() {
+            if let Err(problem) = HostPattern::parse(host) {
+                at.push(
+                    errors,
+                    &[Key("network"), Index(i)],
+                    format!("network[{i}] `{host}` {problem}"),
+                );
+            }
+        }
+    }
+
     // mounts
     for (i, m) in c.mounts.iter().enumerate() {
         check_mount(at, errors, i, m, &c.mounts[..i]);
@@ -637,7 +652,7 @@ mod tests {
         let c = check_agent_toml("model = \"sonnet\"\n").unwrap();
         assert_eq!(c.model, "sonnet");
         assert_eq!(c.prompt, "prompt.md");
-        assert_eq!(c.network, crate::Network::Full);
+        assert_eq!(c.network, crate::Network::Model);
         let full = r#"
 model = "claude-sonnet-4-5"
 engine = "claude"
@@ -696,7 +711,7 @@ read_only = false
                 "agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"",
                 "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `packages`",
                 "agent.toml:2: engine: unknown variant `codex`, expected `claude`",
-                "agent.toml:3: network: invalid value: string \"lan\", expected true, false, \"full\" or \"none\"",
+                "agent.toml:3: network: invalid value: string \"lan\", expected \"none\", \"model\", \"full\", a list of hosts, true or false",
                 "agent.toml:6: resources: unknown field `cpus`, expected `cpu` or `memory`",
             ],
         );
@@ -762,6 +777,43 @@ container_path = "/b"
                 "agent.toml:9: mcp_servers.two: unknown field `allowed_tool`, expected one of `command`, `args`, `env`, `allowed_tools`",
                 "agent.toml:11: mounts[0]: missing field `container_path`",
             ],
+        );
+    }
+
+    #[test]
+    fn network_policies() {
+        use crate::Network;
+        for (text, policy) in [
+            ("network = \"none\"", Network::None),
+            ("network = false", Network::None),
+            ("network = \"model\"", Network::Model),
+            ("network = \"full\"", Network::Full),
+            ("network = true", Network::Full),
+            (
+                "network = [\"github.com\", \"pypi.org:443\", \"*.example.org\"]",
+                Network::Hosts(vec![
+                    "github.com".into(),
+                    "pypi.org:443".into(),
+                    "*.example.org".into(),
+                ]),
+            ),
+        ] {
+            let c = check_agent_toml(&format!("model = \"m\"\n{text}\n")).unwrap();
+            assert_eq!(c.network, policy, "{text}");
+            // What serializes parses back to the same policy.
+            let again = toml::to_string(&c).unwrap();
+            assert_eq!(check_agent_toml(&again).unwrap().network, policy);
+        }
+        check(
+            "model = \"m\"\nnetwork = [\n  \"github.com\",\n  \"bad host\",\n  \"x.org:0\",\n]\n",
+            &[
+                "agent.toml:4: network[1] `bad host` is not a host name (letters, digits, `-` and `.`; optionally `*.` first and `:port` last) or an IP address",
+                "agent.toml:5: network[2] `x.org:0` has a port that is not 1-65535",
+            ],
+        );
+        check(
+            "model = \"m\"\nnetwork = [\"a.com\", 3]\n",
+            &["agent.toml:2: network: invalid type: integer `3`, expected a string"],
         );
     }
 

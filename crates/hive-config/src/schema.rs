@@ -43,7 +43,7 @@ pub struct AgentConfig {
     pub allowed_recipients: Option<Vec<String>>,
     /// CPU and memory limits, where the runtime enforces them.
     pub resources: Resources,
-    /// Whether the agent reaches the network beyond its own sockets.
+    /// Egress policy: `"model"` (default), `"none"`, a host list, `"full"`.
     pub network: Network,
     /// Extra host directories bound into the container.
     pub mounts: Vec<Mount>,
@@ -163,52 +163,191 @@ pub(crate) fn parse_size(s: &str) -> Option<u64> {
     (1.0..1.0e18).contains(&bytes).then_some(bytes as u64)
 }
 
-/// Network access of the agent's container. In `agent.toml`: `true` or
-/// `"full"` (the default), `false` or `"none"` (loopback only).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// The agent's egress policy, enforced by core's per-agent egress proxy
+/// (the only way out of the agent's network namespace). In `agent.toml`:
+/// `"model"` (the default: only the operator's model endpoint), `"none"`
+/// (nothing at all), a list of hosts (`["github.com", "pypi.org:443"]`,
+/// plus the model endpoint), or `"full"` (any public address). `true` and
+/// `false`, from older files, mean `"full"` and `"none"`. Whatever the
+/// policy, the proxy never connects to the host's loopback, link-local or
+/// own addresses, except the operator's model endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub enum Network {
-    /// Loopback only.
+    /// No egress at all, not even the model endpoint.
     None,
-    /// Whatever egress the runtime gives containers.
+    /// Only the operator-configured model endpoint.
     #[default]
+    Model,
+    /// The model endpoint and these hosts (`host`, `host:port` or
+    /// `*.domain[:port]`; a host without a port means ports 80 and 443).
+    Hosts(Vec<String>),
+    /// Any public address (never private, loopback or link-local ones).
     Full,
 }
 
 impl Network {
-    pub fn as_str(self) -> &'static str {
+    /// Whether the host list allows `host:port` (`false` for the other
+    /// policies: they do not name hosts).
+    pub fn lists(&self, host: &str, port: u16) -> bool {
         match self {
-            Network::None => "none",
-            Network::Full => "full",
+            Network::Hosts(hosts) => hosts
+                .iter()
+                .filter_map(|h| HostPattern::parse(h).ok())
+                .any(|p| p.matches(host, port)),
+            _ => false,
+        }
+    }
+}
+
+/// The policy as `agent.toml` spells it: `"model"`, or `["a.com", "b:22"]`.
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Network::None => f.write_str("\"none\""),
+            Network::Model => f.write_str("\"model\""),
+            Network::Full => f.write_str("\"full\""),
+            Network::Hosts(hosts) => {
+                f.write_str("[")?;
+                for (i, h) in hosts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{h:?}")?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }
 
 impl Serialize for Network {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
+        match self {
+            Network::None => s.serialize_str("none"),
+            Network::Model => s.serialize_str("model"),
+            Network::Full => s.serialize_str("full"),
+            Network::Hosts(hosts) => hosts.serialize(s),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Network {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct NetworkVisitor;
-        impl Visitor<'_> for NetworkVisitor {
+        impl<'de> Visitor<'de> for NetworkVisitor {
             type Value = Network;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"true, false, "full" or "none""#)
+                f.write_str(r#""none", "model", "full", a list of hosts, true or false"#)
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Network, E> {
                 Ok(if v { Network::Full } else { Network::None })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Network, E> {
                 match v {
-                    "full" => Ok(Network::Full),
                     "none" => Ok(Network::None),
+                    "model" => Ok(Network::Model),
+                    "full" => Ok(Network::Full),
                     _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
                 }
             }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Network, A::Error> {
+                let mut hosts = Vec::new();
+                while let Some(host) = seq.next_element::<String>()? {
+                    hosts.push(host);
+                }
+                Ok(Network::Hosts(hosts))
+            }
         }
         d.deserialize_any(NetworkVisitor)
+    }
+}
+
+/// One entry of a `network` host list: `host`, `host:port`, `*.domain`
+/// (any subdomain, not the domain itself), an IPv4 address, or an IPv6
+/// address (`[::1]:8080` with a port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lowercase, without brackets or the `*.` of a wildcard.
+    pub host: String,
+    pub wildcard: bool,
+    /// `None`: ports 80 and 443.
+    pub port: Option<u16>,
+}
+
+impl HostPattern {
+    /// Parses one entry; the error says what is wrong with it.
+    pub fn parse(entry: &str) -> Result<HostPattern, &'static str> {
+        let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+            let (v6, after) = rest.split_once(']').ok_or("has an unclosed `[`")?;
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("is not an IPv6 address in brackets");
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or("has junk after `]`")?),
+            };
+            (v6, port)
+        } else if entry.parse::<std::net::Ipv6Addr>().is_ok() {
+            (entry, None)
+        } else {
+            match entry.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (entry, None),
+            }
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => Some(p),
+                _ => return Err("has a port that is not 1-65535"),
+            },
+        };
+        let host = host.to_ascii_lowercase();
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return Ok(HostPattern {
+                host,
+                wildcard: false,
+                port,
+            });
+        }
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(name) => (true, name.to_owned()),
+            None => (false, host),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(
+                "is not a host name (letters, digits, `-` and `.`; optionally `*.` first and `:port` last) or an IP address",
+            );
+        }
+        Ok(HostPattern {
+            host: name,
+            wildcard,
+            port,
+        })
+    }
+
+    /// Whether `host:port` (a host as a client names it) matches.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let host_ok = if self.wildcard {
+            host.strip_suffix(&self.host)
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        let port_ok = match self.port {
+            Some(p) => p == port,
+            None => port == 80 || port == 443,
+        };
+        host_ok && port_ok
     }
 }
 
@@ -250,6 +389,43 @@ mod tests {
         ] {
             assert_eq!(parse_size(input), bytes, "{input}");
         }
+    }
+
+    #[test]
+    fn host_patterns() {
+        let p = |s: &str| HostPattern::parse(s);
+        assert!(p("github.com").unwrap().matches("GitHub.com", 443));
+        assert!(p("github.com").unwrap().matches("github.com.", 80));
+        assert!(!p("github.com").unwrap().matches("github.com", 22));
+        assert!(!p("github.com").unwrap().matches("api.github.com", 443));
+        assert!(p("pypi.org:8443").unwrap().matches("pypi.org", 8443));
+        assert!(!p("pypi.org:8443").unwrap().matches("pypi.org", 443));
+        let wild = p("*.github.com").unwrap();
+        assert!(wild.matches("api.github.com", 443));
+        assert!(!wild.matches("github.com", 443));
+        assert!(!wild.matches("evilgithub.com", 443));
+        assert!(p("10.0.0.5:5432").unwrap().matches("10.0.0.5", 5432));
+        assert!(p("[2001:db8::1]:22").unwrap().matches("[2001:db8::1]", 22));
+        assert!(p("2001:db8::1").unwrap().matches("2001:db8::1", 443));
+        for bad in [
+            "",
+            "a b",
+            "-x.com",
+            "x.com:0",
+            "x.com:99999",
+            "[::1",
+            "*.",
+            "a..b",
+            "x:y",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let list = Network::Hosts(vec!["github.com".into(), "pypi.org:443".into()]);
+        assert!(list.lists("github.com", 80));
+        assert!(!list.lists("pypi.org", 80));
+        assert!(!Network::Full.lists("github.com", 443));
+        assert_eq!(list.to_string(), r#"["github.com", "pypi.org:443"]"#);
+        assert_eq!(Network::Model.to_string(), r#""model""#);
     }
 
     #[test]

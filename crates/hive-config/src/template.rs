@@ -25,9 +25,14 @@ prompt = "prompt.md"
 # Leave it out to allow everyone.
 # allowed_recipients = ["manager", "operator"]
 
-# Network beyond the agent's own sockets: true / "full" (default),
-# false / "none" (loopback only).
-# network = true
+# Egress, through core's proxy (the agent's only way out):
+#   "model" (default): only the operator's model endpoint;
+#   "none": nothing at all;
+#   a list of hosts, e.g. ["github.com", "pypi.org:443", "*.example.org"]
+#     (a host without a port means ports 80 and 443; plus the model);
+#   "full": any public address.
+# Never the host's loopback, link-local or own addresses.
+# network = "model"
 
 # Container image and extra packages, for runtimes that support them.
 # image = "debian:bookworm"

@@ -69,6 +69,8 @@ impl Coordinator {
             .set_deployed_sha(name.as_str(), Some(&deployed.sha))?;
         self.store
             .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
+        self.egress
+            .set_policy(name, deployed.config.network.clone());
         // The control dir is core's own (bound read-only into the
         // container); reached without following links all the same.
         let dir = crate::safe_fs::Dir::create(

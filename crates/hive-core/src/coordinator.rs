@@ -53,6 +53,8 @@ pub struct Coordinator {
     pub settings: Settings,
     /// Every agent's proposed and applied config repos.
     pub config: hive_config::ConfigRepos,
+    /// The egress proxies' model endpoint and each agent's policy.
+    pub egress: Arc<crate::egress::Egress>,
     status_tx: broadcast::Sender<AgentStatusRow>,
     shutdown: watch::Sender<bool>,
     /// Accept loops of bound agent sockets, by agent name.
@@ -73,8 +75,14 @@ impl Coordinator {
     ) -> Self {
         let (status_tx, _) = broadcast::channel(STATUS_CHANNEL_CAPACITY);
         let (shutdown, _) = watch::channel(false);
+        let egress = crate::egress::Egress::new(
+            &settings.agent_env,
+            dashboard_addr.into_iter().collect(),
+            Some(hive_config::ConfigRepos::new(&paths.state_dir)),
+        );
         Self {
             config: hive_config::ConfigRepos::new(&paths.state_dir),
+            egress: Arc::new(egress),
             store,
             paths,
             dashboard: DashboardBus::default(),

@@ -11,6 +11,7 @@ pub mod actions;
 pub mod agent_server;
 pub mod config;
 pub mod coordinator;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod host_server;

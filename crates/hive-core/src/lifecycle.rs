@@ -382,6 +382,9 @@ impl Coordinator {
             .create(&self.container_spec(name, port, deployed))
             .await
             .map_err(runtime_error)?;
+        // The candidate's egress policy holds from its container's start.
+        self.egress
+            .set_policy(name, deployed.config.network.clone());
         runtime.start(name).await.map_err(runtime_error)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())

@@ -81,6 +81,35 @@ where
     }
 }
 
+/// Accepts raw streams forever (a socket that does not speak JSON lines:
+/// the egress proxy), at most `cap` at once; more wait in the backlog.
+/// Only the agent the socket belongs to can fill it.
+pub async fn accept_streams<F, Fut>(listener: UnixListener, cap: usize, handle: F)
+where
+    F: Fn(UnixStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(cap));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let conn = handle(stream);
+                tokio::spawn(async move {
+                    conn.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// The connections of one socket: how many hold a slot, and which of them
 /// are idle (evictable), longest idle first.
 #[derive(Debug)]

@@ -207,7 +207,10 @@ impl Paths {
                 // Under the old layout the manager could write this dir:
                 // a pidfile it left could name any host process group for
                 // the next start to kill.
-                if agent_dir.kind(std::ffi::OsStr::new("container.pid"))?.is_some() {
+                if agent_dir
+                    .kind(std::ffi::OsStr::new("container.pid"))?
+                    .is_some()
+                {
                     agent_dir.remove_file("container.pid")?;
                 }
                 safe_fs::prepare_proposed(self, &name)?;

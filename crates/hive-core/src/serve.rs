@@ -160,9 +160,12 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         .map(TcpListener::local_addr)
         .transpose()?;
 
+    let agent_env = agent_env(&paths, &config.agent_env)?;
+    let model = crate::egress::check_settings(&agent_env, dashboard_addr)?;
+    tracing::info!(%model, "egress: the model endpoint agents may reach");
     let settings = Settings {
         hive_bin: std::env::current_exe().context("locate the hive binary")?,
-        agent_env: agent_env(&paths, &config.agent_env)?,
+        agent_env,
         ports: config.ports,
         mirror: config.mirror,
         operator_token: operator_token.clone(),
@@ -268,11 +271,16 @@ pub fn serve_agent_socket(coord: &Arc<Coordinator>, name: AgentName) -> anyhow::
         return Ok(());
     }
     let socket = listener::bind(&coord.paths.agent_socket(&name))?;
+    let egress = crate::egress::Proxy::new(coord.egress.clone(), name.clone())
+        .bind(&coord.paths.egress_socket(&name))?;
     let task = {
         let (coord, name) = (coord.clone(), name.clone());
-        tokio::spawn(listener::accept_loop(socket, move |stream| {
+        let agent = listener::accept_loop(socket, move |stream| {
             agent_server::handle(coord.clone(), name.clone(), stream)
-        }))
+        });
+        tokio::spawn(async move {
+            tokio::join!(agent, egress);
+        })
     };
     let previous = coord
         .agent_sockets
@@ -369,6 +377,7 @@ fn remove_sockets(coord: &Coordinator) -> anyhow::Result<()> {
     for record in coord.store.agents()? {
         if let Ok(name) = AgentName::parse(&record.name) {
             sockets.push(coord.paths.agent_socket(&name));
+            sockets.push(coord.paths.egress_socket(&name));
         }
     }
     for socket in sockets {

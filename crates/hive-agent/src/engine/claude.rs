@@ -22,11 +22,23 @@ pub const ENV_DEFAULTS: &[(&str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct Claude {
     bin: PathBuf,
+    /// Set for every run on top of the defaults (the egress proxy).
+    env: Vec<(String, String)>,
 }
 
 impl Claude {
     pub fn new(bin: impl Into<PathBuf>) -> Self {
-        Self { bin: bin.into() }
+        Self {
+            bin: bin.into(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds variables every run (turns and logins) gets, over the
+    /// harness's own environment.
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.env.extend(env);
+        self
     }
 }
 
@@ -73,6 +85,9 @@ impl Engine for Claude {
                 spec = spec.env(*key, *value);
             }
         }
+        for (key, value) in &self.env {
+            spec = spec.env(key, value);
+        }
         spec = spec.env("HOME", req.state_dir.display().to_string());
         spec.cwd = Some(req.state_dir.to_owned());
         spec.stdin = Io::Piped;
@@ -104,6 +119,9 @@ impl Engine for Claude {
             if std::env::var_os(key).is_none() {
                 spec = spec.env(*key, *value);
             }
+        }
+        for (key, value) in &self.env {
+            spec = spec.env(key, value);
         }
         spec = spec.env("HOME", state_dir.display().to_string());
         spec.cwd = Some(state_dir.to_owned());
@@ -251,5 +269,14 @@ mod tests {
         assert_eq!(spec.env_value("HOME"), Some("/state"));
         assert_eq!(spec.cwd.as_deref(), Some(Path::new("/state")));
         assert!(spec.own_group);
+        assert_eq!(spec.env_value("HTTPS_PROXY"), None);
+        // Behind the egress bridge, turns and logins get the proxy.
+        let bridged = Claude::new("/usr/bin/claude")
+            .with_env(crate::egress::proxy_env("127.0.0.1:4567".parse().unwrap()));
+        let spec = bridged.command(&req);
+        assert_eq!(spec.env_value("HTTPS_PROXY"), Some("http://127.0.0.1:4567"));
+        assert_eq!(spec.env_value("NO_PROXY"), Some(""));
+        let login = bridged.login_command(Path::new("/state")).unwrap();
+        assert_eq!(login.env_value("http_proxy"), Some("http://127.0.0.1:4567"));
     }
 }

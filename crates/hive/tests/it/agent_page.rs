@@ -21,7 +21,9 @@ use fantoccini::key::Key;
 use serde_json::json;
 
 use crate::browser::Browser;
-use crate::e2e::{Harness, ModelServer, Reply, answers_a_tool, claude, last_user_text, serial};
+use crate::e2e::{
+    Harness, ModelServer, Reply, answers_a_tool, claude, hive_for, last_user_text, serial,
+};
 use crate::support::Hive;
 
 /// The hostile text: an image whose error handler would run script.
@@ -53,7 +55,6 @@ fn a_turn_streams_into_the_agent_page() {
     let Some(browser) = Browser::start("a_turn_streams_into_the_agent_page") else {
         return;
     };
-    let hive = Hive::start(&["pg"]);
     let model = ModelServer::start(|request| {
         if answers_a_tool(request) {
             return Reply::Text("**Done.** I told the operator, see `send`.".into());
@@ -70,6 +71,7 @@ fn a_turn_streams_into_the_agent_page() {
             Reply::Text("noted".into())
         }
     });
+    let hive = hive_for(&["pg"], &model);
     let agent = Harness::start(&hive, "pg", "agent", &model, &claude);
     let page = format!("{}/agent/pg/", hive.dashboard);
     // Logged in first: the page, like everything on the dashboard, needs

@@ -13,7 +13,7 @@ fn json(line: &str) -> Value {
 }
 
 /// Commits `files` on the proposed repo's `main` as the manager would.
-fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
+pub(crate) fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
     let repo = git2::Repository::open(repo).unwrap();
     let mut index = repo.index().unwrap();
     for (path, text) in files {

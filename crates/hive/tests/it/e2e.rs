@@ -1,6 +1,9 @@
 //! End to end with the real `claude` CLI: the real daemon, real
 //! `hive agent serve` harnesses (started directly, no container runtime),
 //! and a scripted Messages-API server on loopback standing in for the model.
+//! The daemon's `ANTHROPIC_BASE_URL` is that server and each harness gets
+//! its agent's egress socket, so every model request goes through core's
+//! egress proxy; the scripted server refuses any request that did not.
 //!
 //! Needs the CLI: `HIVE_CLAUDE_BIN`, or `.cache/claude/bin/claude` (see
 //! `scripts/install-claude`). Without it these tests print why and pass,
@@ -77,6 +80,8 @@ type Script = dyn Fn(&Value) -> Reply + Send + Sync;
 pub(crate) struct ModelServer {
     url: String,
     requests: Arc<Mutex<Vec<Value>>>,
+    /// Requests that came without the egress proxy's `Via` (refused).
+    direct: Arc<AtomicUsize>,
     stalls: Arc<AtomicUsize>,
     release: Arc<AtomicBool>,
 }
@@ -86,23 +91,30 @@ impl ModelServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let direct = Arc::new(AtomicUsize::new(0));
         let stalls = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
-        let shared = (requests.clone(), stalls.clone(), release.clone());
+        let shared = (
+            requests.clone(),
+            direct.clone(),
+            stalls.clone(),
+            release.clone(),
+        );
         std::thread::spawn(move || {
             for (n, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { continue };
-                let (requests, stalls, release) = shared.clone();
+                let (requests, direct, stalls, release) = shared.clone();
                 let script = script.clone();
                 std::thread::spawn(move || {
-                    serve_one(stream, n, &script, &requests, &stalls, &release);
+                    serve_one(stream, n, &script, &requests, &direct, &stalls, &release);
                 });
             }
         });
         ModelServer {
             url,
             requests,
+            direct,
             stalls,
             release,
         }
@@ -111,6 +123,11 @@ impl ModelServer {
     /// Every Messages request body so far.
     fn requests(&self) -> Vec<Value> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// Requests that bypassed the egress proxy.
+    pub(crate) fn direct(&self) -> usize {
+        self.direct.load(Ordering::SeqCst)
     }
 
     fn stalls(&self) -> usize {
@@ -129,15 +146,27 @@ fn serve_one(
     n: usize,
     script: &Arc<Script>,
     requests: &Mutex<Vec<Value>>,
+    direct: &AtomicUsize,
     stalls: &AtomicUsize,
     release: &AtomicBool,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let Some((method, path, body)) = read_request(&mut reader) else {
+    let Some((method, path, via, body)) = read_request(&mut reader) else {
         return;
     };
     eprintln!("model server: {method} {path} ({} bytes)", body.len());
     let mut out = stream;
+    // The model is reachable only through core's egress proxy.
+    if via.as_deref() != Some(hive_core::egress::VIA) {
+        direct.fetch_add(1, Ordering::SeqCst);
+        let body = r#"{"type":"error","error":{"type":"permission_error","message":"not through the egress proxy"}}"#;
+        let _ = write!(
+            out,
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
     if method != "POST" {
         let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         return;
@@ -267,8 +296,8 @@ fn respond_json(out: &mut TcpStream, body: &Value) {
     );
 }
 
-/// Method, path and body of one HTTP/1.1 request.
-fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Vec<u8>)> {
+/// Method, path, `Via` and body of one HTTP/1.1 request.
+fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Option<String>, Vec<u8>)> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -308,7 +337,8 @@ fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Vec<u8>)> 
             body.extend_from_slice(&chunk[..size]);
         }
     }
-    Some((method, path, body))
+    let via = headers.remove("via");
+    Some((method, path, via, body))
 }
 
 /// The newest `user` message of a Messages request (CLI 2.1.330 may put
@@ -349,6 +379,17 @@ pub(crate) fn answers_a_tool(request: &Value) -> bool {
     last_user(request)
         .and_then(|m| m["content"].as_array())
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+}
+
+/// A hive (no runtime) whose state dir holds `agents` and whose model
+/// endpoint, the one its egress proxies allow, is `model`.
+pub(crate) fn hive_for(agents: &[&str], model: &ModelServer) -> Hive {
+    let dir = tempfile::tempdir().unwrap();
+    for name in agents {
+        std::fs::create_dir_all(dir.path().join("state/agents").join(name).join("state")).unwrap();
+    }
+    let base_url = format!("ANTHROPIC_BASE_URL={}", model.url);
+    Hive::start_with(dir, "none", &["--agent-env", &base_url])
 }
 
 // ---------------------------------------------------------------------------
@@ -403,7 +444,15 @@ impl Harness {
             .args(extra)
             .env("HIVE_AGENT", name)
             .env("HIVE_SOCKET", hive.agent_socket(name))
+            .env(
+                "HIVE_EGRESS_SOCKET",
+                hive.agent_socket(name).with_file_name("egress.sock"),
+            )
             .env("HIVE_STATE_DIR", &state)
+            .env(
+                "HIVE_CONTROL_DIR",
+                hive.state_dir().join("agents").join(name).join("control"),
+            )
             .env("HIVE_SHARED_DIR", hive.state_dir().join("shared"))
             .env("HIVE_PAGE_SOCKET", hive.page_socket(name))
             .env(
@@ -531,7 +580,6 @@ fn assert_all_acked(hive: &Hive, name: &str) {
 fn an_operator_message_flows_through_two_agents() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let hive = Hive::start(&["a", "b"]);
     let model = ModelServer::start(|request| {
         if answers_a_tool(request) {
             return Reply::Text("done".into());
@@ -545,6 +593,7 @@ fn an_operator_message_flows_through_two_agents() {
             Reply::Text("noted".into())
         }
     });
+    let hive = hive_for(&["a", "b"], &model);
     let a = Harness::start(&hive, "a", "agent", &model, &claude);
     let b = Harness::start(&hive, "b", "agent", &model, &claude);
 
@@ -609,6 +658,9 @@ fn an_operator_message_flows_through_two_agents() {
             .any(|r| last_user_text(r).contains("from: a (message #2)"))
     );
 
+    // Every model request came through the agents' egress proxies.
+    assert_eq!(model.direct(), 0);
+
     // The broker agrees: B's inbox holds A's message, nothing unread.
     let recent = json(&hive.agent("b", r#"{"cmd":"recent","limit":5}"#));
     assert_eq!(recent["rows"][0]["from"], "a");
@@ -636,7 +688,6 @@ fn an_operator_message_flows_through_two_agents() {
 fn a_harness_killed_mid_turn_gets_the_message_back_with_a_banner() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let hive = Hive::start(&["c"]);
     let model = ModelServer::start(|request| {
         if answers_a_tool(request) {
             return Reply::Text("done".into());
@@ -650,6 +701,7 @@ fn a_harness_killed_mid_turn_gets_the_message_back_with_a_banner() {
             Reply::Text("noted".into())
         }
     });
+    let hive = hive_for(&["c"], &model);
     let first = Harness::start(&hive, "c", "agent", &model, &claude);
     hive.host(r#"{"cmd":"send","to":"c","body":"STALL-ME"}"#);
     wait_for("the model to be asked", &[&first], || model.stalls() == 1);
@@ -695,7 +747,6 @@ fn a_harness_killed_mid_turn_gets_the_message_back_with_a_banner() {
 fn a_manager_turn_requests_a_spawn() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let hive = Hive::start(&["manager"]);
     let model = ModelServer::start(|request| {
         if let Some(result) = tool_result_text(request) {
             // After the spawn request, ask for another turn; then stop.
@@ -717,6 +768,7 @@ fn a_manager_turn_requests_a_spawn() {
             Reply::Text("noted".into())
         }
     });
+    let hive = hive_for(&["manager"], &model);
     let manager = Harness::start(&hive, "manager", "manager", &model, &claude);
     hive.host(r#"{"cmd":"send","to":"manager","body":"SPAWN-WORKER please"}"#);
     wait_for("the approval", &[&manager], || {
@@ -762,7 +814,6 @@ fn a_manager_turn_requests_a_spawn() {
 fn a_rate_limit_backs_off_and_a_prompt_too_long_compacts_once() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let hive = Hive::start(&["d"]);
     let limited = Arc::new(AtomicUsize::new(0));
     let l = limited.clone();
     let model = ModelServer::start(move |request| {
@@ -789,6 +840,7 @@ fn a_rate_limit_backs_off_and_a_prompt_too_long_compacts_once() {
         }
         Reply::Text("fine".into())
     });
+    let hive = hive_for(&["d"], &model);
     let d = Harness::start_with(
         &hive,
         "d",
@@ -866,7 +918,6 @@ fn a_rate_limit_backs_off_and_a_prompt_too_long_compacts_once() {
 fn the_operator_drives_an_agent_from_its_web_page() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let hive = Hive::start(&["e"]);
     let model = ModelServer::start(|request| {
         if last_user_text(request).contains("HOLD-ON") {
             Reply::Stall
@@ -874,6 +925,7 @@ fn the_operator_drives_an_agent_from_its_web_page() {
             Reply::Text("fine".into())
         }
     });
+    let hive = hive_for(&["e"], &model);
     let e = Harness::start(&hive, "e", "agent", &model, &claude);
     let sessions = |e: &Harness| -> Vec<String> {
         e.events()

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod config;
 mod e2e;
+mod egress;
 mod host;
 mod lifecycle;
 mod operator;
