@@ -19,6 +19,7 @@ pub mod jsonl;
 pub mod lifecycle;
 pub mod listener;
 pub mod paths;
+pub mod sandbox_files;
 pub mod scheduler;
 pub mod serve;
 

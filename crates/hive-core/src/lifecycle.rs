@@ -12,7 +12,7 @@ use std::time::Duration;
 use hive_config::Deployed;
 use hive_proto::dashboard::{TombstoneView, TransientKind};
 use hive_proto::{AgentName, DashboardEvent, HelperEvent, SYSTEM_SENDER};
-use hive_runtime::{Bind, ContainerSpec, ContainerStatus, Runtime, StateChange};
+use hive_runtime::{AgentUser, Bind, ContainerSpec, ContainerStatus, Runtime, StateChange};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::coordinator::Coordinator;
@@ -22,6 +22,19 @@ use crate::error::{Error, Result};
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The grace each container gets when the daemon shuts down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The gid every agent's program runs with; `/shared` belongs to it.
+pub const AGENT_GID: u32 = 100_000;
+
+/// The unprivileged host user an agent's program runs as: one uid per
+/// agent, from its stored, unique and stable web port (the manager's 8000
+/// gives uid 108000), and the common [`AGENT_GID`].
+pub fn agent_user(port: u16) -> AgentUser {
+    AgentUser {
+        uid: 100_000 + u32::from(port),
+        gid: AGENT_GID,
+    }
+}
 
 /// Web UI ports: the manager's, and the range other agents draw from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,9 +180,42 @@ impl Coordinator {
             page_dir: self.paths.page_dir(name),
             control_dir: self.paths.control_dir(name),
             etc_dir: self.paths.etc_dir(name),
-            user: None,
-            limits: hive_runtime::Limits::default(),
+            // Every backend but `process` (which isolates nothing) runs the
+            // agent unprivileged; a daemon that is not root runs it as itself.
+            user: self
+                .runtime
+                .as_ref()
+                .filter(|r| r.name() != "process" && crate::paths::running_as_root())
+                .map(|_| agent_user(web_port)),
+            limits: hive_runtime::Limits {
+                memory_bytes: config.resources.memory_bytes(),
+                // Checked positive and finite by the config checker.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                cpu_millis: config
+                    .resources
+                    .cpu
+                    .map(|cores| (cores * 1000.0).round().max(1.0) as u32),
+            },
         }
+    }
+
+    /// Builds `name`'s spec, readies the host files it binds (owned by the
+    /// agent's user where it has one) and defines the container.
+    async fn create_container(
+        &self,
+        runtime: &dyn Runtime,
+        name: &AgentName,
+        port: u16,
+        deployed: &Deployed,
+    ) -> Result<()> {
+        let spec = self.container_spec(name, port, deployed);
+        let paths = self.paths.clone();
+        let prepared = spec.clone();
+        tokio::task::spawn_blocking(move || crate::sandbox_files::prepare(&paths, &prepared))
+            .await
+            .map_err(|e| Error::Io(format!("prepare {name}'s files: {e}")))?
+            .map_err(|e| Error::Io(format!("{e:#}")))?;
+        runtime.create(&spec).await.map_err(runtime_error)
     }
 
     /// The agent's web port, allocating a free one on first use: the
@@ -258,10 +304,8 @@ impl Coordinator {
         crate::serve::serve_agent_socket(self, name.clone())
             .map_err(|e| Error::Io(format!("{e:#}")))?;
         let deployed = self.ensure_config(name).await?;
-        runtime
-            .create(&self.container_spec(name, port, &deployed))
-            .await
-            .map_err(runtime_error)?;
+        self.create_container(runtime, name, port, &deployed)
+            .await?;
         self.store.set_has_container(name.as_str(), true)?;
         runtime.start(name).await.map_err(runtime_error)?;
         self.store.set_want_running(name.as_str(), true)?;
@@ -289,10 +333,8 @@ impl Coordinator {
         {
             let port = self.web_port(name)?;
             let deployed = self.ensure_config(name).await?;
-            runtime
-                .create(&self.container_spec(name, port, &deployed))
-                .await
-                .map_err(runtime_error)?;
+            self.create_container(runtime, name, port, &deployed)
+                .await?;
             runtime.start(name).await.map_err(runtime_error)?;
         }
         self.store.set_want_running(name.as_str(), true)?;
@@ -379,10 +421,7 @@ impl Coordinator {
             .or_else(ignore_missing)
             .map_err(runtime_error)?;
         let port = self.web_port(name)?;
-        runtime
-            .create(&self.container_spec(name, port, deployed))
-            .await
-            .map_err(runtime_error)?;
+        self.create_container(runtime, name, port, deployed).await?;
         runtime.start(name).await.map_err(runtime_error)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())

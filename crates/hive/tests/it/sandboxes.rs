@@ -60,6 +60,18 @@ fn spawn_and_purge(runtime: &str, ports: &str, manager_port: &str) {
     eventually("coder's harness to serve", || {
         logs(&hive, "coder").contains("serving coder")
     });
+    // Both run unprivileged, as uid 100000 + their web port, which owns
+    // their /state; /shared is the agents' group's.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = |p: &str| std::fs::metadata(hive.state_dir().join(p)).unwrap().uid();
+        let first: u32 = ports.split('-').next().unwrap().parse().unwrap();
+        let manager: u32 = manager_port.parse().unwrap();
+        assert_eq!(owner("agents/manager/state"), 100_000 + manager);
+        assert_eq!(owner("agents/coder/state"), 100_000 + first);
+        let shared = std::fs::metadata(hive.state_dir().join("shared")).unwrap();
+        assert_eq!(shared.gid(), hive_core::lifecycle::AGENT_GID);
+    }
 
     assert_eq!(
         hive.host(r#"{"cmd":"destroy","name":"coder","purge":true}"#),
