@@ -57,18 +57,25 @@ impl Groups {
     }
 }
 
-/// `hyperhive/<hive>/<agent>` for `spec`.
+/// `hyperhive/<hive>/<agent>` for `spec` (its log lives in
+/// `<agents dir>/<agent>/`).
 pub fn relative_path(spec: &ContainerSpec) -> PathBuf {
-    let hive_dir = spec
+    let agents_dir = spec
         .log_path
         .parent()
         .and_then(Path::parent)
         .unwrap_or(Path::new("/"));
+    group_path(agents_dir, &spec.name)
+}
+
+/// `hyperhive/<hash of agents_dir>/<agent>`: the group of `agent` in the
+/// hive whose agent dirs are in `agents_dir`.
+pub fn group_path(agents_dir: &Path, agent: &hive_proto::AgentName) -> PathBuf {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    hive_dir.hash(&mut hasher);
+    agents_dir.hash(&mut hasher);
     Path::new("hyperhive")
         .join(format!("{:016x}", hasher.finish()))
-        .join(spec.name.as_str())
+        .join(agent.as_str())
 }
 
 /// Which cgroup layout this host has for limits.
