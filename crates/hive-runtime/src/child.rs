@@ -227,9 +227,6 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         tokio::spawn(async move {
             let (ok, detail) = describe(child.wait().await);
             let _ = std::fs::remove_file(pidfile(&log_path));
-            if let Some(groups) = groups {
-                let _ = tokio::task::spawn_blocking(move || groups.remove()).await;
-            }
             let expected = {
                 let mut containers = containers.lock().unwrap_or_else(|p| p.into_inner());
                 containers.get_mut(&name).is_none_or(|entry| {
@@ -248,6 +245,10 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
                 detail: Some(detail),
             });
             let _ = exited_tx.send(true);
+            // After the report: the last processes may take a moment to go.
+            if let Some(groups) = groups {
+                let _ = tokio::task::spawn_blocking(move || groups.remove()).await;
+            }
         });
         Ok(())
     }

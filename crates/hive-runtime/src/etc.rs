@@ -7,8 +7,10 @@
 //! no server (the sandbox has no network of its own: core's egress proxy
 //! resolves names); an `nsswitch.conf` that reads files only; and copies of
 //! what programs need from the host: the dynamic loader's cache and config
-//! (multiarch libraries), the CA bundle and its symlink set, the
-//! alternatives symlinks, `localtime`, `os-release`, shell profiles and
+//! (multiarch libraries), the CA bundle (`ssl/certs/ca-certificates.crt`,
+//! which TLS stacks read by default; not the hashed symlink set, hundreds
+//! of entries rewritten at every create), the alternatives symlinks (not
+//! the man pages' `*.gz`), `localtime`, `os-release`, shell profiles and
 //! `gitconfig` (with every directory marked safe: repos under `/agents`
 //! and `/shared` belong to another uid, and everything in the sandbox is
 //! the agent's anyway). Nothing else of the host's `/etc` — `shadow`,
@@ -34,7 +36,7 @@ const COPIED: &[&str] = &[
     "ld.so.cache",
     "ld.so.conf",
     "ld.so.conf.d",
-    "ssl/certs",
+    "ssl/certs/ca-certificates.crt",
     "ssl/openssl.cnf",
     "ca-certificates.conf",
     "alternatives",
@@ -182,7 +184,11 @@ fn copy_entry(from: &Path, to: &Path) -> Result<()> {
         let entries =
             std::fs::read_dir(from).map_err(Error::io(format!("read {}", from.display())))?;
         for entry in entries.flatten() {
-            copy_entry(&entry.path(), &to.join(entry.file_name()))?;
+            let name = entry.file_name();
+            if name.as_encoded_bytes().ends_with(b".gz") {
+                continue; // alternatives of man pages
+            }
+            copy_entry(&entry.path(), &to.join(name))?;
         }
         Ok(())
     } else if kind.is_file() {
@@ -210,6 +216,9 @@ mod tests {
         std::fs::write(host.join("shadow"), "root:secret").unwrap();
         std::fs::write(host.join("ssl/certs/ca-certificates.crt"), "CERTS").unwrap();
         std::os::unix::fs::symlink("ca-certificates.crt", host.join("ssl/certs/abcd.0")).unwrap();
+        std::fs::create_dir_all(host.join("alternatives")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/gawk", host.join("alternatives/awk")).unwrap();
+        std::os::unix::fs::symlink("/usr/x.7.gz", host.join("alternatives/x.7.gz")).unwrap();
         std::os::unix::fs::symlink("../usr/lib/os-release", host.join("os-release")).unwrap();
         std::fs::write(host.join("gitconfig"), "[core]\n\tpager = less").unwrap();
         let etc = dir.path().join("etc");
@@ -245,9 +254,10 @@ mod tests {
         assert!(read("gitconfig").starts_with("[core]\n\tpager = less\n[safe]"));
         assert_eq!(read("ssl/certs/ca-certificates.crt"), "CERTS");
         assert_eq!(
-            std::fs::read_link(etc.join("ssl/certs/abcd.0")).unwrap(),
-            Path::new("ca-certificates.crt")
+            std::fs::read_link(etc.join("alternatives/awk")).unwrap(),
+            Path::new("/usr/bin/gawk")
         );
+        assert!(!etc.join("alternatives/x.7.gz").exists());
         assert_eq!(
             std::fs::read_link(etc.join("os-release")).unwrap(),
             Path::new("../usr/lib/os-release")
