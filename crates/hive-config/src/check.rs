@@ -3,8 +3,7 @@
 //!
 //! Three passes. Syntax: the recoverable TOML parser reports every syntax
 //! error. Structure: each top-level key (and each entry of the `env`,
-//! `mcp_servers`, `mounts`, `allowed_recipients` and `packages`
-//! collections) is deserialized on its own, so one unknown field or wrong
+//! `mcp_servers`, `mounts` and `allowed_recipients` collections) is deserialized on its own, so one unknown field or wrong
 //! type does not hide the next. Meaning: names, paths and limits are
 //! checked on the decoded [`AgentConfig`], located back in the document for
 //! their line.
@@ -34,8 +33,14 @@ pub const FIELDS: &[&str] = &[
     "network",
     "mounts",
     "image",
-    "packages",
 ];
+
+/// Top-level keys `agent.toml` once had and no longer accepts, each with
+/// the reason given instead of "unknown field".
+pub const REFUSED_FIELDS: &[(&str, &str)] = &[(
+    "packages",
+    "packages is not supported: bake what the agent needs into an image (`image`) or its /state",
+)];
 
 /// Name of the hive MCP server every engine gets; extra servers may not
 /// take it.
@@ -156,8 +161,16 @@ fn structure<'i>(
     };
     let mut valid = DeTable::new();
     let mut failed = Vec::new();
+    let mut refused = Vec::new();
     for (key, value) in doc.get_ref().iter() {
         let name: &str = key.get_ref();
+        if let Some((_, reason)) = REFUSED_FIELDS.iter().find(|(k, _)| *k == name) {
+            refused.push(ConfigError {
+                line: Some(lines.line_of(key.span().start)),
+                message: (*reason).to_owned(),
+            });
+            continue;
+        }
         if !FIELDS.contains(&name) {
             probe(key, value.clone(), None);
             continue;
@@ -179,9 +192,7 @@ fn structure<'i>(
                     Spanned::new(value.span(), DeValue::Table(good)),
                 );
             }
-            ("mounts" | "allowed_recipients" | "packages", DeValue::Array(items))
-                if !items.is_empty() =>
-            {
+            ("mounts" | "allowed_recipients", DeValue::Array(items)) if !items.is_empty() => {
                 let mut all_good = true;
                 for (i, item) in items.iter().enumerate() {
                     let mut one = DeArray::new();
@@ -204,6 +215,7 @@ fn structure<'i>(
             }
         }
     }
+    errors.extend(refused);
     (valid, failed)
 }
 
@@ -394,7 +406,7 @@ fn meaning(
         check_mount(at, errors, i, m, &c.mounts[..i]);
     }
 
-    // image, packages
+    // image
     if let Some(image) = &c.image {
         if image.trim().is_empty() {
             at.push(
@@ -410,15 +422,6 @@ fn meaning(
                 errors,
                 &[Key("image")],
                 format!("image `{image}` must not contain whitespace"),
-            );
-        }
-    }
-    for (i, p) in c.packages.iter().enumerate() {
-        if p.is_empty() || p.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            at.push(
-                errors,
-                &[Key("packages"), Index(i)],
-                format!("packages[{i}] `{p}` is not a package name"),
             );
         }
     }
@@ -660,7 +663,6 @@ prompt = "roles/coder.md"
 allowed_recipients = ["manager", "operator", "reviewer"]
 network = false
 image = "debian:bookworm"
-packages = ["ripgrep", "python3=3.11*"]
 
 [env]
 RUST_LOG = "info"
@@ -709,7 +711,7 @@ read_only = false
             "modle = \"sonnet\"\nengine = \"codex\"\nnetwork = \"lan\"\n\n[resources]\ncpus = 2\n",
             &[
                 "agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"",
-                "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `packages`",
+                "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`",
                 "agent.toml:2: engine: unknown variant `codex`, expected `claude`",
                 "agent.toml:3: network: invalid value: string \"lan\", expected \"none\", \"model\", \"full\", a list of hosts, true or false",
                 "agent.toml:6: resources: unknown field `cpus`, expected `cpu` or `memory`",
@@ -733,8 +735,8 @@ host_path = "rel"
 container_path = "/data"
 "#,
             &[
-                "agent.toml:2: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `packages`",
-                "agent.toml:3: packages[0]: invalid type: integer `1`, expected a string",
+                "agent.toml:2: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`",
+                "agent.toml:3: packages is not supported: bake what the agent needs into an image (`image`) or its /state",
                 "agent.toml:6: env key `BAD-KEY` is not a valid variable name (letters, digits and `_`, not starting with a digit)",
                 "agent.toml:7: env.GOOD: invalid type: integer `3`, expected a string",
                 "agent.toml:10: mounts[0].host_path `rel` must be an absolute path",
@@ -754,7 +756,7 @@ container_path = "/data"
     fn collections_report_each_entry() {
         check(
             r#"model = "m"
-packages = ["a", 3, "b", false]
+allowed_recipients = ["a", 3, "b", false]
 
 [mcp_servers.one]
 comand = "x"
@@ -771,8 +773,8 @@ host_path = "/b"
 container_path = "/b"
 "#,
             &[
-                "agent.toml:2: packages[1]: invalid type: integer `3`, expected a string",
-                "agent.toml:2: packages[3]: invalid type: boolean `false`, expected a string",
+                "agent.toml:2: allowed_recipients[1]: invalid type: integer `3`, expected a string",
+                "agent.toml:2: allowed_recipients[3]: invalid type: boolean `false`, expected a string",
                 "agent.toml:5: mcp_servers.one: unknown field `comand`, expected one of `command`, `args`, `env`, `allowed_tools`",
                 "agent.toml:9: mcp_servers.two: unknown field `allowed_tool`, expected one of `command`, `args`, `env`, `allowed_tools`",
                 "agent.toml:11: mounts[0]: missing field `container_path`",

@@ -50,8 +50,6 @@ pub struct AgentConfig {
     /// Container image, for runtimes that run images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Extra packages, for runtimes that install packages.
-    pub packages: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -67,7 +65,6 @@ impl Default for AgentConfig {
             network: Network::default(),
             mounts: Vec::new(),
             image: None,
-            packages: Vec::new(),
         }
     }
 }

@@ -34,9 +34,9 @@ prompt = "prompt.md"
 # Never the host's loopback, link-local or own addresses.
 # network = "model"
 
-# Container image and extra packages, for runtimes that support them.
+# Container image, for runtimes that run images (docker); bake the tools
+# the agent needs into it (there is no `packages` list).
 # image = "debian:bookworm"
-# packages = ["ripgrep"]
 
 # Extra environment of the engine.
 # [env]

@@ -58,6 +58,7 @@ impl Coordinator {
         if ensured.applied_created {
             self.mirror_soon(name);
         }
+        self.give_proposed_to_manager(name)?;
         self.install_config(name, &deployed)?;
         Ok(deployed)
     }
@@ -197,9 +198,23 @@ impl Coordinator {
             .create_agent_dirs(name)
             .map_err(|e| Error::Io(format!("{e:#}")))?;
         crate::safe_fs::prepare_proposed(&self.paths, name)?;
-        let name = name.clone();
-        self.with_repos(move |repos| repos.init_proposed(&name).map(|_| ()))
-            .await
+        {
+            let name = name.clone();
+            self.with_repos(move |repos| repos.init_proposed(&name).map(|_| ()))
+                .await?;
+        }
+        self.give_proposed_to_manager(name)
+    }
+
+    /// Hands `name`'s proposed repo to the manager's unprivileged uid, so
+    /// it can commit there while `proposed/` and `proposed/<name>/` stay
+    /// core's (it can neither rename nor replace them). Nothing to do when
+    /// the manager runs as the daemon's own user.
+    fn give_proposed_to_manager(&self, name: &AgentName) -> Result<()> {
+        if let Some(manager) = self.agent_user_of(&AgentName::manager())? {
+            crate::safe_fs::chown_proposed(&self.paths, name, manager.uid, manager.gid)?;
+        }
+        Ok(())
     }
 
     /// The action of an approved `apply_commit`: tag, rebuild with the new

@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod listener;
 pub mod paths;
 pub mod safe_fs;
+pub mod sandbox_files;
 pub mod scheduler;
 pub mod serve;
 

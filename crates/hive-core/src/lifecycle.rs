@@ -12,7 +12,7 @@ use std::time::Duration;
 use hive_config::Deployed;
 use hive_proto::dashboard::{TombstoneView, TransientKind};
 use hive_proto::{AgentName, DashboardEvent, HelperEvent, SYSTEM_SENDER};
-use hive_runtime::{Bind, ContainerSpec, ContainerStatus, Runtime, StateChange};
+use hive_runtime::{AgentUser, Bind, ContainerSpec, ContainerStatus, Runtime, StateChange};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::coordinator::Coordinator;
@@ -22,6 +22,19 @@ use crate::error::{Error, Result};
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The grace each container gets when the daemon shuts down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The gid every agent's program runs with; `/shared` belongs to it.
+pub const AGENT_GID: u32 = 100_000;
+
+/// The unprivileged host user an agent's program runs as: one uid per
+/// agent, from its stored, unique and stable web port (the manager's 8000
+/// gives uid 108000), and the common [`AGENT_GID`].
+pub fn agent_user(port: u16) -> AgentUser {
+    AgentUser {
+        uid: 100_000 + u32::from(port),
+        gid: AGENT_GID,
+    }
+}
 
 /// Web UI ports: the manager's, and the range other agents draw from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +120,7 @@ impl Coordinator {
     pub fn container_spec(
         &self,
         name: &AgentName,
-        _web_port: u16,
+        web_port: u16,
         deployed: &Deployed,
     ) -> ContainerSpec {
         let config = &deployed.config;
@@ -166,9 +179,53 @@ impl Coordinator {
             page_dir: self.paths.page_dir(name),
             control_dir: self.paths.control_dir(name),
             etc_dir: self.paths.etc_dir(name),
-            user: None,
-            limits: hive_runtime::Limits::default(),
+            user: self.runs_unprivileged().then(|| agent_user(web_port)),
+            limits: hive_runtime::Limits {
+                memory_bytes: config.resources.memory_bytes(),
+                // Checked positive and finite by the config checker.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                cpu_millis: config
+                    .resources
+                    .cpu
+                    .map(|cores| (cores * 1000.0).round().max(1.0) as u32),
+            },
         }
+    }
+
+    /// Builds `name`'s spec, readies the host files it binds (owned by the
+    /// agent's user where it has one) and defines the container.
+    async fn create_container(
+        &self,
+        runtime: &dyn Runtime,
+        name: &AgentName,
+        port: u16,
+        deployed: &Deployed,
+    ) -> Result<()> {
+        let spec = self.container_spec(name, port, deployed);
+        let paths = self.paths.clone();
+        let prepared = spec.clone();
+        tokio::task::spawn_blocking(move || crate::sandbox_files::prepare(&paths, &prepared))
+            .await
+            .map_err(|e| Error::Io(format!("prepare {name}'s files: {e}")))?
+            .map_err(|e| Error::Io(format!("{e:#}")))?;
+        runtime.create(&spec).await.map_err(runtime_error)
+    }
+
+    /// Whether agents run as their own unprivileged uid: on every backend
+    /// but `process` (which isolates nothing), when the daemon is root (a
+    /// daemon that is not runs them as itself).
+    fn runs_unprivileged(&self) -> bool {
+        self.runtime
+            .as_ref()
+            .is_some_and(|r| r.name() != "process" && crate::paths::running_as_root())
+    }
+
+    /// The uid `name` runs as, if not the daemon's own.
+    pub fn agent_user_of(&self, name: &AgentName) -> Result<Option<AgentUser>> {
+        if !self.runs_unprivileged() {
+            return Ok(None);
+        }
+        Ok(Some(agent_user(self.web_port(name)?)))
     }
 
     /// The agent's web port, allocating a free one on first use: the
@@ -257,10 +314,8 @@ impl Coordinator {
         crate::serve::serve_agent_socket(self, name.clone())
             .map_err(|e| Error::Io(format!("{e:#}")))?;
         let deployed = self.ensure_config(name).await?;
-        runtime
-            .create(&self.container_spec(name, port, &deployed))
-            .await
-            .map_err(runtime_error)?;
+        self.create_container(runtime, name, port, &deployed)
+            .await?;
         self.store.set_has_container(name.as_str(), true)?;
         runtime.start(name).await.map_err(runtime_error)?;
         self.store.set_want_running(name.as_str(), true)?;
@@ -288,10 +343,8 @@ impl Coordinator {
         {
             let port = self.web_port(name)?;
             let deployed = self.ensure_config(name).await?;
-            runtime
-                .create(&self.container_spec(name, port, &deployed))
-                .await
-                .map_err(runtime_error)?;
+            self.create_container(runtime, name, port, &deployed)
+                .await?;
             runtime.start(name).await.map_err(runtime_error)?;
         }
         self.store.set_want_running(name.as_str(), true)?;
@@ -378,10 +431,7 @@ impl Coordinator {
             .or_else(ignore_missing)
             .map_err(runtime_error)?;
         let port = self.web_port(name)?;
-        runtime
-            .create(&self.container_spec(name, port, deployed))
-            .await
-            .map_err(runtime_error)?;
+        self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
         self.egress
             .set_policy(name, deployed.config.network.clone());

@@ -305,7 +305,7 @@ fn current_uid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     current_uid() == 0
 }
 

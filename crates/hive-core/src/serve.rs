@@ -127,7 +127,10 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         tracing::info!("runtime auto: passed over {reason}");
     }
     if selection.name == "process" {
-        tracing::warn!("runtime process: agents run as plain processes, without isolation");
+        tracing::warn!(
+            "runtime process: agents are NOT isolated: they share the host network, filesystem \
+             and uid — for development only"
+        );
     }
     let runtime = selection.name;
     let paths = Paths::new(

@@ -24,6 +24,29 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
     std::fs::create_dir_all(&state_dir).unwrap();
     std::fs::create_dir_all(&shared_dir).unwrap();
     std::fs::write(&socket, "").unwrap();
+    let agent_dir = root.join(name.as_str());
+    let (egress, page, control) = (
+        agent_dir.join("egress.sock"),
+        agent_dir.join("page"),
+        agent_dir.join("control"),
+    );
+    std::fs::write(&egress, "").unwrap();
+    std::fs::create_dir_all(&page).unwrap();
+    std::fs::create_dir_all(&control).unwrap();
+    // As core runs agents: an unprivileged uid owning its files (root only)
+    // under a memory limit.
+    let user = nix::unistd::geteuid().is_root().then(|| {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        let user = hive_runtime::AgentUser {
+            uid: 108_999,
+            gid: 100_000,
+        };
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for path in [&state_dir, &page, &egress, &socket] {
+            chown(path, Some(user.uid), Some(user.gid)).unwrap();
+        }
+        user
+    });
     ContainerSpec {
         name: name.clone(),
         program: PathBuf::from("/bin/sh"),
@@ -38,12 +61,15 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
         binds: Vec::new(),
         log_path: root.join(name.as_str()).join("container.log"),
         image: None,
-        egress_socket: root.join(name.as_str()).join("egress.sock"),
-        page_dir: root.join(name.as_str()).join("page"),
-        control_dir: root.join(name.as_str()).join("control"),
-        etc_dir: root.join(name.as_str()).join("etc"),
-        user: None,
-        limits: hive_runtime::Limits::default(),
+        egress_socket: egress,
+        page_dir: page,
+        control_dir: control,
+        etc_dir: agent_dir.join("etc"),
+        limits: hive_runtime::Limits {
+            memory_bytes: user.map(|_| 512 << 20),
+            cpu_millis: None,
+        },
+        user,
     }
 }
 

@@ -1,27 +1,44 @@
 //! The `bwrap` backend: each container a bubblewrap sandbox.
 //!
-//! The command line is `bwrap <flags> -- /run/hive/bin/hive <args>`:
+//! The command line is `setpriv --reuid=<uid> --regid=<gid> --clear-groups
+//! -- bwrap <flags> -- /run/hive/bin/hive <args>`: bwrap runs as the agent's
+//! own unprivileged host uid ([`ContainerSpec::user`]) and so sets up its
+//! namespaces inside a user namespace of its own (uid mapped to itself):
 //!
-//! - new mount, pid, ipc and uts namespaces (`--unshare-pid --unshare-ipc
-//!   --unshare-uts`; the mount namespace is implied), hostname `h-<agent>`;
-//! - the host system read-only: `/usr`, `/etc`, `/nix` if present, and
-//!   `/bin`, `/sbin`, `/lib*` as the symlinks or directories they are on
-//!   the host; a fresh `/proc` (with `/proc/sys` read-only), a minimal
-//!   `/dev`, tmpfs `/tmp` and `/run`;
+//! - new user, mount, pid, ipc, uts and network namespaces (`--unshare-pid
+//!   --unshare-ipc --unshare-uts --unshare-net`); the network namespace has
+//!   only `lo`, so the host's loopback (the dashboard, peers' sockets,
+//!   abstract unix sockets) is out of reach; the only way out is core's
+//!   egress proxy socket, bound at [`mount::EGRESS`]; hostname `h-<agent>`;
+//! - the host system read-only: `/usr`, `/nix` if present, and `/bin`,
+//!   `/sbin`, `/lib*` as the symlinks or directories they are on the host;
+//!   `/etc` is the curated one ([`crate::etc`]) from the spec's `etc_dir`,
+//!   never the host's (no `shadow`); a fresh `/proc` (with `/proc/sys`
+//!   read-only), a minimal `/dev` (null, zero, full, random, urandom, tty,
+//!   pts, shm: no `kmsg`), tmpfs `/tmp` and `/run`;
 //! - the hive binary read-only at [`mount::HIVE_BIN`], the state dir at
 //!   [`mount::STATE`], the shared dir at [`mount::SHARED`], the agent's own
-//!   socket at [`mount::SOCKET`], then the spec's binds, each read-only or
+//!   socket at [`mount::SOCKET`], the egress socket at [`mount::EGRESS`],
+//!   the page dir at [`mount::PAGE_DIR`], the control dir read-only at
+//!   [`mount::CONTROL`], then the spec's binds, each read-only or
 //!   read-write as it says; nothing else of the host is visible, and
-//!   nothing of it is writable but those binds;
+//!   nothing of it is writable but those binds (and only where the uid may
+//!   write: the state dir is the agent's, core's files are not);
 //! - `--cap-drop ALL` (with `no_new_privs`, which bwrap always sets);
 //! - `--die-with-parent` and `--new-session`; working dir `/state`;
 //! - the environment is [`base_env`] with the in-sandbox paths, passed
 //!   through bwrap's own environment (bwrap hands it on unchanged), so
-//!   secrets in it never show up in the process list.
+//!   secrets in it never show up in the process list;
+//! - CPU and memory limits through cgroups ([`crate::cgroup`]), entered by
+//!   the supervisor before bwrap starts.
 //!
-//! The network is shared with the host on purpose: agents reach the model
-//! API and serve their web UI port. (So abstract unix sockets of the host
-//! are reachable too; path sockets are not, their paths are not mounted.)
+//! Running bwrap as the agent's uid means it needs search access to the
+//! host paths it binds: core keeps its roots traversable (`o+x`).
+//!
+//! **No seccomp filter**: bwrap applies none of its own (it would take a
+//! compiled BPF program passed with `--seccomp`); the sandbox rests on
+//! namespaces, the unprivileged uid and no capabilities. Docker and nspawn
+//! apply their default filters.
 //!
 //! Gotchas found on the way:
 //!
@@ -59,13 +76,14 @@ const ISOLATION: &[&str] = &[
     "--unshare-pid",
     "--unshare-ipc",
     "--unshare-uts",
+    "--unshare-net",
     "--cap-drop",
     "ALL",
 ];
 
 /// Top-level host paths a sandbox sees read-only, where they exist.
 const HOST_SYSTEM: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/nix",
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/nix",
 ];
 
 impl Launcher for BwrapLauncher {
@@ -79,17 +97,41 @@ impl Launcher for BwrapLauncher {
         Some(2)
     }
 
+    fn runs_as_user(&self) -> bool {
+        true
+    }
+
+    fn prepare(&self, spec: &ContainerSpec) -> Result<()> {
+        crate::etc::write_etc(spec)
+    }
+
     fn probe(&self) -> std::result::Result<(), String> {
         let bwrap = find_program("bwrap").ok_or("bwrap not found on PATH")?;
-        let mut args: Vec<&OsStr> = ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
-            .iter()
-            .chain(ISOLATION)
-            .map(OsStr::new)
-            .collect();
+        let mut args: Vec<&OsStr> = Vec::new();
+        // As root, probe the way containers run: as an unprivileged uid
+        // (bwrap then needs user namespaces).
+        let setpriv = find_program("setpriv");
+        let as_user = nix::unistd::geteuid().is_root();
+        let program = if as_user {
+            let setpriv = setpriv
+                .as_deref()
+                .ok_or("setpriv (util-linux) not found on PATH")?;
+            args.extend(["--reuid=65534", "--regid=65534", "--clear-groups", "--"].map(OsStr::new));
+            args.push(bwrap.as_os_str());
+            setpriv
+        } else {
+            &bwrap
+        };
+        args.extend(
+            ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+                .iter()
+                .chain(ISOLATION)
+                .map(OsStr::new),
+        );
         // The host's `true`, by path: the probe should not depend on `PATH`.
         let true_ = find_program("true").unwrap_or_else(|| PathBuf::from("/bin/true"));
         args.extend([OsStr::new("--"), true_.as_os_str()]);
-        run_check(&bwrap, &args).map_err(|e| format!("bwrap cannot create a sandbox: {e}"))
+        run_check(program, &args).map_err(|e| format!("bwrap cannot create a sandbox: {e}"))
     }
 
     fn command(&self, spec: &ContainerSpec) -> Result<CommandLine> {
@@ -142,6 +184,9 @@ fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
         os("/tmp"),
         os("--tmpfs"),
         os("/run"),
+        os("--ro-bind"),
+        spec.etc_dir.as_os_str(),
+        os("/etc"),
     ]);
     push(&[
         os("--ro-bind"),
@@ -151,7 +196,17 @@ fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
     push(&[os("--bind"), spec.state_dir.as_os_str(), os(mount::STATE)]);
     push(&[os("--bind"), spec.shared_dir.as_os_str(), os(mount::SHARED)]);
     push(&[os("--bind"), spec.socket.as_os_str(), os(mount::SOCKET)]);
+    push(&[
+        os("--bind"),
+        spec.egress_socket.as_os_str(),
+        os(mount::EGRESS),
+    ]);
     push(&[os("--bind"), spec.page_dir.as_os_str(), os(mount::PAGE_DIR)]);
+    push(&[
+        os("--ro-bind"),
+        spec.control_dir.as_os_str(),
+        os(mount::CONTROL),
+    ]);
     for bind in &spec.binds {
         let flag = if bind.read_only {
             "--ro-bind"
@@ -178,7 +233,10 @@ pub(crate) fn check_paths(spec: &ContainerSpec) -> Result<()> {
         ("state dir", &spec.state_dir),
         ("shared dir", &spec.shared_dir),
         ("socket", &spec.socket),
+        ("egress socket", &spec.egress_socket),
         ("page dir", &spec.page_dir),
+        ("control dir", &spec.control_dir),
+        ("etc dir", &spec.etc_dir),
     ];
     for bind in &spec.binds {
         paths.push(("bind source", &bind.host));

@@ -46,6 +46,16 @@ pub trait Launcher: Send + Sync + 'static {
     fn polite_stop_depth(&self) -> Option<usize> {
         None
     }
+    /// Whether the supervised process itself runs as the spec's user
+    /// (bwrap, unprivileged in a user namespace); if not, the launcher
+    /// switches users inside its container (nspawn) or there is none.
+    fn runs_as_user(&self) -> bool {
+        false
+    }
+    /// Work done once at `create`, before any start (the curated `/etc`).
+    fn prepare(&self, _spec: &ContainerSpec) -> Result<()> {
+        Ok(())
+    }
 }
 
 struct Entry {
@@ -181,6 +191,9 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
     async fn create(&self, spec: &ContainerSpec) -> Result<()> {
         self.launcher.command(spec)?; // refuse a spec the launcher cannot run, now
         kill_leftover(&spec.log_path);
+        // Refuse limits this host cannot enforce, now rather than at start.
+        crate::cgroup::prepare(spec)?;
+        self.launcher.prepare(spec)?;
         let mut containers = self.lock();
         match containers.get_mut(&spec.name) {
             Some(entry) => entry.spec = spec.clone(),
@@ -206,7 +219,16 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         if entry.exited.as_ref().is_some_and(|rx| !*rx.borrow()) {
             return Ok(());
         }
-        let line = self.launcher.command(&entry.spec)?;
+        let line = wrap(
+            self.launcher.command(&entry.spec)?,
+            &entry.spec,
+            self.launcher.runs_as_user(),
+        )?;
+        let groups = crate::cgroup::prepare(&entry.spec)?;
+        let line = match &groups {
+            Some(groups) => enter_groups(line, groups)?,
+            None => line,
+        };
         let log_path = entry.spec.log_path.clone();
         if let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
@@ -271,6 +293,10 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
                 detail: Some(detail),
             });
             let _ = exited_tx.send(true);
+            // After the report: the last processes may take a moment to go.
+            if let Some(groups) = groups {
+                let _ = tokio::task::spawn_blocking(move || groups.remove()).await;
+            }
         });
         Ok(())
     }
@@ -348,6 +374,55 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         };
         crate::tail_file(&path, lines).await
     }
+}
+
+/// `line` run as the spec's user, when the launcher's supervised process
+/// is to run as it: through `setpriv`, which drops root's supplementary
+/// groups too (and with them every capability).
+fn wrap(line: CommandLine, spec: &ContainerSpec, runs_as_user: bool) -> Result<CommandLine> {
+    let Some(user) = spec.user.filter(|_| runs_as_user) else {
+        return Ok(line);
+    };
+    let setpriv = crate::bwrap::find_program("setpriv").ok_or_else(|| Error::Unavailable {
+        runtime: "bwrap",
+        reason: "setpriv (util-linux) not found on PATH: needed to run agents unprivileged".into(),
+    })?;
+    let mut args: Vec<OsString> = vec![
+        format!("--reuid={}", user.uid).into(),
+        format!("--regid={}", user.gid).into(),
+        "--clear-groups".into(),
+        "--".into(),
+        line.program.into(),
+    ];
+    args.extend(line.args);
+    Ok(CommandLine {
+        program: setpriv,
+        args,
+        env: line.env,
+        cwd: line.cwd,
+    })
+}
+
+/// `line` started by a `sh` that first enters `groups` (as the daemon's
+/// user, before any switch), then execs it: every process of the
+/// container is born in them.
+fn enter_groups(line: CommandLine, groups: &crate::cgroup::Groups) -> Result<CommandLine> {
+    let sh = crate::bwrap::find_program("sh").unwrap_or_else(|| PathBuf::from("/bin/sh"));
+    let mut args: Vec<OsString> = vec![
+        "-c".into(),
+        crate::cgroup::ENTER_SCRIPT.into(),
+        "hive-cgroup".into(),
+    ];
+    args.extend(groups.procs().into_iter().map(OsString::from));
+    args.push("--".into());
+    args.push(line.program.into());
+    args.extend(line.args);
+    Ok(CommandLine {
+        program: sh,
+        args,
+        env: line.env,
+        cwd: line.cwd,
+    })
 }
 
 /// Every process at least `min_depth` levels below `root` (1: its

@@ -10,9 +10,10 @@
 //! built locally `FROM scratch` through the build API from a tar context
 //! made in memory (no registry is ever contacted): empty mount points plus
 //! the host's top-level symlinks (`/bin -> usr/bin` on a merged-usr host).
-//! At run time the host's `/usr` and `/etc` (and `/bin`, `/lib*` where they
-//! are real directories) are bound read-only, which gives the dynamically
-//! linked `hive` binary and the agent's tools a working system. Any image
+//! At run time the host's `/usr` (and `/bin`, `/lib*` where they are real
+//! directories) and the curated `/etc` ([`crate::etc`], written into the
+//! spec's `etc_dir`; never the host's) are bound read-only, which gives the
+//! dynamically linked `hive` binary and the agent's tools a working system. Any image
 //! named `hyperhive/base:*` is ours and is (re)built when absent or built
 //! for another host layout; any other image must already be on the engine,
 //! runs without the host binds, and is never pulled.
@@ -20,13 +21,18 @@
 //! **The view.** The root filesystem is read-only; `/tmp`, `/var/tmp` and
 //! `/run` are tmpfs (the engine mounts shallower targets first, so the
 //! `/run/hive/...` binds land on top of the `/run` tmpfs). `/state`,
-//! `/shared`, the agent's socket at `/run/hive/mcp.sock`, the `hive` binary
-//! at `/run/hive/bin/hive` (read-only) and the spec's binds are bind mounts
-//! whose sources must exist. The engine's init is PID 1 (it forwards the
-//! stop signal and reaps orphans); the program is its child, runs as the
-//! daemon's uid:gid in `/state`, with hostname `h-<agent>`. The network is the host's: the agent reaches
-//! the model API and serves its web UI on its port directly, as under the
-//! other backends, with no port mapping. Containers never restart on their
+//! `/shared`, the agent's socket at `/run/hive/mcp.sock`, core's egress
+//! proxy socket at `/run/hive/egress.sock`, the page dir at
+//! `/run/hive/page`, the control dir at `/run/hive/control` (read-only), the
+//! `hive` binary at `/run/hive/bin/hive` (read-only) and the spec's binds
+//! are bind mounts whose sources must exist. The engine's init is PID 1 (it
+//! forwards the stop signal and reaps orphans); the program is its child,
+//! runs as the spec's unprivileged uid:gid (the daemon's without one) in
+//! `/state`, with hostname `h-<agent>`. The network is `none`: a namespace
+//! with only `lo`, so the host's loopback is out of reach and the only way
+//! out is the egress socket. `/dev` is the engine's default (no `kmsg`),
+//! with its default seccomp profile; the spec's limits become the
+//! container's memory and nano-CPUs. Containers never restart on their
 //! own; their output goes to the engine's `json-file` log (10 MB × 3).
 //!
 //! **Exits.** A background task follows the engine's event stream
@@ -86,7 +92,7 @@ const HOST_ROOTS: &[&str] = &["bin", "lib", "lib32", "lib64", "libx32"];
 const SKELETON_VERSION: &str = "1";
 
 /// Host directories always bound read-only into a skeleton container.
-const HOST_DIRS: &[&str] = &["usr", "etc"];
+const HOST_DIRS: &[&str] = &["usr"];
 
 /// Empty directories of the skeleton: mount points and a few expected dirs.
 const SKELETON_DIRS: &[&str] = &[
@@ -274,6 +280,7 @@ impl DockerRuntime {
             for dir in HOST_DIRS {
                 mounts.push(bind(&Path::new("/").join(dir), &format!("/{dir}"), true));
             }
+            mounts.push(bind(&spec.etc_dir, "/etc", true));
             for dir in HOST_ROOTS {
                 let host = Path::new("/").join(dir);
                 if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
@@ -285,7 +292,9 @@ impl DockerRuntime {
         mounts.push(bind(&spec.state_dir, mount::STATE, false));
         mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
         mounts.push(bind(&spec.socket, mount::SOCKET, false));
+        mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
         mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
+        mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
         for extra in &spec.binds {
             mounts.push(bind(
                 &extra.host,
@@ -300,13 +309,11 @@ impl DockerRuntime {
             env: Some(env),
             working_dir: Some(mount::STATE.to_owned()),
             hostname: Some(spec.container_name()),
-            // The daemon's own user, as under the other backends: files in
-            // /state stay the daemon's, and a root daemon's agents are root.
-            user: Some(format!(
-                "{}:{}",
-                nix::unistd::getuid(),
-                nix::unistd::getgid()
-            )),
+            // The agent's unprivileged user; without one, the daemon's own.
+            user: Some(match spec.user {
+                Some(user) => format!("{}:{}", user.uid, user.gid),
+                None => format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid()),
+            }),
             labels: Some(HashMap::from([(
                 AGENT_LABEL.to_owned(),
                 spec.name.to_string(),
@@ -323,7 +330,13 @@ impl DockerRuntime {
                 // The engine's init (tini) as PID 1: forwards the stop
                 // signal and reaps orphans; the program runs as its child.
                 init: Some(true),
-                network_mode: Some("host".to_owned()),
+                // Only `lo`: the way out is core's egress proxy socket.
+                network_mode: Some("none".to_owned()),
+                memory: spec
+                    .limits
+                    .memory_bytes
+                    .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+                nano_cpus: spec.limits.cpu_millis.map(|m| i64::from(m) * 1_000_000),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,
@@ -685,6 +698,12 @@ impl Runtime for DockerRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<()> {
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
         let skeleton = self.ensure(&image).await?;
+        if skeleton {
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || crate::etc::write_etc(&spec))
+                .await
+                .map_err(|e| Error::Failed(format!("write the curated /etc: {e}")))??;
+        }
         let name = spec.container_name();
         if let Some(id) = self.id_of(&spec.name).await? {
             self.stopping().insert(id.clone());

@@ -22,8 +22,10 @@ use hive_proto::AgentName;
 use tokio::sync::broadcast;
 
 pub mod bwrap;
+pub mod cgroup;
 pub mod child;
 pub mod docker;
+pub mod etc;
 pub mod nspawn;
 pub mod process;
 

@@ -3,19 +3,29 @@
 //! The machine is a volatile view of the host OS: `--directory=/
 //! --volatile=yes` gives a tmpfs root with the host's `/usr` read-only
 //! (nspawn adds the merged-usr `/bin`, `/lib`… symlinks), and we bind the
-//! host's `/etc` (and `/nix`, where it exists) read-only on top. Then the
-//! same binds as every backend: the hive binary read-only at
+//! curated `/etc` ([`crate::etc`], from the spec's `etc_dir`; never the
+//! host's, so no `shadow`) and `/nix` (where it exists) read-only on top.
+//! Then the same binds as every backend: the hive binary read-only at
 //! [`mount::HIVE_BIN`], the state dir at [`mount::STATE`], the shared dir
-//! at [`mount::SHARED`], the agent's own socket at [`mount::SOCKET`] and
-//! the spec's binds. The program runs as PID 2 under nspawn's stub init
-//! (`--as-pid2`), in `/state`, with [`base_env`] set through `--setenv=NAME`
-//! (the values travel in nspawn's own environment, not on its command line,
-//! so secrets never show up in the process list). Its stdout and stderr go
-//! straight to the log (`--console=pipe`: no pty, no `\r\n`).
+//! at [`mount::SHARED`], the agent's own socket at [`mount::SOCKET`], the
+//! egress socket at [`mount::EGRESS`], the page dir at
+//! [`mount::PAGE_DIR`], the control dir read-only at [`mount::CONTROL`]
+//! and the spec's binds. The program runs as PID 2 under nspawn's stub
+//! init (`--as-pid2`), as the curated passwd's `agent` user — the spec's
+//! unprivileged host uid (`--user=agent`; nspawn itself runs as root and
+//! has no user namespace) — in `/state`, with [`base_env`] set through
+//! `--setenv=NAME` (the values travel in nspawn's own environment, not on
+//! its command line, so secrets never show up in the process list). Its
+//! stdout and stderr go straight to the log (`--console=pipe`: no pty, no
+//! `\r\n`).
 //!
-//! The network is shared with the host on purpose (no
-//! `--private-network`): agents reach the model API and serve their web UI
-//! port.
+//! The machine has a network namespace of its own with only `lo`
+//! (`--private-network`): the host's loopback is out of reach, and the
+//! only way out is core's egress proxy socket. `/dev` is nspawn's minimal
+//! one (null, zero, full, random, urandom, tty, pts, shm, no `kmsg`), and
+//! nspawn applies its default seccomp filter. CPU and memory limits are
+//! cgroups ([`crate::cgroup`]) the supervisor enters before `unshare`
+//! starts; nspawn (`--keep-unit`) stays in them.
 //!
 //! Without systemd as PID 1 (our sandboxes, containers in general) this
 //! needs `--register=no` (no machined) and `--keep-unit` (no scope unit
@@ -56,9 +66,8 @@
 //! - `--directory=/` alone is refused ("Spawning container on root
 //!   directory is not supported"); `--ephemeral` on a non-btrfs host
 //!   *copies the whole root* next to it (`/.#machine.…`) — never use it.
-//! - With the host's `/etc`, host and machine ids are equal and nspawn
-//!   complains about linking journals: `--link-journal=no`; and it must not
-//!   try to write `resolv.conf` or `localtime` into the read-only `/etc`:
+//! - nspawn must not link journals (`--link-journal=no`) nor write
+//!   `resolv.conf` or `localtime` into the read-only `/etc`:
 //!   `--resolv-conf=off --timezone=off`.
 //! - Where the host's `/run` is not a tmpfs (no systemd), nspawn prints
 //!   "Attempted to remove disk file system under
@@ -85,11 +94,15 @@ use crate::{ContainerSpec, Error, Result, mount};
 pub struct NspawnLauncher;
 
 /// Host paths bound read-only over the volatile root, where they exist.
-const HOST_SYSTEM: &[&str] = &["/etc", "/nix"];
+const HOST_SYSTEM: &[&str] = &["/nix"];
 
 impl Launcher for NspawnLauncher {
     fn name(&self) -> &'static str {
         "nspawn"
+    }
+
+    fn prepare(&self, spec: &ContainerSpec) -> Result<()> {
+        crate::etc::write_etc(spec)
     }
 
     fn probe(&self) -> std::result::Result<(), String> {
@@ -127,12 +140,18 @@ impl Launcher for NspawnLauncher {
         bind("--bind=", &spec.state_dir, Path::new(mount::STATE));
         bind("--bind=", &spec.shared_dir, Path::new(mount::SHARED));
         bind("--bind=", &spec.socket, Path::new(mount::SOCKET));
+        bind("--bind=", &spec.egress_socket, Path::new(mount::EGRESS));
         bind("--bind=", &spec.page_dir, Path::new(mount::PAGE_DIR));
+        bind("--bind-ro=", &spec.control_dir, Path::new(mount::CONTROL));
+        bind("--bind-ro=", &spec.etc_dir, Path::new("/etc"));
         for b in &spec.binds {
             let flag = if b.read_only { "--bind-ro=" } else { "--bind=" };
             bind(flag, &b.host, &b.container);
         }
         args.push(format!("--chdir={}", mount::STATE).into());
+        if spec.user.is_some_and(|u| u.uid != 0) {
+            args.push(format!("--user={}", crate::etc::USER_NAME).into());
+        }
         let mut seen = HashSet::new();
         for (name, _) in &env {
             if seen.insert(name.as_str()) {
@@ -179,6 +198,7 @@ fn machine_args(nspawn: &Path, machine: &str) -> Vec<OsString> {
             "--link-journal=no",
             "--resolv-conf=off",
             "--timezone=off",
+            "--private-network",
         ]
         .map(OsString::from),
     );

@@ -10,15 +10,20 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::support::{
-    Layout, all_gone, assert_isolated, eventually, next_change, one, read_report, sandbox_specs,
-    sleep_pid,
+    Layout, all_gone, assert_breaches_failed, assert_isolated, breach, eventually, next_change,
+    one, read_report, sandbox_specs, sleep_pid,
 };
 
-/// Whether bwrap runs here; if not, says why the test is skipped.
+/// Whether bwrap runs here; if not, says why the test is skipped (and
+/// fails under CI, which must have it).
 fn available() -> bool {
     match BwrapLauncher.probe() {
         Ok(()) => true,
         Err(reason) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have bwrap: {reason}"
+            );
             eprintln!("skipping: {reason}");
             false
         }
@@ -43,12 +48,24 @@ fn command_line() {
     let args = &line.args;
     let path = |p: &std::path::Path| p.display().to_string();
     for window in [
-        &["--unshare-pid", "--unshare-ipc", "--unshare-uts"][..],
+        &[
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-net",
+        ][..],
         &["--cap-drop", "ALL"],
         &["--die-with-parent", "--new-session"],
         &["--hostname", "h-bw-cmd"],
         &["--ro-bind", "/usr", "/usr"],
-        &["--ro-bind", "/etc", "/etc"],
+        &["--ro-bind", &path(&spec.etc_dir), "/etc"],
+        &[
+            "--bind",
+            &path(&spec.egress_socket),
+            "/run/hive/egress.sock",
+        ],
+        &["--bind", &path(&spec.page_dir), "/run/hive/page"],
+        &["--ro-bind", &path(&spec.control_dir), "/run/hive/control"],
         &["--ro-bind", "/proc/sys", "/proc/sys"],
         &["--tmpfs", "/run"],
         &["--ro-bind", "/bin/sh", "/run/hive/bin/hive"],
@@ -70,8 +87,8 @@ fn command_line() {
         Some(Some(spec.args[1].as_str()))
     );
     assert!(
-        !args.iter().any(|a| a == "--unshare-net"),
-        "the network is shared"
+        !has(args, &["--ro-bind", "/etc", "/etc"]),
+        "the host's /etc is not bound"
     );
     assert!(
         line.env
@@ -153,4 +170,32 @@ async fn a_missing_bind_fails_at_start() {
         std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("no-such-dir"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_hostile_agent_gets_nowhere() {
+    if !available() {
+        return;
+    }
+    let layout = Layout::new();
+    let b = breach(&layout, "bw-hostile", 108_201);
+    let rt = ChildRuntime::new(BwrapLauncher);
+    let mut changes = rt.subscribe();
+    rt.create(&b.spec).await.unwrap();
+    rt.start(&b.spec.name).await.unwrap();
+    assert!(next_change(&mut changes, "bw-hostile").await.running);
+    let report = read_report(&b.spec).await;
+    assert_breaches_failed(&b, &report);
+    // bwrap itself runs as the agent's uid, not only the program.
+    let pid = rt.list().await.unwrap()[0].pid.unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("Uid:\t108201\t"), "{status}");
+    let group = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(hive_runtime::cgroup::relative_path(&b.spec));
+    assert!(group.is_dir(), "{}", group.display());
+    rt.stop(&b.spec.name, Duration::from_secs(10))
+        .await
+        .unwrap();
+    eventually("the container's cgroup to go", || !group.exists()).await;
+    rt.destroy(&b.spec.name).await.unwrap();
 }

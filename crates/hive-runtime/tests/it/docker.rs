@@ -15,12 +15,17 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    Layout, all_gone, assert_isolated, next_change, one, read_report, sandbox_specs, sleep_pid,
+    BREACH_MEMORY, Layout, all_gone, assert_breaches_failed, assert_isolated, breach, next_change,
+    one, read_report, sandbox_specs, sleep_pid,
 };
 
 /// A runtime on the local engine, or `None` (printed) if there is none.
 async fn runtime(image: Option<String>) -> Option<DockerRuntime> {
     if let Err(reason) = docker::probe().await {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have a docker engine: {reason}"
+        );
         println!("skipping: docker engine not available: {reason}");
         return None;
     }
@@ -208,7 +213,10 @@ async fn docker_view_and_stubborn_stop() {
     assert_eq!(one(&report, "root"), "readonly");
     assert_eq!(report["writable"], ["/tmp", "/var/tmp"]);
     assert_eq!(one(&report, "run").trim(), "hive");
-    assert_eq!(one(&report, "runhive").trim(), "bin mcp.sock page");
+    assert_eq!(
+        one(&report, "runhive").trim(),
+        "bin control egress.sock mcp.sock page"
+    );
     assert!(!report.contains_key("seen"), "{:?}", report.get("seen"));
     let init = one(&report, "init");
     assert!(
@@ -224,6 +232,32 @@ async fn docker_view_and_stubborn_stop() {
     let status = ours(rt.list().await.unwrap(), &spec.name);
     assert!(!status[0].running && !status[0].failed, "{status:?}");
     rt.destroy(&spec.name).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hostile_agent_gets_nowhere() {
+    let Some(rt) = runtime(None).await else {
+        return;
+    };
+    let layout = Layout::new();
+    let me = unique("dk-hostile");
+    let _cleanup = Cleanup(vec![me.clone()]);
+    let b = breach(&layout, &me, 108_203);
+    let mut changes = rt.subscribe();
+    rt.create(&b.spec).await.unwrap();
+    rt.start(&b.spec.name).await.unwrap();
+    assert!(next_change(&mut changes, &me).await.running);
+    let report = read_report(&b.spec).await;
+    assert_breaches_failed(&b, &report);
+    let inspect = engine()
+        .await
+        .inspect_container(&format!("h-{me}"), None)
+        .await
+        .unwrap();
+    let host = inspect.host_config.unwrap();
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    assert_eq!(host.memory, Some(BREACH_MEMORY as i64));
+    rt.destroy(&b.spec.name).await.unwrap();
 }
 
 #[tokio::test]

@@ -10,14 +10,20 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::support::{
-    Layout, all_gone, assert_isolated, next_change, one, read_report, sandbox_specs, sleep_pid,
+    Layout, all_gone, assert_breaches_failed, assert_isolated, breach, eventually, next_change,
+    one, read_report, sandbox_specs, sleep_pid,
 };
 
-/// Whether nspawn runs here; if not, says why the test is skipped.
+/// Whether nspawn runs here; if not, says why the test is skipped (and
+/// fails under CI, which must have it).
 fn available() -> bool {
     match NspawnLauncher.probe() {
         Ok(()) => true,
         Err(reason) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have nspawn: {reason}"
+            );
             eprintln!("skipping: {reason}");
             false
         }
@@ -57,7 +63,11 @@ fn command_line() {
         "--kill-signal=SIGRTMIN+3".into(),
         "--drop-capability=all".into(),
         "--no-new-privileges=yes".into(),
-        "--bind-ro=/etc".into(),
+        "--private-network".into(),
+        format!("--bind-ro={}:/etc", path(&spec.etc_dir)),
+        format!("--bind={}:/run/hive/egress.sock", path(&spec.egress_socket)),
+        format!("--bind={}:/run/hive/page", path(&spec.page_dir)),
+        format!("--bind-ro={}:/run/hive/control", path(&spec.control_dir)),
         "--bind-ro=/bin/sh:/run/hive/bin/hive".into(),
         format!("--bind={}:/state", path(&spec.state_dir)),
         format!("--bind={}:/shared", path(&spec.shared_dir)),
@@ -75,7 +85,10 @@ fn command_line() {
     }
     let tail = &args[args.len() - 4..];
     assert_eq!(tail[..3], ["--", "/run/hive/bin/hive", "-c"]);
-    assert!(!args.iter().any(|a| a.contains("private-network")));
+    assert!(
+        !args.iter().any(|a| a == "--bind-ro=/etc"),
+        "the host's /etc"
+    );
     // Values travel in nspawn's environment, never on its command line.
     assert!(line.env.contains(&("EXTRA".into(), "1".into())));
     assert!(!args.iter().any(|a| a.starts_with("--setenv=EXTRA=")));
@@ -165,4 +178,28 @@ async fn stop_escalates_and_takes_the_machine_down() {
     assert_eq!(change.detail.as_deref(), Some("killed by SIGKILL"));
     assert!(!spec.state_dir.join("term").exists());
     all_gone(&report, sleep).await;
+}
+
+#[tokio::test]
+async fn a_hostile_agent_gets_nowhere() {
+    if !available() {
+        return;
+    }
+    let layout = Layout::new();
+    let b = breach(&layout, "ns-hostile", 108_202);
+    let rt = ChildRuntime::new(NspawnLauncher);
+    let mut changes = rt.subscribe();
+    rt.create(&b.spec).await.unwrap();
+    rt.start(&b.spec.name).await.unwrap();
+    assert!(next_change(&mut changes, "ns-hostile").await.running);
+    let report = read_report(&b.spec).await;
+    assert_breaches_failed(&b, &report);
+    let group = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(hive_runtime::cgroup::relative_path(&b.spec));
+    assert!(group.is_dir(), "{}", group.display());
+    rt.stop(&b.spec.name, Duration::from_secs(30))
+        .await
+        .unwrap();
+    eventually("the container's cgroup to go", || !group.exists()).await;
+    rt.destroy(&b.spec.name).await.unwrap();
 }

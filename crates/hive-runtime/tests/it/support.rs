@@ -39,6 +39,12 @@ impl Layout {
         }
         // A stand-in for the agent socket: a file is enough to bind.
         std::fs::write(&socket, "").unwrap();
+        // And for core's egress socket, page dir and control dir.
+        let egress_socket = agent_dir.join("egress.sock");
+        std::fs::write(&egress_socket, "").unwrap();
+        let (page_dir, control_dir) = (agent_dir.join("page"), agent_dir.join("control"));
+        std::fs::create_dir_all(&page_dir).unwrap();
+        std::fs::create_dir_all(&control_dir).unwrap();
         ContainerSpec {
             name,
             program: PathBuf::from(program),
@@ -50,9 +56,9 @@ impl Layout {
             binds: Vec::new(),
             log_path: agent_dir.join("container.log"),
             image: None,
-            egress_socket: agent_dir.join("egress.sock"),
-            page_dir: agent_dir.join("page"),
-            control_dir: agent_dir.join("control"),
+            egress_socket,
+            page_dir,
+            control_dir,
             etc_dir: agent_dir.join("etc"),
             user: None,
             limits: hive_runtime::Limits::default(),
@@ -289,4 +295,173 @@ pub async fn all_gone(report: &std::collections::HashMap<String, Vec<String>>, s
         !Path::new(&format!("/proc/{sleep}")).exists() && pids_in_ns(&ns).is_empty()
     })
     .await;
+}
+
+// --- Breaches: an engine stand-in running as the agent tries what a
+// hostile agent would, and the host checks that nothing got through. ---
+
+/// The memory limit the breach specs set (256 MiB).
+pub const BREACH_MEMORY: u64 = 256 << 20;
+
+/// The script a breach spec runs (as the agent's uid): it tries each
+/// breach, writes what it found to `/state/report` (`breach=` lines for
+/// anything that got through) and waits.
+pub const BREACH_SCRIPT: &str = r#"
+sleep 1000 &
+{
+  echo "pidns=$(readlink /proc/self/ns/pid)"
+  echo "netns=$(readlink /proc/self/ns/net)"
+  echo "pid=$$"
+  echo "uid=$(id -u)"
+  echo "user=$(id -un)"
+  cat /etc/shadow >/dev/null 2>&1 && echo "breach=read /etc/shadow"
+  [ -e /etc/shadow ] && echo "breach=/etc/shadow exists"
+  [ -e /dev/kmsg ] && echo "breach=/dev/kmsg exists"
+  touch /run/hive/control/planted 2>/dev/null && echo "breach=wrote the control dir"
+  echo "control=$(cat /run/hive/control/deployed.json)"
+  touch /etc/planted 2>/dev/null && echo "breach=wrote /etc"
+  /bin/bash -c "exec 3<>/dev/tcp/127.0.0.1/$HOST_PORT" 2>/dev/null && echo "breach=reached the host's 127.0.0.1:$HOST_PORT"
+  touch "$HOST_MARKER" 2>/dev/null && echo "breach=wrote $HOST_MARKER"
+  touch /rootdir/planted 2>/dev/null && echo "breach=wrote a root-owned read-write bind"
+  echo ok > /state/ok && echo "wrote=/state"
+  touch /run/hive/page/page.sock && echo "wrote=/run/hive/page"
+  [ -e /run/hive/egress.sock ] && echo "seen=/run/hive/egress.sock"
+  echo "passwd=$(cut -d: -f1 /etc/passwd | tr '\n' ' ')"
+} > /state/report.tmp 2>&1
+mv /state/report.tmp /state/report
+wait
+"#;
+
+/// A spec running [`BREACH_SCRIPT`] as `uid` (gid 100000) under a memory
+/// limit, with its files owned the way core leaves them, and what the host
+/// checks afterwards.
+pub struct Breach {
+    pub spec: ContainerSpec,
+    /// A host port the agent must not reach.
+    pub listener: std::net::TcpListener,
+    /// A host file (in a world-writable dir) it must not create.
+    pub marker: PathBuf,
+    /// A root-owned dir bound read-write at `/rootdir`.
+    pub rootdir: PathBuf,
+}
+
+pub fn breach(layout: &Layout, name: &str, uid: u32) -> Breach {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let gid = 100_000;
+    // bwrap runs as the agent's uid: it must be able to search the layout.
+    std::fs::set_permissions(layout.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = layout.spec(name, "/bin/sh", &["-c", BREACH_SCRIPT]);
+    spec.user = Some(hive_runtime::AgentUser { uid, gid });
+    spec.limits.memory_bytes = Some(BREACH_MEMORY);
+    for path in [
+        &spec.state_dir,
+        &spec.page_dir,
+        &spec.socket,
+        &spec.egress_socket,
+    ] {
+        chown(path, Some(uid), Some(gid)).unwrap();
+    }
+    std::fs::write(spec.control_dir.join("deployed.json"), "{}").unwrap();
+    std::fs::set_permissions(&spec.control_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let outside = layout.root().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let marker = outside.join(format!("from-{name}"));
+    let rootdir = layout.root().join("rootdir");
+    std::fs::create_dir_all(&rootdir).unwrap();
+    spec.binds.push(hive_runtime::Bind {
+        host: rootdir.clone(),
+        container: PathBuf::from("/rootdir"),
+        read_only: false,
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    spec.env.extend([
+        ("HOST_PORT".into(), port.to_string()),
+        ("HOST_MARKER".into(), marker.display().to_string()),
+    ]);
+    Breach {
+        spec,
+        listener,
+        marker,
+        rootdir,
+    }
+}
+
+/// The memory limit of the memory cgroup host pid `pid` is in, as the
+/// host sees it (cgroup v1, or v2's `memory.max`).
+pub fn memory_limit_of(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = if controllers.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        } else if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}/memory.max")
+        } else {
+            continue;
+        };
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(limit) = text.trim().parse()
+        {
+            return Some(limit);
+        }
+    }
+    None
+}
+
+/// Asserts from the host that every breach failed, given the report of
+/// the breach script. Returns the host pid of the script.
+pub fn assert_breaches_failed(
+    b: &Breach,
+    report: &std::collections::HashMap<String, Vec<String>>,
+) -> u32 {
+    let spec = &b.spec;
+    let user = spec.user.unwrap();
+    assert_eq!(report.get("breach"), None, "{report:?}");
+    assert_eq!(one(report, "uid"), user.uid.to_string(), "{report:?}");
+    assert_eq!(one(report, "user"), "agent");
+    assert_eq!(one(report, "passwd"), "root agent nobody ");
+    assert_eq!(one(report, "control"), "{}");
+    assert_eq!(report["wrote"], ["/state", "/run/hive/page"]);
+    assert_eq!(one(report, "seen"), "/run/hive/egress.sock");
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(
+        one(report, "netns"),
+        host_net.display().to_string(),
+        "network namespace"
+    );
+    // On the host: nothing planted, no connection.
+    assert!(!b.marker.exists(), "{} on the host", b.marker.display());
+    assert!(!b.rootdir.join("planted").exists());
+    assert!(!spec.control_dir.join("planted").exists());
+    assert!(!spec.etc_dir.join("planted").exists());
+    assert_eq!(
+        b.listener.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "the agent connected to the host's loopback"
+    );
+    assert_eq!(
+        std::fs::read_to_string(spec.state_dir.join("ok")).unwrap(),
+        "ok\n"
+    );
+    // The script's host pid: a non-root uid, in a memory-limited cgroup.
+    let inner: u32 = one(report, "pid").parse().unwrap();
+    let (host_pid, _) = pids_in_ns(one(report, "pidns"))
+        .into_iter()
+        .find(|(_, pid)| *pid == inner)
+        .expect("the script on the host");
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+    let uids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(|u| u.parse::<u32>().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(uids, [user.uid; 4], "host uids of the agent's program");
+    assert_eq!(memory_limit_of(host_pid), Some(BREACH_MEMORY));
+    host_pid
 }

@@ -17,6 +17,21 @@ fn running(hive: &Hive, name: &str) -> bool {
     v["agent_statuses"][0]["running"] == true
 }
 
+/// Commits `text` as `path` on a proposed repo's `main`, as the manager would.
+fn commit(repo: &std::path::Path, path: &str, text: &str) -> String {
+    let repo = git2::Repository::open(repo).unwrap();
+    std::fs::write(repo.workdir().unwrap().join(path), text).unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(std::path::Path::new(path)).unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("manager", "manager@hive").unwrap();
+    let parent = repo.head().unwrap().peel_to_commit().unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "limit memory", &tree, &[&parent])
+        .unwrap()
+        .to_string()
+}
+
 fn logs(hive: &Hive, name: &str) -> String {
     json(&hive.host(&format!(r#"{{"cmd":"logs","name":"{name}","lines":50}}"#)))["logs"].to_string()
 }
@@ -61,6 +76,18 @@ fn spawn_and_purge(runtime: &str, ports: &str, manager_port: &str) {
     eventually("coder's harness to serve", || {
         logs(&hive, "coder").contains("serving coder")
     });
+    // Both run unprivileged, as uid 100000 + their web port, which owns
+    // their /state; /shared is the agents' group's.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = |p: &str| std::fs::metadata(hive.state_dir().join(p)).unwrap().uid();
+        let first: u32 = ports.split('-').next().unwrap().parse().unwrap();
+        let manager: u32 = manager_port.parse().unwrap();
+        assert_eq!(owner("agents/manager/state"), 100_000 + manager);
+        assert_eq!(owner("agents/coder/state"), 100_000 + first);
+        let shared = std::fs::metadata(hive.state_dir().join("shared")).unwrap();
+        assert_eq!(shared.gid(), hive_core::lifecycle::AGENT_GID);
+    }
     // The harness binds its page socket in the page dir, inside the
     // sandbox; core reaches it from the host.
     let bearer = hive.bearer();
@@ -73,6 +100,39 @@ fn spawn_and_purge(runtime: &str, ports: &str, manager_port: &str) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["agent"], "coder", "{body}");
 
+    // An approved memory limit is enforced: coder comes back in a cgroup
+    // with that limit.
+    let toml = "model = \"sonnet\"\nengine = \"claude\"\nprompt = \"prompt.md\"\n\n\
+                [resources]\nmemory = \"1G\"\n";
+    let sha = commit(
+        &hive.state_dir().join("proposed/coder/config"),
+        "agent.toml",
+        toml,
+    );
+    let queued = json(&hive.agent(
+        "manager",
+        &format!(r#"{{"cmd":"request_apply_commit","agent":"coder","commit_ref":"{sha}"}}"#),
+    ));
+    let id = queued["id"].as_i64().unwrap();
+    assert_eq!(
+        hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#)),
+        r#"{"version":1,"ok":true}"#
+    );
+    let coder = hive_proto::AgentName::parse("coder").unwrap();
+    let group = std::path::Path::new("/sys/fs/cgroup/memory").join(
+        hive_runtime::cgroup::group_path(&hive.state_dir().join("agents"), &coder),
+    );
+    eventually("coder in its memory-limited cgroup", || {
+        let read = |f: &str| std::fs::read_to_string(group.join(f)).unwrap_or_default();
+        read("memory.limit_in_bytes").trim() == (1u64 << 30).to_string()
+            && !read("cgroup.procs").trim().is_empty()
+    });
+
+    // Stopped only once its harness serves again (a stop racing the
+    // sandbox's setup waits out the grace).
+    eventually("coder's harness to serve again", || {
+        logs(&hive, "coder").matches("serving coder").count() >= 2
+    });
     assert_eq!(
         hive.host(r#"{"cmd":"destroy","name":"coder","purge":true}"#),
         r#"{"version":1,"ok":true}"#

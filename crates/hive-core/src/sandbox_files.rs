@@ -1,0 +1,240 @@
+//! The host files core readies right before a container is created.
+//!
+//! Every backend binds the same files: the agent's socket, the egress
+//! socket, its page dir (the one dir of core's it may write), the control
+//! and etc dirs (core's, read-only), `/state`, `/shared` and config repos.
+//! With an unprivileged agent user ([`crate::lifecycle::agent_user`]) they
+//! must also be usable by that uid: `/state` and the page dir are the
+//! agent's, the sockets are its (mode 0660), `/shared` is
+//! `root:`[`AGENT_GID`] mode 2770 (setgid, so agents share what they put
+//! there), read-only binds are world-readable, and the roots core owns are
+//! searchable by others (bwrap runs as the agent's uid and must reach what
+//! it binds). The walks here never follow a symlink, and skip a file with
+//! more than one hard link (a link to a host file planted while agents
+//! still ran as root): core never hands a host file to an agent.
+
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown};
+use std::path::Path;
+
+use anyhow::Context;
+use hive_runtime::ContainerSpec;
+
+use crate::lifecycle::AGENT_GID;
+use crate::paths::{Paths, create_dir};
+
+/// Readies `spec`'s host files (see the module docs).
+pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
+    create_dir(&spec.page_dir)?;
+    for dir in [&spec.control_dir, &spec.etc_dir] {
+        create_dir(dir)?;
+        chmod(dir, 0o755)?;
+    }
+    if let Some(parent) = spec.egress_socket.parent() {
+        create_dir(parent)?;
+    }
+    if std::fs::symlink_metadata(&spec.egress_socket).is_err() {
+        // A placeholder to bind until core's egress proxy binds its socket
+        // here (it replaces this file).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o660)
+            .open(&spec.egress_socket)
+            .with_context(|| format!("create {}", spec.egress_socket.display()))?;
+    }
+    let Some(user) = spec.user else {
+        return Ok(());
+    };
+    for root in [&paths.state_dir, &paths.run_dir] {
+        let mode = std::fs::metadata(root)
+            .with_context(|| format!("stat {}", root.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            chmod(root, (mode & 0o7777) | 0o001)?;
+        }
+    }
+    warn_unsearchable(&spec.program);
+
+    let state = &spec.state_dir;
+    let owner = std::fs::symlink_metadata(state)
+        .with_context(|| format!("stat {}", state.display()))?
+        .uid();
+    if owner != user.uid {
+        // First start as this user: the container is not running, the
+        // state is all the agent's.
+        tracing::info!(agent = %spec.name, uid = user.uid, "handing {} to the agent's user", state.display());
+        walk(state, &mut |path, _| {
+            lchown(path, Some(user.uid), Some(user.gid))
+                .with_context(|| format!("chown {}", path.display()))
+        })?;
+    }
+    for socket in [&spec.socket, &spec.egress_socket] {
+        lchown(socket, Some(user.uid), Some(AGENT_GID))
+            .with_context(|| format!("chown {}", socket.display()))?;
+        if !std::fs::symlink_metadata(socket)?.file_type().is_symlink() {
+            chmod(socket, 0o660)?;
+        }
+    }
+    lchown(&spec.page_dir, Some(user.uid), Some(AGENT_GID))
+        .with_context(|| format!("chown {}", spec.page_dir.display()))?;
+    chmod(&spec.page_dir, 0o750)?;
+    lchown(&spec.shared_dir, Some(0), Some(AGENT_GID))
+        .with_context(|| format!("chown {}", spec.shared_dir.display()))?;
+    chmod(&spec.shared_dir, 0o2770)?;
+
+    let proposed = paths.proposed_dir();
+    for bind in &spec.binds {
+        if bind.host == proposed {
+            // The manager's tree of proposed repos: each repo is its own to
+            // commit in; `proposed/` and `proposed/<name>/` stay core's, so
+            // it can neither rename nor replace them.
+            for entry in std::fs::read_dir(&proposed)
+                .with_context(|| format!("read {}", proposed.display()))?
+            {
+                let entry = entry.with_context(|| format!("read {}", proposed.display()))?;
+                let Some(name) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| hive_proto::AgentName::parse(n).ok())
+                else {
+                    continue;
+                };
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    crate::safe_fs::chown_proposed(paths, &name, user.uid, user.gid)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+            }
+        } else if bind.read_only && is_core_path(paths, &bind.host) {
+            // Core's read-only trees (config repos): readable by the agent.
+            walk(&bind.host, &mut |path, meta| {
+                let mode = meta.permissions().mode() & 0o7777;
+                if meta.is_dir() && mode & 0o005 != 0o005 {
+                    chmod(path, mode | 0o005)?;
+                } else if meta.is_file() && mode & 0o004 == 0 {
+                    chmod(path, mode | 0o004)?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` lies under one of core's roots (not an operator mount).
+fn is_core_path(paths: &Paths, path: &Path) -> bool {
+    path.starts_with(&paths.state_dir) || path.starts_with(&paths.run_dir)
+}
+
+fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {:o} {}", mode, path.display()))
+}
+
+/// Calls `f` on `root` and everything beneath it, never following a
+/// symlink and skipping files with more than one hard link.
+fn walk(
+    root: &Path,
+    f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let meta =
+        std::fs::symlink_metadata(root).with_context(|| format!("stat {}", root.display()))?;
+    if meta.is_file() && meta.nlink() > 1 {
+        tracing::warn!("skipping {}: it has other hard links", root.display());
+        return Ok(());
+    }
+    if meta.file_type().is_symlink() {
+        // The link itself only (lchown); never what it points to.
+        return f(root, &meta);
+    }
+    f(root, &meta)?;
+    if meta.is_dir() {
+        let entries =
+            std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("read {}", root.display()))?;
+            walk(&entry.path(), f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Warns when others cannot search a parent of the hive binary (bwrap,
+/// run as the agent's uid, then cannot bind it).
+fn warn_unsearchable(program: &Path) {
+    for dir in program.ancestors().skip(1) {
+        if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o001 == 0
+        {
+            tracing::warn!(
+                "{} is not searchable by others: sandboxes running as an agent's uid cannot reach {}",
+                dir.display(),
+                program.display()
+            );
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hive_proto::AgentName;
+
+    #[test]
+    fn hands_the_state_to_the_agent_without_following_links() {
+        if !nix::unistd::geteuid().is_root() {
+            return eprintln!("skipping: needs root to chown");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("s"), dir.path().join("r"));
+        paths.create_roots().unwrap();
+        let name = AgentName::parse("coder").unwrap();
+        paths.create_agent_dirs(&name).unwrap();
+        let state = paths.agent_state(&name);
+        let outside = dir.path().join("host-file");
+        std::fs::write(&outside, "host").unwrap();
+        std::fs::create_dir(state.join("sub")).unwrap();
+        std::fs::write(state.join("sub/file"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, state.join("link")).unwrap();
+        std::fs::hard_link(&outside, state.join("hard")).unwrap();
+        let socket = paths.agent_socket(&name);
+        create_dir(socket.parent().unwrap()).unwrap();
+        std::fs::write(&socket, "").unwrap();
+        let user = crate::lifecycle::agent_user(8100);
+        let spec = ContainerSpec {
+            name: name.clone(),
+            program: "/bin/sh".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            state_dir: state.clone(),
+            shared_dir: paths.shared(),
+            socket: socket.clone(),
+            binds: Vec::new(),
+            log_path: paths.agent_dir(&name).join("container.log"),
+            image: None,
+            egress_socket: paths.egress_socket(&name),
+            page_dir: paths.page_dir(&name),
+            control_dir: paths.control_dir(&name),
+            etc_dir: paths.etc_dir(&name),
+            user: Some(user),
+            limits: hive_runtime::Limits::default(),
+        };
+        prepare(&paths, &spec).unwrap();
+        let uid = |p: &Path| std::fs::symlink_metadata(p).unwrap().uid();
+        assert_eq!(uid(&state), 108_100);
+        assert_eq!(uid(&state.join("sub/file")), 108_100);
+        assert_eq!(uid(&state.join("link")), 108_100);
+        assert_eq!(uid(&outside), 0, "followed a link or a hard link");
+        assert_eq!(uid(&socket), 108_100);
+        assert_eq!(uid(&spec.page_dir), 108_100);
+        assert!(spec.egress_socket.exists());
+        let shared = std::fs::metadata(paths.shared()).unwrap();
+        assert_eq!(
+            (shared.gid(), shared.permissions().mode() & 0o7777),
+            (AGENT_GID, 0o2770)
+        );
+        let control = std::fs::metadata(&spec.control_dir).unwrap();
+        assert_eq!(control.permissions().mode() & 0o777, 0o755);
+    }
+}
