@@ -2,6 +2,7 @@
 //! real unix sockets and HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on failure
 
+mod adversary;
 mod agent;
 mod agent_page;
 mod browser;

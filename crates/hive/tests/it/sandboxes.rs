@@ -19,6 +19,7 @@ fn running(hive: &Hive, name: &str) -> bool {
 
 /// Commits `text` as `path` on a proposed repo's `main`, as the manager would.
 fn commit(repo: &std::path::Path, path: &str, text: &str) -> String {
+    crate::support::trust_foreign_repos();
     let repo = git2::Repository::open(repo).unwrap();
     std::fs::write(repo.workdir().unwrap().join(path), text).unwrap();
     let mut index = repo.index().unwrap();

@@ -303,3 +303,15 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Lets this test process open git repos another uid owns, as core does:
+/// the manager's proposed repos belong to its unprivileged uid.
+pub fn trust_foreign_repos() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: one process-wide libgit2 option, set once before the
+        // test opens a repo.
+        #[allow(unsafe_code)]
+        unsafe { git2::opts::set_verify_owner_validation(false) }.unwrap();
+    });
+}

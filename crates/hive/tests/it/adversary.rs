@@ -1,0 +1,386 @@
+//! The agent as the adversary, on each sandboxing backend: the real daemon
+//! runs an agent whose engine is a stand-in script, and that script — the
+//! code a prompt-injected model could write — tries every breach the
+//! security review found. The test asserts the effects from the host: no
+//! approval, spawn or operator message created, host files untouched, the
+//! scripted model reached through the proxy and nothing else, the deployed
+//! limits and policy in force.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Hive, eventually};
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap()
+}
+
+/// A loopback HTTP server that answers every request `200 ok` and keeps
+/// each request's head: the stand-in for the operator's model endpoint, or
+/// for any other host service an agent must not reach.
+struct Recorder {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    seen.lock().unwrap().push(head);
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                });
+            }
+        });
+        Recorder { port, heads }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// Whether `runtime` can run here; under CI it must.
+fn available(runtime: &str) -> bool {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    match rt.block_on(hive_runtime::open(runtime)) {
+        Ok(_) => true,
+        Err(reason) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have the {runtime} runtime: {reason}"
+            );
+            eprintln!("skipping the {runtime} runtime: {reason}");
+            false
+        }
+    }
+}
+
+/// The engine stand-in: each probe writes `name=yes` when the breach
+/// worked, `name=no` when it did not.
+fn script(dashboard_port: u16, model_port: u16, other_port: u16, run_dir: &Path) -> String {
+    let run = run_dir.display();
+    format!(
+        r#"#!/bin/sh
+prompt=$(timeout 5 cat)
+case "$prompt" in *again*) phase=2 ;; *) phase=1 ;; esac
+out=/state/findings.$phase.$(date +%s%N)
+probe() {{ if sh -c "$2" >/dev/null 2>&1; then echo "$1=yes"; else echo "$1=no"; fi >> "$out.tmp"; }}
+probe uid_known '[ -n "$(id -u)" ]'
+probe uid_root '[ "$(id -u)" = 0 ]'
+probe control_read 'grep -q sha /run/hive/control/deployed.json'
+probe shadow 'cat /etc/shadow'
+probe kmsg '[ -e /dev/kmsg ]'
+probe host_sock '[ -e {run}/host.sock ]'
+probe peer_page '[ -e {run}/manager/page/page.sock ]'
+probe control_write 'echo x > /run/hive/control/paused'
+probe dashboard_direct 'curl -sS --noproxy "*" -m 3 -o /dev/null http://127.0.0.1:{dashboard_port}/'
+probe spawn_direct 'curl -sSf --noproxy "*" -m 3 -X POST -H "content-type: application/json" -d "{{\"name\":\"clone\"}}" http://127.0.0.1:{dashboard_port}/api/request-spawn'
+probe spawn_proxy 'curl -sSf -m 3 -X POST -H "content-type: application/json" -d "{{\"name\":\"clone\"}}" http://127.0.0.1:{dashboard_port}/api/request-spawn'
+probe send_proxy 'curl -sSf -m 3 -X POST -H "content-type: application/json" -d "{{\"to\":\"manager\",\"body\":\"forged\"}}" http://127.0.0.1:{dashboard_port}/api/send'
+probe other_direct 'curl -sSf --noproxy "*" -m 3 http://127.0.0.1:{other_port}/direct'
+probe other_proxy 'curl -sSf -m 3 http://127.0.0.1:{other_port}/proxied'
+probe metadata_proxy 'curl -sSf -m 3 http://169.254.169.254/latest/meta-data/'
+probe model_direct 'curl -sSf --noproxy "*" -m 3 http://127.0.0.1:{model_port}/direct'
+probe model_proxy "curl -sSf -m 5 -H 'x-phase: $phase' http://127.0.0.1:{model_port}/v1/probe"
+cat /proc/self/cgroup > "$out.cgroup" 2>/dev/null
+# Links for core to follow: the old marker paths, pointing at host paths.
+ln -sfn /tmp/hive-adversary-target/file /state/.hive-paused 2>/dev/null
+ln -sfn /tmp/hive-adversary-target /state/.hive 2>/dev/null
+mv "$out.tmp" "$out"
+echo '{{"type":"result","subtype":"success","is_error":false,"result":"done","session_id":"s","num_turns":1,"duration_ms":1,"total_cost_usd":0,"usage":{{"input_tokens":1,"output_tokens":1}}}}'
+"#
+    )
+}
+
+/// Waits for the first findings file of `phase` in `state` (the engine
+/// may run more than once per message: retries, redeliveries).
+fn findings(state: &Path, phase: u8) -> std::collections::BTreeMap<String, String> {
+    let prefix = format!("findings.{phase}.");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(state)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                        name.starts_with(&prefix)
+                            && !name.ends_with(".tmp")
+                            && !name.ends_with(".cgroup")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        if let Some(first) = files.first() {
+            let text = std::fs::read_to_string(first).unwrap();
+            return text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no findings in {}",
+            state.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn commit(repo: &Path, files: &[(&str, &str)]) -> String {
+    crate::support::trust_foreign_repos();
+    let repo = git2::Repository::open(repo).unwrap();
+    let mut index = repo.index().unwrap();
+    for (path, text) in files {
+        std::fs::write(repo.workdir().unwrap().join(path), text).unwrap();
+        index.add_path(Path::new(path)).unwrap();
+    }
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("manager", "manager@hive").unwrap();
+    let parent = repo.head().unwrap().peel_to_commit().unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "lock down", &tree, &[&parent])
+        .unwrap()
+        .to_string()
+}
+
+/// The memory limit of the cgroup a process of agent `name` runs in, read
+/// on the host.
+fn memory_limit_of(name: &str) -> Option<u64> {
+    let wanted = format!("HIVE_AGENT={name}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if !environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
+            continue;
+        }
+        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        for line in cgroups.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let file = if controllers.split(',').any(|c| c == "memory") {
+                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            } else if controllers.is_empty() {
+                format!("/sys/fs/cgroup/unified{path}/memory.max")
+            } else {
+                continue;
+            };
+            if let Ok(text) = std::fs::read_to_string(&file)
+                && let Ok(limit) = text.trim().parse::<u64>()
+            {
+                return Some(limit);
+            }
+        }
+    }
+    None
+}
+
+fn approvals(hive: &Hive) -> String {
+    hive.host(r#"{"cmd":"pending"}"#)
+}
+
+fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
+    if !available(runtime) {
+        return;
+    }
+    let target = Path::new("/tmp/hive-adversary-target");
+    std::fs::create_dir_all(target).unwrap();
+    std::fs::write(target.join("file"), "host file\n").unwrap();
+
+    let model = Recorder::start();
+    let other = Recorder::start();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("state/shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let model_url = format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", model.port);
+    let hive = Hive::start_with(
+        dir,
+        runtime,
+        &[
+            "--manager-port",
+            manager_port,
+            "--agent-ports",
+            ports,
+            "--agent-env",
+            &model_url,
+            "--agent-env",
+            "ANTHROPIC_API_KEY=sk-test",
+            "--agent-env",
+            "HIVE_CLAUDE_BIN=/shared/engine.sh",
+        ],
+    );
+    let dashboard_port: u16 = hive.dashboard.rsplit(':').next().unwrap().parse().unwrap();
+    let engine = hive.state_dir().join("shared/engine.sh");
+    std::fs::write(
+        &engine,
+        script(dashboard_port, model.port, other.port, &hive.run_dir()),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    let queued = json(&hive.host(r#"{"cmd":"request_spawn","name":"mole"}"#));
+    let id = queued["approvals"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#)),
+        r#"{"version":1,"ok":true}"#
+    );
+    let before = approvals(&hive);
+    let state = hive.state_dir().join("agents/mole/state");
+
+    // Turn 1, under the default policy ("model").
+    hive.host(r#"{"cmd":"send","to":"mole","body":"do your worst"}"#);
+    let found = findings(&state, 1);
+    eprintln!("{runtime}, turn 1: {found:?}");
+    let expect_no = [
+        "uid_root",
+        "shadow",
+        "kmsg",
+        "host_sock",
+        "peer_page",
+        "control_write",
+        "dashboard_direct",
+        "spawn_direct",
+        "spawn_proxy",
+        "send_proxy",
+        "other_direct",
+        "other_proxy",
+        "metadata_proxy",
+        "model_direct",
+    ];
+    for probe in expect_no {
+        assert_eq!(
+            found.get(probe).map(String::as_str),
+            Some("no"),
+            "{probe}: {found:?}"
+        );
+    }
+    // The positive controls: the tools the probes use work in there.
+    for probe in ["model_proxy", "uid_known", "control_read"] {
+        assert_eq!(
+            found.get(probe).map(String::as_str),
+            Some("yes"),
+            "{probe}: {found:?}"
+        );
+    }
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    let model_requests = model.requests();
+    assert!(
+        model_requests.iter().any(|h| h.contains("/v1/probe")),
+        "{model_requests:?}"
+    );
+    assert!(
+        !model_requests.iter().any(|h| h.contains("/direct")),
+        "{model_requests:?}"
+    );
+    // Nothing the agent tried created anything on the operator's side.
+    assert_eq!(approvals(&hive), before);
+    let operator_inbox = hive.host(r#"{"cmd":"list"}"#);
+    assert!(!operator_inbox.contains("clone"), "{operator_inbox}");
+    let manager_mail = hive.agent("manager", r#"{"cmd":"recent","limit":50}"#);
+    assert!(!manager_mail.contains("forged"), "{manager_mail}");
+
+    // The links it planted: pausing, resuming and restarting touch nothing
+    // they point at.
+    for request in [
+        r#"{"cmd":"set_paused","name":"mole","paused":true}"#,
+        r#"{"cmd":"set_paused","name":"mole","paused":false}"#,
+        r#"{"cmd":"restart","name":"mole"}"#,
+    ] {
+        assert_eq!(
+            hive.host(request),
+            r#"{"version":1,"ok":true}"#,
+            "{request}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(target.join("file")).unwrap(),
+        "host file\n"
+    );
+    assert!(!target.join("deployed.json").exists());
+
+    // Lock it down: no network at all, and a memory limit.
+    let repo = hive.state_dir().join("proposed/mole/config");
+    let toml = std::fs::read_to_string(repo.join("agent.toml")).unwrap();
+    let sha = commit(
+        &repo,
+        &[(
+            "agent.toml",
+            &format!("{toml}\nnetwork = \"none\"\n[resources]\nmemory = \"256M\"\n"),
+        )],
+    );
+    let queued = json(&hive.agent(
+        "manager",
+        &format!(r#"{{"cmd":"request_apply_commit","agent":"mole","commit_ref":"{sha}"}}"#),
+    ));
+    assert_eq!(queued["kind"], "approval_queued", "{queued}");
+    assert_eq!(
+        hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, queued["id"])),
+        r#"{"version":1,"ok":true}"#
+    );
+    eventually("mole's memory limit", || {
+        memory_limit_of("mole") == Some(256 << 20)
+    });
+    hive.host(r#"{"cmd":"send","to":"mole","body":"again"}"#);
+    let found = findings(&state, 2);
+    eprintln!("{runtime}, turn 2: {found:?}");
+    assert_eq!(
+        found.get("model_proxy").map(String::as_str),
+        Some("no"),
+        "{found:?}"
+    );
+    assert_eq!(
+        found.get("model_direct").map(String::as_str),
+        Some("no"),
+        "{found:?}"
+    );
+    let after = model.requests();
+    assert!(
+        !after.iter().any(|h| h.contains("x-phase: 2")),
+        "the model was reached under network = \"none\": {after:?}"
+    );
+    drop(hive);
+}
+
+#[test]
+fn bwrap() {
+    hostile_agent("bwrap", "17101-17110", "17100");
+}
+
+#[test]
+fn nspawn() {
+    hostile_agent("nspawn", "17201-17210", "17200");
+}
+
+#[test]
+fn docker() {
+    hostile_agent("docker", "17301-17310", "17300");
+}
