@@ -201,6 +201,19 @@ fn memory_limit_of(name: &str) -> Option<u64> {
     None
 }
 
+/// Sends a lifecycle `request`, waiting out (up to 60 s) a lifecycle
+/// action already in flight on the agent, as an operator would.
+fn when_idle(hive: &Hive, request: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = hive.host(request);
+        if !answer.contains(" is already ") || Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn approvals(hive: &Hive) -> String {
     hive.host(r#"{"cmd":"pending"}"#)
 }
@@ -316,7 +329,7 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
         r#"{"cmd":"restart","name":"mole"}"#,
     ] {
         assert_eq!(
-            hive.host(request),
+            when_idle(&hive, request),
             r#"{"version":1,"ok":true}"#,
             "{request}"
         );
