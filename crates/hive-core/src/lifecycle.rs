@@ -622,9 +622,24 @@ impl Coordinator {
         }
     }
 
+    /// The agents to start again at startup: those that ran when the last
+    /// daemon stopped. Taken before the sockets serve, so an agent spawned
+    /// while `resume` runs is never mistaken for one to resume (and
+    /// restarted under its spawner's feet).
+    pub fn agents_to_resume(&self) -> Vec<AgentName> {
+        let Ok(agents) = self.store.agents() else {
+            return Vec::new();
+        };
+        agents
+            .into_iter()
+            .filter(|r| r.name != hive_proto::MANAGER_AGENT && r.has_container && r.want_running)
+            .filter_map(|r| AgentName::parse(&r.name).ok())
+            .collect()
+    }
+
     /// At startup: the manager's container exists and runs, and every agent
-    /// that was running before is started again.
-    pub async fn resume(self: &Arc<Self>) {
+    /// of `agents` ([`Coordinator::agents_to_resume`]) is started again.
+    pub async fn resume(self: &Arc<Self>, agents: Vec<AgentName>) {
         if self.runtime.is_none() {
             return;
         }
@@ -638,16 +653,7 @@ impl Coordinator {
         if let Err(e) = outcome {
             tracing::error!("manager not running: {e}");
         }
-        let Ok(agents) = self.store.agents() else {
-            return;
-        };
-        for record in agents {
-            if record.name == manager.as_str() || !(record.has_container && record.want_running) {
-                continue;
-            }
-            let Ok(name) = AgentName::parse(&record.name) else {
-                continue;
-            };
+        for name in agents {
             if let Err(e) = self.reattach(&name).await {
                 tracing::error!(agent = %name, "not resumed: {e}");
             }

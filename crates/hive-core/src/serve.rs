@@ -186,6 +186,9 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
 
     let host = listener::bind(&paths.host_socket())?;
     let mut tasks = tokio::task::JoinSet::new();
+    // Before any socket serves: an agent spawned from now on is not one
+    // to resume.
+    let to_resume = coord.agents_to_resume();
     {
         let coord = coord.clone();
         tasks.spawn(listener::accept_loop(host, move |stream| {
@@ -209,7 +212,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     tracing::info!(host_socket = %paths.host_socket().display(), runtime, "hive serving");
     {
         let coord = coord.clone();
-        tasks.spawn(async move { coord.resume().await });
+        tasks.spawn(async move { coord.resume(to_resume).await });
     }
 
     signals.wait().await;

@@ -195,33 +195,38 @@ fn write(dir: &Path, file: &str, value: &str) -> std::result::Result<(), String>
 pub const ENTER_SCRIPT: &str =
     r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#;
 
+/// The memory limit of the memory cgroup host pid `pid` is in, as the
+/// host sees it (cgroup v1, or v2's `memory.max`).
+pub fn memory_limit_of(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = if controllers.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        } else if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}/memory.max")
+        } else {
+            continue;
+        };
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(limit) = text.trim().parse()
+        {
+            return Some(limit);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AgentUser, ContainerSpec};
-    use hive_proto::AgentName;
+    use crate::ContainerSpec;
 
     fn spec(limits: Limits) -> ContainerSpec {
         ContainerSpec {
-            name: AgentName::parse("coder").unwrap(),
-            program: "/bin/hive".into(),
-            args: Vec::new(),
-            env: Vec::new(),
-            state_dir: "/s".into(),
-            shared_dir: "/sh".into(),
-            socket: "/r/mcp.sock".into(),
-            binds: Vec::new(),
-            log_path: "/hive/agents/coder/container.log".into(),
-            image: None,
-            egress_socket: "/r/egress.sock".into(),
-            page_dir: "/r/page".into(),
-            control_dir: "/c".into(),
-            etc_dir: "/e".into(),
-            user: Some(AgentUser {
-                uid: 108_100,
-                gid: 100_000,
-            }),
             limits,
+            ..crate::test_spec()
         }
     }
 

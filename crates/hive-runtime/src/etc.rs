@@ -205,8 +205,6 @@ fn copy_entry(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AgentUser, Limits};
-    use hive_proto::AgentName;
 
     #[test]
     fn curates_a_small_etc() {
@@ -223,25 +221,8 @@ mod tests {
         std::fs::write(host.join("gitconfig"), "[core]\n\tpager = less").unwrap();
         let etc = dir.path().join("etc");
         let spec = ContainerSpec {
-            name: AgentName::parse("coder").unwrap(),
-            program: "/bin/hive".into(),
-            args: Vec::new(),
-            env: Vec::new(),
-            state_dir: "/s".into(),
-            shared_dir: "/sh".into(),
-            socket: "/r/mcp.sock".into(),
-            binds: Vec::new(),
-            log_path: "/l".into(),
-            image: None,
-            egress_socket: "/r/egress.sock".into(),
-            page_dir: "/r/page".into(),
-            control_dir: "/c".into(),
             etc_dir: etc.clone(),
-            user: Some(AgentUser {
-                uid: 108_100,
-                gid: 100_000,
-            }),
-            limits: Limits::default(),
+            ..crate::test_spec()
         };
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(etc.join("stale"), "from before").unwrap();

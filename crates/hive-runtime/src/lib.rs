@@ -112,6 +112,32 @@ pub struct ContainerSpec {
     pub limits: Limits,
 }
 
+/// A spec for unit tests: agent `coder` as uid 108100, fake paths.
+#[cfg(test)]
+pub(crate) fn test_spec() -> ContainerSpec {
+    ContainerSpec {
+        name: AgentName::parse("coder").unwrap_or_else(|e| panic!("{e}")),
+        program: "/bin/hive".into(),
+        args: Vec::new(),
+        env: Vec::new(),
+        state_dir: "/s".into(),
+        shared_dir: "/sh".into(),
+        socket: "/r/mcp.sock".into(),
+        binds: Vec::new(),
+        log_path: "/hive/agents/coder/container.log".into(),
+        image: None,
+        egress_socket: "/r/egress.sock".into(),
+        page_dir: "/r/page".into(),
+        control_dir: "/c".into(),
+        etc_dir: "/e".into(),
+        user: Some(AgentUser {
+            uid: 108_100,
+            gid: 100_000,
+        }),
+        limits: Limits::default(),
+    }
+}
+
 /// The host uid and gid an agent's program runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentUser {

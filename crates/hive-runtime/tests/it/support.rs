@@ -389,29 +389,6 @@ pub fn breach(layout: &Layout, name: &str, uid: u32) -> Breach {
     }
 }
 
-/// The memory limit of the memory cgroup host pid `pid` is in, as the
-/// host sees it (cgroup v1, or v2's `memory.max`).
-pub fn memory_limit_of(pid: u32) -> Option<u64> {
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    for line in cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let file = if controllers.split(',').any(|c| c == "memory") {
-            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
-        } else if controllers.is_empty() {
-            format!("/sys/fs/cgroup{path}/memory.max")
-        } else {
-            continue;
-        };
-        if let Ok(text) = std::fs::read_to_string(&file)
-            && let Ok(limit) = text.trim().parse()
-        {
-            return Some(limit);
-        }
-    }
-    None
-}
-
 /// Asserts from the host that every breach failed, given the report of
 /// the breach script. Returns the host pid of the script.
 pub fn assert_breaches_failed(
@@ -462,6 +439,9 @@ pub fn assert_breaches_failed(
         .map(|u| u.parse::<u32>().unwrap())
         .collect::<Vec<_>>();
     assert_eq!(uids, [user.uid; 4], "host uids of the agent's program");
-    assert_eq!(memory_limit_of(host_pid), Some(BREACH_MEMORY));
+    assert_eq!(
+        hive_runtime::cgroup::memory_limit_of(host_pid),
+        Some(BREACH_MEMORY)
+    );
     host_pid
 }

@@ -154,51 +154,22 @@ fn findings(state: &Path, phase: u8) -> std::collections::BTreeMap<String, Strin
     }
 }
 
-fn commit(repo: &Path, files: &[(&str, &str)]) -> String {
-    crate::support::trust_foreign_repos();
-    let repo = git2::Repository::open(repo).unwrap();
-    let mut index = repo.index().unwrap();
-    for (path, text) in files {
-        std::fs::write(repo.workdir().unwrap().join(path), text).unwrap();
-        index.add_path(Path::new(path)).unwrap();
-    }
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("manager", "manager@hive").unwrap();
-    let parent = repo.head().unwrap().peel_to_commit().unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "lock down", &tree, &[&parent])
-        .unwrap()
-        .to_string()
-}
-
 /// The memory limit of the cgroup a process of agent `name` runs in, read
 /// on the host.
 fn memory_limit_of(name: &str) -> Option<u64> {
     let wanted = format!("HIVE_AGENT={name}");
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        if !environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
-            continue;
-        }
-        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
-        for line in cgroups.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let file = if controllers.split(',').any(|c| c == "memory") {
-                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
-            } else if controllers.is_empty() {
-                format!("/sys/fs/cgroup/unified{path}/memory.max")
-            } else {
-                continue;
-            };
-            if let Ok(text) = std::fs::read_to_string(&file)
-                && let Ok(limit) = text.trim().parse::<u64>()
-            {
-                return Some(limit);
-            }
-        }
-    }
-    None
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            environ
+                .split(|b| *b == 0)
+                .any(|v| v == wanted.as_bytes())
+                .then(|| hive_runtime::cgroup::memory_limit_of(pid))
+                .flatten()
+        })
 }
 
 /// Sends a lifecycle `request`, waiting out (up to 60 s) a lifecycle
@@ -343,12 +314,13 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     // Lock it down: no network at all, and a memory limit.
     let repo = hive.state_dir().join("proposed/mole/config");
     let toml = std::fs::read_to_string(repo.join("agent.toml")).unwrap();
-    let sha = commit(
+    let sha = crate::support::commit(
         &repo,
         &[(
             "agent.toml",
             &format!("{toml}\nnetwork = \"none\"\n[resources]\nmemory = \"256M\"\n"),
         )],
+        "lock down",
     );
     let queued = json(&hive.agent(
         "manager",

@@ -6,27 +6,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Hive, eventually};
+use crate::support::{Hive, commit, eventually};
 
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap()
-}
-
-/// Commits `files` on the proposed repo's `main` as the manager would.
-pub(crate) fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
-    let repo = git2::Repository::open(repo).unwrap();
-    let mut index = repo.index().unwrap();
-    for (path, text) in files {
-        std::fs::write(repo.workdir().unwrap().join(path), text).unwrap();
-        index.add_path(Path::new(path)).unwrap();
-    }
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("manager", "manager@hive").unwrap();
-    let parent = repo.head().unwrap().peel_to_commit().unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &[&parent])
-        .unwrap()
-        .to_string()
 }
 
 fn tags(applied: &Path) -> Vec<String> {

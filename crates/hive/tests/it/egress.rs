@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::commit;
 use crate::support::Hive;
+use crate::support::commit;
 
 /// A loopback listener standing in for the model: HTTP requests are
 /// answered with the `Via` they carried (`/sse`: one event, then the last

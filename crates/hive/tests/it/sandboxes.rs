@@ -17,22 +17,6 @@ fn running(hive: &Hive, name: &str) -> bool {
     v["agent_statuses"][0]["running"] == true
 }
 
-/// Commits `text` as `path` on a proposed repo's `main`, as the manager would.
-fn commit(repo: &std::path::Path, path: &str, text: &str) -> String {
-    crate::support::trust_foreign_repos();
-    let repo = git2::Repository::open(repo).unwrap();
-    std::fs::write(repo.workdir().unwrap().join(path), text).unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(std::path::Path::new(path)).unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("manager", "manager@hive").unwrap();
-    let parent = repo.head().unwrap().peel_to_commit().unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "limit memory", &tree, &[&parent])
-        .unwrap()
-        .to_string()
-}
-
 fn logs(hive: &Hive, name: &str) -> String {
     json(&hive.host(&format!(r#"{{"cmd":"logs","name":"{name}","lines":50}}"#)))["logs"].to_string()
 }
@@ -105,10 +89,10 @@ fn spawn_and_purge(runtime: &str, ports: &str, manager_port: &str) {
     // with that limit.
     let toml = "model = \"sonnet\"\nengine = \"claude\"\nprompt = \"prompt.md\"\n\n\
                 [resources]\nmemory = \"1G\"\n";
-    let sha = commit(
+    let sha = crate::support::commit(
         &hive.state_dir().join("proposed/coder/config"),
-        "agent.toml",
-        toml,
+        &[("agent.toml", toml)],
+        "limit memory",
     );
     let queued = json(&hive.agent(
         "manager",
