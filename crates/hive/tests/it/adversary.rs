@@ -82,8 +82,15 @@ fn available(runtime: &str) -> bool {
 
 /// The engine stand-in: each probe writes `name=yes` when the breach
 /// worked, `name=no` when it did not.
-fn script(dashboard_port: u16, model_port: u16, other_port: u16, run_dir: &Path) -> String {
+fn script(
+    dashboard_port: u16,
+    model_port: u16,
+    other_port: u16,
+    run_dir: &Path,
+    target: &Path,
+) -> String {
     let run = run_dir.display();
+    let target = target.display();
     format!(
         r#"#!/bin/sh
 prompt=$(timeout 5 cat)
@@ -109,8 +116,8 @@ probe model_direct 'curl -sSf --noproxy "*" -m 3 http://127.0.0.1:{model_port}/d
 probe model_proxy "curl -sSf -m 5 -H 'x-phase: $phase' http://127.0.0.1:{model_port}/v1/probe"
 cat /proc/self/cgroup > "$out.cgroup" 2>/dev/null
 # Links for core to follow: the old marker paths, pointing at host paths.
-ln -sfn /tmp/hive-adversary-target/file /state/.hive-paused 2>/dev/null
-ln -sfn /tmp/hive-adversary-target /state/.hive 2>/dev/null
+ln -sfn {target}/file /state/.hive-paused 2>/dev/null
+ln -sfn {target} /state/.hive 2>/dev/null
 mv "$out.tmp" "$out"
 echo '{{"type":"result","subtype":"success","is_error":false,"result":"done","session_id":"s","num_turns":1,"duration_ms":1,"total_cost_usd":0,"usage":{{"input_tokens":1,"output_tokens":1}}}}'
 "#
@@ -193,8 +200,9 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     if !available(runtime) {
         return;
     }
-    let target = Path::new("/tmp/hive-adversary-target");
-    std::fs::create_dir_all(target).unwrap();
+    // A host dir the agent cannot see, for the links it plants to name.
+    let host = tempfile::tempdir().unwrap();
+    let target = host.path();
     std::fs::write(target.join("file"), "host file\n").unwrap();
 
     let model = Recorder::start();
@@ -223,7 +231,13 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     let engine = hive.state_dir().join("shared/engine.sh");
     std::fs::write(
         &engine,
-        script(dashboard_port, model.port, other.port, &hive.run_dir()),
+        script(
+            dashboard_port,
+            model.port,
+            other.port,
+            &hive.run_dir(),
+            target,
+        ),
     )
     .unwrap();
     {
