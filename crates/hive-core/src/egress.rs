@@ -429,16 +429,25 @@ pub fn is_host_address(addr: IpAddr) -> bool {
 /// One agent's end of the proxy: every connection on its egress socket.
 /// Concurrent connections (tunnels included) one agent's proxy serves.
 const MAX_CONNECTIONS: usize = 256;
+/// Open `CONNECT` tunnels one agent may hold. A tunnel outlives its
+/// connection's slot (hyper hands the stream over on upgrade), so it is
+/// counted apart; past the cap a `CONNECT` is a `503`.
+pub const MAX_TUNNELS: usize = 256;
 
 #[derive(Clone)]
 pub struct Proxy {
     egress: Arc<Egress>,
     agent: AgentName,
+    tunnels: Arc<tokio::sync::Semaphore>,
 }
 
 impl Proxy {
     pub fn new(egress: Arc<Egress>, agent: AgentName) -> Self {
-        Self { egress, agent }
+        Self {
+            egress,
+            agent,
+            tunnels: Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS)),
+        }
     }
 
     /// Binds `path` and returns its accept loop (run it; drop or abort it
@@ -552,12 +561,20 @@ impl Proxy {
                 &format!("CONNECT needs host:port, got {authority:?}"),
             );
         };
+        let Ok(permit) = self.tunnels.clone().try_acquire_owned() else {
+            tracing::info!(agent = %self.agent, "egress CONNECT refused: {MAX_TUNNELS} tunnels open");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("egress to {host}:{port}: {MAX_TUNNELS} tunnels already open"),
+            );
+        };
         let upstream = match self.open(&host, port).await {
             Ok(tcp) => tcp,
             Err(refusal) => return refusal,
         };
         let agent = self.agent.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match hyper::upgrade::on(request).await {
                 Ok(upgraded) => {
                     let mut client = TokioIo::new(upgraded);
@@ -858,5 +875,71 @@ mod tests {
     fn host_addresses() {
         assert!(is_host_address(ip("127.0.0.1")));
         assert!(!is_host_address(ip("192.0.2.1")));
+    }
+
+    /// A tunnel leaves its connection's slot when hyper hands the stream
+    /// over, so without their own cap an agent held any number of them
+    /// (two of core's descriptors each) and could run core out of files.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tunnels_are_capped_per_agent() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let model = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = model.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            // Holds each connection until its client leaves.
+            while let Ok((mut stream, _)) = model.accept().await {
+                tokio::spawn(async move {
+                    let mut sink = Vec::new();
+                    let _ = stream.read_to_end(&mut sink).await;
+                });
+            }
+        });
+        let env = vec![(
+            "ANTHROPIC_BASE_URL".to_owned(),
+            format!("http://127.0.0.1:{port}"),
+        )];
+        let egress = Arc::new(Egress::new(&env, Vec::new(), None));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egress.sock");
+        let accept = Proxy::new(egress, AgentName::parse("coder").unwrap())
+            .bind(&path)
+            .unwrap();
+        tokio::spawn(accept);
+        let mut open = Vec::new();
+        let mut status = String::new();
+        for _ in 0..=MAX_TUNNELS {
+            let mut client = UnixStream::connect(&path).await.unwrap();
+            client
+                .write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = client.read(&mut buf).await.unwrap();
+            status = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !status.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            open.push(client);
+        }
+        assert_eq!(open.len(), MAX_TUNNELS, "{status}");
+        assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+        // A closed tunnel frees its place.
+        drop(open.pop());
+        let mut again = None;
+        for _ in 0..100 {
+            let mut client = UnixStream::connect(&path).await.unwrap();
+            client
+                .write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = client.read(&mut buf).await.unwrap();
+            if buf[..n].starts_with(b"HTTP/1.1 200") {
+                again = Some(client);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(again.is_some(), "a closed tunnel never freed its place");
     }
 }

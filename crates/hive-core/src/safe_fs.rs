@@ -305,6 +305,62 @@ impl Dir {
         Ok(())
     }
 
+    /// Makes `name` and everything below it readable by others (dirs
+    /// gain `o+rx`, regular files `o+r`), by fd: a link is never followed,
+    /// so swapping a component for a link mid-walk changes nothing outside
+    /// the tree; hard-linked files are left as they are.
+    pub fn readable_tree(&self, name: &OsStr) -> Result<()> {
+        let Some(top) = self.child(name)? else {
+            return Ok(());
+        };
+        let mut stack = vec![top];
+        while let Some(dir) = stack.pop() {
+            let stat = fstat(dir.fd()).map_err(io(|| format!("stat {}", dir.path.display())))?;
+            if stat.st_mode & 0o005 != 0o005 {
+                fchmod(
+                    dir.fd(),
+                    Mode::from_bits_truncate((stat.st_mode & 0o7777) | 0o005),
+                )
+                .map_err(io(|| format!("chmod {}", dir.path.display())))?;
+            }
+            for entry in dir.entries()? {
+                match dir.kind(&entry)? {
+                    Some(stat) if is(&stat, SFlag::S_IFDIR) => {
+                        if let Ok(Some(sub)) = dir.child(&entry) {
+                            stack.push(sub);
+                        }
+                    }
+                    Some(stat) if is(&stat, SFlag::S_IFREG) => dir.readable_file(&entry)?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn readable_file(&self, name: &OsStr) -> Result<()> {
+        let path = self.path.join(name);
+        let fd = match openat(
+            self.fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ELOOP) => return Ok(()),
+            Err(e) => return Err(io(|| format!("open {}", path.display()))(e)),
+        };
+        let stat = fstat(fd.as_fd()).map_err(io(|| format!("stat {}", path.display())))?;
+        if !is(&stat, SFlag::S_IFREG) || stat.st_nlink > 1 || stat.st_mode & 0o004 != 0 {
+            return Ok(());
+        }
+        fchmod(
+            fd.as_fd(),
+            Mode::from_bits_truncate((stat.st_mode & 0o7777) | 0o004),
+        )
+        .map_err(io(|| format!("chmod {}", path.display())))
+    }
+
     fn chown_entry(&self, name: &OsStr, stat: &FileStat, uid: Uid, gid: Gid) -> Result<()> {
         let path = self.path.join(name);
         if is(stat, SFlag::S_IFLNK) {

@@ -107,18 +107,29 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
             }
         } else if bind.read_only && is_core_path(paths, &bind.host) {
             // Core's read-only trees (config repos): readable by the agent.
-            walk(&bind.host, &mut |path, meta| {
-                let mode = meta.permissions().mode() & 0o7777;
-                if meta.is_dir() && mode & 0o005 != 0o005 {
-                    chmod(path, mode | 0o005)?;
-                } else if meta.is_file() && mode & 0o004 == 0 {
-                    chmod(path, mode | 0o004)?;
-                }
-                Ok(())
-            })?;
+            // By fd: `proposed/<name>/config` is the manager's, and it may
+            // swap a component for a link while this runs.
+            readable_tree(paths, &bind.host).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
     Ok(())
+}
+
+/// [`crate::safe_fs::Dir::readable_tree`] on `path`, below the core root
+/// it lies in.
+fn readable_tree(paths: &Paths, path: &Path) -> crate::safe_fs::Result<()> {
+    let root = if path.starts_with(&paths.state_dir) {
+        &paths.state_dir
+    } else {
+        &paths.run_dir
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    match crate::safe_fs::Dir::open(root, parent)? {
+        Some(dir) => dir.readable_tree(name),
+        None => Ok(()),
+    }
 }
 
 /// Whether `path` lies under one of core's roots (not an operator mount).
@@ -236,5 +247,111 @@ mod tests {
         );
         let control = std::fs::metadata(&spec.control_dir).unwrap();
         assert_eq!(control.permissions().mode() & 0o777, 0o755);
+    }
+}
+
+/// The manager owns `proposed/<name>/config`, which an agent binds
+/// read-only: it may swap a dir there for a link to a host dir while core
+/// makes the tree readable (a path walk followed it and chmodded the host's
+/// files).
+#[cfg(test)]
+mod swapped_links {
+    use super::*;
+    use hive_proto::AgentName;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_link_swapped_in_during_the_walk_is_not_followed() {
+        if !nix::unistd::geteuid().is_root() {
+            return eprintln!("skipping: needs root to chown");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("s"), dir.path().join("r"));
+        paths.create_roots().unwrap();
+        let name = AgentName::parse("coder").unwrap();
+        paths.create_agent_dirs(&name).unwrap();
+        let config = paths.agent_config(&name);
+        std::fs::create_dir_all(&config).unwrap();
+        // The host's secret dir: root-owned, 0700 dir, 0600 file.
+        let host = dir.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("victim"), "secret").unwrap();
+        std::fs::set_permissions(host.join("victim"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        const N: usize = 64;
+        for i in 0..N {
+            let d = config.join(format!("d{i}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("victim"), "").unwrap();
+            // o+r missing: the walk adds it, keeping the rest (0o773 -> 0o777)
+            std::fs::set_permissions(d.join("victim"), std::fs::Permissions::from_mode(0o773))
+                .unwrap();
+            std::os::unix::fs::symlink(&host, config.join(format!("l{i}"))).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let stop = stop.clone();
+            let config = config.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..N {
+                        let _ = nix::fcntl::renameat2(
+                            nix::fcntl::AT_FDCWD,
+                            &config.join(format!("d{i}")),
+                            nix::fcntl::AT_FDCWD,
+                            &config.join(format!("l{i}")),
+                            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                        );
+                    }
+                }
+            })
+        };
+        let socket = paths.agent_socket(&name);
+        create_dir(socket.parent().unwrap()).unwrap();
+        std::fs::write(&socket, "").unwrap();
+        let spec = ContainerSpec {
+            name: name.clone(),
+            program: "/bin/sh".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            state_dir: paths.agent_state(&name),
+            shared_dir: paths.shared(),
+            socket: socket.clone(),
+            binds: vec![hive_runtime::Bind {
+                host: config.clone(),
+                container: "/agents/coder/config".into(),
+                read_only: true,
+            }],
+            log_path: paths.agent_dir(&name).join("container.log"),
+            image: None,
+            egress_socket: paths.egress_socket(&name),
+            page_dir: paths.page_dir(&name),
+            control_dir: paths.control_dir(&name),
+            etc_dir: paths.etc_dir(&name),
+            user: Some(crate::lifecycle::agent_user(8100)),
+            limits: hive_runtime::Limits::default(),
+        };
+        let mut won = None;
+        for attempt in 0..200 {
+            let _ = prepare(&paths, &spec);
+            let mode = std::fs::metadata(host.join("victim"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777;
+            if mode != 0o600 {
+                won = Some((attempt, mode));
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        let host_mode = std::fs::metadata(&host).unwrap().permissions().mode();
+        assert_eq!(host_mode & 0o7777, 0o755);
+        assert!(
+            won.is_none(),
+            "core chmodded a host file through a swapped link: {won:?}"
+        );
     }
 }

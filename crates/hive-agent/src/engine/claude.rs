@@ -1,6 +1,7 @@
 //! The `claude` engine (Claude Code):
 //! `claude --print --output-format stream-json --verbose --mcp-config <json>
-//! --strict-mcp-config --allowedTools <list> [--continue] --model <m>
+//! --strict-mcp-config --setting-sources user --allowedTools <list>
+//! [--continue] --model <m>
 //! [--append-system-prompt <role>] [--add-dir <dir>…]`, prompt on stdin,
 //! cwd and HOME the state dir.
 
@@ -64,7 +65,14 @@ impl Engine for Claude {
         spec = spec
             .arg("--mcp-config")
             .arg(req.mcp.config_json())
-            .arg("--strict-mcp-config");
+            .arg("--strict-mcp-config")
+            // The agent's own settings only (HOME is its state dir): the CLI
+            // loads skills, commands and subagents from every `--add-dir`
+            // under the project source, and those dirs are others' to write
+            // (`/shared`: every agent; `/agents/<name>/config`: the
+            // manager's live work tree, not yet approved).
+            .arg("--setting-sources")
+            .arg("user");
         if !req.mcp.allowed_tools.is_empty() {
             spec = spec
                 .arg("--allowedTools")
@@ -255,6 +263,8 @@ mod tests {
                 "--mcp-config",
                 r#"{"mcpServers":{"hive":{"command":"/bin/hive","args":["agent","mcp"]}}}"#,
                 "--strict-mcp-config",
+                "--setting-sources",
+                "user",
                 "--allowedTools",
                 "mcp__hive__send,mcp__hive__recv",
                 "--add-dir",
