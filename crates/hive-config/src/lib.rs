@@ -25,6 +25,7 @@ pub mod error;
 pub mod mirror;
 pub mod repos;
 pub mod schema;
+pub mod snapshot;
 pub mod tags;
 pub mod template;
 

@@ -196,9 +196,15 @@ impl ConfigRepos {
     pub fn prepare(&self, name: &AgentName, commit_ref: &str) -> Result<Prepared> {
         validate_commit_ref(commit_ref)?;
         let applied = self.open_applied(name)?;
-        let proposed = open_repo(&self.proposed_path(name))?;
+        // Never the manager's repo itself: a copy of its objects only
+        // (`snapshot`), so nothing it wrote there steers libgit2.
+        let proposed = crate::snapshot::take(
+            &self.state_dir,
+            &Path::new("proposed").join(name.as_str()).join("config"),
+            &self.state_dir.join("tmp"),
+        )?;
         let in_proposed = match &proposed {
-            Some(repo) => resolve(repo, name, commit_ref)?.map(|oid| (repo, oid)),
+            Some(snap) => resolve(&snap.repo, name, commit_ref)?.map(|oid| (&snap.repo, oid)),
             None => None,
         };
         let (oid, config) = match in_proposed {

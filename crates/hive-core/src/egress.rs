@@ -628,8 +628,11 @@ impl Proxy {
             None => hyper::Uri::from_static("/"),
         };
         strip_hop_by_hop(&mut parts.headers);
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(authority) = uri.authority()
+        // The host the policy allowed, never one the client names in a
+        // `Host` of its own (a virtual-host pivot through an allowed
+        // reverse proxy).
+        parts.headers.remove(header::HOST);
+        if let Some(authority) = uri.authority()
             && let Ok(value) = HeaderValue::from_str(authority.as_str())
         {
             parts.headers.insert(header::HOST, value);

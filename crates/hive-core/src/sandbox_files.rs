@@ -6,8 +6,8 @@
 //! With an unprivileged agent user ([`crate::lifecycle::agent_user`]) they
 //! must also be usable by that uid: `/state` and the page dir are the
 //! agent's, the sockets are its (mode 0660), `/shared` is
-//! `root:`[`AGENT_GID`] mode 2770 (setgid, so agents share what they put
-//! there), read-only binds are world-readable, and the roots core owns are
+//! `root:`[`AGENT_GID`] mode 3770 (setgid, so agents share what they put
+//! there; sticky, so none renames or removes another's files), read-only binds are world-readable, and the roots core owns are
 //! searchable by others (bwrap runs as the agent's uid and must reach what
 //! it binds). The walks here never follow a symlink, and skip a file with
 //! more than one hard link (a link to a host file planted while agents
@@ -81,7 +81,7 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
     chmod(&spec.page_dir, 0o750)?;
     lchown(&spec.shared_dir, Some(0), Some(AGENT_GID))
         .with_context(|| format!("chown {}", spec.shared_dir.display()))?;
-    chmod(&spec.shared_dir, 0o2770)?;
+    chmod(&spec.shared_dir, 0o3770)?;
 
     let proposed = paths.proposed_dir();
     for bind in &spec.binds {
@@ -243,7 +243,7 @@ mod tests {
         let shared = std::fs::metadata(paths.shared()).unwrap();
         assert_eq!(
             (shared.gid(), shared.permissions().mode() & 0o7777),
-            (AGENT_GID, 0o2770)
+            (AGENT_GID, 0o3770)
         );
         let control = std::fs::metadata(&spec.control_dir).unwrap();
         assert_eq!(control.permissions().mode() & 0o777, 0o755);
