@@ -150,7 +150,7 @@ impl HiveTools {
                 let done = format!("{past} {name}");
                 self.manager(request(name), &done).await
             }
-            Err(e) => refused(e),
+            Err(e) => self.finish(Err(e)).await,
         }
     }
 
@@ -169,12 +169,10 @@ impl HiveTools {
     }
 }
 
+/// Checks a name argument. The error already names the argument and why
+/// (`invalid agent name "../x": …`), so it is not wrapped again.
 fn name(raw: &str) -> Result<AgentName, String> {
-    AgentName::parse(raw).map_err(|e| format!("invalid agent name {raw:?}: {e}"))
-}
-
-fn refused(message: String) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(format!("refused: {message}"))])
+    AgentName::parse(raw).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -491,7 +489,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let name = match name(&a.name) {
             Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
+            Err(e) => return Ok(self.finish(Err(e)).await),
         };
         let request = ManagerOnlyRequest::RequestSpawn {
             name,
@@ -558,7 +556,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
+            Err(e) => return Ok(self.finish(Err(e)).await),
         };
         let request = ManagerOnlyRequest::RequestApplyCommit {
             agent,
@@ -577,7 +575,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let name = match name(&a.name) {
             Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
+            Err(e) => return Ok(self.finish(Err(e)).await),
         };
         let request = ManagerOnlyRequest::RequestInitConfig {
             name,
@@ -598,7 +596,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
+            Err(e) => return Ok(self.finish(Err(e)).await),
         };
         let request = GetLogsRequest::new(agent, a.lines.unwrap_or(100));
         let value = serde_json::to_value(&request).unwrap_or(Value::Null);
