@@ -789,6 +789,96 @@ mod tests {
         }
     }
 
+    /// A stand-in for core's socket: `status` says 3 unread, `request_spawn`
+    /// is refused as core refuses a live agent, anything else is `ok`.
+    fn fake_core(dir: &std::path::Path) -> SocketClient {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let path = dir.join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                BufReader::new(read).read_line(&mut line).await.unwrap();
+                let answer = if line.contains(r#""cmd":"status""#) {
+                    r#"{"kind":"status","unread":3}"#
+                } else if line.contains(r#""cmd":"request_spawn""#) {
+                    r#"{"kind":"err","message":"coder already has a container: start, restart or rebuild it"}"#
+                } else {
+                    r#"{"kind":"ok"}"#
+                };
+                write
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+        });
+        SocketClient::new(path)
+    }
+
+    /// `(is_error, text)` of a tool result.
+    fn text(result: &CallToolResult) -> (bool, String) {
+        let v = serde_json::to_value(result).unwrap();
+        (
+            v["isError"].as_bool().unwrap_or(false),
+            v["content"][0]["text"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_result_and_refusal_ends_with_the_unread_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = HiveTools::new(Role::Manager, fake_core(dir.path()), None);
+        let bad_name = "refused: invalid agent name \"../x\": must start with a-z \
+                        (names match ^[a-z][a-z0-9-]{0,31}$)\n\n[inbox: 3 unread]";
+        let args = |name: &str| {
+            Parameters(NameDescriptionArgs {
+                name: name.to_owned(),
+                description: None,
+            })
+        };
+        let spawn = tools.request_spawn(args("../x")).await.unwrap();
+        assert_eq!(text(&spawn), (true, bad_name.to_owned()));
+        let kill = tools
+            .kill(Parameters(NameArgs {
+                name: "../x".to_owned(),
+            }))
+            .await
+            .unwrap();
+        assert_eq!(text(&kill), (true, bad_name.to_owned()));
+        let logs = tools
+            .get_logs(Parameters(GetLogsArgs {
+                agent: "../x".to_owned(),
+                lines: None,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(text(&logs), (true, bad_name.to_owned()));
+        // Core's refusal, once, with the line.
+        let spawn = tools.request_spawn(args("coder")).await.unwrap();
+        assert_eq!(
+            text(&spawn),
+            (
+                true,
+                "refused: coder already has a container: start, restart or rebuild it\n\n\
+                 [inbox: 3 unread]"
+                    .to_owned()
+            )
+        );
+        let sent = tools
+            .send(Parameters(SendArgs {
+                to: "bob".to_owned(),
+                body: "hi".to_owned(),
+                in_reply_to: None,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(
+            text(&sent),
+            (false, "sent to bob\n\n[inbox: 3 unread]".to_owned())
+        );
+    }
+
     #[test]
     fn get_logs_line() {
         let request = GetLogsRequest::new(AgentName::parse("coder").unwrap(), 50);

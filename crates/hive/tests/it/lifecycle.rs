@@ -77,6 +77,15 @@ fn spawn_crash_restart_destroy_purge_on_process() {
     // The agent was told it was (re)started.
     let kicked = hive.agent("coder", r#"{"cmd":"recent","limit":5}"#);
     assert!(kicked.contains("you were just spawned"), "{kicked}");
+    // Spawning it again is refused when asked, not when approved.
+    assert_eq!(
+        hive.agent("manager", r#"{"cmd":"request_spawn","name":"coder"}"#),
+        r#"{"kind":"err","message":"coder already has a container: start, restart or rebuild it"}"#
+    );
+    assert_eq!(
+        hive.host(r#"{"cmd":"request_spawn","name":"coder"}"#),
+        r#"{"version":1,"ok":false,"error":"coder already has a container: start, restart or rebuild it"}"#
+    );
 
     // No engine is installed for this hive: the harness says so, and the
     // status row and the manager hear it.
