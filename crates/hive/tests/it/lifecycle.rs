@@ -143,6 +143,10 @@ fn spawn_crash_restart_destroy_purge_on_process() {
         1,
         "only the real crash: {events:?}"
     );
+    // Started twice without an engine: `needs_login` was announced once,
+    // and no `logged_in` came between (the boot's `idle` knows nothing).
+    assert_eq!(count(&events, "needs_login"), 1, "{events:?}");
+    assert_eq!(count(&events, "logged_in"), 0, "{events:?}");
     assert_eq!(
         hive.host(r#"{"cmd":"kill","name":"manager"}"#),
         r#"{"version":1,"ok":true}"#
