@@ -225,25 +225,28 @@ impl Harness {
     async fn wait_for_login(&mut self) -> Result<(), Interrupted> {
         let mut parked = false;
         loop {
-            let missing = match crate::login::find_program(self.config.engine.program()) {
-                None => Some(format!(
+            let found = match crate::login::find_program(self.config.engine.program()) {
+                None => Err(format!(
                     "the {} binary {} was not found",
                     self.config.engine.name(),
                     self.config.engine.program().display()
                 )),
-                Some(_) => self.config.engine.credentials(&self.config.state_dir).err(),
+                Some(_) => self.config.engine.credentials(&self.config.state_dir),
             };
-            match missing {
-                None => {
+            match found {
+                Ok(source) => {
+                    // Before the state: the report it wakes carries both.
+                    self.shared
+                        .set_logged_in(true, format!("credentials found: {source}"));
                     if parked {
-                        self.shared.bus.note("credentials found");
                         self.shared.set_turn_state(TurnState::Idle, None);
                     }
                     return Ok(());
                 }
-                Some(why) => {
+                Err(why) => {
                     if !parked {
-                        self.shared.bus.note(format!("needs login: {why}"));
+                        self.shared
+                            .set_logged_in(false, format!("needs login: {why}"));
                         self.shared.set_turn_state(TurnState::NeedsLogin, Some(why));
                         parked = true;
                     }

@@ -150,7 +150,7 @@ impl HiveTools {
                 let done = format!("{past} {name}");
                 self.manager(request(name), &done).await
             }
-            Err(e) => refused(e),
+            Err(e) => self.finish(Err(e)).await,
         }
     }
 
@@ -169,12 +169,10 @@ impl HiveTools {
     }
 }
 
+/// Checks a name argument. The error already names the argument and why
+/// (`invalid agent name "../x": …`), so it is not wrapped again.
 fn name(raw: &str) -> Result<AgentName, String> {
-    AgentName::parse(raw).map_err(|e| format!("invalid agent name {raw:?}: {e}"))
-}
-
-fn refused(message: String) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(format!("refused: {message}"))])
+    AgentName::parse(raw).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -491,7 +489,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let name = match name(&a.name) {
             Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
+            Err(e) => return Ok(self.finish(Err(e)).await),
         };
         let request = ManagerOnlyRequest::RequestSpawn {
             name,
@@ -558,7 +556,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
+            Err(e) => return Ok(self.finish(Err(e)).await),
         };
         let request = ManagerOnlyRequest::RequestApplyCommit {
             agent,
@@ -577,7 +575,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let name = match name(&a.name) {
             Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
+            Err(e) => return Ok(self.finish(Err(e)).await),
         };
         let request = ManagerOnlyRequest::RequestInitConfig {
             name,
@@ -598,7 +596,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(name) => name,
-            Err(e) => return Ok(refused(e)),
+            Err(e) => return Ok(self.finish(Err(e)).await),
         };
         let request = GetLogsRequest::new(agent, a.lines.unwrap_or(100));
         let value = serde_json::to_value(&request).unwrap_or(Value::Null);
@@ -789,6 +787,96 @@ mod tests {
             assert!(manager.iter().any(|t| t == tool), "{tool} missing");
             assert!(!agent.iter().any(|t| t == tool), "{tool} leaked");
         }
+    }
+
+    /// A stand-in for core's socket: `status` says 3 unread, `request_spawn`
+    /// is refused as core refuses a live agent, anything else is `ok`.
+    fn fake_core(dir: &std::path::Path) -> SocketClient {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let path = dir.join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                BufReader::new(read).read_line(&mut line).await.unwrap();
+                let answer = if line.contains(r#""cmd":"status""#) {
+                    r#"{"kind":"status","unread":3}"#
+                } else if line.contains(r#""cmd":"request_spawn""#) {
+                    r#"{"kind":"err","message":"coder already has a container: start, restart or rebuild it"}"#
+                } else {
+                    r#"{"kind":"ok"}"#
+                };
+                write
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+        });
+        SocketClient::new(path)
+    }
+
+    /// `(is_error, text)` of a tool result.
+    fn text(result: &CallToolResult) -> (bool, String) {
+        let v = serde_json::to_value(result).unwrap();
+        (
+            v["isError"].as_bool().unwrap_or(false),
+            v["content"][0]["text"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_result_and_refusal_ends_with_the_unread_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = HiveTools::new(Role::Manager, fake_core(dir.path()), None);
+        let bad_name = "refused: invalid agent name \"../x\": must start with a-z \
+                        (names match ^[a-z][a-z0-9-]{0,31}$)\n\n[inbox: 3 unread]";
+        let args = |name: &str| {
+            Parameters(NameDescriptionArgs {
+                name: name.to_owned(),
+                description: None,
+            })
+        };
+        let spawn = tools.request_spawn(args("../x")).await.unwrap();
+        assert_eq!(text(&spawn), (true, bad_name.to_owned()));
+        let kill = tools
+            .kill(Parameters(NameArgs {
+                name: "../x".to_owned(),
+            }))
+            .await
+            .unwrap();
+        assert_eq!(text(&kill), (true, bad_name.to_owned()));
+        let logs = tools
+            .get_logs(Parameters(GetLogsArgs {
+                agent: "../x".to_owned(),
+                lines: None,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(text(&logs), (true, bad_name.to_owned()));
+        // Core's refusal, once, with the line.
+        let spawn = tools.request_spawn(args("coder")).await.unwrap();
+        assert_eq!(
+            text(&spawn),
+            (
+                true,
+                "refused: coder already has a container: start, restart or rebuild it\n\n\
+                 [inbox: 3 unread]"
+                    .to_owned()
+            )
+        );
+        let sent = tools
+            .send(Parameters(SendArgs {
+                to: "bob".to_owned(),
+                body: "hi".to_owned(),
+                in_reply_to: None,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(
+            text(&sent),
+            (false, "sent to bob\n\n[inbox: 3 unread]".to_owned())
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl std::fmt::Debug for Shared {
 
 struct Inner {
     turn_state: TurnState,
+    /// The credentials probe's last finding; `None` before it first ran.
+    logged_in: Option<bool>,
     model: String,
     new_session: bool,
     compact: bool,
@@ -111,6 +113,7 @@ impl Shared {
             poke: Notify::new(),
             inner: Mutex::new(Inner {
                 turn_state: TurnState::Idle,
+                logged_in: None,
                 model,
                 new_session: false,
                 compact: false,
@@ -147,6 +150,20 @@ impl Shared {
         };
         if changed {
             self.emit(LiveEvent::TurnStateChanged { state });
+        }
+    }
+
+    /// The credentials probe's last finding (`None` before it first ran).
+    pub fn logged_in(&self) -> Option<bool> {
+        self.inner().logged_in
+    }
+
+    /// Records what the credentials probe found; a change is a note on the
+    /// bus (which also wakes the state report to core).
+    pub fn set_logged_in(&self, logged_in: bool, note: impl Into<String>) {
+        let previous = self.inner().logged_in.replace(logged_in);
+        if previous != Some(logged_in) {
+            self.bus.note(note);
         }
     }
 

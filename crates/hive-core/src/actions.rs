@@ -100,6 +100,8 @@ impl Coordinator {
                 "the manager is ensured by core at startup, not spawned",
             ));
         }
+        // What the approval would fail on, refused now.
+        self.refuse_existing(name)?;
         let duplicate = self
             .store
             .pending_approvals()?

@@ -182,7 +182,7 @@ pub async fn agent_verb(
             to,
             file_path,
         } => {
-            let due_at = reminder_due(at, in_seconds)?;
+            let due_ms = reminder_due(at, in_seconds)?;
             let target = match to {
                 None => None,
                 Some(to) => match Recipient::parse(&to).map_err(hive_store::Error::from)? {
@@ -197,13 +197,13 @@ pub async fn agent_verb(
                 me.as_str(),
                 target.as_ref().map(AgentName::as_str),
                 &message,
-                due_at,
+                due_ms,
                 file_path.as_deref(),
             )?;
             coord.publish_status(me.as_str());
             AgentResponse::ReminderQueued {
                 id: r.id,
-                due_at: r.due_at,
+                due_at: r.due_at(),
             }
         }
         GetLooseEnds => {
@@ -223,8 +223,12 @@ pub async fn agent_verb(
             name: me.to_string(),
             role: if me.is_manager() { "manager" } else { "agent" }.into(),
         },
-        HarnessState { state, model } => {
-            harness_state(coord, me, state, model.as_deref())?;
+        HarnessState {
+            state,
+            model,
+            logged_in,
+        } => {
+            harness_state(coord, me, state, model.as_deref(), logged_in)?;
             AgentResponse::Ok
         }
         SetStatus { text } => {
@@ -278,15 +282,28 @@ async fn cancel_loose_end(
 
 /// Records what the harness reports; a change of login state reaches the
 /// manager as `needs_login` / `logged_in`.
+///
+/// The last announced login state is the agent's stored `needs_login`, so
+/// it survives harness and daemon restarts: a restart that finds the same
+/// state announces nothing. Only a report that knows the login moves it —
+/// the `needs_login` state, or the harness's probe result — never the
+/// `idle` a harness reports at boot before it has looked.
 fn harness_state(
     coord: &Coordinator,
     me: &AgentName,
     state: hive_proto::live::TurnState,
     model: Option<&str>,
+    logged_in: Option<bool>,
 ) -> Result<()> {
     let record = coord.require_agent(me)?;
-    let needs_login = state == hive_proto::live::TurnState::NeedsLogin;
-    if needs_login != record.needs_login {
+    let needs_login = match (state, logged_in) {
+        (hive_proto::live::TurnState::NeedsLogin, _) => Some(true),
+        (_, Some(logged_in)) => Some(!logged_in),
+        (_, None) => None,
+    };
+    if let Some(needs_login) = needs_login
+        && needs_login != record.needs_login
+    {
         coord.store.set_needs_login(me.as_str(), needs_login)?;
         if !me.is_manager() {
             let agent = me.to_string();
@@ -306,11 +323,24 @@ fn harness_state(
     Ok(())
 }
 
+/// When a reminder is due, in unix ms: `in_seconds` from this millisecond,
+/// or the start of the unix second `at` (refused if that second is over).
 fn reminder_due(at: Option<i64>, in_seconds: Option<u64>) -> Result<i64> {
-    let now = hive_store::now_unix();
-    let due = match (at, in_seconds) {
-        (Some(at), None) => at,
-        (None, Some(secs)) => now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)),
+    let now_ms = hive_store::now_millis();
+    let now = now_ms.div_euclid(1000);
+    let due_ms = match (at, in_seconds) {
+        (Some(at), None) => {
+            if at < now {
+                return Err(Error::refused(format!(
+                    "a reminder's `at` ({at}) is in the past (now {now}): give a later unix \
+                     time, or `in_seconds`"
+                )));
+            }
+            at.saturating_mul(1000)
+        }
+        (None, Some(secs)) => {
+            now_ms.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
+        }
         (None, None) => return Err(Error::refused("a reminder needs `at` or `in_seconds`")),
         (Some(_), Some(_)) => {
             return Err(Error::refused(
@@ -318,10 +348,10 @@ fn reminder_due(at: Option<i64>, in_seconds: Option<u64>) -> Result<i64> {
             ));
         }
     };
-    if due > now + MAX_REMINDER_DELAY {
+    if due_ms > now_ms + MAX_REMINDER_DELAY * 1000 {
         return Err(Error::refused("a reminder may be at most one year ahead"));
     }
-    Ok(due.max(now))
+    Ok(due_ms.max(now_ms))
 }
 
 /// A reminder's file must be an absolute, normalised path in the agent's
@@ -426,11 +456,14 @@ mod tests {
 
     #[test]
     fn reminder_due_times() {
-        let now = hive_store::now_unix();
-        assert!(reminder_due(None, Some(60)).unwrap() >= now + 60);
+        let now_ms = hive_store::now_millis();
+        let now = now_ms / 1000;
+        assert!(reminder_due(None, Some(60)).unwrap() >= now_ms + 60_000);
+        assert!(reminder_due(Some(now + 5), None).unwrap() == (now + 5) * 1000);
+        let err = reminder_due(Some(1), None).unwrap_err().to_string();
         assert!(
-            reminder_due(Some(1), None).unwrap() >= now,
-            "a past time is due now"
+            err.starts_with("a reminder's `at` (1) is in the past (now "),
+            "{err}"
         );
         assert!(reminder_due(None, None).is_err());
         assert!(reminder_due(Some(now), Some(1)).is_err());

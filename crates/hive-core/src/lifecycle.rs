@@ -276,17 +276,30 @@ impl Coordinator {
         }
     }
 
-    /// Creates and starts `name`'s container: a new agent, or a tombstone
-    /// revived with its kept state. The manager is only spawned by core.
-    pub async fn spawn(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        let runtime = self.runtime_for("spawn")?;
-        if let Some(record) = self.store.agent(name.as_str())?
-            && record.has_container
-        {
+    /// Refuses to spawn `name` over an agent that has a container (or one
+    /// the runtime reports running): only a new name or a tombstone spawns.
+    /// `request_spawn` asks the same at request time.
+    pub(crate) fn refuse_existing(&self, name: &AgentName) -> Result<()> {
+        let has_container = self
+            .store
+            .agent(name.as_str())?
+            .is_some_and(|record| record.has_container);
+        let running = self
+            .container_status(name.as_str())
+            .is_some_and(|c| c.running);
+        if has_container || running {
             return Err(Error::refused(format!(
                 "{name} already has a container: start, restart or rebuild it"
             )));
         }
+        Ok(())
+    }
+
+    /// Creates and starts `name`'s container: a new agent, or a tombstone
+    /// revived with its kept state. The manager is only spawned by core.
+    pub async fn spawn(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        let runtime = self.runtime_for("spawn")?;
+        self.refuse_existing(name)?;
         let guard = self.begin(name, TransientKind::Spawning)?;
         let result = self.spawn_inner(&*runtime, name).await;
         drop(guard);

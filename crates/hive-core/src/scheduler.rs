@@ -2,8 +2,10 @@
 //!
 //! The scheduler sleeps until the earliest due reminder or question
 //! deadline, or until the store says the schedule changed — no fixed
-//! polling interval. Each reminder is delivered in one store transaction,
-//! so a crash never sends one twice.
+//! polling interval. Reminder times are unix ms and the sleep is to the
+//! millisecond (never short: delivery checks `due_ms <= now` again). Each
+//! reminder is delivered in one store transaction, so a crash never sends
+//! one twice.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,7 +32,7 @@ pub async fn run(coord: Arc<Coordinator>) {
         notified.as_mut().enable();
 
         let sleep_for = match tick(&coord) {
-            Ok(next_due) => next_due.map(until_unix),
+            Ok(next_due) => next_due.map(until_millis),
             Err(e) => {
                 tracing::error!("scheduler: {e}");
                 Some(ERROR_BACKOFF)
@@ -50,10 +52,11 @@ pub async fn run(coord: Arc<Coordinator>) {
     }
 }
 
-/// Delivers what is due now; returns when the next thing is due.
+/// Delivers what is due now; returns when (unix ms) the next thing is due.
 fn tick(coord: &Coordinator) -> hive_store::Result<Option<i64>> {
-    let now = hive_store::now_unix();
-    for outcome in coord.store.deliver_due_reminders(now)? {
+    let now_ms = hive_store::now_millis();
+    let now = now_ms.div_euclid(1000);
+    for outcome in coord.store.deliver_due_reminders(now_ms)? {
         match outcome {
             ReminderOutcome::Delivered {
                 reminder,
@@ -80,14 +83,17 @@ fn tick(coord: &Coordinator) -> hive_store::Result<Option<i64>> {
     }
     let next = [
         coord.store.next_reminder_due()?,
-        coord.store.next_question_deadline()?,
+        coord
+            .store
+            .next_question_deadline()?
+            .map(|at| at.saturating_mul(1000)),
     ];
     Ok(next.into_iter().flatten().min())
 }
 
-/// Time from now until the unix second `at` begins (zero if past).
-fn until_unix(at: i64) -> Duration {
-    let target = UNIX_EPOCH + Duration::from_secs(u64::try_from(at).unwrap_or(0));
+/// Time from now until the unix millisecond `at_ms` (zero if past).
+fn until_millis(at_ms: i64) -> Duration {
+    let target = UNIX_EPOCH + Duration::from_millis(u64::try_from(at_ms).unwrap_or(0));
     target
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO)

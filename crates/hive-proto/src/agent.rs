@@ -85,6 +85,11 @@ pub enum AgentRequest {
         state: crate::live::TurnState,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         model: Option<String>,
+        /// What the harness's credentials probe last found; absent until it
+        /// has run (a state reported before it, such as the `idle` of a
+        /// fresh boot, says nothing about the login).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logged_in: Option<bool>,
     },
 }
 

@@ -46,6 +46,9 @@ pub const HOST_PROTOCOL_VERSION: u32 = 1;
 pub const MAX_REQUEST_LINE: usize = 1024 * 1024;
 /// Largest message body the broker stores.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Why a message with an empty (or all-blank) body is refused: the same
+/// text on every surface that sends one.
+pub const EMPTY_BODY: &str = "the message is empty";
 /// Cap on a long-poll `recv`'s `wait_seconds`.
 pub const MAX_WAIT_SECONDS: u64 = 180;
 /// Default long-poll wait when `wait_seconds` is absent.

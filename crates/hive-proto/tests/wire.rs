@@ -359,8 +359,17 @@ fn agent_requests() {
         HarnessState {
             state: hive_proto::live::TurnState::NeedsLogin,
             model: Some("opus".into()),
+            logged_in: None,
         },
         r#"{"cmd":"harness_state","state":"needs_login","model":"opus"}"#,
+    );
+    check(
+        HarnessState {
+            state: hive_proto::live::TurnState::Idle,
+            model: None,
+            logged_in: Some(true),
+        },
+        r#"{"cmd":"harness_state","state":"idle","logged_in":true}"#,
     );
 }
 

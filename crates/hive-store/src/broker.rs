@@ -12,7 +12,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use hive_proto::{
-    AgentName, DeliveredMessage, HelperEvent, InboxRow, MAX_BODY_BYTES, MAX_RECV_BATCH,
+    AgentName, DeliveredMessage, EMPTY_BODY, HelperEvent, InboxRow, MAX_BODY_BYTES, MAX_RECV_BATCH,
     MAX_WAIT_SECONDS, OPERATOR_RECIPIENT, Recipient, SYSTEM_SENDER,
 };
 use rusqlite::{Connection, OptionalExtension};
@@ -159,6 +159,11 @@ impl Store {
         in_reply_to: Option<i64>,
     ) -> Result<Vec<i64>> {
         check_body(body)?;
+        // Here, not at each surface, so host.sock, the dashboard, the
+        // agent page and the agent socket refuse an empty body alike.
+        if body.trim().is_empty() {
+            return Err(Error::Refused(EMPTY_BODY.to_owned()));
+        }
         check_sender(from)?;
         let recipient = Recipient::parse(to)?;
         let now = now_unix();

@@ -51,12 +51,13 @@ impl Store {
             });
         }
         for r in self.pending_reminders(agent)? {
+            let due_at = r.due_at();
             ends.push(LooseEnd::Reminder {
                 id: r.id,
                 owner: r.owner,
                 target: r.target,
                 message: r.message,
-                due_at: r.due_at,
+                due_at,
                 age_seconds: age(r.created_at),
                 attempts: r.attempts,
                 last_error: r.last_error,

@@ -1,6 +1,10 @@
 //! Reminders: messages from `system` that wake an agent at a due time,
 //! delivered exactly once, retried with backoff and parked when their
 //! target cannot take them.
+//!
+//! Due and delivery times are unix *milliseconds* (`due_ms`,
+//! `delivered_ms`): a reminder set `in_seconds: N` fires no earlier than N s
+//! after it was set, not at the start of a floored second.
 
 use std::time::Duration;
 
@@ -9,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::agents::{check_allowed, exists};
 use crate::broker::{MessageRow, insert_message};
-use crate::{Error, Result, Store, WriteTx, count, now_unix};
+use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
 
 /// Most undelivered reminders (parked included) one owner may have.
 pub const MAX_PENDING_REMINDERS: u64 = 50;
@@ -33,9 +37,10 @@ pub struct Reminder {
     /// A file the owner wants read when it fires, echoed in the body.
     pub file_path: Option<String>,
     pub created_at: i64,
-    /// When it fires (or, after a failure, is next tried).
-    pub due_at: i64,
-    pub delivered_at: Option<i64>,
+    /// When it fires (or, after a failure, is next tried), unix ms.
+    pub due_ms: i64,
+    /// When it was delivered, unix ms.
+    pub delivered_ms: Option<i64>,
     /// Failed delivery attempts so far.
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -47,6 +52,12 @@ impl Reminder {
     /// The agent it wakes.
     pub fn recipient(&self) -> &str {
         self.target.as_deref().unwrap_or(&self.owner)
+    }
+
+    /// Its due time in unix seconds, rounded up (the wire's `due_at`): it
+    /// never fires before that second begins.
+    pub fn due_at(&self) -> i64 {
+        ceil_seconds(self.due_ms)
     }
 
     /// The body of the message it delivers.
@@ -70,6 +81,11 @@ pub enum ReminderOutcome {
     Failed { reminder: Reminder, error: String },
 }
 
+/// Unix ms rounded up to whole seconds.
+pub fn ceil_seconds(ms: i64) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+}
+
 fn format_body(id: i64, owner: &str, message: &str, file_path: Option<&str>) -> String {
     let mut body = format!("reminder #{id} from {owner}: {message}");
     if let Some(path) = file_path {
@@ -78,8 +94,8 @@ fn format_body(id: i64, owner: &str, message: &str, file_path: Option<&str>) -> 
     body
 }
 
-const REMINDER_COLUMNS: &str = "id, owner, target, message, file_path, created_at, due_at, \
-     delivered_at, attempts, last_error, parked";
+const REMINDER_COLUMNS: &str = "id, owner, target, message, file_path, created_at, due_ms, \
+     delivered_ms, attempts, last_error, parked";
 
 fn reminder_from_row(row: &Row<'_>) -> rusqlite::Result<Reminder> {
     Ok(Reminder {
@@ -89,8 +105,8 @@ fn reminder_from_row(row: &Row<'_>) -> rusqlite::Result<Reminder> {
         message: row.get(3)?,
         file_path: row.get(4)?,
         created_at: row.get(5)?,
-        due_at: row.get(6)?,
-        delivered_at: row.get(7)?,
+        due_ms: row.get(6)?,
+        delivered_ms: row.get(7)?,
         attempts: row.get(8)?,
         last_error: row.get(9)?,
         parked: row.get(10)?,
@@ -111,7 +127,7 @@ fn load(conn: &Connection, id: i64) -> Result<Reminder> {
 
 fn pending_count(conn: &Connection, owner: &str) -> rusqlite::Result<u64> {
     let n: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM reminders WHERE owner = ?1 AND delivered_at IS NULL")?
+        .prepare_cached("SELECT COUNT(*) FROM reminders WHERE owner = ?1 AND delivered_ms IS NULL")?
         .query_row([owner], |r| r.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
@@ -119,13 +135,14 @@ fn pending_count(conn: &Connection, owner: &str) -> rusqlite::Result<u64> {
 impl Store {
     /// Queues a reminder from `owner` that wakes `target` (default: the
     /// owner; another agent only if `owner`'s allow-list reaches it) at
-    /// `due_at`. At most [`MAX_PENDING_REMINDERS`] may wait per owner.
+    /// `due_ms` (unix ms). At most [`MAX_PENDING_REMINDERS`] may wait per
+    /// owner.
     pub fn remind(
         &self,
         owner: &str,
         target: Option<&str>,
         message: &str,
-        due_at: i64,
+        due_ms: i64,
         file_path: Option<&str>,
     ) -> Result<Reminder> {
         AgentName::parse(owner)?;
@@ -166,10 +183,10 @@ impl Store {
                 )));
             }
             tx.prepare_cached(
-                "INSERT INTO reminders (owner, target, message, file_path, created_at, due_at)
+                "INSERT INTO reminders (owner, target, message, file_path, created_at, due_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute((owner, target, message, file_path, now_unix(), due_at))?;
+            .execute((owner, target, message, file_path, now_unix(), due_ms))?;
             let reminder = load(&tx, tx.last_insert_rowid())?;
             tx.commit()?;
             reminder
@@ -178,25 +195,25 @@ impl Store {
         Ok(reminder)
     }
 
-    /// Delivers every reminder due at `now` (undelivered, not parked), each
+    /// Delivers every reminder due at `now_ms` (undelivered, not parked), each
     /// in its own transaction that both inserts the message and marks the
     /// reminder delivered, so a crash never delivers one twice. A failure
     /// is recorded on the row with the next attempt backed off, parking it
     /// after [`MAX_REMINDER_ATTEMPTS`].
-    pub fn deliver_due_reminders(&self, now: i64) -> Result<Vec<ReminderOutcome>> {
+    pub fn deliver_due_reminders(&self, now_ms: i64) -> Result<Vec<ReminderOutcome>> {
         let due = {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {REMINDER_COLUMNS} FROM reminders
-                 WHERE delivered_at IS NULL AND parked = 0 AND due_at <= ?1
-                 ORDER BY due_at, id"
+                 WHERE delivered_ms IS NULL AND parked = 0 AND due_ms <= ?1
+                 ORDER BY due_ms, id"
             ))?;
-            stmt.query_map([now], reminder_from_row)?
+            stmt.query_map([now_ms], reminder_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         };
         let mut outcomes = Vec::with_capacity(due.len());
         for reminder in due {
-            match self.deliver_one(&reminder, now) {
+            match self.deliver_one(&reminder, now_ms) {
                 Ok(Some((reminder, row))) => {
                     let message_id = row.id;
                     self.announce(vec![row]);
@@ -209,7 +226,7 @@ impl Store {
                 Ok(None) => {}
                 Err(e) => {
                     let error = e.to_string();
-                    let reminder = self.record_failure(reminder.id, &error, now)?;
+                    let reminder = self.record_failure(reminder.id, &error, now_ms)?;
                     tracing::warn!(
                         id = reminder.id,
                         attempts = reminder.attempts,
@@ -226,15 +243,19 @@ impl Store {
 
     /// Delivers one reminder in one transaction; `None` if it is no longer
     /// due (cancelled, retried or delivered since it was read).
-    fn deliver_one(&self, reminder: &Reminder, now: i64) -> Result<Option<(Reminder, MessageRow)>> {
+    fn deliver_one(
+        &self,
+        reminder: &Reminder,
+        now_ms: i64,
+    ) -> Result<Option<(Reminder, MessageRow)>> {
         let conn = self.conn();
         let tx = WriteTx::begin(&conn)?;
         let claimed = tx
             .prepare_cached(
-                "UPDATE reminders SET delivered_at = ?2
-                 WHERE id = ?1 AND delivered_at IS NULL AND parked = 0 AND due_at <= ?2",
+                "UPDATE reminders SET delivered_ms = ?2
+                 WHERE id = ?1 AND delivered_ms IS NULL AND parked = 0 AND due_ms <= ?2",
             )?
-            .execute((reminder.id, now))?;
+            .execute((reminder.id, now_ms))?;
         if claimed == 0 {
             return Ok(None);
         }
@@ -248,40 +269,40 @@ impl Store {
             hive_proto::SYSTEM_SENDER,
             to,
             &current.body(),
-            now,
+            now_ms.div_euclid(1000),
             None,
         )?;
         tx.commit()?;
         Ok(Some((current, row)))
     }
 
-    fn record_failure(&self, id: i64, error: &str, now: i64) -> Result<Reminder> {
+    fn record_failure(&self, id: i64, error: &str, now_ms: i64) -> Result<Reminder> {
         let conn = self.conn();
         let tx = WriteTx::begin(&conn)?;
         let current = load(&tx, id)?;
         let attempts = current.attempts.saturating_add(1);
         let parked = attempts >= MAX_REMINDER_ATTEMPTS;
-        let due_at = if parked {
-            current.due_at
+        let due_ms = if parked {
+            current.due_ms
         } else {
-            now.saturating_add(reminder_backoff_seconds(attempts))
+            now_ms.saturating_add(reminder_backoff_seconds(attempts).saturating_mul(1000))
         };
         tx.prepare_cached(
-            "UPDATE reminders SET attempts = ?2, last_error = ?3, parked = ?4, due_at = ?5
+            "UPDATE reminders SET attempts = ?2, last_error = ?3, parked = ?4, due_ms = ?5
              WHERE id = ?1",
         )?
-        .execute((id, attempts, error, parked, due_at))?;
+        .execute((id, attempts, error, parked, due_ms))?;
         let updated = load(&tx, id)?;
         tx.commit()?;
         Ok(updated)
     }
 
-    /// The earliest due time among undelivered, unparked reminders.
+    /// The earliest due time (unix ms) among undelivered, unparked reminders.
     pub fn next_reminder_due(&self) -> Result<Option<i64>> {
         Ok(self
             .conn()
             .prepare_cached(
-                "SELECT MIN(due_at) FROM reminders WHERE delivered_at IS NULL AND parked = 0",
+                "SELECT MIN(due_ms) FROM reminders WHERE delivered_ms IS NULL AND parked = 0",
             )?
             .query_row([], |r| r.get(0))?)
     }
@@ -292,13 +313,13 @@ impl Store {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
             let current = load(&tx, id)?;
-            if current.delivered_at.is_some() {
+            if current.delivered_ms.is_some() {
                 return Err(Error::Refused(format!(
                     "reminder {id} was already delivered"
                 )));
             }
-            tx.prepare_cached("UPDATE reminders SET parked = 0, due_at = ?2 WHERE id = ?1")?
-                .execute((id, now_unix()))?;
+            tx.prepare_cached("UPDATE reminders SET parked = 0, due_ms = ?2 WHERE id = ?1")?
+                .execute((id, now_millis()))?;
             let updated = load(&tx, id)?;
             tx.commit()?;
             updated
@@ -320,7 +341,7 @@ impl Store {
                     current.owner
                 )));
             }
-            if current.delivered_at.is_some() {
+            if current.delivered_ms.is_some() {
                 return Err(Error::Refused(format!(
                     "reminder {id} was already delivered"
                 )));
@@ -339,8 +360,8 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {REMINDER_COLUMNS} FROM reminders
-             WHERE delivered_at IS NULL AND (?1 IS NULL OR owner = ?1)
-             ORDER BY due_at, id"
+             WHERE delivered_ms IS NULL AND (?1 IS NULL OR owner = ?1)
+             ORDER BY due_ms, id"
         ))?;
         let rows = stmt
             .query_map([owner], reminder_from_row)?
@@ -360,12 +381,12 @@ impl Store {
 
     /// Deletes reminders delivered more than `older_than` ago.
     pub fn vacuum_delivered_reminders(&self, older_than: Duration) -> Result<u64> {
-        let cutoff =
-            now_unix().saturating_sub(i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX));
+        let age_ms = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_millis().saturating_sub(age_ms);
         let n = self
             .conn()
             .prepare_cached(
-                "DELETE FROM reminders WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
+                "DELETE FROM reminders WHERE delivered_ms IS NOT NULL AND delivered_ms < ?1",
             )?
             .execute([cutoff])?;
         Ok(count(n))

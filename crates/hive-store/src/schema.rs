@@ -38,6 +38,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "container lifecycle state, unique web ports",
         apply: container_state,
     },
+    Migration {
+        what: "reminder times in milliseconds",
+        apply: reminder_millis,
+    },
 ];
 
 /// The version `Store::open` brings every file to (`PRAGMA user_version`).
@@ -78,6 +82,19 @@ fn container_state(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "agents", "want_running", "INTEGER NOT NULL DEFAULT 0")?;
     tx.execute_batch(
         "CREATE UNIQUE INDEX IF NOT EXISTS agents_port ON agents (port) WHERE port IS NOT NULL",
+    )
+}
+
+/// Migration 5: reminders keep millisecond due and delivery times
+/// (`due_ms`, `delivered_ms`), so one set `in_seconds` never fires early.
+/// Whole-second times become the start of their second; the index on the
+/// due time follows the rename.
+fn reminder_millis(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE reminders RENAME COLUMN due_at TO due_ms;
+         ALTER TABLE reminders RENAME COLUMN delivered_at TO delivered_ms;
+         UPDATE reminders SET due_ms = due_ms * 1000,
+             delivered_ms = delivered_ms * 1000;",
     )
 }
 
@@ -256,12 +273,12 @@ mod tests {
                 ("old and unread".to_owned(), None, 0)
             ]
         );
-        let (attempts, parked): (u32, bool) = conn
-            .query_row("SELECT attempts, parked FROM reminders", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+        let (attempts, parked, due_ms): (u32, bool, i64) = conn
+            .query_row("SELECT attempts, parked, due_ms FROM reminders", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .unwrap();
-        assert_eq!((attempts, parked), (0, false));
+        assert_eq!((attempts, parked, due_ms), (0, false, 15_000));
         assert!(columns(&conn, "agents").contains(&"allowed_recipients".to_owned()));
 
         // Running again is a no-op.

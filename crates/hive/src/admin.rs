@@ -302,7 +302,7 @@ fn message_body(words: &[String], input: &mut dyn Read) -> Result<String> {
         words.join(" ")
     };
     if body.trim().is_empty() {
-        bail!("refusing to send an empty message");
+        bail!(hive_proto::EMPTY_BODY);
     }
     if body.len() > MAX_BODY_BYTES {
         bail!(
@@ -639,7 +639,7 @@ mod tests {
         assert_eq!(req, expected);
         let cmd = admin(&["send", "--to", "coder", "-"]);
         let err = to_request(cmd, &mut "\n".as_bytes()).unwrap_err();
-        assert_eq!(err.to_string(), "refusing to send an empty message");
+        assert_eq!(err.to_string(), "the message is empty");
         assert!(parse(&["send", "--to", "coder"]).is_err());
     }
 

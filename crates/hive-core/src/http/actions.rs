@@ -125,9 +125,6 @@ pub(super) async fn send(
     State(app): State<App>,
     Body(body): Body<SendBody>,
 ) -> Result<Json<Outcome>> {
-    if body.body.trim().is_empty() {
-        return Err(Error::refused("the message is empty"));
-    }
     app.coord.operator_send(body.to.trim(), &body.body)?;
     Ok(Json(Outcome::done()))
 }

@@ -125,9 +125,6 @@ async fn send(
 ) -> Result<Json<Outcome>> {
     let name = agent_name(&name)?;
     app.coord.require_agent(&name)?;
-    if body.body.trim().is_empty() {
-        return Err(Error::refused("the message is empty"));
-    }
     app.coord.operator_send(name.as_str(), &body.body)?;
     Ok(Json(Outcome::done()))
 }

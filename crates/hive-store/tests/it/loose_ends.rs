@@ -1,7 +1,7 @@
 //! Loose ends for one agent and for the whole hive.
 
 use hive_proto::{ApprovalKind, ApprovalStatus, LooseEnd};
-use hive_store::now_unix;
+use hive_store::{now_millis, now_unix};
 
 use crate::store_with;
 
@@ -37,13 +37,13 @@ fn for_an_agent_and_hive_wide() {
 
     let due = now_unix() + 60;
     let reminder = store
-        .remind("alice", Some("bob"), "nudge bob", due, None)
+        .remind("alice", Some("bob"), "nudge bob", due * 1000, None)
         .unwrap();
     store
-        .remind("bob", Some("alice"), "bob's own", due, None)
+        .remind("bob", Some("alice"), "bob's own", due * 1000, None)
         .unwrap();
     store.remind("alice", None, "fires now", 0, None).unwrap();
-    store.deliver_due_reminders(now_unix()).unwrap();
+    store.deliver_due_reminders(now_millis()).unwrap();
 
     let now = now_unix() + 10;
     let ends = store.loose_ends_for("alice", now).unwrap();

@@ -2,19 +2,19 @@
 //! retry and cancel.
 
 use hive_proto::AgentName;
-use hive_store::{Error, MAX_REMINDER_ATTEMPTS, ReminderOutcome, now_unix};
+use hive_store::{Error, MAX_REMINDER_ATTEMPTS, ReminderOutcome, now_millis};
 
 use crate::{inbox, store_with};
 
 #[test]
 fn delivery_creates_exactly_one_message() {
     let (_dir, store) = store_with(&["alice", "bob"]);
-    let now = now_unix();
+    let now = now_millis();
     let due = store
         .remind("alice", None, "check CI", now - 1, Some("/state/notes.md"))
         .unwrap();
     let later = store
-        .remind("alice", Some("bob"), "standup", now + 3600, None)
+        .remind("alice", Some("bob"), "standup", now + 3_600_000, None)
         .unwrap();
     assert_eq!(store.pending_reminder_count("alice").unwrap(), 2);
     assert_eq!(store.next_reminder_due().unwrap(), Some(now - 1));
@@ -28,7 +28,7 @@ fn delivery_creates_exactly_one_message() {
     else {
         panic!("expected a delivery, got {outcomes:?}")
     };
-    assert_eq!((reminder.id, reminder.delivered_at), (due.id, Some(now)));
+    assert_eq!((reminder.id, reminder.delivered_ms), (due.id, Some(now)));
     let body = format!(
         "reminder #{} from alice: check CI\n(file: /state/notes.md)",
         due.id
@@ -46,10 +46,10 @@ fn delivery_creates_exactly_one_message() {
         store.pending_reminders(Some("alice")).unwrap(),
         std::slice::from_ref(&later)
     );
-    assert_eq!(store.next_reminder_due().unwrap(), Some(now + 3600));
+    assert_eq!(store.next_reminder_due().unwrap(), Some(now + 3_600_000));
 
     // To another agent, no file.
-    store.deliver_due_reminders(now + 3600).unwrap();
+    store.deliver_due_reminders(now + 3_600_000).unwrap();
     assert_eq!(
         inbox(&store, "bob"),
         [(
@@ -64,7 +64,7 @@ fn delivery_creates_exactly_one_message() {
 #[test]
 fn at_most_fifty_pending_per_owner() {
     let (_dir, store) = store_with(&["alice", "bob"]);
-    let due = now_unix() + 3600;
+    let due = now_millis() + 3_600_000;
     for i in 0..50 {
         store
             .remind("alice", None, &format!("r{i}"), due, None)
@@ -86,7 +86,7 @@ fn at_most_fifty_pending_per_owner() {
 #[test]
 fn refuses_bad_targets() {
     let (_dir, store) = store_with(&["alice"]);
-    let due = now_unix();
+    let due = now_millis();
     assert!(matches!(
         store.remind("alice", Some("ghost"), "x", due, None),
         Err(Error::UnknownAgent(name)) if name == "ghost"
@@ -117,7 +117,7 @@ fn failures_back_off_then_park_and_retry_recovers() {
         .unwrap();
     store.forget_agent("bob").unwrap();
 
-    let mut now = now_unix();
+    let mut now = now_millis();
     let mut expected_due = Vec::new();
     for attempt in 1..=MAX_REMINDER_ATTEMPTS {
         let outcomes = store.deliver_due_reminders(now).unwrap();
@@ -128,28 +128,28 @@ fn failures_back_off_then_park_and_retry_recovers() {
         assert_eq!(error, "unknown agent \"bob\"");
         assert_eq!(reminder.last_error.as_deref(), Some(error.as_str()));
         assert_eq!(reminder.attempts, attempt);
-        assert_eq!(reminder.delivered_at, None);
+        assert_eq!(reminder.delivered_ms, None);
         if attempt < MAX_REMINDER_ATTEMPTS {
             assert!(!reminder.parked);
-            assert_eq!(reminder.due_at, now + 30 * (1 << (attempt - 1)));
+            assert_eq!(reminder.due_ms, now + 30_000 * (1 << (attempt - 1)));
             // Not tried again before its backoff.
             assert!(
                 store
-                    .deliver_due_reminders(reminder.due_at - 1)
+                    .deliver_due_reminders(reminder.due_ms - 1)
                     .unwrap()
                     .is_empty()
             );
-            expected_due.push(reminder.due_at - now);
-            now = reminder.due_at;
+            expected_due.push(reminder.due_ms - now);
+            now = reminder.due_ms;
         } else {
             assert!(reminder.parked);
         }
     }
-    assert_eq!(expected_due, [30, 60, 120, 240]);
+    assert_eq!(expected_due, [30_000, 60_000, 120_000, 240_000]);
     assert_eq!(store.next_reminder_due().unwrap(), None);
     assert!(
         store
-            .deliver_due_reminders(now + 1_000_000)
+            .deliver_due_reminders(now + 1_000_000_000)
             .unwrap()
             .is_empty()
     );
@@ -166,8 +166,8 @@ fn failures_back_off_then_park_and_retry_recovers() {
         (retried.parked, retried.attempts),
         (false, MAX_REMINDER_ATTEMPTS)
     );
-    assert!(retried.due_at <= now_unix());
-    let outcomes = store.deliver_due_reminders(now_unix()).unwrap();
+    assert!(retried.due_ms <= now_millis());
+    let outcomes = store.deliver_due_reminders(now_millis()).unwrap();
     assert!(matches!(&outcomes[..], [ReminderOutcome::Delivered { .. }]));
     assert_eq!(inbox(&store, "bob").len(), 1);
     assert_eq!(
@@ -179,7 +179,7 @@ fn failures_back_off_then_park_and_retry_recovers() {
 #[test]
 fn cancel() {
     let (_dir, store) = store_with(&["alice", "bob", "manager"]);
-    let due = now_unix() + 60;
+    let due = now_millis() + 60_000;
     let r = store.remind("alice", None, "x", due, None).unwrap();
     let err = store.cancel_reminder(r.id, "bob").unwrap_err();
     assert_eq!(
@@ -200,4 +200,22 @@ fn cancel() {
     }
     assert_eq!(store.pending_reminder_count("alice").unwrap(), 0);
     assert!(store.deliver_due_reminders(due).unwrap().is_empty());
+}
+
+#[test]
+fn due_times_keep_their_milliseconds() {
+    let (_dir, store) = store_with(&["alice"]);
+    let due = now_millis() + 1_500;
+    let r = store.remind("alice", None, "x", due, None).unwrap();
+    assert_eq!(r.due_ms, due);
+    // The wire's whole-second `due_at` rounds up, never down.
+    assert_eq!(r.due_at(), due / 1000 + i64::from(due % 1000 != 0));
+    assert_eq!(store.next_reminder_due().unwrap(), Some(due));
+    // One millisecond short of due is early: nothing fires.
+    assert!(store.deliver_due_reminders(due - 1).unwrap().is_empty());
+    let outcomes = store.deliver_due_reminders(due).unwrap();
+    let [ReminderOutcome::Delivered { reminder, .. }] = &outcomes[..] else {
+        panic!("expected one delivery, got {outcomes:?}")
+    };
+    assert_eq!(reminder.delivered_ms, Some(due));
 }

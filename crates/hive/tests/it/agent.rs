@@ -336,3 +336,142 @@ fn bad_agent_requests() {
         "{refused}"
     );
 }
+
+#[test]
+fn every_surface_refuses_an_empty_body_alike() {
+    let hive = Hive::start(&["alice", "bob"]);
+    for body in ["", "  \n "] {
+        let request = serde_json::json!({"cmd":"send","to":"bob","body":body}).to_string();
+        assert_eq!(
+            hive.agent("alice", &request),
+            r#"{"kind":"err","message":"the message is empty"}"#
+        );
+        let request = serde_json::json!({"cmd":"send","to":"bob","body":body}).to_string();
+        assert_eq!(
+            hive.host(&request),
+            r#"{"version":1,"ok":false,"error":"the message is empty"}"#
+        );
+        let bearer = hive.bearer();
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Authorization", bearer.as_str()),
+        ];
+        for (path, payload) in [
+            (
+                "/api/send",
+                serde_json::json!({"to":"bob","body":body}).to_string(),
+            ),
+            (
+                "/agent/bob/api/send",
+                serde_json::json!({"body":body}).to_string(),
+            ),
+        ] {
+            let (status, _, answer) = hive.http("POST", path, &headers, &payload);
+            assert_eq!(status, 400, "{path}: {answer}");
+            assert_eq!(
+                json(&answer)["error"],
+                "the message is empty",
+                "{path}: {answer}"
+            );
+        }
+    }
+    assert!(hive.recv("bob", 0, 8).is_empty());
+}
+
+#[test]
+fn a_reminder_at_a_past_time_is_refused() {
+    let hive = Hive::start(&["alice"]);
+    let answer = json(&hive.agent(
+        "alice",
+        r#"{"cmd":"remind","message":"too late","at":1000}"#,
+    ));
+    let message = answer["message"].as_str().unwrap();
+    assert_eq!(answer["kind"], "err");
+    assert!(
+        message.starts_with("a reminder's `at` (1000) is in the past (now ")
+            && message.ends_with("): give a later unix time, or `in_seconds`"),
+        "{message}"
+    );
+    assert_eq!(
+        hive.agent("alice", r#"{"cmd":"get_loose_ends"}"#),
+        r#"{"kind":"loose_ends","loose_ends":[]}"#
+    );
+}
+
+/// A reminder is never delivered before its millisecond due time: the
+/// store's row (read back through its own file) orders delivery after due.
+#[test]
+fn reminders_fire_no_earlier_than_their_millisecond() {
+    let hive = Hive::start(&["alice"]);
+    for in_seconds in [1, 1, 2] {
+        let queued = json(&hive.agent(
+            "alice",
+            &format!(r#"{{"cmd":"remind","message":"m","in_seconds":{in_seconds}}}"#),
+        ));
+        assert_eq!(queued["kind"], "reminder_queued", "{queued}");
+        std::thread::sleep(std::time::Duration::from_millis(137));
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let batch = hive.recv("alice", 10, 8);
+        assert!(!batch.is_empty(), "reminders were not delivered");
+        got.extend(batch);
+    }
+    let store = hive_store::Store::open(&hive.state_dir().join("hive.sqlite")).unwrap();
+    for id in 1..=3 {
+        let r = store.reminder(id).unwrap();
+        let delivered = r.delivered_ms.expect("delivered");
+        assert!(
+            delivered >= r.due_ms,
+            "reminder {id} fired {} ms early",
+            r.due_ms - delivered
+        );
+    }
+}
+
+/// What the harness reports moves the manager's login events only on a
+/// real transition: the `idle` of a boot before its credentials probe says
+/// nothing, and a second start that finds the same missing login is
+/// silent.
+#[test]
+fn login_events_only_on_real_transitions() {
+    let hive = Hive::start(&["alice"]);
+    let report = |line: &str| assert_eq!(hive.agent("alice", line), r#"{"kind":"ok"}"#);
+    let login_events = || -> Vec<String> {
+        let recent = json(&hive.agent("manager", r#"{"cmd":"recent","limit":200}"#));
+        let mut events: Vec<String> = recent["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["from"] == "system")
+            .filter_map(|m| m["body"].as_str().map(str::to_owned))
+            .filter(|b| b.contains("login") || b.contains("logged_in"))
+            .collect();
+        events.reverse();
+        events
+    };
+    // Two starts without credentials: boot `idle`, then the probe's
+    // `needs_login`.
+    for _ in 0..2 {
+        report(r#"{"cmd":"harness_state","state":"idle","model":"sonnet"}"#);
+        report(
+            r#"{"cmd":"harness_state","state":"needs_login","model":"sonnet","logged_in":false}"#,
+        );
+    }
+    assert_eq!(
+        login_events(),
+        [r#"{"event":"needs_login","agent":"alice"}"#]
+    );
+    // Credentials appear: one `logged_in`; a restart that finds them again
+    // announces nothing.
+    report(r#"{"cmd":"harness_state","state":"idle","model":"sonnet","logged_in":true}"#);
+    report(r#"{"cmd":"harness_state","state":"idle","model":"sonnet"}"#);
+    report(r#"{"cmd":"harness_state","state":"idle","model":"sonnet","logged_in":true}"#);
+    assert_eq!(
+        login_events(),
+        [
+            r#"{"event":"needs_login","agent":"alice"}"#,
+            r#"{"event":"logged_in","agent":"alice"}"#
+        ]
+    );
+}

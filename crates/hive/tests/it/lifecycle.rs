@@ -77,6 +77,15 @@ fn spawn_crash_restart_destroy_purge_on_process() {
     // The agent was told it was (re)started.
     let kicked = hive.agent("coder", r#"{"cmd":"recent","limit":5}"#);
     assert!(kicked.contains("you were just spawned"), "{kicked}");
+    // Spawning it again is refused when asked, not when approved.
+    assert_eq!(
+        hive.agent("manager", r#"{"cmd":"request_spawn","name":"coder"}"#),
+        r#"{"kind":"err","message":"coder already has a container: start, restart or rebuild it"}"#
+    );
+    assert_eq!(
+        hive.host(r#"{"cmd":"request_spawn","name":"coder"}"#),
+        r#"{"version":1,"ok":false,"error":"coder already has a container: start, restart or rebuild it"}"#
+    );
 
     // No engine is installed for this hive: the harness says so, and the
     // status row and the manager hear it.
@@ -134,6 +143,10 @@ fn spawn_crash_restart_destroy_purge_on_process() {
         1,
         "only the real crash: {events:?}"
     );
+    // Started twice without an engine: `needs_login` was announced once,
+    // and no `logged_in` came between (the boot's `idle` knows nothing).
+    assert_eq!(count(&events, "needs_login"), 1, "{events:?}");
+    assert_eq!(count(&events, "logged_in"), 0, "{events:?}");
     assert_eq!(
         hive.host(r#"{"cmd":"kill","name":"manager"}"#),
         r#"{"version":1,"ok":true}"#
