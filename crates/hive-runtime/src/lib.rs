@@ -165,6 +165,49 @@ pub fn container_name(agent: &AgentName) -> String {
     format!("h-{agent}")
 }
 
+/// Which hive a backend serves, so that two hives on one host (one Docker
+/// Engine) never touch each other's containers: 16 hex digits of a stable
+/// hash (FNV-1a, the same in every build) of the hive's canonical state
+/// dir. The docker backend labels every container with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HiveId(String);
+
+impl HiveId {
+    /// The identity of the hive whose state lives in `state_dir`: its
+    /// canonical path where it exists, else the absolute one.
+    pub fn of(state_dir: &std::path::Path) -> Self {
+        let path = std::fs::canonicalize(state_dir)
+            .or_else(|_| std::path::absolute(state_dir))
+            .unwrap_or_else(|_| state_dir.to_path_buf());
+        Self(format!(
+            "{:016x}",
+            fnv1a(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for HiveId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and Rust
+/// versions (std's `DefaultHasher` promises neither), for names that
+/// outlive the daemon.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 /// One bind mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
@@ -207,6 +250,13 @@ pub enum Error {
         runtime: &'static str,
         reason: String,
     },
+    /// A container of this hive's name that another hive (or something
+    /// other than hyperhive) made: never touched.
+    #[error(
+        "a container {container} of another hive (or not made by hyperhive) exists; \
+         remove or rename it, or run this hive with another state dir"
+    )]
+    Foreign { container: String },
     #[error("{0}")]
     Failed(String),
     #[error("{context}: {source}")]
@@ -310,8 +360,12 @@ pub struct Selection {
 /// has namespaces only; process has nothing).
 pub const BACKENDS: &[&str] = &["docker", "nspawn", "bwrap", "process"];
 
-/// Opens backend `name` if this machine can run it, or says why not.
-pub async fn open(name: &str) -> std::result::Result<std::sync::Arc<dyn Runtime>, String> {
+/// Opens backend `name` for the hive `hive` if this machine can run it, or
+/// says why not.
+pub async fn open(
+    name: &str,
+    hive: &HiveId,
+) -> std::result::Result<std::sync::Arc<dyn Runtime>, String> {
     use std::sync::Arc;
     async fn probe_blocking<L: child::Launcher + Copy>(
         launcher: L,
@@ -323,7 +377,7 @@ pub async fn open(name: &str) -> std::result::Result<std::sync::Arc<dyn Runtime>
     match name {
         "docker" => {
             docker::probe().await?;
-            let runtime = docker::DockerRuntime::connect(None)
+            let runtime = docker::DockerRuntime::connect(None, hive.clone())
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Arc::new(runtime))
@@ -344,8 +398,9 @@ pub async fn open(name: &str) -> std::result::Result<std::sync::Arc<dyn Runtime>
     }
 }
 
-/// Picks the runtime for `requested` (`auto`, `none` or a backend name).
-pub async fn select(requested: &str) -> Result<Selection> {
+/// Picks the runtime for `requested` (`auto`, `none` or a backend name),
+/// for the hive `hive`.
+pub async fn select(requested: &str, hive: &HiveId) -> Result<Selection> {
     match requested {
         "none" => Ok(Selection {
             runtime: None,
@@ -355,7 +410,7 @@ pub async fn select(requested: &str) -> Result<Selection> {
         "auto" => {
             let mut passed_over = Vec::new();
             for name in BACKENDS {
-                match open(name).await {
+                match open(name, hive).await {
                     Ok(runtime) => {
                         return Ok(Selection {
                             runtime: Some(runtime),
@@ -372,7 +427,7 @@ pub async fn select(requested: &str) -> Result<Selection> {
             })
         }
         requested => match BACKENDS.iter().find(|b| **b == requested) {
-            Some(name) => match open(name).await {
+            Some(name) => match open(name, hive).await {
                 Ok(runtime) => Ok(Selection {
                     runtime: Some(runtime),
                     name,

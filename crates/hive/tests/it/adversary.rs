@@ -67,7 +67,10 @@ impl Recorder {
 /// Whether `runtime` can run here; under CI it must.
 fn available(runtime: &str) -> bool {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    match rt.block_on(hive_runtime::open(runtime)) {
+    match rt.block_on(hive_runtime::open(
+        runtime,
+        &hive_runtime::HiveId::of(&std::env::temp_dir()),
+    )) {
         Ok(_) => true,
         Err(reason) => {
             assert!(
