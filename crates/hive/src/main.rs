@@ -247,12 +247,14 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         if let Some(login) = &started.login_url {
             println!("hive: log in at {login}");
         }
-        println!("hive: runtime {}", started.runtime);
         if started.containers_outlive {
             println!(
-                "hive: containers keep running when this daemon stops; the next `hive serve` \
-                 reattaches them (`hive up` stops them at exit instead)"
+                "hive: runtime {} (containers keep running when this daemon stops; the next \
+                 `hive serve` reattaches them; `hive up` removes them at exit instead)",
+                started.runtime
             );
+        } else {
+            println!("hive: runtime {}", started.runtime);
         }
         if friendly {
             println!(
