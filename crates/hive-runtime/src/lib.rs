@@ -2,7 +2,8 @@
 //!
 //! A runtime turns a [`ContainerSpec`] — which program to run, which host
 //! directories to bind where — into a running, isolated container named
-//! `h-<agent>`, and reports every running→stopped transition on a
+//! `h-<agent>` (on docker and nspawn, whose names are host-wide,
+//! `h-<agent>-<hive>`: [`HiveId`] keeps hives on one host apart), and reports every running→stopped transition on a
 //! broadcast channel so core can detect crashes without polling. Backends
 //! that supervise a child process (`process`, `bwrap`, `nspawn`) share
 //! [`child::ChildRuntime`] and differ only in their [`child::Launcher`]:
