@@ -449,3 +449,28 @@ pub async fn select(requested: &str, hive: &HiveId) -> Result<Selection> {
         },
     }
 }
+
+#[cfg(test)]
+mod hive_id_tests {
+    use super::*;
+
+    #[test]
+    fn hive_ids_are_stable_fnv1a_of_the_state_dir() {
+        // The published FNV-1a 64 vectors: an id never changes with a build.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let missing = std::path::Path::new("/nonexistent-hive/state");
+        assert_eq!(
+            HiveId::of(missing).as_str(),
+            format!("{:016x}", fnv1a(b"/nonexistent-hive/state"))
+        );
+        // A state dir reached through a link is the same hive.
+        let dir = std::env::temp_dir().join(format!("hive-id-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let _ = std::fs::remove_file(dir.join("link"));
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        assert_eq!(HiveId::of(&dir.join("link")), HiveId::of(&dir.join("real")));
+        assert_ne!(HiveId::of(&dir.join("real")), HiveId::of(missing));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
