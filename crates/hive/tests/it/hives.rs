@@ -32,13 +32,17 @@ fn available() -> bool {
     }
 }
 
+/// The docker CLI's output; empty where there is no CLI.
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// The engine's containers of `hive`: (agent, state, id), sorted.
-fn containers(hive: &HiveId) -> Vec<(String, String, String)> {
+pub fn containers(hive: &HiveId) -> Vec<(String, String, String)> {
     let filter = format!("label=hyperhive.hive={hive}");
     let format = r#"{{.Label "hyperhive.agent"}} {{.State}} {{.ID}}"#;
     let mut rows: Vec<(String, String, String)> = docker(&[
@@ -60,8 +64,9 @@ fn containers(hive: &HiveId) -> Vec<(String, String, String)> {
     rows
 }
 
-/// Removes every container of the given hives when dropped, pass or fail.
-struct Cleanup(Vec<HiveId>);
+/// Removes every container of the given hives when dropped, pass or fail
+/// (a `hive serve` on docker leaves them running by design).
+pub struct Cleanup(pub Vec<HiveId>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
