@@ -81,6 +81,7 @@ fn daemon(dir: &Path) -> Result<(), BoxError> {
             ports: Default::default(),
             mirror: None,
             operator_token: None,
+            foreground: false,
         };
         hive_core::serve::run(config, |_| println!("ready"))
             .await

@@ -675,22 +675,28 @@ impl Coordinator {
 
     /// At shutdown: containers that cannot outlive the daemon are stopped
     /// politely, all at once, keeping `want_running` so the next start
-    /// brings them back. Docker containers are left running.
-    pub async fn stop_for_shutdown(&self) {
+    /// brings them back. Docker containers are left running for the next
+    /// `hive serve` to reattach — unless `remove_all` (the foreground
+    /// `hive up`): then they are stopped and removed too, and the next start
+    /// creates them afresh.
+    pub async fn stop_for_shutdown(&self, remove_all: bool) {
         let Some(runtime) = &self.runtime else { return };
-        if runtime.survives_daemon() {
+        let outlives = runtime.survives_daemon();
+        if outlives && !remove_all {
             return;
         }
         self.refresh_containers().await;
-        let running: Vec<AgentName> = self
+        let all: Vec<(AgentName, bool)> = self
             .containers()
             .values()
-            .filter(|s| s.running)
-            .map(|s| s.name.clone())
+            .map(|s| (s.name.clone(), s.running))
             .collect();
-        let stops = running.iter().map(|name| async move {
-            if let Err(e) = runtime.stop(name, SHUTDOWN_GRACE).await {
+        let stops = all.iter().map(|(name, running)| async move {
+            if *running && let Err(e) = runtime.stop(name, SHUTDOWN_GRACE).await {
                 tracing::warn!(agent = %name, "not stopped at shutdown: {e}");
+            }
+            if outlives && let Err(e) = runtime.destroy(name).await {
+                tracing::warn!(agent = %name, "not removed at shutdown: {e}");
             }
         });
         futures_util::future::join_all(stops).await;

@@ -36,6 +36,11 @@ pub struct ServeConfig {
     /// The operator's dashboard credential (at least 16 characters); core
     /// generates one when none is given.
     pub operator_token: Option<String>,
+    /// Foreground (`hive up`): at exit every container is stopped and
+    /// removed, even a backend's that could outlive the daemon (docker).
+    /// Otherwise (`hive serve`) docker containers keep running for the next
+    /// start to reattach.
+    pub foreground: bool,
 }
 
 /// What a started daemon tells its operator.
@@ -46,6 +51,8 @@ pub struct Started {
     /// `http://<dashboard>/login?token=…`: the link that logs a browser in.
     pub login_url: Option<String>,
     pub runtime: &'static str,
+    /// The containers outlive this daemon: a `hive serve` on docker.
+    pub containers_outlive: bool,
 }
 
 /// A fresh operator credential: 32 random bytes, hex.
@@ -122,7 +129,15 @@ fn agent_env(paths: &Paths, cli: &[(String, String)]) -> anyhow::Result<Vec<(Str
 pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     raise_fd_limit();
-    let selection = hive_runtime::select(&config.runtime).await?;
+    let paths = Paths::new(
+        std::path::absolute(&config.paths.state_dir).context("resolve --state-dir")?,
+        std::path::absolute(&config.paths.run_dir).context("resolve --run-dir")?,
+    );
+    paths.create_roots()?;
+    paths.migrate_layout()?;
+    // The hive's identity: its state dir, canonical once it exists.
+    let hive = hive_runtime::HiveId::of(&paths.state_dir);
+    let selection = hive_runtime::select(&config.runtime, &hive).await?;
     for reason in &selection.passed_over {
         tracing::info!("runtime auto: passed over {reason}");
     }
@@ -133,12 +148,11 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         );
     }
     let runtime = selection.name;
-    let paths = Paths::new(
-        std::path::absolute(&config.paths.state_dir).context("resolve --state-dir")?,
-        std::path::absolute(&config.paths.run_dir).context("resolve --run-dir")?,
-    );
-    paths.create_roots()?;
-    paths.migrate_layout()?;
+    let containers_outlive = !config.foreground
+        && selection
+            .runtime
+            .as_ref()
+            .is_some_and(|r| r.survives_daemon());
     let store = Store::open(&paths.database())
         .with_context(|| format!("open {}", paths.database().display()))?;
 
@@ -208,8 +222,9 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         dashboard: dashboard_addr,
         login_url: dashboard_addr.map(|addr| format!("http://{addr}/login?token={operator_token}")),
         runtime,
+        containers_outlive,
     });
-    tracing::info!(host_socket = %paths.host_socket().display(), runtime, "hive serving");
+    tracing::info!(host_socket = %paths.host_socket().display(), runtime, %hive, "hive serving");
     {
         let coord = coord.clone();
         tasks.spawn(async move { coord.resume(to_resume).await });
@@ -217,7 +232,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
 
     signals.wait().await;
     tracing::info!("shutting down");
-    coord.stop_for_shutdown().await;
+    coord.stop_for_shutdown(config.foreground).await;
     coord.shut_down();
     tasks.abort_all();
     for (_, handle) in coord

@@ -127,7 +127,7 @@ async fn measure(backend: &str, runtime: &dyn Runtime) {
 #[tokio::main]
 async fn main() {
     for backend in hive_runtime::BACKENDS {
-        match hive_runtime::open(backend).await {
+        match hive_runtime::open(backend, &hive_runtime::HiveId::of(&std::env::temp_dir())).await {
             Ok(runtime) => measure(backend, &*runtime).await,
             Err(reason) => println!("{backend:8} skipped: {reason}"),
         }

@@ -1,10 +1,18 @@
 //! The `docker` backend: one Docker Engine container `h-<agent>` per agent, via the Engine API.
 //!
 //! Talks to the local engine over its unix socket with `bollard`; nothing
-//! shells out to the `docker` CLI. Every container carries the label
-//! [`AGENT_LABEL`]`=<agent>`, which is how `list` and the event watcher
-//! find exactly ours. The engine must share this host's filesystem: binds
-//! name host paths.
+//! shells out to the `docker` CLI. The engine must share this host's
+//! filesystem: binds name host paths.
+//!
+//! **Hives on one engine.** A runtime serves one hive ([`HiveId`], from its
+//! state dir). Its containers are named `h-<agent>-<hive>` (hostname
+//! `h-<agent>`) and carry the labels [`HIVE_LABEL`]`=<hive>` and
+//! [`AGENT_LABEL`]`=<agent>`; `list`, the event watcher (an engine-side
+//! label filter) and every call by name act only on containers with this
+//! hive's label. A container with our name but not our label (another
+//! hive's, or not made by hyperhive) is never removed, started, stopped nor
+//! reported: `create` refuses with [`Error::Foreign`]. The skeleton image
+//! is shared by every hive: it is the same for the same host layout.
 //!
 //! **The image.** By default containers run [`BASE_IMAGE`], a skeleton
 //! built locally `FROM scratch` through the build API from a tar context
@@ -66,7 +74,7 @@ use hive_proto::AgentName;
 use nix::sys::signal::Signal;
 use tokio::sync::broadcast;
 
-use crate::{ContainerSpec, ContainerStatus, Error, Result, Runtime, StateChange, mount};
+use crate::{ContainerSpec, ContainerStatus, Error, HiveId, Result, Runtime, StateChange, mount};
 
 /// The image containers run unless told otherwise; built locally.
 pub const BASE_IMAGE: &str = "hyperhive/base:local";
@@ -76,6 +84,9 @@ pub const BASE_REPOSITORY: &str = "hyperhive/base:";
 
 /// Label naming the agent a container belongs to.
 pub const AGENT_LABEL: &str = "hyperhive.agent";
+
+/// Label naming the hive ([`HiveId`]) a container belongs to.
+pub const HIVE_LABEL: &str = "hyperhive.hive";
 
 /// Label of a skeleton image: the host layout it was built for. Containers
 /// of an image with this label get the host system bound in.
@@ -113,6 +124,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// Docker Engine containers, one per agent.
 pub struct DockerRuntime {
     docker: Docker,
+    hive: HiveId,
     image: String,
     changes: broadcast::Sender<StateChange>,
     stopping: Stopping,
@@ -152,8 +164,9 @@ impl DockerRuntime {
     /// Connects to the local engine (`DOCKER_HOST` if it is a `unix://`
     /// address, else `/var/run/docker.sock`) and starts following its
     /// events. `default_image` replaces [`BASE_IMAGE`]; a spec's own image
-    /// overrides both. Must be called inside a tokio runtime.
-    pub async fn connect(default_image: Option<String>) -> Result<Self> {
+    /// overrides both. It acts only on containers of `hive`. Must be called
+    /// inside a tokio runtime.
+    pub async fn connect(default_image: Option<String>, hive: HiveId) -> Result<Self> {
         let docker = connect_engine()
             .await
             .map_err(|reason| Error::Unavailable {
@@ -164,7 +177,9 @@ impl DockerRuntime {
         let stopping = Stopping::default();
         let watcher = Watcher {
             docker: docker.clone(),
+            hive: hive.clone(),
             tracker: Tracker {
+                hive: hive.clone(),
                 changes: changes.clone(),
                 stopping: stopping.clone(),
                 reported: HashMap::new(),
@@ -173,12 +188,18 @@ impl DockerRuntime {
         let events = tokio::spawn(watcher.run(now_nanos()));
         Ok(Self {
             docker,
+            hive,
             image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
             changes,
             stopping,
             build: tokio::sync::Mutex::new(()),
             events,
         })
+    }
+
+    /// The engine's name of `agent`'s container: `h-<agent>-<hive>`.
+    pub fn container_name(&self, agent: &AgentName) -> String {
+        format!("h-{agent}-{}", self.hive)
     }
 
     /// The image containers run when their spec names none.
@@ -314,10 +335,10 @@ impl DockerRuntime {
                 Some(user) => format!("{}:{}", user.uid, user.gid),
                 None => format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid()),
             }),
-            labels: Some(HashMap::from([(
-                AGENT_LABEL.to_owned(),
-                spec.name.to_string(),
-            )])),
+            labels: Some(HashMap::from([
+                (AGENT_LABEL.to_owned(), spec.name.to_string()),
+                (HIVE_LABEL.to_owned(), self.hive.to_string()),
+            ])),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
                 tmpfs: Some(
@@ -354,7 +375,7 @@ impl DockerRuntime {
         }
     }
 
-    /// The id of the agent's container, if there is one.
+    /// The id of the agent's container, if there is one of ours.
     async fn id_of(&self, name: &AgentName) -> Result<Option<String>> {
         match self.inspect(name).await {
             Ok(inspect) => Ok(inspect.id),
@@ -363,11 +384,32 @@ impl DockerRuntime {
         }
     }
 
+    /// The agent's container, if it is ours: one with the name but not
+    /// this hive's label is [`Error::Foreign`].
     async fn inspect(&self, name: &AgentName) -> Result<ContainerInspectResponse> {
-        self.docker
-            .inspect_container(&crate::container_name(name), None)
+        let container = self.container_name(name);
+        let inspect = self
+            .docker
+            .inspect_container(&container, None)
             .await
-            .map_err(for_agent(name, "inspect"))
+            .map_err(for_agent(name, "inspect"))?;
+        let labels = inspect.config.as_ref().and_then(|c| c.labels.as_ref());
+        let hive = labels.and_then(|l| l.get(HIVE_LABEL));
+        let agent = labels.and_then(|l| l.get(AGENT_LABEL));
+        if hive.map(String::as_str) != Some(self.hive.as_str())
+            || agent.map(String::as_str) != Some(name.as_str())
+        {
+            return Err(Error::Foreign { container });
+        }
+        Ok(inspect)
+    }
+
+    /// The id of the agent's container, checked to be ours.
+    async fn owned_id(&self, name: &AgentName) -> Result<String> {
+        self.inspect(name)
+            .await?
+            .id
+            .ok_or_else(|| Error::NoSuchContainer(name.clone()))
     }
 }
 
@@ -497,12 +539,15 @@ fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
 /// The background task following the engine's events.
 struct Watcher {
     docker: Docker,
+    hive: HiveId,
     tracker: Tracker,
 }
 
 /// What the watcher has reported, and the turning of engine events and
 /// container states into [`StateChange`]s.
 struct Tracker {
+    /// Events of containers without this hive's label are ignored.
+    hive: HiveId,
     changes: broadcast::Sender<StateChange>,
     stopping: Stopping,
     /// Last state reported per agent, and its container id: drops replayed
@@ -515,9 +560,10 @@ impl Watcher {
     /// Follows the engine's events for our containers from `since` (unix
     /// nanoseconds) on, forever, forwarding starts and deaths.
     async fn run(mut self, since: i64) {
+        let ours = format!("{HIVE_LABEL}={}", self.hive);
         let filters = HashMap::from([
             ("type", vec!["container"]),
-            ("label", vec![AGENT_LABEL]),
+            ("label", vec![AGENT_LABEL, ours.as_str()]),
             ("event", vec!["start", "die", "destroy"]),
         ]);
         let mut since = since;
@@ -559,7 +605,7 @@ impl Watcher {
     /// Every container of ours: agent, id, running, exit code.
     async fn states(&self) -> std::result::Result<Vec<State>, EngineError> {
         let mut states = Vec::new();
-        for (name, id) in list_ours(&self.docker).await? {
+        for (name, id) in list_ours(&self.docker, &self.hive).await? {
             let inspect = match self.docker.inspect_container(&id, None).await {
                 Ok(i) => i,
                 Err(e) if status(&e) == Some(404) => continue,
@@ -593,6 +639,9 @@ impl Tracker {
         let (Some(id), Some(attributes)) = (&actor.id, &actor.attributes) else {
             return;
         };
+        if attributes.get(HIVE_LABEL).map(String::as_str) != Some(self.hive.as_str()) {
+            return; // another hive's (the engine filters these out already)
+        }
         let Some(name) = attributes
             .get(AGENT_LABEL)
             .and_then(|n| AgentName::parse(n).ok())
@@ -672,9 +721,13 @@ impl Tracker {
     }
 }
 
-/// Our containers: agent name and container id.
-async fn list_ours(docker: &Docker) -> std::result::Result<Vec<(AgentName, String)>, EngineError> {
-    let filters = HashMap::from([("label", vec![AGENT_LABEL])]);
+/// This hive's containers: agent name and container id.
+async fn list_ours(
+    docker: &Docker,
+    hive: &HiveId,
+) -> std::result::Result<Vec<(AgentName, String)>, EngineError> {
+    let ours = format!("{HIVE_LABEL}={hive}");
+    let filters = HashMap::from([("label", vec![AGENT_LABEL, ours.as_str()])]);
     let options = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
@@ -704,7 +757,8 @@ impl Runtime for DockerRuntime {
                 .await
                 .map_err(|e| Error::Failed(format!("write the curated /etc: {e}")))??;
         }
-        let name = spec.container_name();
+        let name = self.container_name(&spec.name);
+        // A foreign container of that name is refused here, never removed.
         if let Some(id) = self.id_of(&spec.name).await? {
             self.stopping().insert(id.clone());
             let remove = RemoveContainerOptionsBuilder::default().force(true).build();
@@ -727,9 +781,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, name: &AgentName) -> Result<()> {
+        let id = self.owned_id(name).await?;
         // Starting a running container answers 304, which is a success.
         self.docker
-            .start_container(&crate::container_name(name), None::<StartContainerOptions>)
+            .start_container(&id, None::<StartContainerOptions>)
             .await
             .map_err(for_agent(name, "start"))
     }
@@ -739,9 +794,10 @@ impl Runtime for DockerRuntime {
         if inspect.state.and_then(|s| s.running) != Some(true) {
             return Ok(());
         }
-        if let Some(id) = inspect.id {
-            self.stopping().insert(id);
-        }
+        let Some(id) = inspect.id else {
+            return Err(Error::NoSuchContainer(name.clone()));
+        };
+        self.stopping().insert(id.clone());
         // The engine sends the stop signal (SIGTERM), waits `t` seconds,
         // then SIGKILLs, and answers once the container is gone.
         let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
@@ -750,15 +806,22 @@ impl Runtime for DockerRuntime {
         self.docker
             .clone()
             .with_timeout(grace + Duration::from_secs(60))
-            .stop_container(&crate::container_name(name), Some(options))
+            .stop_container(&id, Some(options))
             .await
             .map_err(for_agent(name, "stop"))
     }
 
-    /// Idempotent: destroying a container that does not exist is a no-op.
+    /// Idempotent: destroying a container that does not exist is a no-op,
+    /// and so is one of that name that is not ours (it is left alone).
     async fn destroy(&self, name: &AgentName) -> Result<()> {
-        let Some(id) = self.id_of(name).await? else {
-            return Ok(());
+        let id = match self.id_of(name).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Ok(()),
+            Err(e @ Error::Foreign { .. }) => {
+                tracing::warn!(agent = %name, "not removed: {e}");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         };
         self.stopping().insert(id.clone());
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
@@ -770,7 +833,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self) -> Result<Vec<ContainerStatus>> {
-        let found = list_ours(&self.docker)
+        let found = list_ours(&self.docker, &self.hive)
             .await
             .map_err(engine("list containers"))?;
         let mut list = Vec::with_capacity(found.len());
@@ -827,9 +890,8 @@ impl Runtime for DockerRuntime {
             .stderr(true)
             .tail(&lines.to_string())
             .build();
-        let mut stream = self
-            .docker
-            .logs(&crate::container_name(name), Some(options));
+        let id = self.owned_id(name).await?;
+        let mut stream = self.docker.logs(&id, Some(options));
         let mut text = Vec::new();
         while let Some(chunk) = stream.next().await {
             text.extend_from_slice(chunk.map_err(for_agent(name, "logs"))?.as_ref());
@@ -849,6 +911,7 @@ mod tests {
     fn event(action: &str, agent: &str, id: &str, exit: Option<&str>) -> EventMessage {
         let mut attributes = HashMap::from([
             (AGENT_LABEL.to_owned(), agent.to_owned()),
+            (HIVE_LABEL.to_owned(), hive().to_string()),
             ("name".to_owned(), format!("h-{agent}")),
         ]);
         if let Some(code) = exit {
@@ -864,9 +927,14 @@ mod tests {
         }
     }
 
+    fn hive() -> HiveId {
+        HiveId::of(Path::new("/hive"))
+    }
+
     fn tracker() -> (Tracker, broadcast::Receiver<StateChange>) {
         let (changes, rx) = broadcast::channel(16);
         let tracker = Tracker {
+            hive: hive(),
             changes,
             stopping: Stopping::default(),
             reported: HashMap::new(),
@@ -903,6 +971,12 @@ mod tests {
         t.handle(&event("die", "ann", "c1", Some("137")));
         // Not ours (no valid agent label): ignored.
         t.handle(&event("die", "Not A Name", "c9", Some("1")));
+        // Another hive's: ignored.
+        let mut other = event("die", "ann", "c8", Some("1"));
+        if let Some(a) = other.actor.as_mut().and_then(|a| a.attributes.as_mut()) {
+            a.insert(HIVE_LABEL.to_owned(), "0123456789abcdef".to_owned());
+        }
+        t.handle(&other);
         let s = |d: &str| Some(d.to_owned());
         assert_eq!(
             drain(&mut rx),

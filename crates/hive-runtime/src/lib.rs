@@ -2,7 +2,8 @@
 //!
 //! A runtime turns a [`ContainerSpec`] — which program to run, which host
 //! directories to bind where — into a running, isolated container named
-//! `h-<agent>`, and reports every running→stopped transition on a
+//! `h-<agent>` (on docker and nspawn, whose names are host-wide,
+//! `h-<agent>-<hive>`: [`HiveId`] keeps hives on one host apart), and reports every running→stopped transition on a
 //! broadcast channel so core can detect crashes without polling. Backends
 //! that supervise a child process (`process`, `bwrap`, `nspawn`) share
 //! [`child::ChildRuntime`] and differ only in their [`child::Launcher`]:
@@ -165,6 +166,49 @@ pub fn container_name(agent: &AgentName) -> String {
     format!("h-{agent}")
 }
 
+/// Which hive a backend serves, so that two hives on one host (one Docker
+/// Engine) never touch each other's containers: 16 hex digits of a stable
+/// hash (FNV-1a, the same in every build) of the hive's canonical state
+/// dir. The docker backend labels every container with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HiveId(String);
+
+impl HiveId {
+    /// The identity of the hive whose state lives in `state_dir`: its
+    /// canonical path where it exists, else the absolute one.
+    pub fn of(state_dir: &std::path::Path) -> Self {
+        let path = std::fs::canonicalize(state_dir)
+            .or_else(|_| std::path::absolute(state_dir))
+            .unwrap_or_else(|_| state_dir.to_path_buf());
+        Self(format!(
+            "{:016x}",
+            fnv1a(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for HiveId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and Rust
+/// versions (std's `DefaultHasher` promises neither), for names that
+/// outlive the daemon.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 /// One bind mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
@@ -207,6 +251,13 @@ pub enum Error {
         runtime: &'static str,
         reason: String,
     },
+    /// A container of this hive's name that another hive (or something
+    /// other than hyperhive) made: never touched.
+    #[error(
+        "a container {container} of another hive (or not made by hyperhive) exists; \
+         remove or rename it, or run this hive with another state dir"
+    )]
+    Foreign { container: String },
     #[error("{0}")]
     Failed(String),
     #[error("{context}: {source}")]
@@ -310,8 +361,12 @@ pub struct Selection {
 /// has namespaces only; process has nothing).
 pub const BACKENDS: &[&str] = &["docker", "nspawn", "bwrap", "process"];
 
-/// Opens backend `name` if this machine can run it, or says why not.
-pub async fn open(name: &str) -> std::result::Result<std::sync::Arc<dyn Runtime>, String> {
+/// Opens backend `name` for the hive `hive` if this machine can run it, or
+/// says why not.
+pub async fn open(
+    name: &str,
+    hive: &HiveId,
+) -> std::result::Result<std::sync::Arc<dyn Runtime>, String> {
     use std::sync::Arc;
     async fn probe_blocking<L: child::Launcher + Copy>(
         launcher: L,
@@ -323,7 +378,7 @@ pub async fn open(name: &str) -> std::result::Result<std::sync::Arc<dyn Runtime>
     match name {
         "docker" => {
             docker::probe().await?;
-            let runtime = docker::DockerRuntime::connect(None)
+            let runtime = docker::DockerRuntime::connect(None, hive.clone())
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Arc::new(runtime))
@@ -344,8 +399,9 @@ pub async fn open(name: &str) -> std::result::Result<std::sync::Arc<dyn Runtime>
     }
 }
 
-/// Picks the runtime for `requested` (`auto`, `none` or a backend name).
-pub async fn select(requested: &str) -> Result<Selection> {
+/// Picks the runtime for `requested` (`auto`, `none` or a backend name),
+/// for the hive `hive`.
+pub async fn select(requested: &str, hive: &HiveId) -> Result<Selection> {
     match requested {
         "none" => Ok(Selection {
             runtime: None,
@@ -355,7 +411,7 @@ pub async fn select(requested: &str) -> Result<Selection> {
         "auto" => {
             let mut passed_over = Vec::new();
             for name in BACKENDS {
-                match open(name).await {
+                match open(name, hive).await {
                     Ok(runtime) => {
                         return Ok(Selection {
                             runtime: Some(runtime),
@@ -372,7 +428,7 @@ pub async fn select(requested: &str) -> Result<Selection> {
             })
         }
         requested => match BACKENDS.iter().find(|b| **b == requested) {
-            Some(name) => match open(name).await {
+            Some(name) => match open(name, hive).await {
                 Ok(runtime) => Ok(Selection {
                     runtime: Some(runtime),
                     name,
@@ -391,5 +447,30 @@ pub async fn select(requested: &str) -> Result<Selection> {
                 ),
             }),
         },
+    }
+}
+
+#[cfg(test)]
+mod hive_id_tests {
+    use super::*;
+
+    #[test]
+    fn hive_ids_are_stable_fnv1a_of_the_state_dir() {
+        // The published FNV-1a 64 vectors: an id never changes with a build.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let missing = std::path::Path::new("/nonexistent-hive/state");
+        assert_eq!(
+            HiveId::of(missing).as_str(),
+            format!("{:016x}", fnv1a(b"/nonexistent-hive/state"))
+        );
+        // A state dir reached through a link is the same hive.
+        let dir = std::env::temp_dir().join(format!("hive-id-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let _ = std::fs::remove_file(dir.join("link"));
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        assert_eq!(HiveId::of(&dir.join("link")), HiveId::of(&dir.join("real")));
+        assert_ne!(HiveId::of(&dir.join("real")), HiveId::of(missing));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

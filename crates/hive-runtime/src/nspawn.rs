@@ -1,4 +1,4 @@
-//! The `nspawn` backend: each container a `systemd-nspawn` machine `h-<agent>`.
+//! The `nspawn` backend: each container a `systemd-nspawn` machine `h-<agent>-<hive>`.
 //!
 //! The machine is a volatile view of the host OS: `--directory=/
 //! --volatile=yes` gives a tmpfs root with the host's `/usr` read-only
@@ -18,6 +18,12 @@
 //! its command line, so secrets never show up in the process list). Its
 //! stdout and stderr go straight to the log (`--console=pipe`: no pty, no
 //! `\r\n`).
+//!
+//! The machine is named `h-<agent>-<hive>` (hostname `h-<agent>`), where
+//! `<hive>` hashes the hive's agents dir like [`crate::cgroup`]: nspawn keeps
+//! per-machine state under `/run/systemd/nspawn/propagate/<machine>`, which
+//! two hives with an agent of the same name would otherwise share (and the
+//! first to stop would remove).
 //!
 //! The machine has a network namespace of its own with only `lo`
 //! (`--private-network`): the host's loopback is out of reach, and the
@@ -128,7 +134,8 @@ impl Launcher for NspawnLauncher {
         })?;
         check_paths(spec)?;
         let env = base_env(spec, self.name(), Inside::SANDBOX);
-        let mut args = machine_args(&nspawn, &spec.container_name());
+        let mut args = machine_args(&nspawn, &machine_name(spec));
+        args.push(format!("--hostname={}", spec.container_name()).into());
         let mut bind = |flag: &str, host: &Path, container: &Path| {
             let mut arg = OsString::from(flag);
             arg.push(escape(host));
@@ -167,6 +174,18 @@ impl Launcher for NspawnLauncher {
             cwd: PathBuf::from("/"),
         })
     }
+}
+
+/// `h-<agent>-<hive>`: unique per hive on this host, at most 2 + 32 + 1 +
+/// 16 characters (a machine name may have 64).
+fn machine_name(spec: &ContainerSpec) -> String {
+    let agents_dir = spec
+        .log_path
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    let hive = crate::fnv1a(agents_dir.as_os_str().as_bytes());
+    format!("{}-{hive:016x}", spec.container_name())
 }
 
 /// `unshare` and `systemd-nspawn`, or which of them is missing.

@@ -28,9 +28,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon.
+    /// Run the daemon as a service: at exit, docker containers keep
+    /// running for the next start to reattach (see contrib/hyperhive.service).
     Serve(ServeArgs),
-    /// Run the daemon on its embedded defaults and say how to reach it.
+    /// Run the daemon in the foreground and say how to reach it; Ctrl-C
+    /// stops and removes every container of the hive.
     Up(ServeArgs),
     /// Print where the daemon keeps its state and sockets.
     Paths(DirArgs),
@@ -231,6 +233,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
                     .filter(|t| !t.is_empty()),
             }),
         operator_token: operator_token(args.operator_token_file.as_deref())?,
+        foreground: friendly,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -244,10 +247,19 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         if let Some(login) = &started.login_url {
             println!("hive: log in at {login}");
         }
-        println!("hive: runtime {}", started.runtime);
+        if started.containers_outlive {
+            println!(
+                "hive: runtime {} (containers keep running when this daemon stops; the next \
+                 `hive serve` reattaches them; `hive up` removes them at exit instead)",
+                started.runtime
+            );
+        } else {
+            println!("hive: runtime {}", started.runtime);
+        }
         if friendly {
             println!(
-                "hive: try `hive --socket {} status` in another terminal; Ctrl-C stops the hive",
+                "hive: try `hive --socket {} status` in another terminal; Ctrl-C stops the hive \
+                 and every container of it",
                 started.host_socket.display()
             );
         }

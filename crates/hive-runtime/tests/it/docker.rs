@@ -10,7 +10,7 @@ use bollard::Docker;
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder};
 use hive_proto::AgentName;
 use hive_runtime::docker::{self, BASE_LABEL, DockerRuntime};
-use hive_runtime::{ContainerStatus, Error, Runtime};
+use hive_runtime::{ContainerStatus, Error, HiveId, Runtime};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -29,7 +29,17 @@ async fn runtime(image: Option<String>) -> Option<DockerRuntime> {
         println!("skipping: docker engine not available: {reason}");
         return None;
     }
-    Some(DockerRuntime::connect(image).await.unwrap())
+    Some(DockerRuntime::connect(image, test_hive()).await.unwrap())
+}
+
+/// The hive these tests' runtimes serve.
+fn test_hive() -> HiveId {
+    HiveId::of(std::path::Path::new("/hyperhive-runtime-tests"))
+}
+
+/// A second hive on the same engine.
+fn other_hive() -> HiveId {
+    HiveId::of(std::path::Path::new("/hyperhive-runtime-tests-other"))
 }
 
 /// A test-unique agent name: `<prefix>-<pid>`.
@@ -60,10 +70,12 @@ impl Drop for Cleanup {
             rt.block_on(async {
                 let docker = engine().await;
                 for name in names {
-                    let options = RemoveContainerOptionsBuilder::default().force(true).build();
-                    let _ = docker
-                        .remove_container(&format!("h-{name}"), Some(options))
-                        .await;
+                    for hive in [test_hive(), other_hive()] {
+                        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+                        let _ = docker
+                            .remove_container(&format!("h-{name}-{hive}"), Some(options))
+                            .await;
+                    }
                 }
             });
         })
@@ -251,7 +263,7 @@ async fn a_hostile_agent_gets_nowhere() {
     assert_breaches_failed(&b, &report);
     let inspect = engine()
         .await
-        .inspect_container(&format!("h-{me}"), None)
+        .inspect_container(&format!("h-{me}-{}", test_hive()), None)
         .await
         .unwrap();
     let host = inspect.host_config.unwrap();
@@ -330,4 +342,118 @@ async fn unknown_containers() {
     rt.destroy(&name).await.unwrap();
     assert!(rt.reports_exits());
     assert_eq!(rt.name(), "docker");
+}
+
+/// Waits for a TERM, then exits 0.
+const IDLE: &str = "trap 'exit 0' TERM; while :; do sleep 1; done";
+
+#[tokio::test]
+async fn two_hives_on_one_engine_touch_only_their_own() {
+    let Some(a) = runtime(None).await else {
+        return;
+    };
+    let b = DockerRuntime::connect(None, other_hive()).await.unwrap();
+    let (layout_a, layout_b) = (Layout::new(), Layout::new());
+    // The same agent name in both hives.
+    let me = unique("dk-twin");
+    let _cleanup = Cleanup(vec![me.clone()]);
+    let spec_a = layout_a.spec(&me, "/bin/sh", &["-c", IDLE]);
+    let spec_b = layout_b.spec(&me, "/bin/sh", &["-c", IDLE]);
+    let name = spec_a.name.clone();
+    let (mut changes_a, mut changes_b) = (a.subscribe(), b.subscribe());
+
+    a.create(&spec_a).await.unwrap();
+    a.start(&name).await.unwrap();
+    assert!(next_change(&mut changes_a, &me).await.running);
+    // B's create of its own agent of that name removes nothing of A's.
+    b.create(&spec_b).await.unwrap();
+    b.start(&name).await.unwrap();
+    assert!(next_change(&mut changes_b, &me).await.running);
+    for rt in [&a, &b] {
+        let status = ours(rt.list().await.unwrap(), &name);
+        assert_eq!(status.len(), 1, "{status:?}");
+        assert!(status[0].running, "{status:?}");
+    }
+
+    // B restarts its agent, then its container crashes, then B destroys it.
+    hive_runtime::restart(&b, &name, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let stop = next_change(&mut changes_b, &me).await;
+    assert!(!stop.running && stop.expected, "{stop:?}");
+    assert!(next_change(&mut changes_b, &me).await.running);
+    engine()
+        .await
+        .kill_container(&b.container_name(&name), None)
+        .await
+        .unwrap();
+    let crash = next_change(&mut changes_b, &me).await;
+    assert!(!crash.running && !crash.expected, "{crash:?}");
+    b.destroy(&name).await.unwrap();
+    assert!(ours(b.list().await.unwrap(), &name).is_empty());
+
+    // A's container lived through all of it, and A heard none of it: the
+    // first change A sees after its start is its own stop (the engine
+    // orders events, so B's would have come first).
+    let status = ours(a.list().await.unwrap(), &name);
+    assert!(status[0].running, "{status:?}");
+    a.stop(&name, Duration::from_secs(5)).await.unwrap();
+    let own = next_change(&mut changes_a, &me).await;
+    assert!(!own.running && own.expected, "{own:?}");
+    a.destroy(&name).await.unwrap();
+    assert!(ours(a.list().await.unwrap(), &name).is_empty());
+}
+
+#[tokio::test]
+async fn a_foreign_container_of_our_name_is_refused_and_left_alone() {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::CreateContainerOptionsBuilder;
+    let Some(rt) = runtime(None).await else {
+        return;
+    };
+    rt.ensure_image().await.unwrap();
+    let layout = Layout::new();
+    let me = unique("dk-foreign");
+    let _cleanup = Cleanup(vec![me.clone()]);
+    let spec = layout.spec(&me, "/bin/sh", &["-c", IDLE]);
+    let container = rt.container_name(&spec.name);
+    // Named like ours, labelled like an agent, but of no hive.
+    let docker = engine().await;
+    let options = CreateContainerOptionsBuilder::default()
+        .name(&container)
+        .build();
+    let body = ContainerCreateBody {
+        image: Some(docker::BASE_IMAGE.to_owned()),
+        cmd: Some(vec!["/nothing".to_owned()]),
+        labels: Some([(docker::AGENT_LABEL.to_owned(), me.clone())].into()),
+        ..Default::default()
+    };
+    let foreign = docker
+        .create_container(Some(options), body)
+        .await
+        .unwrap()
+        .id;
+
+    let err = rt.create(&spec).await.unwrap_err();
+    assert!(matches!(err, Error::Foreign { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "a container {container} of another hive (or not made by hyperhive) exists; remove \
+             or rename it, or run this hive with another state dir"
+        )
+    );
+    assert!(matches!(
+        rt.start(&spec.name).await,
+        Err(Error::Foreign { .. })
+    ));
+    assert!(matches!(
+        rt.stop(&spec.name, Duration::from_secs(1)).await,
+        Err(Error::Foreign { .. })
+    ));
+    rt.destroy(&spec.name).await.unwrap();
+    assert!(ours(rt.list().await.unwrap(), &spec.name).is_empty());
+    // Still there, untouched.
+    let inspect = docker.inspect_container(&container, None).await.unwrap();
+    assert_eq!(inspect.id.as_deref(), Some(foreign.as_str()));
 }

@@ -59,7 +59,7 @@ fn command_line() {
         "--directory=/".into(),
         "--volatile=yes".into(),
         "--as-pid2".into(),
-        "--machine=h-ns-cmd".into(),
+        "--hostname=h-ns-cmd".into(),
         "--kill-signal=SIGRTMIN+3".into(),
         "--drop-capability=all".into(),
         "--no-new-privileges=yes".into(),
@@ -83,6 +83,26 @@ fn command_line() {
     ] {
         assert!(args.contains(&arg), "{arg} in {args:?}");
     }
+    // The machine name carries the hive (its agents dir): another hive's
+    // agent of the same name gets another one.
+    let machine = |args: &[String]| {
+        args.iter()
+            .find(|a| a.starts_with("--machine="))
+            .cloned()
+            .unwrap()
+    };
+    let ours = machine(&args);
+    assert!(ours.starts_with("--machine=h-ns-cmd-"), "{ours}");
+    let other = Layout::new();
+    let theirs = NspawnLauncher
+        .command(&other.spec("ns-cmd", "/bin/sh", &["-c", "true"]))
+        .unwrap();
+    let theirs: Vec<String> = theirs
+        .args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert_ne!(machine(&theirs), ours);
     let tail = &args[args.len() - 4..];
     assert_eq!(tail[..3], ["--", "/run/hive/bin/hive", "-c"]);
     assert!(

@@ -67,7 +67,10 @@ impl Recorder {
 /// Whether `runtime` can run here; under CI it must.
 fn available(runtime: &str) -> bool {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    match rt.block_on(hive_runtime::open(runtime)) {
+    match rt.block_on(hive_runtime::open(
+        runtime,
+        &hive_runtime::HiveId::of(&std::env::temp_dir()),
+    )) {
         Ok(_) => true,
         Err(reason) => {
             assert!(
@@ -210,6 +213,8 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("state/shared");
     std::fs::create_dir_all(&shared).unwrap();
+    // Docker's containers outlive `hive serve`: removed when done.
+    let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&dir.path().join("state"))]);
     let model_url = format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", model.port);
     let hive = Hive::start_with(
         dir,

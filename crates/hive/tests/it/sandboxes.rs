@@ -24,7 +24,10 @@ fn logs(hive: &Hive, name: &str) -> String {
 /// Whether `runtime` can run here; prints why not.
 fn available(runtime: &str) -> bool {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    match rt.block_on(hive_runtime::open(runtime)) {
+    match rt.block_on(hive_runtime::open(
+        runtime,
+        &hive_runtime::HiveId::of(&std::env::temp_dir()),
+    )) {
         Ok(_) => true,
         Err(reason) => {
             eprintln!("skipping the {runtime} runtime: {reason}");
