@@ -40,6 +40,7 @@ async fn run(dir: &Path, count: i64) -> Result<(), BoxError> {
         ports: Default::default(),
         mirror: None,
         operator_token: None,
+        foreground: false,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
