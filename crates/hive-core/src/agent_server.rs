@@ -285,6 +285,7 @@ fn harness_state(
     model: Option<&str>,
 ) -> Result<()> {
     let record = coord.require_agent(me)?;
+    coord.deploys.harness_reported(me);
     let needs_login = state == hive_proto::live::TurnState::NeedsLogin;
     if needs_login != record.needs_login {
         coord.store.set_needs_login(me.as_str(), needs_login)?;
