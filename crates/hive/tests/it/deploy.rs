@@ -253,7 +253,7 @@ fn ten_approvals_at_once_deploy_in_order_or_are_superseded() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut deployed = Vec::new();
-    for ((id, sha), answer) in queued.iter().zip(&answers) {
+    for ((id, _), answer) in queued.iter().zip(&answers) {
         assert_eq!(answer, r#"{"version":1,"ok":true}"#, "#{id}");
         let event = resolved(&hive, *id);
         match event["status"].as_str() {
@@ -265,8 +265,12 @@ fn ten_approvals_at_once_deploy_in_order_or_are_superseded() {
             other => panic!("#{id} ended {other:?}: {event}"),
         }
         assert!(event["running_sha"].is_string(), "{event}");
-        let _ = sha;
     }
+    eprintln!(
+        "ten approvals at once: {} deployed ({deployed:?}), {} superseded",
+        deployed.len(),
+        10 - deployed.len()
+    );
     // Deploys ran in approval order, and the last approval is what runs.
     let mut sorted = deployed.clone();
     sorted.sort_unstable();
