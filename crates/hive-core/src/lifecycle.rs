@@ -634,8 +634,8 @@ impl Coordinator {
     /// next turn knows to look at its notes.
     pub fn kick(&self, name: &AgentName, what: &str) {
         let body = format!(
-            "you were just {what}. Your session (--continue) and /state are intact: \
-             check your notes in /state before picking up where you left off."
+            "you were just {what}. /state is intact, and so is your session unless your \
+             role changed: check your notes in /state before picking up where you left off."
         );
         if let Err(e) = self.store.send(SYSTEM_SENDER, name.as_str(), &body, None) {
             tracing::warn!(%name, "kick not delivered: {e}");
