@@ -9,7 +9,7 @@ use crate::ApprovalStatus;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum HelperEvent {
-    /// An approval was approved, denied, failed or cancelled; if approved,
+    /// An approval was approved, denied, failed, cancelled or superseded; if approved,
     /// its action has already run.
     ApprovalResolved {
         id: i64,
