@@ -378,6 +378,25 @@ impl Harness {
             role_prompt.push_str("\n\n## Your role\n\n");
             role_prompt.push_str(role);
         }
+        // A session keeps the system prompt it started with: a changed one
+        // (a deployed role) needs a fresh session, told where its notes are.
+        let fingerprint = crate::session::fingerprint(&role_prompt);
+        let started_with = crate::session::started_with(&self.config.state_dir);
+        let handoff;
+        let prompt = match &started_with {
+            Some(old) if continue_session && *old != fingerprint => {
+                continue_session = false;
+                self.shared
+                    .bus
+                    .note("the system prompt changed: this turn starts a fresh session");
+                handoff = crate::session::handoff(prompt, &self.config.state_dir);
+                handoff.as_str()
+            }
+            _ => prompt,
+        };
+        if !continue_session || started_with.is_none() {
+            crate::session::record(&self.config.state_dir, &fingerprint);
+        }
 
         let end = loop {
             if self.is_shutdown() {

@@ -28,6 +28,7 @@ pub mod login;
 pub mod mcp;
 pub mod process;
 pub mod prompt;
+pub mod session;
 pub mod state;
 pub mod stats;
 pub mod stream;
@@ -80,4 +81,7 @@ pub mod files {
     /// The running engine's process group and start time, so a harness
     /// that died mid-turn can reap its orphaned engine at the next boot.
     pub const ENGINE_PID: &str = ".hive-engine.pid";
+    /// The fingerprint of the system prompt the engine's current session
+    /// started with (see [`crate::session`]).
+    pub const SESSION_PROMPT: &str = "hyperhive-session-prompt";
 }

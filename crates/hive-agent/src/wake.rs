@@ -114,6 +114,7 @@ pub fn render_helper(event: &HelperEvent) -> String {
             commit_ref,
             status,
             note,
+            running_sha,
         } => {
             let status = serde_json::to_value(status)
                 .ok()
@@ -124,7 +125,11 @@ pub fn render_helper(event: &HelperEvent) -> String {
             } else {
                 format!("approval #{id} for {agent} (commit {commit_ref}) was {status}")
             };
-            with_note(what, note)
+            let what = with_note(what, note);
+            match running_sha {
+                Some(sha) => format!("{what}; {agent} now runs config {sha}"),
+                None => what,
+            }
         }
         Spawned { agent, ok: o, note } => with_note(format!("spawn of {agent} {}", ok(*o)), note),
         Rebuilt { agent, ok: o, note } => with_note(format!("rebuild of {agent} {}", ok(*o)), note),

@@ -134,9 +134,18 @@ impl Coordinator {
             .store
             .resolve_approval(id, ApprovalStatus::Approved, None)?;
         match self.run_approved(&approved).await {
-            Ok(()) => {
+            Ok(None) => {
                 self.publish_approval_resolved(&approved);
                 Ok(approved)
+            }
+            Ok(Some(superseded)) => {
+                let resolved = self.store.resolve_approval(
+                    id,
+                    ApprovalStatus::Superseded,
+                    Some(&superseded),
+                )?;
+                self.publish_approval_resolved(&resolved);
+                Ok(resolved)
             }
             Err(e) => {
                 let note = e.to_string();
@@ -152,16 +161,17 @@ impl Coordinator {
         }
     }
 
-    async fn run_approved(self: &Arc<Self>, approval: &Approval) -> Result<()> {
+    /// Runs an approved action; `Some(note)` when a deploy was superseded.
+    async fn run_approved(self: &Arc<Self>, approval: &Approval) -> Result<Option<String>> {
         match approval.kind {
             ApprovalKind::Spawn => {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
-                self.spawn(&name).await
+                self.spawn(&name).await.map(|()| None)
             }
             ApprovalKind::ApplyCommit => self.apply_commit(approval).await,
             ApprovalKind::InitConfig => {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
-                self.init_config(&name).await
+                self.init_config(&name).await.map(|()| None)
             }
         }
     }
@@ -206,6 +216,7 @@ impl Coordinator {
             commit_ref: a.commit_ref.clone(),
             status: a.status,
             note: a.note.clone(),
+            running_sha: self.running_sha(a),
         });
         self.dashboard.emit(|seq| DashboardEvent::ApprovalResolved {
             seq,
@@ -218,6 +229,23 @@ impl Coordinator {
             note: a.note.clone(),
             description: a.description.clone(),
         });
+    }
+
+    /// The config sha `a`'s agent runs once a resolved deploy is done
+    /// with (none for other kinds and for undecided deploys).
+    fn running_sha(&self, a: &Approval) -> Option<String> {
+        let decided = matches!(
+            a.status,
+            ApprovalStatus::Approved | ApprovalStatus::Failed | ApprovalStatus::Superseded
+        );
+        if a.kind != ApprovalKind::ApplyCommit || !decided {
+            return None;
+        }
+        self.store
+            .agent(&a.agent)
+            .ok()
+            .flatten()
+            .and_then(|r| r.deployed_sha)
     }
 
     /// Sends a message from the operator.

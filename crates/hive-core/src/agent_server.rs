@@ -296,6 +296,7 @@ fn harness_state(
     logged_in: Option<bool>,
 ) -> Result<()> {
     let record = coord.require_agent(me)?;
+    coord.deploys.harness_reported(me);
     let needs_login = match (state, logged_in) {
         (hive_proto::live::TurnState::NeedsLogin, _) => Some(true),
         (_, Some(logged_in)) => Some(!logged_in),

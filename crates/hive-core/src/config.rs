@@ -2,8 +2,10 @@
 //!
 //! `hive-config` owns the repos and tags; this module decides when each
 //! step runs: `ensure` at spawn, `prepare` + `proposal/<id>` when the
-//! manager requests a deploy, `approved/` → `building/` → rebuild →
-//! `deployed/` | `failed/` on approval, `denied/` on denial. git work runs
+//! manager requests a deploy, `approved/` → `building/` → install →
+//! rebuild → healthy → `deployed/` | `failed/` (the previous config put
+//! back) on approval, one deploy per agent at a time; `denied/` on denial
+//! or when a later approved deploy supersedes a queued one. git work runs
 //! on blocking threads; the mirror push runs in the background and never
 //! holds up a deploy.
 
@@ -14,6 +16,7 @@ use hive_proto::{AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEve
 use serde::Serialize;
 
 use crate::coordinator::Coordinator;
+use crate::deploys::Turn;
 use crate::error::{Error, Result};
 
 /// What the harness reads at boot from `deployed.json` in its control dir.
@@ -66,8 +69,16 @@ impl Coordinator {
     /// Records a deployed config: the status row's sha, the broker's
     /// allow-list, and the file the harness reads.
     fn install_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
+        self.write_config(name, deployed)?;
         self.store
             .set_deployed_sha(name.as_str(), Some(&deployed.sha))?;
+        Ok(())
+    }
+
+    /// Puts `deployed` where it takes effect — the broker's allow-list, the
+    /// egress policy and the file the harness reads at boot — before a
+    /// container is (re)started with it.
+    fn write_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
         self.store
             .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
         self.egress
@@ -217,26 +228,50 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The action of an approved `apply_commit`: tag, rebuild with the new
-    /// config, and tag the outcome.
-    pub(crate) async fn apply_commit(self: &Arc<Self>, approval: &Approval) -> Result<()> {
+    /// The action of an approved `apply_commit`. It waits its turn in the
+    /// agent's deploy lane (see [`crate::deploys`]); a later approval
+    /// queued behind it supersedes it (tagged `denied/<id>`, "superseded by
+    /// #N"; the answer is `Some(note)`). Otherwise: tag, install the config
+    /// where the container reads it, rebuild, wait for the harness to report
+    /// in, and tag `deployed/` — or `failed/`, with the previous config put
+    /// back and its container restarted.
+    pub(crate) async fn apply_commit(
+        self: &Arc<Self>,
+        approval: &Approval,
+    ) -> Result<Option<String>> {
         let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
         let (id, sha) = (approval.id, approval.commit_ref.clone());
-        let candidate = {
+        let ticket = self.deploys.join(&name, id);
+        let _turn = match self.deploys.wait(&name, ticket).await {
+            Turn::Mine(turn) => turn,
+            Turn::Superseded { by } => {
+                let note = format!("superseded by #{by}");
+                let tagged = {
+                    let (name, note) = (name.clone(), note.clone());
+                    self.with_repos(move |repos| repos.mark_denied(&name, id, Some(&note)))
+                        .await
+                };
+                if let Err(e) = tagged {
+                    tracing::warn!(%name, id, "denied/{id} (superseded) not tagged: {e}");
+                }
+                self.mirror_soon(&name);
+                return Ok(Some(note));
+            }
+        };
+        let (candidate, previous) = {
             let (name, sha) = (name.clone(), sha.clone());
             self.with_repos(move |repos| {
                 repos.tag(&name, TagKind::Approved, id, &sha)?;
                 repos.tag(&name, TagKind::Building, id, &sha)?;
-                repos.config_at(&name, &sha)
+                Ok((repos.config_at(&name, &sha)?, repos.deployed(&name)?))
             })
             .await?
         };
         self.mirror_soon(&name);
         let has_container = self.require_agent(&name)?.has_container;
-        let built = if has_container {
-            self.rebuild_with(&name, &candidate).await
-        } else {
-            Ok(())
+        let built = match self.write_config(&name, &candidate) {
+            Ok(()) if has_container => self.rebuild_with(&name, &candidate).await,
+            other => other,
         };
         let outcome = match built {
             Ok(()) => {
@@ -257,11 +292,31 @@ impl Coordinator {
                 {
                     tracing::warn!(%name, id, "failed/{id} not tagged: {tag}");
                 }
+                self.restore_config(&name, &previous, has_container).await;
             }
         }
         self.mirror_soon(&name);
         self.publish_status(name.as_str());
-        outcome
+        outcome.map(|()| None)
+    }
+
+    /// After a failed deploy: the previous config is written back and, if
+    /// the agent has a container, that container is rebuilt from it.
+    /// Failures are logged: the deploy's own error is what gets reported.
+    async fn restore_config(
+        self: &Arc<Self>,
+        name: &AgentName,
+        previous: &Deployed,
+        rebuild: bool,
+    ) {
+        let restored = match self.install_config(name, previous) {
+            Ok(()) if rebuild => self.rebuild_with(name, previous).await,
+            other => other,
+        };
+        match restored {
+            Ok(()) => tracing::info!(%name, sha = %previous.sha, "previous config restored"),
+            Err(e) => tracing::error!(%name, "previous config not restored: {e}"),
+        }
     }
 
     /// Tags a denied (or withdrawn) deploy proposal.

@@ -63,6 +63,8 @@ pub struct Coordinator {
     transients: Mutex<HashMap<AgentName, (TransientKind, i64)>>,
     /// Last known container states, by agent name.
     containers: Mutex<HashMap<String, ContainerStatus>>,
+    /// Per-agent deploy queues and the harness reports deploys wait for.
+    pub(crate) deploys: crate::deploys::DeployLanes,
 }
 
 impl Coordinator {
@@ -94,6 +96,7 @@ impl Coordinator {
             agent_sockets: Mutex::new(HashMap::new()),
             transients: Mutex::new(HashMap::new()),
             containers: Mutex::new(HashMap::new()),
+            deploys: crate::deploys::DeployLanes::default(),
         }
     }
 

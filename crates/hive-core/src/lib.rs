@@ -11,6 +11,7 @@ pub mod actions;
 pub mod agent_server;
 pub mod config;
 pub mod coordinator;
+pub mod deploys;
 pub mod egress;
 pub mod error;
 pub mod events;

@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The grace each container gets when the daemon shuts down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a rebuild waits for another action on the same agent.
+const BUSY_WAIT: Duration = Duration::from_secs(120);
 
 /// The gid every agent's program runs with; `/shared` belongs to it.
 pub const AGENT_GID: u32 = 100_000;
@@ -114,6 +116,69 @@ impl Coordinator {
             coord: self.clone(),
             name: name.clone(),
         })
+    }
+
+    /// [`Coordinator::begin`], waiting (bounded) for an action already in
+    /// flight on `name` to finish instead of refusing.
+    async fn begin_when_free(
+        self: &Arc<Self>,
+        name: &AgentName,
+        kind: TransientKind,
+    ) -> Result<TransientGuard> {
+        let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match self.begin(name, kind) {
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%name, "waiting to {}: {e}", transient_word(kind));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until `name`'s new harness reports in (a report beyond the
+    /// `before` count); fails when its container exits first or nothing
+    /// comes within [`crate::deploys::HEALTH_BOUND`].
+    async fn await_healthy(
+        &self,
+        runtime: &dyn Runtime,
+        name: &AgentName,
+        before: u64,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + crate::deploys::HEALTH_BOUND;
+        loop {
+            if self.deploys.report_count(name) > before {
+                return Ok(());
+            }
+            let running = runtime
+                .list()
+                .await
+                .map_err(runtime_error)?
+                .iter()
+                .any(|s| &s.name == name && s.running);
+            if !running {
+                let tail = self.logs(name, 5).await.unwrap_or_default().join("\n");
+                return Err(Error::refused(format!(
+                    "{name}'s container exited right after it started: {}",
+                    if tail.is_empty() {
+                        "no output"
+                    } else {
+                        tail.as_str()
+                    }
+                )));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::refused(format!(
+                    "{name}'s harness did not report in within {}s of its start",
+                    crate::deploys::HEALTH_BOUND.as_secs()
+                )));
+            }
+            self.deploys
+                .next_report(left.min(Duration::from_millis(250)))
+                .await;
+        }
     }
 
     /// The spec of `name`'s container under the `deployed` config.
@@ -387,7 +452,7 @@ impl Coordinator {
         let runtime = self.prepare("restart", name)?;
         let guard = self.begin(name, TransientKind::Restarting)?;
         let result = match self.ensure_config(name).await {
-            Ok(deployed) => self.recreate(&*runtime, name, &deployed).await,
+            Ok(deployed) => self.recreate(&*runtime, name, &deployed).await.map(drop),
             Err(e) => Err(e),
         };
         drop(guard);
@@ -415,8 +480,13 @@ impl Coordinator {
         deployed: &Deployed,
     ) -> Result<()> {
         let runtime = self.prepare("rebuild", name)?;
-        let guard = self.begin(name, TransientKind::Rebuilding)?;
-        let result = self.recreate(&*runtime, name, deployed).await;
+        let guard = self
+            .begin_when_free(name, TransientKind::Rebuilding)
+            .await?;
+        let result = match self.recreate(&*runtime, name, deployed).await {
+            Ok(reports) => self.await_healthy(&*runtime, name, reports).await,
+            Err(e) => Err(e),
+        };
         drop(guard);
         self.after_change(name).await;
         if !name.is_manager() {
@@ -432,17 +502,21 @@ impl Coordinator {
         result
     }
 
+    /// Stops, recreates and starts `name`'s container; answers the count of
+    /// harness reports once the old container was stopped (a later one
+    /// comes from the new harness).
     async fn recreate(
         &self,
         runtime: &dyn Runtime,
         name: &AgentName,
         deployed: &Deployed,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         runtime
             .stop(name, STOP_GRACE)
             .await
             .or_else(ignore_missing)
             .map_err(runtime_error)?;
+        let reports = self.deploys.report_count(name);
         let port = self.web_port(name)?;
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
@@ -450,7 +524,7 @@ impl Coordinator {
             .set_policy(name, deployed.config.network.clone());
         runtime.start(name).await.map_err(runtime_error)?;
         self.store.set_want_running(name.as_str(), true)?;
-        Ok(())
+        Ok(reports)
     }
 
     /// Removes an agent's container, keeping its state (a tombstone) unless
@@ -573,8 +647,8 @@ impl Coordinator {
     /// next turn knows to look at its notes.
     pub fn kick(&self, name: &AgentName, what: &str) {
         let body = format!(
-            "you were just {what}. Your session (--continue) and /state are intact: \
-             check your notes in /state before picking up where you left off."
+            "you were just {what}. /state is intact, and so is your session unless your \
+             role changed: check your notes in /state before picking up where you left off."
         );
         if let Err(e) = self.store.send(SYSTEM_SENDER, name.as_str(), &body, None) {
             tracing::warn!(%name, "kick not delivered: {e}");

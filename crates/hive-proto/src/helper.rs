@@ -9,7 +9,7 @@ use crate::ApprovalStatus;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum HelperEvent {
-    /// An approval was approved, denied, failed or cancelled; if approved,
+    /// An approval was approved, denied, failed, cancelled or superseded; if approved,
     /// its action has already run.
     ApprovalResolved {
         id: i64,
@@ -18,6 +18,10 @@ pub enum HelperEvent {
         status: ApprovalStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
+        /// For a deploy: the config commit the agent runs now (the approved
+        /// one, or the previous one after a failure or a supersession).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        running_sha: Option<String>,
     },
     /// An agent was spawned; `ok=false` means the spawn failed.
     Spawned {

@@ -284,6 +284,9 @@ pub enum ApprovalStatus {
     Failed,
     /// Withdrawn before the operator decided.
     Cancelled,
+    /// An approved deploy that a later approved deploy of the same agent,
+    /// queued behind it, replaced before its turn came; `note` names it.
+    Superseded,
 }
 
 impl ApprovalStatus {
@@ -294,6 +297,7 @@ impl ApprovalStatus {
             ApprovalStatus::Denied => "denied",
             ApprovalStatus::Failed => "failed",
             ApprovalStatus::Cancelled => "cancelled",
+            ApprovalStatus::Superseded => "superseded",
         }
     }
 
@@ -304,6 +308,7 @@ impl ApprovalStatus {
             Self::Denied,
             Self::Failed,
             Self::Cancelled,
+            Self::Superseded,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

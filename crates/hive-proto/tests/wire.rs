@@ -250,6 +250,7 @@ fn approval_enums() {
         (ApprovalStatus::Denied, "denied"),
         (ApprovalStatus::Failed, "failed"),
         (ApprovalStatus::Cancelled, "cancelled"),
+        (ApprovalStatus::Superseded, "superseded"),
     ] {
         check(status, &format!("\"{s}\""));
         assert_eq!(ApprovalStatus::parse(s), Some(status));
@@ -551,8 +552,20 @@ fn helper_events() {
             commit_ref: "abc1234".into(),
             status: ApprovalStatus::Denied,
             note: Some("why".into()),
+            running_sha: None,
         },
         r#"{"event":"approval_resolved","id":1,"agent":"c","commit_ref":"abc1234","status":"denied","note":"why"}"#,
+    );
+    check(
+        ApprovalResolved {
+            id: 2,
+            agent: "c".into(),
+            commit_ref: "abc1234".into(),
+            status: ApprovalStatus::Superseded,
+            note: Some("superseded by #3".into()),
+            running_sha: Some("def5678".into()),
+        },
+        r#"{"event":"approval_resolved","id":2,"agent":"c","commit_ref":"abc1234","status":"superseded","note":"superseded by #3","running_sha":"def5678"}"#,
     );
     check(
         Spawned {

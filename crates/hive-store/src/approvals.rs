@@ -51,7 +51,7 @@ fn may_resolve(from: ApprovalStatus, to: ApprovalStatus) -> bool {
     use ApprovalStatus::*;
     matches!(
         (from, to),
-        (Pending, Approved | Denied | Cancelled | Failed) | (Approved, Failed)
+        (Pending, Approved | Denied | Cancelled | Failed) | (Approved, Failed | Superseded)
     )
 }
 

@@ -527,7 +527,7 @@
     );
   }
 
-  const GLYPH = { approved: '\u2713', denied: '\u2717', failed: '\u26A0', cancelled: '\u2298' };
+  const GLYPH = { approved: '\u2713', denied: '\u2717', failed: '\u26A0', cancelled: '\u2298', superseded: '\u21B7' };
 
   function historyRow(a) {
     return h(

@@ -120,8 +120,13 @@ impl ModelServer {
         }
     }
 
+    /// The base URL agents reach it at (through the egress proxy).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Every Messages request body so far.
-    fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         self.requests.lock().unwrap().clone()
     }
 

@@ -8,6 +8,7 @@ mod agent_page;
 mod browser;
 mod cli;
 mod config;
+mod deploy;
 mod e2e;
 mod egress;
 mod hives;
