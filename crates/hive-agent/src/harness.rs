@@ -220,18 +220,22 @@ impl Harness {
         Ok(())
     }
 
-    /// Parks in `needs_login` while the engine is missing or has no
-    /// credentials.
+    /// Parks in `engine_missing` while the engine binary is absent, in
+    /// `needs_login` while it has no credentials.
     async fn wait_for_login(&mut self) -> Result<(), Interrupted> {
         let mut parked = false;
         loop {
             let missing = match crate::login::find_program(self.config.engine.program()) {
-                None => Some(format!(
-                    "the {} binary {} was not found",
-                    self.config.engine.name(),
-                    self.config.engine.program().display()
+                None => Some((
+                    TurnState::EngineMissing,
+                    crate::login::engine_missing(self.config.engine.as_ref()),
                 )),
-                Some(_) => self.config.engine.credentials(&self.config.state_dir).err(),
+                Some(_) => self
+                    .config
+                    .engine
+                    .credentials(&self.config.state_dir)
+                    .err()
+                    .map(|why| (TurnState::NeedsLogin, why)),
             };
             match missing {
                 None => {
@@ -241,12 +245,17 @@ impl Harness {
                     }
                     return Ok(());
                 }
-                Some(why) => {
-                    if !parked {
-                        self.shared.bus.note(format!("needs login: {why}"));
-                        self.shared.set_turn_state(TurnState::NeedsLogin, Some(why));
-                        parked = true;
+                Some((state, why)) => {
+                    if self.shared.turn_state() != state {
+                        let what = if state == TurnState::EngineMissing {
+                            "engine missing"
+                        } else {
+                            "needs login"
+                        };
+                        self.shared.bus.note(format!("{what}: {why}"));
+                        self.shared.set_turn_state(state, Some(why));
                     }
+                    parked = true;
                     self.sleep(self.config.poll, None).await?;
                 }
             }
@@ -449,6 +458,14 @@ impl Harness {
                         Err(Interrupted::Shutdown) => break TurnEnd::Shutdown,
                         Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
                     }
+                    if self.wait_for_login().await.is_err() {
+                        break TurnEnd::Shutdown;
+                    }
+                    self.shared.set_turn_state(TurnState::Thinking, None);
+                }
+                RunEnd::Finished(Verdict::EngineMissing(_)) => {
+                    // Parks until the binary is there (a restart with
+                    // `--claude-bin`), then runs the turn again.
                     if self.wait_for_login().await.is_err() {
                         break TurnEnd::Shutdown;
                     }

@@ -12,6 +12,7 @@ pub mod agent_server;
 pub mod config;
 pub mod coordinator;
 pub mod egress;
+pub mod engine;
 pub mod error;
 pub mod events;
 pub mod host_server;

@@ -289,6 +289,9 @@ impl DockerRuntime {
             }
         }
         mounts.push(bind(&spec.program, mount::HIVE_BIN, true));
+        if let Some(engine) = &spec.engine_bin {
+            mounts.push(bind(engine, mount::CLAUDE_BIN, true));
+        }
         mounts.push(bind(&spec.state_dir, mount::STATE, false));
         mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
         mounts.push(bind(&spec.socket, mount::SOCKET, false));
