@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod e2e;
 mod egress;
+mod engine;
 mod host;
 mod lifecycle;
 mod operator;
