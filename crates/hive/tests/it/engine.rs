@@ -109,6 +109,7 @@ fn real_turn(runtime: &str, manager_port: &str, ports: &str) {
     // Nothing was copied into the hive's dirs.
     assert!(!has_file_named(&hive.state_dir(), "claude"));
     assert_eq!(status_row(&hive, "eng")["status_text"], Value::Null);
+    when_idle(&hive, r#"{"cmd":"destroy","name":"eng"}"#);
 }
 
 /// Whether a regular file `name` is anywhere under `dir`.
@@ -139,6 +140,8 @@ fn missing(runtime: &str, manager_port: &str, ports: &str) {
     if !available(runtime) {
         return;
     }
+    // One hive at a time: hives on one Docker Engine share container names.
+    let _serial = crate::e2e::serial();
     let dir = tempfile::tempdir().unwrap();
     // No flag, no variable, no claude on the daemon's PATH.
     let hive = Hive::start_with_env(
@@ -174,6 +177,7 @@ fn missing(runtime: &str, manager_port: &str, ports: &str) {
         "{text}"
     );
     assert_eq!(row["needs_login"], false, "{row}");
+    when_idle(&hive, r#"{"cmd":"destroy","name":"bare"}"#);
 }
 
 #[test]
@@ -220,6 +224,7 @@ fn an_agent_env_edit_reaches_the_agent_at_its_next_restart() {
     if !available(runtime) {
         return;
     }
+    let _serial = crate::e2e::serial();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir_all(state.join("shared")).unwrap();
