@@ -220,36 +220,46 @@ impl Harness {
         Ok(())
     }
 
-    /// Parks in `needs_login` while the engine is missing or has no
-    /// credentials.
+    /// Parks in `engine_missing` while the engine binary is absent, in
+    /// `needs_login` while it has no credentials.
     async fn wait_for_login(&mut self) -> Result<(), Interrupted> {
         let mut parked = false;
         loop {
-            let found = match crate::login::find_program(self.config.engine.program()) {
-                None => Err(format!(
-                    "the {} binary {} was not found",
-                    self.config.engine.name(),
-                    self.config.engine.program().display()
+            let missing = match crate::login::find_program(self.config.engine.program()) {
+                None => Some((
+                    TurnState::EngineMissing,
+                    crate::login::engine_missing(self.config.engine.as_ref()),
                 )),
-                Some(_) => self.config.engine.credentials(&self.config.state_dir),
+                Some(_) => match self.config.engine.credentials(&self.config.state_dir) {
+                    Ok(source) => {
+                        // Before the state: the report it wakes carries both.
+                        self.shared
+                            .set_logged_in(true, format!("credentials found: {source}"));
+                        None
+                    }
+                    Err(why) => Some((TurnState::NeedsLogin, why)),
+                },
             };
-            match found {
-                Ok(source) => {
-                    // Before the state: the report it wakes carries both.
-                    self.shared
-                        .set_logged_in(true, format!("credentials found: {source}"));
+            match missing {
+                None => {
                     if parked {
                         self.shared.set_turn_state(TurnState::Idle, None);
                     }
                     return Ok(());
                 }
-                Err(why) => {
-                    if !parked {
-                        self.shared
-                            .set_logged_in(false, format!("needs login: {why}"));
-                        self.shared.set_turn_state(TurnState::NeedsLogin, Some(why));
-                        parked = true;
+                Some((state, why)) => {
+                    if self.shared.turn_state() != state {
+                        if state == TurnState::EngineMissing {
+                            // Not a login problem: the manager hears
+                            // nothing of logins until there is an engine.
+                            self.shared.bus.note(format!("engine missing: {why}"));
+                        } else {
+                            self.shared
+                                .set_logged_in(false, format!("needs login: {why}"));
+                        }
+                        self.shared.set_turn_state(state, Some(why));
                     }
+                    parked = true;
                     self.sleep(self.config.poll, None).await?;
                 }
             }
@@ -471,6 +481,14 @@ impl Harness {
                         Err(Interrupted::Shutdown) => break TurnEnd::Shutdown,
                         Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
                     }
+                    if self.wait_for_login().await.is_err() {
+                        break TurnEnd::Shutdown;
+                    }
+                    self.shared.set_turn_state(TurnState::Thinking, None);
+                }
+                RunEnd::Finished(Verdict::EngineMissing(_)) => {
+                    // Parks until the binary is there (a restart with
+                    // `--claude-bin`), then runs the turn again.
                     if self.wait_for_login().await.is_err() {
                         break TurnEnd::Shutdown;
                     }

@@ -61,6 +61,18 @@ pub fn probe_claude(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result
     }
 }
 
+/// Why the harness cannot run `engine` and how the operator provides it.
+pub fn engine_missing(engine: &dyn Engine) -> String {
+    format!(
+        "the {} binary {} is not in this container: start the daemon with --claude-bin \
+         <host path> (or put {} on its PATH; scripts/install-claude fetches it), then restart \
+         the agent",
+        engine.name(),
+        engine.program().display(),
+        engine.name()
+    )
+}
+
 /// Resolves `program` like a shell would (a bare name searches `PATH`).
 pub fn find_program(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {

@@ -73,11 +73,7 @@ pub async fn run(
         Ok(child) => child,
         Err(e) => {
             let verdict = if e.kind() == std::io::ErrorKind::NotFound {
-                Verdict::NeedsLogin(format!(
-                    "the {} binary {} was not found",
-                    engine.name(),
-                    spec.program.display()
-                ))
+                Verdict::EngineMissing(crate::login::engine_missing(engine))
             } else {
                 Verdict::Failed(format!("cannot start {}: {e}", spec.program.display()))
             };
@@ -437,7 +433,7 @@ mod tests {
         assert_eq!(outcome.exit.unwrap().code(), Some(3));
         let (outcome, _) = run_script("/no/such/claude", "", Duration::from_secs(30), None).await;
         assert!(
-            matches!(&outcome.end, RunEnd::Finished(Verdict::NeedsLogin(why)) if why.contains("not found")),
+            matches!(&outcome.end, RunEnd::Finished(Verdict::EngineMissing(why)) if why.contains("--claude-bin")),
             "{:?}",
             outcome.end
         );

@@ -41,6 +41,7 @@ async fn run(dir: &Path, count: i64) -> Result<(), BoxError> {
         mirror: None,
         operator_token: None,
         foreground: false,
+        claude_bin: None,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

@@ -78,6 +78,7 @@ fn daemon(dir: &Path) -> Result<(), BoxError> {
             dashboard: None,
             runtime: "none".into(),
             agent_env: Vec::new(),
+            claude_bin: None,
             ports: Default::default(),
             mirror: None,
             operator_token: None,

@@ -51,7 +51,9 @@ fn main() -> Result<(), BoxError> {
         let store = Store::open(&paths.database())?;
         let settings = Settings {
             hive_bin: "/bin/false".into(),
+            engine_bin: None,
             agent_env: Vec::new(),
+            agent_env_args: Vec::new(),
             ports: Default::default(),
             mirror: None,
             operator_token: TOKEN.to_owned(),

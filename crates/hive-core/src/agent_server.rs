@@ -315,6 +315,21 @@ fn harness_state(
             });
         }
     }
+    // The status row says the engine is missing, and how to provide it,
+    // for as long as the harness reports so.
+    let missing = state == hive_proto::live::TurnState::EngineMissing;
+    let says_missing = record
+        .status_text
+        .as_deref()
+        .is_some_and(|t| t.starts_with(crate::engine::MISSING_PREFIX));
+    if missing {
+        let text = crate::engine::missing_text(&coord.settings);
+        if record.status_text.as_deref() != Some(text.as_str()) {
+            coord.store.set_status_text(me.as_str(), Some(&text))?;
+        }
+    } else if says_missing {
+        coord.store.set_status_text(me.as_str(), None)?;
+    }
     if let Some(model) = model.filter(|m| !m.is_empty() && m.len() <= 200)
         && record.active_model.as_deref() != Some(model)
     {

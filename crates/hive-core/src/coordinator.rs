@@ -31,8 +31,14 @@ const STATUS_CHANNEL_CAPACITY: usize = 256;
 pub struct Settings {
     /// The `hive` binary every container runs.
     pub hive_bin: PathBuf,
-    /// Environment every agent's harness gets (`--agent-env`, env file).
+    /// The engine CLI every container gets (see [`crate::engine`]).
+    pub engine_bin: Option<PathBuf>,
+    /// The agent environment as the daemon started (env file, then
+    /// `--agent-env`): its model endpoint is the egress proxy's.
     pub agent_env: Vec<(String, String)>,
+    /// The `--agent-env` pairs alone, laid over `agent.env` read again at
+    /// every container create ([`crate::engine::agent_env`]).
+    pub agent_env_args: Vec<(String, String)>,
     pub ports: PortRange,
     /// Where applied config repos are mirrored, if anywhere.
     pub mirror: Option<hive_config::MirrorConfig>,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod coordinator;
 pub mod deploys;
 pub mod egress;
+pub mod engine;
 pub mod error;
 pub mod events;
 pub mod host_server;

@@ -187,7 +187,7 @@ impl Coordinator {
         name: &AgentName,
         web_port: u16,
         deployed: &Deployed,
-    ) -> ContainerSpec {
+    ) -> Result<ContainerSpec> {
         let config = &deployed.config;
         let role = if name.is_manager() {
             "manager"
@@ -221,15 +221,16 @@ impl Coordinator {
             container: m.container_path.clone(),
             read_only: m.read_only,
         }));
-        let mut env = self.settings.agent_env.clone();
+        let mut env = crate::engine::agent_env(&self.paths, &self.settings)?;
         if let Some(addr) = self.dashboard_addr {
             // The agent's page links questions to the operator's dashboard.
             env.push(("HIVE_DASHBOARD_URL".to_owned(), format!("http://{addr}/")));
         }
         env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        ContainerSpec {
+        Ok(ContainerSpec {
             name: name.clone(),
             program: self.settings.hive_bin.clone(),
+            engine_bin: self.settings.engine_bin.clone(),
             args: ["agent", "serve", "--role", role]
                 .map(String::from)
                 .to_vec(),
@@ -254,7 +255,7 @@ impl Coordinator {
                     .cpu
                     .map(|cores| (cores * 1000.0).round().max(1.0) as u32),
             },
-        }
+        })
     }
 
     /// Builds `name`'s spec, readies the host files it binds (owned by the
@@ -266,7 +267,7 @@ impl Coordinator {
         port: u16,
         deployed: &Deployed,
     ) -> Result<()> {
-        let spec = self.container_spec(name, port, deployed);
+        let spec = self.container_spec(name, port, deployed)?;
         let paths = self.paths.clone();
         let prepared = spec.clone();
         tokio::task::spawn_blocking(move || crate::sandbox_files::prepare(&paths, &prepared))
@@ -888,7 +889,9 @@ mod tests {
         let store = hive_store::Store::open(&paths.database()).unwrap();
         let settings = Settings {
             hive_bin: "/usr/bin/hive".into(),
+            engine_bin: None,
             agent_env: Vec::new(),
+            agent_env_args: Vec::new(),
             ports: PortRange::default(),
             mirror: None,
             operator_token: "test-token-0123456789abcdef".into(),
@@ -917,7 +920,9 @@ mod tests {
             config: hive_config::AgentConfig::default(),
             prompt: String::new(),
         };
-        let manager = coord.container_spec(&AgentName::manager(), 8000, &deployed);
+        let manager = coord
+            .container_spec(&AgentName::manager(), 8000, &deployed)
+            .unwrap();
         let coder = AgentName::parse("coder").unwrap();
         for bind in &manager.binds {
             assert!(
@@ -929,7 +934,7 @@ mod tests {
             assert!(!coord.paths.agent_state(&coder).starts_with(&bind.host));
             assert!(!coord.paths.agents_dir().starts_with(&bind.host));
         }
-        let agent = coord.container_spec(&coder, 8100, &deployed);
+        let agent = coord.container_spec(&coder, 8100, &deployed).unwrap();
         for spec in [&manager, &agent] {
             let core_files = [spec.log_path.clone(), spec.log_path.with_extension("pid")];
             for seen in visible(spec) {

@@ -55,6 +55,10 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
         }
     }
     warn_unsearchable(&spec.program);
+    if let Some(engine) = &spec.engine_bin {
+        warn_unsearchable(engine);
+        crate::engine::warn_unusable(engine);
+    }
 
     let state = &spec.state_dir;
     let owner = std::fs::symlink_metadata(state)
@@ -216,6 +220,7 @@ mod tests {
         let spec = ContainerSpec {
             name: name.clone(),
             program: "/bin/sh".into(),
+            engine_bin: None,
             args: Vec::new(),
             env: Vec::new(),
             state_dir: state.clone(),
@@ -331,6 +336,7 @@ mod swapped_links {
             etc_dir: paths.etc_dir(&name),
             user: Some(crate::lifecycle::agent_user(8100)),
             limits: hive_runtime::Limits::default(),
+            engine_bin: None,
         };
         let mut won = None;
         for attempt in 0..200 {

@@ -30,6 +30,8 @@ pub struct ServeConfig {
     /// `KEY=VALUE` pairs every agent's harness gets, on top of the state
     /// dir's `agent.env` file.
     pub agent_env: Vec<(String, String)>,
+    /// The engine binary (`--claude-bin`); `None`: `claude` on `PATH`.
+    pub claude_bin: Option<std::path::PathBuf>,
     pub ports: PortRange,
     /// Where applied config repos are mirrored, if anywhere.
     pub mirror: Option<hive_config::MirrorConfig>,
@@ -112,8 +114,11 @@ pub fn parse_env_pair(pair: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// The agent environment: the state dir's `agent.env`, then the command
-/// line's pairs (later wins).
-fn agent_env(paths: &Paths, cli: &[(String, String)]) -> anyhow::Result<Vec<(String, String)>> {
+/// line's pairs (later wins). Read at start and at every container create.
+pub(crate) fn agent_env(
+    paths: &Paths,
+    cli: &[(String, String)],
+) -> anyhow::Result<Vec<(String, String)>> {
     let file = paths.state_dir.join("agent.env");
     let mut vars = match std::fs::read_to_string(&file) {
         Ok(text) => parse_env_file(&text).with_context(|| format!("{}", file.display()))?,
@@ -182,7 +187,9 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     tracing::info!(%model, "egress: the model endpoint agents may reach");
     let settings = Settings {
         hive_bin: std::env::current_exe().context("locate the hive binary")?,
+        engine_bin: crate::engine::locate(config.claude_bin.as_deref())?,
         agent_env,
+        agent_env_args: config.agent_env,
         ports: config.ports,
         mirror: config.mirror,
         operator_token: operator_token.clone(),

@@ -67,4 +67,7 @@ pub enum TurnState {
     Paused,
     RateLimited,
     NeedsLogin,
+    /// The engine binary is not in the container (not a login problem:
+    /// the daemon needs `--claude-bin`).
+    EngineMissing,
 }

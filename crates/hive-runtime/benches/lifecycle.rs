@@ -50,6 +50,7 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
     ContainerSpec {
         name: name.clone(),
         program: PathBuf::from("/bin/sh"),
+        engine_bin: None,
         args: vec![
             "-c".into(),
             "echo up > \"$HIVE_STATE_DIR/ready\"; exec sleep 300".into(),

@@ -193,6 +193,9 @@ fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
         spec.program.as_os_str(),
         os(mount::HIVE_BIN),
     ]);
+    if let Some(engine) = &spec.engine_bin {
+        push(&[os("--ro-bind"), engine.as_os_str(), os(mount::CLAUDE_BIN)]);
+    }
     push(&[os("--bind"), spec.state_dir.as_os_str(), os(mount::STATE)]);
     push(&[os("--bind"), spec.shared_dir.as_os_str(), os(mount::SHARED)]);
     push(&[os("--bind"), spec.socket.as_os_str(), os(mount::SOCKET)]);
@@ -238,6 +241,9 @@ pub(crate) fn check_paths(spec: &ContainerSpec) -> Result<()> {
         ("control dir", &spec.control_dir),
         ("etc dir", &spec.etc_dir),
     ];
+    if let Some(engine) = &spec.engine_bin {
+        paths.push(("engine binary", engine));
+    }
     for bind in &spec.binds {
         paths.push(("bind source", &bind.host));
         paths.push(("bind target", &bind.container));

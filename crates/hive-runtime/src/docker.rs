@@ -100,7 +100,7 @@ pub const BASE_LABEL: &str = "hyperhive.base";
 const HOST_ROOTS: &[&str] = &["bin", "lib", "lib32", "lib64", "libx32"];
 
 /// Bumped when the skeleton changes, so that older builds are replaced.
-const SKELETON_VERSION: &str = "1";
+const SKELETON_VERSION: &str = "2";
 
 /// Host directories always bound read-only into a skeleton container.
 const HOST_DIRS: &[&str] = &["usr"];
@@ -310,6 +310,9 @@ impl DockerRuntime {
             }
         }
         mounts.push(bind(&spec.program, mount::HIVE_BIN, true));
+        if let Some(engine) = &spec.engine_bin {
+            mounts.push(bind(engine, mount::CLAUDE_BIN, true));
+        }
         mounts.push(bind(&spec.state_dir, mount::STATE, false));
         mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
         mounts.push(bind(&spec.socket, mount::SOCKET, false));
@@ -452,7 +455,13 @@ fn skeleton_context() -> std::io::Result<Vec<u8>> {
     let dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str| {
         let mut header = Header::new_gnu();
         header.set_entry_type(EntryType::Directory);
-        header.set_mode(0o755);
+        // The engine copies an image dir's mode onto the tmpfs mounted
+        // there: the agent's uid must be able to write its temp files.
+        header.set_mode(if matches!(path, "tmp" | "var/tmp") {
+            0o1777
+        } else {
+            0o755
+        });
         header.set_size(0);
         tar.append_data(&mut header, format!("rootfs/{path}/"), std::io::empty())
     };

@@ -37,6 +37,9 @@ pub mod mount {
     pub const SOCKET: &str = "/run/hive/mcp.sock";
     /// The `hive` binary, bind-mounted read-only.
     pub const HIVE_BIN: &str = "/run/hive/bin/hive";
+    /// The engine (the `claude` CLI) the daemon found on the host, bound
+    /// read-only; the harness is told it in [`super::env::CLAUDE_BIN`].
+    pub const CLAUDE_BIN: &str = "/run/hive/bin/claude";
     /// Core's egress proxy for this agent (a unix socket core serves); the
     /// only way out of a sandbox's own network namespace.
     pub const EGRESS: &str = "/run/hive/egress.sock";
@@ -68,6 +71,8 @@ pub mod env {
     pub const PAGE_SOCKET: &str = "HIVE_PAGE_SOCKET";
     /// The read-only control dir core writes (as the program sees it).
     pub const CONTROL_DIR: &str = "HIVE_CONTROL_DIR";
+    /// The engine binary (as the program sees it), when the spec has one.
+    pub const CLAUDE_BIN: &str = "HIVE_CLAUDE_BIN";
 }
 
 /// Everything a backend needs to create one agent's container.
@@ -77,6 +82,10 @@ pub struct ContainerSpec {
     /// The `hive` binary on the host; sandboxes bind it at
     /// [`mount::HIVE_BIN`].
     pub program: PathBuf,
+    /// The engine CLI on the host, if the daemon found one: sandboxes bind
+    /// it read-only at [`mount::CLAUDE_BIN`], the `process` backend passes
+    /// the host path; either way in [`env::CLAUDE_BIN`].
+    pub engine_bin: Option<PathBuf>,
     /// Arguments after the program, e.g. `agent serve --role agent`.
     pub args: Vec<String>,
     /// Extra environment (the hive's and the agent's config), on top of the
@@ -119,6 +128,7 @@ pub(crate) fn test_spec() -> ContainerSpec {
     ContainerSpec {
         name: AgentName::parse("coder").unwrap_or_else(|e| panic!("{e}")),
         program: "/bin/hive".into(),
+        engine_bin: None,
         args: Vec::new(),
         env: Vec::new(),
         state_dir: "/s".into(),

@@ -144,6 +144,9 @@ impl Launcher for NspawnLauncher {
             args.push(arg);
         };
         bind("--bind-ro=", &spec.program, Path::new(mount::HIVE_BIN));
+        if let Some(engine) = &spec.engine_bin {
+            bind("--bind-ro=", engine, Path::new(mount::CLAUDE_BIN));
+        }
         bind("--bind=", &spec.state_dir, Path::new(mount::STATE));
         bind("--bind=", &spec.shared_dir, Path::new(mount::SHARED));
         bind("--bind=", &spec.socket, Path::new(mount::SOCKET));

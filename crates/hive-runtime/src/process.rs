@@ -25,6 +25,8 @@ pub struct Inside<'a> {
     pub egress: &'a str,
     pub page_socket: &'a str,
     pub control: &'a str,
+    /// Where the spec's engine binary is, if it has one.
+    pub engine_bin: &'a str,
 }
 
 impl Inside<'static> {
@@ -36,6 +38,7 @@ impl Inside<'static> {
         egress: crate::mount::EGRESS,
         page_socket: crate::mount::PAGE_SOCKET,
         control: crate::mount::CONTROL,
+        engine_bin: crate::mount::CLAUDE_BIN,
     };
 }
 
@@ -49,6 +52,7 @@ pub fn base_env(spec: &ContainerSpec, runtime: &str, inside: Inside<'_>) -> Vec<
         egress,
         page_socket,
         control,
+        engine_bin,
     } = inside;
     let mut vars: Vec<(String, String)> = PASSTHROUGH_ENV
         .iter()
@@ -65,6 +69,10 @@ pub fn base_env(spec: &ContainerSpec, runtime: &str, inside: Inside<'_>) -> Vec<
         (env::CONTROL_DIR.to_owned(), control.to_owned()),
         ("HOME".to_owned(), state.to_owned()),
     ]);
+    // Before the spec's own: an operator's explicit HIVE_CLAUDE_BIN wins.
+    if spec.engine_bin.is_some() {
+        vars.push((env::CLAUDE_BIN.to_owned(), engine_bin.to_owned()));
+    }
     vars.extend(spec.env.iter().cloned());
     vars
 }
@@ -81,6 +89,7 @@ impl Launcher for ProcessLauncher {
     fn command(&self, spec: &ContainerSpec) -> Result<CommandLine> {
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
         let page_socket = spec.page_dir.join("page.sock");
+        let engine_bin = spec.engine_bin.as_deref().map(path).unwrap_or_default();
         let (socket, state, shared, egress, page_socket, control) = (
             path(&spec.socket),
             path(&spec.state_dir),
@@ -102,6 +111,7 @@ impl Launcher for ProcessLauncher {
                     egress: &egress,
                     page_socket: &page_socket,
                     control: &control,
+                    engine_bin: &engine_bin,
                 },
             ),
             cwd: spec.state_dir.clone(),

@@ -268,6 +268,7 @@
     paused: 'yellow',
     rate_limited: 'peach',
     needs_login: 'red',
+    engine_missing: 'red',
   };
 
   function setAlive(alive) {
@@ -287,6 +288,8 @@
     renderControls();
     if (state === 'needs_login') showLogin();
     else $('login').hidden = true;
+    $('engine-missing').hidden = state !== 'engine_missing';
+    $('engine-missing-why').textContent = state === 'engine_missing' ? note || '' : '';
   }
   function setModel(model) {
     S.model = model;

@@ -89,6 +89,10 @@ struct ServeArgs {
     /// `<state-dir>/agent.env`: API endpoints and keys, CLAUDE_CODE_* …
     #[arg(long = "agent-env", value_name = "KEY=VALUE", value_parser = parse_env)]
     agent_env: Vec<(String, String)>,
+    /// The `claude` CLI to bind read-only into every agent's container
+    /// (default: `claude` on PATH; `scripts/install-claude` fetches one).
+    #[arg(long, env = "HIVE_CLAUDE_BIN", value_name = "PATH")]
+    claude_bin: Option<PathBuf>,
     /// The manager's web UI port.
     #[arg(long, default_value_t = 8000)]
     manager_port: u16,
@@ -218,6 +222,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         dashboard: args.dashboard.0,
         runtime: args.runtime,
         agent_env: args.agent_env,
+        claude_bin: args.claude_bin.filter(|p| !p.as_os_str().is_empty()),
         ports: hive_core::lifecycle::PortRange {
             manager: args.manager_port,
             first: args.agent_ports.0,

@@ -65,8 +65,10 @@ pub enum Verdict {
     PromptTooLong,
     /// Rate or usage limit (or overload): back off and retry.
     RateLimited(String),
-    /// No credentials, bad credentials, or no engine binary.
+    /// No credentials, or bad ones.
     NeedsLogin(String),
+    /// No engine binary to run.
+    EngineMissing(String),
     Failed(String),
 }
 

@@ -48,6 +48,7 @@ impl Layout {
         ContainerSpec {
             name,
             program: PathBuf::from(program),
+            engine_bin: None,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: vec![("EXTRA".into(), "1".into())],
             state_dir,

@@ -65,7 +65,7 @@ impl Recorder {
 }
 
 /// Whether `runtime` can run here; under CI it must.
-fn available(runtime: &str) -> bool {
+pub(crate) fn available(runtime: &str) -> bool {
     let rt = tokio::runtime::Runtime::new().unwrap();
     match rt.block_on(hive_runtime::open(
         runtime,
@@ -184,7 +184,7 @@ fn memory_limit_of(name: &str) -> Option<u64> {
 
 /// Sends a lifecycle `request`, waiting out (up to 60 s) a lifecycle
 /// action already in flight on the agent, as an operator would.
-fn when_idle(hive: &Hive, request: &str) -> String {
+pub(crate) fn when_idle(hive: &Hive, request: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let answer = hive.host(request);

@@ -78,7 +78,7 @@ type Script = dyn Fn(&Value) -> Reply + Send + Sync;
 
 /// A Messages-API server on loopback answering from a script.
 pub(crate) struct ModelServer {
-    url: String,
+    pub(crate) url: String,
     requests: Arc<Mutex<Vec<Value>>>,
     /// Requests that came without the egress proxy's `Via` (refused).
     direct: Arc<AtomicUsize>,

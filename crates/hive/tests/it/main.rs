@@ -11,6 +11,7 @@ mod config;
 mod deploy;
 mod e2e;
 mod egress;
+mod engine;
 mod hives;
 mod host;
 mod lifecycle;

@@ -34,7 +34,25 @@ impl Hive {
 
     /// Starts a hive on `runtime`, with extra `hive serve` arguments.
     pub fn start_with(dir: tempfile::TempDir, runtime: &str, extra: &[&str]) -> Hive {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
+        Self::start_with_env(dir, runtime, extra, &[])
+    }
+
+    /// [`Hive::start_with`], with variables set (`Some`) or removed
+    /// (`None`) in the daemon's environment.
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        runtime: &str,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Hive {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hive"));
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let mut child = command
             .arg("serve")
             .arg("--state-dir")
             .arg(dir.path().join("state"))

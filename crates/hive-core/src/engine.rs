@@ -1,0 +1,190 @@
+//! What every agent's container gets from the operator besides its config:
+//! the engine binary and the agent environment.
+//!
+//! The engine (the `claude` CLI) is found once, at daemon start:
+//! `--claude-bin` (or `HIVE_CLAUDE_BIN`), else `claude` on the daemon's
+//! `PATH`. Each container gets that one file bound read-only at
+//! [`hive_runtime::mount::CLAUDE_BIN`]; none found, the harness reports
+//! `engine_missing` and core puts [`missing_text`] on the agent's status
+//! row.
+//!
+//! The agent environment is `<state-dir>/agent.env`, then `--agent-env`
+//! (later wins), read again at every container (re)create, so an edit
+//! reaches an agent at its next restart. One exception: the model endpoint
+//! (`ANTHROPIC_BASE_URL`) is the egress proxy's one allowed loopback
+//! target, fixed when the daemon starts; a change of it in `agent.env` is
+//! ignored (with a warning) until the daemon restarts.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::coordinator::Settings;
+use crate::error::{Error, Result};
+
+/// The variable naming the model endpoint.
+const MODEL_URL: &str = "ANTHROPIC_BASE_URL";
+
+/// How a status row that says the engine is missing begins; core clears
+/// such a text once the harness reports any other state.
+pub const MISSING_PREFIX: &str = "engine missing: ";
+
+/// The engine binary: `given` (`--claude-bin`), which must exist, else
+/// `claude` on `PATH`, else none (with a warning saying how to provide
+/// one). Symlinks are resolved: the container gets the file itself.
+pub fn locate(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    use anyhow::Context;
+    let found = match given {
+        Some(path) => {
+            let path = std::fs::canonicalize(path)
+                .with_context(|| format!("--claude-bin {}", path.display()))?;
+            if !path.is_file() {
+                anyhow::bail!("--claude-bin {}: not a file", path.display());
+            }
+            path
+        }
+        None => {
+            let on_path = std::env::var_os("PATH").and_then(|dirs| {
+                std::env::split_paths(&dirs)
+                    .map(|dir| dir.join("claude"))
+                    .find(|p| is_executable(p))
+            });
+            let Some(path) = on_path else {
+                tracing::warn!(
+                    "no claude CLI: none on PATH and no --claude-bin; agents will report their \
+                     engine missing (install one with scripts/install-claude, then start the \
+                     daemon with --claude-bin <path>)"
+                );
+                return Ok(None);
+            };
+            std::fs::canonicalize(&path).with_context(|| format!("resolve {}", path.display()))?
+        }
+    };
+    tracing::info!(engine = %found.display(), "the engine every container gets");
+    Ok(Some(found))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Warns when an agent's uid could not run `engine`: it must be readable
+/// and executable by others (the CLI reads its own file), and every parent
+/// searchable (bwrap binds it as that uid).
+pub fn warn_unusable(engine: &Path) {
+    match std::fs::metadata(engine) {
+        Ok(meta) if meta.permissions().mode() & 0o005 != 0o005 => tracing::warn!(
+            "{} is not readable and executable by others: agents running as their own uid \
+             cannot run it (chmod o+rx)",
+            engine.display()
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("the engine {}: {e}", engine.display()),
+    }
+}
+
+/// The status text of an agent whose harness found no engine.
+pub fn missing_text(settings: &Settings) -> String {
+    match &settings.engine_bin {
+        None => format!(
+            "{MISSING_PREFIX}the daemon found no claude CLI; start it with --claude-bin <path> \
+             (or put claude on its PATH; scripts/install-claude fetches one), then restart the agent"
+        ),
+        Some(bin) => format!(
+            "{MISSING_PREFIX}{} (bound at {}) cannot be run by the agent's user; \
+             check its permissions (o+rx) and restart the agent",
+            bin.display(),
+            hive_runtime::mount::CLAUDE_BIN
+        ),
+    }
+}
+
+/// The last value of `key` in `env`.
+fn last<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The agent environment as of now: `<state-dir>/agent.env` read again,
+/// then `--agent-env`; the model endpoint stays the daemon's.
+pub fn agent_env(paths: &crate::Paths, settings: &Settings) -> Result<Vec<(String, String)>> {
+    let mut env = crate::serve::agent_env(paths, &settings.agent_env_args)
+        .map_err(|e| Error::refused(format!("{e:#}")))?;
+    let started = last(&settings.agent_env, MODEL_URL).map(str::to_owned);
+    if last(&env, MODEL_URL) != started.as_deref() {
+        tracing::warn!(
+            "{MODEL_URL} changed in agent.env: ignored until the daemon restarts (the model \
+             endpoint, the one the egress proxy allows, is fixed at daemon start)"
+        );
+        env.retain(|(k, _)| k != MODEL_URL);
+        env.extend(started.map(|url| (MODEL_URL.to_owned(), url)));
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(agent_env: &[(&str, &str)], args: &[(&str, &str)]) -> Settings {
+        let pairs = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        Settings {
+            hive_bin: "/usr/bin/hive".into(),
+            engine_bin: None,
+            agent_env: pairs(agent_env),
+            agent_env_args: pairs(args),
+            ports: crate::lifecycle::PortRange::default(),
+            mirror: None,
+            operator_token: "test-token-0123456789abcdef".into(),
+        }
+    }
+
+    #[test]
+    fn the_file_is_read_again_but_the_model_endpoint_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::Paths::new(dir.path().join("state"), dir.path().join("run"));
+        std::fs::create_dir_all(&paths.state_dir).unwrap();
+        let file = paths.state_dir.join("agent.env");
+        let settings = settings(
+            &[(MODEL_URL, "http://127.0.0.1:9"), ("A", "1")],
+            &[("B", "cli")],
+        );
+        std::fs::write(
+            &file,
+            "ANTHROPIC_BASE_URL=http://127.0.0.1:9\nA=2\nB=file\n",
+        )
+        .unwrap();
+        let env = agent_env(&paths, &settings).unwrap();
+        assert_eq!(last(&env, "A"), Some("2"), "an edit is seen");
+        assert_eq!(last(&env, "B"), Some("cli"), "the command line wins");
+        std::fs::write(&file, "ANTHROPIC_BASE_URL=http://127.0.0.1:10\n").unwrap();
+        let env = agent_env(&paths, &settings).unwrap();
+        assert_eq!(last(&env, MODEL_URL), Some("http://127.0.0.1:9"));
+        assert_eq!(last(&env, "A"), None);
+        std::fs::write(&file, "not a pair\n").unwrap();
+        let refused = agent_env(&paths, &settings).unwrap_err().to_string();
+        assert!(
+            refused.contains("agent.env") && refused.contains("line 1"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn locate_resolves_the_flag_and_refuses_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("claude");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&bin, &link).unwrap();
+        assert_eq!(
+            locate(Some(&link)).unwrap(),
+            Some(std::fs::canonicalize(&bin).unwrap())
+        );
+        assert!(locate(Some(&dir.path().join("none"))).is_err());
+    }
+}
