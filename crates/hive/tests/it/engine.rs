@@ -80,6 +80,8 @@ fn real_turn(runtime: &str, manager_port: &str, ports: &str) {
         ],
         &[("HIVE_CLAUDE_BIN", None)],
     );
+    // Docker's containers outlive `hive serve`: removed when done.
+    let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&hive.state_dir())]);
     spawn(&hive, "eng");
     hive.host(r#"{"cmd":"send","to":"eng","body":"ENGINE-CHECK please"}"#);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -160,6 +162,8 @@ fn missing(runtime: &str, manager_port: &str, ports: &str) {
             ("PATH", Some("/usr/sbin:/usr/bin:/sbin:/bin")),
         ],
     );
+    // Docker's containers outlive `hive serve`: removed when done.
+    let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&hive.state_dir())]);
     spawn(&hive, "bare");
     within("bare's status row to say the engine is missing", || {
         status_row(&hive, "bare")["status_text"]
