@@ -398,8 +398,8 @@ fn never_reachable(addr: IpAddr) -> Option<&'static str> {
 }
 
 /// Whether `addr` (already [`canonical`], not [`never_reachable`]) is a
-/// public address: not private (RFC 1918, ULA, site-local), shared,
-/// benchmarking or documentation space.
+/// public address: not private (RFC 1918), shared, benchmarking or
+/// documentation space; for IPv6, global unicast other than 6to4.
 fn is_public(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(v4) => {
@@ -413,9 +413,10 @@ fn is_public(addr: IpAddr) -> bool {
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            !(s[0] & 0xfe00 == 0xfc00
-                || s[0] & 0xffc0 == 0xfec0
-                || (s[0] == 0x2001 && s[1] == 0x0db8))
+            // Global unicast only (2000::/3), less documentation and 6to4
+            // (2002::/16 embeds an IPv4 address of any kind); this leaves
+            // out ULA, site-local, IPv4-translated and local NAT64 forms.
+            s[0] & 0xe000 == 0x2000 && !(s[0] == 0x2001 && s[1] == 0x0db8) && s[0] != 0x2002
         }
     }
 }
@@ -848,6 +849,10 @@ mod tests {
             "192.168.1.1",
             "100.64.0.1",
             "fd00::1",
+            // 6to4 and IPv4-translated forms embed any IPv4 address.
+            "2002:a00:5::1",
+            "::ffff:0:a00:5",
+            "64:ff9b:1::a00:5",
         ] {
             let e = verdict(&Network::Full, "intranet", 80, &[private]).unwrap_err();
             assert!(
