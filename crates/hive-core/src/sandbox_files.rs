@@ -68,10 +68,10 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
         // First start as this user: the container is not running, the
         // state is all the agent's.
         tracing::info!(agent = %spec.name, uid = user.uid, "handing {} to the agent's user", state.display());
-        walk(state, &mut |path, _| {
-            lchown(path, Some(user.uid), Some(user.gid))
-                .with_context(|| format!("chown {}", path.display()))
-        })?;
+        in_parent(paths, state, |dir, name| {
+            dir.chown_tree(name, user.uid, user.gid)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     for socket in [&spec.socket, &spec.egress_socket] {
         lchown(socket, Some(user.uid), Some(AGENT_GID))
@@ -113,15 +113,21 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
             // Core's read-only trees (config repos): readable by the agent.
             // By fd: `proposed/<name>/config` is the manager's, and it may
             // swap a component for a link while this runs.
-            readable_tree(paths, &bind.host).map_err(|e| anyhow::anyhow!("{e}"))?;
+            in_parent(paths, &bind.host, |dir, name| dir.readable_tree(name))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
     Ok(())
 }
 
-/// [`crate::safe_fs::Dir::readable_tree`] on `path`, below the core root
-/// it lies in.
-fn readable_tree(paths: &Paths, path: &Path) -> crate::safe_fs::Result<()> {
+/// Runs `f` on `path`'s parent, opened by fd from the core root it lies
+/// in, and its name: the tree walks of [`crate::safe_fs::Dir`] never follow
+/// a link, even one swapped in while they run.
+fn in_parent(
+    paths: &Paths,
+    path: &Path,
+    f: impl FnOnce(&crate::safe_fs::Dir, &std::ffi::OsStr) -> crate::safe_fs::Result<()>,
+) -> crate::safe_fs::Result<()> {
     let root = if path.starts_with(&paths.state_dir) {
         &paths.state_dir
     } else {
@@ -131,7 +137,7 @@ fn readable_tree(paths: &Paths, path: &Path) -> crate::safe_fs::Result<()> {
         return Ok(());
     };
     match crate::safe_fs::Dir::open(root, parent)? {
-        Some(dir) => dir.readable_tree(name),
+        Some(dir) => f(&dir, name),
         None => Ok(()),
     }
 }
@@ -144,34 +150,6 @@ fn is_core_path(paths: &Paths, path: &Path) -> bool {
 fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {:o} {}", mode, path.display()))
-}
-
-/// Calls `f` on `root` and everything beneath it, never following a
-/// symlink and skipping files with more than one hard link.
-fn walk(
-    root: &Path,
-    f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let meta =
-        std::fs::symlink_metadata(root).with_context(|| format!("stat {}", root.display()))?;
-    if meta.is_file() && meta.nlink() > 1 {
-        tracing::warn!("skipping {}: it has other hard links", root.display());
-        return Ok(());
-    }
-    if meta.file_type().is_symlink() {
-        // The link itself only (lchown); never what it points to.
-        return f(root, &meta);
-    }
-    f(root, &meta)?;
-    if meta.is_dir() {
-        let entries =
-            std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("read {}", root.display()))?;
-            walk(&entry.path(), f)?;
-        }
-    }
-    Ok(())
 }
 
 /// Warns when others cannot search a parent of the hive binary (bwrap,
