@@ -13,7 +13,7 @@
 //! more than one hard link (a link to a host file planted while agents
 //! still ran as root): core never hands a host file to an agent.
 
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown};
 use std::path::Path;
 
 use anyhow::Context;
@@ -28,19 +28,6 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
     for dir in [&spec.control_dir, &spec.etc_dir] {
         create_dir(dir)?;
         chmod(dir, 0o755)?;
-    }
-    if let Some(parent) = spec.egress_socket.parent() {
-        create_dir(parent)?;
-    }
-    if std::fs::symlink_metadata(&spec.egress_socket).is_err() {
-        // A placeholder to bind until core's egress proxy binds its socket
-        // here (it replaces this file).
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o660)
-            .open(&spec.egress_socket)
-            .with_context(|| format!("create {}", spec.egress_socket.display()))?;
     }
     let Some(user) = spec.user else {
         return Ok(());
@@ -194,6 +181,8 @@ mod tests {
         let socket = paths.agent_socket(&name);
         create_dir(socket.parent().unwrap()).unwrap();
         std::fs::write(&socket, "").unwrap();
+        // Stand-ins for the sockets core binds before any create.
+        std::fs::write(paths.egress_socket(&name), "").unwrap();
         let user = crate::lifecycle::agent_user(8100);
         let spec = ContainerSpec {
             name: name.clone(),
