@@ -338,7 +338,9 @@ impl Dir {
         Ok(())
     }
 
-    fn readable_file(&self, name: &OsStr) -> Result<()> {
+    /// Opens `name` without following a link (nor blocking on a fifo) and
+    /// stats the very inode opened; `None` if it is gone or a link.
+    fn open_entry(&self, name: &OsStr) -> Result<Option<(OwnedFd, FileStat)>> {
         let path = self.path.join(name);
         let fd = match openat(
             self.fd(),
@@ -347,10 +349,18 @@ impl Dir {
             Mode::empty(),
         ) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ELOOP) => return Ok(()),
+            Err(Errno::ENOENT | Errno::ELOOP) => return Ok(None),
             Err(e) => return Err(io(|| format!("open {}", path.display()))(e)),
         };
         let stat = fstat(fd.as_fd()).map_err(io(|| format!("stat {}", path.display())))?;
+        Ok(Some((fd, stat)))
+    }
+
+    fn readable_file(&self, name: &OsStr) -> Result<()> {
+        let path = self.path.join(name);
+        let Some((fd, stat)) = self.open_entry(name)? else {
+            return Ok(());
+        };
         if !is(&stat, SFlag::S_IFREG) || stat.st_nlink > 1 || stat.st_mode & 0o004 != 0 {
             return Ok(());
         }
@@ -378,17 +388,9 @@ impl Dir {
             return Ok(());
         }
         // Open, then check and chown the very inode opened.
-        let fd = match openat(
-            self.fd(),
-            name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ELOOP) => return Ok(()),
-            Err(e) => return Err(io(|| format!("open {}", path.display()))(e)),
+        let Some((fd, stat)) = self.open_entry(name)? else {
+            return Ok(());
         };
-        let stat = fstat(fd.as_fd()).map_err(io(|| format!("stat {}", path.display())))?;
         if !is(&stat, SFlag::S_IFREG) {
             return Ok(());
         }
