@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Hive, commit, eventually};
+use crate::support::{Hive, approval_resolved, commit, eventually};
 
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap()
@@ -21,17 +21,6 @@ fn tags(applied: &Path) -> Vec<String> {
         .collect();
     tags.sort();
     tags
-}
-
-fn manager_event(hive: &Hive, id: i64) -> Value {
-    let recent = json(&hive.agent("manager", r#"{"cmd":"recent","limit":200}"#));
-    recent["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| serde_json::from_str::<Value>(m["body"].as_str()?).ok())
-        .find(|e| e["event"] == "approval_resolved" && e["id"] == id)
-        .unwrap_or_else(|| panic!("no approval_resolved for #{id}: {recent}"))
 }
 
 fn deployed_model(hive: &Hive, name: &str) -> String {
@@ -126,7 +115,7 @@ fn deploy_deny_rollback_and_two_step_spawn() {
     let status = json(&hive.host(r#"{"cmd":"agent_status","scope":{"agent_names":["coder"]}}"#));
     assert_eq!(status["agent_statuses"][0]["deployed_sha"], good.as_str());
     assert_eq!(status["agent_statuses"][0]["running"], true);
-    assert_eq!(manager_event(&hive, id)["status"], "approved");
+    assert_eq!(approval_resolved(&hive, id)["status"], "approved");
     // The mirror follows, in the background.
     let deployed_tag = format!("deployed/{id}");
     eventually("the mirror to carry the deploy", || {
@@ -148,7 +137,7 @@ fn deploy_deny_rollback_and_two_step_spawn() {
         r#"{{"cmd":"deny","id":{denied},"note":"keep opus"}}"#
     ));
     assert!(tags(&applied).contains(&format!("denied/{denied}")));
-    let event = manager_event(&hive, denied);
+    let event = approval_resolved(&hive, denied);
     assert_eq!(
         (event["status"].as_str(), event["note"].as_str()),
         (Some("denied"), Some("keep opus"))

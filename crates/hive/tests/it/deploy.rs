@@ -114,18 +114,6 @@ fn status(hive: &Hive, name: &str) -> Value {
         .clone()
 }
 
-/// The manager's `approval_resolved` for approval `id`.
-fn resolved(hive: &Hive, id: i64) -> Value {
-    let recent = json(&hive.agent("manager", r#"{"cmd":"recent","limit":500}"#));
-    recent["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| serde_json::from_str::<Value>(m["body"].as_str()?).ok())
-        .find(|e| e["event"] == "approval_resolved" && e["id"] == id)
-        .unwrap_or_else(|| panic!("no approval_resolved for #{id}: {recent}"))
-}
-
 fn toml(model: &str) -> String {
     format!("model = \"{model}\"\nengine = \"claude\"\nprompt = \"prompt.md\"\n")
 }
@@ -163,7 +151,7 @@ fn an_approved_model_then_role_reach_the_very_next_model_request() {
     let opus = commit(&proposed, &[("agent.toml", &toml("opus"))], "use opus");
     let id = request_deploy(&hive, "coder", &opus);
     assert_eq!(approve(&hive, id), r#"{"version":1,"ok":true}"#);
-    let event = resolved(&hive, id);
+    let event = crate::support::approval_resolved(&hive, id);
     assert_eq!(
         (event["status"].as_str(), event["running_sha"].as_str()),
         (Some("approved"), Some(opus.as_str()))
@@ -255,7 +243,7 @@ fn ten_approvals_at_once_deploy_in_order_or_are_superseded() {
     let mut deployed = Vec::new();
     for ((id, _), answer) in queued.iter().zip(&answers) {
         assert_eq!(answer, r#"{"version":1,"ok":true}"#, "#{id}");
-        let event = resolved(&hive, *id);
+        let event = crate::support::approval_resolved(&hive, *id);
         match event["status"].as_str() {
             Some("approved") => deployed.push(*id),
             Some("superseded") => {
@@ -322,7 +310,7 @@ fn a_config_whose_container_dies_at_start_fails_and_the_old_one_runs() {
     let id = request_deploy(&hive, "coder", &broken);
     let answer = approve(&hive, id);
     assert!(answer.contains("exited right after it started"), "{answer}");
-    let event = resolved(&hive, id);
+    let event = crate::support::approval_resolved(&hive, id);
     assert_eq!(
         (event["status"].as_str(), event["running_sha"].as_str()),
         (Some("failed"), Some(good.as_str()))

@@ -351,3 +351,16 @@ pub fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The manager's `approval_resolved` helper event for approval `id`.
+pub fn approval_resolved(hive: &Hive, id: i64) -> Value {
+    let recent: Value =
+        serde_json::from_str(&hive.agent("manager", r#"{"cmd":"recent","limit":500}"#)).unwrap();
+    recent["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(m["body"].as_str()?).ok())
+        .find(|e| e["event"] == "approval_resolved" && e["id"] == id)
+        .unwrap_or_else(|| panic!("no approval_resolved for #{id}: {recent}"))
+}
