@@ -140,9 +140,10 @@ impl Coordinator {
     /// The status row of one agent.
     pub fn status_row(&self, record: &AgentRecord) -> Result<AgentStatusRow> {
         // The page is proxied by the dashboard (see `http::agent_proxy`),
-        // for agents that were ever given a container.
+        // for agents that have a container.
         let url = record
             .port
+            .filter(|_| record.has_container)
             .and(self.dashboard_addr)
             .map(|addr| format!("http://{addr}/agent/{}/", record.name));
         let container = self.container_status(&record.name);
@@ -163,7 +164,9 @@ impl Coordinator {
         })
     }
 
-    /// Status rows of the agents in `scope` (every agent when empty).
+    /// Status rows of the agents in `scope` (every agent when empty). An
+    /// agent destroyed with its state kept has no row: it is not a stopped
+    /// agent but a tombstone (`list` still names it).
     pub fn agent_statuses(&self, scope: &Scope) -> Result<Vec<AgentStatusRow>> {
         let records = if scope.is_all() {
             self.store.agents()?
@@ -174,7 +177,11 @@ impl Coordinator {
                 .map(|n| self.require_agent(n))
                 .collect::<Result<_>>()?
         };
-        records.iter().map(|r| self.status_row(r)).collect()
+        records
+            .iter()
+            .filter(|r| !is_kept_state(r))
+            .map(|r| self.status_row(r))
+            .collect()
     }
 
     /// Publishes an agent's current status to status subscribers and the
@@ -209,4 +216,10 @@ impl Coordinator {
             tracing::error!(?event, "helper event not delivered to the manager: {e}");
         }
     }
+}
+
+/// Whether `record` is an agent destroyed with its state kept: it was given
+/// a container once (it has a web port) and has none now.
+pub fn is_kept_state(record: &AgentRecord) -> bool {
+    !record.has_container && record.port.is_some() && record.name != MANAGER_AGENT
 }

@@ -17,6 +17,7 @@ pub mod helper;
 pub mod host;
 pub mod live;
 pub mod name;
+pub mod rfc3339;
 
 pub use agent::{
     AgentRequest, AgentResponse, DeliveredMessage, InboxRow, LooseEnd, LooseEndKind,
@@ -25,8 +26,8 @@ pub use agent::{
 pub use dashboard::DashboardEvent;
 pub use helper::HelperEvent;
 pub use host::{
-    AgentStatusRow, AgentUrl, Approval, ApprovalKind, ApprovalStatus, HostRequest, HostResponse,
-    Scope,
+    AgentStatusRow, Approval, ApprovalKind, ApprovalStatus, HiveUrls, HostRequest, HostResponse,
+    KeptRunning, QuestionRow, Scope,
 };
 pub use live::{LiveEvent, LiveFrame};
 pub use name::{AgentName, NameError, Recipient};

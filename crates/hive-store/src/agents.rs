@@ -74,8 +74,13 @@ pub(crate) fn exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
 }
 
 /// Every registered agent name except `except`, sorted.
+/// Agents with a container other than `except`: who a broadcast reaches.
+/// A destroyed agent's kept state is no recipient; it would find a pile of
+/// stale broadcasts when revived.
 pub(crate) fn names_except(conn: &Connection, except: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT name FROM agents WHERE name <> ?1 ORDER BY name")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT name FROM agents WHERE name <> ?1 AND has_container = 1 ORDER BY name",
+    )?;
     stmt.query_map([except], |r| r.get(0))?.collect()
 }
 

@@ -12,7 +12,9 @@ use std::collections::HashSet;
 use axum::extract::{Query, State};
 use axum::response::Json;
 use hive_proto::dashboard::{TombstoneView, TransientKind};
-use hive_proto::{AgentName, AgentStatusRow, Approval, ApprovalKind, InboxRow, OPERATOR_RECIPIENT};
+use hive_proto::{
+    AgentName, AgentStatusRow, Approval, ApprovalKind, InboxRow, OPERATOR_RECIPIENT, QuestionRow,
+};
 use serde::{Deserialize, Serialize};
 
 use super::App;
@@ -70,21 +72,6 @@ pub struct PendingApproval {
     pub diff_error: Option<String>,
 }
 
-/// A pending question as the dashboard lists it.
-#[derive(Debug, Serialize)]
-pub struct QuestionRow {
-    pub id: i64,
-    pub asker: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    pub question: String,
-    pub options: Vec<String>,
-    pub multi: bool,
-    pub asked_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deadline_at: Option<i64>,
-}
-
 /// One message of the flow.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowMessage {
@@ -114,16 +101,7 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         .store
         .pending_questions()?
         .into_iter()
-        .map(|q| QuestionRow {
-            id: q.id,
-            asker: q.asker,
-            target: q.target,
-            question: q.question,
-            options: q.options,
-            multi: q.multi,
-            asked_at: q.asked_at,
-            deadline_at: q.deadline_at,
-        })
+        .map(crate::host_server::question_row)
         .collect();
     let snapshot = StateSnapshot {
         seq,
@@ -197,7 +175,7 @@ fn flow(coord: &Coordinator, limit: usize) -> Result<Vec<FlowMessage>> {
 }
 
 /// Pending approvals, each config deploy with its diff against what runs.
-async fn with_diffs(coord: &Coordinator, pending: Vec<Approval>) -> Result<Vec<PendingApproval>> {
+pub(crate) async fn with_diffs(coord: &Coordinator, pending: Vec<Approval>) -> Result<Vec<PendingApproval>> {
     let repos = coord.config.clone();
     tokio::task::spawn_blocking(move || {
         pending

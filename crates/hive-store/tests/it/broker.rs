@@ -298,6 +298,13 @@ fn broadcast_reaches_every_other_agent() {
     assert!(inbox(&store, "alice").is_empty());
     assert!(inbox(&store, "operator").is_empty());
 
+    // A destroyed agent (state kept, no container) is no recipient.
+    store.set_has_container("carol", false).unwrap();
+    let ids = store.send("alice", "*", "carol is gone", None).unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(inbox(&store, "carol").len(), 1);
+    store.set_has_container("carol", true).unwrap();
+
     assert_eq!(
         store
             .send("operator", "*", "from the operator", None)
