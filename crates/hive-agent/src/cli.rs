@@ -116,6 +116,14 @@ pub struct McpArgs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// Whether our own log (on stderr) may carry colour: only for a terminal,
+/// and never under `NO_COLOR` (<https://no-color.org>). A container log, a
+/// file or a pipe gets plain text.
+pub fn log_in_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Runs `command`; `socket` is the agent socket (`--socket`/`HIVE_SOCKET`).
 pub fn run(command: AgentCommand, socket: Option<PathBuf>) -> anyhow::Result<()> {
     let default_log = match command {
@@ -128,6 +136,7 @@ pub fn run(command: AgentCommand, socket: Option<PathBuf>) -> anyhow::Result<()>
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(log_in_colour())
         .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

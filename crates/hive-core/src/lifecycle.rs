@@ -661,7 +661,7 @@ impl Coordinator {
     pub async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
         self.require_agent(name)?;
         let runtime = self.runtime_for("logs")?;
-        match runtime.logs(name, lines).await {
+        let raw = match runtime.logs(name, lines).await {
             Err(hive_runtime::Error::NoSuchContainer(_)) => {
                 let path = self.paths.agent_dir(name).join("container.log");
                 hive_runtime::tail_file(&path, lines)
@@ -669,7 +669,12 @@ impl Coordinator {
                     .map_err(runtime_error)
             }
             other => other.map_err(runtime_error),
-        }
+        }?;
+        // No surface that reads these is a terminal (see `hive_runtime::plain`).
+        Ok(raw
+            .iter()
+            .map(|line| hive_runtime::plain::plain_text(line))
+            .collect())
     }
 
     /// Agents with kept state and no container.

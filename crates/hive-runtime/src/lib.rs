@@ -28,6 +28,7 @@ pub mod child;
 pub mod docker;
 pub mod etc;
 pub mod nspawn;
+pub mod plain;
 pub mod process;
 
 /// Where a container's program finds its world, inside any sandbox.

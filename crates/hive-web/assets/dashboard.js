@@ -88,8 +88,14 @@
     if (s < 86400) return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
     return Math.floor(s / 86400) + 'd ' + Math.floor((s % 86400) / 3600) + 'h';
   }
+  // A wire timestamp in unix seconds: host.sock types carry RFC 3339
+  // strings (`requested_at`, `resolved_at`, `status_set_at`, `asked_at`,
+  // `deadline_at`), events carry integers.
+  function secs(t) {
+    return typeof t === 'string' ? Math.floor(Date.parse(t) / 1000) : t;
+  }
   function ago(t) {
-    const s = Math.max(0, now() - t);
+    const s = Math.max(0, now() - secs(t));
     if (s < 5) return 'just now';
     if (s < 60) return s + 's ago';
     if (s < 3600) return Math.floor(s / 60) + 'm ago';
@@ -110,6 +116,7 @@
     return (i ? n.toFixed(1) : String(n)) + ' ' + units[i];
   }
   function agoEl(t, cls) {
+    t = secs(t);
     return h('span', { class: cls || 'muted', data: { at: t }, title: new Date(t * 1000).toLocaleString(), text: ago(t) });
   }
   function sinceText(el) {
@@ -445,7 +452,7 @@
         q.multi ? badge('pick any', 'blue') : null,
         agoEl(q.asked_at),
         q.deadline_at ? (() => {
-          const el = h('span', { class: 'ttl', data: { deadline: q.deadline_at }, title: 'expires ' + new Date(q.deadline_at * 1000).toLocaleString() });
+          const el = h('span', { class: 'ttl', data: { deadline: secs(q.deadline_at) }, title: 'expires ' + new Date(secs(q.deadline_at) * 1000).toLocaleString() });
           el.textContent = deadlineText(el);
           return el;
         })() : null

@@ -54,7 +54,11 @@ fn response_timeout(req: &HostRequest) -> Duration {
         | SetPaused { .. }
         | Send { .. }
         | Logs { .. }
-        | Rollback { .. } => QUICK_TIMEOUT,
+        | Rollback { .. }
+        | Questions
+        | Answer { .. }
+        | CancelQuestion { .. }
+        | Show { .. } => QUICK_TIMEOUT,
         Spawn { .. }
         | Kill { .. }
         | Destroy { .. }
