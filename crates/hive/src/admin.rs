@@ -718,7 +718,7 @@ mod tests {
             "{err}"
         );
         let err = parse(&["approve", "four"]).unwrap_err().to_string();
-        assert!(err.contains("invalid approval id \"four\""), "{err}");
+        assert!(err.contains("invalid id \"four\""), "{err}");
     }
 
     #[test]

@@ -290,8 +290,17 @@ pub fn read_line(reader: &mut impl BufRead) -> String {
     line.trim_end().to_owned()
 }
 
+/// Whether `s` is an RFC 3339 UTC timestamp as host.sock writes them
+/// (`2026-09-12T09:15:00Z`).
+pub fn is_rfc3339(s: &str) -> bool {
+    s.len() == 20
+        && s.ends_with('Z')
+        && hive_proto::rfc3339::parse(s).is_some_and(|t| hive_proto::rfc3339::format(t) == s)
+}
+
 /// Replaces every `at`, `*_at` and `age_seconds` value with a placeholder so
-/// lines can be pinned exactly.
+/// lines can be pinned exactly: `<t>` for unix seconds, `<rfc3339>` for an
+/// RFC 3339 string.
 pub fn redact(line: &str) -> String {
     fn walk(v: &mut Value) {
         match v {
@@ -299,6 +308,9 @@ pub fn redact(line: &str) -> String {
                 for (k, v) in map.iter_mut() {
                     if (k.ends_with("_at") || k == "at" || k == "age_seconds") && v.is_number() {
                         *v = Value::String("<t>".into());
+                    } else if k.ends_with("_at") && v.as_str().is_some_and(is_rfc3339) {
+                        // host.sock's timestamps: the format stays visible.
+                        *v = Value::String("<rfc3339>".into());
                     } else {
                         walk(v);
                     }
