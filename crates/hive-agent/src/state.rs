@@ -153,6 +153,12 @@ impl Shared {
         }
     }
 
+    /// Why the harness is in its turn state (the tool running, a rate
+    /// limit's retry), if it said.
+    pub fn note(&self) -> Option<String> {
+        self.inner().note.clone()
+    }
+
     /// The credentials probe's last finding (`None` before it first ran).
     pub fn logged_in(&self) -> Option<bool> {
         self.inner().logged_in

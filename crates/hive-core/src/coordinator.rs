@@ -71,6 +71,8 @@ pub struct Coordinator {
     containers: Mutex<HashMap<String, ContainerStatus>>,
     /// Per-agent deploy queues and the harness reports deploys wait for.
     pub(crate) deploys: crate::deploys::DeployLanes,
+    /// Each agent's turn state and last lifecycle action, for the dashboard.
+    pub activity: crate::activity::Activity,
 }
 
 impl Coordinator {
@@ -103,6 +105,7 @@ impl Coordinator {
             transients: Mutex::new(HashMap::new()),
             containers: Mutex::new(HashMap::new()),
             deploys: crate::deploys::DeployLanes::default(),
+            activity: crate::activity::Activity::default(),
         }
     }
 

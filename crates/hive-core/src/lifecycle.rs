@@ -60,6 +60,40 @@ impl Default for PortRange {
 pub struct TransientGuard {
     coord: Arc<Coordinator>,
     name: AgentName,
+    kind: TransientKind,
+}
+
+impl TransientGuard {
+    /// Ends the action, recording its result for the dashboard (the
+    /// transient itself may be too brief for anyone to see).
+    pub fn finish<T>(self, result: &Result<T>) {
+        let error = result.as_ref().err().map(ToString::to_string);
+        let action = self.coord.activity.action_finished(
+            self.name.as_str(),
+            self.kind,
+            error.as_deref(),
+            hive_store::now_unix(),
+        );
+        if matches!(
+            self.kind,
+            TransientKind::Stopping | TransientKind::Destroying
+        ) && self.coord.activity.turn_ended(self.name.as_str())
+        {
+            // Whatever the harness last said no longer holds.
+            let turn = hive_proto::dashboard::TurnStateView {
+                name: self.name.to_string(),
+                state: hive_proto::live::TurnState::Idle,
+                note: None,
+                since_unix: action.at_unix,
+            };
+            self.coord
+                .dashboard
+                .emit(|seq| DashboardEvent::TurnStateChanged { seq, turn });
+        }
+        self.coord
+            .dashboard
+            .emit(|seq| DashboardEvent::LifecycleFinished { seq, action });
+    }
 }
 
 impl Drop for TransientGuard {
@@ -115,6 +149,7 @@ impl Coordinator {
         Ok(TransientGuard {
             coord: self.clone(),
             name: name.clone(),
+            kind,
         })
     }
 
@@ -368,7 +403,7 @@ impl Coordinator {
         self.refuse_existing(name)?;
         let guard = self.begin(name, TransientKind::Spawning)?;
         let result = self.spawn_inner(&*runtime, name).await;
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         self.publish_tombstones();
         if !name.is_manager() {
@@ -407,7 +442,7 @@ impl Coordinator {
         let runtime = self.prepare("start", name)?;
         let guard = self.begin(name, TransientKind::Starting)?;
         let result = self.start_inner(&*runtime, name).await;
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         if result.is_ok() {
             self.kick(name, "started");
@@ -438,7 +473,7 @@ impl Coordinator {
         if result.is_ok() {
             self.store.set_want_running(name.as_str(), false)?;
         }
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         if result.is_ok() && !name.is_manager() {
             self.notify_manager(&HelperEvent::Killed {
@@ -456,7 +491,7 @@ impl Coordinator {
             Ok(deployed) => self.recreate(&*runtime, name, &deployed).await.map(drop),
             Err(e) => Err(e),
         };
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         if result.is_ok() {
             self.kick(name, "restarted");
@@ -488,7 +523,7 @@ impl Coordinator {
             Ok(reports) => self.await_healthy(&*runtime, name, reports).await,
             Err(e) => Err(e),
         };
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         if !name.is_manager() {
             self.notify_manager(&HelperEvent::Rebuilt {
@@ -561,7 +596,7 @@ impl Coordinator {
             Ok(())
         }
         .await;
-        drop(guard);
+        guard.finish(&result);
         self.refresh_containers().await;
         if purge && result.is_ok() {
             let removed = name.to_string();

@@ -90,6 +90,9 @@ pub enum AgentRequest {
         /// fresh boot, says nothing about the login).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         logged_in: Option<bool>,
+        /// The state's detail (the tool running, a rate limit's retry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
 }
 

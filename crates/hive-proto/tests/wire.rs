@@ -475,6 +475,7 @@ fn agent_requests() {
             state: hive_proto::live::TurnState::NeedsLogin,
             model: Some("opus".into()),
             logged_in: None,
+            note: None,
         },
         r#"{"cmd":"harness_state","state":"needs_login","model":"opus"}"#,
     );
@@ -483,8 +484,18 @@ fn agent_requests() {
             state: hive_proto::live::TurnState::Idle,
             model: None,
             logged_in: Some(true),
+            note: None,
         },
         r#"{"cmd":"harness_state","state":"idle","logged_in":true}"#,
+    );
+    check(
+        HarnessState {
+            state: hive_proto::live::TurnState::Tool,
+            model: None,
+            logged_in: None,
+            note: Some("Bash".into()),
+        },
+        r#"{"cmd":"harness_state","state":"tool","note":"Bash"}"#,
     );
 }
 

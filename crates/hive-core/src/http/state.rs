@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use axum::extract::{Query, State};
 use axum::response::Json;
-use hive_proto::dashboard::{TombstoneView, TransientKind};
+use hive_proto::dashboard::{LastActionView, TombstoneView, TransientKind, TurnStateView};
 use hive_proto::{
     AgentName, AgentStatusRow, Approval, ApprovalKind, InboxRow, OPERATOR_RECIPIENT, QuestionRow,
 };
@@ -36,10 +36,14 @@ pub struct StateSnapshot {
     pub seq: u64,
     /// The container backend, `None` for `--runtime none`.
     pub runtime: Option<&'static str>,
-    /// A status row per known agent (kept-state agents too: the client
-    /// lists those under tombstones).
+    /// A status row per agent with a container (kept-state agents are
+    /// listed under tombstones).
     pub agents: Vec<AgentStatusRow>,
     pub transients: Vec<TransientView>,
+    /// What each agent's harness last said it was doing.
+    pub turn_states: Vec<TurnStateView>,
+    /// The last lifecycle action on each agent, with its result.
+    pub last_actions: Vec<LastActionView>,
     pub tombstones: Vec<TombstoneView>,
     pub approvals: Vec<PendingApproval>,
     pub approval_history: Vec<Approval>,
@@ -108,6 +112,8 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         runtime: coord.runtime.as_ref().map(|r| r.name()),
         agents: coord.agent_statuses(&Default::default())?,
         transients,
+        turn_states: coord.activity.turns(),
+        last_actions: coord.activity.actions(),
         tombstones: coord.tombstones()?,
         approvals: Vec::new(),
         approval_history: coord.store.approval_history(HISTORY_LIMIT)?,
