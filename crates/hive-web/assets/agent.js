@@ -264,6 +264,7 @@
   const STATE_COLOURS = {
     idle: 'green',
     thinking: 'mauve',
+    tool: 'blue',
     compacting: 'blue',
     paused: 'yellow',
     rate_limited: 'peach',
@@ -281,7 +282,7 @@
     S.state = state;
     const b = $('turn-state');
     b.textContent = state.replace('_', ' ');
-    b.className = 'badge ' + (STATE_COLOURS[state] || 'grey') + (state === 'thinking' || state === 'compacting' ? ' pulse' : '');
+    b.className = 'badge ' + (STATE_COLOURS[state] || 'grey') + (state === 'thinking' || state === 'tool' || state === 'compacting' ? ' pulse' : '');
     b.title = note || '';
     b.dataset.state = state;
     document.body.dataset.state = state;
@@ -327,7 +328,7 @@
     if (r) $('last-turn').title = r.result_kind + ', ended ' + new Date(r.ended_at * 1000).toLocaleString();
   }
   function renderControls() {
-    const busy = S.turnRunning || ['thinking', 'compacting', 'rate_limited'].includes(S.state);
+    const busy = S.turnRunning || ['thinking', 'tool', 'compacting', 'rate_limited'].includes(S.state);
     const cancel = $('cancel');
     if (!cancel.classList.contains('busy')) cancel.disabled = !busy;
   }

@@ -32,6 +32,8 @@ pub const AGENT_HTML: &str = include_str!("../assets/agent.html");
 pub const AGENT_CSS: &str = include_str!("../assets/agent.css");
 /// The per-agent page's single-page client.
 pub const AGENT_JS: &str = include_str!("../assets/agent.js");
+/// Both pages' icon (a browser asks for one; without it, a 404 per load).
+pub const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 
 /// The policy both pages are served with: scripts and styles only from the
 /// page's own origin (no inline script can run, whatever text gets in),
@@ -51,6 +53,13 @@ pub struct Asset {
 
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+const FAVICON: Asset = Asset {
+    name: "favicon.svg",
+    content_type: SVG,
+    body: FAVICON_SVG,
+};
 
 /// Every file served under `/assets/`.
 pub const ASSETS: &[Asset] = &[
@@ -74,6 +83,7 @@ pub const ASSETS: &[Asset] = &[
         content_type: JS,
         body: DASHBOARD_JS,
     },
+    FAVICON,
 ];
 
 /// The asset called `name`, if there is one.
@@ -104,6 +114,7 @@ pub const AGENT_ASSETS: &[Asset] = &[
         content_type: JS,
         body: TERMINAL_JS,
     },
+    FAVICON,
 ];
 
 /// The agent page's asset called `name`, if there is one.
