@@ -36,12 +36,17 @@
     }
   }
 
+  // Resolved approvals kept (the snapshot sends as many).
+  const HISTORY_MAX = 200;
+
   const S = {
     seq: 0,
     ready: false,
     runtime: null,
     agents: new Map(), // name -> status row
     transients: new Map(), // name -> {kind, since}
+    turns: new Map(), // name -> what its harness last reported (turn_state_changed)
+    lastActions: new Map(), // name -> last lifecycle action and result
     tombstones: [],
     approvals: new Map(), // id -> pending approval
     history: [], // resolved approvals, newest first
@@ -305,6 +310,7 @@
     if (r.needs_login) badges.push(badge('needs login', 'yellow', 'the engine has no credentials: open its page to log in'));
     if (r.needs_update) badges.push(badge('needs update', 'peach', 'a rebuild would apply a newer config or binary'));
     if (r.paused) badges.push(badge('paused', 'blue', 'the harness holds between turns'));
+    badges.push(turnBadge(r));
     const chips = [];
     if (r.deployed_sha) chips.push(chip('cfg ' + r.deployed_sha.slice(0, 12), 'deployed config commit ' + r.deployed_sha));
     if (r.active_model) chips.push(chip(r.active_model, 'active model'));
@@ -337,6 +343,7 @@
       { class: 'item container' + (busy ? ' busy' : '') + (r.failed ? ' failed' : ''), data: { name: r.name } },
       h('div', { class: 'line1' }, h('span', { class: 'name', text: r.name }), badges, busy ? transientEl(t) : null, chips, link),
       r.status_text ? h('div', { class: 'status-text', text: r.status_text, title: r.status_set_at ? 'set ' + ago(r.status_set_at) : null }) : null,
+      lastActionEl(r.name),
       actions,
       viewer(r.name, 'logs'),
       viewer(r.name, 'config')
@@ -352,7 +359,7 @@
       $('containers'),
       rows,
       (r) => r.name,
-      (r) => JSON.stringify([r, S.transients.get(r.name) || null]),
+      (r) => JSON.stringify([r, S.transients.get(r.name) || null, S.turns.get(r.name) || null, S.lastActions.get(r.name) || null]),
       containerRow,
       'no agents yet'
     );
@@ -473,6 +480,46 @@
     $('questions-panel').classList.toggle('pulse', mine.length > 0);
   }
 
+  // ---- activity: turn state and the last lifecycle action --------------------------
+
+  const TURN_COLOUR = { idle: 'grey', thinking: 'mauve', tool: 'blue', compacting: 'blue', paused: 'blue', rate_limited: 'peach', needs_login: 'yellow', engine_missing: 'red' };
+  const TURN_LABEL = { rate_limited: 'rate-limited', needs_login: 'needs login', engine_missing: 'engine missing' };
+  const ACTION_DONE = { spawning: 'spawned', starting: 'started', stopping: 'stopped', restarting: 'restarted', rebuilding: 'rebuilt', destroying: 'destroyed' };
+  const ACTION_VERB = { spawning: 'spawn', starting: 'start', stopping: 'stop', restarting: 'restart', rebuilding: 'rebuild', destroying: 'destroy' };
+
+  function applyActivity(snap) {
+    S.turns = new Map((snap.turn_states || []).map((t) => [t.name, t]));
+    S.lastActions = new Map((snap.last_actions || []).map((a) => [a.name, a]));
+  }
+
+  function applyActivityEvent(ev) {
+    if (ev.kind === 'turn_state_changed') S.turns.set(ev.name, ev);
+    else S.lastActions.set(ev.name, ev);
+    mark('containers');
+  }
+
+  // What a running agent's harness is doing: idle, thinking, a tool (named),
+  // rate-limited, needs login, ….
+  function turnBadge(r) {
+    const t = S.turns.get(r.name);
+    if (!t || !r.running) return null;
+    const label = TURN_LABEL[t.state] || t.state;
+    const text = t.state === 'tool' && t.note ? 'tool \u00b7 ' + t.note : label;
+    const title = (t.note ? t.note + ' \u2014 ' : '') + 'since ' + new Date(t.since_unix * 1000).toLocaleTimeString();
+    const el = h('span', { class: 'badge turn ' + (TURN_COLOUR[t.state] || 'grey'), text, title, data: { turn: t.state } });
+    if (t.state === 'thinking' || t.state === 'tool' || t.state === 'compacting') el.classList.add('pulse');
+    return el;
+  }
+
+  // The last lifecycle action and how it ended: a transient is often too
+  // brief to see, its result is not.
+  function lastActionEl(name) {
+    const a = S.lastActions.get(name);
+    if (!a) return null;
+    const text = a.ok ? (ACTION_DONE[a.action] || a.action) + ' \u2713' : (ACTION_VERB[a.action] || a.action) + ' failed: ' + (a.error || 'no detail');
+    return h('div', { class: 'last-action ' + (a.ok ? 'ok' : 'failed'), data: { action: a.action } }, h('span', { class: 'what', text }), ' ', agoEl(a.at_unix));
+  }
+
   // ---- approvals -----------------------------------------------------------------
 
   const FILE_LINE = /^(diff --git |index |--- (a\/|\/dev\/null)|\+\+\+ (b\/|\/dev\/null)|new file mode|deleted file mode|similarity index|rename (from|to) )/;
@@ -545,8 +592,8 @@
       h('span', { class: 'name', text: a.agent }),
       chip(KIND_LABEL[a.kind] || a.kind),
       a.sha_short ? chip(a.sha_short) : null,
-      h('span', { class: 'glyph ' + a.status, text: a.status }),
-      a.resolved_at ? agoEl(a.resolved_at) : null,
+      h('span', { class: 'hstatus ' + a.status, text: a.status }),
+      a.resolved_at ? agoEl(a.resolved_at, 'muted hage') : null,
       a.note ? h('div', { class: 'note', text: a.note }) : null
     );
   }
@@ -586,24 +633,9 @@
   let flow = null;
   const msgNodes = new Map(); // id -> line in the flow
 
-  // A helper event from `system` (a JSON body with `event`), as one short
-  // line: `approval_resolved id=3 agent=scout status=approved`.
-  function describeEvent(body) {
-    let e = null;
-    try {
-      e = JSON.parse(body);
-    } catch (err) {
-      return null;
-    }
-    if (!e || typeof e !== 'object' || typeof e.event !== 'string') return null;
-    const parts = [e.event];
-    for (const [k, v] of Object.entries(e)) {
-      if (k === 'event' || v === '' || v === null) continue;
-      const text = typeof v === 'string' ? v : JSON.stringify(v);
-      parts.push(k + '=' + (text.length > 80 ? text.slice(0, 79) + '\u2026' : text));
-    }
-    return parts.join(' ');
-  }
+  // A helper event from `system` (a JSON body with `event`), as one
+  // sentence (text.js): `approval #3 (scout) was approved`.
+  const describeEvent = (body) => window.HiveText.eventSentence(body);
 
   function addMessage(m, animate) {
     if (S.msgIds.has(m.id)) return;
@@ -656,8 +688,18 @@
             })
           : null
       ),
-      h('div', { class: 'body', text: m.body })
+      inboxBody(m)
     );
+  }
+
+  // An inbox message's body: a helper event as a sentence, anything else
+  // as markdown built from text nodes (text.js).
+  function inboxBody(m) {
+    const sentence = m.from === 'system' ? window.HiveText.eventSentence(m.body) : null;
+    if (sentence) return h('div', { class: 'body event', text: sentence, title: m.body });
+    const body = window.HiveText.markdown(m.body);
+    body.classList.add('body');
+    return body;
   }
 
   function renderInbox() {
@@ -881,6 +923,7 @@
     S.runtime = snap.runtime || null;
     S.agents = new Map(snap.agents.map((a) => [a.name, a]));
     S.transients = new Map(snap.transients.map((t) => [t.name, { kind: t.transient_kind, since: t.since_unix }]));
+    applyActivity(snap);
     S.tombstones = snap.tombstones;
     S.approvals = new Map(snap.approvals.map((a) => [a.id, normApproval(a)]));
     S.history = snap.approval_history.map(normApproval);
@@ -916,7 +959,7 @@
       case 'approval_resolved': {
         S.approvals.delete(ev.id);
         const row = normApproval(ev);
-        S.history = [row].concat(S.history.filter((a) => a.id !== ev.id)).slice(0, 30);
+        S.history = [row].concat(S.history.filter((a) => a.id !== ev.id)).slice(0, HISTORY_MAX);
         if (ev.status === 'failed') banner('approval #' + ev.id + ' failed', ev.note || 'no detail');
         mark('approvals');
         break;
@@ -949,6 +992,10 @@
       case 'tombstones_changed':
         S.tombstones = ev.tombstones;
         mark('tombstones', 'containers');
+        break;
+      case 'turn_state_changed':
+      case 'lifecycle_finished':
+        applyActivityEvent(ev);
         break;
       default:
         break;

@@ -32,6 +32,9 @@ pub const AGENT_HTML: &str = include_str!("../assets/agent.html");
 pub const AGENT_CSS: &str = include_str!("../assets/agent.css");
 /// The per-agent page's single-page client.
 pub const AGENT_JS: &str = include_str!("../assets/agent.js");
+/// `window.HiveText`: markdown to DOM (text nodes only) and helper events
+/// as sentences, for agent output, inboxes and the message flow.
+pub const TEXT_JS: &str = include_str!("../assets/text.js");
 /// Both pages' icon (a browser asks for one; without it, a 404 per load).
 pub const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 
@@ -54,6 +57,12 @@ pub struct Asset {
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const SVG: &str = "image/svg+xml";
+
+const TEXT: Asset = Asset {
+    name: "text.js",
+    content_type: JS,
+    body: TEXT_JS,
+};
 
 const FAVICON: Asset = Asset {
     name: "favicon.svg",
@@ -83,6 +92,7 @@ pub const ASSETS: &[Asset] = &[
         content_type: JS,
         body: DASHBOARD_JS,
     },
+    TEXT,
     FAVICON,
 ];
 
@@ -114,6 +124,7 @@ pub const AGENT_ASSETS: &[Asset] = &[
         content_type: JS,
         body: TERMINAL_JS,
     },
+    TEXT,
     FAVICON,
 ];
 

@@ -22,7 +22,7 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 
 /// Resolved approvals the snapshot includes.
-const HISTORY_LIMIT: u64 = 30;
+const HISTORY_LIMIT: u64 = 200;
 /// Operator inbox rows the snapshot includes.
 const INBOX_LIMIT: u64 = 50;
 /// Messages of the flow the snapshot includes.
