@@ -169,21 +169,33 @@
   function ctxTokens(u) {
     return u ? u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens : 0;
   }
-  function setUsage(ctx, cost, usd) {
+  // `cost`/`usd`: the last turn's own tokens and dollars (per turn);
+  // `sessionUsd`: the CLI's running total for the session, shown apart.
+  function setUsage(ctx, cost, usd, sessionUsd) {
     if (ctx && ctxTokens(ctx) > 0) {
       $('ctx').textContent = 'ctx \u00b7 ' + fmtNum(ctxTokens(ctx));
       $('ctx').dataset.value = String(ctxTokens(ctx));
     }
     if (cost) {
       const total = ctxTokens(cost) + cost.output_tokens;
-      let text = 'cost \u00b7 ' + fmtNum(total) + ' tok';
+      let text = 'last turn \u00b7 ' + fmtNum(total) + ' tok';
       if (usd !== undefined && usd !== null) text += ' \u00b7 ' + fmtUsd(usd);
       $('cost').textContent = text;
       $('cost').dataset.value = String(total);
       $('cost').title =
-        'last turn: ' + cost.input_tokens + ' in, ' + cost.output_tokens + ' out, ' +
+        'the last turn alone: ' + cost.input_tokens + ' in, ' + cost.output_tokens + ' out, ' +
         cost.cache_read_input_tokens + ' cache read, ' + cost.cache_creation_input_tokens + ' cache write';
     }
+    setSessionCost(sessionUsd);
+  }
+  // The session's running total (turn stats' `session_cost_usd`), when the
+  // harness reports one.
+  function setSessionCost(usd) {
+    if (usd === undefined || usd === null) return;
+    const chip = $('session-cost');
+    chip.hidden = false;
+    chip.textContent = 'session total \u00b7 ' + fmtUsd(usd);
+    chip.dataset.value = String(usd);
   }
   function setLastTurn(record) {
     S.lastTurn = record;
@@ -211,7 +223,7 @@
     setTurnState(s.state, s.note);
     $('status-text').textContent = s.status_text || '';
     const last = s.last_turn;
-    setUsage(s.ctx || (last && last.last_usage), s.cost || (last && last.usage), last && last.cost_usd);
+    setUsage(s.ctx || (last && last.last_usage), s.cost || (last && last.usage), last && last.cost_usd, last && last.session_cost_usd);
     if (last) setLastTurn(last);
   }
 
@@ -500,7 +512,8 @@
       const parts = ['result ' + (frame.subtype || '')];
       if (frame.num_turns !== undefined) parts.push(frame.num_turns + ' inferences');
       if (frame.duration_ms !== undefined) parts.push(fmtMs(frame.duration_ms));
-      if (frame.total_cost_usd !== undefined) parts.push(fmtUsd(frame.total_cost_usd));
+      // The CLI's `total_cost_usd` is the session's running total, not this turn's.
+      if (frame.total_cost_usd !== undefined) parts.push('session total ' + fmtUsd(frame.total_cost_usd));
       row.appendChild(rowHead('\u2261', parts.join(' \u00b7 '), 'result-line'));
       return [row];
     }
@@ -735,13 +748,13 @@
   // Turn stats: an SVG bar chart drawn with DOM calls.
 
   const METRICS = {
-    cost: { label: 'cost (USD)', value: (t) => t.cost_usd || 0, fmt: (v) => fmtUsd(v) },
+    cost: { label: 'cost per turn (USD)', value: (t) => t.cost_usd || 0, fmt: (v) => fmtUsd(v) },
     tokens: {
-      label: 'tokens',
+      label: 'tokens per turn',
       value: (t) => ctxTokens(t.usage) + t.usage.output_tokens,
       fmt: (v) => fmtNum(v),
     },
-    duration: { label: 'duration', value: (t) => t.duration_ms, fmt: (v) => fmtMs(Math.round(v)) },
+    duration: { label: 'duration per turn', value: (t) => t.duration_ms, fmt: (v) => fmtMs(Math.round(v)) },
   };
 
   async function refreshTurns() {
@@ -751,7 +764,7 @@
       if (turns.length) {
         setLastTurn(turns[0]);
         const t = turns[0];
-        setUsage(t.last_usage, t.usage, t.cost_usd);
+        setUsage(t.last_usage, t.usage, t.cost_usd, t.session_cost_usd);
       }
       renderStats();
     } catch (e) {
@@ -776,7 +789,7 @@
     const max = Math.max(...values, 1e-9);
     const plot = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, class: 'bars', role: 'img' });
     const title = svg('title', {});
-    title.textContent = metric.label + ' per turn, oldest left';
+    title.textContent = metric.label + ', oldest left';
     plot.appendChild(title);
     plot.appendChild(svg('line', { x1: pad.l, y1: H - pad.b, x2: W - pad.r, y2: H - pad.b, class: 'axis' }));
     const maxLabel = svg('text', { x: pad.l, y: 12, class: 'axis-label' });
@@ -806,7 +819,7 @@
 
     const table = el('table', 'turns');
     const head = el('tr');
-    ['#', 'from', 'result', 'model', 'time', 'tokens', 'cost', 'tools'].forEach((h) => head.appendChild(el('th', null, h)));
+    ['#', 'from', 'result', 'model', 'time', 'tokens/turn', 'cost/turn', 'session total', 'tools'].forEach((h) => head.appendChild(el('th', null, h)));
     table.appendChild(head);
     S.turns.slice(0, 20).forEach((t) => {
       const tr = el('tr', t.result_kind);
@@ -818,6 +831,7 @@
         fmtMs(t.duration_ms),
         fmtNum(ctxTokens(t.usage) + t.usage.output_tokens),
         fmtUsd(t.cost_usd),
+        t.session_cost_usd === undefined || t.session_cost_usd === null ? '\u2013' : fmtUsd(t.session_cost_usd),
         t.tool_call_count,
       ].forEach((c) => tr.appendChild(el('td', null, c)));
       table.appendChild(tr);

@@ -148,7 +148,8 @@ fn a_turn_streams_into_the_agent_page() {
         "const v = Number(document.getElementById('cost').dataset.value); return v > 0 && document.getElementById('cost').textContent",
     );
     assert!(ctx.as_str().unwrap().starts_with("ctx \u{b7} "), "{ctx}");
-    assert!(cost.as_str().unwrap().starts_with("cost \u{b7} "), "{cost}");
+    // The badge is the last turn's own cost, labelled so.
+    assert!(cost.as_str().unwrap().starts_with("last turn \u{b7} "), "{cost}");
     browser.until(
         "the last turn time",
         "return !document.getElementById('last-turn').textContent.endsWith('\u{2013}')",
@@ -171,6 +172,14 @@ fn a_turn_streams_into_the_agent_page() {
         "a bar per turn",
         "return document.querySelectorAll('#chart svg rect.bar').length === 1",
     );
+    // Per-turn columns are labelled per turn; the session total is apart.
+    let head = browser.js("return [...document.querySelectorAll('#stats-table th')].map(t => t.textContent)");
+    assert_eq!(
+        head,
+        json!(["#", "from", "result", "model", "time", "tokens/turn", "cost/turn", "session total", "tools"])
+    );
+    let axis = browser.js("return document.querySelector('#chart .axis-label').textContent");
+    assert!(axis.as_str().unwrap().ends_with("cost per turn (USD)"), "{axis}");
     // Loose ends come from the agent socket (nothing pending here).
     browser.click(".tab[data-tab='loose']");
     browser.until(
