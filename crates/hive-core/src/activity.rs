@@ -59,8 +59,9 @@ impl Activity {
         Some(view)
     }
 
-    /// Forgets an agent's turn state (its container is gone or stopped:
-    /// whatever it last said no longer holds).
+    /// Forgets an agent's turn state (its container stopped: whatever it
+    /// last said no longer holds). The dashboard shows a turn state only on
+    /// a running row, so this needs no event.
     pub fn turn_ended(&self, name: &str) -> bool {
         lock(&self.turns).remove(name).is_some()
     }

@@ -74,22 +74,6 @@ impl TransientGuard {
             error.as_deref(),
             hive_store::now_unix(),
         );
-        if matches!(
-            self.kind,
-            TransientKind::Stopping | TransientKind::Destroying
-        ) && self.coord.activity.turn_ended(self.name.as_str())
-        {
-            // Whatever the harness last said no longer holds.
-            let turn = hive_proto::dashboard::TurnStateView {
-                name: self.name.to_string(),
-                state: hive_proto::live::TurnState::Idle,
-                note: None,
-                since_unix: action.at_unix,
-            };
-            self.coord
-                .dashboard
-                .emit(|seq| DashboardEvent::TurnStateChanged { seq, turn });
-        }
         self.coord
             .dashboard
             .emit(|seq| DashboardEvent::LifecycleFinished { seq, action });
@@ -901,6 +885,11 @@ pub async fn crash_watch(coord: Arc<Coordinator>) {
 }
 
 async fn on_change(coord: &Coordinator, change: StateChange) {
+    if !change.running {
+        // Whatever its harness last said no longer holds; the next one
+        // reports afresh when it boots.
+        coord.activity.turn_ended(change.name.as_str());
+    }
     coord.refresh_containers().await;
     coord.publish_status(change.name.as_str());
     let busy = coord.transients().contains_key(&change.name);

@@ -27,7 +27,7 @@ use crate::support::Hive;
 /// engine turn included).
 const WAIT: Duration = Duration::from_secs(90);
 
-fn json_line(line: &str) -> Value {
+pub(crate) fn json_line(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
@@ -201,6 +201,13 @@ impl Browser {
         self.rt.block_on(self.client().get_alert_text()).is_ok()
     }
 
+    /// Resizes the window (the viewport follows in headless Chromium).
+    pub(crate) fn resize(&self, width: u32, height: u32) {
+        self.rt
+            .block_on(self.client().set_window_size(width, height))
+            .unwrap_or_else(|e| panic!("resize to {width}x{height}: {e}"));
+    }
+
     pub(crate) fn screenshot(&self, path: &Path) {
         let png = self.rt.block_on(self.client().screenshot()).unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -256,7 +263,7 @@ fn http(
     (status, body)
 }
 
-fn screenshots_wanted() -> bool {
+pub(crate) fn screenshots_wanted() -> bool {
     std::env::var("HIVE_SCREENSHOTS").is_ok_and(|v| v == "1" || v == "true")
 }
 
