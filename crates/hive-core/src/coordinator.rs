@@ -182,9 +182,17 @@ impl Coordinator {
         };
         records
             .iter()
-            .filter(|r| !is_kept_state(r))
+            .filter(|r| !self.is_kept_state(r))
             .map(|r| self.status_row(r))
             .collect()
+    }
+
+    /// Whether `record` is kept state without a container (destroyed, or a
+    /// state dir this hive found on disk): the dashboard's tombstones. A
+    /// hive without a runtime has no containers at all, so none of its
+    /// agents is a tombstone there.
+    pub fn is_kept_state(&self, record: &AgentRecord) -> bool {
+        self.runtime.is_some() && !record.has_container && record.name != MANAGER_AGENT
     }
 
     /// Publishes an agent's current status to status subscribers and the
@@ -219,10 +227,4 @@ impl Coordinator {
             tracing::error!(?event, "helper event not delivered to the manager: {e}");
         }
     }
-}
-
-/// Whether `record` is an agent destroyed with its state kept: it was given
-/// a container once (it has a web port) and has none now.
-pub fn is_kept_state(record: &AgentRecord) -> bool {
-    !record.has_container && record.port.is_some() && record.name != MANAGER_AGENT
 }

@@ -700,7 +700,7 @@ impl Coordinator {
     pub fn tombstones(&self) -> Result<Vec<TombstoneView>> {
         let mut out = Vec::new();
         for record in self.store.agents()? {
-            if record.has_container || record.name == hive_proto::MANAGER_AGENT {
+            if !self.is_kept_state(&record) {
                 continue;
             }
             let Ok(name) = AgentName::parse(&record.name) else {

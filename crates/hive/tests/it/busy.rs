@@ -15,10 +15,9 @@ use serde_json::{Value, json};
 use crate::browser::{Browser, json_line, screenshots_wanted};
 use crate::support::Hive;
 
-/// Agents registered from their state dirs (no container): 47, plus
-/// `coder` (running), `manager` and `scout-with-a-rather-long-name-0`
-/// (running) make 50.
-const IDLE_AGENTS: usize = 47;
+/// Agents spawned besides `coder` and `scout-with-a-rather-long-name-0`
+/// (the manager makes 50). Each is a real harness on the process runtime.
+const WORKERS: usize = 47;
 /// Decided approvals in the history.
 const HISTORY: usize = 200;
 
@@ -55,22 +54,23 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
     let Some(browser) = Browser::start("a_busy_hive_holds_its_layout_and_shows_turns_live") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    for i in 0..IDLE_AGENTS {
-        let name = format!("worker-with-a-long-name-{i:04}");
-        std::fs::create_dir_all(dir.path().join("state/agents").join(name).join("state")).unwrap();
-    }
     let hive = Hive::start_with(
-        dir,
+        tempfile::tempdir().unwrap(),
         "process",
-        &["--manager-port", "18740", "--agent-ports", "18741-18760"],
+        &["--manager-port", "18740", "--agent-ports", "18741-18799"],
     );
-    for name in ["coder", "scout-with-a-rather-long-name-0"] {
-        let queued = json_line(&hive.host(&json!({"cmd":"request_spawn","name":name}).to_string()));
-        let id = &queued["approvals"][0]["id"];
+    let workers: Vec<String> = (0..WORKERS)
+        .map(|i| format!("worker-with-a-long-name-{i:04}"))
+        .collect();
+    for name in workers
+        .iter()
+        .map(String::as_str)
+        .chain(["coder", "scout-with-a-rather-long-name-0"])
+    {
         assert_eq!(
-            hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#)),
-            r#"{"version":1,"ok":true}"#
+            hive.host(&json!({"cmd":"spawn","name":name}).to_string()),
+            r#"{"version":1,"ok":true}"#,
+            "{name}"
         );
     }
     // 200 decisions: spawns of long-named agents, denied with a reason.
@@ -205,7 +205,8 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots/dashboard-busy.png"),
         );
     }
-    for name in ["coder", "scout-with-a-rather-long-name-0"] {
-        hive.host(&format!(r#"{{"cmd":"destroy","name":"{name}"}}"#));
-    }
+    assert_eq!(
+        hive.host(r#"{"cmd":"stop","scope":{"agent_names":[]}}"#),
+        r#"{"version":1,"ok":true,"kept_running":[{"name":"manager","reason":"the manager is left out of stopping every agent; name it to stop it (`hive stop manager`)"}]}"#
+    );
 }
