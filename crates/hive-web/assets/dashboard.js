@@ -503,6 +503,9 @@
   function turnBadge(r) {
     const t = S.turns.get(r.name);
     if (!t || !r.running) return null;
+    // The row's own badge says it already.
+    if (t.state === 'needs_login' && r.needs_login) return null;
+    if (t.state === 'paused' && r.paused) return null;
     const label = TURN_LABEL[t.state] || t.state;
     const text = t.state === 'tool' && t.note ? 'tool \u00b7 ' + t.note : label;
     const title = (t.note ? t.note + ' \u2014 ' : '') + 'since ' + new Date(t.since_unix * 1000).toLocaleTimeString();
