@@ -178,7 +178,7 @@
     }
     if (cost) {
       const total = ctxTokens(cost) + cost.output_tokens;
-      let text = 'last turn \u00b7 ' + fmtNum(total) + ' tok';
+      let text = 'turn cost \u00b7 ' + fmtNum(total) + ' tok';
       if (usd !== undefined && usd !== null) text += ' \u00b7 ' + fmtUsd(usd);
       $('cost').textContent = text;
       $('cost').dataset.value = String(total);

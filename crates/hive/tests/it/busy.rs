@@ -1,5 +1,6 @@
-//! A busy hive on the dashboard, in headless Chromium: 50 agents with long
-//! names and 200 decided approvals. At 1280 and 1920 px wide nothing
+//! A busy hive on the dashboard, in headless Chromium: 50 agents (real
+//! harnesses on the process runtime) with long names and 200 decided
+//! approvals. At 1280 and 1920 px wide nothing
 //! overlaps (the element boxes of a history row's status and age, and of a
 //! container row's name, badges and chips, do not intersect) and nothing
 //! runs off the side; a running agent's turn state and its last lifecycle
@@ -140,7 +141,7 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
     let coder = r#"#containers .item[data-name="coder"]"#;
     browser.until(
         "coder's turn state from its harness",
-        &format!("return document.querySelector('{coder} .badge.turn')"),
+        "return window.__hive.state.turns.has('coder')",
     );
     for (report, shown) in [
         (r#"{"cmd":"harness_state","state":"thinking"}"#, "thinking"),
