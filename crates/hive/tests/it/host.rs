@@ -395,3 +395,32 @@ fn urls_and_show() {
         r#"{"version":1,"ok":false,"error":"no approval with id 9"}"#
     );
 }
+
+/// The daemon's own log, read through a pipe (not a terminal), is plain
+/// text: no colour escapes around levels or fields.
+#[test]
+#[allow(clippy::disallowed_methods)] // the real binary, its stderr piped
+fn the_daemons_log_is_plain_text_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hive"))
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .args(["--dashboard", "127.0.0.1:0", "--runtime", "none"])
+        .env("HIVE_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::wait_ready(&mut child, "hive: dashboard ", "hive: runtime");
+    roundtrip(&dir.path().join("run/host.sock"), br#"{"cmd":"list"}"#);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert!(log.contains("DEBUG") && log.contains("host request"), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
+}
