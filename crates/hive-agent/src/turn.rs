@@ -404,6 +404,28 @@ mod tests {
         (outcome, frames.into_iter().map(|f| f.event).collect())
     }
 
+    /// A tool call moves the turn state to `tool` (its name the note) and
+    /// its result back to `thinking`; a sub-agent's tool call does not.
+    #[tokio::test]
+    async fn a_tool_call_is_a_turn_state() {
+        let script = r#"read prompt
+echo '{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","id":"t1","name":"Bash","input":{"command":"ls"}}]}}'
+echo '{"type":"assistant","parent_tool_use_id":"t0","message":{"id":"m2","content":[{"type":"tool_use","id":"t2","name":"Read","input":{}}]}}'
+echo '{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1","content":"ok"}]}}'
+echo '{"type":"result","subtype":"success","is_error":false,"result":"ok"}'"#;
+        let (outcome, events) = run_script("/bin/sh", script, Duration::from_secs(30), None).await;
+        assert_eq!(outcome.end, RunEnd::Finished(Verdict::Ok));
+        let states: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                LiveEvent::TurnStateChanged { state } => Some(*state),
+                _ => None,
+            })
+            .collect();
+        use hive_proto::live::TurnState;
+        assert_eq!(states, [TurnState::Tool, TurnState::Thinking]);
+    }
+
     #[tokio::test]
     async fn a_clean_run_streams_its_lines() {
         let script = r#"read prompt; echo "{\"type\":\"assistant\",\"message\":{\"id\":\"m\",\"content\":[{\"type\":\"text\",\"text\":\"$prompt\"}]}}"; echo 'not json'; echo oops >&2; echo '{"type":"result","subtype":"success","is_error":false,"result":"ok"}'"#;

@@ -153,6 +153,11 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
             r#"{"cmd":"harness_state","state":"rate_limited","note":"retrying in 30s"}"#,
             "rate-limited",
         ),
+        // The note is the agent's text: a hostile one stays text.
+        (
+            r#"{"cmd":"harness_state","state":"tool","note":"<img src=x onerror=alert(1)>"}"#,
+            "tool \u{b7} <img src=x onerror=alert(1)>",
+        ),
         (r#"{"cmd":"harness_state","state":"idle"}"#, "idle"),
     ] {
         assert_eq!(hive.agent("coder", report), r#"{"kind":"ok"}"#);
@@ -163,6 +168,8 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
             ),
         );
     }
+    assert_eq!(browser.js("return document.querySelectorAll('#containers img').length"), 0);
+    assert!(!browser.dialog_open(), "a script from the note ran");
     // The last lifecycle action and its result, live too.
     assert_eq!(
         browser.js(&format!("return document.querySelector('{coder} .last-action .what').textContent")),
