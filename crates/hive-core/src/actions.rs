@@ -46,7 +46,10 @@ impl Coordinator {
             let mut names = Vec::new();
             for record in self.store.agents()?.into_iter().filter(|r| r.has_container) {
                 if verb == ScopeVerb::Stop && record.name == hive_proto::MANAGER_AGENT {
-                    if self.container_status(&record.name).is_some_and(|c| c.running) {
+                    if self
+                        .container_status(&record.name)
+                        .is_some_and(|c| c.running)
+                    {
                         kept.push(KeptRunning {
                             name: record.name,
                             reason: "the manager is left out of stopping every agent; \

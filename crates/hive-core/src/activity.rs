@@ -41,7 +41,9 @@ impl Activity {
         note: Option<&str>,
         now: i64,
     ) -> Option<TurnStateView> {
-        let note = note.map(|n| clip(n, MAX_NOTE_CHARS)).filter(|n| !n.is_empty());
+        let note = note
+            .map(|n| clip(n, MAX_NOTE_CHARS))
+            .filter(|n| !n.is_empty());
         let mut turns = lock(&self.turns);
         if let Some(seen) = turns.get(name)
             && seen.state == state
@@ -112,8 +114,14 @@ mod tests {
         let tool = a
             .turn_reported("x", TurnState::Tool, Some("Bash\u{1b}[2J"), 3)
             .unwrap();
-        assert_eq!((tool.note.as_deref(), tool.since_unix), (Some("Bash[2J"), 3));
-        assert!(a.turn_reported("x", TurnState::Tool, Some("Read"), 4).is_some());
+        assert_eq!(
+            (tool.note.as_deref(), tool.since_unix),
+            (Some("Bash[2J"), 3)
+        );
+        assert!(
+            a.turn_reported("x", TurnState::Tool, Some("Read"), 4)
+                .is_some()
+        );
         assert_eq!(a.turns().len(), 1);
         assert!(a.turn_ended("x"));
         assert!(a.turns().is_empty());

@@ -230,11 +230,12 @@ pub async fn agent_verb(
             note,
         } => {
             harness_state(coord, me, state, model.as_deref(), logged_in)?;
-            if let Some(turn) =
-                coord
-                    .activity
-                    .turn_reported(me.as_str(), state, note.as_deref(), hive_store::now_unix())
-            {
+            if let Some(turn) = coord.activity.turn_reported(
+                me.as_str(),
+                state,
+                note.as_deref(),
+                hive_store::now_unix(),
+            ) {
                 coord
                     .dashboard
                     .emit(|seq| hive_proto::DashboardEvent::TurnStateChanged { seq, turn });

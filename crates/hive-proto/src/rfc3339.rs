@@ -103,7 +103,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 #[derive(Deserialize)]
@@ -176,7 +184,13 @@ mod tests {
     fn parses_offsets_and_fractions() {
         assert_eq!(parse("2023-11-14T23:13:20+01:00"), Some(1_700_000_000));
         assert_eq!(parse("2023-11-14T22:13:20.123456Z"), Some(1_700_000_000));
-        for bad in ["", "2023-11-14", "2023-13-14T22:13:20Z", "2023-11-14T22:13:20", "x023-11-14T22:13:20Z"] {
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-13-14T22:13:20Z",
+            "2023-11-14T22:13:20",
+            "x023-11-14T22:13:20Z",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

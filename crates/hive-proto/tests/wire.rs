@@ -150,7 +150,10 @@ fn host_requests() {
         },
         r#"{"cmd":"answer","id":7,"answer":"yes, later"}"#,
     );
-    check(CancelQuestion { id: 7 }, r#"{"cmd":"cancel_question","id":7}"#);
+    check(
+        CancelQuestion { id: 7 },
+        r#"{"cmd":"cancel_question","id":7}"#,
+    );
     check(Show { id: 3 }, r#"{"cmd":"show","id":3}"#);
 }
 
@@ -323,7 +326,10 @@ fn host_responses() {
         HostResponse::approval_with_diff(bare_approval(), Some("+x\n".into())),
         r#"{"version":1,"ok":true,"approvals":[{"id":4,"agent":"reviewer","kind":"spawn","commit_ref":"","requested_at":"2026-09-12T09:15:00Z","status":"pending"}],"diff":"+x\n"}"#,
     );
-    check(HostResponse::stopped(Vec::new()), r#"{"version":1,"ok":true}"#);
+    check(
+        HostResponse::stopped(Vec::new()),
+        r#"{"version":1,"ok":true}"#,
+    );
     check(
         HostResponse::stopped(vec![KeptRunning {
             name: "manager".into(),

@@ -11,7 +11,10 @@
 /// stays, a lone carriage return (a progress bar redrawing itself) keeps
 /// only what was drawn last.
 pub fn plain_text(line: &str) -> String {
-    let line = line.rsplit('\r').find(|part| !part.is_empty()).unwrap_or("");
+    let line = line
+        .rsplit('\r')
+        .find(|part| !part.is_empty())
+        .unwrap_or("");
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {

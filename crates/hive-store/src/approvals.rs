@@ -17,8 +17,8 @@ fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
     // A deploy's `commit_ref` is stored as the full sha core resolved and
     // fetched into the applied repo (never a branch name), so that is the
     // fetched sha too.
-    let fetched_sha = (kind == ApprovalKind::ApplyCommit && !commit_ref.is_empty())
-        .then(|| commit_ref.clone());
+    let fetched_sha =
+        (kind == ApprovalKind::ApplyCommit && !commit_ref.is_empty()).then(|| commit_ref.clone());
     Ok(Approval {
         id: row.get(0)?,
         agent: row.get(1)?,

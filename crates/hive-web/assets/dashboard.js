@@ -359,7 +359,9 @@
       $('containers'),
       rows,
       (r) => r.name,
-      (r) => JSON.stringify([r, S.transients.get(r.name) || null, S.turns.get(r.name) || null, S.lastActions.get(r.name) || null]),
+      // The turn badge is updated in place (refreshTurnBadge): it changes
+      // at every tool call, and a re-render would move buttons under the cursor.
+      (r) => JSON.stringify([r, S.transients.get(r.name) || null, S.lastActions.get(r.name) || null]),
       containerRow,
       'no agents yet'
     );
@@ -493,9 +495,28 @@
   }
 
   function applyActivityEvent(ev) {
-    if (ev.kind === 'turn_state_changed') S.turns.set(ev.name, ev);
-    else S.lastActions.set(ev.name, ev);
-    mark('containers');
+    if (ev.kind === 'turn_state_changed') {
+      S.turns.set(ev.name, ev);
+      refreshTurnBadge(ev.name);
+    } else {
+      S.lastActions.set(ev.name, ev);
+      mark('containers');
+    }
+  }
+
+  // Swaps one row's turn badge for a fresh one, leaving the row alone.
+  function refreshTurnBadge(name) {
+    const row = [...$('containers').children].find((e) => e.dataset.name === name && e.classList.contains('container'));
+    const r = S.agents.get(name);
+    if (!row || !r) return;
+    const old = row.querySelector('.line1 > .badge.turn');
+    const fresh = turnBadge(r);
+    if (old && fresh) old.replaceWith(fresh);
+    else if (old) old.remove();
+    else if (fresh) {
+      const line = row.querySelector('.line1');
+      line.insertBefore(fresh, line.querySelector(':scope > .transient, :scope > .chip, :scope > a.web'));
+    }
   }
 
   // What a running agent's harness is doing: idle, thinking, a tool (named),

@@ -343,14 +343,20 @@ fn pending(socket: &Path, diff: bool, out: &mut dyn Write) -> Result<()> {
     )?;
     if diff {
         let colour = render::colour_for_stdout();
-        for a in approvals.iter().filter(|a| a.kind == ApprovalKind::ApplyCommit) {
+        for a in approvals
+            .iter()
+            .filter(|a| a.kind == ApprovalKind::ApplyCommit)
+        {
             let shown = request(socket, &HostRequest::Show { id: a.id })?;
             let text = match (shown.ok, shown.diff) {
                 (true, Some(diff)) => render::render_diff(&diff, colour),
                 (true, None) => "(no changes)\n".to_owned(),
                 (false, _) => format!(
                     "(no diff: {})\n",
-                    shown.error.as_deref().unwrap_or("the daemon did not say why")
+                    shown
+                        .error
+                        .as_deref()
+                        .unwrap_or("the daemon did not say why")
                 ),
             };
             emit(out, &format!("\n#{} {} diff:\n{text}", a.id, a.agent))?;
@@ -385,7 +391,11 @@ fn status(socket: &Path, names: Vec<AgentName>, out: &mut dyn Write) -> Result<(
 fn answer_text(socket: &Path, id: i64, words: &[String]) -> Result<String> {
     let listed = request(socket, &HostRequest::Questions)?;
     check_ok(&listed)?;
-    let question = listed.questions.unwrap_or_default().into_iter().find(|q| q.id == id);
+    let question = listed
+        .questions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|q| q.id == id);
     match question {
         Some(q) => render::pick_answer(&q, words).map_err(|e| anyhow!(e)),
         // Not pending (or unknown): the daemon says which.

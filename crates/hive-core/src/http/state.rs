@@ -181,7 +181,10 @@ fn flow(coord: &Coordinator, limit: usize) -> Result<Vec<FlowMessage>> {
 }
 
 /// Pending approvals, each config deploy with its diff against what runs.
-pub(crate) async fn with_diffs(coord: &Coordinator, pending: Vec<Approval>) -> Result<Vec<PendingApproval>> {
+pub(crate) async fn with_diffs(
+    coord: &Coordinator,
+    pending: Vec<Approval>,
+) -> Result<Vec<PendingApproval>> {
     let repos = coord.config.clone();
     tokio::task::spawn_blocking(move || {
         pending

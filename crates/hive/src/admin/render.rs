@@ -141,7 +141,11 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
                 _ => format!("stopped {}{how}", scope_text(scope)),
             };
             for kept in resp.kept_running.iter().flatten() {
-                text.push_str(&format!("\n{} still runs: {}", cell(&kept.name), cell(&kept.reason)));
+                text.push_str(&format!(
+                    "\n{} still runs: {}",
+                    cell(&kept.name),
+                    cell(&kept.reason)
+                ));
             }
             text
         }
@@ -260,7 +264,9 @@ pub fn render_questions(questions: &[QuestionRow], now: i64) -> String {
             vec![
                 q.id.to_string(),
                 cell(&q.asker),
-                q.target.as_deref().map_or_else(|| "operator".to_owned(), cell),
+                q.target
+                    .as_deref()
+                    .map_or_else(|| "operator".to_owned(), cell),
                 format_age(now - q.asked_at),
                 q.deadline_at
                     .map_or_else(|| NONE.to_owned(), |at| format_age(at - now)),
@@ -278,10 +284,19 @@ pub fn render_questions(questions: &[QuestionRow], now: i64) -> String {
     for (q, row) in questions.iter().zip(&cells) {
         out.push_str(&format_row(row, &widths));
         for (i, option) in q.options.iter().enumerate() {
-            out.push_str(&format!("{}{}. {}\n", " ".repeat(indent), i + 1, clip(option, MAX_QUESTION)));
+            out.push_str(&format!(
+                "{}{}. {}\n",
+                " ".repeat(indent),
+                i + 1,
+                clip(option, MAX_QUESTION)
+            ));
         }
         if q.multi && !q.options.is_empty() {
-            out.push_str(&format!("{}(pick several: `hive answer {} 1 3`)\n", " ".repeat(indent), q.id));
+            out.push_str(&format!(
+                "{}(pick several: `hive answer {} 1 3`)\n",
+                " ".repeat(indent),
+                q.id
+            ));
         }
     }
     out
@@ -477,7 +492,9 @@ impl StatusStream {
 fn watch_cells(row: &AgentStatusRow, now: i64) -> Vec<String> {
     let stamp = hive_proto::rfc3339::format(now);
     let clock = stamp.get(11..19).unwrap_or(&stamp).to_owned();
-    std::iter::once(clock).chain(status_cells(row, now)).collect()
+    std::iter::once(clock)
+        .chain(status_cells(row, now))
+        .collect()
 }
 
 /// Left-aligned columns two spaces apart; no trailing spaces.
@@ -729,7 +746,11 @@ ID  ASKER  TO        AGE  TTL  QUESTION
 8   coder  reviewer  2m   -    ship it?
 ";
         assert_eq!(
-            render_pending(&[], &[question(7, &["yes", "no", "later"], true), peer], NOW),
+            render_pending(
+                &[],
+                &[question(7, &["yes", "no", "later"], true), peer],
+                NOW
+            ),
             expected
         );
         assert_eq!(

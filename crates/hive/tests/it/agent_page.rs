@@ -149,7 +149,10 @@ fn a_turn_streams_into_the_agent_page() {
     );
     assert!(ctx.as_str().unwrap().starts_with("ctx \u{b7} "), "{ctx}");
     // The badge is the last turn's own cost, labelled so.
-    assert!(cost.as_str().unwrap().starts_with("turn cost \u{b7} "), "{cost}");
+    assert!(
+        cost.as_str().unwrap().starts_with("turn cost \u{b7} "),
+        "{cost}"
+    );
     browser.until(
         "the last turn time",
         "return !document.getElementById('last-turn').textContent.endsWith('\u{2013}')",
@@ -173,13 +176,27 @@ fn a_turn_streams_into_the_agent_page() {
         "return document.querySelectorAll('#chart svg rect.bar').length === 1",
     );
     // Per-turn columns are labelled per turn; the session total is apart.
-    let head = browser.js("return [...document.querySelectorAll('#stats-table th')].map(t => t.textContent)");
+    let head = browser
+        .js("return [...document.querySelectorAll('#stats-table th')].map(t => t.textContent)");
     assert_eq!(
         head,
-        json!(["#", "from", "result", "model", "time", "tokens/turn", "cost/turn", "session total", "tools"])
+        json!([
+            "#",
+            "from",
+            "result",
+            "model",
+            "time",
+            "tokens/turn",
+            "cost/turn",
+            "session total",
+            "tools"
+        ])
     );
     let axis = browser.js("return document.querySelector('#chart .axis-label').textContent");
-    assert!(axis.as_str().unwrap().ends_with("cost per turn (USD)"), "{axis}");
+    assert!(
+        axis.as_str().unwrap().ends_with("cost per turn (USD)"),
+        "{axis}"
+    );
     // The session's running total shows apart, when the turn stats carry it.
     let session = browser.js(
         "return fetch('api/turns?limit=1').then(r => r.json()).then(t => [t[0].session_cost_usd ?? null, document.getElementById('session-cost').hidden, document.getElementById('session-cost').textContent])",
@@ -188,7 +205,13 @@ fn a_turn_streams_into_the_agent_page() {
         assert_eq!(session[1], true, "{session}");
     } else {
         assert_eq!(session[1], false, "{session}");
-        assert!(session[2].as_str().unwrap().starts_with("session total \u{b7} $"), "{session}");
+        assert!(
+            session[2]
+                .as_str()
+                .unwrap()
+                .starts_with("session total \u{b7} $"),
+            "{session}"
+        );
     }
     // Loose ends come from the agent socket (nothing pending here).
     browser.click(".tab[data-tab='loose']");

@@ -111,7 +111,11 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
         // A history row's status word and its age never share pixels, nor
         // do any two of its parts.
         assert_eq!(
-            overlaps(&browser, "#approval-history .history-row", ":scope > :not(.note)"),
+            overlaps(
+                &browser,
+                "#approval-history .history-row",
+                ":scope > :not(.note)"
+            ),
             json!([]),
             "history rows at {width}px"
         );
@@ -122,7 +126,10 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
                  return s.width > 0 && a.width > 0;
                }).length"#,
         );
-        assert_eq!(statuses, HISTORY, "every row shows a status and an age at {width}px");
+        assert_eq!(
+            statuses, HISTORY,
+            "every row shows a status and an age at {width}px"
+        );
         assert_eq!(
             overlaps(&browser, "#containers .item.container", ".line1 > *"),
             json!([]),
@@ -168,11 +175,16 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
             ),
         );
     }
-    assert_eq!(browser.js("return document.querySelectorAll('#containers img').length"), 0);
+    assert_eq!(
+        browser.js("return document.querySelectorAll('#containers img').length"),
+        0
+    );
     assert!(!browser.dialog_open(), "a script from the note ran");
     // The last lifecycle action and its result, live too.
     assert_eq!(
-        browser.js(&format!("return document.querySelector('{coder} .last-action .what').textContent")),
+        browser.js(&format!(
+            "return document.querySelector('{coder} .last-action .what').textContent"
+        )),
         "spawned \u{2713}"
     );
     assert_eq!(
@@ -202,7 +214,13 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
     if screenshots_wanted() {
         browser.resize(1920, 1080);
         browser.click(r#".tab[data-tab="history"]"#);
-        assert_eq!(hive.agent("coder", r#"{"cmd":"harness_state","state":"tool","note":"Bash"}"#), r#"{"kind":"ok"}"#);
+        assert_eq!(
+            hive.agent(
+                "coder",
+                r#"{"cmd":"harness_state","state":"tool","note":"Bash"}"#
+            ),
+            r#"{"kind":"ok"}"#
+        );
         browser.until(
             "the tool badge",
             &format!("const b = document.querySelector('{coder} .badge.turn'); return b && b.dataset.turn === 'tool'"),
@@ -210,7 +228,8 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
         browser.js("document.activeElement.blur(); window.scrollTo(0, 0); return 1");
         std::thread::sleep(std::time::Duration::from_millis(600));
         browser.screenshot(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots/dashboard-busy.png"),
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../docs/screenshots/dashboard-busy.png"),
         );
     }
     assert_eq!(

@@ -133,49 +133,85 @@ fn questions_from_the_cli() {
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines[0], "ID  ASKER  TO        AGE  TTL  QUESTION", "{table}");
-    assert!(lines[1].starts_with("1   alice  operator  0s   "), "{table}");
-    assert!(lines[1].ends_with("ship it?") && lines[1].contains(" 58m "), "{table}");
+    assert_eq!(
+        lines[0], "ID  ASKER  TO        AGE  TTL  QUESTION",
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("1   alice  operator  0s   "),
+        "{table}"
+    );
+    assert!(
+        lines[1].ends_with("ship it?") && lines[1].contains(" 58m "),
+        "{table}"
+    );
     assert_eq!(lines[2].trim(), "1. yes", "{table}");
     assert_eq!(lines[3].trim(), "2. no", "{table}");
-    assert!(table.contains("(pick several: `hive answer 2 1 3`)"), "{table}");
+    assert!(
+        table.contains("(pick several: `hive answer 2 1 3`)"),
+        "{table}"
+    );
     assert!(lines.last().unwrap().ends_with("why?"), "{table}");
 
     // `pending` shows both kinds of waiting.
     let pending = stdout(&hive_cli(&socket, &["pending"]));
     let (approvals, questions) = pending.split_once("\n\n").unwrap();
-    assert!(approvals.starts_with("ID  KIND") && approvals.contains("carol"), "{pending}");
-    assert!(questions.starts_with("ID  ASKER") && questions.contains("why?"), "{pending}");
+    assert!(
+        approvals.starts_with("ID  KIND") && approvals.contains("carol"),
+        "{pending}"
+    );
+    assert!(
+        questions.starts_with("ID  ASKER") && questions.contains("why?"),
+        "{pending}"
+    );
 
     // By number; several by number; free text; a number out of range is refused.
     let out = hive_cli(&socket, &["answer", "1", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "answered question #1\n");
-    assert!(hive_cli(&socket, &["answer", "2", "1", "3"]).status.success());
+    assert!(
+        hive_cli(&socket, &["answer", "2", "1", "3"])
+            .status
+            .success()
+    );
     let out = hive_cli(&socket, &["answer", "3", "7"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let answers: Vec<String> = hive
         .recv("alice", 0, 32)
         .iter()
         .map(|m| {
-            let body: serde_json::Value = serde_json::from_str(m["body"].as_str().unwrap()).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_str(m["body"].as_str().unwrap()).unwrap();
             body["answer"].as_str().unwrap().to_owned()
         })
         .collect();
     assert_eq!(answers, ["no", "a.rs, c.rs"]);
     let bob = hive.recv("bob", 0, 32);
-    assert!(bob[0]["body"].as_str().unwrap().contains(r#""answer":"7""#), "{bob:?}");
+    assert!(
+        bob[0]["body"].as_str().unwrap().contains(r#""answer":"7""#),
+        "{bob:?}"
+    );
 
-    hive.agent("alice", r#"{"cmd":"ask","question":"again?","options":["yes","no"]}"#);
+    hive.agent(
+        "alice",
+        r#"{"cmd":"ask","question":"again?","options":["yes","no"]}"#,
+    );
     let out = hive_cli(&socket, &["answer", "4", "3"]);
     assert!(!out.status.success());
-    assert_eq!(stderr(&out), "error: question #4 has options 1..2; 3 is not one\n");
+    assert_eq!(
+        stderr(&out),
+        "error: question #4 has options 1..2; 3 is not one\n"
+    );
     let out = hive_cli(&socket, &["cancel-question", "4"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "cancelled question #4\n");
     let out = hive_cli(&socket, &["answer", "4", "yes"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("question 4 was already"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("question 4 was already"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         stdout(&hive_cli(&socket, &["questions"])),
         "no open questions\n"

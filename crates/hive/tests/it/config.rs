@@ -178,7 +178,9 @@ fn deploy_deny_rollback_and_two_step_spawn() {
         .to_owned();
     for target in [0, back] {
         assert_eq!(
-            hive.host(&format!(r#"{{"cmd":"rollback","name":"coder","id":{target}}}"#)),
+            hive.host(&format!(
+                r#"{{"cmd":"rollback","name":"coder","id":{target}}}"#
+            )),
             format!(
                 r#"{{"version":1,"ok":false,"error":"coder already runs deployed/{target} (commit {short}); there is nothing to roll back"}}"#
             )

@@ -329,7 +329,10 @@ fn questions_are_listed_answered_and_cancelled() {
         "alice",
         r#"{"cmd":"ask","question":"ship it?","options":["yes","no"],"ttl_seconds":600}"#,
     );
-    hive.agent("alice", r#"{"cmd":"ask","question":"which files?","to":"bob","multi":true,"options":["a","b"]}"#);
+    hive.agent(
+        "alice",
+        r#"{"cmd":"ask","question":"which files?","to":"bob","multi":true,"options":["a","b"]}"#,
+    );
     check(
         r#"{"cmd":"questions"}"#,
         r#"{"version":1,"ok":true,"questions":[{"id":1,"asker":"alice","question":"ship it?","options":["yes","no"],"multi":false,"asked_at":"<rfc3339>","deadline_at":"<rfc3339>"},{"id":2,"asker":"alice","target":"bob","question":"which files?","options":["a","b"],"multi":true,"asked_at":"<rfc3339>"}]}"#,
@@ -358,8 +361,16 @@ fn questions_are_listed_answered_and_cancelled() {
         .collect();
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     assert_eq!(
-        (&bodies[0]["event"], &bodies[0]["answer"], &bodies[0]["answerer"]),
-        (&json!("question_answered"), &json!("yes"), &json!("operator"))
+        (
+            &bodies[0]["event"],
+            &bodies[0]["answer"],
+            &bodies[0]["answerer"]
+        ),
+        (
+            &json!("question_answered"),
+            &json!("yes"),
+            &json!("operator")
+        )
     );
     assert_eq!(
         (&bodies[1]["event"], &bodies[1]["answer"]),
@@ -380,7 +391,10 @@ fn urls_and_show() {
         format!(r#"{{"version":1,"ok":true,"urls":{{"domain":"{domain}","home":"{home}"}}}}"#)
     );
     assert_eq!(domain, "127.0.0.1");
-    assert!(home.starts_with("http://127.0.0.1:") && home.ends_with('/'), "{home}");
+    assert!(
+        home.starts_with("http://127.0.0.1:") && home.ends_with('/'),
+        "{home}"
+    );
     // The dashboard answers at `home`.
     let page = hive.http_get("/");
     assert!(page.contains("<title>"), "{page}");
@@ -421,6 +435,9 @@ fn the_daemons_log_is_plain_text_off_a_terminal() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8(out.stderr).unwrap();
-    assert!(log.contains("DEBUG") && log.contains("host request"), "{log}");
+    assert!(
+        log.contains("DEBUG") && log.contains("host request"),
+        "{log}"
+    );
     assert!(!log.contains('\x1b'), "{log:?}");
 }

@@ -217,10 +217,18 @@ fn spawn_crash_restart_destroy_purge_on_process() {
     let over_host = json(&hive.host(r#"{"cmd":"logs","name":"coder","lines":1}"#));
     assert_eq!(over_host["logs"], serde_json::json!(["thinking done"]));
     let over_http = json(&hive.http_get("/api/logs/coder?lines=1"));
-    assert_eq!(over_http["lines"], serde_json::json!(["thinking done"]), "{over_http}");
+    assert_eq!(
+        over_http["lines"],
+        serde_json::json!(["thinking done"]),
+        "{over_http}"
+    );
     let from_manager =
         json(&hive.agent("manager", r#"{"cmd":"get_logs","name":"coder","lines":1}"#));
-    assert_eq!(from_manager["lines"], serde_json::json!(["thinking done"]), "{from_manager}");
+    assert_eq!(
+        from_manager["lines"],
+        serde_json::json!(["thinking done"]),
+        "{from_manager}"
+    );
     assert_eq!(
         hive.host(r#"{"cmd":"start","scope":{"agent_names":["coder"]}}"#),
         r#"{"version":1,"ok":false,"error":"coder has no container, only kept state: revive it with `hive request-spawn coder`"}"#
