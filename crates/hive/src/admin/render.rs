@@ -455,26 +455,17 @@ pub(super) struct StatusStream {
 
 /// Columns of `hive status --watch`: when each row was seen (UTC), then
 /// [`STATUS_HEADER`].
-const WATCH_HEADER: [&str; 11] = [
-    "TIME(UTC)",
-    "NAME",
-    "STATE",
-    "PAUSED",
-    "LOGIN",
-    "UPDATE",
-    "REMINDERS",
-    "MODEL",
-    "SHA",
-    "STATUS",
-    "URL",
-];
+fn watch_header() -> Vec<&'static str> {
+    std::iter::once("TIME(UTC)").chain(STATUS_HEADER).collect()
+}
 
 impl StatusStream {
     /// Starts the stream with a table of `rows` (possibly none).
     pub(super) fn start(rows: &[AgentStatusRow], now: i64) -> (Self, String) {
         let cells: Vec<Vec<String>> = rows.iter().map(|row| watch_cells(row, now)).collect();
-        let widths = column_widths(&WATCH_HEADER, &cells);
-        let table = render_with_widths(&WATCH_HEADER, &cells, &widths);
+        let header = watch_header();
+        let widths = column_widths(&header, &cells);
+        let table = render_with_widths(&header, &cells, &widths);
         (Self { widths }, table)
     }
 

@@ -413,19 +413,11 @@ fn urls_and_show() {
 /// The daemon's own log, read through a pipe (not a terminal), is plain
 /// text: no colour escapes around levels or fields.
 #[test]
-#[allow(clippy::disallowed_methods)] // the real binary, its stderr piped
 fn the_daemons_log_is_plain_text_off_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hive"))
-        .arg("serve")
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--run-dir")
-        .arg(dir.path().join("run"))
-        .args(["--dashboard", "127.0.0.1:0", "--runtime", "none"])
+    let mut child = crate::support::serve_command(dir.path())
         .env("HIVE_LOG", "debug")
         .env_remove("NO_COLOR")
-        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -209,6 +209,22 @@ impl Drop for Hive {
     }
 }
 
+/// `hive serve` in `dir` (`state/`, `run/`) without a runtime, its
+/// dashboard on a free loopback port and its stdout piped (for
+/// [`wait_ready`]), for a test that needs the process itself.
+pub fn serve_command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hive"));
+    command
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .args(["--dashboard", "127.0.0.1:0", "--runtime", "none"])
+        .stdout(Stdio::piped());
+    command
+}
+
 /// Reads a starting child's stdout until a line begins with `ready`;
 /// returns the URL of the line that begins with `url_prefix` (if any),
 /// without its trailing slash.
