@@ -886,10 +886,6 @@ impl Runtime for DockerRuntime {
         true
     }
 
-    fn reports_exits(&self) -> bool {
-        true
-    }
-
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
         if lines == 0 {
             return Ok(Vec::new());
