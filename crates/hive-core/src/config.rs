@@ -49,7 +49,7 @@ impl Coordinator {
     pub async fn ensure_config(&self, name: &AgentName) -> Result<Deployed> {
         // The manager writes `proposed/`: refuse a planted link before
         // libgit2 creates or opens anything there.
-        crate::safe_fs::prepare_proposed(&self.paths, name)?;
+        self.paths.prepare_proposed(name)?;
         let ensured = {
             let name = name.clone();
             self.with_repos(move |repos| repos.ensure(&name)).await?
@@ -110,7 +110,7 @@ impl Coordinator {
     ) -> Result<Approval> {
         self.require_agent(agent)?;
         hive_config::validate_commit_ref(commit_ref).map_err(config_error)?;
-        crate::safe_fs::prepare_proposed(&self.paths, agent)?;
+        self.paths.prepare_proposed(agent)?;
         let prepared = {
             let (agent, commit_ref) = (agent.clone(), commit_ref.to_owned());
             self.with_repos(move |repos| repos.prepare(&agent, &commit_ref))
@@ -122,7 +122,7 @@ impl Coordinator {
     /// Queues an approval that redeploys the commit of `deployed/<id>`.
     pub async fn request_rollback(&self, agent: &AgentName, id: i64) -> Result<Approval> {
         self.require_agent(agent)?;
-        crate::safe_fs::prepare_proposed(&self.paths, agent)?;
+        self.paths.prepare_proposed(agent)?;
         let prepared = {
             let agent = agent.clone();
             self.with_repos(move |repos| {
@@ -208,7 +208,7 @@ impl Coordinator {
         self.paths
             .create_agent_dirs(name)
             .map_err(|e| Error::Io(format!("{e:#}")))?;
-        crate::safe_fs::prepare_proposed(&self.paths, name)?;
+        self.paths.prepare_proposed(name)?;
         {
             let name = name.clone();
             self.with_repos(move |repos| repos.init_proposed(&name).map(|_| ()))
@@ -223,7 +223,7 @@ impl Coordinator {
     /// the manager runs as the daemon's own user.
     fn give_proposed_to_manager(&self, name: &AgentName) -> Result<()> {
         if let Some(manager) = self.agent_user_of(&AgentName::manager())? {
-            crate::safe_fs::chown_proposed(&self.paths, name, manager.uid, manager.gid)?;
+            self.paths.chown_proposed(name, manager.uid, manager.gid)?;
         }
         Ok(())
     }

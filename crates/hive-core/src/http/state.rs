@@ -127,7 +127,7 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         .collect();
     let snapshot = StateSnapshot {
         seq,
-        runtime: coord.runtime.as_ref().map(|r| r.name()),
+        runtime: coord.runtime_name(),
         agents: coord.agent_statuses(&Default::default())?,
         transients,
         tombstones: coord.tombstones()?,
