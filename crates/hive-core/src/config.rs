@@ -27,10 +27,6 @@ pub struct DeployedFile<'a> {
     pub prompt: &'a str,
 }
 
-fn config_error(e: hive_config::Error) -> Error {
-    Error::refused(e.to_string())
-}
-
 impl Coordinator {
     /// Runs `f` on the config repos on a blocking thread.
     async fn with_repos<T: Send + 'static>(
@@ -40,8 +36,8 @@ impl Coordinator {
         let repos = self.config.clone();
         tokio::task::spawn_blocking(move || f(&repos))
             .await
-            .map_err(|e| Error::Io(format!("config task failed: {e}")))?
-            .map_err(config_error)
+            .map_err(|e| Error::Internal(format!("config task failed: {e}")))?
+            .map_err(Error::from)
     }
 
     /// Makes `name`'s repos exist and returns its deployed config, written
@@ -95,7 +91,7 @@ impl Coordinator {
             config: &deployed.config,
             prompt: &deployed.prompt,
         };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Io(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?;
         dir.write_file(hive_proto::control::DEPLOYED, &json)?;
         Ok(())
     }
@@ -109,7 +105,7 @@ impl Coordinator {
         description: Option<&str>,
     ) -> Result<Approval> {
         self.require_agent(agent)?;
-        hive_config::validate_commit_ref(commit_ref).map_err(config_error)?;
+        hive_config::validate_commit_ref(commit_ref).map_err(Error::from)?;
         self.paths.prepare_proposed(agent)?;
         let prepared = {
             let (agent, commit_ref) = (agent.clone(), commit_ref.to_owned());
@@ -207,7 +203,7 @@ impl Coordinator {
     pub(crate) async fn init_config(&self, name: &AgentName) -> Result<()> {
         self.paths
             .create_agent_dirs(name)
-            .map_err(|e| Error::Io(format!("{e:#}")))?;
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
         self.paths.prepare_proposed(name)?;
         {
             let name = name.clone();

@@ -134,7 +134,7 @@ impl Coordinator {
             let running = runtime
                 .list()
                 .await
-                .map_err(runtime_error)?
+                .map_err(Error::from)?
                 .iter()
                 .any(|s| &s.name == name && s.running);
             if !running {
@@ -252,9 +252,9 @@ impl Coordinator {
         let prepared = spec.clone();
         tokio::task::spawn_blocking(move || crate::sandbox_files::prepare(&paths, &prepared))
             .await
-            .map_err(|e| Error::Io(format!("prepare {name}'s files: {e}")))?
-            .map_err(|e| Error::Io(format!("{e:#}")))?;
-        runtime.create(&spec).await.map_err(runtime_error)
+            .map_err(|e| Error::Internal(format!("prepare {name}'s files: {e}")))?
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        runtime.create(&spec).await.map_err(Error::from)
     }
 
     /// Whether agents run as their own unprivileged uid: on every backend
@@ -367,16 +367,16 @@ impl Coordinator {
     async fn spawn_inner(self: &Arc<Self>, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
         self.paths
             .create_agent_dirs(name)
-            .map_err(|e| Error::Io(format!("{e:#}")))?;
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
         self.store.register_agent(name)?;
         let port = self.web_port(name)?;
         crate::agent_server::serve_agent_socket(self, name.clone())
-            .map_err(|e| Error::Io(format!("{e:#}")))?;
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
         let deployed = self.ensure_config(name).await?;
         self.create_container(runtime, name, port, &deployed)
             .await?;
         self.store.set_has_container(name.as_str(), true)?;
-        runtime.start(name).await.map_err(runtime_error)?;
+        runtime.start(name).await.map_err(Error::from)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())
     }
@@ -404,7 +404,7 @@ impl Coordinator {
             let deployed = self.ensure_config(name).await?;
             self.create_container(runtime, name, port, &deployed)
                 .await?;
-            runtime.start(name).await.map_err(runtime_error)?;
+            runtime.start(name).await.map_err(Error::from)?;
         }
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())
@@ -414,7 +414,7 @@ impl Coordinator {
     pub async fn stop(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         let runtime = self.prepare("stop", name)?;
         let guard = self.begin(name, TransientKind::Stopping)?;
-        let result = runtime.stop(name, STOP_GRACE).await.map_err(runtime_error);
+        let result = runtime.stop(name, STOP_GRACE).await.map_err(Error::from);
         if result.is_ok() {
             self.store.set_want_running(name.as_str(), false)?;
         }
@@ -496,14 +496,14 @@ impl Coordinator {
             .stop(name, STOP_GRACE)
             .await
             .or_else(ignore_missing)
-            .map_err(runtime_error)?;
+            .map_err(Error::from)?;
         let reports = self.deploys.report_count(name);
         let port = self.web_port(name)?;
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
         self.egress
             .set_policy(name, deployed.config.network.clone());
-        runtime.start(name).await.map_err(runtime_error)?;
+        runtime.start(name).await.map_err(Error::from)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(reports)
     }
@@ -524,7 +524,7 @@ impl Coordinator {
                     .destroy(name)
                     .await
                     .or_else(ignore_missing)
-                    .map_err(runtime_error)?;
+                    .map_err(Error::from)?;
                 self.store.set_has_container(name.as_str(), false)?;
                 self.store.set_want_running(name.as_str(), false)?;
             }
@@ -646,9 +646,9 @@ impl Coordinator {
                 let path = self.paths.agent_dir(name).join("container.log");
                 hive_runtime::tail_file(&path, lines)
                     .await
-                    .map_err(runtime_error)
+                    .map_err(Error::from)
             }
-            other => other.map_err(runtime_error),
+            other => other.map_err(Error::from),
         }
     }
 
@@ -771,10 +771,6 @@ impl Coordinator {
             self.start(name).await
         }
     }
-}
-
-fn runtime_error(e: hive_runtime::Error) -> Error {
-    Error::refused(e.to_string())
 }
 
 fn ignore_missing(e: hive_runtime::Error) -> hive_runtime::Result<()> {

@@ -59,15 +59,6 @@ pub enum FsError {
 
 pub type Result<T> = std::result::Result<T, FsError>;
 
-impl From<FsError> for crate::error::Error {
-    fn from(e: FsError) -> Self {
-        match e {
-            FsError::Io { .. } => crate::error::Error::Io(e.to_string()),
-            other => crate::error::Error::refused(other.to_string()),
-        }
-    }
-}
-
 fn io(context: impl FnOnce() -> String) -> impl FnOnce(Errno) -> FsError {
     move |errno| FsError::Io {
         context: context(),

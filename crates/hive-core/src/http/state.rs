@@ -229,5 +229,5 @@ async fn with_diffs(coord: &Coordinator, pending: Vec<Approval>) -> Result<Vec<P
             .collect()
     })
     .await
-    .map_err(|e| Error::Io(format!("diff task failed: {e}")))
+    .map_err(|e| Error::Internal(format!("diff task failed: {e}")))
 }
