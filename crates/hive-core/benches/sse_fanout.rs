@@ -17,7 +17,7 @@ const TOKEN: &str = "bench-operator-token-0123456789";
 
 use hive_core::Paths;
 use hive_core::coordinator::{Coordinator, Settings};
-use hive_proto::DashboardEvent;
+use hive_proto::{DashboardEvent, MessageView};
 use hive_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -110,13 +110,14 @@ async fn run(
         let sent_us = base.elapsed().as_micros().to_string();
         coord.dashboard.emit(|seq| DashboardEvent::Sent {
             seq,
-            id: i64::try_from(id).unwrap_or(i64::MAX),
-            from: "bench".into(),
-            to: "everyone".into(),
-            body: sent_us,
-            at: 0,
-            in_reply_to: None,
-            file_refs: Vec::new(),
+            message: MessageView {
+                id: i64::try_from(id).unwrap_or(i64::MAX),
+                from: "bench".into(),
+                to: "everyone".into(),
+                body: sent_us,
+                at: 0,
+                in_reply_to: None,
+            },
         });
     }
     let publish_elapsed = started.elapsed();

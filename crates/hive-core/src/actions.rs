@@ -38,9 +38,7 @@ impl Coordinator {
         for name in &scope.agent_names {
             self.require_agent(name)?;
         }
-        if self.runtime.is_none() {
-            return Err(Error::NoRuntime { verb: verb_name });
-        }
+        self.require_runtime(verb_name)?;
         let mut kept = Vec::new();
         let names = if scope.is_all() {
             let mut names = Vec::new();
@@ -286,7 +284,6 @@ impl Coordinator {
             asked_at: q.asked_at,
             deadline_at: q.deadline_at,
             target: q.target.clone(),
-            question_refs: Vec::new(),
         });
     }
 
@@ -300,7 +297,6 @@ impl Coordinator {
             answered_at: q.answered_at.unwrap_or_else(hive_store::now_unix),
             cancelled: q.cancelled,
             target: q.target.clone(),
-            answer_refs: Vec::new(),
         });
     }
 }

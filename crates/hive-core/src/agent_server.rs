@@ -15,7 +15,7 @@ use hive_proto::{
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::jsonl;
-use crate::listener::Connection;
+use crate::listener::{self, Connection};
 
 /// Most rows `recent` returns.
 const MAX_RECENT: u64 = 500;
@@ -460,6 +460,41 @@ pub async fn manager_verb(
             agents: coord.agent_statuses(&Default::default())?,
         },
     })
+}
+
+/// Binds `name`'s socket and serves it until shutdown; a socket this
+/// daemon already serves is left as it is.
+pub fn serve_agent_socket(coord: &Arc<Coordinator>, name: AgentName) -> anyhow::Result<()> {
+    let bound = coord
+        .agent_sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+        .is_some_and(|task| !task.is_finished());
+    if bound {
+        return Ok(());
+    }
+    let socket = listener::bind(&coord.paths.agent_socket(&name))?;
+    let egress = crate::egress::Proxy::new(coord.egress.clone(), name.clone())
+        .bind(&coord.paths.egress_socket(&name))?;
+    let task = {
+        let (coord, name) = (coord.clone(), name.clone());
+        let agent = listener::accept_loop(socket, move |stream| {
+            handle(coord.clone(), name.clone(), stream)
+        });
+        tokio::spawn(async move {
+            tokio::join!(agent, egress);
+        })
+    };
+    let previous = coord
+        .agent_sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name, task.abort_handle());
+    if let Some(previous) = previous {
+        previous.abort();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

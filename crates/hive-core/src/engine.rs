@@ -18,6 +18,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context as _, bail};
+
+use crate::Paths;
 use crate::coordinator::Settings;
 use crate::error::{Error, Result};
 
@@ -109,7 +112,7 @@ fn last<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
 /// The agent environment as of now: `<state-dir>/agent.env` read again,
 /// then `--agent-env`; the model endpoint stays the daemon's.
 pub fn agent_env(paths: &crate::Paths, settings: &Settings) -> Result<Vec<(String, String)>> {
-    let mut env = crate::serve::agent_env(paths, &settings.agent_env_args)
+    let mut env = read_agent_env(paths, &settings.agent_env_args)
         .map_err(|e| Error::refused(format!("{e:#}")))?;
     let started = last(&settings.agent_env, MODEL_URL).map(str::to_owned);
     if last(&env, MODEL_URL) != started.as_deref() {
@@ -121,6 +124,51 @@ pub fn agent_env(paths: &crate::Paths, settings: &Settings) -> Result<Vec<(Strin
         env.extend(started.map(|url| (MODEL_URL.to_owned(), url)));
     }
     Ok(env)
+}
+
+/// Reads `KEY=VALUE` lines (blank lines and `#` comments skipped).
+pub fn parse_env_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        vars.push(parse_env_pair(line).with_context(|| format!("line {}", n + 1))?);
+    }
+    Ok(vars)
+}
+
+/// Parses one `KEY=VALUE`; keys are shell-style identifiers.
+pub fn parse_env_pair(pair: &str) -> anyhow::Result<(String, String)> {
+    let Some((key, value)) = pair.split_once('=') else {
+        bail!("{pair:?} is not KEY=VALUE");
+    };
+    let valid = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        bail!("{key:?} is not a valid environment variable name");
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// The agent environment: the state dir's `agent.env`, then the command
+/// line's pairs (later wins). Read at start and at every container create.
+pub(crate) fn read_agent_env(
+    paths: &Paths,
+    cli: &[(String, String)],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let file = paths.state_dir.join("agent.env");
+    let mut vars = match std::fs::read_to_string(&file) {
+        Ok(text) => parse_env_file(&text).with_context(|| format!("{}", file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
+    };
+    vars.extend(cli.iter().cloned());
+    Ok(vars)
 }
 
 #[cfg(test)]
@@ -138,7 +186,7 @@ mod tests {
             engine_bin: None,
             agent_env: pairs(agent_env),
             agent_env_args: pairs(args),
-            ports: crate::lifecycle::PortRange::default(),
+            ports: crate::coordinator::PortRange::default(),
             mirror: None,
             operator_token: "test-token-0123456789abcdef".into(),
         }
@@ -186,5 +234,19 @@ mod tests {
             Some(std::fs::canonicalize(&bin).unwrap())
         );
         assert!(locate(Some(&dir.path().join("none"))).is_err());
+    }
+
+    #[test]
+    fn env_files() {
+        let vars = parse_env_file("# comment\n\nA=1\nB_2=x=y\n").unwrap();
+        assert_eq!(
+            vars,
+            [("A".into(), "1".into()), ("B_2".into(), "x=y".into())]
+        );
+        assert_eq!(
+            format!("{:#}", parse_env_file("ok=1\n1BAD=2").unwrap_err()),
+            "line 2: \"1BAD\" is not a valid environment variable name"
+        );
+        assert!(parse_env_pair("NOEQUALS").is_err());
     }
 }

@@ -91,7 +91,7 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
                 .store
                 .pending_questions()?
                 .into_iter()
-                .map(question_row)
+                .map(QuestionRow::from)
                 .collect(),
         ),
         Answer { id, answer } => {
@@ -147,20 +147,6 @@ fn hive_urls(coord: &Coordinator) -> Result<HiveUrls> {
         forge: None,
         matrix: None,
     })
-}
-
-/// A pending question as host.sock lists it.
-pub fn question_row(q: hive_store::Question) -> QuestionRow {
-    QuestionRow {
-        id: q.id,
-        asker: q.asker,
-        target: q.target,
-        question: q.question,
-        options: q.options,
-        multi: q.multi,
-        asked_at: q.asked_at,
-        deadline_at: q.deadline_at,
-    }
 }
 
 /// `subscribe_agent_status` streams and is handled before dispatch; if it

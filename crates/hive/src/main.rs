@@ -117,7 +117,7 @@ struct ServeArgs {
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
-    hive_core::serve::parse_env_pair(s).map_err(|e| e.to_string())
+    hive_core::engine::parse_env_pair(s).map_err(|e| e.to_string())
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -224,7 +224,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         runtime: args.runtime,
         agent_env: args.agent_env,
         claude_bin: args.claude_bin.filter(|p| !p.as_os_str().is_empty()),
-        ports: hive_core::lifecycle::PortRange {
+        ports: hive_core::coordinator::PortRange {
             manager: args.manager_port,
             first: args.agent_ports.0,
             last: args.agent_ports.1,

@@ -105,11 +105,11 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         .store
         .pending_questions()?
         .into_iter()
-        .map(crate::host_server::question_row)
+        .map(QuestionRow::from)
         .collect();
     let snapshot = StateSnapshot {
         seq,
-        runtime: coord.runtime.as_ref().map(|r| r.name()),
+        runtime: coord.runtime_name(),
         agents: coord.agent_statuses(&Default::default())?,
         transients,
         turn_states: coord.activity.turns(),
@@ -216,5 +216,5 @@ pub(crate) async fn with_diffs(
             .collect()
     })
     .await
-    .map_err(|e| Error::Io(format!("diff task failed: {e}")))
+    .map_err(|e| Error::Internal(format!("diff task failed: {e}")))
 }

@@ -100,6 +100,15 @@ fn approve(hive: &Hive, id: i64) -> String {
     hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#))
 }
 
+fn is_pending(hive: &Hive, id: i64) -> bool {
+    let pending = json(&hive.host(r#"{"cmd":"pending"}"#));
+    pending["approvals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{pending}"))
+        .iter()
+        .any(|a| a["id"] == id)
+}
+
 fn deployed_file(hive: &Hive, name: &str) -> Value {
     let path = hive
         .state_dir()
@@ -230,10 +239,16 @@ fn ten_approvals_at_once_deploy_in_order_or_are_superseded() {
             .iter()
             .enumerate()
             .map(|(i, (id, _))| {
+                let before = i.checked_sub(1).map(|j| queued[j].0);
                 s.spawn(move || {
-                    // Approved in order, a moment apart, all while the
-                    // first deploy is still under way.
-                    std::thread::sleep(Duration::from_millis(40 * i as u64));
+                    // Approved in order, each as soon as the one before it
+                    // has left `pending` (its deploy has joined the lane),
+                    // so all of them meet the first deploy still under way.
+                    if let Some(before) = before {
+                        while is_pending(hive_ref, before) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
                     approve(hive_ref, *id)
                 })
             })

@@ -22,3 +22,4 @@ mod planted;
 mod pressure;
 mod sandboxes;
 mod support;
+mod tidy;
