@@ -180,12 +180,21 @@ impl Browser {
         })
     }
 
-    /// Waits for an element matching `css` and clicks it.
+    /// Waits for an element matching `css` and clicks it. A row the page
+    /// re-rendered between the lookup and the click (a status change
+    /// arriving) is looked up again.
     pub(crate) fn click(&self, css: &str) {
-        let el = self.element(css);
-        self.rt
-            .block_on(el.click())
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let el = self.element(css);
+            match self.rt.block_on(el.click()) {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     /// Waits for an element matching `css` and types `text` into it.

@@ -208,6 +208,27 @@ fn a_busy_hive_holds_its_layout_and_shows_turns_live() {
            return row && row.querySelector('.badge.grey') && !row.querySelector('.badge.turn')
                   && row.querySelector('.last-action .what').textContent === 'stopped \u2713'"#,
     );
+    // Helper events read as sentences in the flow; the operator's inbox
+    // renders markdown from text nodes (a `javascript:` link stays text).
+    let flow = browser.js("return document.getElementById('msgflow').textContent");
+    let flow = flow.as_str().unwrap();
+    assert!(
+        flow.contains(") was denied: not now: the hive is busy enough")
+            && !flow.contains("{\"event\""),
+        "{flow}"
+    );
+    hive.agent(
+        "coder",
+        r#"{"cmd":"send","to":"operator","body":"**done**: see `notes.md` and [this](javascript:alert(1))"}"#,
+    );
+    browser.until(
+        "the markdown message",
+        "return [...document.querySelectorAll('#inbox .item .body strong')].some(b => b.textContent === 'done')",
+    );
+    assert_eq!(
+        browser.js("return [document.querySelectorAll('#inbox code').length, document.querySelectorAll('#inbox a').length, document.querySelector('#inbox .item .body').textContent]"),
+        json!([1, 0, "done: see notes.md and [this](javascript:alert(1))"])
+    );
     assert_eq!(browser.js("return window.__marker"), "still the same page");
     assert_eq!(browser.js("return window.__hive.loads"), 1);
 
