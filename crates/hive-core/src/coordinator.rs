@@ -216,14 +216,18 @@ impl Coordinator {
     /// dashboard. Failures are logged: a missed frame must not fail the
     /// mutation that caused it.
     pub fn publish_status(&self, name: &str) {
-        let row = match self.store.agent(name) {
-            Ok(Some(record)) => self.status_row(&record),
+        let (row, kept) = match self.store.agent(name) {
+            Ok(Some(record)) => (self.status_row(&record), self.is_kept_state(&record)),
             Ok(None) => return,
-            Err(e) => Err(e.into()),
+            Err(e) => (Err(e.into()), false),
         };
         match row {
             Ok(row) => {
-                let _ = self.status_tx.send(row.clone());
+                // Kept state has no `agent_status` row, so no change of one
+                // either (the dashboard moves it to its tombstones).
+                if !kept {
+                    let _ = self.status_tx.send(row.clone());
+                }
                 self.dashboard
                     .emit(|seq| DashboardEvent::ContainerStateChanged {
                         seq,

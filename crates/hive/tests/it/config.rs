@@ -103,6 +103,14 @@ fn deploy_deny_rollback_and_two_step_spawn() {
     let shown = json(&hive.host(&format!(r#"{{"cmd":"show","id":{id}}}"#)));
     let diff = shown["diff"].as_str().unwrap();
     assert!(diff.contains("+model = \"opus\""), "{diff}");
+    let out = crate::cli::hive_cli(&hive.host_socket(), &["show", &id.to_string()]);
+    let text = crate::cli::stdout(&out);
+    assert!(
+        text.starts_with("ID  KIND")
+            && text.contains("bigger model")
+            && text.contains("\n+model = \"opus\"\n"),
+        "{text}"
+    );
     let out = crate::cli::hive_cli(&hive.host_socket(), &["pending", "--diff"]);
     let text = crate::cli::stdout(&out);
     assert!(
