@@ -64,12 +64,11 @@ pub fn probe_claude(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result
 /// Why the harness cannot run `engine` and how the operator provides it.
 pub fn engine_missing(engine: &dyn Engine) -> String {
     format!(
-        "the {} binary {} is not in this container: start the daemon with --claude-bin \
-         <host path> (or put {} on its PATH; scripts/install-claude fetches it), then restart \
-         the agent",
-        engine.name(),
+        "the {name} binary {} is not in this container: start the daemon with --{name}-bin \
+         <host path> (or put {name} on its PATH; scripts/install-{name} fetches it), then \
+         restart the agent",
         engine.program().display(),
-        engine.name()
+        name = engine.name(),
     )
 }
 
