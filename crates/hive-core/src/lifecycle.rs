@@ -221,7 +221,29 @@ impl Coordinator {
             container: m.container_path.clone(),
             read_only: m.read_only,
         }));
-        let mut env = crate::engine::agent_env(&self.paths, &self.settings)?;
+        // The codex CLI, bound like claude's (read-only; the `process`
+        // backend binds nothing and passes the host path). First in the
+        // environment: an operator's explicit HIVE_CODEX_BIN wins.
+        let mut env = Vec::new();
+        if let Some(codex) = &self.settings.codex_bin {
+            if self.runtime.as_ref().is_some_and(|r| r.name() == "process") {
+                env.push((
+                    crate::engine::CODEX_BIN_ENV.to_owned(),
+                    codex.display().to_string(),
+                ));
+            } else {
+                binds.push(Bind {
+                    host: codex.clone(),
+                    container: crate::engine::CODEX_BIN.into(),
+                    read_only: true,
+                });
+                env.push((
+                    crate::engine::CODEX_BIN_ENV.to_owned(),
+                    crate::engine::CODEX_BIN.to_owned(),
+                ));
+            }
+        }
+        env.extend(crate::engine::agent_env(&self.paths, &self.settings)?);
         if let Some(addr) = self.dashboard_addr {
             // The agent's page links questions to the operator's dashboard.
             env.push(("HIVE_DASHBOARD_URL".to_owned(), format!("http://{addr}/")));
@@ -522,7 +544,7 @@ impl Coordinator {
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
         self.egress
-            .set_policy(name, deployed.config.network.clone());
+            .set_policy(name, deployed.config.network.clone(), deployed.config.engine);
         runtime.start(name).await.map_err(runtime_error)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(reports)
@@ -888,6 +910,7 @@ mod tests {
         paths.create_roots().unwrap();
         let store = hive_store::Store::open(&paths.database()).unwrap();
         let settings = Settings {
+            codex_bin: None,
             hive_bin: "/usr/bin/hive".into(),
             engine_bin: None,
             agent_env: Vec::new(),
