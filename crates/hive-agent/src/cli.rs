@@ -108,7 +108,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2)]
     pub max_attempts: u32,
     /// First wait after a rate limit, in seconds (doubles, up to 16×).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "HIVE_RATE_LIMIT_BACKOFF", default_value_t = 60)]
     pub rate_limit_backoff: u64,
     /// How often to re-check the pause marker and credentials, in ms.
     #[arg(long, default_value_t = 1000)]

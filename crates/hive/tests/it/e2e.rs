@@ -292,7 +292,7 @@ fn sse_reply(model: &str, n: usize, reply: &Reply) -> String {
     out
 }
 
-fn respond_json(out: &mut TcpStream, body: &Value) {
+pub(crate) fn respond_json(out: &mut TcpStream, body: &Value) {
     let body = body.to_string();
     let _ = write!(
         out,
@@ -302,7 +302,9 @@ fn respond_json(out: &mut TcpStream, body: &Value) {
 }
 
 /// Method, path, `Via` and body of one HTTP/1.1 request.
-fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Option<String>, Vec<u8>)> {
+pub(crate) fn read_request(
+    reader: &mut impl BufRead,
+) -> Option<(String, String, Option<String>, Vec<u8>)> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -434,13 +436,26 @@ impl Harness {
         Self::start_with(hive, name, role, model, claude, &[])
     }
 
-    fn start_with(
+    pub(crate) fn start_with(
         hive: &Hive,
         name: &str,
         role: &str,
         model: &ModelServer,
         claude: &Path,
         extra: &[&str],
+    ) -> Harness {
+        Self::start_env(hive, name, role, model, claude, extra, &[])
+    }
+
+    /// [`Harness::start_with`], with more variables in its environment.
+    pub(crate) fn start_env(
+        hive: &Hive,
+        name: &str,
+        role: &str,
+        model: &ModelServer,
+        claude: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Harness {
         let state = hive.state_dir().join("agents").join(name).join("state");
         std::fs::create_dir_all(&state).unwrap();
@@ -475,6 +490,7 @@ impl Harness {
             .env_remove("CLAUDE_CODE_USE_BEDROCK")
             .env_remove("CLAUDE_CODE_USE_VERTEX")
             .env_remove("HIVE_MODEL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -513,7 +529,7 @@ impl Harness {
     }
 
     /// SIGTERM and wait.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let exit = self.child.wait().unwrap();
