@@ -268,11 +268,29 @@ fn deploy_codex(hive: &Hive, proposed: &Path, name: &str) -> String {
     sha
 }
 
-/// `name`'s live event history, through core's proxy of its page.
+/// GETs `path` of `name`'s page through core's proxy; `Null` while the
+/// page is not up (a harness starting or restarting).
+fn page(hive: &Hive, name: &str, path: &str) -> Value {
+    let bearer = hive.bearer();
+    let (status, _, body) = hive.http(
+        "GET",
+        &format!("/agent/{name}{path}"),
+        &[("Authorization", &bearer)],
+        "",
+    );
+    if status == 502 {
+        return Value::Null;
+    }
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// `name`'s live event history (empty while its page is not up).
 fn events(hive: &Hive, name: &str) -> Vec<Value> {
-    let body = hive.http_get(&format!("/agent/{name}/events/history"));
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["events"].as_array().unwrap().clone()
+    page(hive, name, "/events/history")["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn kinds<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -376,11 +394,7 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     let sent = hive.host(r#"{"cmd":"send","to":"cx","body":"PING-FROM-OPERATOR"}"#);
     assert!(sent.contains(r#""ok":true"#), "{sent}");
     wait(&hive, "cl", "cl's answer turn", || turns_ended(&hive, "cl") == 2);
-    let newest_turn = || -> Value {
-        let turns: Value =
-            serde_json::from_str(&hive.http_get("/agent/cx/api/turns")).unwrap();
-        turns[0].clone()
-    };
+    let newest_turn = || page(&hive, "cx", "/api/turns")[0].clone();
     wait(&hive, "cx", "cx's turn on the answer", || {
         newest_turn()["wake_from"] == "cl"
     });
@@ -444,8 +458,7 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     assert!(ends.iter().all(|e| e["ok"] == true), "{ends:?}");
     // The turn stats come from codex's events: the tool call, and this
     // turn's tokens only (a resumed session reports its running total).
-    let turns: Value =
-        serde_json::from_str(&hive.http_get("/agent/cx/api/turns")).unwrap();
+    let turns = page(&hive, "cx", "/api/turns");
     let turns = turns.as_array().unwrap();
     let newest = &turns[0];
     let ping = &turns[1];
@@ -528,7 +541,7 @@ fn codex_rate_limits_overflows_and_auth_failures_map_to_the_harness_states() {
     let end = kinds(&evs, "turn_end")[3];
     assert_eq!(end["ok"], false);
     assert_eq!(end["note"], "the prompt is too long even after compaction");
-    let state: Value = serde_json::from_str(&hive.http_get("/agent/cx/api/state")).unwrap();
+    let state = page(&hive, "cx", "/api/state");
     assert_eq!(state["new_session_pending"], true);
     let long: Vec<Value> = responses
         .requests()
