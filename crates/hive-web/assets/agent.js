@@ -610,7 +610,14 @@
     return rows;
   }
 
+  // What codex.js (the codex engine's rows) builds with.
+  const CODEX_HELPERS = {
+    el, rowHead, details, pre, markdown, firstLine, toolCall, toolLabel, resultText, fmtNum,
+  };
+
   function streamRows(frame) {
+    const codex = window.HiveCodex && window.HiveCodex.rows(frame, CODEX_HELPERS);
+    if (codex) return codex;
     const type = frame.type;
     if (type === 'assistant' && frame.message) return assistantRows(frame, frame.message);
     if (type === 'user' && frame.message) return userRows(frame, frame.message);

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::browser::Browser;
 use crate::deploy::{approve, hive_with, request_deploy, spawn, status, system};
 use crate::e2e::{ModelServer, Reply, answers_a_tool, claude, last_user_text, serial};
 use crate::support::{Hive, commit};
@@ -391,6 +392,15 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     assert!(opening.contains("starts a fresh session"), "{opening}");
     assert!(opening.contains("you were just rebuilt"), "{opening}");
 
+    // Both pages open in a browser before the exchange: what follows
+    // reaches them live, over their event streams.
+    let pages = ["cx", "cl"].map(|name| {
+        let browser = Browser::start("codex pages")?;
+        browser.open(&hive.login_url());
+        browser.open(&format!("{}/agent/{name}/", hive.dashboard));
+        Some(browser)
+    });
+
     let sent = hive.host(r#"{"cmd":"send","to":"cx","body":"PING-FROM-OPERATOR"}"#);
     assert!(sent.contains(r#""ok":true"#), "{sent}");
     wait(&hive, "cl", "cl's answer turn", || turns_ended(&hive, "cl") == 2);
@@ -474,6 +484,48 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     let start = kinds(&cl, "turn_start")[1];
     assert_eq!(start["from"], "cx");
     assert_eq!(kinds(&cl, "turn_end")[1]["ok"], true);
+
+    // In the browser, live: cx's page renders codex's rows (its session,
+    // the hive send with its arguments, the tool's answer, the replies)
+    // and both turns; cl's page renders claude's send back and its turn
+    // from cx. Neither page reloaded.
+    let [Some(bx), Some(bl)] = pages else { return };
+    let text_of = |css: &str| {
+        format!(
+            r#"return [...document.querySelectorAll('#terminal {css}')].map(r => r.textContent).join('\n')"#
+        )
+    };
+    bx.until(
+        "cx's send row",
+        r#"const row = document.querySelector('#terminal .row.tool.hive[data-tool="mcp__hive__send"]');
+           return row && row.textContent.includes('hive send \u2192 cl') && row.textContent.includes('PONG-FROM-CODEX');"#,
+    );
+    bx.until(
+        "cx's tool answer",
+        r#"return [...document.querySelectorAll('#terminal .row.result')].some(r => r.textContent.includes('sent to cl'))"#,
+    );
+    bx.until(
+        "cx's reply to the answer",
+        r#"return [...document.querySelectorAll('#terminal .row.assistant')].some(r => r.textContent.includes('got it'))"#,
+    );
+    let starts = bx.js(&text_of(".row.turn-start"));
+    assert!(starts.as_str().unwrap().contains("from operator"), "{starts}");
+    assert!(starts.as_str().unwrap().contains("from cl"), "{starts}");
+    let sessions = bx.js(&text_of(".row.system"));
+    assert!(sessions.as_str().unwrap().contains("codex session"), "{sessions}");
+    bl.until(
+        "cl's send back",
+        r#"const row = document.querySelector('#terminal .row.tool.hive[data-tool="mcp__hive__send"]');
+           return row && row.textContent.includes('hive send \u2192 cx');"#,
+    );
+    let starts = bl.js(&text_of(".row.turn-start"));
+    assert!(starts.as_str().unwrap().contains("from cx"), "{starts}");
+    for b in [&bx, &bl] {
+        assert_eq!(
+            b.js("return performance.getEntriesByType('navigation').length"),
+            1
+        );
+    }
 }
 
 /// Rate limit, context overflow and auth failure from the Responses API
