@@ -33,6 +33,11 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const BASE_URL_ENV: &str = "OPENAI_BASE_URL";
 /// The variable holding the API key (read by the CLI, `env_key`).
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
+/// The login: one line from the operator, to `codex login --with-api-key`
+/// (`$0` is the codex binary).
+const LOGIN_SCRIPT: &str = "printf 'Paste an OpenAI API key (codex keeps it in ~/.codex/auth.json) > '; \
+     IFS= read -r key || exit 1; printf '%s\\n' \"$key\" | exec \"$0\" login --with-api-key";
+
 /// The provider id the harness configures.
 const PROVIDER: &str = "hive";
 
@@ -165,11 +170,21 @@ impl Engine for Codex {
         probe(home, |key| std::env::var(key).ok())
     }
 
-    /// `codex login --device-auth`: prints a URL and a one-time code for
-    /// the operator to enter in a browser, waits, and leaves
-    /// `<state>/.codex/auth.json`.
+    /// `codex login --with-api-key`, fed the one line the operator pastes
+    /// on the agent page: it writes `<state>/.codex/auth.json`, which the
+    /// next run uses (`requires_openai_auth`). The CLI reads the key to
+    /// EOF and the page keeps the pipe open, so a shell reads the line and
+    /// hands it over; the key is never an argument. (`codex login
+    /// --device-auth`, the ChatGPT sign-in, needs `auth.openai.com`, which
+    /// the default `"model"` egress refuses.)
     fn login_command(&self, state_dir: &Path) -> Option<CommandSpec> {
-        Some(self.base(state_dir).args(["login", "--device-auth"]))
+        let mut spec = self.base(state_dir);
+        spec.program = PathBuf::from("sh");
+        Some(spec.args([
+            "-c",
+            LOGIN_SCRIPT,
+            &self.bin.display().to_string(),
+        ]))
     }
 }
 
@@ -406,7 +421,7 @@ mod tests {
         });
         assert!(!fresh.args.iter().any(|a| a == "resume"));
         let login = engine.login_command(dir.path()).unwrap();
-        assert_eq!(login.args, ["login", "--device-auth"]);
+        assert_eq!(login.args[2], "/usr/bin/codex");
         assert_eq!(login.env_value("http_proxy"), Some("http://127.0.0.1:4567"));
     }
 
@@ -420,5 +435,64 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".codex")).unwrap();
         std::fs::write(dir.path().join(".codex/auth.json"), r#"{"OPENAI_API_KEY":"k"}"#).unwrap();
         assert!(probe(dir.path(), |_| None).unwrap().ends_with("auth.json"));
+    }
+
+    /// The login from the agent page with the real CLI (`HIVE_CODEX_BIN`,
+    /// or `.cache/codex/bin/codex`): the operator's pasted line becomes
+    /// codex's stored key, and the credentials probe passes.
+    #[tokio::test]
+    async fn the_page_login_stores_the_pasted_key_with_the_real_cli() {
+        let bin = std::env::var_os("HIVE_CODEX_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/codex/bin/codex")
+            });
+        if !bin.is_file() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "no codex CLI at {} (scripts/install-codex)",
+                bin.display()
+            );
+            eprintln!("skipping: no codex CLI at {}", bin.display());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shared = crate::state::Shared::new(
+            "a".into(),
+            crate::Role::Agent,
+            dir.path().to_owned(),
+            crate::client::SocketClient::new(dir.path().join("none.sock")),
+            "gpt-test".into(),
+        );
+        shared.login.set_engine(std::sync::Arc::new(Codex::new(&bin, None)));
+        shared.login.start(&shared).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let view = loop {
+            let view = shared.login.view().unwrap();
+            if view.lines.iter().any(|l| l.contains("Paste an OpenAI API key")) {
+                break view;
+            }
+            assert!(std::time::Instant::now() < deadline, "{view:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(view.running);
+        shared.login.send_line("sk-pasted-on-the-page").await.unwrap();
+        let view = loop {
+            let view = shared.login.view().unwrap();
+            if !view.running && view.exit.is_some() {
+                break view;
+            }
+            assert!(std::time::Instant::now() < deadline, "{view:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let exit = view.exit.clone().unwrap();
+        assert!(exit.success && exit.logged_in, "{view:?}");
+        let auth = std::fs::read_to_string(dir.path().join(".codex/auth.json")).unwrap();
+        assert!(auth.contains("sk-pasted-on-the-page"), "{auth}");
+        assert!(
+            !view.lines.iter().any(|l| l.contains("sk-pasted")),
+            "the key is never shown"
+        );
+        assert!(probe(dir.path(), |_| None).is_ok());
     }
 }
