@@ -221,7 +221,7 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     let shared = dir.path().join("state/shared");
     std::fs::create_dir_all(&shared).unwrap();
     // The codex CLI core binds read-only into every container.
-    let codex = dir.path().join("state/codex");
+    let codex = dir.path().join("codex");
     std::fs::write(&codex, "#!/bin/sh\necho codex stand-in\n").unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
