@@ -372,6 +372,11 @@ impl Logins {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(engine);
     }
 
+    /// The engine's name (`claude`, `codex`), once set.
+    pub fn engine_name(&self) -> Option<&'static str> {
+        self.engine().map(|e| e.name())
+    }
+
     fn engine(&self) -> Option<Arc<dyn Engine>> {
         self.engine
             .lock()

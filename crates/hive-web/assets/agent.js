@@ -353,6 +353,7 @@
       $('login-missing').textContent = l.missing || 'the engine has no credentials';
       $('login-env').textContent = l.env.join(', ');
       $('login-file').textContent = l.credentials_file;
+      if (window.HiveCodex) window.HiveCodex.login(l, $);
       $('login-flow').hidden = !l.interactive;
       if (l.interactive) await refreshLoginSession();
     } catch (e) {

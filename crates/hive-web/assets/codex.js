@@ -162,5 +162,14 @@
     return null;
   }
 
-  window.HiveCodex = { rows: rows };
+  // The login panel's words for a codex agent (the page is claude's by
+  // default): the key variable, the login it drives, what to paste.
+  function login(l, $) {
+    if (l.engine !== 'codex') return;
+    $('login-key').textContent = 'OPENAI_API_KEY=\u2026';
+    $('login-command').textContent = 'codex login --with-api-key';
+    $('login-input').placeholder = 'paste an OpenAI API key';
+  }
+
+  window.HiveCodex = { rows: rows, login: login };
 })();

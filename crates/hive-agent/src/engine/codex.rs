@@ -188,12 +188,17 @@ impl Engine for Codex {
     }
 }
 
+/// Where `codex login` leaves the credentials (HOME is the state dir).
+pub fn credentials_file(home: &Path) -> PathBuf {
+    home.join(".codex/auth.json")
+}
+
 /// `Ok(where the credentials come from)` or `Err(what is missing)`.
 pub fn probe(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     if has_api_key(env) {
         return Ok(format!("${API_KEY_ENV}"));
     }
-    let file = home.join(".codex/auth.json");
+    let file = credentials_file(home);
     match std::fs::metadata(&file) {
         Ok(meta) if meta.len() > 2 => Ok(file.display().to_string()),
         _ => Err(format!(

@@ -129,3 +129,16 @@ pub fn switched(state_dir: &Path, engine: &str) -> bool {
     }
     before.is_some_and(|b| b != engine)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_switch_is_seen_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!super::switched(dir.path(), "claude"), "the first boot");
+        assert!(!super::switched(dir.path(), "claude"));
+        assert!(super::switched(dir.path(), "codex"));
+        assert!(!super::switched(dir.path(), "codex"));
+        assert!(super::switched(dir.path(), "claude"));
+    }
+}

@@ -485,6 +485,30 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     assert_eq!(start["from"], "cx");
     assert_eq!(kinds(&cl, "turn_end")[1]["ok"], true);
 
+    // The login panel speaks codex: its key, its credentials file.
+    let login = page(&hive, "cx", "/api/login");
+    assert_eq!(login["engine"], "codex");
+    assert_eq!(login["env"], json!(["OPENAI_API_KEY"]));
+    assert!(login["credentials_file"].as_str().unwrap().ends_with(".codex/auth.json"));
+    assert_eq!(login["interactive"], true);
+
+    // A model switch from cx's page reaches codex's next request.
+    let bearer = hive.bearer();
+    let (code, _, body) = hive.http(
+        "POST",
+        "/agent/cx/api/model",
+        &[("Authorization", &bearer), ("Content-Type", "application/json")],
+        r#"{"model":"gpt-switched"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    hive.host(r#"{"cmd":"send","to":"cx","body":"ON-THE-NEW-MODEL"}"#);
+    wait(&hive, "cx", "the turn on the switched model", || {
+        responses
+            .requests()
+            .iter()
+            .any(|r| last_text(r).contains("ON-THE-NEW-MODEL") && r["model"] == "gpt-switched")
+    });
+
     // In the browser, live: cx's page renders codex's rows (its session,
     // the hive send with its arguments, the tool's answer, the replies)
     // and both turns; cl's page renders claude's send back and its turn
