@@ -390,8 +390,7 @@ impl Harness {
         }
         // A session keeps the system prompt it started with: a changed one
         // (a deployed role) needs a fresh session, told where its notes are.
-        let fingerprint =
-            crate::session::fingerprint_for(self.config.engine.name(), &role_prompt);
+        let fingerprint = crate::session::fingerprint_for(self.config.engine.name(), &role_prompt);
         let started_with = crate::session::started_with(&self.config.state_dir);
         let handoff;
         let prompt = match &started_with {

@@ -293,7 +293,10 @@ impl Egress {
 
     /// `engine`'s model endpoint.
     pub fn model(&self, engine: Engine) -> Option<&Endpoint> {
-        self.models.iter().find(|(e, _)| *e == engine).map(|(_, m)| m)
+        self.models
+            .iter()
+            .find(|(e, _)| *e == engine)
+            .map(|(_, m)| m)
     }
 
     fn rules(&self, engine: Engine) -> Rules<'_> {
@@ -779,8 +782,14 @@ mod tests {
     #[tokio::test]
     async fn the_model_endpoint_is_the_agents_engines() {
         let env = vec![
-            ("ANTHROPIC_BASE_URL".to_owned(), "http://127.0.0.1:4000".to_owned()),
-            ("OPENAI_BASE_URL".to_owned(), "http://127.0.0.1:4100/v1".to_owned()),
+            (
+                "ANTHROPIC_BASE_URL".to_owned(),
+                "http://127.0.0.1:4000".to_owned(),
+            ),
+            (
+                "OPENAI_BASE_URL".to_owned(),
+                "http://127.0.0.1:4100/v1".to_owned(),
+            ),
         ];
         let egress = Egress::new(&env, Vec::new(), None);
         let name = AgentName::parse("coder").unwrap();

@@ -176,7 +176,11 @@ mod tests {
         std::fs::create_dir_all(&paths.state_dir).unwrap();
         let file = paths.state_dir.join("agent.env");
         let settings = settings(
-            &[(MODEL_URL, "http://127.0.0.1:9"), ("A", "1"), ("OPENAI_BASE_URL", "http://127.0.0.1:11/v1")],
+            &[
+                (MODEL_URL, "http://127.0.0.1:9"),
+                ("A", "1"),
+                ("OPENAI_BASE_URL", "http://127.0.0.1:11/v1"),
+            ],
             &[("B", "cli")],
         );
         std::fs::write(
@@ -187,10 +191,17 @@ mod tests {
         let env = agent_env(&paths, &settings).unwrap();
         assert_eq!(last(&env, "A"), Some("2"), "an edit is seen");
         assert_eq!(last(&env, "B"), Some("cli"), "the command line wins");
-        std::fs::write(&file, "ANTHROPIC_BASE_URL=http://127.0.0.1:10\nOPENAI_BASE_URL=http://127.0.0.1:12\n").unwrap();
+        std::fs::write(
+            &file,
+            "ANTHROPIC_BASE_URL=http://127.0.0.1:10\nOPENAI_BASE_URL=http://127.0.0.1:12\n",
+        )
+        .unwrap();
         let env = agent_env(&paths, &settings).unwrap();
         assert_eq!(last(&env, MODEL_URL), Some("http://127.0.0.1:9"));
-        assert_eq!(last(&env, "OPENAI_BASE_URL"), Some("http://127.0.0.1:11/v1"));
+        assert_eq!(
+            last(&env, "OPENAI_BASE_URL"),
+            Some("http://127.0.0.1:11/v1")
+        );
         assert_eq!(last(&env, "A"), None);
         std::fs::write(&file, "not a pair\n").unwrap();
         let refused = agent_env(&paths, &settings).unwrap_err().to_string();

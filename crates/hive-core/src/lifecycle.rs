@@ -543,8 +543,11 @@ impl Coordinator {
         let port = self.web_port(name)?;
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
-        self.egress
-            .set_policy(name, deployed.config.network.clone(), deployed.config.engine);
+        self.egress.set_policy(
+            name,
+            deployed.config.network.clone(),
+            deployed.config.engine,
+        );
         runtime.start(name).await.map_err(runtime_error)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(reports)

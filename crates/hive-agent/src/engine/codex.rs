@@ -180,11 +180,7 @@ impl Engine for Codex {
     fn login_command(&self, state_dir: &Path) -> Option<CommandSpec> {
         let mut spec = self.base(state_dir);
         spec.program = PathBuf::from("sh");
-        Some(spec.args([
-            "-c",
-            LOGIN_SCRIPT,
-            &self.bin.display().to_string(),
-        ]))
+        Some(spec.args(["-c", LOGIN_SCRIPT, &self.bin.display().to_string()]))
     }
 }
 
@@ -343,7 +339,10 @@ mod tests {
             include_str!("../../fixtures/codex-0.147.0-tool-turn.jsonl"),
         );
         assert_eq!(verdict(&ok, true), Verdict::Ok);
-        assert_eq!(ok.session_id.as_deref(), Some("01a226c5-3ab0-7702-ba2a-d8e8535767a8"));
+        assert_eq!(
+            ok.session_id.as_deref(),
+            Some("01a226c5-3ab0-7702-ba2a-d8e8535767a8")
+        );
         assert_eq!(ok.tool_calls.get("mcp__hive__send"), Some(&1));
         assert_eq!(ok.total_usage.input_tokens, 160);
         assert_eq!(ok.total_usage.cache_read_input_tokens, 40);
@@ -357,7 +356,9 @@ mod tests {
             ("codex-0.147.0-error-context-400.jsonl", "long"),
         ];
         for (file, want) in cases {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(file);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(file);
             let text = std::fs::read_to_string(&path).unwrap();
             let got = verdict(&observe(&engine, &text), false);
             let ok = match want {
@@ -438,7 +439,11 @@ mod tests {
         let why = probe(dir.path(), |_| None).unwrap_err();
         assert!(why.contains("OPENAI_API_KEY"), "{why}");
         std::fs::create_dir_all(dir.path().join(".codex")).unwrap();
-        std::fs::write(dir.path().join(".codex/auth.json"), r#"{"OPENAI_API_KEY":"k"}"#).unwrap();
+        std::fs::write(
+            dir.path().join(".codex/auth.json"),
+            r#"{"OPENAI_API_KEY":"k"}"#,
+        )
+        .unwrap();
         assert!(probe(dir.path(), |_| None).unwrap().ends_with("auth.json"));
     }
 
@@ -469,19 +474,29 @@ mod tests {
             crate::client::SocketClient::new(dir.path().join("none.sock")),
             "gpt-test".into(),
         );
-        shared.login.set_engine(std::sync::Arc::new(Codex::new(&bin, None)));
+        shared
+            .login
+            .set_engine(std::sync::Arc::new(Codex::new(&bin, None)));
         shared.login.start(&shared).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let view = loop {
             let view = shared.login.view().unwrap();
-            if view.lines.iter().any(|l| l.contains("Paste an OpenAI API key")) {
+            if view
+                .lines
+                .iter()
+                .any(|l| l.contains("Paste an OpenAI API key"))
+            {
                 break view;
             }
             assert!(std::time::Instant::now() < deadline, "{view:?}");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
         assert!(view.running);
-        shared.login.send_line("sk-pasted-on-the-page").await.unwrap();
+        shared
+            .login
+            .send_line("sk-pasted-on-the-page")
+            .await
+            .unwrap();
         let view = loop {
             let view = shared.login.view().unwrap();
             if !view.running && view.exit.is_some() {

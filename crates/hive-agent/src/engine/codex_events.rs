@@ -48,7 +48,9 @@ impl CodexUsage {
     fn minus(self, o: CodexUsage) -> CodexUsage {
         CodexUsage {
             input_tokens: self.input_tokens.saturating_sub(o.input_tokens),
-            cached_input_tokens: self.cached_input_tokens.saturating_sub(o.cached_input_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_sub(o.cached_input_tokens),
             cache_write_input_tokens: self
                 .cache_write_input_tokens
                 .saturating_sub(o.cache_write_input_tokens),

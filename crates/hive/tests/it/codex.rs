@@ -55,7 +55,10 @@ pub(crate) enum Answer {
     Text(String),
     /// A call of MCP tool `tool` of the hive server (`namespace`
     /// `mcp__hive`).
-    Call { tool: String, args: Value },
+    Call {
+        tool: String,
+        args: Value,
+    },
     /// An HTTP error: status, error code and message.
     Error(u16, &'static str, &'static str),
     /// A stream that ends in `response.failed` with this code and message.
@@ -158,7 +161,12 @@ fn serve_one(
 
 /// The server-sent events of one answer, as codex-cli 0.147.0 takes them.
 fn sse(n: usize, answer: &Answer) -> String {
-    let event = |data: Value| format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap());
+    let event = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap()
+        )
+    };
     let id = format!("resp_{n}");
     let mut out = event(json!({"type": "response.created", "response": {"id": id}}));
     let item = match answer {
@@ -169,8 +177,10 @@ fn sse(n: usize, answer: &Answer) -> String {
         }
         Answer::Text(text) => {
             let msg = format!("msg_{n}");
-            out += &event(json!({"type": "response.output_item.added", "output_index": 0,
-                "item": {"type": "message", "id": msg, "role": "assistant", "content": []}}));
+            out += &event(
+                json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"type": "message", "id": msg, "role": "assistant", "content": []}}),
+            );
             out += &event(json!({"type": "response.output_text.delta", "item_id": msg,
                 "output_index": 0, "content_index": 0, "delta": text}));
             json!({"type": "message", "id": msg, "role": "assistant",
@@ -183,10 +193,12 @@ fn sse(n: usize, answer: &Answer) -> String {
     };
     out += &event(json!({"type": "response.output_item.added", "output_index": 0, "item": item}));
     out += &event(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
-    out + &event(json!({"type": "response.completed", "response": {"id": id, "usage": {
+    out + &event(
+        json!({"type": "response.completed", "response": {"id": id, "usage": {
         "input_tokens": 1000, "input_tokens_details": {"cached_tokens": 200},
         "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 5},
-        "total_tokens": 1020}}}))
+        "total_tokens": 1020}}}),
+    )
 }
 
 /// Every user text of a Responses request, in order.
@@ -363,8 +375,12 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     spawn(&hive, "cl");
     let proposed = spawn(&hive, "cx");
     // Both run their first turn (the spawn note) on claude.
-    wait(&hive, "cx", "cx's claude turn", || turns_ended(&hive, "cx") == 1);
-    wait(&hive, "cl", "cl's claude turn", || turns_ended(&hive, "cl") == 1);
+    wait(&hive, "cx", "cx's claude turn", || {
+        turns_ended(&hive, "cx") == 1
+    });
+    wait(&hive, "cl", "cl's claude turn", || {
+        turns_ended(&hive, "cl") == 1
+    });
     let on_claude = |who: &str| {
         messages
             .requests()
@@ -387,7 +403,11 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     let first = responses.requests()[0].clone();
     assert_eq!(first["model"], "gpt-test");
     assert_eq!(first["stream"], true);
-    assert!(developer(&first).contains("You are cx,"), "{}", developer(&first));
+    assert!(
+        developer(&first).contains("You are cx,"),
+        "{}",
+        developer(&first)
+    );
     let opening = last_text(&first);
     assert!(opening.contains("starts a fresh session"), "{opening}");
     assert!(opening.contains("you were just rebuilt"), "{opening}");
@@ -403,7 +423,9 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
 
     let sent = hive.host(r#"{"cmd":"send","to":"cx","body":"PING-FROM-OPERATOR"}"#);
     assert!(sent.contains(r#""ok":true"#), "{sent}");
-    wait(&hive, "cl", "cl's answer turn", || turns_ended(&hive, "cl") == 2);
+    wait(&hive, "cl", "cl's answer turn", || {
+        turns_ended(&hive, "cl") == 2
+    });
     let newest_turn = || page(&hive, "cx", "/api/turns")[0].clone();
     wait(&hive, "cx", "cx's turn on the answer", || {
         newest_turn()["wake_from"] == "cl"
@@ -446,7 +468,8 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
         messages
             .requests()
             .iter()
-            .any(|r| last_user_text(r).contains("from: cx") && last_user_text(r).contains("PONG-FROM-CODEX"))
+            .any(|r| last_user_text(r).contains("from: cx")
+                && last_user_text(r).contains("PONG-FROM-CODEX"))
     );
     // Every request of both engines came through the egress proxies.
     assert_eq!(responses.direct(), 0);
@@ -455,8 +478,16 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     // cx's page: codex's own events, live and in history, per turn.
     let cx = events(&hive, "cx");
     let streams: Vec<&Value> = kinds(&cx, "stream");
-    for ty in ["thread.started", "turn.started", "item.completed", "turn.completed"] {
-        assert!(streams.iter().any(|e| e["type"] == ty), "no {ty} on cx's page");
+    for ty in [
+        "thread.started",
+        "turn.started",
+        "item.completed",
+        "turn.completed",
+    ] {
+        assert!(
+            streams.iter().any(|e| e["type"] == ty),
+            "no {ty} on cx's page"
+        );
     }
     let call = streams
         .iter()
@@ -489,7 +520,12 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     let login = page(&hive, "cx", "/api/login");
     assert_eq!(login["engine"], "codex");
     assert_eq!(login["env"], json!(["OPENAI_API_KEY"]));
-    assert!(login["credentials_file"].as_str().unwrap().ends_with(".codex/auth.json"));
+    assert!(
+        login["credentials_file"]
+            .as_str()
+            .unwrap()
+            .ends_with(".codex/auth.json")
+    );
     assert_eq!(login["interactive"], true);
 
     // A model switch from cx's page reaches codex's next request.
@@ -497,7 +533,10 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     let (code, _, body) = hive.http(
         "POST",
         "/agent/cx/api/model",
-        &[("Authorization", &bearer), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
         r#"{"model":"gpt-switched"}"#,
     );
     assert_eq!(code, 200, "{body}");
@@ -533,10 +572,16 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
         r#"return [...document.querySelectorAll('#terminal .row.assistant')].some(r => r.textContent.includes('got it'))"#,
     );
     let starts = bx.js(&text_of(".row.turn-start"));
-    assert!(starts.as_str().unwrap().contains("from operator"), "{starts}");
+    assert!(
+        starts.as_str().unwrap().contains("from operator"),
+        "{starts}"
+    );
     assert!(starts.as_str().unwrap().contains("from cl"), "{starts}");
     let sessions = bx.js(&text_of(".row.system"));
-    assert!(sessions.as_str().unwrap().contains("codex session"), "{sessions}");
+    assert!(
+        sessions.as_str().unwrap().contains("codex session"),
+        "{sessions}"
+    );
     bl.until(
         "cl's send back",
         r#"const row = document.querySelector('#terminal .row.tool.hive[data-tool="mcp__hive__send"]');
@@ -584,13 +629,19 @@ fn codex_rate_limits_overflows_and_auth_failures_map_to_the_harness_states() {
     });
     let hive = hive(&messages, &responses, &claude, &codex, (18780, 18790));
     let proposed = spawn(&hive, "cx");
-    wait(&hive, "cx", "the spawn turn", || turns_ended(&hive, "cx") == 1);
+    wait(&hive, "cx", "the spawn turn", || {
+        turns_ended(&hive, "cx") == 1
+    });
     deploy_codex(&hive, &proposed, "cx");
-    wait(&hive, "cx", "the first codex turn", || turns_ended(&hive, "cx") == 2);
+    wait(&hive, "cx", "the first codex turn", || {
+        turns_ended(&hive, "cx") == 2
+    });
 
     // A rate limit: rate_limited, a back-off, the same turn again.
     hive.host(r#"{"cmd":"send","to":"cx","body":"RATE-ME"}"#);
-    wait(&hive, "cx", "the rate-limited turn", || turns_ended(&hive, "cx") == 3);
+    wait(&hive, "cx", "the rate-limited turn", || {
+        turns_ended(&hive, "cx") == 3
+    });
     let evs = events(&hive, "cx");
     assert!(
         evs.iter()
@@ -603,17 +654,26 @@ fn codex_rate_limits_overflows_and_auth_failures_map_to_the_harness_states() {
     // A context overflow: a retry in a new session, then the turn fails
     // and the next one starts afresh.
     hive.host(r#"{"cmd":"send","to":"cx","body":"LONG-ME"}"#);
-    wait(&hive, "cx", "the overflowing turn", || turns_ended(&hive, "cx") == 4);
+    wait(&hive, "cx", "the overflowing turn", || {
+        turns_ended(&hive, "cx") == 4
+    });
     let evs = events(&hive, "cx");
     let notes: Vec<&str> = kinds(&evs, "note")
         .iter()
         .filter_map(|e| e["text"].as_str())
         .collect();
     assert!(
-        notes.iter().any(|n| n.starts_with("the prompt is too long")),
+        notes
+            .iter()
+            .any(|n| n.starts_with("the prompt is too long")),
         "{notes:?}"
     );
-    assert!(notes.iter().any(|n| n.contains("retrying in a new session")), "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("retrying in a new session")),
+        "{notes:?}"
+    );
     let end = kinds(&evs, "turn_end")[3];
     assert_eq!(end["ok"], false);
     assert_eq!(end["note"], "the prompt is too long even after compaction");
