@@ -266,6 +266,11 @@ impl Egress {
         self.policies().insert(name.clone(), (policy, engine));
     }
 
+    /// `name`'s engine as last installed, if it was.
+    pub fn engine_of(&self, name: &AgentName) -> Option<Engine> {
+        self.policies().get(name).map(|(_, engine)| *engine)
+    }
+
     /// `name`'s current policy and engine: the installed ones, else the
     /// deployed config's, else the defaults (`"model"`, claude).
     pub async fn policy(&self, name: &AgentName) -> (Network, Engine) {

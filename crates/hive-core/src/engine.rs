@@ -102,18 +102,25 @@ pub fn warn_unusable(engine: &Path) {
     }
 }
 
-/// The status text of an agent whose harness found no engine.
-pub fn missing_text(settings: &Settings) -> String {
-    match &settings.engine_bin {
+/// The status text of an agent of `engine` whose harness found no engine.
+pub fn missing_text(settings: &Settings, engine: hive_config::Engine) -> String {
+    let (name, bin, at) = match engine {
+        hive_config::Engine::Claude => (
+            "claude",
+            &settings.engine_bin,
+            hive_runtime::mount::CLAUDE_BIN,
+        ),
+        hive_config::Engine::Codex => ("codex", &settings.codex_bin, CODEX_BIN),
+    };
+    match bin {
         None => format!(
-            "{MISSING_PREFIX}the daemon found no claude CLI; start it with --claude-bin <path> \
-             (or put claude on its PATH; scripts/install-claude fetches one), then restart the agent"
+            "{MISSING_PREFIX}the daemon found no {name} CLI; start it with --{name}-bin <path> \
+             (or put {name} on its PATH; scripts/install-{name} fetches one), then restart the agent"
         ),
         Some(bin) => format!(
-            "{MISSING_PREFIX}{} (bound at {}) cannot be run by the agent's user; \
+            "{MISSING_PREFIX}{} (bound at {at}) cannot be run by the agent's user; \
              check its permissions (o+rx) and restart the agent",
             bin.display(),
-            hive_runtime::mount::CLAUDE_BIN
         ),
     }
 }
