@@ -703,3 +703,79 @@ fn codex_rate_limits_overflows_and_auth_failures_map_to_the_harness_states() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A codex turn inside a real sandbox: core binds the CLI read-only at
+/// `/run/hive/bin/codex`, and its only way to the Responses API is the
+/// egress proxy (the scripted server refuses anything else).
+fn sandboxed_turn(runtime: &str, manager_port: &str, ports: &str) {
+    let (Some(claude), Some(codex)) = (claude(), codex()) else {
+        return;
+    };
+    if !crate::adversary::available(runtime) {
+        return;
+    }
+    let _serial = serial();
+    let messages = ModelServer::start(|_| Reply::Text("noted".into()));
+    let responses = ResponsesServer::start(|_| Answer::Text("engine reached".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let (claude, codex) = (claude.display().to_string(), codex.display().to_string());
+    let env = [
+        format!("ANTHROPIC_BASE_URL={}", messages.url()),
+        "ANTHROPIC_API_KEY=test".to_owned(),
+        "CLAUDE_CODE_MAX_RETRIES=0".to_owned(),
+        format!("OPENAI_BASE_URL={}", responses.url()),
+        "OPENAI_API_KEY=test".to_owned(),
+    ];
+    let mut args = vec![
+        "--manager-port",
+        manager_port,
+        "--agent-ports",
+        ports,
+        "--claude-bin",
+        &claude,
+        "--codex-bin",
+        &codex,
+    ];
+    for e in &env {
+        args.extend(["--agent-env", e.as_str()]);
+    }
+    let hive = Hive::start_with_env(
+        dir,
+        runtime,
+        &args,
+        &[("HIVE_CLAUDE_BIN", None), ("HIVE_CODEX_BIN", None)],
+    );
+    // Docker's containers outlive `hive serve`: removed when done.
+    let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&hive.state_dir())]);
+    let proposed = spawn(&hive, "cdx");
+    deploy_codex(&hive, &proposed, "cdx");
+    hive.host(r#"{"cmd":"send","to":"cdx","body":"ENGINE-CHECK please"}"#);
+    wait(&hive, "cdx", "cdx's codex turn", || {
+        responses
+            .requests()
+            .iter()
+            .any(|r| last_text(r).contains("ENGINE-CHECK"))
+    });
+    assert_eq!(responses.direct(), 0);
+    wait(&hive, "cdx", "cdx's turn to be acked", || {
+        hive.agent("cdx", r#"{"cmd":"status"}"#) == r#"{"kind":"status","unread":0}"#
+            && status(&hive, "cdx")["needs_login"] == false
+    });
+    let call = events(&hive, "cdx");
+    let thread = call
+        .iter()
+        .find(|e| e["type"] == "thread.started")
+        .expect("codex ran in the sandbox");
+    assert!(thread["thread_id"].is_string());
+    crate::adversary::when_idle(&hive, r#"{"cmd":"destroy","name":"cdx"}"#);
+}
+
+#[test]
+fn bwrap_runs_a_codex_turn_with_the_cli_given_as_codex_bin() {
+    sandboxed_turn("bwrap", "17460", "17461-17470");
+}
+
+#[test]
+fn docker_runs_a_codex_turn_with_the_cli_given_as_codex_bin() {
+    sandboxed_turn("docker", "17560", "17561-17570");
+}
