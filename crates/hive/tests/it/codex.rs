@@ -59,6 +59,10 @@ pub(crate) enum Answer {
         tool: String,
         args: Value,
     },
+    /// A call of codex's own shell tool (`exec_command`).
+    Shell(String),
+    /// A reasoning summary, then a text.
+    Reasoned(String, String),
     /// An HTTP error: status, error code and message.
     Error(u16, &'static str, &'static str),
     /// A stream that ends in `response.failed` with this code and message.
@@ -189,6 +193,17 @@ fn sse(n: usize, answer: &Answer) -> String {
         Answer::Call { tool, args } => json!({"type": "function_call", "id": format!("fc_{n}"),
             "call_id": format!("call_{n}"), "name": tool, "namespace": "mcp__hive",
             "arguments": args.to_string()}),
+        Answer::Shell(cmd) => json!({"type": "function_call", "id": format!("fc_{n}"),
+            "call_id": format!("call_{n}"), "name": "exec_command",
+            "arguments": json!({"cmd": cmd}).to_string()}),
+        Answer::Reasoned(reasoning, text) => {
+            let thought = json!({"type": "reasoning", "id": format!("rs_{n}"),
+                "summary": [{"type": "summary_text", "text": reasoning}]});
+            out += &event(json!({"type": "response.output_item.added", "output_index": 0, "item": thought}));
+            out += &event(json!({"type": "response.output_item.done", "output_index": 0, "item": thought}));
+            json!({"type": "message", "id": format!("msg_{n}"), "role": "assistant",
+                   "content": [{"type": "output_text", "text": text}]})
+        }
         Answer::Error(..) => unreachable!(),
     };
     out += &event(json!({"type": "response.output_item.added", "output_index": 0, "item": item}));
@@ -359,6 +374,13 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
         }
     });
     let responses = ResponsesServer::start(|request| {
+        if last_text(request).contains("ON-THE-NEW-MODEL") {
+            return if answers_a_call(request) {
+                Answer::Reasoned("REASONING-SHOWN".into(), "switched and done".into())
+            } else {
+                Answer::Shell("echo SHELL-RAN".into())
+            };
+        }
         if answers_a_call(request) {
             return Answer::Text("sent it".into());
         }
@@ -546,6 +568,7 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
             .requests()
             .iter()
             .any(|r| last_text(r).contains("ON-THE-NEW-MODEL") && r["model"] == "gpt-switched")
+            && page(&hive, "cx", "/api/turns")[0]["tool_calls"]["command_execution"] == 1
     });
 
     // In the browser, live: cx's page renders codex's rows (its session,
@@ -577,6 +600,16 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
         "{starts}"
     );
     assert!(starts.as_str().unwrap().contains("from cl"), "{starts}");
+    bx.until(
+        "cx's shell call and its output",
+        r#"const call = document.querySelector('#terminal .row.tool[data-tool="command_execution"]');
+           return call && call.textContent.includes('echo SHELL-RAN') &&
+             [...document.querySelectorAll('#terminal .row.result')].some(r => r.textContent.includes('exit 0') && r.textContent.includes('SHELL-RAN'));"#,
+    );
+    bx.until(
+        "cx's reasoning",
+        r#"return [...document.querySelectorAll('#terminal .row.thinking')].some(r => r.textContent.includes('REASONING-SHOWN'))"#,
+    );
     let sessions = bx.js(&text_of(".row.system"));
     assert!(
         sessions.as_str().unwrap().contains("codex session"),
