@@ -26,24 +26,7 @@ use crate::support::{Hive, commit};
 
 /// The codex CLI, or `None` (after saying why) when the tests should skip.
 pub(crate) fn codex() -> Option<PathBuf> {
-    let bin = std::env::var_os("HIVE_CODEX_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/codex/bin/codex")
-        });
-    if bin.is_file() {
-        return Some(bin);
-    }
-    let why = format!(
-        "the codex CLI is not installed ({} missing; run scripts/install-codex and set HIVE_CODEX_BIN)",
-        bin.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{why}");
-    }
-    eprintln!("skipping the codex test: {why}");
-    None
+    crate::e2e::installed_cli("HIVE_CODEX_BIN", "codex")
 }
 
 // ---------------------------------------------------------------------------
@@ -199,8 +182,12 @@ fn sse(n: usize, answer: &Answer) -> String {
         Answer::Reasoned(reasoning, text) => {
             let thought = json!({"type": "reasoning", "id": format!("rs_{n}"),
                 "summary": [{"type": "summary_text", "text": reasoning}]});
-            out += &event(json!({"type": "response.output_item.added", "output_index": 0, "item": thought}));
-            out += &event(json!({"type": "response.output_item.done", "output_index": 0, "item": thought}));
+            out += &event(
+                json!({"type": "response.output_item.added", "output_index": 0, "item": thought}),
+            );
+            out += &event(
+                json!({"type": "response.output_item.done", "output_index": 0, "item": thought}),
+            );
             json!({"type": "message", "id": format!("msg_{n}"), "role": "assistant",
                    "content": [{"type": "output_text", "text": text}]})
         }

@@ -37,17 +37,24 @@ pub(crate) fn serial() -> MutexGuard<'static, ()> {
 
 /// The claude CLI, or `None` (after saying why) when the tests should skip.
 pub(crate) fn claude() -> Option<PathBuf> {
-    let bin = std::env::var_os("HIVE_CLAUDE_BIN")
+    installed_cli("HIVE_CLAUDE_BIN", "claude")
+}
+
+/// An agent CLI: `$var`, else `.cache/<name>/bin/<name>` (where
+/// `scripts/install-<name>` puts it); `None` (after saying why) when the
+/// tests should skip, a panic under `CI=true`.
+pub(crate) fn installed_cli(var: &str, name: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/claude/bin/claude")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../.cache/{name}/bin/{name}"))
         });
     if bin.is_file() {
         return Some(bin);
     }
     let why = format!(
-        "the claude CLI is not installed ({} missing; run scripts/install-claude and set HIVE_CLAUDE_BIN)",
+        "the {name} CLI is not installed ({} missing; run scripts/install-{name} and set {var})",
         bin.display()
     );
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
