@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::browser::Browser;
 use crate::deploy::{approve, hive_with, request_deploy, spawn, status, system};
-use crate::e2e::{ModelServer, Reply, answers_a_tool, claude, last_user_text, serial};
+use crate::e2e::{ModelServer, Reply, claude, last_user_text, relay, serial};
 use crate::support::{Hive, commit};
 
 /// The codex CLI, or `None` (after saying why) when the tests should skip.
@@ -347,19 +347,7 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
         return;
     };
     let _serial = serial();
-    let messages = ModelServer::start(|request| {
-        if answers_a_tool(request) {
-            return Reply::Text("done".into());
-        }
-        if last_user_text(request).contains("PONG-FROM-CODEX") {
-            Reply::ToolUse {
-                name: "mcp__hive__send".into(),
-                input: json!({"to": "cx", "body": "ANSWER-FROM-CLAUDE"}),
-            }
-        } else {
-            Reply::Text("noted".into())
-        }
-    });
+    let messages = ModelServer::start(relay("PONG-FROM-CODEX", "cx", "ANSWER-FROM-CLAUDE"));
     let responses = ResponsesServer::start(|request| {
         if last_text(request).contains("ON-THE-NEW-MODEL") {
             return if answers_a_call(request) {

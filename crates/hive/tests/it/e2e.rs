@@ -395,6 +395,27 @@ pub(crate) fn answers_a_tool(request: &Value) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
 }
 
+/// A model script: a user text carrying `trigger` gets a hive `send` of
+/// `body` to `to`; the tool's answer gets "done"; anything else "noted".
+pub(crate) fn relay(
+    trigger: &'static str,
+    to: &'static str,
+    body: &'static str,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    move |request| {
+        if answers_a_tool(request) {
+            Reply::Text("done".into())
+        } else if last_user_text(request).contains(trigger) {
+            Reply::ToolUse {
+                name: "mcp__hive__send".into(),
+                input: json!({"to": to, "body": body}),
+            }
+        } else {
+            Reply::Text("noted".into())
+        }
+    }
+}
+
 /// A hive (no runtime) whose state dir holds `agents` and whose model
 /// endpoint, the one its egress proxies allow, is `model`.
 pub(crate) fn hive_for(agents: &[&str], model: &ModelServer) -> Hive {
@@ -608,19 +629,7 @@ fn assert_all_acked(hive: &Hive, name: &str) {
 fn an_operator_message_flows_through_two_agents() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let model = ModelServer::start(|request| {
-        if answers_a_tool(request) {
-            return Reply::Text("done".into());
-        }
-        if last_user_text(request).contains("PING-FROM-OPERATOR") {
-            Reply::ToolUse {
-                name: "mcp__hive__send".into(),
-                input: json!({"to": "b", "body": "PONG-FROM-A"}),
-            }
-        } else {
-            Reply::Text("noted".into())
-        }
-    });
+    let model = ModelServer::start(relay("PING-FROM-OPERATOR", "b", "PONG-FROM-A"));
     let hive = hive_for(&["a", "b"], &model);
     let a = Harness::start(&hive, "a", "agent", &model, &claude);
     let b = Harness::start(&hive, "b", "agent", &model, &claude);
