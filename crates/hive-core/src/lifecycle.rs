@@ -232,6 +232,9 @@ impl Coordinator {
                     codex.display().to_string(),
                 ));
             } else {
+                if self.runs_unprivileged() {
+                    crate::engine::warn_unusable(codex);
+                }
                 binds.push(Bind {
                     host: codex.clone(),
                     container: crate::engine::CODEX_BIN.into(),
