@@ -979,4 +979,36 @@ mod tests {
             }
         }
     }
+
+    /// The codex CLI reaches a sandbox like claude's: bound read-only at
+    /// /run/hive/bin/codex and named in HIVE_CODEX_BIN, before the agent
+    /// env (an operator's explicit variable wins).
+    #[test]
+    fn the_codex_cli_is_bound_read_only_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut coord = coordinator(dir.path());
+        coord.settings.codex_bin = Some("/opt/codex/bin/codex".into());
+        coord.settings.agent_env_args = vec![("HIVE_CODEX_BIN".into(), "/custom".into())];
+        let deployed = Deployed {
+            sha: "0".repeat(40),
+            config: hive_config::AgentConfig::default(),
+            prompt: String::new(),
+        };
+        let coder = AgentName::parse("coder").unwrap();
+        let spec = coord.container_spec(&coder, 8100, &deployed).unwrap();
+        let bind = spec
+            .binds
+            .iter()
+            .find(|b| b.container == Path::new(crate::engine::CODEX_BIN))
+            .expect("the codex bind");
+        assert_eq!(bind.host, Path::new("/opt/codex/bin/codex"));
+        assert!(bind.read_only);
+        let named: Vec<&str> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| k == "HIVE_CODEX_BIN")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(named, [crate::engine::CODEX_BIN, "/custom"]);
+    }
 }
