@@ -11,7 +11,7 @@
   const TOOL_ITEMS = ['command_execution', 'mcp_tool_call', 'web_search'];
 
   function fileChange(h, item) {
-    const box = h.el('div', 'tool-args');
+    const box = h.el('div', 'tool-args diff');
     // codex reports which files changed and how, not their contents: the
     // rows read like a diff header per file.
     (item.changes || []).forEach((c) => {
