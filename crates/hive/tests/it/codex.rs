@@ -228,6 +228,20 @@ pub(crate) fn answers_a_call(request: &Value) -> bool {
         .is_some_and(|i| i["type"] == "function_call_output")
 }
 
+/// How many tool calls of the current turn (since the newest user
+/// message) the request answers.
+fn calls_answered(request: &Value) -> usize {
+    let input = request["input"].as_array().cloned().unwrap_or_default();
+    let since = input
+        .iter()
+        .rposition(|i| i["type"] == "message" && i["role"] == "user")
+        .map_or(0, |p| p + 1);
+    input[since..]
+        .iter()
+        .filter(|i| i["type"] == "function_call_output")
+        .count()
+}
+
 /// The developer instructions (the role prompt) of a Responses request.
 fn developer(request: &Value) -> String {
     request["input"]
@@ -350,10 +364,15 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
     let messages = ModelServer::start(relay("PONG-FROM-CODEX", "cx", "ANSWER-FROM-CLAUDE"));
     let responses = ResponsesServer::start(|request| {
         if last_text(request).contains("ON-THE-NEW-MODEL") {
-            return if answers_a_call(request) {
-                Answer::Reasoned("REASONING-SHOWN".into(), "switched and done".into())
-            } else {
-                Answer::Shell("echo SHELL-RAN".into())
+            // A shell command, a file written by codex's apply_patch, then
+            // a reasoned reply.
+            return match calls_answered(request) {
+                0 => Answer::Shell("echo SHELL-RAN".into()),
+                1 => Answer::Shell(
+                    "apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: patched.txt\n+PATCHED-BY-CODEX\n*** End Patch\nEOF\n"
+                        .into(),
+                ),
+                _ => Answer::Reasoned("REASONING-SHOWN".into(), "switched and done".into()),
             };
         }
         if answers_a_call(request) {
@@ -571,8 +590,14 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
             .requests()
             .iter()
             .any(|r| last_text(r).contains("ON-THE-NEW-MODEL") && r["model"] == "gpt-switched")
-            && page(&hive, "cx", "/api/turns")[0]["tool_calls"]["command_execution"] == 1
+            && page(&hive, "cx", "/api/turns")[0]["tool_calls"]
+                == json!({"command_execution": 1, "file_change": 1})
     });
+    // The patch took effect in cx's state dir (its cwd).
+    assert_eq!(
+        std::fs::read_to_string(hive.state_dir().join("agents/cx/state/patched.txt")).unwrap(),
+        "PATCHED-BY-CODEX\n"
+    );
 
     // In the browser, live: cx's page renders codex's rows (its session,
     // the hive send with its arguments, the tool's answer, the replies)
@@ -608,6 +633,11 @@ fn a_codex_agent_and_a_claude_agent_talk_after_an_approved_engine_switch() {
         r#"const call = document.querySelector('#terminal .row.tool[data-tool="command_execution"]');
            return call && call.textContent.includes('echo SHELL-RAN') &&
              [...document.querySelectorAll('#terminal .row.result')].some(r => r.textContent.includes('exit 0') && r.textContent.includes('SHELL-RAN'));"#,
+    );
+    bx.until(
+        "cx's file change",
+        r#"const row = document.querySelector('#terminal .row.tool[data-tool="file_change"]');
+           return row && row.textContent.includes('patched.txt (add)') && row.querySelector('.diff .add');"#,
     );
     bx.until(
         "cx's reasoning",
