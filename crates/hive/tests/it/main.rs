@@ -7,6 +7,7 @@ mod agent;
 mod agent_page;
 mod browser;
 mod cli;
+mod codex;
 mod config;
 mod deploy;
 mod e2e;
