@@ -484,7 +484,7 @@ echo '{"type":"result","subtype":"success","is_error":false,"result":"ok"}'"#;
         assert_eq!(outcome.exit.unwrap().code(), Some(3));
         let (outcome, _) = run_script("/no/such/claude", "", Duration::from_secs(30), None).await;
         assert!(
-            matches!(&outcome.end, RunEnd::Finished(Verdict::EngineMissing(why)) if why.contains("--claude-bin")),
+            matches!(&outcome.end, RunEnd::Finished(Verdict::EngineMissing(why)) if why.contains("--script-bin")),
             "{:?}",
             outcome.end
         );

@@ -52,6 +52,7 @@ fn main() -> Result<(), BoxError> {
         let settings = Settings {
             hive_bin: "/bin/false".into(),
             engine_bin: None,
+            codex_bin: None,
             agent_env: Vec::new(),
             agent_env_args: Vec::new(),
             ports: Default::default(),

@@ -334,7 +334,8 @@ fn harness_state(
         .as_deref()
         .is_some_and(|t| t.starts_with(crate::engine::MISSING_PREFIX));
     if missing {
-        let text = crate::engine::missing_text(&coord.settings);
+        let engine = coord.egress.engine_of(me).unwrap_or_default();
+        let text = crate::engine::missing_text(&coord.settings, engine);
         if record.status_text.as_deref() != Some(text.as_str()) {
             coord.store.set_status_text(me.as_str(), Some(&text))?;
         }

@@ -77,8 +77,11 @@ impl Coordinator {
     fn write_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
         self.store
             .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
-        self.egress
-            .set_policy(name, deployed.config.network.clone());
+        self.egress.set_policy(
+            name,
+            deployed.config.network.clone(),
+            deployed.config.engine,
+        );
         // The control dir is core's own (bound read-only into the
         // container); reached without following links all the same.
         let dir = crate::safe_fs::Dir::create(

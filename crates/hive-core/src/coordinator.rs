@@ -50,6 +50,8 @@ pub struct Settings {
     pub hive_bin: PathBuf,
     /// The engine CLI every container gets (see [`crate::engine`]).
     pub engine_bin: Option<PathBuf>,
+    /// The codex CLI every container gets, for `engine = "codex"`.
+    pub codex_bin: Option<PathBuf>,
     /// The agent environment as the daemon started (env file, then
     /// `--agent-env`): its model endpoint is the egress proxy's.
     pub agent_env: Vec<(String, String)>,

@@ -220,7 +220,32 @@ impl Coordinator {
             container: m.container_path.clone(),
             read_only: m.read_only,
         }));
-        let mut env = crate::engine::agent_env(&self.paths, &self.settings)?;
+        // The codex CLI, bound like claude's (read-only; the `process`
+        // backend binds nothing and passes the host path). First in the
+        // environment: an operator's explicit HIVE_CODEX_BIN wins.
+        let mut env = Vec::new();
+        if let Some(codex) = &self.settings.codex_bin {
+            if self.runtime.as_ref().is_some_and(|r| r.name() == "process") {
+                env.push((
+                    crate::engine::CODEX_BIN_ENV.to_owned(),
+                    codex.display().to_string(),
+                ));
+            } else {
+                if self.runs_unprivileged() {
+                    crate::engine::warn_unusable(codex);
+                }
+                binds.push(Bind {
+                    host: codex.clone(),
+                    container: crate::engine::CODEX_BIN.into(),
+                    read_only: true,
+                });
+                env.push((
+                    crate::engine::CODEX_BIN_ENV.to_owned(),
+                    crate::engine::CODEX_BIN.to_owned(),
+                ));
+            }
+        }
+        env.extend(crate::engine::agent_env(&self.paths, &self.settings)?);
         if let Some(addr) = self.dashboard_addr {
             // The agent's page links questions to the operator's dashboard.
             env.push(("HIVE_DASHBOARD_URL".to_owned(), format!("http://{addr}/")));
@@ -520,8 +545,11 @@ impl Coordinator {
         let port = self.web_port(name)?;
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
-        self.egress
-            .set_policy(name, deployed.config.network.clone());
+        self.egress.set_policy(
+            name,
+            deployed.config.network.clone(),
+            deployed.config.engine,
+        );
         runtime.start(name).await.map_err(Error::from)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(reports)
@@ -860,6 +888,7 @@ mod tests {
         paths.create_roots().unwrap();
         let store = hive_store::Store::open(&paths.database()).unwrap();
         let settings = Settings {
+            codex_bin: None,
             hive_bin: "/usr/bin/hive".into(),
             engine_bin: None,
             agent_env: Vec::new(),
@@ -921,5 +950,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The codex CLI reaches a sandbox like claude's: bound read-only at
+    /// /run/hive/bin/codex and named in HIVE_CODEX_BIN, before the agent
+    /// env (an operator's explicit variable wins).
+    #[test]
+    fn the_codex_cli_is_bound_read_only_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut coord = coordinator(dir.path());
+        coord.settings.codex_bin = Some("/opt/codex/bin/codex".into());
+        coord.settings.agent_env_args = vec![("HIVE_CODEX_BIN".into(), "/custom".into())];
+        let deployed = Deployed {
+            sha: "0".repeat(40),
+            config: hive_config::AgentConfig::default(),
+            prompt: String::new(),
+        };
+        let coder = AgentName::parse("coder").unwrap();
+        let spec = coord.container_spec(&coder, 8100, &deployed).unwrap();
+        let bind = spec
+            .binds
+            .iter()
+            .find(|b| b.container == Path::new(crate::engine::CODEX_BIN))
+            .expect("the codex bind");
+        assert_eq!(bind.host, Path::new("/opt/codex/bin/codex"));
+        assert!(bind.read_only);
+        let named: Vec<&str> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| k == "HIVE_CODEX_BIN")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(named, [crate::engine::CODEX_BIN, "/custom"]);
     }
 }

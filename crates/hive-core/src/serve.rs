@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub agent_env: Vec<(String, String)>,
     /// The engine binary (`--claude-bin`); `None`: `claude` on `PATH`.
     pub claude_bin: Option<std::path::PathBuf>,
+    /// The codex CLI (`--codex-bin`), for agents whose engine is `codex`.
+    pub codex_bin: Option<std::path::PathBuf>,
     pub ports: PortRange,
     /// Where applied config repos are mirrored, if anywhere.
     pub mirror: Option<hive_config::MirrorConfig>,
@@ -138,11 +140,13 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         .transpose()?;
 
     let agent_env = crate::engine::read_agent_env(&paths, &config.agent_env)?;
-    let model = crate::egress::check_settings(&agent_env, dashboard_addr)?;
-    tracing::info!(%model, "egress: the model endpoint agents may reach");
+    for (engine, model) in crate::egress::check_settings(&agent_env, dashboard_addr)? {
+        tracing::info!(%model, engine = engine.as_str(), "egress: the model endpoint agents of this engine may reach");
+    }
     let settings = Settings {
         hive_bin: std::env::current_exe().context("locate the hive binary")?,
         engine_bin: crate::engine::locate(config.claude_bin.as_deref())?,
+        codex_bin: crate::engine::locate_codex(config.codex_bin.as_deref())?,
         agent_env,
         agent_env_args: config.agent_env,
         ports: config.ports,

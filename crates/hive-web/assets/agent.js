@@ -2,7 +2,7 @@
 // /events/history, then /events/stream, deduped by seq), the state row and
 // its controls, the composer, the inbox, loose ends, turn stats and the
 // login help. Every string from the agent, its peers or its tools becomes
-// text nodes, or elements built by the small markdown renderer below: no
+// text nodes, or elements built by the shared markdown renderer (text.js): no
 // HTML is ever parsed, and links are only ever http(s).
 'use strict';
 (function () {
@@ -235,6 +235,7 @@
       $('login-missing').textContent = l.missing || 'the engine has no credentials';
       $('login-env').textContent = l.env.join(', ');
       $('login-file').textContent = l.credentials_file;
+      if (window.HiveCodex) window.HiveCodex.login(l, $);
       $('login-flow').hidden = !l.interactive;
       if (l.interactive) await refreshLoginSession();
     } catch (e) {
@@ -492,7 +493,14 @@
     return rows;
   }
 
+  // What codex.js (the codex engine's rows) builds with.
+  const CODEX_HELPERS = {
+    el, rowHead, details, pre, markdown, firstLine, toolCall, toolLabel, resultText, fmtNum,
+  };
+
   function streamRows(frame) {
+    const codex = window.HiveCodex && window.HiveCodex.rows(frame, CODEX_HELPERS);
+    if (codex) return codex;
     const type = frame.type;
     if (type === 'assistant' && frame.message) return assistantRows(frame, frame.message);
     if (type === 'user' && frame.message) return userRows(frame, frame.message);

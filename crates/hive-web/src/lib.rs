@@ -35,6 +35,9 @@ pub const AGENT_JS: &str = include_str!("../assets/agent.js");
 /// `window.HiveText`: markdown to DOM (text nodes only) and helper events
 /// as sentences, for agent output, inboxes and the message flow.
 pub const TEXT_JS: &str = include_str!("../assets/text.js");
+/// The agent page's rows for the codex engine's events (loaded before
+/// `agent.js`, which asks it first).
+pub const CODEX_JS: &str = include_str!("../assets/codex.js");
 /// Both pages' icon (a browser asks for one; without it, a 404 per load).
 pub const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 
@@ -115,6 +118,11 @@ pub const AGENT_ASSETS: &[Asset] = &[
         body: AGENT_JS,
     },
     Asset {
+        name: "codex.js",
+        content_type: JS,
+        body: CODEX_JS,
+    },
+    Asset {
         name: "palette.css",
         content_type: CSS,
         body: PALETTE_CSS,
@@ -192,12 +200,12 @@ mod tests {
     /// Untrusted text only ever reaches the page as text.
     #[test]
     fn no_html_sinks_in_scripts() {
-        let agent_js = ("agent.js", AGENT_JS);
+        let agent_js = [("agent.js", AGENT_JS), ("codex.js", CODEX_JS)];
         let scripts = ASSETS
             .iter()
             .filter(|a| a.name.ends_with(".js"))
             .map(|a| (a.name, a.body));
-        for (name, body) in scripts.chain([agent_js]) {
+        for (name, body) in scripts.chain(agent_js) {
             for sink in [
                 "innerHTML",
                 "outerHTML",

@@ -93,6 +93,11 @@ struct ServeArgs {
     /// (default: `claude` on PATH; `scripts/install-claude` fetches one).
     #[arg(long, env = "HIVE_CLAUDE_BIN", value_name = "PATH")]
     claude_bin: Option<PathBuf>,
+    /// The `codex` CLI to bind read-only into every agent's container, for
+    /// agents whose `engine` is `codex` (default: `codex` on PATH;
+    /// `scripts/install-codex` fetches one).
+    #[arg(long, env = "HIVE_CODEX_BIN", value_name = "PATH")]
+    codex_bin: Option<PathBuf>,
     /// The manager's web UI port.
     #[arg(long, default_value_t = 8000)]
     manager_port: u16,
@@ -224,6 +229,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         runtime: args.runtime,
         agent_env: args.agent_env,
         claude_bin: args.claude_bin.filter(|p| !p.as_os_str().is_empty()),
+        codex_bin: args.codex_bin.filter(|p| !p.as_os_str().is_empty()),
         ports: hive_core::coordinator::PortRange {
             manager: args.manager_port,
             first: args.agent_ports.0,

@@ -8,6 +8,7 @@ mod agent_page;
 mod browser;
 mod busy;
 mod cli;
+mod codex;
 mod config;
 mod deploy;
 mod e2e;
