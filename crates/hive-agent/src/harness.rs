@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use crate::bus::now_unix;
 use crate::engine::{Engine, EngineRequest, McpSetup, RunKind, Verdict};
 use crate::state::Shared;
-use crate::stats::TurnRecord;
+use crate::stats::{TurnRecord, turn_cost};
 use crate::turn::{self, RunEnd, RunLimits, RunOutcome};
 use crate::{Role, files, wake};
 
@@ -537,6 +537,12 @@ impl Harness {
             .as_ref()
             .map(|o| o.observation.clone())
             .unwrap_or_default();
+        // The CLI reports its session's running total: this turn cost what
+        // the total grew by since the session's previous turn.
+        let before = match (&self.shared.stats, &observation.session_id) {
+            (Some(stats), Some(session)) => stats.session_cost(session).ok().flatten(),
+            _ => None,
+        };
         let record = TurnRecord {
             id: None,
             model: observation.model.clone().unwrap_or_else(|| model.clone()),
@@ -548,7 +554,9 @@ impl Harness {
             usage: observation.total_usage,
             last_usage: observation.last_usage,
             context_tokens: observation.context_tokens(),
-            cost_usd: observation.cost_usd,
+            cost_usd: turn_cost(before, observation.session_cost_usd),
+            session_id: observation.session_id.clone(),
+            session_cost_usd: observation.session_cost_usd,
             inferences: observation.inferences,
             tool_call_count: observation.tool_call_count(),
             tool_calls: observation.tool_calls.clone(),

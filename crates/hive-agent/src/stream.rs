@@ -288,7 +288,9 @@ pub struct Observation {
     pub last_usage: Option<TokenUsage>,
     /// Usage summed over every inference (from the result line if present).
     pub total_usage: TokenUsage,
-    pub cost_usd: Option<f64>,
+    /// The result line's `total_cost_usd`: the running total of the whole
+    /// engine session (earlier `--continue` runs included), not this run's.
+    pub session_cost_usd: Option<f64>,
     /// The last `error` tag on a synthetic assistant message.
     pub api_error: Option<String>,
     pub api_error_status: Option<u16>,
@@ -327,7 +329,7 @@ impl Observation {
                     self.total_usage = u;
                 }
                 if r.total_cost_usd.is_some() {
-                    self.cost_usd = r.total_cost_usd;
+                    self.session_cost_usd = r.total_cost_usd;
                 }
                 if r.session_id.is_some() {
                     self.session_id = r.session_id.clone();
