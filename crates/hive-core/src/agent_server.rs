@@ -242,6 +242,14 @@ pub async fn agent_verb(
             coord.publish_status(me.as_str());
             AgentResponse::Ok
         }
+        request @ (TaskCreate { .. }
+        | TaskList { .. }
+        | TaskShow { .. }
+        | TaskClaim { .. }
+        | TaskUpdate { .. }
+        | TaskComplete { .. }
+        | TaskBlock { .. }
+        | TaskCancel { .. }) => return coord.agent_task_verb(me, &request),
     })
 }
 
@@ -448,6 +456,9 @@ pub async fn manager_verb(
         List => AgentResponse::Agents {
             agents: coord.agent_statuses(&Default::default())?,
         },
+        request @ (TaskAssign { .. } | TaskReorder { .. }) => {
+            return coord.manager_task_verb(&request);
+        }
     })
 }
 

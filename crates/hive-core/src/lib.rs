@@ -26,6 +26,7 @@ pub mod safe_fs;
 pub mod sandbox_files;
 pub mod scheduler;
 pub mod serve;
+pub mod tasks;
 
 pub use paths::Paths;
 pub use serve::{ServeConfig, Started};

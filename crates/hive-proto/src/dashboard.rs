@@ -130,6 +130,8 @@ pub enum DashboardEvent {
     MetaUpdateRunning { seq: u64, running: bool },
     /// The full rebuild queue after any change to it.
     RebuildQueueChanged { seq: u64, queue: Vec<QueueEntry> },
+    /// A task was created or changed; clients upsert by id.
+    TaskChanged { seq: u64, task: crate::Task },
 }
 
 /// A lifecycle action in flight.
@@ -196,7 +198,8 @@ impl DashboardEvent {
             | DashboardEvent::TombstonesChanged { seq, .. }
             | DashboardEvent::MetaInputsChanged { seq, .. }
             | DashboardEvent::MetaUpdateRunning { seq, .. }
-            | DashboardEvent::RebuildQueueChanged { seq, .. } => *seq,
+            | DashboardEvent::RebuildQueueChanged { seq, .. }
+            | DashboardEvent::TaskChanged { seq, .. } => *seq,
         }
     }
 }

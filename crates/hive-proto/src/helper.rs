@@ -73,4 +73,14 @@ pub enum HelperEvent {
     LoggedIn { agent: String },
     /// An agent runs a config older than its deployed one.
     NeedsUpdate { agent: String },
+    /// The tasks an agent held went back to open: its container crashed or
+    /// was destroyed (a claim is a lease on its life).
+    TaskReleased {
+        id: i64,
+        title: String,
+        agent: String,
+        reason: String,
+    },
+    /// A task was reserved for this agent: claim it when it is claimable.
+    TaskAssigned { id: i64, title: String, by: String },
 }

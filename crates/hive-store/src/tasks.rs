@@ -214,12 +214,12 @@ impl Store {
         let links = check_links(&new.links)?;
         let conn = self.conn();
         let tx = WriteTx::begin(&conn)?;
-        let active: u64 = tx.query_row(
+        let active: i64 = tx.query_row(
             "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('done', 'cancelled')",
             [],
             |r| r.get(0),
         )?;
-        if active >= MAX_ACTIVE_TASKS {
+        if u64::try_from(active).unwrap_or(0) >= MAX_ACTIVE_TASKS {
             return Err(Error::Refused(format!(
                 "the board already holds {MAX_ACTIVE_TASKS} active tasks"
             )));
