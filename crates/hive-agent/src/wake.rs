@@ -168,6 +168,19 @@ pub fn render_helper(event: &HelperEvent) -> String {
         NeedsLogin { agent } => format!("{agent}'s engine needs a login"),
         LoggedIn { agent } => format!("{agent}'s engine logged in"),
         NeedsUpdate { agent } => format!("{agent} runs an outdated config and needs an update"),
+        TaskReleased {
+            id,
+            title,
+            agent,
+            reason,
+        } => format!(
+            "task #{id} ({title}) is open again: {agent} held it, and {reason}; assign it or let \
+             another agent claim it"
+        ),
+        TaskAssigned { id, title, by } => format!(
+            "{by} assigned you task #{id} ({title}): claim it with `task_claim` once it is \
+             claimable"
+        ),
     }
 }
 
