@@ -617,11 +617,9 @@ impl HiveTools {
         Ok(self
             .relay(&request, Duration::ZERO, |answer| match answer {
                 AgentResponse::Tasks { tasks } if tasks.is_empty() => "(no tasks)".to_owned(),
-                AgentResponse::Tasks { tasks } => tasks
-                    .iter()
-                    .map(render_task)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
+                AgentResponse::Tasks { tasks } => {
+                    tasks.iter().map(render_task).collect::<Vec<_>>().join("\n")
+                }
                 other => render_other(&other),
             })
             .await)

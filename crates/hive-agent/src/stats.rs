@@ -111,7 +111,9 @@ impl StatsStore {
                 |r| r.get(0),
             )?;
             if !exists {
-                db.execute_batch(&format!("ALTER TABLE turn_stats ADD COLUMN {column} {decl}"))?;
+                db.execute_batch(&format!(
+                    "ALTER TABLE turn_stats ADD COLUMN {column} {decl}"
+                ))?;
             }
         }
         Ok(Self { db: Mutex::new(db) })

@@ -168,8 +168,6 @@ impl Coordinator {
 
     /// The operator's board listing.
     pub fn operator_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>> {
-        Ok(self
-            .store
-            .tasks(hive_proto::OPERATOR_RECIPIENT, filter)?)
+        Ok(self.store.tasks(hive_proto::OPERATOR_RECIPIENT, filter)?)
     }
 }

@@ -982,7 +982,9 @@ fn task_board() {
         &format!(r#"{{"kind":"task","task":{TASK_LINE}}}"#),
     );
     check(
-        AgentResponse::Tasks { tasks: vec![task()] },
+        AgentResponse::Tasks {
+            tasks: vec![task()],
+        },
         &format!(r#"{{"kind":"tasks","tasks":[{TASK_LINE}]}}"#),
     );
     check(
@@ -1046,7 +1048,10 @@ fn task_board() {
         r#"{"cmd":"task_assign","id":1,"agent":"bob"}"#,
     );
     check(
-        HostRequest::TaskCancel { id: 1, reason: None },
+        HostRequest::TaskCancel {
+            id: 1,
+            reason: None,
+        },
         r#"{"cmd":"task_cancel","id":1}"#,
     );
     check(

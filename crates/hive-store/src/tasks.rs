@@ -317,9 +317,7 @@ impl Store {
             }
         }
         if let Some(other) = holder.filter(|h| *h != agent) {
-            return Err(Error::Refused(format!(
-                "task {id} is assigned to {other}"
-            )));
+            return Err(Error::Refused(format!("task {id} is assigned to {other}")));
         }
         let open_deps: Vec<String> = {
             let mut stmt = tx.prepare_cached(
@@ -327,7 +325,11 @@ impl Store {
                  WHERE d.task = ?1 AND t.status <> 'done' ORDER BY t.id",
             )?;
             stmt.query_map([id], |r| {
-                Ok(format!("{} ({})", r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                Ok(format!(
+                    "{} ({})",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?
+                ))
             })?
             .collect::<rusqlite::Result<_>>()?
         };

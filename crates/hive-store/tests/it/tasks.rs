@@ -33,7 +33,10 @@ fn a_task_is_claimable_only_once_its_dependencies_are_done() {
         .create_task("manager", &new("api", &[schema.id]))
         .unwrap();
     let docs = store.create_task("manager", &new("docs", &[])).unwrap();
-    assert_eq!((api.depends_on.clone(), api.claimable), (vec![schema.id], false));
+    assert_eq!(
+        (api.depends_on.clone(), api.claimable),
+        (vec![schema.id], false)
+    );
     assert_eq!(
         ids(&store.tasks("alice", TaskFilter::Claimable).unwrap()),
         [schema.id, docs.id]
@@ -81,7 +84,9 @@ fn a_task_is_claimable_only_once_its_dependencies_are_done() {
             api.id
         )
     );
-    store.complete_task("alice", schema.id, Some("merged")).unwrap();
+    store
+        .complete_task("alice", schema.id, Some("merged"))
+        .unwrap();
     assert!(store.task(api.id).unwrap().claimable);
     assert_eq!(
         ids(&store.tasks("bob", TaskFilter::Claimable).unwrap()),
@@ -138,13 +143,18 @@ fn dependency_cycles_are_refused() {
     );
     assert!(matches!(
         store.create_task("alice", &new("d", &[999])),
-        Err(Error::NotFound { what: "task", id: 999 })
+        Err(Error::NotFound {
+            what: "task",
+            id: 999
+        })
     ));
     // A refused change changed nothing.
     assert!(store.task(a.id).unwrap().depends_on.is_empty());
     assert_eq!(store.tasks("alice", TaskFilter::All).unwrap().len(), 3);
     // A diamond is no cycle.
-    store.update_task("alice", c.id, &patch(&[a.id, b.id])).unwrap();
+    store
+        .update_task("alice", c.id, &patch(&[a.id, b.id]))
+        .unwrap();
     assert_eq!(store.task(c.id).unwrap().depends_on, [a.id, b.id]);
 }
 
@@ -227,7 +237,9 @@ fn who_may_assign_reorder_cancel_and_update() {
         ids(&store.tasks("alice", TaskFilter::All).unwrap()),
         [u.id, t.id]
     );
-    let cancelled = store.cancel_task("operator", t.id, Some("not needed")).unwrap();
+    let cancelled = store
+        .cancel_task("operator", t.id, Some("not needed"))
+        .unwrap();
     assert_eq!(cancelled.status, TaskStatus::Cancelled);
     assert_eq!(
         refused(store.complete_task("bob", t.id, None)),
@@ -293,7 +305,11 @@ fn releasing_claims_reopens_what_the_agent_held() {
     assert_eq!(store.task(d.id).unwrap().assignee.as_deref(), Some("bob"));
     let last = store.task_history(a.id).unwrap().pop().unwrap();
     assert_eq!(
-        (last.actor.as_str(), last.action.as_str(), last.note.as_deref()),
+        (
+            last.actor.as_str(),
+            last.action.as_str(),
+            last.note.as_deref()
+        ),
         ("system", "released", Some("container crashed"))
     );
     // Anyone may claim them now.

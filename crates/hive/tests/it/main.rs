@@ -21,3 +21,4 @@ mod planted;
 mod pressure;
 mod sandboxes;
 mod support;
+mod tasks;
