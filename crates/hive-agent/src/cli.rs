@@ -274,14 +274,26 @@ async fn whoami(client: &SocketClient) -> anyhow::Result<String> {
 async fn report_state(shared: std::sync::Arc<Shared>) {
     let mut frames = shared.bus.subscribe();
     let mut every = tokio::time::interval(Duration::from_secs(60));
-    let mut reported: Option<(hive_proto::live::TurnState, String, Option<bool>)> = None;
+    type Report = (
+        hive_proto::live::TurnState,
+        String,
+        Option<bool>,
+        Option<i64>,
+    );
+    let mut reported: Option<Report> = None;
     loop {
-        let now = (shared.turn_state(), shared.model(), shared.logged_in());
+        let now = (
+            shared.turn_state(),
+            shared.model(),
+            shared.logged_in(),
+            shared.state_until(),
+        );
         if reported.as_ref() != Some(&now) {
             let request = hive_proto::AgentRequest::HarnessState {
                 state: now.0,
                 model: Some(now.1.clone()),
                 logged_in: now.2,
+                until: now.3,
             };
             match shared.client.request(&request).await {
                 Ok(hive_proto::AgentResponse::Ok) => reported = Some(now),

@@ -470,6 +470,13 @@ impl Harness {
                         Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
                     }
                 }
+                RunEnd::Finished(Verdict::Quota { resets_at, message }) => {
+                    match self.park_for_quota(resets_at, &message, &cancel).await {
+                        Ok(()) => self.shared.set_turn_state(TurnState::Thinking, None),
+                        Err(Interrupted::Shutdown) => break TurnEnd::Shutdown,
+                        Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
+                    }
+                }
                 RunEnd::Finished(Verdict::NeedsLogin(why)) => {
                     self.shared.bus.note(format!("needs login: {why}"));
                     self.shared
@@ -590,6 +597,35 @@ impl Harness {
             }
         }
         end
+    }
+
+    /// The plan's window is used up until `resets_at`: sleep on one timer
+    /// until then (the popped messages stay in flight, newer ones wait in
+    /// the inbox, nothing is spent), then let the turn run again. A reset
+    /// already past is a plain rate limit: the usual back-off.
+    async fn park_for_quota(
+        &mut self,
+        resets_at: i64,
+        message: &str,
+        cancel: &Notify,
+    ) -> Result<(), Interrupted> {
+        let now_ms = crate::bus::now_millis();
+        let wait_ms = resets_at.saturating_mul(1000).saturating_sub(now_ms);
+        let wait = if wait_ms > 0 {
+            Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX))
+        } else {
+            let wait = self.rate_backoff;
+            self.rate_backoff = (wait * 2).min(self.config.rate_limit_backoff * 16);
+            wait
+        };
+        let text = hive_proto::live::quota_text(resets_at);
+        self.shared.bus.note(format!(
+            "{text}: {message}; the turn runs again then ({}s)",
+            wait.as_secs()
+        ));
+        self.shared
+            .set_turn_state_until(TurnState::Quota, Some(text), Some(resets_at));
+        self.sleep(wait, Some(cancel)).await
     }
 
     async fn run_engine(

@@ -177,6 +177,11 @@ pub fn render_helper(event: &HelperEvent) -> String {
             "task #{id} ({title}) is open again: {agent} held it, and {reason}; assign it or let \
              another agent claim it"
         ),
+        QuotaReached { agent, until } => format!(
+            "{agent} used up its subscription quota: parked until unix time {until} ({}), its \
+             messages wait",
+            hive_proto::live::quota_text(*until)
+        ),
         TaskAssigned { id, title, by } => format!(
             "{by} assigned you task #{id} ({title}): claim it with `task_claim` once it is \
              claimable"

@@ -227,8 +227,9 @@ pub async fn agent_verb(
             state,
             model,
             logged_in,
+            until,
         } => {
-            harness_state(coord, me, state, model.as_deref(), logged_in)?;
+            harness_state(coord, me, state, model.as_deref(), logged_in, until)?;
             AgentResponse::Ok
         }
         SetStatus { text } => {
@@ -302,6 +303,7 @@ fn harness_state(
     state: hive_proto::live::TurnState,
     model: Option<&str>,
     logged_in: Option<bool>,
+    until: Option<i64>,
 ) -> Result<()> {
     let record = coord.require_agent(me)?;
     coord.deploys.harness_reported(me);
@@ -325,18 +327,36 @@ fn harness_state(
     }
     // The status row says the engine is missing, and how to provide it,
     // for as long as the harness reports so.
-    let missing = state == hive_proto::live::TurnState::EngineMissing;
-    let says_missing = record
-        .status_text
-        .as_deref()
-        .is_some_and(|t| t.starts_with(crate::engine::MISSING_PREFIX));
-    if missing {
-        let text = crate::engine::missing_text(&coord.settings);
-        if record.status_text.as_deref() != Some(text.as_str()) {
-            coord.store.set_status_text(me.as_str(), Some(&text))?;
+    // Likewise a quota: "quota until HH:MM UTC" while parked on it, and the
+    // manager hears of each new reset time once.
+    let core_text = match (state, until) {
+        (hive_proto::live::TurnState::EngineMissing, _) => {
+            Some(crate::engine::missing_text(&coord.settings))
         }
-    } else if says_missing {
-        coord.store.set_status_text(me.as_str(), None)?;
+        (hive_proto::live::TurnState::Quota, Some(until)) => {
+            Some(hive_proto::live::quota_text(until))
+        }
+        _ => None,
+    };
+    let says_core_text = record.status_text.as_deref().is_some_and(|t| {
+        t.starts_with(crate::engine::MISSING_PREFIX)
+            || t.starts_with(hive_proto::live::QUOTA_PREFIX)
+    });
+    match &core_text {
+        Some(text) if record.status_text.as_deref() != Some(text.as_str()) => {
+            coord.store.set_status_text(me.as_str(), Some(text))?;
+            if let (hive_proto::live::TurnState::Quota, Some(until)) = (state, until)
+                && !me.is_manager()
+            {
+                coord.notify_manager(&hive_proto::HelperEvent::QuotaReached {
+                    agent: me.to_string(),
+                    until,
+                });
+            }
+        }
+        Some(_) => {}
+        None if says_core_text => coord.store.set_status_text(me.as_str(), None)?,
+        None => {}
     }
     if let Some(model) = model.filter(|m| !m.is_empty() && m.len() <= 200)
         && record.active_model.as_deref() != Some(model)

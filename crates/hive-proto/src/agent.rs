@@ -91,6 +91,10 @@ pub enum AgentRequest {
         /// fresh boot, says nothing about the login).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         logged_in: Option<bool>,
+        /// When the state ends by itself, unix seconds: the reset of a
+        /// `quota` state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
     },
     /// Put a task on the shared board (open; claimable once every task in
     /// `depends_on` is done). Answers `task`.

@@ -81,6 +81,9 @@ pub enum HelperEvent {
         agent: String,
         reason: String,
     },
+    /// An agent's subscription quota is used up: it is parked (its
+    /// messages wait) and resumes by itself at `until` (unix seconds).
+    QuotaReached { agent: String, until: i64 },
     /// A task was reserved for this agent: claim it when it is claimable.
     TaskAssigned { id: i64, title: String, by: String },
 }

@@ -361,6 +361,7 @@ fn agent_requests() {
             state: hive_proto::live::TurnState::NeedsLogin,
             model: Some("opus".into()),
             logged_in: None,
+            until: None,
         },
         r#"{"cmd":"harness_state","state":"needs_login","model":"opus"}"#,
     );
@@ -369,8 +370,22 @@ fn agent_requests() {
             state: hive_proto::live::TurnState::Idle,
             model: None,
             logged_in: Some(true),
+            until: None,
         },
         r#"{"cmd":"harness_state","state":"idle","logged_in":true}"#,
+    );
+    check(
+        HarnessState {
+            state: hive_proto::live::TurnState::Quota,
+            model: None,
+            logged_in: None,
+            until: Some(1_795_953_864),
+        },
+        r#"{"cmd":"harness_state","state":"quota","until":1795953864}"#,
+    );
+    assert_eq!(
+        hive_proto::live::quota_text(1_795_953_864),
+        "quota until 12:04 UTC"
     );
 }
 
@@ -1009,6 +1024,13 @@ fn task_board() {
             reason: "its container crashed".into(),
         },
         r#"{"event":"task_released","id":3,"title":"api","agent":"alice","reason":"its container crashed"}"#,
+    );
+    check(
+        HelperEvent::QuotaReached {
+            agent: "alice".into(),
+            until: 1_795_953_864,
+        },
+        r#"{"event":"quota_reached","agent":"alice","until":1795953864}"#,
     );
     check(
         HelperEvent::TaskAssigned {
