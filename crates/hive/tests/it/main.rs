@@ -20,5 +20,6 @@ mod pages;
 mod planted;
 mod pressure;
 mod sandboxes;
+mod spend;
 mod support;
 mod tasks;
