@@ -142,7 +142,10 @@ impl Harness {
         }
         self.requeue().await;
         while !self.is_shutdown() {
-            if self.wait_while_paused().await.is_err() || self.wait_for_login().await.is_err() {
+            if self.wait_while_paused().await.is_err()
+                || self.wait_for_login().await.is_err()
+                || self.wait_within_budget().await.is_err()
+            {
                 break;
             }
             if self.shared.take_compact() {
@@ -218,6 +221,57 @@ impl Harness {
         }
         self.shared.set_turn_state(TurnState::Idle, None);
         Ok(())
+    }
+
+    /// Parks in `over_budget` while the deployed spend limit is reached:
+    /// no `recv`, so messages wait in the inbox. Only a new UTC day (for
+    /// daily limits; one timer until midnight) or a deploy that raises the
+    /// limit (which restarts the harness) ends it.
+    async fn wait_within_budget(&mut self) -> Result<(), Interrupted> {
+        let Some(budget) = self
+            .config
+            .deployed
+            .as_ref()
+            .map(|d| d.config.budget)
+            .filter(|b| !b.is_unlimited())
+        else {
+            return Ok(());
+        };
+        let shared = self.shared.clone();
+        let Some(stats) = &shared.stats else {
+            return Ok(());
+        };
+        let mut parked = false;
+        loop {
+            let now = now_unix();
+            let midnight = now - now.rem_euclid(86_400);
+            let (today, total) = match (stats.spent_since(midnight), stats.spent_since(0)) {
+                (Ok(today), Ok(total)) => ((today.usd, today.tokens), (total.usd, total.tokens)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!("turn stats unreadable, budget not checked: {e}");
+                    return Ok(());
+                }
+            };
+            let Some(why) = budget.reached(today, total) else {
+                if parked {
+                    self.shared.set_turn_state(TurnState::Idle, None);
+                }
+                return Ok(());
+            };
+            let note = format!("over budget: {why} ({})", budget.describe());
+            if self.shared.turn_state() != TurnState::OverBudget {
+                self.shared.bus.note(note.clone());
+                self.shared
+                    .set_turn_state(TurnState::OverBudget, Some(note));
+            }
+            parked = true;
+            let wait = if budget.only_daily(total) {
+                u64::try_from(midnight + 86_400 - now).unwrap_or(1)
+            } else {
+                86_400
+            };
+            self.sleep(Duration::from_secs(wait.max(1)), None).await?;
+        }
     }
 
     /// Parks in `engine_missing` while the engine binary is absent, in

@@ -182,6 +182,10 @@ pub fn render_helper(event: &HelperEvent) -> String {
              messages wait",
             hive_proto::live::quota_text(*until)
         ),
+        BudgetRaiseRequested { agent, answer } => format!(
+            "the operator answered {answer:?} to {agent} being over its budget: commit a larger \
+             [budget] in {agent}'s agent.toml and request its deploy (request_apply_commit)"
+        ),
         TaskAssigned { id, title, by } => format!(
             "{by} assigned you task #{id} ({title}): claim it with `task_claim` once it is \
              claimable"

@@ -33,6 +33,7 @@ pub const FIELDS: &[&str] = &[
     "network",
     "mounts",
     "image",
+    "budget",
 ];
 
 /// Top-level keys `agent.toml` once had and no longer accepts, each with
@@ -386,6 +387,22 @@ fn meaning(
                 "resources.memory `{memory}` is not a size (bytes, or a number with K, M, G or T, e.g. \"4G\")"
             ),
         );
+    }
+
+    // budget
+    for (key, usd) in [
+        ("daily_usd", c.budget.daily_usd),
+        ("total_usd", c.budget.total_usd),
+    ] {
+        if let Some(usd) = usd
+            && !(usd.is_finite() && usd >= 0.0)
+        {
+            at.push(
+                errors,
+                &[Key("budget"), Key(key)],
+                format!("budget.{key} must be a non-negative amount of USD, got {usd}"),
+            );
+        }
     }
 
     // network

@@ -327,8 +327,9 @@ fn harness_state(
     }
     // The status row says the engine is missing, and how to provide it,
     // for as long as the harness reports so.
-    // Likewise a quota: "quota until HH:MM UTC" while parked on it, and the
-    // manager hears of each new reset time once.
+    // Likewise a quota ("quota until HH:MM UTC" while parked on it, and the
+    // manager hears of each new reset time once) and a budget ("over
+    // budget", and the operator is asked once what to do).
     let core_text = match (state, until) {
         (hive_proto::live::TurnState::EngineMissing, _) => {
             Some(crate::engine::missing_text(&coord.settings))
@@ -336,22 +337,26 @@ fn harness_state(
         (hive_proto::live::TurnState::Quota, Some(until)) => {
             Some(hive_proto::live::quota_text(until))
         }
+        (hive_proto::live::TurnState::OverBudget, _) => Some(crate::budget::OVER_BUDGET.to_owned()),
         _ => None,
     };
     let says_core_text = record.status_text.as_deref().is_some_and(|t| {
         t.starts_with(crate::engine::MISSING_PREFIX)
             || t.starts_with(hive_proto::live::QUOTA_PREFIX)
+            || t == crate::budget::OVER_BUDGET
     });
     match &core_text {
         Some(text) if record.status_text.as_deref() != Some(text.as_str()) => {
             coord.store.set_status_text(me.as_str(), Some(text))?;
-            if let (hive_proto::live::TurnState::Quota, Some(until)) = (state, until)
-                && !me.is_manager()
-            {
-                coord.notify_manager(&hive_proto::HelperEvent::QuotaReached {
-                    agent: me.to_string(),
-                    until,
-                });
+            match (state, until) {
+                (hive_proto::live::TurnState::Quota, Some(until)) if !me.is_manager() => {
+                    coord.notify_manager(&hive_proto::HelperEvent::QuotaReached {
+                        agent: me.to_string(),
+                        until,
+                    });
+                }
+                (hive_proto::live::TurnState::OverBudget, _) => coord.ask_about_budget(me),
+                _ => {}
             }
         }
         Some(_) => {}

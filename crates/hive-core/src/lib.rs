@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod agent_server;
+pub mod budget;
 pub mod config;
 pub mod coordinator;
 pub mod deploys;

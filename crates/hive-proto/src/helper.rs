@@ -84,6 +84,9 @@ pub enum HelperEvent {
     /// An agent's subscription quota is used up: it is parked (its
     /// messages wait) and resumes by itself at `until` (unix seconds).
     QuotaReached { agent: String, until: i64 },
+    /// The operator answered "raise" to an agent over its budget: commit a
+    /// larger `[budget]` in its `agent.toml` and request its deploy.
+    BudgetRaiseRequested { agent: String, answer: String },
     /// A task was reserved for this agent: claim it when it is claimable.
     TaskAssigned { id: i64, title: String, by: String },
 }

@@ -16,6 +16,7 @@
 mod agents;
 mod approvals;
 mod broker;
+mod budget;
 mod loose_ends;
 mod questions;
 mod reminders;
@@ -34,6 +35,7 @@ use tokio::sync::{Notify, broadcast};
 
 pub use agents::AgentRecord;
 pub use broker::{MessageEvent, MessageRow};
+pub use budget::BUDGET_OPTIONS;
 pub use questions::{ANSWER_CANCELLED, ANSWER_EXPIRED, Question, TTL_WATCHDOG};
 pub use reminders::{
     MAX_PENDING_REMINDERS, MAX_REMINDER_ATTEMPTS, Reminder, ReminderOutcome, ceil_seconds,

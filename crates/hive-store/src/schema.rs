@@ -43,7 +43,7 @@ const MIGRATIONS: &[Migration] = &[
         apply: reminder_millis,
     },
     Migration {
-        what: "the task board",
+        what: "the task board, budget questions",
         apply: task_board,
     },
 ];
@@ -104,7 +104,9 @@ fn reminder_millis(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 
 /// The task board (`tasks.rs`): tasks, their dependencies and history.
 /// `assignee` is the holder of a claimed or blocked task, or whom an open
-/// one is reserved for; `links` a JSON array.
+/// one is reserved for; `links` a JSON array. And the questions core asked
+/// the operator about an agent over its budget (`budget.rs`), so an answer
+/// acts on that agent even after a daemon restart.
 fn task_board(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS tasks (
@@ -136,7 +138,11 @@ fn task_board(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              action TEXT NOT NULL,
              note TEXT
          );
-         CREATE INDEX IF NOT EXISTS task_history_task ON task_history (task, id);",
+         CREATE INDEX IF NOT EXISTS task_history_task ON task_history (task, id);
+         CREATE TABLE IF NOT EXISTS budget_questions (
+             question INTEGER PRIMARY KEY REFERENCES questions (id),
+             agent TEXT NOT NULL
+         );",
     )
 }
 

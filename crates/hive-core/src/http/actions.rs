@@ -146,6 +146,7 @@ pub(super) async fn answer(
         .store
         .answer_question(id, OPERATOR_RECIPIENT, &body.answer)?;
     app.coord.publish_question_resolved(&q);
+    app.coord.budget_answered(&q).await?;
     Ok(Json(Outcome::done()))
 }
 
