@@ -18,7 +18,7 @@ fn json(line: &str) -> Value {
 }
 
 /// A process-runtime hive whose agents run the real CLI against `model`.
-fn hive(model: &ModelServer, claude: &Path, ports: (u16, u16)) -> Hive {
+pub(crate) fn hive(model: &ModelServer, claude: &Path, ports: (u16, u16)) -> Hive {
     let agent_ports = format!("{}-{}", ports.0 + 1, ports.1);
     let env = [
         format!("ANTHROPIC_BASE_URL={}", model.url()),
@@ -75,7 +75,7 @@ fn next_request(model: &ModelServer, skip: usize, marker: &str) -> (usize, Value
 }
 
 /// Spawns `name` (approved at once) and deploys `prompt` as its role.
-fn spawn(hive: &Hive, name: &str) -> PathBuf {
+pub(crate) fn spawn(hive: &Hive, name: &str) -> PathBuf {
     let queued = json(&hive.agent(
         "manager",
         &format!(r#"{{"cmd":"request_spawn","name":"{name}"}}"#),
@@ -88,7 +88,7 @@ fn spawn(hive: &Hive, name: &str) -> PathBuf {
 }
 
 /// Queues a deploy of `sha` for `name`: the approval id.
-fn request_deploy(hive: &Hive, name: &str, sha: &str) -> i64 {
+pub(crate) fn request_deploy(hive: &Hive, name: &str, sha: &str) -> i64 {
     let queued = json(&hive.agent(
         "manager",
         &format!(r#"{{"cmd":"request_apply_commit","agent":"{name}","commit_ref":"{sha}"}}"#),
@@ -96,7 +96,7 @@ fn request_deploy(hive: &Hive, name: &str, sha: &str) -> i64 {
     queued["id"].as_i64().unwrap_or_else(|| panic!("{queued}"))
 }
 
-fn approve(hive: &Hive, id: i64) -> String {
+pub(crate) fn approve(hive: &Hive, id: i64) -> String {
     hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#))
 }
 

@@ -108,3 +108,166 @@ fn a_used_up_quota_parks_the_agent_until_its_reset() {
         answered[0].0 - resets_at * 1000
     );
 }
+
+/// The first model request whose newest user text carries `marker`, after
+/// the first `skip`; its index + 1.
+fn request_saying(model: &ModelServer, skip: usize, marker: &str) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if let Some(i) = model
+            .requests()
+            .iter()
+            .skip(skip)
+            .position(|r| last_user_text(r).contains(marker))
+        {
+            return skip + i + 1;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no model request saying {marker:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Polls `check` for up to 90 s (turns of the real CLI take seconds).
+fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn agent_toml(budget: &str) -> String {
+    format!(
+        "model = \"sonnet\"\nengine = \"claude\"\nprompt = \"prompt.md\"\n\n[budget]\n{budget}\n"
+    )
+}
+
+#[test]
+fn a_budget_stops_turns_until_the_operator_raises_it_through_a_deploy() {
+    use crate::deploy::{approve, hive, request_deploy, spawn};
+    let Some(claude) = claude() else { return };
+    let _serial = serial();
+    let model = ModelServer::start(|_| Reply::Text("noted".into()));
+    let hive = hive(&model, &claude, (18800, 18810));
+    let proposed = spawn(&hive, "coder");
+    // The agent's page through core's proxy (`Null` while its harness is
+    // not serving it, as across a rebuild).
+    let page = |path: &str| -> Value {
+        let bearer = hive.bearer();
+        let (code, _, body) = hive.http(
+            "GET",
+            &format!("/agent/coder{path}"),
+            &[("Authorization", &bearer)],
+            "",
+        );
+        if code == 200 {
+            serde_json::from_str(&body).unwrap()
+        } else {
+            Value::Null
+        }
+    };
+    let turns = || -> Vec<Value> { page("/api/turns").as_array().cloned().unwrap_or_default() };
+    let billed = |turns: &[Value]| -> u64 {
+        turns
+            .iter()
+            .map(|t| {
+                let u = &t["usage"];
+                u["input_tokens"].as_u64().unwrap()
+                    + u["output_tokens"].as_u64().unwrap()
+                    + u["cache_creation_input_tokens"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    // The turn of its spawn note, then quiet.
+    until("the spawn turn", || {
+        let state = page("/api/state");
+        !turns().is_empty() && state["turn_running"] == false && state["state"] == "idle"
+    });
+    // A limit 10 tokens above what it spent: the next turn (the rebuild's
+    // note; each scripted inference bills 55) reaches it.
+    let limit = billed(&turns()) + 10;
+    let low = crate::support::commit(
+        &proposed,
+        &[
+            (
+                "agent.toml",
+                &agent_toml(&format!("total_tokens = {limit}")),
+            ),
+            ("prompt.md", "BUDGETED: you work within a budget."),
+        ],
+        "a low budget",
+    );
+    let id = request_deploy(&hive, "coder", &low);
+    assert_eq!(approve(&hive, id), r#"{"version":1,"ok":true}"#);
+    let seen = model.requests().len();
+
+    // Over budget: the status row says so, the next message waits in the
+    // inbox (no turn, no model request), and the operator is asked once.
+    until("over budget", || {
+        status(&hive, "coder")["status_text"] == "over budget"
+    });
+    let done = turns().len();
+    assert!(billed(&turns()) >= limit);
+    hive.host(r#"{"cmd":"send","to":"coder","body":"TWO"}"#);
+    let snapshot: Value = serde_json::from_str(&hive.http_get("/api/state")).unwrap();
+    let questions: Vec<&Value> = snapshot["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["asker"] == "coder")
+        .collect();
+    assert_eq!(questions.len(), 1, "{questions:?}");
+    assert_eq!(
+        questions[0]["options"],
+        serde_json::json!(["raise", "pause", "stop"])
+    );
+    let unread: Value = serde_json::from_str(&hive.agent("coder", r#"{"cmd":"status"}"#)).unwrap();
+    assert!(unread["unread"].as_u64().unwrap() >= 1, "{unread}");
+    assert!(
+        !model
+            .requests()
+            .iter()
+            .any(|r| last_user_text(r).contains("TWO")),
+        "an over-budget agent ran a turn"
+    );
+    assert_eq!(turns().len(), done);
+
+    // "raise": the manager is asked to propose it; the operator approves
+    // the deploy; the waiting message gets its turn.
+    let bearer = hive.bearer();
+    let (code, _, body) = hive.http(
+        "POST",
+        &format!("/api/questions/{}/answer", questions[0]["id"]),
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"answer":"raise"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    until("the manager to hear of it", || {
+        manager_events(&hive).iter().any(|e| {
+            e["event"] == "budget_raise_requested"
+                && e["agent"] == "coder"
+                && e["answer"] == "raise"
+        })
+    });
+    let raised = crate::support::commit(
+        &proposed,
+        &[("agent.toml", &agent_toml("total_tokens = 100000"))],
+        "raise the budget",
+    );
+    let id = request_deploy(&hive, "coder", &raised);
+    assert_eq!(approve(&hive, id), r#"{"version":1,"ok":true}"#);
+    request_saying(&model, seen, "TWO");
+    until("the waiting message's turn", || turns().len() > done);
+    until("the status to clear", || {
+        status(&hive, "coder").get("status_text").is_none()
+    });
+}
