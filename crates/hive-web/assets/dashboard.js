@@ -883,6 +883,7 @@
     S.msgIds.clear();
     msgNodes.clear();
     for (const m of snap.messages) addMessage(m, false);
+    if (window.HiveBoard) window.HiveBoard.snapshot(snap.tasks);
     $('runtime').textContent = 'runtime ' + (S.runtime || 'none');
     mark('containers', 'tombstones', 'questions', 'approvals', 'inbox');
   }
@@ -942,6 +943,10 @@
       case 'tombstones_changed':
         S.tombstones = ev.tombstones;
         mark('tombstones', 'containers');
+        break;
+      case 'task_changed':
+        // The board (board.js) keeps its own state.
+        if (window.HiveBoard) window.HiveBoard.changed(ev.task);
         break;
       default:
         break;
