@@ -131,11 +131,18 @@ impl Coordinator {
                         .map_err(Into::into),
                 )
             }
-            TaskComplete { id, note } => changed(
-                self.store
-                    .complete_task(me_str, *id, note.as_deref())
-                    .map_err(Into::into),
-            ),
+            TaskComplete { id, note } => {
+                let done = changed(
+                    self.store
+                        .complete_task(me_str, *id, note.as_deref())
+                        .map_err(Into::into),
+                )?;
+                // Its dependents may have just become claimable.
+                for task in self.store.task_dependents(*id)? {
+                    self.publish_task(&task);
+                }
+                Ok(done)
+            }
             TaskBlock { id, reason } => changed(
                 self.store
                     .block_task(me_str, *id, reason)

@@ -246,6 +246,16 @@ impl Store {
         load(&self.conn(), id)
     }
 
+    /// The tasks that depend on `id`, in id order.
+    pub fn task_dependents(&self, id: i64) -> Result<Vec<Task>> {
+        let conn = self.conn();
+        let ids: Vec<i64> = conn
+            .prepare_cached("SELECT task FROM task_deps WHERE depends_on = ?1 ORDER BY task")?
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        ids.into_iter().map(|id| load(&conn, id)).collect()
+    }
+
     /// One task's history, oldest first.
     pub fn task_history(&self, id: i64) -> Result<Vec<TaskEvent>> {
         let conn = self.conn();

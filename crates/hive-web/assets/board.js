@@ -141,9 +141,8 @@
       for (const t of list || []) tasks.set(t.id, t);
       render();
     },
-    // One `task_changed`: upsert by id. A change can make dependents
-    // claimable, which only their own events say; dependency marks are
-    // recomputed from what the board holds.
+    // One `task_changed`: upsert by id (core sends one for each dependent
+    // a completion made claimable).
     changed(t) {
       setup();
       tasks.set(t.id, t);

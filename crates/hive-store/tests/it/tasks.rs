@@ -316,3 +316,16 @@ fn releasing_claims_reopens_what_the_agent_held() {
     store.claim_task("bob", a.id).unwrap();
     assert!(store.release_claims("alice", "again").unwrap().is_empty());
 }
+
+#[test]
+fn dependents_are_listed_for_the_board() {
+    let (_dir, store) = store_with(&["alice"]);
+    let a = store.create_task("manager", &new("a", &[])).unwrap();
+    let b = store.create_task("manager", &new("b", &[a.id])).unwrap();
+    let c = store.create_task("manager", &new("c", &[a.id])).unwrap();
+    store.claim_task("alice", a.id).unwrap();
+    store.complete_task("alice", a.id, None).unwrap();
+    let dependents = store.task_dependents(a.id).unwrap();
+    assert_eq!(ids(&dependents), [b.id, c.id]);
+    assert!(dependents.iter().all(|t| t.claimable));
+}

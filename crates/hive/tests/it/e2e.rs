@@ -395,7 +395,7 @@ pub(crate) fn last_user_text(request: &Value) -> String {
 }
 
 /// The text of the tool result the newest user message carries, if any.
-fn tool_result_text(request: &Value) -> Option<String> {
+pub(crate) fn tool_result_text(request: &Value) -> Option<String> {
     let blocks = last_user(request)?["content"].as_array()?;
     let result = blocks.iter().find(|b| b["type"] == "tool_result")?;
     Some(result["content"].to_string())

@@ -5,6 +5,7 @@
 mod adversary;
 mod agent;
 mod agent_page;
+mod board;
 mod browser;
 mod cli;
 mod config;
