@@ -3,7 +3,7 @@
 //! its reset (a timer, no poll, no turn spent) and it resumes by itself
 //! with the messages that waited.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,14 +28,17 @@ fn now_ms() -> i64 {
 fn a_used_up_quota_parks_the_agent_until_its_reset() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    // The window resets a few seconds from now, on a whole second.
-    let resets_at = now_ms() / 1000 + 5;
+    // The window resets a few seconds after the first request, on a whole
+    // second (set then, so a slow start cannot outrun it).
+    let reset = Arc::new(AtomicI64::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let answered_at = Arc::new(Mutex::new(Vec::<(i64, String)>::new()));
-    let (r, a) = (refused.clone(), answered_at.clone());
+    let (r, a, at) = (refused.clone(), answered_at.clone(), reset.clone());
     let model = ModelServer::start(move |request| {
         let now = now_ms();
         let said = last_user_text(request);
+        let _ = at.compare_exchange(0, now / 1000 + 4, Ordering::SeqCst, Ordering::SeqCst);
+        let resets_at = at.load(Ordering::SeqCst);
         if now < resets_at * 1000 {
             r.fetch_add(1, Ordering::SeqCst);
             return Reply::UsageLimit { resets_at };
@@ -52,6 +55,7 @@ fn a_used_up_quota_parks_the_agent_until_its_reset() {
             .iter()
             .any(|e| e["kind"] == "turn_state_changed" && e["state"] == "quota")
     });
+    let resets_at = reset.load(Ordering::SeqCst);
     // Parked: `hive status` says until when, the manager was told once.
     let text = hive_proto::live::quota_text(resets_at);
     wait_for("the status row", &[&q], || {
@@ -270,4 +274,18 @@ fn a_budget_stops_turns_until_the_operator_raises_it_through_a_deploy() {
     until("the status to clear", || {
         status(&hive, "coder").get("status_text").is_none()
     });
+
+    // Revived, it keeps that limit: the spawn approval shows it.
+    assert_eq!(
+        hive.host(r#"{"cmd":"destroy","name":"coder"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    let queued: Value = serde_json::from_str(
+        &hive.host(r#"{"cmd":"request_spawn","name":"coder","description":"again"}"#),
+    )
+    .unwrap();
+    assert_eq!(
+        queued["approvals"][0]["description"],
+        "again\nbudget: 100000 tokens in total"
+    );
 }
