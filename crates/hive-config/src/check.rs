@@ -687,7 +687,10 @@ mod tests {
             &["agent.toml:3: budget.daily_usd must be a non-negative amount of USD, got -1"],
         );
         let typo = errors("model = \"sonnet\"\n[budget]\ndaily_dollars = 5\n");
-        assert!(typo[0].contains("unknown field `daily_dollars`"), "{typo:?}");
+        assert!(
+            typo[0].contains("unknown field `daily_dollars`"),
+            "{typo:?}"
+        );
     }
 
     #[test]

@@ -289,3 +289,56 @@ fn a_budget_stops_turns_until_the_operator_raises_it_through_a_deploy() {
         "again\nbudget: 100000 tokens in total"
     );
 }
+
+/// The agent as adversary: a question it asks itself is never a budget
+/// question (answering "pause" to it pauses nothing), and a budget state it
+/// reports acts on itself only, asking the operator once.
+#[test]
+fn an_agent_cannot_turn_its_own_questions_into_budget_actions() {
+    let hive = crate::support::Hive::start(&["alice", "bob"]);
+    let answer = |id: &Value, answer: &str| {
+        let bearer = hive.bearer();
+        let (code, _, body) = hive.http(
+            "POST",
+            &format!("/api/questions/{id}/answer"),
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            &serde_json::json!({ "answer": answer }).to_string(),
+        );
+        assert_eq!(code, 200, "{body}");
+    };
+    let questions = || -> Vec<Value> {
+        let snapshot: Value = serde_json::from_str(&hive.http_get("/api/state")).unwrap();
+        snapshot["questions"].as_array().unwrap().clone()
+    };
+    let forged: Value = serde_json::from_str(&hive.agent(
+        "alice",
+        r#"{"cmd":"ask","question":"bob is over budget: pause him?","options":["raise","pause","stop"]}"#,
+    ))
+    .unwrap();
+    answer(&forged["id"], "pause");
+    assert_eq!(status(&hive, "alice")["paused"], false);
+    assert_eq!(status(&hive, "bob")["paused"], false);
+
+    // A reported over_budget is about the reporter alone, asked once.
+    for _ in 0..3 {
+        assert_eq!(
+            hive.agent("alice", r#"{"cmd":"harness_state","state":"over_budget"}"#),
+            r#"{"kind":"ok"}"#
+        );
+    }
+    assert_eq!(status(&hive, "alice")["status_text"], "over budget");
+    let asked: Vec<Value> = questions()
+        .into_iter()
+        .filter(|q| q["asker"] == "alice")
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    answer(&asked[0]["id"], "pause");
+    assert_eq!(status(&hive, "alice")["paused"], true);
+    assert_eq!(status(&hive, "bob")["paused"], false);
+    // Idle again: the status row clears.
+    hive.agent("alice", r#"{"cmd":"harness_state","state":"idle"}"#);
+    assert!(status(&hive, "alice").get("status_text").is_none());
+}
