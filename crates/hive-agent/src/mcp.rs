@@ -1078,13 +1078,28 @@ mod tests {
             "whoami",
             "set_status",
             "request_next_turn",
+            "task_create",
+            "task_list",
+            "task_show",
+            "task_claim",
+            "task_update",
+            "task_complete",
+            "task_block",
+            "task_cancel",
         ] {
             assert!(agent.iter().any(|t| t == tool), "{tool} missing");
         }
-        assert_eq!(agent.len(), 10);
+        assert_eq!(agent.len(), 18);
         let manager = tool_names(Role::Manager);
-        assert_eq!(manager.len(), 19);
-        for tool in ["request_spawn", "get_logs", "list", "update"] {
+        assert_eq!(manager.len(), 29);
+        for tool in [
+            "request_spawn",
+            "get_logs",
+            "list",
+            "update",
+            "task_assign",
+            "task_reorder",
+        ] {
             assert!(manager.iter().any(|t| t == tool), "{tool} missing");
             assert!(!agent.iter().any(|t| t == tool), "{tool} leaked");
         }
