@@ -30,21 +30,10 @@
     el.classList.toggle('bad', Boolean(bad));
   }
 
+  // dashboard.js's POST (JSON in, `{"ok":…}` out, throws the error).
   async function post(path, body, what) {
     try {
-      const r = await fetch(path, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body || {}),
-        credentials: 'same-origin',
-      });
-      let j = null;
-      try {
-        j = await r.json();
-      } catch (e) {
-        /* not JSON: report the status */
-      }
-      if (!r.ok || !j || j.ok === false) throw new Error((j && j.error) || r.status + ' ' + r.statusText);
+      await window.__hive.post(path, body);
       say(what + ': done', false);
       return true;
     } catch (e) {

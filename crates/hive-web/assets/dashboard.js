@@ -164,6 +164,9 @@
     return j;
   }
 
+  // Shared with board.js.
+  hive.post = post;
+
   // POSTs for a button: busy while in flight, a banner if it fails. The
   // page itself changes only through the events the action causes.
   async function act(btn, what, path, body) {
