@@ -24,7 +24,18 @@ impl Coordinator {
              wait). Raise the limit (the manager proposes the change for your approval), pause \
              it, or stop it?"
         );
-        match self.store.ask_about_budget(agent.as_str(), &question) {
+        // "raise by <the limit again>": doubling is the one-click choice;
+        // the manager proposes whatever the answer says.
+        let raise = match self.config.deployed(agent) {
+            Ok(d) if !d.config.budget.is_unlimited() => {
+                format!("raise by {}", d.config.budget.describe())
+            }
+            _ => "raise".to_owned(),
+        };
+        match self
+            .store
+            .ask_about_budget(agent.as_str(), &question, &raise)
+        {
             Ok(Some(q)) => self.publish_question_added(&q),
             Ok(None) => {}
             Err(e) => tracing::error!(%agent, "budget question not asked: {e}"),

@@ -6,17 +6,26 @@ use rusqlite::OptionalExtension;
 
 use crate::{Result, Store, WriteTx};
 
-/// The options of a budget question, in order.
-pub const BUDGET_OPTIONS: [&str; 3] = ["raise", "pause", "stop"];
+/// The options of a budget question after the first ("raise …").
+pub const BUDGET_OPTIONS: [&str; 2] = ["pause", "stop"];
 
 impl Store {
-    /// Asks the operator what to do about `agent` over its budget, unless a
+    /// Asks the operator what to do about `agent` over its budget — `raise`
+    /// (the first option, saying by how much), pause, stop — unless a
     /// question about it is still open: the new question, or `None`.
-    pub fn ask_about_budget(&self, agent: &str, question: &str) -> Result<Option<crate::Question>> {
+    pub fn ask_about_budget(
+        &self,
+        agent: &str,
+        question: &str,
+        raise: &str,
+    ) -> Result<Option<crate::Question>> {
         if self.open_budget_question(agent)?.is_some() {
             return Ok(None);
         }
-        let options: Vec<String> = BUDGET_OPTIONS.iter().map(|o| (*o).to_owned()).collect();
+        let options: Vec<String> = std::iter::once(raise)
+            .chain(BUDGET_OPTIONS)
+            .map(str::to_owned)
+            .collect();
         let q = self.ask(agent, None, question, &options, false, None)?;
         let conn = self.conn();
         let tx = WriteTx::begin(&conn)?;

@@ -229,7 +229,7 @@ fn a_budget_stops_turns_until_the_operator_raises_it_through_a_deploy() {
     assert_eq!(questions.len(), 1, "{questions:?}");
     assert_eq!(
         questions[0]["options"],
-        serde_json::json!(["raise", "pause", "stop"])
+        serde_json::json!([format!("raise by {limit} tokens in total"), "pause", "stop"])
     );
     let unread: Value = serde_json::from_str(&hive.agent("coder", r#"{"cmd":"status"}"#)).unwrap();
     assert!(unread["unread"].as_u64().unwrap() >= 1, "{unread}");
@@ -252,14 +252,14 @@ fn a_budget_stops_turns_until_the_operator_raises_it_through_a_deploy() {
             ("Authorization", &bearer),
             ("Content-Type", "application/json"),
         ],
-        r#"{"answer":"raise"}"#,
+        &serde_json::json!({"answer": format!("raise by {limit} tokens in total")}).to_string(),
     );
     assert_eq!(code, 200, "{body}");
     until("the manager to hear of it", || {
         manager_events(&hive).iter().any(|e| {
             e["event"] == "budget_raise_requested"
                 && e["agent"] == "coder"
-                && e["answer"] == "raise"
+                && e["answer"] == format!("raise by {limit} tokens in total").as_str()
         })
     });
     let raised = crate::support::commit(
