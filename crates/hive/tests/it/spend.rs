@@ -275,6 +275,29 @@ fn a_budget_stops_turns_until_the_operator_raises_it_through_a_deploy() {
         status(&hive, "coder").get("status_text").is_none()
     });
 
+    // A turn's cost is its own: what its session's running total grew by
+    // since the session's previous turn (the CLI reports the total).
+    let mut rows = turns();
+    rows.reverse();
+    let mut continued = 0;
+    for pair in rows.windows(2) {
+        let (before, now) = (&pair[0], &pair[1]);
+        let total = now["session_cost_usd"].as_f64().unwrap();
+        let cost = now["cost_usd"].as_f64().unwrap();
+        if before["session_id"] == now["session_id"] {
+            continued += 1;
+            let grew = total - before["session_cost_usd"].as_f64().unwrap();
+            assert!((cost - grew).abs() < 1e-9, "{before}\n{now}");
+            assert!(cost < total, "{now}");
+        } else {
+            assert!(
+                (cost - total).abs() < 1e-9,
+                "a new session costs its total: {now}"
+            );
+        }
+    }
+    assert!(continued > 0, "no turn continued a session: {rows:?}");
+
     // Revived, it keeps that limit: the spawn approval shows it.
     assert_eq!(
         hive.host(r#"{"cmd":"destroy","name":"coder"}"#),
