@@ -444,7 +444,7 @@ impl Harness {
         }
         // A session keeps the system prompt it started with: a changed one
         // (a deployed role) needs a fresh session, told where its notes are.
-        let fingerprint = crate::session::fingerprint(&role_prompt);
+        let fingerprint = crate::session::fingerprint_for(self.config.engine.name(), &role_prompt);
         let started_with = crate::session::started_with(&self.config.state_dir);
         let handoff;
         let prompt = match &started_with {
@@ -452,7 +452,7 @@ impl Harness {
                 continue_session = false;
                 self.shared
                     .bus
-                    .note("the system prompt changed: this turn starts a fresh session");
+                    .note("the system prompt or engine changed: this turn starts a fresh session");
                 handoff = crate::session::handoff(prompt, &self.config.state_dir);
                 handoff.as_str()
             }
@@ -728,6 +728,13 @@ impl Harness {
 
     /// Runs the engine's compaction on the current session.
     async fn compact(&mut self, model: &str, cancel: &Notify) -> bool {
+        if !self.config.engine.can_compact() {
+            self.shared.bus.note(format!(
+                "{} cannot compact a session",
+                self.config.engine.name()
+            ));
+            return false;
+        }
         self.shared.set_turn_state(TurnState::Compacting, None);
         let prompt = self.config.engine.compact_prompt();
         let outcome = self
@@ -748,7 +755,10 @@ impl Harness {
     async fn operator_compact(&mut self) {
         let cancel = self.shared.begin_turn();
         let model = self.shared.model();
-        self.compact(&model, &cancel).await;
+        if !self.compact(&model, &cancel).await && !self.config.engine.can_compact() {
+            // What a compaction is for: a session with room again.
+            self.shared.request_new_session();
+        }
         self.shared.end_turn();
         if !self.is_shutdown() {
             self.shared.set_turn_state(TurnState::Idle, None);

@@ -19,7 +19,6 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::client::SocketClient;
 use crate::{Role, files, wake};
@@ -101,29 +100,6 @@ impl HiveTools {
             Ok(answer) => self.finish(Ok(render(answer))).await,
             Err(e) => self.finish(Err(e.to_string())).await,
         }
-    }
-
-    /// Relays a verb this build's protocol does not know yet.
-    async fn relay_value(
-        &self,
-        request: Value,
-        render: impl FnOnce(&Value) -> String,
-    ) -> CallToolResult {
-        let answer = self
-            .client
-            .raw_value(&request, CALL_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string());
-        let text = match answer {
-            Ok(v) if v.get("kind").and_then(Value::as_str) == Some("err") => Err(v
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("refused")
-                .to_owned()),
-            Ok(v) => Ok(render(&v)),
-            Err(e) => Err(e),
-        };
-        self.finish(text).await
     }
 
     /// Appends the inbox status line; an `Err` becomes a tool error.
@@ -899,19 +875,15 @@ impl HiveTools {
             Ok(name) => name,
             Err(e) => return Ok(self.finish(Err(e)).await),
         };
-        let request = GetLogsRequest::new(agent, a.lines.unwrap_or(100));
-        let value = serde_json::to_value(&request).unwrap_or(Value::Null);
+        let request = ManagerOnlyRequest::GetLogs {
+            name: agent,
+            lines: Some(a.lines.unwrap_or(100)),
+        };
         Ok(self
-            .relay_value(value, |answer| match answer.get("lines") {
-                Some(Value::Array(lines)) => {
-                    let lines: Vec<&str> = lines.iter().filter_map(Value::as_str).collect();
-                    if lines.is_empty() {
-                        "(no output)".to_owned()
-                    } else {
-                        lines.join("\n")
-                    }
-                }
-                _ => answer.to_string(),
+            .relay(&request, Duration::ZERO, |answer| match answer {
+                AgentResponse::Logs { lines } if lines.is_empty() => "(no output)".to_owned(),
+                AgentResponse::Logs { lines } => lines.join("\n"),
+                other => render_other(&other),
             })
             .await)
     }
@@ -923,26 +895,6 @@ impl HiveTools {
     instructions = "The hyperhive tools: talk to other agents and the operator through the hive's broker."
 )]
 impl ServerHandler for HiveTools {}
-
-/// `get_logs` on the manager socket; not in `hive-proto` yet (core must
-/// add `ManagerOnlyRequest::GetLogs { name, lines }` answering
-/// `{"kind":"logs","lines":[…]}`).
-#[derive(Debug, Serialize)]
-struct GetLogsRequest {
-    cmd: &'static str,
-    name: AgentName,
-    lines: u32,
-}
-
-impl GetLogsRequest {
-    fn new(name: AgentName, lines: u32) -> Self {
-        Self {
-            cmd: "get_logs",
-            name,
-            lines,
-        }
-    }
-}
 
 fn kind_name(kind: LooseEndKind) -> &'static str {
     match kind {
@@ -1192,15 +1144,6 @@ mod tests {
         assert_eq!(
             text(&sent),
             (false, "sent to bob\n\n[inbox: 3 unread]".to_owned())
-        );
-    }
-
-    #[test]
-    fn get_logs_line() {
-        let request = GetLogsRequest::new(AgentName::parse("coder").unwrap(), 50);
-        assert_eq!(
-            serde_json::to_string(&request).unwrap(),
-            r#"{"cmd":"get_logs","name":"coder","lines":50}"#
         );
     }
 }

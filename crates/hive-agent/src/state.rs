@@ -186,6 +186,12 @@ impl Shared {
         self.inner().model.clone()
     }
 
+    /// Drops the runtime model switch: `model` (the deployed one) again.
+    pub fn clear_model(&self, model: String) {
+        let _ = std::fs::remove_file(self.state_dir.join(files::MODEL));
+        self.inner().model = model;
+    }
+
     /// Switches the model of the next turn and persists it.
     pub fn set_model(&self, model: &str) -> Result<(), String> {
         let model = model.trim();

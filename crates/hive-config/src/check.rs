@@ -751,11 +751,11 @@ read_only = false
     #[test]
     fn every_structural_error_with_its_line() {
         check(
-            "modle = \"sonnet\"\nengine = \"codex\"\nnetwork = \"lan\"\n\n[resources]\ncpus = 2\n",
+            "modle = \"sonnet\"\nengine = \"gemini\"\nnetwork = \"lan\"\n\n[resources]\ncpus = 2\n",
             &[
                 "agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"",
                 "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`",
-                "agent.toml:2: engine: unknown variant `codex`, expected `claude`",
+                "agent.toml:2: engine: unknown variant `gemini`, expected `claude` or `codex`",
                 "agent.toml:3: network: invalid value: string \"lan\", expected \"none\", \"model\", \"full\", a list of hosts, true or false",
                 "agent.toml:6: resources: unknown field `cpus`, expected `cpu` or `memory`",
             ],

@@ -91,12 +91,15 @@ pub enum Engine {
     /// Claude Code (`claude --print --output-format stream-json …`).
     #[default]
     Claude,
+    /// The Codex CLI (`codex exec --json …`) on an OpenAI Responses API.
+    Codex,
 }
 
 impl Engine {
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Claude => "claude",
+            Engine::Codex => "codex",
         }
     }
 }

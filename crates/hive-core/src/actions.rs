@@ -33,9 +33,7 @@ impl Coordinator {
         for name in &scope.agent_names {
             self.require_agent(name)?;
         }
-        if self.runtime.is_none() {
-            return Err(Error::NoRuntime { verb: verb_name });
-        }
+        self.require_runtime(verb_name)?;
         let names = if scope.is_all() {
             self.store
                 .agents()?
@@ -293,7 +291,6 @@ impl Coordinator {
             asked_at: q.asked_at,
             deadline_at: q.deadline_at,
             target: q.target.clone(),
-            question_refs: Vec::new(),
         });
     }
 
@@ -307,7 +304,6 @@ impl Coordinator {
             answered_at: q.answered_at.unwrap_or_else(hive_store::now_unix),
             cancelled: q.cancelled,
             target: q.target.clone(),
-            answer_refs: Vec::new(),
         });
     }
 }

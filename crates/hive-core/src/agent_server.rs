@@ -15,7 +15,7 @@ use hive_proto::{
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::jsonl;
-use crate::listener::Connection;
+use crate::listener::{self, Connection};
 
 /// Most rows `recent` returns.
 const MAX_RECENT: u64 = 500;
@@ -332,7 +332,8 @@ fn harness_state(
     // budget", and the operator is asked once what to do).
     let core_text = match (state, until) {
         (hive_proto::live::TurnState::EngineMissing, _) => {
-            Some(crate::engine::missing_text(&coord.settings))
+            let engine = coord.egress.engine_of(me).unwrap_or_default();
+            Some(crate::engine::missing_text(&coord.settings, engine))
         }
         (hive_proto::live::TurnState::Quota, Some(until)) => {
             Some(hive_proto::live::quota_text(until))
@@ -485,6 +486,41 @@ pub async fn manager_verb(
             return coord.manager_task_verb(&request);
         }
     })
+}
+
+/// Binds `name`'s socket and serves it until shutdown; a socket this
+/// daemon already serves is left as it is.
+pub fn serve_agent_socket(coord: &Arc<Coordinator>, name: AgentName) -> anyhow::Result<()> {
+    let bound = coord
+        .agent_sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+        .is_some_and(|task| !task.is_finished());
+    if bound {
+        return Ok(());
+    }
+    let socket = listener::bind(&coord.paths.agent_socket(&name))?;
+    let egress = crate::egress::Proxy::new(coord.egress.clone(), name.clone())
+        .bind(&coord.paths.egress_socket(&name))?;
+    let task = {
+        let (coord, name) = (coord.clone(), name.clone());
+        let agent = listener::accept_loop(socket, move |stream| {
+            handle(coord.clone(), name.clone(), stream)
+        });
+        tokio::spawn(async move {
+            tokio::join!(agent, egress);
+        })
+    };
+    let previous = coord
+        .agent_sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name, task.abort_handle());
+    if let Some(previous) = previous {
+        previous.abort();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub use agent::{
     AgentRequest, AgentResponse, DeliveredMessage, InboxRow, LooseEnd, LooseEndKind,
     ManagerOnlyRequest, ManagerRequest, ManagerResponse,
 };
-pub use dashboard::DashboardEvent;
+pub use dashboard::{DashboardEvent, MessageView};
 pub use helper::HelperEvent;
 pub use host::{
     AgentStatusRow, AgentUrl, Approval, ApprovalKind, ApprovalStatus, HostRequest, HostResponse,

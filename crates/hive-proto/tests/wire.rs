@@ -653,28 +653,30 @@ fn dashboard_events() {
     check(
         Sent {
             seq: 1,
-            id: 2,
-            from: "a".into(),
-            to: "b".into(),
-            body: "hi".into(),
-            at: 3,
-            in_reply_to: None,
-            file_refs: vec![],
+            message: MessageView {
+                id: 2,
+                from: "a".into(),
+                to: "b".into(),
+                body: "hi".into(),
+                at: 3,
+                in_reply_to: None,
+            },
         },
         r#"{"kind":"sent","seq":1,"id":2,"from":"a","to":"b","body":"hi","at":3}"#,
     );
     check(
         Delivered {
             seq: 1,
-            id: 2,
-            from: "a".into(),
-            to: "b".into(),
-            body: "see /shared/x.md".into(),
-            at: 3,
-            in_reply_to: Some(1),
-            file_refs: vec!["/shared/x.md".into()],
+            message: MessageView {
+                id: 2,
+                from: "a".into(),
+                to: "b".into(),
+                body: "see /shared/x.md".into(),
+                at: 3,
+                in_reply_to: Some(1),
+            },
         },
-        r#"{"kind":"delivered","seq":1,"id":2,"from":"a","to":"b","body":"see /shared/x.md","at":3,"in_reply_to":1,"file_refs":["/shared/x.md"]}"#,
+        r#"{"kind":"delivered","seq":1,"id":2,"from":"a","to":"b","body":"see /shared/x.md","at":3,"in_reply_to":1}"#,
     );
     check(
         ApprovalAdded {
@@ -713,7 +715,6 @@ fn dashboard_events() {
             asked_at: 1,
             deadline_at: None,
             target: None,
-            question_refs: vec![],
         },
         r#"{"kind":"question_added","seq":6,"id":1,"asker":"c","question":"q","options":[],"multi":false,"asked_at":1}"#,
     );
@@ -726,7 +727,6 @@ fn dashboard_events() {
             answered_at: 2,
             cancelled: true,
             target: Some("d".into()),
-            answer_refs: vec![],
         },
         r#"{"kind":"question_resolved","seq":7,"id":1,"answer":"[cancelled]","answerer":"operator","answered_at":2,"cancelled":true,"target":"d"}"#,
     );

@@ -34,6 +34,9 @@ pub const AGENT_HTML: &str = include_str!("../assets/agent.html");
 pub const AGENT_CSS: &str = include_str!("../assets/agent.css");
 /// The per-agent page's single-page client.
 pub const AGENT_JS: &str = include_str!("../assets/agent.js");
+/// The agent page's rows for the codex engine's events (loaded before
+/// `agent.js`, which asks it first).
+pub const CODEX_JS: &str = include_str!("../assets/codex.js");
 
 /// The policy both pages are served with: scripts and styles only from the
 /// page's own origin (no inline script can run, whatever text gets in),
@@ -100,6 +103,11 @@ pub const AGENT_ASSETS: &[Asset] = &[
         name: "agent.js",
         content_type: JS,
         body: AGENT_JS,
+    },
+    Asset {
+        name: "codex.js",
+        content_type: JS,
+        body: CODEX_JS,
     },
     Asset {
         name: "palette.css",
@@ -177,12 +185,12 @@ mod tests {
     /// Untrusted text only ever reaches the page as text.
     #[test]
     fn no_html_sinks_in_scripts() {
-        let agent_js = ("agent.js", AGENT_JS);
+        let agent_js = [("agent.js", AGENT_JS), ("codex.js", CODEX_JS)];
         let scripts = ASSETS
             .iter()
             .filter(|a| a.name.ends_with(".js"))
             .map(|a| (a.name, a.body));
-        for (name, body) in scripts.chain([agent_js]) {
+        for (name, body) in scripts.chain(agent_js) {
             for sink in [
                 "innerHTML",
                 "outerHTML",

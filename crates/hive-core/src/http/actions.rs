@@ -41,7 +41,7 @@ where
 {
     tokio::spawn(action)
         .await
-        .map_err(|e| Error::Io(format!("action task failed: {e}")))??;
+        .map_err(|e| Error::Internal(format!("action task failed: {e}")))??;
     Ok(Json(Outcome::done()))
 }
 

@@ -129,7 +129,7 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         .collect();
     let snapshot = StateSnapshot {
         seq,
-        runtime: coord.runtime.as_ref().map(|r| r.name()),
+        runtime: coord.runtime_name(),
         agents: coord.agent_statuses(&Default::default())?,
         transients,
         tombstones: coord.tombstones()?,
@@ -232,5 +232,5 @@ async fn with_diffs(coord: &Coordinator, pending: Vec<Approval>) -> Result<Vec<P
             .collect()
     })
     .await
-    .map_err(|e| Error::Io(format!("diff task failed: {e}")))
+    .map_err(|e| Error::Internal(format!("diff task failed: {e}")))
 }

@@ -37,17 +37,24 @@ pub(crate) fn serial() -> MutexGuard<'static, ()> {
 
 /// The claude CLI, or `None` (after saying why) when the tests should skip.
 pub(crate) fn claude() -> Option<PathBuf> {
-    let bin = std::env::var_os("HIVE_CLAUDE_BIN")
+    installed_cli("HIVE_CLAUDE_BIN", "claude")
+}
+
+/// An agent CLI: `$var`, else `.cache/<name>/bin/<name>` (where
+/// `scripts/install-<name>` puts it); `None` (after saying why) when the
+/// tests should skip, a panic under `CI=true`.
+pub(crate) fn installed_cli(var: &str, name: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/claude/bin/claude")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../.cache/{name}/bin/{name}"))
         });
     if bin.is_file() {
         return Some(bin);
     }
     let why = format!(
-        "the claude CLI is not installed ({} missing; run scripts/install-claude and set HIVE_CLAUDE_BIN)",
+        "the {name} CLI is not installed ({} missing; run scripts/install-{name} and set {var})",
         bin.display()
     );
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -314,7 +321,7 @@ fn sse_reply(model: &str, n: usize, reply: &Reply) -> String {
     out
 }
 
-fn respond_json(out: &mut TcpStream, body: &Value) {
+pub(crate) fn respond_json(out: &mut TcpStream, body: &Value) {
     let body = body.to_string();
     let _ = write!(
         out,
@@ -324,7 +331,9 @@ fn respond_json(out: &mut TcpStream, body: &Value) {
 }
 
 /// Method, path, `Via` and body of one HTTP/1.1 request.
-fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Option<String>, Vec<u8>)> {
+pub(crate) fn read_request(
+    reader: &mut impl BufRead,
+) -> Option<(String, String, Option<String>, Vec<u8>)> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -408,6 +417,27 @@ pub(crate) fn answers_a_tool(request: &Value) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
 }
 
+/// A model script: a user text carrying `trigger` gets a hive `send` of
+/// `body` to `to`; the tool's answer gets "done"; anything else "noted".
+pub(crate) fn relay(
+    trigger: &'static str,
+    to: &'static str,
+    body: &'static str,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    move |request| {
+        if answers_a_tool(request) {
+            Reply::Text("done".into())
+        } else if last_user_text(request).contains(trigger) {
+            Reply::ToolUse {
+                name: "mcp__hive__send".into(),
+                input: json!({"to": to, "body": body}),
+            }
+        } else {
+            Reply::Text("noted".into())
+        }
+    }
+}
+
 /// A hive (no runtime) whose state dir holds `agents` and whose model
 /// endpoint, the one its egress proxies allow, is `model`.
 pub(crate) fn hive_for(agents: &[&str], model: &ModelServer) -> Hive {
@@ -464,10 +494,23 @@ impl Harness {
         claude: &Path,
         extra: &[&str],
     ) -> Harness {
+        Self::start_env(hive, name, role, model, claude, extra, &[])
+    }
+
+    /// [`Harness::start_with`], with more variables in its environment.
+    pub(crate) fn start_env(
+        hive: &Hive,
+        name: &str,
+        role: &str,
+        model: &ModelServer,
+        claude: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Harness {
         Self::spawn(
             hive,
             name,
-            Self::command(hive, name, role, model, claude, extra),
+            Self::command(hive, name, role, model, claude, extra, env),
         )
     }
 
@@ -494,7 +537,7 @@ impl Harness {
             credentials.to_string(),
         )
         .unwrap();
-        let mut command = Self::command(hive, name, "agent", model, claude, &[]);
+        let mut command = Self::command(hive, name, "agent", model, claude, &[], &[]);
         command.env_remove("ANTHROPIC_API_KEY");
         Self::spawn(hive, name, command)
     }
@@ -515,6 +558,7 @@ impl Harness {
         model: &ModelServer,
         claude: &Path,
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Command {
         let state = hive.state_dir().join("agents").join(name).join("state");
         std::fs::create_dir_all(&state).unwrap();
@@ -550,6 +594,7 @@ impl Harness {
             .env_remove("CLAUDE_CODE_USE_BEDROCK")
             .env_remove("CLAUDE_CODE_USE_VERTEX")
             .env_remove("HIVE_MODEL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped());
         command
     }
@@ -582,7 +627,7 @@ impl Harness {
     }
 
     /// SIGTERM and wait.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let exit = self.child.wait().unwrap();
@@ -654,19 +699,7 @@ fn assert_all_acked(hive: &Hive, name: &str) {
 fn an_operator_message_flows_through_two_agents() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let model = ModelServer::start(|request| {
-        if answers_a_tool(request) {
-            return Reply::Text("done".into());
-        }
-        if last_user_text(request).contains("PING-FROM-OPERATOR") {
-            Reply::ToolUse {
-                name: "mcp__hive__send".into(),
-                input: json!({"to": "b", "body": "PONG-FROM-A"}),
-            }
-        } else {
-            Reply::Text("noted".into())
-        }
-    });
+    let model = ModelServer::start(relay("PING-FROM-OPERATOR", "b", "PONG-FROM-A"));
     let hive = hive_for(&["a", "b"], &model);
     let a = Harness::start(&hive, "a", "agent", &model, &claude);
     let b = Harness::start(&hive, "b", "agent", &model, &claude);
