@@ -318,6 +318,7 @@ async fn report_state(shared: std::sync::Arc<Shared>) {
         String,
         Option<bool>,
         Option<String>,
+        Option<i64>,
     );
     let mut reported: Option<Reported> = None;
     loop {
@@ -326,6 +327,7 @@ async fn report_state(shared: std::sync::Arc<Shared>) {
             shared.model(),
             shared.logged_in(),
             shared.note(),
+            shared.state_until(),
         );
         if reported.as_ref() != Some(&now) {
             let request = hive_proto::AgentRequest::HarnessState {
@@ -333,6 +335,7 @@ async fn report_state(shared: std::sync::Arc<Shared>) {
                 model: Some(now.1.clone()),
                 logged_in: now.2,
                 note: now.3.clone(),
+                until: now.4,
             };
             match shared.client.request(&request).await {
                 Ok(hive_proto::AgentResponse::Ok) => reported = Some(now),

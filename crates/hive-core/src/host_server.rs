@@ -95,10 +95,7 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
                 .collect(),
         ),
         Answer { id, answer } => {
-            let q = coord
-                .store
-                .answer_question(id, OPERATOR_RECIPIENT, &answer)?;
-            coord.publish_question_resolved(&q);
+            coord.operator_answer(id, &answer).await?;
             ok
         }
         CancelQuestion { id } => {
@@ -131,6 +128,33 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
             let lines = lines.unwrap_or(DEFAULT_LOG_LINES).min(MAX_LOG_LINES) as usize;
             HostResponse::logs(coord.logs(&name, lines).await?)
         }
+        Tasks { filter } => HostResponse::tasks(coord.operator_tasks(filter)?),
+        TaskAdd {
+            title,
+            body,
+            depends_on,
+            assignee,
+        } => {
+            let new = hive_proto::NewTask {
+                title,
+                body,
+                depends_on,
+                links: Vec::new(),
+            };
+            let mut task = coord.task_create(OPERATOR_RECIPIENT, &new)?;
+            if let Some(agent) = assignee {
+                task = coord.task_assign(OPERATOR_RECIPIENT, task.id, &agent)?;
+            }
+            HostResponse::tasks(vec![task])
+        }
+        TaskAssign { id, agent } => {
+            HostResponse::tasks(vec![coord.task_assign(OPERATOR_RECIPIENT, id, &agent)?])
+        }
+        TaskCancel { id, reason } => HostResponse::tasks(vec![coord.task_cancel(
+            OPERATOR_RECIPIENT,
+            id,
+            reason.as_deref(),
+        )?]),
         SubscribeAgentStatus => unreachable_subscribe(),
     })
 }

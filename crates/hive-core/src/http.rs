@@ -7,7 +7,8 @@
 //! `/api/config/{name}`. Actions (POST, JSON in, `{"ok":…}` out):
 //! `/api/approvals/{id}/approve|deny`, `/api/request-spawn`,
 //! `/api/agents/{name}/{verb}`, `/api/send`,
-//! `/api/questions/{id}/answer|cancel`. Agent pages: `/agent/{name}/…`
+//! `/api/questions/{id}/answer|cancel`, `/api/tasks`,
+//! `/api/tasks/{id}/assign|cancel` ([`tasks`]). Agent pages: `/agent/{name}/…`
 //! ([`agent_proxy`]).
 //!
 //! Access ([`guard`]): every request presents the operator credential
@@ -20,6 +21,7 @@ mod agent_proxy;
 mod guard;
 mod state;
 mod stream;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -66,6 +68,9 @@ pub fn router(coord: Arc<Coordinator>) -> Router {
         .route("/api/send", post(actions::send))
         .route("/api/questions/{id}/answer", post(actions::answer))
         .route("/api/questions/{id}/cancel", post(actions::cancel))
+        .route("/api/tasks", post(tasks::create))
+        .route("/api/tasks/{id}/assign", post(tasks::assign))
+        .route("/api/tasks/{id}/cancel", post(tasks::cancel))
         .merge(agent_proxy::routes())
         .fallback(not_found)
         .route(guard::LOGIN_PATH, get(login))

@@ -599,6 +599,7 @@ impl Coordinator {
         }
         self.publish_tombstones();
         if result.is_ok() {
+            self.release_task_claims(name, "its container was destroyed");
             self.notify_manager(&HelperEvent::Destroyed {
                 agent: name.to_string(),
             });
@@ -868,6 +869,9 @@ async fn on_change(coord: &Coordinator, change: StateChange) {
         return;
     }
     tracing::warn!(agent = %change.name, detail = ?change.detail, "container crashed");
+    // A claim is a lease on the holder's life: its tasks go back to open
+    // before the manager reads of the crash.
+    coord.release_task_claims(&change.name, "its container crashed");
     if !change.name.is_manager() {
         coord.notify_manager(&HelperEvent::ContainerCrash {
             agent: change.name.to_string(),

@@ -122,6 +122,8 @@ pub enum DashboardEvent {
     MetaUpdateRunning { seq: u64, running: bool },
     /// The full rebuild queue after any change to it.
     RebuildQueueChanged { seq: u64, queue: Vec<QueueEntry> },
+    /// A task was created or changed; clients upsert by id.
+    TaskChanged { seq: u64, task: crate::Task },
     /// An agent's harness reported a new turn state.
     TurnStateChanged {
         seq: u64,
@@ -225,7 +227,8 @@ impl DashboardEvent {
             | DashboardEvent::MetaUpdateRunning { seq, .. }
             | DashboardEvent::RebuildQueueChanged { seq, .. }
             | DashboardEvent::TurnStateChanged { seq, .. }
-            | DashboardEvent::LifecycleFinished { seq, .. } => *seq,
+            | DashboardEvent::LifecycleFinished { seq, .. }
+            | DashboardEvent::TaskChanged { seq, .. } => *seq,
         }
     }
 }

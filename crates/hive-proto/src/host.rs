@@ -96,6 +96,31 @@ pub enum HostRequest {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         follow: bool,
     },
+    /// The task board (`active` unless `filter` says otherwise). Answers
+    /// `tasks`.
+    Tasks {
+        #[serde(default)]
+        filter: crate::TaskFilter,
+    },
+    /// Put a task on the board as the operator, optionally reserved for
+    /// `assignee`. Answers `tasks` with the one task.
+    TaskAdd {
+        title: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        body: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        depends_on: Vec<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignee: Option<AgentName>,
+    },
+    /// Reserve a task for an agent. Answers `tasks` with the one task.
+    TaskAssign { id: i64, agent: AgentName },
+    /// Cancel a task. Answers `tasks` with the one task.
+    TaskCancel {
+        id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// A set of agents a verb applies to; empty means every agent.
@@ -142,6 +167,8 @@ pub struct HostResponse {
     /// `stop`: what was left running, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_running: Option<Vec<KeptRunning>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<crate::Task>>,
 }
 
 /// An agent a scoped `stop` left running.
@@ -165,6 +192,7 @@ impl HostResponse {
             questions: None,
             diff: None,
             kept_running: None,
+            tasks: None,
         }
     }
 
@@ -234,6 +262,13 @@ impl HostResponse {
     pub fn stopped(kept_running: Vec<KeptRunning>) -> Self {
         Self {
             kept_running: (!kept_running.is_empty()).then_some(kept_running),
+            ..Self::empty(true)
+        }
+    }
+
+    pub fn tasks(tasks: Vec<crate::Task>) -> Self {
+        Self {
+            tasks: Some(tasks),
             ..Self::empty(true)
         }
     }

@@ -18,6 +18,7 @@ pub mod host;
 pub mod live;
 pub mod name;
 pub mod rfc3339;
+pub mod task;
 
 pub use agent::{
     AgentRequest, AgentResponse, DeliveredMessage, InboxRow, LooseEnd, LooseEndKind,
@@ -31,6 +32,7 @@ pub use host::{
 };
 pub use live::{LiveEvent, LiveFrame};
 pub use name::{AgentName, NameError, Recipient};
+pub use task::{NewTask, Task, TaskEvent, TaskFilter, TaskPatch, TaskStatus};
 
 /// Broker name of the privileged manager agent.
 pub const MANAGER_AGENT: &str = "manager";

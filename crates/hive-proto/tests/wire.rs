@@ -482,6 +482,7 @@ fn agent_requests() {
             model: Some("opus".into()),
             logged_in: None,
             note: None,
+            until: None,
         },
         r#"{"cmd":"harness_state","state":"needs_login","model":"opus"}"#,
     );
@@ -491,6 +492,7 @@ fn agent_requests() {
             model: None,
             logged_in: Some(true),
             note: None,
+            until: None,
         },
         r#"{"cmd":"harness_state","state":"idle","logged_in":true}"#,
     );
@@ -500,8 +502,23 @@ fn agent_requests() {
             model: None,
             logged_in: None,
             note: Some("Bash".into()),
+            until: None,
         },
         r#"{"cmd":"harness_state","state":"tool","note":"Bash"}"#,
+    );
+    check(
+        HarnessState {
+            state: hive_proto::live::TurnState::Quota,
+            model: None,
+            logged_in: None,
+            note: None,
+            until: Some(1_795_953_864),
+        },
+        r#"{"cmd":"harness_state","state":"quota","until":1795953864}"#,
+    );
+    assert_eq!(
+        hive_proto::live::quota_text(1_795_953_864),
+        "quota until 12:04 UTC"
     );
 }
 
@@ -1019,5 +1036,181 @@ fn live_events() {
             event: Stream(serde_json::json!({"type":"assistant"})),
         },
         r#"{"seq":4,"at":9,"kind":"stream","type":"assistant"}"#,
+    );
+}
+
+fn task() -> Task {
+    Task {
+        id: 3,
+        title: "api".into(),
+        body: String::new(),
+        creator: "manager".into(),
+        assignee: Some("alice".into()),
+        status: TaskStatus::Claimed,
+        reason: None,
+        depends_on: vec![1],
+        links: vec!["msg:9".into()],
+        rank: 3,
+        claimable: false,
+        created_at: 10,
+        updated_at: 11,
+    }
+}
+
+const TASK_LINE: &str = r#"{"id":3,"title":"api","creator":"manager","assignee":"alice","status":"claimed","depends_on":[1],"links":["msg:9"],"rank":3,"claimable":false,"created_at":10,"updated_at":11}"#;
+
+#[test]
+fn task_board() {
+    use AgentRequest::*;
+    check(
+        TaskCreate {
+            title: "api".into(),
+            body: String::new(),
+            depends_on: vec![1, 2],
+            links: vec![],
+        },
+        r#"{"cmd":"task_create","title":"api","depends_on":[1,2]}"#,
+    );
+    check(
+        TaskList {
+            filter: TaskFilter::Claimable,
+        },
+        r#"{"cmd":"task_list","filter":"claimable"}"#,
+    );
+    assert_eq!(
+        serde_json::from_str::<AgentRequest>(r#"{"cmd":"task_list"}"#).unwrap(),
+        TaskList {
+            filter: TaskFilter::Active
+        }
+    );
+    check(TaskShow { id: 3 }, r#"{"cmd":"task_show","id":3}"#);
+    check(TaskClaim { id: 3 }, r#"{"cmd":"task_claim","id":3}"#);
+    check(
+        TaskUpdate {
+            id: 3,
+            title: None,
+            body: Some("b".into()),
+            depends_on: Some(vec![]),
+            links: None,
+        },
+        r#"{"cmd":"task_update","id":3,"body":"b","depends_on":[]}"#,
+    );
+    check(
+        TaskComplete { id: 3, note: None },
+        r#"{"cmd":"task_complete","id":3}"#,
+    );
+    check(
+        TaskBlock {
+            id: 3,
+            reason: "keys".into(),
+        },
+        r#"{"cmd":"task_block","id":3,"reason":"keys"}"#,
+    );
+    check(
+        TaskCancel {
+            id: 3,
+            reason: Some("dup".into()),
+        },
+        r#"{"cmd":"task_cancel","id":3,"reason":"dup"}"#,
+    );
+    let m = |r| ManagerRequest::Manager(r);
+    check(
+        m(ManagerOnlyRequest::TaskAssign {
+            id: 3,
+            agent: name("alice"),
+        }),
+        r#"{"cmd":"task_assign","id":3,"agent":"alice"}"#,
+    );
+    check(
+        m(ManagerOnlyRequest::TaskReorder { id: 3, rank: -1 }),
+        r#"{"cmd":"task_reorder","id":3,"rank":-1}"#,
+    );
+    check(
+        AgentResponse::Task { task: task() },
+        &format!(r#"{{"kind":"task","task":{TASK_LINE}}}"#),
+    );
+    check(
+        AgentResponse::Tasks {
+            tasks: vec![task()],
+        },
+        &format!(r#"{{"kind":"tasks","tasks":[{TASK_LINE}]}}"#),
+    );
+    check(
+        AgentResponse::TaskDetail {
+            task: task(),
+            history: vec![TaskEvent {
+                at: 10,
+                actor: "manager".into(),
+                action: "created".into(),
+                note: None,
+            }],
+        },
+        &format!(
+            r#"{{"kind":"task_detail","task":{TASK_LINE},"history":[{{"at":10,"actor":"manager","action":"created"}}]}}"#
+        ),
+    );
+    check(
+        HelperEvent::TaskReleased {
+            id: 3,
+            title: "api".into(),
+            agent: "alice".into(),
+            reason: "its container crashed".into(),
+        },
+        r#"{"event":"task_released","id":3,"title":"api","agent":"alice","reason":"its container crashed"}"#,
+    );
+    check(
+        HelperEvent::QuotaReached {
+            agent: "alice".into(),
+            until: 1_795_953_864,
+        },
+        r#"{"event":"quota_reached","agent":"alice","until":1795953864}"#,
+    );
+    check(
+        HelperEvent::TaskAssigned {
+            id: 3,
+            title: "api".into(),
+            by: "operator".into(),
+        },
+        r#"{"event":"task_assigned","id":3,"title":"api","by":"operator"}"#,
+    );
+    check(
+        DashboardEvent::TaskChanged {
+            seq: 7,
+            task: task(),
+        },
+        &format!(r#"{{"kind":"task_changed","seq":7,"task":{TASK_LINE}}}"#),
+    );
+    check(
+        HostRequest::Tasks {
+            filter: TaskFilter::All,
+        },
+        r#"{"cmd":"tasks","filter":"all"}"#,
+    );
+    check(
+        HostRequest::TaskAdd {
+            title: "t".into(),
+            body: String::new(),
+            depends_on: vec![1],
+            assignee: Some(name("bob")),
+        },
+        r#"{"cmd":"task_add","title":"t","depends_on":[1],"assignee":"bob"}"#,
+    );
+    check(
+        HostRequest::TaskAssign {
+            id: 1,
+            agent: name("bob"),
+        },
+        r#"{"cmd":"task_assign","id":1,"agent":"bob"}"#,
+    );
+    check(
+        HostRequest::TaskCancel {
+            id: 1,
+            reason: None,
+        },
+        r#"{"cmd":"task_cancel","id":1}"#,
+    );
+    check(
+        HostResponse::tasks(vec![task()]),
+        &format!(r#"{{"version":1,"ok":true,"tasks":[{TASK_LINE}]}}"#),
     );
 }

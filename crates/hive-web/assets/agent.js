@@ -139,6 +139,8 @@
     rate_limited: 'peach',
     needs_login: 'red',
     engine_missing: 'red',
+    quota: 'peach',
+    over_budget: 'red',
   };
 
   function setAlive(alive) {

@@ -24,6 +24,8 @@ pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
 pub const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
 /// The dashboard's single-page client.
 pub const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+/// The task board section of the dashboard.
+pub const BOARD_JS: &str = include_str!("../assets/board.js");
 /// The per-agent page's static shell, served by core at `/agent/<name>/`
 /// (never by the harness: nothing the agent controls is a document on the
 /// dashboard's origin). Its URLs are relative to that prefix.
@@ -97,6 +99,11 @@ pub const ASSETS: &[Asset] = &[
     },
     TEXT,
     FAVICON,
+    Asset {
+        name: "board.js",
+        content_type: JS,
+        body: BOARD_JS,
+    },
 ];
 
 /// The asset called `name`, if there is one.

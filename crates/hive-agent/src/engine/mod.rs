@@ -66,8 +66,14 @@ pub enum Verdict {
     Ok,
     /// The context no longer fits: compact and retry.
     PromptTooLong,
-    /// Rate or usage limit (or overload): back off and retry.
+    /// Rate limit (or overload): back off and retry.
     RateLimited(String),
+    /// A subscription's usage window is used up until `resets_at` (unix
+    /// seconds): park until then, spending nothing, and run the turn again.
+    Quota {
+        resets_at: i64,
+        message: String,
+    },
     /// No credentials, or bad ones.
     NeedsLogin(String),
     /// No engine binary to run.

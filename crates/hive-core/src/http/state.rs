@@ -54,6 +54,8 @@ pub struct StateSnapshot {
     pub inbox: Vec<InboxRow>,
     /// The last messages through the broker, oldest first.
     pub messages: Vec<FlowMessage>,
+    /// The task board in order, done and cancelled tasks included.
+    pub tasks: Vec<hive_proto::Task>,
 }
 
 /// A lifecycle action in flight.
@@ -120,6 +122,7 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         questions,
         inbox: coord.store.recent(OPERATOR_RECIPIENT, INBOX_LIMIT)?,
         messages: flow(coord, FLOW_LIMIT)?,
+        tasks: coord.operator_tasks(hive_proto::TaskFilter::All)?,
     };
     Ok(Json(StateSnapshot {
         approvals: with_diffs(coord, pending).await?,

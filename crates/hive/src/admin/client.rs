@@ -58,7 +58,11 @@ fn response_timeout(req: &HostRequest) -> Duration {
         | Questions
         | Answer { .. }
         | CancelQuestion { .. }
-        | Show { .. } => QUICK_TIMEOUT,
+        | Show { .. }
+        | Tasks { .. }
+        | TaskAdd { .. }
+        | TaskAssign { .. }
+        | TaskCancel { .. } => QUICK_TIMEOUT,
         Spawn { .. }
         | Kill { .. }
         | Destroy { .. }

@@ -1,7 +1,8 @@
 //! Human-readable output of host.sock responses: aligned tables and one-line summaries.
 
 use hive_proto::{
-    AgentStatusRow, Approval, HiveUrls, HostRequest, HostResponse, QuestionRow, Scope,
+    AgentStatusRow, Approval, HiveUrls, HostRequest, HostResponse, QuestionRow, Scope, Task,
+    TaskStatus,
 };
 
 /// Columns of the `hive status` table.
@@ -31,6 +32,8 @@ pub const PENDING_HEADER: [&str; 7] = [
 pub const QUESTIONS_HEADER: [&str; 6] = ["ID", "ASKER", "TO", "AGE", "TTL", "QUESTION"];
 /// Longest question text a questions table shows.
 const MAX_QUESTION: usize = 80;
+/// Columns of the `hive tasks` table.
+pub const TASKS_HEADER: [&str; 5] = ["ID", "STATUS", "WHO", "AFTER", "TITLE"];
 
 /// How many hex digits of a commit a table shows.
 const SHORT_SHA: usize = 12;
@@ -159,6 +162,25 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
             "sent to every agent".to_owned()
         }
         Send { to, .. } => format!("sent to {to}"),
+        Tasks { .. } => {
+            let tasks = resp.tasks.as_deref().unwrap_or_default();
+            if tasks.is_empty() {
+                "no tasks".to_owned()
+            } else {
+                return render_tasks_table(tasks);
+            }
+        }
+        TaskAdd { .. } | TaskAssign { .. } | TaskCancel { .. } => {
+            let verb = match req {
+                TaskAdd { .. } => "added",
+                TaskAssign { .. } => "assigned",
+                _ => "cancelled",
+            };
+            match resp.tasks.iter().flatten().next() {
+                Some(t) => format!("{verb} task #{}: {}", t.id, cell(&t.title)),
+                None => format!("{verb} the task"),
+            }
+        }
     };
     text + "\n"
 }
@@ -219,6 +241,46 @@ pub fn render_pending_table(approvals: &[Approval], now: i64) -> String {
         })
         .collect();
     render_table(&PENDING_HEADER, &cells)
+}
+
+/// The `hive tasks` table, header included: board order, with who holds
+/// each task (or whom an open one is reserved for) and its dependencies.
+pub fn render_tasks_table(tasks: &[Task]) -> String {
+    let cells: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let mut status = t.status.as_str().to_owned();
+            if t.claimable {
+                status.push_str(" (claimable)");
+            }
+            let who = match (&t.assignee, t.status) {
+                (Some(a), TaskStatus::Open) => format!("for {}", cell(a)),
+                (Some(a), _) => cell(a),
+                (None, _) => NONE.to_owned(),
+            };
+            let after = if t.depends_on.is_empty() {
+                NONE.to_owned()
+            } else {
+                t.depends_on
+                    .iter()
+                    .map(|d| format!("#{d}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut title = t.title.clone();
+            if let Some(reason) = &t.reason {
+                title.push_str(&format!(" [{reason}]"));
+            }
+            vec![
+                format!("#{}", t.id),
+                status,
+                who,
+                after,
+                clip(&title, MAX_DESCRIPTION),
+            ]
+        })
+        .collect();
+    render_table(&TASKS_HEADER, &cells)
 }
 
 /// `hive urls`: where the hive is reached.

@@ -18,7 +18,7 @@ fn json(line: &str) -> Value {
 }
 
 /// A process-runtime hive whose agents run the real CLI against `model`.
-fn hive(model: &ModelServer, claude: &Path, ports: (u16, u16)) -> Hive {
+pub(crate) fn hive(model: &ModelServer, claude: &Path, ports: (u16, u16)) -> Hive {
     hive_with(model, claude, ports, &[], &[])
 }
 

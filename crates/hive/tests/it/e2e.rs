@@ -79,6 +79,13 @@ pub(crate) enum Reply {
     Stall,
     /// An API error: HTTP status and the error's type and message.
     Error(u16, &'static str, &'static str),
+    /// A subscription's window used up until unix second `resets_at`: a 429
+    /// with the `anthropic-ratelimit-unified-*` headers the real API sends
+    /// (the CLI, logged in with a subscription, turns it into a
+    /// `rate_limit_event` and "You've hit your … limit · resets …").
+    UsageLimit {
+        resets_at: i64,
+    },
 }
 
 type Script = dyn Fn(&Value) -> Reply + Send + Sync;
@@ -215,6 +222,21 @@ fn serve_one(
         );
         return;
     }
+    if let Reply::UsageLimit { resets_at } = reply {
+        let body = json!({"type": "error", "error": {"type": "rate_limit_error",
+            "message": "This request would exceed your account's rate limit. Please try again later."}})
+        .to_string();
+        let _ = write!(
+            out,
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+             anthropic-ratelimit-unified-status: rejected\r\n\
+             anthropic-ratelimit-unified-reset: {resets_at}\r\n\
+             anthropic-ratelimit-unified-representative-claim: five_hour\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
     if let Reply::Stall = reply {
         stalls.fetch_add(1, Ordering::SeqCst);
         let until = Instant::now() + Duration::from_secs(120);
@@ -284,7 +306,7 @@ fn sse_reply(model: &str, n: usize, reply: &Reply) -> String {
             );
             "tool_use"
         }
-        Reply::Stall | Reply::Error(..) => unreachable!(),
+        Reply::Stall | Reply::Error(..) | Reply::UsageLimit { .. } => unreachable!(),
     };
     out += &event(
         "content_block_stop",
@@ -382,7 +404,7 @@ pub(crate) fn last_user_text(request: &Value) -> String {
 }
 
 /// The text of the tool result the newest user message carries, if any.
-fn tool_result_text(request: &Value) -> Option<String> {
+pub(crate) fn tool_result_text(request: &Value) -> Option<String> {
     let blocks = last_user(request)?["content"].as_array()?;
     let result = blocks.iter().find(|b| b["type"] == "tool_result")?;
     Some(result["content"].to_string())
@@ -485,9 +507,63 @@ impl Harness {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Harness {
+        Self::spawn(
+            hive,
+            name,
+            Self::command(hive, name, role, model, claude, extra, env),
+        )
+    }
+
+    /// A harness whose engine is logged in with a (fake) Claude
+    /// subscription instead of an API key: OAuth credentials in its home.
+    pub(crate) fn start_subscriber(
+        hive: &Hive,
+        name: &str,
+        model: &ModelServer,
+        claude: &Path,
+    ) -> Harness {
+        let home = hive.state_dir().join("agents").join(name).join("state");
+        std::fs::create_dir_all(home.join(".claude")).unwrap();
+        let far = (std::time::SystemTime::now() + Duration::from_secs(30 * 86_400))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let credentials = json!({"claudeAiOauth": {
+            "accessToken": "sk-ant-oat01-e2e", "refreshToken": "sk-ant-ort01-e2e",
+            "expiresAt": far, "scopes": ["user:inference", "user:profile"],
+            "subscriptionType": "max"}});
+        std::fs::write(
+            home.join(".claude/.credentials.json"),
+            credentials.to_string(),
+        )
+        .unwrap();
+        let mut command = Self::command(hive, name, "agent", model, claude, &[], &[]);
+        command.env_remove("ANTHROPIC_API_KEY");
+        Self::spawn(hive, name, command)
+    }
+
+    fn spawn(hive: &Hive, name: &str, mut command: Command) -> Harness {
+        let mut child = command.spawn().unwrap();
+        crate::support::wait_ready(&mut child, "hive agent: page ", "hive agent: serving");
+        Harness {
+            child,
+            page: hive.page_socket(name),
+        }
+    }
+
+    fn command(
+        hive: &Hive,
+        name: &str,
+        role: &str,
+        model: &ModelServer,
+        claude: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
         let state = hive.state_dir().join("agents").join(name).join("state");
         std::fs::create_dir_all(&state).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hive"));
+        command
             .args(["agent", "serve", "--role", role, "--poll-ms", "100"])
             .args(extra)
             .env("HIVE_AGENT", name)
@@ -519,14 +595,8 @@ impl Harness {
             .env_remove("CLAUDE_CODE_USE_VERTEX")
             .env_remove("HIVE_MODEL")
             .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        crate::support::wait_ready(&mut child, "hive agent: page ", "hive agent: serving");
-        Harness {
-            child,
-            page: hive.page_socket(name),
-        }
+            .stdout(Stdio::piped());
+        command
     }
 
     /// GETs a path on the harness's page socket (as core's proxy does).

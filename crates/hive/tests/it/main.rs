@@ -5,6 +5,7 @@
 mod adversary;
 mod agent;
 mod agent_page;
+mod board;
 mod browser;
 mod busy;
 mod cli;
@@ -22,5 +23,7 @@ mod pages;
 mod planted;
 mod pressure;
 mod sandboxes;
+mod spend;
 mod support;
+mod tasks;
 mod tidy;
