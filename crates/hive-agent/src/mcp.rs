@@ -91,10 +91,13 @@ impl HiveTools {
         wait: Duration,
         render: impl FnOnce(AgentResponse) -> String,
     ) -> CallToolResult {
-        match self.client.raw(request, wait + CALL_TIMEOUT).await {
-            Ok(AgentResponse::Err { message }) => self.finish(Err(message)).await,
-            Ok(answer) => self.finish(Ok(render(answer))).await,
-            Err(e) => self.finish(Err(e.to_string())).await,
+        match self.client.raw_answer(request, wait + CALL_TIMEOUT).await {
+            Ok(AgentAnswer {
+                response: AgentResponse::Err { message },
+                unread,
+            }) => self.finish(Err(message), unread).await,
+            Ok(AgentAnswer { response, unread }) => self.finish(Ok(render(response)), unread).await,
+            Err(e) => self.finish(Err(e.to_string()), None).await,
         }
     }
 
@@ -109,6 +112,11 @@ impl HiveTools {
             .raw_value(&request, CALL_TIMEOUT)
             .await
             .map_err(|e| e.to_string());
+        let unread = answer
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("unread"))
+            .and_then(Value::as_u64);
         let text = match answer {
             Ok(v) if v.get("kind").and_then(Value::as_str) == Some("err") => Err(v
                 .get("message")
@@ -118,14 +126,23 @@ impl HiveTools {
             Ok(v) => Ok(render(&v)),
             Err(e) => Err(e),
         };
-        self.finish(text).await
+        self.finish(text, unread).await
     }
 
-    /// Appends the inbox status line; an `Err` becomes a tool error.
-    async fn finish(&self, text: Result<String, String>) -> CallToolResult {
-        let status = match self.client.request(&AgentRequest::Status).await {
-            Ok(AgentResponse::Status { unread }) => format!("[inbox: {unread} unread]"),
-            _ => "[inbox: unknown]".to_owned(),
+    /// Appends the inbox status line; an `Err` becomes a tool error. The
+    /// count rides on core's answer; only a call that never reached core
+    /// (refused here) asks for it.
+    async fn finish(&self, text: Result<String, String>, unread: Option<u64>) -> CallToolResult {
+        let unread = match unread {
+            Some(n) => Some(n),
+            None => match self.client.request(&AgentRequest::Status).await {
+                Ok(AgentResponse::Status { unread }) => Some(unread),
+                _ => None,
+            },
+        };
+        let status = match unread {
+            Some(unread) => format!("[inbox: {unread} unread]"),
+            None => "[inbox: unknown]".to_owned(),
         };
         match text {
             Ok(text) => {
@@ -655,7 +672,7 @@ fn render_other(answer: &AgentResponse) -> String {
     match answer {
         AgentResponse::Ok => "ok".to_owned(),
         AgentResponse::Status { unread } => format!("{unread} unread"),
-        AgentResponse::Messages { messages } => wake::render_recv(messages),
+        AgentResponse::Messages { messages, .. } => wake::render_recv(messages),
         other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
     }
 }

@@ -1,4 +1,5 @@
-//! Timers of the daemon: reminder delivery, question TTLs, broker vacuum.
+//! Timers of the daemon: reminder delivery, question TTLs, lease expiry,
+//! broker vacuum.
 //!
 //! The scheduler sleeps until the earliest due reminder or question
 //! deadline, or until the store says the schedule changed — no fixed
@@ -97,6 +98,50 @@ fn until_millis(at_ms: i64) -> Duration {
     target
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO)
+}
+
+/// Puts back the rows whose exact lease ran out (flagged `redelivered` if
+/// the lease was held), sleeping until the earliest lease runs out or a
+/// new one would run out sooner — so a harness that died mid-turn has its
+/// messages redelivered even when no new harness boots.
+pub async fn lease_expiry(coord: Arc<Coordinator>) {
+    let changed = coord.store.lease_changed();
+    loop {
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now_ms = hive_store::now_millis();
+        let next = coord
+            .store
+            .expire_leases(now_ms)
+            .inspect(|&n| {
+                if n > 0 {
+                    tracing::info!(rows = n, "leases ran out: messages back in their inboxes");
+                }
+            })
+            .and_then(|_| coord.store.next_lease_expiry());
+        let sleep_for = match next {
+            Ok(next) => {
+                coord.store.set_lease_alarm(next.unwrap_or(i64::MAX));
+                next.map(until_millis)
+            }
+            Err(e) => {
+                tracing::error!("lease expiry: {e}");
+                Some(ERROR_BACKOFF)
+            }
+        };
+        let sleep = async {
+            match sleep_for {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = &mut notified => {}
+            () = coord.shutting_down() => return,
+        }
+    }
 }
 
 /// Vacuums acked broker rows hourly until shutdown.

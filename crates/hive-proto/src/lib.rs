@@ -19,8 +19,8 @@ pub mod live;
 pub mod name;
 
 pub use agent::{
-    AgentRequest, AgentResponse, DeliveredMessage, InboxRow, LooseEnd, LooseEndKind,
-    ManagerOnlyRequest, ManagerRequest, ManagerResponse,
+    AgentAnswer, AgentRequest, AgentResponse, DeliveredMessage, InboxRow, LooseEnd, LooseEndKind,
+    ManagerOnlyRequest, ManagerRequest, ManagerResponse, OutgoingMessage,
 };
 pub use dashboard::DashboardEvent;
 pub use helper::HelperEvent;
@@ -55,3 +55,8 @@ pub const MAX_WAIT_SECONDS: u64 = 180;
 pub const DEFAULT_WAIT_SECONDS: u64 = 30;
 /// Cap on a `recv`'s batch size.
 pub const MAX_RECV_BATCH: u32 = 32;
+/// Cap on the messages of one `send_batch`.
+pub const MAX_SEND_BATCH: usize = 256;
+/// Bounds on a `recv`'s `lease_seconds`.
+pub const MIN_LEASE_SECONDS: u64 = 1;
+pub const MAX_LEASE_SECONDS: u64 = 3600;

@@ -20,11 +20,13 @@ mod loose_ends;
 mod questions;
 mod reminders;
 mod schema;
+mod writer;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -32,7 +34,7 @@ use rusqlite::config::DbConfig;
 use tokio::sync::{Notify, broadcast};
 
 pub use agents::AgentRecord;
-pub use broker::{MessageEvent, MessageRow};
+pub use broker::{MessageEvent, MessageRow, Popped};
 pub use questions::{ANSWER_CANCELLED, ANSWER_EXPIRED, Question, TTL_WATCHDOG};
 pub use reminders::{
     MAX_PENDING_REMINDERS, MAX_REMINDER_ATTEMPTS, Reminder, ReminderOutcome, ceil_seconds,
@@ -94,8 +96,16 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     path: PathBuf,
+    /// The single writer's queue (group commit of sends, `writer.rs`).
+    writer: mpsc::Sender<writer::Job>,
+    /// The last lease id handed out.
+    leases: AtomicI64,
+    /// When the lease expiry timer next wakes (unix ms; `i64::MAX`: never).
+    lease_alarm: AtomicI64,
+    /// Wakes the lease expiry timer early.
+    lease_changed: Arc<Notify>,
     conn: Mutex<Connection>,
     events: broadcast::Sender<MessageEvent>,
     /// One `Notify` per recipient that has long-polled, woken on every
@@ -131,16 +141,31 @@ impl Store {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn)?;
+        let last_lease: i64 =
+            conn.query_row("SELECT COALESCE(MAX(lease), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        Ok(Store {
-            inner: Arc::new(Inner {
+        let mut spawned = Ok(());
+        let inner = Arc::new_cyclic(|weak| {
+            let writer = writer::spawn(weak.clone()).unwrap_or_else(|e| {
+                spawned = Err(e);
+                mpsc::channel().0
+            });
+            Inner {
                 path: path.to_owned(),
+                writer,
+                leases: AtomicI64::new(last_lease),
+                lease_alarm: AtomicI64::new(i64::MAX),
+                lease_changed: Arc::new(Notify::new()),
                 conn: Mutex::new(conn),
                 events,
                 waiters: Mutex::new(HashMap::new()),
                 schedule: Arc::new(Notify::new()),
-            }),
-        })
+            }
+        });
+        spawned.map_err(|e| Error::Refused(format!("cannot start the broker's writer: {e}")))?;
+        Ok(Store { inner })
     }
 
     /// The file this store was opened from.
@@ -167,7 +192,7 @@ impl Store {
 
     /// The connection. A panic while it was held leaves it usable: any open
     /// transaction was rolled back when its guard dropped.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.inner
             .conn
             .lock()

@@ -42,6 +42,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "reminder times in milliseconds",
         apply: reminder_millis,
     },
+    Migration {
+        what: "exact message leases",
+        apply: exact_leases,
+    },
 ];
 
 /// The version `Store::open` brings every file to (`PRAGMA user_version`).
@@ -221,6 +225,25 @@ fn agent_fields(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              WHERE answered_at IS NULL;
          CREATE INDEX IF NOT EXISTS reminders_pending ON reminders (owner, due_at)
              WHERE delivered_at IS NULL;",
+    )
+}
+
+/// Migration 6: exact leases. Every popped row carries the lease that
+/// handed it out (`lease`), whether its client named that lease
+/// (`lease_held`), the lease period (`lease_ms`, NULL: no expiry, the
+/// original's `recv`) and when it runs out (`lease_until`, unix ms).
+/// Rows in flight from before leases existed count as held with no expiry,
+/// as they were.
+fn exact_leases(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "messages", "lease", "INTEGER")?;
+    add_column(tx, "messages", "lease_held", "INTEGER NOT NULL DEFAULT 1")?;
+    add_column(tx, "messages", "lease_ms", "INTEGER")?;
+    add_column(tx, "messages", "lease_until", "INTEGER")?;
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS messages_lease ON messages (lease)
+             WHERE delivered_at IS NOT NULL AND acked_at IS NULL;
+         CREATE INDEX IF NOT EXISTS messages_lease_until ON messages (lease_until)
+             WHERE delivered_at IS NOT NULL AND acked_at IS NULL AND lease_until IS NOT NULL;",
     )
 }
 
