@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hive_proto::{
-    AgentName, AgentRequest, AgentResponse, AgentStatusRow, LooseEnd, LooseEndKind,
+    AgentAnswer, AgentName, AgentRequest, AgentResponse, AgentStatusRow, LooseEnd, LooseEndKind,
     ManagerOnlyRequest,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -167,7 +167,7 @@ impl HiveTools {
                 let done = format!("{past} {name}");
                 self.manager(request(name), &done).await
             }
-            Err(e) => self.finish(Err(e)).await,
+            Err(e) => self.finish(Err(e), None).await,
         }
     }
 
@@ -348,16 +348,52 @@ impl HiveTools {
             .wait_seconds
             .unwrap_or(0)
             .min(hive_proto::MAX_WAIT_SECONDS);
+        // An exact lease, named at once: the rows are the turn's (the
+        // harness's ack covers them) only once this relay has read them.
         let request = AgentRequest::Recv {
             wait_seconds: Some(wait),
             max: a.max,
+            lease_seconds: Some(hive_proto::MAX_LEASE_SECONDS),
         };
-        Ok(self
-            .relay(&request, Duration::from_secs(wait), |answer| match answer {
-                AgentResponse::Messages { messages } => wake::render_recv(&messages),
-                other => render_other(&other),
-            })
-            .await)
+        let answer = self
+            .client
+            .raw_answer(&request, Duration::from_secs(wait) + CALL_TIMEOUT)
+            .await;
+        Ok(match answer {
+            Ok(AgentAnswer {
+                response: AgentResponse::Messages { messages, lease },
+                unread,
+            }) => {
+                let held = match lease {
+                    Some(lease) => self
+                        .client
+                        .call(&AgentRequest::RenewLease { lease })
+                        .await
+                        .map(|_| ()),
+                    None => Ok(()),
+                };
+                match held {
+                    Ok(()) => self.finish(Ok(wake::render_recv(&messages)), unread).await,
+                    Err(e) => {
+                        self.finish(
+                            Err(format!(
+                                "the popped messages could not be held and went back to your inbox: {e}"
+                            )),
+                            None,
+                        )
+                        .await
+                    }
+                }
+            }
+            Ok(AgentAnswer {
+                response: AgentResponse::Err { message },
+                unread,
+            }) => self.finish(Err(message), unread).await,
+            Ok(AgentAnswer { response, unread }) => {
+                self.finish(Ok(render_other(&response)), unread).await
+            }
+            Err(e) => self.finish(Err(e.to_string()), None).await,
+        })
     }
 
     #[tool(
@@ -491,7 +527,7 @@ impl HiveTools {
             .map_err(|e| format!("cannot request another turn: {e}")),
             None => Err("no state dir: cannot request another turn".to_owned()),
         };
-        Ok(self.finish(text).await)
+        Ok(self.finish(text, None).await)
     }
 }
 
@@ -506,7 +542,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let name = match name(&a.name) {
             Ok(name) => name,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = ManagerOnlyRequest::RequestSpawn {
             name,
@@ -573,7 +609,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(name) => name,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = ManagerOnlyRequest::RequestApplyCommit {
             agent,
@@ -592,7 +628,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let name = match name(&a.name) {
             Ok(name) => name,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = ManagerOnlyRequest::RequestInitConfig {
             name,
@@ -613,7 +649,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(name) => name,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = GetLogsRequest::new(agent, a.lines.unwrap_or(100));
         let value = serde_json::to_value(&request).unwrap_or(Value::Null);

@@ -482,8 +482,6 @@ fn agent_responses() {
     );
     check(Sent { ids: vec![4, 5] }, r#"{"kind":"sent","ids":[4,5]}"#);
     check(
-    );
-    check(
         Messages {
             messages: vec![DeliveredMessage {
                 id: 1,

@@ -58,7 +58,7 @@ impl Store {
         let mut results: Vec<Result<Vec<MessageRow>>> = Vec::with_capacity(jobs.len());
         let committed = {
             let conn = self.conn();
-            let run = || -> rusqlite::Result<()> {
+            let mut run = || -> rusqlite::Result<()> {
                 let tx = WriteTx::begin(&conn)?;
                 for job in &jobs {
                     tx.prepare_cached("SAVEPOINT job")?.execute([])?;

@@ -8,6 +8,27 @@ use hive_store::{Error, MessageEvent, Store, now_unix};
 
 use crate::{inbox, raw, store_with};
 
+/// `recv_wait` without a lease period, as the original's `recv`.
+trait RecvMessages {
+    async fn recv_wait_messages(
+        &self,
+        to: &str,
+        wait: Duration,
+        max: u32,
+    ) -> hive_store::Result<Vec<hive_proto::DeliveredMessage>>;
+}
+
+impl RecvMessages for Store {
+    async fn recv_wait_messages(
+        &self,
+        to: &str,
+        wait: Duration,
+        max: u32,
+    ) -> hive_store::Result<Vec<hive_proto::DeliveredMessage>> {
+        Ok(self.recv_wait(to, wait, max, None).await?.messages)
+    }
+}
+
 fn bodies(msgs: &[hive_proto::DeliveredMessage]) -> Vec<&str> {
     msgs.iter().map(|m| m.body.as_str()).collect()
 }
@@ -196,7 +217,7 @@ async fn long_poll_wakes_on_send() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let waiter = {
         let store = store.clone();
-        tokio::spawn(async move { store.recv_wait("bob", Duration::from_secs(60), 8).await })
+        tokio::spawn(async move { store.recv_wait_messages("bob", Duration::from_secs(60), 8).await })
     };
     // Let the waiter park first.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -213,7 +234,7 @@ async fn long_poll_drains_up_to_max_once_woken() {
         store.send("alice", "bob", body, None).unwrap();
     }
     let got = store
-        .recv_wait("bob", Duration::from_secs(60), 2)
+        .recv_wait_messages("bob", Duration::from_secs(60), 2)
         .await
         .unwrap();
     assert_eq!(bodies(&got), ["1", "2"]);
@@ -224,14 +245,14 @@ async fn long_poll_times_out_empty() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     assert!(
         store
-            .recv_wait("bob", Duration::from_millis(50), 1)
+            .recv_wait_messages("bob", Duration::from_millis(50), 1)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         store
-            .recv_wait("bob", Duration::ZERO, 1)
+            .recv_wait_messages("bob", Duration::ZERO, 1)
             .await
             .unwrap()
             .is_empty()
@@ -240,7 +261,7 @@ async fn long_poll_times_out_empty() {
     store.send("bob", "alice", "not for bob", None).unwrap();
     assert!(
         store
-            .recv_wait("bob", Duration::from_millis(20), 1)
+            .recv_wait_messages("bob", Duration::from_millis(20), 1)
             .await
             .unwrap()
             .is_empty()
@@ -254,7 +275,7 @@ async fn disconnect_during_long_poll_loses_nothing() {
     // The client goes away while waiting: the dropped future popped nothing.
     let gone = tokio::time::timeout(
         Duration::from_millis(20),
-        store.recv_wait("bob", Duration::from_secs(60), 1),
+        store.recv_wait_messages("bob", Duration::from_secs(60), 1),
     )
     .await;
     assert!(gone.is_err());
@@ -264,13 +285,13 @@ async fn disconnect_during_long_poll_loses_nothing() {
     // The client goes away after the pop, before the response is written:
     // core undelivers, and a waiting client gets it, not flagged.
     let popped = store
-        .recv_wait("bob", Duration::from_secs(60), 1)
+        .recv_wait_messages("bob", Duration::from_secs(60), 1)
         .await
         .unwrap();
     assert_eq!(popped[0].id, id);
     let waiter = {
         let store = store.clone();
-        tokio::spawn(async move { store.recv_wait("bob", Duration::from_secs(60), 1).await })
+        tokio::spawn(async move { store.recv_wait_messages("bob", Duration::from_secs(60), 1).await })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(store.undeliver(&[id]).unwrap(), 1);
