@@ -842,28 +842,32 @@ mod tests {
         }
     }
 
-    /// A stand-in for core's socket: `status` says 3 unread, `request_spawn`
-    /// is refused as core refuses a live agent, anything else is `ok`.
+    /// A stand-in for core's socket, persistent as core's: every answer
+    /// says 3 unread, `request_spawn` is refused as core refuses a live
+    /// agent, anything else is `ok`.
     fn fake_core(dir: &std::path::Path) -> SocketClient {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let path = dir.join("agent.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                BufReader::new(read).read_line(&mut line).await.unwrap();
-                let answer = if line.contains(r#""cmd":"status""#) {
-                    r#"{"kind":"status","unread":3}"#
-                } else if line.contains(r#""cmd":"request_spawn""#) {
-                    r#"{"kind":"err","message":"coder already has a container: start, restart or rebuild it"}"#
-                } else {
-                    r#"{"kind":"ok"}"#
-                };
-                write
-                    .write_all(format!("{answer}\n").as_bytes())
-                    .await
-                    .unwrap();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let answer = if line.contains(r#""cmd":"status""#) {
+                            r#"{"kind":"status","unread":3}"#
+                        } else if line.contains(r#""cmd":"request_spawn""#) {
+                            r#"{"kind":"err","message":"coder already has a container: start, restart or rebuild it","unread":3}"#
+                        } else {
+                            r#"{"kind":"ok","unread":3}"#
+                        };
+                        write
+                            .write_all(format!("{answer}\n").as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                });
             }
         });
         SocketClient::new(path)
