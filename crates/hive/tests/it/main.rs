@@ -6,6 +6,7 @@ mod adversary;
 mod agent;
 mod agent_page;
 mod browser;
+mod broker;
 mod cli;
 mod config;
 mod deploy;
