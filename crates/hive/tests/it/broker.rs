@@ -237,7 +237,8 @@ fn a_batched_send_is_all_or_nothing() {
     assert!(hive.recv("bob", 0, 32).is_empty());
     assert!(hive.recv("carol", 0, 32).is_empty());
 
-    // A good batch: one id per row, `*` one row per other agent.
+    // A good batch: one id per row, `*` one row per other agent (the
+    // manager included).
     let sent = alice
         .call(json!({"cmd": "send_batch", "messages": [
             {"to": "bob", "body": "one"},
@@ -246,7 +247,7 @@ fn a_batched_send_is_all_or_nothing() {
         .unwrap();
     assert_eq!(sent["kind"], "sent", "{sent}");
     let ids: Vec<i64> = serde_json::from_value(sent["ids"].clone()).unwrap();
-    assert_eq!(ids.len(), 4, "{sent}");
+    assert_eq!(ids.len(), 5, "{sent}");
     let bob: Vec<String> = hive
         .recv("bob", 0, 32)
         .iter()
@@ -514,7 +515,7 @@ fn kill_9_during_a_flood_loses_nothing() {
                         Err(Lost::Unknown) => {}
                     }
                     i += n;
-                    std::thread::sleep(Duration::from_millis(2));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             })
         })
@@ -560,7 +561,7 @@ fn kill_9_during_a_flood_loses_nothing() {
     };
 
     for kill in 0..4 {
-        std::thread::sleep(Duration::from_millis(30 + next(300)));
+        std::thread::sleep(Duration::from_millis(30 + next(150)));
         let pid = nix::unistd::Pid::from_raw(i32::try_from(hive.child.id()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
         hive.child.wait().unwrap();
