@@ -134,11 +134,6 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         self.buf.len()
     }
 
-    /// Whether a whole line (newline included) is buffered.
-    pub fn has_line(&self) -> bool {
-        self.buf.contains(&b'\n')
-    }
-
     /// Reads one line of at most [`MAX_REQUEST_LINE`] bytes (newline and
     /// a preceding `\r` excluded). `Ok(None)` means the client closed
     /// without completing a line. Cancel-safe: bytes read before a

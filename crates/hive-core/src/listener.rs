@@ -328,12 +328,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
-    /// Whether a complete request line is already buffered (a pipelining
-    /// client sent it): what it asks is served right after this one.
-    pub fn line_waiting(&self) -> bool {
-        self.reader.has_line()
-    }
-
     /// Writes one response line within [`WRITE_TIMEOUT`].
     pub async fn respond<T: serde::Serialize>(&mut self, response: &T) -> std::io::Result<()> {
         within_write_timeout(jsonl::write_line(&mut self.writer, response)).await
