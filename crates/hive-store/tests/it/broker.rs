@@ -497,3 +497,85 @@ fn forgotten_agents_keep_their_messages_but_receive_no_more() {
         Err(Error::UnknownAgent(_))
     ));
 }
+
+/// Many concurrent `send_batch`es share the writer's transactions; a
+/// refused one rolls back alone, every other one is stored whole, and
+/// each caller's ids are its own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_commit_together_and_fail_alone() {
+    let (dir, store) = store_with(&["alice", "bob", "carol"]);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let to = if i == 13 { "nobody" } else { "bob" };
+                let batch: Vec<hive_proto::OutgoingMessage> = (0..4)
+                    .map(|j| hive_proto::OutgoingMessage {
+                        to: if j == 3 { to } else { "carol" }.into(),
+                        body: format!("{i}-{j}"),
+                        in_reply_to: None,
+                    })
+                    .collect();
+                (i, store.send_batch("alice", &batch).await)
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        match result {
+            Ok(ids) => {
+                assert_eq!(ids.len(), 4);
+                for (j, id) in ids.iter().enumerate() {
+                    assert_eq!(store.message(*id).unwrap().body, format!("{i}-{j}"));
+                }
+                stored += 4;
+            }
+            Err(e) => {
+                assert_eq!(i, 13);
+                assert!(matches!(e, Error::UnknownAgent(ref n) if n == "nobody"), "{e}");
+            }
+        }
+    }
+    assert_eq!(stored, 63 * 4);
+    let count: i64 = raw(&dir)
+        .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 63 * 4);
+    assert!(inbox(&store, "carol").iter().all(|(_, b)| !b.starts_with("13-")));
+}
+
+#[test]
+fn exact_leases_are_acked_released_and_expired_as_named() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    for b in ["a", "b", "c"] {
+        store.send("alice", "bob", b, None).unwrap();
+    }
+    let lease_for = Some(Duration::from_secs(60));
+    let first = store.pop("bob", 1, lease_for).unwrap();
+    let second = store.pop("bob", 1, lease_for).unwrap();
+    let (l1, l2) = (first.lease.unwrap(), second.lease.unwrap());
+    assert!(l2 > l1);
+    // Unnamed: the original's ack_turn does not ack it, a release returns it.
+    assert_eq!(store.ack_turn("bob").unwrap(), 0);
+    assert_eq!(store.release_lease(l1).unwrap(), 1);
+    // Named: held, so a release leaves it; an expiry returns it flagged.
+    store.renew_lease("bob", l2).unwrap();
+    assert_eq!(store.release_lease(l2).unwrap(), 0);
+    assert_eq!(store.expire_leases(now_unix() * 1000).unwrap(), 0);
+    assert!(store.next_lease_expiry().unwrap().is_some());
+    assert_eq!(store.expire_leases(i64::MAX).unwrap(), 1);
+    assert!(store.renew_lease("bob", l2).is_err());
+    let back = store.pop("bob", 32, lease_for).unwrap();
+    assert_eq!(
+        back.messages
+            .iter()
+            .map(|m| (m.body.as_str(), m.redelivered))
+            .collect::<Vec<_>>(),
+        [("a", false), ("b", true), ("c", false)]
+    );
+    // Someone else's lease acks nothing; bob's acks it.
+    assert_eq!(store.ack("alice", &[], back.lease).unwrap(), 0);
+    assert_eq!(store.ack("bob", &[], back.lease).unwrap(), 3);
+    assert_eq!(store.inflight("bob").unwrap(), 0);
+}
