@@ -95,8 +95,7 @@ impl SocketClient {
         timeout: Duration,
     ) -> Result<AgentAnswer> {
         let answer = self.raw_line(request, timeout).await?;
-        AgentAnswer::from_line(&answer)
-            .map_err(|e| self.err(format!("bad answer {answer:?}: {e}")))
+        AgentAnswer::from_line(&answer).map_err(|e| self.err(format!("bad answer {answer:?}: {e}")))
     }
 
     /// Like [`raw_answer`](Self::raw_answer), returning the answer as plain

@@ -314,9 +314,9 @@ impl Harness {
                 if let Some(lease) = lease
                     && let Err(e) = client.call(&AgentRequest::RenewLease { lease }).await
                 {
-                    self.shared
-                        .bus
-                        .note(format!("could not hold the popped messages, they will come again: {e}"));
+                    self.shared.bus.note(format!(
+                        "could not hold the popped messages, they will come again: {e}"
+                    ));
                     return None;
                 }
                 Some(Wake::Messages {

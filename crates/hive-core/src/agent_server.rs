@@ -111,7 +111,9 @@ where
     for lease in unheld {
         match coord.store.release_lease(lease) {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(%agent, lease, n, "connection closed before its lease was named: rows back, unflagged"),
+            Ok(n) => {
+                tracing::debug!(%agent, lease, n, "connection closed before its lease was named: rows back, unflagged")
+            }
             Err(e) => tracing::error!(%agent, lease, "could not release a lease: {e}"),
         }
     }
@@ -200,7 +202,14 @@ where
         }
     };
     let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
-    match answer(coord, agent, conn, AgentResponse::Messages { messages, lease }).await {
+    match answer(
+        coord,
+        agent,
+        conn,
+        AgentResponse::Messages { messages, lease },
+    )
+    .await
+    {
         Ok(()) => {
             if let (Some(lease), Some(_)) = (lease, lease_for) {
                 unheld.push(lease);

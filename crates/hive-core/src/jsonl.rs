@@ -290,7 +290,10 @@ pub fn decode<T: DeserializeOwned>(line: &str) -> Result<T, RequestError> {
 
 /// Writes `line` (one JSON document, no newline) and a newline, and
 /// flushes.
-pub async fn write_raw_line<W: AsyncWrite + Unpin>(writer: &mut W, line: &str) -> std::io::Result<()> {
+pub async fn write_raw_line<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    line: &str,
+) -> std::io::Result<()> {
     let mut bytes = Vec::with_capacity(line.len() + 1);
     bytes.extend_from_slice(line.as_bytes());
     bytes.push(b'\n');

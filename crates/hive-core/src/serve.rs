@@ -165,7 +165,10 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         .release_unheld_leases()
         .context("release the leases of the last run's connections")?;
     if released > 0 {
-        tracing::info!(rows = released, "messages nobody read are back in their inboxes");
+        tracing::info!(
+            rows = released,
+            "messages nobody read are back in their inboxes"
+        );
     }
 
     // Every dashboard request presents it, loopback included.

@@ -292,7 +292,10 @@ fn agent_requests() {
         },
         r#"{"cmd":"recv","wait_seconds":30,"max":8,"lease_seconds":120}"#,
     );
-    check(RenewLease { lease: 7 }, r#"{"cmd":"renew_lease","lease":7}"#);
+    check(
+        RenewLease { lease: 7 },
+        r#"{"cmd":"renew_lease","lease":7}"#,
+    );
     check(
         SendBatch {
             messages: vec![

@@ -159,7 +159,10 @@ async fn wake_latencies(store: Store, body: &str) -> Result<Vec<Wake>, Box<dyn E
         let store = store.clone();
         tokio::spawn(async move {
             for _ in 0..WAKE_SAMPLES {
-                let got = store.recv_wait("bob", Duration::from_secs(10), 1, None).await?.messages;
+                let got = store
+                    .recv_wait("bob", Duration::from_secs(10), 1, None)
+                    .await?
+                    .messages;
                 let woke = Instant::now();
                 if got.is_empty() || woke_tx.send(woke).is_err() {
                     break;

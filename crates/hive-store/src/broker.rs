@@ -251,7 +251,9 @@ impl Store {
     /// share one transaction; returns once that transaction committed.
     pub async fn send_batch(&self, from: &str, messages: &[OutgoingMessage]) -> Result<Vec<i64>> {
         if messages.is_empty() {
-            return Err(Error::Refused("a send_batch needs at least one message".into()));
+            return Err(Error::Refused(
+                "a send_batch needs at least one message".into(),
+            ));
         }
         if messages.len() > MAX_SEND_BATCH {
             return Err(Error::Refused(format!(

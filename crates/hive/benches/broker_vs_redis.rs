@@ -36,14 +36,22 @@ fn main() {
     let redis = Daemon::redis(dir.path(), &redis_bin);
     let body = "x".repeat(BODY_BYTES);
 
-    println!("broker vs Redis Streams: {MESSAGES} messages per run, median of {RUNS}, body {BODY_BYTES} B");
+    println!(
+        "broker vs Redis Streams: {MESSAGES} messages per run, median of {RUNS}, body {BODY_BYTES} B"
+    );
     let mut hive_rate = 0.0;
     let mut redis_rate = 0.0;
     for (name, run) in [
         ("hive send_batch+recv+ack_turn", Loop::HiveBatch),
         ("hive 32 pipelined send+recv+ack_turn", Loop::HivePipelined),
-        ("redis 32 pipelined XADD+XREADGROUP+XACK", Loop::RedisPipelined),
-        ("redis 32 XADD (unpipelined)+XREADGROUP+XACK", Loop::RedisUnpipelined),
+        (
+            "redis 32 pipelined XADD+XREADGROUP+XACK",
+            Loop::RedisPipelined,
+        ),
+        (
+            "redis 32 XADD (unpipelined)+XREADGROUP+XACK",
+            Loop::RedisUnpipelined,
+        ),
     ] {
         let mut rates: Vec<f64> = (0..RUNS)
             .map(|_| run.throughput(&hive, &redis, &body))
@@ -142,7 +150,15 @@ impl Loop {
                         }
                     }
                     let got = reader.call(&[
-                        "XREADGROUP", "GROUP", "g", "c", "COUNT", "32", "STREAMS", "bench", ">",
+                        "XREADGROUP",
+                        "GROUP",
+                        "g",
+                        "c",
+                        "COUNT",
+                        "32",
+                        "STREAMS",
+                        "bench",
+                        ">",
                     ]);
                     let ids = stream_ids(&got);
                     assert_eq!(ids.len(), BATCH);
@@ -184,7 +200,8 @@ fn wake_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
     let waiter = std::thread::spawn(move || {
         let mut bob = Jsonl::open(&bob_socket);
         for _ in 0..WAKE_SAMPLES {
-            let got = bob.call(&json!({"cmd": "recv", "max": 1, "wait_seconds": 10, "lease_seconds": 60}));
+            let got = bob
+                .call(&json!({"cmd": "recv", "max": 1, "wait_seconds": 10, "lease_seconds": 60}));
             let woke = Instant::now();
             bob.call(&json!({"cmd": "ack_turn", "lease": got["lease"]}));
             tx.send(woke).unwrap();
@@ -210,7 +227,16 @@ fn wake_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
         let mut reader = Resp::open(&socket);
         for _ in 0..WAKE_SAMPLES {
             let got = reader.call(&[
-                "XREADGROUP", "GROUP", "g", "c", "BLOCK", "10000", "COUNT", "1", "STREAMS", "wake",
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "10000",
+                "COUNT",
+                "1",
+                "STREAMS",
+                "wake",
                 ">",
             ]);
             let woke = Instant::now();
@@ -251,7 +277,10 @@ fn concurrent_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
             })
         })
         .collect();
-    threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
 }
 
 fn concurrent_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
@@ -271,7 +300,10 @@ fn concurrent_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
             })
         })
         .collect();
-    threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
 }
 
 /// A daemon this benchmark started, killed on drop.

@@ -217,7 +217,11 @@ async fn long_poll_wakes_on_send() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let waiter = {
         let store = store.clone();
-        tokio::spawn(async move { store.recv_wait_messages("bob", Duration::from_secs(60), 8).await })
+        tokio::spawn(async move {
+            store
+                .recv_wait_messages("bob", Duration::from_secs(60), 8)
+                .await
+        })
     };
     // Let the waiter park first.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -291,7 +295,11 @@ async fn disconnect_during_long_poll_loses_nothing() {
     assert_eq!(popped[0].id, id);
     let waiter = {
         let store = store.clone();
-        tokio::spawn(async move { store.recv_wait_messages("bob", Duration::from_secs(60), 1).await })
+        tokio::spawn(async move {
+            store
+                .recv_wait_messages("bob", Duration::from_secs(60), 1)
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(store.undeliver(&[id]).unwrap(), 1);
@@ -533,7 +541,10 @@ async fn concurrent_batches_commit_together_and_fail_alone() {
             }
             Err(e) => {
                 assert_eq!(i, 13);
-                assert!(matches!(e, Error::UnknownAgent(ref n) if n == "nobody"), "{e}");
+                assert!(
+                    matches!(e, Error::UnknownAgent(ref n) if n == "nobody"),
+                    "{e}"
+                );
             }
         }
     }
@@ -542,7 +553,11 @@ async fn concurrent_batches_commit_together_and_fail_alone() {
         .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 63 * 4);
-    assert!(inbox(&store, "carol").iter().all(|(_, b)| !b.starts_with("13-")));
+    assert!(
+        inbox(&store, "carol")
+            .iter()
+            .all(|(_, b)| !b.starts_with("13-"))
+    );
 }
 
 #[test]

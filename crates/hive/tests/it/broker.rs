@@ -199,8 +199,13 @@ fn the_unread_count_rides_on_every_answer() {
         3
     );
     assert_eq!(bob.call(json!({"cmd": "ack_turn"})).unwrap()["unread"], 3);
-    let refused = bob.call(json!({"cmd": "send", "to": "nobody", "body": "x"})).unwrap();
-    assert_eq!((refused["kind"].clone(), refused["unread"].clone()), (json!("err"), json!(3)));
+    let refused = bob
+        .call(json!({"cmd": "send", "to": "nobody", "body": "x"}))
+        .unwrap();
+    assert_eq!(
+        (refused["kind"].clone(), refused["unread"].clone()),
+        (json!("err"), json!(3))
+    );
 }
 
 #[test]
@@ -230,7 +235,9 @@ fn a_batched_send_is_all_or_nothing() {
         "{empty}"
     );
     assert_eq!(
-        alice.call(json!({"cmd": "send_batch", "messages": []})).unwrap()["kind"],
+        alice
+            .call(json!({"cmd": "send_batch", "messages": []}))
+            .unwrap()["kind"],
         "err"
     );
     // Nothing of them reached anyone.
@@ -531,9 +538,9 @@ fn kill_9_during_a_flood_loses_nothing() {
         std::thread::spawn(move || {
             let mut idle_rounds = 0;
             while sending.load(Ordering::Relaxed) || idle_rounds < 3 {
-                let Ok(got) = conn.call(
-                    json!({"cmd": "recv", "wait_seconds": 1, "max": 32, "lease_seconds": 2}),
-                ) else {
+                let Ok(got) = conn
+                    .call(json!({"cmd": "recv", "wait_seconds": 1, "max": 32, "lease_seconds": 2}))
+                else {
                     continue;
                 };
                 if got["kind"] != "messages" {

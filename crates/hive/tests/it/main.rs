@@ -5,8 +5,8 @@
 mod adversary;
 mod agent;
 mod agent_page;
-mod browser;
 mod broker;
+mod browser;
 mod cli;
 mod config;
 mod deploy;
