@@ -89,6 +89,33 @@ const EVENT_CAPACITY: usize = 1024;
 /// How long a statement waits on a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// WAL pages after which a commit checkpoints in the committing thread
+/// (the background checkpointer normally keeps the WAL far below).
+const WAL_FALLBACK_CHECKPOINT: i64 = 16_384;
+/// How often the background checkpointer copies the WAL into the file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Starts the thread that checkpoints the WAL on its own connection
+/// (`PASSIVE`: never waits for, nor blocks, the writer), so commits never
+/// stall on the file's fsync. It ends when the store is dropped.
+fn spawn_checkpointer(path: &Path, store: std::sync::Weak<Inner>) -> Result<()> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    std::thread::Builder::new()
+        .name("hive-store-checkpoint".into())
+        .spawn(move || {
+            while store.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("wal checkpoint: {e}");
+                }
+            }
+        })
+        .map_err(|e| Error::Refused(format!("cannot start the checkpointer: {e}")))?;
+    Ok(())
+}
+
 /// A handle to the hive's sqlite file. Cheap to clone; every clone shares
 /// one connection, one event channel and one set of long-poll waiters.
 #[derive(Clone)]
@@ -135,6 +162,10 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints (the only fsyncs under `synchronous=NORMAL`) run on
+        // their own thread (`spawn_checkpointer`); the writer checkpoints
+        // itself only if that thread falls far behind.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_FALLBACK_CHECKPOINT)?;
         // Plans must not depend on bound values: otherwise a statement with
         // `LIMIT ?` or a partial index is re-prepared on every reuse from the
         // cache (which clears bindings), tripling the cost of a pop.
@@ -165,6 +196,7 @@ impl Store {
             }
         });
         spawned.map_err(|e| Error::Refused(format!("cannot start the broker's writer: {e}")))?;
+        spawn_checkpointer(path, Arc::downgrade(&inner))?;
         Ok(Store { inner })
     }
 

@@ -233,18 +233,14 @@ fn agent_fields(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// (`lease_held`), the lease period (`lease_ms`, NULL: no expiry, the
 /// original's `recv`) and when it runs out (`lease_until`, unix ms).
 /// Rows in flight from before leases existed count as held with no expiry,
-/// as they were.
+/// as they were. No new index: lease lookups scan the few in-flight rows
+/// through `messages_inflight`, and every index is one more WAL frame per
+/// pop and per ack.
 fn exact_leases(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "messages", "lease", "INTEGER")?;
     add_column(tx, "messages", "lease_held", "INTEGER NOT NULL DEFAULT 1")?;
     add_column(tx, "messages", "lease_ms", "INTEGER")?;
-    add_column(tx, "messages", "lease_until", "INTEGER")?;
-    tx.execute_batch(
-        "CREATE INDEX IF NOT EXISTS messages_lease ON messages (lease)
-             WHERE delivered_at IS NOT NULL AND acked_at IS NULL;
-         CREATE INDEX IF NOT EXISTS messages_lease_until ON messages (lease_until)
-             WHERE delivered_at IS NOT NULL AND acked_at IS NULL AND lease_until IS NOT NULL;",
-    )
+    add_column(tx, "messages", "lease_until", "INTEGER")
 }
 
 #[cfg(test)]
