@@ -97,10 +97,31 @@ pub(crate) fn insert_send(
     message: &Checked,
     now: i64,
 ) -> Result<Vec<MessageRow>> {
+    let targets = targets(tx, from, &message.to)?;
+    insert_to(tx, from, &targets, message, now)
+}
+
+/// Stores `message` once per name of `targets` (checked by [`targets`]).
+pub(crate) fn insert_to(
+    tx: &Connection,
+    from: &str,
+    targets: &[String],
+    message: &Checked,
+    now: i64,
+) -> Result<Vec<MessageRow>> {
     if let Some(parent) = message.in_reply_to {
         check_reply_target(tx, parent)?;
     }
-    let targets = match &message.to {
+    targets
+        .iter()
+        .map(|to| insert_message(tx, from, to, &message.body, now, message.in_reply_to))
+        .collect()
+}
+
+/// The inboxes a message of `from` to `to` goes to, refusing an unknown
+/// agent or one `from` may not reach.
+pub(crate) fn targets(tx: &Connection, from: &str, to: &Recipient) -> Result<Vec<String>> {
+    Ok(match to {
         Recipient::Operator => vec![OPERATOR_RECIPIENT.to_owned()],
         Recipient::Agent(name) => {
             if !exists(tx, name.as_str())? {
@@ -115,11 +136,7 @@ pub(crate) fn insert_send(
             names.retain(|n| allows(list.as_deref(), n));
             names
         }
-    };
-    targets
-        .iter()
-        .map(|to| insert_message(tx, from, to, &message.body, now, message.in_reply_to))
-        .collect()
+    })
 }
 
 /// Refuses a sender that is not an agent name, `operator` or `system`.

@@ -13,7 +13,9 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::broker::{Checked, MessageRow, insert_send};
+use hive_proto::Recipient;
+
+use crate::broker::{Checked, MessageRow, insert_to, targets};
 use crate::{Error, Inner, Result, Store, WriteTx, now_unix};
 
 /// Most jobs one transaction takes; the rest wait for the next.
@@ -62,10 +64,23 @@ impl Store {
                 let tx = WriteTx::begin(&conn)?;
                 for job in &jobs {
                     tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+                    // A batch mostly repeats its recipients: each is
+                    // checked once per job.
+                    let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
                     let rows = job
                         .messages
                         .iter()
-                        .map(|m| insert_send(&tx, &job.from, m, now))
+                        .map(|m| {
+                            let known = resolved.iter().position(|(to, _)| *to == &m.to);
+                            let at = match known {
+                                Some(at) => at,
+                                None => {
+                                    resolved.push((&m.to, targets(&tx, &job.from, &m.to)?));
+                                    resolved.len() - 1
+                                }
+                            };
+                            insert_to(&tx, &job.from, &resolved[at].1, m, now)
+                        })
                         .collect::<Result<Vec<Vec<MessageRow>>>>();
                     if rows.is_err() {
                         tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
