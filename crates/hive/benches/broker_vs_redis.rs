@@ -260,40 +260,38 @@ fn wake_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
 }
 
 fn concurrent_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
-    let threads: Vec<_> = (0..AGENTS)
-        .map(|i| {
-            let socket = hive.socket(&format!("a{i}"));
-            let body = body.to_owned();
-            std::thread::spawn(move || {
-                let mut conn = Jsonl::open(&socket);
-                let send = json!({"cmd": "send", "to": "sink", "body": body});
-                (0..SENDS_PER_AGENT)
-                    .map(|_| {
-                        let started = Instant::now();
-                        assert_eq!(conn.call(&send)["kind"], "ok");
-                        started.elapsed()
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect()
+    let send = json!({"cmd": "send", "to": "sink", "body": body});
+    concurrent(
+        |i| Jsonl::open(&hive.socket(&format!("a{i}"))),
+        move |conn: &mut Jsonl| assert_eq!(conn.call(&send)["kind"], "ok"),
+    )
 }
 
 fn concurrent_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
+    let body = body.to_owned();
+    concurrent(
+        |_| Resp::open(&redis.socket("redis")),
+        move |conn: &mut Resp| {
+            conn.call(&["XADD", "sink", "*", "body", &body]);
+        },
+    )
+}
+
+/// [`AGENTS`] clients (`open(i)`), each on its own thread, each sending
+/// [`SENDS_PER_AGENT`] times at once: every send's latency.
+fn concurrent<C: Send + 'static>(
+    open: impl Fn(usize) -> C,
+    send: impl Fn(&mut C) + Clone + Send + 'static,
+) -> Vec<Duration> {
     let threads: Vec<_> = (0..AGENTS)
-        .map(|_| {
-            let socket = redis.socket("redis");
-            let body = body.to_owned();
+        .map(|i| {
+            let mut conn = open(i);
+            let send = send.clone();
             std::thread::spawn(move || {
-                let mut conn = Resp::open(&socket);
                 (0..SENDS_PER_AGENT)
                     .map(|_| {
                         let started = Instant::now();
-                        conn.call(&["XADD", "sink", "*", "body", &body]);
+                        send(&mut conn);
                         started.elapsed()
                     })
                     .collect::<Vec<_>>()
