@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::client::SocketClient;
 use crate::engine::claude::Claude;
+use crate::engine::codex::Codex;
 use crate::harness::{Config, Harness};
 use crate::state::Shared;
 use crate::{Role, bench, bus, mcp, web};
@@ -69,6 +70,13 @@ pub struct ServeArgs {
     /// The claude binary (a bare name searches PATH).
     #[arg(long, env = "HIVE_CLAUDE_BIN", default_value = "claude")]
     pub claude_bin: PathBuf,
+    /// The codex binary (a bare name searches PATH).
+    #[arg(long, env = "HIVE_CODEX_BIN", default_value = "codex")]
+    pub codex_bin: PathBuf,
+    /// The engine when the deployed config names none: `claude` or
+    /// `codex`.
+    #[arg(long, env = "HIVE_ENGINE", default_value = "claude")]
+    pub engine: String,
     /// The model when none was chosen from the web UI.
     #[arg(long, env = "HIVE_MODEL", default_value = "sonnet")]
     pub model: String,
@@ -100,7 +108,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2)]
     pub max_attempts: u32,
     /// First wait after a rate limit, in seconds (doubles, up to 16×).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "HIVE_RATE_LIMIT_BACKOFF", default_value_t = 60)]
     pub rate_limit_backoff: u64,
     /// How often to re-check the pause marker and credentials, in ms.
     #[arg(long, default_value_t = 1000)]
@@ -176,15 +184,37 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         client,
         default_model.clone(),
     );
-    let mut claude = Claude::new(args.claude_bin);
+    let mut proxy_env = Vec::new();
     if let Some(socket) = args.egress_socket.filter(|s| !s.as_os_str().is_empty()) {
         let addr = crate::egress::start(socket.clone())
             .await
             .context("egress bridge")?;
         tracing::info!(%addr, socket = %socket.display(), "egress bridge");
-        claude = claude.with_env(crate::egress::proxy_env(addr));
+        proxy_env = crate::egress::proxy_env(addr);
     }
-    let engine: Arc<dyn crate::engine::Engine> = Arc::new(claude);
+    let engine_name = deployed
+        .as_ref()
+        .and_then(|d| d.config.engine.clone())
+        .unwrap_or(args.engine);
+    let engine: Arc<dyn crate::engine::Engine> = match engine_name.as_str() {
+        "claude" => Arc::new(Claude::new(args.claude_bin).with_env(proxy_env)),
+        "codex" => Arc::new(
+            Codex::new(
+                args.codex_bin,
+                std::env::var(crate::engine::codex::BASE_URL_ENV).ok(),
+            )
+            .with_env(proxy_env),
+        ),
+        other => bail!("unknown engine {other:?}: expected claude or codex"),
+    };
+    if crate::engine::switched(&args.state_dir, engine.name()) {
+        // The runtime model switch was a model of the other engine.
+        shared.clear_model(default_model.clone());
+        shared.bus.note(format!(
+            "the engine is now {}: model {default_model}",
+            engine.name()
+        ));
+    }
     shared.login.set_engine(engine.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -274,14 +304,26 @@ async fn whoami(client: &SocketClient) -> anyhow::Result<String> {
 async fn report_state(shared: std::sync::Arc<Shared>) {
     let mut frames = shared.bus.subscribe();
     let mut every = tokio::time::interval(Duration::from_secs(60));
-    let mut reported: Option<(hive_proto::live::TurnState, String, Option<bool>)> = None;
+    type Report = (
+        hive_proto::live::TurnState,
+        String,
+        Option<bool>,
+        Option<i64>,
+    );
+    let mut reported: Option<Report> = None;
     loop {
-        let now = (shared.turn_state(), shared.model(), shared.logged_in());
+        let now = (
+            shared.turn_state(),
+            shared.model(),
+            shared.logged_in(),
+            shared.state_until(),
+        );
         if reported.as_ref() != Some(&now) {
             let request = hive_proto::AgentRequest::HarnessState {
                 state: now.0,
                 model: Some(now.1.clone()),
                 logged_in: now.2,
+                until: now.3,
             };
             match shared.client.request(&request).await {
                 Ok(hive_proto::AgentResponse::Ok) => reported = Some(now),

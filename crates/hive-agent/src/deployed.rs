@@ -2,9 +2,10 @@
 //! the control dir core binds read-only (written by core at every start,
 //! restart and rebuild from the approved commit of the applied repo).
 //!
-//! The harness takes three things from it: the model (unless the operator
-//! switched models at runtime), the role prompt (appended to the built-in
-//! one for the role), and the extra MCP servers with their allowed tools.
+//! The harness takes five things from it: the engine, the model (unless
+//! the operator switched models at runtime), the role prompt (appended to
+//! the built-in one for the role), the extra MCP servers with their
+//! allowed tools, and the spend limit (`budget`).
 //! Environment variables of the config reach the harness through the
 //! container's own environment.
 
@@ -31,7 +32,11 @@ pub struct Deployed {
 #[serde(default)]
 pub struct DeployedConfig {
     pub model: Option<String>,
+    /// `claude` or `codex` (absent: the harness's `--engine`).
+    pub engine: Option<String>,
     pub mcp_servers: BTreeMap<String, ExtraServer>,
+    /// The spend limit the harness enforces before every turn.
+    pub budget: hive_proto::control::Budget,
 }
 
 /// One extra MCP server the engine launches.
@@ -104,6 +109,7 @@ mod tests {
         .unwrap();
         let deployed = load(dir.path()).unwrap();
         assert_eq!(deployed.config.model.as_deref(), Some("opus"));
+        assert_eq!(deployed.config.engine.as_deref(), Some("claude"));
         assert_eq!(deployed.prompt, "You review code.");
         let (servers, allowed) = deployed.mcp_servers();
         assert_eq!(allowed, ["mcp__all", "mcp__search__query"]);

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use crate::bus::now_unix;
 use crate::engine::{Engine, EngineRequest, McpSetup, RunKind, Verdict};
 use crate::state::Shared;
-use crate::stats::TurnRecord;
+use crate::stats::{TurnRecord, turn_cost};
 use crate::turn::{self, RunEnd, RunLimits, RunOutcome};
 use crate::{Role, files, wake};
 
@@ -153,7 +153,10 @@ impl Harness {
         }
         self.requeue().await;
         while !self.is_shutdown() {
-            if self.wait_while_paused().await.is_err() || self.wait_for_login().await.is_err() {
+            if self.wait_while_paused().await.is_err()
+                || self.wait_for_login().await.is_err()
+                || self.wait_within_budget().await.is_err()
+            {
                 break;
             }
             if self.shared.take_compact() {
@@ -229,6 +232,57 @@ impl Harness {
         }
         self.shared.set_turn_state(TurnState::Idle, None);
         Ok(())
+    }
+
+    /// Parks in `over_budget` while the deployed spend limit is reached:
+    /// no `recv`, so messages wait in the inbox. Only a new UTC day (for
+    /// daily limits; one timer until midnight) or a deploy that raises the
+    /// limit (which restarts the harness) ends it.
+    async fn wait_within_budget(&mut self) -> Result<(), Interrupted> {
+        let Some(budget) = self
+            .config
+            .deployed
+            .as_ref()
+            .map(|d| d.config.budget)
+            .filter(|b| !b.is_unlimited())
+        else {
+            return Ok(());
+        };
+        let shared = self.shared.clone();
+        let Some(stats) = &shared.stats else {
+            return Ok(());
+        };
+        let mut parked = false;
+        loop {
+            let now = now_unix();
+            let midnight = now - now.rem_euclid(86_400);
+            let (today, total) = match (stats.spent_since(midnight), stats.spent_since(0)) {
+                (Ok(today), Ok(total)) => ((today.usd, today.tokens), (total.usd, total.tokens)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!("turn stats unreadable, budget not checked: {e}");
+                    return Ok(());
+                }
+            };
+            let Some(why) = budget.reached(today, total) else {
+                if parked {
+                    self.shared.set_turn_state(TurnState::Idle, None);
+                }
+                return Ok(());
+            };
+            let note = format!("over budget: {why} ({})", budget.describe());
+            if self.shared.turn_state() != TurnState::OverBudget {
+                self.shared.bus.note(note.clone());
+                self.shared
+                    .set_turn_state(TurnState::OverBudget, Some(note));
+            }
+            parked = true;
+            let wait = if budget.only_daily(total) {
+                u64::try_from(midnight + 86_400 - now).unwrap_or(1)
+            } else {
+                86_400
+            };
+            self.sleep(Duration::from_secs(wait.max(1)), None).await?;
+        }
     }
 
     /// Parks in `engine_missing` while the engine binary is absent, in
@@ -435,7 +489,7 @@ impl Harness {
         }
         // A session keeps the system prompt it started with: a changed one
         // (a deployed role) needs a fresh session, told where its notes are.
-        let fingerprint = crate::session::fingerprint(&role_prompt);
+        let fingerprint = crate::session::fingerprint_for(self.config.engine.name(), &role_prompt);
         let started_with = crate::session::started_with(&self.config.state_dir);
         let handoff;
         let prompt = match &started_with {
@@ -443,7 +497,7 @@ impl Harness {
                 continue_session = false;
                 self.shared
                     .bus
-                    .note("the system prompt changed: this turn starts a fresh session");
+                    .note("the system prompt or engine changed: this turn starts a fresh session");
                 handoff = crate::session::handoff(prompt, &self.config.state_dir);
                 handoff.as_str()
             }
@@ -510,6 +564,13 @@ impl Harness {
                     self.shared
                         .set_turn_state(TurnState::RateLimited, Some(note));
                     match self.sleep(wait, Some(&cancel)).await {
+                        Ok(()) => self.shared.set_turn_state(TurnState::Thinking, None),
+                        Err(Interrupted::Shutdown) => break TurnEnd::Shutdown,
+                        Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
+                    }
+                }
+                RunEnd::Finished(Verdict::Quota { resets_at, message }) => {
+                    match self.park_for_quota(resets_at, &message, &cancel).await {
                         Ok(()) => self.shared.set_turn_state(TurnState::Thinking, None),
                         Err(Interrupted::Shutdown) => break TurnEnd::Shutdown,
                         Err(Interrupted::Cancelled) => break TurnEnd::Cancelled,
@@ -582,6 +643,12 @@ impl Harness {
             .as_ref()
             .map(|o| o.observation.clone())
             .unwrap_or_default();
+        // The CLI reports its session's running total: this turn cost what
+        // the total grew by since the session's previous turn.
+        let before = match (&self.shared.stats, &observation.session_id) {
+            (Some(stats), Some(session)) => stats.session_cost(session).ok().flatten(),
+            _ => None,
+        };
         let record = TurnRecord {
             id: None,
             model: observation.model.clone().unwrap_or_else(|| model.clone()),
@@ -593,7 +660,9 @@ impl Harness {
             usage: observation.total_usage,
             last_usage: observation.last_usage,
             context_tokens: observation.context_tokens(),
-            cost_usd: observation.cost_usd,
+            cost_usd: turn_cost(before, observation.session_cost_usd),
+            session_id: observation.session_id.clone(),
+            session_cost_usd: observation.session_cost_usd,
             inferences: observation.inferences,
             tool_call_count: observation.tool_call_count(),
             tool_calls: observation.tool_calls.clone(),
@@ -631,6 +700,35 @@ impl Harness {
             }
         }
         end
+    }
+
+    /// The plan's window is used up until `resets_at`: sleep on one timer
+    /// until then (the popped messages stay in flight, newer ones wait in
+    /// the inbox, nothing is spent), then let the turn run again. A reset
+    /// already past is a plain rate limit: the usual back-off.
+    async fn park_for_quota(
+        &mut self,
+        resets_at: i64,
+        message: &str,
+        cancel: &Notify,
+    ) -> Result<(), Interrupted> {
+        let now_ms = crate::bus::now_millis();
+        let wait_ms = resets_at.saturating_mul(1000).saturating_sub(now_ms);
+        let wait = if wait_ms > 0 {
+            Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX))
+        } else {
+            let wait = self.rate_backoff;
+            self.rate_backoff = (wait * 2).min(self.config.rate_limit_backoff * 16);
+            wait
+        };
+        let text = hive_proto::live::quota_text(resets_at);
+        self.shared.bus.note(format!(
+            "{text}: {message}; the turn runs again then ({}s)",
+            wait.as_secs()
+        ));
+        self.shared
+            .set_turn_state_until(TurnState::Quota, Some(text), Some(resets_at));
+        self.sleep(wait, Some(cancel)).await
     }
 
     async fn run_engine(
@@ -679,6 +777,13 @@ impl Harness {
 
     /// Runs the engine's compaction on the current session.
     async fn compact(&mut self, model: &str, cancel: &Notify) -> bool {
+        if !self.config.engine.can_compact() {
+            self.shared.bus.note(format!(
+                "{} cannot compact a session",
+                self.config.engine.name()
+            ));
+            return false;
+        }
         self.shared.set_turn_state(TurnState::Compacting, None);
         let prompt = self.config.engine.compact_prompt();
         let outcome = self
@@ -699,7 +804,10 @@ impl Harness {
     async fn operator_compact(&mut self) {
         let cancel = self.shared.begin_turn();
         let model = self.shared.model();
-        self.compact(&model, &cancel).await;
+        if !self.compact(&model, &cancel).await && !self.config.engine.can_compact() {
+            // What a compaction is for: a session with room again.
+            self.shared.request_new_session();
+        }
         self.shared.end_turn();
         if !self.is_shutdown() {
             self.shared.set_turn_state(TurnState::Idle, None);

@@ -84,4 +84,6 @@ pub mod files {
     /// The fingerprint of the system prompt the engine's current session
     /// started with (see [`crate::session`]).
     pub const SESSION_PROMPT: &str = "hyperhive-session-prompt";
+    /// The engine the state dir last ran (`claude`, `codex`).
+    pub const ENGINE: &str = "hyperhive-engine";
 }

@@ -64,12 +64,11 @@ pub fn probe_claude(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result
 /// Why the harness cannot run `engine` and how the operator provides it.
 pub fn engine_missing(engine: &dyn Engine) -> String {
     format!(
-        "the {} binary {} is not in this container: start the daemon with --claude-bin \
-         <host path> (or put {} on its PATH; scripts/install-claude fetches it), then restart \
-         the agent",
-        engine.name(),
+        "the {name} binary {} is not in this container: start the daemon with --{name}-bin \
+         <host path> (or put {name} on its PATH; scripts/install-{name} fetches it), then \
+         restart the agent",
         engine.program().display(),
-        engine.name()
+        name = engine.name(),
     )
 }
 
@@ -371,6 +370,11 @@ impl Logins {
             .engine
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(engine);
+    }
+
+    /// The engine's name (`claude`, `codex`), once set.
+    pub fn engine_name(&self) -> Option<&'static str> {
+        self.engine().map(|e| e.name())
     }
 
     fn engine(&self) -> Option<Arc<dyn Engine>> {

@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use hive_proto::{
     AgentAnswer, AgentName, AgentRequest, AgentResponse, AgentStatusRow, LooseEnd, LooseEndKind,
-    ManagerOnlyRequest,
+    ManagerOnlyRequest, Task, TaskFilter, TaskStatus,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::client::SocketClient;
 use crate::{Role, files, wake};
@@ -79,8 +78,13 @@ impl HiveTools {
 
     fn router(role: Role) -> ToolRouter<Self> {
         match role {
-            Role::Agent => Self::agent_router(),
-            Role::Manager => Self::agent_router() + Self::manager_router(),
+            Role::Agent => Self::agent_router() + Self::task_router(),
+            Role::Manager => {
+                Self::agent_router()
+                    + Self::task_router()
+                    + Self::manager_router()
+                    + Self::manager_task_router()
+            }
         }
     }
 
@@ -99,34 +103,6 @@ impl HiveTools {
             Ok(AgentAnswer { response, unread }) => self.finish(Ok(render(response)), unread).await,
             Err(e) => self.finish(Err(e.to_string()), None).await,
         }
-    }
-
-    /// Relays a verb this build's protocol does not know yet.
-    async fn relay_value(
-        &self,
-        request: Value,
-        render: impl FnOnce(&Value) -> String,
-    ) -> CallToolResult {
-        let answer = self
-            .client
-            .raw_value(&request, CALL_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string());
-        let unread = answer
-            .as_ref()
-            .ok()
-            .and_then(|v| v.get("unread"))
-            .and_then(Value::as_u64);
-        let text = match answer {
-            Ok(v) if v.get("kind").and_then(Value::as_str) == Some("err") => Err(v
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("refused")
-                .to_owned()),
-            Ok(v) => Ok(render(&v)),
-            Err(e) => Err(e),
-        };
-        self.finish(text, unread).await
     }
 
     /// Appends the inbox status line; an `Err` becomes a tool error. The
@@ -531,6 +507,302 @@ impl HiveTools {
     }
 }
 
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskCreateArgs {
+    /// One line saying what is to be done.
+    pub title: String,
+    /// The detail (markdown); put long material in a file under /shared and link it.
+    #[serde(default)]
+    pub body: String,
+    /// Ids of tasks that must be done before this one can be claimed.
+    #[serde(default)]
+    pub depends_on: Vec<i64>,
+    /// `msg:<id>` for a message, or a path under /shared or /state.
+    #[serde(default)]
+    pub links: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskListArgs {
+    /// `mine`, `claimable`, `active` (default: everything not done or cancelled) or `all`.
+    #[serde(default)]
+    pub filter: Option<FilterArg>,
+}
+
+/// [`TaskFilter`] with a schema.
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterArg {
+    Mine,
+    Claimable,
+    Active,
+    All,
+}
+
+impl From<FilterArg> for TaskFilter {
+    fn from(f: FilterArg) -> Self {
+        match f {
+            FilterArg::Mine => TaskFilter::Mine,
+            FilterArg::Claimable => TaskFilter::Claimable,
+            FilterArg::Active => TaskFilter::Active,
+            FilterArg::All => TaskFilter::All,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskIdArgs {
+    /// The task's id.
+    pub id: i64,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskUpdateArgs {
+    pub id: i64,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Replaces the dependency list.
+    #[serde(default)]
+    pub depends_on: Option<Vec<i64>>,
+    /// Replaces the link list.
+    #[serde(default)]
+    pub links: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskNoteArgs {
+    pub id: i64,
+    /// What was done, or why.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskBlockArgs {
+    pub id: i64,
+    /// What it waits on.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskAssignArgs {
+    pub id: i64,
+    /// The agent to reserve it for.
+    pub agent: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskReorderArgs {
+    pub id: i64,
+    /// Board position: lower comes first.
+    pub rank: i64,
+}
+
+#[tool_router(router = task_router)]
+impl HiveTools {
+    /// Relays a task verb and renders the task it answers.
+    async fn task_verb(&self, request: &(impl Serialize + Sync), done: &str) -> CallToolResult {
+        let done = done.to_owned();
+        self.relay(request, Duration::ZERO, move |answer| match answer {
+            AgentResponse::Task { task } => format!("{done}: {}", render_task(&task)),
+            other => render_other(&other),
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Put a task on the hive's shared board. It is claimable once every task in `depends_on` is done."
+    )]
+    async fn task_create(
+        &self,
+        Parameters(a): Parameters<TaskCreateArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::TaskCreate {
+            title: a.title,
+            body: a.body,
+            depends_on: a.depends_on,
+            links: a.links,
+        };
+        Ok(self.task_verb(&request, "created").await)
+    }
+
+    #[tool(
+        description = "The shared task board in order: `mine`, `claimable` (what you can claim now), `active` (default) or `all`."
+    )]
+    async fn task_list(
+        &self,
+        Parameters(a): Parameters<TaskListArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::TaskList {
+            filter: a.filter.map(TaskFilter::from).unwrap_or_default(),
+        };
+        Ok(self
+            .relay(&request, Duration::ZERO, |answer| match answer {
+                AgentResponse::Tasks { tasks } if tasks.is_empty() => "(no tasks)".to_owned(),
+                AgentResponse::Tasks { tasks } => {
+                    tasks.iter().map(render_task).collect::<Vec<_>>().join("\n")
+                }
+                other => render_other(&other),
+            })
+            .await)
+    }
+
+    #[tool(description = "One task with its body, links and history.")]
+    async fn task_show(
+        &self,
+        Parameters(a): Parameters<TaskIdArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::TaskShow { id: a.id };
+        Ok(self
+            .relay(&request, Duration::ZERO, |answer| match answer {
+                AgentResponse::TaskDetail { task, history } => {
+                    let mut s = render_task(&task);
+                    if !task.body.is_empty() {
+                        s.push_str(&format!("\n\n{}", task.body));
+                    }
+                    if !task.links.is_empty() {
+                        s.push_str(&format!("\n\nlinks: {}", task.links.join(", ")));
+                    }
+                    s.push_str("\n\nhistory:");
+                    for e in history {
+                        s.push_str(&format!("\n- {} {} {}", e.at, e.actor, e.action));
+                        if let Some(note) = e.note {
+                            s.push_str(&format!(": {note}"));
+                        }
+                    }
+                    s
+                }
+                other => render_other(&other),
+            })
+            .await)
+    }
+
+    #[tool(
+        description = "Claim a task (it must be open with every dependency done, and not reserved for another agent). Claiming a task you blocked resumes it. Your claim lasts while your container lives."
+    )]
+    async fn task_claim(
+        &self,
+        Parameters(a): Parameters<TaskIdArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::TaskClaim { id: a.id };
+        Ok(self.task_verb(&request, "claimed").await)
+    }
+
+    #[tool(
+        description = "Change a task you hold (or created and nobody holds): title, body, dependencies, links."
+    )]
+    async fn task_update(
+        &self,
+        Parameters(a): Parameters<TaskUpdateArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::TaskUpdate {
+            id: a.id,
+            title: a.title,
+            body: a.body,
+            depends_on: a.depends_on,
+            links: a.links,
+        };
+        Ok(self.task_verb(&request, "updated").await)
+    }
+
+    #[tool(description = "Mark a task you hold done.")]
+    async fn task_complete(
+        &self,
+        Parameters(a): Parameters<TaskNoteArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::TaskComplete {
+            id: a.id,
+            note: a.note,
+        };
+        Ok(self.task_verb(&request, "completed").await)
+    }
+
+    #[tool(
+        description = "Stop on a task you hold, saying what it waits on; claim it again to resume."
+    )]
+    async fn task_block(
+        &self,
+        Parameters(a): Parameters<TaskBlockArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::TaskBlock {
+            id: a.id,
+            reason: a.reason,
+        };
+        Ok(self.task_verb(&request, "blocked").await)
+    }
+
+    #[tool(
+        description = "Cancel a task: one you created that nobody holds (the manager: any unfinished task)."
+    )]
+    async fn task_cancel(
+        &self,
+        Parameters(a): Parameters<TaskNoteArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = AgentRequest::TaskCancel {
+            id: a.id,
+            reason: a.note,
+        };
+        Ok(self.task_verb(&request, "cancelled").await)
+    }
+}
+
+#[tool_router(router = manager_task_router)]
+impl HiveTools {
+    #[tool(
+        description = "Reserve a task for an agent: only it may claim the task, and it is told."
+    )]
+    async fn task_assign(
+        &self,
+        Parameters(a): Parameters<TaskAssignArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let agent = match name(&a.agent) {
+            Ok(agent) => agent,
+            Err(e) => return Ok(self.finish(Err(e), None).await),
+        };
+        let request = ManagerOnlyRequest::TaskAssign { id: a.id, agent };
+        Ok(self.task_verb(&request, "assigned").await)
+    }
+
+    #[tool(description = "Move a task on the board: lower `rank` comes first.")]
+    async fn task_reorder(
+        &self,
+        Parameters(a): Parameters<TaskReorderArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = ManagerOnlyRequest::TaskReorder {
+            id: a.id,
+            rank: a.rank,
+        };
+        Ok(self.task_verb(&request, "moved").await)
+    }
+}
+
+/// One task on one line: id, status, holder, title, dependencies.
+fn render_task(t: &Task) -> String {
+    let mut s = format!("#{} [{}", t.id, t.status.as_str());
+    if let Some(who) = &t.assignee {
+        let word = if t.status == TaskStatus::Open {
+            "for"
+        } else {
+            "by"
+        };
+        s.push_str(&format!(" {word} {who}"));
+    }
+    if t.claimable {
+        s.push_str(", claimable");
+    }
+    s.push_str(&format!("] {}", t.title));
+    if !t.depends_on.is_empty() {
+        let deps: Vec<String> = t.depends_on.iter().map(|d| format!("#{d}")).collect();
+        s.push_str(&format!(" (after {})", deps.join(", ")));
+    }
+    if let Some(reason) = &t.reason {
+        s.push_str(&format!(" — {reason}"));
+    }
+    s
+}
+
 #[tool_router(router = manager_router)]
 impl HiveTools {
     #[tool(
@@ -651,19 +923,15 @@ impl HiveTools {
             Ok(name) => name,
             Err(e) => return Ok(self.finish(Err(e), None).await),
         };
-        let request = GetLogsRequest::new(agent, a.lines.unwrap_or(100));
-        let value = serde_json::to_value(&request).unwrap_or(Value::Null);
+        let request = ManagerOnlyRequest::GetLogs {
+            name: agent,
+            lines: Some(a.lines.unwrap_or(100)),
+        };
         Ok(self
-            .relay_value(value, |answer| match answer.get("lines") {
-                Some(Value::Array(lines)) => {
-                    let lines: Vec<&str> = lines.iter().filter_map(Value::as_str).collect();
-                    if lines.is_empty() {
-                        "(no output)".to_owned()
-                    } else {
-                        lines.join("\n")
-                    }
-                }
-                _ => answer.to_string(),
+            .relay(&request, Duration::ZERO, |answer| match answer {
+                AgentResponse::Logs { lines } if lines.is_empty() => "(no output)".to_owned(),
+                AgentResponse::Logs { lines } => lines.join("\n"),
+                other => render_other(&other),
             })
             .await)
     }
@@ -675,26 +943,6 @@ impl HiveTools {
     instructions = "The hyperhive tools: talk to other agents and the operator through the hive's broker."
 )]
 impl ServerHandler for HiveTools {}
-
-/// `get_logs` on the manager socket; not in `hive-proto` yet (core must
-/// add `ManagerOnlyRequest::GetLogs { name, lines }` answering
-/// `{"kind":"logs","lines":[…]}`).
-#[derive(Debug, Serialize)]
-struct GetLogsRequest {
-    cmd: &'static str,
-    name: AgentName,
-    lines: u32,
-}
-
-impl GetLogsRequest {
-    fn new(name: AgentName, lines: u32) -> Self {
-        Self {
-            cmd: "get_logs",
-            name,
-            lines,
-        }
-    }
-}
 
 fn kind_name(kind: LooseEndKind) -> &'static str {
     match kind {
@@ -830,13 +1078,28 @@ mod tests {
             "whoami",
             "set_status",
             "request_next_turn",
+            "task_create",
+            "task_list",
+            "task_show",
+            "task_claim",
+            "task_update",
+            "task_complete",
+            "task_block",
+            "task_cancel",
         ] {
             assert!(agent.iter().any(|t| t == tool), "{tool} missing");
         }
-        assert_eq!(agent.len(), 10);
+        assert_eq!(agent.len(), 18);
         let manager = tool_names(Role::Manager);
-        assert_eq!(manager.len(), 19);
-        for tool in ["request_spawn", "get_logs", "list", "update"] {
+        assert_eq!(manager.len(), 29);
+        for tool in [
+            "request_spawn",
+            "get_logs",
+            "list",
+            "update",
+            "task_assign",
+            "task_reorder",
+        ] {
             assert!(manager.iter().any(|t| t == tool), "{tool} missing");
             assert!(!agent.iter().any(|t| t == tool), "{tool} leaked");
         }
@@ -933,15 +1196,6 @@ mod tests {
         assert_eq!(
             text(&sent),
             (false, "sent to bob\n\n[inbox: 3 unread]".to_owned())
-        );
-    }
-
-    #[test]
-    fn get_logs_line() {
-        let request = GetLogsRequest::new(AgentName::parse("coder").unwrap(), 50);
-        assert_eq!(
-            serde_json::to_string(&request).unwrap(),
-            r#"{"cmd":"get_logs","name":"coder","lines":50}"#
         );
     }
 }

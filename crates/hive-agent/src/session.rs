@@ -4,11 +4,23 @@
 //! ignores a new `--append-system-prompt`), so a turn whose prompt differs
 //! from the one recorded here — a deployed role change — starts a fresh
 //! session, and its prompt opens with a short handoff pointing the agent at
-//! its notes. The record is the harness's own file in the state dir.
+//! its notes. A switch of engine (claude → codex) does the same. The record
+//! is the harness's own file in the state dir.
 
 use std::path::Path;
 
 use crate::files;
+
+/// The fingerprint of a session of `engine` with system prompt `prompt`:
+/// an engine switch starts a fresh session too (claude's is the prompt's
+/// alone, as before there was a second engine).
+pub fn fingerprint_for(engine: &str, prompt: &str) -> String {
+    if engine == "claude" {
+        fingerprint(prompt)
+    } else {
+        fingerprint(&format!("engine: {engine}\n{prompt}"))
+    }
+}
 
 /// A stable fingerprint of a system prompt (FNV-1a, 64 bits, hex).
 pub fn fingerprint(prompt: &str) -> String {
@@ -40,8 +52,8 @@ pub fn record(state_dir: &Path, fingerprint: &str) {
 /// changed.
 pub fn handoff(prompt: &str, state_dir: &Path) -> String {
     format!(
-        "[hive] A new config was deployed and your system prompt (your role) changed, so this \
-         turn starts a fresh session: your earlier conversation is not in context. Before \
+        "[hive] A new config was deployed and your system prompt (your role) or your engine \
+         changed, so this turn starts a fresh session: your earlier conversation is not in context. Before \
          anything else, read the notes and checkpoints you keep under {} to pick up your \
          thread, then follow your role as it reads now.\n\n{prompt}",
         state_dir.display()
@@ -55,6 +67,8 @@ mod tests {
     #[test]
     fn fingerprints_are_stable_and_tell_prompts_apart() {
         assert_eq!(fingerprint(""), "cbf29ce484222325");
+        assert_eq!(fingerprint_for("claude", "x"), fingerprint("x"));
+        assert_ne!(fingerprint_for("codex", "x"), fingerprint("x"));
         assert_ne!(
             fingerprint("You review code."),
             fingerprint("You write docs.")

@@ -44,6 +44,8 @@ impl std::fmt::Debug for Shared {
 
 struct Inner {
     turn_state: TurnState,
+    /// When the state ends by itself (unix seconds): a quota's reset.
+    until: Option<i64>,
     /// The credentials probe's last finding; `None` before it first ran.
     logged_in: Option<bool>,
     model: String,
@@ -113,6 +115,7 @@ impl Shared {
             poke: Notify::new(),
             inner: Mutex::new(Inner {
                 turn_state: TurnState::Idle,
+                until: None,
                 logged_in: None,
                 model,
                 new_session: false,
@@ -143,14 +146,26 @@ impl Shared {
     /// Moves to `state` (with an optional note on why); emits
     /// `turn_state_changed` if it changed.
     pub fn set_turn_state(&self, state: TurnState, note: Option<String>) {
+        self.set_turn_state_until(state, note, None);
+    }
+
+    /// [`Shared::set_turn_state`] for a state that ends by itself at
+    /// `until` (unix seconds), which core shows and tells the manager.
+    pub fn set_turn_state_until(&self, state: TurnState, note: Option<String>, until: Option<i64>) {
         let changed = {
             let mut inner = self.inner();
             inner.note = note;
+            inner.until = until;
             std::mem::replace(&mut inner.turn_state, state) != state
         };
         if changed {
             self.emit(LiveEvent::TurnStateChanged { state });
         }
+    }
+
+    /// When the current state ends by itself, if it does.
+    pub fn state_until(&self) -> Option<i64> {
+        self.inner().until
     }
 
     /// The credentials probe's last finding (`None` before it first ran).
@@ -169,6 +184,12 @@ impl Shared {
 
     pub fn model(&self) -> String {
         self.inner().model.clone()
+    }
+
+    /// Drops the runtime model switch: `model` (the deployed one) again.
+    pub fn clear_model(&self, model: String) {
+        let _ = std::fs::remove_file(self.state_dir.join(files::MODEL));
+        self.inner().model = model;
     }
 
     /// Switches the model of the next turn and persists it.

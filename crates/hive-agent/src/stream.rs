@@ -26,6 +26,9 @@ pub enum StreamEvent {
     User(UserEvent),
     /// The final line of a run.
     Result(ResultEvent),
+    /// `rate_limit_event`: the subscription's rate-limit window as the API's
+    /// `anthropic-ratelimit-unified-*` headers reported it.
+    RateLimit(RateLimitInfo),
     /// JSON of a kind we do not know.
     Unknown(Value),
 }
@@ -58,6 +61,8 @@ pub struct AssistantEvent {
     pub api_error_status: Option<u16>,
     /// Set when the line comes from a sub-agent (Task tool).
     pub parent_tool_use_id: Option<String>,
+    /// `api_error_params.rate_limit_info` of a usage-limit error.
+    pub rate_limit: Option<RateLimitInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -102,6 +107,26 @@ pub struct ResultEvent {
     pub terminal_reason: Option<String>,
     pub api_error_status: Option<u16>,
     pub stop_reason: Option<String>,
+}
+
+/// `rate_limit_info` of a `rate_limit_event` line (or of a synthetic
+/// assistant message's `api_error_params`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RateLimitInfo {
+    /// `allowed`, `allowed_warning` or `rejected`.
+    pub status: String,
+    /// When the window resets, unix seconds.
+    pub resets_at: Option<i64>,
+    /// `five_hour`, `seven_day`, …
+    pub rate_limit_type: Option<String>,
+}
+
+fn rate_limit_info(v: &Value) -> RateLimitInfo {
+    RateLimitInfo {
+        status: str_of(v, "status").unwrap_or_default(),
+        resets_at: v.get("resetsAt").and_then(Value::as_i64),
+        rate_limit_type: str_of(v, "rateLimitType"),
+    }
 }
 
 /// A stdout line that is not JSON.
@@ -149,6 +174,10 @@ pub fn classify(raw: &Value) -> StreamEvent {
                 error: str_of(raw, "error"),
                 api_error_status: u16_of(raw, "api_error_status"),
                 parent_tool_use_id: str_of(raw, "parent_tool_use_id"),
+                rate_limit: raw
+                    .get("api_error_params")
+                    .and_then(|p| p.get("rate_limit_info"))
+                    .map(rate_limit_info),
             })
         }
         "user" => {
@@ -174,6 +203,10 @@ pub fn classify(raw: &Value) -> StreamEvent {
             api_error_status: u16_of(raw, "api_error_status"),
             stop_reason: str_of(raw, "stop_reason"),
         }),
+        "rate_limit_event" => match raw.get("rate_limit_info") {
+            Some(info) => StreamEvent::RateLimit(rate_limit_info(info)),
+            None => StreamEvent::Unknown(raw.clone()),
+        },
         _ => StreamEvent::Unknown(raw.clone()),
     }
 }
@@ -288,7 +321,9 @@ pub struct Observation {
     pub last_usage: Option<TokenUsage>,
     /// Usage summed over every inference (from the result line if present).
     pub total_usage: TokenUsage,
-    pub cost_usd: Option<f64>,
+    /// The result line's `total_cost_usd`: the running total of the whole
+    /// engine session (earlier `--continue` runs included), not this run's.
+    pub session_cost_usd: Option<f64>,
     /// The last `error` tag on a synthetic assistant message.
     pub api_error: Option<String>,
     pub api_error_status: Option<u16>,
@@ -297,6 +332,9 @@ pub struct Observation {
     pub status_text: Option<String>,
     /// The `compact_result` of a `/compact` run, if reported.
     pub compact_result: Option<String>,
+    /// When the subscription's used-up window resets (unix seconds): set
+    /// by a `rejected` rate-limit event or usage-limit error.
+    pub usage_limit_resets_at: Option<i64>,
     last_message_id: Option<String>,
     per_message: BTreeMap<String, TokenUsage>,
 }
@@ -322,12 +360,13 @@ impl Observation {
             }
             StreamEvent::Assistant(a) => self.observe_assistant(a),
             StreamEvent::User(_) | StreamEvent::Unknown(_) => {}
+            StreamEvent::RateLimit(info) => self.observe_rate_limit(info),
             StreamEvent::Result(r) => {
                 if let Some(u) = r.usage {
                     self.total_usage = u;
                 }
                 if r.total_cost_usd.is_some() {
-                    self.cost_usd = r.total_cost_usd;
+                    self.session_cost_usd = r.total_cost_usd;
                 }
                 if r.session_id.is_some() {
                     self.session_id = r.session_id.clone();
@@ -340,7 +379,18 @@ impl Observation {
         }
     }
 
+    fn observe_rate_limit(&mut self, info: &RateLimitInfo) {
+        if info.status == "rejected"
+            && let Some(at) = info.resets_at
+        {
+            self.usage_limit_resets_at = Some(at);
+        }
+    }
+
     fn observe_assistant(&mut self, a: &AssistantEvent) {
+        if let Some(info) = &a.rate_limit {
+            self.observe_rate_limit(info);
+        }
         if a.error.is_some() {
             self.api_error = a.error.clone();
         }

@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(outcome.exit.unwrap().code(), Some(3));
         let (outcome, _) = run_script("/no/such/claude", "", Duration::from_secs(30), None).await;
         assert!(
-            matches!(&outcome.end, RunEnd::Finished(Verdict::EngineMissing(why)) if why.contains("--claude-bin")),
+            matches!(&outcome.end, RunEnd::Finished(Verdict::EngineMissing(why)) if why.contains("--script-bin")),
             "{:?}",
             outcome.end
         );

@@ -169,6 +169,28 @@ pub fn render_helper(event: &HelperEvent) -> String {
         NeedsLogin { agent } => format!("{agent}'s engine needs a login"),
         LoggedIn { agent } => format!("{agent}'s engine logged in"),
         NeedsUpdate { agent } => format!("{agent} runs an outdated config and needs an update"),
+        TaskReleased {
+            id,
+            title,
+            agent,
+            reason,
+        } => format!(
+            "task #{id} ({title}) is open again: {agent} held it, and {reason}; assign it or let \
+             another agent claim it"
+        ),
+        QuotaReached { agent, until } => format!(
+            "{agent} used up its subscription quota: parked until unix time {until} ({}), its \
+             messages wait",
+            hive_proto::live::quota_text(*until)
+        ),
+        BudgetRaiseRequested { agent, answer } => format!(
+            "the operator answered {answer:?} to {agent} being over its budget: commit a larger \
+             [budget] in {agent}'s agent.toml and request its deploy (request_apply_commit)"
+        ),
+        TaskAssigned { id, title, by } => format!(
+            "{by} assigned you task #{id} ({title}): claim it with `task_claim` once it is \
+             claimable"
+        ),
     }
 }
 

@@ -292,19 +292,31 @@ struct Login {
     /// Whether the engine's own login can be driven from the page
     /// (`/api/login/start`).
     interactive: bool,
+    /// `claude` or `codex`: the page words its help for it.
+    engine: &'static str,
 }
 
 async fn login(State(shared): State<Arc<Shared>>) -> Json<Login> {
     let view = shared.view();
     let needs_login = view.state == TurnState::NeedsLogin;
+    let codex = shared.login.engine_name() == Some("codex");
     Json(Login {
         needs_login,
         missing: view.note.filter(|_| needs_login),
-        env: crate::login::CLAUDE_AUTH_ENV,
-        credentials_file: crate::login::claude_credentials_file(&shared.state_dir)
-            .display()
-            .to_string(),
+        env: if codex {
+            &[crate::engine::codex::API_KEY_ENV]
+        } else {
+            crate::login::CLAUDE_AUTH_ENV
+        },
+        credentials_file: if codex {
+            crate::engine::codex::credentials_file(&shared.state_dir)
+        } else {
+            crate::login::claude_credentials_file(&shared.state_dir)
+        }
+        .display()
+        .to_string(),
         interactive: shared.login.available(&shared.state_dir),
+        engine: shared.login.engine_name().unwrap_or("claude"),
     })
 }
 

@@ -33,6 +33,7 @@ pub const FIELDS: &[&str] = &[
     "network",
     "mounts",
     "image",
+    "budget",
 ];
 
 /// Top-level keys `agent.toml` once had and no longer accepts, each with
@@ -388,6 +389,22 @@ fn meaning(
         );
     }
 
+    // budget
+    for (key, usd) in [
+        ("daily_usd", c.budget.daily_usd),
+        ("total_usd", c.budget.total_usd),
+    ] {
+        if let Some(usd) = usd
+            && !(usd.is_finite() && usd >= 0.0)
+        {
+            at.push(
+                errors,
+                &[Key("budget"), Key(key)],
+                format!("budget.{key} must be a non-negative amount of USD, got {usd}"),
+            );
+        }
+    }
+
     // network
     if let Network::Hosts(hosts) = &c.network {
         for (i, host) in hosts.iter().enumerate() {
@@ -651,6 +668,32 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_is_read_and_checked() {
+        let c = check_agent_toml(
+            "model = \"sonnet\"\n[budget]\ndaily_usd = 5.0\ntotal_tokens = 2000000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.budget,
+            hive_proto::control::Budget {
+                daily_usd: Some(5.0),
+                total_tokens: Some(2_000_000),
+                ..Default::default()
+            }
+        );
+        assert_eq!(c.budget.describe(), "$5/day, 2000000 tokens in total");
+        check(
+            "model = \"sonnet\"\n[budget]\ndaily_usd = -1.0\n",
+            &["agent.toml:3: budget.daily_usd must be a non-negative amount of USD, got -1"],
+        );
+        let typo = errors("model = \"sonnet\"\n[budget]\ndaily_dollars = 5\n");
+        assert!(
+            typo[0].contains("unknown field `daily_dollars`"),
+            "{typo:?}"
+        );
+    }
+
+    #[test]
     fn minimal_and_full() {
         let c = check_agent_toml("model = \"sonnet\"\n").unwrap();
         assert_eq!(c.model, "sonnet");
@@ -708,11 +751,11 @@ read_only = false
     #[test]
     fn every_structural_error_with_its_line() {
         check(
-            "modle = \"sonnet\"\nengine = \"codex\"\nnetwork = \"lan\"\n\n[resources]\ncpus = 2\n",
+            "modle = \"sonnet\"\nengine = \"gemini\"\nnetwork = \"lan\"\n\n[resources]\ncpus = 2\n",
             &[
                 "agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"",
-                "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`",
-                "agent.toml:2: engine: unknown variant `codex`, expected `claude`",
+                "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`",
+                "agent.toml:2: engine: unknown variant `gemini`, expected `claude` or `codex`",
                 "agent.toml:3: network: invalid value: string \"lan\", expected \"none\", \"model\", \"full\", a list of hosts, true or false",
                 "agent.toml:6: resources: unknown field `cpus`, expected `cpu` or `memory`",
             ],
@@ -735,7 +778,7 @@ host_path = "rel"
 container_path = "/data"
 "#,
             &[
-                "agent.toml:2: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`",
+                "agent.toml:2: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`",
                 "agent.toml:3: packages is not supported: bake what the agent needs into an image (`image`) or its /state",
                 "agent.toml:6: env key `BAD-KEY` is not a valid variable name (letters, digits and `_`, not starting with a digit)",
                 "agent.toml:7: env.GOOD: invalid type: integer `3`, expected a string",

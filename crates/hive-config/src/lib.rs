@@ -22,6 +22,7 @@
 pub mod check;
 pub mod commit_ref;
 pub mod error;
+pub mod git;
 pub mod mirror;
 pub mod repos;
 pub mod schema;

@@ -16,22 +16,19 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use git2::{DiffFormat, DiffOptions, ErrorCode, Oid, Repository, RepositoryInitOptions, Signature};
+use git2::{DiffFormat, DiffOptions, ErrorCode, Oid, Repository, RepositoryInitOptions};
 use hive_proto::AgentName;
 
 use crate::check::{ConfigError, check_agent_toml_with};
 use crate::commit_ref::validate_commit_ref;
 use crate::error::{Error, GitContext, IoContext, Result};
+use crate::git::{MAIN, core_signature, short};
 use crate::schema::{AGENT_TOML, AgentConfig, DEFAULT_PROMPT_FILE};
-use crate::tags::TagKind;
+use crate::tags::{
+    TagEntry, TagKind, history_of, non_empty, parse_sha, proposal_commit, put_tag,
+    refuse_if_tagged, tag_commit,
+};
 use crate::template;
-
-/// The deployed branch of an applied repo (and the branch of a new
-/// proposed repo).
-pub const MAIN: &str = "refs/heads/main";
-
-/// Name and e-mail on every commit and annotated tag core writes.
-pub const CORE_SIGNATURE: (&str, &str) = ("hyperhive", "hive@localhost");
 
 /// Every agent's config repos under one state dir.
 #[derive(Debug, Clone)]
@@ -326,6 +323,103 @@ impl ConfigRepos {
     }
 }
 
+/// The tags of an applied repo ([`crate::tags`]): what was proposed,
+/// approved, deployed, denied or failed.
+impl ConfigRepos {
+    /// Tags `sha` (already in applied — see [`ConfigRepos::prepare`]) as
+    /// `<kind>/<id>`. Meant for `proposal`, `approved` and `building`;
+    /// annotated kinds get their kind as message (use [`Self::mark_failed`]
+    /// and [`Self::mark_denied`] to say why). Idempotent on the same commit.
+    pub fn tag(&self, name: &AgentName, kind: TagKind, id: i64, sha: &str) -> Result<()> {
+        let applied = self.open_applied(name)?;
+        let oid = parse_sha(name, sha)?;
+        let message = kind.is_annotated().then_some(kind.as_str());
+        put_tag(&applied, name, kind, id, oid, message)
+    }
+
+    /// Tags the commit of `proposal/<id>` as `deployed/<id>` and moves
+    /// applied `main` to it. Returns the deployed sha. Refused once the
+    /// proposal is `failed/` or `denied/`.
+    pub fn mark_deployed(&self, name: &AgentName, id: i64) -> Result<String> {
+        let applied = self.open_applied(name)?;
+        let oid = proposal_commit(&applied, name, id)?;
+        refuse_if_tagged(
+            &applied,
+            name,
+            id,
+            &[TagKind::Failed, TagKind::Denied],
+            "deployed",
+        )?;
+        put_tag(&applied, name, TagKind::Deployed, id, oid, None)?;
+        // A fast-forward in the usual case; a rollback (or a rewritten
+        // proposed history) moves main elsewhere, and every earlier commit
+        // stays reachable through its tags.
+        applied
+            .reference(MAIN, oid, true, &TagKind::Deployed.tag_name(id))
+            .git(|| format!("move main of the applied config repo of {name}"))?;
+        tracing::info!(agent = %name, id, sha = %oid, "deployed config");
+        Ok(oid.to_string())
+    }
+
+    /// Tags the commit of `proposal/<id>` as `failed/<id>`, annotated with
+    /// `error`. `main` does not move. Refused once it is `deployed/`.
+    pub fn mark_failed(&self, name: &AgentName, id: i64, error: &str) -> Result<()> {
+        let applied = self.open_applied(name)?;
+        let oid = proposal_commit(&applied, name, id)?;
+        refuse_if_tagged(&applied, name, id, &[TagKind::Deployed], "failed")?;
+        let message = non_empty(error, "failed");
+        put_tag(&applied, name, TagKind::Failed, id, oid, Some(message))
+    }
+
+    /// Tags the commit of `proposal/<id>` as `denied/<id>`, annotated with
+    /// the operator's `note` (or `denied`). Refused once it is `approved/`.
+    pub fn mark_denied(&self, name: &AgentName, id: i64, note: Option<&str>) -> Result<()> {
+        let applied = self.open_applied(name)?;
+        let oid = proposal_commit(&applied, name, id)?;
+        refuse_if_tagged(
+            &applied,
+            name,
+            id,
+            &[TagKind::Approved, TagKind::Deployed],
+            "denied",
+        )?;
+        let message = non_empty(note.unwrap_or(""), "denied");
+        put_tag(&applied, name, TagKind::Denied, id, oid, Some(message))
+    }
+
+    /// The commit `deployed/<id>` marks, to queue a redeploy of (pass it to
+    /// [`ConfigRepos::prepare`]).
+    pub fn rollback_target(&self, name: &AgentName, id: i64) -> Result<String> {
+        let applied = self.open_applied(name)?;
+        match tag_commit(&applied, TagKind::Deployed, id)? {
+            Some(oid) => Ok(oid.to_string()),
+            None => {
+                let ids: Vec<String> = history_of(&applied)?
+                    .into_iter()
+                    .filter(|t| t.kind == TagKind::Deployed)
+                    .map(|t| t.id.to_string())
+                    .collect();
+                let known = if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!("; deployed ids: {}", ids.join(", "))
+                };
+                Err(Error::NoTag {
+                    agent: name.to_string(),
+                    tag: TagKind::Deployed.tag_name(id),
+                    known,
+                })
+            }
+        }
+    }
+
+    /// Every `<kind>/<id>` tag of the applied repo, by id then lifecycle
+    /// order. Other tags are left out.
+    pub fn history(&self, name: &AgentName) -> Result<Vec<TagEntry>> {
+        history_of(&self.open_applied(name)?)
+    }
+}
+
 /// Lets libgit2 open repos another uid owns: the manager's proposed repos,
 /// once it runs as its own uid. libgit2's owner check guards a user from
 /// running a stranger's hooks or config-named programs; core runs none
@@ -362,10 +456,6 @@ fn snapshot(repo: &Repository, oid: Oid) -> Result<Deployed> {
         config,
         prompt,
     })
-}
-
-pub(crate) fn core_signature() -> Result<Signature<'static>> {
-    Signature::now(CORE_SIGNATURE.0, CORE_SIGNATURE.1).git(|| "make a signature".to_owned())
 }
 
 /// Opens the repo at `path`; `None` when there is nothing there or only an
@@ -446,11 +536,6 @@ fn resolve(repo: &Repository, name: &AgentName, commit_ref: &str) -> Result<Opti
             object.kind().map_or("object", |k| k.str())
         ))),
     }
-}
-
-/// Short form of a sha for messages.
-pub(crate) fn short(oid: Oid) -> String {
-    oid.to_string().chars().take(12).collect()
 }
 
 enum FileAt {

@@ -50,6 +50,10 @@ pub struct AgentConfig {
     /// Container image, for runtimes that run images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The spend limit the harness enforces (per day and/or in total, USD
+    /// and/or tokens); raised, like any field, by an approved deploy.
+    #[serde(skip_serializing_if = "hive_proto::control::Budget::is_unlimited")]
+    pub budget: hive_proto::control::Budget,
 }
 
 impl Default for AgentConfig {
@@ -65,6 +69,7 @@ impl Default for AgentConfig {
             network: Network::default(),
             mounts: Vec::new(),
             image: None,
+            budget: hive_proto::control::Budget::default(),
         }
     }
 }
@@ -86,12 +91,15 @@ pub enum Engine {
     /// Claude Code (`claude --print --output-format stream-json …`).
     #[default]
     Claude,
+    /// The Codex CLI (`codex exec --json …`) on an OpenAI Responses API.
+    Codex,
 }
 
 impl Engine {
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Claude => "claude",
+            Engine::Codex => "codex",
         }
     }
 }

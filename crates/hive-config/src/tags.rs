@@ -12,7 +12,7 @@ use hive_proto::AgentName;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, GitContext, Result};
-use crate::repos::{ConfigRepos, MAIN, core_signature, short};
+use crate::git::{core_signature, short};
 
 /// One step of a proposal's life, in lifecycle order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -84,107 +84,12 @@ pub struct TagEntry {
     pub tagged_at: Option<i64>,
 }
 
-impl ConfigRepos {
-    /// Tags `sha` (already in applied — see [`ConfigRepos::prepare`]) as
-    /// `<kind>/<id>`. Meant for `proposal`, `approved` and `building`;
-    /// annotated kinds get their kind as message (use [`Self::mark_failed`]
-    /// and [`Self::mark_denied`] to say why). Idempotent on the same commit.
-    pub fn tag(&self, name: &AgentName, kind: TagKind, id: i64, sha: &str) -> Result<()> {
-        let applied = self.open_applied(name)?;
-        let oid = parse_sha(name, sha)?;
-        let message = kind.is_annotated().then_some(kind.as_str());
-        put_tag(&applied, name, kind, id, oid, message)
-    }
-
-    /// Tags the commit of `proposal/<id>` as `deployed/<id>` and moves
-    /// applied `main` to it. Returns the deployed sha. Refused once the
-    /// proposal is `failed/` or `denied/`.
-    pub fn mark_deployed(&self, name: &AgentName, id: i64) -> Result<String> {
-        let applied = self.open_applied(name)?;
-        let oid = proposal_commit(&applied, name, id)?;
-        refuse_if_tagged(
-            &applied,
-            name,
-            id,
-            &[TagKind::Failed, TagKind::Denied],
-            "deployed",
-        )?;
-        put_tag(&applied, name, TagKind::Deployed, id, oid, None)?;
-        // A fast-forward in the usual case; a rollback (or a rewritten
-        // proposed history) moves main elsewhere, and every earlier commit
-        // stays reachable through its tags.
-        applied
-            .reference(MAIN, oid, true, &TagKind::Deployed.tag_name(id))
-            .git(|| format!("move main of the applied config repo of {name}"))?;
-        tracing::info!(agent = %name, id, sha = %oid, "deployed config");
-        Ok(oid.to_string())
-    }
-
-    /// Tags the commit of `proposal/<id>` as `failed/<id>`, annotated with
-    /// `error`. `main` does not move. Refused once it is `deployed/`.
-    pub fn mark_failed(&self, name: &AgentName, id: i64, error: &str) -> Result<()> {
-        let applied = self.open_applied(name)?;
-        let oid = proposal_commit(&applied, name, id)?;
-        refuse_if_tagged(&applied, name, id, &[TagKind::Deployed], "failed")?;
-        let message = non_empty(error, "failed");
-        put_tag(&applied, name, TagKind::Failed, id, oid, Some(message))
-    }
-
-    /// Tags the commit of `proposal/<id>` as `denied/<id>`, annotated with
-    /// the operator's `note` (or `denied`). Refused once it is `approved/`.
-    pub fn mark_denied(&self, name: &AgentName, id: i64, note: Option<&str>) -> Result<()> {
-        let applied = self.open_applied(name)?;
-        let oid = proposal_commit(&applied, name, id)?;
-        refuse_if_tagged(
-            &applied,
-            name,
-            id,
-            &[TagKind::Approved, TagKind::Deployed],
-            "denied",
-        )?;
-        let message = non_empty(note.unwrap_or(""), "denied");
-        put_tag(&applied, name, TagKind::Denied, id, oid, Some(message))
-    }
-
-    /// The commit `deployed/<id>` marks, to queue a redeploy of (pass it to
-    /// [`ConfigRepos::prepare`]).
-    pub fn rollback_target(&self, name: &AgentName, id: i64) -> Result<String> {
-        let applied = self.open_applied(name)?;
-        match tag_commit(&applied, TagKind::Deployed, id)? {
-            Some(oid) => Ok(oid.to_string()),
-            None => {
-                let ids: Vec<String> = history_of(&applied)?
-                    .into_iter()
-                    .filter(|t| t.kind == TagKind::Deployed)
-                    .map(|t| t.id.to_string())
-                    .collect();
-                let known = if ids.is_empty() {
-                    String::new()
-                } else {
-                    format!("; deployed ids: {}", ids.join(", "))
-                };
-                Err(Error::NoTag {
-                    agent: name.to_string(),
-                    tag: TagKind::Deployed.tag_name(id),
-                    known,
-                })
-            }
-        }
-    }
-
-    /// Every `<kind>/<id>` tag of the applied repo, by id then lifecycle
-    /// order. Other tags are left out.
-    pub fn history(&self, name: &AgentName) -> Result<Vec<TagEntry>> {
-        history_of(&self.open_applied(name)?)
-    }
-}
-
-fn non_empty<'a>(text: &'a str, fallback: &'a str) -> &'a str {
+pub(crate) fn non_empty<'a>(text: &'a str, fallback: &'a str) -> &'a str {
     let text = text.trim();
     if text.is_empty() { fallback } else { text }
 }
 
-fn parse_sha(name: &AgentName, sha: &str) -> Result<Oid> {
+pub(crate) fn parse_sha(name: &AgentName, sha: &str) -> Result<Oid> {
     if sha.len() != 40 {
         return Err(Error::BadCommitRef(format!(
             "tag {name}: `{sha}` is not a full sha; pass Prepared::sha"
@@ -198,7 +103,7 @@ fn parse_sha(name: &AgentName, sha: &str) -> Result<Oid> {
 }
 
 /// The commit `<kind>/<id>` marks, if the tag exists.
-fn tag_commit(repo: &Repository, kind: TagKind, id: i64) -> Result<Option<Oid>> {
+pub(crate) fn tag_commit(repo: &Repository, kind: TagKind, id: i64) -> Result<Option<Oid>> {
     let refname = format!("refs/tags/{}", kind.tag_name(id));
     match repo.find_reference(&refname) {
         Ok(r) => r
@@ -210,7 +115,7 @@ fn tag_commit(repo: &Repository, kind: TagKind, id: i64) -> Result<Option<Oid>> 
     }
 }
 
-fn proposal_commit(repo: &Repository, name: &AgentName, id: i64) -> Result<Oid> {
+pub(crate) fn proposal_commit(repo: &Repository, name: &AgentName, id: i64) -> Result<Oid> {
     tag_commit(repo, TagKind::Proposal, id)?.ok_or_else(|| Error::NoTag {
         agent: name.to_string(),
         tag: TagKind::Proposal.tag_name(id),
@@ -218,7 +123,7 @@ fn proposal_commit(repo: &Repository, name: &AgentName, id: i64) -> Result<Oid> 
     })
 }
 
-fn refuse_if_tagged(
+pub(crate) fn refuse_if_tagged(
     repo: &Repository,
     name: &AgentName,
     id: i64,
@@ -276,7 +181,7 @@ pub(crate) fn put_tag(
     Ok(())
 }
 
-fn history_of(repo: &Repository) -> Result<Vec<TagEntry>> {
+pub(crate) fn history_of(repo: &Repository) -> Result<Vec<TagEntry>> {
     let ctx = || format!("list the tags of {}", repo.path().display());
     let mut entries = Vec::new();
     for reference in repo.references_glob("refs/tags/*").git(ctx)? {

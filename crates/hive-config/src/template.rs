@@ -16,7 +16,8 @@ pub fn agent_toml(name: &AgentName, model: &str) -> String {
 
 # The model the engine runs: an alias ("sonnet", "opus") or a full model id.
 model = "{model}"
-# The agent CLI that runs turns. Known engines: "claude".
+# The agent CLI that runs turns: "claude" (Claude Code) or "codex" (the
+# Codex CLI; the model is then an OpenAI model id, e.g. "gpt-5-codex").
 engine = "claude"
 # The role prompt: a file of this repo, relative to its root.
 prompt = "prompt.md"

@@ -42,6 +42,7 @@ async fn run(dir: &Path, count: i64) -> Result<(), BoxError> {
         operator_token: None,
         foreground: false,
         claude_bin: None,
+        codex_bin: None,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {

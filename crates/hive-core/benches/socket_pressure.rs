@@ -79,6 +79,7 @@ fn daemon(dir: &Path) -> Result<(), BoxError> {
             runtime: "none".into(),
             agent_env: Vec::new(),
             claude_bin: None,
+            codex_bin: None,
             ports: Default::default(),
             mirror: None,
             operator_token: None,

@@ -17,7 +17,7 @@ const TOKEN: &str = "bench-operator-token-0123456789";
 
 use hive_core::Paths;
 use hive_core::coordinator::{Coordinator, Settings};
-use hive_proto::DashboardEvent;
+use hive_proto::{DashboardEvent, MessageView};
 use hive_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,6 +52,7 @@ fn main() -> Result<(), BoxError> {
         let settings = Settings {
             hive_bin: "/bin/false".into(),
             engine_bin: None,
+            codex_bin: None,
             agent_env: Vec::new(),
             agent_env_args: Vec::new(),
             ports: Default::default(),
@@ -110,13 +111,14 @@ async fn run(
         let sent_us = base.elapsed().as_micros().to_string();
         coord.dashboard.emit(|seq| DashboardEvent::Sent {
             seq,
-            id: i64::try_from(id).unwrap_or(i64::MAX),
-            from: "bench".into(),
-            to: "everyone".into(),
-            body: sent_us,
-            at: 0,
-            in_reply_to: None,
-            file_refs: Vec::new(),
+            message: MessageView {
+                id: i64::try_from(id).unwrap_or(i64::MAX),
+                from: "bench".into(),
+                to: "everyone".into(),
+                body: sent_us,
+                at: 0,
+                in_reply_to: None,
+            },
         });
     }
     let publish_elapsed = started.elapsed();

@@ -33,9 +33,7 @@ impl Coordinator {
         for name in &scope.agent_names {
             self.require_agent(name)?;
         }
-        if self.runtime.is_none() {
-            return Err(Error::NoRuntime { verb: verb_name });
-        }
+        self.require_runtime(verb_name)?;
         let names = if scope.is_all() {
             self.store
                 .agents()?
@@ -113,11 +111,36 @@ impl Coordinator {
                 existing.id
             )));
         }
-        let approval =
-            self.store
-                .queue_approval(name.as_str(), ApprovalKind::Spawn, "", description)?;
+        // The operator approves a spend limit along with the agent.
+        let budget = self.spawn_budget(name);
+        let description = if budget.is_unlimited() {
+            description.map(str::to_owned)
+        } else {
+            Some(format!(
+                "{}budget: {}",
+                description.map(|d| format!("{d}\n")).unwrap_or_default(),
+                budget.describe()
+            ))
+        };
+        let approval = self.store.queue_approval(
+            name.as_str(),
+            ApprovalKind::Spawn,
+            "",
+            description.as_deref(),
+        )?;
         self.publish_approval_added(&approval);
         Ok(approval)
+    }
+
+    /// The budget a spawn of `name` would run with: its deployed config's
+    /// (a revival), else the template's.
+    fn spawn_budget(&self, name: &AgentName) -> hive_proto::control::Budget {
+        if let Ok(deployed) = self.config.deployed(name) {
+            return deployed.config.budget;
+        }
+        hive_config::check_agent_toml(&hive_config::template::agent_toml(name, "sonnet"))
+            .map(|c| c.budget)
+            .unwrap_or_default()
     }
 
     /// Approves a pending approval and runs its action. An action that
@@ -268,7 +291,6 @@ impl Coordinator {
             asked_at: q.asked_at,
             deadline_at: q.deadline_at,
             target: q.target.clone(),
-            question_refs: Vec::new(),
         });
     }
 
@@ -282,7 +304,6 @@ impl Coordinator {
             answered_at: q.answered_at.unwrap_or_else(hive_store::now_unix),
             cancelled: q.cancelled,
             target: q.target.clone(),
-            answer_refs: Vec::new(),
         });
     }
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::jsonl;
-use crate::listener::Connection;
+use crate::listener::{self, Connection};
 
 /// Most rows `recent` returns.
 const MAX_RECENT: u64 = 500;
@@ -360,8 +360,9 @@ pub async fn agent_verb(
             state,
             model,
             logged_in,
+            until,
         } => {
-            harness_state(coord, me, state, model.as_deref(), logged_in)?;
+            harness_state(coord, me, state, model.as_deref(), logged_in, until)?;
             AgentResponse::Ok
         }
         SetStatus { text } => {
@@ -375,6 +376,14 @@ pub async fn agent_verb(
             coord.publish_status(me.as_str());
             AgentResponse::Ok
         }
+        request @ (TaskCreate { .. }
+        | TaskList { .. }
+        | TaskShow { .. }
+        | TaskClaim { .. }
+        | TaskUpdate { .. }
+        | TaskComplete { .. }
+        | TaskBlock { .. }
+        | TaskCancel { .. }) => return coord.agent_task_verb(me, &request),
     })
 }
 
@@ -427,6 +436,7 @@ fn harness_state(
     state: hive_proto::live::TurnState,
     model: Option<&str>,
     logged_in: Option<bool>,
+    until: Option<i64>,
 ) -> Result<()> {
     let record = coord.require_agent(me)?;
     coord.deploys.harness_reported(me);
@@ -450,18 +460,42 @@ fn harness_state(
     }
     // The status row says the engine is missing, and how to provide it,
     // for as long as the harness reports so.
-    let missing = state == hive_proto::live::TurnState::EngineMissing;
-    let says_missing = record
-        .status_text
-        .as_deref()
-        .is_some_and(|t| t.starts_with(crate::engine::MISSING_PREFIX));
-    if missing {
-        let text = crate::engine::missing_text(&coord.settings);
-        if record.status_text.as_deref() != Some(text.as_str()) {
-            coord.store.set_status_text(me.as_str(), Some(&text))?;
+    // Likewise a quota ("quota until HH:MM UTC" while parked on it, and the
+    // manager hears of each new reset time once) and a budget ("over
+    // budget", and the operator is asked once what to do).
+    let core_text = match (state, until) {
+        (hive_proto::live::TurnState::EngineMissing, _) => {
+            let engine = coord.egress.engine_of(me).unwrap_or_default();
+            Some(crate::engine::missing_text(&coord.settings, engine))
         }
-    } else if says_missing {
-        coord.store.set_status_text(me.as_str(), None)?;
+        (hive_proto::live::TurnState::Quota, Some(until)) => {
+            Some(hive_proto::live::quota_text(until))
+        }
+        (hive_proto::live::TurnState::OverBudget, _) => Some(crate::budget::OVER_BUDGET.to_owned()),
+        _ => None,
+    };
+    let says_core_text = record.status_text.as_deref().is_some_and(|t| {
+        t.starts_with(crate::engine::MISSING_PREFIX)
+            || t.starts_with(hive_proto::live::QUOTA_PREFIX)
+            || t == crate::budget::OVER_BUDGET
+    });
+    match &core_text {
+        Some(text) if record.status_text.as_deref() != Some(text.as_str()) => {
+            coord.store.set_status_text(me.as_str(), Some(text))?;
+            match (state, until) {
+                (hive_proto::live::TurnState::Quota, Some(until)) if !me.is_manager() => {
+                    coord.notify_manager(&hive_proto::HelperEvent::QuotaReached {
+                        agent: me.to_string(),
+                        until,
+                    });
+                }
+                (hive_proto::live::TurnState::OverBudget, _) => coord.ask_about_budget(me),
+                _ => {}
+            }
+        }
+        Some(_) => {}
+        None if says_core_text => coord.store.set_status_text(me.as_str(), None)?,
+        None => {}
     }
     if let Some(model) = model.filter(|m| !m.is_empty() && m.len() <= 200)
         && record.active_model.as_deref() != Some(model)
@@ -581,7 +615,45 @@ pub async fn manager_verb(
         List => AgentResponse::Agents {
             agents: coord.agent_statuses(&Default::default())?,
         },
+        request @ (TaskAssign { .. } | TaskReorder { .. }) => {
+            return coord.manager_task_verb(&request);
+        }
     })
+}
+
+/// Binds `name`'s socket and serves it until shutdown; a socket this
+/// daemon already serves is left as it is.
+pub fn serve_agent_socket(coord: &Arc<Coordinator>, name: AgentName) -> anyhow::Result<()> {
+    let bound = coord
+        .agent_sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+        .is_some_and(|task| !task.is_finished());
+    if bound {
+        return Ok(());
+    }
+    let socket = listener::bind(&coord.paths.agent_socket(&name))?;
+    let egress = crate::egress::Proxy::new(coord.egress.clone(), name.clone())
+        .bind(&coord.paths.egress_socket(&name))?;
+    let task = {
+        let (coord, name) = (coord.clone(), name.clone());
+        let agent = listener::accept_loop(socket, move |stream| {
+            handle(coord.clone(), name.clone(), stream)
+        });
+        tokio::spawn(async move {
+            tokio::join!(agent, egress);
+        })
+    };
+    let previous = coord
+        .agent_sockets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name, task.abort_handle());
+    if let Some(previous) = previous {
+        previous.abort();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,10 +27,6 @@ pub struct DeployedFile<'a> {
     pub prompt: &'a str,
 }
 
-fn config_error(e: hive_config::Error) -> Error {
-    Error::refused(e.to_string())
-}
-
 impl Coordinator {
     /// Runs `f` on the config repos on a blocking thread.
     async fn with_repos<T: Send + 'static>(
@@ -40,8 +36,8 @@ impl Coordinator {
         let repos = self.config.clone();
         tokio::task::spawn_blocking(move || f(&repos))
             .await
-            .map_err(|e| Error::Io(format!("config task failed: {e}")))?
-            .map_err(config_error)
+            .map_err(|e| Error::Internal(format!("config task failed: {e}")))?
+            .map_err(Error::from)
     }
 
     /// Makes `name`'s repos exist and returns its deployed config, written
@@ -49,7 +45,7 @@ impl Coordinator {
     pub async fn ensure_config(&self, name: &AgentName) -> Result<Deployed> {
         // The manager writes `proposed/`: refuse a planted link before
         // libgit2 creates or opens anything there.
-        crate::safe_fs::prepare_proposed(&self.paths, name)?;
+        self.paths.prepare_proposed(name)?;
         let ensured = {
             let name = name.clone();
             self.with_repos(move |repos| repos.ensure(&name)).await?
@@ -81,8 +77,11 @@ impl Coordinator {
     fn write_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
         self.store
             .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
-        self.egress
-            .set_policy(name, deployed.config.network.clone());
+        self.egress.set_policy(
+            name,
+            deployed.config.network.clone(),
+            deployed.config.engine,
+        );
         // The control dir is core's own (bound read-only into the
         // container); reached without following links all the same.
         let dir = crate::safe_fs::Dir::create(
@@ -95,7 +94,7 @@ impl Coordinator {
             config: &deployed.config,
             prompt: &deployed.prompt,
         };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Io(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?;
         dir.write_file(hive_proto::control::DEPLOYED, &json)?;
         Ok(())
     }
@@ -109,8 +108,8 @@ impl Coordinator {
         description: Option<&str>,
     ) -> Result<Approval> {
         self.require_agent(agent)?;
-        hive_config::validate_commit_ref(commit_ref).map_err(config_error)?;
-        crate::safe_fs::prepare_proposed(&self.paths, agent)?;
+        hive_config::validate_commit_ref(commit_ref).map_err(Error::from)?;
+        self.paths.prepare_proposed(agent)?;
         let prepared = {
             let (agent, commit_ref) = (agent.clone(), commit_ref.to_owned());
             self.with_repos(move |repos| repos.prepare(&agent, &commit_ref))
@@ -122,7 +121,7 @@ impl Coordinator {
     /// Queues an approval that redeploys the commit of `deployed/<id>`.
     pub async fn request_rollback(&self, agent: &AgentName, id: i64) -> Result<Approval> {
         self.require_agent(agent)?;
-        crate::safe_fs::prepare_proposed(&self.paths, agent)?;
+        self.paths.prepare_proposed(agent)?;
         let prepared = {
             let agent = agent.clone();
             self.with_repos(move |repos| {
@@ -207,8 +206,8 @@ impl Coordinator {
     pub(crate) async fn init_config(&self, name: &AgentName) -> Result<()> {
         self.paths
             .create_agent_dirs(name)
-            .map_err(|e| Error::Io(format!("{e:#}")))?;
-        crate::safe_fs::prepare_proposed(&self.paths, name)?;
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        self.paths.prepare_proposed(name)?;
         {
             let name = name.clone();
             self.with_repos(move |repos| repos.init_proposed(&name).map(|_| ()))
@@ -223,7 +222,7 @@ impl Coordinator {
     /// the manager runs as the daemon's own user.
     fn give_proposed_to_manager(&self, name: &AgentName) -> Result<()> {
         if let Some(manager) = self.agent_user_of(&AgentName::manager())? {
-            crate::safe_fs::chown_proposed(&self.paths, name, manager.uid, manager.gid)?;
+            self.paths.chown_proposed(name, manager.uid, manager.gid)?;
         }
         Ok(())
     }

@@ -21,7 +21,24 @@ use tokio::task::AbortHandle;
 use crate::Paths;
 use crate::error::{Error, Result};
 use crate::events::DashboardBus;
-use crate::lifecycle::PortRange;
+
+/// Web UI ports: the manager's, and the range other agents draw from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub manager: u16,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        Self {
+            manager: 8000,
+            first: 8100,
+            last: 8999,
+        }
+    }
+}
 
 /// Status rows a slow `subscribe_agent_status` client may fall behind.
 const STATUS_CHANNEL_CAPACITY: usize = 256;
@@ -33,6 +50,8 @@ pub struct Settings {
     pub hive_bin: PathBuf,
     /// The engine CLI every container gets (see [`crate::engine`]).
     pub engine_bin: Option<PathBuf>,
+    /// The codex CLI every container gets, for `engine = "codex"`.
+    pub codex_bin: Option<PathBuf>,
     /// The agent environment as the daemon started (env file, then
     /// `--agent-env`): its model endpoint is the egress proxy's.
     pub agent_env: Vec<(String, String)>,

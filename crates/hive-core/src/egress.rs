@@ -27,10 +27,12 @@
 //! the policy, the proxy never connects to loopback, unspecified,
 //! link-local (cloud metadata), multicast, broadcast or reserved
 //! addresses, to any address of this host, nor to the hive's own listening
-//! addresses — except the operator's model endpoint, exactly (host and
-//! port): the `ANTHROPIC_BASE_URL` of the hive's agent environment
-//! (`--agent-env`, `<state-dir>/agent.env`; default
-//! `https://api.anthropic.com`), never an agent's config.
+//! addresses — except the operator's model endpoint of the agent's engine,
+//! exactly (host and port): for `claude` the `ANTHROPIC_BASE_URL` of the
+//! hive's agent environment (`--agent-env`, `<state-dir>/agent.env`;
+//! default `https://api.anthropic.com`), for `codex` its `OPENAI_BASE_URL`
+//! (default `https://api.openai.com/v1`), never an agent's config. An
+//! agent reaches only its own engine's endpoint, never the other's.
 //!
 //! Why plain `HTTP_PROXY` is enough for a loopback model endpoint: checked
 //! with claude CLI 2.1.332, whose runtime sends `POST
@@ -50,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hive_config::{ConfigRepos, Network};
+use hive_config::{ConfigRepos, Engine, Network};
 use hive_proto::AgentName;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -64,6 +66,8 @@ use crate::listener;
 
 /// The model endpoint when the operator configured none.
 pub const DEFAULT_MODEL_URL: &str = "https://api.anthropic.com";
+/// The codex engine's endpoint when the operator configured none.
+pub const DEFAULT_CODEX_URL: &str = "https://api.openai.com/v1";
 /// The `Via` the proxy adds to every request it forwards in absolute form.
 pub const VIA: &str = "1.1 hive-egress";
 /// How long a TCP connect to an upstream may take.
@@ -146,16 +150,34 @@ fn normalize_host(host: &str) -> String {
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
-/// The operator's model endpoint: the last `ANTHROPIC_BASE_URL` of the
-/// hive's agent environment, else [`DEFAULT_MODEL_URL`].
+/// The variable of the agent environment naming `engine`'s model
+/// endpoint, and the endpoint when it is unset.
+pub fn endpoint_var(engine: Engine) -> (&'static str, &'static str) {
+    match engine {
+        Engine::Claude => ("ANTHROPIC_BASE_URL", DEFAULT_MODEL_URL),
+        Engine::Codex => ("OPENAI_BASE_URL", DEFAULT_CODEX_URL),
+    }
+}
+
+/// The operator's model endpoint (claude's): the last `ANTHROPIC_BASE_URL`
+/// of the hive's agent environment, else [`DEFAULT_MODEL_URL`].
 pub fn model_endpoint(agent_env: &[(String, String)]) -> Result<Endpoint, String> {
+    engine_endpoint(agent_env, Engine::Claude)
+}
+
+/// `engine`'s model endpoint from the hive's agent environment.
+pub fn engine_endpoint(agent_env: &[(String, String)], engine: Engine) -> Result<Endpoint, String> {
+    let (var, default) = endpoint_var(engine);
     let url = agent_env
         .iter()
         .rev()
-        .find(|(k, v)| k == "ANTHROPIC_BASE_URL" && !v.is_empty())
-        .map_or(DEFAULT_MODEL_URL, |(_, v)| v.as_str());
-    Endpoint::from_url(url).map_err(|e| format!("ANTHROPIC_BASE_URL: {e}"))
+        .find(|(k, v)| k == var && !v.is_empty())
+        .map_or(default, |(_, v)| v.as_str());
+    Endpoint::from_url(url).map_err(|e| format!("{var}: {e}"))
 }
+
+/// Every engine.
+const ENGINES: [Engine; 2] = [Engine::Claude, Engine::Codex];
 
 /// The daemon-start check: the model endpoint parses, and is not the
 /// dashboard's own address (the one exception to the proxy's address rules
@@ -163,8 +185,19 @@ pub fn model_endpoint(agent_env: &[(String, String)]) -> Result<Endpoint, String
 pub fn check_settings(
     agent_env: &[(String, String)],
     dashboard: Option<SocketAddr>,
+) -> anyhow::Result<Vec<(Engine, Endpoint)>> {
+    ENGINES
+        .iter()
+        .map(|engine| Ok((*engine, check_endpoint(agent_env, dashboard, *engine)?)))
+        .collect()
+}
+
+fn check_endpoint(
+    agent_env: &[(String, String)],
+    dashboard: Option<SocketAddr>,
+    engine: Engine,
 ) -> anyhow::Result<Endpoint> {
-    let model = model_endpoint(agent_env).map_err(anyhow::Error::msg)?;
+    let model = engine_endpoint(agent_env, engine).map_err(anyhow::Error::msg)?;
     if let Some(dashboard) = dashboard
         && model.port == dashboard.port()
     {
@@ -179,23 +212,25 @@ pub fn check_settings(
         });
         if same {
             anyhow::bail!(
-                "the model endpoint {model} (ANTHROPIC_BASE_URL) is the dashboard's own address {dashboard}: \
-                 agents would reach the operator's dashboard through their egress proxy"
+                "the model endpoint {model} ({}) is the dashboard's own address {dashboard}: \
+                 agents would reach the operator's dashboard through their egress proxy",
+                endpoint_var(engine).0
             );
         }
     }
     Ok(model)
 }
 
-/// What core knows about egress: the operator's model endpoint, the hive's
-/// own listening addresses, and each agent's current policy.
+/// What core knows about egress: the operator's model endpoint per
+/// engine, the hive's own listening addresses, and each agent's current
+/// policy and engine.
 pub struct Egress {
-    model: Option<Endpoint>,
+    models: Vec<(Engine, Endpoint)>,
     hive: Vec<SocketAddr>,
     /// Where a policy not yet installed this run is read from (the
     /// deployed `agent.toml` in the applied repo).
     repos: Option<ConfigRepos>,
-    policies: Mutex<HashMap<AgentName, Network>>,
+    policies: Mutex<HashMap<AgentName, (Network, Engine)>>,
 }
 
 impl Egress {
@@ -209,27 +244,36 @@ impl Egress {
         repos: Option<ConfigRepos>,
     ) -> Self {
         Self {
-            model: model_endpoint(agent_env).ok(),
+            models: ENGINES
+                .iter()
+                .filter_map(|e| Some((*e, engine_endpoint(agent_env, *e).ok()?)))
+                .collect(),
             hive,
             repos,
             policies: Mutex::new(HashMap::new()),
         }
     }
 
-    fn policies(&self) -> std::sync::MutexGuard<'_, HashMap<AgentName, Network>> {
+    fn policies(&self) -> std::sync::MutexGuard<'_, HashMap<AgentName, (Network, Engine)>> {
         self.policies
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Installs `name`'s policy; the next connection uses it.
-    pub fn set_policy(&self, name: &AgentName, policy: Network) {
-        self.policies().insert(name.clone(), policy);
+    /// Installs `name`'s policy and engine (whose model endpoint `"model"`
+    /// and every other policy allow); the next connection uses them.
+    pub fn set_policy(&self, name: &AgentName, policy: Network, engine: Engine) {
+        self.policies().insert(name.clone(), (policy, engine));
     }
 
-    /// `name`'s current policy: the installed one, else the deployed
-    /// config's, else the default (`"model"`).
-    pub async fn policy(&self, name: &AgentName) -> Network {
+    /// `name`'s engine as last installed, if it was.
+    pub fn engine_of(&self, name: &AgentName) -> Option<Engine> {
+        self.policies().get(name).map(|(_, engine)| *engine)
+    }
+
+    /// `name`'s current policy and engine: the installed ones, else the
+    /// deployed config's, else the defaults (`"model"`, claude).
+    pub async fn policy(&self, name: &AgentName) -> (Network, Engine) {
         if let Some(policy) = self.policies().get(name) {
             return policy.clone();
         }
@@ -243,20 +287,26 @@ impl Egress {
             }
             None => None,
         };
-        let policy = deployed.map(|d| d.config.network).unwrap_or_default();
+        let policy = deployed
+            .map(|d| (d.config.network, d.config.engine))
+            .unwrap_or_default();
         self.policies()
             .entry(name.clone())
             .or_insert(policy)
             .clone()
     }
 
-    pub fn model(&self) -> Option<&Endpoint> {
-        self.model.as_ref()
+    /// `engine`'s model endpoint.
+    pub fn model(&self, engine: Engine) -> Option<&Endpoint> {
+        self.models
+            .iter()
+            .find(|(e, _)| *e == engine)
+            .map(|(_, m)| m)
     }
 
-    fn rules(&self) -> Rules<'_> {
+    fn rules(&self, engine: Engine) -> Rules<'_> {
         Rules {
-            model: self.model.as_ref(),
+            model: self.model(engine),
             hive: &self.hive,
             host_address: &is_host_address,
         }
@@ -265,7 +315,7 @@ impl Egress {
 
 /// What [`check`] needs besides the policy.
 pub struct Rules<'a> {
-    /// The operator's model endpoint.
+    /// The operator's model endpoint for the agent's engine.
     pub model: Option<&'a Endpoint>,
     /// The hive's own listening addresses (the dashboard).
     pub hive: &'a [SocketAddr],
@@ -496,7 +546,7 @@ impl Proxy {
 
     /// Resolves, checks every address, and connects to a checked one.
     async fn open(&self, host: &str, port: u16) -> Result<TcpStream, Response<Body>> {
-        let policy = self.egress.policy(&self.agent).await;
+        let (policy, engine) = self.egress.policy(&self.agent).await;
         let target = Endpoint {
             host: normalize_host(host),
             port,
@@ -517,7 +567,7 @@ impl Proxy {
             }
         };
         let verdict = check(
-            &self.egress.rules(),
+            &self.egress.rules(engine),
             self.agent.as_str(),
             &policy,
             host,
@@ -729,6 +779,53 @@ mod tests {
         };
         let addrs: Vec<IpAddr> = addrs.iter().map(|a| ip(a)).collect();
         check(&rules, "coder", policy, host, port, &addrs)
+    }
+
+    /// "model" means the agent's own engine's endpoint: a codex agent
+    /// reaches `OPENAI_BASE_URL` and not `ANTHROPIC_BASE_URL`, a claude
+    /// agent the reverse; an engine switch moves the exception with it.
+    #[tokio::test]
+    async fn the_model_endpoint_is_the_agents_engines() {
+        let env = vec![
+            (
+                "ANTHROPIC_BASE_URL".to_owned(),
+                "http://127.0.0.1:4000".to_owned(),
+            ),
+            (
+                "OPENAI_BASE_URL".to_owned(),
+                "http://127.0.0.1:4100/v1".to_owned(),
+            ),
+        ];
+        let egress = Egress::new(&env, Vec::new(), None);
+        let name = AgentName::parse("coder").unwrap();
+        let reach = |engine: Engine, port: u16| {
+            check(
+                &egress.rules(engine),
+                "coder",
+                &Network::Model,
+                "127.0.0.1",
+                port,
+                &[ip("127.0.0.1")],
+            )
+        };
+        assert_eq!(egress.policy(&name).await, (Network::Model, Engine::Claude));
+        assert!(reach(Engine::Claude, 4000).is_ok());
+        assert!(reach(Engine::Claude, 4100).is_err());
+        egress.set_policy(&name, Network::Model, Engine::Codex);
+        let (policy, engine) = egress.policy(&name).await;
+        assert_eq!((&policy, engine), (&Network::Model, Engine::Codex));
+        assert!(reach(engine, 4100).is_ok());
+        let refused = reach(engine, 4000).unwrap_err();
+        assert!(refused.contains("the host's loopback"), "{refused}");
+        // No OPENAI_BASE_URL: the public API, never a loopback port.
+        let egress = Egress::new(&env[..1], Vec::new(), None);
+        assert_eq!(
+            egress.model(Engine::Codex).unwrap().to_string(),
+            "api.openai.com:443"
+        );
+        let dashboard = Some("127.0.0.1:4100".parse().unwrap());
+        let e = check_settings(&env, dashboard).unwrap_err().to_string();
+        assert!(e.contains("OPENAI_BASE_URL"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] hive_store::Error),
+    /// A config repo refused or failed (bad sha, invalid agent.toml, a
+    /// git failure, …).
+    #[error(transparent)]
+    Config(#[from] hive_config::Error),
+    /// The container backend refused or failed.
+    #[error(transparent)]
+    Runtime(#[from] hive_runtime::Error),
+    /// A no-follow file operation refused (a planted link) or failed.
+    #[error(transparent)]
+    Fs(#[from] crate::safe_fs::FsError),
     /// A lifecycle verb on a hive started without a container backend.
     #[error(
         "no runtime configured: `{verb}` needs a container backend and this hive runs with --runtime none"
@@ -17,8 +27,10 @@ pub enum Error {
     UnknownAgent(AgentName),
     #[error("{0}")]
     Refused(String),
+    /// A failure on core's own side (a task that died, a file core could
+    /// not prepare): never the client's fault.
     #[error("{0}")]
-    Io(String),
+    Internal(String),
     /// An agent's page could not be reached (or was refused: a link where
     /// its socket should be).
     #[error("{0}")]

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use hive_proto::{AgentName, AgentUrl, HostRequest, HostResponse};
+use hive_proto::{AgentName, AgentUrl, HostRequest, HostResponse, OPERATOR_RECIPIENT};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::actions::ScopeVerb;
@@ -114,6 +114,33 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
             let lines = lines.unwrap_or(DEFAULT_LOG_LINES).min(MAX_LOG_LINES) as usize;
             HostResponse::logs(coord.logs(&name, lines).await?)
         }
+        Tasks { filter } => HostResponse::tasks(coord.operator_tasks(filter)?),
+        TaskAdd {
+            title,
+            body,
+            depends_on,
+            assignee,
+        } => {
+            let new = hive_proto::NewTask {
+                title,
+                body,
+                depends_on,
+                links: Vec::new(),
+            };
+            let mut task = coord.task_create(OPERATOR_RECIPIENT, &new)?;
+            if let Some(agent) = assignee {
+                task = coord.task_assign(OPERATOR_RECIPIENT, task.id, &agent)?;
+            }
+            HostResponse::tasks(vec![task])
+        }
+        TaskAssign { id, agent } => {
+            HostResponse::tasks(vec![coord.task_assign(OPERATOR_RECIPIENT, id, &agent)?])
+        }
+        TaskCancel { id, reason } => HostResponse::tasks(vec![coord.task_cancel(
+            OPERATOR_RECIPIENT,
+            id,
+            reason.as_deref(),
+        )?]),
         SubscribeAgentStatus => unreachable_subscribe(),
     })
 }

@@ -7,7 +7,8 @@
 //! `/api/config/{name}`. Actions (POST, JSON in, `{"ok":…}` out):
 //! `/api/approvals/{id}/approve|deny`, `/api/request-spawn`,
 //! `/api/agents/{name}/{verb}`, `/api/send`,
-//! `/api/questions/{id}/answer|cancel`. Agent pages: `/agent/{name}/…`
+//! `/api/questions/{id}/answer|cancel`, `/api/tasks`,
+//! `/api/tasks/{id}/assign|cancel` ([`tasks`]). Agent pages: `/agent/{name}/…`
 //! ([`agent_proxy`]).
 //!
 //! Access ([`guard`]): every request presents the operator credential
@@ -20,6 +21,7 @@ mod agent_proxy;
 mod guard;
 mod state;
 mod stream;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -65,6 +67,9 @@ pub fn router(coord: Arc<Coordinator>) -> Router {
         .route("/api/send", post(actions::send))
         .route("/api/questions/{id}/answer", post(actions::answer))
         .route("/api/questions/{id}/cancel", post(actions::cancel))
+        .route("/api/tasks", post(tasks::create))
+        .route("/api/tasks/{id}/assign", post(tasks::assign))
+        .route("/api/tasks/{id}/cancel", post(tasks::cancel))
         .merge(agent_proxy::routes())
         .fallback(not_found)
         .route(guard::LOGIN_PATH, get(login))
@@ -205,11 +210,11 @@ async fn config(
         let name = name.clone();
         tokio::task::spawn_blocking(move || repos.deployed(&name))
             .await
-            .map_err(|e| Error::Io(format!("config task failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("config task failed: {e}")))?
             .map_err(|e| Error::refused(e.to_string()))?
     };
     let agent_toml = toml::to_string(&deployed.config)
-        .map_err(|e| Error::Io(format!("render agent.toml: {e}")))?;
+        .map_err(|e| Error::Internal(format!("render agent.toml: {e}")))?;
     Ok(Json(serde_json::json!({
         "name": name,
         "sha": deployed.sha,
@@ -220,17 +225,69 @@ async fn config(
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = match &self {
-            Error::UnknownAgent(_) | Error::Store(hive_store::Error::NotFound { .. }) => {
-                StatusCode::NOT_FOUND
-            }
-            Error::Refused(_) | Error::NoRuntime { .. } => StatusCode::CONFLICT,
-            Error::Store(hive_store::Error::Sqlite(_)) | Error::Io(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            Error::Store(_) => StatusCode::BAD_REQUEST,
-            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
-        };
-        (status, Json(Outcome::failed(self.to_string()))).into_response()
+        (status_of(&self), Json(Outcome::failed(self.to_string()))).into_response()
+    }
+}
+
+/// The HTTP status of an error, by its kind: the client's mistake (4xx)
+/// or core's failure (5xx), never one flattened into the other.
+fn status_of(e: &Error) -> StatusCode {
+    use hive_config::Error as C;
+    use hive_runtime::Error as R;
+    use hive_store::Error as S;
+
+    use crate::safe_fs::FsError;
+    match e {
+        Error::UnknownAgent(_)
+        | Error::Store(S::NotFound { .. })
+        | Error::Config(C::CommitNotFound { .. } | C::NoRepo { .. } | C::NoTag { .. })
+        | Error::Runtime(R::NoSuchContainer(_)) => StatusCode::NOT_FOUND,
+        Error::Refused(_)
+        | Error::NoRuntime { .. }
+        | Error::Config(
+            C::AmbiguousCommit { .. }
+            | C::InvalidConfig { .. }
+            | C::EmptyRepo { .. }
+            | C::TagConflict(_),
+        )
+        | Error::Runtime(R::Foreign { .. })
+        | Error::Fs(
+            FsError::Planted { .. } | FsError::NotADirectory { .. } | FsError::Outside { .. },
+        ) => StatusCode::CONFLICT,
+        Error::Store(S::Sqlite(_))
+        | Error::Config(C::Git { .. } | C::Io { .. } | C::Mirror { .. })
+        | Error::Runtime(R::Failed(_) | R::Io { .. })
+        | Error::Fs(FsError::Io { .. })
+        | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Runtime(R::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Store(_) | Error::Config(C::BadCommitRef(_)) => StatusCode::BAD_REQUEST,
+        Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_keep_their_kind_up_to_the_status_code() {
+        let git = Error::from(hive_config::Error::Git {
+            context: "open the applied repo".into(),
+            message: "corrupt".into(),
+        });
+        assert_eq!(status_of(&git), StatusCode::INTERNAL_SERVER_ERROR, "{git}");
+        let bad = Error::from(hive_config::Error::BadCommitRef("zz".into()));
+        assert_eq!(status_of(&bad), StatusCode::BAD_REQUEST);
+        let planted = Error::from(crate::safe_fs::FsError::Planted {
+            path: "/state/agents/x".into(),
+            component: "x".into(),
+        });
+        assert_eq!(status_of(&planted), StatusCode::CONFLICT);
+        let gone = Error::from(hive_runtime::Error::NoSuchContainer(
+            hive_proto::AgentName::parse("coder").unwrap(),
+        ));
+        assert_eq!(status_of(&gone), StatusCode::NOT_FOUND);
+        // The message is the crate's own, not rewrapped.
+        assert_eq!(git.to_string(), "open the applied repo: corrupt");
     }
 }

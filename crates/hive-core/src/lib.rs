@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod agent_server;
+pub mod budget;
 pub mod config;
 pub mod coordinator;
 pub mod deploys;
@@ -26,6 +27,7 @@ pub mod safe_fs;
 pub mod sandbox_files;
 pub mod scheduler;
 pub mod serve;
+pub mod tasks;
 
 pub use paths::Paths;
 pub use serve::{ServeConfig, Started};

@@ -17,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
+use crate::sandbox_files::agent_user;
 
 /// How long a stopping container gets after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -24,37 +25,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a rebuild waits for another action on the same agent.
 const BUSY_WAIT: Duration = Duration::from_secs(120);
-
-/// The gid every agent's program runs with; `/shared` belongs to it.
-pub const AGENT_GID: u32 = 100_000;
-
-/// The unprivileged host user an agent's program runs as: one uid per
-/// agent, from its stored, unique and stable web port (the manager's 8000
-/// gives uid 108000), and the common [`AGENT_GID`].
-pub fn agent_user(port: u16) -> AgentUser {
-    AgentUser {
-        uid: 100_000 + u32::from(port),
-        gid: AGENT_GID,
-    }
-}
-
-/// Web UI ports: the manager's, and the range other agents draw from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub manager: u16,
-    pub first: u16,
-    pub last: u16,
-}
-
-impl Default for PortRange {
-    fn default() -> Self {
-        Self {
-            manager: 8000,
-            first: 8100,
-            last: 8999,
-        }
-    }
-}
 
 /// A lifecycle action in flight; dropping it clears the transient.
 pub struct TransientGuard {
@@ -86,6 +56,16 @@ fn transient_word(kind: TransientKind) -> &'static str {
 impl Coordinator {
     fn runtime_for(&self, verb: &'static str) -> Result<Arc<dyn Runtime>> {
         self.runtime.clone().ok_or(Error::NoRuntime { verb })
+    }
+
+    /// Refuses `verb` when the hive runs with no container backend.
+    pub fn require_runtime(&self, verb: &'static str) -> Result<()> {
+        self.runtime_for(verb).map(drop)
+    }
+
+    /// The container backend's name (`docker`, `bwrap`, …), if any.
+    pub fn runtime_name(&self) -> Option<&'static str> {
+        self.runtime.as_ref().map(|r| r.name())
     }
 
     /// Marks `name` as busy with `kind`, refusing a second action on it.
@@ -154,7 +134,7 @@ impl Coordinator {
             let running = runtime
                 .list()
                 .await
-                .map_err(runtime_error)?
+                .map_err(Error::from)?
                 .iter()
                 .any(|s| &s.name == name && s.running);
             if !running {
@@ -221,7 +201,32 @@ impl Coordinator {
             container: m.container_path.clone(),
             read_only: m.read_only,
         }));
-        let mut env = crate::engine::agent_env(&self.paths, &self.settings)?;
+        // The codex CLI, bound like claude's (read-only; the `process`
+        // backend binds nothing and passes the host path). First in the
+        // environment: an operator's explicit HIVE_CODEX_BIN wins.
+        let mut env = Vec::new();
+        if let Some(codex) = &self.settings.codex_bin {
+            if self.runtime.as_ref().is_some_and(|r| r.name() == "process") {
+                env.push((
+                    crate::engine::CODEX_BIN_ENV.to_owned(),
+                    codex.display().to_string(),
+                ));
+            } else {
+                if self.runs_unprivileged() {
+                    crate::engine::warn_unusable(codex);
+                }
+                binds.push(Bind {
+                    host: codex.clone(),
+                    container: crate::engine::CODEX_BIN.into(),
+                    read_only: true,
+                });
+                env.push((
+                    crate::engine::CODEX_BIN_ENV.to_owned(),
+                    crate::engine::CODEX_BIN.to_owned(),
+                ));
+            }
+        }
+        env.extend(crate::engine::agent_env(&self.paths, &self.settings)?);
         if let Some(addr) = self.dashboard_addr {
             // The agent's page links questions to the operator's dashboard.
             env.push(("HIVE_DASHBOARD_URL".to_owned(), format!("http://{addr}/")));
@@ -272,9 +277,9 @@ impl Coordinator {
         let prepared = spec.clone();
         tokio::task::spawn_blocking(move || crate::sandbox_files::prepare(&paths, &prepared))
             .await
-            .map_err(|e| Error::Io(format!("prepare {name}'s files: {e}")))?
-            .map_err(|e| Error::Io(format!("{e:#}")))?;
-        runtime.create(&spec).await.map_err(runtime_error)
+            .map_err(|e| Error::Internal(format!("prepare {name}'s files: {e}")))?
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        runtime.create(&spec).await.map_err(Error::from)
     }
 
     /// Whether agents run as their own unprivileged uid: on every backend
@@ -387,16 +392,16 @@ impl Coordinator {
     async fn spawn_inner(self: &Arc<Self>, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
         self.paths
             .create_agent_dirs(name)
-            .map_err(|e| Error::Io(format!("{e:#}")))?;
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
         self.store.register_agent(name)?;
         let port = self.web_port(name)?;
-        crate::serve::serve_agent_socket(self, name.clone())
-            .map_err(|e| Error::Io(format!("{e:#}")))?;
+        crate::agent_server::serve_agent_socket(self, name.clone())
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
         let deployed = self.ensure_config(name).await?;
         self.create_container(runtime, name, port, &deployed)
             .await?;
         self.store.set_has_container(name.as_str(), true)?;
-        runtime.start(name).await.map_err(runtime_error)?;
+        runtime.start(name).await.map_err(Error::from)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())
     }
@@ -424,7 +429,7 @@ impl Coordinator {
             let deployed = self.ensure_config(name).await?;
             self.create_container(runtime, name, port, &deployed)
                 .await?;
-            runtime.start(name).await.map_err(runtime_error)?;
+            runtime.start(name).await.map_err(Error::from)?;
         }
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())
@@ -434,7 +439,7 @@ impl Coordinator {
     pub async fn stop(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         let runtime = self.prepare("stop", name)?;
         let guard = self.begin(name, TransientKind::Stopping)?;
-        let result = runtime.stop(name, STOP_GRACE).await.map_err(runtime_error);
+        let result = runtime.stop(name, STOP_GRACE).await.map_err(Error::from);
         if result.is_ok() {
             self.store.set_want_running(name.as_str(), false)?;
         }
@@ -516,14 +521,17 @@ impl Coordinator {
             .stop(name, STOP_GRACE)
             .await
             .or_else(ignore_missing)
-            .map_err(runtime_error)?;
+            .map_err(Error::from)?;
         let reports = self.deploys.report_count(name);
         let port = self.web_port(name)?;
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
-        self.egress
-            .set_policy(name, deployed.config.network.clone());
-        runtime.start(name).await.map_err(runtime_error)?;
+        self.egress.set_policy(
+            name,
+            deployed.config.network.clone(),
+            deployed.config.engine,
+        );
+        runtime.start(name).await.map_err(Error::from)?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(reports)
     }
@@ -544,7 +552,7 @@ impl Coordinator {
                     .destroy(name)
                     .await
                     .or_else(ignore_missing)
-                    .map_err(runtime_error)?;
+                    .map_err(Error::from)?;
                 self.store.set_has_container(name.as_str(), false)?;
                 self.store.set_want_running(name.as_str(), false)?;
             }
@@ -572,6 +580,7 @@ impl Coordinator {
         }
         self.publish_tombstones();
         if result.is_ok() {
+            self.release_task_claims(name, "its container was destroyed");
             self.notify_manager(&HelperEvent::Destroyed {
                 agent: name.to_string(),
             });
@@ -666,9 +675,9 @@ impl Coordinator {
                 let path = self.paths.agent_dir(name).join("container.log");
                 hive_runtime::tail_file(&path, lines)
                     .await
-                    .map_err(runtime_error)
+                    .map_err(Error::from)
             }
-            other => other.map_err(runtime_error),
+            other => other.map_err(Error::from),
         }
     }
 
@@ -793,10 +802,6 @@ impl Coordinator {
     }
 }
 
-fn runtime_error(e: hive_runtime::Error) -> Error {
-    Error::refused(e.to_string())
-}
-
 fn ignore_missing(e: hive_runtime::Error) -> hive_runtime::Result<()> {
     match e {
         hive_runtime::Error::NoSuchContainer(_) => Ok(()),
@@ -805,58 +810,25 @@ fn ignore_missing(e: hive_runtime::Error) -> hive_runtime::Result<()> {
 }
 
 /// Fires `container_crash` when a container stops with no lifecycle action
-/// in flight: from the runtime's own exit reports where it has them, else
-/// by polling (the first poll only seeds).
+/// in flight, from the runtime's own exit reports.
 pub async fn crash_watch(coord: Arc<Coordinator>) {
     let Some(runtime) = coord.runtime.clone() else {
         return;
     };
-    if runtime.reports_exits() {
-        let mut changes = runtime.subscribe();
-        loop {
-            let change = tokio::select! {
-                change = changes.recv() => change,
-                () = coord.shutting_down() => return,
-            };
-            match change {
-                Ok(change) => on_change(&coord, change).await,
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "crash watch lagged; rescanning");
-                    coord.refresh_containers().await;
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    }
-    let mut previous: Option<std::collections::HashMap<String, bool>> = None;
+    let mut changes = runtime.subscribe();
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(hive_runtime::POLL_PERIOD) => {}
+        let change = tokio::select! {
+            change = changes.recv() => change,
             () = coord.shutting_down() => return,
-        }
-        coord.refresh_containers().await;
-        let now: std::collections::HashMap<String, bool> = coord
-            .containers()
-            .iter()
-            .map(|(n, s)| (n.clone(), s.running))
-            .collect();
-        if let Some(before) = &previous {
-            for (name, was_running) in before {
-                if *was_running
-                    && !now.get(name).copied().unwrap_or(false)
-                    && let Ok(name) = AgentName::parse(name)
-                {
-                    let change = StateChange {
-                        name,
-                        running: false,
-                        expected: false,
-                        detail: None,
-                    };
-                    on_change(&coord, change).await;
-                }
+        };
+        match change {
+            Ok(change) => on_change(&coord, change).await,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "crash watch lagged; rescanning");
+                coord.refresh_containers().await;
             }
+            Err(RecvError::Closed) => return,
         }
-        previous = Some(now);
     }
 }
 
@@ -868,6 +840,9 @@ async fn on_change(coord: &Coordinator, change: StateChange) {
         return;
     }
     tracing::warn!(agent = %change.name, detail = ?change.detail, "container crashed");
+    // A claim is a lease on the holder's life: its tasks go back to open
+    // before the manager reads of the crash.
+    coord.release_task_claims(&change.name, "its container crashed");
     if !change.name.is_manager() {
         coord.notify_manager(&HelperEvent::ContainerCrash {
             agent: change.name.to_string(),
@@ -888,11 +863,12 @@ mod tests {
         paths.create_roots().unwrap();
         let store = hive_store::Store::open(&paths.database()).unwrap();
         let settings = Settings {
+            codex_bin: None,
             hive_bin: "/usr/bin/hive".into(),
             engine_bin: None,
             agent_env: Vec::new(),
             agent_env_args: Vec::new(),
-            ports: PortRange::default(),
+            ports: crate::coordinator::PortRange::default(),
             mirror: None,
             operator_token: "test-token-0123456789abcdef".into(),
         };
@@ -949,5 +925,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The codex CLI reaches a sandbox like claude's: bound read-only at
+    /// /run/hive/bin/codex and named in HIVE_CODEX_BIN, before the agent
+    /// env (an operator's explicit variable wins).
+    #[test]
+    fn the_codex_cli_is_bound_read_only_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut coord = coordinator(dir.path());
+        coord.settings.codex_bin = Some("/opt/codex/bin/codex".into());
+        coord.settings.agent_env_args = vec![("HIVE_CODEX_BIN".into(), "/custom".into())];
+        let deployed = Deployed {
+            sha: "0".repeat(40),
+            config: hive_config::AgentConfig::default(),
+            prompt: String::new(),
+        };
+        let coder = AgentName::parse("coder").unwrap();
+        let spec = coord.container_spec(&coder, 8100, &deployed).unwrap();
+        let bind = spec
+            .binds
+            .iter()
+            .find(|b| b.container == Path::new(crate::engine::CODEX_BIN))
+            .expect("the codex bind");
+        assert_eq!(bind.host, Path::new("/opt/codex/bin/codex"));
+        assert!(bind.read_only);
+        let named: Vec<&str> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| k == "HIVE_CODEX_BIN")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(named, [crate::engine::CODEX_BIN, "/custom"]);
     }
 }

@@ -213,7 +213,7 @@ impl Paths {
                 {
                     agent_dir.remove_file("container.pid")?;
                 }
-                safe_fs::prepare_proposed(self, &name)?;
+                self.prepare_proposed(&name)?;
                 let parent =
                     safe_fs::Dir::open(&self.state_dir, &self.proposed_dir().join(name.as_str()))?
                         .with_context(|| format!("open {}", self.proposed_dir().display()))?;
@@ -256,6 +256,18 @@ impl Paths {
         }
         names.sort();
         Ok(names)
+    }
+
+    /// Makes `proposed/<name>/` core's and checks the repo below it is no
+    /// link (see [`safe_fs::prepare_proposed`]).
+    pub fn prepare_proposed(&self, name: &AgentName) -> safe_fs::Result<()> {
+        safe_fs::prepare_proposed(&self.state_dir, &self.proposed_dir(), name)
+    }
+
+    /// Hands `name`'s proposed repo to the manager's `uid`:`gid` (see
+    /// [`safe_fs::chown_proposed`]).
+    pub fn chown_proposed(&self, name: &AgentName, uid: u32, gid: u32) -> safe_fs::Result<()> {
+        safe_fs::chown_proposed(&self.state_dir, &self.proposed_dir(), name, (uid, gid))
     }
 }
 

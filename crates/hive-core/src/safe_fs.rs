@@ -34,8 +34,6 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, unlinkat};
 
-use crate::paths::Paths;
-
 /// A refusal or failure of a no-follow operation.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -60,15 +58,6 @@ pub enum FsError {
 }
 
 pub type Result<T> = std::result::Result<T, FsError>;
-
-impl From<FsError> for crate::error::Error {
-    fn from(e: FsError) -> Self {
-        match e {
-            FsError::Io { .. } => crate::error::Error::Io(e.to_string()),
-            other => crate::error::Error::refused(other.to_string()),
-        }
-    }
-}
 
 fn io(context: impl FnOnce() -> String) -> impl FnOnce(Errno) -> FsError {
     move |errno| FsError::Io {
@@ -486,8 +475,9 @@ pub const PROPOSED_DIR_MODE: u32 = 0o755;
 /// [`PROPOSED_DIR_MODE`]) and checks that `config` below it, and its
 /// `.git` and `.git/objects` where present, are no links: what core opens
 /// with libgit2 next is the manager's repo, not a host directory.
-pub fn prepare_proposed(paths: &Paths, name: &AgentName) -> Result<()> {
-    let proposed = proposed_dir(paths)?;
+/// `proposed` is `Paths::proposed_dir`, below `root` (`Paths::state_dir`).
+pub fn prepare_proposed(root: &Path, proposed: &Path, name: &AgentName) -> Result<()> {
+    let proposed = proposed_dir(root, proposed)?;
     let dir = proposed.create_child(OsStr::new(name.as_str()), PROPOSED_DIR_MODE)?;
     dir.own()?;
     dir.set_mode(PROPOSED_DIR_MODE)?;
@@ -500,8 +490,8 @@ pub fn prepare_proposed(paths: &Paths, name: &AgentName) -> Result<()> {
     Ok(())
 }
 
-fn proposed_dir(paths: &Paths) -> Result<Dir> {
-    let proposed = Dir::create(&paths.state_dir, &paths.proposed_dir(), PROPOSED_DIR_MODE)?;
+fn proposed_dir(root: &Path, proposed: &Path) -> Result<Dir> {
+    let proposed = Dir::create(root, proposed, PROPOSED_DIR_MODE)?;
     proposed.own()?;
     proposed.set_mode(PROPOSED_DIR_MODE)?;
     Ok(proposed)
@@ -511,15 +501,17 @@ fn proposed_dir(paths: &Paths) -> Result<Dir> {
 /// manager's `uid`:`gid` so it can commit, keeping `proposed/` and
 /// `proposed/<name>/` core's (0755). Call it once the manager runs as its
 /// own uid, after the repo exists (`Coordinator::ensure_config`).
-pub fn chown_proposed(paths: &Paths, name: &AgentName, uid: u32, gid: u32) -> Result<()> {
-    prepare_proposed(paths, name)?;
-    let dir = proposed_dir(paths)?
+pub fn chown_proposed(
+    root: &Path,
+    proposed: &Path,
+    name: &AgentName,
+    (uid, gid): (u32, u32),
+) -> Result<()> {
+    prepare_proposed(root, proposed, name)?;
+    let dir = proposed_dir(root, proposed)?
         .child(OsStr::new(name.as_str()))?
         .ok_or_else(|| FsError::Io {
-            context: format!(
-                "open {}",
-                paths.proposed_dir().join(name.as_str()).display()
-            ),
+            context: format!("open {}", proposed.join(name.as_str()).display()),
             source: std::io::ErrorKind::NotFound.into(),
         })?;
     dir.chown_tree(OsStr::new("config"), uid, gid)
@@ -530,6 +522,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+    use crate::paths::Paths;
 
     fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
@@ -643,20 +636,20 @@ mod tests {
         let coder = AgentName::parse("coder").unwrap();
         std::fs::create_dir_all(paths.proposed_dir()).unwrap();
         std::os::unix::fs::symlink(&host, paths.proposed_dir().join("coder")).unwrap();
-        let err = prepare_proposed(&paths, &coder).unwrap_err();
+        let err = paths.prepare_proposed(&coder).unwrap_err();
         assert!(matches!(err, FsError::Planted { .. }), "{err}");
         std::fs::remove_file(paths.proposed_dir().join("coder")).unwrap();
         std::fs::create_dir(paths.proposed_dir().join("coder")).unwrap();
         std::os::unix::fs::symlink(&host, paths.agent_config(&coder)).unwrap();
         assert!(matches!(
-            prepare_proposed(&paths, &coder),
+            paths.prepare_proposed(&coder),
             Err(FsError::Planted { .. })
         ));
         std::fs::remove_file(paths.agent_config(&coder)).unwrap();
         std::fs::create_dir_all(paths.agent_config(&coder)).unwrap();
         std::os::unix::fs::symlink(&host, paths.agent_config(&coder).join(".git")).unwrap();
         assert!(matches!(
-            prepare_proposed(&paths, &coder),
+            paths.prepare_proposed(&coder),
             Err(FsError::Planted { .. })
         ));
         assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0);
@@ -682,7 +675,7 @@ mod tests {
         std::fs::write(&host_file, "secret").unwrap();
         std::fs::hard_link(&host_file, config.join("hard")).unwrap();
         std::os::unix::fs::symlink(&host_file, config.join("link")).unwrap();
-        chown_proposed(&paths, &coder, 108_000, 100_000).unwrap();
+        paths.chown_proposed(&coder, 108_000, 100_000).unwrap();
         for path in [
             &config,
             &config.join(".git/objects"),

@@ -3,7 +3,7 @@
 //! Every backend binds the same files: the agent's socket, the egress
 //! socket, its page dir (the one dir of core's it may write), the control
 //! and etc dirs (core's, read-only), `/state`, `/shared` and config repos.
-//! With an unprivileged agent user ([`crate::lifecycle::agent_user`]) they
+//! With an unprivileged agent user ([`agent_user`]) they
 //! must also be usable by that uid: `/state` and the page dir are the
 //! agent's, the sockets are its (mode 0660), `/shared` is
 //! `root:`[`AGENT_GID`] mode 3770 (setgid, so agents share what they put
@@ -17,10 +17,22 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown};
 use std::path::Path;
 
 use anyhow::Context;
-use hive_runtime::ContainerSpec;
+use hive_runtime::{AgentUser, ContainerSpec};
 
-use crate::lifecycle::AGENT_GID;
 use crate::paths::{Paths, create_dir};
+
+/// The gid every agent's program runs with; `/shared` belongs to it.
+pub const AGENT_GID: u32 = 100_000;
+
+/// The unprivileged host user an agent's program runs as: one uid per
+/// agent, from its stored, unique and stable web port (the manager's 8000
+/// gives uid 108000), and the common [`AGENT_GID`].
+pub fn agent_user(port: u16) -> AgentUser {
+    AgentUser {
+        uid: 100_000 + u32::from(port),
+        gid: AGENT_GID,
+    }
+}
 
 /// Readies `spec`'s host files (see the module docs).
 pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
@@ -92,7 +104,8 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
                     continue;
                 };
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    crate::safe_fs::chown_proposed(paths, &name, user.uid, user.gid)
+                    paths
+                        .chown_proposed(&name, user.uid, user.gid)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                 }
             }
@@ -183,7 +196,7 @@ mod tests {
         std::fs::write(&socket, "").unwrap();
         // Stand-ins for the sockets core binds before any create.
         std::fs::write(paths.egress_socket(&name), "").unwrap();
-        let user = crate::lifecycle::agent_user(8100);
+        let user = agent_user(8100);
         let spec = ContainerSpec {
             name: name.clone(),
             program: "/bin/sh".into(),
@@ -301,7 +314,7 @@ mod swapped_links {
             page_dir: paths.page_dir(&name),
             control_dir: paths.control_dir(&name),
             etc_dir: paths.etc_dir(&name),
-            user: Some(crate::lifecycle::agent_user(8100)),
+            user: Some(agent_user(8100)),
             limits: hive_runtime::Limits::default(),
             engine_bin: None,
         };

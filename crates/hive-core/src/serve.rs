@@ -9,14 +9,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use hive_proto::{AgentName, DashboardEvent};
+use anyhow::Context;
+use hive_proto::{AgentName, DashboardEvent, MessageView};
 use hive_store::{MessageEvent, Store};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::coordinator::PortRange;
 use crate::coordinator::{Coordinator, Settings};
-use crate::lifecycle::PortRange;
 use crate::{Paths, agent_server, host_server, http, lifecycle, listener, scheduler};
 
 /// Everything `hive serve` is told on its command line.
@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub agent_env: Vec<(String, String)>,
     /// The engine binary (`--claude-bin`); `None`: `claude` on `PATH`.
     pub claude_bin: Option<std::path::PathBuf>,
+    /// The codex CLI (`--codex-bin`), for agents whose engine is `codex`.
+    pub codex_bin: Option<std::path::PathBuf>,
     pub ports: PortRange,
     /// Where applied config repos are mirrored, if anywhere.
     pub mirror: Option<hive_config::MirrorConfig>,
@@ -82,51 +84,6 @@ fn write_token(path: &std::path::Path, token: &str) -> anyhow::Result<()> {
         .open(path)
         .with_context(|| format!("create {}", path.display()))?;
     writeln!(file, "{token}").with_context(|| format!("write {}", path.display()))
-}
-
-/// Reads `KEY=VALUE` lines (blank lines and `#` comments skipped).
-pub fn parse_env_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut vars = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        vars.push(parse_env_pair(line).with_context(|| format!("line {}", n + 1))?);
-    }
-    Ok(vars)
-}
-
-/// Parses one `KEY=VALUE`; keys are shell-style identifiers.
-pub fn parse_env_pair(pair: &str) -> anyhow::Result<(String, String)> {
-    let Some((key, value)) = pair.split_once('=') else {
-        bail!("{pair:?} is not KEY=VALUE");
-    };
-    let valid = key
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        bail!("{key:?} is not a valid environment variable name");
-    }
-    Ok((key.to_owned(), value.to_owned()))
-}
-
-/// The agent environment: the state dir's `agent.env`, then the command
-/// line's pairs (later wins). Read at start and at every container create.
-pub(crate) fn agent_env(
-    paths: &Paths,
-    cli: &[(String, String)],
-) -> anyhow::Result<Vec<(String, String)>> {
-    let file = paths.state_dir.join("agent.env");
-    let mut vars = match std::fs::read_to_string(&file) {
-        Ok(text) => parse_env_file(&text).with_context(|| format!("{}", file.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
-    };
-    vars.extend(cli.iter().cloned());
-    Ok(vars)
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `on_started` is called once every
@@ -192,12 +149,14 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         .map(TcpListener::local_addr)
         .transpose()?;
 
-    let agent_env = agent_env(&paths, &config.agent_env)?;
-    let model = crate::egress::check_settings(&agent_env, dashboard_addr)?;
-    tracing::info!(%model, "egress: the model endpoint agents may reach");
+    let agent_env = crate::engine::read_agent_env(&paths, &config.agent_env)?;
+    for (engine, model) in crate::egress::check_settings(&agent_env, dashboard_addr)? {
+        tracing::info!(%model, engine = engine.as_str(), "egress: the model endpoint agents of this engine may reach");
+    }
     let settings = Settings {
         hive_bin: std::env::current_exe().context("locate the hive binary")?,
         engine_bin: crate::engine::locate(config.claude_bin.as_deref())?,
+        codex_bin: crate::engine::locate_codex(config.codex_bin.as_deref())?,
         agent_env,
         agent_env_args: config.agent_env,
         ports: config.ports,
@@ -212,7 +171,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         settings,
     ));
     for name in reconcile_agents(&coord)? {
-        serve_agent_socket(&coord, name)?;
+        agent_server::serve_agent_socket(&coord, name)?;
     }
 
     let host = listener::bind(&paths.host_socket())?;
@@ -297,41 +256,6 @@ fn reconcile_agents(coord: &Coordinator) -> anyhow::Result<Vec<AgentName>> {
     Ok(names)
 }
 
-/// Binds `name`'s socket and serves it until shutdown; a socket this
-/// daemon already serves is left as it is.
-pub fn serve_agent_socket(coord: &Arc<Coordinator>, name: AgentName) -> anyhow::Result<()> {
-    let bound = coord
-        .agent_sockets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&name)
-        .is_some_and(|task| !task.is_finished());
-    if bound {
-        return Ok(());
-    }
-    let socket = listener::bind(&coord.paths.agent_socket(&name))?;
-    let egress = crate::egress::Proxy::new(coord.egress.clone(), name.clone())
-        .bind(&coord.paths.egress_socket(&name))?;
-    let task = {
-        let (coord, name) = (coord.clone(), name.clone());
-        let agent = listener::accept_loop(socket, move |stream| {
-            agent_server::handle(coord.clone(), name.clone(), stream)
-        });
-        tokio::spawn(async move {
-            tokio::join!(agent, egress);
-        })
-    };
-    let previous = coord
-        .agent_sockets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name, task.abort_handle());
-    if let Some(previous) = previous {
-        previous.abort();
-    }
-    Ok(())
-}
-
 /// Mirrors the broker's sent/delivered broadcast onto the dashboard bus.
 async fn forward_broker_events(coord: Arc<Coordinator>) {
     let mut rx = coord.store.subscribe();
@@ -361,29 +285,18 @@ fn message_event(seq: u64, m: hive_store::MessageRow, delivered: bool) -> Dashbo
         at,
         in_reply_to,
     } = m;
-    let file_refs = Vec::new();
+    let message = MessageView {
+        id,
+        from,
+        to,
+        body,
+        at,
+        in_reply_to,
+    };
     if delivered {
-        DashboardEvent::Delivered {
-            seq,
-            id,
-            from,
-            to,
-            body,
-            at,
-            in_reply_to,
-            file_refs,
-        }
+        DashboardEvent::Delivered { seq, message }
     } else {
-        DashboardEvent::Sent {
-            seq,
-            id,
-            from,
-            to,
-            body,
-            at,
-            in_reply_to,
-            file_refs,
-        }
+        DashboardEvent::Sent { seq, message }
     }
 }
 
@@ -427,23 +340,4 @@ fn remove_sockets(coord: &Coordinator) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_files() {
-        let vars = parse_env_file("# comment\n\nA=1\nB_2=x=y\n").unwrap();
-        assert_eq!(
-            vars,
-            [("A".into(), "1".into()), ("B_2".into(), "x=y".into())]
-        );
-        assert_eq!(
-            format!("{:#}", parse_env_file("ok=1\n1BAD=2").unwrap_err()),
-            "line 2: \"1BAD\" is not a valid environment variable name"
-        );
-        assert!(parse_env_pair("NOEQUALS").is_err());
-    }
 }

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::task::{Task, TaskEvent, TaskFilter};
 use crate::{AgentName, AgentStatusRow, ApprovalKind};
 
 /// Requests on a per-agent socket (and the agent half of the manager
@@ -113,6 +114,60 @@ pub enum AgentRequest {
         /// fresh boot, says nothing about the login).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         logged_in: Option<bool>,
+        /// When the state ends by itself, unix seconds: the reset of a
+        /// `quota` state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+    },
+    /// Put a task on the shared board (open; claimable once every task in
+    /// `depends_on` is done). Answers `task`.
+    TaskCreate {
+        title: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        body: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        depends_on: Vec<i64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<String>,
+    },
+    /// The board in order: `mine`, `claimable`, `active` (default) or `all`.
+    /// Answers `tasks`.
+    TaskList {
+        #[serde(default)]
+        filter: TaskFilter,
+    },
+    /// One task with its history. Answers `task_detail`.
+    TaskShow { id: i64 },
+    /// Take an open task whose dependencies are done (or resume one this
+    /// agent blocked). Answers `task`.
+    TaskClaim { id: i64 },
+    /// Change a task's fields (its holder, or its creator while it is
+    /// open). `depends_on` and `links` replace the lists. Answers `task`.
+    TaskUpdate {
+        id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        depends_on: Option<Vec<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        links: Option<Vec<String>>,
+    },
+    /// Mark a task this agent holds done. Answers `task`.
+    TaskComplete {
+        id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// Stop on a task this agent holds, saying why. Answers `task`.
+    TaskBlock { id: i64, reason: String },
+    /// Cancel a task: the manager any, an agent one it created that nobody
+    /// holds. Answers `task`.
+    TaskCancel {
+        id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
 }
 
@@ -157,6 +212,11 @@ pub enum ManagerOnlyRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lines: Option<u32>,
     },
+    /// Reserve a task for an agent (it goes back to open for that agent to
+    /// claim; the agent is told). Answers `task`.
+    TaskAssign { id: i64, agent: AgentName },
+    /// Move a task on the board: lower `rank` first. Answers `task`.
+    TaskReorder { id: i64, rank: i64 },
 }
 
 /// A request on the manager socket: the agent surface or a privileged verb.
@@ -181,6 +241,8 @@ impl ManagerRequest {
         "update",
         "list",
         "get_logs",
+        "task_assign",
+        "task_reorder",
     ];
 }
 
@@ -248,6 +310,12 @@ pub enum AgentResponse {
     Agents { agents: Vec<AgentStatusRow> },
     /// Manager `get_logs` result, oldest line first.
     Logs { lines: Vec<String> },
+    /// A task verb's result: the task as it is now.
+    Task { task: Task },
+    /// `task_list` result, in board order.
+    Tasks { tasks: Vec<Task> },
+    /// `task_show` result: the task and its history, oldest first.
+    TaskDetail { task: Task, history: Vec<TaskEvent> },
 }
 
 /// The manager socket answers the same shapes as an agent socket.

@@ -11,3 +11,75 @@
 pub const PAUSED: &str = "paused";
 /// The deployed config (sha, `agent.toml`, role prompt) as JSON.
 pub const DEPLOYED: &str = "deployed.json";
+
+/// The spend limit of an agent (`[budget]` in `agent.toml`, carried to the
+/// harness in `deployed.json`). Absent fields are unlimited. The harness
+/// starts no turn once any limit is reached; `daily_*` count the turns
+/// started since 00:00 UTC, `total_*` every turn of the agent's `/state`.
+/// Tokens are input, output and cache writes (cache reads, the re-read
+/// context, are not counted): subscription users see $0 cost, so a token
+/// limit is their budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Budget {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
+}
+
+impl Budget {
+    /// No limit at all.
+    pub fn is_unlimited(&self) -> bool {
+        *self == Budget::default()
+    }
+
+    /// One line for people: `$5/day, 200000 tokens in total`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(usd) = self.daily_usd {
+            parts.push(format!("${usd}/day"));
+        }
+        if let Some(usd) = self.total_usd {
+            parts.push(format!("${usd} in total"));
+        }
+        if let Some(tokens) = self.daily_tokens {
+            parts.push(format!("{tokens} tokens/day"));
+        }
+        if let Some(tokens) = self.total_tokens {
+            parts.push(format!("{tokens} tokens in total"));
+        }
+        if parts.is_empty() {
+            "unlimited".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// The first limit `today` or `total` (usd, tokens) reached, described.
+    pub fn reached(&self, today: (f64, u64), total: (f64, u64)) -> Option<String> {
+        let usd = |spent: f64, limit: Option<f64>, when: &str| {
+            limit
+                .filter(|l| spent >= *l)
+                .map(|l| format!("${spent:.4} spent {when}, limit ${l}"))
+        };
+        let tokens = |spent: u64, limit: Option<u64>, when: &str| {
+            limit
+                .filter(|l| spent >= *l)
+                .map(|l| format!("{spent} tokens {when}, limit {l}"))
+        };
+        usd(today.0, self.daily_usd, "today")
+            .or_else(|| usd(total.0, self.total_usd, "in total"))
+            .or_else(|| tokens(today.1, self.daily_tokens, "today"))
+            .or_else(|| tokens(total.1, self.total_tokens, "in total"))
+    }
+
+    /// Only daily limits were reached: the next UTC day lifts them.
+    pub fn only_daily(&self, total: (f64, u64)) -> bool {
+        self.total_usd.is_none_or(|l| total.0 < l) && self.total_tokens.is_none_or(|l| total.1 < l)
+    }
+}

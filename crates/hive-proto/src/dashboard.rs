@@ -12,6 +12,19 @@ use crate::{AgentStatusRow, ApprovalKind, ApprovalStatus};
 /// One container row on the dashboard: the same shape `agent_status` gives.
 pub type ContainerView = AgentStatusRow;
 
+/// A broker message as both `sent` and `delivered` carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageView {
+    /// Broker row id, for reply threads.
+    pub id: i64,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<i64>,
+}
+
 /// Every change the dashboard reacts to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -19,31 +32,14 @@ pub enum DashboardEvent {
     /// A message entered the broker.
     Sent {
         seq: u64,
-        /// Broker row id, for reply threads.
-        id: i64,
-        from: String,
-        to: String,
-        body: String,
-        at: i64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        in_reply_to: Option<i64>,
-        /// Path-shaped tokens of `body` verified to be files under the
-        /// allowed roots; the client links only these.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        file_refs: Vec<String>,
+        #[serde(flatten)]
+        message: MessageView,
     },
     /// A message was popped by its recipient.
     Delivered {
         seq: u64,
-        id: i64,
-        from: String,
-        to: String,
-        body: String,
-        at: i64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        in_reply_to: Option<i64>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        file_refs: Vec<String>,
+        #[serde(flatten)]
+        message: MessageView,
     },
     /// A new approval is pending. `diff` is raw unified diff text.
     ApprovalAdded {
@@ -86,8 +82,6 @@ pub enum DashboardEvent {
         deadline_at: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        question_refs: Vec<String>,
     },
     /// A question was answered, expired or cancelled.
     QuestionResolved {
@@ -99,8 +93,6 @@ pub enum DashboardEvent {
         cancelled: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        answer_refs: Vec<String>,
     },
     /// A lifecycle action started; the client ticks elapsed time from
     /// `since_unix` itself.
@@ -130,6 +122,8 @@ pub enum DashboardEvent {
     MetaUpdateRunning { seq: u64, running: bool },
     /// The full rebuild queue after any change to it.
     RebuildQueueChanged { seq: u64, queue: Vec<QueueEntry> },
+    /// A task was created or changed; clients upsert by id.
+    TaskChanged { seq: u64, task: crate::Task },
 }
 
 /// A lifecycle action in flight.
@@ -196,7 +190,8 @@ impl DashboardEvent {
             | DashboardEvent::TombstonesChanged { seq, .. }
             | DashboardEvent::MetaInputsChanged { seq, .. }
             | DashboardEvent::MetaUpdateRunning { seq, .. }
-            | DashboardEvent::RebuildQueueChanged { seq, .. } => *seq,
+            | DashboardEvent::RebuildQueueChanged { seq, .. }
+            | DashboardEvent::TaskChanged { seq, .. } => *seq,
         }
     }
 }

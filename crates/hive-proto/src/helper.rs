@@ -73,4 +73,20 @@ pub enum HelperEvent {
     LoggedIn { agent: String },
     /// An agent runs a config older than its deployed one.
     NeedsUpdate { agent: String },
+    /// The tasks an agent held went back to open: its container crashed or
+    /// was destroyed (a claim is a lease on its life).
+    TaskReleased {
+        id: i64,
+        title: String,
+        agent: String,
+        reason: String,
+    },
+    /// An agent's subscription quota is used up: it is parked (its
+    /// messages wait) and resumes by itself at `until` (unix seconds).
+    QuotaReached { agent: String, until: i64 },
+    /// The operator answered "raise" to an agent over its budget: commit a
+    /// larger `[budget]` in its `agent.toml` and request its deploy.
+    BudgetRaiseRequested { agent: String, answer: String },
+    /// A task was reserved for this agent: claim it when it is claimable.
+    TaskAssigned { id: i64, title: String, by: String },
 }

@@ -87,6 +87,31 @@ pub enum HostRequest {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         follow: bool,
     },
+    /// The task board (`active` unless `filter` says otherwise). Answers
+    /// `tasks`.
+    Tasks {
+        #[serde(default)]
+        filter: crate::TaskFilter,
+    },
+    /// Put a task on the board as the operator, optionally reserved for
+    /// `assignee`. Answers `tasks` with the one task.
+    TaskAdd {
+        title: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        body: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        depends_on: Vec<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignee: Option<AgentName>,
+    },
+    /// Reserve a task for an agent. Answers `tasks` with the one task.
+    TaskAssign { id: i64, agent: AgentName },
+    /// Cancel a task. Answers `tasks` with the one task.
+    TaskCancel {
+        id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// A set of agents a verb applies to; empty means every agent.
@@ -125,6 +150,8 @@ pub struct HostResponse {
     pub urls: Option<Vec<AgentUrl>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<crate::Task>>,
 }
 
 impl HostResponse {
@@ -138,6 +165,7 @@ impl HostResponse {
             approvals: None,
             urls: None,
             logs: None,
+            tasks: None,
         }
     }
 
@@ -183,6 +211,13 @@ impl HostResponse {
     pub fn logs(lines: Vec<String>) -> Self {
         Self {
             logs: Some(lines),
+            ..Self::empty(true)
+        }
+    }
+
+    pub fn tasks(tasks: Vec<crate::Task>) -> Self {
+        Self {
+            tasks: Some(tasks),
             ..Self::empty(true)
         }
     }

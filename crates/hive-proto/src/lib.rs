@@ -17,12 +17,13 @@ pub mod helper;
 pub mod host;
 pub mod live;
 pub mod name;
+pub mod task;
 
 pub use agent::{
     AgentAnswer, AgentRequest, AgentResponse, DeliveredMessage, InboxRow, LooseEnd, LooseEndKind,
     ManagerOnlyRequest, ManagerRequest, ManagerResponse, OutgoingMessage,
 };
-pub use dashboard::DashboardEvent;
+pub use dashboard::{DashboardEvent, MessageView};
 pub use helper::HelperEvent;
 pub use host::{
     AgentStatusRow, AgentUrl, Approval, ApprovalKind, ApprovalStatus, HostRequest, HostResponse,
@@ -30,6 +31,7 @@ pub use host::{
 };
 pub use live::{LiveEvent, LiveFrame};
 pub use name::{AgentName, NameError, Recipient};
+pub use task::{NewTask, Task, TaskEvent, TaskFilter, TaskPatch, TaskStatus};
 
 /// Broker name of the privileged manager agent.
 pub const MANAGER_AGENT: &str = "manager";

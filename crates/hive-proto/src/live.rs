@@ -70,4 +70,20 @@ pub enum TurnState {
     /// The engine binary is not in the container (not a login problem:
     /// the daemon needs `--claude-bin`).
     EngineMissing,
+    /// The subscription's usage window is used up: parked until it resets
+    /// (the report's `until`), spending nothing.
+    Quota,
+    /// The spend limit of its `agent.toml` is reached: no turn starts until
+    /// the operator raises it.
+    OverBudget,
 }
+
+/// The status line of an agent parked on its quota: `quota until HH:MM
+/// UTC` for the reset at unix second `until`.
+pub fn quota_text(until: i64) -> String {
+    let day = until.rem_euclid(86_400);
+    format!("quota until {:02}:{:02} UTC", day / 3600, day % 3600 / 60)
+}
+
+/// What every quota status line starts with.
+pub const QUOTA_PREFIX: &str = "quota until ";

@@ -397,6 +397,7 @@ fn agent_requests() {
             state: hive_proto::live::TurnState::NeedsLogin,
             model: Some("opus".into()),
             logged_in: None,
+            until: None,
         },
         r#"{"cmd":"harness_state","state":"needs_login","model":"opus"}"#,
     );
@@ -405,8 +406,22 @@ fn agent_requests() {
             state: hive_proto::live::TurnState::Idle,
             model: None,
             logged_in: Some(true),
+            until: None,
         },
         r#"{"cmd":"harness_state","state":"idle","logged_in":true}"#,
+    );
+    check(
+        HarnessState {
+            state: hive_proto::live::TurnState::Quota,
+            model: None,
+            logged_in: None,
+            until: Some(1_795_953_864),
+        },
+        r#"{"cmd":"harness_state","state":"quota","until":1795953864}"#,
+    );
+    assert_eq!(
+        hive_proto::live::quota_text(1_795_953_864),
+        "quota until 12:04 UTC"
     );
 }
 
@@ -679,28 +694,30 @@ fn dashboard_events() {
     check(
         Sent {
             seq: 1,
-            id: 2,
-            from: "a".into(),
-            to: "b".into(),
-            body: "hi".into(),
-            at: 3,
-            in_reply_to: None,
-            file_refs: vec![],
+            message: MessageView {
+                id: 2,
+                from: "a".into(),
+                to: "b".into(),
+                body: "hi".into(),
+                at: 3,
+                in_reply_to: None,
+            },
         },
         r#"{"kind":"sent","seq":1,"id":2,"from":"a","to":"b","body":"hi","at":3}"#,
     );
     check(
         Delivered {
             seq: 1,
-            id: 2,
-            from: "a".into(),
-            to: "b".into(),
-            body: "see /shared/x.md".into(),
-            at: 3,
-            in_reply_to: Some(1),
-            file_refs: vec!["/shared/x.md".into()],
+            message: MessageView {
+                id: 2,
+                from: "a".into(),
+                to: "b".into(),
+                body: "see /shared/x.md".into(),
+                at: 3,
+                in_reply_to: Some(1),
+            },
         },
-        r#"{"kind":"delivered","seq":1,"id":2,"from":"a","to":"b","body":"see /shared/x.md","at":3,"in_reply_to":1,"file_refs":["/shared/x.md"]}"#,
+        r#"{"kind":"delivered","seq":1,"id":2,"from":"a","to":"b","body":"see /shared/x.md","at":3,"in_reply_to":1}"#,
     );
     check(
         ApprovalAdded {
@@ -739,7 +756,6 @@ fn dashboard_events() {
             asked_at: 1,
             deadline_at: None,
             target: None,
-            question_refs: vec![],
         },
         r#"{"kind":"question_added","seq":6,"id":1,"asker":"c","question":"q","options":[],"multi":false,"asked_at":1}"#,
     );
@@ -752,7 +768,6 @@ fn dashboard_events() {
             answered_at: 2,
             cancelled: true,
             target: Some("d".into()),
-            answer_refs: vec![],
         },
         r#"{"kind":"question_resolved","seq":7,"id":1,"answer":"[cancelled]","answerer":"operator","answered_at":2,"cancelled":true,"target":"d"}"#,
     );
@@ -952,4 +967,180 @@ fn every_agent_answer_carries_the_unread_count_once() {
         r#"{"kind":"status","unread":4}"#,
     );
     check(AgentResponse::Ok, None, r#"{"kind":"ok"}"#);
+}
+
+fn task() -> Task {
+    Task {
+        id: 3,
+        title: "api".into(),
+        body: String::new(),
+        creator: "manager".into(),
+        assignee: Some("alice".into()),
+        status: TaskStatus::Claimed,
+        reason: None,
+        depends_on: vec![1],
+        links: vec!["msg:9".into()],
+        rank: 3,
+        claimable: false,
+        created_at: 10,
+        updated_at: 11,
+    }
+}
+
+const TASK_LINE: &str = r#"{"id":3,"title":"api","creator":"manager","assignee":"alice","status":"claimed","depends_on":[1],"links":["msg:9"],"rank":3,"claimable":false,"created_at":10,"updated_at":11}"#;
+
+#[test]
+fn task_board() {
+    use AgentRequest::*;
+    check(
+        TaskCreate {
+            title: "api".into(),
+            body: String::new(),
+            depends_on: vec![1, 2],
+            links: vec![],
+        },
+        r#"{"cmd":"task_create","title":"api","depends_on":[1,2]}"#,
+    );
+    check(
+        TaskList {
+            filter: TaskFilter::Claimable,
+        },
+        r#"{"cmd":"task_list","filter":"claimable"}"#,
+    );
+    assert_eq!(
+        serde_json::from_str::<AgentRequest>(r#"{"cmd":"task_list"}"#).unwrap(),
+        TaskList {
+            filter: TaskFilter::Active
+        }
+    );
+    check(TaskShow { id: 3 }, r#"{"cmd":"task_show","id":3}"#);
+    check(TaskClaim { id: 3 }, r#"{"cmd":"task_claim","id":3}"#);
+    check(
+        TaskUpdate {
+            id: 3,
+            title: None,
+            body: Some("b".into()),
+            depends_on: Some(vec![]),
+            links: None,
+        },
+        r#"{"cmd":"task_update","id":3,"body":"b","depends_on":[]}"#,
+    );
+    check(
+        TaskComplete { id: 3, note: None },
+        r#"{"cmd":"task_complete","id":3}"#,
+    );
+    check(
+        TaskBlock {
+            id: 3,
+            reason: "keys".into(),
+        },
+        r#"{"cmd":"task_block","id":3,"reason":"keys"}"#,
+    );
+    check(
+        TaskCancel {
+            id: 3,
+            reason: Some("dup".into()),
+        },
+        r#"{"cmd":"task_cancel","id":3,"reason":"dup"}"#,
+    );
+    let m = |r| ManagerRequest::Manager(r);
+    check(
+        m(ManagerOnlyRequest::TaskAssign {
+            id: 3,
+            agent: name("alice"),
+        }),
+        r#"{"cmd":"task_assign","id":3,"agent":"alice"}"#,
+    );
+    check(
+        m(ManagerOnlyRequest::TaskReorder { id: 3, rank: -1 }),
+        r#"{"cmd":"task_reorder","id":3,"rank":-1}"#,
+    );
+    check(
+        AgentResponse::Task { task: task() },
+        &format!(r#"{{"kind":"task","task":{TASK_LINE}}}"#),
+    );
+    check(
+        AgentResponse::Tasks {
+            tasks: vec![task()],
+        },
+        &format!(r#"{{"kind":"tasks","tasks":[{TASK_LINE}]}}"#),
+    );
+    check(
+        AgentResponse::TaskDetail {
+            task: task(),
+            history: vec![TaskEvent {
+                at: 10,
+                actor: "manager".into(),
+                action: "created".into(),
+                note: None,
+            }],
+        },
+        &format!(
+            r#"{{"kind":"task_detail","task":{TASK_LINE},"history":[{{"at":10,"actor":"manager","action":"created"}}]}}"#
+        ),
+    );
+    check(
+        HelperEvent::TaskReleased {
+            id: 3,
+            title: "api".into(),
+            agent: "alice".into(),
+            reason: "its container crashed".into(),
+        },
+        r#"{"event":"task_released","id":3,"title":"api","agent":"alice","reason":"its container crashed"}"#,
+    );
+    check(
+        HelperEvent::QuotaReached {
+            agent: "alice".into(),
+            until: 1_795_953_864,
+        },
+        r#"{"event":"quota_reached","agent":"alice","until":1795953864}"#,
+    );
+    check(
+        HelperEvent::TaskAssigned {
+            id: 3,
+            title: "api".into(),
+            by: "operator".into(),
+        },
+        r#"{"event":"task_assigned","id":3,"title":"api","by":"operator"}"#,
+    );
+    check(
+        DashboardEvent::TaskChanged {
+            seq: 7,
+            task: task(),
+        },
+        &format!(r#"{{"kind":"task_changed","seq":7,"task":{TASK_LINE}}}"#),
+    );
+    check(
+        HostRequest::Tasks {
+            filter: TaskFilter::All,
+        },
+        r#"{"cmd":"tasks","filter":"all"}"#,
+    );
+    check(
+        HostRequest::TaskAdd {
+            title: "t".into(),
+            body: String::new(),
+            depends_on: vec![1],
+            assignee: Some(name("bob")),
+        },
+        r#"{"cmd":"task_add","title":"t","depends_on":[1],"assignee":"bob"}"#,
+    );
+    check(
+        HostRequest::TaskAssign {
+            id: 1,
+            agent: name("bob"),
+        },
+        r#"{"cmd":"task_assign","id":1,"agent":"bob"}"#,
+    );
+    check(
+        HostRequest::TaskCancel {
+            id: 1,
+            reason: None,
+        },
+        r#"{"cmd":"task_cancel","id":1}"#,
+    );
+    check(
+        HostResponse::tasks(vec![task()]),
+        &format!(r#"{{"version":1,"ok":true,"tasks":[{TASK_LINE}]}}"#),
+    );
 }

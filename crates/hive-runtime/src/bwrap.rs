@@ -58,13 +58,10 @@
 //!   exit is reported like any other), not at `create`.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use crate::child::{CommandLine, Launcher};
+use crate::probe::{find_program, run_check};
 use crate::process::{Inside, base_env};
 use crate::{ContainerSpec, Error, Result, mount};
 
@@ -150,7 +147,7 @@ impl Launcher for BwrapLauncher {
 
 /// bwrap's arguments for `spec`.
 fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
-    check_paths(spec)?;
+    spec.check_paths()?;
     let mut args: Vec<OsString> = ISOLATION.iter().map(OsString::from).collect();
     let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|s| s.to_os_string()));
     let os = OsStr::new;
@@ -226,109 +223,4 @@ fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
     ]);
     args.extend(spec.args.iter().map(OsString::from));
     Ok(args)
-}
-
-/// Refuses a spec with a relative path: a sandbox has no working dir of
-/// the daemon to resolve it against.
-pub(crate) fn check_paths(spec: &ContainerSpec) -> Result<()> {
-    let mut paths = vec![
-        ("program", spec.program.as_path()),
-        ("state dir", &spec.state_dir),
-        ("shared dir", &spec.shared_dir),
-        ("socket", &spec.socket),
-        ("egress socket", &spec.egress_socket),
-        ("page dir", &spec.page_dir),
-        ("control dir", &spec.control_dir),
-        ("etc dir", &spec.etc_dir),
-    ];
-    if let Some(engine) = &spec.engine_bin {
-        paths.push(("engine binary", engine));
-    }
-    for bind in &spec.binds {
-        paths.push(("bind source", &bind.host));
-        paths.push(("bind target", &bind.container));
-    }
-    match paths.iter().find(|(_, p)| !p.is_absolute()) {
-        Some((what, path)) => Err(Error::Failed(format!(
-            "{what} of h-{} is not an absolute path: {}",
-            spec.name,
-            path.display()
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// `name` on the daemon's `PATH`, or in the usual system dirs.
-pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin", "/bin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// How long a probe's trial run may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Runs `program args` to completion for a probe (blocking, at most
-/// [`PROBE_TIMEOUT`]); on failure, says why in the words of its stderr.
-pub(crate) fn run_check<A: AsRef<OsStr>>(
-    program: &Path,
-    args: &[A],
-) -> std::result::Result<(), String> {
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "a short synchronous probe, not a container: ChildRuntime spawns those"
-    )]
-    let mut command = std::process::Command::new(program);
-    command
-        .args(args.iter().map(AsRef::as_ref))
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    let pid = child.id();
-    let mut stderr = child.stderr.take();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(pipe) = stderr.as_mut() {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        let _ = tx.send((child.wait(), text));
-    });
-    let (status, stderr) = match rx.recv_timeout(PROBE_TIMEOUT) {
-        Ok(done) => done,
-        Err(_) => {
-            if let Ok(pid) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            return Err(format!("no exit within {PROBE_TIMEOUT:?}"));
-        }
-    };
-    let status = status.map_err(|e| format!("wait for {}: {e}", program.display()))?;
-    if status.success() {
-        return Ok(());
-    }
-    let said: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !crate::nspawn::is_noise(l))
-        .collect();
-    if said.is_empty() {
-        Err(format!("{} failed ({status})", program.display()))
-    } else {
-        Err(format!("{} ({status})", said.join("; ")))
-    }
 }

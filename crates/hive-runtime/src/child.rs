@@ -360,10 +360,6 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         self.changes.subscribe()
     }
 
-    fn reports_exits(&self) -> bool {
-        true
-    }
-
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
         let path = {
             let containers = self.lock();
@@ -383,7 +379,7 @@ fn wrap(line: CommandLine, spec: &ContainerSpec, runs_as_user: bool) -> Result<C
     let Some(user) = spec.user.filter(|_| runs_as_user) else {
         return Ok(line);
     };
-    let setpriv = crate::bwrap::find_program("setpriv").ok_or_else(|| Error::Unavailable {
+    let setpriv = crate::probe::find_program("setpriv").ok_or_else(|| Error::Unavailable {
         runtime: "bwrap",
         reason: "setpriv (util-linux) not found on PATH: needed to run agents unprivileged".into(),
     })?;
@@ -407,7 +403,7 @@ fn wrap(line: CommandLine, spec: &ContainerSpec, runs_as_user: bool) -> Result<C
 /// user, before any switch), then execs it: every process of the
 /// container is born in them.
 fn enter_groups(line: CommandLine, groups: &crate::cgroup::Groups) -> Result<CommandLine> {
-    let sh = crate::bwrap::find_program("sh").unwrap_or_else(|| PathBuf::from("/bin/sh"));
+    let sh = crate::probe::find_program("sh").unwrap_or_else(|| PathBuf::from("/bin/sh"));
     let mut args: Vec<OsString> = vec![
         "-c".into(),
         crate::cgroup::ENTER_SCRIPT.into(),

@@ -28,6 +28,7 @@ pub mod child;
 pub mod docker;
 pub mod etc;
 pub mod nspawn;
+pub mod probe;
 pub mod process;
 
 /// Where a container's program finds its world, inside any sandbox.
@@ -169,6 +170,36 @@ impl ContainerSpec {
     pub fn container_name(&self) -> String {
         container_name(&self.name)
     }
+
+    /// Refuses a spec with a relative path: a sandbox has no working dir of
+    /// the daemon to resolve it against.
+    pub(crate) fn check_paths(&self) -> Result<()> {
+        let mut paths = vec![
+            ("program", self.program.as_path()),
+            ("state dir", &self.state_dir),
+            ("shared dir", &self.shared_dir),
+            ("socket", &self.socket),
+            ("egress socket", &self.egress_socket),
+            ("page dir", &self.page_dir),
+            ("control dir", &self.control_dir),
+            ("etc dir", &self.etc_dir),
+        ];
+        if let Some(engine) = &self.engine_bin {
+            paths.push(("engine binary", engine));
+        }
+        for bind in &self.binds {
+            paths.push(("bind source", &bind.host));
+            paths.push(("bind target", &bind.container));
+        }
+        match paths.iter().find(|(_, p)| !p.is_absolute()) {
+            Some((what, path)) => Err(Error::Failed(format!(
+                "{what} of h-{} is not an absolute path: {}",
+                self.name,
+                path.display()
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The container name of an agent: `h-<agent>`.
@@ -306,12 +337,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every container this backend holds for the hive.
     async fn list(&self) -> Result<Vec<ContainerStatus>>;
 
-    /// Running/stopped transitions, as they happen.
+    /// Running/stopped transitions, as they happen: every backend reports
+    /// exits (nothing polls [`Runtime::list`] for them).
     fn subscribe(&self) -> broadcast::Receiver<StateChange>;
-
-    /// Whether [`Runtime::subscribe`] reports exits as they happen; if not,
-    /// core polls [`Runtime::list`].
-    fn reports_exits(&self) -> bool;
 
     /// Whether containers outlive the daemon (docker). If not (children of
     /// the daemon), core stops them when it shuts down and starts them
@@ -353,9 +381,6 @@ pub async fn tail_file(path: &std::path::Path, lines: usize) -> Result<Vec<Strin
     let from = all.len().saturating_sub(lines);
     Ok(all[from..].iter().map(|l| (*l).to_owned()).collect())
 }
-
-/// Polling period for backends that do not report exits.
-pub const POLL_PERIOD: Duration = Duration::from_secs(2);
 
 /// The runtime a hive runs with, and why stronger ones were passed over.
 pub struct Selection {

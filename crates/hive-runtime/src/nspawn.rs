@@ -91,8 +91,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::bwrap::{check_paths, find_program, run_check};
 use crate::child::{CommandLine, Launcher};
+use crate::probe::{find_program, run_check};
 use crate::process::{Inside, base_env};
 use crate::{ContainerSpec, Error, Result, mount};
 
@@ -132,7 +132,7 @@ impl Launcher for NspawnLauncher {
             runtime: "nspawn",
             reason,
         })?;
-        check_paths(spec)?;
+        spec.check_paths()?;
         let env = base_env(spec, self.name(), Inside::SANDBOX);
         let mut args = machine_args(&nspawn, &machine_name(spec));
         args.push(format!("--hostname={}", spec.container_name()).into());
@@ -243,10 +243,4 @@ fn escape(path: &Path) -> OsString {
         out.push(b);
     }
     OsString::from_vec(out)
-}
-
-/// A line nspawn prints on every exit where `/run` is not a tmpfs; not a
-/// reason for anything.
-pub(crate) fn is_noise(line: &str) -> bool {
-    line.starts_with("Attempted to remove disk file system under")
 }

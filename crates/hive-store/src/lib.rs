@@ -1,5 +1,5 @@
 //! hyperhive's durable state on one sqlite file: the message broker,
-//! approvals, questions, reminders and the agents registry.
+//! approvals, questions, reminders, the task board and the agents registry.
 //!
 //! This crate owns the schema and its migrations (keyed on
 //! `PRAGMA user_version`, applied in place at [`Store::open`]) and every
@@ -16,10 +16,12 @@
 mod agents;
 mod approvals;
 mod broker;
+mod budget;
 mod loose_ends;
 mod questions;
 mod reminders;
 mod schema;
+mod tasks;
 mod writer;
 
 use std::collections::HashMap;
@@ -35,12 +37,14 @@ use tokio::sync::{Notify, broadcast};
 
 pub use agents::AgentRecord;
 pub use broker::{MessageEvent, MessageRow, Popped};
+pub use budget::BUDGET_OPTIONS;
 pub use questions::{ANSWER_CANCELLED, ANSWER_EXPIRED, Question, TTL_WATCHDOG};
 pub use reminders::{
     MAX_PENDING_REMINDERS, MAX_REMINDER_ATTEMPTS, Reminder, ReminderOutcome, ceil_seconds,
     reminder_backoff_seconds,
 };
 pub use schema::SCHEMA_VERSION;
+pub use tasks::{MAX_ACTIVE_TASKS, MAX_TASK_BODY, MAX_TASK_REFS, MAX_TASK_TITLE};
 
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -43,6 +43,10 @@ const MIGRATIONS: &[Migration] = &[
         apply: reminder_millis,
     },
     Migration {
+        what: "the task board, budget questions",
+        apply: task_board,
+    },
+    Migration {
         what: "exact message leases",
         apply: exact_leases,
     },
@@ -99,6 +103,50 @@ fn reminder_millis(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          ALTER TABLE reminders RENAME COLUMN delivered_at TO delivered_ms;
          UPDATE reminders SET due_ms = due_ms * 1000,
              delivered_ms = delivered_ms * 1000;",
+    )
+}
+
+/// The task board (`tasks.rs`): tasks, their dependencies and history.
+/// `assignee` is the holder of a claimed or blocked task, or whom an open
+/// one is reserved for; `links` a JSON array. And the questions core asked
+/// the operator about an agent over its budget (`budget.rs`), so an answer
+/// acts on that agent even after a daemon restart.
+fn task_board(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS tasks (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             title TEXT NOT NULL,
+             body TEXT NOT NULL DEFAULT '',
+             creator TEXT NOT NULL,
+             assignee TEXT,
+             status TEXT NOT NULL DEFAULT 'open',
+             reason TEXT,
+             links TEXT NOT NULL DEFAULT '[]',
+             rank INTEGER NOT NULL,
+             created_at INTEGER NOT NULL,
+             updated_at INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS tasks_held ON tasks (assignee)
+             WHERE status IN ('claimed', 'blocked');
+         CREATE TABLE IF NOT EXISTS task_deps (
+             task INTEGER NOT NULL REFERENCES tasks (id),
+             depends_on INTEGER NOT NULL REFERENCES tasks (id),
+             PRIMARY KEY (task, depends_on)
+         );
+         CREATE INDEX IF NOT EXISTS task_deps_reverse ON task_deps (depends_on);
+         CREATE TABLE IF NOT EXISTS task_history (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             task INTEGER NOT NULL REFERENCES tasks (id),
+             at INTEGER NOT NULL,
+             actor TEXT NOT NULL,
+             action TEXT NOT NULL,
+             note TEXT
+         );
+         CREATE INDEX IF NOT EXISTS task_history_task ON task_history (task, id);
+         CREATE TABLE IF NOT EXISTS budget_questions (
+             question INTEGER PRIMARY KEY REFERENCES questions (id),
+             agent TEXT NOT NULL
+         );",
     )
 }
 

@@ -269,6 +269,8 @@
     rate_limited: 'peach',
     needs_login: 'red',
     engine_missing: 'red',
+    quota: 'peach',
+    over_budget: 'red',
   };
 
   function setAlive(alive) {
@@ -353,6 +355,7 @@
       $('login-missing').textContent = l.missing || 'the engine has no credentials';
       $('login-env').textContent = l.env.join(', ');
       $('login-file').textContent = l.credentials_file;
+      if (window.HiveCodex) window.HiveCodex.login(l, $);
       $('login-flow').hidden = !l.interactive;
       if (l.interactive) await refreshLoginSession();
     } catch (e) {
@@ -610,7 +613,14 @@
     return rows;
   }
 
+  // What codex.js (the codex engine's rows) builds with.
+  const CODEX_HELPERS = {
+    el, rowHead, details, pre, markdown, firstLine, toolCall, toolLabel, resultText, fmtNum,
+  };
+
   function streamRows(frame) {
+    const codex = window.HiveCodex && window.HiveCodex.rows(frame, CODEX_HELPERS);
+    if (codex) return codex;
     const type = frame.type;
     if (type === 'assistant' && frame.message) return assistantRows(frame, frame.message);
     if (type === 'user' && frame.message) return userRows(frame, frame.message);

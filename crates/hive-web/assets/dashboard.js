@@ -164,6 +164,9 @@
     return j;
   }
 
+  // Shared with board.js.
+  hive.post = post;
+
   // POSTs for a button: busy while in flight, a banner if it fails. The
   // page itself changes only through the events the action causes.
   async function act(btn, what, path, body) {
@@ -883,6 +886,7 @@
     S.msgIds.clear();
     msgNodes.clear();
     for (const m of snap.messages) addMessage(m, false);
+    if (window.HiveBoard) window.HiveBoard.snapshot(snap.tasks);
     $('runtime').textContent = 'runtime ' + (S.runtime || 'none');
     mark('containers', 'tombstones', 'questions', 'approvals', 'inbox');
   }
@@ -942,6 +946,10 @@
       case 'tombstones_changed':
         S.tombstones = ev.tombstones;
         mark('tombstones', 'containers');
+        break;
+      case 'task_changed':
+        // The board (board.js) keeps its own state.
+        if (window.HiveBoard) window.HiveBoard.changed(ev.task);
         break;
       default:
         break;

@@ -24,6 +24,8 @@ pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
 pub const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
 /// The dashboard's single-page client.
 pub const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+/// The task board section of the dashboard.
+pub const BOARD_JS: &str = include_str!("../assets/board.js");
 /// The per-agent page's static shell, served by core at `/agent/<name>/`
 /// (never by the harness: nothing the agent controls is a document on the
 /// dashboard's origin). Its URLs are relative to that prefix.
@@ -32,6 +34,9 @@ pub const AGENT_HTML: &str = include_str!("../assets/agent.html");
 pub const AGENT_CSS: &str = include_str!("../assets/agent.css");
 /// The per-agent page's single-page client.
 pub const AGENT_JS: &str = include_str!("../assets/agent.js");
+/// The agent page's rows for the codex engine's events (loaded before
+/// `agent.js`, which asks it first).
+pub const CODEX_JS: &str = include_str!("../assets/codex.js");
 
 /// The policy both pages are served with: scripts and styles only from the
 /// page's own origin (no inline script can run, whatever text gets in),
@@ -74,6 +79,11 @@ pub const ASSETS: &[Asset] = &[
         content_type: JS,
         body: DASHBOARD_JS,
     },
+    Asset {
+        name: "board.js",
+        content_type: JS,
+        body: BOARD_JS,
+    },
 ];
 
 /// The asset called `name`, if there is one.
@@ -93,6 +103,11 @@ pub const AGENT_ASSETS: &[Asset] = &[
         name: "agent.js",
         content_type: JS,
         body: AGENT_JS,
+    },
+    Asset {
+        name: "codex.js",
+        content_type: JS,
+        body: CODEX_JS,
     },
     Asset {
         name: "palette.css",
@@ -170,12 +185,12 @@ mod tests {
     /// Untrusted text only ever reaches the page as text.
     #[test]
     fn no_html_sinks_in_scripts() {
-        let agent_js = ("agent.js", AGENT_JS);
+        let agent_js = [("agent.js", AGENT_JS), ("codex.js", CODEX_JS)];
         let scripts = ASSETS
             .iter()
             .filter(|a| a.name.ends_with(".js"))
             .map(|a| (a.name, a.body));
-        for (name, body) in scripts.chain([agent_js]) {
+        for (name, body) in scripts.chain(agent_js) {
             for sink in [
                 "innerHTML",
                 "outerHTML",

@@ -163,6 +163,60 @@ pub enum AdminCommand {
         #[arg(value_name = "BODY", required = true, trailing_var_arg = true)]
         body: Vec<String>,
     },
+    /// Show the task board (tasks not done or cancelled; --all for every one).
+    Tasks {
+        /// Include done and cancelled tasks.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Create, assign or cancel a task on the board.
+    Task {
+        #[command(subcommand)]
+        verb: TaskVerb,
+    },
+}
+
+/// `hive task …`: the operator's board verbs.
+#[derive(Debug, clap::Subcommand)]
+pub enum TaskVerb {
+    /// Put a task on the board.
+    Add {
+        /// One line saying what is to be done.
+        #[arg(value_name = "TITLE")]
+        title: String,
+        /// The detail.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        body: String,
+        /// Tasks that must be done first (repeatable).
+        #[arg(long = "after", value_name = "ID", value_parser = parse_task_id)]
+        depends_on: Vec<i64>,
+        /// Reserve it for an agent.
+        #[arg(long = "assign", value_name = "NAME", value_parser = AgentName::parse)]
+        assignee: Option<AgentName>,
+    },
+    /// Reserve a task for an agent (it is told).
+    Assign {
+        #[arg(value_name = "ID", value_parser = parse_task_id)]
+        id: i64,
+        #[arg(value_name = "NAME", value_parser = AgentName::parse)]
+        agent: AgentName,
+    },
+    /// Cancel a task.
+    Cancel {
+        #[arg(value_name = "ID", value_parser = parse_task_id)]
+        id: i64,
+        /// Why, for the board's history.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+}
+
+/// A task id, with or without the `#` the board prints.
+fn parse_task_id(s: &str) -> Result<i64, String> {
+    let digits = s.strip_prefix('#').unwrap_or(s);
+    digits
+        .parse()
+        .map_err(|_| format!("invalid task id {s:?}: expected a number such as 4"))
 }
 
 /// An approval id, with or without the `#` the summaries print.
@@ -227,6 +281,33 @@ fn to_request(cmd: AdminCommand, input: &mut dyn Read) -> Result<HostRequest> {
     use AdminCommand as C;
     Ok(match cmd {
         C::List => HostRequest::List,
+        C::Tasks { all } => HostRequest::Tasks {
+            filter: if all {
+                hive_proto::TaskFilter::All
+            } else {
+                hive_proto::TaskFilter::Active
+            },
+        },
+        C::Task {
+            verb:
+                TaskVerb::Add {
+                    title,
+                    body,
+                    depends_on,
+                    assignee,
+                },
+        } => HostRequest::TaskAdd {
+            title,
+            body,
+            depends_on,
+            assignee,
+        },
+        C::Task {
+            verb: TaskVerb::Assign { id, agent },
+        } => HostRequest::TaskAssign { id, agent },
+        C::Task {
+            verb: TaskVerb::Cancel { id, reason },
+        } => HostRequest::TaskCancel { id, reason },
         C::Status { names, .. } => HostRequest::AgentStatus {
             scope: Scope { agent_names: names },
         },

@@ -93,6 +93,11 @@ struct ServeArgs {
     /// (default: `claude` on PATH; `scripts/install-claude` fetches one).
     #[arg(long, env = "HIVE_CLAUDE_BIN", value_name = "PATH")]
     claude_bin: Option<PathBuf>,
+    /// The `codex` CLI to bind read-only into every agent's container, for
+    /// agents whose `engine` is `codex` (default: `codex` on PATH;
+    /// `scripts/install-codex` fetches one).
+    #[arg(long, env = "HIVE_CODEX_BIN", value_name = "PATH")]
+    codex_bin: Option<PathBuf>,
     /// The manager's web UI port.
     #[arg(long, default_value_t = 8000)]
     manager_port: u16,
@@ -117,7 +122,7 @@ struct ServeArgs {
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
-    hive_core::serve::parse_env_pair(s).map_err(|e| e.to_string())
+    hive_core::engine::parse_env_pair(s).map_err(|e| e.to_string())
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -223,7 +228,8 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         runtime: args.runtime,
         agent_env: args.agent_env,
         claude_bin: args.claude_bin.filter(|p| !p.as_os_str().is_empty()),
-        ports: hive_core::lifecycle::PortRange {
+        codex_bin: args.codex_bin.filter(|p| !p.as_os_str().is_empty()),
+        ports: hive_core::coordinator::PortRange {
             manager: args.manager_port,
             first: args.agent_ports.0,
             last: args.agent_ports.1,

@@ -154,6 +154,13 @@ pub fn verdict(obs: &Observation, exit_ok: bool) -> Verdict {
     let status = obs.api_error_status;
     let error = obs.api_error.as_deref();
     let lower = text.to_lowercase();
+    // A plan's window used up: the CLI says when it resets.
+    if let Some(resets_at) = obs.usage_limit_resets_at {
+        return Verdict::Quota {
+            resets_at,
+            message: or(text, "usage limit reached"),
+        };
+    }
     if error == Some("rate_limit")
         || matches!(status, Some(429 | 529))
         || lower.contains("rate limit")
@@ -222,6 +229,18 @@ mod tests {
             "../../fixtures/claude-2.1.330-error-429.jsonl"
         ));
         assert!(matches!(verdict(&limited, false), Verdict::RateLimited(_)));
+        // A subscription's window used up (CLI 2.1.332, OAuth credentials,
+        // a 429 with `anthropic-ratelimit-unified-status: rejected`).
+        let quota = observe(include_str!(
+            "../../fixtures/claude-2.1.332-usage-limit.jsonl"
+        ));
+        assert_eq!(
+            verdict(&quota, false),
+            Verdict::Quota {
+                resets_at: 1_795_953_864,
+                message: "You've hit your 5-hour limit · resets 12:04pm (UTC)".into()
+            }
+        );
         let long = observe(include_str!(
             "../../fixtures/claude-2.1.330-error-long.jsonl"
         ));

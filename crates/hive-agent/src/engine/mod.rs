@@ -2,10 +2,13 @@
 //!
 //! An engine turns a [`EngineRequest`] into a command line ([`CommandSpec`])
 //! and its stdout lines into the shared [`StreamEvent`] vocabulary; the turn
-//! runner ([`crate::turn`]) does the rest. `claude` is the first engine;
-//! `codex exec --json` fits the same shape.
+//! runner ([`crate::turn`]) does the rest. Engines: `claude` (Claude Code)
+//! and `codex` (the Codex CLI, `codex exec --json`), chosen per agent by
+//! `engine` in its deployed `agent.toml` ([`from_name`]).
 
 pub mod claude;
+pub mod codex;
+pub mod codex_events;
 
 use std::path::{Path, PathBuf};
 
@@ -63,8 +66,14 @@ pub enum Verdict {
     Ok,
     /// The context no longer fits: compact and retry.
     PromptTooLong,
-    /// Rate or usage limit (or overload): back off and retry.
+    /// Rate limit (or overload): back off and retry.
     RateLimited(String),
+    /// A subscription's usage window is used up until `resets_at` (unix
+    /// seconds): park until then, spending nothing, and run the turn again.
+    Quota {
+        resets_at: i64,
+        message: String,
+    },
     /// No credentials, or bad ones.
     NeedsLogin(String),
     /// No engine binary to run.
@@ -85,6 +94,12 @@ pub trait Engine: Send + Sync {
     /// The prompt of a compaction run.
     fn compact_prompt(&self) -> String;
 
+    /// Whether the engine can compact its session on request; without,
+    /// the harness starts a new session where it would compact.
+    fn can_compact(&self) -> bool {
+        true
+    }
+
     /// One stdout line in the shared vocabulary, plus its raw JSON.
     fn parse(&self, line: &str) -> Result<(StreamEvent, Value), ParseError> {
         crate::stream::parse_line(line)
@@ -104,5 +119,32 @@ pub trait Engine: Send + Sync {
     /// engine has none.
     fn login_command(&self, _state_dir: &Path) -> Option<CommandSpec> {
         None
+    }
+}
+
+/// Records `engine` as the one this state dir runs; true when it replaces
+/// another (an approved switch), false on the first boot or the same one.
+pub fn switched(state_dir: &Path, engine: &str) -> bool {
+    let file = state_dir.join(crate::files::ENGINE);
+    let before = std::fs::read_to_string(&file).ok();
+    let before = before.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if before != Some(engine)
+        && let Err(e) = std::fs::write(&file, format!("{engine}\n"))
+    {
+        tracing::warn!("engine not recorded: {e}");
+    }
+    before.is_some_and(|b| b != engine)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_switch_is_seen_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!super::switched(dir.path(), "claude"), "the first boot");
+        assert!(!super::switched(dir.path(), "claude"));
+        assert!(super::switched(dir.path(), "codex"));
+        assert!(!super::switched(dir.path(), "codex"));
+        assert!(super::switched(dir.path(), "claude"));
     }
 }

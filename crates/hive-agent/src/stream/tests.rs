@@ -136,7 +136,7 @@ fn observation_of_a_tool_turn() {
     // The last inference is the small one after the tool result.
     assert_eq!(obs.context_tokens(), Some(100));
     assert_eq!(obs.total_usage.input_tokens, 1300);
-    assert_eq!(obs.cost_usd, Some(0.0066));
+    assert_eq!(obs.session_cost_usd, Some(0.0066));
     assert_eq!(obs.api_error, None);
 }
 

@@ -78,7 +78,7 @@ fn invalid_agent_toml_lists_every_error() {
     hive.repos.ensure(&coder).unwrap();
     let before = hive.applied_refs(&coder);
     let bad = r#"modle = "opus"
-engine = "codex"
+engine = "gemini"
 prompt = "roles/coder.md"
 
 [env]
@@ -95,8 +95,8 @@ container_path = "/state/data"
         format!(
             "agent.toml in commit {short} is invalid (6 errors):\n\
 agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"\n\
-agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`\n\
-agent.toml:2: engine: unknown variant `codex`, expected `claude`\n\
+agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`\n\
+agent.toml:2: engine: unknown variant `gemini`, expected `claude` or `codex`\n\
 agent.toml:3: prompt file `roles/coder.md` is not in the commit\n\
 agent.toml:6: env key `MY-VAR` is not a valid variable name (letters, digits and `_`, not starting with a digit)\n\
 agent.toml:10: mounts[0].container_path `/state/data` is inside /state, which hive mounts itself"

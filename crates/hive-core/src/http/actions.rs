@@ -41,7 +41,7 @@ where
 {
     tokio::spawn(action)
         .await
-        .map_err(|e| Error::Io(format!("action task failed: {e}")))??;
+        .map_err(|e| Error::Internal(format!("action task failed: {e}")))??;
     Ok(Json(Outcome::done()))
 }
 
@@ -146,6 +146,7 @@ pub(super) async fn answer(
         .store
         .answer_question(id, OPERATOR_RECIPIENT, &body.answer)?;
     app.coord.publish_question_resolved(&q);
+    app.coord.budget_answered(&q).await?;
     Ok(Json(Outcome::done()))
 }
 

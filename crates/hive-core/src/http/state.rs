@@ -48,6 +48,8 @@ pub struct StateSnapshot {
     pub inbox: Vec<InboxRow>,
     /// The last messages through the broker, oldest first.
     pub messages: Vec<FlowMessage>,
+    /// The task board in order, done and cancelled tasks included.
+    pub tasks: Vec<hive_proto::Task>,
 }
 
 /// A lifecycle action in flight.
@@ -127,7 +129,7 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         .collect();
     let snapshot = StateSnapshot {
         seq,
-        runtime: coord.runtime.as_ref().map(|r| r.name()),
+        runtime: coord.runtime_name(),
         agents: coord.agent_statuses(&Default::default())?,
         transients,
         tombstones: coord.tombstones()?,
@@ -136,6 +138,7 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         questions,
         inbox: coord.store.recent(OPERATOR_RECIPIENT, INBOX_LIMIT)?,
         messages: flow(coord, FLOW_LIMIT)?,
+        tasks: coord.operator_tasks(hive_proto::TaskFilter::All)?,
     };
     Ok(Json(StateSnapshot {
         approvals: with_diffs(coord, pending).await?,
@@ -229,5 +232,5 @@ async fn with_diffs(coord: &Coordinator, pending: Vec<Approval>) -> Result<Vec<P
             .collect()
     })
     .await
-    .map_err(|e| Error::Io(format!("diff task failed: {e}")))
+    .map_err(|e| Error::Internal(format!("diff task failed: {e}")))
 }

@@ -7,6 +7,7 @@ mod loose_ends;
 mod migrate;
 mod questions;
 mod reminders;
+mod tasks;
 
 use hive_proto::AgentName;
 use hive_store::Store;

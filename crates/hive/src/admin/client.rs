@@ -54,7 +54,11 @@ fn response_timeout(req: &HostRequest) -> Duration {
         | SetPaused { .. }
         | Send { .. }
         | Logs { .. }
-        | Rollback { .. } => QUICK_TIMEOUT,
+        | Rollback { .. }
+        | Tasks { .. }
+        | TaskAdd { .. }
+        | TaskAssign { .. }
+        | TaskCancel { .. } => QUICK_TIMEOUT,
         Spawn { .. }
         | Kill { .. }
         | Destroy { .. }

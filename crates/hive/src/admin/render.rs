@@ -1,6 +1,8 @@
 //! Human-readable output of host.sock responses: aligned tables and one-line summaries.
 
-use hive_proto::{AgentStatusRow, AgentUrl, Approval, HostRequest, HostResponse, Scope};
+use hive_proto::{
+    AgentStatusRow, AgentUrl, Approval, HostRequest, HostResponse, Scope, Task, TaskStatus,
+};
 
 /// Columns of the `hive status` table.
 pub const STATUS_HEADER: [&str; 10] = [
@@ -25,6 +27,8 @@ pub const PENDING_HEADER: [&str; 7] = [
     "AGE",
     "DESCRIPTION",
 ];
+/// Columns of the `hive tasks` table.
+pub const TASKS_HEADER: [&str; 5] = ["ID", "STATUS", "WHO", "AFTER", "TITLE"];
 /// Columns of the `hive urls` table.
 pub const URLS_HEADER: [&str; 2] = ["NAME", "URL"];
 
@@ -131,6 +135,25 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
             "sent to every agent".to_owned()
         }
         Send { to, .. } => format!("sent to {to}"),
+        Tasks { .. } => {
+            let tasks = resp.tasks.as_deref().unwrap_or_default();
+            if tasks.is_empty() {
+                "no tasks".to_owned()
+            } else {
+                return render_tasks_table(tasks);
+            }
+        }
+        TaskAdd { .. } | TaskAssign { .. } | TaskCancel { .. } => {
+            let verb = match req {
+                TaskAdd { .. } => "added",
+                TaskAssign { .. } => "assigned",
+                _ => "cancelled",
+            };
+            match resp.tasks.iter().flatten().next() {
+                Some(t) => format!("{verb} task #{}: {}", t.id, cell(&t.title)),
+                None => format!("{verb} the task"),
+            }
+        }
     };
     text + "\n"
 }
@@ -191,6 +214,46 @@ pub fn render_pending_table(approvals: &[Approval], now: i64) -> String {
         })
         .collect();
     render_table(&PENDING_HEADER, &cells)
+}
+
+/// The `hive tasks` table, header included: board order, with who holds
+/// each task (or whom an open one is reserved for) and its dependencies.
+pub fn render_tasks_table(tasks: &[Task]) -> String {
+    let cells: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let mut status = t.status.as_str().to_owned();
+            if t.claimable {
+                status.push_str(" (claimable)");
+            }
+            let who = match (&t.assignee, t.status) {
+                (Some(a), TaskStatus::Open) => format!("for {}", cell(a)),
+                (Some(a), _) => cell(a),
+                (None, _) => NONE.to_owned(),
+            };
+            let after = if t.depends_on.is_empty() {
+                NONE.to_owned()
+            } else {
+                t.depends_on
+                    .iter()
+                    .map(|d| format!("#{d}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut title = t.title.clone();
+            if let Some(reason) = &t.reason {
+                title.push_str(&format!(" [{reason}]"));
+            }
+            vec![
+                format!("#{}", t.id),
+                status,
+                who,
+                after,
+                clip(&title, MAX_DESCRIPTION),
+            ]
+        })
+        .collect();
+    render_table(&TASKS_HEADER, &cells)
 }
 
 /// The `hive urls` table, header included.

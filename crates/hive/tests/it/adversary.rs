@@ -89,6 +89,7 @@ fn script(
     dashboard_port: u16,
     model_port: u16,
     other_port: u16,
+    codex_model_port: u16,
     run_dir: &Path,
     target: &Path,
 ) -> String {
@@ -117,6 +118,10 @@ probe other_proxy 'curl -sSf -m 3 http://127.0.0.1:{other_port}/proxied'
 probe metadata_proxy 'curl -sSf -m 3 http://169.254.169.254/latest/meta-data/'
 probe model_direct 'curl -sSf --noproxy "*" -m 3 http://127.0.0.1:{model_port}/direct'
 probe model_proxy "curl -sSf -m 5 -H 'x-phase: $phase' http://127.0.0.1:{model_port}/v1/probe"
+probe codex_model_proxy 'curl -sSf -m 3 http://127.0.0.1:{codex_model_port}/v1/responses'
+probe codex_bin '[ -x /run/hive/bin/codex ] && [ "$HIVE_CODEX_BIN" = /run/hive/bin/codex ]'
+probe codex_write 'echo planted >> /run/hive/bin/codex'
+probe codex_replace 'rm -f /run/hive/bin/codex'
 cat /proc/self/cgroup > "$out.cgroup" 2>/dev/null
 # Links for core to follow: the old marker paths, pointing at host paths.
 ln -sfn {target}/file /state/.hive-paused 2>/dev/null
@@ -210,9 +215,20 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
 
     let model = Recorder::start();
     let other = Recorder::start();
+    // The codex engine's endpoint: not this (claude) agent's to reach.
+    let codex_model = Recorder::start();
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("state/shared");
     std::fs::create_dir_all(&shared).unwrap();
+    // The codex CLI core binds read-only into every container.
+    let codex = dir.path().join("codex");
+    std::fs::write(&codex, "#!/bin/sh\necho codex stand-in\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&codex, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let codex_arg = codex.display().to_string();
+    let codex_url = format!("OPENAI_BASE_URL=http://127.0.0.1:{}/v1", codex_model.port);
     // Docker's containers outlive `hive serve`: removed when done.
     let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&dir.path().join("state"))]);
     let model_url = format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", model.port);
@@ -230,6 +246,10 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
             "ANTHROPIC_API_KEY=sk-test",
             "--agent-env",
             "HIVE_CLAUDE_BIN=/shared/engine.sh",
+            "--agent-env",
+            &codex_url,
+            "--codex-bin",
+            &codex_arg,
         ],
     );
     let dashboard_port: u16 = hive.dashboard.rsplit(':').next().unwrap().parse().unwrap();
@@ -240,6 +260,7 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
             dashboard_port,
             model.port,
             other.port,
+            codex_model.port,
             &hive.run_dir(),
             target,
         ),
@@ -278,6 +299,9 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
         "other_proxy",
         "metadata_proxy",
         "model_direct",
+        "codex_model_proxy",
+        "codex_write",
+        "codex_replace",
     ];
     for probe in expect_no {
         assert_eq!(
@@ -287,7 +311,7 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
         );
     }
     // The positive controls: the tools the probes use work in there.
-    for probe in ["model_proxy", "uid_known", "control_read"] {
+    for probe in ["model_proxy", "uid_known", "control_read", "codex_bin"] {
         assert_eq!(
             found.get(probe).map(String::as_str),
             Some("yes"),
@@ -295,6 +319,15 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
         );
     }
     assert!(other.requests().is_empty(), "{:?}", other.requests());
+    assert!(
+        codex_model.requests().is_empty(),
+        "a claude agent reached the codex endpoint: {:?}",
+        codex_model.requests()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&codex).unwrap(),
+        "#!/bin/sh\necho codex stand-in\n"
+    );
     let model_requests = model.requests();
     assert!(
         model_requests.iter().any(|h| h.contains("/v1/probe")),

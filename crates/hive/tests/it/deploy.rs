@@ -18,14 +18,26 @@ fn json(line: &str) -> Value {
 }
 
 /// A process-runtime hive whose agents run the real CLI against `model`.
-fn hive(model: &ModelServer, claude: &Path, ports: (u16, u16)) -> Hive {
+pub(crate) fn hive(model: &ModelServer, claude: &Path, ports: (u16, u16)) -> Hive {
+    hive_with(model, claude, ports, &[], &[])
+}
+
+/// [`hive`], with more agent environment and `hive serve` arguments.
+pub(crate) fn hive_with(
+    model: &ModelServer,
+    claude: &Path,
+    ports: (u16, u16),
+    agent_env: &[String],
+    extra: &[&str],
+) -> Hive {
     let agent_ports = format!("{}-{}", ports.0 + 1, ports.1);
-    let env = [
+    let mut env = vec![
         format!("ANTHROPIC_BASE_URL={}", model.url()),
         "ANTHROPIC_API_KEY=test".to_owned(),
         format!("HIVE_CLAUDE_BIN={}", claude.display()),
         "CLAUDE_CODE_MAX_RETRIES=0".to_owned(),
     ];
+    env.extend(agent_env.iter().cloned());
     let manager_port = ports.0.to_string();
     let mut args = vec![
         "--manager-port",
@@ -36,11 +48,12 @@ fn hive(model: &ModelServer, claude: &Path, ports: (u16, u16)) -> Hive {
     for e in &env {
         args.extend(["--agent-env", e.as_str()]);
     }
+    args.extend(extra);
     Hive::start_with(tempfile::tempdir().unwrap(), "process", &args)
 }
 
 /// The system prompt of a Messages request, as one string.
-fn system(request: &Value) -> String {
+pub(crate) fn system(request: &Value) -> String {
     match &request["system"] {
         Value::String(s) => s.clone(),
         Value::Array(blocks) => blocks
@@ -75,7 +88,7 @@ fn next_request(model: &ModelServer, skip: usize, marker: &str) -> (usize, Value
 }
 
 /// Spawns `name` (approved at once) and deploys `prompt` as its role.
-fn spawn(hive: &Hive, name: &str) -> PathBuf {
+pub(crate) fn spawn(hive: &Hive, name: &str) -> PathBuf {
     let queued = json(&hive.agent(
         "manager",
         &format!(r#"{{"cmd":"request_spawn","name":"{name}"}}"#),
@@ -88,7 +101,7 @@ fn spawn(hive: &Hive, name: &str) -> PathBuf {
 }
 
 /// Queues a deploy of `sha` for `name`: the approval id.
-fn request_deploy(hive: &Hive, name: &str, sha: &str) -> i64 {
+pub(crate) fn request_deploy(hive: &Hive, name: &str, sha: &str) -> i64 {
     let queued = json(&hive.agent(
         "manager",
         &format!(r#"{{"cmd":"request_apply_commit","agent":"{name}","commit_ref":"{sha}"}}"#),
@@ -96,8 +109,17 @@ fn request_deploy(hive: &Hive, name: &str, sha: &str) -> i64 {
     queued["id"].as_i64().unwrap_or_else(|| panic!("{queued}"))
 }
 
-fn approve(hive: &Hive, id: i64) -> String {
+pub(crate) fn approve(hive: &Hive, id: i64) -> String {
     hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#))
+}
+
+fn is_pending(hive: &Hive, id: i64) -> bool {
+    let pending = json(&hive.host(r#"{"cmd":"pending"}"#));
+    pending["approvals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{pending}"))
+        .iter()
+        .any(|a| a["id"] == id)
 }
 
 fn deployed_file(hive: &Hive, name: &str) -> Value {
@@ -107,7 +129,7 @@ fn deployed_file(hive: &Hive, name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-fn status(hive: &Hive, name: &str) -> Value {
+pub(crate) fn status(hive: &Hive, name: &str) -> Value {
     json(&hive.host(&format!(
         r#"{{"cmd":"agent_status","scope":{{"agent_names":["{name}"]}}}}"#
     )))["agent_statuses"][0]
@@ -230,10 +252,16 @@ fn ten_approvals_at_once_deploy_in_order_or_are_superseded() {
             .iter()
             .enumerate()
             .map(|(i, (id, _))| {
+                let before = i.checked_sub(1).map(|j| queued[j].0);
                 s.spawn(move || {
-                    // Approved in order, a moment apart, all while the
-                    // first deploy is still under way.
-                    std::thread::sleep(Duration::from_millis(40 * i as u64));
+                    // Approved in order, each as soon as the one before it
+                    // has left `pending` (its deploy has joined the lane),
+                    // so all of them meet the first deploy still under way.
+                    if let Some(before) = before {
+                        while is_pending(hive_ref, before) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
                     approve(hive_ref, *id)
                 })
             })

@@ -37,17 +37,24 @@ pub(crate) fn serial() -> MutexGuard<'static, ()> {
 
 /// The claude CLI, or `None` (after saying why) when the tests should skip.
 pub(crate) fn claude() -> Option<PathBuf> {
-    let bin = std::env::var_os("HIVE_CLAUDE_BIN")
+    installed_cli("HIVE_CLAUDE_BIN", "claude")
+}
+
+/// An agent CLI: `$var`, else `.cache/<name>/bin/<name>` (where
+/// `scripts/install-<name>` puts it); `None` (after saying why) when the
+/// tests should skip, a panic under `CI=true`.
+pub(crate) fn installed_cli(var: &str, name: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/claude/bin/claude")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../.cache/{name}/bin/{name}"))
         });
     if bin.is_file() {
         return Some(bin);
     }
     let why = format!(
-        "the claude CLI is not installed ({} missing; run scripts/install-claude and set HIVE_CLAUDE_BIN)",
+        "the {name} CLI is not installed ({} missing; run scripts/install-{name} and set {var})",
         bin.display()
     );
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -72,6 +79,13 @@ pub(crate) enum Reply {
     Stall,
     /// An API error: HTTP status and the error's type and message.
     Error(u16, &'static str, &'static str),
+    /// A subscription's window used up until unix second `resets_at`: a 429
+    /// with the `anthropic-ratelimit-unified-*` headers the real API sends
+    /// (the CLI, logged in with a subscription, turns it into a
+    /// `rate_limit_event` and "You've hit your … limit · resets …").
+    UsageLimit {
+        resets_at: i64,
+    },
 }
 
 type Script = dyn Fn(&Value) -> Reply + Send + Sync;
@@ -208,6 +222,21 @@ fn serve_one(
         );
         return;
     }
+    if let Reply::UsageLimit { resets_at } = reply {
+        let body = json!({"type": "error", "error": {"type": "rate_limit_error",
+            "message": "This request would exceed your account's rate limit. Please try again later."}})
+        .to_string();
+        let _ = write!(
+            out,
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+             anthropic-ratelimit-unified-status: rejected\r\n\
+             anthropic-ratelimit-unified-reset: {resets_at}\r\n\
+             anthropic-ratelimit-unified-representative-claim: five_hour\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
     if let Reply::Stall = reply {
         stalls.fetch_add(1, Ordering::SeqCst);
         let until = Instant::now() + Duration::from_secs(120);
@@ -277,7 +306,7 @@ fn sse_reply(model: &str, n: usize, reply: &Reply) -> String {
             );
             "tool_use"
         }
-        Reply::Stall | Reply::Error(..) => unreachable!(),
+        Reply::Stall | Reply::Error(..) | Reply::UsageLimit { .. } => unreachable!(),
     };
     out += &event(
         "content_block_stop",
@@ -292,7 +321,7 @@ fn sse_reply(model: &str, n: usize, reply: &Reply) -> String {
     out
 }
 
-fn respond_json(out: &mut TcpStream, body: &Value) {
+pub(crate) fn respond_json(out: &mut TcpStream, body: &Value) {
     let body = body.to_string();
     let _ = write!(
         out,
@@ -302,7 +331,9 @@ fn respond_json(out: &mut TcpStream, body: &Value) {
 }
 
 /// Method, path, `Via` and body of one HTTP/1.1 request.
-fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Option<String>, Vec<u8>)> {
+pub(crate) fn read_request(
+    reader: &mut impl BufRead,
+) -> Option<(String, String, Option<String>, Vec<u8>)> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -373,7 +404,7 @@ pub(crate) fn last_user_text(request: &Value) -> String {
 }
 
 /// The text of the tool result the newest user message carries, if any.
-fn tool_result_text(request: &Value) -> Option<String> {
+pub(crate) fn tool_result_text(request: &Value) -> Option<String> {
     let blocks = last_user(request)?["content"].as_array()?;
     let result = blocks.iter().find(|b| b["type"] == "tool_result")?;
     Some(result["content"].to_string())
@@ -384,6 +415,27 @@ pub(crate) fn answers_a_tool(request: &Value) -> bool {
     last_user(request)
         .and_then(|m| m["content"].as_array())
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+}
+
+/// A model script: a user text carrying `trigger` gets a hive `send` of
+/// `body` to `to`; the tool's answer gets "done"; anything else "noted".
+pub(crate) fn relay(
+    trigger: &'static str,
+    to: &'static str,
+    body: &'static str,
+) -> impl Fn(&Value) -> Reply + Send + Sync + 'static {
+    move |request| {
+        if answers_a_tool(request) {
+            Reply::Text("done".into())
+        } else if last_user_text(request).contains(trigger) {
+            Reply::ToolUse {
+                name: "mcp__hive__send".into(),
+                input: json!({"to": to, "body": body}),
+            }
+        } else {
+            Reply::Text("noted".into())
+        }
+    }
 }
 
 /// A hive (no runtime) whose state dir holds `agents` and whose model
@@ -434,7 +486,7 @@ impl Harness {
         Self::start_with(hive, name, role, model, claude, &[])
     }
 
-    fn start_with(
+    pub(crate) fn start_with(
         hive: &Hive,
         name: &str,
         role: &str,
@@ -442,9 +494,76 @@ impl Harness {
         claude: &Path,
         extra: &[&str],
     ) -> Harness {
+        Self::start_env(hive, name, role, model, claude, extra, &[])
+    }
+
+    /// [`Harness::start_with`], with more variables in its environment.
+    pub(crate) fn start_env(
+        hive: &Hive,
+        name: &str,
+        role: &str,
+        model: &ModelServer,
+        claude: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Harness {
+        Self::spawn(
+            hive,
+            name,
+            Self::command(hive, name, role, model, claude, extra, env),
+        )
+    }
+
+    /// A harness whose engine is logged in with a (fake) Claude
+    /// subscription instead of an API key: OAuth credentials in its home.
+    pub(crate) fn start_subscriber(
+        hive: &Hive,
+        name: &str,
+        model: &ModelServer,
+        claude: &Path,
+    ) -> Harness {
+        let home = hive.state_dir().join("agents").join(name).join("state");
+        std::fs::create_dir_all(home.join(".claude")).unwrap();
+        let far = (std::time::SystemTime::now() + Duration::from_secs(30 * 86_400))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let credentials = json!({"claudeAiOauth": {
+            "accessToken": "sk-ant-oat01-e2e", "refreshToken": "sk-ant-ort01-e2e",
+            "expiresAt": far, "scopes": ["user:inference", "user:profile"],
+            "subscriptionType": "max"}});
+        std::fs::write(
+            home.join(".claude/.credentials.json"),
+            credentials.to_string(),
+        )
+        .unwrap();
+        let mut command = Self::command(hive, name, "agent", model, claude, &[], &[]);
+        command.env_remove("ANTHROPIC_API_KEY");
+        Self::spawn(hive, name, command)
+    }
+
+    fn spawn(hive: &Hive, name: &str, mut command: Command) -> Harness {
+        let mut child = command.spawn().unwrap();
+        crate::support::wait_ready(&mut child, "hive agent: page ", "hive agent: serving");
+        Harness {
+            child,
+            page: hive.page_socket(name),
+        }
+    }
+
+    fn command(
+        hive: &Hive,
+        name: &str,
+        role: &str,
+        model: &ModelServer,
+        claude: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
         let state = hive.state_dir().join("agents").join(name).join("state");
         std::fs::create_dir_all(&state).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hive"));
+        command
             .args(["agent", "serve", "--role", role, "--poll-ms", "100"])
             .args(extra)
             .env("HIVE_AGENT", name)
@@ -475,14 +594,9 @@ impl Harness {
             .env_remove("CLAUDE_CODE_USE_BEDROCK")
             .env_remove("CLAUDE_CODE_USE_VERTEX")
             .env_remove("HIVE_MODEL")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        crate::support::wait_ready(&mut child, "hive agent: page ", "hive agent: serving");
-        Harness {
-            child,
-            page: hive.page_socket(name),
-        }
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped());
+        command
     }
 
     /// GETs a path on the harness's page socket (as core's proxy does).
@@ -513,7 +627,7 @@ impl Harness {
     }
 
     /// SIGTERM and wait.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let exit = self.child.wait().unwrap();
@@ -585,19 +699,7 @@ fn assert_all_acked(hive: &Hive, name: &str) {
 fn an_operator_message_flows_through_two_agents() {
     let Some(claude) = claude() else { return };
     let _serial = serial();
-    let model = ModelServer::start(|request| {
-        if answers_a_tool(request) {
-            return Reply::Text("done".into());
-        }
-        if last_user_text(request).contains("PING-FROM-OPERATOR") {
-            Reply::ToolUse {
-                name: "mcp__hive__send".into(),
-                input: json!({"to": "b", "body": "PONG-FROM-A"}),
-            }
-        } else {
-            Reply::Text("noted".into())
-        }
-    });
+    let model = ModelServer::start(relay("PING-FROM-OPERATOR", "b", "PONG-FROM-A"));
     let hive = hive_for(&["a", "b"], &model);
     let a = Harness::start(&hive, "a", "agent", &model, &claude);
     let b = Harness::start(&hive, "b", "agent", &model, &claude);

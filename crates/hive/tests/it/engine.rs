@@ -159,6 +159,7 @@ fn missing(runtime: &str, manager_port: &str, ports: &str) {
         ],
         &[
             ("HIVE_CLAUDE_BIN", None),
+            ("HIVE_CODEX_BIN", None),
             ("PATH", Some("/usr/sbin:/usr/bin:/sbin:/bin")),
         ],
     );
@@ -181,6 +182,26 @@ fn missing(runtime: &str, manager_port: &str, ports: &str) {
         "{text}"
     );
     assert_eq!(row["needs_login"], false, "{row}");
+
+    // Switched to codex by an approved deploy: the row names that CLI.
+    let sha = crate::support::commit(
+        &hive.state_dir().join("proposed/bare/config"),
+        &[(
+            "agent.toml",
+            "model = \"gpt-test\"\nengine = \"codex\"\nprompt = \"prompt.md\"\n",
+        )],
+        "run on codex",
+    );
+    let queued = json(&hive.agent(
+        "manager",
+        &format!(r#"{{"cmd":"request_apply_commit","agent":"bare","commit_ref":"{sha}"}}"#),
+    ));
+    hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, queued["id"]));
+    within("bare's status row to name the codex CLI", || {
+        status_row(&hive, "bare")["status_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("codex CLI") && t.contains("--codex-bin"))
+    });
     when_idle(&hive, r#"{"cmd":"destroy","name":"bare"}"#);
 }
 

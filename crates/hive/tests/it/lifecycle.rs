@@ -10,7 +10,7 @@ fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap()
 }
 
-fn status(hive: &Hive, name: &str) -> Value {
+pub(crate) fn status(hive: &Hive, name: &str) -> Value {
     let v = json(&hive.host(&format!(
         r#"{{"cmd":"agent_status","scope":{{"agent_names":["{name}"]}}}}"#
     )));
@@ -19,7 +19,7 @@ fn status(hive: &Hive, name: &str) -> Value {
 
 /// Helper events the manager has received, oldest first. Read with the
 /// non-mutating `recent`: the manager's own harness pops its inbox too.
-fn manager_events(hive: &Hive) -> Vec<Value> {
+pub(crate) fn manager_events(hive: &Hive) -> Vec<Value> {
     let recent = json(&hive.agent("manager", r#"{"cmd":"recent","limit":200}"#));
     let mut events: Vec<Value> = recent["rows"]
         .as_array()

@@ -74,7 +74,7 @@ fn spawn_and_purge(runtime: &str, ports: &str, manager_port: &str) {
         assert_eq!(owner("agents/manager/state"), 100_000 + manager);
         assert_eq!(owner("agents/coder/state"), 100_000 + first);
         let shared = std::fs::metadata(hive.state_dir().join("shared")).unwrap();
-        assert_eq!(shared.gid(), hive_core::lifecycle::AGENT_GID);
+        assert_eq!(shared.gid(), hive_core::sandbox_files::AGENT_GID);
     }
     // The harness binds its page socket in the page dir, inside the
     // sandbox; core reaches it from the host.

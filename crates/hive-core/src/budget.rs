@@ -1,0 +1,69 @@
+//! An agent over its spend limit, as core handles it: the harness reports
+//! the `over_budget` state (it starts no turn; messages wait in the inbox),
+//! core shows it on the status row and asks the operator once what to do —
+//! raise (the manager is asked to propose a larger `[budget]`, deployed
+//! through the usual approval), pause or stop.
+
+use std::sync::Arc;
+
+use hive_proto::{AgentName, HelperEvent};
+use hive_store::Question;
+
+use crate::coordinator::Coordinator;
+use crate::error::Result;
+
+/// The status line of an agent over its budget.
+pub const OVER_BUDGET: &str = "over budget";
+
+impl Coordinator {
+    /// Asks the operator about `agent` over its budget (once while a
+    /// question is open).
+    pub fn ask_about_budget(&self, agent: &AgentName) {
+        let question = format!(
+            "{agent} reached the spend limit of its agent.toml and starts no turn (its messages \
+             wait). Raise the limit (the manager proposes the change for your approval), pause \
+             it, or stop it?"
+        );
+        // "raise by <the limit again>": doubling is the one-click choice;
+        // the manager proposes whatever the answer says.
+        let raise = match self.config.deployed(agent) {
+            Ok(d) if !d.config.budget.is_unlimited() => {
+                format!("raise by {}", d.config.budget.describe())
+            }
+            _ => "raise".to_owned(),
+        };
+        match self
+            .store
+            .ask_about_budget(agent.as_str(), &question, &raise)
+        {
+            Ok(Some(q)) => self.publish_question_added(&q),
+            Ok(None) => {}
+            Err(e) => tracing::error!(%agent, "budget question not asked: {e}"),
+        }
+    }
+
+    /// Acts on the operator's answer to a budget question (any other
+    /// question is left alone).
+    pub async fn budget_answered(self: &Arc<Self>, q: &Question) -> Result<()> {
+        if q.cancelled {
+            return Ok(());
+        }
+        let Some(agent) = self.store.budget_question_agent(q.id)? else {
+            return Ok(());
+        };
+        let agent = AgentName::parse(&agent).map_err(hive_store::Error::from)?;
+        let answer = q.answer.clone().unwrap_or_default();
+        match answer.trim() {
+            "pause" => self.set_paused(&agent, true),
+            "stop" => self.stop(&agent).await,
+            raise if raise.starts_with("raise") => {
+                self.notify_manager(&HelperEvent::BudgetRaiseRequested {
+                    agent: agent.to_string(),
+                    answer: raise.to_owned(),
+                });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
