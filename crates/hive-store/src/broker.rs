@@ -23,10 +23,9 @@ use hive_proto::{
     SYSTEM_SENDER,
 };
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::agents::{allow_list, allows, check_allowed, exists, names_except};
-use crate::writer::Job;
 use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
 
 /// What one pop handed out: the rows, oldest first, and the lease they
@@ -64,6 +63,14 @@ pub enum MessageEvent {
     Sent(MessageRow),
     /// A message was popped by its recipient (or marked read).
     Delivered(MessageRow),
+}
+
+/// One caller's messages for the single writer ([`crate::writer`]): all
+/// or none.
+pub(crate) struct Job {
+    pub(crate) from: String,
+    pub(crate) messages: Vec<Checked>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<i64>>>,
 }
 
 /// Refuses a body over [`MAX_BODY_BYTES`].

@@ -130,7 +130,7 @@ pub struct Store {
 pub(crate) struct Inner {
     path: PathBuf,
     /// The single writer's queue (group commit of sends, `writer.rs`).
-    writer: mpsc::Sender<writer::Job>,
+    writer: mpsc::Sender<broker::Job>,
     /// The last lease id handed out.
     leases: AtomicI64,
     /// When the lease expiry timer next wakes (unix ms; `i64::MAX`: never).

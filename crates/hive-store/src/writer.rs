@@ -11,22 +11,13 @@
 use std::sync::Weak;
 use std::sync::mpsc;
 
-use tokio::sync::oneshot;
-
 use hive_proto::Recipient;
 
-use crate::broker::{Checked, MessageRow, insert_to, targets};
+use crate::broker::{Job, MessageRow, insert_to, targets};
 use crate::{Error, Inner, Result, Store, WriteTx, now_unix};
 
 /// Most jobs one transaction takes; the rest wait for the next.
 const MAX_JOBS_PER_COMMIT: usize = 1024;
-
-/// One caller's messages, all or none.
-pub(crate) struct Job {
-    pub(crate) from: String,
-    pub(crate) messages: Vec<Checked>,
-    pub(crate) reply: oneshot::Sender<Result<Vec<i64>>>,
-}
 
 /// Starts the writer thread of the store `inner` points to. It ends when
 /// the store is dropped (the channel's sender lives in it).
