@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hive_proto::live::{TokenUsage, TurnState};
-use hive_proto::{AgentRequest, AgentResponse, DeliveredMessage, LiveEvent};
+use hive_proto::{AgentAnswer, AgentRequest, AgentResponse, DeliveredMessage, LiveEvent};
 use tokio::sync::{Notify, watch};
 
 use crate::bus::now_unix;
@@ -82,9 +82,20 @@ enum Interrupted {
 
 /// What woke a turn.
 enum Wake {
-    Messages(Vec<DeliveredMessage>),
+    /// Popped messages, in flight under `lease` (held: the harness named
+    /// it), with `unread` more waiting.
+    Messages {
+        messages: Vec<DeliveredMessage>,
+        lease: Option<i64>,
+        unread: u64,
+    },
     SelfRequested,
 }
+
+/// How long a turn's lease lasts without renewal: a harness that dies
+/// mid-turn has its messages redelivered this long after its last renewal,
+/// even if no harness boots again. A live turn renews it every third.
+pub const LEASE_SECONDS: u64 = 90;
 
 /// How a whole turn ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,21 +343,46 @@ impl Harness {
         let request = AgentRequest::Recv {
             wait_seconds: Some(self.config.recv_wait_seconds),
             max: Some(self.config.recv_max),
+            lease_seconds: Some(LEASE_SECONDS),
         };
         let client = self.shared.client.clone();
+        // Dropping this future drops its connection: core then returns
+        // anything it popped for us, unflagged, since we never named it.
         let answer = tokio::select! {
-            answer = client.request(&request) => answer,
+            answer = client.answer(&request) => answer,
             _ = self.shutdown.wait_for(|s| *s) => return None,
-            // Core returns what a dropped long-poll popped to the inbox.
             () = self.shared.poked() => return None,
         };
         match answer {
-            Ok(AgentResponse::Messages { messages }) if messages.is_empty() => None,
-            Ok(AgentResponse::Messages { messages }) => Some(Wake::Messages(messages)),
-            Ok(other) => {
+            Ok(AgentAnswer {
+                response: AgentResponse::Messages { messages, .. },
+                ..
+            }) if messages.is_empty() => None,
+            Ok(AgentAnswer {
+                response: AgentResponse::Messages { messages, lease },
+                unread,
+            }) => {
+                // Naming the lease tells core we hold these rows; until
+                // then they are not ours (a failure here: core puts them
+                // back, and they come again).
+                if let Some(lease) = lease
+                    && let Err(e) = client.call(&AgentRequest::RenewLease { lease }).await
+                {
+                    self.shared.bus.note(format!(
+                        "could not hold the popped messages, they will come again: {e}"
+                    ));
+                    return None;
+                }
+                Some(Wake::Messages {
+                    messages,
+                    lease,
+                    unread: unread.unwrap_or(0),
+                })
+            }
+            Ok(AgentAnswer { response, .. }) => {
                 self.shared
                     .bus
-                    .note(format!("recv: unexpected answer {other:?}"));
+                    .note(format!("recv: unexpected answer {response:?}"));
                 let _ = self.sleep(Duration::from_secs(5), None).await;
                 None
             }
@@ -359,6 +395,7 @@ impl Harness {
         }
     }
 
+    /// The unread count for a turn no `recv` woke.
     async fn unread(&self) -> u64 {
         match self.shared.client.call(&AgentRequest::Status).await {
             Ok(AgentResponse::Status { unread }) => unread,
@@ -367,9 +404,12 @@ impl Harness {
     }
 
     async fn turn(&mut self, wake: Wake, recv_at: Instant) {
-        let unread = self.unread().await;
+        let (unread, lease) = match &wake {
+            Wake::Messages { unread, lease, .. } => (*unread, *lease),
+            Wake::SelfRequested => (self.unread().await, None),
+        };
         let (from, prompt) = match &wake {
-            Wake::Messages(messages) => {
+            Wake::Messages { messages, .. } => {
                 let mut senders: Vec<&str> = Vec::new();
                 for m in messages {
                     if !senders.contains(&m.from.as_str()) {
@@ -380,7 +420,11 @@ impl Harness {
             }
             Wake::SelfRequested => ("self".to_owned(), wake::self_wake_prompt(unread)),
         };
-        let end = self.run_turn(&from, &prompt, unread, Some(recv_at)).await;
+        let renewing = lease.map(|lease| RenewGuard::start(self.shared.client.clone(), lease));
+        let end = self
+            .run_turn(&from, &prompt, unread, Some(recv_at), lease)
+            .await;
+        drop(renewing);
         if end == TurnEnd::Ok
             && self.config.context_watermark > 0
             && let Some(ctx) = self.last_context()
@@ -409,6 +453,7 @@ impl Harness {
         prompt: &str,
         unread: u64,
         recv_at: Option<Instant>,
+        lease: Option<i64>,
     ) -> TurnEnd {
         let cancel = self.shared.begin_turn();
         self.shared.emit(LiveEvent::TurnStart {
@@ -639,7 +684,11 @@ impl Harness {
         }
 
         if end == TurnEnd::Ok {
-            match self.shared.client.call(&AgentRequest::AckTurn).await {
+            // Exactly what this turn held: its lease and what its tools
+            // popped after it; without one (a self-requested turn), every
+            // row the agent holds.
+            let ack = AgentRequest::AckTurn { ids: None, lease };
+            match self.shared.client.call(&ack).await {
                 Ok(_) => {
                     if let (Some(id), Some(stats), Some(exited)) =
                         (id, &self.shared.stats, last.as_ref().map(|o| o.exited_at))
@@ -773,7 +822,7 @@ impl Harness {
             self.config.context_watermark
         ));
         let end = self
-            .run_turn("compaction", &wake::checkpoint_prompt(ctx), 0, None)
+            .run_turn("compaction", &wake::checkpoint_prompt(ctx), 0, None, None)
             .await;
         if end == TurnEnd::Ok {
             let cancel = self.shared.begin_turn();
@@ -841,4 +890,27 @@ fn millis(d: Duration) -> u64 {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Renews a turn's lease every third of [`LEASE_SECONDS`] until dropped.
+struct RenewGuard(tokio::task::JoinHandle<()>);
+
+impl RenewGuard {
+    fn start(client: crate::client::SocketClient, lease: i64) -> Self {
+        Self(tokio::spawn(async move {
+            let every = Duration::from_secs(LEASE_SECONDS / 3);
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = client.call(&AgentRequest::RenewLease { lease }).await {
+                    tracing::warn!(lease, "lease renewal: {e}");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for RenewGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

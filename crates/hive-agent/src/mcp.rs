@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hive_proto::{
-    AgentName, AgentRequest, AgentResponse, AgentStatusRow, LooseEnd, LooseEndKind,
+    AgentAnswer, AgentName, AgentRequest, AgentResponse, AgentStatusRow, LooseEnd, LooseEndKind,
     ManagerOnlyRequest, Task, TaskFilter, TaskStatus,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -95,18 +95,30 @@ impl HiveTools {
         wait: Duration,
         render: impl FnOnce(AgentResponse) -> String,
     ) -> CallToolResult {
-        match self.client.raw(request, wait + CALL_TIMEOUT).await {
-            Ok(AgentResponse::Err { message }) => self.finish(Err(message)).await,
-            Ok(answer) => self.finish(Ok(render(answer))).await,
-            Err(e) => self.finish(Err(e.to_string())).await,
+        match self.client.raw_answer(request, wait + CALL_TIMEOUT).await {
+            Ok(AgentAnswer {
+                response: AgentResponse::Err { message },
+                unread,
+            }) => self.finish(Err(message), unread).await,
+            Ok(AgentAnswer { response, unread }) => self.finish(Ok(render(response)), unread).await,
+            Err(e) => self.finish(Err(e.to_string()), None).await,
         }
     }
 
-    /// Appends the inbox status line; an `Err` becomes a tool error.
-    async fn finish(&self, text: Result<String, String>) -> CallToolResult {
-        let status = match self.client.request(&AgentRequest::Status).await {
-            Ok(AgentResponse::Status { unread }) => format!("[inbox: {unread} unread]"),
-            _ => "[inbox: unknown]".to_owned(),
+    /// Appends the inbox status line; an `Err` becomes a tool error. The
+    /// count rides on core's answer; only a call that never reached core
+    /// (refused here) asks for it.
+    async fn finish(&self, text: Result<String, String>, unread: Option<u64>) -> CallToolResult {
+        let unread = match unread {
+            Some(n) => Some(n),
+            None => match self.client.request(&AgentRequest::Status).await {
+                Ok(AgentResponse::Status { unread }) => Some(unread),
+                _ => None,
+            },
+        };
+        let status = match unread {
+            Some(unread) => format!("[inbox: {unread} unread]"),
+            None => "[inbox: unknown]".to_owned(),
         };
         match text {
             Ok(text) => {
@@ -131,7 +143,7 @@ impl HiveTools {
                 let done = format!("{past} {name}");
                 self.manager(request(name), &done).await
             }
-            Err(e) => self.finish(Err(e)).await,
+            Err(e) => self.finish(Err(e), None).await,
         }
     }
 
@@ -312,16 +324,52 @@ impl HiveTools {
             .wait_seconds
             .unwrap_or(0)
             .min(hive_proto::MAX_WAIT_SECONDS);
+        // An exact lease, named at once: the rows are the turn's (the
+        // harness's ack covers them) only once this relay has read them.
         let request = AgentRequest::Recv {
             wait_seconds: Some(wait),
             max: a.max,
+            lease_seconds: Some(hive_proto::MAX_LEASE_SECONDS),
         };
-        Ok(self
-            .relay(&request, Duration::from_secs(wait), |answer| match answer {
-                AgentResponse::Messages { messages } => wake::render_recv(&messages),
-                other => render_other(&other),
-            })
-            .await)
+        let answer = self
+            .client
+            .raw_answer(&request, Duration::from_secs(wait) + CALL_TIMEOUT)
+            .await;
+        Ok(match answer {
+            Ok(AgentAnswer {
+                response: AgentResponse::Messages { messages, lease },
+                unread,
+            }) => {
+                let held = match lease {
+                    Some(lease) => self
+                        .client
+                        .call(&AgentRequest::RenewLease { lease })
+                        .await
+                        .map(|_| ()),
+                    None => Ok(()),
+                };
+                match held {
+                    Ok(()) => self.finish(Ok(wake::render_recv(&messages)), unread).await,
+                    Err(e) => {
+                        self.finish(
+                            Err(format!(
+                                "the popped messages could not be held and went back to your inbox: {e}"
+                            )),
+                            None,
+                        )
+                        .await
+                    }
+                }
+            }
+            Ok(AgentAnswer {
+                response: AgentResponse::Err { message },
+                unread,
+            }) => self.finish(Err(message), unread).await,
+            Ok(AgentAnswer { response, unread }) => {
+                self.finish(Ok(render_other(&response)), unread).await
+            }
+            Err(e) => self.finish(Err(e.to_string()), None).await,
+        })
     }
 
     #[tool(
@@ -455,7 +503,7 @@ impl HiveTools {
             .map_err(|e| format!("cannot request another turn: {e}")),
             None => Err("no state dir: cannot request another turn".to_owned()),
         };
-        Ok(self.finish(text).await)
+        Ok(self.finish(text, None).await)
     }
 }
 
@@ -711,7 +759,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(agent) => agent,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = ManagerOnlyRequest::TaskAssign { id: a.id, agent };
         Ok(self.task_verb(&request, "assigned").await)
@@ -766,7 +814,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let name = match name(&a.name) {
             Ok(name) => name,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = ManagerOnlyRequest::RequestSpawn {
             name,
@@ -833,7 +881,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(name) => name,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = ManagerOnlyRequest::RequestApplyCommit {
             agent,
@@ -852,7 +900,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let name = match name(&a.name) {
             Ok(name) => name,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = ManagerOnlyRequest::RequestInitConfig {
             name,
@@ -873,7 +921,7 @@ impl HiveTools {
     ) -> Result<CallToolResult, ErrorData> {
         let agent = match name(&a.agent) {
             Ok(name) => name,
-            Err(e) => return Ok(self.finish(Err(e)).await),
+            Err(e) => return Ok(self.finish(Err(e), None).await),
         };
         let request = ManagerOnlyRequest::GetLogs {
             name: agent,
@@ -908,7 +956,7 @@ fn render_other(answer: &AgentResponse) -> String {
     match answer {
         AgentResponse::Ok => "ok".to_owned(),
         AgentResponse::Status { unread } => format!("{unread} unread"),
-        AgentResponse::Messages { messages } => wake::render_recv(messages),
+        AgentResponse::Messages { messages, .. } => wake::render_recv(messages),
         other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
     }
 }
@@ -1057,28 +1105,32 @@ mod tests {
         }
     }
 
-    /// A stand-in for core's socket: `status` says 3 unread, `request_spawn`
-    /// is refused as core refuses a live agent, anything else is `ok`.
+    /// A stand-in for core's socket, persistent as core's: every answer
+    /// says 3 unread, `request_spawn` is refused as core refuses a live
+    /// agent, anything else is `ok`.
     fn fake_core(dir: &std::path::Path) -> SocketClient {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let path = dir.join("agent.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                BufReader::new(read).read_line(&mut line).await.unwrap();
-                let answer = if line.contains(r#""cmd":"status""#) {
-                    r#"{"kind":"status","unread":3}"#
-                } else if line.contains(r#""cmd":"request_spawn""#) {
-                    r#"{"kind":"err","message":"coder already has a container: start, restart or rebuild it"}"#
-                } else {
-                    r#"{"kind":"ok"}"#
-                };
-                write
-                    .write_all(format!("{answer}\n").as_bytes())
-                    .await
-                    .unwrap();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let answer = if line.contains(r#""cmd":"status""#) {
+                            r#"{"kind":"status","unread":3}"#
+                        } else if line.contains(r#""cmd":"request_spawn""#) {
+                            r#"{"kind":"err","message":"coder already has a container: start, restart or rebuild it","unread":3}"#
+                        } else {
+                            r#"{"kind":"ok","unread":3}"#
+                        };
+                        write
+                            .write_all(format!("{answer}\n").as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                });
             }
         });
         SocketClient::new(path)

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use hive_proto::{DeliveredMessage, HelperEvent, SYSTEM_SENDER};
 
 /// The banner on a message a previous harness popped but never acked.
-pub const REDELIVERED_BANNER: &str = "[redelivered after harness restart — may already be handled]";
+pub const REDELIVERED_BANNER: &str =
+    "[redelivered after a harness restart or an expired lease — may already be handled]";
 
 /// The prompt of a turn woken by `messages`, with `unread` more waiting.
 pub fn wake_prompt(messages: &[DeliveredMessage], unread: u64) -> String {

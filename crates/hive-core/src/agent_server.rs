@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_proto::{
-    AgentName, AgentRequest, AgentResponse, DEFAULT_WAIT_SECONDS, LooseEndKind, MAX_RECV_BATCH,
-    MAX_WAIT_SECONDS, ManagerOnlyRequest, ManagerRequest, OPERATOR_RECIPIENT, Recipient,
+    AgentAnswer, AgentName, AgentRequest, AgentResponse, DEFAULT_WAIT_SECONDS, LooseEndKind,
+    MAX_LEASE_SECONDS, MAX_RECV_BATCH, MAX_WAIT_SECONDS, MIN_LEASE_SECONDS, ManagerOnlyRequest,
+    ManagerRequest, OPERATOR_RECIPIENT, OutgoingMessage, Recipient,
 };
+use hive_store::Popped;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
@@ -24,94 +27,203 @@ const MAX_STATUS_LEN: usize = 200;
 /// Furthest ahead a reminder may be set.
 const MAX_REMINDER_DELAY: i64 = 365 * 24 * 3600;
 
-/// Serves one connection on `agent`'s socket.
-pub async fn handle(coord: Arc<Coordinator>, agent: AgentName, mut conn: Connection) {
-    let Some(line) = conn.request_line().await else {
-        return;
-    };
-    let decoded = line.and_then(|line| {
-        if agent.is_manager() {
-            jsonl::decode::<ManagerRequest>(&line)
-        } else {
-            jsonl::decode::<AgentRequest>(&line).map(ManagerRequest::Agent)
-        }
-    });
-    let request = match decoded {
-        Ok(request) => request,
-        Err(e) => {
-            let _ = conn.respond(&AgentResponse::err(e.to_string())).await;
-            return;
-        }
-    };
-    tracing::debug!(%agent, ?request, "agent request");
-    match request {
-        ManagerRequest::Agent(AgentRequest::Recv { wait_seconds, max }) => {
-            recv(&coord, &agent, &mut conn, wait_seconds, max).await;
-        }
-        ManagerRequest::Agent(request) => {
-            let response = agent_verb(&coord, &agent, request)
+/// Serves one connection on `agent`'s socket: request lines one after
+/// another, each answered in order, until the client closes (or sends a
+/// line that cannot be framed). Every answer carries the agent's unread
+/// count.
+///
+/// Exact leases (a `recv` with `lease_seconds`) handed out on this
+/// connection belong to it until the client names them (`renew_lease`,
+/// `ack_turn{lease}`); those still unnamed when the connection ends go
+/// back unflagged, since nobody read them.
+pub async fn handle<R, W>(coord: Arc<Coordinator>, agent: AgentName, mut conn: Connection<R, W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut unheld: Vec<i64> = Vec::new();
+    while let Some(line) = conn.request_line().await {
+        let fatal = matches!(&line, Err(e) if e.is_fatal());
+        let decoded = line.and_then(|line| {
+            if agent.is_manager() {
+                jsonl::decode::<ManagerRequest>(&line)
+            } else {
+                jsonl::decode::<AgentRequest>(&line).map(ManagerRequest::Agent)
+            }
+        });
+        let request = match decoded {
+            Ok(request) => request,
+            Err(e) => {
+                let answered = answer(&coord, &agent, &mut conn, AgentResponse::err(e.to_string()))
+                    .await
+                    .is_ok();
+                if fatal || !answered {
+                    break;
+                }
+                continue;
+            }
+        };
+        tracing::debug!(%agent, ?request, "agent request");
+        let answered = match request {
+            ManagerRequest::Agent(AgentRequest::Recv {
+                wait_seconds,
+                max,
+                lease_seconds,
+            }) => {
+                recv(
+                    &coord,
+                    &agent,
+                    &mut conn,
+                    RecvArgs {
+                        wait_seconds,
+                        max,
+                        lease_seconds,
+                    },
+                    &mut unheld,
+                )
                 .await
-                .unwrap_or_else(error_response);
-            let _ = conn.respond(&response).await;
-        }
-        ManagerRequest::Manager(request) => {
-            let response = manager_verb(&coord, request)
-                .await
-                .unwrap_or_else(error_response);
-            let _ = conn.respond(&response).await;
+            }
+            ManagerRequest::Agent(request) => {
+                // A lease the client names is one it read.
+                if let AgentRequest::RenewLease { lease }
+                | AgentRequest::AckTurn {
+                    lease: Some(lease), ..
+                } = &request
+                {
+                    unheld.retain(|l| l != lease);
+                }
+                let response = agent_verb(&coord, &agent, request)
+                    .await
+                    .unwrap_or_else(error_response);
+                answer(&coord, &agent, &mut conn, response).await.is_ok()
+            }
+            ManagerRequest::Manager(request) => {
+                let response = manager_verb(&coord, request)
+                    .await
+                    .unwrap_or_else(error_response);
+                answer(&coord, &agent, &mut conn, response).await.is_ok()
+            }
+        };
+        if !answered {
+            break;
         }
     }
+    for lease in unheld {
+        match coord.store.release_lease(lease) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(%agent, lease, n, "connection closed before its lease was named: rows back, unflagged")
+            }
+            Err(e) => tracing::error!(%agent, lease, "could not release a lease: {e}"),
+        }
+    }
+}
+
+/// Writes `response` with the agent's unread count.
+async fn answer<R, W>(
+    coord: &Coordinator,
+    agent: &AgentName,
+    conn: &mut Connection<R, W>,
+    response: AgentResponse,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let unread = match coord.store.unread(agent.as_str()) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::error!(%agent, "unread count: {e}");
+            None
+        }
+    };
+    let line = AgentAnswer { response, unread }
+        .to_line()
+        .map_err(std::io::Error::other)?;
+    conn.respond_line(&line).await
 }
 
 fn error_response(e: Error) -> AgentResponse {
     AgentResponse::err(e.to_string())
 }
 
+/// A `recv` request's fields.
+struct RecvArgs {
+    wait_seconds: Option<u64>,
+    max: Option<u32>,
+    lease_seconds: Option<u64>,
+}
+
 /// Long-polls for messages, then hands them over. If the response cannot be
 /// written (the client left), the popped rows go back to the inbox: a client
-/// that disconnects during a long-poll loses nothing.
+/// that disconnects during a long-poll loses nothing. An exact lease that
+/// was written joins `unheld`. Returns whether the answer was written.
 ///
 /// A client that hangs up while the poll waits ends it at once (its fd and
 /// slot are not held until `wait_seconds`), and so does eviction by a
 /// newcomer on a full socket; both are answered with an empty batch, as if
 /// the wait had run out — nothing was popped, so nothing needs returning.
-async fn recv(
+async fn recv<R, W>(
     coord: &Coordinator,
     agent: &AgentName,
-    conn: &mut Connection,
-    wait_seconds: Option<u64>,
-    max: Option<u32>,
-) {
+    conn: &mut Connection<R, W>,
+    args: RecvArgs,
+    unheld: &mut Vec<i64>,
+) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let wait = Duration::from_secs(
-        wait_seconds
+        args.wait_seconds
             .unwrap_or(DEFAULT_WAIT_SECONDS)
             .min(MAX_WAIT_SECONDS),
     );
-    let max = max.unwrap_or(1).clamp(1, MAX_RECV_BATCH);
+    let max = args.max.unwrap_or(1).clamp(1, MAX_RECV_BATCH);
+    let lease_for = args
+        .lease_seconds
+        .map(|s| Duration::from_secs(s.clamp(MIN_LEASE_SECONDS, MAX_LEASE_SECONDS)));
     let popped = tokio::select! {
-        popped = coord.store.recv_wait(agent.as_str(), wait, max) => popped,
-        () = coord.shutting_down() => Ok(Vec::new()),
+        popped = coord.store.recv_wait(agent.as_str(), wait, max, lease_for) => popped,
+        () = coord.shutting_down() => Ok(Popped::default()),
         // A client that only shut down its write side still reads the
         // empty answer; for one that is gone the write fails at once.
         why = conn.interrupted() => {
             tracing::debug!(%agent, ?why, "recv ended before its wait");
-            Ok(Vec::new())
+            Ok(Popped::default())
         }
     };
-    let messages = match popped {
-        Ok(messages) => messages,
+    let Popped { messages, lease } = match popped {
+        Ok(popped) => popped,
         Err(e) => {
-            let _ = conn.respond(&AgentResponse::err(e.to_string())).await;
-            return;
+            return answer(coord, agent, conn, AgentResponse::err(e.to_string()))
+                .await
+                .is_ok();
         }
     };
     let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
-    if let Err(e) = conn.respond(&AgentResponse::Messages { messages }).await
-        && !ids.is_empty()
+    match answer(
+        coord,
+        agent,
+        conn,
+        AgentResponse::Messages { messages, lease },
+    )
+    .await
     {
-        tracing::info!(%agent, count = ids.len(), "recv client left: returning messages ({e})");
-        if let Err(e) = coord.store.undeliver(&ids) {
-            tracing::error!(%agent, ?ids, "could not return undelivered messages: {e}");
+        Ok(()) => {
+            if let (Some(lease), Some(_)) = (lease, lease_for) {
+                unheld.push(lease);
+            }
+            true
+        }
+        Err(e) => {
+            if !ids.is_empty() {
+                tracing::info!(%agent, count = ids.len(), "recv client left: returning messages ({e})");
+                if let Err(e) = coord.store.undeliver(&ids) {
+                    tracing::error!(%agent, ?ids, "could not return undelivered messages: {e}");
+                }
+            }
+            false
         }
     }
 }
@@ -130,7 +242,21 @@ pub async fn agent_verb(
             body,
             in_reply_to,
         } => {
-            store.send(me.as_str(), &to, &body, in_reply_to)?;
+            let message = OutgoingMessage {
+                to,
+                body,
+                in_reply_to,
+            };
+            store
+                .send_batch(me.as_str(), std::slice::from_ref(&message))
+                .await?;
+            AgentResponse::Ok
+        }
+        SendBatch { messages } => AgentResponse::Sent {
+            ids: store.send_batch(me.as_str(), &messages).await?,
+        },
+        RenewLease { lease } => {
+            store.renew_lease(me.as_str(), lease)?;
             AgentResponse::Ok
         }
         Recv { .. } => return Err(Error::refused("recv is served as a long-poll")),
@@ -140,8 +266,15 @@ pub async fn agent_verb(
         Recent { limit } => AgentResponse::Recent {
             rows: store.recent(me.as_str(), limit.min(MAX_RECENT))?,
         },
-        AckTurn => {
+        AckTurn {
+            ids: None,
+            lease: None,
+        } => {
             store.ack_turn(me.as_str())?;
+            AgentResponse::Ok
+        }
+        AckTurn { ids, lease } => {
+            store.ack(me.as_str(), ids.as_deref().unwrap_or_default(), lease)?;
             AgentResponse::Ok
         }
         RequeueInflight => {

@@ -15,37 +15,44 @@ use crate::error::Result;
 use crate::jsonl;
 use crate::listener::Connection;
 
-/// Serves one host.sock connection.
+/// Serves one host.sock connection: request lines one after another, each
+/// answered in order, until the client closes. A stream
+/// (`subscribe_agent_status`, `logs{follow}`) takes the connection over
+/// for as long as the client stays.
 pub async fn handle(coord: Arc<Coordinator>, mut conn: Connection) {
-    let Some(line) = conn.request_line().await else {
-        return;
-    };
-    let request = match line.and_then(|line| jsonl::decode::<HostRequest>(&line)) {
-        Ok(request) => request,
-        Err(e) => {
-            let _ = conn.respond(&HostResponse::error(e.to_string())).await;
+    while let Some(line) = conn.request_line().await {
+        let fatal = matches!(&line, Err(e) if e.is_fatal());
+        let request = match line.and_then(|line| jsonl::decode::<HostRequest>(&line)) {
+            Ok(request) => request,
+            Err(e) => {
+                let answered = conn.respond(&HostResponse::error(e.to_string())).await;
+                if fatal || answered.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        tracing::debug!(?request, "host request");
+        if request == HostRequest::SubscribeAgentStatus {
+            subscribe(&coord, &mut conn).await;
             return;
         }
-    };
-    tracing::debug!(?request, "host request");
-    if request == HostRequest::SubscribeAgentStatus {
-        subscribe(&coord, &mut conn).await;
-        return;
-    }
-    if let HostRequest::Logs {
-        name,
-        lines,
-        follow: true,
-    } = &request
-    {
-        follow_logs(&coord, &mut conn, name, lines.unwrap_or(DEFAULT_LOG_LINES)).await;
-        return;
-    }
-    let response = dispatch(&coord, request)
-        .await
-        .unwrap_or_else(|e| HostResponse::error(e.to_string()));
-    if let Err(e) = conn.respond(&response).await {
-        tracing::debug!("host client left before its response: {e}");
+        if let HostRequest::Logs {
+            name,
+            lines,
+            follow: true,
+        } = &request
+        {
+            follow_logs(&coord, &mut conn, name, lines.unwrap_or(DEFAULT_LOG_LINES)).await;
+            return;
+        }
+        let response = dispatch(&coord, request)
+            .await
+            .unwrap_or_else(|e| HostResponse::error(e.to_string()));
+        if let Err(e) = conn.respond(&response).await {
+            tracing::debug!("host client left before its response: {e}");
+            return;
+        }
     }
 }
 

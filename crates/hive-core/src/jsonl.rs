@@ -43,6 +43,14 @@ pub enum RequestError {
     Invalid { verb: String, reason: String },
 }
 
+impl RequestError {
+    /// The line could not be framed (its bytes were dropped): the
+    /// connection cannot go on and is closed after the answer.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, RequestError::TooLong | RequestError::OverBudget)
+    }
+}
+
 /// Bytes of line buffer shared by every reader that draws on it: a
 /// semaphore whose permits are bytes.
 #[derive(Debug)]
@@ -254,6 +262,10 @@ impl<R> Drop for LineReader<R> {
 /// Decodes a request tagged `cmd`, turning serde's messages into ones an
 /// operator can act on.
 pub fn decode<T: DeserializeOwned>(line: &str) -> Result<T, RequestError> {
+    // The common case in one pass; the slow path below only names errors.
+    if let Ok(request) = serde_json::from_str(line) {
+        return Ok(request);
+    }
     let value: serde_json::Value =
         serde_json::from_str(line).map_err(|e| RequestError::Malformed(e.to_string()))?;
     let verb = match value.get("cmd") {
@@ -274,6 +286,19 @@ pub fn decode<T: DeserializeOwned>(line: &str) -> Result<T, RequestError> {
             None => RequestError::Invalid { verb, reason },
         }
     })
+}
+
+/// Writes `line` (one JSON document, no newline) and a newline, and
+/// flushes.
+pub async fn write_raw_line<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    line: &str,
+) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    writer.write_all(&bytes).await?;
+    writer.flush().await
 }
 
 /// Writes `value` as one JSON line and flushes.

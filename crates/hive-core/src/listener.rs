@@ -1,7 +1,10 @@
 //! Binding unix sockets and running their accept loops.
 //!
 //! Each connection gets its own task, so a slow or silent client never
-//! holds up another. A socket serves at most [`MAX_CONNECTIONS`] at once,
+//! holds up another. A connection is persistent: it carries any number of
+//! request lines, answered in order (a client that sends one line and
+//! closes is the case of one). [`Connection`] is generic over its read and
+//! write halves, so the same serving code can run over another transport. A socket serves at most [`MAX_CONNECTIONS`] at once,
 //! and idle connections never make a new client wait: when the cap is
 //! reached, the accept loop evicts the connection that has been idle
 //! longest — one still waiting for its request line, or one parked in a
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
@@ -26,8 +30,10 @@ use crate::paths::{self, MAX_SOCKET_PATH};
 
 /// Connections one socket serves at once.
 pub const MAX_CONNECTIONS: usize = 512;
-/// How long a client may take to send its request line, counted from the
-/// moment it connects. Our clients write it at once.
+/// How long a client may take to send its first request line, counted
+/// from the moment it connects. Our clients write it at once. Between
+/// later requests a connection is idle: it stays open for as long as no
+/// newcomer needs its slot.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one response line may take to reach a client that reads it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -254,10 +260,12 @@ pub enum Interrupted {
 
 /// One accepted connection: a budgeted line reader, the write half, and
 /// its slot (released when the connection drops).
-pub struct Connection {
-    reader: LineReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+pub struct Connection<R = OwnedReadHalf, W = OwnedWriteHalf> {
+    reader: LineReader<R>,
+    writer: W,
     slot: Slot,
+    /// Request lines read so far.
+    served: u64,
 }
 
 impl Connection {
@@ -267,16 +275,26 @@ impl Connection {
             reader: LineReader::new(reader, LineBudget::global()),
             writer,
             slot,
+            served: 0,
         }
     }
+}
 
-    /// Reads the request line within [`REQUEST_TIMEOUT`]; until it is
-    /// complete the connection is idle and may be evicted (unless the line
-    /// is already waiting to be read). `None`: the client left, stalled or
-    /// was evicted, and there is nobody to answer.
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
+    /// Reads the next request line — the first within [`REQUEST_TIMEOUT`];
+    /// until it is complete the connection is idle and may be evicted
+    /// (unless the line is already waiting to be read). `None`: the client
+    /// left, stalled or was evicted, and there is nobody to answer.
     pub async fn request_line(&mut self) -> Option<Result<String, RequestError>> {
         let idle = self.slot.idle();
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, self.reader.read_line());
+        let deadline = if self.served == 0 {
+            REQUEST_TIMEOUT
+        } else {
+            // Persistent: no deadline between requests, only eviction.
+            Duration::MAX
+        };
+        self.served += 1;
+        let read = tokio::time::timeout(deadline, self.reader.read_line());
         tokio::select! {
             read = read => match read {
                 Ok(Ok(line)) => line,
@@ -312,20 +330,31 @@ impl Connection {
 
     /// Writes one response line within [`WRITE_TIMEOUT`].
     pub async fn respond<T: serde::Serialize>(&mut self, response: &T) -> std::io::Result<()> {
-        tokio::time::timeout(WRITE_TIMEOUT, jsonl::write_line(&mut self.writer, response))
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("client read no response within {WRITE_TIMEOUT:?}"),
-                ))
-            })
+        within_write_timeout(jsonl::write_line(&mut self.writer, response)).await
     }
+
+    /// Writes one already-encoded response line within [`WRITE_TIMEOUT`].
+    pub async fn respond_line(&mut self, line: &str) -> std::io::Result<()> {
+        within_write_timeout(jsonl::write_raw_line(&mut self.writer, line)).await
+    }
+}
+
+async fn within_write_timeout(
+    write: impl Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("client read no response within {WRITE_TIMEOUT:?}"),
+            ))
+        })
 }
 
 /// Resolves when the read half reaches EOF or fails. Bytes that arrive are
 /// kept; once the buffer is full (or off budget) it stops watching.
-async fn hung_up(reader: &mut LineReader<OwnedReadHalf>) {
+async fn hung_up<R: AsyncRead + Unpin>(reader: &mut LineReader<R>) {
     loop {
         match reader.fill().await {
             Ok(Fill::Read(_)) => {}

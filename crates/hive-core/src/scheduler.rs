@@ -1,4 +1,5 @@
-//! Timers of the daemon: reminder delivery, question TTLs, broker vacuum.
+//! Timers of the daemon: reminder delivery, question TTLs, lease expiry,
+//! broker vacuum.
 //!
 //! The scheduler sleeps until the earliest due reminder or question
 //! deadline, or until the store says the schedule changed — no fixed
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hive_store::ReminderOutcome;
+use tokio::sync::Notify;
 
 use crate::coordinator::Coordinator;
 
@@ -24,17 +26,28 @@ const ERROR_BACKOFF: Duration = Duration::from_secs(5);
 /// Runs reminders and question TTLs until shutdown.
 pub async fn run(coord: Arc<Coordinator>) {
     let changed = coord.store.schedule_changed();
+    timer(&coord, &changed, "scheduler", tick).await;
+}
+
+/// Until shutdown: runs `step`, then sleeps until the unix millisecond it
+/// returns (forever on `None`) or until `changed` fires. Interest in
+/// `changed` is registered before `step` reads the schedule, so a change
+/// made meanwhile is not missed.
+async fn timer(
+    coord: &Coordinator,
+    changed: &Notify,
+    what: &str,
+    step: impl Fn(&Coordinator) -> hive_store::Result<Option<i64>>,
+) {
     loop {
-        // Register interest before reading the schedule so a change made
-        // while we compute the next wake is not missed.
         let notified = changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let sleep_for = match tick(&coord) {
+        let sleep_for = match step(coord) {
             Ok(next_due) => next_due.map(until_millis),
             Err(e) => {
-                tracing::error!("scheduler: {e}");
+                tracing::error!("{what}: {e}");
                 Some(ERROR_BACKOFF)
             }
         };
@@ -97,6 +110,26 @@ fn until_millis(at_ms: i64) -> Duration {
     target
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO)
+}
+
+/// Puts back the rows whose exact lease ran out (flagged `redelivered` if
+/// the lease was held), sleeping until the earliest lease runs out or a
+/// new one would run out sooner — so a harness that died mid-turn has its
+/// messages redelivered even when no new harness boots.
+pub async fn lease_expiry(coord: Arc<Coordinator>) {
+    let changed = coord.store.lease_changed();
+    timer(&coord, &changed, "lease expiry", expire_leases).await;
+}
+
+/// Puts back what ran out; returns when (unix ms) the next lease runs out.
+fn expire_leases(coord: &Coordinator) -> hive_store::Result<Option<i64>> {
+    let n = coord.store.expire_leases(hive_store::now_millis())?;
+    if n > 0 {
+        tracing::info!(rows = n, "leases ran out: messages back in their inboxes");
+    }
+    let next = coord.store.next_lease_expiry()?;
+    coord.store.set_lease_alarm(next.unwrap_or(i64::MAX));
+    Ok(next)
 }
 
 /// Vacuums acked broker rows hourly until shutdown.

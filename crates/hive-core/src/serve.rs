@@ -117,6 +117,16 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
             .is_some_and(|r| r.survives_daemon());
     let store = Store::open(&paths.database())
         .with_context(|| format!("open {}", paths.database().display()))?;
+    // The connections that held unnamed leases died with the last daemon.
+    let released = store
+        .release_unheld_leases()
+        .context("release the leases of the last run's connections")?;
+    if released > 0 {
+        tracing::info!(
+            rows = released,
+            "messages nobody read are back in their inboxes"
+        );
+    }
 
     // Every dashboard request presents it, loopback included.
     let operator_token = match config.operator_token {
@@ -176,6 +186,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         }));
     }
     tasks.spawn(scheduler::run(coord.clone()));
+    tasks.spawn(scheduler::lease_expiry(coord.clone()));
     tasks.spawn(scheduler::vacuum(coord.clone()));
     tasks.spawn(forward_broker_events(coord.clone()));
     tasks.spawn(lifecycle::crash_watch(coord.clone()));

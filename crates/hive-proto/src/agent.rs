@@ -23,22 +23,45 @@ pub enum AgentRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         in_reply_to: Option<i64>,
     },
+    /// Send many messages (to one or many recipients) in one transaction:
+    /// all are stored or none (a bad recipient refuses the whole batch).
+    /// Answers `sent` with one id per stored row, in order.
+    SendBatch { messages: Vec<OutgoingMessage> },
     /// Pop up to `max` (default 1, cap 32) messages, long-polling up to
     /// `wait_seconds` (default 30, cap 180) for the first one. Popped rows
-    /// stay in flight until `ack_turn`.
+    /// stay in flight, under the lease the answer names, until `ack_turn`.
+    ///
+    /// With `lease_seconds` (exact leases, our harness): the rows belong to
+    /// this connection until the client names the lease (`renew_lease` or
+    /// `ack_turn`); if the connection closes first they go back unflagged
+    /// (the client never saw them). A named lease lasts `lease_seconds`
+    /// (1–3600) from its last renewal; when it runs out core puts its rows
+    /// back flagged `redelivered`.
     Recv {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait_seconds: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_seconds: Option<u64>,
     },
+    /// The client holds the rows of `lease` (it read them): keeps them in
+    /// flight for another lease period.
+    RenewLease { lease: i64 },
     /// How many messages wait in this agent's inbox. Non-mutating.
     Status,
     /// The last `limit` messages addressed to this agent, newest first.
     /// Non-mutating.
     Recent { limit: u64 },
-    /// The turn succeeded: every message popped since the last ack is done.
-    AckTurn,
+    /// The turn succeeded. With `ids` and/or `lease`: exactly those rows
+    /// (this agent's, in flight) are done, and nothing else. With neither
+    /// (the original's clients): every message popped since the last ack.
+    AckTurn {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ids: Option<Vec<i64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<i64>,
+    },
     /// Harness boot: put every popped-but-unacked message back in the inbox,
     /// flagged `redelivered`.
     RequeueInflight,
@@ -263,8 +286,15 @@ pub enum AgentResponse {
     Ok,
     /// The request was refused or failed; `message` says why.
     Err { message: String },
-    /// `recv` result, oldest first; empty when the wait ran out.
-    Messages { messages: Vec<DeliveredMessage> },
+    /// `recv` result, oldest first; empty when the wait ran out. `lease`
+    /// names the rows handed out (absent when there are none).
+    Messages {
+        messages: Vec<DeliveredMessage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<i64>,
+    },
+    /// `send_batch` result: the stored rows' ids, in order.
+    Sent { ids: Vec<i64> },
     /// `status` result.
     Status { unread: u64 },
     /// `recent` result, newest first.
@@ -299,6 +329,51 @@ impl AgentResponse {
         AgentResponse::Err {
             message: message.into(),
         }
+    }
+}
+
+/// One message of a `send_batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingMessage {
+    /// An agent, `operator`, or `*`.
+    pub to: String,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<i64>,
+}
+
+/// One answer line of an agent or manager socket: the response, plus the
+/// caller's unread count (`"unread":N`, pending rows of its inbox) on every
+/// answer, so no client needs a `status` round trip to show it. `status`
+/// carries it as its own field; on the wire it appears once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentAnswer {
+    pub response: AgentResponse,
+    pub unread: Option<u64>,
+}
+
+impl AgentAnswer {
+    /// The answer as one JSON line (no newline).
+    pub fn to_line(&self) -> serde_json::Result<String> {
+        let mut line = serde_json::to_string(&self.response)?;
+        if let Some(unread) = self.unread
+            && !matches!(self.response, AgentResponse::Status { .. })
+            && line.ends_with('}')
+        {
+            // A serialized response is always a JSON object with its tag:
+            // one more member before the closing brace.
+            line.pop();
+            line.push_str(&format!(",\"unread\":{unread}}}"));
+        }
+        Ok(line)
+    }
+
+    /// Reads an answer line (an answer without `unread` is an older core's).
+    pub fn from_line(line: &str) -> serde_json::Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(line)?;
+        let unread = value.get("unread").and_then(serde_json::Value::as_u64);
+        let response = AgentResponse::deserialize(value)?;
+        Ok(Self { response, unread })
     }
 }
 

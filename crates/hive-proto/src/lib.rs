@@ -21,8 +21,8 @@ pub mod rfc3339;
 pub mod task;
 
 pub use agent::{
-    AgentRequest, AgentResponse, DeliveredMessage, InboxRow, LooseEnd, LooseEndKind,
-    ManagerOnlyRequest, ManagerRequest, ManagerResponse,
+    AgentAnswer, AgentRequest, AgentResponse, DeliveredMessage, InboxRow, LooseEnd, LooseEndKind,
+    ManagerOnlyRequest, ManagerRequest, ManagerResponse, OutgoingMessage,
 };
 pub use dashboard::{DashboardEvent, MessageView};
 pub use helper::HelperEvent;
@@ -58,3 +58,8 @@ pub const MAX_WAIT_SECONDS: u64 = 180;
 pub const DEFAULT_WAIT_SECONDS: u64 = 30;
 /// Cap on a `recv`'s batch size.
 pub const MAX_RECV_BATCH: u32 = 32;
+/// Cap on the messages of one `send_batch`.
+pub const MAX_SEND_BATCH: usize = 256;
+/// Bounds on a `recv`'s `lease_seconds`.
+pub const MIN_LEASE_SECONDS: u64 = 1;
+pub const MAX_LEASE_SECONDS: u64 = 3600;

@@ -400,6 +400,7 @@ fn agent_requests() {
         Recv {
             wait_seconds: None,
             max: None,
+            lease_seconds: None,
         },
         r#"{"cmd":"recv"}"#,
     );
@@ -407,12 +408,47 @@ fn agent_requests() {
         Recv {
             wait_seconds: Some(30),
             max: Some(8),
+            lease_seconds: Some(120),
         },
-        r#"{"cmd":"recv","wait_seconds":30,"max":8}"#,
+        r#"{"cmd":"recv","wait_seconds":30,"max":8,"lease_seconds":120}"#,
+    );
+    check(
+        RenewLease { lease: 7 },
+        r#"{"cmd":"renew_lease","lease":7}"#,
+    );
+    check(
+        SendBatch {
+            messages: vec![
+                hive_proto::OutgoingMessage {
+                    to: "bob".into(),
+                    body: "a".into(),
+                    in_reply_to: None,
+                },
+                hive_proto::OutgoingMessage {
+                    to: "*".into(),
+                    body: "b".into(),
+                    in_reply_to: Some(3),
+                },
+            ],
+        },
+        r#"{"cmd":"send_batch","messages":[{"to":"bob","body":"a"},{"to":"*","body":"b","in_reply_to":3}]}"#,
     );
     check(Status, r#"{"cmd":"status"}"#);
     check(Recent { limit: 10 }, r#"{"cmd":"recent","limit":10}"#);
-    check(AckTurn, r#"{"cmd":"ack_turn"}"#);
+    check(
+        AckTurn {
+            ids: None,
+            lease: None,
+        },
+        r#"{"cmd":"ack_turn"}"#,
+    );
+    check(
+        AckTurn {
+            ids: Some(vec![1, 2]),
+            lease: Some(9),
+        },
+        r#"{"cmd":"ack_turn","ids":[1,2],"lease":9}"#,
+    );
     check(RequeueInflight, r#"{"cmd":"requeue_inflight"}"#);
     check(
         Ask {
@@ -589,9 +625,13 @@ fn agent_responses() {
         r#"{"kind":"err","message":"no"}"#,
     );
     check(
-        Messages { messages: vec![] },
+        Messages {
+            messages: vec![],
+            lease: None,
+        },
         r#"{"kind":"messages","messages":[]}"#,
     );
+    check(Sent { ids: vec![4, 5] }, r#"{"kind":"sent","ids":[4,5]}"#);
     check(
         Messages {
             messages: vec![DeliveredMessage {
@@ -603,8 +643,9 @@ fn agent_responses() {
                 in_reply_to: Some(0),
                 redelivered: true,
             }],
+            lease: Some(3),
         },
-        r#"{"kind":"messages","messages":[{"id":1,"from":"a","to":"b","body":"hi","at":1700000000,"in_reply_to":0,"redelivered":true}]}"#,
+        r#"{"kind":"messages","messages":[{"id":1,"from":"a","to":"b","body":"hi","at":1700000000,"in_reply_to":0,"redelivered":true}],"lease":3}"#,
     );
     check(Status { unread: 3 }, r#"{"kind":"status","unread":3}"#);
     check(
@@ -1037,6 +1078,28 @@ fn live_events() {
         },
         r#"{"seq":4,"at":9,"kind":"stream","type":"assistant"}"#,
     );
+}
+
+#[test]
+fn every_agent_answer_carries_the_unread_count_once() {
+    use hive_proto::AgentAnswer;
+    let check = |response: AgentResponse, unread: Option<u64>, line: &str| {
+        let answer = AgentAnswer { response, unread };
+        assert_eq!(answer.to_line().unwrap(), line);
+        assert_eq!(AgentAnswer::from_line(line).unwrap(), answer);
+    };
+    check(AgentResponse::Ok, Some(3), r#"{"kind":"ok","unread":3}"#);
+    check(
+        AgentResponse::Sent { ids: vec![1] },
+        Some(0),
+        r#"{"kind":"sent","ids":[1],"unread":0}"#,
+    );
+    check(
+        AgentResponse::Status { unread: 4 },
+        Some(4),
+        r#"{"kind":"status","unread":4}"#,
+    );
+    check(AgentResponse::Ok, None, r#"{"kind":"ok"}"#);
 }
 
 fn task() -> Task {

@@ -22,13 +22,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let body = "x".repeat(200);
 
+    let batcher = tokio::runtime::Builder::new_current_thread().build()?;
     // Warm the statement cache and the file.
-    round_trips(&store, &body, 32, 2_048)?;
-    for batch in [1, 32] {
+    round_trips(&store, &body, 32, 2_048, None)?;
+    round_trips(&store, &body, 32, 2_048, Some(&batcher))?;
+    for (batch, batched) in [(1, None), (32, None), (32, Some(&batcher))] {
         let mut runs = Vec::with_capacity(RUNS);
         for _ in 0..RUNS {
-            runs.push(round_trips(&store, &body, batch, MESSAGES)?);
+            runs.push(round_trips(&store, &body, batch, MESSAGES, batched)?);
         }
+        let batch = match batched {
+            None => format!("{batch}"),
+            Some(_) => format!("{batch} (send_batch, exact lease, ack by lease)"),
+        };
         runs.sort_by_key(Phases::total);
         let rate = |p: &Phases| MESSAGES as f64 / p.total().as_secs_f64();
         let median = &runs[RUNS / 2];
@@ -87,28 +93,47 @@ impl Phases {
 }
 
 /// Sends `total` messages alice → bob in rounds of `batch` sends, one
-/// `recv_batch(batch)` and one `ack_turn` per round.
+/// `recv_batch(batch)` and one `ack_turn` per round; with `batched`, each
+/// round's sends are one `send_batch` through the group-commit writer and
+/// the pop takes an exact lease that the ack names.
 fn round_trips(
     store: &Store,
     body: &str,
     batch: usize,
     total: usize,
+    batched: Option<&tokio::runtime::Runtime>,
 ) -> Result<Phases, Box<dyn Error>> {
     let mut phases = Phases::default();
     let mut done = 0;
+    let message = hive_proto::OutgoingMessage {
+        to: "bob".into(),
+        body: body.to_owned(),
+        in_reply_to: None,
+    };
     while done < total {
         let n = batch.min(total - done);
         let start = Instant::now();
-        for _ in 0..n {
-            store.send("alice", "bob", body, None)?;
+        match batched {
+            Some(rt) => {
+                rt.block_on(store.send_batch("alice", &vec![message.clone(); n]))?;
+            }
+            None => {
+                for _ in 0..n {
+                    store.send("alice", "bob", body, None)?;
+                }
+            }
         }
         let sent = Instant::now();
-        let got = store.recv_batch("bob", u32::try_from(n)?)?;
-        if got.len() != n {
-            return Err(format!("popped {} of {n}", got.len()).into());
+        let lease_for = batched.map(|_| Duration::from_secs(60));
+        let got = store.pop("bob", u32::try_from(n)?, lease_for)?;
+        if got.messages.len() != n {
+            return Err(format!("popped {} of {n}", got.messages.len()).into());
         }
         let received = Instant::now();
-        store.ack_turn("bob")?;
+        match got.lease.filter(|_| batched.is_some()) {
+            Some(lease) => store.ack("bob", &[], Some(lease))?,
+            None => store.ack_turn("bob")?,
+        };
         let acked = Instant::now();
         phases.send += sent - start;
         phases.recv += received - sent;
@@ -134,7 +159,10 @@ async fn wake_latencies(store: Store, body: &str) -> Result<Vec<Wake>, Box<dyn E
         let store = store.clone();
         tokio::spawn(async move {
             for _ in 0..WAKE_SAMPLES {
-                let got = store.recv_wait("bob", Duration::from_secs(10), 1).await?;
+                let got = store
+                    .recv_wait("bob", Duration::from_secs(10), 1, None)
+                    .await?
+                    .messages;
                 let woke = Instant::now();
                 if got.is_empty() || woke_tx.send(woke).is_err() {
                     break;

@@ -2,24 +2,47 @@
 //! receive, reply threads, broadcast, allow-lists and retention.
 //!
 //! A message is *pending* (`delivered_at` NULL), *in flight* (popped,
-//! `acked_at` NULL) or *done* (acked). `recv_batch` pops pending rows;
-//! `ack_turn` finishes the recipient's in-flight rows; `requeue_inflight`
-//! puts them back flagged `redelivered` after a harness restart. All of it
+//! `acked_at` NULL) or *done* (acked). A pop hands its rows out under a
+//! fresh lease id. A lease is *held* once its client has named it (it read
+//! the rows): rows of an unheld lease go back unflagged (nobody saw them),
+//! rows of a held one flagged `redelivered` (a turn may have acted on
+//! them). `ack` finishes exactly the rows a client names (ids or lease),
+//! `ack_turn` every in-flight row (the original's clients),
+//! `requeue_inflight` puts them back after a harness restart, and
+//! `expire_leases` when a lease period ran out with no renewal. All of it
 //! lives in sqlite: a crash loses nothing popped.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use hive_proto::{
     AgentName, DeliveredMessage, EMPTY_BODY, HelperEvent, InboxRow, MAX_BODY_BYTES, MAX_RECV_BATCH,
-    MAX_WAIT_SECONDS, OPERATOR_RECIPIENT, Recipient, SYSTEM_SENDER,
+    MAX_SEND_BATCH, MAX_WAIT_SECONDS, OPERATOR_RECIPIENT, OutgoingMessage, Recipient,
+    SYSTEM_SENDER,
 };
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::agents::{allow_list, allows, check_allowed, exists, names_except};
-use crate::{Error, Result, Store, WriteTx, count, now_unix};
+use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
+
+/// What one pop handed out: the rows, oldest first, and the lease they
+/// are in flight under (`None` when there were none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Popped {
+    pub messages: Vec<DeliveredMessage>,
+    pub lease: Option<i64>,
+}
+
+/// A message of a send, checked before it reaches the writer.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) to: Recipient,
+    pub(crate) body: String,
+    pub(crate) in_reply_to: Option<i64>,
+}
 
 /// One broker row, as broker events carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +65,14 @@ pub enum MessageEvent {
     Delivered(MessageRow),
 }
 
+/// One caller's messages for the single writer ([`crate::writer`]): all
+/// or none.
+pub(crate) struct Job {
+    pub(crate) from: String,
+    pub(crate) messages: Vec<Checked>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<i64>>>,
+}
+
 /// Refuses a body over [`MAX_BODY_BYTES`].
 pub(crate) fn check_body(body: &str) -> Result<()> {
     if body.len() > MAX_BODY_BYTES {
@@ -51,6 +82,68 @@ pub(crate) fn check_body(body: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Refuses what no surface may send: an oversized or empty body, a bad
+/// recipient.
+fn check_message(to: &str, body: &str) -> Result<Recipient> {
+    check_body(body)?;
+    // Here, not at each surface, so host.sock, the dashboard, the
+    // agent page and the agent socket refuse an empty body alike.
+    if body.trim().is_empty() {
+        return Err(Error::Refused(EMPTY_BODY.to_owned()));
+    }
+    Ok(Recipient::parse(to)?)
+}
+
+/// Stores one message of `from` to `to` (one row per recipient of `*`);
+/// the caller commits and then [`Store::announce`]s.
+pub(crate) fn insert_send(
+    tx: &Connection,
+    from: &str,
+    message: &Checked,
+    now: i64,
+) -> Result<Vec<MessageRow>> {
+    let targets = targets(tx, from, &message.to)?;
+    insert_to(tx, from, &targets, message, now)
+}
+
+/// Stores `message` once per name of `targets` (checked by [`targets`]).
+pub(crate) fn insert_to(
+    tx: &Connection,
+    from: &str,
+    targets: &[String],
+    message: &Checked,
+    now: i64,
+) -> Result<Vec<MessageRow>> {
+    if let Some(parent) = message.in_reply_to {
+        check_reply_target(tx, parent)?;
+    }
+    targets
+        .iter()
+        .map(|to| insert_message(tx, from, to, &message.body, now, message.in_reply_to))
+        .collect()
+}
+
+/// The inboxes a message of `from` to `to` goes to, refusing an unknown
+/// agent or one `from` may not reach.
+pub(crate) fn targets(tx: &Connection, from: &str, to: &Recipient) -> Result<Vec<String>> {
+    Ok(match to {
+        Recipient::Operator => vec![OPERATOR_RECIPIENT.to_owned()],
+        Recipient::Agent(name) => {
+            if !exists(tx, name.as_str())? {
+                return Err(Error::UnknownAgent(name.to_string()));
+            }
+            check_allowed(tx, from, name.as_str())?;
+            vec![name.to_string()]
+        }
+        Recipient::Broadcast => {
+            let list = allow_list(tx, from)?;
+            let mut names = names_except(tx, from)?;
+            names.retain(|n| allows(list.as_deref(), n));
+            names
+        }
+    })
 }
 
 /// Refuses a sender that is not an agent name, `operator` or `system`.
@@ -158,47 +251,69 @@ impl Store {
         body: &str,
         in_reply_to: Option<i64>,
     ) -> Result<Vec<i64>> {
-        check_body(body)?;
-        // Here, not at each surface, so host.sock, the dashboard, the
-        // agent page and the agent socket refuse an empty body alike.
-        if body.trim().is_empty() {
-            return Err(Error::Refused(EMPTY_BODY.to_owned()));
-        }
+        let message = Checked {
+            to: check_message(to, body)?,
+            body: body.to_owned(),
+            in_reply_to,
+        };
         check_sender(from)?;
-        let recipient = Recipient::parse(to)?;
-        let now = now_unix();
         let rows = {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
-            if let Some(parent) = in_reply_to {
-                check_reply_target(&tx, parent)?;
-            }
-            let targets = match recipient {
-                Recipient::Operator => vec![OPERATOR_RECIPIENT.to_owned()],
-                Recipient::Agent(name) => {
-                    if !exists(&tx, name.as_str())? {
-                        return Err(Error::UnknownAgent(name.into()));
-                    }
-                    check_allowed(&tx, from, name.as_str())?;
-                    vec![name.into()]
-                }
-                Recipient::Broadcast => {
-                    let list = allow_list(&tx, from)?;
-                    let mut names = names_except(&tx, from)?;
-                    names.retain(|n| allows(list.as_deref(), n));
-                    names
-                }
-            };
-            let rows = targets
-                .iter()
-                .map(|to| insert_message(&tx, from, to, body, now, in_reply_to))
-                .collect::<Result<Vec<_>>>()?;
+            let rows = insert_send(&tx, from, &message, now_unix())?;
             tx.commit()?;
             rows
         };
         let ids = rows.iter().map(|r| r.id).collect();
         self.announce(rows);
         Ok(ids)
+    }
+
+    /// Sends every one of `messages` from `from`, all or none: one id per
+    /// stored row, in order (a `*` stores one row per recipient). Goes
+    /// through the single writer, so concurrent sends from every socket
+    /// share one transaction; returns once that transaction committed.
+    pub async fn send_batch(&self, from: &str, messages: &[OutgoingMessage]) -> Result<Vec<i64>> {
+        if messages.is_empty() {
+            return Err(Error::Refused(
+                "a send_batch needs at least one message".into(),
+            ));
+        }
+        if messages.len() > MAX_SEND_BATCH {
+            return Err(Error::Refused(format!(
+                "a send_batch carries at most {MAX_SEND_BATCH} messages, not {}",
+                messages.len()
+            )));
+        }
+        check_sender(from)?;
+        let messages = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let to = check_message(&m.to, &m.body).map_err(|e| match messages.len() {
+                    1 => e,
+                    _ => Error::Refused(format!("message {}: {e}", i + 1)),
+                })?;
+                Ok(Checked {
+                    to,
+                    body: m.body.clone(),
+                    in_reply_to: m.in_reply_to,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            from: from.to_owned(),
+            messages,
+            reply,
+        };
+        self.inner
+            .writer
+            .send(job)
+            .map_err(|_| Error::Refused("the broker's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Refused("the broker's writer has stopped".into()))?
     }
 
     /// Pushes `event` into the inbox of `to` (a registered agent) as a
@@ -211,16 +326,27 @@ impl Store {
     }
 
     /// Pops up to `max` (0 counts as 1, capped at 32) pending messages of
-    /// `recipient`, oldest first, marking them in flight.
+    /// `recipient`, oldest first, marking them in flight under a held lease
+    /// with no expiry (the original's `recv`).
     pub fn recv_batch(&self, recipient: &str, max: u32) -> Result<Vec<DeliveredMessage>> {
+        Ok(self.pop(recipient, max, None)?.messages)
+    }
+
+    /// Pops up to `max` (0 counts as 1, capped at 32) pending messages of
+    /// `recipient`, oldest first, in flight under a new lease. With
+    /// `lease_for`, an exact lease: unheld until its client names it
+    /// ([`Store::renew_lease`], [`Store::ack`]), and it runs out `lease_for`
+    /// after its last renewal. Without, held at once and never running out.
+    pub fn pop(&self, recipient: &str, max: u32, lease_for: Option<Duration>) -> Result<Popped> {
         let max = max.clamp(1, MAX_RECV_BATCH);
         // A select then a range update, rather than `UPDATE … WHERE id IN
         // (SELECT …) RETURNING`: both of those build ephemeral tables, whose
         // page-cache allocations cost more than the rest of the pop.
+        let lease_ms = lease_for.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let popped = {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
-            let popped = tx
+            let messages = tx
                 .prepare_cached(
                     "SELECT id, sender, recipient, body, sent_at, in_reply_to, redelivered
                      FROM messages WHERE recipient = ?1 AND delivered_at IS NULL
@@ -228,20 +354,36 @@ impl Store {
                 )?
                 .query_map((recipient, max), delivered_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            if let Some(last) = popped.last() {
+            let mut lease = None;
+            if let Some(last) = messages.last() {
+                let id = self.next_lease();
+                let now_ms = now_millis();
                 // Within this transaction the pending rows up to `last` are
                 // exactly the ones selected.
                 tx.prepare_cached(
-                    "UPDATE messages SET delivered_at = ?1
-                     WHERE recipient = ?2 AND delivered_at IS NULL AND id <= ?3",
+                    "UPDATE messages SET delivered_at = ?1, lease = ?2, lease_held = ?3,
+                         lease_ms = ?4, lease_until = ?5
+                     WHERE recipient = ?6 AND delivered_at IS NULL AND id <= ?7",
                 )?
-                .execute((now_unix(), recipient, last.id))?;
+                .execute((
+                    now_ms / 1000,
+                    id,
+                    lease_ms.is_none(),
+                    lease_ms,
+                    lease_ms.map(|ms| now_ms.saturating_add(ms)),
+                    recipient,
+                    last.id,
+                ))?;
+                lease = Some(id);
             }
             tx.commit()?;
-            popped
+            if let (Some(ms), Some(_)) = (lease_ms, lease) {
+                self.lease_scheduled(now_millis().saturating_add(ms));
+            }
+            Popped { messages, lease }
         };
         if self.inner.events.receiver_count() > 0 {
-            for m in &popped {
+            for m in &popped.messages {
                 let _ = self.inner.events.send(MessageEvent::Delivered(row_of(m)));
             }
         }
@@ -249,8 +391,8 @@ impl Store {
     }
 
     /// Long-polls: waits up to `wait` (capped at 180 s) for a message of
-    /// `recipient`, then pops up to `max` like [`Store::recv_batch`]. Wakes
-    /// as soon as a send to it commits. Empty when the wait ran out.
+    /// `recipient`, then pops up to `max` like [`Store::pop`]. Wakes as soon
+    /// as a send to it commits. Empty when the wait ran out.
     ///
     /// Popping happens synchronously inside one poll, so dropping this
     /// future never loses a message; a popped batch whose response could
@@ -260,7 +402,8 @@ impl Store {
         recipient: &str,
         wait: Duration,
         max: u32,
-    ) -> Result<Vec<DeliveredMessage>> {
+        lease_for: Option<Duration>,
+    ) -> Result<Popped> {
         let wait = wait.min(Duration::from_secs(MAX_WAIT_SECONDS));
         let deadline = tokio::time::Instant::now() + wait;
         let notify = self.waiter(recipient);
@@ -269,14 +412,160 @@ impl Store {
             // Register before looking, so a send committing in between
             // still wakes us.
             notified.as_mut().enable();
-            let popped = self.recv_batch(recipient, max)?;
-            if !popped.is_empty() {
+            let popped = self.pop(recipient, max, lease_for)?;
+            if !popped.messages.is_empty() {
                 return Ok(popped);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(Vec::new());
+                return Ok(Popped::default());
             }
         }
+    }
+
+    /// A lease id never handed out before: above every lease in the file,
+    /// and above the clock (so ids stay fresh even after acked rows were
+    /// vacuumed).
+    fn next_lease(&self) -> i64 {
+        let floor = now_millis().saturating_mul(1024);
+        let mut current = self.inner.leases.load(Ordering::Relaxed);
+        loop {
+            let next = current.saturating_add(1).max(floor);
+            match self.inner.leases.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// The client named `lease` (it holds the rows): the lease is held and
+    /// runs for another period. Refused when none of `recipient`'s rows are
+    /// in flight under it any more (expired, returned or acked): the
+    /// client must then drop the batch — it will come again.
+    pub fn renew_lease(&self, recipient: &str, lease: i64) -> Result<u64> {
+        let now_ms = now_millis();
+        let (n, next) = {
+            let conn = self.conn();
+            let n = conn
+                .prepare_cached(
+                    "UPDATE messages SET lease_held = 1, lease_until = ?1 + lease_ms
+                     WHERE lease = ?2 AND recipient = ?3
+                       AND delivered_at IS NOT NULL AND acked_at IS NULL",
+                )?
+                .execute((now_ms, lease, recipient))?;
+            let next: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT MIN(lease_until) FROM messages WHERE lease = ?1
+                       AND delivered_at IS NOT NULL AND acked_at IS NULL",
+                )?
+                .query_row([lease], |r| r.get(0))?;
+            (n, next)
+        };
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "lease in flight",
+                id: lease,
+            });
+        }
+        if let Some(next) = next {
+            self.lease_scheduled(next);
+        }
+        Ok(count(n))
+    }
+
+    /// `lease`'s connection closed before its client named it: its rows
+    /// still in flight go back unflagged (nobody saw them). A held lease
+    /// is left alone. Returns how many went back.
+    pub fn release_lease(&self, lease: i64) -> Result<u64> {
+        let recipients = self
+            .conn()
+            .prepare_cached(
+                "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
+                 WHERE lease = ?1 AND lease_held = 0
+                   AND delivered_at IS NOT NULL AND acked_at IS NULL
+                 RETURNING recipient",
+            )?
+            .query_map([lease], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(self.woke(recipients))
+    }
+
+    /// At daemon start: every connection is gone, so every unheld lease's
+    /// rows go back unflagged.
+    pub fn release_unheld_leases(&self) -> Result<u64> {
+        let recipients = self
+            .conn()
+            .prepare_cached(
+                "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
+                 WHERE lease_held = 0 AND delivered_at IS NOT NULL AND acked_at IS NULL
+                 RETURNING recipient",
+            )?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(self.woke(recipients))
+    }
+
+    /// Puts back the rows whose lease ran out by `now_ms`: flagged
+    /// `redelivered` if their lease was held (a turn may have acted on
+    /// them), unflagged if not. Returns how many went back.
+    pub fn expire_leases(&self, now_ms: i64) -> Result<u64> {
+        let recipients = self
+            .conn()
+            .prepare_cached(
+                "UPDATE messages SET delivered_at = NULL, redelivered = (redelivered OR lease_held),
+                     lease = NULL, lease_until = NULL
+                 WHERE lease_until <= ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL
+                 RETURNING recipient",
+            )?
+            .query_map([now_ms], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(self.woke(recipients))
+    }
+
+    /// When the earliest lease runs out (unix ms), if any.
+    pub fn next_lease_expiry(&self) -> Result<Option<i64>> {
+        let next = self
+            .conn()
+            .prepare_cached(
+                "SELECT MIN(lease_until) FROM messages
+                 WHERE delivered_at IS NOT NULL AND acked_at IS NULL AND lease_until IS NOT NULL",
+            )?
+            .query_row([], |r| r.get(0))?;
+        Ok(next)
+    }
+
+    /// Notified when a lease may run out before the time the expiry timer
+    /// sleeps until ([`Store::set_lease_alarm`]).
+    pub fn lease_changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.lease_changed)
+    }
+
+    /// The expiry timer sleeps until `at_ms` (`i64::MAX`: no lease).
+    pub fn set_lease_alarm(&self, at_ms: i64) {
+        self.inner.lease_alarm.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// A lease now runs out at `until_ms`: wakes the expiry timer if it
+    /// sleeps past that.
+    fn lease_scheduled(&self, until_ms: i64) {
+        if until_ms < self.inner.lease_alarm.load(Ordering::Relaxed) {
+            self.inner.lease_alarm.store(until_ms, Ordering::Relaxed);
+            self.inner.lease_changed.notify_one();
+        }
+    }
+
+    /// Wakes every distinct recipient of `recipients`; returns how many
+    /// rows they stand for.
+    fn woke(&self, recipients: Vec<String>) -> u64 {
+        let n = count(recipients.len());
+        for to in recipients.iter().collect::<BTreeSet<_>>() {
+            self.wake(to);
+        }
+        n
     }
 
     /// Returns popped, unacked rows to pending (their response never
@@ -290,7 +579,7 @@ impl Store {
             let mut recipients = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
-                    "UPDATE messages SET delivered_at = NULL
+                    "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
                      WHERE id = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL
                      RETURNING recipient",
                 )?;
@@ -302,32 +591,64 @@ impl Store {
             tx.commit()?;
             recipients
         };
-        let n = count(recipients.len());
-        for to in recipients.iter().collect::<BTreeSet<_>>() {
-            self.wake(to);
-        }
-        Ok(n)
+        Ok(self.woke(recipients))
     }
 
-    /// The turn succeeded: acks every in-flight row of `recipient`.
+    /// The turn succeeded (the original's `ack_turn`, no ids): acks every
+    /// in-flight row of `recipient` its clients hold — never one handed to
+    /// a connection that has not named its lease (nobody may have read it).
     pub fn ack_turn(&self, recipient: &str) -> Result<u64> {
         let n = self
             .conn()
             .prepare_cached(
                 "UPDATE messages SET acked_at = ?1
-                 WHERE recipient = ?2 AND delivered_at IS NOT NULL AND acked_at IS NULL",
+                 WHERE recipient = ?2 AND delivered_at IS NOT NULL AND acked_at IS NULL
+                   AND lease_held = 1",
             )?
             .execute((now_unix(), recipient))?;
         Ok(count(n))
     }
 
+    /// The turn succeeded: acks exactly `recipient`'s in-flight rows named
+    /// by `ids`, or under `lease` and the held leases handed out after it
+    /// (what the turn's own tools popped and read), nothing else. Returns
+    /// how many.
+    pub fn ack(&self, recipient: &str, ids: &[i64], lease: Option<i64>) -> Result<u64> {
+        let now = now_unix();
+        let conn = self.conn();
+        let tx = WriteTx::begin(&conn)?;
+        let mut n = 0;
+        if let Some(lease) = lease {
+            n += tx
+                .prepare_cached(
+                    "UPDATE messages SET acked_at = ?1
+                     WHERE recipient = ?3 AND delivered_at IS NOT NULL AND acked_at IS NULL
+                       AND (lease = ?2 OR (lease > ?2 AND lease_held = 1))",
+                )?
+                .execute((now, lease, recipient))?;
+        }
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE messages SET acked_at = ?1
+                 WHERE id = ?2 AND recipient = ?3 AND delivered_at IS NOT NULL AND acked_at IS NULL",
+            )?;
+            for id in ids {
+                n += stmt.execute((now, id, recipient))?;
+            }
+        }
+        tx.commit()?;
+        Ok(count(n))
+    }
+
     /// Harness boot: puts every in-flight row of `recipient` back in its
-    /// inbox flagged `redelivered`, and wakes its waiters.
+    /// inbox — flagged `redelivered` if its lease was held (a turn may have
+    /// acted on it), unflagged if nobody saw it — and wakes its waiters.
     pub fn requeue_inflight(&self, recipient: &str) -> Result<u64> {
         let n = self
             .conn()
             .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, redelivered = 1
+                "UPDATE messages SET delivered_at = NULL, redelivered = (redelivered OR lease_held),
+                     lease = NULL, lease_until = NULL
                  WHERE recipient = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL",
             )?
             .execute([recipient])?;

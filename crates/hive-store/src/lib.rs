@@ -22,11 +22,13 @@ mod questions;
 mod reminders;
 mod schema;
 mod tasks;
+mod writer;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -34,7 +36,7 @@ use rusqlite::config::DbConfig;
 use tokio::sync::{Notify, broadcast};
 
 pub use agents::AgentRecord;
-pub use broker::{MessageEvent, MessageRow};
+pub use broker::{MessageEvent, MessageRow, Popped};
 pub use budget::BUDGET_OPTIONS;
 pub use questions::{ANSWER_CANCELLED, ANSWER_EXPIRED, Question, TTL_WATCHDOG};
 pub use reminders::{
@@ -91,6 +93,33 @@ const EVENT_CAPACITY: usize = 1024;
 /// How long a statement waits on a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// WAL pages after which a commit checkpoints in the committing thread
+/// (the background checkpointer normally keeps the WAL far below).
+const WAL_FALLBACK_CHECKPOINT: i64 = 16_384;
+/// How often the background checkpointer copies the WAL into the file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Starts the thread that checkpoints the WAL on its own connection
+/// (`PASSIVE`: never waits for, nor blocks, the writer), so commits never
+/// stall on the file's fsync. It ends when the store is dropped.
+fn spawn_checkpointer(path: &Path, store: std::sync::Weak<Inner>) -> Result<()> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    std::thread::Builder::new()
+        .name("hive-store-checkpoint".into())
+        .spawn(move || {
+            while store.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("wal checkpoint: {e}");
+                }
+            }
+        })
+        .map_err(|e| Error::Refused(format!("cannot start the checkpointer: {e}")))?;
+    Ok(())
+}
+
 /// A handle to the hive's sqlite file. Cheap to clone; every clone shares
 /// one connection, one event channel and one set of long-poll waiters.
 #[derive(Clone)]
@@ -98,8 +127,16 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     path: PathBuf,
+    /// The single writer's queue (group commit of sends, `writer.rs`).
+    writer: mpsc::Sender<broker::Job>,
+    /// The last lease id handed out.
+    leases: AtomicI64,
+    /// When the lease expiry timer next wakes (unix ms; `i64::MAX`: never).
+    lease_alarm: AtomicI64,
+    /// Wakes the lease expiry timer early.
+    lease_changed: Arc<Notify>,
     conn: Mutex<Connection>,
     events: broadcast::Sender<MessageEvent>,
     /// One `Notify` per recipient that has long-polled, woken on every
@@ -129,22 +166,42 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints (the only fsyncs under `synchronous=NORMAL`) run on
+        // their own thread (`spawn_checkpointer`); the writer checkpoints
+        // itself only if that thread falls far behind.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_FALLBACK_CHECKPOINT)?;
         // Plans must not depend on bound values: otherwise a statement with
         // `LIMIT ?` or a partial index is re-prepared on every reuse from the
         // cache (which clears bindings), tripling the cost of a pop.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn)?;
+        let last_lease: i64 =
+            conn.query_row("SELECT COALESCE(MAX(lease), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        Ok(Store {
-            inner: Arc::new(Inner {
+        let mut spawned = Ok(());
+        let inner = Arc::new_cyclic(|weak| {
+            let writer = writer::spawn(weak.clone()).unwrap_or_else(|e| {
+                spawned = Err(e);
+                mpsc::channel().0
+            });
+            Inner {
                 path: path.to_owned(),
+                writer,
+                leases: AtomicI64::new(last_lease),
+                lease_alarm: AtomicI64::new(i64::MAX),
+                lease_changed: Arc::new(Notify::new()),
                 conn: Mutex::new(conn),
                 events,
                 waiters: Mutex::new(HashMap::new()),
                 schedule: Arc::new(Notify::new()),
-            }),
-        })
+            }
+        });
+        spawned.map_err(|e| Error::Refused(format!("cannot start the broker's writer: {e}")))?;
+        spawn_checkpointer(path, Arc::downgrade(&inner))?;
+        Ok(Store { inner })
     }
 
     /// The file this store was opened from.
@@ -171,7 +228,7 @@ impl Store {
 
     /// The connection. A panic while it was held leaves it usable: any open
     /// transaction was rolled back when its guard dropped.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.inner
             .conn
             .lock()

@@ -46,6 +46,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "the task board, budget questions",
         apply: task_board,
     },
+    Migration {
+        what: "exact message leases",
+        apply: exact_leases,
+    },
 ];
 
 /// The version `Store::open` brings every file to (`PRAGMA user_version`).
@@ -270,6 +274,21 @@ fn agent_fields(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          CREATE INDEX IF NOT EXISTS reminders_pending ON reminders (owner, due_at)
              WHERE delivered_at IS NULL;",
     )
+}
+
+/// Migration 6: exact leases. Every popped row carries the lease that
+/// handed it out (`lease`), whether its client named that lease
+/// (`lease_held`), the lease period (`lease_ms`, NULL: no expiry, the
+/// original's `recv`) and when it runs out (`lease_until`, unix ms).
+/// Rows in flight from before leases existed count as held with no expiry,
+/// as they were. No new index: lease lookups scan the few in-flight rows
+/// through `messages_inflight`, and every index is one more WAL frame per
+/// pop and per ack.
+fn exact_leases(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "messages", "lease", "INTEGER")?;
+    add_column(tx, "messages", "lease_held", "INTEGER NOT NULL DEFAULT 1")?;
+    add_column(tx, "messages", "lease_ms", "INTEGER")?;
+    add_column(tx, "messages", "lease_until", "INTEGER")
 }
 
 #[cfg(test)]

@@ -8,6 +8,27 @@ use hive_store::{Error, MessageEvent, Store, now_unix};
 
 use crate::{inbox, raw, store_with};
 
+/// `recv_wait` without a lease period, as the original's `recv`.
+trait RecvMessages {
+    async fn recv_wait_messages(
+        &self,
+        to: &str,
+        wait: Duration,
+        max: u32,
+    ) -> hive_store::Result<Vec<hive_proto::DeliveredMessage>>;
+}
+
+impl RecvMessages for Store {
+    async fn recv_wait_messages(
+        &self,
+        to: &str,
+        wait: Duration,
+        max: u32,
+    ) -> hive_store::Result<Vec<hive_proto::DeliveredMessage>> {
+        Ok(self.recv_wait(to, wait, max, None).await?.messages)
+    }
+}
+
 fn bodies(msgs: &[hive_proto::DeliveredMessage]) -> Vec<&str> {
     msgs.iter().map(|m| m.body.as_str()).collect()
 }
@@ -196,7 +217,11 @@ async fn long_poll_wakes_on_send() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let waiter = {
         let store = store.clone();
-        tokio::spawn(async move { store.recv_wait("bob", Duration::from_secs(60), 8).await })
+        tokio::spawn(async move {
+            store
+                .recv_wait_messages("bob", Duration::from_secs(60), 8)
+                .await
+        })
     };
     // Let the waiter park first.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -213,7 +238,7 @@ async fn long_poll_drains_up_to_max_once_woken() {
         store.send("alice", "bob", body, None).unwrap();
     }
     let got = store
-        .recv_wait("bob", Duration::from_secs(60), 2)
+        .recv_wait_messages("bob", Duration::from_secs(60), 2)
         .await
         .unwrap();
     assert_eq!(bodies(&got), ["1", "2"]);
@@ -224,14 +249,14 @@ async fn long_poll_times_out_empty() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     assert!(
         store
-            .recv_wait("bob", Duration::from_millis(50), 1)
+            .recv_wait_messages("bob", Duration::from_millis(50), 1)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         store
-            .recv_wait("bob", Duration::ZERO, 1)
+            .recv_wait_messages("bob", Duration::ZERO, 1)
             .await
             .unwrap()
             .is_empty()
@@ -240,7 +265,7 @@ async fn long_poll_times_out_empty() {
     store.send("bob", "alice", "not for bob", None).unwrap();
     assert!(
         store
-            .recv_wait("bob", Duration::from_millis(20), 1)
+            .recv_wait_messages("bob", Duration::from_millis(20), 1)
             .await
             .unwrap()
             .is_empty()
@@ -254,7 +279,7 @@ async fn disconnect_during_long_poll_loses_nothing() {
     // The client goes away while waiting: the dropped future popped nothing.
     let gone = tokio::time::timeout(
         Duration::from_millis(20),
-        store.recv_wait("bob", Duration::from_secs(60), 1),
+        store.recv_wait_messages("bob", Duration::from_secs(60), 1),
     )
     .await;
     assert!(gone.is_err());
@@ -264,13 +289,17 @@ async fn disconnect_during_long_poll_loses_nothing() {
     // The client goes away after the pop, before the response is written:
     // core undelivers, and a waiting client gets it, not flagged.
     let popped = store
-        .recv_wait("bob", Duration::from_secs(60), 1)
+        .recv_wait_messages("bob", Duration::from_secs(60), 1)
         .await
         .unwrap();
     assert_eq!(popped[0].id, id);
     let waiter = {
         let store = store.clone();
-        tokio::spawn(async move { store.recv_wait("bob", Duration::from_secs(60), 1).await })
+        tokio::spawn(async move {
+            store
+                .recv_wait_messages("bob", Duration::from_secs(60), 1)
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(store.undeliver(&[id]).unwrap(), 1);
@@ -482,4 +511,93 @@ fn forgotten_agents_keep_their_messages_but_receive_no_more() {
         store.send("alice", "bob", "after", None),
         Err(Error::UnknownAgent(_))
     ));
+}
+
+/// Many concurrent `send_batch`es share the writer's transactions; a
+/// refused one rolls back alone, every other one is stored whole, and
+/// each caller's ids are its own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_commit_together_and_fail_alone() {
+    let (dir, store) = store_with(&["alice", "bob", "carol"]);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let to = if i == 13 { "nobody" } else { "bob" };
+                let batch: Vec<hive_proto::OutgoingMessage> = (0..4)
+                    .map(|j| hive_proto::OutgoingMessage {
+                        to: if j == 3 { to } else { "carol" }.into(),
+                        body: format!("{i}-{j}"),
+                        in_reply_to: None,
+                    })
+                    .collect();
+                (i, store.send_batch("alice", &batch).await)
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        match result {
+            Ok(ids) => {
+                assert_eq!(ids.len(), 4);
+                for (j, id) in ids.iter().enumerate() {
+                    assert_eq!(store.message(*id).unwrap().body, format!("{i}-{j}"));
+                }
+                stored += 4;
+            }
+            Err(e) => {
+                assert_eq!(i, 13);
+                assert!(
+                    matches!(e, Error::UnknownAgent(ref n) if n == "nobody"),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert_eq!(stored, 63 * 4);
+    let count: i64 = raw(&dir)
+        .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 63 * 4);
+    assert!(
+        inbox(&store, "carol")
+            .iter()
+            .all(|(_, b)| !b.starts_with("13-"))
+    );
+}
+
+#[test]
+fn exact_leases_are_acked_released_and_expired_as_named() {
+    let (_dir, store) = store_with(&["alice", "bob"]);
+    for b in ["a", "b", "c"] {
+        store.send("alice", "bob", b, None).unwrap();
+    }
+    let lease_for = Some(Duration::from_secs(60));
+    let first = store.pop("bob", 1, lease_for).unwrap();
+    let second = store.pop("bob", 1, lease_for).unwrap();
+    let (l1, l2) = (first.lease.unwrap(), second.lease.unwrap());
+    assert!(l2 > l1);
+    // Unnamed: the original's ack_turn does not ack it, a release returns it.
+    assert_eq!(store.ack_turn("bob").unwrap(), 0);
+    assert_eq!(store.release_lease(l1).unwrap(), 1);
+    // Named: held, so a release leaves it; an expiry returns it flagged.
+    store.renew_lease("bob", l2).unwrap();
+    assert_eq!(store.release_lease(l2).unwrap(), 0);
+    assert_eq!(store.expire_leases(now_unix() * 1000).unwrap(), 0);
+    assert!(store.next_lease_expiry().unwrap().is_some());
+    assert_eq!(store.expire_leases(i64::MAX).unwrap(), 1);
+    assert!(store.renew_lease("bob", l2).is_err());
+    let back = store.pop("bob", 32, lease_for).unwrap();
+    assert_eq!(
+        back.messages
+            .iter()
+            .map(|m| (m.body.as_str(), m.redelivered))
+            .collect::<Vec<_>>(),
+        [("a", false), ("b", true), ("c", false)]
+    );
+    // Someone else's lease acks nothing; bob's acks it.
+    assert_eq!(store.ack("alice", &[], back.lease).unwrap(), 0);
+    assert_eq!(store.ack("bob", &[], back.lease).unwrap(), 3);
+    assert_eq!(store.inflight("bob").unwrap(), 0);
 }

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::support::Hive;
 
 /// The banner the harness puts on a redelivered message.
-const BANNER: &str = "[redelivered after harness restart — may already be handled]";
+const BANNER: &str = hive_agent::wake::REDELIVERED_BANNER;
 /// How long one end-to-end step may take (the CLI starts in ~1–2 s).
 const STEP: Duration = Duration::from_secs(90);
 

@@ -6,6 +6,7 @@ mod adversary;
 mod agent;
 mod agent_page;
 mod board;
+mod broker;
 mod browser;
 mod busy;
 mod cli;

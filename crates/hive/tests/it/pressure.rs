@@ -94,7 +94,7 @@ fn a_long_poll_whose_client_stops_writing_is_answered_at_once() {
         .unwrap();
     assert_eq!(
         read_line(&mut BufReader::new(stream)),
-        r#"{"kind":"messages","messages":[]}"#
+        r#"{"kind":"messages","messages":[],"unread":0}"#
     );
 }
 

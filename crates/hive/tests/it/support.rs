@@ -152,8 +152,15 @@ impl Hive {
         roundtrip(&self.host_socket(), request.as_bytes())
     }
 
-    /// One request line to an agent's socket; the response line.
+    /// One request line to an agent's socket; the response line, without
+    /// the unread count every answer carries (`broker.rs` checks it) unless
+    /// it is `status`'s own.
     pub fn agent(&self, name: &str, request: &str) -> String {
+        without_unread(&self.agent_answer(name, request))
+    }
+
+    /// One request line to an agent's socket; the whole response line.
+    pub fn agent_answer(&self, name: &str, request: &str) -> String {
         roundtrip(&self.agent_socket(name), request.as_bytes())
     }
 
@@ -282,6 +289,18 @@ pub fn unix_http(
         UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
     let headers = [&[("Host", "page")], headers].concat();
     raw_http(stream, method, path, &headers, body)
+}
+
+/// An agent socket's answer line without its trailing `"unread":N`
+/// member (kept on `status`, where it is the payload).
+pub fn without_unread(line: &str) -> String {
+    if line.starts_with(r#"{"kind":"status","#) {
+        return line.to_owned();
+    }
+    match line.rfind(r#","unread":"#) {
+        Some(at) if line.ends_with('}') => format!("{}}}", &line[..at]),
+        _ => line.to_owned(),
+    }
 }
 
 /// Writes `request` plus a newline and reads one response line.

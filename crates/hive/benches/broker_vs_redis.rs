@@ -1,0 +1,500 @@
+//! The broker beside Redis Streams, in one run, through their real sockets.
+//!
+//! Starts `hive serve --runtime none` and `redis-server` (on a unix socket,
+//! AOF `appendfsync everysec`: both durable against a process crash, as
+//! sqlite WAL `synchronous=NORMAL` is) in a temp dir, then drives each with
+//! the same loop: per batch of 32, hive = `send_batch` (32 messages) +
+//! `recv{max 32, lease}` + `ack_turn{lease}`, Redis = 32 `XADD` pipelined +
+//! `XREADGROUP COUNT 32` + `XACK`. Then the long-poll wake (a parked
+//! `recv` / `XREADGROUP BLOCK` to the arrival of one message), and 100
+//! agents sending at once. Prints figures and the hive/Redis ratio;
+//! asserts nothing. Run it with `scripts/bench-broker` (installs
+//! `redis-server` if missing).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BATCH: usize = 32;
+const MESSAGES: usize = 20_000;
+const RUNS: usize = 3;
+const WAKE_SAMPLES: usize = 2_000;
+const AGENTS: usize = 100;
+const SENDS_PER_AGENT: usize = 100;
+const BODY_BYTES: usize = 200;
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis_bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let hive = Daemon::hive(dir.path());
+    let redis = Daemon::redis(dir.path(), &redis_bin);
+    let body = "x".repeat(BODY_BYTES);
+
+    println!(
+        "broker vs Redis Streams: {MESSAGES} messages per run, median of {RUNS}, body {BODY_BYTES} B"
+    );
+    let mut hive_rate = 0.0;
+    let mut redis_rate = 0.0;
+    for (name, run) in [
+        ("hive send_batch+recv+ack_turn", Loop::HiveBatch),
+        ("hive 32 pipelined send+recv+ack_turn", Loop::HivePipelined),
+        (
+            "redis 32 pipelined XADD+XREADGROUP+XACK",
+            Loop::RedisPipelined,
+        ),
+        (
+            "redis 32 XADD (unpipelined)+XREADGROUP+XACK",
+            Loop::RedisUnpipelined,
+        ),
+    ] {
+        let mut rates: Vec<f64> = (0..RUNS)
+            .map(|_| run.throughput(&hive, &redis, &body))
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let median = rates[RUNS / 2];
+        println!(
+            "  {name}: {median:.0} msgs/s (runs {:.0}..{:.0})",
+            rates[0],
+            rates[RUNS - 1]
+        );
+        match run {
+            Loop::HiveBatch => hive_rate = median,
+            Loop::RedisPipelined => redis_rate = median,
+            _ => {}
+        }
+    }
+    println!(
+        "  ratio hive/redis (batch 32, pipelined): {:.2}x",
+        hive_rate / redis_rate
+    );
+
+    let hive_wake = wake_hive(&hive, &body);
+    let redis_wake = wake_redis(&redis, &body);
+    println!("long-poll wake ({WAKE_SAMPLES} samples):");
+    report("  hive recv", hive_wake);
+    report("  redis XREADGROUP BLOCK", redis_wake);
+
+    println!("{AGENTS} agents sending at once, {SENDS_PER_AGENT} single sends each:");
+    report("  hive send latency", concurrent_hive(&hive, &body));
+    report("  redis XADD latency", concurrent_redis(&redis, &body));
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort_unstable();
+    let pick = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{name}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(pick(1.0))
+    );
+}
+
+#[derive(Clone, Copy)]
+enum Loop {
+    HiveBatch,
+    HivePipelined,
+    RedisPipelined,
+    RedisUnpipelined,
+}
+
+impl Loop {
+    fn throughput(self, hive: &Daemon, redis: &Daemon, body: &str) -> f64 {
+        let started = Instant::now();
+        match self {
+            Loop::HiveBatch | Loop::HivePipelined => {
+                let mut alice = Jsonl::open(&hive.socket("alice"));
+                let mut bob = Jsonl::open(&hive.socket("bob"));
+                for _ in 0..MESSAGES / BATCH {
+                    if let Loop::HiveBatch = self {
+                        let messages: Vec<Value> = (0..BATCH)
+                            .map(|_| json!({"to": "bob", "body": body}))
+                            .collect();
+                        let sent = alice.call(&json!({"cmd": "send_batch", "messages": messages}));
+                        assert_eq!(sent["kind"], "sent", "{sent}");
+                    } else {
+                        let send = json!({"cmd": "send", "to": "bob", "body": body});
+                        alice.write(&vec![send; BATCH]);
+                        for _ in 0..BATCH {
+                            assert_eq!(alice.read()["kind"], "ok");
+                        }
+                    }
+                    let got = bob.call(&json!({"cmd": "recv", "max": BATCH, "wait_seconds": 5, "lease_seconds": 60}));
+                    assert_eq!(got["messages"].as_array().unwrap().len(), BATCH, "{got}");
+                    let acked = bob.call(&json!({"cmd": "ack_turn", "lease": got["lease"]}));
+                    assert_eq!(acked["kind"], "ok");
+                }
+            }
+            Loop::RedisPipelined | Loop::RedisUnpipelined => {
+                let mut writer = Resp::open(&redis.socket("redis"));
+                let mut reader = Resp::open(&redis.socket("redis"));
+                for _ in 0..MESSAGES / BATCH {
+                    if let Loop::RedisPipelined = self {
+                        let adds: Vec<Vec<&str>> = (0..BATCH)
+                            .map(|_| vec!["XADD", "bench", "*", "body", body])
+                            .collect();
+                        writer.write(&adds);
+                        for _ in 0..BATCH {
+                            writer.read();
+                        }
+                    } else {
+                        for _ in 0..BATCH {
+                            writer.call(&["XADD", "bench", "*", "body", body]);
+                        }
+                    }
+                    let got = reader.call(&[
+                        "XREADGROUP",
+                        "GROUP",
+                        "g",
+                        "c",
+                        "COUNT",
+                        "32",
+                        "STREAMS",
+                        "bench",
+                        ">",
+                    ]);
+                    let ids = stream_ids(&got);
+                    assert_eq!(ids.len(), BATCH);
+                    let mut ack = vec!["XACK", "bench", "g"];
+                    ack.extend(ids.iter().map(String::as_str));
+                    reader.call(&ack);
+                }
+            }
+        }
+        MESSAGES as f64 / started.elapsed().as_secs_f64()
+    }
+}
+
+/// The entry ids of an `XREADGROUP` reply.
+fn stream_ids(reply: &Reply) -> Vec<String> {
+    let Reply::Array(streams) = reply else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for stream in streams {
+        if let Reply::Array(parts) = stream
+            && let Some(Reply::Array(entries)) = parts.get(1)
+        {
+            for entry in entries {
+                if let Reply::Array(fields) = entry
+                    && let Some(Reply::Bulk(id)) = fields.first()
+                {
+                    ids.push(id.clone());
+                }
+            }
+        }
+    }
+    ids
+}
+
+fn wake_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
+    let (tx, rx) = mpsc::channel();
+    let bob_socket = hive.socket("bob");
+    let waiter = std::thread::spawn(move || {
+        let mut bob = Jsonl::open(&bob_socket);
+        for _ in 0..WAKE_SAMPLES {
+            let got = bob
+                .call(&json!({"cmd": "recv", "max": 1, "wait_seconds": 10, "lease_seconds": 60}));
+            let woke = Instant::now();
+            bob.call(&json!({"cmd": "ack_turn", "lease": got["lease"]}));
+            tx.send(woke).unwrap();
+        }
+    });
+    let mut alice = Jsonl::open(&hive.socket("alice"));
+    let mut samples = Vec::with_capacity(WAKE_SAMPLES);
+    for _ in 0..WAKE_SAMPLES {
+        // Let the waiter park.
+        std::thread::sleep(Duration::from_micros(300));
+        let sent = Instant::now();
+        alice.call(&json!({"cmd": "send", "to": "bob", "body": body}));
+        samples.push(rx.recv().unwrap() - sent);
+    }
+    waiter.join().unwrap();
+    samples
+}
+
+fn wake_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
+    let (tx, rx) = mpsc::channel();
+    let socket = redis.socket("redis");
+    let waiter = std::thread::spawn(move || {
+        let mut reader = Resp::open(&socket);
+        for _ in 0..WAKE_SAMPLES {
+            let got = reader.call(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "10000",
+                "COUNT",
+                "1",
+                "STREAMS",
+                "wake",
+                ">",
+            ]);
+            let woke = Instant::now();
+            let ids = stream_ids(&got);
+            let mut ack = vec!["XACK", "wake", "g"];
+            ack.extend(ids.iter().map(String::as_str));
+            reader.call(&ack);
+            tx.send(woke).unwrap();
+        }
+    });
+    let mut writer = Resp::open(&redis.socket("redis"));
+    let mut samples = Vec::with_capacity(WAKE_SAMPLES);
+    for _ in 0..WAKE_SAMPLES {
+        std::thread::sleep(Duration::from_micros(300));
+        let sent = Instant::now();
+        writer.call(&["XADD", "wake", "*", "body", body]);
+        samples.push(rx.recv().unwrap() - sent);
+    }
+    waiter.join().unwrap();
+    samples
+}
+
+fn concurrent_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
+    let send = json!({"cmd": "send", "to": "sink", "body": body});
+    concurrent(
+        |i| Jsonl::open(&hive.socket(&format!("a{i}"))),
+        move |conn: &mut Jsonl| assert_eq!(conn.call(&send)["kind"], "ok"),
+    )
+}
+
+fn concurrent_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
+    let body = body.to_owned();
+    concurrent(
+        |_| Resp::open(&redis.socket("redis")),
+        move |conn: &mut Resp| {
+            conn.call(&["XADD", "sink", "*", "body", &body]);
+        },
+    )
+}
+
+/// [`AGENTS`] clients (`open(i)`), each on its own thread, each sending
+/// [`SENDS_PER_AGENT`] times at once: every send's latency.
+fn concurrent<C: Send + 'static>(
+    open: impl Fn(usize) -> C,
+    send: impl Fn(&mut C) + Clone + Send + 'static,
+) -> Vec<Duration> {
+    let threads: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let mut conn = open(i);
+            let send = send.clone();
+            std::thread::spawn(move || {
+                (0..SENDS_PER_AGENT)
+                    .map(|_| {
+                        let started = Instant::now();
+                        send(&mut conn);
+                        started.elapsed()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+/// A daemon this benchmark started, killed on drop.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    kind: &'static str,
+}
+
+impl Daemon {
+    fn hive(root: &Path) -> Daemon {
+        let dir = root.join("hive");
+        let agents = ["alice", "bob", "sink"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain((0..AGENTS).map(|i| format!("a{i}")));
+        for name in agents {
+            std::fs::create_dir_all(dir.join("state/agents").join(name).join("state")).unwrap();
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--run-dir")
+            .arg(dir.join("run"))
+            .args(["--runtime", "none"])
+            .env("HIVE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        loop {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "hive serve exited");
+            if line.starts_with("hive: runtime") {
+                break;
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Daemon {
+            child,
+            dir,
+            kind: "hive",
+        }
+    }
+
+    fn redis(root: &Path, bin: &str) -> Daemon {
+        let dir = root.join("redis");
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let child = Command::new(bin)
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args(["--unixsocketperm", "700", "--appendonly", "yes"])
+            .args(["--appendfsync", "everysec", "--save", "", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin}: {e} (scripts/bench-broker installs redis-server)")
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let daemon = Daemon {
+            child,
+            dir,
+            kind: "redis",
+        };
+        let mut conn = Resp::open(&daemon.socket("redis"));
+        for stream in ["bench", "wake"] {
+            conn.call(&["XGROUP", "CREATE", stream, "g", "$", "MKSTREAM"]);
+        }
+        daemon
+    }
+
+    fn socket(&self, name: &str) -> PathBuf {
+        match self.kind {
+            "redis" => self.dir.join("redis.sock"),
+            _ => self.dir.join("run/agents").join(name).join("mcp.sock"),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A JSON-lines connection.
+struct Jsonl {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Jsonl {
+    fn open(socket: &Path) -> Jsonl {
+        let stream = UnixStream::connect(socket).unwrap();
+        Jsonl {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::with_capacity(1 << 16, stream),
+        }
+    }
+
+    fn write(&mut self, requests: &[Value]) {
+        let mut bytes = Vec::new();
+        for r in requests {
+            serde_json::to_writer(&mut bytes, r).unwrap();
+            bytes.push(b'\n');
+        }
+        self.writer.write_all(&bytes).unwrap();
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn call(&mut self, request: &Value) -> Value {
+        self.write(std::slice::from_ref(request));
+        self.read()
+    }
+}
+
+/// A RESP connection to Redis (the few replies streams use).
+struct Resp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+#[derive(Debug)]
+enum Reply {
+    Simple,
+    Int,
+    Bulk(String),
+    Nil,
+    Array(Vec<Reply>),
+}
+
+impl Resp {
+    fn open(socket: &Path) -> Resp {
+        let stream = UnixStream::connect(socket).unwrap();
+        Resp {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::with_capacity(1 << 16, stream),
+        }
+    }
+
+    fn write<S: AsRef<str>>(&mut self, commands: &[Vec<S>]) {
+        let mut bytes = Vec::new();
+        for command in commands {
+            bytes.extend(format!("*{}\r\n", command.len()).as_bytes());
+            for arg in command {
+                let arg = arg.as_ref();
+                bytes.extend(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+            }
+        }
+        self.writer.write_all(&bytes).unwrap();
+    }
+
+    fn read(&mut self) -> Reply {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        let (kind, rest) = line.split_at(1);
+        match kind {
+            "+" => Reply::Simple,
+            ":" => Reply::Int,
+            "-" => panic!("redis: {rest}"),
+            "$" if rest == "-1" => Reply::Nil,
+            "$" => {
+                let len: usize = rest.parse().unwrap();
+                let mut buf = vec![0; len + 2];
+                self.reader.read_exact(&mut buf).unwrap();
+                buf.truncate(len);
+                Reply::Bulk(String::from_utf8(buf).unwrap())
+            }
+            "*" if rest == "-1" => Reply::Nil,
+            "*" => {
+                let n: usize = rest.parse().unwrap();
+                Reply::Array((0..n).map(|_| self.read()).collect())
+            }
+            other => panic!("unexpected RESP type {other:?}"),
+        }
+    }
+
+    fn call(&mut self, command: &[&str]) -> Reply {
+        self.write(&[command.to_vec()]);
+        self.read()
+    }
+}
