@@ -102,9 +102,9 @@ pub(crate) fn insert_send(
     tx: &Connection,
     from: &str,
     message: &Checked,
-    now: i64,
+    (now, needs_container): (i64, bool),
 ) -> Result<Vec<MessageRow>> {
-    let targets = targets(tx, from, &message.to)?;
+    let targets = targets(tx, from, &message.to, needs_container)?;
     insert_to(tx, from, &targets, message, now)
 }
 
@@ -127,7 +127,12 @@ pub(crate) fn insert_to(
 
 /// The inboxes a message of `from` to `to` goes to, refusing an unknown
 /// agent or one `from` may not reach.
-pub(crate) fn targets(tx: &Connection, from: &str, to: &Recipient) -> Result<Vec<String>> {
+pub(crate) fn targets(
+    tx: &Connection,
+    from: &str,
+    to: &Recipient,
+    needs_container: bool,
+) -> Result<Vec<String>> {
     Ok(match to {
         Recipient::Operator => vec![OPERATOR_RECIPIENT.to_owned()],
         Recipient::Agent(name) => {
@@ -139,7 +144,7 @@ pub(crate) fn targets(tx: &Connection, from: &str, to: &Recipient) -> Result<Vec
         }
         Recipient::Broadcast => {
             let list = allow_list(tx, from)?;
-            let mut names = names_except(tx, from)?;
+            let mut names = names_except(tx, from, needs_container)?;
             names.retain(|n| allows(list.as_deref(), n));
             names
         }
@@ -260,7 +265,12 @@ impl Store {
         let rows = {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
-            let rows = insert_send(&tx, from, &message, now_unix())?;
+            let rows = insert_send(
+                &tx,
+                from,
+                &message,
+                (now_unix(), self.broadcast_needs_container()),
+            )?;
             tx.commit()?;
             rows
         };

@@ -48,6 +48,7 @@ impl Store {
     /// caller after the commit.
     fn commit_jobs(&self, jobs: Vec<Job>) {
         let now = now_unix();
+        let needs_container = self.broadcast_needs_container();
         let mut results: Vec<Result<Vec<MessageRow>>> = Vec::with_capacity(jobs.len());
         let committed = {
             let conn = self.conn();
@@ -66,7 +67,10 @@ impl Store {
                             let at = match known {
                                 Some(at) => at,
                                 None => {
-                                    resolved.push((&m.to, targets(&tx, &job.from, &m.to)?));
+                                    resolved.push((
+                                        &m.to,
+                                        targets(&tx, &job.from, &m.to, needs_container)?,
+                                    ));
                                     resolved.len() - 1
                                 }
                             };
