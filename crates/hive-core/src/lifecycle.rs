@@ -136,18 +136,19 @@ impl Coordinator {
         }
     }
 
-    /// Waits until `name`'s new harness reports in (a report beyond the
-    /// `before` count); fails when its container exits first or nothing
-    /// comes within [`crate::deploys::HEALTH_BOUND`].
+    /// Waits until `name`'s new harness reports in (on a connection opened
+    /// after `since`, when its container was about to start); fails when
+    /// its container exits first or nothing comes within
+    /// [`crate::deploys::HEALTH_BOUND`].
     async fn await_healthy(
         &self,
         runtime: &dyn Runtime,
         name: &AgentName,
-        before: u64,
+        since: tokio::time::Instant,
     ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + crate::deploys::HEALTH_BOUND;
         loop {
-            if self.deploys.report_count(name) > before {
+            if self.deploys.reported_since(name, since) {
                 return Ok(());
             }
             let running = runtime
@@ -509,7 +510,7 @@ impl Coordinator {
             .begin_when_free(name, TransientKind::Rebuilding)
             .await?;
         let result = match self.recreate(&*runtime, name, deployed).await {
-            Ok(reports) => self.await_healthy(&*runtime, name, reports).await,
+            Ok(since) => self.await_healthy(&*runtime, name, since).await,
             Err(e) => Err(e),
         };
         guard.finish(&result);
@@ -527,21 +528,21 @@ impl Coordinator {
         result
     }
 
-    /// Stops, recreates and starts `name`'s container; answers the count of
-    /// harness reports once the old container was stopped (a later one
-    /// comes from the new harness).
+    /// Stops, recreates and starts `name`'s container; answers when the old
+    /// container had stopped (a connection opened later is the new
+    /// harness's).
     async fn recreate(
         &self,
         runtime: &dyn Runtime,
         name: &AgentName,
         deployed: &Deployed,
-    ) -> Result<u64> {
+    ) -> Result<tokio::time::Instant> {
         runtime
             .stop(name, STOP_GRACE)
             .await
             .or_else(ignore_missing)
             .map_err(Error::from)?;
-        let reports = self.deploys.report_count(name);
+        let since = tokio::time::Instant::now();
         let port = self.web_port(name)?;
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
@@ -552,7 +553,7 @@ impl Coordinator {
         );
         runtime.start(name).await.map_err(Error::from)?;
         self.store.set_want_running(name.as_str(), true)?;
-        Ok(reports)
+        Ok(since)
     }
 
     /// Removes an agent's container, keeping its state (a tombstone) unless
