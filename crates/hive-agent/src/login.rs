@@ -11,10 +11,9 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hive_proto::live::TurnState;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -23,43 +22,6 @@ use tokio::sync::oneshot;
 
 use crate::engine::Engine;
 use crate::process::{CommandSpec, Io};
-use crate::state::Shared;
-
-/// Environment variables that authenticate the claude CLI (or hand auth to
-/// a cloud provider's own credentials).
-pub const CLAUDE_AUTH_ENV: &[&str] = &[
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-    "CLAUDE_CODE_USE_BEDROCK",
-    "CLAUDE_CODE_USE_VERTEX",
-    "CLAUDE_CODE_USE_FOUNDRY",
-];
-
-/// Where the CLI keeps an interactive login, relative to its HOME.
-pub fn claude_credentials_file(home: &Path) -> PathBuf {
-    home.join(".claude").join(".credentials.json")
-}
-
-/// `Ok(where the credentials come from)` or `Err(what is missing)`.
-pub fn probe_claude(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    if let Some(var) = CLAUDE_AUTH_ENV
-        .iter()
-        .find(|var| env(var).is_some_and(|v| !v.trim().is_empty()))
-    {
-        return Ok(format!("${var}"));
-    }
-    let file = claude_credentials_file(home);
-    match std::fs::metadata(&file) {
-        Ok(meta) if meta.len() > 2 => Ok(file.display().to_string()),
-        _ => Err(format!(
-            "no credentials: set ANTHROPIC_API_KEY (or another of {}) in the agent's environment, \
-             or log in so that {} exists",
-            CLAUDE_AUTH_ENV.join(", "),
-            file.display()
-        )),
-    }
-}
 
 /// Why the harness cannot run `engine` and how the operator provides it.
 pub fn engine_missing(engine: &dyn Engine) -> String {
@@ -396,15 +358,20 @@ impl Logins {
             .is_some_and(|e| e.login_command(state_dir).is_some())
     }
 
-    /// Starts a login session (killing the one before). When it exits the
-    /// credentials probe runs again; if it passes, a `needs_login` agent
-    /// goes back to `idle`.
-    pub fn start(&self, shared: &Arc<Shared>) -> Result<LoginView, String> {
+    /// Starts a login session in `home` (killing the one before). When it
+    /// exits the credentials probe runs again and `on_exit` hears how it
+    /// went ([`crate::state::Shared::start_login`] puts a `needs_login`
+    /// agent back to `idle`).
+    pub fn start(
+        &self,
+        home: &Path,
+        on_exit: impl FnOnce(&LoginExit) + Send + 'static,
+    ) -> Result<LoginView, String> {
         let engine = self
             .engine()
             .ok_or_else(|| "no engine is configured".to_owned())?;
         let spec = engine
-            .login_command(&shared.state_dir)
+            .login_command(home)
             .ok_or_else(|| format!("the {} engine has no interactive login", engine.name()))?;
         let id = self
             .next_id
@@ -413,28 +380,10 @@ impl Logins {
         let mut slot = self.session();
         // The previous session dies here (its kill channel is dropped).
         drop(slot.take());
-        let home = shared.state_dir.clone();
+        let home = home.to_owned();
         let probe = move || engine.credentials(&home).is_ok();
-        let weak: Weak<Shared> = Arc::downgrade(shared);
-        let on_exit = move |exit: &LoginExit| {
-            let Some(shared) = weak.upgrade() else { return };
-            shared.bus.note(format!(
-                "login command exited ({}); {}",
-                exit.code
-                    .map_or_else(|| "killed".to_owned(), |c| format!("code {c}")),
-                if exit.logged_in {
-                    "credentials found"
-                } else {
-                    "still no credentials"
-                }
-            ));
-            if exit.logged_in && shared.turn_state() == TurnState::NeedsLogin {
-                shared.set_turn_state(TurnState::Idle, None);
-            }
-        };
         let session = LoginSession::start(id, spec, probe, on_exit)
             .map_err(|e| format!("cannot start the login command: {e}"))?;
-        shared.bus.note("the operator started a login");
         let view = session.view();
         *slot = Some(session);
         Ok(view)
@@ -476,28 +425,8 @@ impl Logins {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_then_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let none = |_: &str| None;
-        assert!(probe_claude(dir.path(), none).is_err());
-        let key = |v: &str| (v == "ANTHROPIC_API_KEY").then(|| "sk-test".to_owned());
-        assert_eq!(probe_claude(dir.path(), key).unwrap(), "$ANTHROPIC_API_KEY");
-        let empty = |_: &str| Some(" ".to_owned());
-        assert!(probe_claude(dir.path(), empty).is_err());
-        std::fs::create_dir(dir.path().join(".claude")).unwrap();
-        std::fs::write(
-            claude_credentials_file(dir.path()),
-            r#"{"claudeAiOauth":{}}"#,
-        )
-        .unwrap();
-        assert!(
-            probe_claude(dir.path(), none)
-                .unwrap()
-                .ends_with(".credentials.json")
-        );
-    }
+    use crate::state::Shared;
+    use hive_proto::live::TurnState;
 
     #[test]
     fn programs_on_path() {
@@ -530,7 +459,7 @@ mod tests {
             crate::engine::Verdict::Ok
         }
         fn credentials(&self, home: &Path) -> Result<String, String> {
-            probe_claude(home, |_| None)
+            crate::engine::claude::probe_claude(home, |_| None)
         }
         fn login_command(&self, state_dir: &Path) -> Option<CommandSpec> {
             let mut spec = CommandSpec::new("sh")
@@ -582,13 +511,13 @@ exit 0
         shared.set_turn_state(TurnState::NeedsLogin, Some("no credentials".into()));
         assert!(engine.credentials(&shared.state_dir).is_err());
         let logins = &shared.login;
-        assert!(logins.start(&shared).is_err(), "no engine yet");
+        assert!(shared.start_login().is_err(), "no engine yet");
         assert!(logins.view().is_none());
         logins.set_engine(engine.clone());
         assert!(logins.available(&shared.state_dir));
         assert!(logins.send_line("early").await.is_err(), "nothing runs yet");
 
-        let started = logins.start(&shared).unwrap();
+        let started = shared.start_login().unwrap();
         assert!(started.running);
         // The prompt has no newline: it shows as the last (partial) line.
         until("the prompt", || {
@@ -628,7 +557,9 @@ exit 0
                 .count(),
             1
         );
-        let creds = std::fs::read_to_string(claude_credentials_file(&shared.state_dir)).unwrap();
+        let creds =
+            std::fs::read_to_string(crate::engine::claude::credentials_file(&shared.state_dir))
+                .unwrap();
         assert!(creds.contains("code-123#abc"), "{creds}");
         assert!(engine.credentials(&shared.state_dir).is_ok());
         assert_eq!(shared.turn_state(), TurnState::Idle);
@@ -646,10 +577,10 @@ exit 0
         logins.set_engine(Arc::new(FakeLogin { script }));
         shared.set_turn_state(TurnState::NeedsLogin, None);
 
-        let first = logins.start(&shared).unwrap();
+        let first = shared.start_login().unwrap();
         until("output", || !logins.view().unwrap().lines.is_empty()).await;
         // A new start replaces (kills) the first.
-        let second = logins.start(&shared).unwrap();
+        let second = shared.start_login().unwrap();
         assert_ne!(first.id, second.id);
         until("output", || !logins.view().unwrap().lines.is_empty()).await;
         assert!(logins.cancel());

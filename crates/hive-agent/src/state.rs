@@ -179,6 +179,32 @@ impl Shared {
         self.inner().logged_in
     }
 
+    /// Starts the engine's interactive login for this agent (replacing a
+    /// running one); when it exits with credentials, a `needs_login` agent
+    /// goes back to `idle`. Every step is a note on the bus.
+    pub fn start_login(self: &Arc<Self>) -> Result<crate::login::LoginView, String> {
+        let weak = Arc::downgrade(self);
+        let on_exit = move |exit: &crate::login::LoginExit| {
+            let Some(shared) = weak.upgrade() else { return };
+            shared.bus.note(format!(
+                "login command exited ({}); {}",
+                exit.code
+                    .map_or_else(|| "killed".to_owned(), |c| format!("code {c}")),
+                if exit.logged_in {
+                    "credentials found"
+                } else {
+                    "still no credentials"
+                }
+            ));
+            if exit.logged_in && shared.turn_state() == TurnState::NeedsLogin {
+                shared.set_turn_state(TurnState::Idle, None);
+            }
+        };
+        let view = self.login.start(&self.state_dir, on_exit)?;
+        self.bus.note("the operator started a login");
+        Ok(view)
+    }
+
     /// Records what the credentials probe found; a change is a note on the
     /// bus (which also wakes the state report to core).
     pub fn set_logged_in(&self, logged_in: bool, note: impl Into<String>) {

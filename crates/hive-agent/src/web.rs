@@ -306,12 +306,12 @@ async fn login(State(shared): State<Arc<Shared>>) -> Json<Login> {
         env: if codex {
             &[crate::engine::codex::API_KEY_ENV]
         } else {
-            crate::login::CLAUDE_AUTH_ENV
+            crate::engine::claude::CLAUDE_AUTH_ENV
         },
         credentials_file: if codex {
             crate::engine::codex::credentials_file(&shared.state_dir)
         } else {
-            crate::login::claude_credentials_file(&shared.state_dir)
+            crate::engine::claude::credentials_file(&shared.state_dir)
         }
         .display()
         .to_string(),
@@ -331,8 +331,7 @@ async fn login_start(
     State(shared): State<Arc<Shared>>,
 ) -> Result<Json<LoginSessionView>, WebError> {
     let view = shared
-        .login
-        .start(&shared)
+        .start_login()
         .map_err(|e| WebError::new(StatusCode::CONFLICT, e))?;
     Ok(Json(LoginSessionView {
         session: Some(view),
@@ -505,7 +504,8 @@ mod tests {
         };
         assert_eq!(session["exit"]["code"], 0, "{session}");
         assert_eq!(session["exit"]["logged_in"], true, "{session}");
-        let creds = std::fs::read_to_string(crate::login::claude_credentials_file(&state)).unwrap();
+        let creds =
+            std::fs::read_to_string(crate::engine::claude::credentials_file(&state)).unwrap();
         assert!(creds.contains("the-code"));
         let (status, _) = request(addr, "POST", "/api/login/cancel", Some("{}")).await;
         assert_eq!(status, 409, "nothing runs");

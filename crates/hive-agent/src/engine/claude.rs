@@ -114,7 +114,7 @@ impl Engine for Claude {
     }
 
     fn credentials(&self, home: &Path) -> Result<String, String> {
-        crate::login::probe_claude(home, |key| std::env::var(key).ok())
+        probe_claude(home, |key| std::env::var(key).ok())
     }
 
     /// `claude auth login` (Claude subscription by default). With pipes it
@@ -197,9 +197,64 @@ fn or(text: String, fallback: &str) -> String {
     }
 }
 
+/// Environment variables that authenticate the claude CLI (or hand auth to
+/// a cloud provider's own credentials).
+pub const CLAUDE_AUTH_ENV: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_CODE_USE_FOUNDRY",
+];
+
+/// Where the CLI keeps an interactive login, relative to its HOME.
+pub fn credentials_file(home: &Path) -> PathBuf {
+    home.join(".claude").join(".credentials.json")
+}
+
+/// `Ok(where the credentials come from)` or `Err(what is missing)`.
+pub fn probe_claude(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    if let Some(var) = CLAUDE_AUTH_ENV
+        .iter()
+        .find(|var| env(var).is_some_and(|v| !v.trim().is_empty()))
+    {
+        return Ok(format!("${var}"));
+    }
+    let file = credentials_file(home);
+    match std::fs::metadata(&file) {
+        Ok(meta) if meta.len() > 2 => Ok(file.display().to_string()),
+        _ => Err(format!(
+            "no credentials: set ANTHROPIC_API_KEY (or another of {}) in the agent's environment, \
+             or log in so that {} exists",
+            CLAUDE_AUTH_ENV.join(", "),
+            file.display()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_then_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = |_: &str| None;
+        assert!(probe_claude(dir.path(), none).is_err());
+        let key = |v: &str| (v == "ANTHROPIC_API_KEY").then(|| "sk-test".to_owned());
+        assert_eq!(probe_claude(dir.path(), key).unwrap(), "$ANTHROPIC_API_KEY");
+        let empty = |_: &str| Some(" ".to_owned());
+        assert!(probe_claude(dir.path(), empty).is_err());
+        std::fs::create_dir(dir.path().join(".claude")).unwrap();
+        std::fs::write(credentials_file(dir.path()), r#"{"claudeAiOauth":{}}"#).unwrap();
+        assert!(
+            probe_claude(dir.path(), none)
+                .unwrap()
+                .ends_with(".credentials.json")
+        );
+    }
+
     use crate::engine::{McpSetup, RunKind};
     use crate::stream::parse_line;
 

@@ -477,7 +477,7 @@ mod tests {
         shared
             .login
             .set_engine(std::sync::Arc::new(Codex::new(&bin, None)));
-        shared.login.start(&shared).unwrap();
+        shared.start_login().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let view = loop {
             let view = shared.login.view().unwrap();
