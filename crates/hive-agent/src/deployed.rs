@@ -9,46 +9,14 @@
 //! Environment variables of the config reach the harness through the
 //! container's own environment.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 /// Where core writes the deployed config, in the control dir.
 pub const FILE: &str = hive_proto::control::DEPLOYED;
 
-/// What the harness reads of the deployed config; unknown fields ignored.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Deployed {
-    pub sha: String,
-    pub config: DeployedConfig,
-    /// The role prompt file's text.
-    pub prompt: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct DeployedConfig {
-    pub model: Option<String>,
-    /// `claude` or `codex` (absent: the harness's `--engine`).
-    pub engine: Option<String>,
-    pub mcp_servers: BTreeMap<String, ExtraServer>,
-    /// The spend limit the harness enforces before every turn.
-    pub budget: hive_proto::control::Budget,
-}
-
-/// One extra MCP server the engine launches.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct ExtraServer {
-    pub command: String,
-    pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    /// Tools the engine may call; `*` allows every tool of the server.
-    pub allowed_tools: Vec<String>,
-}
+pub use hive_proto::control::{Deployed, DeployedConfig, ExtraServer};
 
 /// Reads the deployed config; `None` (with a warning when the file is
 /// there but unreadable) outside a hive or before the first deploy.
@@ -64,31 +32,29 @@ pub fn load(control_dir: &Path) -> Option<Deployed> {
     }
 }
 
-impl Deployed {
-    /// The `mcpServers` entries and allowed tool names of the extra servers.
-    pub fn mcp_servers(&self) -> (serde_json::Map<String, Value>, Vec<String>) {
-        let mut servers = serde_json::Map::new();
-        let mut allowed = Vec::new();
-        for (key, server) in &self.config.mcp_servers {
-            servers.insert(
-                key.clone(),
-                serde_json::json!({
-                    "type": "stdio",
-                    "command": server.command,
-                    "args": server.args,
-                    "env": server.env,
-                }),
-            );
-            for tool in &server.allowed_tools {
-                allowed.push(if tool == "*" {
-                    format!("mcp__{key}")
-                } else {
-                    format!("mcp__{key}__{tool}")
-                });
-            }
+/// The `mcpServers` entries and allowed tool names of the extra servers.
+pub fn mcp_servers(deployed: &Deployed) -> (serde_json::Map<String, Value>, Vec<String>) {
+    let mut servers = serde_json::Map::new();
+    let mut allowed = Vec::new();
+    for (key, server) in &deployed.config.mcp_servers {
+        servers.insert(
+            key.clone(),
+            serde_json::json!({
+                "type": "stdio",
+                "command": server.command,
+                "args": server.args,
+                "env": server.env,
+            }),
+        );
+        for tool in &server.allowed_tools {
+            allowed.push(if tool == "*" {
+                format!("mcp__{key}")
+            } else {
+                format!("mcp__{key}__{tool}")
+            });
         }
-        (servers, allowed)
     }
+    (servers, allowed)
 }
 
 #[cfg(test)]
@@ -111,7 +77,7 @@ mod tests {
         assert_eq!(deployed.config.model.as_deref(), Some("opus"));
         assert_eq!(deployed.config.engine.as_deref(), Some("claude"));
         assert_eq!(deployed.prompt, "You review code.");
-        let (servers, allowed) = deployed.mcp_servers();
+        let (servers, allowed) = mcp_servers(&deployed);
         assert_eq!(allowed, ["mcp__all", "mcp__search__query"]);
         assert_eq!(servers["search"]["command"], "/bin/search");
         assert_eq!(servers["all"]["env"]["K"], "v");

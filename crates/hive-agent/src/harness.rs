@@ -874,7 +874,7 @@ pub fn mcp_setup(config: &Config) -> McpSetup {
         .collect();
     allowed_tools.extend(config.extra_allowed_tools.iter().cloned());
     if let Some(deployed) = &config.deployed {
-        let (extra, tools) = deployed.mcp_servers();
+        let (extra, tools) = crate::deployed::mcp_servers(deployed);
         servers.extend(extra);
         allowed_tools.extend(tools);
     }

@@ -13,18 +13,37 @@ use std::sync::Arc;
 
 use hive_config::{ConfigRepos, Deployed, MirrorConfig, TagKind};
 use hive_proto::{AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent};
-use serde::Serialize;
 
 use crate::coordinator::Coordinator;
 use crate::deploys::Turn;
 use crate::error::{Error, Result};
 
-/// What the harness reads at boot from `deployed.json` in its control dir.
-#[derive(Debug, Serialize)]
-pub struct DeployedFile<'a> {
-    pub sha: &'a str,
-    pub config: &'a hive_config::AgentConfig,
-    pub prompt: &'a str,
+/// `deployed.json` for the harness: the part of `deployed`'s config it
+/// acts on (the rest — network, mounts, resources, env — core applies).
+fn deployed_file(deployed: &hive_config::Deployed) -> hive_proto::control::Deployed {
+    let config = &deployed.config;
+    hive_proto::control::Deployed {
+        sha: deployed.sha.clone(),
+        config: hive_proto::control::DeployedConfig {
+            model: Some(config.model.clone()),
+            engine: Some(config.engine.as_str().to_owned()),
+            mcp_servers: config
+                .mcp_servers
+                .iter()
+                .map(|(key, server)| {
+                    let server = hive_proto::control::ExtraServer {
+                        command: server.command.clone(),
+                        args: server.args.clone(),
+                        env: server.env.clone(),
+                        allowed_tools: server.allowed_tools.clone(),
+                    };
+                    (key.clone(), server)
+                })
+                .collect(),
+            budget: config.budget,
+        },
+        prompt: deployed.prompt.clone(),
+    }
 }
 
 impl Coordinator {
@@ -89,12 +108,8 @@ impl Coordinator {
             &self.paths.control_dir(name),
             crate::paths::DIR_MODE,
         )?;
-        let file = DeployedFile {
-            sha: &deployed.sha,
-            config: &deployed.config,
-            prompt: &deployed.prompt,
-        };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Internal(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&deployed_file(deployed))
+            .map_err(|e| Error::Internal(e.to_string()))?;
         dir.write_file(hive_proto::control::DEPLOYED, &json)?;
         Ok(())
     }

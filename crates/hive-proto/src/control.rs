@@ -9,8 +9,47 @@
 /// Present while the operator has paused the agent; the harness starts no
 /// turn while it exists.
 pub const PAUSED: &str = "paused";
-/// The deployed config (sha, `agent.toml`, role prompt) as JSON.
+/// The deployed config ([`Deployed`]) as JSON.
 pub const DEPLOYED: &str = "deployed.json";
+
+/// `deployed.json`: what core deployed, written at every start, restart and
+/// rebuild from the approved commit; the harness reads it at boot. Unknown
+/// fields are ignored, absent ones default.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Deployed {
+    /// The approved commit.
+    pub sha: String,
+    pub config: DeployedConfig,
+    /// The role prompt file's text.
+    pub prompt: String,
+}
+
+/// The part of `agent.toml` the harness acts on.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct DeployedConfig {
+    /// The model (a runtime switch from the agent page still wins).
+    pub model: Option<String>,
+    /// `claude` or `codex` (absent: the harness's `--engine`).
+    pub engine: Option<String>,
+    /// Extra MCP servers the engine launches, by key.
+    pub mcp_servers: std::collections::BTreeMap<String, ExtraServer>,
+    /// The spend limit the harness enforces before every turn.
+    #[serde(skip_serializing_if = "Budget::is_unlimited")]
+    pub budget: Budget,
+}
+
+/// One extra MCP server the engine launches.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ExtraServer {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Tools the engine may call; `*` allows every tool of the server.
+    pub allowed_tools: Vec<String>,
+}
 
 /// The spend limit of an agent (`[budget]` in `agent.toml`, carried to the
 /// harness in `deployed.json`). Absent fields are unlimited. The harness
