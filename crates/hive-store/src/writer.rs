@@ -1,15 +1,19 @@
 //! The broker's single writer: group commit for sends.
 //!
 //! Every `send_batch` (each socket's `send` and `send_batch`) becomes a
-//! [`Job`] on one channel. One thread drains whatever has queued up, runs
-//! all of it in one transaction — each job inside its own savepoint, so a
-//! refused job (a bad recipient) rolls back alone and the others stand —
-//! commits, and only then answers each caller. Concurrent sends from many
-//! agents thus share one WAL commit, and nothing is acknowledged before
-//! it is durable.
+//! [`Job`] in one queue. When nothing is being written, the caller commits
+//! its own job at once, on its own thread (no hand-off: an idle broker
+//! answers a send as fast as a direct transaction). Jobs that arrive while
+//! a commit runs wait in the queue; the committing caller then hands the
+//! queue to the writer thread, which drains whatever has queued up in one
+//! transaction per round — each job inside its own savepoint, so a refused
+//! job (a bad recipient) rolls back alone and the others stand — commits,
+//! and only then answers each caller. Concurrent sends from many agents
+//! thus share one WAL commit, and nothing is acknowledged before it is
+//! durable.
 
-use std::sync::Weak;
 use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, Weak};
 
 use tokio::sync::oneshot;
 
@@ -28,31 +32,99 @@ pub(crate) struct Job {
     pub(crate) reply: oneshot::Sender<Result<Vec<i64>>>,
 }
 
+/// The queue of jobs waiting for a commit, and who commits them.
+pub(crate) struct Writer {
+    queue: Mutex<Queue>,
+    /// Hands a non-empty queue to the writer thread.
+    poke: mpsc::Sender<()>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// A commit is running (a caller's own, or the writer thread's
+    /// rounds). When false, `jobs` is empty.
+    busy: bool,
+}
+
+impl Writer {
+    /// A writer whose callers drain the queue themselves.
+    pub(crate) fn without_thread() -> Writer {
+        Writer {
+            queue: Mutex::new(Queue::default()),
+            poke: mpsc::channel().0,
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Starts the writer thread of the store `inner` points to. It ends when
 /// the store is dropped (the channel's sender lives in it).
-pub(crate) fn spawn(inner: Weak<Inner>) -> std::io::Result<mpsc::Sender<Job>> {
-    let (tx, rx) = mpsc::channel::<Job>();
+pub(crate) fn spawn(inner: Weak<Inner>) -> std::io::Result<Writer> {
+    let (poke, rx) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("hive-store-writer".into())
         .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_JOBS_PER_COMMIT {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
+            while rx.recv().is_ok() {
                 let Some(inner) = inner.upgrade() else {
                     return;
                 };
-                Store { inner }.commit_jobs(jobs);
+                Store { inner }.drain();
             }
         })?;
-    Ok(tx)
+    Ok(Writer {
+        queue: Mutex::new(Queue::default()),
+        poke,
+    })
 }
 
 impl Store {
+    /// Queues `job`; commits it right here if no commit is running.
+    /// Its answer is in `job.reply` once it is durable.
+    pub(crate) fn submit(&self, job: Job) {
+        let writer = &self.inner.writer;
+        let mine = {
+            let mut queue = writer.queue();
+            if queue.busy {
+                queue.jobs.push(job);
+                return;
+            }
+            queue.busy = true;
+            job
+        };
+        self.commit_jobs(vec![mine]);
+        let more = {
+            let mut queue = writer.queue();
+            queue.busy = !queue.jobs.is_empty();
+            queue.busy
+        };
+        // What queued up meanwhile goes to the writer thread (this caller
+        // is answered already); if that thread is gone, it is drained here.
+        if more && writer.poke.send(()).is_err() {
+            self.drain();
+        }
+    }
+
+    /// Commits queued jobs, up to [`MAX_JOBS_PER_COMMIT`] per transaction,
+    /// until the queue is empty.
+    fn drain(&self) {
+        loop {
+            let jobs = {
+                let mut queue = self.inner.writer.queue();
+                if queue.jobs.is_empty() {
+                    queue.busy = false;
+                    return;
+                }
+                let n = queue.jobs.len().min(MAX_JOBS_PER_COMMIT);
+                queue.jobs.drain(..n).collect::<Vec<_>>()
+            };
+            self.commit_jobs(jobs);
+        }
+    }
+
     /// Runs `jobs` in one transaction, one savepoint each; answers each
     /// caller after the commit.
     fn commit_jobs(&self, jobs: Vec<Job>) {
