@@ -183,3 +183,56 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hive_proto::{AgentName, OutgoingMessage};
+
+    use super::*;
+
+    /// Sends arriving while a commit runs wait in the queue, are not
+    /// answered (nor stored) before the commit that takes them, and the
+    /// writer thread commits them all once the running commit hands over.
+    #[tokio::test]
+    async fn sends_queued_during_a_commit_go_through_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+        for name in ["alice", "bob"] {
+            store
+                .register_agent(&AgentName::parse(name).unwrap())
+                .unwrap();
+        }
+        // A commit is running: every send queues.
+        store.inner.writer.queue().busy = true;
+        let sends: Vec<_> = (0..3)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let message = OutgoingMessage {
+                        to: "bob".into(),
+                        body: format!("m{i}"),
+                        in_reply_to: None,
+                    };
+                    store.send_batch("alice", &[message]).await
+                })
+            })
+            .collect();
+        while store.inner.writer.queue().jobs.len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(sends.iter().all(|s| !s.is_finished()));
+        assert_eq!(store.unread("bob").unwrap(), 0);
+        // The running commit ends and hands the queue to the thread.
+        store.inner.writer.poke.send(()).unwrap();
+        let mut ids = Vec::new();
+        for send in sends {
+            ids.extend(send.await.unwrap().unwrap());
+        }
+        let bodies: Vec<String> = ids
+            .iter()
+            .map(|id| store.message(*id).unwrap().body)
+            .collect();
+        assert_eq!(bodies, ["m0", "m1", "m2"]);
+        assert!(!store.inner.writer.queue().busy);
+    }
+}
