@@ -124,6 +124,14 @@ pub struct McpArgs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// Whether our own log (on stderr) may carry colour: only for a terminal,
+/// and never under `NO_COLOR` (<https://no-color.org>). A container log, a
+/// file or a pipe gets plain text.
+pub fn log_in_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Runs `command`; `socket` is the agent socket (`--socket`/`HIVE_SOCKET`).
 pub fn run(command: AgentCommand, socket: Option<PathBuf>) -> anyhow::Result<()> {
     let default_log = match command {
@@ -136,6 +144,7 @@ pub fn run(command: AgentCommand, socket: Option<PathBuf>) -> anyhow::Result<()>
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(log_in_colour())
         .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -304,18 +313,20 @@ async fn whoami(client: &SocketClient) -> anyhow::Result<String> {
 async fn report_state(shared: std::sync::Arc<Shared>) {
     let mut frames = shared.bus.subscribe();
     let mut every = tokio::time::interval(Duration::from_secs(60));
-    type Report = (
+    type Reported = (
         hive_proto::live::TurnState,
         String,
         Option<bool>,
+        Option<String>,
         Option<i64>,
     );
-    let mut reported: Option<Report> = None;
+    let mut reported: Option<Reported> = None;
     loop {
         let now = (
             shared.turn_state(),
             shared.model(),
             shared.logged_in(),
+            shared.note(),
             shared.state_until(),
         );
         if reported.as_ref() != Some(&now) {
@@ -323,7 +334,8 @@ async fn report_state(shared: std::sync::Arc<Shared>) {
                 state: now.0,
                 model: Some(now.1.clone()),
                 logged_in: now.2,
-                until: now.3,
+                note: now.3.clone(),
+                until: now.4,
             };
             match shared.client.request(&request).await {
                 Ok(hive_proto::AgentResponse::Ok) => reported = Some(now),

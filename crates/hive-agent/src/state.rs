@@ -163,6 +163,12 @@ impl Shared {
         }
     }
 
+    /// Why the harness is in its turn state (the tool running, a rate
+    /// limit's retry), if it said.
+    pub fn note(&self) -> Option<String> {
+        self.inner().note.clone()
+    }
+
     /// When the current state ends by itself, if it does.
     pub fn state_until(&self) -> Option<i64> {
         self.inner().until

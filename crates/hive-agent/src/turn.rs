@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::engine::{Engine, EngineRequest, Verdict};
 use crate::process;
 use crate::state::Shared;
-use crate::stream::Observation;
+use crate::stream::{ContentBlock, Observation, StreamEvent};
 
 /// Longest stdout line kept whole; longer ones are cut (and reported).
 pub const MAX_LINE: usize = 8 * 1024 * 1024;
@@ -204,6 +204,7 @@ fn handle_line(shared: &Shared, engine: &dyn Engine, line: &str, obs: &mut Obser
         Ok((event, raw)) => {
             let status_before = obs.status_text.clone();
             obs.observe(&event);
+            track_tool(shared, &event);
             if raw.is_object() {
                 shared.emit(LiveEvent::Stream(raw));
             } else {
@@ -214,6 +215,34 @@ fn handle_line(shared: &Shared, engine: &dyn Engine, line: &str, obs: &mut Obser
             }
         }
         Err(_) => shared.bus.note(truncate(line, MAX_NOTE).to_owned()),
+    }
+}
+
+/// Moves the turn state to `tool` (noting the tool's name) while the
+/// agent's own tool call runs, and back to `thinking` when its result comes
+/// back; a sub-agent's lines (Task tool) leave it alone.
+fn track_tool(shared: &Shared, event: &StreamEvent) {
+    use hive_proto::live::TurnState;
+    match event {
+        StreamEvent::Assistant(a) if a.parent_tool_use_id.is_none() => {
+            let tool = a.content.iter().rev().find_map(|block| match block {
+                ContentBlock::ToolUse { name, .. } => Some(name.clone()),
+                _ => None,
+            });
+            if let Some(tool) = tool {
+                shared.set_turn_state(TurnState::Tool, Some(tool));
+            }
+        }
+        StreamEvent::User(u)
+            if u.parent_tool_use_id.is_none()
+                && shared.turn_state() == TurnState::Tool
+                && u.content
+                    .iter()
+                    .any(|block| matches!(block, ContentBlock::ToolResult { .. })) =>
+        {
+            shared.set_turn_state(TurnState::Thinking, None);
+        }
+        _ => {}
     }
 }
 
@@ -373,6 +402,28 @@ mod tests {
         assert!(!dir.path().join("engine.pid").exists());
         let (_, frames) = shared.bus.history(100);
         (outcome, frames.into_iter().map(|f| f.event).collect())
+    }
+
+    /// A tool call moves the turn state to `tool` (its name the note) and
+    /// its result back to `thinking`; a sub-agent's tool call does not.
+    #[tokio::test]
+    async fn a_tool_call_is_a_turn_state() {
+        let script = r#"read prompt
+echo '{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","id":"t1","name":"Bash","input":{"command":"ls"}}]}}'
+echo '{"type":"assistant","parent_tool_use_id":"t0","message":{"id":"m2","content":[{"type":"tool_use","id":"t2","name":"Read","input":{}}]}}'
+echo '{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1","content":"ok"}]}}'
+echo '{"type":"result","subtype":"success","is_error":false,"result":"ok"}'"#;
+        let (outcome, events) = run_script("/bin/sh", script, Duration::from_secs(30), None).await;
+        assert_eq!(outcome.end, RunEnd::Finished(Verdict::Ok));
+        let states: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                LiveEvent::TurnStateChanged { state } => Some(*state),
+                _ => None,
+            })
+            .collect();
+        use hive_proto::live::TurnState;
+        assert_eq!(states, [TurnState::Tool, TurnState::Thinking]);
     }
 
     #[tokio::test]

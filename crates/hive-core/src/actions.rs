@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use hive_proto::{
-    AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent, HelperEvent,
+    AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent, HelperEvent, KeptRunning,
     OPERATOR_RECIPIENT, Scope,
 };
 use hive_store::Question;
@@ -24,8 +24,13 @@ pub enum ScopeVerb {
 
 impl Coordinator {
     /// Starts or stops every agent in `scope` (all when empty), reporting
-    /// each failure by name.
-    pub async fn lifecycle_scope(self: &Arc<Self>, verb: ScopeVerb, scope: &Scope) -> Result<()> {
+    /// each failure by name. Answers the agents a stop of everything left
+    /// running on purpose (the manager), with the reason.
+    pub async fn lifecycle_scope(
+        self: &Arc<Self>,
+        verb: ScopeVerb,
+        scope: &Scope,
+    ) -> Result<Vec<KeptRunning>> {
         let verb_name = match verb {
             ScopeVerb::Start => "start",
             ScopeVerb::Stop => "stop",
@@ -34,14 +39,27 @@ impl Coordinator {
             self.require_agent(name)?;
         }
         self.require_runtime(verb_name)?;
+        let mut kept = Vec::new();
         let names = if scope.is_all() {
-            self.store
-                .agents()?
-                .into_iter()
-                .filter(|r| r.has_container)
-                .filter(|r| verb == ScopeVerb::Start || r.name != hive_proto::MANAGER_AGENT)
-                .map(|r| AgentName::parse(&r.name).map_err(hive_store::Error::from))
-                .collect::<std::result::Result<Vec<_>, _>>()?
+            let mut names = Vec::new();
+            for record in self.store.agents()?.into_iter().filter(|r| r.has_container) {
+                if verb == ScopeVerb::Stop && record.name == hive_proto::MANAGER_AGENT {
+                    if self
+                        .container_status(&record.name)
+                        .is_some_and(|c| c.running)
+                    {
+                        kept.push(KeptRunning {
+                            name: record.name,
+                            reason: "the manager is left out of stopping every agent; \
+                                     name it to stop it (`hive stop manager`)"
+                                .to_owned(),
+                        });
+                    }
+                    continue;
+                }
+                names.push(AgentName::parse(&record.name).map_err(hive_store::Error::from)?);
+            }
+            names
         } else {
             scope.agent_names.clone()
         };
@@ -59,7 +77,7 @@ impl Coordinator {
             return Err(failures.remove(0).1);
         }
         if failures.is_empty() {
-            return Ok(());
+            return Ok(kept);
         }
         let each: Vec<String> = failures
             .iter()

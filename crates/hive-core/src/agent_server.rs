@@ -42,6 +42,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut unheld: Vec<i64> = Vec::new();
+    // A harness report counts for the container started before this
+    // connection opened (see `DeployLanes::harness_reported`).
+    let opened = tokio::time::Instant::now();
     while let Some(line) = conn.request_line().await {
         let fatal = matches!(&line, Err(e) if e.is_fatal());
         let decoded = line.and_then(|line| {
@@ -91,6 +94,9 @@ where
                 } = &request
                 {
                     unheld.retain(|l| l != lease);
+                }
+                if matches!(request, AgentRequest::HarnessState { .. }) {
+                    coord.deploys.harness_reported(&agent, opened);
                 }
                 let response = agent_verb(&coord, &agent, request)
                     .await
@@ -360,9 +366,20 @@ pub async fn agent_verb(
             state,
             model,
             logged_in,
+            note,
             until,
         } => {
             harness_state(coord, me, state, model.as_deref(), logged_in, until)?;
+            if let Some(turn) = coord.activity.turn_reported(
+                me.as_str(),
+                state,
+                note.as_deref(),
+                hive_store::now_unix(),
+            ) {
+                coord
+                    .dashboard
+                    .emit(|seq| hive_proto::DashboardEvent::TurnStateChanged { seq, turn });
+            }
             AgentResponse::Ok
         }
         SetStatus { text } => {
@@ -439,7 +456,6 @@ fn harness_state(
     until: Option<i64>,
 ) -> Result<()> {
     let record = coord.require_agent(me)?;
-    coord.deploys.harness_reported(me);
     let needs_login = match (state, logged_in) {
         (hive_proto::live::TurnState::NeedsLogin, _) => Some(true),
         (_, Some(logged_in)) => Some(!logged_in),

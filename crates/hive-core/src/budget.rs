@@ -42,6 +42,17 @@ impl Coordinator {
         }
     }
 
+    /// The operator answers question `id` (from the dashboard or
+    /// host.sock): resolved, published, and acted on when it is a budget
+    /// question.
+    pub async fn operator_answer(self: &Arc<Self>, id: i64, answer: &str) -> Result<()> {
+        let q = self
+            .store
+            .answer_question(id, hive_proto::OPERATOR_RECIPIENT, answer)?;
+        self.publish_question_resolved(&q);
+        self.budget_answered(&q).await
+    }
+
     /// Acts on the operator's answer to a budget question (any other
     /// question is left alone).
     pub async fn budget_answered(self: &Arc<Self>, q: &Question) -> Result<()> {

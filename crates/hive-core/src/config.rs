@@ -119,8 +119,10 @@ impl Coordinator {
     }
 
     /// Queues an approval that redeploys the commit of `deployed/<id>`.
+    /// Refused when that config is what runs already (the same commit, or
+    /// one with no difference from it): such a deploy would change nothing.
     pub async fn request_rollback(&self, agent: &AgentName, id: i64) -> Result<Approval> {
-        self.require_agent(agent)?;
+        let record = self.require_agent(agent)?;
         self.paths.prepare_proposed(agent)?;
         let prepared = {
             let agent = agent.clone();
@@ -130,6 +132,17 @@ impl Coordinator {
             })
             .await?
         };
+        let short: String = prepared.sha.chars().take(12).collect();
+        if record.deployed_sha.as_deref() == Some(prepared.sha.as_str()) {
+            return Err(Error::refused(format!(
+                "{agent} already runs deployed/{id} (commit {short}); there is nothing to roll back"
+            )));
+        }
+        if prepared.diff.trim().is_empty() {
+            return Err(Error::refused(format!(
+                "the config of deployed/{id} (commit {short}) is the same as what {agent} runs now; there is nothing to roll back"
+            )));
+        }
         let description = format!("rollback to deployed/{id}");
         self.queue_deploy(agent, prepared, Some(&description)).await
     }

@@ -90,6 +90,8 @@ pub struct Coordinator {
     containers: Mutex<HashMap<String, ContainerStatus>>,
     /// Per-agent deploy queues and the harness reports deploys wait for.
     pub(crate) deploys: crate::deploys::DeployLanes,
+    /// Each agent's turn state and last lifecycle action, for the dashboard.
+    pub activity: crate::activity::Activity,
 }
 
 impl Coordinator {
@@ -122,6 +124,7 @@ impl Coordinator {
             transients: Mutex::new(HashMap::new()),
             containers: Mutex::new(HashMap::new()),
             deploys: crate::deploys::DeployLanes::default(),
+            activity: crate::activity::Activity::default(),
         }
     }
 
@@ -159,9 +162,10 @@ impl Coordinator {
     /// The status row of one agent.
     pub fn status_row(&self, record: &AgentRecord) -> Result<AgentStatusRow> {
         // The page is proxied by the dashboard (see `http::agent_proxy`),
-        // for agents that were ever given a container.
+        // for agents that have a container.
         let url = record
             .port
+            .filter(|_| record.has_container)
             .and(self.dashboard_addr)
             .map(|addr| format!("http://{addr}/agent/{}/", record.name));
         let container = self.container_status(&record.name);
@@ -182,7 +186,9 @@ impl Coordinator {
         })
     }
 
-    /// Status rows of the agents in `scope` (every agent when empty).
+    /// Status rows of the agents in `scope` (every agent when empty). An
+    /// agent destroyed with its state kept has no row: it is not a stopped
+    /// agent but a tombstone (`list` still names it).
     pub fn agent_statuses(&self, scope: &Scope) -> Result<Vec<AgentStatusRow>> {
         let records = if scope.is_all() {
             self.store.agents()?
@@ -193,21 +199,37 @@ impl Coordinator {
                 .map(|n| self.require_agent(n))
                 .collect::<Result<_>>()?
         };
-        records.iter().map(|r| self.status_row(r)).collect()
+        records
+            .iter()
+            .filter(|r| !self.is_kept_state(r))
+            .map(|r| self.status_row(r))
+            .collect()
+    }
+
+    /// Whether `record` is kept state without a container (destroyed, or a
+    /// state dir this hive found on disk): the dashboard's tombstones. A
+    /// hive without a runtime has no containers at all, so none of its
+    /// agents is a tombstone there.
+    pub fn is_kept_state(&self, record: &AgentRecord) -> bool {
+        self.runtime.is_some() && !record.has_container && record.name != MANAGER_AGENT
     }
 
     /// Publishes an agent's current status to status subscribers and the
     /// dashboard. Failures are logged: a missed frame must not fail the
     /// mutation that caused it.
     pub fn publish_status(&self, name: &str) {
-        let row = match self.store.agent(name) {
-            Ok(Some(record)) => self.status_row(&record),
+        let (row, kept) = match self.store.agent(name) {
+            Ok(Some(record)) => (self.status_row(&record), self.is_kept_state(&record)),
             Ok(None) => return,
-            Err(e) => Err(e.into()),
+            Err(e) => (Err(e.into()), false),
         };
         match row {
             Ok(row) => {
-                let _ = self.status_tx.send(row.clone());
+                // Kept state has no `agent_status` row, so no change of one
+                // either (the dashboard moves it to its tombstones).
+                if !kept {
+                    let _ = self.status_tx.send(row.clone());
+                }
                 self.dashboard
                     .emit(|seq| DashboardEvent::ContainerStateChanged {
                         seq,

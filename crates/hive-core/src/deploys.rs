@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use hive_proto::AgentName;
 use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard};
 
@@ -19,9 +21,11 @@ pub const HEALTH_BOUND: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct DeployLanes {
     lanes: Mutex<HashMap<AgentName, Lane>>,
-    /// Harness state reports seen, by agent (a count, compared before and
-    /// after a start).
-    reports: Mutex<HashMap<AgentName, u64>>,
+    /// By agent, when the newest connection a harness state report came
+    /// on was opened: a report on a connection opened after a container
+    /// started is that container's harness (a late report of the stopped
+    /// one, still in its old connection, is not).
+    reports: Mutex<HashMap<AgentName, Instant>>,
     reported: Notify,
 }
 
@@ -52,7 +56,7 @@ impl DeployLanes {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn reports(&self) -> MutexGuard<'_, HashMap<AgentName, u64>> {
+    fn reports(&self) -> MutexGuard<'_, HashMap<AgentName, Instant>> {
         self.reports
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -81,15 +85,22 @@ impl DeployLanes {
         }
     }
 
-    /// Records a harness state report of `name`.
-    pub fn harness_reported(&self, name: &AgentName) {
-        *self.reports().entry(name.clone()).or_default() += 1;
+    /// Records a harness state report of `name`, made on a connection
+    /// opened at `opened`.
+    pub fn harness_reported(&self, name: &AgentName, opened: Instant) {
+        let mut reports = self.reports();
+        let newest = reports.entry(name.clone()).or_insert(opened);
+        *newest = (*newest).max(opened);
+        drop(reports);
         self.reported.notify_waiters();
     }
 
-    /// Harness reports of `name` so far.
-    pub fn report_count(&self, name: &AgentName) -> u64 {
-        self.reports().get(name).copied().unwrap_or(0)
+    /// Whether `name`'s harness reported on a connection opened at or
+    /// after `since`.
+    pub fn reported_since(&self, name: &AgentName, since: Instant) -> bool {
+        self.reports()
+            .get(name)
+            .is_some_and(|opened| *opened >= since)
     }
 
     /// Resolves at the next harness report (of any agent) or after `max`.
@@ -101,6 +112,23 @@ impl DeployLanes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_report_of_the_stopped_harness_is_not_the_new_ones() {
+        let lanes = DeployLanes::default();
+        let alice = AgentName::parse("alice").unwrap();
+        let old_connection = Instant::now();
+        let started = old_connection + Duration::from_millis(5);
+        // The stopped harness's last report, read after the new start.
+        lanes.harness_reported(&alice, old_connection);
+        assert!(!lanes.reported_since(&alice, started));
+        // The new harness reports on a connection of its own.
+        lanes.harness_reported(&alice, started + Duration::from_millis(1));
+        assert!(lanes.reported_since(&alice, started));
+        // A later stale report does not take that back.
+        lanes.harness_reported(&alice, old_connection);
+        assert!(lanes.reported_since(&alice, started));
+    }
 
     #[tokio::test]
     async fn a_queued_later_approval_supersedes_the_waiting_one() {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use hive_proto::{AgentName, AgentUrl, HostRequest, HostResponse, OPERATOR_RECIPIENT};
+use hive_proto::{AgentName, HiveUrls, HostRequest, HostResponse, OPERATOR_RECIPIENT, QuestionRow};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::actions::ScopeVerb;
@@ -86,25 +86,46 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
         Start { scope } => coord
             .lifecycle_scope(ScopeVerb::Start, &scope)
             .await
-            .map(|()| ok)?,
-        Stop { scope, graceful: _ } => coord
-            .lifecycle_scope(ScopeVerb::Stop, &scope)
-            .await
-            .map(|()| ok)?,
+            .map(|_| ok)?,
+        Stop { scope, graceful: _ } => {
+            HostResponse::stopped(coord.lifecycle_scope(ScopeVerb::Stop, &scope).await?)
+        }
         Restart { name } => coord.restart(&name).await.map(|()| ok)?,
         SetPaused { name, paused } => coord.set_paused(&name, paused).map(|()| ok)?,
-        Urls => HostResponse::urls(
+        Urls => HostResponse::urls(hive_urls(coord)?),
+        Questions => HostResponse::questions(
             coord
-                .agent_statuses(&Default::default())?
+                .store
+                .pending_questions()?
                 .into_iter()
-                .filter_map(|row| {
-                    Some(AgentUrl {
-                        url: row.url?,
-                        name: row.name,
-                    })
-                })
+                .map(QuestionRow::from)
                 .collect(),
         ),
+        Answer { id, answer } => {
+            coord.operator_answer(id, &answer).await?;
+            ok
+        }
+        CancelQuestion { id } => {
+            let q = coord.store.cancel_question(id, OPERATOR_RECIPIENT)?;
+            coord.publish_question_resolved(&q);
+            ok
+        }
+        Show { id } => {
+            let approval = coord.store.approval(id)?;
+            if approval.kind == hive_proto::ApprovalKind::ApplyCommit {
+                let shown = crate::http::with_diffs(coord, vec![approval])
+                    .await?
+                    .remove(0);
+                if let Some(e) = shown.diff_error {
+                    return Err(crate::error::Error::refused(format!(
+                        "approval #{id}: its diff cannot be computed: {e}"
+                    )));
+                }
+                HostResponse::approval_with_diff(shown.approval, shown.diff)
+            } else {
+                HostResponse::approval_with_diff(approval, None)
+            }
+        }
         Send { to, body } => coord.operator_send(&to, &body).map(|_| ok)?,
         Logs {
             name,
@@ -142,6 +163,20 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
             reason.as_deref(),
         )?]),
         SubscribeAgentStatus => unreachable_subscribe(),
+    })
+}
+
+/// The original's `HiveUrls`: where the dashboard is served. A hive
+/// without a dashboard has no address to give.
+fn hive_urls(coord: &Coordinator) -> Result<HiveUrls> {
+    let addr = coord.dashboard_addr.ok_or_else(|| {
+        crate::error::Error::refused("this hive serves no dashboard, so it has no URLs")
+    })?;
+    Ok(HiveUrls {
+        domain: addr.ip().to_string(),
+        home: format!("http://{addr}/"),
+        forge: None,
+        matrix: None,
     })
 }
 

@@ -37,7 +37,8 @@ use tokio::net::TcpListener;
 use crate::coordinator::Coordinator;
 use crate::error::Error;
 
-pub use state::{FlowMessage, PendingApproval, QuestionRow, StateSnapshot, TransientView};
+pub(crate) use state::with_diffs;
+pub use state::{FlowMessage, PendingApproval, StateSnapshot, TransientView};
 pub use stream::Fanout;
 
 /// What every handler shares.

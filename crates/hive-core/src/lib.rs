@@ -8,6 +8,7 @@
 //! types in `hive-proto`.
 
 pub mod actions;
+pub mod activity;
 pub mod agent_server;
 pub mod budget;
 pub mod config;

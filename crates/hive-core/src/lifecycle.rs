@@ -30,6 +30,24 @@ const BUSY_WAIT: Duration = Duration::from_secs(120);
 pub struct TransientGuard {
     coord: Arc<Coordinator>,
     name: AgentName,
+    kind: TransientKind,
+}
+
+impl TransientGuard {
+    /// Ends the action, recording its result for the dashboard (the
+    /// transient itself may be too brief for anyone to see).
+    pub fn finish<T>(self, result: &Result<T>) {
+        let error = result.as_ref().err().map(ToString::to_string);
+        let action = self.coord.activity.action_finished(
+            self.name.as_str(),
+            self.kind,
+            error.as_deref(),
+            hive_store::now_unix(),
+        );
+        self.coord
+            .dashboard
+            .emit(|seq| DashboardEvent::LifecycleFinished { seq, action });
+    }
 }
 
 impl Drop for TransientGuard {
@@ -95,6 +113,7 @@ impl Coordinator {
         Ok(TransientGuard {
             coord: self.clone(),
             name: name.clone(),
+            kind,
         })
     }
 
@@ -117,18 +136,19 @@ impl Coordinator {
         }
     }
 
-    /// Waits until `name`'s new harness reports in (a report beyond the
-    /// `before` count); fails when its container exits first or nothing
-    /// comes within [`crate::deploys::HEALTH_BOUND`].
+    /// Waits until `name`'s new harness reports in (on a connection opened
+    /// after `since`, when its container was about to start); fails when
+    /// its container exits first or nothing comes within
+    /// [`crate::deploys::HEALTH_BOUND`].
     async fn await_healthy(
         &self,
         runtime: &dyn Runtime,
         name: &AgentName,
-        before: u64,
+        since: tokio::time::Instant,
     ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + crate::deploys::HEALTH_BOUND;
         loop {
-            if self.deploys.report_count(name) > before {
+            if self.deploys.reported_since(name, since) {
                 return Ok(());
             }
             let running = runtime
@@ -373,7 +393,7 @@ impl Coordinator {
         self.refuse_existing(name)?;
         let guard = self.begin(name, TransientKind::Spawning)?;
         let result = self.spawn_inner(&*runtime, name).await;
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         self.publish_tombstones();
         if !name.is_manager() {
@@ -412,7 +432,7 @@ impl Coordinator {
         let runtime = self.prepare("start", name)?;
         let guard = self.begin(name, TransientKind::Starting)?;
         let result = self.start_inner(&*runtime, name).await;
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         if result.is_ok() {
             self.kick(name, "started");
@@ -443,7 +463,7 @@ impl Coordinator {
         if result.is_ok() {
             self.store.set_want_running(name.as_str(), false)?;
         }
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         if result.is_ok() && !name.is_manager() {
             self.notify_manager(&HelperEvent::Killed {
@@ -461,7 +481,7 @@ impl Coordinator {
             Ok(deployed) => self.recreate(&*runtime, name, &deployed).await.map(drop),
             Err(e) => Err(e),
         };
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         if result.is_ok() {
             self.kick(name, "restarted");
@@ -490,10 +510,10 @@ impl Coordinator {
             .begin_when_free(name, TransientKind::Rebuilding)
             .await?;
         let result = match self.recreate(&*runtime, name, deployed).await {
-            Ok(reports) => self.await_healthy(&*runtime, name, reports).await,
+            Ok(since) => self.await_healthy(&*runtime, name, since).await,
             Err(e) => Err(e),
         };
-        drop(guard);
+        guard.finish(&result);
         self.after_change(name).await;
         if !name.is_manager() {
             self.notify_manager(&HelperEvent::Rebuilt {
@@ -508,21 +528,21 @@ impl Coordinator {
         result
     }
 
-    /// Stops, recreates and starts `name`'s container; answers the count of
-    /// harness reports once the old container was stopped (a later one
-    /// comes from the new harness).
+    /// Stops, recreates and starts `name`'s container; answers when the old
+    /// container had stopped (a connection opened later is the new
+    /// harness's).
     async fn recreate(
         &self,
         runtime: &dyn Runtime,
         name: &AgentName,
         deployed: &Deployed,
-    ) -> Result<u64> {
+    ) -> Result<tokio::time::Instant> {
         runtime
             .stop(name, STOP_GRACE)
             .await
             .or_else(ignore_missing)
             .map_err(Error::from)?;
-        let reports = self.deploys.report_count(name);
+        let since = tokio::time::Instant::now();
         let port = self.web_port(name)?;
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
@@ -533,7 +553,7 @@ impl Coordinator {
         );
         runtime.start(name).await.map_err(Error::from)?;
         self.store.set_want_running(name.as_str(), true)?;
-        Ok(reports)
+        Ok(since)
     }
 
     /// Removes an agent's container, keeping its state (a tombstone) unless
@@ -569,7 +589,7 @@ impl Coordinator {
             Ok(())
         }
         .await;
-        drop(guard);
+        guard.finish(&result);
         self.refresh_containers().await;
         if purge && result.is_ok() {
             let removed = name.to_string();
@@ -670,7 +690,7 @@ impl Coordinator {
     pub async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
         self.require_agent(name)?;
         let runtime = self.runtime_for("logs")?;
-        match runtime.logs(name, lines).await {
+        let raw = match runtime.logs(name, lines).await {
             Err(hive_runtime::Error::NoSuchContainer(_)) => {
                 let path = self.paths.agent_dir(name).join("container.log");
                 hive_runtime::tail_file(&path, lines)
@@ -678,14 +698,19 @@ impl Coordinator {
                     .map_err(Error::from)
             }
             other => other.map_err(Error::from),
-        }
+        }?;
+        // No surface that reads these is a terminal (see `hive_runtime::plain`).
+        Ok(raw
+            .iter()
+            .map(|line| hive_runtime::plain::plain_text(line))
+            .collect())
     }
 
     /// Agents with kept state and no container.
     pub fn tombstones(&self) -> Result<Vec<TombstoneView>> {
         let mut out = Vec::new();
         for record in self.store.agents()? {
-            if record.has_container || record.name == hive_proto::MANAGER_AGENT {
+            if !self.is_kept_state(&record) {
                 continue;
             }
             let Ok(name) = AgentName::parse(&record.name) else {
@@ -833,6 +858,11 @@ pub async fn crash_watch(coord: Arc<Coordinator>) {
 }
 
 async fn on_change(coord: &Coordinator, change: StateChange) {
+    if !change.running {
+        // Whatever its harness last said no longer holds; the next one
+        // reports afresh when it boots.
+        coord.activity.turn_ended(change.name.as_str());
+    }
     coord.refresh_containers().await;
     coord.publish_status(change.name.as_str());
     let busy = coord.transients().contains_key(&change.name);

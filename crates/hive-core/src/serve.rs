@@ -117,6 +117,9 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
             .is_some_and(|r| r.survives_daemon());
     let store = Store::open(&paths.database())
         .with_context(|| format!("open {}", paths.database().display()))?;
+    // With a runtime, an agent without a container is destroyed (its state
+    // kept): broadcasts skip it. Without one, no agent has a container.
+    store.set_broadcast_needs_container(selection.runtime.is_some());
     // The connections that held unnamed leases died with the last daemon.
     let released = store
         .release_unheld_leases()

@@ -114,6 +114,9 @@ pub enum AgentRequest {
         /// fresh boot, says nothing about the login).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         logged_in: Option<bool>,
+        /// The state's detail (the tool running, a rate limit's retry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
         /// When the state ends by itself, unix seconds: the reset of a
         /// `quota` state.
         #[serde(default, skip_serializing_if = "Option::is_none")]

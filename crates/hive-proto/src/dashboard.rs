@@ -124,6 +124,41 @@ pub enum DashboardEvent {
     RebuildQueueChanged { seq: u64, queue: Vec<QueueEntry> },
     /// A task was created or changed; clients upsert by id.
     TaskChanged { seq: u64, task: crate::Task },
+    /// An agent's harness reported a new turn state.
+    TurnStateChanged {
+        seq: u64,
+        #[serde(flatten)]
+        turn: TurnStateView,
+    },
+    /// A lifecycle action finished, with its result.
+    LifecycleFinished {
+        seq: u64,
+        #[serde(flatten)]
+        action: LastActionView,
+    },
+}
+
+/// What an agent's harness last said it was doing, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnStateView {
+    pub name: String,
+    pub state: crate::live::TurnState,
+    /// The harness's detail (a tool's name, a rate limit's retry): agent
+    /// text, shown as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub since_unix: i64,
+}
+
+/// The last lifecycle action on an agent and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastActionView {
+    pub name: String,
+    pub action: TransientKind,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at_unix: i64,
 }
 
 /// A lifecycle action in flight.
@@ -191,6 +226,8 @@ impl DashboardEvent {
             | DashboardEvent::MetaInputsChanged { seq, .. }
             | DashboardEvent::MetaUpdateRunning { seq, .. }
             | DashboardEvent::RebuildQueueChanged { seq, .. }
+            | DashboardEvent::TurnStateChanged { seq, .. }
+            | DashboardEvent::LifecycleFinished { seq, .. }
             | DashboardEvent::TaskChanged { seq, .. } => *seq,
         }
     }

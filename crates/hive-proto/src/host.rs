@@ -70,16 +70,25 @@ pub enum HostRequest {
     Restart { name: AgentName },
     /// Set or clear the pause marker the harness honours between turns.
     SetPaused { name: AgentName, paused: bool },
-    /// Per-agent web UI addresses.
+    /// Where the hive is reached (`HiveUrls`).
     Urls,
+    /// Questions waiting for an answer (to the operator or between agents).
+    Questions,
+    /// Answer a question as the operator. Options are picked by text here;
+    /// several (for a multi question) are joined with ", ".
+    Answer { id: i64, answer: String },
+    /// Withdraw a question; the asker hears `[cancelled]`.
+    CancelQuestion { id: i64 },
+    /// One approval, with its diff when it is a config deploy.
+    Show { id: i64 },
     /// Send a message from the operator to an agent (or `*`).
     Send { to: String, body: String },
-    /// The last `lines` lines (default 100) its container printed, in
-    /// `logs`; with `follow`, further responses carry new lines as they
-    /// come, until the client leaves.
     /// Queue an approval that redeploys the config of `deployed/<id>`.
     /// Answers with the queued approval in `approvals`.
     Rollback { name: AgentName, id: i64 },
+    /// The last `lines` lines (default 100) its container printed, in
+    /// `logs`, escape sequences removed; with `follow`, further responses
+    /// carry new lines as they come, until the client leaves.
     Logs {
         name: AgentName,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,11 +156,26 @@ pub struct HostResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals: Option<Vec<Approval>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub urls: Option<Vec<AgentUrl>>,
+    pub urls: Option<HiveUrls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questions: Option<Vec<QuestionRow>>,
+    /// `show`: a config approval's diff against the config deployed now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// `stop`: what was left running, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_running: Option<Vec<KeptRunning>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<crate::Task>>,
+}
+
+/// An agent a scoped `stop` left running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptRunning {
+    pub name: String,
+    pub reason: String,
 }
 
 impl HostResponse {
@@ -165,6 +189,9 @@ impl HostResponse {
             approvals: None,
             urls: None,
             logs: None,
+            questions: None,
+            diff: None,
+            kept_running: None,
             tasks: None,
         }
     }
@@ -201,7 +228,7 @@ impl HostResponse {
         }
     }
 
-    pub fn urls(urls: Vec<AgentUrl>) -> Self {
+    pub fn urls(urls: HiveUrls) -> Self {
         Self {
             urls: Some(urls),
             ..Self::empty(true)
@@ -211,6 +238,30 @@ impl HostResponse {
     pub fn logs(lines: Vec<String>) -> Self {
         Self {
             logs: Some(lines),
+            ..Self::empty(true)
+        }
+    }
+
+    pub fn questions(questions: Vec<QuestionRow>) -> Self {
+        Self {
+            questions: Some(questions),
+            ..Self::empty(true)
+        }
+    }
+
+    /// `show`: the approval, and its diff when it is a config deploy.
+    pub fn approval_with_diff(approval: Approval, diff: Option<String>) -> Self {
+        Self {
+            approvals: Some(vec![approval]),
+            diff,
+            ..Self::empty(true)
+        }
+    }
+
+    /// `stop`: done, naming what was left running.
+    pub fn stopped(kept_running: Vec<KeptRunning>) -> Self {
+        Self {
+            kept_running: (!kept_running.is_empty()).then_some(kept_running),
             ..Self::empty(true)
         }
     }
@@ -241,17 +292,54 @@ pub struct AgentStatusRow {
     pub active_model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::rfc3339::option"
+    )]
     pub status_set_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
 
-/// One agent's web UI address.
+/// Where the hive is reached (the original's `HiveUrls`); each agent's own
+/// page is the `url` of its `agent_status` row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentUrl {
-    pub name: String,
-    pub url: String,
+pub struct HiveUrls {
+    /// The host the dashboard is served on.
+    pub domain: String,
+    /// The dashboard's address.
+    pub home: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<String>,
+}
+
+/// A question waiting for an answer, as `questions` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuestionRow {
+    pub id: i64,
+    pub asker: String,
+    /// The peer asked; absent: the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub question: String,
+    /// Suggested answers; free text is always allowed too.
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// Whether several options may be picked (joined with ", ").
+    #[serde(default)]
+    pub multi: bool,
+    #[serde(with = "crate::rfc3339")]
+    pub asked_at: i64,
+    /// When the question expires unanswered.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::rfc3339::option"
+    )]
+    pub deadline_at: Option<i64>,
 }
 
 /// A request waiting for (or resolved by) the operator.
@@ -263,9 +351,18 @@ pub struct Approval {
     pub kind: ApprovalKind,
     /// For `apply_commit`: the git sha to apply. Otherwise empty.
     pub commit_ref: String,
+    /// For `apply_commit`: the commit core fetched into the applied repo,
+    /// when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_sha: Option<String>,
+    #[serde(with = "crate::rfc3339")]
     pub requested_at: i64,
     pub status: ApprovalStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::rfc3339::option"
+    )]
     pub resolved_at: Option<i64>,
     /// The operator's deny reason or the failure's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,6 +17,7 @@ pub mod helper;
 pub mod host;
 pub mod live;
 pub mod name;
+pub mod rfc3339;
 pub mod task;
 
 pub use agent::{
@@ -26,8 +27,8 @@ pub use agent::{
 pub use dashboard::{DashboardEvent, MessageView};
 pub use helper::HelperEvent;
 pub use host::{
-    AgentStatusRow, AgentUrl, Approval, ApprovalKind, ApprovalStatus, HostRequest, HostResponse,
-    Scope,
+    AgentStatusRow, Approval, ApprovalKind, ApprovalStatus, HiveUrls, HostRequest, HostResponse,
+    KeptRunning, QuestionRow, Scope,
 };
 pub use live::{LiveEvent, LiveFrame};
 pub use name::{AgentName, NameError, Recipient};

@@ -63,6 +63,8 @@ pub struct TokenUsage {
 pub enum TurnState {
     Idle,
     Thinking,
+    /// A tool call is running (the harness's note names the tool).
+    Tool,
     Compacting,
     Paused,
     RateLimited,

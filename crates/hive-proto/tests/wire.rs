@@ -142,6 +142,19 @@ fn host_requests() {
         },
         r#"{"cmd":"logs","name":"a","lines":50,"follow":true}"#,
     );
+    check(Questions, r#"{"cmd":"questions"}"#);
+    check(
+        Answer {
+            id: 7,
+            answer: "yes, later".into(),
+        },
+        r#"{"cmd":"answer","id":7,"answer":"yes, later"}"#,
+    );
+    check(
+        CancelQuestion { id: 7 },
+        r#"{"cmd":"cancel_question","id":7}"#,
+    );
+    check(Show { id: 3 }, r#"{"cmd":"show","id":3}"#);
 }
 
 #[test]
@@ -170,6 +183,9 @@ fn host_request_decoding_is_lenient_and_strict_where_it_matters() {
     assert!(err.starts_with("invalid agent name \"../etc\""), "{err}");
 }
 
+/// 2026-09-12T09:15:00Z, as the original's clients read it.
+const AT: i64 = 1_789_204_500;
+
 fn row() -> AgentStatusRow {
     AgentStatusRow {
         name: "coder".into(),
@@ -183,8 +199,26 @@ fn row() -> AgentStatusRow {
         parent: Some("manager".into()),
         active_model: Some("sonnet".into()),
         status_text: Some("reviewing".into()),
-        status_set_at: Some(1700000000),
-        url: Some("http://127.0.0.1:8100/".into()),
+        status_set_at: Some(AT),
+        url: Some("http://127.0.0.1:8100/agent/coder/".into()),
+    }
+}
+
+fn bare_row() -> AgentStatusRow {
+    AgentStatusRow {
+        name: "idle".into(),
+        running: false,
+        failed: false,
+        needs_update: false,
+        needs_login: false,
+        deployed_sha: None,
+        pending_reminders: 0,
+        paused: false,
+        parent: None,
+        active_model: None,
+        status_text: None,
+        status_set_at: None,
+        url: None,
     }
 }
 
@@ -194,14 +228,34 @@ fn approval() -> Approval {
         agent: "coder".into(),
         kind: ApprovalKind::ApplyCommit,
         commit_ref: "abc1234".into(),
-        requested_at: 1700000000,
+        fetched_sha: Some("abc1234def5678abc1234def5678abc1234def56".into()),
+        requested_at: AT,
         status: ApprovalStatus::Denied,
-        resolved_at: Some(1700000100),
+        resolved_at: Some(AT + 100),
         note: Some("no".into()),
         description: Some("bump model".into()),
     }
 }
 
+fn bare_approval() -> Approval {
+    Approval {
+        id: 4,
+        agent: "reviewer".into(),
+        kind: ApprovalKind::Spawn,
+        commit_ref: String::new(),
+        fetched_sha: None,
+        requested_at: AT,
+        status: ApprovalStatus::Pending,
+        resolved_at: None,
+        note: None,
+        description: None,
+    }
+}
+
+/// The original's lines, byte for byte: `urls` is one `HiveUrls` object,
+/// timestamps are RFC 3339 UTC strings, approval fields in the original's
+/// order (`id, agent, kind, commit_ref, fetched_sha?, requested_at, status,
+/// resolved_at?, note?, description?`), optional fields absent when unset.
 #[test]
 fn host_responses() {
     check(HostResponse::success(), r#"{"version":1,"ok":true}"#);
@@ -214,24 +268,90 @@ fn host_responses() {
         r#"{"version":1,"ok":true,"agents":["a","manager"]}"#,
     );
     check(
-        HostResponse::agent_statuses(vec![row()]),
-        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"coder","running":true,"failed":false,"needs_update":false,"needs_login":true,"deployed_sha":"0123456789ab","pending_reminders":2,"paused":false,"parent":"manager","active_model":"sonnet","status_text":"reviewing","status_set_at":1700000000,"url":"http://127.0.0.1:8100/"}]}"#,
+        HostResponse::agent_statuses(vec![row(), bare_row()]),
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"coder","running":true,"failed":false,"needs_update":false,"needs_login":true,"deployed_sha":"0123456789ab","pending_reminders":2,"paused":false,"parent":"manager","active_model":"sonnet","status_text":"reviewing","status_set_at":"2026-09-12T09:15:00Z","url":"http://127.0.0.1:8100/agent/coder/"},{"name":"idle","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false}]}"#,
     );
     check(
-        HostResponse::approvals(vec![approval()]),
-        r#"{"version":1,"ok":true,"approvals":[{"id":3,"agent":"coder","kind":"apply_commit","commit_ref":"abc1234","requested_at":1700000000,"status":"denied","resolved_at":1700000100,"note":"no","description":"bump model"}]}"#,
+        HostResponse::approvals(vec![approval(), bare_approval()]),
+        r#"{"version":1,"ok":true,"approvals":[{"id":3,"agent":"coder","kind":"apply_commit","commit_ref":"abc1234","fetched_sha":"abc1234def5678abc1234def5678abc1234def56","requested_at":"2026-09-12T09:15:00Z","status":"denied","resolved_at":"2026-09-12T09:16:40Z","note":"no","description":"bump model"},{"id":4,"agent":"reviewer","kind":"spawn","commit_ref":"","requested_at":"2026-09-12T09:15:00Z","status":"pending"}]}"#,
     );
     check(
-        HostResponse::urls(vec![AgentUrl {
-            name: "manager".into(),
-            url: "http://127.0.0.1:8000/".into(),
-        }]),
-        r#"{"version":1,"ok":true,"urls":[{"name":"manager","url":"http://127.0.0.1:8000/"}]}"#,
+        HostResponse::urls(HiveUrls {
+            domain: "hive.example.org".into(),
+            home: "https://hive.example.org/".into(),
+            forge: Some("https://forge.example.org/".into()),
+            matrix: Some("https://matrix.example.org/".into()),
+        }),
+        r#"{"version":1,"ok":true,"urls":{"domain":"hive.example.org","home":"https://hive.example.org/","forge":"https://forge.example.org/","matrix":"https://matrix.example.org/"}}"#,
+    );
+    check(
+        HostResponse::urls(HiveUrls {
+            domain: "127.0.0.1".into(),
+            home: "http://127.0.0.1:7000/".into(),
+            forge: None,
+            matrix: None,
+        }),
+        r#"{"version":1,"ok":true,"urls":{"domain":"127.0.0.1","home":"http://127.0.0.1:7000/"}}"#,
     );
     check(
         HostResponse::logs(vec!["booted".into()]),
         r#"{"version":1,"ok":true,"logs":["booted"]}"#,
     );
+    check(
+        HostResponse::questions(vec![
+            QuestionRow {
+                id: 5,
+                asker: "coder".into(),
+                target: None,
+                question: "ship it?".into(),
+                options: vec!["yes".into(), "no".into()],
+                multi: false,
+                asked_at: AT,
+                deadline_at: Some(AT + 600),
+            },
+            QuestionRow {
+                id: 6,
+                asker: "coder".into(),
+                target: Some("reviewer".into()),
+                question: "which files?".into(),
+                options: Vec::new(),
+                multi: true,
+                asked_at: AT,
+                deadline_at: None,
+            },
+        ]),
+        r#"{"version":1,"ok":true,"questions":[{"id":5,"asker":"coder","question":"ship it?","options":["yes","no"],"multi":false,"asked_at":"2026-09-12T09:15:00Z","deadline_at":"2026-09-12T09:25:00Z"},{"id":6,"asker":"coder","target":"reviewer","question":"which files?","options":[],"multi":true,"asked_at":"2026-09-12T09:15:00Z"}]}"#,
+    );
+    check(
+        HostResponse::approval_with_diff(bare_approval(), Some("+x\n".into())),
+        r#"{"version":1,"ok":true,"approvals":[{"id":4,"agent":"reviewer","kind":"spawn","commit_ref":"","requested_at":"2026-09-12T09:15:00Z","status":"pending"}],"diff":"+x\n"}"#,
+    );
+    check(
+        HostResponse::stopped(Vec::new()),
+        r#"{"version":1,"ok":true}"#,
+    );
+    check(
+        HostResponse::stopped(vec![KeptRunning {
+            name: "manager".into(),
+            reason: "why".into(),
+        }]),
+        r#"{"version":1,"ok":true,"kept_running":[{"name":"manager","reason":"why"}]}"#,
+    );
+}
+
+/// Lines written before timestamps were strings (integers) still decode;
+/// a bad timestamp is named.
+#[test]
+fn timestamps_decode_from_integers_too() {
+    let line = r#"{"id":4,"agent":"reviewer","kind":"spawn","commit_ref":"","requested_at":1789204500,"status":"pending","resolved_at":1789204600}"#;
+    let a: Approval = serde_json::from_str(line).unwrap();
+    assert_eq!((a.requested_at, a.resolved_at), (AT, Some(AT + 100)));
+    let err = serde_json::from_str::<Approval>(
+        r#"{"id":4,"agent":"r","kind":"spawn","commit_ref":"","requested_at":"yesterday","status":"pending"}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("invalid timestamp \"yesterday\""), "{err}");
 }
 
 #[test]
@@ -397,6 +517,7 @@ fn agent_requests() {
             state: hive_proto::live::TurnState::NeedsLogin,
             model: Some("opus".into()),
             logged_in: None,
+            note: None,
             until: None,
         },
         r#"{"cmd":"harness_state","state":"needs_login","model":"opus"}"#,
@@ -406,15 +527,27 @@ fn agent_requests() {
             state: hive_proto::live::TurnState::Idle,
             model: None,
             logged_in: Some(true),
+            note: None,
             until: None,
         },
         r#"{"cmd":"harness_state","state":"idle","logged_in":true}"#,
     );
     check(
         HarnessState {
+            state: hive_proto::live::TurnState::Tool,
+            model: None,
+            logged_in: None,
+            note: Some("Bash".into()),
+            until: None,
+        },
+        r#"{"cmd":"harness_state","state":"tool","note":"Bash"}"#,
+    );
+    check(
+        HarnessState {
             state: hive_proto::live::TurnState::Quota,
             model: None,
             logged_in: None,
+            note: None,
             until: Some(1_795_953_864),
         },
         r#"{"cmd":"harness_state","state":"quota","until":1795953864}"#,

@@ -74,9 +74,22 @@ pub(crate) fn exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
 }
 
 /// Every registered agent name except `except`, sorted.
-pub(crate) fn names_except(conn: &Connection, except: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT name FROM agents WHERE name <> ?1 ORDER BY name")?;
-    stmt.query_map([except], |r| r.get(0))?.collect()
+/// Agents with a container other than `except`: who a broadcast reaches.
+/// A destroyed agent's kept state is no recipient; it would find a pile of
+/// stale broadcasts when revived.
+/// Without `needs_container` (a hive with no runtime, whose agents never
+/// have one), every registered agent but `except`.
+pub(crate) fn names_except(
+    conn: &Connection,
+    except: &str,
+    needs_container: bool,
+) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name FROM agents WHERE name <> ?1 AND (has_container = 1 OR NOT ?2) \
+         ORDER BY name",
+    )?;
+    stmt.query_map((except, needs_container), |r| r.get(0))?
+        .collect()
 }
 
 /// The allow-list of sender `from`: `None` when it may reach anyone
@@ -208,6 +221,20 @@ impl Store {
                 }
                 e => e,
             })
+    }
+
+    /// Makes `*` skip agents without a container (a hive with a runtime,
+    /// where those are destroyed with their state kept); off by default.
+    pub fn set_broadcast_needs_container(&self, yes: bool) {
+        self.inner
+            .broadcast_needs_container
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn broadcast_needs_container(&self) -> bool {
+        self.inner
+            .broadcast_needs_container
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn set_has_container(&self, name: &str, v: bool) -> Result<()> {

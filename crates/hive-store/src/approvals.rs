@@ -12,11 +12,19 @@ const APPROVAL_COLUMNS: &str =
 fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
     let kind: String = row.get(2)?;
     let status: String = row.get(5)?;
+    let kind = ApprovalKind::parse(&kind).ok_or_else(|| bad_text(2, "approval kind", &kind))?;
+    let commit_ref: String = row.get(3)?;
+    // A deploy's `commit_ref` is stored as the full sha core resolved and
+    // fetched into the applied repo (never a branch name), so that is the
+    // fetched sha too.
+    let fetched_sha =
+        (kind == ApprovalKind::ApplyCommit && !commit_ref.is_empty()).then(|| commit_ref.clone());
     Ok(Approval {
         id: row.get(0)?,
         agent: row.get(1)?,
-        kind: ApprovalKind::parse(&kind).ok_or_else(|| bad_text(2, "approval kind", &kind))?,
-        commit_ref: row.get(3)?,
+        kind,
+        commit_ref,
+        fetched_sha,
         requested_at: row.get(4)?,
         status: ApprovalStatus::parse(&status)
             .ok_or_else(|| bad_text(5, "approval status", &status))?,

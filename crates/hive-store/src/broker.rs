@@ -23,10 +23,9 @@ use hive_proto::{
     SYSTEM_SENDER,
 };
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::agents::{allow_list, allows, check_allowed, exists, names_except};
-use crate::writer::Job;
 use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
 
 /// What one pop handed out: the rows, oldest first, and the lease they
@@ -66,6 +65,14 @@ pub enum MessageEvent {
     Delivered(MessageRow),
 }
 
+/// One caller's messages for the single writer ([`crate::writer`]): all
+/// or none.
+pub(crate) struct Job {
+    pub(crate) from: String,
+    pub(crate) messages: Vec<Checked>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<i64>>>,
+}
+
 /// Refuses a body over [`MAX_BODY_BYTES`].
 pub(crate) fn check_body(body: &str) -> Result<()> {
     if body.len() > MAX_BODY_BYTES {
@@ -95,9 +102,9 @@ pub(crate) fn insert_send(
     tx: &Connection,
     from: &str,
     message: &Checked,
-    now: i64,
+    (now, needs_container): (i64, bool),
 ) -> Result<Vec<MessageRow>> {
-    let targets = targets(tx, from, &message.to)?;
+    let targets = targets(tx, from, &message.to, needs_container)?;
     insert_to(tx, from, &targets, message, now)
 }
 
@@ -120,7 +127,12 @@ pub(crate) fn insert_to(
 
 /// The inboxes a message of `from` to `to` goes to, refusing an unknown
 /// agent or one `from` may not reach.
-pub(crate) fn targets(tx: &Connection, from: &str, to: &Recipient) -> Result<Vec<String>> {
+pub(crate) fn targets(
+    tx: &Connection,
+    from: &str,
+    to: &Recipient,
+    needs_container: bool,
+) -> Result<Vec<String>> {
     Ok(match to {
         Recipient::Operator => vec![OPERATOR_RECIPIENT.to_owned()],
         Recipient::Agent(name) => {
@@ -132,7 +144,7 @@ pub(crate) fn targets(tx: &Connection, from: &str, to: &Recipient) -> Result<Vec
         }
         Recipient::Broadcast => {
             let list = allow_list(tx, from)?;
-            let mut names = names_except(tx, from)?;
+            let mut names = names_except(tx, from, needs_container)?;
             names.retain(|n| allows(list.as_deref(), n));
             names
         }
@@ -253,7 +265,12 @@ impl Store {
         let rows = {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
-            let rows = insert_send(&tx, from, &message, now_unix())?;
+            let rows = insert_send(
+                &tx,
+                from,
+                &message,
+                (now_unix(), self.broadcast_needs_container()),
+            )?;
             tx.commit()?;
             rows
         };

@@ -27,7 +27,7 @@ mod writer;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -143,6 +143,10 @@ pub(crate) struct Inner {
     /// commit that may have made a message deliverable to it.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     schedule: Arc<Notify>,
+    /// Whether `*` reaches only agents with a container (a hive with a
+    /// runtime: the others are destroyed, their state kept); see
+    /// [`Store::set_broadcast_needs_container`].
+    broadcast_needs_container: AtomicBool,
 }
 
 impl fmt::Debug for Store {
@@ -197,6 +201,7 @@ impl Store {
                 events,
                 waiters: Mutex::new(HashMap::new()),
                 schedule: Arc::new(Notify::new()),
+                broadcast_needs_container: AtomicBool::new(false),
             }
         });
         spawned.map_err(|e| Error::Refused(format!("cannot start the broker's writer: {e}")))?;

@@ -6,7 +6,8 @@
 //! the asker's inbox, each in the same transaction as the question's row.
 
 use hive_proto::{
-    AgentName, HelperEvent, MANAGER_AGENT, MAX_BODY_BYTES, OPERATOR_RECIPIENT, Recipient,
+    AgentName, HelperEvent, MANAGER_AGENT, MAX_BODY_BYTES, OPERATOR_RECIPIENT, QuestionRow,
+    Recipient,
 };
 use rusqlite::{Connection, OptionalExtension, Row};
 
@@ -39,6 +40,22 @@ pub struct Question {
     pub answerer: Option<String>,
     pub answered_at: Option<i64>,
     pub cancelled: bool,
+}
+
+/// A pending question as host.sock and the dashboard list it.
+impl From<Question> for QuestionRow {
+    fn from(q: Question) -> Self {
+        QuestionRow {
+            id: q.id,
+            asker: q.asker,
+            target: q.target,
+            question: q.question,
+            options: q.options,
+            multi: q.multi,
+            asked_at: q.asked_at,
+            deadline_at: q.deadline_at,
+        }
+    }
 }
 
 const QUESTION_COLUMNS: &str = "id, asker, target, question, options, multi, asked_at, \

@@ -15,22 +15,13 @@
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError, Weak};
 
-use tokio::sync::oneshot;
-
 use hive_proto::Recipient;
 
-use crate::broker::{Checked, MessageRow, insert_to, targets};
+use crate::broker::{Job, MessageRow, insert_to, targets};
 use crate::{Error, Inner, Result, Store, WriteTx, now_unix};
 
 /// Most jobs one transaction takes; the rest wait for the next.
 const MAX_JOBS_PER_COMMIT: usize = 1024;
-
-/// One caller's messages, all or none.
-pub(crate) struct Job {
-    pub(crate) from: String,
-    pub(crate) messages: Vec<Checked>,
-    pub(crate) reply: oneshot::Sender<Result<Vec<i64>>>,
-}
 
 /// The queue of jobs waiting for a commit, and who commits them.
 pub(crate) struct Writer {
@@ -129,6 +120,7 @@ impl Store {
     /// caller after the commit.
     fn commit_jobs(&self, jobs: Vec<Job>) {
         let now = now_unix();
+        let needs_container = self.broadcast_needs_container();
         let mut results: Vec<Result<Vec<MessageRow>>> = Vec::with_capacity(jobs.len());
         let committed = {
             let conn = self.conn();
@@ -147,7 +139,10 @@ impl Store {
                             let at = match known {
                                 Some(at) => at,
                                 None => {
-                                    resolved.push((&m.to, targets(&tx, &job.from, &m.to)?));
+                                    resolved.push((
+                                        &m.to,
+                                        targets(&tx, &job.from, &m.to, needs_container)?,
+                                    ));
                                     resolved.len() - 1
                                 }
                             };

@@ -2,7 +2,7 @@
 // /events/history, then /events/stream, deduped by seq), the state row and
 // its controls, the composer, the inbox, loose ends, turn stats and the
 // login help. Every string from the agent, its peers or its tools becomes
-// text nodes, or elements built by the small markdown renderer below: no
+// text nodes, or elements built by the shared markdown renderer (text.js): no
 // HTML is ever parsed, and links are only ever http(s).
 'use strict';
 (function () {
@@ -56,139 +56,8 @@
     return d.toTimeString().slice(0, 8);
   }
 
-  // ---------------------------------------------------------------------
-  // Markdown to DOM: fenced code, headings, quotes, lists, rules,
-  // paragraphs; inline code, bold, italics, http(s) links. Anything else
-  // (HTML included) stays literal text.
-
-  const INLINE =
-    /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([\s\S]+?)\*\*|__([\s\S]+?)__|\*([^*\s](?:[^*]*[^*\s])?)\*|\b_([^_\s](?:[^_]*[^_\s])?)_\b|\[([^\]\n]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()"']*[^\s<>()"'.,;:!?])/g;
-
-  function inline(text, parent) {
-    // A fresh regex per call: the recursion below must not move our cursor.
-    const re = new RegExp(INLINE.source, 'g');
-    let last = 0;
-    let m;
-    while ((m = re.exec(text)) !== null) {
-      if (m.index > last) parent.appendChild(document.createTextNode(text.slice(last, m.index)));
-      last = re.lastIndex;
-      if (m[1] !== undefined) {
-        parent.appendChild(el('code', null, m[2]));
-      } else if (m[3] !== undefined || m[4] !== undefined) {
-        const b = el('strong');
-        inline(m[3] !== undefined ? m[3] : m[4], b);
-        parent.appendChild(b);
-      } else if (m[5] !== undefined || m[6] !== undefined) {
-        const i = el('em');
-        inline(m[5] !== undefined ? m[5] : m[6], i);
-        parent.appendChild(i);
-      } else if (m[7] !== undefined) {
-        const url = safeUrl(m[8]);
-        if (url) {
-          parent.appendChild(link(url, m[7]));
-        } else {
-          parent.appendChild(document.createTextNode(m[0]));
-        }
-      } else if (m[9] !== undefined) {
-        parent.appendChild(link(m[9], m[9]));
-      }
-    }
-    if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
-    return parent;
-  }
-  function link(url, label) {
-    const a = el('a');
-    if (label === url) a.textContent = url;
-    else inline(label, a);
-    a.href = url;
-    a.target = '_blank';
-    a.rel = 'noopener noreferrer nofollow';
-    return a;
-  }
-
-  function markdown(src) {
-    const root = el('div', 'md');
-    const lines = String(src).replace(/\r\n?/g, '\n').split('\n');
-    let i = 0;
-    let para = [];
-    function flush() {
-      if (para.length) {
-        root.appendChild(inline(para.join('\n'), el('p')));
-        para = [];
-      }
-    }
-    while (i < lines.length) {
-      const line = lines[i];
-      let m;
-      if ((m = /^\s*(```+|~~~+)\s*([\w+-]*)\s*$/.exec(line))) {
-        flush();
-        const fence = m[1];
-        const body = [];
-        i++;
-        while (i < lines.length && lines[i].trim() !== fence) body.push(lines[i++]);
-        i++;
-        const pre = el('pre');
-        const code = el('code', null, body.join('\n'));
-        if (m[2]) code.dataset.lang = m[2];
-        pre.appendChild(code);
-        root.appendChild(pre);
-        continue;
-      }
-      if ((m = /^(#{1,6})\s+(.*)$/.exec(line))) {
-        flush();
-        root.appendChild(inline(m[2], el('h' + Math.min(6, m[1].length + 2), 'md-h')));
-        i++;
-        continue;
-      }
-      if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) {
-        flush();
-        root.appendChild(el('hr'));
-        i++;
-        continue;
-      }
-      if (/^\s*>/.test(line)) {
-        flush();
-        const quoted = [];
-        while (i < lines.length && /^\s*>/.test(lines[i])) quoted.push(lines[i++].replace(/^\s*>\s?/, ''));
-        const bq = el('blockquote');
-        bq.appendChild(markdown(quoted.join('\n')));
-        root.appendChild(bq);
-        continue;
-      }
-      if ((m = /^\s*([-*+]|\d{1,9}[.)])\s+/.exec(line))) {
-        flush();
-        const ordered = /\d/.test(m[1]);
-        const list = el(ordered ? 'ol' : 'ul');
-        while (i < lines.length && (m = /^\s*([-*+]|\d{1,9}[.)])\s+(.*)$/.exec(lines[i]))) {
-          const item = el('li');
-          let text = m[2];
-          const task = /^\[([ xX])\]\s+(.*)$/.exec(text);
-          if (task) {
-            item.appendChild(el('span', 'task', task[1] === ' ' ? '\u2610 ' : '\u2611 '));
-            text = task[2];
-          }
-          i++;
-          // Continuation lines (indented, not a new item).
-          while (i < lines.length && /^\s{2,}\S/.test(lines[i]) && !/^\s*([-*+]|\d{1,9}[.)])\s+/.test(lines[i])) {
-            text += '\n' + lines[i++].trim();
-          }
-          inline(text, item);
-          list.appendChild(item);
-        }
-        root.appendChild(list);
-        continue;
-      }
-      if (line.trim() === '') {
-        flush();
-        i++;
-        continue;
-      }
-      para.push(line);
-      i++;
-    }
-    flush();
-    return root;
-  }
+  // Markdown to DOM, text nodes only (text.js, shared with the dashboard).
+  const markdown = (src) => window.HiveText.markdown(src);
 
   // ---------------------------------------------------------------------
   // Page state.
@@ -264,6 +133,7 @@
   const STATE_COLOURS = {
     idle: 'green',
     thinking: 'mauve',
+    tool: 'blue',
     compacting: 'blue',
     paused: 'yellow',
     rate_limited: 'peach',
@@ -283,7 +153,7 @@
     S.state = state;
     const b = $('turn-state');
     b.textContent = state.replace('_', ' ');
-    b.className = 'badge ' + (STATE_COLOURS[state] || 'grey') + (state === 'thinking' || state === 'compacting' ? ' pulse' : '');
+    b.className = 'badge ' + (STATE_COLOURS[state] || 'grey') + (state === 'thinking' || state === 'tool' || state === 'compacting' ? ' pulse' : '');
     b.title = note || '';
     b.dataset.state = state;
     document.body.dataset.state = state;
@@ -301,21 +171,33 @@
   function ctxTokens(u) {
     return u ? u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens : 0;
   }
-  function setUsage(ctx, cost, usd) {
+  // `cost`/`usd`: the last turn's own tokens and dollars (per turn);
+  // `sessionUsd`: the CLI's running total for the session, shown apart.
+  function setUsage(ctx, cost, usd, sessionUsd) {
     if (ctx && ctxTokens(ctx) > 0) {
       $('ctx').textContent = 'ctx \u00b7 ' + fmtNum(ctxTokens(ctx));
       $('ctx').dataset.value = String(ctxTokens(ctx));
     }
     if (cost) {
       const total = ctxTokens(cost) + cost.output_tokens;
-      let text = 'cost \u00b7 ' + fmtNum(total) + ' tok';
+      let text = 'turn cost \u00b7 ' + fmtNum(total) + ' tok';
       if (usd !== undefined && usd !== null) text += ' \u00b7 ' + fmtUsd(usd);
       $('cost').textContent = text;
       $('cost').dataset.value = String(total);
       $('cost').title =
-        'last turn: ' + cost.input_tokens + ' in, ' + cost.output_tokens + ' out, ' +
+        'the last turn alone: ' + cost.input_tokens + ' in, ' + cost.output_tokens + ' out, ' +
         cost.cache_read_input_tokens + ' cache read, ' + cost.cache_creation_input_tokens + ' cache write';
     }
+    setSessionCost(sessionUsd);
+  }
+  // The session's running total (turn stats' `session_cost_usd`), when the
+  // harness reports one.
+  function setSessionCost(usd) {
+    if (usd === undefined || usd === null) return;
+    const chip = $('session-cost');
+    chip.hidden = false;
+    chip.textContent = 'session total \u00b7 ' + fmtUsd(usd);
+    chip.dataset.value = String(usd);
   }
   function setLastTurn(record) {
     S.lastTurn = record;
@@ -329,7 +211,7 @@
     if (r) $('last-turn').title = r.result_kind + ', ended ' + new Date(r.ended_at * 1000).toLocaleString();
   }
   function renderControls() {
-    const busy = S.turnRunning || ['thinking', 'compacting', 'rate_limited'].includes(S.state);
+    const busy = S.turnRunning || ['thinking', 'tool', 'compacting', 'rate_limited'].includes(S.state);
     const cancel = $('cancel');
     if (!cancel.classList.contains('busy')) cancel.disabled = !busy;
   }
@@ -343,7 +225,7 @@
     setTurnState(s.state, s.note);
     $('status-text').textContent = s.status_text || '';
     const last = s.last_turn;
-    setUsage(s.ctx || (last && last.last_usage), s.cost || (last && last.usage), last && last.cost_usd);
+    setUsage(s.ctx || (last && last.last_usage), s.cost || (last && last.usage), last && last.cost_usd, last && last.session_cost_usd);
     if (last) setLastTurn(last);
   }
 
@@ -640,7 +522,8 @@
       const parts = ['result ' + (frame.subtype || '')];
       if (frame.num_turns !== undefined) parts.push(frame.num_turns + ' inferences');
       if (frame.duration_ms !== undefined) parts.push(fmtMs(frame.duration_ms));
-      if (frame.total_cost_usd !== undefined) parts.push(fmtUsd(frame.total_cost_usd));
+      // The CLI's `total_cost_usd` is the session's running total, not this turn's.
+      if (frame.total_cost_usd !== undefined) parts.push('session total ' + fmtUsd(frame.total_cost_usd));
       row.appendChild(rowHead('\u2261', parts.join(' \u00b7 '), 'result-line'));
       return [row];
     }
@@ -798,7 +681,8 @@
         head.appendChild(el('span', 'from', m.from));
         head.appendChild(el('span', 'dim', '#' + m.id + ' \u00b7 ' + ago(m.at)));
         item.appendChild(head);
-        item.appendChild(markdown(m.body));
+        const sentence = m.from === 'system' ? window.HiveText.eventSentence(m.body) : null;
+        item.appendChild(sentence ? el('div', 'md event', sentence) : markdown(m.body));
         box.appendChild(item);
       }
     } catch (e) {
@@ -874,13 +758,13 @@
   // Turn stats: an SVG bar chart drawn with DOM calls.
 
   const METRICS = {
-    cost: { label: 'cost (USD)', value: (t) => t.cost_usd || 0, fmt: (v) => fmtUsd(v) },
+    cost: { label: 'cost per turn (USD)', value: (t) => t.cost_usd || 0, fmt: (v) => fmtUsd(v) },
     tokens: {
-      label: 'tokens',
+      label: 'tokens per turn',
       value: (t) => ctxTokens(t.usage) + t.usage.output_tokens,
       fmt: (v) => fmtNum(v),
     },
-    duration: { label: 'duration', value: (t) => t.duration_ms, fmt: (v) => fmtMs(Math.round(v)) },
+    duration: { label: 'duration per turn', value: (t) => t.duration_ms, fmt: (v) => fmtMs(Math.round(v)) },
   };
 
   async function refreshTurns() {
@@ -890,7 +774,7 @@
       if (turns.length) {
         setLastTurn(turns[0]);
         const t = turns[0];
-        setUsage(t.last_usage, t.usage, t.cost_usd);
+        setUsage(t.last_usage, t.usage, t.cost_usd, t.session_cost_usd);
       }
       renderStats();
     } catch (e) {
@@ -915,7 +799,7 @@
     const max = Math.max(...values, 1e-9);
     const plot = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, class: 'bars', role: 'img' });
     const title = svg('title', {});
-    title.textContent = metric.label + ' per turn, oldest left';
+    title.textContent = metric.label + ', oldest left';
     plot.appendChild(title);
     plot.appendChild(svg('line', { x1: pad.l, y1: H - pad.b, x2: W - pad.r, y2: H - pad.b, class: 'axis' }));
     const maxLabel = svg('text', { x: pad.l, y: 12, class: 'axis-label' });
@@ -945,7 +829,7 @@
 
     const table = el('table', 'turns');
     const head = el('tr');
-    ['#', 'from', 'result', 'model', 'time', 'tokens', 'cost', 'tools'].forEach((h) => head.appendChild(el('th', null, h)));
+    ['#', 'from', 'result', 'model', 'time', 'tokens/turn', 'cost/turn', 'session total', 'tools'].forEach((h) => head.appendChild(el('th', null, h)));
     table.appendChild(head);
     S.turns.slice(0, 20).forEach((t) => {
       const tr = el('tr', t.result_kind);
@@ -957,6 +841,7 @@
         fmtMs(t.duration_ms),
         fmtNum(ctxTokens(t.usage) + t.usage.output_tokens),
         fmtUsd(t.cost_usd),
+        t.session_cost_usd === undefined || t.session_cost_usd === null ? '\u2013' : fmtUsd(t.session_cost_usd),
         t.tool_call_count,
       ].forEach((c) => tr.appendChild(el('td', null, c)));
       table.appendChild(tr);

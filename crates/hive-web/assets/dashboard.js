@@ -36,12 +36,17 @@
     }
   }
 
+  // Resolved approvals kept (the snapshot sends as many).
+  const HISTORY_MAX = 200;
+
   const S = {
     seq: 0,
     ready: false,
     runtime: null,
     agents: new Map(), // name -> status row
     transients: new Map(), // name -> {kind, since}
+    turns: new Map(), // name -> what its harness last reported (turn_state_changed)
+    lastActions: new Map(), // name -> last lifecycle action and result
     tombstones: [],
     approvals: new Map(), // id -> pending approval
     history: [], // resolved approvals, newest first
@@ -88,8 +93,14 @@
     if (s < 86400) return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
     return Math.floor(s / 86400) + 'd ' + Math.floor((s % 86400) / 3600) + 'h';
   }
+  // A wire timestamp in unix seconds: host.sock types carry RFC 3339
+  // strings (`requested_at`, `resolved_at`, `status_set_at`, `asked_at`,
+  // `deadline_at`), events carry integers.
+  function secs(t) {
+    return typeof t === 'string' ? Math.floor(Date.parse(t) / 1000) : t;
+  }
   function ago(t) {
-    const s = Math.max(0, now() - t);
+    const s = Math.max(0, now() - secs(t));
     if (s < 5) return 'just now';
     if (s < 60) return s + 's ago';
     if (s < 3600) return Math.floor(s / 60) + 'm ago';
@@ -110,6 +121,7 @@
     return (i ? n.toFixed(1) : String(n)) + ' ' + units[i];
   }
   function agoEl(t, cls) {
+    t = secs(t);
     return h('span', { class: cls || 'muted', data: { at: t }, title: new Date(t * 1000).toLocaleString(), text: ago(t) });
   }
   function sinceText(el) {
@@ -301,6 +313,7 @@
     if (r.needs_login) badges.push(badge('needs login', 'yellow', 'the engine has no credentials: open its page to log in'));
     if (r.needs_update) badges.push(badge('needs update', 'peach', 'a rebuild would apply a newer config or binary'));
     if (r.paused) badges.push(badge('paused', 'blue', 'the harness holds between turns'));
+    badges.push(turnBadge(r));
     const chips = [];
     if (r.deployed_sha) chips.push(chip('cfg ' + r.deployed_sha.slice(0, 12), 'deployed config commit ' + r.deployed_sha));
     if (r.active_model) chips.push(chip(r.active_model, 'active model'));
@@ -333,6 +346,7 @@
       { class: 'item container' + (busy ? ' busy' : '') + (r.failed ? ' failed' : ''), data: { name: r.name } },
       h('div', { class: 'line1' }, h('span', { class: 'name', text: r.name }), badges, busy ? transientEl(t) : null, chips, link),
       r.status_text ? h('div', { class: 'status-text', text: r.status_text, title: r.status_set_at ? 'set ' + ago(r.status_set_at) : null }) : null,
+      lastActionEl(r.name),
       actions,
       viewer(r.name, 'logs'),
       viewer(r.name, 'config')
@@ -348,7 +362,9 @@
       $('containers'),
       rows,
       (r) => r.name,
-      (r) => JSON.stringify([r, S.transients.get(r.name) || null]),
+      // The turn badge is updated in place (refreshTurnBadge): it changes
+      // at every tool call, and a re-render would move buttons under the cursor.
+      (r) => JSON.stringify([r, S.transients.get(r.name) || null, S.lastActions.get(r.name) || null]),
       containerRow,
       'no agents yet'
     );
@@ -448,7 +464,7 @@
         q.multi ? badge('pick any', 'blue') : null,
         agoEl(q.asked_at),
         q.deadline_at ? (() => {
-          const el = h('span', { class: 'ttl', data: { deadline: q.deadline_at }, title: 'expires ' + new Date(q.deadline_at * 1000).toLocaleString() });
+          const el = h('span', { class: 'ttl', data: { deadline: secs(q.deadline_at) }, title: 'expires ' + new Date(secs(q.deadline_at) * 1000).toLocaleString() });
           el.textContent = deadlineText(el);
           return el;
         })() : null
@@ -467,6 +483,68 @@
     $('questions-count').textContent = mine.length ? '\u00B7 ' + mine.length : '';
     $('peer-questions-count').textContent = '\u00B7 ' + peer.length;
     $('questions-panel').classList.toggle('pulse', mine.length > 0);
+  }
+
+  // ---- activity: turn state and the last lifecycle action --------------------------
+
+  const TURN_COLOUR = { idle: 'grey', thinking: 'mauve', tool: 'blue', compacting: 'blue', paused: 'blue', rate_limited: 'peach', needs_login: 'yellow', engine_missing: 'red' };
+  const TURN_LABEL = { rate_limited: 'rate-limited', needs_login: 'needs login', engine_missing: 'engine missing' };
+  const ACTION_DONE = { spawning: 'spawned', starting: 'started', stopping: 'stopped', restarting: 'restarted', rebuilding: 'rebuilt', destroying: 'destroyed' };
+  const ACTION_VERB = { spawning: 'spawn', starting: 'start', stopping: 'stop', restarting: 'restart', rebuilding: 'rebuild', destroying: 'destroy' };
+
+  function applyActivity(snap) {
+    S.turns = new Map((snap.turn_states || []).map((t) => [t.name, t]));
+    S.lastActions = new Map((snap.last_actions || []).map((a) => [a.name, a]));
+  }
+
+  function applyActivityEvent(ev) {
+    if (ev.kind === 'turn_state_changed') {
+      S.turns.set(ev.name, ev);
+      refreshTurnBadge(ev.name);
+    } else {
+      S.lastActions.set(ev.name, ev);
+      mark('containers');
+    }
+  }
+
+  // Swaps one row's turn badge for a fresh one, leaving the row alone.
+  function refreshTurnBadge(name) {
+    const row = [...$('containers').children].find((e) => e.dataset.name === name && e.classList.contains('container'));
+    const r = S.agents.get(name);
+    if (!row || !r) return;
+    const old = row.querySelector('.line1 > .badge.turn');
+    const fresh = turnBadge(r);
+    if (old && fresh) old.replaceWith(fresh);
+    else if (old) old.remove();
+    else if (fresh) {
+      const line = row.querySelector('.line1');
+      line.insertBefore(fresh, line.querySelector(':scope > .transient, :scope > .chip, :scope > a.web'));
+    }
+  }
+
+  // What a running agent's harness is doing: idle, thinking, a tool (named),
+  // rate-limited, needs login, ….
+  function turnBadge(r) {
+    const t = S.turns.get(r.name);
+    if (!t || !r.running) return null;
+    // The row's own badge says it already.
+    if (t.state === 'needs_login' && r.needs_login) return null;
+    if (t.state === 'paused' && r.paused) return null;
+    const label = TURN_LABEL[t.state] || t.state;
+    const text = t.state === 'tool' && t.note ? 'tool \u00b7 ' + t.note : label;
+    const title = (t.note ? t.note + ' \u2014 ' : '') + 'since ' + new Date(t.since_unix * 1000).toLocaleTimeString();
+    const el = h('span', { class: 'badge turn ' + (TURN_COLOUR[t.state] || 'grey'), text, title, data: { turn: t.state } });
+    if (t.state === 'thinking' || t.state === 'tool' || t.state === 'compacting') el.classList.add('pulse');
+    return el;
+  }
+
+  // The last lifecycle action and how it ended: a transient is often too
+  // brief to see, its result is not.
+  function lastActionEl(name) {
+    const a = S.lastActions.get(name);
+    if (!a) return null;
+    const text = a.ok ? (ACTION_DONE[a.action] || a.action) + ' \u2713' : (ACTION_VERB[a.action] || a.action) + ' failed: ' + (a.error || 'no detail');
+    return h('div', { class: 'last-action ' + (a.ok ? 'ok' : 'failed'), data: { action: a.action } }, h('span', { class: 'what', text }), ' ', agoEl(a.at_unix));
   }
 
   // ---- approvals -----------------------------------------------------------------
@@ -541,8 +619,8 @@
       h('span', { class: 'name', text: a.agent }),
       chip(KIND_LABEL[a.kind] || a.kind),
       a.sha_short ? chip(a.sha_short) : null,
-      h('span', { class: 'glyph ' + a.status, text: a.status }),
-      a.resolved_at ? agoEl(a.resolved_at) : null,
+      h('span', { class: 'hstatus ' + a.status, text: a.status }),
+      a.resolved_at ? agoEl(a.resolved_at, 'muted hage') : null,
       a.note ? h('div', { class: 'note', text: a.note }) : null
     );
   }
@@ -582,24 +660,9 @@
   let flow = null;
   const msgNodes = new Map(); // id -> line in the flow
 
-  // A helper event from `system` (a JSON body with `event`), as one short
-  // line: `approval_resolved id=3 agent=scout status=approved`.
-  function describeEvent(body) {
-    let e = null;
-    try {
-      e = JSON.parse(body);
-    } catch (err) {
-      return null;
-    }
-    if (!e || typeof e !== 'object' || typeof e.event !== 'string') return null;
-    const parts = [e.event];
-    for (const [k, v] of Object.entries(e)) {
-      if (k === 'event' || v === '' || v === null) continue;
-      const text = typeof v === 'string' ? v : JSON.stringify(v);
-      parts.push(k + '=' + (text.length > 80 ? text.slice(0, 79) + '\u2026' : text));
-    }
-    return parts.join(' ');
-  }
+  // A helper event from `system` (a JSON body with `event`), as one
+  // sentence (text.js): `approval #3 (scout) was approved`.
+  const describeEvent = (body) => window.HiveText.eventSentence(body);
 
   function addMessage(m, animate) {
     if (S.msgIds.has(m.id)) return;
@@ -652,8 +715,18 @@
             })
           : null
       ),
-      h('div', { class: 'body', text: m.body })
+      inboxBody(m)
     );
+  }
+
+  // An inbox message's body: a helper event as a sentence, anything else
+  // as markdown built from text nodes (text.js).
+  function inboxBody(m) {
+    const sentence = m.from === 'system' ? window.HiveText.eventSentence(m.body) : null;
+    if (sentence) return h('div', { class: 'body event', text: sentence, title: m.body });
+    const body = window.HiveText.markdown(m.body);
+    body.classList.add('body');
+    return body;
   }
 
   function renderInbox() {
@@ -877,6 +950,7 @@
     S.runtime = snap.runtime || null;
     S.agents = new Map(snap.agents.map((a) => [a.name, a]));
     S.transients = new Map(snap.transients.map((t) => [t.name, { kind: t.transient_kind, since: t.since_unix }]));
+    applyActivity(snap);
     S.tombstones = snap.tombstones;
     S.approvals = new Map(snap.approvals.map((a) => [a.id, normApproval(a)]));
     S.history = snap.approval_history.map(normApproval);
@@ -913,7 +987,7 @@
       case 'approval_resolved': {
         S.approvals.delete(ev.id);
         const row = normApproval(ev);
-        S.history = [row].concat(S.history.filter((a) => a.id !== ev.id)).slice(0, 30);
+        S.history = [row].concat(S.history.filter((a) => a.id !== ev.id)).slice(0, HISTORY_MAX);
         if (ev.status === 'failed') banner('approval #' + ev.id + ' failed', ev.note || 'no detail');
         mark('approvals');
         break;
@@ -946,6 +1020,10 @@
       case 'tombstones_changed':
         S.tombstones = ev.tombstones;
         mark('tombstones', 'containers');
+        break;
+      case 'turn_state_changed':
+      case 'lifecycle_finished':
+        applyActivityEvent(ev);
         break;
       case 'task_changed':
         // The board (board.js) keeps its own state.

@@ -34,9 +34,14 @@ pub const AGENT_HTML: &str = include_str!("../assets/agent.html");
 pub const AGENT_CSS: &str = include_str!("../assets/agent.css");
 /// The per-agent page's single-page client.
 pub const AGENT_JS: &str = include_str!("../assets/agent.js");
+/// `window.HiveText`: markdown to DOM (text nodes only) and helper events
+/// as sentences, for agent output, inboxes and the message flow.
+pub const TEXT_JS: &str = include_str!("../assets/text.js");
 /// The agent page's rows for the codex engine's events (loaded before
 /// `agent.js`, which asks it first).
 pub const CODEX_JS: &str = include_str!("../assets/codex.js");
+/// Both pages' icon (a browser asks for one; without it, a 404 per load).
+pub const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 
 /// The policy both pages are served with: scripts and styles only from the
 /// page's own origin (no inline script can run, whatever text gets in),
@@ -56,6 +61,19 @@ pub struct Asset {
 
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+const TEXT: Asset = Asset {
+    name: "text.js",
+    content_type: JS,
+    body: TEXT_JS,
+};
+
+const FAVICON: Asset = Asset {
+    name: "favicon.svg",
+    content_type: SVG,
+    body: FAVICON_SVG,
+};
 
 /// Every file served under `/assets/`.
 pub const ASSETS: &[Asset] = &[
@@ -79,6 +97,8 @@ pub const ASSETS: &[Asset] = &[
         content_type: JS,
         body: DASHBOARD_JS,
     },
+    TEXT,
+    FAVICON,
     Asset {
         name: "board.js",
         content_type: JS,
@@ -119,6 +139,8 @@ pub const AGENT_ASSETS: &[Asset] = &[
         content_type: JS,
         body: TERMINAL_JS,
     },
+    TEXT,
+    FAVICON,
 ];
 
 /// The agent page's asset called `name`, if there is one.

@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hive_proto::{
-    AgentName, AgentStatusRow, BROADCAST_RECIPIENT, HostRequest, HostResponse, MAX_BODY_BYTES,
-    Recipient, Scope,
+    AgentName, AgentStatusRow, ApprovalKind, BROADCAST_RECIPIENT, HostRequest, HostResponse,
+    MAX_BODY_BYTES, Recipient, Scope,
 };
 
 pub use client::request;
@@ -47,8 +47,37 @@ pub enum AdminCommand {
         #[arg(long, short)]
         watch: bool,
     },
-    /// Show the approvals waiting for the operator.
-    Pending,
+    /// Show the approvals and questions waiting for the operator.
+    Pending {
+        /// Also print each config deploy's diff against what runs now.
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Show one approval, with its diff when it is a config deploy.
+    Show {
+        /// The approval's id, as `hive pending` shows it.
+        #[arg(value_name = "ID", value_parser = parse_approval_id)]
+        id: i64,
+    },
+    /// Show the questions waiting for an answer, with their options.
+    Questions,
+    /// Answer a question: an option by its number or text (several for a
+    /// multiple-choice question), or free text.
+    Answer {
+        /// The question's id, as `hive questions` shows it.
+        #[arg(value_name = "ID", value_parser = parse_approval_id)]
+        id: i64,
+        /// The answer: option numbers or texts (`1 3`, `1,3`), or words
+        /// joined by spaces.
+        #[arg(value_name = "ANSWER", required = true, trailing_var_arg = true)]
+        answer: Vec<String>,
+    },
+    /// Withdraw a question; the asker hears `[cancelled]`.
+    CancelQuestion {
+        /// The question's id, as `hive questions` shows it.
+        #[arg(value_name = "ID", value_parser = parse_approval_id)]
+        id: i64,
+    },
     /// Approve a pending approval; its action runs now.
     Approve {
         /// The approval's id, as `hive pending` shows it.
@@ -219,12 +248,12 @@ fn parse_task_id(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("invalid task id {s:?}: expected a number such as 4"))
 }
 
-/// An approval id, with or without the `#` the summaries print.
+/// An approval (or question) id, with or without the `#` the summaries print.
 fn parse_approval_id(s: &str) -> Result<i64, String> {
     let digits = s.strip_prefix('#').unwrap_or(s);
     digits
         .parse()
-        .map_err(|_| format!("invalid approval id {s:?}: expected a number such as 4"))
+        .map_err(|_| format!("invalid id {s:?}: expected a number such as 4"))
 }
 
 /// `--to`: an agent name or `*`; the operator does not message itself.
@@ -264,7 +293,15 @@ fn run_with(
     {
         return follow_logs(socket, json, name, lines, out);
     }
-    let req = to_request(cmd, input)?;
+    let req = match cmd {
+        AdminCommand::Pending { diff } if !json => return pending(socket, diff, out),
+        AdminCommand::Status { names, .. } if !json => return status(socket, names, out),
+        AdminCommand::Answer { id, answer } => HostRequest::Answer {
+            id,
+            answer: answer_text(socket, id, &answer)?,
+        },
+        cmd => to_request(cmd, input)?,
+    };
     let (line, resp) = client::round_trip(socket, &req)?;
     if json {
         emit(out, &format!("{line}\n"))?;
@@ -311,7 +348,14 @@ fn to_request(cmd: AdminCommand, input: &mut dyn Read) -> Result<HostRequest> {
         C::Status { names, .. } => HostRequest::AgentStatus {
             scope: Scope { agent_names: names },
         },
-        C::Pending => HostRequest::Pending,
+        C::Pending { .. } => HostRequest::Pending,
+        C::Show { id } => HostRequest::Show { id },
+        C::Questions => HostRequest::Questions,
+        C::Answer { id, answer } => HostRequest::Answer {
+            id,
+            answer: answer.join(" "),
+        },
+        C::CancelQuestion { id } => HostRequest::CancelQuestion { id },
         C::Approve { id } => HostRequest::Approve { id },
         C::Deny { id, note } => HostRequest::Deny { id, note },
         C::Spawn { name } => HostRequest::Spawn { name },
@@ -359,6 +403,85 @@ fn to_request(cmd: AdminCommand, input: &mut dyn Read) -> Result<HostRequest> {
             }
         }
     })
+}
+
+/// `hive pending`: approvals, then questions; with `diff`, each config
+/// deploy's diff after the tables.
+fn pending(socket: &Path, diff: bool, out: &mut dyn Write) -> Result<()> {
+    let approvals = request(socket, &HostRequest::Pending)?;
+    check_ok(&approvals)?;
+    let questions = request(socket, &HostRequest::Questions)?;
+    check_ok(&questions)?;
+    let now = unix_now();
+    let approvals = approvals.approvals.unwrap_or_default();
+    emit(
+        out,
+        &render::render_pending(
+            &approvals,
+            questions.questions.as_deref().unwrap_or_default(),
+            now,
+        ),
+    )?;
+    if diff {
+        let colour = render::colour_for_stdout();
+        for a in approvals
+            .iter()
+            .filter(|a| a.kind == ApprovalKind::ApplyCommit)
+        {
+            let shown = request(socket, &HostRequest::Show { id: a.id })?;
+            let text = match (shown.ok, shown.diff) {
+                (true, Some(diff)) => render::render_diff(&diff, colour),
+                (true, None) => "(no changes)\n".to_owned(),
+                (false, _) => format!(
+                    "(no diff: {})\n",
+                    shown
+                        .error
+                        .as_deref()
+                        .unwrap_or("the daemon did not say why")
+                ),
+            };
+            emit(out, &format!("\n#{} {} diff:\n{text}", a.id, a.agent))?;
+        }
+    }
+    Ok(())
+}
+
+/// `hive status`: the agents with a container, then the names whose state
+/// is kept without one (destroyed, revivable).
+fn status(socket: &Path, names: Vec<AgentName>, out: &mut dyn Write) -> Result<()> {
+    let scope = Scope {
+        agent_names: names.clone(),
+    };
+    let statuses = request(socket, &HostRequest::AgentStatus { scope })?;
+    check_ok(&statuses)?;
+    let known = request(socket, &HostRequest::List)?;
+    check_ok(&known)?;
+    let rows = statuses.agent_statuses.unwrap_or_default();
+    let kept: Vec<String> = known
+        .agents
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| !rows.iter().any(|r| &r.name == n))
+        .filter(|n| names.is_empty() || names.iter().any(|w| w.as_str() == n))
+        .collect();
+    emit(out, &render::render_status(&rows, &kept, unix_now()))
+}
+
+/// The text `hive answer ID …` sends: options picked by number or text
+/// when the question offers them, else the words joined by spaces.
+fn answer_text(socket: &Path, id: i64, words: &[String]) -> Result<String> {
+    let listed = request(socket, &HostRequest::Questions)?;
+    check_ok(&listed)?;
+    let question = listed
+        .questions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|q| q.id == id);
+    match question {
+        Some(q) => render::pick_answer(&q, words).map_err(|e| anyhow!(e)),
+        // Not pending (or unknown): the daemon says which.
+        None => Ok(words.join(" ")),
+    }
 }
 
 /// The scope of `start`/`stop`: the names, or (only with `--all`) every agent.
@@ -686,7 +809,7 @@ mod tests {
             "{err}"
         );
         let err = parse(&["approve", "four"]).unwrap_err().to_string();
-        assert!(err.contains("invalid approval id \"four\""), "{err}");
+        assert!(err.contains("invalid id \"four\""), "{err}");
     }
 
     #[test]
@@ -884,12 +1007,22 @@ mod tests {
         });
         let (out, result) = run_cli(&path, &["status", "--watch", "coder"]);
         result.unwrap();
-        let expected = "\
-NAME   STATE    PAUSED  LOGIN  UPDATE  REMINDERS  MODEL  SHA  STATUS  URL
-coder  stopped  -       -      -       0          -      -    -       -
-coder  running  -       -      -       1          -      -    -       -
-";
-        assert_eq!(out, expected);
+        // Each row starts with the time it was seen (`HH:MM:SS` under
+        // `TIME(UTC)`, 11 columns with the gap).
+        let (times, rows): (Vec<&str>, Vec<&str>) = out.lines().map(|l| l.split_at(11)).unzip();
+        assert_eq!(times[0], "TIME(UTC)  ");
+        for time in &times[1..] {
+            assert!(
+                time.as_bytes()[2] == b':' && time.as_bytes()[5] == b':',
+                "{time:?}"
+            );
+        }
+        let expected = [
+            "NAME   STATE    PAUSED  LOGIN  UPDATE  REMINDERS  MODEL  SHA  STATUS  URL",
+            "coder  stopped  -       -      -       0          -      -    -       -",
+            "coder  running  -       -      -       1          -      -    -       -",
+        ];
+        assert_eq!(rows, expected);
         let (first, second) = daemon.join().unwrap();
         assert_eq!(first, "{\"cmd\":\"subscribe_agent_status\"}\n");
         assert_eq!(

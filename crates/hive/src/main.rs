@@ -221,6 +221,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(hive_agent::cli::log_in_colour())
         .init();
     let config = ServeConfig {
         paths: args.dirs.paths(),

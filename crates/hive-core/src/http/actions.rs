@@ -141,12 +141,7 @@ pub(super) async fn answer(
     Path(id): Path<i64>,
     Body(body): Body<AnswerBody>,
 ) -> Result<Json<Outcome>> {
-    let q = app
-        .coord
-        .store
-        .answer_question(id, OPERATOR_RECIPIENT, &body.answer)?;
-    app.coord.publish_question_resolved(&q);
-    app.coord.budget_answered(&q).await?;
+    app.coord.operator_answer(id, &body.answer).await?;
     Ok(Json(Outcome::done()))
 }
 

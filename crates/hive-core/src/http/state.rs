@@ -11,8 +11,10 @@ use std::collections::HashSet;
 
 use axum::extract::{Query, State};
 use axum::response::Json;
-use hive_proto::dashboard::{TombstoneView, TransientKind};
-use hive_proto::{AgentName, AgentStatusRow, Approval, ApprovalKind, InboxRow, OPERATOR_RECIPIENT};
+use hive_proto::dashboard::{LastActionView, TombstoneView, TransientKind, TurnStateView};
+use hive_proto::{
+    AgentName, AgentStatusRow, Approval, ApprovalKind, InboxRow, OPERATOR_RECIPIENT, QuestionRow,
+};
 use serde::{Deserialize, Serialize};
 
 use super::App;
@@ -20,7 +22,7 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 
 /// Resolved approvals the snapshot includes.
-const HISTORY_LIMIT: u64 = 30;
+const HISTORY_LIMIT: u64 = 200;
 /// Operator inbox rows the snapshot includes.
 const INBOX_LIMIT: u64 = 50;
 /// Messages of the flow the snapshot includes.
@@ -34,10 +36,14 @@ pub struct StateSnapshot {
     pub seq: u64,
     /// The container backend, `None` for `--runtime none`.
     pub runtime: Option<&'static str>,
-    /// A status row per known agent (kept-state agents too: the client
-    /// lists those under tombstones).
+    /// A status row per agent with a container (kept-state agents are
+    /// listed under tombstones).
     pub agents: Vec<AgentStatusRow>,
     pub transients: Vec<TransientView>,
+    /// What each agent's harness last said it was doing.
+    pub turn_states: Vec<TurnStateView>,
+    /// The last lifecycle action on each agent, with its result.
+    pub last_actions: Vec<LastActionView>,
     pub tombstones: Vec<TombstoneView>,
     pub approvals: Vec<PendingApproval>,
     pub approval_history: Vec<Approval>,
@@ -72,21 +78,6 @@ pub struct PendingApproval {
     pub diff_error: Option<String>,
 }
 
-/// A pending question as the dashboard lists it.
-#[derive(Debug, Serialize)]
-pub struct QuestionRow {
-    pub id: i64,
-    pub asker: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    pub question: String,
-    pub options: Vec<String>,
-    pub multi: bool,
-    pub asked_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deadline_at: Option<i64>,
-}
-
 /// One message of the flow.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowMessage {
@@ -116,22 +107,15 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         .store
         .pending_questions()?
         .into_iter()
-        .map(|q| QuestionRow {
-            id: q.id,
-            asker: q.asker,
-            target: q.target,
-            question: q.question,
-            options: q.options,
-            multi: q.multi,
-            asked_at: q.asked_at,
-            deadline_at: q.deadline_at,
-        })
+        .map(QuestionRow::from)
         .collect();
     let snapshot = StateSnapshot {
         seq,
         runtime: coord.runtime_name(),
         agents: coord.agent_statuses(&Default::default())?,
         transients,
+        turn_states: coord.activity.turns(),
+        last_actions: coord.activity.actions(),
         tombstones: coord.tombstones()?,
         approvals: Vec::new(),
         approval_history: coord.store.approval_history(HISTORY_LIMIT)?,
@@ -200,7 +184,10 @@ fn flow(coord: &Coordinator, limit: usize) -> Result<Vec<FlowMessage>> {
 }
 
 /// Pending approvals, each config deploy with its diff against what runs.
-async fn with_diffs(coord: &Coordinator, pending: Vec<Approval>) -> Result<Vec<PendingApproval>> {
+pub(crate) async fn with_diffs(
+    coord: &Coordinator,
+    pending: Vec<Approval>,
+) -> Result<Vec<PendingApproval>> {
     let repos = coord.config.clone();
     tokio::task::spawn_blocking(move || {
         pending

@@ -327,6 +327,17 @@ fn broadcast_reaches_every_other_agent() {
     assert!(inbox(&store, "alice").is_empty());
     assert!(inbox(&store, "operator").is_empty());
 
+    // With a runtime, a destroyed agent (state kept, no container) is no
+    // recipient; without one (no agent has a container), every agent is.
+    store.set_has_container("carol", false).unwrap();
+    let ids = store.send("alice", "*", "no runtime", None).unwrap();
+    assert_eq!(ids.len(), 3);
+    store.set_broadcast_needs_container(true);
+    let ids = store.send("alice", "*", "carol is gone", None).unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(inbox(&store, "carol").len(), 2);
+    store.set_has_container("carol", true).unwrap();
+
     assert_eq!(
         store
             .send("operator", "*", "from the operator", None)

@@ -21,6 +21,7 @@ fn store_with(agents: &[&str]) -> (TempDir, Store) {
         store
             .register_agent(&AgentName::parse(name).unwrap())
             .unwrap();
+        store.set_has_container(name, true).unwrap();
     }
     (dir, store)
 }

@@ -55,6 +55,10 @@ fn response_timeout(req: &HostRequest) -> Duration {
         | Send { .. }
         | Logs { .. }
         | Rollback { .. }
+        | Questions
+        | Answer { .. }
+        | CancelQuestion { .. }
+        | Show { .. }
         | Tasks { .. }
         | TaskAdd { .. }
         | TaskAssign { .. }

@@ -1,7 +1,8 @@
 //! Human-readable output of host.sock responses: aligned tables and one-line summaries.
 
 use hive_proto::{
-    AgentStatusRow, AgentUrl, Approval, HostRequest, HostResponse, Scope, Task, TaskStatus,
+    AgentStatusRow, Approval, HiveUrls, HostRequest, HostResponse, QuestionRow, Scope, Task,
+    TaskStatus,
 };
 
 /// Columns of the `hive status` table.
@@ -27,10 +28,12 @@ pub const PENDING_HEADER: [&str; 7] = [
     "AGE",
     "DESCRIPTION",
 ];
+/// Columns of the `hive questions` table.
+pub const QUESTIONS_HEADER: [&str; 6] = ["ID", "ASKER", "TO", "AGE", "TTL", "QUESTION"];
+/// Longest question text a questions table shows.
+const MAX_QUESTION: usize = 80;
 /// Columns of the `hive tasks` table.
 pub const TASKS_HEADER: [&str; 5] = ["ID", "STATUS", "WHO", "AFTER", "TITLE"];
-/// Columns of the `hive urls` table.
-pub const URLS_HEADER: [&str; 2] = ["NAME", "URL"];
 
 /// How many hex digits of a commit a table shows.
 const SHORT_SHA: usize = 12;
@@ -80,13 +83,27 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
                 .map(|line| format!("{}\n", sanitize(line)))
                 .collect();
         }
-        Urls => {
-            let urls = resp.urls.as_deref().unwrap_or_default();
-            if urls.is_empty() {
-                "no agent urls".to_owned()
+        Urls => match &resp.urls {
+            Some(urls) => return render_hive_urls(urls),
+            None => "no urls".to_owned(),
+        },
+        Questions => {
+            let questions = resp.questions.as_deref().unwrap_or_default();
+            if questions.is_empty() {
+                "no open questions".to_owned()
             } else {
-                return render_urls_table(urls);
+                return render_questions(questions, now);
             }
+        }
+        Answer { id, .. } => format!("answered question #{id}"),
+        CancelQuestion { id } => format!("cancelled question #{id}"),
+        Show { .. } => {
+            let mut text = render_pending_table(resp.approvals.as_deref().unwrap_or_default(), now);
+            if let Some(diff) = &resp.diff {
+                text.push('\n');
+                text.push_str(&render_diff(diff, colour_for_stdout()));
+            }
+            return text;
         }
         Approve { id } => format!("approved #{id}{}", approval_detail(resp, *id)),
         Deny { id, .. } => format!("denied #{id}{}", approval_detail(resp, *id)),
@@ -117,14 +134,24 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
         Destroy { name, purge: true } => format!("destroyed {name} and purged its state"),
         Rebuild { name } => format!("rebuilt {name}"),
         Start { scope } => format!("started {}", scope_text(scope)),
-        Stop {
-            scope,
-            graceful: false,
-        } => format!("stopped {}", scope_text(scope)),
-        Stop {
-            scope,
-            graceful: true,
-        } => format!("stopped {} gracefully", scope_text(scope)),
+        Stop { scope, graceful } => {
+            let how = if *graceful { " gracefully" } else { "" };
+            let mut text = match resp.kept_running.as_deref() {
+                Some(kept) if scope.is_all() && !kept.is_empty() => {
+                    let names: Vec<String> = kept.iter().map(|k| cell(&k.name)).collect();
+                    format!("stopped every agent{how} but {}", names.join(", "))
+                }
+                _ => format!("stopped {}{how}", scope_text(scope)),
+            };
+            for kept in resp.kept_running.iter().flatten() {
+                text.push_str(&format!(
+                    "\n{} still runs: {}",
+                    cell(&kept.name),
+                    cell(&kept.reason)
+                ));
+            }
+            text
+        }
         Restart { name } => format!("restarted {name}"),
         SetPaused { name, paused: true } => format!("paused {name}"),
         SetPaused {
@@ -256,13 +283,185 @@ pub fn render_tasks_table(tasks: &[Task]) -> String {
     render_table(&TASKS_HEADER, &cells)
 }
 
-/// The `hive urls` table, header included.
-pub fn render_urls_table(urls: &[AgentUrl]) -> String {
-    let cells: Vec<Vec<String>> = urls
+/// `hive urls`: where the hive is reached.
+pub fn render_hive_urls(urls: &HiveUrls) -> String {
+    let mut rows = vec![
+        vec!["domain".to_owned(), cell(&urls.domain)],
+        vec!["home".to_owned(), cell(&urls.home)],
+    ];
+    for (label, url) in [("forge", &urls.forge), ("matrix", &urls.matrix)] {
+        if let Some(url) = url {
+            rows.push(vec![label.to_owned(), cell(url)]);
+        }
+    }
+    let mut out = String::new();
+    let widths = column_widths(&["", ""], &rows);
+    for row in &rows {
+        out.push_str(&format_row(row, &widths));
+    }
+    out
+}
+
+/// `hive pending`: the approvals table, then the questions table.
+pub fn render_pending(approvals: &[Approval], questions: &[QuestionRow], now: i64) -> String {
+    let mut out = if approvals.is_empty() {
+        "no pending approvals\n".to_owned()
+    } else {
+        render_pending_table(approvals, now)
+    };
+    out.push('\n');
+    if questions.is_empty() {
+        out.push_str("no open questions\n");
+    } else {
+        out.push_str(&render_questions(questions, now));
+    }
+    out
+}
+
+/// The questions table, each question's options numbered under it.
+pub fn render_questions(questions: &[QuestionRow], now: i64) -> String {
+    let cells: Vec<Vec<String>> = questions
         .iter()
-        .map(|u| vec![cell(&u.name), cell(&u.url)])
+        .map(|q| {
+            vec![
+                q.id.to_string(),
+                cell(&q.asker),
+                q.target
+                    .as_deref()
+                    .map_or_else(|| "operator".to_owned(), cell),
+                format_age(now - q.asked_at),
+                q.deadline_at
+                    .map_or_else(|| NONE.to_owned(), |at| format_age(at - now)),
+                clip(&q.question, MAX_QUESTION),
+            ]
+        })
         .collect();
-    render_table(&URLS_HEADER, &cells)
+    let widths = column_widths(&QUESTIONS_HEADER, &cells);
+    let mut out = format_row(&QUESTIONS_HEADER, &widths);
+    // Options indent under the QUESTION column.
+    let indent: usize = widths[..QUESTIONS_HEADER.len() - 1]
+        .iter()
+        .map(|w| w + GAP.len())
+        .sum();
+    for (q, row) in questions.iter().zip(&cells) {
+        out.push_str(&format_row(row, &widths));
+        for (i, option) in q.options.iter().enumerate() {
+            out.push_str(&format!(
+                "{}{}. {}\n",
+                " ".repeat(indent),
+                i + 1,
+                clip(option, MAX_QUESTION)
+            ));
+        }
+        if q.multi && !q.options.is_empty() {
+            out.push_str(&format!(
+                "{}(pick several: `hive answer {} 1 3`)\n",
+                " ".repeat(indent),
+                q.id
+            ));
+        }
+    }
+    out
+}
+
+/// The answer `hive answer` sends for `words`: when `q` offers options and
+/// every word (commas split words too) is an option's number or its text,
+/// those options (one unless `q.multi`, joined with ", "); otherwise the
+/// words as free text.
+pub fn pick_answer(q: &QuestionRow, words: &[String]) -> Result<String, String> {
+    let free = words.join(" ");
+    if q.options.is_empty() {
+        return Ok(free);
+    }
+    let parts: Vec<&str> = words
+        .iter()
+        .flat_map(|w| w.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let whole = free.trim();
+    if let Some(option) = q.options.iter().find(|o| o.as_str() == whole) {
+        return Ok(option.clone());
+    }
+    let picked: Option<Vec<&String>> = parts
+        .iter()
+        .map(|p| match p.parse::<usize>() {
+            Ok(n) => q.options.get(n.wrapping_sub(1)),
+            Err(_) => q.options.iter().find(|o| o.as_str() == *p),
+        })
+        .collect();
+    match picked {
+        Some(picked) if picked.len() > 1 && !q.multi => Err(format!(
+            "question #{} takes one option; pick one of 1..{}",
+            q.id,
+            q.options.len()
+        )),
+        Some(picked) if !picked.is_empty() => Ok(picked
+            .iter()
+            .map(|o| o.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")),
+        _ if parts.iter().all(|p| p.parse::<usize>().is_ok()) => Err(format!(
+            "question #{} has options 1..{}; {} is not one",
+            q.id,
+            q.options.len(),
+            whole
+        )),
+        _ => Ok(free),
+    }
+}
+
+/// Whether what goes to stdout may be coloured: a terminal, no `NO_COLOR`.
+pub fn colour_for_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A unified diff for a terminal: each line made plain (a config commit is
+/// the manager's text), then, with `colour`, additions green, removals
+/// red, hunk headers cyan.
+pub fn render_diff(diff: &str, colour: bool) -> String {
+    let mut out = String::new();
+    for line in diff.lines() {
+        let line = sanitize(line);
+        let paint = if !colour || line.starts_with("+++") || line.starts_with("---") {
+            None
+        } else if line.starts_with('+') {
+            Some("32")
+        } else if line.starts_with('-') {
+            Some("31")
+        } else if line.starts_with("@@") {
+            Some("36")
+        } else {
+            None
+        };
+        match paint {
+            Some(code) => out.push_str(&format!("\x1b[{code}m{line}\x1b[0m\n")),
+            None => {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// `hive status`: the table of agents with a container, then the names
+/// kept without one.
+pub fn render_status(rows: &[AgentStatusRow], kept: &[String], now: i64) -> String {
+    let mut out = if rows.is_empty() {
+        "no agents with a container\n".to_owned()
+    } else {
+        render_status_table(rows, now)
+    };
+    if !kept.is_empty() {
+        let names: Vec<String> = kept.iter().map(|n| cell(n)).collect();
+        out.push_str(&format!(
+            "\nkept state, no container (destroyed; `hive spawn NAME` revives, `hive destroy NAME --purge` deletes): {}\n",
+            names.join(", ")
+        ));
+    }
+    out
 }
 
 /// `running`, `failed` or `stopped`.
@@ -316,23 +515,39 @@ pub(super) struct StatusStream {
     widths: Vec<usize>,
 }
 
+/// Columns of `hive status --watch`: when each row was seen (UTC), then
+/// [`STATUS_HEADER`].
+fn watch_header() -> Vec<&'static str> {
+    std::iter::once("TIME(UTC)").chain(STATUS_HEADER).collect()
+}
+
 impl StatusStream {
     /// Starts the stream with a table of `rows` (possibly none).
     pub(super) fn start(rows: &[AgentStatusRow], now: i64) -> (Self, String) {
-        let cells: Vec<Vec<String>> = rows.iter().map(|row| status_cells(row, now)).collect();
-        let widths = column_widths(&STATUS_HEADER, &cells);
-        let table = render_with_widths(&STATUS_HEADER, &cells, &widths);
+        let cells: Vec<Vec<String>> = rows.iter().map(|row| watch_cells(row, now)).collect();
+        let header = watch_header();
+        let widths = column_widths(&header, &cells);
+        let table = render_with_widths(&header, &cells, &widths);
         (Self { widths }, table)
     }
 
     /// One more row, newline-terminated.
     pub(super) fn row(&mut self, row: &AgentStatusRow, now: i64) -> String {
-        let cells = status_cells(row, now);
+        let cells = watch_cells(row, now);
         for (width, text) in self.widths.iter_mut().zip(&cells) {
             *width = (*width).max(text.chars().count());
         }
         format_row(&cells, &self.widths)
     }
+}
+
+/// A watched row: the time it was seen, then its status cells.
+fn watch_cells(row: &AgentStatusRow, now: i64) -> Vec<String> {
+    let stamp = hive_proto::rfc3339::format(now);
+    let clock = stamp.get(11..19).unwrap_or(&stamp).to_owned();
+    std::iter::once(clock)
+        .chain(status_cells(row, now))
+        .collect()
 }
 
 /// Left-aligned columns two spaces apart; no trailing spaces.
@@ -394,12 +609,11 @@ pub fn format_age(secs: i64) -> String {
     }
 }
 
-/// A log line made safe for a terminal: control characters other than tab
-/// (escape sequences a container printed) become spaces.
+/// A log line made safe for a terminal: escape sequences and control
+/// characters other than tab removed (core strips them already; a line is
+/// never trusted to be plain).
 pub fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
-        .collect()
+    hive_runtime::plain::plain_text(text)
 }
 
 /// Untrusted text made safe for one table cell: control characters (line
@@ -454,6 +668,7 @@ mod tests {
             agent: agent.to_owned(),
             kind,
             commit_ref: String::new(),
+            fetched_sha: None,
             requested_at: NOW,
             status: ApprovalStatus::Pending,
             resolved_at: None,
@@ -538,22 +753,117 @@ ID  KIND          AGENT     COMMIT        STATUS   AGE  DESCRIPTION
 
     #[test]
     fn urls_table() {
-        let urls = [
-            AgentUrl {
-                name: "coder".into(),
-                url: "http://127.0.0.1:8100/".into(),
-            },
-            AgentUrl {
-                name: "manager".into(),
-                url: "http://127.0.0.1:8101/".into(),
-            },
-        ];
+        let urls = HiveUrls {
+            domain: "127.0.0.1".into(),
+            home: "http://127.0.0.1:7000/".into(),
+            forge: None,
+            matrix: Some("https://m.example.org/".into()),
+        };
         let expected = "\
-NAME     URL
-coder    http://127.0.0.1:8100/
-manager  http://127.0.0.1:8101/
+domain  127.0.0.1
+home    http://127.0.0.1:7000/
+matrix  https://m.example.org/
 ";
-        assert_eq!(render_urls_table(&urls), expected);
+        assert_eq!(render_hive_urls(&urls), expected);
+    }
+
+    fn question(id: i64, options: &[&str], multi: bool) -> QuestionRow {
+        QuestionRow {
+            id,
+            asker: "coder".into(),
+            target: None,
+            question: "ship\nit?".into(),
+            options: options.iter().map(|o| (*o).to_owned()).collect(),
+            multi,
+            asked_at: NOW - 120,
+            deadline_at: Some(NOW + 600),
+        }
+    }
+
+    #[test]
+    fn pending_shows_questions_beside_approvals() {
+        let peer = QuestionRow {
+            target: Some("reviewer".into()),
+            deadline_at: None,
+            ..question(8, &[], false)
+        };
+        let expected = "\
+no pending approvals
+
+ID  ASKER  TO        AGE  TTL  QUESTION
+7   coder  operator  2m   10m  ship it?
+                               1. yes
+                               2. no
+                               3. later
+                               (pick several: `hive answer 7 1 3`)
+8   coder  reviewer  2m   -    ship it?
+";
+        assert_eq!(
+            render_pending(
+                &[],
+                &[question(7, &["yes", "no", "later"], true), peer],
+                NOW
+            ),
+            expected
+        );
+        assert_eq!(
+            render_pending(&[], &[], NOW),
+            "no pending approvals\n\nno open questions\n"
+        );
+    }
+
+    #[test]
+    fn answers_pick_options_by_number_or_text() {
+        let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let single = question(7, &["yes", "no", "ship it later"], false);
+        let multi = question(8, &["a", "b", "c"], true);
+        let free = question(9, &[], false);
+        assert_eq!(pick_answer(&single, &words(&["2"])).unwrap(), "no");
+        assert_eq!(pick_answer(&single, &words(&["yes"])).unwrap(), "yes");
+        assert_eq!(
+            pick_answer(&single, &words(&["ship", "it", "later"])).unwrap(),
+            "ship it later"
+        );
+        assert_eq!(
+            pick_answer(&single, &words(&["not", "now"])).unwrap(),
+            "not now"
+        );
+        assert_eq!(
+            pick_answer(&single, &words(&["1", "2"])).unwrap_err(),
+            "question #7 takes one option; pick one of 1..3"
+        );
+        assert_eq!(
+            pick_answer(&single, &words(&["4"])).unwrap_err(),
+            "question #7 has options 1..3; 4 is not one"
+        );
+        assert_eq!(pick_answer(&multi, &words(&["1", "3"])).unwrap(), "a, c");
+        assert_eq!(pick_answer(&multi, &words(&["1,b"])).unwrap(), "a, b");
+        assert_eq!(pick_answer(&free, &words(&["42"])).unwrap(), "42");
+    }
+
+    #[test]
+    fn diffs_colour_only_for_a_terminal() {
+        let diff = "--- a/agent.toml\n+++ b/agent.toml\n@@ -1 +1 @@\n-model = \"a\"\n+model = \"b\x1b[2J\"\n same\n";
+        assert_eq!(
+            render_diff(diff, false),
+            "--- a/agent.toml\n+++ b/agent.toml\n@@ -1 +1 @@\n-model = \"a\"\n+model = \"b\"\n same\n"
+        );
+        assert_eq!(
+            render_diff(diff, true),
+            "--- a/agent.toml\n+++ b/agent.toml\n\x1b[36m@@ -1 +1 @@\x1b[0m\n\x1b[31m-model = \"a\"\x1b[0m\n\x1b[32m+model = \"b\"\x1b[0m\n same\n"
+        );
+    }
+
+    #[test]
+    fn status_separates_kept_state() {
+        let text = render_status(&[row("coder")], &["old".to_owned()], NOW);
+        assert_eq!(
+            text,
+            "NAME   STATE    PAUSED  LOGIN  UPDATE  REMINDERS  MODEL  SHA  STATUS  URL\n\
+             coder  stopped  -       -      -       0          -      -    -       -\n\
+             \n\
+             kept state, no container (destroyed; `hive spawn NAME` revives, `hive destroy NAME --purge` deletes): old\n"
+        );
     }
 
     #[test]
@@ -649,6 +959,25 @@ manager  http://127.0.0.1:8101/
             &HostResponse::approvals(vec![]),
             "no pending approvals\n",
         );
+        check(
+            HostRequest::Stop {
+                scope: Scope::default(),
+                graceful: false,
+            },
+            &HostResponse::stopped(vec![hive_proto::KeptRunning {
+                name: "manager".into(),
+                reason: "name it to stop it".into(),
+            }]),
+            "stopped every agent but manager\nmanager still runs: name it to stop it\n",
+        );
+        check(
+            HostRequest::Answer {
+                id: 3,
+                answer: "yes".into(),
+            },
+            &ok,
+            "answered question #3\n",
+        );
     }
 
     #[test]
@@ -656,20 +985,20 @@ manager  http://127.0.0.1:8101/
         let (mut stream, table) = StatusStream::start(&[row("coder")], NOW);
         assert_eq!(
             table,
-            "NAME   STATE    PAUSED  LOGIN  UPDATE  REMINDERS  MODEL  SHA  STATUS  URL\n\
-             coder  stopped  -       -      -       0          -      -    -       -\n"
+            "TIME(UTC)  NAME   STATE    PAUSED  LOGIN  UPDATE  REMINDERS  MODEL  SHA  STATUS  URL\n\
+             22:13:20   coder  stopped  -       -      -       0          -      -    -       -\n"
         );
         let update = AgentStatusRow {
             running: true,
             ..row("coder")
         };
         assert_eq!(
-            stream.row(&update, NOW),
-            "coder  running  -       -      -       0          -      -    -       -\n"
+            stream.row(&update, NOW + 61),
+            "22:14:21   coder  running  -       -      -       0          -      -    -       -\n"
         );
         assert_eq!(
             stream.row(&row("reviewer"), NOW),
-            "reviewer  stopped  -       -      -       0          -      -    -       -\n"
+            "22:13:20   reviewer  stopped  -       -      -       0          -      -    -       -\n"
         );
     }
 }

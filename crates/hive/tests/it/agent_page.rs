@@ -148,7 +148,11 @@ fn a_turn_streams_into_the_agent_page() {
         "const v = Number(document.getElementById('cost').dataset.value); return v > 0 && document.getElementById('cost').textContent",
     );
     assert!(ctx.as_str().unwrap().starts_with("ctx \u{b7} "), "{ctx}");
-    assert!(cost.as_str().unwrap().starts_with("cost \u{b7} "), "{cost}");
+    // The badge is the last turn's own cost, labelled so.
+    assert!(
+        cost.as_str().unwrap().starts_with("turn cost \u{b7} "),
+        "{cost}"
+    );
     browser.until(
         "the last turn time",
         "return !document.getElementById('last-turn').textContent.endsWith('\u{2013}')",
@@ -171,6 +175,44 @@ fn a_turn_streams_into_the_agent_page() {
         "a bar per turn",
         "return document.querySelectorAll('#chart svg rect.bar').length === 1",
     );
+    // Per-turn columns are labelled per turn; the session total is apart.
+    let head = browser
+        .js("return [...document.querySelectorAll('#stats-table th')].map(t => t.textContent)");
+    assert_eq!(
+        head,
+        json!([
+            "#",
+            "from",
+            "result",
+            "model",
+            "time",
+            "tokens/turn",
+            "cost/turn",
+            "session total",
+            "tools"
+        ])
+    );
+    let axis = browser.js("return document.querySelector('#chart .axis-label').textContent");
+    assert!(
+        axis.as_str().unwrap().ends_with("cost per turn (USD)"),
+        "{axis}"
+    );
+    // The session's running total shows apart, when the turn stats carry it.
+    let session = browser.js(
+        "return fetch('api/turns?limit=1').then(r => r.json()).then(t => [t[0].session_cost_usd ?? null, document.getElementById('session-cost').hidden, document.getElementById('session-cost').textContent])",
+    );
+    if session[0].is_null() {
+        assert_eq!(session[1], true, "{session}");
+    } else {
+        assert_eq!(session[1], false, "{session}");
+        assert!(
+            session[2]
+                .as_str()
+                .unwrap()
+                .starts_with("session total \u{b7} $"),
+            "{session}"
+        );
+    }
     // Loose ends come from the agent socket (nothing pending here).
     browser.click(".tab[data-tab='loose']");
     browser.until(

@@ -97,6 +97,28 @@ fn deploy_deny_rollback_and_two_step_spawn() {
     let pending = json(&hive.host(r#"{"cmd":"pending"}"#));
     assert_eq!(pending["approvals"][0]["commit_ref"], good.as_str());
     assert_eq!(pending["approvals"][0]["kind"], "apply_commit");
+    assert_eq!(pending["approvals"][0]["fetched_sha"], good.as_str());
+    // The operator reads the diff without the browser: `show` over
+    // host.sock, `hive pending --diff` (plain: stdout is no terminal).
+    let shown = json(&hive.host(&format!(r#"{{"cmd":"show","id":{id}}}"#)));
+    let diff = shown["diff"].as_str().unwrap();
+    assert!(diff.contains("+model = \"opus\""), "{diff}");
+    let out = crate::cli::hive_cli(&hive.host_socket(), &["show", &id.to_string()]);
+    let text = crate::cli::stdout(&out);
+    assert!(
+        text.starts_with("ID  KIND")
+            && text.contains("bigger model")
+            && text.contains("\n+model = \"opus\"\n"),
+        "{text}"
+    );
+    let out = crate::cli::hive_cli(&hive.host_socket(), &["pending", "--diff"]);
+    let text = crate::cli::stdout(&out);
+    assert!(
+        text.contains(&format!("\n#{id} coder diff:\n"))
+            && text.contains("\n+model = \"opus\"\n")
+            && !text.contains('\x1b'),
+        "{text}"
+    );
     assert_eq!(
         hive.host(&format!(r#"{{"cmd":"approve","id":{id}}}"#)),
         r#"{"version":1,"ok":true}"#
@@ -156,6 +178,22 @@ fn deploy_deny_rollback_and_two_step_spawn() {
         r#"{"version":1,"ok":true}"#
     );
     assert_eq!(deployed_model(&hive, "coder"), "sonnet");
+    // Rolling back to what runs now would deploy nothing: refused, saying why.
+    let short = &json(&hive.host(r#"{"cmd":"agent_status","scope":{"agent_names":["coder"]}}"#))
+        ["agent_statuses"][0]["deployed_sha"]
+        .as_str()
+        .unwrap()[..12]
+        .to_owned();
+    for target in [0, back] {
+        assert_eq!(
+            hive.host(&format!(
+                r#"{{"cmd":"rollback","name":"coder","id":{target}}}"#
+            )),
+            format!(
+                r#"{{"version":1,"ok":false,"error":"coder already runs deployed/{target} (commit {short}); there is nothing to roll back"}}"#
+            )
+        );
+    }
 
     // Two-step spawn: seed the repo, shape the agent, then spawn it.
     let init = json(&hive.agent(

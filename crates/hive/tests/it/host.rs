@@ -4,6 +4,8 @@ use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 
+use serde_json::{Value, json};
+
 use crate::support::{Hive, read_line, redact, roundtrip};
 
 const NO_RUNTIME: &str = "needs a container backend and this hive runs with --runtime none";
@@ -35,7 +37,6 @@ fn every_verb_answers_exactly() {
         r#"{"cmd":"agent_status"}"#,
         r#"{"version":1,"ok":true,"agent_statuses":[{"name":"alice","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false},{"name":"manager","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false}]}"#,
     );
-    check(r#"{"cmd":"urls"}"#, r#"{"version":1,"ok":true,"urls":[]}"#);
 
     // Lifecycle verbs refuse plainly without a runtime.
     check(r#"{"cmd":"spawn","name":"bob"}"#, &no_runtime("spawn"));
@@ -110,7 +111,7 @@ fn every_verb_answers_exactly() {
     // Approvals: queue, approve (the spawn fails without a runtime), deny.
     check(
         r#"{"cmd":"request_spawn","name":"bob","description":"reviews code"}"#,
-        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<t>","status":"pending","description":"reviews code"}]}"#,
+        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<rfc3339>","status":"pending","description":"reviews code"}]}"#,
     );
     check(
         r#"{"cmd":"request_spawn","name":"bob"}"#,
@@ -118,7 +119,7 @@ fn every_verb_answers_exactly() {
     );
     check(
         r#"{"cmd":"pending"}"#,
-        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<t>","status":"pending","description":"reviews code"}]}"#,
+        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<rfc3339>","status":"pending","description":"reviews code"}]}"#,
     );
     check(
         r#"{"cmd":"approve","id":1}"#,
@@ -128,7 +129,7 @@ fn every_verb_answers_exactly() {
     );
     check(
         r#"{"cmd":"request_spawn","name":"carol"}"#,
-        r#"{"version":1,"ok":true,"approvals":[{"id":2,"agent":"carol","kind":"spawn","commit_ref":"","requested_at":"<t>","status":"pending"}]}"#,
+        r#"{"version":1,"ok":true,"approvals":[{"id":2,"agent":"carol","kind":"spawn","commit_ref":"","requested_at":"<rfc3339>","status":"pending"}]}"#,
     );
     check(
         r#"{"cmd":"deny","id":2,"note":"not now"}"#,
@@ -205,7 +206,7 @@ fn subscribe_streams_one_row_per_change() {
     hive.agent("alice", r#"{"cmd":"set_status","text":"reading"}"#);
     assert_eq!(
         redact(&read_line(&mut reader)),
-        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"alice","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":true,"status_text":"reading","status_set_at":"<t>"}]}"#
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"alice","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":true,"status_text":"reading","status_set_at":"<rfc3339>"}]}"#
     );
     // Leaving does not disturb the daemon.
     drop(reader);
@@ -224,7 +225,7 @@ fn bad_requests_get_errors_naming_the_problem() {
     };
     check(
         br#"{"cmd":"fly"}"#,
-        r#"{"version":1,"ok":false,"error":"unknown verb `fly`: expected one of `spawn`, `request_spawn`, `kill`, `destroy`, `rebuild`, `list`, `pending`, `approve`, `deny`, `agent_status`, `subscribe_agent_status`, `start`, `stop`, `restart`, `set_paused`, `urls`, `send`, `rollback`, `logs`, `tasks`, `task_add`, `task_assign`, `task_cancel`"}"#,
+        r#"{"version":1,"ok":false,"error":"unknown verb `fly`: expected one of `spawn`, `request_spawn`, `kill`, `destroy`, `rebuild`, `list`, `pending`, `approve`, `deny`, `agent_status`, `subscribe_agent_status`, `start`, `stop`, `restart`, `set_paused`, `urls`, `questions`, `answer`, `cancel_question`, `show`, `send`, `rollback`, `logs`, `tasks`, `task_add`, `task_assign`, `task_cancel`"}"#,
     );
     check(
         b"{not json",
@@ -306,6 +307,129 @@ fn graceful_shutdown_keeps_everything() {
     assert_eq!(got[0]["body"], "survives");
     assert_eq!(
         redact(&hive.host(r#"{"cmd":"pending"}"#)),
-        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<t>","status":"pending"}]}"#
+        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<rfc3339>","status":"pending"}]}"#
     );
+}
+
+/// Questions over host.sock: listed with RFC 3339 times, answered and
+/// cancelled as the operator; the asker hears each outcome; an agent's
+/// question to a peer is listed too, and a resolved one cannot be answered
+/// again.
+#[test]
+fn questions_are_listed_answered_and_cancelled() {
+    let hive = Hive::start(&["alice", "bob"]);
+    let check = |request: &str, expected: &str| {
+        assert_eq!(redact(&hive.host(request)), expected, "request: {request}");
+    };
+    check(
+        r#"{"cmd":"questions"}"#,
+        r#"{"version":1,"ok":true,"questions":[]}"#,
+    );
+    hive.agent(
+        "alice",
+        r#"{"cmd":"ask","question":"ship it?","options":["yes","no"],"ttl_seconds":600}"#,
+    );
+    hive.agent(
+        "alice",
+        r#"{"cmd":"ask","question":"which files?","to":"bob","multi":true,"options":["a","b"]}"#,
+    );
+    check(
+        r#"{"cmd":"questions"}"#,
+        r#"{"version":1,"ok":true,"questions":[{"id":1,"asker":"alice","question":"ship it?","options":["yes","no"],"multi":false,"asked_at":"<rfc3339>","deadline_at":"<rfc3339>"},{"id":2,"asker":"alice","target":"bob","question":"which files?","options":["a","b"],"multi":true,"asked_at":"<rfc3339>"}]}"#,
+    );
+    check(
+        r#"{"cmd":"answer","id":1,"answer":"yes","extra":true}"#,
+        r#"{"version":1,"ok":true}"#,
+    );
+    check(
+        r#"{"cmd":"answer","id":1,"answer":"no"}"#,
+        r#"{"version":1,"ok":false,"error":"question 1 was already answered by operator"}"#,
+    );
+    check(
+        r#"{"cmd":"cancel_question","id":2}"#,
+        r#"{"version":1,"ok":true}"#,
+    );
+    check(
+        r#"{"cmd":"questions"}"#,
+        r#"{"version":1,"ok":true,"questions":[]}"#,
+    );
+    // What alice's next turn carries: both outcomes, from `system`.
+    let bodies: Vec<Value> = hive
+        .recv("alice", 0, 32)
+        .iter()
+        .map(|m| serde_json::from_str(m["body"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(
+        (
+            &bodies[0]["event"],
+            &bodies[0]["answer"],
+            &bodies[0]["answerer"]
+        ),
+        (
+            &json!("question_answered"),
+            &json!("yes"),
+            &json!("operator")
+        )
+    );
+    assert_eq!(
+        (&bodies[1]["event"], &bodies[1]["answer"]),
+        (&json!("question_answered"), &json!("[cancelled]"))
+    );
+}
+
+/// `urls` is the original's `HiveUrls` object; `show` gives one approval;
+/// `stop` of every agent (without a runtime) still refuses plainly.
+#[test]
+fn urls_and_show() {
+    let hive = Hive::start(&["alice"]);
+    let urls: Value = serde_json::from_str(&hive.host(r#"{"cmd":"urls"}"#)).unwrap();
+    let home = urls["urls"]["home"].as_str().unwrap();
+    let domain = urls["urls"]["domain"].as_str().unwrap();
+    assert_eq!(
+        hive.host(r#"{"cmd":"urls"}"#),
+        format!(r#"{{"version":1,"ok":true,"urls":{{"domain":"{domain}","home":"{home}"}}}}"#)
+    );
+    assert_eq!(domain, "127.0.0.1");
+    assert!(
+        home.starts_with("http://127.0.0.1:") && home.ends_with('/'),
+        "{home}"
+    );
+    // The dashboard answers at `home`.
+    let page = hive.http_get("/");
+    assert!(page.contains("<title>"), "{page}");
+
+    hive.host(r#"{"cmd":"request_spawn","name":"bob","description":"reviews"}"#);
+    assert_eq!(
+        redact(&hive.host(r#"{"cmd":"show","id":1}"#)),
+        r#"{"version":1,"ok":true,"approvals":[{"id":1,"agent":"bob","kind":"spawn","commit_ref":"","requested_at":"<rfc3339>","status":"pending","description":"reviews"}]}"#
+    );
+    assert_eq!(
+        hive.host(r#"{"cmd":"show","id":9}"#),
+        r#"{"version":1,"ok":false,"error":"no approval with id 9"}"#
+    );
+}
+
+/// The daemon's own log, read through a pipe (not a terminal), is plain
+/// text: no colour escapes around levels or fields.
+#[test]
+fn the_daemons_log_is_plain_text_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = crate::support::serve_command(dir.path())
+        .env("HIVE_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::wait_ready(&mut child, "hive: dashboard ", "hive: runtime");
+    roundtrip(&dir.path().join("run/host.sock"), br#"{"cmd":"list"}"#);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        log.contains("DEBUG") && log.contains("host request"),
+        "{log}"
+    );
+    assert!(!log.contains('\x1b'), "{log:?}");
 }

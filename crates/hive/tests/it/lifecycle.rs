@@ -178,12 +178,56 @@ fn spawn_crash_restart_destroy_purge_on_process() {
         hive.host(r#"{"cmd":"destroy","name":"coder"}"#),
         r#"{"version":1,"ok":true}"#
     );
-    let row = status(&hive, "coder");
-    assert_eq!(row["running"], false);
+    // Kept state is no stopped agent: no status row, no page; `list`
+    // still names it, and `hive status` shows it apart.
+    assert_eq!(
+        hive.host(r#"{"cmd":"agent_status","scope":{"agent_names":["coder"]}}"#),
+        r#"{"version":1,"ok":true,"agent_statuses":[]}"#
+    );
+    let rows = json(&hive.host(r#"{"cmd":"agent_status"}"#));
+    let names: Vec<&str> = rows["agent_statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["manager"]);
+    let table = crate::cli::stdout(&crate::cli::hive_cli(&hive.host_socket(), &["status"]));
+    assert!(
+        table.contains("\nkept state, no container (destroyed; `hive spawn NAME` revives, `hive destroy NAME --purge` deletes): coder\n")
+            && !table.lines().any(|l| l.starts_with("coder")),
+        "{table}"
+    );
     assert!(
         hive.state_dir()
             .join("agents/coder/state/notes.md")
             .exists()
+    );
+    // A broadcast skips it: revived, it finds no stale `*` messages.
+    assert_eq!(
+        hive.host(r#"{"cmd":"send","to":"*","body":"all hands"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    // Its log, read back after the container is gone, comes without the
+    // escape sequences a CLI printed for a terminal, on every surface.
+    let log = hive.state_dir().join("agents/coder/container.log");
+    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
+    text.push_str("\x1b[2mthinking\x1b[0m \x1b]0;title\x07done\n");
+    std::fs::write(&log, text).unwrap();
+    let over_host = json(&hive.host(r#"{"cmd":"logs","name":"coder","lines":1}"#));
+    assert_eq!(over_host["logs"], serde_json::json!(["thinking done"]));
+    let over_http = json(&hive.http_get("/api/logs/coder?lines=1"));
+    assert_eq!(
+        over_http["lines"],
+        serde_json::json!(["thinking done"]),
+        "{over_http}"
+    );
+    let from_manager =
+        json(&hive.agent("manager", r#"{"cmd":"get_logs","name":"coder","lines":1}"#));
+    assert_eq!(
+        from_manager["lines"],
+        serde_json::json!(["thinking done"]),
+        "{from_manager}"
     );
     assert_eq!(
         hive.host(r#"{"cmd":"start","scope":{"agent_names":["coder"]}}"#),
@@ -204,6 +248,18 @@ fn spawn_crash_restart_destroy_purge_on_process() {
         format!("{}/agent/coder/", hive.dashboard),
         "the same page after revival"
     );
+    let inbox = hive.agent("coder", r#"{"cmd":"recent","limit":50}"#);
+    assert!(!inbox.contains("all hands"), "{inbox}");
+    let manager_inbox = hive.agent("manager", r#"{"cmd":"recent","limit":200}"#);
+    assert!(manager_inbox.contains("all hands"), "{manager_inbox}");
+
+    // Stopping every agent leaves the manager running, and says so.
+    assert_eq!(
+        hive.host(r#"{"cmd":"stop","scope":{"agent_names":[]}}"#),
+        r#"{"version":1,"ok":true,"kept_running":[{"name":"manager","reason":"the manager is left out of stopping every agent; name it to stop it (`hive stop manager`)"}]}"#
+    );
+    assert_eq!(status(&hive, "coder")["running"], false);
+    assert_eq!(status(&hive, "manager")["running"], true);
 
     // Purge: state and socket gone, the name free again.
     assert_eq!(

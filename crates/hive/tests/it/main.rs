@@ -8,6 +8,7 @@ mod agent_page;
 mod board;
 mod broker;
 mod browser;
+mod busy;
 mod cli;
 mod codex;
 mod config;

@@ -6,11 +6,11 @@
 #![allow(clippy::disallowed_methods)] // runs the real binary directly
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{Hive, wait_ready};
+use crate::support::{Hive, serve_command, wait_ready};
 
 const TOKEN: &str = "s3cret-operator-token";
 const JSON: (&str, &str) = ("Content-Type", "application/json");
@@ -189,16 +189,9 @@ fn a_cookie_alone_changes_nothing() {
 #[test]
 fn a_generated_token_and_its_login_link() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
-        .arg("serve")
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--run-dir")
-        .arg(dir.path().join("run"))
-        .args(["--dashboard", "127.0.0.1:0", "--runtime", "none"])
+    let mut child = serve_command(dir.path())
         .env_remove("HIVE_OPERATOR_TOKEN")
         .env("HIVE_LOG", "warn")
-        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let link = wait_ready(&mut child, "hive: log in at ", "hive: runtime");

@@ -216,6 +216,22 @@ impl Drop for Hive {
     }
 }
 
+/// `hive serve` in `dir` (`state/`, `run/`) without a runtime, its
+/// dashboard on a free loopback port and its stdout piped (for
+/// [`wait_ready`]), for a test that needs the process itself.
+pub fn serve_command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hive"));
+    command
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .args(["--dashboard", "127.0.0.1:0", "--runtime", "none"])
+        .stdout(Stdio::piped());
+    command
+}
+
 /// Reads a starting child's stdout until a line begins with `ready`;
 /// returns the URL of the line that begins with `url_prefix` (if any),
 /// without its trailing slash.
@@ -309,8 +325,17 @@ pub fn read_line(reader: &mut impl BufRead) -> String {
     line.trim_end().to_owned()
 }
 
+/// Whether `s` is an RFC 3339 UTC timestamp as host.sock writes them
+/// (`2026-09-12T09:15:00Z`).
+pub fn is_rfc3339(s: &str) -> bool {
+    s.len() == 20
+        && s.ends_with('Z')
+        && hive_proto::rfc3339::parse(s).is_some_and(|t| hive_proto::rfc3339::format(t) == s)
+}
+
 /// Replaces every `at`, `*_at` and `age_seconds` value with a placeholder so
-/// lines can be pinned exactly.
+/// lines can be pinned exactly: `<t>` for unix seconds, `<rfc3339>` for an
+/// RFC 3339 string.
 pub fn redact(line: &str) -> String {
     fn walk(v: &mut Value) {
         match v {
@@ -318,6 +343,9 @@ pub fn redact(line: &str) -> String {
                 for (k, v) in map.iter_mut() {
                     if (k.ends_with("_at") || k == "at" || k == "age_seconds") && v.is_number() {
                         *v = Value::String("<t>".into());
+                    } else if k.ends_with("_at") && v.as_str().is_some_and(is_rfc3339) {
+                        // host.sock's timestamps: the format stays visible.
+                        *v = Value::String("<rfc3339>".into());
                     } else {
                         walk(v);
                     }
