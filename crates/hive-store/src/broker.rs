@@ -317,10 +317,7 @@ impl Store {
             messages,
             reply,
         };
-        self.inner
-            .writer
-            .send(job)
-            .map_err(|_| Error::Refused("the broker's writer has stopped".into()))?;
+        self.submit(job);
         answer
             .await
             .map_err(|_| Error::Refused("the broker's writer has stopped".into()))?

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -130,7 +130,7 @@ pub struct Store {
 pub(crate) struct Inner {
     path: PathBuf,
     /// The single writer's queue (group commit of sends, `writer.rs`).
-    writer: mpsc::Sender<broker::Job>,
+    writer: writer::Writer,
     /// The last lease id handed out.
     leases: AtomicI64,
     /// When the lease expiry timer next wakes (unix ms; `i64::MAX`: never).
@@ -189,7 +189,7 @@ impl Store {
         let inner = Arc::new_cyclic(|weak| {
             let writer = writer::spawn(weak.clone()).unwrap_or_else(|e| {
                 spawned = Err(e);
-                mpsc::channel().0
+                writer::Writer::without_thread()
             });
             Inner {
                 path: path.to_owned(),
