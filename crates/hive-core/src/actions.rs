@@ -171,10 +171,20 @@ impl Coordinator {
                 pending.status.as_str()
             )));
         }
-        let approved = self
-            .store
-            .resolve_approval(id, ApprovalStatus::Approved, None)?;
-        match self.run_approved(&approved).await {
+        let resolve = || {
+            self.store
+                .resolve_approval(id, ApprovalStatus::Approved, None)
+        };
+        // A deploy takes its place in the agent's lane in the same step as
+        // its approval, so deploys run in approval order.
+        let (approved, ticket) = if pending.kind == ApprovalKind::ApplyCommit {
+            let name = AgentName::parse(&pending.agent).map_err(hive_store::Error::from)?;
+            let (approved, ticket) = self.deploys.approve_and_join(&name, id, resolve)?;
+            (approved, Some(ticket))
+        } else {
+            (resolve()?, None)
+        };
+        match self.run_approved(&approved, ticket).await {
             Ok(None) => {
                 self.publish_approval_resolved(&approved);
                 Ok(approved)
@@ -203,13 +213,17 @@ impl Coordinator {
     }
 
     /// Runs an approved action; `Some(note)` when a deploy was superseded.
-    async fn run_approved(self: &Arc<Self>, approval: &Approval) -> Result<Option<String>> {
+    async fn run_approved(
+        self: &Arc<Self>,
+        approval: &Approval,
+        ticket: Option<crate::deploys::Ticket>,
+    ) -> Result<Option<String>> {
         match approval.kind {
             ApprovalKind::Spawn => {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
                 self.spawn(&name).await.map(|()| None)
             }
-            ApprovalKind::ApplyCommit => self.apply_commit(approval).await,
+            ApprovalKind::ApplyCommit => self.apply_commit(approval, ticket).await,
             ApprovalKind::InitConfig => {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
                 self.init_config(&name).await.map(|()| None)

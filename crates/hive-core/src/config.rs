@@ -265,10 +265,11 @@ impl Coordinator {
     pub(crate) async fn apply_commit(
         self: &Arc<Self>,
         approval: &Approval,
+        ticket: Option<crate::deploys::Ticket>,
     ) -> Result<Option<String>> {
         let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
         let (id, sha) = (approval.id, approval.commit_ref.clone());
-        let ticket = self.deploys.join(&name, id);
+        let ticket = ticket.unwrap_or_else(|| self.deploys.join(&name, id));
         let _turn = match self.deploys.wait(&name, ticket).await {
             Turn::Mine(turn) => turn,
             Turn::Superseded { by } => {

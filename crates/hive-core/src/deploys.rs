@@ -62,9 +62,27 @@ impl DeployLanes {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Runs `approve` (the approval's status change) and, if it succeeds,
+    /// queues approval `id` of `name` behind every deploy queued before,
+    /// as one step: two approvals of one agent queue in the order their
+    /// approvals happened, however their tasks are scheduled after.
+    pub fn approve_and_join<T, E>(
+        &self,
+        name: &AgentName,
+        id: i64,
+        approve: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(T, Ticket), E> {
+        let mut lanes = self.lanes();
+        let approved = approve()?;
+        Ok((approved, Self::join_locked(&mut lanes, name, id)))
+    }
+
     /// Queues approval `id` of `name`, behind every deploy queued before.
     pub fn join(&self, name: &AgentName, id: i64) -> Ticket {
-        let mut lanes = self.lanes();
+        Self::join_locked(&mut self.lanes(), name, id)
+    }
+
+    fn join_locked(lanes: &mut HashMap<AgentName, Lane>, name: &AgentName, id: i64) -> Ticket {
         let lane = lanes.entry(name.clone()).or_default();
         let n = lane.newest.0 + 1;
         lane.newest = (n, id);
