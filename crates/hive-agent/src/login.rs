@@ -459,7 +459,7 @@ mod tests {
             crate::engine::Verdict::Ok
         }
         fn credentials(&self, home: &Path) -> Result<String, String> {
-            crate::engine::claude::probe_claude(home, |_| None)
+            crate::engine::claude::probe(home, |_| None)
         }
         fn login_command(&self, state_dir: &Path) -> Option<CommandSpec> {
             let mut spec = CommandSpec::new("sh")

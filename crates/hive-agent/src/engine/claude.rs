@@ -114,7 +114,7 @@ impl Engine for Claude {
     }
 
     fn credentials(&self, home: &Path) -> Result<String, String> {
-        probe_claude(home, |key| std::env::var(key).ok())
+        probe(home, |key| std::env::var(key).ok())
     }
 
     /// `claude auth login` (Claude subscription by default). With pipes it
@@ -214,23 +214,16 @@ pub fn credentials_file(home: &Path) -> PathBuf {
 }
 
 /// `Ok(where the credentials come from)` or `Err(what is missing)`.
-pub fn probe_claude(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    if let Some(var) = CLAUDE_AUTH_ENV
-        .iter()
-        .find(|var| env(var).is_some_and(|v| !v.trim().is_empty()))
-    {
-        return Ok(format!("${var}"));
-    }
+pub fn probe(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let file = credentials_file(home);
-    match std::fs::metadata(&file) {
-        Ok(meta) if meta.len() > 2 => Ok(file.display().to_string()),
-        _ => Err(format!(
+    super::find_credentials(CLAUDE_AUTH_ENV, &file, env).ok_or_else(|| {
+        format!(
             "no credentials: set ANTHROPIC_API_KEY (or another of {}) in the agent's environment, \
              or log in so that {} exists",
             CLAUDE_AUTH_ENV.join(", "),
             file.display()
-        )),
-    }
+        )
+    })
 }
 
 #[cfg(test)]
@@ -241,15 +234,15 @@ mod tests {
     fn env_then_file() {
         let dir = tempfile::tempdir().unwrap();
         let none = |_: &str| None;
-        assert!(probe_claude(dir.path(), none).is_err());
+        assert!(probe(dir.path(), none).is_err());
         let key = |v: &str| (v == "ANTHROPIC_API_KEY").then(|| "sk-test".to_owned());
-        assert_eq!(probe_claude(dir.path(), key).unwrap(), "$ANTHROPIC_API_KEY");
+        assert_eq!(probe(dir.path(), key).unwrap(), "$ANTHROPIC_API_KEY");
         let empty = |_: &str| Some(" ".to_owned());
-        assert!(probe_claude(dir.path(), empty).is_err());
+        assert!(probe(dir.path(), empty).is_err());
         std::fs::create_dir(dir.path().join(".claude")).unwrap();
         std::fs::write(credentials_file(dir.path()), r#"{"claudeAiOauth":{}}"#).unwrap();
         assert!(
-            probe_claude(dir.path(), none)
+            probe(dir.path(), none)
                 .unwrap()
                 .ends_with(".credentials.json")
         );

@@ -191,18 +191,14 @@ pub fn credentials_file(home: &Path) -> PathBuf {
 
 /// `Ok(where the credentials come from)` or `Err(what is missing)`.
 pub fn probe(home: &Path, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    if has_api_key(env) {
-        return Ok(format!("${API_KEY_ENV}"));
-    }
     let file = credentials_file(home);
-    match std::fs::metadata(&file) {
-        Ok(meta) if meta.len() > 2 => Ok(file.display().to_string()),
-        _ => Err(format!(
+    super::find_credentials(&[API_KEY_ENV], &file, env).ok_or_else(|| {
+        format!(
             "no credentials: set {API_KEY_ENV} in the agent's environment, or log in (codex \
              login) so that {} exists",
             file.display()
-        )),
-    }
+        )
+    })
 }
 
 /// The `-c` overrides that give codex the MCP servers: `mcpServers`-shaped

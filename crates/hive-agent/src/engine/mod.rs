@@ -122,6 +122,26 @@ pub trait Engine: Send + Sync {
     }
 }
 
+/// Where an engine's credentials come from: the first of `vars` set (and
+/// not blank) in `env`, as `$VAR`, else the login `file` if it holds more
+/// than an empty object; `None` when neither.
+pub fn find_credentials(
+    vars: &[&str],
+    file: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    if let Some(var) = vars
+        .iter()
+        .find(|var| env(var).is_some_and(|v| !v.trim().is_empty()))
+    {
+        return Some(format!("${var}"));
+    }
+    match std::fs::metadata(file) {
+        Ok(meta) if meta.len() > 2 => Some(file.display().to_string()),
+        _ => None,
+    }
+}
+
 /// Records `engine` as the one this state dir runs; true when it replaces
 /// another (an approved switch), false on the first boot or the same one.
 pub fn switched(state_dir: &Path, engine: &str) -> bool {
