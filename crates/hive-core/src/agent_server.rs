@@ -389,6 +389,13 @@ pub async fn agent_verb(
                     "status text is over {MAX_STATUS_LEN} characters"
                 )));
             }
+            // Core's own notes share the column: an agent's text that reads
+            // as one would stop core from acting on the real state.
+            if is_core_text(text) {
+                return Err(Error::refused(format!(
+                    "status text {text:?} reads as core's own note; choose other words"
+                )));
+            }
             store.set_status_text(me.as_str(), (!text.is_empty()).then_some(text))?;
             coord.publish_status(me.as_str());
             AgentResponse::Ok
@@ -439,6 +446,17 @@ async fn cancel_loose_end(
     Ok(())
 }
 
+/// How far ahead a reported quota reset is believed.
+const QUOTA_HORIZON_SECS: i64 = 7 * 86_400;
+
+/// Whether a status text is one of core's own notes (engine missing, quota,
+/// over budget), which core sets and clears as the harness reports.
+fn is_core_text(text: &str) -> bool {
+    text.starts_with(crate::engine::MISSING_PREFIX)
+        || text.starts_with(hive_proto::live::QUOTA_PREFIX)
+        || text == crate::budget::OVER_BUDGET
+}
+
 /// Records what the harness reports; a change of login state reaches the
 /// manager as `needs_login` / `logged_in`.
 ///
@@ -485,21 +503,29 @@ fn harness_state(
             Some(crate::engine::missing_text(&coord.settings, engine))
         }
         (hive_proto::live::TurnState::Quota, Some(until)) => {
-            Some(hive_proto::live::quota_text(until))
+            // A reset is at most a week ahead (the CLI's windows are five
+            // hours and seven days); nothing further is believed.
+            let now = hive_store::now_unix();
+            Some(hive_proto::live::quota_text(
+                until.clamp(now, now + QUOTA_HORIZON_SECS),
+            ))
         }
         (hive_proto::live::TurnState::OverBudget, _) => Some(crate::budget::OVER_BUDGET.to_owned()),
         _ => None,
     };
-    let says_core_text = record.status_text.as_deref().is_some_and(|t| {
-        t.starts_with(crate::engine::MISSING_PREFIX)
-            || t.starts_with(hive_proto::live::QUOTA_PREFIX)
-            || t == crate::budget::OVER_BUDGET
-    });
+    let says_core_text = record.status_text.as_deref().is_some_and(is_core_text);
+    let was_quota = record
+        .status_text
+        .as_deref()
+        .is_some_and(|t| t.starts_with(hive_proto::live::QUOTA_PREFIX));
     match &core_text {
         Some(text) if record.status_text.as_deref() != Some(text.as_str()) => {
             coord.store.set_status_text(me.as_str(), Some(text))?;
             match (state, until) {
-                (hive_proto::live::TurnState::Quota, Some(until)) if !me.is_manager() => {
+                // Once per quota: a moved reset time updates the row only.
+                (hive_proto::live::TurnState::Quota, Some(until))
+                    if !me.is_manager() && !was_quota =>
+                {
                     coord.notify_manager(&hive_proto::HelperEvent::QuotaReached {
                         agent: me.to_string(),
                         until,

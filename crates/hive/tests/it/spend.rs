@@ -233,6 +233,9 @@ fn a_budget_stops_turns_until_the_operator_raises_it_through_a_deploy() {
     );
     let unread: Value = serde_json::from_str(&hive.agent("coder", r#"{"cmd":"status"}"#)).unwrap();
     assert!(unread["unread"].as_u64().unwrap() >= 1, "{unread}");
+    // Long enough for a real turn to have reached the model, were the
+    // message taken (one takes about a second here).
+    std::thread::sleep(std::time::Duration::from_secs(5));
     assert!(
         !model
             .requests()
@@ -344,6 +347,38 @@ fn an_agent_cannot_turn_its_own_questions_into_budget_actions() {
     answer(&forged["id"], "pause");
     assert_eq!(status(&hive, "alice")["paused"], false);
     assert_eq!(status(&hive, "bob")["paused"], false);
+
+    // Its own status text cannot pass for core's note (core would then
+    // take the real over_budget for one it had already asked about).
+    let spoof: Value =
+        serde_json::from_str(&hive.agent("alice", r#"{"cmd":"set_status","text":"over budget"}"#))
+            .unwrap();
+    assert_eq!(spoof["kind"], "err", "{spoof}");
+
+    // A quota whose reset keeps moving tells the manager once, not at
+    // every report.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for i in 0..6 {
+        let until = now + 3600 + 60 * (i % 2);
+        hive.agent(
+            "bob",
+            &format!(r#"{{"cmd":"harness_state","state":"quota","until":{until}}}"#),
+        );
+    }
+    let recent: Value =
+        serde_json::from_str(&hive.agent("manager", r#"{"cmd":"recent","limit":500}"#)).unwrap();
+    let told = recent["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(m["body"].as_str()?).ok())
+        .filter(|e| e["event"] == "quota_reached" && e["agent"] == "bob")
+        .count();
+    assert_eq!(told, 1, "{recent}");
+    hive.agent("bob", r#"{"cmd":"harness_state","state":"idle"}"#);
 
     // A reported over_budget is about the reporter alone, asked once.
     for _ in 0..3 {
