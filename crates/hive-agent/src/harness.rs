@@ -249,18 +249,33 @@ impl Harness {
             return Ok(());
         };
         let shared = self.shared.clone();
-        let Some(stats) = &shared.stats else {
-            return Ok(());
-        };
         let mut parked = false;
         loop {
             let now = now_unix();
             let midnight = now - now.rem_euclid(86_400);
-            let (today, total) = match (stats.spent_since(midnight), stats.spent_since(0)) {
-                (Ok(today), Ok(total)) => ((today.usd, today.tokens), (total.usd, total.tokens)),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!("turn stats unreadable, budget not checked: {e}");
-                    return Ok(());
+            // A limit whose spend cannot be counted holds the agent (it
+            // fails closed): retried after a while, the operator sees why.
+            let spent = match &shared.stats {
+                None => Err("no turn stats to count spend in".to_owned()),
+                Some(stats) => match (stats.spent_since(midnight), stats.spent_since(0)) {
+                    (Ok(today), Ok(total)) => {
+                        Ok(((today.usd, today.tokens), (total.usd, total.tokens)))
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(format!("turn stats unreadable: {e}")),
+                },
+            };
+            let (today, total) = match spent {
+                Ok(spent) => spent,
+                Err(why) => {
+                    let note = format!("over budget: spend cannot be counted ({why})");
+                    if self.shared.turn_state() != TurnState::OverBudget {
+                        self.shared.bus.note(note.clone());
+                        self.shared
+                            .set_turn_state(TurnState::OverBudget, Some(note));
+                    }
+                    parked = true;
+                    self.sleep(self.config.poll * 30, None).await?;
+                    continue;
                 }
             };
             let Some(why) = budget.reached(today, total) else {
