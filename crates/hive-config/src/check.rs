@@ -405,6 +405,18 @@ fn meaning(
         }
     }
 
+    if c.engine == crate::schema::Engine::Codex
+        && (c.budget.daily_usd.is_some() || c.budget.total_usd.is_some())
+    {
+        at.push(
+            errors,
+            &[Key("budget")],
+            "budget in USD needs an engine that reports cost; codex reports none: use \
+             daily_tokens or total_tokens"
+                .to_owned(),
+        );
+    }
+
     // network
     if let Network::Hosts(hosts) = &c.network {
         for (i, host) in hosts.iter().enumerate() {
@@ -685,6 +697,13 @@ mod tests {
         check(
             "model = \"sonnet\"\n[budget]\ndaily_usd = -1.0\n",
             &["agent.toml:3: budget.daily_usd must be a non-negative amount of USD, got -1"],
+        );
+        // Codex reports no cost: a USD limit on it would never be reached.
+        check(
+            "model = \"gpt-5\"\nengine = \"codex\"\n[budget]\ndaily_usd = 5.0\n",
+            &[
+                "agent.toml:3: budget in USD needs an engine that reports cost; codex reports none: use daily_tokens or total_tokens",
+            ],
         );
         let typo = errors("model = \"sonnet\"\n[budget]\ndaily_dollars = 5\n");
         assert!(
