@@ -395,7 +395,11 @@ fn urls_and_show() {
         home.starts_with("http://127.0.0.1:") && home.ends_with('/'),
         "{home}"
     );
-    // The dashboard answers at `home`.
+    // `home` is where the dashboard answers.
+    assert_eq!(
+        home.trim_end_matches('/'),
+        hive.dashboard.trim_end_matches('/')
+    );
     let page = hive.http_get("/");
     assert!(page.contains("<title>"), "{page}");
 

@@ -282,6 +282,8 @@ fn a_claim_returns_to_the_board_when_its_holder_is_killed_or_destroyed() {
     eprintln!("claim returned {:?} after kill -9", killed_at.elapsed());
     let t = one(&hive, id);
     assert!(t.get("assignee").is_none() && t["claimable"] == true, "{t}");
+    // The release commits before the manager is told.
+    eventually("the manager to be told", || !released(&hive, id).is_empty());
     assert_eq!(
         released(&hive, id),
         [
@@ -300,6 +302,9 @@ fn a_claim_returns_to_the_board_when_its_holder_is_killed_or_destroyed() {
         r#"{"version":1,"ok":true}"#
     );
     assert_eq!(one(&hive, id)["status"], "open");
+    eventually("the manager to be told again", || {
+        released(&hive, id).len() == 2
+    });
     let events = released(&hive, id);
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[1]["reason"], "its container was destroyed");

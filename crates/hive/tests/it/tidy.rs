@@ -181,8 +181,10 @@ fn mentions(text: &str, word: &str) -> bool {
 #[test]
 fn only_lifecycle_touches_the_runtime() {
     let src = workspace().join("crates/hive-core/src");
+    let files = rust_files(&src);
+    assert!(files.len() > 10, "no sources read under {}", src.display());
     let mut wrong = Vec::new();
-    for file in rust_files(&src) {
+    for file in files {
         let name = file.strip_prefix(&src).unwrap().display().to_string();
         if RUNTIME_HOLDERS.contains(&name.as_str()) {
             continue;
@@ -196,6 +198,8 @@ fn only_lifecycle_touches_the_runtime() {
             "self.runtime",
             "coordinator.runtime",
             "hive_runtime::restart",
+            "impl Runtime",
+            ": Runtime",
         ] {
             if mentions(&flat, needle) || mentions(&flat.replace(". ", "."), needle) {
                 wrong.push(format!("{}: `{needle}`", relative(&file)));
