@@ -148,11 +148,7 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
                 depends_on,
                 links: Vec::new(),
             };
-            let mut task = coord.task_create(OPERATOR_RECIPIENT, &new)?;
-            if let Some(agent) = assignee {
-                task = coord.task_assign(OPERATOR_RECIPIENT, task.id, &agent)?;
-            }
-            HostResponse::tasks(vec![task])
+            HostResponse::tasks(vec![coord.task_add(&new, assignee.as_ref())?])
         }
         TaskAssign { id, agent } => {
             HostResponse::tasks(vec![coord.task_assign(OPERATOR_RECIPIENT, id, &agent)?])

@@ -28,6 +28,20 @@ impl Coordinator {
         Ok(task)
     }
 
+    /// The operator's "add": creates the task and, when `assignee` is
+    /// given, reserves it for that agent — an unknown assignee is refused
+    /// before anything is created.
+    pub fn task_add(&self, new: &NewTask, assignee: Option<&AgentName>) -> Result<Task> {
+        if let Some(agent) = assignee {
+            self.require_agent(agent)?;
+        }
+        let task = self.task_create(hive_proto::OPERATOR_RECIPIENT, new)?;
+        match assignee {
+            Some(agent) => self.task_assign(hive_proto::OPERATOR_RECIPIENT, task.id, agent),
+            None => Ok(task),
+        }
+    }
+
     /// Reserves a task for `agent` and tells `agent`.
     pub fn task_assign(&self, actor: &str, id: i64, agent: &AgentName) -> Result<Task> {
         self.require_agent(agent)?;

@@ -36,10 +36,7 @@ pub(super) async fn create(
         depends_on: body.depends_on,
         links: Vec::new(),
     };
-    let task = app.coord.task_create(OPERATOR_RECIPIENT, &new)?;
-    if let Some(agent) = assignee {
-        app.coord.task_assign(OPERATOR_RECIPIENT, task.id, &agent)?;
-    }
+    app.coord.task_add(&new, assignee.as_ref())?;
     Ok(Json(Outcome::done()))
 }
 

@@ -169,6 +169,11 @@ fn agents_claim_what_they_may_and_the_operator_steers_from_the_cli() {
         .collect();
     assert_eq!(actions, ["created", "claimed", "completed"]);
 
+    // An unknown assignee is refused before anything is created.
+    let refused = hive.host(r#"{"cmd":"task_add","title":"orphan","assignee":"nosuch"}"#);
+    assert!(refused.contains(r#""ok":false"#), "{refused}");
+    assert!(!hive_cli(&hive, &["tasks", "--all"]).contains("orphan"));
+
     // The operator: add (reserved for alice, after api), list, assign, cancel.
     let added = hive_cli(
         &hive,
