@@ -24,10 +24,13 @@ pub mod jsonl;
 pub mod lifecycle;
 pub mod listener;
 pub mod paths;
+pub mod ports;
 pub mod safe_fs;
 pub mod sandbox_files;
 pub mod scheduler;
 pub mod serve;
+pub mod settings;
+pub mod status;
 pub mod tasks;
 
 pub use paths::Paths;
