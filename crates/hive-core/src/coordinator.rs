@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
 use hive_proto::{AgentName, OPERATOR_RECIPIENT};
-use hive_runtime::Runtime;
 use hive_store::Store;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -69,7 +68,7 @@ impl Coordinator {
         store: Store,
         paths: Paths,
         dashboard_addr: Option<SocketAddr>,
-        runtime: Option<Arc<dyn Runtime>>,
+        runtime: lifecycle::Backend,
         settings: Settings,
         serve_socket: Option<ServeSocket>,
     ) -> Arc<Self> {
@@ -92,7 +91,7 @@ impl Coordinator {
             let ports = AgentPorts::new(
                 store.clone(),
                 settings.ports,
-                runtime.as_ref().map(|r| r.name()),
+                lifecycle::backend_name(&runtime),
             );
             let configs = Arc::new(Configs::new(
                 store.clone(),

@@ -52,6 +52,16 @@ const BUSY_WAIT: Duration = Duration::from_secs(120);
 /// (`agent_server::serve_agent_socket`) rather than lifecycle naming it.
 pub type SocketServer = Box<dyn Fn(&AgentName) -> anyhow::Result<AbortHandle> + Send + Sync>;
 
+/// The container backend as the daemon selected it; `None` runs the hive
+/// without containers. Others hand it to lifecycle without using it.
+pub type Backend = Option<Arc<dyn Runtime>>;
+
+/// The backend's name (`docker`, `bwrap`, …), for components built
+/// before lifecycle (see [`crate::ports::AgentPorts::new`]).
+pub fn backend_name(runtime: &Backend) -> Option<&'static str> {
+    runtime.as_ref().map(|r| r.name())
+}
+
 /// A verb applied to a scope of agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScopeVerb {
@@ -65,7 +75,7 @@ pub struct Parts {
     pub paths: Paths,
     pub settings: Settings,
     pub dashboard_addr: Option<SocketAddr>,
-    pub runtime: Option<Arc<dyn Runtime>>,
+    pub runtime: Backend,
     pub dashboard: Arc<DashboardBus>,
     pub egress: Arc<Egress>,
     pub activity: Arc<Activity>,
@@ -85,7 +95,7 @@ pub struct Lifecycle {
     /// The dashboard's address, which an agent's page links to.
     dashboard_addr: Option<SocketAddr>,
     /// The container backend; `None` runs the hive without containers.
-    runtime: Option<Arc<dyn Runtime>>,
+    runtime: Backend,
     dashboard: Arc<DashboardBus>,
     /// A recreated container's egress policy holds from its start.
     egress: Arc<Egress>,

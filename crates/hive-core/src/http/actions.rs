@@ -2,7 +2,7 @@
 //! or `{"ok":false,"error":…}` out (errors through core's one
 //! `IntoResponse`).
 //!
-//! Each action is the same [`Coordinator`] verb host.sock uses. Actions run
+//! Each action is the same component verb host.sock uses. Actions run
 //! on their own task: a browser that navigates away mid-rebuild does not
 //! cancel the rebuild. The page changes only through the dashboard events
 //! the action causes.

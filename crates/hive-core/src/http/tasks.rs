@@ -1,6 +1,6 @@
 //! The operator's task-board actions from the dashboard: `POST /api/tasks`
 //! (create, optionally reserved for an agent), `/api/tasks/{id}/assign`,
-//! `/api/tasks/{id}/cancel` — the same [`crate::coordinator::Coordinator`]
+//! `/api/tasks/{id}/cancel` — the same [`crate::tasks::Tasks`]
 //! verbs as `hive task add|assign|cancel`. The board changes only through
 //! the `task_changed` events they cause.
 
