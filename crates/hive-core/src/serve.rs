@@ -15,9 +15,9 @@ use hive_store::{MessageEvent, Store};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::coordinator::PortRange;
-use crate::coordinator::{Coordinator, Settings};
-use crate::{Paths, agent_server, host_server, http, lifecycle, listener, scheduler};
+use crate::coordinator::Coordinator;
+use crate::settings::{PortRange, Settings};
+use crate::{Paths, agent_server, host_server, http, listener, scheduler};
 
 /// Everything `hive serve` is told on its command line.
 #[derive(Debug, Clone)]
@@ -166,22 +166,23 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         mirror: config.mirror,
         operator_token: operator_token.clone(),
     };
-    let coord = Arc::new(Coordinator::new(
+    let coord = Coordinator::new(
         store,
         paths.clone(),
         dashboard_addr,
         selection.runtime,
         settings,
-    ));
+        Some(agent_server::serve_agent_socket),
+    );
     for name in reconcile_agents(&coord)? {
-        agent_server::serve_agent_socket(&coord, name)?;
+        coord.lifecycle.bind_socket(&name)?;
     }
 
     let host = listener::bind(&paths.host_socket())?;
     let mut tasks = tokio::task::JoinSet::new();
     // Before any socket serves: an agent spawned from now on is not one
     // to resume.
-    let to_resume = coord.agents_to_resume();
+    let to_resume = coord.lifecycle.agents_to_resume();
     {
         let coord = coord.clone();
         tasks.spawn(listener::accept_loop(host, move |stream| {
@@ -192,7 +193,10 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     tasks.spawn(scheduler::lease_expiry(coord.clone()));
     tasks.spawn(scheduler::vacuum(coord.clone()));
     tasks.spawn(forward_broker_events(coord.clone()));
-    tasks.spawn(lifecycle::crash_watch(coord.clone()));
+    {
+        let coord = coord.clone();
+        tasks.spawn(async move { coord.lifecycle.crash_watch(coord.shutting_down()).await });
+    }
     if let Some(tcp) = dashboard {
         tasks.spawn(http::serve(coord.clone(), tcp));
     }
@@ -207,22 +211,15 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     tracing::info!(host_socket = %paths.host_socket().display(), runtime, %hive, "hive serving");
     {
         let coord = coord.clone();
-        tasks.spawn(async move { coord.resume(to_resume).await });
+        tasks.spawn(async move { coord.lifecycle.resume(to_resume).await });
     }
 
     signals.wait().await;
     tracing::info!("shutting down");
-    coord.stop_for_shutdown(config.foreground).await;
+    coord.lifecycle.stop_for_shutdown(config.foreground).await;
     coord.shut_down();
     tasks.abort_all();
-    for (_, handle) in coord
-        .agent_sockets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain()
-    {
-        handle.abort();
-    }
+    coord.lifecycle.close_sockets();
     remove_sockets(&coord)?;
     Ok(())
 }
