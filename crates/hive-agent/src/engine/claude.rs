@@ -117,6 +117,10 @@ impl Engine for Claude {
         probe(home, |key| std::env::var(key).ok())
     }
 
+    fn credentials_file(&self, home: &Path) -> Option<PathBuf> {
+        Some(credentials_file(home))
+    }
+
     /// `claude auth login` (Claude subscription by default). With pipes it
     /// prints `If the browser didn't open, visit:` and the authorize URL,
     /// then `Paste code here if prompted > ` (no newline) and reads the

@@ -170,6 +170,10 @@ impl Engine for Codex {
         probe(home, |key| std::env::var(key).ok())
     }
 
+    fn credentials_file(&self, home: &Path) -> Option<PathBuf> {
+        Some(credentials_file(home))
+    }
+
     /// `codex login --with-api-key`, fed the one line the operator pastes
     /// on the agent page: it writes `<state>/.codex/auth.json`, which the
     /// next run uses (`requires_openai_auth`). The CLI reads the key to

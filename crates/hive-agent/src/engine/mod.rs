@@ -112,6 +112,14 @@ pub trait Engine: Send + Sync {
     /// `Err(what is missing)` otherwise.
     fn credentials(&self, home: &Path) -> Result<String, String>;
 
+    /// The file a login leaves the credentials in (its HOME is `home`),
+    /// which a harness parked in `needs_login` watches for; `None` when
+    /// only the environment can hold them.
+    fn credentials_file(&self, home: &Path) -> Option<PathBuf> {
+        let _ = home;
+        None
+    }
+
     /// The engine's interactive login, run with its streams piped so the
     /// operator completes it from the agent's page (it prints a URL and
     /// reads the code the browser shows), HOME and cwd `state_dir`, so the
