@@ -103,6 +103,7 @@ impl Coordinator {
         } else {
             control.remove_file(hive_proto::control::PAUSED)?;
         }
+        self.control_changed(name);
         self.store.set_paused(name.as_str(), paused)?;
         self.publish_status(name.as_str());
         Ok(())

@@ -111,6 +111,7 @@ impl Coordinator {
         let json = serde_json::to_vec_pretty(&deployed_file(deployed))
             .map_err(|e| Error::Internal(e.to_string()))?;
         dir.write_file(hive_proto::control::DEPLOYED, &json)?;
+        self.control_changed(name);
         Ok(())
     }
 

@@ -92,6 +92,9 @@ pub struct Coordinator {
     pub(crate) deploys: crate::deploys::DeployLanes,
     /// Each agent's turn state and last lifecycle action, for the dashboard.
     pub activity: crate::activity::Activity,
+    /// The TLS link containers dial instead of getting core's sockets
+    /// (`--agent-transport tls`); `None`: the unix transport.
+    pub link: Option<Arc<crate::link::Link>>,
 }
 
 impl Coordinator {
@@ -125,6 +128,20 @@ impl Coordinator {
             containers: Mutex::new(HashMap::new()),
             deploys: crate::deploys::DeployLanes::default(),
             activity: crate::activity::Activity::default(),
+            link: None,
+        }
+    }
+
+    /// This coordinator with containers on the TLS `link`.
+    pub fn with_link(mut self, link: Arc<crate::link::Link>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Tells a linked harness that `name`'s control files changed.
+    pub fn control_changed(&self, name: &AgentName) {
+        if let Some(link) = &self.link {
+            link.control_changed(name);
         }
     }
 

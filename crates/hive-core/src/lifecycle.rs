@@ -280,6 +280,15 @@ impl Coordinator {
                     .cpu
                     .map(|cores| (cores * 1000.0).round().max(1.0) as u32),
             },
+            transport: match &self.link {
+                None => hive_runtime::Transport::Unix,
+                Some(link) => hive_runtime::Transport::Tls(hive_runtime::TlsLink {
+                    addr: link.addr.clone(),
+                    credentials: crate::link::credential_dir(&self.paths, name),
+                    link_dir: self.paths.link_dir(name),
+                    network: link.network.clone(),
+                }),
+            },
         })
     }
 
@@ -299,6 +308,11 @@ impl Coordinator {
             .await
             .map_err(|e| Error::Internal(format!("prepare {name}'s files: {e}")))?
             .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        if let Some(link) = &self.link {
+            // A new container, a new credential: the previous one is cut.
+            link.issue(&self.paths, name, spec.user)
+                .map_err(|e| Error::Internal(format!("issue {name}'s link credential: {e:#}")))?;
+        }
         runtime.create(&spec).await.map_err(Error::from)
     }
 
@@ -575,6 +589,10 @@ impl Coordinator {
                     .map_err(Error::from)?;
                 self.store.set_has_container(name.as_str(), false)?;
                 self.store.set_want_running(name.as_str(), false)?;
+            }
+            if let Some(link) = &self.link {
+                link.revoke(&self.paths, name)
+                    .map_err(|e| Error::Internal(format!("revoke {name}'s link credential: {e:#}")))?;
             }
             for approval in self
                 .store
