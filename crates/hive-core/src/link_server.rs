@@ -24,6 +24,12 @@ use crate::listener::Cap;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more wait in the backlog.
 const MAX_HANDSHAKES: usize = 64;
+/// Handshakes in progress from one peer address: one agent stalling its
+/// handshakes cannot hold every slot.
+const MAX_HANDSHAKES_PER_PEER: usize = 8;
+/// Control, page-tunnel and page-stream connections one agent may hold
+/// at once (the agent and egress channels have their own caps).
+const MAX_AUX_CONNECTIONS: usize = 64;
 /// Longest first line of a page stream (its id).
 const MAX_ID_LINE: usize = 128;
 
@@ -35,6 +41,41 @@ struct AgentChannels {
     cap: Cap,
     egress: Proxy,
     egress_slots: Arc<tokio::sync::Semaphore>,
+    aux_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Handshakes in progress by peer address.
+#[derive(Default)]
+struct Peers(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// One handshake's place among its peer's.
+struct PeerSlot<'a> {
+    peers: &'a Peers,
+    ip: std::net::IpAddr,
+}
+
+impl Peers {
+    fn admit(&self, ip: std::net::IpAddr) -> Option<PeerSlot<'_>> {
+        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = peers.entry(ip).or_default();
+        if *n >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { peers: self, ip })
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let mut peers = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Serves the link on `listener` until the task is dropped.
@@ -42,12 +83,13 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
     let acceptor = TlsAcceptor::from(link.server.clone());
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let agents: Arc<Mutex<HashMap<AgentName, Arc<AgentChannels>>>> = Arc::default();
+    let peers = Arc::new(Peers::default());
     loop {
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             return;
         };
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!("link accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -55,11 +97,20 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (coord, link, acceptor, agents) =
-            (coord.clone(), link.clone(), acceptor.clone(), agents.clone());
+        let (coord, link, acceptor, agents, peers) = (
+            coord.clone(),
+            link.clone(),
+            acceptor.clone(),
+            agents.clone(),
+            peers.clone(),
+        );
         tokio::spawn(async move {
+            let Some(peer_slot) = peers.admit(peer.ip()) else {
+                return tracing::info!(%peer, "link: too many handshakes from one peer");
+            };
             let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
             drop(permit);
+            drop(peer_slot);
             let tls = match accepted {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!("link handshake refused: {e}"),
@@ -87,6 +138,7 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
                         egress_slots: Arc::new(tokio::sync::Semaphore::new(
                             crate::egress::MAX_CONNECTIONS,
                         )),
+                        aux_slots: Arc::new(tokio::sync::Semaphore::new(MAX_AUX_CONNECTIONS)),
                     })
                 })
                 .clone();
@@ -116,9 +168,16 @@ async fn serve_channel(
             };
             channels.egress.clone().serve(stream).await;
         }
-        ALPN_CONTROL => control(coord, link, &agent, stream).await,
-        ALPN_PAGE => page_tunnel(link, &agent, stream).await,
-        ALPN_PAGE_STREAM => page_stream(link, &agent, stream).await,
+        ALPN_CONTROL | ALPN_PAGE | ALPN_PAGE_STREAM => {
+            let Ok(_slot) = channels.aux_slots.clone().try_acquire_owned() else {
+                return tracing::info!(%agent, alpn, "link refused: connection cap reached");
+            };
+            match alpn {
+                ALPN_CONTROL => control(coord, link, &agent, stream).await,
+                ALPN_PAGE => page_tunnel(link, &agent, stream).await,
+                _ => page_stream(link, &agent, stream).await,
+            }
+        }
         other => tracing::info!(%agent, alpn = other, "link connection without a channel refused"),
     }
 }
