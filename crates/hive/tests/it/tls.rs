@@ -1,7 +1,7 @@
-//! The link (`--agent-transport tls`) on the real daemon and the `process`
-//! runtime (docker's containers would need a network to core, which the
-//! swarm backend brings): a real `claude` turn whose harness reaches core
-//! only over TLS — agent socket, egress proxy, control files, the page
+//! The link (`--agent-transport tls`) on the real daemon, on the `process`
+//! runtime and on docker (an internal network of the test's own, core
+//! listening on its gateway): a real `claude` turn whose harness reaches
+//! core only over TLS — agent socket, egress proxy, control files, the page
 //! through its tunnel —; and the credential as identity: another agent's
 //! is that agent, a destroyed agent's is cut on its open connection and
 //! refused on a new one, none or a foreign CA's gets no handshake, and
@@ -201,6 +201,108 @@ fn a_claude_turn_runs_with_its_harness_linked_over_tls() {
     within("the pause marker over the link", || paused.exists());
     hive.host(r#"{"cmd":"set_paused","name":"eng","paused":false}"#);
     within("the pause marker gone", || !paused.exists());
+}
+
+/// A docker network of this test's own (internal: no way out; no
+/// traffic between containers), removed when dropped.
+struct Network(String);
+
+impl Network {
+    fn create(name: &str) -> Network {
+        crate::hives::docker(&["network", "rm", name]);
+        let id = crate::hives::docker(&[
+            "network",
+            "create",
+            "--internal",
+            "--label",
+            "hyperhive.test=link",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+            name,
+        ]);
+        assert!(!id.trim().is_empty(), "docker network create {name}");
+        Network(name.to_owned())
+    }
+
+    /// The host's address on the network (core's link listens there).
+    fn gateway(&self) -> String {
+        crate::hives::docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            &self.0,
+        ])
+        .trim()
+        .to_owned()
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        crate::hives::docker(&["network", "rm", &self.0]);
+    }
+}
+
+#[test]
+fn docker_runs_a_claude_turn_with_its_harness_linked_over_tls() {
+    let Some(claude) = crate::e2e::claude() else {
+        return;
+    };
+    if !crate::adversary::available("docker") {
+        return;
+    }
+    let _serial = crate::e2e::serial();
+    let network = Network::create(&format!("hive-link-test-{}", std::process::id()));
+    let link = format!("{}:17790", network.gateway());
+    let model = ModelServer::start(|_| Reply::Text("linked turn done".into()));
+    let base_url = format!("ANTHROPIC_BASE_URL={}", model.url);
+    let claude = claude.display().to_string();
+    let hive = Hive::start_with_env(
+        tempfile::tempdir().unwrap(),
+        "docker",
+        &[
+            "--manager-port",
+            "17791",
+            "--agent-ports",
+            "17792-17799",
+            "--agent-transport",
+            "tls",
+            "--link-listen",
+            &link,
+            "--link-network",
+            &network.0,
+            "--agent-env",
+            &base_url,
+            "--agent-env",
+            "ANTHROPIC_API_KEY=test",
+            "--agent-env",
+            "CLAUDE_CODE_MAX_RETRIES=0",
+            "--claude-bin",
+            &claude,
+        ],
+        &[("HIVE_CLAUDE_BIN", None)],
+    );
+    let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&hive.state_dir())]);
+    spawn(&hive, "eng");
+    within("eng's harness to link", || linked(&hive, "eng"));
+    hive.host(r#"{"cmd":"send","to":"eng","body":"DOCKER-LINK-CHECK please"}"#);
+    within("eng's model request", || {
+        model
+            .requests()
+            .iter()
+            .any(|r| last_user_text(r).contains("DOCKER-LINK-CHECK"))
+    });
+    assert_eq!(model.direct(), 0);
+    within("eng's turn to be acked", || {
+        hive.agent("eng", r#"{"cmd":"status"}"#) == r#"{"kind":"status","unread":0}"#
+    });
+    let state = json(&hive.http_get("/agent/eng/api/state"));
+    assert_eq!(state["agent"], "eng", "{state}");
+    assert_eq!(
+        crate::adversary::when_idle(&hive, r#"{"cmd":"destroy","name":"eng"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
 }
 
 #[test]
