@@ -174,6 +174,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         .control_dir
         .clone()
         .unwrap_or_else(|| args.state_dir.join(".hive"));
+    let mut link_paused = None;
     if let Some(link) = crate::link::LinkConfig::from_env() {
         // No sockets of core's here: the link makes them, and the control
         // files, before anything below reads them.
@@ -186,9 +187,11 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
             page: args.page_socket.as_deref(),
             control_dir: &control_dir,
         };
-        crate::link::start(&link, local)
-            .await
-            .with_context(|| format!("link to core at {}", link.addr))?;
+        link_paused = Some(
+            crate::link::start(&link, local)
+                .await
+                .with_context(|| format!("link to core at {}", link.addr))?,
+        );
     }
     let client = SocketClient::new(&socket);
     let agent = match args.agent.clone().filter(|a| !a.is_empty()) {
@@ -277,6 +280,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         socket,
         state_dir: args.state_dir,
         control_dir,
+        link_paused,
         shared_dir: args.shared_dir,
         config_dir: args.config_dir,
         engine,

@@ -37,6 +37,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Files core writes for the harness, read-only to it.
     pub control_dir: PathBuf,
+    /// On the link: whether core says the agent is paused (the marker file
+    /// in the link dir is the agent's to write, so it does not count).
+    pub link_paused: Option<tokio::sync::watch::Receiver<bool>>,
     pub shared_dir: Option<PathBuf>,
     pub config_dir: Option<PathBuf>,
     pub engine: Arc<dyn Engine>,
@@ -222,12 +225,17 @@ impl Harness {
 
     async fn wait_while_paused(&mut self) -> Result<(), Interrupted> {
         let marker = self.config.control_dir.join(files::PAUSE_MARKER);
-        if !marker.exists() {
+        let link = self.config.link_paused.clone();
+        let paused = || match &link {
+            Some(paused) => *paused.borrow(),
+            None => marker.exists(),
+        };
+        if !paused() {
             return Ok(());
         }
         self.shared
             .set_turn_state(TurnState::Paused, Some("paused by the operator".into()));
-        while marker.exists() {
+        while paused() {
             self.sleep(self.config.poll, None).await?;
         }
         self.shared.set_turn_state(TurnState::Idle, None);

@@ -136,8 +136,13 @@ pub struct Local<'a> {
 }
 
 /// Starts the link: binds the local sockets, starts the page tunnel, and
-/// returns once the control dir holds core's files.
-pub async fn start(config: &LinkConfig, local: Local<'_>) -> anyhow::Result<()> {
+/// returns once the control dir holds core's files, with whether core says
+/// the agent is paused (the copy in the link dir is the agent's to write;
+/// this is core's word).
+pub async fn start(
+    config: &LinkConfig,
+    local: Local<'_>,
+) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     let dialer = Dialer::load(config)?;
     relay(&dialer, local.socket, ALPN_AGENT)?;
     if let Some(egress) = local.egress {
@@ -149,9 +154,11 @@ pub async fn start(config: &LinkConfig, local: Local<'_>) -> anyhow::Result<()> 
     std::fs::create_dir_all(local.control_dir)
         .with_context(|| format!("create {}", local.control_dir.display()))?;
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let (paused_tx, paused_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(control(
         dialer,
         local.control_dir.to_owned(),
+        paused_tx,
         Some(first_tx),
     ));
     tokio::time::timeout(FIRST_CONTROL_TIMEOUT, first_rx)
@@ -159,7 +166,7 @@ pub async fn start(config: &LinkConfig, local: Local<'_>) -> anyhow::Result<()> 
         .map_err(|_| anyhow::anyhow!("no control files from core over the link in time"))?
         .map_err(|_| anyhow::anyhow!("the link's control channel ended"))?;
     tracing::info!(addr = %config.addr, "linked to core over TLS");
-    Ok(())
+    Ok(paused_rx)
 }
 
 /// Binds `path` and pipes each connection to a new link connection on
@@ -204,6 +211,7 @@ fn relay(dialer: &Dialer, path: &Path, alpn: &'static str) -> anyhow::Result<()>
 async fn control(
     dialer: Dialer,
     dir: PathBuf,
+    paused: tokio::sync::watch::Sender<bool>,
     mut first: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     loop {
@@ -213,6 +221,7 @@ async fn control(
                 while let Ok(Some(line)) = lines.next_line().await {
                     match serde_json::from_str::<ControlFiles>(&line) {
                         Ok(files) => {
+                            paused.send_replace(files.paused.is_some());
                             if let Err(e) = write_control(&dir, &files) {
                                 tracing::warn!("link control: {e:#}");
                             }

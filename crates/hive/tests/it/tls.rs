@@ -205,10 +205,10 @@ fn a_claude_turn_runs_with_its_harness_linked_over_tls() {
 
 /// A docker network of this test's own (internal: no way out; no
 /// traffic between containers), removed when dropped.
-struct Network(String);
+pub(crate) struct Network(pub(crate) String);
 
 impl Network {
-    fn create(name: &str) -> Network {
+    pub(crate) fn create(name: &str) -> Network {
         crate::hives::docker(&["network", "rm", name]);
         let id = crate::hives::docker(&[
             "network",
@@ -225,7 +225,7 @@ impl Network {
     }
 
     /// The host's address on the network (core's link listens there).
-    fn gateway(&self) -> String {
+    pub(crate) fn gateway(&self) -> String {
         crate::hives::docker(&[
             "network",
             "inspect",
