@@ -80,7 +80,9 @@ impl Dialer {
         };
         let mut roots = rustls::RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(&read(CA_FILE)?) {
-            roots.add(ca.context("the hive CA")?).context("the hive CA")?;
+            roots
+                .add(ca.context("the hive CA")?)
+                .context("the hive CA")?;
         }
         let chain = CertificateDer::pem_slice_iter(&read(CERT_FILE)?)
             .collect::<Result<Vec<_>, _>>()
@@ -288,7 +290,9 @@ async fn page_stream(dialer: Dialer, page: PathBuf, ask: PageOpen) {
     let opened = async {
         let mut local = UnixStream::connect(&page).await?;
         let mut remote = dialer.dial(ALPN_PAGE_STREAM).await?;
-        remote.write_all(format!("{}\n", ask.stream).as_bytes()).await?;
+        remote
+            .write_all(format!("{}\n", ask.stream).as_bytes())
+            .await?;
         tokio::io::copy_bidirectional(&mut local, &mut remote).await
     };
     if let Err(e) = opened.await {

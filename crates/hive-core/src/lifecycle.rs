@@ -591,8 +591,9 @@ impl Coordinator {
                 self.store.set_want_running(name.as_str(), false)?;
             }
             if let Some(link) = &self.link {
-                link.revoke(&self.paths, name)
-                    .map_err(|e| Error::Internal(format!("revoke {name}'s link credential: {e:#}")))?;
+                link.revoke(&self.paths, name).map_err(|e| {
+                    Error::Internal(format!("revoke {name}'s link credential: {e:#}"))
+                })?;
             }
             for approval in self
                 .store

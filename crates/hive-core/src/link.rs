@@ -115,10 +115,12 @@ impl Link {
         let ca = ca::Ca::open(&paths.state_dir.join("link"))?;
         let server = ca.server()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(ca.roots()?, provider.clone())
-                .build()
-                .context("the client certificate verifier")?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            ca.roots()?,
+            provider.clone(),
+        )
+        .build()
+        .context("the client certificate verifier")?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .context("TLS versions")?

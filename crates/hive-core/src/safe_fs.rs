@@ -219,24 +219,25 @@ impl Dir {
         )
         .map_err(io(|| format!("write {}", path.display())))?;
         let file = std::fs::File::from(fd);
-        let written = (&file)
-            .write_all(bytes)
-            .map_err(|source| FsError::Io {
-                context: format!("write {}", path.display()),
-                source,
-            })
-            .and_then(|()| match owner {
-                Some((uid, gid)) => std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-                    .map_err(|source| FsError::Io {
-                        context: format!("chown {}", path.display()),
-                        source,
-                    }),
-                None => Ok(()),
-            })
-            .and_then(|()| {
-                renameat(self.fd(), tmp.as_str(), self.fd(), name)
-                    .map_err(io(|| format!("write {}", path.display())))
-            });
+        let written =
+            (&file)
+                .write_all(bytes)
+                .map_err(|source| FsError::Io {
+                    context: format!("write {}", path.display()),
+                    source,
+                })
+                .and_then(|()| match owner {
+                    Some((uid, gid)) => std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                        .map_err(|source| FsError::Io {
+                            context: format!("chown {}", path.display()),
+                            source,
+                        }),
+                    None => Ok(()),
+                })
+                .and_then(|()| {
+                    renameat(self.fd(), tmp.as_str(), self.fd(), name)
+                        .map_err(io(|| format!("write {}", path.display())))
+                });
         if written.is_err() {
             let _ = unlinkat(self.fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         }

@@ -41,13 +41,16 @@ fn main() -> Result<(), BoxError> {
         let (a, b) = (AgentName::parse("a")?, AgentName::parse("b")?);
         for name in [&a, &b] {
             store.register_agent(name)?;
-            paths.create_agent_dirs(name).map_err(|e| format!("{e:#}"))?;
+            paths
+                .create_agent_dirs(name)
+                .map_err(|e| format!("{e:#}"))?;
         }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
         let link = Arc::new(Link::open(&paths, addr.clone(), None).map_err(|e| format!("{e:#}"))?);
         for name in [&a, &b] {
-            link.issue(&paths, name, None).map_err(|e| format!("{e:#}"))?;
+            link.issue(&paths, name, None)
+                .map_err(|e| format!("{e:#}"))?;
         }
         let settings = Settings {
             hive_bin: "/bin/false".into(),
@@ -59,8 +62,9 @@ fn main() -> Result<(), BoxError> {
             mirror: None,
             operator_token: "bench-token-0123456789".to_owned(),
         };
-        let coord =
-            Arc::new(Coordinator::new(store, paths.clone(), None, None, settings).with_link(link.clone()));
+        let coord = Arc::new(
+            Coordinator::new(store, paths.clone(), None, None, settings).with_link(link.clone()),
+        );
         for name in [&a, &b] {
             hive_core::agent_server::serve_agent_socket(&coord, name.clone())
                 .map_err(|e| format!("{e:#}"))?;
@@ -126,7 +130,9 @@ where
         let start = Instant::now();
         sender
             .get_mut()
-            .write_all(format!("{{\"cmd\":\"send\",\"to\":\"b\",\"body\":\"hop {i}\"}}\n").as_bytes())
+            .write_all(
+                format!("{{\"cmd\":\"send\",\"to\":\"b\",\"body\":\"hop {i}\"}}\n").as_bytes(),
+            )
             .await?;
         line.clear();
         receiver.read_line(&mut line).await?;

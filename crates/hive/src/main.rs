@@ -269,13 +269,13 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
             }),
         operator_token: operator_token(args.operator_token_file.as_deref())?,
         foreground: friendly,
-        link: (args.agent_transport == AgentTransport::Tls).then(|| {
+        link: (args.agent_transport == AgentTransport::Tls).then_some(
             hive_core::link::LinkConfig {
                 listen: args.link_listen,
                 advertise: args.link_advertise,
                 network: args.link_network,
-            }
-        }),
+            },
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -157,7 +157,9 @@ async fn forward(
     let unreachable = |why: String| Error::BadGateway(format!("{name}'s page: {why}"));
     // A linked harness's page comes through its tunnel; else the socket.
     let stream: crate::link::PageStream = match coord.link.as_ref() {
-        Some(link) if link.tunnels.has(name) => link.tunnels.open(name).await.map_err(unreachable)?,
+        Some(link) if link.tunnels.has(name) => {
+            link.tunnels.open(name).await.map_err(unreachable)?
+        }
         _ => Box::new(
             connect(&coord.paths.page_dir(name))
                 .await

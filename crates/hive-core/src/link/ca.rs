@@ -75,7 +75,9 @@ impl Ca {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = KeyPair::generate().context("generate the CA key")?;
-                let cert = params.self_signed(&key).context("sign the CA certificate")?;
+                let cert = params
+                    .self_signed(&key)
+                    .context("sign the CA certificate")?;
                 write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
                 write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
                 (key, cert.pem())

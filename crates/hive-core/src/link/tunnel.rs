@@ -55,7 +55,11 @@ pub struct TunnelGuard<'a> {
 impl Drop for TunnelGuard<'_> {
     fn drop(&mut self) {
         let mut state = self.tunnels.lock();
-        if state.open.get(&self.agent).is_some_and(|(n, _)| *n == self.number) {
+        if state
+            .open
+            .get(&self.agent)
+            .is_some_and(|(n, _)| *n == self.number)
+        {
             state.open.remove(&self.agent);
         }
     }
@@ -105,7 +109,10 @@ impl Tunnels {
         };
         let asked = queue.try_send(PageOpen { stream: id.clone() }).is_ok();
         let opened = if asked {
-            tokio::time::timeout(OPEN_TIMEOUT, rx).await.ok().and_then(Result::ok)
+            tokio::time::timeout(OPEN_TIMEOUT, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
         } else {
             None
         };
