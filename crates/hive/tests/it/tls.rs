@@ -143,37 +143,41 @@ async fn egress(dialer: &Dialer, request: &str) -> (String, String) {
     (status, answer)
 }
 
-#[test]
-fn a_claude_turn_runs_with_its_harness_linked_over_tls() {
-    let Some(claude) = crate::e2e::claude() else {
-        return;
-    };
-    let _serial = crate::e2e::serial();
+/// A hive on `runtime` with its agents on the link at `link`, `extra`
+/// arguments and the scripted model: `eng` is spawned and runs a real
+/// `claude` turn — the model reached through the egress proxy only, the
+/// turn acked, the page served through the harness's tunnel.
+fn linked_turn(
+    runtime: &str,
+    claude: &Path,
+    link: &str,
+    ports: (&str, &str),
+    extra: &[&str],
+) -> (Hive, ModelServer) {
     let model = ModelServer::start(|_| Reply::Text("linked turn done".into()));
-    let base_url = format!("ANTHROPIC_BASE_URL={}", model.url);
-    let claude = claude.display().to_string();
-    let hive = linked_hive(
-        "127.0.0.1:17690",
-        ("17691", "17692-17699"),
-        &[
-            "--agent-env",
-            &base_url,
-            "--agent-env",
-            "ANTHROPIC_API_KEY=test",
-            "--agent-env",
-            "CLAUDE_CODE_MAX_RETRIES=0",
-            "--claude-bin",
-            &claude,
-        ],
+    let mut args: Vec<String> = [
+        "--manager-port",
+        ports.0,
+        "--agent-ports",
+        ports.1,
+        "--agent-transport",
+        "tls",
+        "--link-listen",
+        link,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(crate::e2e::model_args(&model, claude));
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let hive = Hive::start_with_env(
+        tempfile::tempdir().unwrap(),
+        runtime,
+        &args,
+        &[("HIVE_CLAUDE_BIN", None)],
     );
     spawn(&hive, "eng");
     within("eng's harness to link", || linked(&hive, "eng"));
-    // The control files came over the link into the harness's own dir.
-    let local_control = hive.run_dir().join("agents/eng/link/control");
-    within("deployed.json over the link", || {
-        local_control.join("deployed.json").exists()
-    });
-
     hive.host(r#"{"cmd":"send","to":"eng","body":"LINK-CHECK please"}"#);
     within("eng's model request", || {
         model
@@ -189,12 +193,29 @@ fn a_claude_turn_runs_with_its_harness_linked_over_tls() {
     // The agent page, proxied by core through the harness's tunnel: no
     // page socket of core's page dir is involved.
     assert!(!hive.page_socket("eng").exists());
-    let state = json(&hive.http_get("/agent/eng/api/state"));
-    assert_eq!(state["agent"], "eng", "{state}");
     within("the turn on the page", || {
-        json(&hive.http_get("/agent/eng/api/state"))["last_turn"]["result_kind"] == "ok"
+        let state = json(&hive.http_get("/agent/eng/api/state"));
+        state["agent"] == "eng" && state["last_turn"]["result_kind"] == "ok"
     });
+    (hive, model)
+}
 
+#[test]
+fn a_claude_turn_runs_with_its_harness_linked_over_tls() {
+    let Some(claude) = crate::e2e::claude() else {
+        return;
+    };
+    let _serial = crate::e2e::serial();
+    let (hive, _model) = linked_turn(
+        "process",
+        &claude,
+        "127.0.0.1:17690",
+        ("17691", "17692-17699"),
+        &[],
+    );
+    // The control files came over the link into the harness's own dir.
+    let local_control = hive.run_dir().join("agents/eng/link/control");
+    assert!(local_control.join("deployed.json").exists());
     // A pause reaches the linked harness's control dir, and leaves it.
     let paused = local_control.join("paused");
     hive.host(r#"{"cmd":"set_paused","name":"eng","paused":true}"#);
@@ -255,50 +276,15 @@ fn docker_runs_a_claude_turn_with_its_harness_linked_over_tls() {
     let _serial = crate::e2e::serial();
     let network = Network::create(&format!("hive-link-test-{}", std::process::id()));
     let link = format!("{}:17790", network.gateway());
-    let model = ModelServer::start(|_| Reply::Text("linked turn done".into()));
-    let base_url = format!("ANTHROPIC_BASE_URL={}", model.url);
-    let claude = claude.display().to_string();
-    let hive = Hive::start_with_env(
-        tempfile::tempdir().unwrap(),
+    let (hive, _model) = linked_turn(
         "docker",
-        &[
-            "--manager-port",
-            "17791",
-            "--agent-ports",
-            "17792-17799",
-            "--agent-transport",
-            "tls",
-            "--link-listen",
-            &link,
-            "--link-network",
-            &network.0,
-            "--agent-env",
-            &base_url,
-            "--agent-env",
-            "ANTHROPIC_API_KEY=test",
-            "--agent-env",
-            "CLAUDE_CODE_MAX_RETRIES=0",
-            "--claude-bin",
-            &claude,
-        ],
-        &[("HIVE_CLAUDE_BIN", None)],
+        &claude,
+        &link,
+        ("17791", "17792-17799"),
+        &["--link-network", &network.0],
     );
+    // Docker's containers outlive `hive serve`: removed when done.
     let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&hive.state_dir())]);
-    spawn(&hive, "eng");
-    within("eng's harness to link", || linked(&hive, "eng"));
-    hive.host(r#"{"cmd":"send","to":"eng","body":"DOCKER-LINK-CHECK please"}"#);
-    within("eng's model request", || {
-        model
-            .requests()
-            .iter()
-            .any(|r| last_user_text(r).contains("DOCKER-LINK-CHECK"))
-    });
-    assert_eq!(model.direct(), 0);
-    within("eng's turn to be acked", || {
-        hive.agent("eng", r#"{"cmd":"status"}"#) == r#"{"kind":"status","unread":0}"#
-    });
-    let state = json(&hive.http_get("/agent/eng/api/state"));
-    assert_eq!(state["agent"], "eng", "{state}");
     assert_eq!(
         crate::adversary::when_idle(&hive, r#"{"cmd":"destroy","name":"eng"}"#),
         r#"{"version":1,"ok":true}"#
