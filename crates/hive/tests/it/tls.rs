@@ -32,9 +32,9 @@ fn within(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A hive on the process runtime whose agents reach core over the link
-/// at `link` (127.0.0.1:<port>).
-fn linked_hive(link: &str, ports: (&str, &str), extra: &[&str]) -> Hive {
+/// A hive on `runtime` whose agents reach core over the link at `link`,
+/// with `extra` arguments (the daemon's own `HIVE_CLAUDE_BIN` unset).
+fn linked_hive(runtime: &str, link: &str, ports: (&str, &str), extra: &[&str]) -> Hive {
     let mut args = vec![
         "--manager-port",
         ports.0,
@@ -46,7 +46,12 @@ fn linked_hive(link: &str, ports: (&str, &str), extra: &[&str]) -> Hive {
         link,
     ];
     args.extend_from_slice(extra);
-    Hive::start_with(tempfile::tempdir().unwrap(), "process", &args)
+    Hive::start_with_env(
+        tempfile::tempdir().unwrap(),
+        runtime,
+        &args,
+        &[("HIVE_CLAUDE_BIN", None)],
+    )
 }
 
 fn spawn(hive: &Hive, name: &str) {
@@ -155,27 +160,10 @@ fn linked_turn(
     extra: &[&str],
 ) -> (Hive, ModelServer) {
     let model = ModelServer::start(|_| Reply::Text("linked turn done".into()));
-    let mut args: Vec<String> = [
-        "--manager-port",
-        ports.0,
-        "--agent-ports",
-        ports.1,
-        "--agent-transport",
-        "tls",
-        "--link-listen",
-        link,
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(crate::e2e::model_args(&model, claude));
+    let mut args = crate::e2e::model_args(&model, claude);
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let hive = Hive::start_with_env(
-        tempfile::tempdir().unwrap(),
-        runtime,
-        &args,
-        &[("HIVE_CLAUDE_BIN", None)],
-    );
+    let hive = linked_hive(runtime, link, ports, &args);
     spawn(&hive, "eng");
     within("eng's harness to link", || linked(&hive, "eng"));
     hive.host(r#"{"cmd":"send","to":"eng","body":"LINK-CHECK please"}"#);
@@ -294,7 +282,7 @@ fn docker_runs_a_claude_turn_with_its_harness_linked_over_tls() {
 #[test]
 fn a_link_credential_is_its_agent_alone_and_dies_with_its_container() {
     let link = "127.0.0.1:17680";
-    let hive = linked_hive(link, ("17681", "17682-17689"), &[]);
+    let hive = linked_hive("process", link, ("17681", "17682-17689"), &[]);
     spawn(&hive, "a");
     spawn(&hive, "b");
     within("a and b to link", || {
