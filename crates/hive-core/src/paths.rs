@@ -177,7 +177,7 @@ impl Paths {
 
     /// Creates an agent's state, control, etc and page dirs, without
     /// following a link on the way. The proposed config repo is made (and checked) by
-    /// `Coordinator::ensure_config`.
+    /// `Configs::ensure`.
     pub fn create_agent_dirs(&self, name: &AgentName) -> anyhow::Result<()> {
         for dir in [
             self.agent_state(name),

@@ -522,7 +522,7 @@ fn proposed_dir(root: &Path, proposed: &Path) -> Result<Dir> {
 /// Gives `name`'s proposed config repo (`proposed/<name>/config`) to the
 /// manager's `uid`:`gid` so it can commit, keeping `proposed/` and
 /// `proposed/<name>/` core's (0755). Call it once the manager runs as its
-/// own uid, after the repo exists (`Coordinator::ensure_config`).
+/// own uid, after the repo exists (`Configs::ensure`).
 pub fn chown_proposed(
     root: &Path,
     proposed: &Path,

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use hive_agent::link::{Dialer, LinkConfig};
 use hive_core::Paths;
-use hive_core::coordinator::{Coordinator, Settings};
+use hive_core::coordinator::Coordinator;
 use hive_core::link::Link;
+use hive_core::settings::Settings;
 use hive_proto::AgentName;
 use hive_store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -61,10 +62,9 @@ fn main() -> Result<(), BoxError> {
             ports: Default::default(),
             mirror: None,
             operator_token: "bench-token-0123456789".to_owned(),
+            link: Some(link.clone()),
         };
-        let coord = Arc::new(
-            Coordinator::new(store, paths.clone(), None, None, settings).with_link(link.clone()),
-        );
+        let coord = Coordinator::new(store, paths.clone(), None, None, settings, None);
         for name in [&a, &b] {
             hive_core::agent_server::serve_agent_socket(&coord, name.clone())
                 .map_err(|e| format!("{e:#}"))?;

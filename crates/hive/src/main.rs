@@ -253,7 +253,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         agent_env: args.agent_env,
         claude_bin: args.claude_bin.filter(|p| !p.as_os_str().is_empty()),
         codex_bin: args.codex_bin.filter(|p| !p.as_os_str().is_empty()),
-        ports: hive_core::coordinator::PortRange {
+        ports: hive_core::settings::PortRange {
             manager: args.manager_port,
             first: args.agent_ports.0,
             last: args.agent_ports.1,
