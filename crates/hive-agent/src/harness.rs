@@ -38,6 +38,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Files core writes for the harness, read-only to it.
     pub control_dir: PathBuf,
+    /// On the link: whether core says the agent is paused (the marker file
+    /// in the link dir is the agent's to write, so it does not count).
+    pub link_paused: Option<tokio::sync::watch::Receiver<bool>>,
     pub shared_dir: Option<PathBuf>,
     pub config_dir: Option<PathBuf>,
     pub engine: Arc<dyn Engine>,
@@ -253,17 +256,41 @@ impl Harness {
 
     async fn wait_while_paused(&mut self) -> Result<(), Interrupted> {
         let marker = self.config.control_dir.join(files::PAUSE_MARKER);
-        if !marker.exists() {
+        let mut link = self.config.link_paused.clone();
+        let paused = |link: &Option<watch::Receiver<bool>>| match link {
+            Some(paused) => *paused.borrow(),
+            None => marker.exists(),
+        };
+        if !paused(&link) {
             return Ok(());
         }
         // Made before the looks below: core's removal of the marker (or a
-        // rename over it) wakes the loop at once.
-        let mut changes = Self::dir_watch(&[self.config.control_dir.as_path()]);
+        // rename over it) wakes the loop at once. On the link core's word
+        // comes on its channel instead.
+        let mut changes = match link {
+            None => Self::dir_watch(&[self.config.control_dir.as_path()]),
+            Some(_) => None,
+        };
         self.shared
             .set_turn_state(TurnState::Paused, Some("paused by the operator".into()));
-        while marker.exists() {
-            self.wait_for_change(changes.as_mut(), self.config.poll)
-                .await?;
+        while paused(&link) {
+            match link.as_mut() {
+                Some(word) => {
+                    let changed = tokio::select! {
+                        changed = word.changed() => changed,
+                        _ = self.shutdown.wait_for(|s| *s) => return Err(Interrupted::Shutdown),
+                    };
+                    if changed.is_err() {
+                        // The link is gone: its last word holds; look
+                        // again later.
+                        self.sleep(self.config.poll, None).await?;
+                    }
+                }
+                None => {
+                    self.wait_for_change(changes.as_mut(), self.config.poll)
+                        .await?
+                }
+            }
         }
         self.shared.set_turn_state(TurnState::Idle, None);
         Ok(())
@@ -345,7 +372,7 @@ impl Harness {
             // that completes meanwhile still wakes the wait below.
             let file = self.config.engine.credentials_file(&self.config.state_dir);
             let dirs: Vec<&Path> = std::iter::once(self.config.state_dir.as_path())
-                .chain(file.as_deref().and_then(Path::parent))
+                .chain(file.parent())
                 .collect();
             let mut changes = Self::dir_watch(&dirs);
             let missing = match crate::login::find_program(self.config.engine.program()) {

@@ -59,6 +59,7 @@ fn main() -> Result<(), BoxError> {
             ports: Default::default(),
             mirror: None,
             operator_token: TOKEN.to_owned(),
+            link: None,
         };
         let coord = Coordinator::new(store, paths, None, None, settings, None);
         let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -62,6 +62,8 @@ pub struct Configs {
     dashboard: Arc<DashboardBus>,
     /// Where applied config repos are mirrored, if anywhere.
     mirror: Option<MirrorConfig>,
+    /// The TLS link, told when a deployed config is written.
+    link: Option<Arc<crate::link::Link>>,
     /// The manager's uid, to hand it the proposed repos.
     ports: AgentPorts,
 }
@@ -73,6 +75,7 @@ impl Configs {
         egress: Arc<Egress>,
         dashboard: Arc<DashboardBus>,
         mirror: Option<MirrorConfig>,
+        link: Option<Arc<crate::link::Link>>,
         ports: AgentPorts,
     ) -> Self {
         Self {
@@ -82,6 +85,7 @@ impl Configs {
             egress,
             dashboard,
             mirror,
+            link,
             ports,
         }
     }
@@ -160,6 +164,9 @@ impl Configs {
         let json = serde_json::to_vec_pretty(&deployed_file(deployed))
             .map_err(|e| Error::Internal(e.to_string()))?;
         dir.write_file(hive_proto::control::DEPLOYED, &json)?;
+        if let Some(link) = &self.link {
+            link.control_changed(name);
+        }
         Ok(())
     }
 

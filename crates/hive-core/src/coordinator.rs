@@ -99,6 +99,7 @@ impl Coordinator {
                 egress.clone(),
                 dashboard.clone(),
                 settings.mirror.clone(),
+                settings.link.clone(),
                 ports.clone(),
             ));
             let me = me.clone();

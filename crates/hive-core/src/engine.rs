@@ -221,6 +221,7 @@ mod tests {
             ports: crate::settings::PortRange::default(),
             mirror: None,
             operator_token: "test-token-0123456789abcdef".into(),
+            link: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub mod host_server;
 pub mod http;
 pub mod jsonl;
 pub mod lifecycle;
+pub mod link;
+pub mod link_server;
 pub mod listener;
 pub mod paths;
 pub mod ports;

@@ -449,6 +449,15 @@ impl Lifecycle {
                     .cpu
                     .map(|cores| (cores * 1000.0).round().max(1.0) as u32),
             },
+            transport: match &self.settings.link {
+                None => hive_runtime::Transport::Unix,
+                Some(link) => hive_runtime::Transport::Tls(hive_runtime::TlsLink {
+                    addr: link.addr.clone(),
+                    credentials: crate::link::credential_dir(&self.paths, name),
+                    link_dir: self.paths.link_dir(name),
+                    network: link.network.clone(),
+                }),
+            },
         })
     }
 
@@ -468,6 +477,11 @@ impl Lifecycle {
             .await
             .map_err(|e| Error::Internal(format!("prepare {name}'s files: {e}")))?
             .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        if let Some(link) = &self.settings.link {
+            // A new container, a new credential: the previous one is cut.
+            link.issue(&self.paths, name, spec.user)
+                .map_err(|e| Error::Internal(format!("issue {name}'s link credential: {e:#}")))?;
+        }
         runtime.create(&spec).await.map_err(Error::from)
     }
 
@@ -699,6 +713,11 @@ impl Lifecycle {
                     .map_err(Error::from)?;
                 self.store.set_has_container(name.as_str(), false)?;
                 self.store.set_want_running(name.as_str(), false)?;
+            }
+            if let Some(link) = &self.settings.link {
+                link.revoke(&self.paths, name).map_err(|e| {
+                    Error::Internal(format!("revoke {name}'s link credential: {e:#}"))
+                })?;
             }
             for approval in self
                 .store
@@ -1087,6 +1106,9 @@ impl Lifecycle {
         } else {
             control.remove_file(hive_proto::control::PAUSED)?;
         }
+        if let Some(link) = &self.settings.link {
+            link.control_changed(name);
+        }
         self.store.set_paused(name.as_str(), paused)?;
         self.status.publish(name.as_str());
         Ok(())
@@ -1120,6 +1142,7 @@ mod tests {
             ports: crate::settings::PortRange::default(),
             mirror: None,
             operator_token: "test-token-0123456789abcdef".into(),
+            link: None,
         };
         tweak(&mut settings);
         Coordinator::new(store, paths, None, None, settings, None)

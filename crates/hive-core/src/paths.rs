@@ -101,6 +101,12 @@ impl Paths {
         self.agent_run_dir(name).join("page")
     }
 
+    /// Where a linked harness (`--agent-transport tls`) makes its sockets
+    /// and control files: agent-writable, like the page dir.
+    pub fn link_dir(&self, name: &AgentName) -> PathBuf {
+        self.agent_run_dir(name).join("link")
+    }
+
     pub fn agents_dir(&self) -> PathBuf {
         self.state_dir.join("agents")
     }

@@ -45,6 +45,9 @@ pub struct ServeConfig {
     /// Otherwise (`hive serve`) docker containers keep running for the next
     /// start to reattach.
     pub foreground: bool,
+    /// `--agent-transport tls`: containers dial core's TLS link instead of
+    /// getting its unix sockets; `None`: the unix transport.
+    pub link: Option<crate::link::LinkConfig>,
 }
 
 /// What a started daemon tells its operator.
@@ -57,6 +60,8 @@ pub struct Started {
     pub runtime: &'static str,
     /// The containers outlive this daemon: a `hive serve` on docker.
     pub containers_outlive: bool,
+    /// Where the TLS link listens, under `--agent-transport tls`.
+    pub link: Option<SocketAddr>,
 }
 
 /// A fresh operator credential: 32 random bytes, hex.
@@ -156,6 +161,16 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     for (engine, model) in crate::egress::check_settings(&agent_env, dashboard_addr)? {
         tracing::info!(%model, engine = engine.as_str(), "egress: the model endpoint agents of this engine may reach");
     }
+    let mut link_listener = None;
+    if let Some(link) = &config.link {
+        let tcp = TcpListener::bind(link.listen)
+            .await
+            .with_context(|| format!("bind the link listener {}", link.listen))?;
+        let bound = tcp.local_addr()?;
+        let advertise = link.advertise.clone().unwrap_or_else(|| bound.to_string());
+        let opened = crate::link::Link::open(&paths, advertise, link.network.clone())?;
+        link_listener = Some((tcp, bound, Arc::new(opened)));
+    }
     let settings = Settings {
         hive_bin: std::env::current_exe().context("locate the hive binary")?,
         engine_bin: crate::engine::locate(config.claude_bin.as_deref())?,
@@ -165,6 +180,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         ports: config.ports,
         mirror: config.mirror,
         operator_token: operator_token.clone(),
+        link: link_listener.as_ref().map(|(_, _, link)| link.clone()),
     };
     let coord = Coordinator::new(
         store,
@@ -200,6 +216,10 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     if let Some(tcp) = dashboard {
         tasks.spawn(http::serve(coord.clone(), tcp));
     }
+    let link_addr = link_listener.as_ref().map(|(_, bound, _)| *bound);
+    if let Some((tcp, _, link)) = link_listener {
+        tasks.spawn(crate::link_server::serve(coord.clone(), link, tcp));
+    }
 
     on_started(&Started {
         host_socket: paths.host_socket(),
@@ -207,6 +227,7 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         login_url: dashboard_addr.map(|addr| format!("http://{addr}/login?token={operator_token}")),
         runtime,
         containers_outlive,
+        link: link_addr,
     });
     tracing::info!(host_socket = %paths.host_socket().display(), runtime, %hive, "hive serving");
     {

@@ -45,4 +45,8 @@ pub struct Settings {
     /// and written to `<run-dir>/operator-token`): every dashboard request
     /// presents it.
     pub operator_token: String,
+    /// `--agent-transport tls`: the link containers dial instead of getting
+    /// core's sockets (its CA, credentials, page tunnels and control
+    /// feeds); `None`: the unix transport.
+    pub link: Option<std::sync::Arc<crate::link::Link>>,
 }

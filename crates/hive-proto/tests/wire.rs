@@ -1320,3 +1320,26 @@ fn recipients_are_the_same_strings_and_parsed_while_decoding() {
         assert!(serde_json::from_str::<HostRequest>(&line).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn link_lines() {
+    use hive_proto::link::{ControlFiles, PageOpen};
+    check(
+        PageOpen {
+            stream: "00ff".into(),
+        },
+        r#"{"stream":"00ff"}"#,
+    );
+    check(
+        ControlFiles {
+            deployed: Some("{}".into()),
+            paused: None,
+        },
+        r#"{"deployed":"{}","paused":null}"#,
+    );
+    // Absent fields are absent files.
+    assert_eq!(
+        serde_json::from_str::<ControlFiles>("{}").unwrap(),
+        ControlFiles::default()
+    );
+}

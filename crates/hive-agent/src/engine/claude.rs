@@ -48,6 +48,14 @@ impl Engine for Claude {
         "claude"
     }
 
+    fn auth_env(&self) -> &'static [&'static str] {
+        CLAUDE_AUTH_ENV
+    }
+
+    fn credentials_file(&self, home: &Path) -> PathBuf {
+        credentials_file(home)
+    }
+
     fn program(&self) -> &Path {
         &self.bin
     }
@@ -115,10 +123,6 @@ impl Engine for Claude {
 
     fn credentials(&self, home: &Path) -> Result<String, String> {
         probe(home, |key| std::env::var(key).ok())
-    }
-
-    fn credentials_file(&self, home: &Path) -> Option<PathBuf> {
-        Some(credentials_file(home))
     }
 
     /// `claude auth login` (Claude subscription by default). With pipes it

@@ -115,6 +115,14 @@ impl Engine for Codex {
         "codex"
     }
 
+    fn auth_env(&self) -> &'static [&'static str] {
+        &[API_KEY_ENV]
+    }
+
+    fn credentials_file(&self, home: &Path) -> PathBuf {
+        credentials_file(home)
+    }
+
     fn program(&self) -> &Path {
         &self.bin
     }
@@ -168,10 +176,6 @@ impl Engine for Codex {
 
     fn credentials(&self, home: &Path) -> Result<String, String> {
         probe(home, |key| std::env::var(key).ok())
-    }
-
-    fn credentials_file(&self, home: &Path) -> Option<PathBuf> {
-        Some(credentials_file(home))
     }
 
     /// `codex login --with-api-key`, fed the one line the operator pastes

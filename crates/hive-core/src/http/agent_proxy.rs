@@ -155,9 +155,17 @@ async fn forward(
     request: Request,
 ) -> Result<Response> {
     let unreachable = |why: String| Error::BadGateway(format!("{name}'s page: {why}"));
-    let stream = connect(&coord.paths.page_dir(name))
-        .await
-        .map_err(unreachable)?;
+    // A linked harness's page comes through its tunnel; else the socket.
+    let stream: crate::link::PageStream = match coord.settings.link.as_ref() {
+        Some(link) if link.tunnels.has(name) => {
+            link.tunnels.open(name).await.map_err(unreachable)?
+        }
+        _ => Box::new(
+            connect(&coord.paths.page_dir(name))
+                .await
+                .map_err(unreachable)?,
+        ),
+    };
     let (parts, body) = request.into_parts();
     let mut upstream = hyper::Request::builder()
         .method(parts.method)
