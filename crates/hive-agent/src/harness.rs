@@ -257,7 +257,7 @@ impl Harness {
     async fn wait_while_paused(&mut self) -> Result<(), Interrupted> {
         let marker = self.config.control_dir.join(files::PAUSE_MARKER);
         let mut link = self.config.link_paused.clone();
-        let paused = |link: &Option<watch::Receiver<bool>>| match link {
+        let paused = |link: &Option<tokio::sync::watch::Receiver<bool>>| match link {
             Some(paused) => *paused.borrow(),
             None => marker.exists(),
         };
@@ -265,24 +265,21 @@ impl Harness {
             return Ok(());
         }
         // Made before the looks below: core's removal of the marker (or a
-        // rename over it) wakes the loop at once. On the link core's word
-        // comes on its channel instead.
-        let mut changes = match link {
-            None => Self::dir_watch(&[self.config.control_dir.as_path()]),
-            Some(_) => None,
-        };
+        // rename over it) wakes the loop at once.
+        let mut changes = Self::dir_watch(&[self.config.control_dir.as_path()]);
         self.shared
             .set_turn_state(TurnState::Paused, Some("paused by the operator".into()));
         while paused(&link) {
-            match link.as_mut() {
-                Some(word) => {
+            match &mut link {
+                // On the link, core's word arrives on the link's channel.
+                Some(rx) => {
+                    let mut shutdown = self.shutdown.clone();
                     let changed = tokio::select! {
-                        changed = word.changed() => changed,
-                        _ = self.shutdown.wait_for(|s| *s) => return Err(Interrupted::Shutdown),
+                        changed = rx.changed() => changed.is_ok(),
+                        _ = shutdown.wait_for(|s| *s) => return Err(Interrupted::Shutdown),
                     };
-                    if changed.is_err() {
-                        // The link is gone: its last word holds; look
-                        // again later.
+                    if !changed {
+                        // The link is gone: look again after a poll.
                         self.sleep(self.config.poll, None).await?;
                     }
                 }

@@ -1282,6 +1282,29 @@ fn task_board() {
     );
 }
 
+#[test]
+fn link_lines() {
+    use hive_proto::link::{ControlFiles, PageOpen};
+    check(
+        PageOpen {
+            stream: "00ff".into(),
+        },
+        r#"{"stream":"00ff"}"#,
+    );
+    check(
+        ControlFiles {
+            deployed: Some("{}".into()),
+            paused: None,
+        },
+        r#"{"deployed":"{}","paused":null}"#,
+    );
+    // Absent fields are absent files.
+    assert_eq!(
+        serde_json::from_str::<ControlFiles>("{}").unwrap(),
+        ControlFiles::default()
+    );
+}
+
 /// `to` is the same string on the wire as it always was (the original's
 /// clients keep working) and a [`Recipient`] once decoded: a bad one is
 /// refused while the request is read, never handed on as text.
@@ -1319,27 +1342,4 @@ fn recipients_are_the_same_strings_and_parsed_while_decoding() {
         );
         assert!(serde_json::from_str::<HostRequest>(&line).is_err(), "{bad}");
     }
-}
-
-#[test]
-fn link_lines() {
-    use hive_proto::link::{ControlFiles, PageOpen};
-    check(
-        PageOpen {
-            stream: "00ff".into(),
-        },
-        r#"{"stream":"00ff"}"#,
-    );
-    check(
-        ControlFiles {
-            deployed: Some("{}".into()),
-            paused: None,
-        },
-        r#"{"deployed":"{}","paused":null}"#,
-    );
-    // Absent fields are absent files.
-    assert_eq!(
-        serde_json::from_str::<ControlFiles>("{}").unwrap(),
-        ControlFiles::default()
-    );
 }
