@@ -243,6 +243,40 @@ fn row_of(m: &DeliveredMessage) -> MessageRow {
     }
 }
 
+/// How [`put_back`] flags the rows it returns to their inbox.
+#[derive(Clone, Copy)]
+enum Flag {
+    /// Nobody read them: they come again as new.
+    Unflagged,
+    /// Flagged `redelivered` if their lease was held (a turn may have
+    /// acted on them).
+    IfHeld,
+}
+
+/// Puts the in-flight rows matching `filter` (an SQL condition over
+/// `params`) back in their inboxes, flagged as `flag` says, their lease
+/// dropped; returns each row's recipient (the caller wakes them).
+fn put_back(
+    conn: &Connection,
+    flag: Flag,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<String>> {
+    let flag = match flag {
+        Flag::Unflagged => "",
+        Flag::IfHeld => "redelivered = (redelivered OR lease_held),",
+    };
+    let recipients = conn
+        .prepare_cached(&format!(
+            "UPDATE messages SET delivered_at = NULL, {flag} lease = NULL, lease_until = NULL
+             WHERE {filter} AND delivered_at IS NOT NULL AND acked_at IS NULL
+             RETURNING recipient"
+        ))?
+        .query_map(params, |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(recipients)
+}
+
 impl Store {
     /// Sends `body` from `from` (an agent, `operator` or `system`) to `to`:
     /// an agent name, `operator`, or `*` (one row per registered agent
@@ -362,9 +396,9 @@ impl Store {
                 .query_map((recipient, max), delivered_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut lease = None;
+            let now_ms = now_millis();
             if let Some(last) = messages.last() {
-                let id = self.next_lease();
-                let now_ms = now_millis();
+                let id = self.next_lease(now_ms);
                 // Within this transaction the pending rows up to `last` are
                 // exactly the ones selected.
                 tx.prepare_cached(
@@ -385,7 +419,7 @@ impl Store {
             }
             tx.commit()?;
             if let (Some(ms), Some(_)) = (lease_ms, lease) {
-                self.lease_scheduled(now_millis().saturating_add(ms));
+                self.lease_scheduled(now_ms.saturating_add(ms));
             }
             Popped { messages, lease }
         };
@@ -432,8 +466,8 @@ impl Store {
     /// A lease id never handed out before: above every lease in the file,
     /// and above the clock (so ids stay fresh even after acked rows were
     /// vacuumed).
-    fn next_lease(&self) -> i64 {
-        let floor = now_millis().saturating_mul(1024);
+    fn next_lease(&self, now_ms: i64) -> i64 {
+        let floor = now_ms.saturating_mul(1024);
         let mut current = self.inner.leases.load(Ordering::Relaxed);
         loop {
             let next = current.saturating_add(1).max(floor);
@@ -488,31 +522,19 @@ impl Store {
     /// still in flight go back unflagged (nobody saw them). A held lease
     /// is left alone. Returns how many went back.
     pub fn release_lease(&self, lease: i64) -> Result<u64> {
-        let recipients = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
-                 WHERE lease = ?1 AND lease_held = 0
-                   AND delivered_at IS NOT NULL AND acked_at IS NULL
-                 RETURNING recipient",
-            )?
-            .query_map([lease], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let recipients = put_back(
+            &self.conn(),
+            Flag::Unflagged,
+            "lease = ?1 AND lease_held = 0",
+            [lease],
+        )?;
         Ok(self.woke(recipients))
     }
 
     /// At daemon start: every connection is gone, so every unheld lease's
     /// rows go back unflagged.
     pub fn release_unheld_leases(&self) -> Result<u64> {
-        let recipients = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
-                 WHERE lease_held = 0 AND delivered_at IS NOT NULL AND acked_at IS NULL
-                 RETURNING recipient",
-            )?
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let recipients = put_back(&self.conn(), Flag::Unflagged, "lease_held = 0", [])?;
         Ok(self.woke(recipients))
     }
 
@@ -520,16 +542,12 @@ impl Store {
     /// `redelivered` if their lease was held (a turn may have acted on
     /// them), unflagged if not. Returns how many went back.
     pub fn expire_leases(&self, now_ms: i64) -> Result<u64> {
-        let recipients = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, redelivered = (redelivered OR lease_held),
-                     lease = NULL, lease_until = NULL
-                 WHERE lease_until <= ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL
-                 RETURNING recipient",
-            )?
-            .query_map([now_ms], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let recipients = put_back(
+            &self.conn(),
+            Flag::IfHeld,
+            "lease_until <= ?1",
+            [now_ms],
+        )?;
         Ok(self.woke(recipients))
     }
 
@@ -584,16 +602,8 @@ impl Store {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
             let mut recipients = Vec::new();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
-                     WHERE id = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL
-                     RETURNING recipient",
-                )?;
-                for id in ids {
-                    let to: Option<String> = stmt.query_row([id], |r| r.get(0)).optional()?;
-                    recipients.extend(to);
-                }
+            for id in ids {
+                recipients.extend(put_back(&tx, Flag::Unflagged, "id = ?1", [id])?);
             }
             tx.commit()?;
             recipients
@@ -651,18 +661,8 @@ impl Store {
     /// inbox — flagged `redelivered` if its lease was held (a turn may have
     /// acted on it), unflagged if nobody saw it — and wakes its waiters.
     pub fn requeue_inflight(&self, recipient: &str) -> Result<u64> {
-        let n = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, redelivered = (redelivered OR lease_held),
-                     lease = NULL, lease_until = NULL
-                 WHERE recipient = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL",
-            )?
-            .execute([recipient])?;
-        if n > 0 {
-            self.wake(recipient);
-        }
-        Ok(count(n))
+        let recipients = put_back(&self.conn(), Flag::IfHeld, "recipient = ?1", [recipient])?;
+        Ok(self.woke(recipients))
     }
 
     /// How many messages wait (undelivered) in `recipient`'s inbox.
