@@ -116,13 +116,79 @@ pub(crate) fn insert_to(
     message: &Checked,
     now: i64,
 ) -> Result<Vec<MessageRow>> {
-    if let Some(parent) = message.in_reply_to {
-        check_reply_target(tx, parent)?;
+    check_reply(tx, message)?;
+    let rows: Vec<(&str, &Checked)> = targets.iter().map(|to| (to.as_str(), message)).collect();
+    insert_rows(tx, from, &rows, now)
+}
+
+/// Refuses `message` if it answers a message id never issued.
+pub(crate) fn check_reply(tx: &Connection, message: &Checked) -> Result<()> {
+    match message.in_reply_to {
+        Some(parent) => check_reply_target(tx, parent),
+        None => Ok(()),
     }
-    targets
-        .iter()
-        .map(|to| insert_message(tx, from, to, &message.body, now, message.in_reply_to))
-        .collect()
+}
+
+/// Most rows one `INSERT` stores: a longer list goes in chunks of these
+/// sizes, largest first (each size is one cached statement).
+const INSERT_CHUNKS: [usize; 4] = [32, 8, 2, 1];
+/// Columns each row of [`insert_rows`] binds.
+const INSERT_COLUMNS: usize = 6;
+
+/// Stores one message of `from` per `(recipient, message)` of `rows`
+/// (recipients checked by [`targets`], replies by [`check_reply`]), in
+/// order; the caller commits and then [`Store::announce`]s. A few
+/// multi-row statements rather than one per row: sqlite keeps each
+/// index's cursor across the rows of one statement.
+pub(crate) fn insert_rows(
+    conn: &Connection,
+    from: &str,
+    rows: &[(&str, &Checked)],
+    now: i64,
+) -> Result<Vec<MessageRow>> {
+    for (_, message) in rows {
+        check_body(&message.body)?;
+    }
+    // The ids sqlite itself would pick (one above the largest; vacuum
+    // keeps the newest row), named here so each row's is known.
+    let mut id: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")?
+        .query_row([], |r| r.get(0))?;
+    let mut stored = Vec::with_capacity(rows.len());
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = INSERT_CHUNKS
+            .into_iter()
+            .find(|&n| n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut sql = String::from(
+            "INSERT INTO messages (id, sender, recipient, body, sent_at, in_reply_to) VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?)"; n].join(", "));
+        let mut stmt = conn.prepare_cached(&sql)?;
+        for (i, (to, message)) in chunk.iter().enumerate() {
+            let at = i * INSERT_COLUMNS;
+            stmt.raw_bind_parameter(at + 1, id)?;
+            stmt.raw_bind_parameter(at + 2, from)?;
+            stmt.raw_bind_parameter(at + 3, *to)?;
+            stmt.raw_bind_parameter(at + 4, message.body.as_str())?;
+            stmt.raw_bind_parameter(at + 5, now)?;
+            stmt.raw_bind_parameter(at + 6, message.in_reply_to)?;
+            stored.push(MessageRow {
+                id,
+                from: from.to_owned(),
+                to: (*to).to_owned(),
+                body: message.body.clone(),
+                at: now,
+                in_reply_to: message.in_reply_to,
+            });
+            id += 1;
+        }
+        stmt.raw_execute()?;
+        rest = tail;
+    }
+    Ok(stored)
 }
 
 /// The inboxes a message of `from` to `to` goes to, refusing an unknown

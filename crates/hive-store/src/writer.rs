@@ -17,7 +17,9 @@ use std::sync::{Mutex, PoisonError, Weak};
 
 use hive_proto::Recipient;
 
-use crate::broker::{Job, MessageRow, insert_to, targets};
+use rusqlite::Connection;
+
+use crate::broker::{Checked, Job, MessageRow, check_reply, insert_rows, targets};
 use crate::{Error, Inner, Result, Store, WriteTx, now_unix};
 
 /// Most jobs one transaction takes; the rest wait for the next.
@@ -122,38 +124,30 @@ impl Store {
         let now = now_unix();
         let needs_container = self.broadcast_needs_container();
         let mut results: Vec<Result<Vec<MessageRow>>> = Vec::with_capacity(jobs.len());
+        // A job alone needs no savepoint: if it is refused, the whole
+        // transaction rolls back. (A savepoint copies every page it touches
+        // to the statement journal first.)
+        let alone = jobs.len() == 1;
         let committed = {
             let conn = self.conn();
             let mut run = || -> rusqlite::Result<()> {
                 let tx = WriteTx::begin(&conn)?;
                 for job in &jobs {
-                    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
-                    // A batch mostly repeats its recipients: each is
-                    // checked once per job.
-                    let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
-                    let rows = job
-                        .messages
-                        .iter()
-                        .map(|m| {
-                            let known = resolved.iter().position(|(to, _)| *to == &m.to);
-                            let at = match known {
-                                Some(at) => at,
-                                None => {
-                                    resolved.push((
-                                        &m.to,
-                                        targets(&tx, &job.from, &m.to, needs_container)?,
-                                    ));
-                                    resolved.len() - 1
-                                }
-                            };
-                            insert_to(&tx, &job.from, &resolved[at].1, m, now)
-                        })
-                        .collect::<Result<Vec<Vec<MessageRow>>>>();
-                    if rows.is_err() {
-                        tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                    if !alone {
+                        tx.prepare_cached("SAVEPOINT job")?.execute([])?;
                     }
-                    tx.prepare_cached("RELEASE job")?.execute([])?;
-                    results.push(rows.map(|r| r.into_iter().flatten().collect()));
+                    let rows = insert_job(&tx, job, (now, needs_container));
+                    if !alone {
+                        if rows.is_err() {
+                            tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                        }
+                        tx.prepare_cached("RELEASE job")?.execute([])?;
+                    }
+                    results.push(rows);
+                }
+                if alone && results.iter().any(Result::is_err) {
+                    // Dropping `tx` rolls the refused job back.
+                    return Ok(());
                 }
                 tx.commit()
             };
@@ -177,6 +171,33 @@ impl Store {
             let _ = job.reply.send(answer);
         }
     }
+}
+
+/// Checks every message of `job` (a batch mostly repeats its recipients:
+/// each is checked once), then stores them all.
+fn insert_job(
+    tx: &Connection,
+    job: &Job,
+    (now, needs_container): (i64, bool),
+) -> Result<Vec<MessageRow>> {
+    let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
+    let mut plan: Vec<(usize, &Checked)> = Vec::with_capacity(job.messages.len());
+    for m in &job.messages {
+        check_reply(tx, m)?;
+        let at = match resolved.iter().position(|(to, _)| *to == &m.to) {
+            Some(at) => at,
+            None => {
+                resolved.push((&m.to, targets(tx, &job.from, &m.to, needs_container)?));
+                resolved.len() - 1
+            }
+        };
+        plan.push((at, m));
+    }
+    let rows: Vec<(&str, &Checked)> = plan
+        .into_iter()
+        .flat_map(|(at, m)| resolved[at].1.iter().map(move |to| (to.as_str(), m)))
+        .collect();
+    insert_rows(tx, &job.from, &rows, now)
 }
 
 #[cfg(test)]
