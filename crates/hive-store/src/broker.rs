@@ -731,10 +731,12 @@ impl Store {
         Ok(self.woke(recipients))
     }
 
-    /// How many messages wait (undelivered) in `recipient`'s inbox.
+    /// How many messages wait (undelivered) in `recipient`'s inbox, as of
+    /// the last commit. Read on its own connection, so it never waits for
+    /// a commit running meanwhile.
     pub fn unread(&self, recipient: &str) -> Result<u64> {
         let n: i64 = self
-            .conn()
+            .reader()
             .prepare_cached(
                 "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered_at IS NULL",
             )?
@@ -854,8 +856,13 @@ impl Store {
 
     /// After a commit: wakes each row's recipient and publishes it as sent.
     pub(crate) fn announce(&self, rows: Vec<MessageRow>) {
+        // A batch mostly repeats one recipient: wake it once.
+        let mut woken: Option<&str> = None;
         for row in &rows {
-            self.wake(&row.to);
+            if woken != Some(row.to.as_str()) {
+                self.wake(&row.to);
+                woken = Some(&row.to);
+            }
         }
         if self.inner.events.receiver_count() > 0 {
             for row in rows {
