@@ -116,6 +116,7 @@ pub(crate) fn insert_to(
     message: &Checked,
     now: i64,
 ) -> Result<Vec<MessageRow>> {
+    check_body(&message.body)?;
     check_reply(tx, message)?;
     let rows: Vec<(&str, &Checked)> = targets.iter().map(|to| (to.as_str(), message)).collect();
     insert_rows(tx, from, &rows, now)
@@ -136,19 +137,18 @@ const INSERT_CHUNKS: [usize; 4] = [32, 8, 2, 1];
 const INSERT_COLUMNS: usize = 6;
 
 /// Stores one message of `from` per `(recipient, message)` of `rows`
-/// (recipients checked by [`targets`], replies by [`check_reply`]), in
-/// order; the caller commits and then [`Store::announce`]s. A few
-/// multi-row statements rather than one per row: sqlite keeps each
-/// index's cursor across the rows of one statement.
+/// (recipients checked by [`targets`], replies by [`check_reply`], bodies
+/// by [`check_body`]), in order; the caller commits and then
+/// [`Store::announce`]s. A few multi-row statements rather than one per
+/// row: each statement's setup is paid once for many rows. An error here
+/// is the database's, and may leave some of `rows` written: the caller
+/// rolls its transaction back.
 pub(crate) fn insert_rows(
     conn: &Connection,
     from: &str,
     rows: &[(&str, &Checked)],
     now: i64,
 ) -> Result<Vec<MessageRow>> {
-    for (_, message) in rows {
-        check_body(&message.body)?;
-    }
     // The ids sqlite itself would pick (one above the largest; vacuum
     // keeps the newest row), named here so each row's is known.
     let mut id: i64 = conn

@@ -6,9 +6,10 @@
 //! answers a send as fast as a direct transaction). Jobs that arrive while
 //! a commit runs wait in the queue; the committing caller then hands the
 //! queue to the writer thread, which drains whatever has queued up in one
-//! transaction per round — each job inside its own savepoint, so a refused
-//! job (a bad recipient) rolls back alone and the others stand — commits,
-//! and only then answers each caller. Concurrent sends from many agents
+//! transaction per round — each job checked whole before any of its rows
+//! is written, so a refused job (a bad recipient) writes nothing and the
+//! others stand, with no savepoint — commits, and only then answers each
+//! caller. Concurrent sends from many agents
 //! thus share one WAL commit, and nothing is acknowledged before it is
 //! durable.
 
@@ -118,47 +119,34 @@ impl Store {
         }
     }
 
-    /// Runs `jobs` in one transaction, one savepoint each; answers each
-    /// caller after the commit.
+    /// Runs `jobs` in one transaction; answers each caller after the
+    /// commit. A job is checked whole before any of its rows is written,
+    /// so a refused one writes nothing (no savepoint, which would copy
+    /// every page it touches to the statement journal); a write that fails
+    /// fails the transaction, and every caller hears it.
     fn commit_jobs(&self, jobs: Vec<Job>) {
         let now = now_unix();
         let needs_container = self.broadcast_needs_container();
         let mut results: Vec<Result<Vec<MessageRow>>> = Vec::with_capacity(jobs.len());
-        // A job alone needs no savepoint: if it is refused, the whole
-        // transaction rolls back. (A savepoint copies every page it touches
-        // to the statement journal first.)
-        let alone = jobs.len() == 1;
         let committed = {
             let conn = self.conn();
-            let mut run = || -> rusqlite::Result<()> {
+            let mut run = || -> Result<()> {
                 let tx = WriteTx::begin(&conn)?;
                 for job in &jobs {
-                    if !alone {
-                        tx.prepare_cached("SAVEPOINT job")?.execute([])?;
-                    }
-                    let rows = insert_job(&tx, job, (now, needs_container));
-                    if !alone {
-                        if rows.is_err() {
-                            tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
-                        }
-                        tx.prepare_cached("RELEASE job")?.execute([])?;
-                    }
-                    results.push(rows);
+                    let stored = match Planned::check(&tx, job, needs_container) {
+                        Ok(planned) => Ok(insert_rows(&tx, &job.from, &planned.rows(), now)?),
+                        Err(refused) => Err(refused),
+                    };
+                    results.push(stored);
                 }
-                if alone && results.iter().any(Result::is_err) {
-                    // Dropping `tx` rolls the refused job back.
-                    return Ok(());
-                }
-                tx.commit()
+                Ok(tx.commit()?)
             };
             run()
         };
         if let Err(e) = committed {
             tracing::error!("broker group commit failed: {e}");
             for job in jobs {
-                let _ = job
-                    .reply
-                    .send(Err(Error::Refused(format!("database: {e}"))));
+                let _ = job.reply.send(Err(Error::Refused(e.to_string())));
             }
             return;
         }
@@ -173,31 +161,41 @@ impl Store {
     }
 }
 
-/// Checks every message of `job` (a batch mostly repeats its recipients:
-/// each is checked once), then stores them all.
-fn insert_job(
-    tx: &Connection,
-    job: &Job,
-    (now, needs_container): (i64, bool),
-) -> Result<Vec<MessageRow>> {
-    let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
-    let mut plan: Vec<(usize, &Checked)> = Vec::with_capacity(job.messages.len());
-    for m in &job.messages {
-        check_reply(tx, m)?;
-        let at = match resolved.iter().position(|(to, _)| *to == &m.to) {
-            Some(at) => at,
-            None => {
-                resolved.push((&m.to, targets(tx, &job.from, &m.to, needs_container)?));
-                resolved.len() - 1
-            }
-        };
-        plan.push((at, m));
+/// A job whose every message was checked (reads only): its recipients
+/// resolved, each once (a batch mostly repeats them), its reply targets
+/// issued.
+struct Planned<'j> {
+    /// Each distinct recipient and the inboxes it stands for.
+    resolved: Vec<(&'j Recipient, Vec<String>)>,
+    /// Each message and its recipient's place in `resolved`.
+    messages: Vec<(usize, &'j Checked)>,
+}
+
+impl<'j> Planned<'j> {
+    fn check(tx: &Connection, job: &'j Job, needs_container: bool) -> Result<Self> {
+        let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
+        let mut messages = Vec::with_capacity(job.messages.len());
+        for m in &job.messages {
+            check_reply(tx, m)?;
+            let at = match resolved.iter().position(|(to, _)| *to == &m.to) {
+                Some(at) => at,
+                None => {
+                    resolved.push((&m.to, targets(tx, &job.from, &m.to, needs_container)?));
+                    resolved.len() - 1
+                }
+            };
+            messages.push((at, m));
+        }
+        Ok(Self { resolved, messages })
     }
-    let rows: Vec<(&str, &Checked)> = plan
-        .into_iter()
-        .flat_map(|(at, m)| resolved[at].1.iter().map(move |to| (to.as_str(), m)))
-        .collect();
-    insert_rows(tx, &job.from, &rows, now)
+
+    /// One `(inbox, message)` per row to store, in order.
+    fn rows(&self) -> Vec<(&str, &'j Checked)> {
+        self.messages
+            .iter()
+            .flat_map(|&(at, m)| self.resolved[at].1.iter().map(move |to| (to.as_str(), m)))
+            .collect()
+    }
 }
 
 #[cfg(test)]
