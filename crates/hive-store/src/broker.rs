@@ -125,9 +125,18 @@ pub(crate) fn insert_to(
 /// Refuses `message` if it answers a message id never issued.
 pub(crate) fn check_reply(tx: &Connection, message: &Checked) -> Result<()> {
     match message.in_reply_to {
-        Some(parent) => check_reply_target(tx, parent),
+        Some(parent) => check_reply_target(parent, last_issued(tx)?),
         None => Ok(()),
     }
+}
+
+/// The largest message id issued so far. Ids are issued in order and the
+/// newest row is never vacuumed, so every id up to it was issued (its row
+/// may since have been vacuumed).
+pub(crate) fn last_issued(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM messages")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Most rows one `INSERT` stores: a longer list goes in chunks of these
@@ -151,9 +160,7 @@ pub(crate) fn insert_rows(
 ) -> Result<Vec<MessageRow>> {
     // The ids sqlite itself would pick (one above the largest; vacuum
     // keeps the newest row), named here so each row's is known.
-    let mut id: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")?
-        .query_row([], |r| r.get(0))?;
+    let mut id = last_issued(conn)? + 1;
     let mut stored = Vec::with_capacity(rows.len());
     let mut rest = rows;
     while !rest.is_empty() {
@@ -266,14 +273,10 @@ pub(crate) fn insert_helper_event(
     insert_message(conn, SYSTEM_SENDER, to, &body, at, None)
 }
 
-/// Refuses an `in_reply_to` naming a message id never issued. Ids are
-/// issued in order and the newest row is never vacuumed, so every id up to
-/// the largest present was issued (its row may since have been vacuumed).
-fn check_reply_target(conn: &Connection, id: i64) -> Result<()> {
-    let issued: bool = conn
-        .prepare_cached("SELECT ?1 BETWEEN 1 AND COALESCE((SELECT MAX(id) FROM messages), 0)")?
-        .query_row([id], |r| r.get(0))?;
-    if issued {
+/// Refuses an `in_reply_to` naming a message id above `last` (the last id
+/// issued, [`last_issued`]).
+pub(crate) fn check_reply_target(id: i64, last: i64) -> Result<()> {
+    if (1..=last).contains(&id) {
         Ok(())
     } else {
         Err(Error::NotFound {

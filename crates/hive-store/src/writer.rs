@@ -20,7 +20,7 @@ use hive_proto::Recipient;
 
 use rusqlite::Connection;
 
-use crate::broker::{Checked, Job, MessageRow, check_reply, insert_rows, targets};
+use crate::broker::{Checked, Job, MessageRow, check_reply_target, insert_rows, last_issued, targets};
 use crate::{Error, Inner, Result, Store, WriteTx, now_unix};
 
 /// Most jobs one transaction takes; the rest wait for the next.
@@ -163,7 +163,8 @@ impl Store {
 
 /// A job whose every message was checked (reads only): its recipients
 /// resolved, each once (a batch mostly repeats them), its reply targets
-/// issued.
+/// issued — by then: a message may answer one stored before it in the
+/// same batch.
 struct Planned<'j> {
     /// Each distinct recipient and the inboxes it stands for.
     resolved: Vec<(&'j Recipient, Vec<String>)>,
@@ -175,8 +176,17 @@ impl<'j> Planned<'j> {
     fn check(tx: &Connection, job: &'j Job, needs_container: bool) -> Result<Self> {
         let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
         let mut messages = Vec::with_capacity(job.messages.len());
+        // The last id issued before this job, read at its first reply.
+        let mut last: Option<i64> = None;
+        let mut rows_before: i64 = 0;
         for m in &job.messages {
-            check_reply(tx, m)?;
+            if let Some(parent) = m.in_reply_to {
+                let last = match last {
+                    Some(last) => last,
+                    None => *last.insert(last_issued(tx)?),
+                };
+                check_reply_target(parent, last.saturating_add(rows_before))?;
+            }
             let at = match resolved.iter().position(|(to, _)| *to == &m.to) {
                 Some(at) => at,
                 None => {
@@ -185,6 +195,7 @@ impl<'j> Planned<'j> {
                 }
             };
             messages.push((at, m));
+            rows_before += i64::try_from(resolved[at].1.len()).unwrap_or(i64::MAX);
         }
         Ok(Self { resolved, messages })
     }

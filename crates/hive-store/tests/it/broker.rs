@@ -623,6 +623,34 @@ async fn long_batches_are_stored_in_order_and_refused_ones_leave_nothing() {
     assert_eq!(next, [ids[45] + 1]);
 }
 
+/// A message of a batch may answer one stored before it in the same batch
+/// (its id is the next one), never one after it.
+#[tokio::test]
+async fn a_batch_may_answer_its_own_earlier_messages() {
+    let (_dir, store) = store_with(&["alice", "bob", "carol"]);
+    let first = store.send("alice", "bob", "before", None).unwrap()[0];
+    let message = |to: &str, in_reply_to: i64| hive_proto::OutgoingMessage {
+        to: to.into(),
+        body: format!("re {in_reply_to}"),
+        in_reply_to: Some(in_reply_to),
+    };
+    // `*` stores two rows (bob, carol): the third message may answer
+    // either, the fourth not the row after it.
+    let ids = store
+        .send_batch(
+            "alice",
+            &[message("bob", first), message("*", first + 1), message("carol", first + 3)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids, (first + 1..=first + 4).collect::<Vec<_>>());
+    let err = store
+        .send_batch("alice", &[message("bob", first + 4), message("bob", first + 6)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { id, .. } if id == first + 6), "{err}");
+}
+
 #[test]
 fn exact_leases_are_acked_released_and_expired_as_named() {
     let (_dir, store) = store_with(&["alice", "bob"]);
