@@ -199,7 +199,7 @@ impl DockerRuntime {
 
     fn container_config(&self, spec: &ContainerSpec, skeleton: bool) -> ContainerCreateBody {
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
-        let env = crate::process::base_env(spec, "docker", crate::process::Inside::SANDBOX)
+        let env = crate::process::base_env(spec, "docker", crate::process::Inside::sandbox(spec))
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
@@ -222,10 +222,23 @@ impl DockerRuntime {
         }
         mounts.push(bind(&spec.state_dir, mount::STATE, false));
         mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
-        mounts.push(bind(&spec.socket, mount::SOCKET, false));
-        mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
-        mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
-        mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
+        let network = match &spec.transport {
+            crate::Transport::Unix => {
+                mounts.push(bind(&spec.socket, mount::SOCKET, false));
+                mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
+                mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
+                mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
+                // Only `lo`: the way out is core's egress proxy socket.
+                "none".to_owned()
+            }
+            crate::Transport::Tls(link) => {
+                mounts.push(bind(&link.credentials, mount::CREDENTIAL, true));
+                mounts.push(bind(&link.link_dir, mount::LINK, false));
+                // The network on which only core's link listener answers
+                // (checked at `create`).
+                link.network.clone().unwrap_or_else(|| "none".to_owned())
+            }
+        };
         for extra in &spec.binds {
             mounts.push(bind(
                 &extra.host,
@@ -261,8 +274,7 @@ impl DockerRuntime {
                 // The engine's init (tini) as PID 1: forwards the stop
                 // signal and reaps orphans; the program runs as its child.
                 init: Some(true),
-                // Only `lo`: the way out is core's egress proxy socket.
-                network_mode: Some("none".to_owned()),
+                network_mode: Some(network),
                 memory: spec
                     .limits
                     .memory_bytes
@@ -361,6 +373,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        if let crate::Transport::Tls(link) = &spec.transport
+            && link.network.is_none()
+        {
+            return Err(Error::Failed(format!(
+                "h-{}: the tls transport on docker needs the network that reaches core's \
+                 link listener (`hive serve --link-network`)",
+                spec.name
+            )));
+        }
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
         let skeleton = self.ensure(&image).await?;
         if skeleton {

@@ -28,3 +28,4 @@ mod spend;
 mod support;
 mod tasks;
 mod tidy;
+mod tls;
