@@ -611,12 +611,7 @@ impl Store {
     /// `redelivered` if their lease was held (a turn may have acted on
     /// them), unflagged if not. Returns how many went back.
     pub fn expire_leases(&self, now_ms: i64) -> Result<u64> {
-        let recipients = put_back(
-            &self.conn(),
-            Flag::IfHeld,
-            "lease_until <= ?1",
-            [now_ms],
-        )?;
+        let recipients = put_back(&self.conn(), Flag::IfHeld, "lease_until <= ?1", [now_ms])?;
         Ok(self.woke(recipients))
     }
 

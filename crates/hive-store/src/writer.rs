@@ -20,7 +20,9 @@ use hive_proto::Recipient;
 
 use rusqlite::Connection;
 
-use crate::broker::{Checked, Job, MessageRow, check_reply_target, insert_rows, last_issued, targets};
+use crate::broker::{
+    Checked, Job, MessageRow, check_reply_target, insert_rows, last_issued, targets,
+};
 use crate::{Error, Inner, Result, Store, WriteTx, now_unix};
 
 /// Most jobs one transaction takes; the rest wait for the next.

@@ -613,7 +613,10 @@ async fn long_batches_are_stored_in_order_and_refused_ones_leave_nothing() {
     let mut refused = batch.clone();
     refused.push(message("nobody", "last".into()));
     let err = store.send_batch("alice", &refused).await.unwrap_err();
-    assert!(matches!(err, Error::UnknownAgent(ref n) if n == "nobody"), "{err}");
+    assert!(
+        matches!(err, Error::UnknownAgent(ref n) if n == "nobody"),
+        "{err}"
+    );
     let count: i64 = raw(&dir)
         .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
         .unwrap();
@@ -639,16 +642,26 @@ async fn a_batch_may_answer_its_own_earlier_messages() {
     let ids = store
         .send_batch(
             "alice",
-            &[message("bob", first), message("*", first + 1), message("carol", first + 3)],
+            &[
+                message("bob", first),
+                message("*", first + 1),
+                message("carol", first + 3),
+            ],
         )
         .await
         .unwrap();
     assert_eq!(ids, (first + 1..=first + 4).collect::<Vec<_>>());
     let err = store
-        .send_batch("alice", &[message("bob", first + 4), message("bob", first + 6)])
+        .send_batch(
+            "alice",
+            &[message("bob", first + 4), message("bob", first + 6)],
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::NotFound { id, .. } if id == first + 6), "{err}");
+    assert!(
+        matches!(err, Error::NotFound { id, .. } if id == first + 6),
+        "{err}"
+    );
 }
 
 #[test]
