@@ -588,8 +588,8 @@ async fn concurrent_batches_commit_together_and_fail_alone() {
 #[tokio::test]
 async fn long_batches_are_stored_in_order_and_refused_ones_leave_nothing() {
     let (dir, store) = store_with(&["alice", "bob", "carol"]);
-    let message = |to: &str, body: String| hive_proto::OutgoingMessage {
-        to: to.into(),
+    let message = |name: &str, body: String| hive_proto::OutgoingMessage {
+        to: to(name),
         body,
         in_reply_to: None,
     };
@@ -633,7 +633,7 @@ async fn long_batches_are_stored_in_order_and_refused_ones_leave_nothing() {
         .unwrap();
     assert_eq!(count, 46);
     // The next send takes the next id, as if the refused batch never was.
-    let next = store.send("alice", "bob", "after", None).unwrap();
+    let next = store.send("alice", &to("bob"), "after", None).unwrap();
     assert_eq!(next, [ids[45] + 1]);
 }
 
@@ -642,9 +642,9 @@ async fn long_batches_are_stored_in_order_and_refused_ones_leave_nothing() {
 #[tokio::test]
 async fn a_batch_may_answer_its_own_earlier_messages() {
     let (_dir, store) = store_with(&["alice", "bob", "carol"]);
-    let first = store.send("alice", "bob", "before", None).unwrap()[0];
-    let message = |to: &str, in_reply_to: i64| hive_proto::OutgoingMessage {
-        to: to.into(),
+    let first = store.send("alice", &to("bob"), "before", None).unwrap()[0];
+    let message = |name: &str, in_reply_to: i64| hive_proto::OutgoingMessage {
+        to: to(name),
         body: format!("re {in_reply_to}"),
         in_reply_to: Some(in_reply_to),
     };
