@@ -280,6 +280,10 @@ impl Coordinator {
                     .cpu
                     .map(|cores| (cores * 1000.0).round().max(1.0) as u32),
             },
+            placement: hive_runtime::Placement {
+                constraints: config.placement.all_constraints(),
+                node: self.store.agent(name.as_str())?.and_then(|a| a.node),
+            },
         })
     }
 
@@ -300,6 +304,33 @@ impl Coordinator {
             .map_err(|e| Error::Internal(format!("prepare {name}'s files: {e}")))?
             .map_err(|e| Error::Internal(format!("{e:#}")))?;
         runtime.create(&spec).await.map_err(Error::from)
+    }
+
+    /// Starts `name`'s container and, under a runtime that schedules
+    /// across hosts, pins the agent to the node it first ran on: its state
+    /// lives there, so every later container runs there or not at all
+    /// (moving is an explicit operation, never a reschedule).
+    async fn start_pinned(&self, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
+        runtime.start(name).await.map_err(Error::from)?;
+        if self
+            .store
+            .agent(name.as_str())?
+            .is_some_and(|a| a.node.is_some())
+        {
+            return Ok(());
+        }
+        let placed = runtime
+            .list()
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| s.node);
+        if let Some(node) = placed {
+            tracing::info!(agent = %name, node = %node.hostname, "pinned to its first node");
+            self.store.set_node(name.as_str(), Some(&node.id))?;
+        }
+        Ok(())
     }
 
     /// Whether agents run as their own unprivileged uid: on every backend
@@ -421,7 +452,7 @@ impl Coordinator {
         self.create_container(runtime, name, port, &deployed)
             .await?;
         self.store.set_has_container(name.as_str(), true)?;
-        runtime.start(name).await.map_err(Error::from)?;
+        self.start_pinned(runtime, name).await?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())
     }
@@ -449,7 +480,7 @@ impl Coordinator {
             let deployed = self.ensure_config(name).await?;
             self.create_container(runtime, name, port, &deployed)
                 .await?;
-            runtime.start(name).await.map_err(Error::from)?;
+            self.start_pinned(runtime, name).await?;
         }
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())
@@ -551,7 +582,7 @@ impl Coordinator {
             deployed.config.network.clone(),
             deployed.config.engine,
         );
-        runtime.start(name).await.map_err(Error::from)?;
+        self.start_pinned(runtime, name).await?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(since)
     }

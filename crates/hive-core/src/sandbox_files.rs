@@ -215,6 +215,7 @@ mod tests {
             etc_dir: paths.etc_dir(&name),
             user: Some(user),
             limits: hive_runtime::Limits::default(),
+            placement: hive_runtime::Placement::default(),
         };
         prepare(&paths, &spec).unwrap();
         let uid = |p: &Path| std::fs::symlink_metadata(p).unwrap().uid();
@@ -316,6 +317,7 @@ mod swapped_links {
             etc_dir: paths.etc_dir(&name),
             user: Some(agent_user(8100)),
             limits: hive_runtime::Limits::default(),
+            placement: hive_runtime::Placement::default(),
             engine_bin: None,
         };
         let mut won = None;

@@ -71,6 +71,7 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
             cpu_millis: None,
         },
         user,
+        placement: hive_runtime::Placement::default(),
     }
 }
 

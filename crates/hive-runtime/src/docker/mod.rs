@@ -53,8 +53,8 @@
 //! memory: after a daemon restart, a container stopped earlier with a
 //! non-zero code lists as failed.
 
-mod events;
-mod image;
+pub(crate) mod events;
+pub(crate) mod image;
 
 use events::{Stopping, list_ours, lock};
 use image::{HOST_DIRS, HOST_ROOTS};
@@ -96,7 +96,7 @@ pub const HIVE_LABEL: &str = "hyperhive.hive";
 /// of an image with this label get the host system bound in.
 pub const BASE_LABEL: &str = "hyperhive.base";
 /// The tmpfs mounts of every container: target, mount options.
-const TMPFS: &[(&str, &str)] = &[
+pub(crate) const TMPFS: &[(&str, &str)] = &[
     ("/tmp", "rw,exec,nosuid,nodev,mode=1777"),
     ("/var/tmp", "rw,exec,nosuid,nodev,mode=1777"),
     ("/run", "rw,nosuid,nodev,mode=755"),
@@ -131,7 +131,7 @@ pub async fn probe() -> std::result::Result<(), String> {
 
 /// A client for the local engine, its API version negotiated down to the
 /// engine's (the client's default is newer than e.g. Engine 20.10's 1.41).
-async fn connect_engine() -> std::result::Result<Docker, String> {
+pub(crate) async fn connect_engine() -> std::result::Result<Docker, String> {
     let docker = Docker::connect_with_local_defaults()
         .map_err(|e| format!("cannot reach the docker engine: {e}"))?;
     docker
@@ -203,36 +203,7 @@ impl DockerRuntime {
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let mut mounts = Vec::new();
-        if skeleton {
-            for dir in HOST_DIRS {
-                mounts.push(bind(&Path::new("/").join(dir), &format!("/{dir}"), true));
-            }
-            mounts.push(bind(&spec.etc_dir, "/etc", true));
-            for dir in HOST_ROOTS {
-                let host = Path::new("/").join(dir);
-                if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
-                    mounts.push(bind(&host, &format!("/{dir}"), true));
-                }
-            }
-        }
-        mounts.push(bind(&spec.program, mount::HIVE_BIN, true));
-        if let Some(engine) = &spec.engine_bin {
-            mounts.push(bind(engine, mount::CLAUDE_BIN, true));
-        }
-        mounts.push(bind(&spec.state_dir, mount::STATE, false));
-        mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
-        mounts.push(bind(&spec.socket, mount::SOCKET, false));
-        mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
-        mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
-        mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
-        for extra in &spec.binds {
-            mounts.push(bind(
-                &extra.host,
-                &extra.container.to_string_lossy(),
-                extra.read_only,
-            ));
-        }
+        let mounts = mounts(spec, skeleton);
         ContainerCreateBody {
             image: Some(image),
             entrypoint: Some(vec![mount::HIVE_BIN.to_owned()]),
@@ -323,6 +294,53 @@ impl DockerRuntime {
     }
 }
 
+/// Every bind of a container of `spec`: the host system (for a skeleton
+/// image), the `hive` binary and engine, `/state`, `/shared`, the agent's
+/// sockets, page and control dirs, and the spec's own binds. The one place
+/// the docker and swarm backends wire a container to the host's files.
+pub(crate) fn mounts(spec: &ContainerSpec, skeleton: bool) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    if skeleton {
+        for dir in HOST_DIRS {
+            mounts.push(bind(&Path::new("/").join(dir), &format!("/{dir}"), true));
+        }
+        mounts.push(bind(&spec.etc_dir, "/etc", true));
+        for dir in HOST_ROOTS {
+            let host = Path::new("/").join(dir);
+            if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+                mounts.push(bind(&host, &format!("/{dir}"), true));
+            }
+        }
+    }
+    mounts.push(bind(&spec.program, mount::HIVE_BIN, true));
+    if let Some(engine) = &spec.engine_bin {
+        mounts.push(bind(engine, mount::CLAUDE_BIN, true));
+    }
+    mounts.push(bind(&spec.state_dir, mount::STATE, false));
+    mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
+    mounts.push(bind(&spec.socket, mount::SOCKET, false));
+    mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
+    mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
+    mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
+    for extra in &spec.binds {
+        mounts.push(bind(
+            &extra.host,
+            &extra.container.to_string_lossy(),
+            extra.read_only,
+        ));
+    }
+    mounts
+}
+
+/// Writes the curated `/etc` of `spec` (for a skeleton image) off the
+/// async threads.
+pub(crate) async fn write_etc(spec: &ContainerSpec) -> Result<()> {
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || crate::etc::write_etc(&spec))
+        .await
+        .map_err(|e| Error::Failed(format!("write the curated /etc: {e}")))?
+}
+
 fn bind(host: &Path, container: &str, read_only: bool) -> Mount {
     Mount {
         target: Some(container.to_owned()),
@@ -334,14 +352,14 @@ fn bind(host: &Path, container: &str, read_only: bool) -> Mount {
 }
 
 /// The HTTP status of an engine error, if it is one.
-fn status(e: &EngineError) -> Option<u16> {
+pub(crate) fn status(e: &EngineError) -> Option<u16> {
     match e {
         EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
 }
 
-fn engine(what: impl Into<String>) -> impl FnOnce(EngineError) -> Error {
+pub(crate) fn engine(what: impl Into<String>) -> impl FnOnce(EngineError) -> Error {
     let what = what.into();
     move |e| Error::Failed(format!("docker: {what}: {e}"))
 }
@@ -364,10 +382,7 @@ impl Runtime for DockerRuntime {
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
         let skeleton = self.ensure(&image).await?;
         if skeleton {
-            let spec = spec.clone();
-            tokio::task::spawn_blocking(move || crate::etc::write_etc(&spec))
-                .await
-                .map_err(|e| Error::Failed(format!("write the curated /etc: {e}")))??;
+            write_etc(spec).await?;
         }
         let name = self.container_name(&spec.name);
         // A foreign container of that name is refused here, never removed.
@@ -475,6 +490,7 @@ impl Runtime for DockerRuntime {
                 running,
                 failed,
                 pid,
+                node: None,
             });
         }
         list.sort_by(|a, b| a.name.cmp(&b.name));

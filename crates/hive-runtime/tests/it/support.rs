@@ -63,6 +63,7 @@ impl Layout {
             etc_dir: agent_dir.join("etc"),
             user: None,
             limits: hive_runtime::Limits::default(),
+            placement: hive_runtime::Placement::default(),
         }
     }
 }
