@@ -204,7 +204,7 @@ fn approvals(hive: &Hive) -> String {
     hive.host(r#"{"cmd":"pending"}"#)
 }
 
-fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
+pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     if !available(runtime) {
         return;
     }
@@ -231,6 +231,9 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     let codex_url = format!("OPENAI_BASE_URL=http://127.0.0.1:{}/v1", codex_model.port);
     // Docker's containers outlive `hive serve`: removed when done.
     let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&dir.path().join("state"))]);
+    // Swarm's services and networks too (dropped first).
+    let _services = (runtime == "swarm")
+        .then(|| crate::swarm::Cleanup(hive_runtime::HiveId::of(&dir.path().join("state"))));
     let model_url = format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", model.port);
     let hive = Hive::start_with(
         dir,

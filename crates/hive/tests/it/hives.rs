@@ -33,7 +33,7 @@ fn available() -> bool {
 }
 
 /// The docker CLI's output; empty where there is no CLI.
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     Command::new("docker")
         .args(args)
         .output()

@@ -26,5 +26,6 @@ mod pressure;
 mod sandboxes;
 mod spend;
 mod support;
+mod swarm;
 mod tasks;
 mod tidy;
