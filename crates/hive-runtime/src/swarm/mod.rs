@@ -306,6 +306,33 @@ impl SwarmRuntime {
             .map_err(engine(format!("create network {network}")))
     }
 
+    /// Creates the agent's service (and its network, again if the one
+    /// found was on its way out: the swarm removes networks lazily).
+    async fn create_service(&self, name: &AgentName, spec: ServiceSpec) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.docker.create_service(spec.clone(), None).await {
+                Ok(created) => {
+                    for warning in created.warnings.unwrap_or_default() {
+                        // "could not be accessed on a registry": a local image.
+                        tracing::debug!(agent = %name, "swarm: {warning}");
+                    }
+                    return Ok(());
+                }
+                Err(e)
+                    if tries < 50
+                        && status(&e) == Some(500)
+                        && e.to_string().contains("network") =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(WAIT_STEP).await;
+                    self.ensure_network(name).await?;
+                }
+                Err(e) => return Err(engine(format!("create service h-{name}"))(e)),
+            }
+        }
+    }
+
     /// Removes the agent's network once its last task container left it.
     async fn remove_network(&self, name: &AgentName) {
         let network = self.service_name(name);
@@ -452,18 +479,7 @@ impl Runtime for SwarmRuntime {
                 })
                 .await
             }
-            None => {
-                let created = self
-                    .docker
-                    .create_service(new, None)
-                    .await
-                    .map_err(engine(format!("create service h-{}", spec.name)))?;
-                for warning in created.warnings.unwrap_or_default() {
-                    // "could not be accessed on a registry": a local image.
-                    tracing::debug!(agent = %spec.name, "swarm: {warning}");
-                }
-                Ok(())
-            }
+            None => self.create_service(&spec.name, new).await,
         }
     }
 
