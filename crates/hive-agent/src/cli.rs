@@ -170,6 +170,29 @@ fn need_socket(socket: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("state dir {}", args.state_dir.display()))?;
+    let control_dir = args
+        .control_dir
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join(".hive"));
+    let mut link_paused = None;
+    if let Some(link) = crate::link::LinkConfig::from_env() {
+        // No sockets of core's here: the link makes them, and the control
+        // files, before anything below reads them.
+        let local = crate::link::Local {
+            socket: &socket,
+            egress: args
+                .egress_socket
+                .as_deref()
+                .filter(|s| !s.as_os_str().is_empty()),
+            page: args.page_socket.as_deref(),
+            control_dir: &control_dir,
+        };
+        link_paused = Some(
+            crate::link::start(&link, local)
+                .await
+                .with_context(|| format!("link to core at {}", link.addr))?,
+        );
+    }
     let client = SocketClient::new(&socket);
     let agent = match args.agent.clone().filter(|a| !a.is_empty()) {
         Some(agent) => agent,
@@ -177,10 +200,6 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
     };
     // The deployed config's model is the default; a runtime switch from
     // the web UI (persisted in the state dir) still wins.
-    let control_dir = args
-        .control_dir
-        .clone()
-        .unwrap_or_else(|| args.state_dir.join(".hive"));
     let deployed = crate::deployed::load(&control_dir);
     let default_model = deployed
         .as_ref()
@@ -261,6 +280,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         socket,
         state_dir: args.state_dir,
         control_dir,
+        link_paused,
         shared_dir: args.shared_dir,
         config_dir: args.config_dir,
         engine,

@@ -37,6 +37,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Files core writes for the harness, read-only to it.
     pub control_dir: PathBuf,
+    /// On the link: whether core says the agent is paused (the marker file
+    /// in the link dir is the agent's to write, so it does not count).
+    pub link_paused: Option<tokio::sync::watch::Receiver<bool>>,
     pub shared_dir: Option<PathBuf>,
     pub config_dir: Option<PathBuf>,
     pub engine: Arc<dyn Engine>,
@@ -222,12 +225,17 @@ impl Harness {
 
     async fn wait_while_paused(&mut self) -> Result<(), Interrupted> {
         let marker = self.config.control_dir.join(files::PAUSE_MARKER);
-        if !marker.exists() {
+        let link = self.config.link_paused.clone();
+        let paused = || match &link {
+            Some(paused) => *paused.borrow(),
+            None => marker.exists(),
+        };
+        if !paused() {
             return Ok(());
         }
         self.shared
             .set_turn_state(TurnState::Paused, Some("paused by the operator".into()));
-        while marker.exists() {
+        while paused() {
             self.sleep(self.config.poll, None).await?;
         }
         self.shared.set_turn_state(TurnState::Idle, None);
@@ -572,8 +580,7 @@ impl Harness {
                     break TurnEnd::Failed("the prompt is too long even after compaction".into());
                 }
                 RunEnd::Finished(Verdict::RateLimited(why)) => {
-                    let wait = self.rate_backoff;
-                    self.rate_backoff = (wait * 2).min(self.config.rate_limit_backoff * 16);
+                    let wait = self.next_rate_backoff();
                     let note = format!("rate limited ({why}); retrying in {}s", wait.as_secs());
                     self.shared.bus.note(note.clone());
                     self.shared
@@ -717,6 +724,14 @@ impl Harness {
         end
     }
 
+    /// The wait before the next try after a rate limit: the current step,
+    /// doubling the next one up to 16 times the configured back-off.
+    fn next_rate_backoff(&mut self) -> Duration {
+        let wait = self.rate_backoff;
+        self.rate_backoff = (wait * 2).min(self.config.rate_limit_backoff * 16);
+        wait
+    }
+
     /// The plan's window is used up until `resets_at`: sleep on one timer
     /// until then (the popped messages stay in flight, newer ones wait in
     /// the inbox, nothing is spent), then let the turn run again. A reset
@@ -732,9 +747,7 @@ impl Harness {
         let wait = if wait_ms > 0 {
             Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX))
         } else {
-            let wait = self.rate_backoff;
-            self.rate_backoff = (wait * 2).min(self.config.rate_limit_backoff * 16);
-            wait
+            self.next_rate_backoff()
         };
         let text = hive_proto::live::quota_text(resets_at);
         self.shared.bus.note(format!(

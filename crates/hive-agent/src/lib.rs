@@ -24,6 +24,7 @@ pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod harness;
+pub mod link;
 pub mod login;
 pub mod mcp;
 pub mod process;

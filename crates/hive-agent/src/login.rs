@@ -334,12 +334,8 @@ impl Logins {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(engine);
     }
 
-    /// The engine's name (`claude`, `codex`), once set.
-    pub fn engine_name(&self) -> Option<&'static str> {
-        self.engine().map(|e| e.name())
-    }
-
-    fn engine(&self) -> Option<Arc<dyn Engine>> {
+    /// The engine whose login this runs, once set.
+    pub fn engine(&self) -> Option<Arc<dyn Engine>> {
         self.engine
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -445,6 +441,12 @@ mod tests {
     impl Engine for FakeLogin {
         fn name(&self) -> &'static str {
             "fake"
+        }
+        fn auth_env(&self) -> &'static [&'static str] {
+            crate::engine::claude::CLAUDE_AUTH_ENV
+        }
+        fn credentials_file(&self, home: &Path) -> PathBuf {
+            crate::engine::claude::credentials_file(home)
         }
         fn program(&self) -> &Path {
             Path::new("sh")

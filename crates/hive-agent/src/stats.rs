@@ -199,7 +199,10 @@ impl StatsStore {
     }
 
     /// What the turns that started at or after `since` (unix seconds) spent:
-    /// USD (turns without a cost count 0) and tokens ([`billed_tokens`]).
+    /// USD (turns without a cost count 0) and the tokens a budget counts:
+    /// input, output and cache writes. Cache reads are left out: a long
+    /// session re-reads its whole context every inference, which would
+    /// swamp any token limit without being new work.
     pub fn spent_since(&self, since: i64) -> rusqlite::Result<Spent> {
         let db = self.db();
         db.query_row(
@@ -232,13 +235,6 @@ impl StatsStore {
 pub struct Spent {
     pub usd: f64,
     pub tokens: u64,
-}
-
-/// The tokens a budget counts: input, output and cache writes. Cache reads
-/// are left out: a long session re-reads its whole context every inference,
-/// which would swamp any token limit without being new work.
-pub fn billed_tokens(u: &TokenUsage) -> u64 {
-    u.input_tokens + u.output_tokens + u.cache_creation_input_tokens
 }
 
 /// A turn's own cost from its session's running total now (`total`) and at

@@ -331,6 +331,12 @@ mod tests {
         fn name(&self) -> &'static str {
             "script"
         }
+        fn auth_env(&self) -> &'static [&'static str] {
+            &[]
+        }
+        fn credentials_file(&self, home: &std::path::Path) -> std::path::PathBuf {
+            home.join("credentials")
+        }
         fn program(&self) -> &std::path::Path {
             std::path::Path::new(self.program)
         }

@@ -299,24 +299,22 @@ struct Login {
 async fn login(State(shared): State<Arc<Shared>>) -> Json<Login> {
     let view = shared.view();
     let needs_login = view.state == TurnState::NeedsLogin;
-    let codex = shared.login.engine_name() == Some("codex");
+    // Each engine words its own help; before the harness has chosen one,
+    // the default engine's.
+    let engine = shared
+        .login
+        .engine()
+        .unwrap_or_else(|| Arc::new(crate::engine::claude::Claude::new("claude")));
     Json(Login {
         needs_login,
         missing: view.note.filter(|_| needs_login),
-        env: if codex {
-            &[crate::engine::codex::API_KEY_ENV]
-        } else {
-            crate::engine::claude::CLAUDE_AUTH_ENV
-        },
-        credentials_file: if codex {
-            crate::engine::codex::credentials_file(&shared.state_dir)
-        } else {
-            crate::engine::claude::credentials_file(&shared.state_dir)
-        }
-        .display()
-        .to_string(),
+        env: engine.auth_env(),
+        credentials_file: engine
+            .credentials_file(&shared.state_dir)
+            .display()
+            .to_string(),
         interactive: shared.login.available(&shared.state_dir),
-        engine: shared.login.engine_name().unwrap_or("claude"),
+        engine: engine.name(),
     })
 }
 

@@ -96,6 +96,11 @@ impl ConfigRepos {
             .join("config")
     }
 
+    /// [`Self::proposed_path`] below the state dir.
+    fn proposed_rel(&self, name: &AgentName) -> PathBuf {
+        Path::new("proposed").join(name.as_str()).join("config")
+    }
+
     /// The applied repo (bare, core only).
     pub fn applied_path(&self, name: &AgentName) -> PathBuf {
         self.state_dir.join("applied").join(name.as_str())
@@ -111,8 +116,16 @@ impl ConfigRepos {
     /// planted there can redirect core's writes.
     pub fn init_proposed(&self, name: &AgentName) -> Result<bool> {
         let path = self.proposed_path(name);
-        if let Some(repo) = open_repo(&path)? {
-            if head_commit(&repo)?.is_some() {
+        if !is_missing_or_empty(&path)? {
+            let git_dir = std::fs::symlink_metadata(path.join(".git"));
+            if !git_dir.is_ok_and(|meta| meta.is_dir()) {
+                return Err(Error::Git {
+                    context: format!("open {} (it exists but is not a git repo)", path.display()),
+                    message: "there is no .git directory in it".to_owned(),
+                });
+            }
+            // Read as `prepare` reads it: never opened in place.
+            if crate::snapshot::head(&self.state_dir, &self.proposed_rel(name))?.is_some() {
                 return Ok(false);
             }
             return Err(Error::EmptyRepo {
@@ -150,18 +163,29 @@ impl ConfigRepos {
                 sha: sha.to_string(),
             });
         }
-        let proposed = self.open_proposed(name)?;
-        let head = head_commit(&proposed)?.ok_or_else(|| Error::NoRepo {
+        // A copy of the manager's objects, never its repo in place: what
+        // it wrote there (alternates naming a host repo) must not steer
+        // what core copies into applied.
+        let no_commit = || Error::NoRepo {
             agent: name.to_string(),
             which: "committed proposed",
             hint: "",
-        })?;
-        check_commit(&proposed, head)?;
+        };
+        let head = crate::snapshot::head(&self.state_dir, &self.proposed_rel(name))?
+            .ok_or_else(no_commit)?;
+        let snap = crate::snapshot::take(
+            &self.state_dir,
+            &self.proposed_rel(name),
+            &self.state_dir.join("tmp"),
+        )?
+        .ok_or_else(no_commit)?;
+        let proposed = &snap.repo;
+        check_commit(proposed, head)?;
         let applied = match open_repo(&applied_path)? {
             Some(repo) => repo,
             None => init_repo(&applied_path, true)?,
         };
-        copy_commit(&proposed, &applied, head)?;
+        copy_commit(proposed, &applied, head)?;
         applied
             .reference(MAIN, head, true, "deployed/0")
             .git(|| format!("set main of the applied config repo of {name}"))?;
@@ -197,7 +221,7 @@ impl ConfigRepos {
         // (`snapshot`), so nothing it wrote there steers libgit2.
         let proposed = crate::snapshot::take(
             &self.state_dir,
-            &Path::new("proposed").join(name.as_str()).join("config"),
+            &self.proposed_rel(name),
             &self.state_dir.join("tmp"),
         )?;
         let in_proposed = match &proposed {
@@ -267,14 +291,6 @@ impl ConfigRepos {
             agent: name.to_string(),
             which: "applied",
             hint: " (it is created when the agent is spawned)",
-        })
-    }
-
-    fn open_proposed(&self, name: &AgentName) -> Result<Repository> {
-        open_repo(&self.proposed_path(name))?.ok_or_else(|| Error::NoRepo {
-            agent: name.to_string(),
-            which: "proposed",
-            hint: " (request_init_config or a spawn creates it)",
         })
     }
 
@@ -476,6 +492,16 @@ pub(crate) fn open_repo(path: &Path) -> Result<Option<Repository>> {
         .git(|| format!("open {} (it exists but is not a git repo)", path.display()))
 }
 
+/// Whether nothing, or only an empty directory, is at `path` (what core's
+/// dir setup leaves before a repo is seeded).
+fn is_missing_or_empty(path: &Path) -> Result<bool> {
+    match std::fs::read_dir(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e).io(|| format!("read {}", path.display())),
+        Ok(mut entries) => Ok(entries.next().is_none()),
+    }
+}
+
 /// Creates a repo whose first branch is `main`, without hook templates.
 fn init_repo(path: &Path, bare: bool) -> Result<Repository> {
     Repository::init_opts(
@@ -487,18 +513,6 @@ fn init_repo(path: &Path, bare: bool) -> Result<Repository> {
             .initial_head("main"),
     )
     .git(|| format!("create a git repo at {}", path.display()))
-}
-
-/// The commit `HEAD` points at; `None` while the branch is unborn.
-fn head_commit(repo: &Repository) -> Result<Option<Oid>> {
-    match repo.head() {
-        Ok(head) => head
-            .peel_to_commit()
-            .map(|c| Some(c.id()))
-            .git(|| format!("read HEAD of {}", repo.path().display())),
-        Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => Ok(None),
-        Err(e) => Err(e).git(|| format!("read HEAD of {}", repo.path().display())),
-    }
 }
 
 /// The commit applied `main` points at; `None` before the first deploy.

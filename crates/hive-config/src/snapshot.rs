@@ -36,28 +36,15 @@ pub struct Snapshot {
 /// following links) into a fresh bare repo under `scratch`. `None` when the
 /// proposed repo does not exist or has no objects dir.
 pub fn take(root: &Path, rel: &Path, scratch: &Path) -> Result<Option<Snapshot>> {
-    let mut dir = open_dir(root).io(|| format!("open {}", root.display()))?;
-    let mut shown = root.to_path_buf();
-    for component in rel.components().chain([
-        std::path::Component::Normal(".git".as_ref()),
-        std::path::Component::Normal("objects".as_ref()),
-    ]) {
-        shown.push(component);
-        match open_dir(&child(&dir, component.as_os_str())) {
-            Ok(next) => dir = next,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if is_link_refusal(&e) => {
-                return Err(Error::Io {
-                    context: format!(
-                        "refusing {}: a symbolic link or non-directory planted in the manager's repo",
-                        shown.display()
-                    ),
-                    source: e,
-                });
-            }
-            Err(e) => return Err(e).io(|| format!("open {}", shown.display())),
-        }
-    }
+    let Some((git, mut shown)) = open_git_dir(root, rel)? else {
+        return Ok(None);
+    };
+    shown.push("objects");
+    let dir = match open_dir(&child(&git, "objects".as_ref())) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(refusal(e, &shown)),
+    };
     std::fs::create_dir_all(scratch).io(|| format!("create {}", scratch.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix("proposed-")
@@ -99,6 +86,110 @@ pub fn take(root: &Path, rel: &Path, scratch: &Path) -> Result<Option<Snapshot>>
         }
     }
     Ok(Some(Snapshot { repo, _dir: tmp }))
+}
+
+/// The commit `HEAD` of the repo at `<root>/<rel…>` names, read the way
+/// [`take`] reads (no link followed, nothing opened by libgit2): a
+/// detached sha, or a branch under `refs/heads/`, loose or packed. `None`
+/// when there is no repo, or its `HEAD` names no commit.
+pub fn head(root: &Path, rel: &Path) -> Result<Option<git2::Oid>> {
+    let Some((git, _)) = open_git_dir(root, rel)? else {
+        return Ok(None);
+    };
+    let Some(head) = read_small(&child(&git, "HEAD".as_ref())) else {
+        return Ok(None);
+    };
+    let head = head.trim();
+    let Some(name) = head.strip_prefix("ref: ") else {
+        return Ok(git2::Oid::from_str(head).ok());
+    };
+    let Some(branch) = name.strip_prefix("refs/heads/") else {
+        return Ok(None);
+    };
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    let parts: Vec<&str> = branch.split('/').collect();
+    if !parts.iter().all(|part| plain(part)) {
+        return Ok(None);
+    }
+    let (leaf, dirs) = parts.split_last().unwrap_or((&"", &[]));
+    let loose = ["refs", "heads"]
+        .iter()
+        .chain(dirs)
+        .try_fold(
+            git.try_clone().io(|| "duplicate a descriptor".to_owned())?,
+            |dir, part| open_dir(&child(&dir, part.as_ref())).ok(),
+        )
+        .and_then(|dir| read_small(&child(&dir, leaf.as_ref())));
+    if let Some(oid) = loose.and_then(|text| git2::Oid::from_str(text.trim()).ok()) {
+        return Ok(Some(oid));
+    }
+    let packed = read_small(&child(&git, "packed-refs".as_ref())).unwrap_or_default();
+    Ok(packed.lines().find_map(|line| {
+        let (sha, refname) = line.split_once(' ')?;
+        (refname == name)
+            .then(|| git2::Oid::from_str(sha).ok())
+            .flatten()
+    }))
+}
+
+/// `<root>/<rel…>/.git`, every component below `root` opened without
+/// following links, with the path to name in messages; `None` when some
+/// component does not exist.
+fn open_git_dir(root: &Path, rel: &Path) -> Result<Option<(File, PathBuf)>> {
+    let mut dir = open_dir(root).io(|| format!("open {}", root.display()))?;
+    let mut shown = root.to_path_buf();
+    for component in rel
+        .components()
+        .chain([std::path::Component::Normal(".git".as_ref())])
+    {
+        shown.push(component);
+        match open_dir(&child(&dir, component.as_os_str())) {
+            Ok(next) => dir = next,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(refusal(e, &shown)),
+        }
+    }
+    Ok(Some((dir, shown)))
+}
+
+/// An error opening `shown`, naming a planted link as such.
+fn refusal(e: std::io::Error, shown: &Path) -> Error {
+    if is_link_refusal(&e) {
+        return Error::Io {
+            context: format!(
+                "refusing {}: a symbolic link or non-directory planted in the manager's repo",
+                shown.display()
+            ),
+            source: e,
+        };
+    }
+    Error::Io {
+        context: format!("open {}", shown.display()),
+        source: e,
+    }
+}
+
+/// A small regular file's text (a ref, `HEAD`, `packed-refs`), opened
+/// without following a link; `None` when it is missing, not a regular
+/// file, not text or over 1 MiB.
+fn read_small(path: &Path) -> Option<String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// `name` beneath the directory `dir` holds, as a path the kernel

@@ -41,6 +41,7 @@ async fn run(dir: &Path, count: i64) -> Result<(), BoxError> {
         mirror: None,
         operator_token: None,
         foreground: false,
+        link: None,
         claude_bin: None,
         codex_bin: None,
     };

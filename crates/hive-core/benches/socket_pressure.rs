@@ -84,6 +84,7 @@ fn daemon(dir: &Path) -> Result<(), BoxError> {
             mirror: None,
             operator_token: None,
             foreground: false,
+            link: None,
         };
         hive_core::serve::run(config, |_| println!("ready"))
             .await

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "bench-operator-token-0123456789";
 
 use hive_core::Paths;
-use hive_core::coordinator::{Coordinator, Settings};
+use hive_core::coordinator::Coordinator;
+use hive_core::settings::Settings;
 use hive_proto::{DashboardEvent, MessageView};
 use hive_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,8 +59,9 @@ fn main() -> Result<(), BoxError> {
             ports: Default::default(),
             mirror: None,
             operator_token: TOKEN.to_owned(),
+            link: None,
         };
-        let coord = Arc::new(Coordinator::new(store, paths, None, None, settings));
+        let coord = Coordinator::new(store, paths, None, None, settings, None);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(hive_core::http::serve(coord.clone(), listener));

@@ -1,111 +1,49 @@
-//! The operator's and the manager's verbs, implemented once.
-//!
-//! host.sock, the manager socket and (later) the dashboard all call these,
-//! so the surfaces never drift. The lifecycle verbs themselves live in
-//! [`crate::lifecycle`].
+//! Approvals, implemented once for every surface: queued (a spawn here;
+//! deploys and config seeds by [`crate::config`]), approved — running the
+//! action, a deploy in its agent's lane ([`crate::deploys`]) — denied or
+//! withdrawn. host.sock, the manager socket and the dashboard all call
+//! these, so the surfaces never drift.
 
 use std::sync::Arc;
 
-use hive_proto::{
-    AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent, HelperEvent, KeptRunning,
-    OPERATOR_RECIPIENT, Scope,
-};
-use hive_store::Question;
+use hive_config::{Deployed, TagKind};
+use hive_proto::{AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent, HelperEvent};
+use hive_store::Store;
 
-use crate::coordinator::Coordinator;
+use crate::config::Configs;
+use crate::deploys::{DeployLanes, Turn};
 use crate::error::{Error, Result};
+use crate::events::{DashboardBus, notify_manager};
+use crate::lifecycle::Lifecycle;
+use crate::status::{Status, require_agent};
 
-/// A verb applied to a scope of agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScopeVerb {
-    Start,
-    Stop,
+/// The approval queue's verbs, and the actions an approval runs.
+pub struct Approvals {
+    store: Store,
+    dashboard: Arc<DashboardBus>,
+    configs: Arc<Configs>,
+    lifecycle: Arc<Lifecycle>,
+    deploys: Arc<DeployLanes>,
+    status: Arc<Status>,
 }
 
-impl Coordinator {
-    /// Starts or stops every agent in `scope` (all when empty), reporting
-    /// each failure by name. Answers the agents a stop of everything left
-    /// running on purpose (the manager), with the reason.
-    pub async fn lifecycle_scope(
-        self: &Arc<Self>,
-        verb: ScopeVerb,
-        scope: &Scope,
-    ) -> Result<Vec<KeptRunning>> {
-        let verb_name = match verb {
-            ScopeVerb::Start => "start",
-            ScopeVerb::Stop => "stop",
-        };
-        for name in &scope.agent_names {
-            self.require_agent(name)?;
+impl Approvals {
+    pub fn new(
+        store: Store,
+        dashboard: Arc<DashboardBus>,
+        configs: Arc<Configs>,
+        lifecycle: Arc<Lifecycle>,
+        deploys: Arc<DeployLanes>,
+        status: Arc<Status>,
+    ) -> Self {
+        Self {
+            store,
+            dashboard,
+            configs,
+            lifecycle,
+            deploys,
+            status,
         }
-        self.require_runtime(verb_name)?;
-        let mut kept = Vec::new();
-        let names = if scope.is_all() {
-            let mut names = Vec::new();
-            for record in self.store.agents()?.into_iter().filter(|r| r.has_container) {
-                if verb == ScopeVerb::Stop && record.name == hive_proto::MANAGER_AGENT {
-                    if self
-                        .container_status(&record.name)
-                        .is_some_and(|c| c.running)
-                    {
-                        kept.push(KeptRunning {
-                            name: record.name,
-                            reason: "the manager is left out of stopping every agent; \
-                                     name it to stop it (`hive stop manager`)"
-                                .to_owned(),
-                        });
-                    }
-                    continue;
-                }
-                names.push(AgentName::parse(&record.name).map_err(hive_store::Error::from)?);
-            }
-            names
-        } else {
-            scope.agent_names.clone()
-        };
-        let mut failures = Vec::new();
-        for name in &names {
-            let outcome = match verb {
-                ScopeVerb::Start => self.start(name).await,
-                ScopeVerb::Stop => self.stop(name).await,
-            };
-            if let Err(e) = outcome {
-                failures.push((name, e));
-            }
-        }
-        if names.len() == 1 && failures.len() == 1 {
-            return Err(failures.remove(0).1);
-        }
-        if failures.is_empty() {
-            return Ok(kept);
-        }
-        let each: Vec<String> = failures
-            .iter()
-            .map(|(name, e)| format!("{name}: {e}"))
-            .collect();
-        Err(Error::refused(each.join("; ")))
-    }
-
-    /// Sets or clears an agent's pause marker. Works whether or not its
-    /// container runs.
-    pub fn set_paused(&self, name: &AgentName, paused: bool) -> Result<()> {
-        self.require_agent(name)?;
-        // The control dir is core's (read-only in the container); still
-        // reached without following links, and the marker is replaced,
-        // never written through.
-        let control = crate::safe_fs::Dir::create(
-            &self.paths.state_dir,
-            &self.paths.control_dir(name),
-            crate::paths::DIR_MODE,
-        )?;
-        if paused {
-            control.write_file(hive_proto::control::PAUSED, b"paused by the operator\n")?;
-        } else {
-            control.remove_file(hive_proto::control::PAUSED)?;
-        }
-        self.store.set_paused(name.as_str(), paused)?;
-        self.publish_status(name.as_str());
-        Ok(())
     }
 
     /// Queues a spawn approval (a same-name tombstone is revived on
@@ -117,7 +55,7 @@ impl Coordinator {
             ));
         }
         // What the approval would fail on, refused now.
-        self.refuse_existing(name)?;
+        self.lifecycle.refuse_existing(name)?;
         let duplicate = self
             .store
             .pending_approvals()?
@@ -153,7 +91,7 @@ impl Coordinator {
     /// The budget a spawn of `name` would run with: its deployed config's
     /// (a revival), else the template's.
     fn spawn_budget(&self, name: &AgentName) -> hive_proto::control::Budget {
-        if let Ok(deployed) = self.config.deployed(name) {
+        if let Ok(deployed) = self.configs.deployed(name) {
             return deployed.config.budget;
         }
         hive_config::check_agent_toml(&hive_config::template::agent_toml(name, "sonnet"))
@@ -163,7 +101,7 @@ impl Coordinator {
 
     /// Approves a pending approval and runs its action. An action that
     /// fails leaves the approval `failed`, with the error as its note.
-    pub async fn approve(self: &Arc<Self>, id: i64) -> Result<Approval> {
+    pub async fn approve(&self, id: i64) -> Result<Approval> {
         let pending = self.store.approval(id)?;
         if pending.status != ApprovalStatus::Pending {
             return Err(Error::refused(format!(
@@ -214,19 +152,19 @@ impl Coordinator {
 
     /// Runs an approved action; `Some(note)` when a deploy was superseded.
     async fn run_approved(
-        self: &Arc<Self>,
+        &self,
         approval: &Approval,
         ticket: Option<crate::deploys::Ticket>,
     ) -> Result<Option<String>> {
         match approval.kind {
             ApprovalKind::Spawn => {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
-                self.spawn(&name).await.map(|()| None)
+                self.lifecycle.spawn(&name).await.map(|()| None)
             }
             ApprovalKind::ApplyCommit => self.apply_commit(approval, ticket).await,
             ApprovalKind::InitConfig => {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
-                self.init_config(&name).await.map(|()| None)
+                self.configs.init_config(&name).await.map(|()| None)
             }
         }
     }
@@ -236,7 +174,7 @@ impl Coordinator {
         let denied = self
             .store
             .resolve_approval(id, ApprovalStatus::Denied, note)?;
-        self.close_proposal(&denied, note).await;
+        self.configs.close_proposal(&denied, note).await;
         self.publish_approval_resolved(&denied);
         Ok(denied)
     }
@@ -246,7 +184,8 @@ impl Coordinator {
         let cancelled = self
             .store
             .resolve_approval(id, ApprovalStatus::Cancelled, None)?;
-        self.close_proposal(&cancelled, Some("cancelled by the manager"))
+        self.configs
+            .close_proposal(&cancelled, Some("cancelled by the manager"))
             .await;
         self.publish_approval_resolved(&cancelled);
         Ok(cancelled)
@@ -265,14 +204,17 @@ impl Coordinator {
     }
 
     fn publish_approval_resolved(&self, a: &Approval) {
-        self.notify_manager(&HelperEvent::ApprovalResolved {
-            id: a.id,
-            agent: a.agent.clone(),
-            commit_ref: a.commit_ref.clone(),
-            status: a.status,
-            note: a.note.clone(),
-            running_sha: self.running_sha(a),
-        });
+        notify_manager(
+            &self.store,
+            &HelperEvent::ApprovalResolved {
+                id: a.id,
+                agent: a.agent.clone(),
+                commit_ref: a.commit_ref.clone(),
+                status: a.status,
+                note: a.note.clone(),
+                running_sha: self.running_sha(a),
+            },
+        );
         self.dashboard.emit(|seq| DashboardEvent::ApprovalResolved {
             seq,
             id: a.id,
@@ -303,40 +245,95 @@ impl Coordinator {
             .and_then(|r| r.deployed_sha)
     }
 
-    /// Sends a message from the operator.
-    pub fn operator_send(&self, to: &str, body: &str) -> Result<Vec<i64>> {
-        if to == OPERATOR_RECIPIENT {
-            return Err(Error::refused("the operator cannot message itself"));
+    /// The action of an approved `apply_commit`. It waits its turn in the
+    /// agent's deploy lane (see [`crate::deploys`]); a later approval
+    /// queued behind it supersedes it (tagged `denied/<id>`, "superseded by
+    /// #N"; the answer is `Some(note)`). Otherwise: tag, install the config
+    /// where the container reads it, rebuild, wait for the harness to report
+    /// in, and tag `deployed/` — or `failed/`, with the previous config put
+    /// back and its container restarted.
+    async fn apply_commit(
+        &self,
+        approval: &Approval,
+        ticket: Option<crate::deploys::Ticket>,
+    ) -> Result<Option<String>> {
+        let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
+        let (id, sha) = (approval.id, approval.commit_ref.clone());
+        let ticket = ticket.unwrap_or_else(|| self.deploys.join(&name, id));
+        let _turn = match self.deploys.wait(&name, ticket).await {
+            Turn::Mine(turn) => turn,
+            Turn::Superseded { by } => {
+                let note = format!("superseded by #{by}");
+                let tagged = {
+                    let (name, note) = (name.clone(), note.clone());
+                    self.configs
+                        .with_repos(move |repos| repos.mark_denied(&name, id, Some(&note)))
+                        .await
+                };
+                if let Err(e) = tagged {
+                    tracing::warn!(%name, id, "denied/{id} (superseded) not tagged: {e}");
+                }
+                self.configs.mirror_soon(&name);
+                return Ok(Some(note));
+            }
+        };
+        let (candidate, previous) = {
+            let (name, sha) = (name.clone(), sha.clone());
+            self.configs
+                .with_repos(move |repos| {
+                    repos.tag(&name, TagKind::Approved, id, &sha)?;
+                    repos.tag(&name, TagKind::Building, id, &sha)?;
+                    Ok((repos.config_at(&name, &sha)?, repos.deployed(&name)?))
+                })
+                .await?
+        };
+        self.configs.mirror_soon(&name);
+        let has_container = require_agent(&self.store, &name)?.has_container;
+        let built = match self.configs.write_config(&name, &candidate) {
+            Ok(()) if has_container => self.lifecycle.rebuild_with(&name, &candidate).await,
+            other => other,
+        };
+        let outcome = match built {
+            Ok(()) => {
+                let name2 = name.clone();
+                self.configs
+                    .with_repos(move |repos| repos.mark_deployed(&name2, id))
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(()) => self.configs.install_config(&name, &candidate)?,
+            Err(e) => {
+                let (name2, error) = (name.clone(), e.to_string());
+                if let Err(tag) = self
+                    .configs
+                    .with_repos(move |repos| repos.mark_failed(&name2, id, &error))
+                    .await
+                {
+                    tracing::warn!(%name, id, "failed/{id} not tagged: {tag}");
+                }
+                self.restore_config(&name, &previous, has_container).await;
+            }
         }
-        Ok(self.store.send(OPERATOR_RECIPIENT, to, body, None)?)
+        self.configs.mirror_soon(&name);
+        self.status.publish(name.as_str());
+        outcome.map(|()| None)
     }
 
-    /// Publishes a newly queued question.
-    pub fn publish_question_added(&self, q: &Question) {
-        self.dashboard.emit(|seq| DashboardEvent::QuestionAdded {
-            seq,
-            id: q.id,
-            asker: q.asker.clone(),
-            question: q.question.clone(),
-            options: q.options.clone(),
-            multi: q.multi,
-            asked_at: q.asked_at,
-            deadline_at: q.deadline_at,
-            target: q.target.clone(),
-        });
-    }
-
-    /// Publishes a resolved (answered, expired, cancelled) question.
-    pub fn publish_question_resolved(&self, q: &Question) {
-        self.dashboard.emit(|seq| DashboardEvent::QuestionResolved {
-            seq,
-            id: q.id,
-            answer: q.answer.clone().unwrap_or_default(),
-            answerer: q.answerer.clone().unwrap_or_default(),
-            answered_at: q.answered_at.unwrap_or_else(hive_store::now_unix),
-            cancelled: q.cancelled,
-            target: q.target.clone(),
-        });
+    /// After a failed deploy: the previous config is written back and, if
+    /// the agent has a container, that container is rebuilt from it.
+    /// Failures are logged: the deploy's own error is what gets reported.
+    async fn restore_config(&self, name: &AgentName, previous: &Deployed, rebuild: bool) {
+        let restored = match self.configs.install_config(name, previous) {
+            Ok(()) if rebuild => self.lifecycle.rebuild_with(name, previous).await,
+            other => other,
+        };
+        match restored {
+            Ok(()) => tracing::info!(%name, sha = %previous.sha, "previous config restored"),
+            Err(e) => tracing::error!(%name, "previous config not restored: {e}"),
+        }
     }
 }
 

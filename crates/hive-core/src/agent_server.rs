@@ -14,6 +14,7 @@ use hive_proto::{
 };
 use hive_store::Popped;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::AbortHandle;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
@@ -306,12 +307,12 @@ pub async fn agent_verb(
                 multi,
                 ttl_seconds,
             )?;
-            coord.publish_question_added(&q);
+            coord.dashboard.question_added(&q);
             AgentResponse::QuestionQueued { id: q.id }
         }
         Answer { id, answer } => {
             let q = store.answer_question(id, me.as_str(), &answer)?;
-            coord.publish_question_resolved(&q);
+            coord.dashboard.question_resolved(&q);
             AgentResponse::Ok
         }
         Remind {
@@ -339,7 +340,7 @@ pub async fn agent_verb(
                 due_ms,
                 file_path.as_deref(),
             )?;
-            coord.publish_status(me.as_str());
+            coord.status.publish(me.as_str());
             AgentResponse::ReminderQueued {
                 id: r.id,
                 due_at: r.due_at(),
@@ -397,7 +398,7 @@ pub async fn agent_verb(
                 )));
             }
             store.set_status_text(me.as_str(), (!text.is_empty()).then_some(text))?;
-            coord.publish_status(me.as_str());
+            coord.status.publish(me.as_str());
             AgentResponse::Ok
         }
         request @ (TaskCreate { .. }
@@ -407,7 +408,7 @@ pub async fn agent_verb(
         | TaskUpdate { .. }
         | TaskComplete { .. }
         | TaskBlock { .. }
-        | TaskCancel { .. }) => return coord.agent_task_verb(me, &request),
+        | TaskCancel { .. }) => return coord.tasks.agent_verb(me, &request),
     })
 }
 
@@ -422,7 +423,7 @@ async fn cancel_loose_end(
             // The store lets the asker, the manager (hive-wide cleanup) and
             // the operator cancel; the asker hears of it unless it cancelled.
             let q = coord.store.cancel_question(id, me.as_str())?;
-            coord.publish_question_resolved(&q);
+            coord.dashboard.question_resolved(&q);
         }
         LooseEndKind::Reminder => {
             let owner = coord
@@ -433,14 +434,14 @@ async fn cancel_loose_end(
                 .map(|r| r.owner);
             coord.store.cancel_reminder(id, me.as_str())?;
             if let Some(owner) = owner {
-                coord.publish_status(&owner);
+                coord.status.publish(&owner);
             }
         }
         LooseEndKind::Approval => {
             if !me.is_manager() {
                 return Err(Error::refused("only the manager can withdraw approvals"));
             }
-            coord.cancel_approval(id).await?;
+            coord.approvals.cancel_approval(id).await?;
         }
     }
     Ok(())
@@ -473,7 +474,7 @@ fn harness_state(
     logged_in: Option<bool>,
     until: Option<i64>,
 ) -> Result<()> {
-    let record = coord.require_agent(me)?;
+    let record = crate::status::require_agent(&coord.store, me)?;
     let needs_login = match (state, logged_in) {
         (hive_proto::live::TurnState::NeedsLogin, _) => Some(true),
         (_, Some(logged_in)) => Some(!logged_in),
@@ -485,11 +486,14 @@ fn harness_state(
         coord.store.set_needs_login(me.as_str(), needs_login)?;
         if !me.is_manager() {
             let agent = me.to_string();
-            coord.notify_manager(&if needs_login {
-                hive_proto::HelperEvent::NeedsLogin { agent }
-            } else {
-                hive_proto::HelperEvent::LoggedIn { agent }
-            });
+            crate::events::notify_manager(
+                &coord.store,
+                &if needs_login {
+                    hive_proto::HelperEvent::NeedsLogin { agent }
+                } else {
+                    hive_proto::HelperEvent::LoggedIn { agent }
+                },
+            );
         }
     }
     // The status row says the engine is missing, and how to provide it,
@@ -526,12 +530,15 @@ fn harness_state(
                 (hive_proto::live::TurnState::Quota, Some(until))
                     if !me.is_manager() && !was_quota =>
                 {
-                    coord.notify_manager(&hive_proto::HelperEvent::QuotaReached {
-                        agent: me.to_string(),
-                        until,
-                    });
+                    crate::events::notify_manager(
+                        &coord.store,
+                        &hive_proto::HelperEvent::QuotaReached {
+                            agent: me.to_string(),
+                            until,
+                        },
+                    );
                 }
-                (hive_proto::live::TurnState::OverBudget, _) => coord.ask_about_budget(me),
+                (hive_proto::live::TurnState::OverBudget, _) => coord.budget.ask(me),
                 _ => {}
             }
         }
@@ -544,7 +551,7 @@ fn harness_state(
     {
         coord.store.set_active_model(me.as_str(), Some(model))?;
     }
-    coord.publish_status(me.as_str());
+    coord.status.publish(me.as_str());
     Ok(())
 }
 
@@ -613,25 +620,27 @@ pub async fn manager_verb(
     };
     Ok(match request {
         RequestSpawn { name, description } => {
-            let approval = coord.request_spawn(&name, description.as_deref())?;
+            let approval = coord
+                .approvals
+                .request_spawn(&name, description.as_deref())?;
             AgentResponse::ApprovalQueued { id: approval.id }
         }
         Kill { name } => {
             manager_itself(&name, "stop")?;
-            coord.stop(&name).await?;
+            coord.lifecycle.stop(&name).await?;
             AgentResponse::Ok
         }
         Start { name } => {
-            coord.start(&name).await?;
+            coord.lifecycle.start(&name).await?;
             AgentResponse::Ok
         }
         Restart { name } => {
             manager_itself(&name, "restart")?;
-            coord.restart(&name).await?;
+            coord.lifecycle.restart(&name).await?;
             AgentResponse::Ok
         }
         Update { name } => {
-            coord.rebuild(&name).await?;
+            coord.lifecycle.rebuild(&name).await?;
             AgentResponse::Ok
         }
         RequestApplyCommit {
@@ -640,46 +649,44 @@ pub async fn manager_verb(
             description,
         } => {
             let approval = coord
+                .configs
                 .request_apply_commit(&agent, &commit_ref, description.as_deref())
                 .await?;
             AgentResponse::ApprovalQueued { id: approval.id }
         }
         RequestInitConfig { name, description } => {
-            let approval = coord.request_init_config(&name, description.as_deref())?;
+            let approval = coord
+                .configs
+                .request_init_config(&name, description.as_deref())?;
             AgentResponse::ApprovalQueued { id: approval.id }
         }
         GetLogs { name, lines } => {
             let lines = lines.unwrap_or(100).min(10_000) as usize;
             AgentResponse::Logs {
-                lines: coord.logs(&name, lines).await?,
+                lines: coord.lifecycle.logs(&name, lines).await?,
             }
         }
         List => AgentResponse::Agents {
-            agents: coord.agent_statuses(&Default::default())?,
+            agents: coord.status.rows(&Default::default())?,
         },
         request @ (TaskAssign { .. } | TaskReorder { .. }) => {
-            return coord.manager_task_verb(&request);
+            return coord.tasks.manager_verb(&request);
         }
     })
 }
 
-/// Binds `name`'s socket and serves it until shutdown; a socket this
-/// daemon already serves is left as it is.
-pub fn serve_agent_socket(coord: &Arc<Coordinator>, name: AgentName) -> anyhow::Result<()> {
-    let bound = coord
-        .agent_sockets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&name)
-        .is_some_and(|task| !task.is_finished());
-    if bound {
-        return Ok(());
-    }
+/// Binds `name`'s socket and its egress proxy's, and serves both until
+/// shutdown (or until the answered handle is aborted). Lifecycle calls this
+/// through [`crate::coordinator::ServeSocket`], keeping the handle.
+pub fn serve_agent_socket(
+    coord: &Arc<Coordinator>,
+    name: AgentName,
+) -> anyhow::Result<AbortHandle> {
     let socket = listener::bind(&coord.paths.agent_socket(&name))?;
     let egress = crate::egress::Proxy::new(coord.egress.clone(), name.clone())
         .bind(&coord.paths.egress_socket(&name))?;
     let task = {
-        let (coord, name) = (coord.clone(), name.clone());
+        let coord = coord.clone();
         let agent = listener::accept_loop(socket, move |stream| {
             handle(coord.clone(), name.clone(), stream)
         });
@@ -687,15 +694,7 @@ pub fn serve_agent_socket(coord: &Arc<Coordinator>, name: AgentName) -> anyhow::
             tokio::join!(agent, egress);
         })
     };
-    let previous = coord
-        .agent_sockets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name, task.abort_handle());
-    if let Some(previous) = previous {
-        previous.abort();
-    }
-    Ok(())
+    Ok(task.abort_handle())
 }
 
 #[cfg(test)]

@@ -7,18 +7,45 @@
 use std::sync::Arc;
 
 use hive_proto::{AgentName, HelperEvent};
-use hive_store::Question;
+use hive_store::{Question, Store};
 
-use crate::coordinator::Coordinator;
+use crate::config::Configs;
 use crate::error::Result;
+use crate::events::{DashboardBus, notify_manager};
+use crate::lifecycle::Lifecycle;
 
 /// The status line of an agent over its budget.
 pub const OVER_BUDGET: &str = "over budget";
 
-impl Coordinator {
+/// The operator's answers to questions, and the budget questions core
+/// asks.
+pub struct Budget {
+    store: Store,
+    dashboard: Arc<DashboardBus>,
+    /// The limit the question names.
+    configs: Arc<Configs>,
+    /// Pause or stop, as the operator answers.
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl Budget {
+    pub fn new(
+        store: Store,
+        dashboard: Arc<DashboardBus>,
+        configs: Arc<Configs>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
+        Self {
+            store,
+            dashboard,
+            configs,
+            lifecycle,
+        }
+    }
+
     /// Asks the operator about `agent` over its budget (once while a
     /// question is open).
-    pub fn ask_about_budget(&self, agent: &AgentName) {
+    pub fn ask(&self, agent: &AgentName) {
         let question = format!(
             "{agent} reached the spend limit of its agent.toml and starts no turn (its messages \
              wait). Raise the limit (the manager proposes the change for your approval), pause \
@@ -26,7 +53,7 @@ impl Coordinator {
         );
         // "raise by <the limit again>": doubling is the one-click choice;
         // the manager proposes whatever the answer says.
-        let raise = match self.config.deployed(agent) {
+        let raise = match self.configs.deployed(agent) {
             Ok(d) if !d.config.budget.is_unlimited() => {
                 format!("raise by {}", d.config.budget.describe())
             }
@@ -36,7 +63,7 @@ impl Coordinator {
             .store
             .ask_about_budget(agent.as_str(), &question, &raise)
         {
-            Ok(Some(q)) => self.publish_question_added(&q),
+            Ok(Some(q)) => self.dashboard.question_added(&q),
             Ok(None) => {}
             Err(e) => tracing::error!(%agent, "budget question not asked: {e}"),
         }
@@ -45,17 +72,17 @@ impl Coordinator {
     /// The operator answers question `id` (from the dashboard or
     /// host.sock): resolved, published, and acted on when it is a budget
     /// question.
-    pub async fn operator_answer(self: &Arc<Self>, id: i64, answer: &str) -> Result<()> {
+    pub async fn operator_answer(&self, id: i64, answer: &str) -> Result<()> {
         let q = self
             .store
             .answer_question(id, hive_proto::OPERATOR_RECIPIENT, answer)?;
-        self.publish_question_resolved(&q);
-        self.budget_answered(&q).await
+        self.dashboard.question_resolved(&q);
+        self.answered(&q).await
     }
 
     /// Acts on the operator's answer to a budget question (any other
     /// question is left alone).
-    pub async fn budget_answered(self: &Arc<Self>, q: &Question) -> Result<()> {
+    pub async fn answered(&self, q: &Question) -> Result<()> {
         if q.cancelled {
             return Ok(());
         }
@@ -65,13 +92,16 @@ impl Coordinator {
         let agent = AgentName::parse(&agent).map_err(hive_store::Error::from)?;
         let answer = q.answer.clone().unwrap_or_default();
         match answer.trim() {
-            "pause" => self.set_paused(&agent, true),
-            "stop" => self.stop(&agent).await,
+            "pause" => self.lifecycle.set_paused(&agent, true),
+            "stop" => self.lifecycle.stop(&agent).await,
             raise if raise.starts_with("raise") => {
-                self.notify_manager(&HelperEvent::BudgetRaiseRequested {
-                    agent: agent.to_string(),
-                    answer: raise.to_owned(),
-                });
+                notify_manager(
+                    &self.store,
+                    &HelperEvent::BudgetRaiseRequested {
+                        agent: agent.to_string(),
+                        answer: raise.to_owned(),
+                    },
+                );
                 Ok(())
             }
             _ => Ok(()),

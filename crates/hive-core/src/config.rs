@@ -1,22 +1,29 @@
 //! Agent config as git, wired into the approval flow.
 //!
-//! `hive-config` owns the repos and tags; this module decides when each
+//! `hive-config` owns the repos and tags; [`Configs`] decides when each
 //! step runs: `ensure` at spawn, `prepare` + `proposal/<id>` when the
-//! manager requests a deploy, `approved/` → `building/` → install →
-//! rebuild → healthy → `deployed/` | `failed/` (the previous config put
-//! back) on approval, one deploy per agent at a time; `denied/` on denial
-//! or when a later approved deploy supersedes a queued one. git work runs
-//! on blocking threads; the mirror push runs in the background and never
+//! manager requests a deploy, `denied/` on denial. It also puts a
+//! deployed config where it takes effect (the broker's allow-list, the
+//! egress policy, `deployed.json`). An approved deploy — `approved/` →
+//! `building/` → install → rebuild → healthy → `deployed/` | `failed/`
+//! (the previous config put back), one per agent at a time, `denied/`
+//! when a later approved deploy supersedes a queued one — is run by
+//! [`crate::actions`], which also holds lifecycle. git work runs on
+//! blocking threads; the mirror push runs in the background and never
 //! holds up a deploy.
 
 use std::sync::Arc;
 
 use hive_config::{ConfigRepos, Deployed, MirrorConfig, TagKind};
 use hive_proto::{AgentName, Approval, ApprovalKind, ApprovalStatus, DashboardEvent};
+use hive_store::Store;
 
-use crate::coordinator::Coordinator;
-use crate::deploys::Turn;
+use crate::Paths;
+use crate::egress::Egress;
 use crate::error::{Error, Result};
+use crate::events::DashboardBus;
+use crate::ports::AgentPorts;
+use crate::status::require_agent;
 
 /// `deployed.json` for the harness: the part of `deployed`'s config it
 /// acts on (the rest — network, mounts, resources, env — core applies).
@@ -46,13 +53,59 @@ fn deployed_file(deployed: &hive_config::Deployed) -> hive_proto::control::Deplo
     }
 }
 
-impl Coordinator {
+/// Every agent's config repos, and where a deployed config takes effect.
+pub struct Configs {
+    store: Store,
+    paths: Paths,
+    repos: ConfigRepos,
+    egress: Arc<Egress>,
+    dashboard: Arc<DashboardBus>,
+    /// Where applied config repos are mirrored, if anywhere.
+    mirror: Option<MirrorConfig>,
+    /// The TLS link, told when a deployed config is written.
+    link: Option<Arc<crate::link::Link>>,
+    /// The manager's uid, to hand it the proposed repos.
+    ports: AgentPorts,
+}
+
+impl Configs {
+    pub fn new(
+        store: Store,
+        paths: Paths,
+        egress: Arc<Egress>,
+        dashboard: Arc<DashboardBus>,
+        mirror: Option<MirrorConfig>,
+        link: Option<Arc<crate::link::Link>>,
+        ports: AgentPorts,
+    ) -> Self {
+        Self {
+            repos: ConfigRepos::new(&paths.state_dir),
+            store,
+            paths,
+            egress,
+            dashboard,
+            mirror,
+            link,
+            ports,
+        }
+    }
+
+    /// The repos themselves, for readers (history, diffs).
+    pub fn repos(&self) -> &ConfigRepos {
+        &self.repos
+    }
+
+    /// `name`'s deployed config, read from its applied repo.
+    pub fn deployed(&self, name: &AgentName) -> hive_config::Result<Deployed> {
+        self.repos.deployed(name)
+    }
+
     /// Runs `f` on the config repos on a blocking thread.
-    async fn with_repos<T: Send + 'static>(
+    pub(crate) async fn with_repos<T: Send + 'static>(
         &self,
         f: impl FnOnce(&ConfigRepos) -> hive_config::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let repos = self.config.clone();
+        let repos = self.repos.clone();
         tokio::task::spawn_blocking(move || f(&repos))
             .await
             .map_err(|e| Error::Internal(format!("config task failed: {e}")))?
@@ -61,7 +114,7 @@ impl Coordinator {
 
     /// Makes `name`'s repos exist and returns its deployed config, written
     /// where the harness reads it and applied to the broker's allow-list.
-    pub async fn ensure_config(&self, name: &AgentName) -> Result<Deployed> {
+    pub async fn ensure(&self, name: &AgentName) -> Result<Deployed> {
         // The manager writes `proposed/`: refuse a planted link before
         // libgit2 creates or opens anything there.
         self.paths.prepare_proposed(name)?;
@@ -83,7 +136,7 @@ impl Coordinator {
 
     /// Records a deployed config: the status row's sha, the broker's
     /// allow-list, and the file the harness reads.
-    fn install_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
+    pub(crate) fn install_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
         self.write_config(name, deployed)?;
         self.store
             .set_deployed_sha(name.as_str(), Some(&deployed.sha))?;
@@ -93,7 +146,7 @@ impl Coordinator {
     /// Puts `deployed` where it takes effect — the broker's allow-list, the
     /// egress policy and the file the harness reads at boot — before a
     /// container is (re)started with it.
-    fn write_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
+    pub(crate) fn write_config(&self, name: &AgentName, deployed: &Deployed) -> Result<()> {
         self.store
             .set_allowed_recipients(name.as_str(), deployed.config.allowed_recipients.as_deref())?;
         self.egress.set_policy(
@@ -111,6 +164,9 @@ impl Coordinator {
         let json = serde_json::to_vec_pretty(&deployed_file(deployed))
             .map_err(|e| Error::Internal(e.to_string()))?;
         dir.write_file(hive_proto::control::DEPLOYED, &json)?;
+        if let Some(link) = &self.link {
+            link.control_changed(name);
+        }
         Ok(())
     }
 
@@ -122,7 +178,7 @@ impl Coordinator {
         commit_ref: &str,
         description: Option<&str>,
     ) -> Result<Approval> {
-        self.require_agent(agent)?;
+        require_agent(&self.store, agent)?;
         hive_config::validate_commit_ref(commit_ref).map_err(Error::from)?;
         self.paths.prepare_proposed(agent)?;
         let prepared = {
@@ -137,7 +193,7 @@ impl Coordinator {
     /// Refused when that config is what runs already (the same commit, or
     /// one with no difference from it): such a deploy would change nothing.
     pub async fn request_rollback(&self, agent: &AgentName, id: i64) -> Result<Approval> {
-        let record = self.require_agent(agent)?;
+        let record = require_agent(&self.store, agent)?;
         self.paths.prepare_proposed(agent)?;
         let prepared = {
             let agent = agent.clone();
@@ -249,102 +305,10 @@ impl Coordinator {
     /// core's (it can neither rename nor replace them). Nothing to do when
     /// the manager runs as the daemon's own user.
     fn give_proposed_to_manager(&self, name: &AgentName) -> Result<()> {
-        if let Some(manager) = self.agent_user_of(&AgentName::manager())? {
+        if let Some(manager) = self.ports.agent_user_of(&AgentName::manager())? {
             self.paths.chown_proposed(name, manager.uid, manager.gid)?;
         }
         Ok(())
-    }
-
-    /// The action of an approved `apply_commit`. It waits its turn in the
-    /// agent's deploy lane (see [`crate::deploys`]); a later approval
-    /// queued behind it supersedes it (tagged `denied/<id>`, "superseded by
-    /// #N"; the answer is `Some(note)`). Otherwise: tag, install the config
-    /// where the container reads it, rebuild, wait for the harness to report
-    /// in, and tag `deployed/` — or `failed/`, with the previous config put
-    /// back and its container restarted.
-    pub(crate) async fn apply_commit(
-        self: &Arc<Self>,
-        approval: &Approval,
-        ticket: Option<crate::deploys::Ticket>,
-    ) -> Result<Option<String>> {
-        let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
-        let (id, sha) = (approval.id, approval.commit_ref.clone());
-        let ticket = ticket.unwrap_or_else(|| self.deploys.join(&name, id));
-        let _turn = match self.deploys.wait(&name, ticket).await {
-            Turn::Mine(turn) => turn,
-            Turn::Superseded { by } => {
-                let note = format!("superseded by #{by}");
-                let tagged = {
-                    let (name, note) = (name.clone(), note.clone());
-                    self.with_repos(move |repos| repos.mark_denied(&name, id, Some(&note)))
-                        .await
-                };
-                if let Err(e) = tagged {
-                    tracing::warn!(%name, id, "denied/{id} (superseded) not tagged: {e}");
-                }
-                self.mirror_soon(&name);
-                return Ok(Some(note));
-            }
-        };
-        let (candidate, previous) = {
-            let (name, sha) = (name.clone(), sha.clone());
-            self.with_repos(move |repos| {
-                repos.tag(&name, TagKind::Approved, id, &sha)?;
-                repos.tag(&name, TagKind::Building, id, &sha)?;
-                Ok((repos.config_at(&name, &sha)?, repos.deployed(&name)?))
-            })
-            .await?
-        };
-        self.mirror_soon(&name);
-        let has_container = self.require_agent(&name)?.has_container;
-        let built = match self.write_config(&name, &candidate) {
-            Ok(()) if has_container => self.rebuild_with(&name, &candidate).await,
-            other => other,
-        };
-        let outcome = match built {
-            Ok(()) => {
-                let name2 = name.clone();
-                self.with_repos(move |repos| repos.mark_deployed(&name2, id))
-                    .await
-                    .map(|_| ())
-            }
-            Err(e) => Err(e),
-        };
-        match &outcome {
-            Ok(()) => self.install_config(&name, &candidate)?,
-            Err(e) => {
-                let (name2, error) = (name.clone(), e.to_string());
-                if let Err(tag) = self
-                    .with_repos(move |repos| repos.mark_failed(&name2, id, &error))
-                    .await
-                {
-                    tracing::warn!(%name, id, "failed/{id} not tagged: {tag}");
-                }
-                self.restore_config(&name, &previous, has_container).await;
-            }
-        }
-        self.mirror_soon(&name);
-        self.publish_status(name.as_str());
-        outcome.map(|()| None)
-    }
-
-    /// After a failed deploy: the previous config is written back and, if
-    /// the agent has a container, that container is rebuilt from it.
-    /// Failures are logged: the deploy's own error is what gets reported.
-    async fn restore_config(
-        self: &Arc<Self>,
-        name: &AgentName,
-        previous: &Deployed,
-        rebuild: bool,
-    ) {
-        let restored = match self.install_config(name, previous) {
-            Ok(()) if rebuild => self.rebuild_with(name, previous).await,
-            other => other,
-        };
-        match restored {
-            Ok(()) => tracing::info!(%name, sha = %previous.sha, "previous config restored"),
-            Err(e) => tracing::error!(%name, "previous config not restored: {e}"),
-        }
     }
 
     /// Tags a denied (or withdrawn) deploy proposal.
@@ -370,10 +334,10 @@ impl Coordinator {
     /// Pushes `name`'s applied repo to the mirror in the background, if one
     /// is configured. Failures are logged, never returned.
     pub fn mirror_soon(&self, name: &AgentName) {
-        let Some(mirror) = self.settings.mirror.clone() else {
+        let Some(mirror) = self.mirror.clone() else {
             return;
         };
-        let repos = self.config.clone();
+        let repos = self.repos.clone();
         let name = name.clone();
         tokio::task::spawn_blocking(move || mirror_now(&repos, &name, &mirror));
     }

@@ -60,7 +60,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
 use crate::listener;
 
@@ -479,7 +479,7 @@ pub fn is_host_address(addr: IpAddr) -> bool {
 
 /// One agent's end of the proxy: every connection on its egress socket.
 /// Concurrent connections (tunnels included) one agent's proxy serves.
-const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
 /// Open `CONNECT` tunnels one agent may hold. A tunnel outlives its
 /// connection's slot (hyper hands the stream over on upgrade), so it is
 /// counted apart; past the cap a `CONNECT` is a `503`.
@@ -514,7 +514,10 @@ impl Proxy {
 
     /// Serves one connection: HTTP/1.1 proxy requests until the client
     /// leaves or a tunnel takes the connection over.
-    pub async fn serve(self, stream: UnixStream) {
+    pub async fn serve<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let agent = self.agent.clone();
         let service = hyper::service::service_fn(move |request| {
             let proxy = self.clone();
@@ -757,6 +760,7 @@ fn text(status: StatusCode, line: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UnixStream;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

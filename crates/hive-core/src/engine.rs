@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::Paths;
-use crate::coordinator::Settings;
 use crate::error::{Error, Result};
+use crate::settings::Settings;
 
 /// The variables naming the model endpoints.
 const MODEL_URLS: [&str; 2] = ["ANTHROPIC_BASE_URL", "OPENAI_BASE_URL"];
@@ -218,9 +218,10 @@ mod tests {
             codex_bin: None,
             agent_env: pairs(agent_env),
             agent_env_args: pairs(args),
-            ports: crate::coordinator::PortRange::default(),
+            ports: crate::settings::PortRange::default(),
             mirror: None,
             operator_token: "test-token-0123456789abcdef".into(),
+            link: None,
         }
     }
 

@@ -6,10 +6,14 @@
 //! event sent under one lock, so subscribers see strictly increasing `seq`
 //! and a snapshot taken at `current_seq()` can be merged with a buffered
 //! stream by dropping frames with `seq <= snapshot.seq`.
+//!
+//! The manager's own events (helper events in its inbox) go out through
+//! [`notify_manager`].
 
 use std::sync::Mutex;
 
-use hive_proto::DashboardEvent;
+use hive_proto::{DashboardEvent, HelperEvent, MANAGER_AGENT};
+use hive_store::{Question, Store};
 use tokio::sync::broadcast;
 
 /// Frames a slow subscriber may fall behind before it lags.
@@ -52,6 +56,42 @@ impl DashboardBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<DashboardEvent> {
         self.tx.subscribe()
+    }
+
+    /// Publishes a newly queued question.
+    pub fn question_added(&self, q: &Question) {
+        self.emit(|seq| DashboardEvent::QuestionAdded {
+            seq,
+            id: q.id,
+            asker: q.asker.clone(),
+            question: q.question.clone(),
+            options: q.options.clone(),
+            multi: q.multi,
+            asked_at: q.asked_at,
+            deadline_at: q.deadline_at,
+            target: q.target.clone(),
+        });
+    }
+
+    /// Publishes a resolved (answered, expired, cancelled) question.
+    pub fn question_resolved(&self, q: &Question) {
+        self.emit(|seq| DashboardEvent::QuestionResolved {
+            seq,
+            id: q.id,
+            answer: q.answer.clone().unwrap_or_default(),
+            answerer: q.answerer.clone().unwrap_or_default(),
+            answered_at: q.answered_at.unwrap_or_else(hive_store::now_unix),
+            cancelled: q.cancelled,
+            target: q.target.clone(),
+        });
+    }
+}
+
+/// Pushes a helper event into the manager's inbox. Failures are logged:
+/// a lost note must not fail the change it reports.
+pub fn notify_manager(store: &Store, event: &HelperEvent) {
+    if let Err(e) = store.push_helper_event(MANAGER_AGENT, event) {
+        tracing::error!(?event, "helper event not delivered to the manager: {e}");
     }
 }
 

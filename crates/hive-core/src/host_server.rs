@@ -9,10 +9,10 @@ use std::sync::Arc;
 use hive_proto::{AgentName, HiveUrls, HostRequest, HostResponse, OPERATOR_RECIPIENT, QuestionRow};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::actions::ScopeVerb;
 use crate::coordinator::Coordinator;
 use crate::error::Result;
 use crate::jsonl;
+use crate::lifecycle::ScopeVerb;
 use crate::listener::Connection;
 
 /// Serves one host.sock connection: request lines one after another, each
@@ -67,31 +67,38 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
                     "the manager is ensured by core at startup, not spawned",
                 ));
             }
-            coord.spawn(&name).await.map(|()| ok)?
+            coord.lifecycle.spawn(&name).await.map(|()| ok)?
         }
-        RequestSpawn { name, description } => {
-            HostResponse::approvals(vec![coord.request_spawn(&name, description.as_deref())?])
-        }
-        Kill { name } => coord.stop(&name).await.map(|()| ok)?,
-        Destroy { name, purge } => coord.destroy(&name, purge).await.map(|()| ok)?,
-        Rebuild { name } => coord.rebuild(&name).await.map(|()| ok)?,
+        RequestSpawn { name, description } => HostResponse::approvals(vec![
+            coord
+                .approvals
+                .request_spawn(&name, description.as_deref())?,
+        ]),
+        Kill { name } => coord.lifecycle.stop(&name).await.map(|()| ok)?,
+        Destroy { name, purge } => coord.lifecycle.destroy(&name, purge).await.map(|()| ok)?,
+        Rebuild { name } => coord.lifecycle.rebuild(&name).await.map(|()| ok)?,
         List => HostResponse::agents(coord.store.agents()?.into_iter().map(|a| a.name).collect()),
         Pending => HostResponse::approvals(coord.store.pending_approvals()?),
-        Approve { id } => coord.approve(id).await.map(|_| ok)?,
-        Deny { id, note } => coord.deny(id, note.as_deref()).await.map(|_| ok)?,
+        Approve { id } => coord.approvals.approve(id).await.map(|_| ok)?,
+        Deny { id, note } => coord
+            .approvals
+            .deny(id, note.as_deref())
+            .await
+            .map(|_| ok)?,
         Rollback { name, id } => {
-            HostResponse::approvals(vec![coord.request_rollback(&name, id).await?])
+            HostResponse::approvals(vec![coord.configs.request_rollback(&name, id).await?])
         }
-        AgentStatus { scope } => HostResponse::agent_statuses(coord.agent_statuses(&scope)?),
+        AgentStatus { scope } => HostResponse::agent_statuses(coord.status.rows(&scope)?),
         Start { scope } => coord
-            .lifecycle_scope(ScopeVerb::Start, &scope)
+            .lifecycle
+            .scope(ScopeVerb::Start, &scope)
             .await
             .map(|_| ok)?,
         Stop { scope, graceful: _ } => {
-            HostResponse::stopped(coord.lifecycle_scope(ScopeVerb::Stop, &scope).await?)
+            HostResponse::stopped(coord.lifecycle.scope(ScopeVerb::Stop, &scope).await?)
         }
-        Restart { name } => coord.restart(&name).await.map(|()| ok)?,
-        SetPaused { name, paused } => coord.set_paused(&name, paused).map(|()| ok)?,
+        Restart { name } => coord.lifecycle.restart(&name).await.map(|()| ok)?,
+        SetPaused { name, paused } => coord.lifecycle.set_paused(&name, paused).map(|()| ok)?,
         Urls => HostResponse::urls(hive_urls(coord)?),
         Questions => HostResponse::questions(
             coord
@@ -102,12 +109,12 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
                 .collect(),
         ),
         Answer { id, answer } => {
-            coord.operator_answer(id, &answer).await?;
+            coord.budget.operator_answer(id, &answer).await?;
             ok
         }
         CancelQuestion { id } => {
             let q = coord.store.cancel_question(id, OPERATOR_RECIPIENT)?;
-            coord.publish_question_resolved(&q);
+            coord.dashboard.question_resolved(&q);
             ok
         }
         Show { id } => {
@@ -133,9 +140,9 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
             follow: _,
         } => {
             let lines = lines.unwrap_or(DEFAULT_LOG_LINES).min(MAX_LOG_LINES) as usize;
-            HostResponse::logs(coord.logs(&name, lines).await?)
+            HostResponse::logs(coord.lifecycle.logs(&name, lines).await?)
         }
-        Tasks { filter } => HostResponse::tasks(coord.operator_tasks(filter)?),
+        Tasks { filter } => HostResponse::tasks(coord.tasks.operator_list(filter)?),
         TaskAdd {
             title,
             body,
@@ -148,12 +155,12 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
                 depends_on,
                 links: Vec::new(),
             };
-            HostResponse::tasks(vec![coord.task_add(&new, assignee.as_ref())?])
+            HostResponse::tasks(vec![coord.tasks.add(&new, assignee.as_ref())?])
         }
         TaskAssign { id, agent } => {
-            HostResponse::tasks(vec![coord.task_assign(OPERATOR_RECIPIENT, id, &agent)?])
+            HostResponse::tasks(vec![coord.tasks.assign(OPERATOR_RECIPIENT, id, &agent)?])
         }
-        TaskCancel { id, reason } => HostResponse::tasks(vec![coord.task_cancel(
+        TaskCancel { id, reason } => HostResponse::tasks(vec![coord.tasks.cancel(
             OPERATOR_RECIPIENT,
             id,
             reason.as_deref(),
@@ -194,7 +201,11 @@ const FOLLOW_WINDOW: usize = 500;
 /// Sends the tail, then every new line as it appears, until the client
 /// leaves or the daemon stops.
 async fn follow_logs(coord: &Coordinator, conn: &mut Connection, name: &AgentName, lines: u32) {
-    let first = match coord.logs(name, lines.min(MAX_LOG_LINES) as usize).await {
+    let first = match coord
+        .lifecycle
+        .logs(name, lines.min(MAX_LOG_LINES) as usize)
+        .await
+    {
         Ok(first) => first,
         Err(e) => {
             let _ = conn.respond(&HostResponse::error(e.to_string())).await;
@@ -204,7 +215,11 @@ async fn follow_logs(coord: &Coordinator, conn: &mut Connection, name: &AgentNam
     if conn.respond(&HostResponse::logs(first)).await.is_err() {
         return;
     }
-    let mut seen = coord.logs(name, FOLLOW_WINDOW).await.unwrap_or_default();
+    let mut seen = coord
+        .lifecycle
+        .logs(name, FOLLOW_WINDOW)
+        .await
+        .unwrap_or_default();
     loop {
         tokio::select! {
             () = tokio::time::sleep(FOLLOW_EVERY) => {}
@@ -213,7 +228,7 @@ async fn follow_logs(coord: &Coordinator, conn: &mut Connection, name: &AgentNam
             // full socket needed the slot.
             _ = conn.interrupted() => return,
         }
-        let Ok(now) = coord.logs(name, FOLLOW_WINDOW).await else {
+        let Ok(now) = coord.lifecycle.logs(name, FOLLOW_WINDOW).await else {
             continue;
         };
         let fresh = new_lines(&seen, &now);
@@ -241,7 +256,7 @@ fn new_lines<'a>(before: &[String], now: &'a [String]) -> &'a [String] {
 
 async fn subscribe(coord: &Coordinator, conn: &mut Connection) {
     // Subscribe before acknowledging so no change between the two is lost.
-    let mut rx = coord.subscribe_status();
+    let mut rx = coord.status.subscribe();
     if conn.respond(&HostResponse::success()).await.is_err() {
         return;
     }
@@ -265,7 +280,7 @@ async fn subscribe(coord: &Coordinator, conn: &mut Connection) {
             }
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "status subscriber lagged; resending every row");
-                let Ok(rows) = coord.agent_statuses(&Default::default()) else {
+                let Ok(rows) = coord.status.rows(&Default::default()) else {
                     return;
                 };
                 for row in rows {

@@ -193,6 +193,7 @@ async fn logs(
     let name = agent_name(&name)?;
     let lines = app
         .coord
+        .lifecycle
         .logs(&name, query.lines.unwrap_or(200).min(10_000))
         .await?;
     Ok(Json(serde_json::json!({ "name": name, "lines": lines })))
@@ -205,8 +206,8 @@ async fn config(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let name = agent_name(&name)?;
-    app.coord.require_agent(&name)?;
-    let repos = app.coord.config.clone();
+    crate::status::require_agent(&app.coord.store, &name)?;
+    let repos = app.coord.configs.repos().clone();
     let deployed = {
         let name = name.clone();
         tokio::task::spawn_blocking(move || repos.deployed(&name))

@@ -4,20 +4,40 @@
 //! action holds a transient (a [`TransientGuard`], cleared on drop) so the
 //! dashboard shows a spinner and the crash watch knows a stop was meant;
 //! each one emits its helper event to the manager and the state events the
-//! dashboard needs. Only this module calls the runtime.
+//! dashboard needs. Only this module calls the runtime: [`Lifecycle`]
+//! holds it, with the components an action reports to (status, tasks,
+//! the manager's inbox) and reads from (config, ports, deploy reports).
+//!
+//! The agent's pause marker and starting or stopping a scope of agents
+//! are here too: each is a state of the agent's container as the harness
+//! or the runtime sees it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hive_config::Deployed;
 use hive_proto::dashboard::{TombstoneView, TransientKind};
-use hive_proto::{AgentName, DashboardEvent, HelperEvent, SYSTEM_SENDER};
-use hive_runtime::{AgentUser, Bind, ContainerSpec, ContainerStatus, Runtime, StateChange};
+use hive_proto::{AgentName, DashboardEvent, HelperEvent, KeptRunning, SYSTEM_SENDER, Scope};
+use hive_runtime::{Bind, ContainerSpec, Runtime, StateChange};
+use hive_store::Store;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::task::AbortHandle;
 
-use crate::coordinator::Coordinator;
+use crate::Paths;
+use crate::activity::Activity;
+use crate::config::Configs;
+use crate::deploys::DeployLanes;
+use crate::egress::Egress;
 use crate::error::{Error, Result};
+use crate::events::{DashboardBus, notify_manager};
+use crate::ports::AgentPorts;
 use crate::sandbox_files::agent_user;
+use crate::settings::Settings;
+use crate::status::{Status, require_agent};
+use crate::tasks::Tasks;
 
 /// How long a stopping container gets after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -26,9 +46,77 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a rebuild waits for another action on the same agent.
 const BUSY_WAIT: Duration = Duration::from_secs(120);
 
+/// Binds an agent's socket and serves it, answering the accept loop's
+/// handle. The socket's handler needs all of core (which holds
+/// lifecycle), so the daemon's assembly gives lifecycle this function
+/// (`agent_server::serve_agent_socket`) rather than lifecycle naming it.
+pub type SocketServer = Box<dyn Fn(&AgentName) -> anyhow::Result<AbortHandle> + Send + Sync>;
+
+/// The container backend as the daemon selected it; `None` runs the hive
+/// without containers. Others hand it to lifecycle without using it.
+pub type Backend = Option<Arc<dyn Runtime>>;
+
+/// The backend's name (`docker`, `bwrap`, …), for components built
+/// before lifecycle (see [`crate::ports::AgentPorts::new`]).
+pub fn backend_name(runtime: &Backend) -> Option<&'static str> {
+    runtime.as_ref().map(|r| r.name())
+}
+
+/// A verb applied to a scope of agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeVerb {
+    Start,
+    Stop,
+}
+
+/// What lifecycle is built from.
+pub struct Parts {
+    pub store: Store,
+    pub paths: Paths,
+    pub settings: Settings,
+    pub dashboard_addr: Option<SocketAddr>,
+    pub runtime: Backend,
+    pub dashboard: Arc<DashboardBus>,
+    pub egress: Arc<Egress>,
+    pub activity: Arc<Activity>,
+    pub deploys: Arc<DeployLanes>,
+    pub status: Arc<Status>,
+    pub tasks: Tasks,
+    pub configs: Arc<Configs>,
+    pub ports: AgentPorts,
+    pub serve_socket: SocketServer,
+}
+
+/// The agent lifecycle: the one holder of the runtime.
+pub struct Lifecycle {
+    store: Store,
+    paths: Paths,
+    settings: Settings,
+    /// The dashboard's address, which an agent's page links to.
+    dashboard_addr: Option<SocketAddr>,
+    /// The container backend; `None` runs the hive without containers.
+    runtime: Backend,
+    dashboard: Arc<DashboardBus>,
+    /// A recreated container's egress policy holds from its start.
+    egress: Arc<Egress>,
+    activity: Arc<Activity>,
+    /// The harness reports a rebuild waits for.
+    deploys: Arc<DeployLanes>,
+    status: Arc<Status>,
+    /// Claims end with their holder's container.
+    tasks: Tasks,
+    configs: Arc<Configs>,
+    ports: AgentPorts,
+    serve_socket: SocketServer,
+    /// Accept loops of bound agent sockets, by agent name.
+    agent_sockets: Mutex<HashMap<AgentName, AbortHandle>>,
+    /// Lifecycle actions in flight, with their start time.
+    transients: Mutex<HashMap<AgentName, (TransientKind, i64)>>,
+}
+
 /// A lifecycle action in flight; dropping it clears the transient.
 pub struct TransientGuard {
-    coord: Arc<Coordinator>,
+    lifecycle: Arc<Lifecycle>,
     name: AgentName,
     kind: TransientKind,
 }
@@ -38,13 +126,13 @@ impl TransientGuard {
     /// transient itself may be too brief for anyone to see).
     pub fn finish<T>(self, result: &Result<T>) {
         let error = result.as_ref().err().map(ToString::to_string);
-        let action = self.coord.activity.action_finished(
+        let action = self.lifecycle.activity.action_finished(
             self.name.as_str(),
             self.kind,
             error.as_deref(),
             hive_store::now_unix(),
         );
-        self.coord
+        self.lifecycle
             .dashboard
             .emit(|seq| DashboardEvent::LifecycleFinished { seq, action });
     }
@@ -52,9 +140,9 @@ impl TransientGuard {
 
 impl Drop for TransientGuard {
     fn drop(&mut self) {
-        self.coord.transients().remove(&self.name);
+        self.lifecycle.transients().remove(&self.name);
         let name = self.name.to_string();
-        self.coord
+        self.lifecycle
             .dashboard
             .emit(|seq| DashboardEvent::TransientCleared { seq, name });
     }
@@ -71,7 +159,88 @@ fn transient_word(kind: TransientKind) -> &'static str {
     }
 }
 
-impl Coordinator {
+impl Lifecycle {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            store,
+            paths,
+            settings,
+            dashboard_addr,
+            runtime,
+            dashboard,
+            egress,
+            activity,
+            deploys,
+            status,
+            tasks,
+            configs,
+            ports,
+            serve_socket,
+        } = parts;
+        Self {
+            store,
+            paths,
+            settings,
+            dashboard_addr,
+            runtime,
+            dashboard,
+            egress,
+            activity,
+            deploys,
+            status,
+            tasks,
+            configs,
+            ports,
+            serve_socket,
+            agent_sockets: Mutex::new(HashMap::new()),
+            transients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lifecycle actions in flight, with their start time.
+    pub(crate) fn transients(&self) -> MutexGuard<'_, HashMap<AgentName, (TransientKind, i64)>> {
+        self.transients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn agent_sockets(&self) -> MutexGuard<'_, HashMap<AgentName, AbortHandle>> {
+        self.agent_sockets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Binds `name`'s socket and serves it until shutdown; a socket this
+    /// daemon already serves is left as it is.
+    pub fn bind_socket(&self, name: &AgentName) -> anyhow::Result<()> {
+        let bound = self
+            .agent_sockets()
+            .get(name)
+            .is_some_and(|task| !task.is_finished());
+        if bound {
+            return Ok(());
+        }
+        let task = (self.serve_socket)(name)?;
+        if let Some(previous) = self.agent_sockets().insert(name.clone(), task) {
+            previous.abort();
+        }
+        Ok(())
+    }
+
+    /// Stops serving `name`'s socket.
+    fn close_socket(&self, name: &AgentName) {
+        if let Some(task) = self.agent_sockets().remove(name) {
+            task.abort();
+        }
+    }
+
+    /// Stops serving every agent socket (at shutdown).
+    pub fn close_sockets(&self) {
+        for (_, task) in self.agent_sockets().drain() {
+            task.abort();
+        }
+    }
+
     fn runtime_for(&self, verb: &'static str) -> Result<Arc<dyn Runtime>> {
         self.runtime.clone().ok_or(Error::NoRuntime { verb })
     }
@@ -111,13 +280,13 @@ impl Coordinator {
             since_unix: since,
         });
         Ok(TransientGuard {
-            coord: self.clone(),
+            lifecycle: self.clone(),
             name: name.clone(),
             kind,
         })
     }
 
-    /// [`Coordinator::begin`], waiting (bounded) for an action already in
+    /// [`Lifecycle::begin`], waiting (bounded) for an action already in
     /// flight on `name` to finish instead of refusing.
     async fn begin_when_free(
         self: &Arc<Self>,
@@ -232,7 +401,7 @@ impl Coordinator {
                     codex.display().to_string(),
                 ));
             } else {
-                if self.runs_unprivileged() {
+                if self.ports.runs_unprivileged() {
                     crate::engine::warn_unusable(codex);
                 }
                 binds.push(Bind {
@@ -270,7 +439,7 @@ impl Coordinator {
             page_dir: self.paths.page_dir(name),
             control_dir: self.paths.control_dir(name),
             etc_dir: self.paths.etc_dir(name),
-            user: self.runs_unprivileged().then(|| agent_user(web_port)),
+            user: self.ports.runs_unprivileged().then(|| agent_user(web_port)),
             limits: hive_runtime::Limits {
                 memory_bytes: config.resources.memory_bytes(),
                 // Checked positive and finite by the config checker.
@@ -283,6 +452,15 @@ impl Coordinator {
             placement: hive_runtime::Placement {
                 constraints: config.placement.all_constraints(),
                 node: self.store.agent(name.as_str())?.and_then(|a| a.node),
+            },
+            transport: match &self.settings.link {
+                None => hive_runtime::Transport::Unix,
+                Some(link) => hive_runtime::Transport::Tls(hive_runtime::TlsLink {
+                    addr: link.addr.clone(),
+                    credentials: crate::link::credential_dir(&self.paths, name),
+                    link_dir: self.paths.link_dir(name),
+                    network: link.network.clone(),
+                }),
             },
         })
     }
@@ -303,6 +481,11 @@ impl Coordinator {
             .await
             .map_err(|e| Error::Internal(format!("prepare {name}'s files: {e}")))?
             .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        if let Some(link) = &self.settings.link {
+            // A new container, a new credential: the previous one is cut.
+            link.issue(&self.paths, name, spec.user)
+                .map_err(|e| Error::Internal(format!("issue {name}'s link credential: {e:#}")))?;
+        }
         runtime.create(&spec).await.map_err(Error::from)
     }
 
@@ -333,67 +516,11 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Whether agents run as their own unprivileged uid: on every backend
-    /// but `process` (which isolates nothing), when the daemon is root (a
-    /// daemon that is not runs them as itself).
-    fn runs_unprivileged(&self) -> bool {
-        self.runtime
-            .as_ref()
-            .is_some_and(|r| r.name() != "process" && crate::paths::running_as_root())
-    }
-
-    /// The uid `name` runs as, if not the daemon's own.
-    pub fn agent_user_of(&self, name: &AgentName) -> Result<Option<AgentUser>> {
-        if !self.runs_unprivileged() {
-            return Ok(None);
-        }
-        Ok(Some(agent_user(self.web_port(name)?)))
-    }
-
-    /// The agent's web port, allocating a free one on first use: the
-    /// manager's fixed port, else the lowest free port of the range.
-    fn web_port(&self, name: &AgentName) -> Result<u16> {
-        let agents = self.store.agents()?;
-        if let Some(port) = agents
-            .iter()
-            .find(|a| a.name == name.as_str())
-            .and_then(|a| a.port)
-        {
-            return Ok(port);
-        }
-        let ports = self.settings.ports;
-        let port = if name.is_manager() {
-            ports.manager
-        } else {
-            let taken: std::collections::HashSet<u16> =
-                agents.iter().filter_map(|a| a.port).collect();
-            (ports.first..=ports.last)
-                .find(|p| !taken.contains(p) && *p != ports.manager)
-                .ok_or_else(|| {
-                    Error::refused(format!(
-                        "no free web port left in {}-{}: purge an unused agent or widen the range",
-                        ports.first, ports.last
-                    ))
-                })?
-        };
-        self.store.set_port(name.as_str(), Some(port))?;
-        Ok(port)
-    }
-
-    /// The last known state of `name`'s container.
-    pub fn container_status(&self, name: &str) -> Option<ContainerStatus> {
-        self.containers().get(name).cloned()
-    }
-
     /// Re-reads every container's state from the runtime.
     pub async fn refresh_containers(&self) {
         let Some(runtime) = &self.runtime else { return };
         match runtime.list().await {
-            Ok(list) => {
-                let mut cache = self.containers();
-                cache.clear();
-                cache.extend(list.into_iter().map(|s| (s.name.to_string(), s)));
-            }
+            Ok(list) => self.status.set_containers(list),
             Err(e) => tracing::warn!("listing containers failed: {e}"),
         }
     }
@@ -407,6 +534,7 @@ impl Coordinator {
             .agent(name.as_str())?
             .is_some_and(|record| record.has_container);
         let running = self
+            .status
             .container_status(name.as_str())
             .is_some_and(|c| c.running);
         if has_container || running {
@@ -428,11 +556,14 @@ impl Coordinator {
         self.after_change(name).await;
         self.publish_tombstones();
         if !name.is_manager() {
-            self.notify_manager(&HelperEvent::Spawned {
-                agent: name.to_string(),
-                ok: result.is_ok(),
-                note: result.as_ref().err().map(ToString::to_string),
-            });
+            notify_manager(
+                &self.store,
+                &HelperEvent::Spawned {
+                    agent: name.to_string(),
+                    ok: result.is_ok(),
+                    note: result.as_ref().err().map(ToString::to_string),
+                },
+            );
         }
         if result.is_ok() {
             self.kick(name, "spawned");
@@ -445,10 +576,10 @@ impl Coordinator {
             .create_agent_dirs(name)
             .map_err(|e| Error::Internal(format!("{e:#}")))?;
         self.store.register_agent(name)?;
-        let port = self.web_port(name)?;
-        crate::agent_server::serve_agent_socket(self, name.clone())
+        let port = self.ports.web_port(name)?;
+        self.bind_socket(name)
             .map_err(|e| Error::Internal(format!("{e:#}")))?;
-        let deployed = self.ensure_config(name).await?;
+        let deployed = self.configs.ensure(name).await?;
         self.create_container(runtime, name, port, &deployed)
             .await?;
         self.store.set_has_container(name.as_str(), true)?;
@@ -473,11 +604,12 @@ impl Coordinator {
 
     async fn start_inner(&self, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
         if !self
+            .status
             .container_status(name.as_str())
             .is_some_and(|s| s.running)
         {
-            let port = self.web_port(name)?;
-            let deployed = self.ensure_config(name).await?;
+            let port = self.ports.web_port(name)?;
+            let deployed = self.configs.ensure(name).await?;
             self.create_container(runtime, name, port, &deployed)
                 .await?;
             self.start_pinned(runtime, name).await?;
@@ -497,9 +629,12 @@ impl Coordinator {
         guard.finish(&result);
         self.after_change(name).await;
         if result.is_ok() && !name.is_manager() {
-            self.notify_manager(&HelperEvent::Killed {
-                agent: name.to_string(),
-            });
+            notify_manager(
+                &self.store,
+                &HelperEvent::Killed {
+                    agent: name.to_string(),
+                },
+            );
         }
         result
     }
@@ -508,7 +643,7 @@ impl Coordinator {
     pub async fn restart(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         let runtime = self.prepare("restart", name)?;
         let guard = self.begin(name, TransientKind::Restarting)?;
-        let result = match self.ensure_config(name).await {
+        let result = match self.configs.ensure(name).await {
             Ok(deployed) => self.recreate(&*runtime, name, &deployed).await.map(drop),
             Err(e) => Err(e),
         };
@@ -523,9 +658,9 @@ impl Coordinator {
     /// Re-applies the deployed config: the container is recreated from it
     /// and started.
     pub async fn rebuild(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        self.require_agent(name)?;
+        require_agent(&self.store, name)?;
         self.runtime_for("rebuild")?;
-        let deployed = self.ensure_config(name).await?;
+        let deployed = self.configs.ensure(name).await?;
         self.rebuild_with(name, &deployed).await
     }
 
@@ -547,11 +682,14 @@ impl Coordinator {
         guard.finish(&result);
         self.after_change(name).await;
         if !name.is_manager() {
-            self.notify_manager(&HelperEvent::Rebuilt {
-                agent: name.to_string(),
-                ok: result.is_ok(),
-                note: result.as_ref().err().map(ToString::to_string),
-            });
+            notify_manager(
+                &self.store,
+                &HelperEvent::Rebuilt {
+                    agent: name.to_string(),
+                    ok: result.is_ok(),
+                    note: result.as_ref().err().map(ToString::to_string),
+                },
+            );
         }
         if result.is_ok() {
             self.kick(name, "rebuilt");
@@ -574,7 +712,7 @@ impl Coordinator {
             .or_else(ignore_missing)
             .map_err(Error::from)?;
         let since = tokio::time::Instant::now();
-        let port = self.web_port(name)?;
+        let port = self.ports.web_port(name)?;
         self.create_container(runtime, name, port, deployed).await?;
         // The candidate's egress policy holds from its container's start.
         self.egress.set_policy(
@@ -594,7 +732,7 @@ impl Coordinator {
             let what = if purge { "purged" } else { "destroyed" };
             return Err(Error::refused(format!("the manager cannot be {what}")));
         }
-        let record = self.require_agent(name)?;
+        let record = require_agent(&self.store, name)?;
         let runtime = self.runtime_for("destroy")?;
         let guard = self.begin(name, TransientKind::Destroying)?;
         let result = async {
@@ -606,6 +744,11 @@ impl Coordinator {
                     .map_err(Error::from)?;
                 self.store.set_has_container(name.as_str(), false)?;
                 self.store.set_want_running(name.as_str(), false)?;
+            }
+            if let Some(link) = &self.settings.link {
+                link.revoke(&self.paths, name).map_err(|e| {
+                    Error::Internal(format!("revoke {name}'s link credential: {e:#}"))
+                })?;
             }
             for approval in self
                 .store
@@ -627,20 +770,25 @@ impl Coordinator {
             self.dashboard
                 .emit(|seq| DashboardEvent::ContainerRemoved { seq, name: removed });
         } else {
-            self.publish_status(name.as_str());
+            self.status.publish(name.as_str());
         }
         self.publish_tombstones();
         if result.is_ok() {
-            self.release_task_claims(name, "its container was destroyed");
-            self.notify_manager(&HelperEvent::Destroyed {
-                agent: name.to_string(),
-            });
+            self.tasks
+                .release_claims(name, "its container was destroyed");
+            notify_manager(
+                &self.store,
+                &HelperEvent::Destroyed {
+                    agent: name.to_string(),
+                },
+            );
         }
         result
     }
 
     fn purge_files(&self, name: &AgentName) -> Result<()> {
         if self
+            .status
             .container_status(name.as_str())
             .is_some_and(|s| s.running)
         {
@@ -648,14 +796,7 @@ impl Coordinator {
                 "{name} still has a live container: destroy it first"
             )));
         }
-        if let Some(task) = self
-            .agent_sockets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-        {
-            task.abort();
-        }
+        self.close_socket(name);
         // Each tree is removed through a parent reached without following
         // links; below it, links are unlinked, never followed.
         let name_os = std::ffi::OsStr::new(name.as_str());
@@ -681,14 +822,14 @@ impl Coordinator {
     /// Checks, in this order, that `name` is known, that there is a
     /// runtime, and that `name` has a container.
     fn prepare(&self, verb: &'static str, name: &AgentName) -> Result<Arc<dyn Runtime>> {
-        self.require_agent(name)?;
+        require_agent(&self.store, name)?;
         let runtime = self.runtime_for(verb)?;
         self.require_container(name)?;
         Ok(runtime)
     }
 
     fn require_container(&self, name: &AgentName) -> Result<()> {
-        let record = self.require_agent(name)?;
+        let record = require_agent(&self.store, name)?;
         if record.has_container {
             Ok(())
         } else {
@@ -701,7 +842,7 @@ impl Coordinator {
     /// Refreshes the container cache and publishes `name`'s status.
     async fn after_change(&self, name: &AgentName) {
         self.refresh_containers().await;
-        self.publish_status(name.as_str());
+        self.status.publish(name.as_str());
     }
 
     /// Drops a "you were (re)started" note into the agent's inbox, so its
@@ -719,7 +860,7 @@ impl Coordinator {
     /// The last `lines` lines `name`'s container printed. Falls back to the
     /// log file core keeps when the runtime no longer holds the container.
     pub async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
-        self.require_agent(name)?;
+        require_agent(&self.store, name)?;
         let runtime = self.runtime_for("logs")?;
         let raw = match runtime.logs(name, lines).await {
             Err(hive_runtime::Error::NoSuchContainer(_)) => {
@@ -741,7 +882,7 @@ impl Coordinator {
     pub fn tombstones(&self) -> Result<Vec<TombstoneView>> {
         let mut out = Vec::new();
         for record in self.store.agents()? {
-            if !self.is_kept_state(&record) {
+            if !self.status.is_kept_state(&record) {
                 continue;
             }
             let Ok(name) = AgentName::parse(&record.name) else {
@@ -791,7 +932,7 @@ impl Coordinator {
     }
 
     /// At startup: the manager's container exists and runs, and every agent
-    /// of `agents` ([`Coordinator::agents_to_resume`]) is started again.
+    /// of `agents` ([`Lifecycle::agents_to_resume`]) is started again.
     pub async fn resume(self: &Arc<Self>, agents: Vec<AgentName>) {
         if self.runtime.is_none() {
             return;
@@ -827,6 +968,7 @@ impl Coordinator {
         }
         self.refresh_containers().await;
         let all: Vec<(AgentName, bool)> = self
+            .status
             .containers()
             .values()
             .map(|s| (s.name.clone(), s.running))
@@ -847,6 +989,7 @@ impl Coordinator {
     /// file, which this daemon replaced.
     async fn reattach(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         if self
+            .status
             .container_status(name.as_str())
             .is_some_and(|s| s.running)
         {
@@ -855,6 +998,148 @@ impl Coordinator {
         } else {
             self.start(name).await
         }
+    }
+
+    /// Fires `container_crash` when a container stops with no lifecycle
+    /// action in flight, from the runtime's own exit reports, until `stop`
+    /// resolves.
+    pub async fn crash_watch(&self, stop: impl Future<Output = ()>) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let mut changes = runtime.subscribe();
+        tokio::pin!(stop);
+        loop {
+            let change = tokio::select! {
+                change = changes.recv() => change,
+                () = &mut stop => return,
+            };
+            match change {
+                Ok(change) => self.on_change(change).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "crash watch lagged; rescanning");
+                    self.refresh_containers().await;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn on_change(&self, change: StateChange) {
+        if !change.running {
+            // Whatever its harness last said no longer holds; the next one
+            // reports afresh when it boots.
+            self.activity.turn_ended(change.name.as_str());
+        }
+        self.refresh_containers().await;
+        self.status.publish(change.name.as_str());
+        let busy = self.transients().contains_key(&change.name);
+        if change.running || change.expected || busy {
+            return;
+        }
+        tracing::warn!(agent = %change.name, detail = ?change.detail, "container crashed");
+        // A claim is a lease on the holder's life: its tasks go back to open
+        // before the manager reads of the crash.
+        self.tasks
+            .release_claims(&change.name, "its container crashed");
+        if !change.name.is_manager() {
+            notify_manager(
+                &self.store,
+                &HelperEvent::ContainerCrash {
+                    agent: change.name.to_string(),
+                    note: change.detail,
+                },
+            );
+        }
+    }
+
+    /// Starts or stops every agent in `scope` (all when empty), reporting
+    /// each failure by name. Answers the agents a stop of everything left
+    /// running on purpose (the manager), with the reason.
+    pub async fn scope(
+        self: &Arc<Self>,
+        verb: ScopeVerb,
+        scope: &Scope,
+    ) -> Result<Vec<KeptRunning>> {
+        let verb_name = match verb {
+            ScopeVerb::Start => "start",
+            ScopeVerb::Stop => "stop",
+        };
+        for name in &scope.agent_names {
+            require_agent(&self.store, name)?;
+        }
+        self.require_runtime(verb_name)?;
+        let mut kept = Vec::new();
+        let names = if scope.is_all() {
+            let mut names = Vec::new();
+            for record in self.store.agents()?.into_iter().filter(|r| r.has_container) {
+                if verb == ScopeVerb::Stop && record.name == hive_proto::MANAGER_AGENT {
+                    if self
+                        .status
+                        .container_status(&record.name)
+                        .is_some_and(|c| c.running)
+                    {
+                        kept.push(KeptRunning {
+                            name: record.name,
+                            reason: "the manager is left out of stopping every agent; \
+                                     name it to stop it (`hive stop manager`)"
+                                .to_owned(),
+                        });
+                    }
+                    continue;
+                }
+                names.push(AgentName::parse(&record.name).map_err(hive_store::Error::from)?);
+            }
+            names
+        } else {
+            scope.agent_names.clone()
+        };
+        let mut failures = Vec::new();
+        for name in &names {
+            let outcome = match verb {
+                ScopeVerb::Start => self.start(name).await,
+                ScopeVerb::Stop => self.stop(name).await,
+            };
+            if let Err(e) = outcome {
+                failures.push((name, e));
+            }
+        }
+        if names.len() == 1 && failures.len() == 1 {
+            return Err(failures.remove(0).1);
+        }
+        if failures.is_empty() {
+            return Ok(kept);
+        }
+        let each: Vec<String> = failures
+            .iter()
+            .map(|(name, e)| format!("{name}: {e}"))
+            .collect();
+        Err(Error::refused(each.join("; ")))
+    }
+
+    /// Sets or clears an agent's pause marker. Works whether or not its
+    /// container runs.
+    pub fn set_paused(&self, name: &AgentName, paused: bool) -> Result<()> {
+        require_agent(&self.store, name)?;
+        // The control dir is core's (read-only in the container); still
+        // reached without following links, and the marker is replaced,
+        // never written through.
+        let control = crate::safe_fs::Dir::create(
+            &self.paths.state_dir,
+            &self.paths.control_dir(name),
+            crate::paths::DIR_MODE,
+        )?;
+        if paused {
+            control.write_file(hive_proto::control::PAUSED, b"paused by the operator\n")?;
+        } else {
+            control.remove_file(hive_proto::control::PAUSED)?;
+        }
+        if let Some(link) = &self.settings.link {
+            link.control_changed(name);
+        }
+        self.store.set_paused(name.as_str(), paused)?;
+        self.status.publish(name.as_str());
+        Ok(())
     }
 }
 
@@ -865,75 +1150,30 @@ fn ignore_missing(e: hive_runtime::Error) -> hive_runtime::Result<()> {
     }
 }
 
-/// Fires `container_crash` when a container stops with no lifecycle action
-/// in flight, from the runtime's own exit reports.
-pub async fn crash_watch(coord: Arc<Coordinator>) {
-    let Some(runtime) = coord.runtime.clone() else {
-        return;
-    };
-    let mut changes = runtime.subscribe();
-    loop {
-        let change = tokio::select! {
-            change = changes.recv() => change,
-            () = coord.shutting_down() => return,
-        };
-        match change {
-            Ok(change) => on_change(&coord, change).await,
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "crash watch lagged; rescanning");
-                coord.refresh_containers().await;
-            }
-            Err(RecvError::Closed) => return,
-        }
-    }
-}
-
-async fn on_change(coord: &Coordinator, change: StateChange) {
-    if !change.running {
-        // Whatever its harness last said no longer holds; the next one
-        // reports afresh when it boots.
-        coord.activity.turn_ended(change.name.as_str());
-    }
-    coord.refresh_containers().await;
-    coord.publish_status(change.name.as_str());
-    let busy = coord.transients().contains_key(&change.name);
-    if change.running || change.expected || busy {
-        return;
-    }
-    tracing::warn!(agent = %change.name, detail = ?change.detail, "container crashed");
-    // A claim is a lease on the holder's life: its tasks go back to open
-    // before the manager reads of the crash.
-    coord.release_task_claims(&change.name, "its container crashed");
-    if !change.name.is_manager() {
-        coord.notify_manager(&HelperEvent::ContainerCrash {
-            agent: change.name.to_string(),
-            note: change.detail,
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::coordinator::Settings;
+    use crate::coordinator::Coordinator;
 
-    fn coordinator(dir: &Path) -> Coordinator {
+    fn coordinator(dir: &Path, tweak: impl FnOnce(&mut Settings)) -> Arc<Coordinator> {
         let paths = crate::Paths::new(dir.join("state"), dir.join("run"));
         paths.create_roots().unwrap();
         let store = hive_store::Store::open(&paths.database()).unwrap();
-        let settings = Settings {
+        let mut settings = Settings {
             codex_bin: None,
             hive_bin: "/usr/bin/hive".into(),
             engine_bin: None,
             agent_env: Vec::new(),
             agent_env_args: Vec::new(),
-            ports: crate::coordinator::PortRange::default(),
+            ports: crate::settings::PortRange::default(),
             mirror: None,
             operator_token: "test-token-0123456789abcdef".into(),
+            link: None,
         };
-        Coordinator::new(store, paths, None, None, settings)
+        tweak(&mut settings);
+        Coordinator::new(store, paths, None, None, settings, None)
     }
 
     /// Every host path a container can see, read-write or not.
@@ -951,13 +1191,14 @@ mod tests {
     #[test]
     fn no_container_sees_core_files_and_the_manager_sees_no_agent_state() {
         let dir = tempfile::tempdir().unwrap();
-        let coord = coordinator(dir.path());
+        let coord = coordinator(dir.path(), |_| {});
         let deployed = Deployed {
             sha: "0".repeat(40),
             config: hive_config::AgentConfig::default(),
             prompt: String::new(),
         };
         let manager = coord
+            .lifecycle
             .container_spec(&AgentName::manager(), 8000, &deployed)
             .unwrap();
         let coder = AgentName::parse("coder").unwrap();
@@ -971,7 +1212,10 @@ mod tests {
             assert!(!coord.paths.agent_state(&coder).starts_with(&bind.host));
             assert!(!coord.paths.agents_dir().starts_with(&bind.host));
         }
-        let agent = coord.container_spec(&coder, 8100, &deployed).unwrap();
+        let agent = coord
+            .lifecycle
+            .container_spec(&coder, 8100, &deployed)
+            .unwrap();
         for spec in [&manager, &agent] {
             let core_files = [spec.log_path.clone(), spec.log_path.with_extension("pid")];
             for seen in visible(spec) {
@@ -994,16 +1238,20 @@ mod tests {
     #[test]
     fn the_codex_cli_is_bound_read_only_and_named() {
         let dir = tempfile::tempdir().unwrap();
-        let mut coord = coordinator(dir.path());
-        coord.settings.codex_bin = Some("/opt/codex/bin/codex".into());
-        coord.settings.agent_env_args = vec![("HIVE_CODEX_BIN".into(), "/custom".into())];
+        let coord = coordinator(dir.path(), |settings| {
+            settings.codex_bin = Some("/opt/codex/bin/codex".into());
+            settings.agent_env_args = vec![("HIVE_CODEX_BIN".into(), "/custom".into())];
+        });
         let deployed = Deployed {
             sha: "0".repeat(40),
             config: hive_config::AgentConfig::default(),
             prompt: String::new(),
         };
         let coder = AgentName::parse("coder").unwrap();
-        let spec = coord.container_spec(&coder, 8100, &deployed).unwrap();
+        let spec = coord
+            .lifecycle
+            .container_spec(&coder, 8100, &deployed)
+            .unwrap();
         let bind = spec
             .binds
             .iter()

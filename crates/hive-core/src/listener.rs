@@ -116,6 +116,30 @@ where
     }
 }
 
+/// The connection slots of a socket that is not a unix listener (an
+/// agent's channel on the link): at most [`MAX_CONNECTIONS`], the
+/// longest-idle evicted for a newcomer, as on [`accept_loop`]'s sockets.
+#[derive(Debug, Clone)]
+pub struct Cap(Arc<Slots>);
+
+impl Default for Cap {
+    fn default() -> Self {
+        Self(Slots::new(MAX_CONNECTIONS))
+    }
+}
+
+impl Cap {
+    /// A connection over `reader` and `writer`, once it has a slot.
+    pub async fn admit<R: AsyncRead + Unpin, W>(&self, reader: R, writer: W) -> Connection<R, W> {
+        Connection {
+            reader: LineReader::new(reader, LineBudget::global()),
+            writer,
+            slot: self.0.admit().await,
+            served: 0,
+        }
+    }
+}
+
 /// The connections of one socket: how many hold a slot, and which of them
 /// are idle (evictable), longest idle first.
 #[derive(Debug)]

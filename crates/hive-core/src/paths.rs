@@ -101,6 +101,12 @@ impl Paths {
         self.agent_run_dir(name).join("page")
     }
 
+    /// Where a linked harness (`--agent-transport tls`) makes its sockets
+    /// and control files: agent-writable, like the page dir.
+    pub fn link_dir(&self, name: &AgentName) -> PathBuf {
+        self.agent_run_dir(name).join("link")
+    }
+
     pub fn agents_dir(&self) -> PathBuf {
         self.state_dir.join("agents")
     }
@@ -171,7 +177,7 @@ impl Paths {
 
     /// Creates an agent's state, control, etc and page dirs, without
     /// following a link on the way. The proposed config repo is made (and checked) by
-    /// `Coordinator::ensure_config`.
+    /// `Configs::ensure`.
     pub fn create_agent_dirs(&self, name: &AgentName) -> anyhow::Result<()> {
         for dir in [
             self.agent_state(name),

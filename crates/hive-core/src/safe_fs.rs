@@ -192,6 +192,18 @@ impl Dir {
     /// target, so a link planted at `name` is replaced, never written
     /// through.
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_file_as(name, bytes, 0o644, None)
+    }
+
+    /// [`Dir::write_file`] with `mode`, and owned by `owner` (uid, gid)
+    /// before it takes the name: a secret readable only by its owner.
+    pub fn write_file_as(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let tmp = format!(
             ".{name}.tmp-{}-{}",
@@ -203,19 +215,29 @@ impl Dir {
             self.fd(),
             tmp.as_str(),
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
+            Mode::from_bits_truncate(mode),
         )
         .map_err(io(|| format!("write {}", path.display())))?;
-        let written = std::fs::File::from(fd)
-            .write_all(bytes)
-            .map_err(|source| FsError::Io {
-                context: format!("write {}", path.display()),
-                source,
-            })
-            .and_then(|()| {
-                renameat(self.fd(), tmp.as_str(), self.fd(), name)
-                    .map_err(io(|| format!("write {}", path.display())))
-            });
+        let file = std::fs::File::from(fd);
+        let written =
+            (&file)
+                .write_all(bytes)
+                .map_err(|source| FsError::Io {
+                    context: format!("write {}", path.display()),
+                    source,
+                })
+                .and_then(|()| match owner {
+                    Some((uid, gid)) => std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                        .map_err(|source| FsError::Io {
+                            context: format!("chown {}", path.display()),
+                            source,
+                        }),
+                    None => Ok(()),
+                })
+                .and_then(|()| {
+                    renameat(self.fd(), tmp.as_str(), self.fd(), name)
+                        .map_err(io(|| format!("write {}", path.display())))
+                });
         if written.is_err() {
             let _ = unlinkat(self.fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         }
@@ -500,7 +522,7 @@ fn proposed_dir(root: &Path, proposed: &Path) -> Result<Dir> {
 /// Gives `name`'s proposed config repo (`proposed/<name>/config`) to the
 /// manager's `uid`:`gid` so it can commit, keeping `proposed/` and
 /// `proposed/<name>/` core's (0755). Call it once the manager runs as its
-/// own uid, after the repo exists (`Coordinator::ensure_config`).
+/// own uid, after the repo exists (`Configs::ensure`).
 pub fn chown_proposed(
     root: &Path,
     proposed: &Path,

@@ -41,6 +41,14 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
         create_dir(dir)?;
         chmod(dir, 0o755)?;
     }
+    // The link's dir, like the page dir: core's, the agent's to write in.
+    let link_dir = match &spec.transport {
+        hive_runtime::Transport::Tls(link) => {
+            create_dir(&link.link_dir)?;
+            Some(&link.link_dir)
+        }
+        hive_runtime::Transport::Unix => None,
+    };
     let Some(user) = spec.user else {
         return Ok(());
     };
@@ -79,9 +87,11 @@ pub fn prepare(paths: &Paths, spec: &ContainerSpec) -> anyhow::Result<()> {
             chmod(socket, 0o660)?;
         }
     }
-    lchown(&spec.page_dir, Some(user.uid), Some(AGENT_GID))
-        .with_context(|| format!("chown {}", spec.page_dir.display()))?;
-    chmod(&spec.page_dir, 0o750)?;
+    for dir in std::iter::once(&spec.page_dir).chain(link_dir) {
+        lchown(dir, Some(user.uid), Some(AGENT_GID))
+            .with_context(|| format!("chown {}", dir.display()))?;
+        chmod(dir, 0o750)?;
+    }
     lchown(&spec.shared_dir, Some(0), Some(AGENT_GID))
         .with_context(|| format!("chown {}", spec.shared_dir.display()))?;
     chmod(&spec.shared_dir, 0o3770)?;
@@ -216,6 +226,7 @@ mod tests {
             user: Some(user),
             limits: hive_runtime::Limits::default(),
             placement: hive_runtime::Placement::default(),
+            transport: hive_runtime::Transport::Unix,
         };
         prepare(&paths, &spec).unwrap();
         let uid = |p: &Path| std::fs::symlink_metadata(p).unwrap().uid();
@@ -318,6 +329,7 @@ mod swapped_links {
             user: Some(agent_user(8100)),
             limits: hive_runtime::Limits::default(),
             placement: hive_runtime::Placement::default(),
+            transport: hive_runtime::Transport::Unix,
             engine_bin: None,
         };
         let mut won = None;

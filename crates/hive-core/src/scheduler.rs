@@ -76,7 +76,7 @@ fn tick(coord: &Coordinator) -> hive_store::Result<Option<i64>> {
                 message_id,
             } => {
                 tracing::info!(id = reminder.id, owner = %reminder.owner, message_id, "reminder delivered");
-                coord.publish_status(&reminder.owner);
+                coord.status.publish(&reminder.owner);
             }
             ReminderOutcome::Failed { reminder, error } => {
                 tracing::warn!(
@@ -86,13 +86,13 @@ fn tick(coord: &Coordinator) -> hive_store::Result<Option<i64>> {
                     parked = reminder.parked,
                     "reminder not delivered: {error}"
                 );
-                coord.publish_status(&reminder.owner);
+                coord.status.publish(&reminder.owner);
             }
         }
     }
     for question in coord.store.expire_questions(now)? {
         tracing::info!(id = question.id, asker = %question.asker, "question expired");
-        coord.publish_question_resolved(&question);
+        coord.dashboard.question_resolved(&question);
     }
     let next = [
         coord.store.next_reminder_due()?,

@@ -15,9 +15,9 @@ use hive_store::{MessageEvent, Store};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::coordinator::PortRange;
-use crate::coordinator::{Coordinator, Settings};
-use crate::{Paths, agent_server, host_server, http, lifecycle, listener, scheduler};
+use crate::coordinator::Coordinator;
+use crate::settings::{PortRange, Settings};
+use crate::{Paths, agent_server, host_server, http, listener, scheduler};
 
 /// Everything `hive serve` is told on its command line.
 #[derive(Debug, Clone)]
@@ -45,6 +45,9 @@ pub struct ServeConfig {
     /// Otherwise (`hive serve`) docker containers keep running for the next
     /// start to reattach.
     pub foreground: bool,
+    /// `--agent-transport tls`: containers dial core's TLS link instead of
+    /// getting its unix sockets; `None`: the unix transport.
+    pub link: Option<crate::link::LinkConfig>,
 }
 
 /// What a started daemon tells its operator.
@@ -57,6 +60,8 @@ pub struct Started {
     pub runtime: &'static str,
     /// The containers outlive this daemon: a `hive serve` on docker.
     pub containers_outlive: bool,
+    /// Where the TLS link listens, under `--agent-transport tls`.
+    pub link: Option<SocketAddr>,
 }
 
 /// A fresh operator credential: 32 random bytes, hex.
@@ -156,6 +161,16 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     for (engine, model) in crate::egress::check_settings(&agent_env, dashboard_addr)? {
         tracing::info!(%model, engine = engine.as_str(), "egress: the model endpoint agents of this engine may reach");
     }
+    let mut link_listener = None;
+    if let Some(link) = &config.link {
+        let tcp = TcpListener::bind(link.listen)
+            .await
+            .with_context(|| format!("bind the link listener {}", link.listen))?;
+        let bound = tcp.local_addr()?;
+        let advertise = link.advertise.clone().unwrap_or_else(|| bound.to_string());
+        let opened = crate::link::Link::open(&paths, advertise, link.network.clone())?;
+        link_listener = Some((tcp, bound, Arc::new(opened)));
+    }
     let settings = Settings {
         hive_bin: std::env::current_exe().context("locate the hive binary")?,
         engine_bin: crate::engine::locate(config.claude_bin.as_deref())?,
@@ -165,23 +180,25 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         ports: config.ports,
         mirror: config.mirror,
         operator_token: operator_token.clone(),
+        link: link_listener.as_ref().map(|(_, _, link)| link.clone()),
     };
-    let coord = Arc::new(Coordinator::new(
+    let coord = Coordinator::new(
         store,
         paths.clone(),
         dashboard_addr,
         selection.runtime,
         settings,
-    ));
+        Some(agent_server::serve_agent_socket),
+    );
     for name in reconcile_agents(&coord)? {
-        agent_server::serve_agent_socket(&coord, name)?;
+        coord.lifecycle.bind_socket(&name)?;
     }
 
     let host = listener::bind(&paths.host_socket())?;
     let mut tasks = tokio::task::JoinSet::new();
     // Before any socket serves: an agent spawned from now on is not one
     // to resume.
-    let to_resume = coord.agents_to_resume();
+    let to_resume = coord.lifecycle.agents_to_resume();
     {
         let coord = coord.clone();
         tasks.spawn(listener::accept_loop(host, move |stream| {
@@ -192,9 +209,16 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     tasks.spawn(scheduler::lease_expiry(coord.clone()));
     tasks.spawn(scheduler::vacuum(coord.clone()));
     tasks.spawn(forward_broker_events(coord.clone()));
-    tasks.spawn(lifecycle::crash_watch(coord.clone()));
+    {
+        let coord = coord.clone();
+        tasks.spawn(async move { coord.lifecycle.crash_watch(coord.shutting_down()).await });
+    }
     if let Some(tcp) = dashboard {
         tasks.spawn(http::serve(coord.clone(), tcp));
+    }
+    let link_addr = link_listener.as_ref().map(|(_, bound, _)| *bound);
+    if let Some((tcp, _, link)) = link_listener {
+        tasks.spawn(crate::link_server::serve(coord.clone(), link, tcp));
     }
 
     on_started(&Started {
@@ -203,26 +227,20 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         login_url: dashboard_addr.map(|addr| format!("http://{addr}/login?token={operator_token}")),
         runtime,
         containers_outlive,
+        link: link_addr,
     });
     tracing::info!(host_socket = %paths.host_socket().display(), runtime, %hive, "hive serving");
     {
         let coord = coord.clone();
-        tasks.spawn(async move { coord.resume(to_resume).await });
+        tasks.spawn(async move { coord.lifecycle.resume(to_resume).await });
     }
 
     signals.wait().await;
     tracing::info!("shutting down");
-    coord.stop_for_shutdown(config.foreground).await;
+    coord.lifecycle.stop_for_shutdown(config.foreground).await;
     coord.shut_down();
     tasks.abort_all();
-    for (_, handle) in coord
-        .agent_sockets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain()
-    {
-        handle.abort();
-    }
+    coord.lifecycle.close_sockets();
     remove_sockets(&coord)?;
     Ok(())
 }

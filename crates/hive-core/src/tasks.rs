@@ -10,10 +10,26 @@ use hive_proto::{
     ManagerOnlyRequest,
 };
 
-use crate::coordinator::Coordinator;
-use crate::error::{Error, Result};
+use std::sync::Arc;
 
-impl Coordinator {
+use hive_store::Store;
+
+use crate::error::{Error, Result};
+use crate::events::{DashboardBus, notify_manager};
+use crate::status::require_agent;
+
+/// The task board's verbs: the store's, with what each change publishes.
+#[derive(Clone)]
+pub struct Tasks {
+    store: Store,
+    dashboard: Arc<DashboardBus>,
+}
+
+impl Tasks {
+    pub fn new(store: Store, dashboard: Arc<DashboardBus>) -> Self {
+        Self { store, dashboard }
+    }
+
     /// Sends the task's new state to dashboards.
     fn publish_task(&self, task: &Task) {
         let task = task.clone();
@@ -22,7 +38,7 @@ impl Coordinator {
     }
 
     /// Creates a task as `actor` (an agent, `manager` or `operator`).
-    pub fn task_create(&self, actor: &str, new: &NewTask) -> Result<Task> {
+    pub fn create(&self, actor: &str, new: &NewTask) -> Result<Task> {
         let task = self.store.create_task(actor, new)?;
         self.publish_task(&task);
         Ok(task)
@@ -31,20 +47,20 @@ impl Coordinator {
     /// The operator's "add": creates the task and, when `assignee` is
     /// given, reserves it for that agent — an unknown assignee is refused
     /// before anything is created.
-    pub fn task_add(&self, new: &NewTask, assignee: Option<&AgentName>) -> Result<Task> {
+    pub fn add(&self, new: &NewTask, assignee: Option<&AgentName>) -> Result<Task> {
         if let Some(agent) = assignee {
-            self.require_agent(agent)?;
+            require_agent(&self.store, agent)?;
         }
-        let task = self.task_create(hive_proto::OPERATOR_RECIPIENT, new)?;
+        let task = self.create(hive_proto::OPERATOR_RECIPIENT, new)?;
         match assignee {
-            Some(agent) => self.task_assign(hive_proto::OPERATOR_RECIPIENT, task.id, agent),
+            Some(agent) => self.assign(hive_proto::OPERATOR_RECIPIENT, task.id, agent),
             None => Ok(task),
         }
     }
 
     /// Reserves a task for `agent` and tells `agent`.
-    pub fn task_assign(&self, actor: &str, id: i64, agent: &AgentName) -> Result<Task> {
-        self.require_agent(agent)?;
+    pub fn assign(&self, actor: &str, id: i64, agent: &AgentName) -> Result<Task> {
+        require_agent(&self.store, agent)?;
         let task = self.store.assign_task(actor, id, agent.as_str())?;
         self.publish_task(&task);
         let event = HelperEvent::TaskAssigned {
@@ -58,7 +74,7 @@ impl Coordinator {
         Ok(task)
     }
 
-    pub fn task_cancel(&self, actor: &str, id: i64, reason: Option<&str>) -> Result<Task> {
+    pub fn cancel(&self, actor: &str, id: i64, reason: Option<&str>) -> Result<Task> {
         let task = self.store.cancel_task(actor, id, reason)?;
         self.publish_task(&task);
         Ok(task)
@@ -66,7 +82,7 @@ impl Coordinator {
 
     /// The claims `agent` held end with its container: each task goes back
     /// to open, the dashboard sees it and the manager is told.
-    pub fn release_task_claims(&self, agent: &AgentName, why: &str) {
+    pub fn release_claims(&self, agent: &AgentName, why: &str) {
         let released = match self.store.release_claims(agent.as_str(), why) {
             Ok(released) => released,
             Err(e) => {
@@ -78,18 +94,21 @@ impl Coordinator {
             tracing::info!(%agent, id = task.id, "task claim released: {why}");
             self.publish_task(&task);
             if agent.as_str() != MANAGER_AGENT {
-                self.notify_manager(&HelperEvent::TaskReleased {
-                    id: task.id,
-                    title: task.title.clone(),
-                    agent: agent.to_string(),
-                    reason: why.to_owned(),
-                });
+                notify_manager(
+                    &self.store,
+                    &HelperEvent::TaskReleased {
+                        id: task.id,
+                        title: task.title.clone(),
+                        agent: agent.to_string(),
+                        reason: why.to_owned(),
+                    },
+                );
             }
         }
     }
 
     /// Answers an agent socket's task verb as `me`.
-    pub fn agent_task_verb(&self, me: &AgentName, request: &AgentRequest) -> Result<AgentResponse> {
+    pub fn agent_verb(&self, me: &AgentName, request: &AgentRequest) -> Result<AgentResponse> {
         use AgentRequest::*;
         let me_str = me.as_str();
         let changed = |task: Result<Task>| {
@@ -111,7 +130,7 @@ impl Coordinator {
                     depends_on: depends_on.clone(),
                     links: links.clone(),
                 };
-                self.task_create(me_str, &new)
+                self.create(me_str, &new)
                     .map(|task| AgentResponse::Task { task })
             }
             TaskList { filter } => self
@@ -163,17 +182,17 @@ impl Coordinator {
                     .map_err(Into::into),
             ),
             TaskCancel { id, reason } => self
-                .task_cancel(me_str, *id, reason.as_deref())
+                .cancel(me_str, *id, reason.as_deref())
                 .map(|task| AgentResponse::Task { task }),
             _ => Err(Error::refused("not a task verb")),
         }
     }
 
     /// Answers the manager's task verbs.
-    pub fn manager_task_verb(&self, request: &ManagerOnlyRequest) -> Result<AgentResponse> {
+    pub fn manager_verb(&self, request: &ManagerOnlyRequest) -> Result<AgentResponse> {
         match request {
             ManagerOnlyRequest::TaskAssign { id, agent } => self
-                .task_assign(MANAGER_AGENT, *id, agent)
+                .assign(MANAGER_AGENT, *id, agent)
                 .map(|task| AgentResponse::Task { task }),
             ManagerOnlyRequest::TaskReorder { id, rank } => self
                 .store
@@ -188,7 +207,7 @@ impl Coordinator {
     }
 
     /// The operator's board listing.
-    pub fn operator_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>> {
+    pub fn operator_list(&self, filter: TaskFilter) -> Result<Vec<Task>> {
         Ok(self.store.tasks(hive_proto::OPERATOR_RECIPIENT, filter)?)
     }
 }

@@ -15,6 +15,7 @@ pub mod control;
 pub mod dashboard;
 pub mod helper;
 pub mod host;
+pub mod link;
 pub mod live;
 pub mod name;
 pub mod rfc3339;

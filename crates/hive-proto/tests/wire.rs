@@ -1287,3 +1287,26 @@ fn task_board() {
         &format!(r#"{{"version":1,"ok":true,"tasks":[{TASK_LINE}]}}"#),
     );
 }
+
+#[test]
+fn link_lines() {
+    use hive_proto::link::{ControlFiles, PageOpen};
+    check(
+        PageOpen {
+            stream: "00ff".into(),
+        },
+        r#"{"stream":"00ff"}"#,
+    );
+    check(
+        ControlFiles {
+            deployed: Some("{}".into()),
+            paused: None,
+        },
+        r#"{"deployed":"{}","paused":null}"#,
+    );
+    // Absent fields are absent files.
+    assert_eq!(
+        serde_json::from_str::<ControlFiles>("{}").unwrap(),
+        ControlFiles::default()
+    );
+}

@@ -77,6 +77,7 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
         },
         user,
         placement: hive_runtime::Placement::default(),
+        transport: hive_runtime::Transport::Unix,
     }
 }
 

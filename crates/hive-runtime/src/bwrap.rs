@@ -147,6 +147,7 @@ impl Launcher for BwrapLauncher {
 
 /// bwrap's arguments for `spec`.
 fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
+    spec.unix_only("bwrap")?;
     spec.check_paths()?;
     let mut args: Vec<OsString> = ISOLATION.iter().map(OsString::from).collect();
     let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|s| s.to_os_string()));

@@ -54,6 +54,12 @@ pub mod mount {
     /// Files core writes for the harness (deployed config, pause marker),
     /// bound read-only: the agent can read them, never plant anything there.
     pub const CONTROL: &str = "/run/hive/control";
+    /// Under [`super::Transport::Tls`]: the agent's credential, bound
+    /// read-only.
+    pub const CREDENTIAL: &str = "/run/hive/credential";
+    /// Under [`super::Transport::Tls`]: the dir the harness's link makes
+    /// the usual sockets and control files in.
+    pub const LINK: &str = "/run/hive/link";
 }
 
 /// Environment variables every backend sets for the container's program.
@@ -126,6 +132,9 @@ pub struct ContainerSpec {
     /// Where a multi-host backend may run the container (`swarm`); the
     /// single-host backends run it here and ignore this.
     pub placement: Placement,
+    /// How the harness reaches core: the unix sockets and dirs above bound
+    /// in, or the link over TLS (then none of them is bound).
+    pub transport: Transport,
 }
 
 /// Where a container may run, for backends that schedule across hosts.
@@ -137,6 +146,35 @@ pub struct Placement {
     /// The node (its id) the agent's state lives on, once it was first
     /// placed: the container runs there or not at all.
     pub node: Option<String>,
+}
+
+/// How a container's harness reaches core.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Core's unix sockets and dirs bound in: `socket`, `egress_socket`,
+    /// `page_dir` and `control_dir` of the spec. Identity is the socket.
+    #[default]
+    Unix,
+    /// The harness dials core over TCP + TLS (`hive_proto::link`); identity
+    /// is the client certificate in `credentials`.
+    Tls(TlsLink),
+}
+
+/// A container on the link: what it binds and where it dials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsLink {
+    /// `host:port` of core's link listener, as the container reaches it.
+    pub addr: String,
+    /// Host dir of the agent's credential (CA, certificate, key), bound
+    /// read-only at [`mount::CREDENTIAL`].
+    pub credentials: PathBuf,
+    /// Host dir (agent-writable) bound read-write at [`mount::LINK`]: the
+    /// link makes its sockets and control files there. A backend on
+    /// another host would give a private tmpfs instead.
+    pub link_dir: PathBuf,
+    /// The container network that reaches `addr` (docker); `None`: the
+    /// backend's default.
+    pub network: Option<String>,
 }
 
 /// A spec for unit tests: agent `coder` as uid 108100, fake paths.
@@ -164,6 +202,7 @@ pub(crate) fn test_spec() -> ContainerSpec {
         }),
         limits: Limits::default(),
         placement: Placement::default(),
+        transport: Transport::Unix,
     }
 }
 
@@ -188,6 +227,19 @@ impl ContainerSpec {
         container_name(&self.name)
     }
 
+    /// Refuses the link on a backend whose sandbox has no network to reach
+    /// core with: its agents use the unix transport.
+    pub(crate) fn unix_only(&self, runtime: &str) -> Result<()> {
+        match self.transport {
+            Transport::Unix => Ok(()),
+            Transport::Tls(_) => Err(Error::Failed(format!(
+                "h-{}: the tls transport needs a network to core, and {runtime} runs agents \
+                 with none: use the unix transport on {runtime}",
+                self.name
+            ))),
+        }
+    }
+
     /// Refuses a spec with a relative path: a sandbox has no working dir of
     /// the daemon to resolve it against.
     pub(crate) fn check_paths(&self) -> Result<()> {
@@ -203,6 +255,10 @@ impl ContainerSpec {
         ];
         if let Some(engine) = &self.engine_bin {
             paths.push(("engine binary", engine));
+        }
+        if let Transport::Tls(link) = &self.transport {
+            paths.push(("credential dir", &link.credentials));
+            paths.push(("link dir", &link.link_dir));
         }
         for bind in &self.binds {
             paths.push(("bind source", &bind.host));

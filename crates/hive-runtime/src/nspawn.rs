@@ -132,6 +132,7 @@ impl Launcher for NspawnLauncher {
             runtime: "nspawn",
             reason,
         })?;
+        spec.unix_only("nspawn")?;
         spec.check_paths()?;
         let env = base_env(spec, self.name(), Inside::SANDBOX);
         let mut args = machine_args(&nspawn, &machine_name(spec));

@@ -5,7 +5,7 @@
 //! applied (there is no mount namespace to apply them in).
 
 use crate::child::{CommandLine, Launcher};
-use crate::{ContainerSpec, Result, env};
+use crate::{ContainerSpec, Result, Transport, env};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ProcessLauncher;
@@ -27,6 +27,8 @@ pub struct Inside<'a> {
     pub control: &'a str,
     /// Where the spec's engine binary is, if it has one.
     pub engine_bin: &'a str,
+    /// Under [`Transport::Tls`]: the credential dir.
+    pub credentials: &'a str,
 }
 
 impl Inside<'static> {
@@ -39,7 +41,27 @@ impl Inside<'static> {
         page_socket: crate::mount::PAGE_SOCKET,
         control: crate::mount::CONTROL,
         engine_bin: crate::mount::CLAUDE_BIN,
+        credentials: crate::mount::CREDENTIAL,
     };
+
+    /// What every sandboxing backend mounts under [`Transport::Tls`]: the
+    /// link makes the usual sockets and control files in
+    /// [`crate::mount::LINK`].
+    pub const SANDBOX_LINK: Self = Self {
+        socket: "/run/hive/link/mcp.sock",
+        egress: "/run/hive/link/egress.sock",
+        page_socket: "/run/hive/link/page.sock",
+        control: "/run/hive/link/control",
+        ..Self::SANDBOX
+    };
+
+    /// [`Self::SANDBOX`] or [`Self::SANDBOX_LINK`], by the spec's transport.
+    pub fn sandbox(spec: &ContainerSpec) -> Self {
+        match spec.transport {
+            Transport::Unix => Self::SANDBOX,
+            Transport::Tls(_) => Self::SANDBOX_LINK,
+        }
+    }
 }
 
 /// The environment every backend gives a container's program: the pass-
@@ -53,6 +75,7 @@ pub fn base_env(spec: &ContainerSpec, runtime: &str, inside: Inside<'_>) -> Vec<
         page_socket,
         control,
         engine_bin,
+        credentials,
     } = inside;
     let mut vars: Vec<(String, String)> = PASSTHROUGH_ENV
         .iter()
@@ -69,6 +92,15 @@ pub fn base_env(spec: &ContainerSpec, runtime: &str, inside: Inside<'_>) -> Vec<
         (env::CONTROL_DIR.to_owned(), control.to_owned()),
         ("HOME".to_owned(), state.to_owned()),
     ]);
+    if let Transport::Tls(link) = &spec.transport {
+        vars.extend([
+            (hive_proto::link::env::ADDR.to_owned(), link.addr.clone()),
+            (
+                hive_proto::link::env::CREDENTIALS.to_owned(),
+                credentials.to_owned(),
+            ),
+        ]);
+    }
     // Before the spec's own: an operator's explicit HIVE_CLAUDE_BIN wins.
     if spec.engine_bin.is_some() {
         vars.push((env::CLAUDE_BIN.to_owned(), engine_bin.to_owned()));
@@ -88,16 +120,25 @@ impl Launcher for ProcessLauncher {
 
     fn command(&self, spec: &ContainerSpec) -> Result<CommandLine> {
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
-        let page_socket = spec.page_dir.join("page.sock");
         let engine_bin = spec.engine_bin.as_deref().map(path).unwrap_or_default();
-        let (socket, state, shared, egress, page_socket, control) = (
-            path(&spec.socket),
-            path(&spec.state_dir),
-            path(&spec.shared_dir),
-            path(&spec.egress_socket),
-            path(&page_socket),
-            path(&spec.control_dir),
-        );
+        let (state, shared) = (path(&spec.state_dir), path(&spec.shared_dir));
+        // Core's sockets and dirs, or the ones the link makes in its dir.
+        let (socket, egress, page_socket, control, credentials) = match &spec.transport {
+            Transport::Unix => (
+                path(&spec.socket),
+                path(&spec.egress_socket),
+                path(&spec.page_dir.join("page.sock")),
+                path(&spec.control_dir),
+                String::new(),
+            ),
+            Transport::Tls(link) => (
+                path(&link.link_dir.join("mcp.sock")),
+                path(&link.link_dir.join("egress.sock")),
+                path(&link.link_dir.join("page.sock")),
+                path(&link.link_dir.join("control")),
+                path(&link.credentials),
+            ),
+        };
         Ok(CommandLine {
             program: spec.program.clone(),
             args: spec.args.iter().map(Into::into).collect(),
@@ -112,6 +153,7 @@ impl Launcher for ProcessLauncher {
                     page_socket: &page_socket,
                     control: &control,
                     engine_bin: &engine_bin,
+                    credentials: &credentials,
                 },
             ),
             cwd: spec.state_dir.clone(),

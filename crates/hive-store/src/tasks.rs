@@ -61,7 +61,7 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
 }
 
 /// Fills in dependencies and `claimable`.
-fn complete_task(conn: &Connection, mut task: Task) -> Result<Task> {
+fn complete_task(conn: &Connection, task: Task) -> Result<Task> {
     let mut stmt = conn.prepare_cached(
         "SELECT d.depends_on, t.status FROM task_deps d JOIN tasks t ON t.id = d.depends_on
          WHERE d.task = ?1 ORDER BY d.depends_on",
@@ -71,10 +71,15 @@ fn complete_task(conn: &Connection, mut task: Task) -> Result<Task> {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(with_deps(task, deps))
+}
+
+/// `task` with its dependencies (id, status), in id order.
+fn with_deps(mut task: Task, deps: Vec<(i64, String)>) -> Task {
     task.claimable =
         task.status == TaskStatus::Open && deps.iter().all(|(_, status)| status == "done");
     task.depends_on = deps.into_iter().map(|(id, _)| id).collect();
-    Ok(task)
+    task
 }
 
 fn load(conn: &Connection, id: i64) -> Result<Task> {
@@ -281,9 +286,28 @@ impl Store {
         let rows = stmt
             .query_map([], task_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        // Every dependency in one query, not one query per task: the
+        // dashboard reads the whole board on each snapshot.
+        let mut deps: std::collections::HashMap<i64, Vec<(i64, String)>> =
+            std::collections::HashMap::new();
+        let mut dep_stmt = conn.prepare_cached(
+            "SELECT d.task, d.depends_on, t.status FROM task_deps d
+             JOIN tasks t ON t.id = d.depends_on ORDER BY d.task, d.depends_on",
+        )?;
+        for row in dep_stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })? {
+            let (task, on, status) = row?;
+            deps.entry(task).or_default().push((on, status));
+        }
         let mut out = Vec::new();
         for task in rows {
-            let task = complete_task(&conn, task)?;
+            let own = deps.remove(&task.id).unwrap_or_default();
+            let task = with_deps(task, own);
             let keep = match filter {
                 TaskFilter::All => true,
                 TaskFilter::Active => !task.status.is_final(),

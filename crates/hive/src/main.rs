@@ -120,6 +120,29 @@ struct ServeArgs {
     /// written to `<run-dir>/operator-token` (0600).
     #[arg(long, value_name = "PATH")]
     operator_token_file: Option<PathBuf>,
+    /// How agents' harnesses reach core: `unix` (core's sockets bound into
+    /// each container; identity is the socket) or `tls` (each container
+    /// dials the link listener with its own client certificate; for agents
+    /// on another host).
+    #[arg(long, value_enum, default_value = "unix")]
+    agent_transport: AgentTransport,
+    /// Where the TLS link listens (`--agent-transport tls`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    link_listen: SocketAddr,
+    /// `host:port` containers dial to reach the link (default: the bound
+    /// address).
+    #[arg(long, value_name = "HOST:PORT")]
+    link_advertise: Option<String>,
+    /// The container network that reaches the link (docker: a network on
+    /// which only core and agents are).
+    #[arg(long, value_name = "NAME")]
+    link_network: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AgentTransport {
+    Unix,
+    Tls,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -231,7 +254,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         agent_env: args.agent_env,
         claude_bin: args.claude_bin.filter(|p| !p.as_os_str().is_empty()),
         codex_bin: args.codex_bin.filter(|p| !p.as_os_str().is_empty()),
-        ports: hive_core::coordinator::PortRange {
+        ports: hive_core::settings::PortRange {
             manager: args.manager_port,
             first: args.agent_ports.0,
             last: args.agent_ports.1,
@@ -247,6 +270,13 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
             }),
         operator_token: operator_token(args.operator_token_file.as_deref())?,
         foreground: friendly,
+        link: (args.agent_transport == AgentTransport::Tls).then_some(
+            hive_core::link::LinkConfig {
+                listen: args.link_listen,
+                advertise: args.link_advertise,
+                network: args.link_network,
+            },
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -257,6 +287,9 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/"));
         println!("hive: host socket {}", started.host_socket.display());
         println!("hive: dashboard {dashboard}");
+        if let Some(link) = started.link {
+            println!("hive: link {link}");
+        }
         if let Some(login) = &started.login_url {
             println!("hive: log in at {login}");
         }

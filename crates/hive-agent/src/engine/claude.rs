@@ -48,6 +48,14 @@ impl Engine for Claude {
         "claude"
     }
 
+    fn auth_env(&self) -> &'static [&'static str] {
+        CLAUDE_AUTH_ENV
+    }
+
+    fn credentials_file(&self, home: &Path) -> PathBuf {
+        credentials_file(home)
+    }
+
     fn program(&self) -> &Path {
         &self.bin
     }

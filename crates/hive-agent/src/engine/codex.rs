@@ -115,6 +115,14 @@ impl Engine for Codex {
         "codex"
     }
 
+    fn auth_env(&self) -> &'static [&'static str] {
+        &[API_KEY_ENV]
+    }
+
+    fn credentials_file(&self, home: &Path) -> PathBuf {
+        credentials_file(home)
+    }
+
     fn program(&self) -> &Path {
         &self.bin
     }

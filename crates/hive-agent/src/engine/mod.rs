@@ -112,6 +112,14 @@ pub trait Engine: Send + Sync {
     /// `Err(what is missing)` otherwise.
     fn credentials(&self, home: &Path) -> Result<String, String>;
 
+    /// The variables that authenticate the engine, any one of them (the
+    /// agent page's login help names them).
+    fn auth_env(&self) -> &'static [&'static str];
+
+    /// Where an interactive login leaves its credentials, HOME being
+    /// `home`.
+    fn credentials_file(&self, home: &Path) -> PathBuf;
+
     /// The engine's interactive login, run with its streams piped so the
     /// operator completes it from the agent's page (it prints a URL and
     /// reads the code the browser shows), HOME and cwd `state_dir`, so the

@@ -195,3 +195,71 @@ fn a_repo_the_manager_owns_is_still_read() {
         "opus"
     );
 }
+
+/// The manager points its repo's alternates at a host repo and its `HEAD`
+/// at a commit only that repo holds: the spawn finds no such commit, and
+/// nothing of the host repo reaches applied.
+#[test]
+fn a_spawn_never_reads_a_host_repo_through_the_managers_alternates() {
+    let hive = Hive::new();
+    let coder = name("coder");
+    let host = Repository::init(hive.path().join("host")).unwrap();
+    let secret = {
+        let blob = host.blob(agent_toml("opus").as_bytes()).unwrap();
+        let mut tree = host.treebuilder(None).unwrap();
+        tree.insert("agent.toml", blob, 0o100644).unwrap();
+        let tree = host.find_tree(tree.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        host.commit(None, &sig, &sig, "secret", &tree, &[]).unwrap()
+    };
+    hive.repos.init_proposed(&coder).unwrap();
+    let git = hive.repos.proposed_path(&coder).join(".git");
+    std::fs::write(
+        git.join("objects/info/alternates"),
+        format!("{}\n", hive.path().join("host/.git/objects").display()),
+    )
+    .unwrap();
+    std::fs::write(git.join("refs/heads/main"), format!("{secret}\n")).unwrap();
+    let err = hive.repos.ensure(&coder).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("read commit {secret}: object not found")),
+        "{err}"
+    );
+    assert!(
+        !hive.repos.applied_path(&coder).join("objects").exists()
+            || Repository::open(hive.repos.applied_path(&coder))
+                .unwrap()
+                .find_commit(secret)
+                .is_err()
+    );
+}
+
+/// `HEAD` is read without libgit2 opening the manager's repo: a packed
+/// branch and a detached `HEAD` are followed as git would.
+#[test]
+fn a_packed_or_detached_head_is_what_deploys() {
+    let hive = Hive::new();
+    let coder = name("coder");
+    hive.repos.init_proposed(&coder).unwrap();
+    let sha = hive.commit(&coder, &[("agent.toml", Some(&agent_toml("opus")))], "opus");
+    let git = hive.repos.proposed_path(&coder).join(".git");
+    std::fs::remove_file(git.join("refs/heads/main")).unwrap();
+    std::fs::write(
+        git.join("packed-refs"),
+        format!("# pack-refs\n{sha} refs/heads/main\n"),
+    )
+    .unwrap();
+    assert_eq!(hive.repos.ensure(&coder).unwrap().sha, sha);
+
+    let reviewer = name("reviewer");
+    hive.repos.init_proposed(&reviewer).unwrap();
+    let sha = hive.commit(
+        &reviewer,
+        &[("agent.toml", Some(&agent_toml("haiku")))],
+        "haiku",
+    );
+    let git = hive.repos.proposed_path(&reviewer).join(".git");
+    std::fs::write(git.join("HEAD"), format!("{sha}\n")).unwrap();
+    std::fs::remove_file(git.join("refs/heads/main")).unwrap();
+    assert_eq!(hive.repos.ensure(&reviewer).unwrap().sha, sha);
+}

@@ -2,7 +2,7 @@
 //! or `{"ok":false,"error":…}` out (errors through core's one
 //! `IntoResponse`).
 //!
-//! Each action is the same [`Coordinator`] verb host.sock uses. Actions run
+//! Each action is the same component verb host.sock uses. Actions run
 //! on their own task: a browser that navigates away mid-rebuild does not
 //! cancel the rebuild. The page changes only through the dashboard events
 //! the action causes.
@@ -48,7 +48,7 @@ where
 /// `POST /api/approvals/{id}/approve`: runs the approval's action.
 pub(super) async fn approve(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Outcome>> {
     let coord = app.coord;
-    detached(async move { coord.approve(id).await.map(drop) }).await
+    detached(async move { coord.approvals.approve(id).await.map(drop) }).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,7 +65,7 @@ pub(super) async fn deny(
 ) -> Result<Json<Outcome>> {
     let coord = app.coord;
     let note = body.note.filter(|n| !n.trim().is_empty());
-    detached(async move { coord.deny(id, note.as_deref()).await.map(drop) }).await
+    detached(async move { coord.approvals.deny(id, note.as_deref()).await.map(drop) }).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,7 +83,9 @@ pub(super) async fn request_spawn(
 ) -> Result<Json<Outcome>> {
     let name = agent_name(&body.name)?;
     let description = body.description.filter(|d| !d.trim().is_empty());
-    app.coord.request_spawn(&name, description.as_deref())?;
+    app.coord
+        .approvals
+        .request_spawn(&name, description.as_deref())?;
     Ok(Json(Outcome::done()))
 }
 
@@ -97,14 +99,14 @@ pub(super) async fn agent_verb(
     let name = agent_name(&name)?;
     let coord: Arc<Coordinator> = app.coord;
     match verb.as_str() {
-        "start" => detached(async move { coord.start(&name).await }).await,
-        "stop" => detached(async move { coord.stop(&name).await }).await,
-        "restart" => detached(async move { coord.restart(&name).await }).await,
-        "rebuild" => detached(async move { coord.rebuild(&name).await }).await,
-        "destroy" => detached(async move { coord.destroy(&name, false).await }).await,
-        "purge" => detached(async move { coord.destroy(&name, true).await }).await,
+        "start" => detached(async move { coord.lifecycle.start(&name).await }).await,
+        "stop" => detached(async move { coord.lifecycle.stop(&name).await }).await,
+        "restart" => detached(async move { coord.lifecycle.restart(&name).await }).await,
+        "rebuild" => detached(async move { coord.lifecycle.rebuild(&name).await }).await,
+        "destroy" => detached(async move { coord.lifecycle.destroy(&name, false).await }).await,
+        "purge" => detached(async move { coord.lifecycle.destroy(&name, true).await }).await,
         "pause" | "resume" => {
-            coord.set_paused(&name, verb == "pause")?;
+            coord.lifecycle.set_paused(&name, verb == "pause")?;
             Ok(Json(Outcome::done()))
         }
         other => Err(Error::refused(format!(
@@ -141,7 +143,7 @@ pub(super) async fn answer(
     Path(id): Path<i64>,
     Body(body): Body<AnswerBody>,
 ) -> Result<Json<Outcome>> {
-    app.coord.operator_answer(id, &body.answer).await?;
+    app.coord.budget.operator_answer(id, &body.answer).await?;
     Ok(Json(Outcome::done()))
 }
 
@@ -149,6 +151,6 @@ pub(super) async fn answer(
 /// `[cancelled]`.
 pub(super) async fn cancel(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Outcome>> {
     let q = app.coord.store.cancel_question(id, OPERATOR_RECIPIENT)?;
-    app.coord.publish_question_resolved(&q);
+    app.coord.dashboard.question_resolved(&q);
     Ok(Json(Outcome::done()))
 }

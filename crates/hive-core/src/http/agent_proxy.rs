@@ -89,7 +89,7 @@ async fn add_slash(Path(name): Path<String>) -> Result<Redirect> {
 /// The page itself, for a known agent.
 async fn page(State(app): State<App>, Path(name): Path<String>) -> Result<Response> {
     let name = agent_name(&name)?;
-    app.coord.require_agent(&name)?;
+    crate::status::require_agent(&app.coord.store, &name)?;
     Ok((
         [(header::CACHE_CONTROL, "no-cache")],
         Html(hive_web::AGENT_HTML),
@@ -124,7 +124,7 @@ async fn send(
     Body(body): Body<SendBody>,
 ) -> Result<Json<Outcome>> {
     let name = agent_name(&name)?;
-    app.coord.require_agent(&name)?;
+    crate::status::require_agent(&app.coord.store, &name)?;
     app.coord.operator_send(name.as_str(), &body.body)?;
     Ok(Json(Outcome::done()))
 }
@@ -140,7 +140,7 @@ async fn proxy(State(app): State<App>, request: Request) -> Result<Response> {
         return Err(Error::refused("no agent page here"));
     };
     let name = agent_name(name)?;
-    app.coord.require_agent(&name)?;
+    crate::status::require_agent(&app.coord.store, &name)?;
     let target = match request.uri().query() {
         Some(query) => format!("/{rest}?{query}"),
         None => format!("/{rest}"),
@@ -155,9 +155,17 @@ async fn forward(
     request: Request,
 ) -> Result<Response> {
     let unreachable = |why: String| Error::BadGateway(format!("{name}'s page: {why}"));
-    let stream = connect(&coord.paths.page_dir(name))
-        .await
-        .map_err(unreachable)?;
+    // A linked harness's page comes through its tunnel; else the socket.
+    let stream: crate::link::PageStream = match coord.settings.link.as_ref() {
+        Some(link) if link.tunnels.has(name) => {
+            link.tunnels.open(name).await.map_err(unreachable)?
+        }
+        _ => Box::new(
+            connect(&coord.paths.page_dir(name))
+                .await
+                .map_err(unreachable)?,
+        ),
+    };
     let (parts, body) = request.into_parts();
     let mut upstream = hyper::Request::builder()
         .method(parts.method)

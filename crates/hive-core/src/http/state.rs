@@ -94,6 +94,7 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
     let seq = coord.dashboard.current_seq();
     let pending = coord.store.pending_approvals()?;
     let mut transients: Vec<TransientView> = coord
+        .lifecycle
         .transients()
         .iter()
         .map(|(name, (kind, since))| TransientView {
@@ -111,18 +112,18 @@ pub(super) async fn state(State(app): State<App>) -> Result<Json<StateSnapshot>>
         .collect();
     let snapshot = StateSnapshot {
         seq,
-        runtime: coord.runtime_name(),
-        agents: coord.agent_statuses(&Default::default())?,
+        runtime: coord.lifecycle.runtime_name(),
+        agents: coord.status.rows(&Default::default())?,
         transients,
         turn_states: coord.activity.turns(),
         last_actions: coord.activity.actions(),
-        tombstones: coord.tombstones()?,
+        tombstones: coord.lifecycle.tombstones()?,
         approvals: Vec::new(),
         approval_history: coord.store.approval_history(HISTORY_LIMIT)?,
         questions,
         inbox: coord.store.recent(OPERATOR_RECIPIENT, INBOX_LIMIT)?,
         messages: flow(coord, FLOW_LIMIT)?,
-        tasks: coord.operator_tasks(hive_proto::TaskFilter::All)?,
+        tasks: coord.tasks.operator_list(hive_proto::TaskFilter::All)?,
     };
     Ok(Json(StateSnapshot {
         approvals: with_diffs(coord, pending).await?,
@@ -188,7 +189,7 @@ pub(crate) async fn with_diffs(
     coord: &Coordinator,
     pending: Vec<Approval>,
 ) -> Result<Vec<PendingApproval>> {
-    let repos = coord.config.clone();
+    let repos = coord.configs.repos().clone();
     tokio::task::spawn_blocking(move || {
         pending
             .into_iter()

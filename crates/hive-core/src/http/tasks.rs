@@ -1,6 +1,6 @@
 //! The operator's task-board actions from the dashboard: `POST /api/tasks`
 //! (create, optionally reserved for an agent), `/api/tasks/{id}/assign`,
-//! `/api/tasks/{id}/cancel` — the same [`crate::coordinator::Coordinator`]
+//! `/api/tasks/{id}/cancel` — the same [`crate::tasks::Tasks`]
 //! verbs as `hive task add|assign|cancel`. The board changes only through
 //! the `task_changed` events they cause.
 
@@ -36,7 +36,7 @@ pub(super) async fn create(
         depends_on: body.depends_on,
         links: Vec::new(),
     };
-    app.coord.task_add(&new, assignee.as_ref())?;
+    app.coord.tasks.add(&new, assignee.as_ref())?;
     Ok(Json(Outcome::done()))
 }
 
@@ -52,7 +52,7 @@ pub(super) async fn assign(
     Body(body): Body<AssignBody>,
 ) -> Result<Json<Outcome>> {
     let agent = agent_name(&body.agent)?;
-    app.coord.task_assign(OPERATOR_RECIPIENT, id, &agent)?;
+    app.coord.tasks.assign(OPERATOR_RECIPIENT, id, &agent)?;
     Ok(Json(Outcome::done()))
 }
 
@@ -69,6 +69,7 @@ pub(super) async fn cancel(
     Body(body): Body<CancelBody>,
 ) -> Result<Json<Outcome>> {
     app.coord
-        .task_cancel(OPERATOR_RECIPIENT, id, body.reason.as_deref())?;
+        .tasks
+        .cancel(OPERATOR_RECIPIENT, id, body.reason.as_deref())?;
     Ok(Json(Outcome::done()))
 }

@@ -199,11 +199,20 @@ impl DockerRuntime {
 
     fn container_config(&self, spec: &ContainerSpec, skeleton: bool) -> ContainerCreateBody {
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
-        let env = crate::process::base_env(spec, "docker", crate::process::Inside::SANDBOX)
+        let env = crate::process::base_env(spec, "docker", crate::process::Inside::sandbox(spec))
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let mounts = mounts(spec, skeleton);
+        let network = match &spec.transport {
+            // Only `lo`: the way out is core's egress proxy socket.
+            crate::Transport::Unix => "none".to_owned(),
+            // The network on which only core's link listener answers
+            // (checked at `create`).
+            crate::Transport::Tls(link) => {
+                link.network.clone().unwrap_or_else(|| "none".to_owned())
+            }
+        };
         ContainerCreateBody {
             image: Some(image),
             entrypoint: Some(vec![mount::HIVE_BIN.to_owned()]),
@@ -232,8 +241,7 @@ impl DockerRuntime {
                 // The engine's init (tini) as PID 1: forwards the stop
                 // signal and reaps orphans; the program runs as its child.
                 init: Some(true),
-                // Only `lo`: the way out is core's egress proxy socket.
-                network_mode: Some("none".to_owned()),
+                network_mode: Some(network),
                 memory: spec
                     .limits
                     .memory_bytes
@@ -296,7 +304,8 @@ impl DockerRuntime {
 
 /// Every bind of a container of `spec`: the host system (for a skeleton
 /// image), the `hive` binary and engine, `/state`, `/shared`, the agent's
-/// sockets, page and control dirs, and the spec's own binds. The one place
+/// sockets, page and control dirs (or, on the link, its credential and
+/// link dir), and the spec's own binds. The one place
 /// the docker and swarm backends wire a container to the host's files.
 pub(crate) fn mounts(spec: &ContainerSpec, skeleton: bool) -> Vec<Mount> {
     let mut mounts = Vec::new();
@@ -318,10 +327,18 @@ pub(crate) fn mounts(spec: &ContainerSpec, skeleton: bool) -> Vec<Mount> {
     }
     mounts.push(bind(&spec.state_dir, mount::STATE, false));
     mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
-    mounts.push(bind(&spec.socket, mount::SOCKET, false));
-    mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
-    mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
-    mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
+    match &spec.transport {
+        crate::Transport::Unix => {
+            mounts.push(bind(&spec.socket, mount::SOCKET, false));
+            mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
+            mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
+            mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
+        }
+        crate::Transport::Tls(link) => {
+            mounts.push(bind(&link.credentials, mount::CREDENTIAL, true));
+            mounts.push(bind(&link.link_dir, mount::LINK, false));
+        }
+    }
     for extra in &spec.binds {
         mounts.push(bind(
             &extra.host,
@@ -379,6 +396,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        if let crate::Transport::Tls(link) = &spec.transport
+            && link.network.is_none()
+        {
+            return Err(Error::Failed(format!(
+                "h-{}: the tls transport on docker needs the network that reaches core's \
+                 link listener (`hive serve --link-network`)",
+                spec.name
+            )));
+        }
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
         let skeleton = self.ensure(&image).await?;
         if skeleton {

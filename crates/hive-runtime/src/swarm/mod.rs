@@ -452,6 +452,13 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        if matches!(spec.transport, crate::Transport::Tls(_)) {
+            return Err(Error::Failed(format!(
+                "h-{}: the tls transport is not wired on swarm yet (it needs an attachable \
+                 overlay network core's link listener answers on): use the unix transport",
+                spec.name
+            )));
+        }
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
         let skeleton = crate::docker::image::ensure(&self.docker, &self.build, &image).await?;
         if skeleton {

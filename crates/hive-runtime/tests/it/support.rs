@@ -64,6 +64,7 @@ impl Layout {
             user: None,
             limits: hive_runtime::Limits::default(),
             placement: hive_runtime::Placement::default(),
+            transport: hive_runtime::Transport::Unix,
         }
     }
 }

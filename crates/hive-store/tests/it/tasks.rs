@@ -329,3 +329,26 @@ fn dependents_are_listed_for_the_board() {
     assert_eq!(ids(&dependents), [b.id, c.id]);
     assert!(dependents.iter().all(|t| t.claimable));
 }
+
+#[test]
+fn the_board_lists_each_task_as_it_loads_alone() {
+    let (_dir, store) = store_with(&["alice"]);
+    let a = store.create_task("manager", &new("a", &[])).unwrap();
+    let b = store.create_task("manager", &new("b", &[])).unwrap();
+    store
+        .create_task("manager", &new("c", &[a.id, b.id]))
+        .unwrap();
+    store.create_task("manager", &new("d", &[b.id])).unwrap();
+    store.claim_task("alice", b.id).unwrap();
+    store.complete_task("alice", b.id, None).unwrap();
+    let board = store.tasks("alice", TaskFilter::All).unwrap();
+    let alone: Vec<_> = board.iter().map(|t| store.task(t.id).unwrap()).collect();
+    assert_eq!(board, alone);
+    assert_eq!(
+        board
+            .iter()
+            .map(|t| (t.depends_on.len(), t.claimable))
+            .collect::<Vec<_>>(),
+        [(0, true), (0, false), (2, false), (1, true)]
+    );
+}

@@ -92,9 +92,28 @@ fn script(
     codex_model_port: u16,
     run_dir: &Path,
     target: &Path,
+    link: Option<&Link>,
 ) -> String {
     let run = run_dir.display();
     let target = target.display();
+    // On the link the control files are the harness's own copy (in its
+    // link dir); the host is reached at the network's gateway.
+    let control = if link.is_some() {
+        "/run/hive/link/control"
+    } else {
+        "/run/hive/control"
+    };
+    let link_probes = link.map_or_else(String::new, |link| {
+        let gateway = link.addr.rsplit_once(':').map_or("", |(host, _)| host);
+        let addr = &link.addr;
+        format!(
+            r#"probe dashboard_gateway 'curl -sS --noproxy "*" -m 3 -o /dev/null http://{gateway}:{dashboard_port}/'
+probe other_gateway 'curl -sSf --noproxy "*" -m 3 http://{gateway}:{other_port}/gateway'
+probe link_plain 'curl -sSf --noproxy "*" -m 3 http://{addr}/'
+probe link_without_credential 'curl -sSf --noproxy "*" -m 3 -k https://{addr}/'
+"#
+        )
+    });
     format!(
         r#"#!/bin/sh
 prompt=$(timeout 5 cat)
@@ -103,12 +122,13 @@ out=/state/findings.$phase.$(date +%s%N)
 probe() {{ if sh -c "$2" >/dev/null 2>&1; then echo "$1=yes"; else echo "$1=no"; fi >> "$out.tmp"; }}
 probe uid_known '[ -n "$(id -u)" ]'
 probe uid_root '[ "$(id -u)" = 0 ]'
-probe control_read 'grep -q sha /run/hive/control/deployed.json'
+probe control_read 'grep -q sha {control}/deployed.json'
 probe shadow 'cat /etc/shadow'
 probe kmsg '[ -e /dev/kmsg ]'
 probe host_sock '[ -e {run}/host.sock ]'
 probe peer_page '[ -e {run}/manager/page/page.sock ]'
-probe control_write 'echo x > /run/hive/control/paused'
+probe control_write 'echo x > {control}/paused'
+{link_probes}
 probe dashboard_direct 'curl -sS --noproxy "*" -m 3 -o /dev/null http://127.0.0.1:{dashboard_port}/'
 probe spawn_direct 'curl -sSf --noproxy "*" -m 3 -X POST -H "content-type: application/json" -d "{{\"name\":\"clone\"}}" http://127.0.0.1:{dashboard_port}/api/request-spawn'
 probe spawn_proxy 'curl -sSf -m 3 -X POST -H "content-type: application/json" -d "{{\"name\":\"clone\"}}" http://127.0.0.1:{dashboard_port}/api/request-spawn'
@@ -204,7 +224,13 @@ fn approvals(hive: &Hive) -> String {
     hive.host(r#"{"cmd":"pending"}"#)
 }
 
-pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
+/// Where a linked hive's link listens and the docker network it is on.
+pub(crate) struct Link {
+    pub(crate) addr: String,
+    pub(crate) network: String,
+}
+
+pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link: Option<&Link>) {
     if !available(runtime) {
         return;
     }
@@ -235,26 +261,33 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     let _services = (runtime == "swarm")
         .then(|| crate::swarm::Cleanup(hive_runtime::HiveId::of(&dir.path().join("state"))));
     let model_url = format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", model.port);
-    let hive = Hive::start_with(
-        dir,
-        runtime,
-        &[
-            "--manager-port",
-            manager_port,
-            "--agent-ports",
-            ports,
-            "--agent-env",
-            &model_url,
-            "--agent-env",
-            "ANTHROPIC_API_KEY=sk-test",
-            "--agent-env",
-            "HIVE_CLAUDE_BIN=/shared/engine.sh",
-            "--agent-env",
-            &codex_url,
-            "--codex-bin",
-            &codex_arg,
-        ],
-    );
+    let mut args = vec![
+        "--manager-port",
+        manager_port,
+        "--agent-ports",
+        ports,
+        "--agent-env",
+        &model_url,
+        "--agent-env",
+        "ANTHROPIC_API_KEY=sk-test",
+        "--agent-env",
+        "HIVE_CLAUDE_BIN=/shared/engine.sh",
+        "--agent-env",
+        &codex_url,
+        "--codex-bin",
+        &codex_arg,
+    ];
+    if let Some(link) = link {
+        args.extend([
+            "--agent-transport",
+            "tls",
+            "--link-listen",
+            &link.addr,
+            "--link-network",
+            &link.network,
+        ]);
+    }
+    let hive = Hive::start_with(dir, runtime, &args);
     let dashboard_port: u16 = hive.dashboard.rsplit(':').next().unwrap().parse().unwrap();
     let engine = hive.state_dir().join("shared/engine.sh");
     std::fs::write(
@@ -266,6 +299,7 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
             codex_model.port,
             &hive.run_dir(),
             target,
+            link,
         ),
     )
     .unwrap();
@@ -287,13 +321,12 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
     hive.host(r#"{"cmd":"send","to":"mole","body":"do your worst"}"#);
     let found = findings(&state, 1);
     eprintln!("{runtime}, turn 1: {found:?}");
-    let expect_no = [
+    let mut expect_no = vec![
         "uid_root",
         "shadow",
         "kmsg",
         "host_sock",
         "peer_page",
-        "control_write",
         "dashboard_direct",
         "spawn_direct",
         "spawn_proxy",
@@ -306,6 +339,19 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
         "codex_write",
         "codex_replace",
     ];
+    if link.is_some() {
+        // The link dir is the harness's own (the agent's uid): the agent
+        // may write its copy of the pause marker, and the harness goes by
+        // core's word instead (turn 2 below runs after that write).
+        expect_no.extend([
+            "dashboard_gateway",
+            "other_gateway",
+            "link_plain",
+            "link_without_credential",
+        ]);
+    } else {
+        expect_no.push("control_write");
+    }
     for probe in expect_no {
         assert_eq!(
             found.get(probe).map(String::as_str),
@@ -412,15 +458,32 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str) {
 
 #[test]
 fn bwrap() {
-    hostile_agent("bwrap", "17101-17110", "17100");
+    hostile_agent("bwrap", "17101-17110", "17100", None);
 }
 
 #[test]
 fn nspawn() {
-    hostile_agent("nspawn", "17201-17210", "17200");
+    hostile_agent("nspawn", "17201-17210", "17200", None);
 }
 
 #[test]
 fn docker() {
-    hostile_agent("docker", "17301-17310", "17300");
+    hostile_agent("docker", "17301-17310", "17300", None);
+}
+
+/// Docker with the harness on the link: an internal network of the
+/// test's own, core's link on its gateway — the same probes, plus the
+/// host's addresses on that network and the link port without TLS or a
+/// credential.
+#[test]
+fn docker_on_the_link() {
+    if !available("docker") {
+        return;
+    }
+    let network = crate::tls::Network::create(&format!("hive-adv-link-{}", std::process::id()));
+    let link = Link {
+        addr: format!("{}:17390", network.gateway()),
+        network: network.0.clone(),
+    };
+    hostile_agent("docker", "17391-17399", "17389", Some(&link));
 }

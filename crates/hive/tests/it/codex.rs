@@ -755,6 +755,24 @@ fn codex_rate_limits_overflows_and_auth_failures_map_to_the_harness_states() {
         !user_texts(&long[1]).iter().any(|t| t.contains("RATE-ME")),
         "the retry ran in a new session"
     );
+    // And the turn after the failed one starts a session of its own: its
+    // request carries neither the overflowing message nor what came before.
+    hive.host(r#"{"cmd":"send","to":"cx","body":"AFTER-ME"}"#);
+    wait(&hive, "cx", "the turn after the overflow", || {
+        turns_ended(&hive, "cx") == 5
+    });
+    let after = responses
+        .requests()
+        .into_iter()
+        .find(|r| last_text(r).contains("AFTER-ME"))
+        .expect("a request for the turn after the overflow");
+    let texts = user_texts(&after);
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.contains("LONG-ME") || t.contains("RATE-ME")),
+        "the next turn ran in the overflowed session: {texts:?}"
+    );
 
     // An auth failure: needs_login, on the page and on the status row.
     hive.host(r#"{"cmd":"send","to":"cx","body":"WHO-AM-I"}"#);

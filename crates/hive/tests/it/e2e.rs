@@ -438,6 +438,23 @@ pub(crate) fn relay(
     }
 }
 
+/// `hive serve` arguments for agents whose engine is the real `claude`
+/// CLI at `claude`, talking to the scripted `model` with a test key.
+pub(crate) fn model_args(model: &ModelServer, claude: &Path) -> Vec<String> {
+    [
+        "--agent-env",
+        &format!("ANTHROPIC_BASE_URL={}", model.url),
+        "--agent-env",
+        "ANTHROPIC_API_KEY=test",
+        "--agent-env",
+        "CLAUDE_CODE_MAX_RETRIES=0",
+        "--claude-bin",
+        &claude.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A hive (no runtime) whose state dir holds `agents` and whose model
 /// endpoint, the one its egress proxies allow, is `model`.
 pub(crate) fn hive_for(agents: &[&str], model: &ModelServer) -> Hive {

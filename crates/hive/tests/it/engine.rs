@@ -59,27 +59,10 @@ fn real_turn(runtime: &str, manager_port: &str, ports: &str) {
     let _serial = crate::e2e::serial();
     let model = ModelServer::start(|_| Reply::Text("engine reached".into()));
     let dir = tempfile::tempdir().unwrap();
-    let base_url = format!("ANTHROPIC_BASE_URL={}", model.url);
-    let claude = claude.display().to_string();
-    let hive = Hive::start_with_env(
-        dir,
-        runtime,
-        &[
-            "--manager-port",
-            manager_port,
-            "--agent-ports",
-            ports,
-            "--agent-env",
-            &base_url,
-            "--agent-env",
-            "ANTHROPIC_API_KEY=test",
-            "--agent-env",
-            "CLAUDE_CODE_MAX_RETRIES=0",
-            "--claude-bin",
-            &claude,
-        ],
-        &[("HIVE_CLAUDE_BIN", None)],
-    );
+    let mut args = vec!["--manager-port", manager_port, "--agent-ports", ports];
+    let model_args = crate::e2e::model_args(&model, &claude);
+    args.extend(model_args.iter().map(String::as_str));
+    let hive = Hive::start_with_env(dir, runtime, &args, &[("HIVE_CLAUDE_BIN", None)]);
     // Docker's containers outlive `hive serve`: removed when done.
     let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&hive.state_dir())]);
     spawn(&hive, "eng");

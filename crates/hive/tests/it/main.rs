@@ -29,3 +29,4 @@ mod support;
 mod swarm;
 mod tasks;
 mod tidy;
+mod tls;

@@ -253,5 +253,5 @@ fn a_placement_no_node_meets_is_refused_and_the_agent_stays_where_its_state_is()
 #[test]
 fn a_hostile_agent_gets_nowhere_on_swarm() {
     let Some(_lease) = lease() else { return };
-    crate::adversary::hostile_agent("swarm", "17401-17410", "17400");
+    crate::adversary::hostile_agent("swarm", "17401-17410", "17400", None);
 }

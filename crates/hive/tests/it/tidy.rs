@@ -166,9 +166,10 @@ fn the_manifest_reader_sees_what_tidy_checks() {
     assert_eq!(found, ["hive-core", "hive-proto", "hive-store"]);
 }
 
-/// Files of hive-core allowed to reach the runtime: lifecycle uses it,
-/// the coordinator holds it, serve (the daemon's assembly) opens it.
-const RUNTIME_HOLDERS: &[&str] = &["lifecycle.rs", "coordinator.rs", "serve.rs"];
+/// Files of hive-core allowed to reach the runtime: lifecycle holds and
+/// uses it, serve (the daemon's assembly) selects it. The coordinator
+/// hands it to lifecycle as a `lifecycle::Backend` without naming it.
+const RUNTIME_HOLDERS: &[&str] = &["lifecycle.rs", "serve.rs"];
 
 /// Whether `text` holds `word` not followed by more of an identifier
 /// (`coord.runtime`, not `coord.runtime_name`).
@@ -176,6 +177,23 @@ fn mentions(text: &str, word: &str) -> bool {
     text.match_indices(word).any(|(at, _)| {
         !text[at + word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
     })
+}
+
+/// The ways a file can reach the runtime, in `flat` (whitespace folded).
+fn runtime_uses(flat: &str) -> Vec<&'static str> {
+    [
+        "dyn Runtime",
+        "hive_runtime::Runtime",
+        "coord.runtime",
+        "self.runtime",
+        "coordinator.runtime",
+        "hive_runtime::restart",
+        "impl Runtime",
+        ": Runtime",
+    ]
+    .into_iter()
+    .filter(|needle| mentions(flat, needle) || mentions(&flat.replace(". ", "."), needle))
+    .collect()
 }
 
 #[test]
@@ -191,25 +209,72 @@ fn only_lifecycle_touches_the_runtime() {
         }
         let text = code(&std::fs::read_to_string(&file).unwrap());
         let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        for needle in [
-            "dyn Runtime",
-            "hive_runtime::Runtime",
-            "coord.runtime",
-            "self.runtime",
-            "coordinator.runtime",
-            "hive_runtime::restart",
-            "impl Runtime",
-            ": Runtime",
-        ] {
-            if mentions(&flat, needle) || mentions(&flat.replace(". ", "."), needle) {
-                wrong.push(format!("{}: `{needle}`", relative(&file)));
-            }
+        for needle in runtime_uses(&flat) {
+            wrong.push(format!("{}: `{needle}`", relative(&file)));
         }
     }
     assert!(
         wrong.is_empty(),
-        "only hive-core's lifecycle calls a Runtime (ask it through a Coordinator method): {wrong:#?}"
+        "only hive-core's lifecycle calls a Runtime (ask it through a Lifecycle method): {wrong:#?}"
     );
+}
+
+/// The structs of `text` whose fields name `what`, by struct name.
+fn structs_holding(text: &str, what: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices("struct ") {
+        let rest = &text[at + "struct ".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let Some(open) = rest.find(['{', ';']) else {
+            continue;
+        };
+        if !rest[open..].starts_with('{') {
+            continue;
+        }
+        let body = &rest[open..rest[open..].find('}').map_or(rest.len(), |end| open + end)];
+        if mentions(body, what) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The component structs allowed to hold the runtime: `Lifecycle` and
+/// the parts it is built from.
+const RUNTIME_FIELDS: &[&str] = &["lifecycle.rs: Lifecycle", "lifecycle.rs: Parts"];
+
+#[test]
+fn only_the_lifecycle_component_holds_the_runtime() {
+    let src = workspace().join("crates/hive-core/src");
+    let mut found = Vec::new();
+    for file in rust_files(&src) {
+        let name = file.strip_prefix(&src).unwrap().display().to_string();
+        let text = code(without_tests(&std::fs::read_to_string(&file).unwrap()));
+        for what in ["Runtime", "Backend"] {
+            for holder in structs_holding(&text, what) {
+                found.push(format!("{name}: {holder}"));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    assert_eq!(
+        found, RUNTIME_FIELDS,
+        "a component other than Lifecycle holds the runtime (give it what it needs \
+         from Lifecycle instead)"
+    );
+}
+
+#[test]
+fn the_struct_reader_sees_a_field() {
+    // The check above would pass on a reader that finds nothing.
+    let text = "pub struct A {\n    x: u8,\n}\nstruct Unit;\n\
+                pub struct B {\n    runtime: Option<Arc<dyn Runtime>>,\n}\n\
+                struct C { runtime_name: String }\n";
+    assert_eq!(structs_holding(text, "Runtime"), ["B"]);
 }
 
 /// Every `#[allow]`ed raw spawn outside tests, by file: the one place

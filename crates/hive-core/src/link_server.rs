@@ -1,0 +1,256 @@
+//! The link's listener: TCP + TLS on one port, a client certificate
+//! required, each connection's channel named by its ALPN
+//! (`hive_proto::link`). The certificate is the identity: a connection
+//! serves the agent whose current credential it presented, exactly as a
+//! unix socket serves the agent it belongs to, and is cut when that
+//! credential is revoked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hive_proto::AgentName;
+use hive_proto::link::{ALPN_AGENT, ALPN_CONTROL, ALPN_EGRESS, ALPN_PAGE, ALPN_PAGE_STREAM};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::coordinator::Coordinator;
+use crate::egress::Proxy;
+use crate::link::{Link, Revocable};
+use crate::listener::Cap;
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; more wait in the backlog.
+const MAX_HANDSHAKES: usize = 64;
+/// Handshakes in progress from one peer address: one agent stalling its
+/// handshakes cannot hold every slot.
+const MAX_HANDSHAKES_PER_PEER: usize = 8;
+/// Control, page-tunnel and page-stream connections one agent may hold
+/// at once (the agent and egress channels have their own caps).
+const MAX_AUX_CONNECTIONS: usize = 64;
+/// Longest first line of a page stream (its id).
+const MAX_ID_LINE: usize = 128;
+
+type Stream = Revocable<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// What one agent's link connections share: its connection slots and its
+/// egress proxy (whose tunnel cap is per agent).
+struct AgentChannels {
+    cap: Cap,
+    egress: Proxy,
+    egress_slots: Arc<tokio::sync::Semaphore>,
+    aux_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Handshakes in progress by peer address.
+#[derive(Default)]
+struct Peers(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// One handshake's place among its peer's.
+struct PeerSlot<'a> {
+    peers: &'a Peers,
+    ip: std::net::IpAddr,
+}
+
+impl Peers {
+    fn admit(&self, ip: std::net::IpAddr) -> Option<PeerSlot<'_>> {
+        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = peers.entry(ip).or_default();
+        if *n >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { peers: self, ip })
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let mut peers = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves the link on `listener` until the task is dropped.
+pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListener) {
+    let acceptor = TlsAcceptor::from(link.server.clone());
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let agents: Arc<Mutex<HashMap<AgentName, Arc<AgentChannels>>>> = Arc::default();
+    let peers = Arc::new(Peers::default());
+    loop {
+        let Ok(permit) = handshakes.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("link accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (coord, link, acceptor, agents, peers) = (
+            coord.clone(),
+            link.clone(),
+            acceptor.clone(),
+            agents.clone(),
+            peers.clone(),
+        );
+        tokio::spawn(async move {
+            let Some(peer_slot) = peers.admit(peer.ip()) else {
+                return tracing::info!(%peer, "link: too many handshakes from one peer");
+            };
+            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(permit);
+            drop(peer_slot);
+            let tls = match accepted {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!("link handshake refused: {e}"),
+                Err(_) => return tracing::debug!("link handshake timed out"),
+            };
+            let (_, session) = tls.get_ref();
+            let cert = session.peer_certificates().and_then(|c| c.first());
+            let Some((agent, revocation)) = cert.and_then(|c| link.identify(c)) else {
+                // Signed by the CA, but no agent's current credential.
+                tracing::info!("link connection with a revoked or unknown credential refused");
+                return;
+            };
+            let alpn = session
+                .alpn_protocol()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .unwrap_or_default();
+            let channels = agents
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(agent.clone())
+                .or_insert_with(|| {
+                    Arc::new(AgentChannels {
+                        cap: Cap::default(),
+                        egress: Proxy::new(coord.egress.clone(), agent.clone()),
+                        egress_slots: Arc::new(tokio::sync::Semaphore::new(
+                            crate::egress::MAX_CONNECTIONS,
+                        )),
+                        aux_slots: Arc::new(tokio::sync::Semaphore::new(MAX_AUX_CONNECTIONS)),
+                    })
+                })
+                .clone();
+            let stream = Revocable::new(tls, revocation);
+            serve_channel(&coord, &link, &channels, agent, &alpn, stream).await;
+        });
+    }
+}
+
+async fn serve_channel(
+    coord: &Arc<Coordinator>,
+    link: &Link,
+    channels: &AgentChannels,
+    agent: AgentName,
+    alpn: &str,
+    stream: Stream,
+) {
+    match alpn {
+        ALPN_AGENT => {
+            let (reader, writer) = tokio::io::split(stream);
+            let conn = channels.cap.admit(reader, writer).await;
+            crate::agent_server::handle(coord.clone(), agent, conn).await;
+        }
+        ALPN_EGRESS => {
+            let Ok(_slot) = channels.egress_slots.clone().try_acquire_owned() else {
+                return tracing::info!(%agent, "link egress refused: connection cap reached");
+            };
+            channels.egress.clone().serve(stream).await;
+        }
+        ALPN_CONTROL | ALPN_PAGE | ALPN_PAGE_STREAM => {
+            let Ok(_slot) = channels.aux_slots.clone().try_acquire_owned() else {
+                return tracing::info!(%agent, alpn, "link refused: connection cap reached");
+            };
+            match alpn {
+                ALPN_CONTROL => control(coord, link, &agent, stream).await,
+                ALPN_PAGE => page_tunnel(link, &agent, stream).await,
+                _ => page_stream(link, &agent, stream).await,
+            }
+        }
+        other => tracing::info!(%agent, alpn = other, "link connection without a channel refused"),
+    }
+}
+
+/// The control dir's files: once now, then after every change, until the
+/// harness hangs up.
+async fn control(coord: &Coordinator, link: &Link, agent: &AgentName, stream: Stream) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut feed = link.control_feed(agent);
+    let hung_up = async move {
+        let mut sink = [0u8; 64];
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let push = async {
+        loop {
+            let files = Link::control_files(&coord.paths, agent);
+            if crate::jsonl::write_line(&mut writer, &files).await.is_err() {
+                return;
+            }
+            if feed.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = hung_up => {}
+        () = push => {}
+    }
+}
+
+/// The harness's tunnel: one `PageOpen` line per stream core needs.
+async fn page_tunnel(link: &Link, agent: &AgentName, stream: Stream) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (_guard, mut asks) = link.tunnels.register(agent);
+    let hung_up = async move {
+        let mut sink = [0u8; 64];
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let forward = async {
+        while let Some(ask) = asks.recv().await {
+            if crate::jsonl::write_line(&mut writer, &ask).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = hung_up => {}
+        () = forward => {}
+    }
+}
+
+/// A stream the harness opened: its id line, then the page's bytes.
+async fn page_stream(link: &Link, agent: &AgentName, mut stream: Stream) {
+    let id = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_id(&mut stream)).await;
+    let Ok(Some(id)) = id else {
+        return tracing::debug!(%agent, "page stream without an id line");
+    };
+    if let Err(e) = link.tunnels.deliver(agent, &id, Box::new(stream)) {
+        tracing::warn!(%agent, "page stream refused: {e}");
+    }
+}
+
+/// Reads one short line byte by byte (nothing past it is consumed).
+async fn read_id<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+    let mut line = Vec::new();
+    loop {
+        let byte = stream.read_u8().await.ok()?;
+        if byte == b'\n' {
+            return String::from_utf8(line).ok();
+        }
+        if line.len() >= MAX_ID_LINE {
+            return None;
+        }
+        line.push(byte);
+    }
+}
