@@ -50,16 +50,54 @@ fn describe_exit(code: i64) -> String {
 /// or stopped: their death is expected, not a failure. An id leaves the
 /// set when the watcher sees the container start again (or destroyed), in
 /// event order, so a late death event is never misread.
-pub(crate) type Stopping = Arc<Mutex<HashSet<String>>>;
+type Stopping = Arc<Mutex<HashSet<String>>>;
 
-pub(crate) fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
     set.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The exits of one hive's containers on the engine, followed in the
+/// background for as long as this lives: what a runtime on the engine
+/// (docker, swarm) subscribes to and marks its own stops in.
+pub(crate) struct Exits {
+    changes: broadcast::Sender<StateChange>,
+    stopping: Stopping,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Exits {
+    /// Follows the engine's events of `hive` from now on.
+    pub(crate) fn follow(docker: Docker, hive: HiveId) -> Self {
+        let (changes, _) = broadcast::channel(256);
+        let stopping = Stopping::default();
+        let task = follow(docker, hive, changes.clone(), stopping.clone());
+        Self {
+            changes,
+            stopping,
+            task,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+
+    /// Container ids whose death is ours (see [`Stopping`]).
+    pub(crate) fn stopping(&self) -> MutexGuard<'_, HashSet<String>> {
+        lock(&self.stopping)
+    }
+}
+
+impl Drop for Exits {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Starts following the engine's events from now on: every start and
 /// death of this hive's containers becomes a [`StateChange`] on `changes`.
-pub(crate) fn follow(
+fn follow(
     docker: Docker,
     hive: HiveId,
     changes: broadcast::Sender<StateChange>,

@@ -56,7 +56,7 @@
 pub(crate) mod events;
 pub(crate) mod image;
 
-use events::{Stopping, list_ours, lock};
+use events::{Exits, list_ours};
 use image::{HOST_DIRS, HOST_ROOTS};
 
 use std::collections::{HashMap, HashSet};
@@ -106,17 +106,9 @@ pub struct DockerRuntime {
     docker: Docker,
     hive: HiveId,
     image: String,
-    changes: broadcast::Sender<StateChange>,
-    stopping: Stopping,
+    exits: Exits,
     /// One image build at a time.
     build: tokio::sync::Mutex<()>,
-    events: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DockerRuntime {
-    fn drop(&mut self) {
-        self.events.abort();
-    }
 }
 
 /// Whether the local Docker Engine answers; the reason if not.
@@ -153,22 +145,13 @@ impl DockerRuntime {
                 runtime: "docker",
                 reason,
             })?;
-        let (changes, _) = broadcast::channel(256);
-        let stopping = Stopping::default();
-        let events = events::follow(
-            docker.clone(),
-            hive.clone(),
-            changes.clone(),
-            stopping.clone(),
-        );
+        let exits = Exits::follow(docker.clone(), hive.clone());
         Ok(Self {
             docker,
             hive,
             image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
-            changes,
-            stopping,
+            exits,
             build: tokio::sync::Mutex::new(()),
-            events,
         })
     }
 
@@ -194,7 +177,7 @@ impl DockerRuntime {
     }
 
     fn stopping(&self) -> MutexGuard<'_, HashSet<String>> {
-        lock(&self.stopping)
+        self.exits.stopping()
     }
 
     fn container_config(&self, spec: &ContainerSpec, skeleton: bool) -> ContainerCreateBody {
@@ -524,7 +507,7 @@ impl Runtime for DockerRuntime {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StateChange> {
-        self.changes.subscribe()
+        self.exits.subscribe()
     }
 
     fn survives_daemon(&self) -> bool {

@@ -59,7 +59,7 @@ use futures_util::StreamExt;
 use hive_proto::AgentName;
 use tokio::sync::broadcast;
 
-use crate::docker::events::{Stopping, lock};
+use crate::docker::events::Exits;
 use crate::docker::{AGENT_LABEL, BASE_IMAGE, HIVE_LABEL, engine, status};
 use crate::{ContainerSpec, ContainerStatus, Error, HiveId, Node, Result, Runtime, StateChange};
 
@@ -79,16 +79,8 @@ pub struct SwarmRuntime {
     docker: Docker,
     hive: HiveId,
     image: String,
-    changes: broadcast::Sender<StateChange>,
-    stopping: Stopping,
+    exits: Exits,
     build: tokio::sync::Mutex<()>,
-    events: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SwarmRuntime {
-    fn drop(&mut self) {
-        self.events.abort();
-    }
 }
 
 /// Whether the local engine is a manager of an active swarm; the reason if
@@ -130,22 +122,13 @@ impl SwarmRuntime {
         };
         let docker = crate::docker::connect_engine().await.map_err(unavailable)?;
         check_manager(&docker).await.map_err(unavailable)?;
-        let (changes, _) = broadcast::channel(256);
-        let stopping = Stopping::default();
-        let events = crate::docker::events::follow(
-            docker.clone(),
-            hive.clone(),
-            changes.clone(),
-            stopping.clone(),
-        );
+        let exits = Exits::follow(docker.clone(), hive.clone());
         Ok(Self {
             docker,
             hive,
             image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
-            changes,
-            stopping,
+            exits,
             build: tokio::sync::Mutex::new(()),
-            events,
         })
     }
 
@@ -155,7 +138,7 @@ impl SwarmRuntime {
     }
 
     fn stopping(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
-        lock(&self.stopping)
+        self.exits.stopping()
     }
 
     fn labels(&self, agent: &AgentName) -> HashMap<String, String> {
@@ -600,7 +583,7 @@ impl Runtime for SwarmRuntime {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StateChange> {
-        self.changes.subscribe()
+        self.exits.subscribe()
     }
 
     fn survives_daemon(&self) -> bool {

@@ -69,6 +69,20 @@ impl Layout {
     }
 }
 
+/// A test-unique agent name: `<prefix>-<pid>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+/// A client of the local Docker Engine.
+pub async fn engine() -> bollard::Docker {
+    bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+}
+
 /// The next change for `name`, within 10 s.
 pub async fn next_change(rx: &mut broadcast::Receiver<StateChange>, name: &str) -> StateChange {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

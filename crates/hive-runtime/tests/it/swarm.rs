@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use bollard::Docker;
 use hive_proto::AgentName;
 use hive_runtime::swarm::SwarmRuntime;
 use hive_runtime::swarm::lease::SwarmLease;
@@ -17,8 +16,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    Layout, all_gone, assert_breaches_failed, assert_isolated, breach, next_change, one,
-    read_report, sandbox_specs, sleep_pid,
+    Layout, all_gone, assert_breaches_failed, assert_isolated, breach, engine, next_change, one,
+    read_report, sandbox_specs, sleep_pid, unique,
 };
 
 /// A runtime on the local engine's swarm and the hold on that swarm, or
@@ -41,18 +40,6 @@ async fn runtime() -> Option<(SwarmRuntime, SwarmLease)> {
 
 fn test_hive() -> HiveId {
     HiveId::of(std::path::Path::new("/hyperhive-runtime-swarm-tests"))
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", std::process::id())
-}
-
-async fn engine() -> Docker {
-    Docker::connect_with_local_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap()
 }
 
 /// Removes the named agents' services and networks when dropped (before
