@@ -529,9 +529,14 @@ impl Runtime for DockerRuntime {
         while let Some(chunk) = stream.next().await {
             text.extend_from_slice(chunk.map_err(for_agent(name, "logs"))?.as_ref());
         }
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<&str> = text.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        Ok(all[from..].iter().map(|l| (*l).to_owned()).collect())
+        Ok(last_lines(&text, lines))
     }
+}
+
+/// The last `lines` lines of a container's output as the log API gave it.
+pub(crate) fn last_lines(text: &[u8], lines: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(text);
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    all[from..].iter().map(|l| (*l).to_owned()).collect()
 }

@@ -612,9 +612,6 @@ impl Runtime for SwarmRuntime {
                 Err(e) => return Err(engine(format!("logs of h-{name}"))(e)),
             }
         }
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<&str> = text.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        Ok(all[from..].iter().map(|l| (*l).to_owned()).collect())
+        Ok(crate::docker::last_lines(&text, lines))
     }
 }
