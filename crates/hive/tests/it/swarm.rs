@@ -121,6 +121,11 @@ fn spawn_stop_crash_restart_destroy_revive_on_swarm() {
         services.lines().any(|s| s == format!("h-coder-{id}")),
         "{services}"
     );
+    // The dashboard's snapshot carries it too (shown as a chip).
+    let bearer = hive.bearer();
+    let (code, _, body) = hive.http("GET", "/api/state", &[("Authorization", &bearer)], "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&format!(r#""node":"{node}""#)), "{body}");
     eventually("coder's harness to serve", || {
         json(&hive.host(r#"{"cmd":"logs","name":"coder","lines":50}"#))["logs"]
             .to_string()
