@@ -260,3 +260,41 @@ fn a_hostile_agent_gets_nowhere_on_swarm() {
     let Some(_lease) = lease() else { return };
     crate::adversary::hostile_agent("swarm", "17401-17410", "17400", None);
 }
+
+/// This hive's services: `h-<agent>-<hive>` names, sorted.
+fn services(hive: &HiveId) -> Vec<String> {
+    let filter = format!("label=hyperhive.hive={hive}");
+    let mut names: Vec<String> = docker(&[
+        "service",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &filter,
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn up_on_swarm_removes_its_services_at_ctrl_c() {
+    let Some(_lease) = lease() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let id = HiveId::of(&dir.path().join("state"));
+    let _cleanup = Cleanup(id.clone());
+    let (mut hive, banner) = crate::hives::start_on(dir, "up", "swarm", "18620", "18621-18629");
+    assert!(banner.starts_with("hive: runtime swarm"), "{banner}");
+    eventually("the manager to run", || {
+        status(&hive, "manager")["running"] == true
+    });
+    assert_eq!(services(&id), [format!("h-manager-{id}")]);
+    let pid = Pid::from_raw(i32::try_from(hive.child.id()).unwrap());
+    kill(pid, Signal::SIGINT).unwrap();
+    let exit = hive.child.wait().unwrap();
+    assert!(exit.success(), "hive up exited with {exit}");
+    assert_eq!(services(&id), Vec::<String>::new());
+}
