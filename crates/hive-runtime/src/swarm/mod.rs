@@ -596,6 +596,10 @@ impl Runtime for SwarmRuntime {
         true
     }
 
+    fn multi_host(&self) -> bool {
+        true
+    }
+
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
         if lines == 0 {
             return Ok(Vec::new());
