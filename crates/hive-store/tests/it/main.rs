@@ -9,9 +9,19 @@ mod questions;
 mod reminders;
 mod tasks;
 
-use hive_proto::AgentName;
+use hive_proto::{AgentName, Recipient};
 use hive_store::Store;
 use tempfile::TempDir;
+
+/// The agent `name` names.
+fn agent(name: &str) -> AgentName {
+    AgentName::parse(name).unwrap()
+}
+
+/// The recipient `to` names.
+fn to(to: &str) -> Recipient {
+    Recipient::parse(to).unwrap()
+}
 
 /// A fresh store in its own temp dir, with `agents` registered.
 fn store_with(agents: &[&str]) -> (TempDir, Store) {
