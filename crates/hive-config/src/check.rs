@@ -34,6 +34,7 @@ pub const FIELDS: &[&str] = &[
     "mounts",
     "image",
     "budget",
+    "placement",
 ];
 
 /// Top-level keys `agent.toml` once had and no longer accepts, each with
@@ -430,6 +431,28 @@ fn meaning(
         }
     }
 
+    // placement
+    for (i, constraint) in c.placement.constraints.iter().enumerate() {
+        if let Some(problem) = crate::schema::constraint_problem(constraint) {
+            at.push(
+                errors,
+                &[Key("placement"), Key("constraints"), Index(i)],
+                format!("placement.constraints[{i}] `{constraint}` {problem}"),
+            );
+        }
+    }
+    for (key, value) in &c.placement.node_labels {
+        if let Some(problem) =
+            crate::schema::constraint_problem(&format!("node.labels.{key}=={value}"))
+        {
+            at.push(
+                errors,
+                &[Key("placement"), Key("node_labels"), Key(key)],
+                format!("placement.node_labels.{key} {problem}"),
+            );
+        }
+    }
+
     // mounts
     for (i, m) in c.mounts.iter().enumerate() {
         check_mount(at, errors, i, m, &c.mounts[..i]);
@@ -680,6 +703,32 @@ mod tests {
     }
 
     #[test]
+    fn placement_is_read_and_checked() {
+        let c = check_agent_toml(
+            "model = \"m\"\n[placement]\nconstraints = [\"node.role==worker\", \"node.hostname != db1\"]\nnode_labels = { gpu = \"true\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.placement.all_constraints(),
+            [
+                "node.role==worker",
+                "node.hostname != db1",
+                "node.labels.gpu==true"
+            ]
+        );
+        check(
+            "model = \"m\"\n[placement]\nconstraints = [\n  \"node.labels.ok==1\",\n  \"gpu=true\",\n  \"node.secret==1\",\n  \"node.role==boss\",\n  \"node.labels.a==b c\",\n]\nnode_labels = { \"bad key\" = \"1\" }\n",
+            &[
+                "agent.toml:5: placement.constraints[1] `gpu=true` is not `<attribute>==<value>` or `<attribute>!=<value>`",
+                "agent.toml:6: placement.constraints[2] `node.secret==1` `node.secret` is not a node attribute (node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<key>, engine.labels.<key>)",
+                "agent.toml:7: placement.constraints[3] `node.role==boss` node.role is `manager` or `worker`, not `boss`",
+                "agent.toml:8: placement.constraints[4] `node.labels.a==b c` `b c` is not a value (no spaces, `=` or `!`)",
+                "agent.toml:10: placement.node_labels.bad key `node.labels.bad key` is not a node attribute (node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<key>, engine.labels.<key>)",
+            ],
+        );
+    }
+
+    #[test]
     fn a_budget_is_read_and_checked() {
         let c = check_agent_toml(
             "model = \"sonnet\"\n[budget]\ndaily_usd = 5.0\ntotal_tokens = 2000000\n",
@@ -773,7 +822,7 @@ read_only = false
             "modle = \"sonnet\"\nengine = \"gemini\"\nnetwork = \"lan\"\n\n[resources]\ncpus = 2\n",
             &[
                 "agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"",
-                "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`",
+                "agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`, `placement`",
                 "agent.toml:2: engine: unknown variant `gemini`, expected `claude` or `codex`",
                 "agent.toml:3: network: invalid value: string \"lan\", expected \"none\", \"model\", \"full\", a list of hosts, true or false",
                 "agent.toml:6: resources: unknown field `cpus`, expected `cpu` or `memory`",
@@ -797,7 +846,7 @@ host_path = "rel"
 container_path = "/data"
 "#,
             &[
-                "agent.toml:2: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`",
+                "agent.toml:2: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`, `placement`",
                 "agent.toml:3: packages is not supported: bake what the agent needs into an image (`image`) or its /state",
                 "agent.toml:6: env key `BAD-KEY` is not a valid variable name (letters, digits and `_`, not starting with a digit)",
                 "agent.toml:7: env.GOOD: invalid type: integer `3`, expected a string",

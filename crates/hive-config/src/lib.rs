@@ -35,5 +35,7 @@ pub use commit_ref::validate_commit_ref;
 pub use error::{Error, Result};
 pub use mirror::MirrorConfig;
 pub use repos::{ConfigRepos, Deployed, Ensured, Prepared};
-pub use schema::{AgentConfig, Engine, HostPattern, McpServer, Mount, Network, Resources};
+pub use schema::{
+    AgentConfig, Engine, HostPattern, McpServer, Mount, Network, Placement, Resources,
+};
 pub use tags::{TagEntry, TagKind};

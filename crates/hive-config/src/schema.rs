@@ -54,6 +54,10 @@ pub struct AgentConfig {
     /// and/or tokens); raised, like any field, by an approved deploy.
     #[serde(skip_serializing_if = "hive_proto::control::Budget::is_unlimited")]
     pub budget: hive_proto::control::Budget,
+    /// Which hosts may run the agent, for runtimes that schedule across
+    /// hosts (`swarm`); ignored by the single-host runtimes.
+    #[serde(skip_serializing_if = "Placement::is_anywhere")]
+    pub placement: Placement,
 }
 
 impl Default for AgentConfig {
@@ -70,6 +74,7 @@ impl Default for AgentConfig {
             mounts: Vec::new(),
             image: None,
             budget: hive_proto::control::Budget::default(),
+            placement: Placement::default(),
         }
     }
 }
@@ -118,6 +123,78 @@ pub struct McpServer {
     /// every tool of the server. Empty: none.
     #[serde(default)]
     pub allowed_tools: Vec<String>,
+}
+
+/// Where a multi-host runtime may run the agent: every constraint holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Placement {
+    /// Scheduler constraints as Docker Swarm writes them:
+    /// `node.labels.gpu==true`, `node.hostname!=db1`, `node.role==worker`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// Node labels the host must carry: `{ gpu = "true" }` is
+    /// `node.labels.gpu==true`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_labels: BTreeMap<String, String>,
+}
+
+impl Placement {
+    pub fn is_anywhere(&self) -> bool {
+        self.constraints.is_empty() && self.node_labels.is_empty()
+    }
+
+    /// Every constraint, the node labels written as constraints after the
+    /// explicit ones.
+    pub fn all_constraints(&self) -> Vec<String> {
+        let mut all = self.constraints.clone();
+        all.extend(
+            self.node_labels
+                .iter()
+                .map(|(k, v)| format!("node.labels.{k}=={v}")),
+        );
+        all
+    }
+}
+
+/// Why a placement constraint is not one the scheduler understands, if it
+/// is not: `<attribute> == <value>` or `!=`, the attribute `node.id`,
+/// `node.hostname`, `node.role` (`manager` or `worker`), `node.platform.os`,
+/// `node.platform.arch`, `node.labels.<key>` or `engine.labels.<key>`.
+pub fn constraint_problem(constraint: &str) -> Option<String> {
+    let (key, value) = match (constraint.split_once("=="), constraint.split_once("!=")) {
+        (Some((k, v)), None) | (None, Some((k, v))) => (k.trim(), v.trim()),
+        _ => return Some("is not `<attribute>==<value>` or `<attribute>!=<value>`".to_owned()),
+    };
+    let label_key = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    let known = matches!(
+        key,
+        "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
+    ) || key
+        .strip_prefix("node.labels.")
+        .or_else(|| key.strip_prefix("engine.labels."))
+        .is_some_and(label_key);
+    if !known {
+        return Some(format!(
+            "`{key}` is not a node attribute (node.id, node.hostname, node.role, \
+             node.platform.os, node.platform.arch, node.labels.<key>, engine.labels.<key>)"
+        ));
+    }
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '=' || c == '!')
+    {
+        return Some(format!("`{value}` is not a value (no spaces, `=` or `!`)"));
+    }
+    if key == "node.role" && !matches!(value, "manager" | "worker") {
+        return Some(format!("node.role is `manager` or `worker`, not `{value}`"));
+    }
+    None
 }
 
 /// Resource limits; absent fields are unlimited.

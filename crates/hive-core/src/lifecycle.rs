@@ -450,6 +450,10 @@ impl Lifecycle {
                     .cpu
                     .map(|cores| (cores * 1000.0).round().max(1.0) as u32),
             },
+            placement: hive_runtime::Placement {
+                constraints: config.placement.all_constraints(),
+                node: self.store.agent(name.as_str())?.and_then(|a| a.node),
+            },
             transport: match &self.settings.link {
                 None => hive_runtime::Transport::Unix,
                 Some(link) => hive_runtime::Transport::Tls(hive_runtime::TlsLink {
@@ -484,6 +488,34 @@ impl Lifecycle {
                 .map_err(|e| Error::Internal(format!("issue {name}'s link credential: {e:#}")))?;
         }
         runtime.create(&spec).await.map_err(Error::from)
+    }
+
+    /// Starts `name`'s container and, under a runtime that schedules
+    /// across hosts, pins the agent to the node it first ran on: its state
+    /// lives there, so every later container runs there or not at all
+    /// (moving is an explicit operation, never a reschedule).
+    async fn start_pinned(&self, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
+        runtime.start(name).await.map_err(Error::from)?;
+        if !runtime.multi_host()
+            || self
+                .store
+                .agent(name.as_str())?
+                .is_some_and(|a| a.node.is_some())
+        {
+            return Ok(());
+        }
+        let placed = runtime
+            .list()
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| s.node);
+        if let Some(node) = placed {
+            tracing::info!(agent = %name, node = %node.hostname, "pinned to its first node");
+            self.store.set_node(name.as_str(), Some(&node.id))?;
+        }
+        Ok(())
     }
 
     /// Re-reads every container's state from the runtime.
@@ -553,7 +585,7 @@ impl Lifecycle {
         self.create_container(runtime, name, port, &deployed)
             .await?;
         self.store.set_has_container(name.as_str(), true)?;
-        runtime.start(name).await.map_err(Error::from)?;
+        self.start_pinned(runtime, name).await?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())
     }
@@ -582,7 +614,7 @@ impl Lifecycle {
             let deployed = self.configs.ensure(name).await?;
             self.create_container(runtime, name, port, &deployed)
                 .await?;
-            runtime.start(name).await.map_err(Error::from)?;
+            self.start_pinned(runtime, name).await?;
         }
         self.store.set_want_running(name.as_str(), true)?;
         Ok(())
@@ -690,7 +722,7 @@ impl Lifecycle {
             deployed.config.network.clone(),
             deployed.config.engine,
         );
-        runtime.start(name).await.map_err(Error::from)?;
+        self.start_pinned(runtime, name).await?;
         self.store.set_want_running(name.as_str(), true)?;
         Ok(since)
     }

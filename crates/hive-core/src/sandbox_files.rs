@@ -225,6 +225,7 @@ mod tests {
             etc_dir: paths.etc_dir(&name),
             user: Some(user),
             limits: hive_runtime::Limits::default(),
+            placement: hive_runtime::Placement::default(),
             transport: hive_runtime::Transport::Unix,
         };
         prepare(&paths, &spec).unwrap();
@@ -327,6 +328,7 @@ mod swapped_links {
             etc_dir: paths.etc_dir(&name),
             user: Some(agent_user(8100)),
             limits: hive_runtime::Limits::default(),
+            placement: hive_runtime::Placement::default(),
             transport: hive_runtime::Transport::Unix,
             engine_bin: None,
         };

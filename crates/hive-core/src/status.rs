@@ -100,6 +100,11 @@ impl Status {
             status_text: record.status_text.clone(),
             status_set_at: record.status_set_at,
             url,
+            // Where it runs; where its state is pinned while it does not.
+            node: container
+                .and_then(|c| c.node)
+                .map(|n| n.hostname)
+                .or_else(|| record.node.clone()),
         })
     }
 

@@ -300,6 +300,10 @@ pub struct AgentStatusRow {
     pub status_set_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The host it runs (or is pinned) on, under a runtime that schedules
+    /// across hosts (`swarm`); absent on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Where the hive is reached (the original's `HiveUrls`); each agent's own

@@ -205,6 +205,7 @@ fn row() -> AgentStatusRow {
         status_text: Some("reviewing".into()),
         status_set_at: Some(AT),
         url: Some("http://127.0.0.1:8100/agent/coder/".into()),
+        node: None,
     }
 }
 
@@ -223,6 +224,7 @@ fn bare_row() -> AgentStatusRow {
         status_text: None,
         status_set_at: None,
         url: None,
+        node: None,
     }
 }
 
@@ -274,6 +276,14 @@ fn host_responses() {
     check(
         HostResponse::agent_statuses(vec![row(), bare_row()]),
         r#"{"version":1,"ok":true,"agent_statuses":[{"name":"coder","running":true,"failed":false,"needs_update":false,"needs_login":true,"deployed_sha":"0123456789ab","pending_reminders":2,"paused":false,"parent":"manager","active_model":"sonnet","status_text":"reviewing","status_set_at":"2026-09-12T09:15:00Z","url":"http://127.0.0.1:8100/agent/coder/"},{"name":"idle","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false}]}"#,
+    );
+    // Under a runtime that schedules across hosts, the node comes last.
+    check(
+        HostResponse::agent_statuses(vec![AgentStatusRow {
+            node: Some("node-2".into()),
+            ..bare_row()
+        }]),
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"idle","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false,"node":"node-2"}]}"#,
     );
     check(
         HostResponse::approvals(vec![approval(), bare_approval()]),

@@ -5,12 +5,17 @@
 //! (spawn to running). Then SIGKILL its main process from outside and time
 //! until the backend reports the exit (crash detection). Medians of
 //! `ROUNDS` rounds. Run with `cargo bench -p hive-runtime --bench lifecycle`.
+//! `swarm` runs last, in a single-node swarm the bench makes (and leaves
+//! again) when the engine is in none ([`SwarmLease`]); each round creates
+//! the agent's service and network from nothing, as a spawn does. Backend
+//! names after `--` measure only those (`-- docker swarm`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hive_proto::AgentName;
+use hive_runtime::swarm::lease::SwarmLease;
 use hive_runtime::{ContainerSpec, Runtime};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -71,6 +76,7 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
             cpu_millis: None,
         },
         user,
+        placement: hive_runtime::Placement::default(),
         transport: hive_runtime::Transport::Unix,
     }
 }
@@ -128,10 +134,27 @@ async fn measure(backend: &str, runtime: &dyn Runtime) {
 
 #[tokio::main]
 async fn main() {
-    for backend in hive_runtime::BACKENDS {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |backend: &str| named.is_empty() || named.iter().any(|n| n == backend);
+    for backend in hive_runtime::BACKENDS.iter().filter(|b| wanted(b)) {
         match hive_runtime::open(backend, &hive_runtime::HiveId::of(&std::env::temp_dir())).await {
             Ok(runtime) => measure(backend, &*runtime).await,
             Err(reason) => println!("{backend:8} skipped: {reason}"),
         }
     }
+    if !wanted("swarm") {
+        return;
+    }
+    let lease = match SwarmLease::acquire().await {
+        Ok(lease) => lease,
+        Err(reason) => return println!("swarm    skipped: {reason}"),
+    };
+    match hive_runtime::open("swarm", &hive_runtime::HiveId::of(&std::env::temp_dir())).await {
+        Ok(runtime) => measure("swarm", &*runtime).await,
+        Err(reason) => println!("swarm    skipped: {reason}"),
+    }
+    drop(lease);
 }

@@ -350,6 +350,7 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
                 running: entry.exited.as_ref().is_some_and(|rx| !*rx.borrow()),
                 failed: entry.failed,
                 pid: entry.pid,
+                node: None,
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));

@@ -32,6 +32,7 @@ pub mod nspawn;
 pub mod plain;
 pub mod probe;
 pub mod process;
+pub mod swarm;
 
 /// Where a container's program finds its world, inside any sandbox.
 pub mod mount {
@@ -129,9 +130,23 @@ pub struct ContainerSpec {
     pub user: Option<AgentUser>,
     /// CPU and memory limits the backend enforces (or refuses the spec).
     pub limits: Limits,
+    /// Where a multi-host backend may run the container (`swarm`); the
+    /// single-host backends run it here and ignore this.
+    pub placement: Placement,
     /// How the harness reaches core: the unix sockets and dirs above bound
     /// in, or the link over TLS (then none of them is bound).
     pub transport: Transport,
+}
+
+/// Where a container may run, for backends that schedule across hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Scheduler constraints from the agent's approved `agent.toml`
+    /// (`node.labels.gpu==true`), all of which must hold.
+    pub constraints: Vec<String>,
+    /// The node (its id) the agent's state lives on, once it was first
+    /// placed: the container runs there or not at all.
+    pub node: Option<String>,
 }
 
 /// How a container's harness reaches core.
@@ -187,6 +202,7 @@ pub(crate) fn test_spec() -> ContainerSpec {
             gid: 100_000,
         }),
         limits: Limits::default(),
+        placement: Placement::default(),
         transport: Transport::Unix,
     }
 }
@@ -326,6 +342,18 @@ pub struct ContainerStatus {
     pub failed: bool,
     /// Host pid of the container's main process, where the backend knows it.
     pub pid: Option<u32>,
+    /// The host it runs (or last ran) on, for backends that schedule across
+    /// hosts (`swarm`); `None` on the single-host backends.
+    pub node: Option<Node>,
+}
+
+/// A host of a multi-host backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The scheduler's stable id of the node (what an agent is pinned to).
+    pub id: String,
+    /// Its hostname, for people.
+    pub hostname: String,
 }
 
 /// A container started or stopped.
@@ -376,7 +404,7 @@ impl Error {
 /// A container backend.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
-    /// The backend's name: `process`, `bwrap`, `nspawn`, `docker`.
+    /// The backend's name: `process`, `bwrap`, `nspawn`, `docker`, `swarm`.
     fn name(&self) -> &'static str;
 
     /// Defines (or redefines) a container from `spec` without starting it.
@@ -403,6 +431,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// the daemon), core stops them when it shuts down and starts them
     /// again at its next start.
     fn survives_daemon(&self) -> bool {
+        false
+    }
+
+    /// Whether it runs containers on more than one host (`swarm`): then
+    /// [`ContainerStatus::node`] says where, and [`ContainerSpec::placement`]
+    /// is honoured.
+    fn multi_host(&self) -> bool {
         false
     }
 
@@ -463,6 +498,15 @@ pub struct Selection {
 /// has namespaces only; process has nothing).
 pub const BACKENDS: &[&str] = &["docker", "nspawn", "bwrap", "process"];
 
+/// Backends that run only when asked for by name: `swarm` schedules
+/// agents across the hosts of a Docker Swarm, which `auto` never assumes.
+pub const EXPLICIT_BACKENDS: &[&str] = &["swarm"];
+
+/// Every backend name, for error messages.
+fn all_backends() -> String {
+    [BACKENDS, EXPLICIT_BACKENDS].concat().join(", ")
+}
+
 /// Opens backend `name` for the hive `hive` if this machine can run it, or
 /// says why not.
 pub async fn open(
@@ -485,6 +529,15 @@ pub async fn open(
                 .map_err(|e| e.to_string())?;
             Ok(Arc::new(runtime))
         }
+        "swarm" => {
+            let runtime = swarm::SwarmRuntime::connect(None, hive.clone())
+                .await
+                .map_err(|e| match e {
+                    Error::Unavailable { reason, .. } => reason,
+                    e => e.to_string(),
+                })?;
+            Ok(Arc::new(runtime))
+        }
         "nspawn" => {
             probe_blocking(nspawn::NspawnLauncher).await?;
             Ok(Arc::new(child::ChildRuntime::new(nspawn::NspawnLauncher)))
@@ -496,7 +549,7 @@ pub async fn open(
         "process" => Ok(Arc::new(child::ChildRuntime::new(process::ProcessLauncher))),
         other => Err(format!(
             "`{other}` is not a backend (choose auto, none, {})",
-            BACKENDS.join(", ")
+            all_backends()
         )),
     }
 }
@@ -529,7 +582,11 @@ pub async fn select(requested: &str, hive: &HiveId) -> Result<Selection> {
                 reason: passed_over.join("; "),
             })
         }
-        requested => match BACKENDS.iter().find(|b| **b == requested) {
+        requested => match BACKENDS
+            .iter()
+            .chain(EXPLICIT_BACKENDS)
+            .find(|b| **b == requested)
+        {
             Some(name) => match open(name, hive).await {
                 Ok(runtime) => Ok(Selection {
                     runtime: Some(runtime),
@@ -545,7 +602,7 @@ pub async fn select(requested: &str, hive: &HiveId) -> Result<Selection> {
                 runtime: "runtime",
                 reason: format!(
                     "`{requested}` is not a backend (choose auto, none, {})",
-                    BACKENDS.join(", ")
+                    all_backends()
                 ),
             }),
         },

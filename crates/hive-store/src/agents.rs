@@ -29,11 +29,14 @@ pub struct AgentRecord {
     pub has_container: bool,
     /// It should be running: core starts it again after a restart.
     pub want_running: bool,
+    /// The node (id) of a multi-host runtime its state lives on, once it
+    /// was first placed: it runs there or not at all.
+    pub node: Option<String>,
 }
 
 const AGENT_COLUMNS: &str = "name, created_at, paused, status_text, status_set_at, \
      active_model, parent, deployed_sha, needs_login, needs_update, port, allowed_recipients, \
-     has_container, want_running";
+     has_container, want_running, node";
 
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     let allowed: Option<String> = row.get(11)?;
@@ -52,6 +55,7 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         allowed_recipients: allowed.map(|json| decode_names(&json, 11)).transpose()?,
         has_container: row.get(12)?,
         want_running: row.get(13)?,
+        node: row.get(14)?,
     })
 }
 
@@ -243,6 +247,11 @@ impl Store {
 
     pub fn set_want_running(&self, name: &str, v: bool) -> Result<()> {
         self.set_field(name, "want_running = ?2", &v)
+    }
+
+    /// Pins `name` to the node its state lives on (`None`: unpinned).
+    pub fn set_node(&self, name: &str, node: Option<&str>) -> Result<()> {
+        self.set_field(name, "node = ?2", &node)
     }
 
     /// Restricts who `name` may send to (`None`: anyone). Entries must be

@@ -50,6 +50,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "exact message leases",
         apply: exact_leases,
     },
+    Migration {
+        what: "the node an agent's state lives on",
+        apply: agent_node,
+    },
 ];
 
 /// The version `Store::open` brings every file to (`PRAGMA user_version`).
@@ -289,6 +293,12 @@ fn exact_leases(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "messages", "lease_held", "INTEGER NOT NULL DEFAULT 1")?;
     add_column(tx, "messages", "lease_ms", "INTEGER")?;
     add_column(tx, "messages", "lease_until", "INTEGER")
+}
+
+/// Migration 8: the node (of a multi-host runtime) an agent was first
+/// placed on, where its state lives; it runs there or not at all.
+fn agent_node(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(tx, "agents", "node", "TEXT")
 }
 
 #[cfg(test)]

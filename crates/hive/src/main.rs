@@ -82,7 +82,8 @@ struct ServeArgs {
     #[arg(long, default_value = DEFAULT_DASHBOARD, value_parser = parse_dashboard)]
     dashboard: DashboardAddr,
     /// Container backend: `auto` picks the strongest available; `none`
-    /// runs without containers.
+    /// runs without containers; `swarm` (only by name, on a swarm manager
+    /// node) runs each agent as a Docker Swarm service.
     #[arg(long, default_value = "auto")]
     runtime: String,
     /// KEY=VALUE every agent's harness gets (repeatable), on top of

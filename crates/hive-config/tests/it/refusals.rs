@@ -95,7 +95,7 @@ container_path = "/state/data"
         format!(
             "agent.toml in commit {short} is invalid (6 errors):\n\
 agent.toml: missing field `model`: set the model the engine runs, e.g. model = \"sonnet\"\n\
-agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`\n\
+agent.toml:1: unknown field `modle`, expected one of `model`, `engine`, `prompt`, `env`, `mcp_servers`, `allowed_recipients`, `resources`, `network`, `mounts`, `image`, `budget`, `placement`\n\
 agent.toml:2: engine: unknown variant `gemini`, expected `claude` or `codex`\n\
 agent.toml:3: prompt file `roles/coder.md` is not in the commit\n\
 agent.toml:6: env key `MY-VAR` is not a valid variable name (letters, digits and `_`, not starting with a digit)\n\

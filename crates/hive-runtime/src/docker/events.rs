@@ -50,16 +50,54 @@ fn describe_exit(code: i64) -> String {
 /// or stopped: their death is expected, not a failure. An id leaves the
 /// set when the watcher sees the container start again (or destroyed), in
 /// event order, so a late death event is never misread.
-pub(super) type Stopping = Arc<Mutex<HashSet<String>>>;
+type Stopping = Arc<Mutex<HashSet<String>>>;
 
-pub(super) fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
     set.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The exits of one hive's containers on the engine, followed in the
+/// background for as long as this lives: what a runtime on the engine
+/// (docker, swarm) subscribes to and marks its own stops in.
+pub(crate) struct Exits {
+    changes: broadcast::Sender<StateChange>,
+    stopping: Stopping,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Exits {
+    /// Follows the engine's events of `hive` from now on.
+    pub(crate) fn follow(docker: Docker, hive: HiveId) -> Self {
+        let (changes, _) = broadcast::channel(256);
+        let stopping = Stopping::default();
+        let task = follow(docker, hive, changes.clone(), stopping.clone());
+        Self {
+            changes,
+            stopping,
+            task,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+
+    /// Container ids whose death is ours (see [`Stopping`]).
+    pub(crate) fn stopping(&self) -> MutexGuard<'_, HashSet<String>> {
+        lock(&self.stopping)
+    }
+}
+
+impl Drop for Exits {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Starts following the engine's events from now on: every start and
 /// death of this hive's containers becomes a [`StateChange`] on `changes`.
-pub(super) fn follow(
+fn follow(
     docker: Docker,
     hive: HiveId,
     changes: broadcast::Sender<StateChange>,
@@ -242,7 +280,12 @@ impl Tracker {
     fn reconcile(&mut self, now: &[State]) {
         let mut changed = Vec::new();
         for (name, (was_running, old_id)) in &self.reported {
-            let state = now.iter().find(|s| &s.name == name);
+            // Swarm keeps a service's earlier task containers: the running
+            // one, if any, is the agent's.
+            let state = now
+                .iter()
+                .find(|s| &s.name == name && s.running)
+                .or_else(|| now.iter().find(|s| &s.name == name));
             let (running, code, id) =
                 state.map_or((false, None, old_id), |s| (s.running, s.exit_code, &s.id));
             if running == *was_running && id == old_id {

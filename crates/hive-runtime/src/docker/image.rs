@@ -34,7 +34,7 @@ const SKELETON_DIRS: &[&str] = &[
 
 /// Ensures `image`; returns whether it is a skeleton (host system bound
 /// in at run time).
-pub(super) async fn ensure(
+pub(crate) async fn ensure(
     docker: &Docker,
     build: &tokio::sync::Mutex<()>,
     image: &str,

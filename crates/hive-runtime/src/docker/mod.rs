@@ -53,10 +53,10 @@
 //! memory: after a daemon restart, a container stopped earlier with a
 //! non-zero code lists as failed.
 
-mod events;
-mod image;
+pub(crate) mod events;
+pub(crate) mod image;
 
-use events::{Stopping, list_ours, lock};
+use events::{Exits, list_ours};
 use image::{HOST_DIRS, HOST_ROOTS};
 
 use std::collections::{HashMap, HashSet};
@@ -96,7 +96,7 @@ pub const HIVE_LABEL: &str = "hyperhive.hive";
 /// of an image with this label get the host system bound in.
 pub const BASE_LABEL: &str = "hyperhive.base";
 /// The tmpfs mounts of every container: target, mount options.
-const TMPFS: &[(&str, &str)] = &[
+pub(crate) const TMPFS: &[(&str, &str)] = &[
     ("/tmp", "rw,exec,nosuid,nodev,mode=1777"),
     ("/var/tmp", "rw,exec,nosuid,nodev,mode=1777"),
     ("/run", "rw,nosuid,nodev,mode=755"),
@@ -106,17 +106,9 @@ pub struct DockerRuntime {
     docker: Docker,
     hive: HiveId,
     image: String,
-    changes: broadcast::Sender<StateChange>,
-    stopping: Stopping,
+    exits: Exits,
     /// One image build at a time.
     build: tokio::sync::Mutex<()>,
-    events: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DockerRuntime {
-    fn drop(&mut self) {
-        self.events.abort();
-    }
 }
 
 /// Whether the local Docker Engine answers; the reason if not.
@@ -131,7 +123,7 @@ pub async fn probe() -> std::result::Result<(), String> {
 
 /// A client for the local engine, its API version negotiated down to the
 /// engine's (the client's default is newer than e.g. Engine 20.10's 1.41).
-async fn connect_engine() -> std::result::Result<Docker, String> {
+pub(crate) async fn connect_engine() -> std::result::Result<Docker, String> {
     let docker = Docker::connect_with_local_defaults()
         .map_err(|e| format!("cannot reach the docker engine: {e}"))?;
     docker
@@ -153,22 +145,13 @@ impl DockerRuntime {
                 runtime: "docker",
                 reason,
             })?;
-        let (changes, _) = broadcast::channel(256);
-        let stopping = Stopping::default();
-        let events = events::follow(
-            docker.clone(),
-            hive.clone(),
-            changes.clone(),
-            stopping.clone(),
-        );
+        let exits = Exits::follow(docker.clone(), hive.clone());
         Ok(Self {
             docker,
             hive,
             image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
-            changes,
-            stopping,
+            exits,
             build: tokio::sync::Mutex::new(()),
-            events,
         })
     }
 
@@ -194,7 +177,7 @@ impl DockerRuntime {
     }
 
     fn stopping(&self) -> MutexGuard<'_, HashSet<String>> {
-        lock(&self.stopping)
+        self.exits.stopping()
     }
 
     fn container_config(&self, spec: &ContainerSpec, skeleton: bool) -> ContainerCreateBody {
@@ -203,49 +186,16 @@ impl DockerRuntime {
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let mut mounts = Vec::new();
-        if skeleton {
-            for dir in HOST_DIRS {
-                mounts.push(bind(&Path::new("/").join(dir), &format!("/{dir}"), true));
-            }
-            mounts.push(bind(&spec.etc_dir, "/etc", true));
-            for dir in HOST_ROOTS {
-                let host = Path::new("/").join(dir);
-                if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
-                    mounts.push(bind(&host, &format!("/{dir}"), true));
-                }
-            }
-        }
-        mounts.push(bind(&spec.program, mount::HIVE_BIN, true));
-        if let Some(engine) = &spec.engine_bin {
-            mounts.push(bind(engine, mount::CLAUDE_BIN, true));
-        }
-        mounts.push(bind(&spec.state_dir, mount::STATE, false));
-        mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
+        let mounts = mounts(spec, skeleton);
         let network = match &spec.transport {
-            crate::Transport::Unix => {
-                mounts.push(bind(&spec.socket, mount::SOCKET, false));
-                mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
-                mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
-                mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
-                // Only `lo`: the way out is core's egress proxy socket.
-                "none".to_owned()
-            }
+            // Only `lo`: the way out is core's egress proxy socket.
+            crate::Transport::Unix => "none".to_owned(),
+            // The network on which only core's link listener answers
+            // (checked at `create`).
             crate::Transport::Tls(link) => {
-                mounts.push(bind(&link.credentials, mount::CREDENTIAL, true));
-                mounts.push(bind(&link.link_dir, mount::LINK, false));
-                // The network on which only core's link listener answers
-                // (checked at `create`).
                 link.network.clone().unwrap_or_else(|| "none".to_owned())
             }
         };
-        for extra in &spec.binds {
-            mounts.push(bind(
-                &extra.host,
-                &extra.container.to_string_lossy(),
-                extra.read_only,
-            ));
-        }
         ContainerCreateBody {
             image: Some(image),
             entrypoint: Some(vec![mount::HIVE_BIN.to_owned()]),
@@ -335,6 +285,62 @@ impl DockerRuntime {
     }
 }
 
+/// Every bind of a container of `spec`: the host system (for a skeleton
+/// image), the `hive` binary and engine, `/state`, `/shared`, the agent's
+/// sockets, page and control dirs (or, on the link, its credential and
+/// link dir), and the spec's own binds. The one place
+/// the docker and swarm backends wire a container to the host's files.
+pub(crate) fn mounts(spec: &ContainerSpec, skeleton: bool) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    if skeleton {
+        for dir in HOST_DIRS {
+            mounts.push(bind(&Path::new("/").join(dir), &format!("/{dir}"), true));
+        }
+        mounts.push(bind(&spec.etc_dir, "/etc", true));
+        for dir in HOST_ROOTS {
+            let host = Path::new("/").join(dir);
+            if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+                mounts.push(bind(&host, &format!("/{dir}"), true));
+            }
+        }
+    }
+    mounts.push(bind(&spec.program, mount::HIVE_BIN, true));
+    if let Some(engine) = &spec.engine_bin {
+        mounts.push(bind(engine, mount::CLAUDE_BIN, true));
+    }
+    mounts.push(bind(&spec.state_dir, mount::STATE, false));
+    mounts.push(bind(&spec.shared_dir, mount::SHARED, false));
+    match &spec.transport {
+        crate::Transport::Unix => {
+            mounts.push(bind(&spec.socket, mount::SOCKET, false));
+            mounts.push(bind(&spec.egress_socket, mount::EGRESS, false));
+            mounts.push(bind(&spec.page_dir, mount::PAGE_DIR, false));
+            mounts.push(bind(&spec.control_dir, mount::CONTROL, true));
+        }
+        crate::Transport::Tls(link) => {
+            mounts.push(bind(&link.credentials, mount::CREDENTIAL, true));
+            mounts.push(bind(&link.link_dir, mount::LINK, false));
+        }
+    }
+    for extra in &spec.binds {
+        mounts.push(bind(
+            &extra.host,
+            &extra.container.to_string_lossy(),
+            extra.read_only,
+        ));
+    }
+    mounts
+}
+
+/// Writes the curated `/etc` of `spec` (for a skeleton image) off the
+/// async threads.
+pub(crate) async fn write_etc(spec: &ContainerSpec) -> Result<()> {
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || crate::etc::write_etc(&spec))
+        .await
+        .map_err(|e| Error::Failed(format!("write the curated /etc: {e}")))?
+}
+
 fn bind(host: &Path, container: &str, read_only: bool) -> Mount {
     Mount {
         target: Some(container.to_owned()),
@@ -346,14 +352,14 @@ fn bind(host: &Path, container: &str, read_only: bool) -> Mount {
 }
 
 /// The HTTP status of an engine error, if it is one.
-fn status(e: &EngineError) -> Option<u16> {
+pub(crate) fn status(e: &EngineError) -> Option<u16> {
     match e {
         EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
 }
 
-fn engine(what: impl Into<String>) -> impl FnOnce(EngineError) -> Error {
+pub(crate) fn engine(what: impl Into<String>) -> impl FnOnce(EngineError) -> Error {
     let what = what.into();
     move |e| Error::Failed(format!("docker: {what}: {e}"))
 }
@@ -385,10 +391,7 @@ impl Runtime for DockerRuntime {
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
         let skeleton = self.ensure(&image).await?;
         if skeleton {
-            let spec = spec.clone();
-            tokio::task::spawn_blocking(move || crate::etc::write_etc(&spec))
-                .await
-                .map_err(|e| Error::Failed(format!("write the curated /etc: {e}")))??;
+            write_etc(spec).await?;
         }
         let name = self.container_name(&spec.name);
         // A foreign container of that name is refused here, never removed.
@@ -496,6 +499,7 @@ impl Runtime for DockerRuntime {
                 running,
                 failed,
                 pid,
+                node: None,
             });
         }
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -503,7 +507,7 @@ impl Runtime for DockerRuntime {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StateChange> {
-        self.changes.subscribe()
+        self.exits.subscribe()
     }
 
     fn survives_daemon(&self) -> bool {
@@ -525,10 +529,7 @@ impl Runtime for DockerRuntime {
         while let Some(chunk) = stream.next().await {
             text.extend_from_slice(chunk.map_err(for_agent(name, "logs"))?.as_ref());
         }
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<&str> = text.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        Ok(all[from..].iter().map(|l| (*l).to_owned()).collect())
+        Ok(last_lines(&text, lines))
     }
 
     async fn watch_output(&self, name: &AgentName) -> Result<crate::follow::OutputWatch> {
@@ -549,4 +550,12 @@ impl Runtime for DockerRuntime {
                 .boxed(),
         ))
     }
+}
+
+/// The last `lines` lines of a container's output as the log API gave it.
+pub(crate) fn last_lines(text: &[u8], lines: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(text);
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    all[from..].iter().map(|l| (*l).to_owned()).collect()
 }

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder};
 use hive_proto::AgentName;
 use hive_runtime::docker::{self, BASE_LABEL, DockerRuntime};
@@ -15,8 +14,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    BREACH_MEMORY, Layout, all_gone, assert_breaches_failed, assert_isolated, breach, next_change,
-    one, read_report, sandbox_specs, sleep_pid,
+    BREACH_MEMORY, Layout, all_gone, assert_breaches_failed, assert_isolated, breach, engine,
+    next_change, one, read_report, sandbox_specs, sleep_pid, unique,
 };
 
 /// A runtime on the local engine, or `None` (printed) if there is none.
@@ -40,19 +39,6 @@ fn test_hive() -> HiveId {
 /// A second hive on the same engine.
 fn other_hive() -> HiveId {
     HiveId::of(std::path::Path::new("/hyperhive-runtime-tests-other"))
-}
-
-/// A test-unique agent name: `<prefix>-<pid>`.
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", std::process::id())
-}
-
-async fn engine() -> Docker {
-    Docker::connect_with_local_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .unwrap()
 }
 
 /// Force-removes the named agents' containers when dropped, pass or fail.

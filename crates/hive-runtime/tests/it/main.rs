@@ -6,3 +6,4 @@ mod docker;
 mod nspawn;
 mod process;
 mod support;
+mod swarm;

@@ -63,9 +63,24 @@ impl Layout {
             etc_dir: agent_dir.join("etc"),
             user: None,
             limits: hive_runtime::Limits::default(),
+            placement: hive_runtime::Placement::default(),
             transport: hive_runtime::Transport::Unix,
         }
     }
+}
+
+/// A test-unique agent name: `<prefix>-<pid>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+/// A client of the local Docker Engine.
+pub async fn engine() -> bollard::Docker {
+    bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
 }
 
 /// The next change for `name`, within 10 s.

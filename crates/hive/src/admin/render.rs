@@ -208,9 +208,17 @@ fn scope_text(scope: &Scope) -> String {
 }
 
 /// The `hive status` table, header included.
+/// A hive whose runtime schedules across hosts adds a NODE column.
 pub fn render_status_table(rows: &[AgentStatusRow], now: i64) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(|row| status_cells(row, now)).collect();
-    render_table(&STATUS_HEADER, &cells)
+    let mut cells: Vec<Vec<String>> = rows.iter().map(|row| status_cells(row, now)).collect();
+    if !rows.iter().any(|r| r.node.is_some()) {
+        return render_table(&STATUS_HEADER, &cells);
+    }
+    for (cells, row) in cells.iter_mut().zip(rows) {
+        cells.push(row.node.as_deref().map_or_else(|| NONE.to_owned(), cell));
+    }
+    let header: Vec<&str> = STATUS_HEADER.iter().copied().chain(["NODE"]).collect();
+    render_table(&header, &cells)
 }
 
 /// The `hive pending` table, header included.
@@ -659,6 +667,7 @@ mod tests {
             status_text: None,
             status_set_at: None,
             url: None,
+            node: None,
         }
     }
 
@@ -718,9 +727,25 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(
-            render_status_table(&[coder, manager, broken, long], NOW),
+            render_status_table(&[coder.clone(), manager, broken, long], NOW),
             expected
         );
+        // Under a multi-host runtime, where each runs.
+        let placed = AgentStatusRow {
+            node: Some("node-2".into()),
+            ..coder
+        };
+        let table = render_status_table(&[placed, row("idle")], NOW);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].ends_with("URL                     NODE"),
+            "{table}"
+        );
+        assert!(
+            lines[1].ends_with("http://127.0.0.1:8100/  node-2"),
+            "{table}"
+        );
+        assert!(lines[2].ends_with("-                       -"), "{table}");
     }
 
     #[test]

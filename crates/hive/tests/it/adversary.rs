@@ -230,7 +230,7 @@ pub(crate) struct Link {
     pub(crate) network: String,
 }
 
-fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link: Option<&Link>) {
+pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link: Option<&Link>) {
     if !available(runtime) {
         return;
     }
@@ -257,6 +257,9 @@ fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link: Option<&L
     let codex_url = format!("OPENAI_BASE_URL=http://127.0.0.1:{}/v1", codex_model.port);
     // Docker's containers outlive `hive serve`: removed when done.
     let _cleanup = crate::hives::Cleanup(vec![hive_runtime::HiveId::of(&dir.path().join("state"))]);
+    // Swarm's services and networks too (dropped first).
+    let _services = (runtime == "swarm")
+        .then(|| crate::swarm::Cleanup(hive_runtime::HiveId::of(&dir.path().join("state"))));
     let model_url = format!("ANTHROPIC_BASE_URL=http://127.0.0.1:{}", model.port);
     let mut args = vec![
         "--manager-port",

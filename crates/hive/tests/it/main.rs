@@ -26,6 +26,7 @@ mod pressure;
 mod sandboxes;
 mod spend;
 mod support;
+mod swarm;
 mod tasks;
 mod tidy;
 mod tls;

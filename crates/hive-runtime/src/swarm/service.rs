@@ -1,0 +1,200 @@
+//! The swarm backend's service spec: a [`ContainerSpec`] as one replicated
+//! service with restart condition `none`, its own internal network, the
+//! placement constraints and the pin to the agent's node.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{
+    EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
+    NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+};
+
+use crate::docker::TMPFS;
+use crate::{ContainerSpec, mount};
+
+/// How long a task's program has between the stop signal and the kill: a
+/// property of the service, fixed at `create`.
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The service of `spec`, named `name`, with no replica yet.
+pub(super) fn spec(
+    spec: &ContainerSpec,
+    name: &str,
+    image: &str,
+    skeleton: bool,
+    labels: HashMap<String, String>,
+) -> ServiceSpec {
+    let env = crate::process::base_env(spec, "swarm", crate::process::Inside::SANDBOX)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut mounts = crate::docker::mounts(spec, skeleton);
+    mounts.extend(TMPFS.iter().map(|(target, _)| tmpfs(target)));
+    let container = TaskSpecContainerSpec {
+        image: Some(image.to_owned()),
+        labels: Some(labels.clone()),
+        command: Some(vec![mount::HIVE_BIN.to_owned()]),
+        args: Some(spec.args.clone()),
+        hostname: Some(spec.container_name()),
+        env: Some(env),
+        dir: Some(mount::STATE.to_owned()),
+        // The agent's unprivileged user; without one, the daemon's own.
+        user: Some(match spec.user {
+            Some(user) => format!("{}:{}", user.uid, user.gid),
+            None => format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid()),
+        }),
+        read_only: Some(true),
+        mounts: Some(mounts),
+        init: Some(true),
+        stop_grace_period: i64::try_from(STOP_GRACE.as_nanos()).ok(),
+        ..Default::default()
+    };
+    let limits = Limit {
+        nano_cpus: spec.limits.cpu_millis.map(|m| i64::from(m) * 1_000_000),
+        memory_bytes: spec
+            .limits
+            .memory_bytes
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        pids: None,
+    };
+    let task = TaskSpec {
+        container_spec: Some(container),
+        resources: Some(TaskSpecResources {
+            limits: Some(limits),
+            ..Default::default()
+        }),
+        // Core, not Swarm, decides restarts.
+        restart_policy: Some(TaskSpecRestartPolicy {
+            condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+            ..Default::default()
+        }),
+        placement: Some(TaskSpecPlacement {
+            constraints: Some(constraints(spec)),
+            ..Default::default()
+        }),
+        // Its own internal network: an interface with no route, no peer.
+        networks: Some(vec![NetworkAttachmentConfig {
+            target: Some(name.to_owned()),
+            ..Default::default()
+        }]),
+        log_driver: Some(TaskSpecLogDriver {
+            name: Some("json-file".to_owned()),
+            options: Some(HashMap::from([
+                ("max-size".to_owned(), "10m".to_owned()),
+                ("max-file".to_owned(), "3".to_owned()),
+            ])),
+        }),
+        ..Default::default()
+    };
+    ServiceSpec {
+        name: Some(name.to_owned()),
+        labels: Some(labels),
+        task_template: Some(task),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+            ..Default::default()
+        }),
+        // No virtual IP: nothing reaches an agent over its network.
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The approved constraints, and the pin to the agent's node once it has
+/// one.
+fn constraints(spec: &ContainerSpec) -> Vec<String> {
+    let mut all = spec.placement.constraints.clone();
+    if let Some(node) = &spec.placement.node {
+        all.push(format!("node.id=={node}"));
+    }
+    all
+}
+
+/// A tmpfs at `target` (the docker backend's `TMPFS` list; the Engine API
+/// a swarm task goes through mounts it `noexec`).
+fn tmpfs(target: &str) -> Mount {
+    let mode = if target == "/run" { 0o755 } else { 0o1777 };
+    Mount {
+        target: Some(target.to_owned()),
+        typ: Some(MountType::TMPFS),
+        tmpfs_options: Some(MountTmpfsOptions {
+            mode: Some(mode),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Sets the replica count of a replicated service.
+pub(super) fn set_replicas(spec: &mut ServiceSpec, replicas: i64) {
+    spec.mode = Some(ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated {
+            replicas: Some(replicas),
+        }),
+        ..Default::default()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(placement: crate::Placement) -> ServiceSpec {
+        let spec = ContainerSpec {
+            placement,
+            ..crate::test_spec()
+        };
+        super::spec(&spec, "h-coder-x", "img", true, HashMap::new())
+    }
+
+    #[test]
+    fn core_decides_restarts_and_the_agent_has_its_own_closed_network() {
+        let spec = service(crate::Placement::default());
+        let task = spec.task_template.unwrap();
+        assert_eq!(
+            task.restart_policy.unwrap().condition,
+            Some(TaskSpecRestartPolicyConditionEnum::NONE)
+        );
+        let networks = task.networks.unwrap();
+        assert_eq!(networks.len(), 1);
+        assert_eq!(networks[0].target.as_deref(), Some("h-coder-x"));
+        let container = task.container_spec.unwrap();
+        assert_eq!(container.user.as_deref(), Some("108100:100000"));
+        assert_eq!(container.read_only, Some(true));
+        let mounts = container.mounts.unwrap();
+        let state = mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some("/state"))
+            .unwrap();
+        assert_eq!(state.source.as_deref(), Some("/s"));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.target.as_deref() == Some("/tmp") && m.typ == Some(MountType::TMPFS))
+        );
+        assert_eq!(
+            spec.mode.unwrap().replicated.unwrap().replicas,
+            Some(0),
+            "created stopped"
+        );
+    }
+
+    #[test]
+    fn the_pin_is_added_to_the_approved_constraints() {
+        let spec = service(crate::Placement {
+            constraints: vec!["node.labels.gpu==true".into()],
+            node: Some("n1".into()),
+        });
+        let placement = spec.task_template.unwrap().placement.unwrap();
+        assert_eq!(
+            placement.constraints.unwrap(),
+            ["node.labels.gpu==true", "node.id==n1"]
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! The daemon on the `swarm` runtime, a real single-node swarm: spawn, stop, start, restart, a crash noticed from the event stream, destroy and revive on the agent's pinned node, and the hostile agent's probes.
+//!
+//! Each test holds a [`SwarmLease`]: the engine joins a single-node swarm
+//! if it is in none, and leaves it after the last holder only if a holder
+//! made it. Where the engine cannot be a swarm manager the test skips with
+//! the reason, and fails under `CI`.
+
+use std::time::Duration;
+
+use hive_runtime::HiveId;
+use hive_runtime::swarm::lease::SwarmLease;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::hives::docker;
+use crate::lifecycle::{manager_events, status};
+use crate::support::{Hive, eventually};
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap()
+}
+
+/// The hold on the engine's swarm, or `None` (printed) where there can
+/// be none.
+pub(crate) fn lease() -> Option<SwarmLease> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    match rt.block_on(SwarmLease::acquire()) {
+        Ok(lease) => Some(lease),
+        Err(reason) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have a docker engine that can run a swarm: {reason}"
+            );
+            eprintln!("skipping the swarm runtime: {reason}");
+            None
+        }
+    }
+}
+
+/// Removes the services and networks of `hive` when dropped, pass or fail
+/// (before the lease, which is declared first).
+pub(crate) struct Cleanup(pub HiveId);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=hyperhive.hive={}", self.0);
+        for service in docker(&["service", "ls", "-q", "--filter", &filter]).lines() {
+            docker(&["service", "rm", service]);
+        }
+        for _ in 0..50 {
+            let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
+            if networks.trim().is_empty() {
+                break;
+            }
+            for network in networks.lines() {
+                docker(&["network", "rm", network]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The host pid of `agent`'s running task container.
+fn task_pid(hive: &HiveId, agent: &str) -> i32 {
+    let filters = [
+        format!("label=hyperhive.hive={hive}"),
+        format!("label=hyperhive.agent={agent}"),
+    ];
+    let id = docker(&["ps", "-q", "--filter", &filters[0], "--filter", &filters[1]]);
+    let id = id.lines().next().expect("a running task container");
+    docker(&["inspect", "-f", "{{.State.Pid}}", id])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn ok(hive: &Hive, request: &str) {
+    assert_eq!(
+        crate::adversary::when_idle(hive, request),
+        r#"{"version":1,"ok":true}"#,
+        "{request}"
+    );
+}
+
+#[test]
+fn spawn_stop_crash_restart_destroy_revive_on_swarm() {
+    let Some(_lease) = lease() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let id = HiveId::of(&dir.path().join("state"));
+    let _cleanup = Cleanup(id.clone());
+    let hive = Hive::start_with(
+        dir,
+        "swarm",
+        &["--manager-port", "18600", "--agent-ports", "18601-18609"],
+    );
+    eventually("the manager to run", || {
+        status(&hive, "manager")["running"] == true
+    });
+    let node = docker(&["info", "-f", "{{.Name}}"]).trim().to_owned();
+    assert_eq!(status(&hive, "manager")["node"], node.as_str());
+
+    // Spawn by approval: a service, running on this node, pinned to it.
+    let queued = json(&hive.host(r#"{"cmd":"request_spawn","name":"coder"}"#));
+    let approval = queued["approvals"][0]["id"].as_i64().unwrap();
+    ok(&hive, &format!(r#"{{"cmd":"approve","id":{approval}}}"#));
+    let row = status(&hive, "coder");
+    assert_eq!(
+        (row["running"].as_bool(), row["node"].as_str()),
+        (Some(true), Some(node.as_str()))
+    );
+    let services = docker(&[
+        "service",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=hyperhive.hive={id}"),
+    ]);
+    assert!(
+        services.lines().any(|s| s == format!("h-coder-{id}")),
+        "{services}"
+    );
+    // The dashboard's snapshot carries it too (shown as a chip).
+    let bearer = hive.bearer();
+    let (code, _, body) = hive.http("GET", "/api/state", &[("Authorization", &bearer)], "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&format!(r#""node":"{node}""#)), "{body}");
+    eventually("coder's harness to serve", || {
+        json(&hive.host(r#"{"cmd":"logs","name":"coder","lines":50}"#))["logs"]
+            .to_string()
+            .contains("serving coder")
+    });
+
+    // Stopped and started on purpose: no crash.
+    ok(&hive, r#"{"cmd":"kill","name":"coder"}"#);
+    assert_eq!(status(&hive, "coder")["running"], false);
+    assert_eq!(status(&hive, "coder")["failed"], false);
+    // Still shown where its state is pinned.
+    assert!(status(&hive, "coder")["node"].is_string());
+    ok(
+        &hive,
+        r#"{"cmd":"start","scope":{"agent_names":["coder"]}}"#,
+    );
+    assert_eq!(status(&hive, "coder")["running"], true);
+
+    // Killed from outside: the event stream tells core, core tells the
+    // manager; Swarm does not restart it.
+    kill(Pid::from_raw(task_pid(&id, "coder")), Signal::SIGKILL).unwrap();
+    let mut crash = None;
+    eventually("container_crash", || {
+        crash = manager_events(&hive)
+            .into_iter()
+            .find(|e| e["event"] == "container_crash");
+        crash.is_some()
+    });
+    assert_eq!(crash.unwrap()["agent"], "coder");
+    eventually("coder to show failed", || {
+        let row = status(&hive, "coder");
+        row["running"] == false && row["failed"] == true
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        status(&hive, "coder")["running"],
+        false,
+        "swarm restarted it"
+    );
+
+    // Restart brings it back.
+    ok(&hive, r#"{"cmd":"restart","name":"coder"}"#);
+    assert_eq!(status(&hive, "coder")["running"], true);
+
+    // Destroyed to a tombstone (state kept, service and network gone),
+    // then revived by a spawn: the same state, the same node.
+    let state = hive.state_dir().join("agents/coder/state");
+    std::fs::write(state.join("kept"), "yes").unwrap();
+    ok(&hive, r#"{"cmd":"destroy","name":"coder","purge":false}"#);
+    let services = docker(&[
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=h-coder-{id}"),
+    ]);
+    assert!(services.trim().is_empty(), "{services}");
+    assert!(
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=h-coder-{id}")
+        ])
+        .trim()
+        .is_empty()
+    );
+    ok(&hive, r#"{"cmd":"spawn","name":"coder"}"#);
+    let row = status(&hive, "coder");
+    assert_eq!(
+        (row["running"].as_bool(), row["node"].as_str()),
+        (Some(true), Some(node.as_str()))
+    );
+    assert_eq!(std::fs::read_to_string(state.join("kept")).unwrap(), "yes");
+    ok(&hive, r#"{"cmd":"destroy","name":"coder","purge":true}"#);
+    drop(hive);
+}
+
+#[test]
+fn a_placement_no_node_meets_is_refused_and_the_agent_stays_where_its_state_is() {
+    let Some(_lease) = lease() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let id = HiveId::of(&dir.path().join("state"));
+    let _cleanup = Cleanup(id);
+    let hive = Hive::start_with(
+        dir,
+        "swarm",
+        &["--manager-port", "18610", "--agent-ports", "18611-18619"],
+    );
+    eventually("the manager to run", || {
+        status(&hive, "manager")["running"] == true
+    });
+    let queued = json(&hive.host(r#"{"cmd":"request_spawn","name":"coder"}"#));
+    let approval = queued["approvals"][0]["id"].as_i64().unwrap();
+    ok(&hive, &format!(r#"{{"cmd":"approve","id":{approval}}}"#));
+
+    // A placement change is a config change: the manager proposes, the
+    // operator approves, and a node without the label cannot take it.
+    let repo = hive.state_dir().join("proposed/coder/config");
+    let toml = std::fs::read_to_string(repo.join("agent.toml")).unwrap();
+    let sha = crate::support::commit(
+        &repo,
+        &[(
+            "agent.toml",
+            &format!("{toml}\n[placement]\nnode_labels = {{ hyperhive-test-gpu = \"yes\" }}\n"),
+        )],
+        "needs a gpu node",
+    );
+    let queued = json(&hive.agent(
+        "manager",
+        &format!(r#"{{"cmd":"request_apply_commit","agent":"coder","commit_ref":"{sha}"}}"#),
+    ));
+    assert_eq!(queued["kind"], "approval_queued", "{queued}");
+    let before = status(&hive, "coder")["deployed_sha"].clone();
+    let answer = hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, queued["id"]));
+    assert!(answer.contains("cannot be placed"), "{answer}");
+    assert!(answer.contains("no suitable node"), "{answer}");
+    // Never silently elsewhere: the previous config runs again, on the
+    // node its state is on.
+    eventually("coder to run its previous config", || {
+        let row = status(&hive, "coder");
+        row["running"] == true && row["deployed_sha"] == before
+    });
+    let node = docker(&["info", "-f", "{{.Name}}"]).trim().to_owned();
+    assert_eq!(status(&hive, "coder")["node"], node.as_str());
+    drop(hive);
+}
+
+#[test]
+fn a_hostile_agent_gets_nowhere_on_swarm() {
+    let Some(_lease) = lease() else { return };
+    crate::adversary::hostile_agent("swarm", "17401-17410", "17400", None);
+}
+
+/// This hive's services: `h-<agent>-<hive>` names, sorted.
+fn services(hive: &HiveId) -> Vec<String> {
+    let filter = format!("label=hyperhive.hive={hive}");
+    let mut names: Vec<String> = docker(&[
+        "service",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &filter,
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn up_on_swarm_removes_its_services_at_ctrl_c() {
+    let Some(_lease) = lease() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let id = HiveId::of(&dir.path().join("state"));
+    let _cleanup = Cleanup(id.clone());
+    let (mut hive, banner) = crate::hives::start_on(dir, "up", "swarm", "18620", "18621-18629");
+    assert!(banner.starts_with("hive: runtime swarm"), "{banner}");
+    eventually("the manager to run", || {
+        status(&hive, "manager")["running"] == true
+    });
+    assert_eq!(services(&id), [format!("h-manager-{id}")]);
+    let pid = Pid::from_raw(i32::try_from(hive.child.id()).unwrap());
+    kill(pid, Signal::SIGINT).unwrap();
+    let exit = hive.child.wait().unwrap();
+    assert!(exit.success(), "hive up exited with {exit}");
+    assert_eq!(services(&id), Vec::<String>::new());
+}
