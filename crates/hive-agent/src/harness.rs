@@ -11,7 +11,7 @@
 //! [`Config::max_attempts`] times. A clean turn that ends above the context
 //! watermark is followed by a checkpoint turn and a compaction.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use crate::engine::{Engine, EngineRequest, McpSetup, RunKind, Verdict};
 use crate::state::Shared;
 use crate::stats::{TurnRecord, turn_cost};
 use crate::turn::{self, RunEnd, RunLimits, RunOutcome};
+use crate::watch::DirWatch;
 use crate::{Role, files, wake};
 
 /// How the harness runs; the CLI fills it from flags and the environment.
@@ -223,20 +224,70 @@ impl Harness {
         }
     }
 
+    /// Sleeps until something changes in `watch`'s directories (or `d`
+    /// passes, when there is no watch), unless shutdown comes first.
+    async fn wait_for_change(
+        &mut self,
+        watch: Option<&mut DirWatch>,
+        d: Duration,
+    ) -> Result<(), Interrupted> {
+        let Some(watch) = watch else {
+            return self.sleep(d, None).await;
+        };
+        let changed = tokio::select! {
+            changed = watch.changed() => changed,
+            _ = self.shutdown.wait_for(|s| *s) => return Err(Interrupted::Shutdown),
+        };
+        if let Err(e) = changed {
+            // Looked at again after `d`, as without a watch.
+            tracing::warn!("inotify: {e}");
+            return self.sleep(d, None).await;
+        }
+        Ok(())
+    }
+
+    /// A watch on `dirs`, or `None` (then the caller re-checks every
+    /// `--poll-ms`) where inotify cannot be had.
+    fn dir_watch(dirs: &[&Path]) -> Option<DirWatch> {
+        DirWatch::new(dirs.iter().copied())
+            .map_err(|e| tracing::warn!("no inotify, polling instead: {e}"))
+            .ok()
+    }
+
     async fn wait_while_paused(&mut self) -> Result<(), Interrupted> {
         let marker = self.config.control_dir.join(files::PAUSE_MARKER);
-        let link = self.config.link_paused.clone();
-        let paused = || match &link {
+        let mut link = self.config.link_paused.clone();
+        let paused = |link: &Option<tokio::sync::watch::Receiver<bool>>| match link {
             Some(paused) => *paused.borrow(),
             None => marker.exists(),
         };
-        if !paused() {
+        if !paused(&link) {
             return Ok(());
         }
+        // Made before the looks below: core's removal of the marker (or a
+        // rename over it) wakes the loop at once.
+        let mut changes = Self::dir_watch(&[self.config.control_dir.as_path()]);
         self.shared
             .set_turn_state(TurnState::Paused, Some("paused by the operator".into()));
-        while paused() {
-            self.sleep(self.config.poll, None).await?;
+        while paused(&link) {
+            match &mut link {
+                // On the link, core's word arrives on the link's channel.
+                Some(rx) => {
+                    let mut shutdown = self.shutdown.clone();
+                    let changed = tokio::select! {
+                        changed = rx.changed() => changed.is_ok(),
+                        _ = shutdown.wait_for(|s| *s) => return Err(Interrupted::Shutdown),
+                    };
+                    if !changed {
+                        // The link is gone: look again after a poll.
+                        self.sleep(self.config.poll, None).await?;
+                    }
+                }
+                None => {
+                    self.wait_for_change(changes.as_mut(), self.config.poll)
+                        .await?
+                }
+            }
         }
         self.shared.set_turn_state(TurnState::Idle, None);
         Ok(())
@@ -313,6 +364,14 @@ impl Harness {
     async fn wait_for_login(&mut self) -> Result<(), Interrupted> {
         let mut parked = false;
         loop {
+            // The state dir (where a login makes its dir) and that dir
+            // (where it writes the file), watched before the probe: a login
+            // that completes meanwhile still wakes the wait below.
+            let file = self.config.engine.credentials_file(&self.config.state_dir);
+            let dirs: Vec<&Path> = std::iter::once(self.config.state_dir.as_path())
+                .chain(file.parent())
+                .collect();
+            let mut changes = Self::dir_watch(&dirs);
             let missing = match crate::login::find_program(self.config.engine.program()) {
                 None => Some((
                     TurnState::EngineMissing,
@@ -348,7 +407,14 @@ impl Harness {
                         self.shared.set_turn_state(state, Some(why));
                     }
                     parked = true;
-                    self.sleep(self.config.poll, None).await?;
+                    if state == TurnState::EngineMissing {
+                        // The engine is bound in when the container is
+                        // made; nothing in a watched dir brings it.
+                        self.sleep(self.config.poll, None).await?;
+                    } else {
+                        self.wait_for_change(changes.as_mut(), self.config.poll)
+                            .await?;
+                    }
                 }
             }
         }

@@ -35,6 +35,7 @@ pub mod stats;
 pub mod stream;
 pub mod turn;
 pub mod wake;
+pub mod watch;
 pub mod web;
 
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hive_proto::{
     AgentAnswer, AgentName, AgentRequest, AgentResponse, AgentStatusRow, LooseEnd, LooseEndKind,
-    ManagerOnlyRequest, Task, TaskFilter, TaskStatus,
+    ManagerOnlyRequest, Recipient, Task, TaskFilter, TaskStatus,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -168,6 +168,17 @@ fn name(raw: &str) -> Result<AgentName, String> {
     AgentName::parse(raw).map_err(|e| e.to_string())
 }
 
+/// Checks a `to` argument (an agent name, `operator` or `*`), the same
+/// way.
+fn recipient(raw: &str) -> Result<Recipient, String> {
+    Recipient::parse(raw).map_err(|e| e.to_string())
+}
+
+/// Checks an optional `to` argument.
+fn maybe_recipient(raw: Option<&str>) -> Result<Option<Recipient>, String> {
+    raw.map(recipient).transpose()
+}
+
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SendArgs {
     /// Recipient: an agent name, `manager`, `operator`, or `*` (every other agent).
@@ -305,9 +316,12 @@ impl HiveTools {
         description = "Send a message to an agent, `manager`, `operator` (the human) or `*` (every other agent)."
     )]
     async fn send(&self, Parameters(a): Parameters<SendArgs>) -> Result<CallToolResult, ErrorData> {
-        let to = a.to.clone();
+        let to = match recipient(&a.to) {
+            Ok(to) => to,
+            Err(e) => return Ok(self.finish(Err(e), None).await),
+        };
         let request = AgentRequest::Send {
-            to: a.to,
+            to: to.clone(),
             body: a.body,
             in_reply_to: a.in_reply_to,
         };
@@ -376,12 +390,16 @@ impl HiveTools {
         description = "Ask the operator (or `to` a peer agent) a question. Returns at once; the answer arrives later as a message from system."
     )]
     async fn ask(&self, Parameters(a): Parameters<AskArgs>) -> Result<CallToolResult, ErrorData> {
+        let to = match maybe_recipient(a.to.as_deref()) {
+            Ok(to) => to,
+            Err(e) => return Ok(self.finish(Err(e), None).await),
+        };
         let request = AgentRequest::Ask {
             question: a.question,
             options: a.options,
             multi: a.multi,
             ttl_seconds: a.ttl_seconds,
-            to: a.to,
+            to,
         };
         Ok(self
             .relay(&request, Duration::ZERO, |answer| match answer {
@@ -417,11 +435,15 @@ impl HiveTools {
         &self,
         Parameters(a): Parameters<RemindArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        let to = match maybe_recipient(a.to.as_deref()) {
+            Ok(to) => to,
+            Err(e) => return Ok(self.finish(Err(e), None).await),
+        };
         let request = AgentRequest::Remind {
             message: a.message,
             at: a.at,
             in_seconds: a.in_seconds,
-            to: a.to,
+            to,
             file_path: a.file_path,
         };
         Ok(self

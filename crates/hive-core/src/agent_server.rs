@@ -10,7 +10,7 @@ use std::time::Duration;
 use hive_proto::{
     AgentAnswer, AgentName, AgentRequest, AgentResponse, DEFAULT_WAIT_SECONDS, LooseEndKind,
     MAX_LEASE_SECONDS, MAX_RECV_BATCH, MAX_WAIT_SECONDS, MIN_LEASE_SECONDS, ManagerOnlyRequest,
-    ManagerRequest, OPERATOR_RECIPIENT, OutgoingMessage, Recipient,
+    ManagerRequest, OutgoingMessage, Recipient,
 };
 use hive_store::Popped;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -295,13 +295,9 @@ pub async fn agent_verb(
             ttl_seconds,
             to,
         } => {
-            let target = match to.as_deref() {
-                None | Some(OPERATOR_RECIPIENT) => None,
-                Some(to) => Some(AgentName::parse(to).map_err(hive_store::Error::from)?),
-            };
             let q = store.ask(
                 me.as_str(),
-                target.as_ref().map(AgentName::as_str),
+                to.as_ref().map(Recipient::as_str),
                 &question,
                 &options,
                 multi,
@@ -325,7 +321,7 @@ pub async fn agent_verb(
             let due_ms = reminder_due(at, in_seconds)?;
             let target = match to {
                 None => None,
-                Some(to) => match Recipient::parse(&to).map_err(hive_store::Error::from)? {
+                Some(to) => match to {
                     Recipient::Agent(name) => Some(name),
                     _ => return Err(Error::refused("a reminder's `to` must be one agent")),
                 },

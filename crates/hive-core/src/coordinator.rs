@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
-use hive_proto::{AgentName, OPERATOR_RECIPIENT};
+use hive_proto::{AgentName, OPERATOR_RECIPIENT, Recipient};
 use hive_store::Store;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -176,8 +176,8 @@ impl Coordinator {
     }
 
     /// Sends a message from the operator.
-    pub fn operator_send(&self, to: &str, body: &str) -> Result<Vec<i64>> {
-        if to == OPERATOR_RECIPIENT {
+    pub fn operator_send(&self, to: &Recipient, body: &str) -> Result<Vec<i64>> {
+        if *to == Recipient::Operator {
             return Err(Error::refused("the operator cannot message itself"));
         }
         Ok(self.store.send(OPERATOR_RECIPIENT, to, body, None)?)

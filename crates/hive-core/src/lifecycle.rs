@@ -852,7 +852,10 @@ impl Lifecycle {
             "you were just {what}. /state is intact, and so is your session unless your \
              role changed: check your notes in /state before picking up where you left off."
         );
-        if let Err(e) = self.store.send(SYSTEM_SENDER, name.as_str(), &body, None) {
+        if let Err(e) = self
+            .store
+            .send(SYSTEM_SENDER, &name.clone().into(), &body, None)
+        {
             tracing::warn!(%name, "kick not delivered: {e}");
         }
     }

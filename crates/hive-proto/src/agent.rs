@@ -9,7 +9,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::task::{Task, TaskEvent, TaskFilter};
-use crate::{AgentName, AgentStatusRow, ApprovalKind};
+use crate::{AgentName, AgentStatusRow, ApprovalKind, Recipient};
 
 /// Requests on a per-agent socket (and the agent half of the manager
 /// socket), tagged `cmd`.
@@ -18,7 +18,7 @@ use crate::{AgentName, AgentStatusRow, ApprovalKind};
 pub enum AgentRequest {
     /// Send a message to an agent, `operator`, or `*` (every other agent).
     Send {
-        to: String,
+        to: Recipient,
         body: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         in_reply_to: Option<i64>,
@@ -77,7 +77,7 @@ pub enum AgentRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl_seconds: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        to: Option<String>,
+        to: Option<Recipient>,
     },
     /// Answer a question addressed to this agent.
     Answer { id: i64, answer: String },
@@ -90,7 +90,7 @@ pub enum AgentRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         in_seconds: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        to: Option<String>,
+        to: Option<Recipient>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file_path: Option<String>,
     },
@@ -336,7 +336,7 @@ impl AgentResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutgoingMessage {
     /// An agent, `operator`, or `*`.
-    pub to: String,
+    pub to: Recipient,
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<i64>,

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AgentName, HOST_PROTOCOL_VERSION};
+use crate::{AgentName, HOST_PROTOCOL_VERSION, Recipient};
 
 /// Requests on the host admin socket, tagged `cmd`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +82,7 @@ pub enum HostRequest {
     /// One approval, with its diff when it is a config deploy.
     Show { id: i64 },
     /// Send a message from the operator to an agent (or `*`).
-    Send { to: String, body: String },
+    Send { to: Recipient, body: String },
     /// Queue an approval that redeploys the config of `deployed/<id>`.
     /// Answers with the queued approval in `approvals`.
     Rollback { name: AgentName, id: i64 },

@@ -138,8 +138,10 @@ impl std::borrow::Borrow<str> for AgentName {
     }
 }
 
-/// Where a message goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a message goes. On the wire it is the same string as ever (an
+/// agent name, `operator` or `*`), parsed while the request is decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Recipient {
     Agent(AgentName),
     Operator,
@@ -155,6 +157,40 @@ impl Recipient {
             BROADCAST_RECIPIENT => Ok(Recipient::Broadcast),
             _ => AgentName::parse(to).map(Recipient::Agent),
         }
+    }
+
+    /// The `to` string this recipient is written as.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Recipient::Agent(name) => name.as_str(),
+            Recipient::Operator => OPERATOR_RECIPIENT,
+            Recipient::Broadcast => BROADCAST_RECIPIENT,
+        }
+    }
+}
+
+impl From<AgentName> for Recipient {
+    fn from(name: AgentName) -> Self {
+        Recipient::Agent(name)
+    }
+}
+
+impl TryFrom<String> for Recipient {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, NameError> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Recipient> for String {
+    fn from(value: Recipient) -> String {
+        value.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -19,6 +19,10 @@ fn name(s: &str) -> AgentName {
     AgentName::parse(s).unwrap()
 }
 
+fn to(s: &str) -> Recipient {
+    Recipient::parse(s).unwrap()
+}
+
 #[test]
 fn host_requests() {
     use HostRequest::*;
@@ -114,7 +118,7 @@ fn host_requests() {
     check(Urls, r#"{"cmd":"urls"}"#);
     check(
         Send {
-            to: "a".into(),
+            to: to("a"),
             body: "hi".into(),
         },
         r#"{"cmd":"send","to":"a","body":"hi"}"#,
@@ -392,7 +396,7 @@ fn agent_requests() {
     use AgentRequest::*;
     check(
         Send {
-            to: "b".into(),
+            to: to("b"),
             body: "hi".into(),
             in_reply_to: None,
         },
@@ -400,7 +404,7 @@ fn agent_requests() {
     );
     check(
         Send {
-            to: "*".into(),
+            to: to("*"),
             body: "hi".into(),
             in_reply_to: Some(4),
         },
@@ -430,12 +434,12 @@ fn agent_requests() {
         SendBatch {
             messages: vec![
                 hive_proto::OutgoingMessage {
-                    to: "bob".into(),
+                    to: to("bob"),
                     body: "a".into(),
                     in_reply_to: None,
                 },
                 hive_proto::OutgoingMessage {
-                    to: "*".into(),
+                    to: to("*"),
                     body: "b".into(),
                     in_reply_to: Some(3),
                 },
@@ -476,7 +480,7 @@ fn agent_requests() {
             options: vec!["x".into(), "y".into()],
             multi: true,
             ttl_seconds: Some(60),
-            to: Some("b".into()),
+            to: Some(to("b")),
         },
         r#"{"cmd":"ask","question":"which?","options":["x","y"],"multi":true,"ttl_seconds":60,"to":"b"}"#,
     );
@@ -502,7 +506,7 @@ fn agent_requests() {
             message: "m".into(),
             at: Some(1700000000),
             in_seconds: None,
-            to: Some("b".into()),
+            to: Some(to("b")),
             file_path: Some("/state/notes.md".into()),
         },
         r#"{"cmd":"remind","message":"m","at":1700000000,"to":"b","file_path":"/state/notes.md"}"#,
@@ -1309,4 +1313,43 @@ fn link_lines() {
         serde_json::from_str::<ControlFiles>("{}").unwrap(),
         ControlFiles::default()
     );
+}
+
+/// `to` is the same string on the wire as it always was (the original's
+/// clients keep working) and a [`Recipient`] once decoded: a bad one is
+/// refused while the request is read, never handed on as text.
+#[test]
+fn recipients_are_the_same_strings_and_parsed_while_decoding() {
+    check(
+        HostRequest::Send {
+            to: to("operator"),
+            body: "x".into(),
+        },
+        r#"{"cmd":"send","to":"operator","body":"x"}"#,
+    );
+    check(
+        AgentRequest::Send {
+            to: Recipient::Agent(name("manager")),
+            body: "x".into(),
+            in_reply_to: None,
+        },
+        r#"{"cmd":"send","to":"manager","body":"x"}"#,
+    );
+    check(
+        OutgoingMessage {
+            to: Recipient::Broadcast,
+            body: "x".into(),
+            in_reply_to: None,
+        },
+        r#"{"to":"*","body":"x"}"#,
+    );
+    for bad in ["../x", "system", "", "Bob"] {
+        let line = format!(r#"{{"cmd":"send","to":"{bad}","body":"x"}}"#);
+        let err = serde_json::from_str::<AgentRequest>(&line).unwrap_err();
+        assert!(
+            err.to_string().contains("invalid agent name"),
+            "{bad}: {err}"
+        );
+        assert!(serde_json::from_str::<HostRequest>(&line).is_err(), "{bad}");
+    }
 }

@@ -160,3 +160,72 @@ impl Launcher for ProcessLauncher {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TlsLink;
+
+    fn linked() -> ContainerSpec {
+        ContainerSpec {
+            transport: Transport::Tls(TlsLink {
+                addr: "10.0.0.1:7000".into(),
+                credentials: "/s/agents/coder/control/credential".into(),
+                link_dir: "/r/agents/coder/link".into(),
+                network: None,
+            }),
+            ..crate::test_spec()
+        }
+    }
+
+    fn var<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn on_the_link_the_sockets_are_the_link_dirs_and_core_is_dialled() {
+        let env = ProcessLauncher.command(&linked()).unwrap().env;
+        assert_eq!(
+            var(&env, env::SOCKET),
+            Some("/r/agents/coder/link/mcp.sock")
+        );
+        assert_eq!(
+            var(&env, env::EGRESS_SOCKET),
+            Some("/r/agents/coder/link/egress.sock")
+        );
+        assert_eq!(
+            var(&env, env::CONTROL_DIR),
+            Some("/r/agents/coder/link/control")
+        );
+        assert_eq!(
+            var(&env, hive_proto::link::env::ADDR),
+            Some("10.0.0.1:7000")
+        );
+        assert_eq!(
+            var(&env, hive_proto::link::env::CREDENTIALS),
+            Some("/s/agents/coder/control/credential")
+        );
+        // A sandbox sees its own mounts; the unix transport no link at all.
+        let spec = linked();
+        let env = base_env(&spec, "docker", Inside::sandbox(&spec));
+        assert_eq!(var(&env, env::SOCKET), Some("/run/hive/link/mcp.sock"));
+        assert_eq!(
+            var(&env, hive_proto::link::env::CREDENTIALS),
+            Some(crate::mount::CREDENTIAL)
+        );
+        let spec = crate::test_spec();
+        let env = base_env(&spec, "docker", Inside::sandbox(&spec));
+        assert_eq!(var(&env, env::SOCKET), Some(crate::mount::SOCKET));
+        assert_eq!(var(&env, hive_proto::link::env::ADDR), None);
+    }
+
+    #[test]
+    fn sandboxes_without_a_network_refuse_the_link() {
+        let err = linked().unix_only("bwrap").unwrap_err().to_string();
+        assert!(err.contains("the tls transport needs a network"), "{err}");
+        assert!(crate::test_spec().unix_only("bwrap").is_ok());
+    }
+}

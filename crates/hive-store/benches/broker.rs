@@ -5,7 +5,7 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use hive_proto::AgentName;
+use hive_proto::{AgentName, Recipient};
 use hive_store::Store;
 
 const MESSAGES: usize = 20_000;
@@ -106,7 +106,7 @@ fn round_trips(
     let mut phases = Phases::default();
     let mut done = 0;
     let message = hive_proto::OutgoingMessage {
-        to: "bob".into(),
+        to: to("bob"),
         body: body.to_owned(),
         in_reply_to: None,
     };
@@ -119,7 +119,7 @@ fn round_trips(
             }
             None => {
                 for _ in 0..n {
-                    store.send("alice", "bob", body, None)?;
+                    store.send("alice", &to("bob"), body, None)?;
                 }
             }
         }
@@ -177,7 +177,7 @@ async fn wake_latencies(store: Store, body: &str) -> Result<Vec<Wake>, Box<dyn E
         // Give the waiter time to park on its Notify.
         tokio::time::sleep(Duration::from_millis(1)).await;
         let send_called = Instant::now();
-        store.send("alice", "bob", body, None)?;
+        store.send("alice", &to("bob"), body, None)?;
         let send_returned = Instant::now();
         let Some(woke) = woke_rx.recv().await else {
             return Err("waiter stopped early".into());
@@ -190,4 +190,9 @@ async fn wake_latencies(store: Store, body: &str) -> Result<Vec<Wake>, Box<dyn E
     }
     waiter.await??;
     Ok(samples)
+}
+
+/// The recipient `name` names (a benchmark's own literal: always valid).
+fn to(name: &str) -> Recipient {
+    Recipient::Agent(AgentName::parse(name).unwrap_or_else(|e| panic!("{e}")))
 }

@@ -84,16 +84,17 @@ pub(crate) fn check_body(body: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses what no surface may send: an oversized or empty body, a bad
-/// recipient.
-fn check_message(to: &str, body: &str) -> Result<Recipient> {
+/// Refuses what no surface may send: an oversized or empty body. (A bad
+/// recipient never gets here: a [`Recipient`] is parsed where the request
+/// was read.)
+fn check_message(body: &str) -> Result<()> {
     check_body(body)?;
     // Here, not at each surface, so host.sock, the dashboard, the
     // agent page and the agent socket refuse an empty body alike.
     if body.trim().is_empty() {
         return Err(Error::Refused(EMPTY_BODY.to_owned()));
     }
-    Ok(Recipient::parse(to)?)
+    Ok(())
 }
 
 /// Stores one message of `from` to `to` (one row per recipient of `*`);
@@ -252,12 +253,13 @@ impl Store {
     pub fn send(
         &self,
         from: &str,
-        to: &str,
+        to: &Recipient,
         body: &str,
         in_reply_to: Option<i64>,
     ) -> Result<Vec<i64>> {
+        check_message(body)?;
         let message = Checked {
-            to: check_message(to, body)?,
+            to: to.clone(),
             body: body.to_owned(),
             in_reply_to,
         };
@@ -300,12 +302,12 @@ impl Store {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let to = check_message(&m.to, &m.body).map_err(|e| match messages.len() {
+                check_message(&m.body).map_err(|e| match messages.len() {
                     1 => e,
                     _ => Error::Refused(format!("message {}: {e}", i + 1)),
                 })?;
                 Ok(Checked {
-                    to,
+                    to: m.to.clone(),
                     body: m.body.clone(),
                     in_reply_to: m.in_reply_to,
                 })

@@ -204,7 +204,7 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let message = OutgoingMessage {
-                        to: "bob".into(),
+                        to: Recipient::parse("bob").unwrap(),
                         body: format!("m{i}"),
                         in_reply_to: None,
                     };

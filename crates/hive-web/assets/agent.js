@@ -9,11 +9,10 @@
   // ---------------------------------------------------------------------
   // DOM helpers.
 
+  // The shared builder (page.js), in this page's short form.
+  const { h, clock, agoEl } = window.HivePage;
   function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
+    return h(tag, { class: cls || null, text });
   }
   function $(id) {
     return document.getElementById(id);
@@ -43,19 +42,6 @@
     if (ms < 60000) return (ms / 1000).toFixed(1) + 's';
     return Math.floor(ms / 60000) + 'm' + Math.round((ms % 60000) / 1000) + 's';
   }
-  function ago(at) {
-    if (!at) return '\u2013';
-    const s = Math.max(0, Math.floor(Date.now() / 1000 - at));
-    if (s < 60) return s + 's ago';
-    if (s < 3600) return Math.floor(s / 60) + 'm ago';
-    if (s < 86400) return Math.floor(s / 3600) + 'h ago';
-    return Math.floor(s / 86400) + 'd ago';
-  }
-  function clock(at) {
-    const d = new Date(at * 1000);
-    return d.toTimeString().slice(0, 8);
-  }
-
   // Markdown to DOM, text nodes only (text.js, shared with the dashboard).
   const markdown = (src) => window.HiveText.markdown(src);
 
@@ -83,12 +69,9 @@
 
   function banner(text, kind) {
     const b = $('banner');
-    b.replaceChildren(el('span', null, text));
-    const close = el('button', 'ghost', '\u00d7');
-    close.type = 'button';
-    close.addEventListener('click', () => (b.hidden = true));
-    b.appendChild(close);
-    b.className = 'banner ' + (kind || 'err');
+    const made = window.HivePage.banner(null, text, kind || 'err', () => (b.hidden = true));
+    b.replaceChildren(...made.childNodes);
+    b.className = made.className;
     b.hidden = false;
   }
 
@@ -205,9 +188,9 @@
   }
   function renderLastTurn() {
     const r = S.lastTurn;
-    $('last-turn').textContent = r
-      ? 'last turn \u00b7 ' + ago(r.ended_at) + ' \u00b7 ' + fmtMs(r.duration_ms)
-      : 'last turn \u00b7 \u2013';
+    // The age is a `data-at` element: the page's clock tick keeps it current.
+    if (r) $('last-turn').replaceChildren('last turn \u00b7 ', agoEl(r.ended_at, 'ago'), ' \u00b7 ' + fmtMs(r.duration_ms));
+    else $('last-turn').textContent = 'last turn \u00b7 \u2013';
     if (r) $('last-turn').title = r.result_kind + ', ended ' + new Date(r.ended_at * 1000).toLocaleString();
   }
   function renderControls() {
@@ -582,11 +565,16 @@
         if (live) {
           term.flash(6000);
           refreshInbox();
+          refreshLooseIfShown();
         }
         break;
       case 'turn_end':
         S.turnRunning = false;
-        if (live) refreshTurns();
+        if (live) {
+          refreshTurns();
+          // What the turn asked, reminded or answered.
+          refreshLooseIfShown();
+        }
         break;
       case 'turn_state_changed':
         if (live || hive.ready) setTurnState(frame.state);
@@ -612,54 +600,28 @@
   }
 
   // ---------------------------------------------------------------------
-  // The stream: subscribe first, buffer, take the snapshot and history,
-  // show history, drop buffered frames the history already had.
-
-  let buffer = [];
-  let source = null;
-
-  async function sync() {
-    hive.ready = false;
-    buffer = [];
-    const [state, history] = await Promise.all([getJson('api/state'), getJson('events/history?limit=2000')]);
-    for (const frame of history.events) apply(frame, false);
-    hive.seen = Math.max(hive.seen, history.seq);
-    applySnapshot(state);
-    const pending = buffer;
-    buffer = [];
-    hive.ready = true;
-    for (const frame of pending) apply(frame, true);
-  }
+  // The stream (HivePage.live): subscribe first, buffer, take the snapshot
+  // and history, show history, drop buffered frames the history already
+  // had.
 
   function connect() {
-    source = new EventSource('events/stream');
-    let synced = false;
-    source.onopen = () => {
-      setAlive(true);
-      // First open, or a reconnect after frames may have been missed.
-      sync().then(
-        () => {
-          synced = true;
-        },
-        (e) => banner('could not load the agent: ' + (e.message || e)),
-      );
-    };
-    source.onmessage = (e) => {
-      let frame;
-      try {
-        frame = JSON.parse(e.data);
-      } catch (err) {
-        return;
-      }
-      if (!hive.ready) buffer.push(frame);
-      else apply(frame, true);
-    };
-    source.onerror = () => {
-      setAlive(false);
-      // Buffer until the reconnect's resync; frames missed meanwhile come
-      // back with the history.
-      if (synced) hive.ready = false;
-    };
+    window.HivePage.live({
+      url: 'events/stream',
+      snapshot: async () => {
+        const [state, history] = await Promise.all([getJson('api/state'), getJson('events/history?limit=2000')]);
+        for (const frame of history.events) apply(frame, false);
+        hive.seen = Math.max(hive.seen, history.seq);
+        applySnapshot(state);
+        return history.seq;
+      },
+      apply: (frame) => apply(frame, true),
+      onState: (state, error) => {
+        hive.ready = state === 'live';
+        if (state === 'syncing' || state === 'live') setAlive(true);
+        else if (state === 'failed') banner('could not load the agent: ' + (error.message || error));
+        else setAlive(false);
+      },
+    });
   }
 
   // ---------------------------------------------------------------------
@@ -679,7 +641,7 @@
         const item = el('div', 'item msg');
         const head = el('div', 'item-head');
         head.appendChild(el('span', 'from', m.from));
-        head.appendChild(el('span', 'dim', '#' + m.id + ' \u00b7 ' + ago(m.at)));
+        head.appendChild(agoEl(m.at, 'dim', '#' + m.id + ' \u00b7 '));
         item.appendChild(head);
         const sentence = m.from === 'system' ? window.HiveText.eventSentence(m.body) : null;
         item.appendChild(sentence ? el('div', 'md event', sentence) : markdown(m.body));
@@ -688,6 +650,13 @@
     } catch (e) {
       box.replaceChildren(emptyNote('inbox unavailable: ' + (e.message || e)));
     }
+  }
+
+  // Loose ends change through messages to this agent (an answer, an
+  // expiry, a fired reminder), each of which wakes a turn, and through
+  // the turn itself: refreshed on turn frames, while the tab is open.
+  function refreshLooseIfShown() {
+    if (!$('tab-loose').hidden) refreshLoose();
   }
 
   async function refreshLoose() {
@@ -710,7 +679,7 @@
       const toMe = l.target === data.agent;
       head.appendChild(el('span', 'badge ' + (toMe ? 'mauve' : 'yellow'), toMe ? 'asked of me' : 'question'));
       head.appendChild(el('span', 'from', l.asker + ' \u2192 ' + (l.target || 'operator')));
-      head.appendChild(el('span', 'dim', '#' + l.id + ' \u00b7 ' + ago(l.asked_at)));
+      head.appendChild(agoEl(l.asked_at, 'dim', '#' + l.id + ' \u00b7 '));
       item.appendChild(markdown(l.question));
       if (toMe) {
         const form = el('form', 'answer');
@@ -741,7 +710,7 @@
     } else if (l.kind === 'approval') {
       head.appendChild(el('span', 'badge peach', 'approval'));
       head.appendChild(el('span', 'from', l.approval_kind + ' \u00b7 ' + l.agent));
-      head.appendChild(el('span', 'dim', '#' + l.id + ' \u00b7 ' + ago(l.requested_at)));
+      head.appendChild(agoEl(l.requested_at, 'dim', '#' + l.id + ' \u00b7 '));
       if (l.commit_ref) item.appendChild(kv('commit', l.commit_ref));
       if (l.description) item.appendChild(markdown(l.description));
     } else if (l.kind === 'reminder') {
@@ -955,10 +924,9 @@
     connect();
     refreshInbox();
     refreshTurns();
-    setInterval(renderLastTurn, 10000);
-    setInterval(() => {
-      if (!document.hidden && !$('tab-loose').hidden) refreshLoose();
-    }, 15000);
+    // A local clock for the ages on the page (no request): time passes
+    // without an event to say so.
+    setInterval(() => window.HivePage.tick(), 1000);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);

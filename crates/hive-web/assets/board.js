@@ -8,20 +8,8 @@
   const tasks = new Map(); // id -> task
   const $ = (id) => document.getElementById(id);
 
-  // Text-only DOM: untrusted titles are always text nodes.
-  function h(tag, props, ...kids) {
-    const el = document.createElement(tag);
-    for (const [k, v] of Object.entries(props || {})) {
-      if (v === undefined || v === null || v === false) continue;
-      if (k === 'text') el.textContent = String(v);
-      else if (k === 'class') el.className = v;
-      else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
-      else if (k.startsWith('data-')) el.dataset[k.slice(5)] = v;
-      else el.setAttribute(k, v === true ? '' : String(v));
-    }
-    for (const kid of kids) if (kid !== null && kid !== undefined) el.append(kid);
-    return el;
-  }
+  // Text-only DOM (page.js): untrusted titles are always text nodes.
+  const { h } = window.HivePage;
 
   function say(text, bad) {
     const el = $('board-status');

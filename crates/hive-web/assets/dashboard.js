@@ -59,25 +59,7 @@
 
   // ---- DOM helpers: text only, never HTML --------------------------------
 
-  function h(tag, props, ...kids) {
-    const el = document.createElement(tag);
-    if (props) {
-      for (const [k, v] of Object.entries(props)) {
-        if (v === null || v === undefined || v === false) continue;
-        if (k === 'class') el.className = v;
-        else if (k === 'text') el.textContent = String(v);
-        else if (k === 'data') for (const [dk, dv] of Object.entries(v)) el.dataset[dk] = String(dv);
-        else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
-        else if (k === 'checked' || k === 'disabled' || k === 'value' || k === 'hidden' || k === 'open') el[k] = v;
-        else el.setAttribute(k, v === true ? '' : String(v));
-      }
-    }
-    for (const kid of kids.flat(Infinity)) {
-      if (kid === null || kid === undefined || kid === false) continue;
-      el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
-    }
-    return el;
-  }
+  const { h, now, dur, secs, ago, clock, agoEl } = window.HivePage;
   const badge = (text, colour, title) => h('span', { class: 'badge ' + colour, text, title });
   const chip = (text, title) => h('span', { class: 'chip', text, title });
   // Only http(s) links are ever made clickable.
@@ -85,32 +67,6 @@
 
   // ---- clocks --------------------------------------------------------------
 
-  const now = () => Math.floor(Date.now() / 1000);
-  function dur(s) {
-    s = Math.max(0, Math.floor(s));
-    if (s < 60) return s + 's';
-    if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's';
-    if (s < 86400) return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
-    return Math.floor(s / 86400) + 'd ' + Math.floor((s % 86400) / 3600) + 'h';
-  }
-  // A wire timestamp in unix seconds: host.sock types carry RFC 3339
-  // strings (`requested_at`, `resolved_at`, `status_set_at`, `asked_at`,
-  // `deadline_at`), events carry integers.
-  function secs(t) {
-    return typeof t === 'string' ? Math.floor(Date.parse(t) / 1000) : t;
-  }
-  function ago(t) {
-    const s = Math.max(0, now() - secs(t));
-    if (s < 5) return 'just now';
-    if (s < 60) return s + 's ago';
-    if (s < 3600) return Math.floor(s / 60) + 'm ago';
-    if (s < 86400) return Math.floor(s / 3600) + 'h ago';
-    return Math.floor(s / 86400) + 'd ago';
-  }
-  function clock(t) {
-    const d = new Date(t * 1000);
-    return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
-  }
   function size(n) {
     const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
     let i = 0;
@@ -119,10 +75,6 @@
       i++;
     }
     return (i ? n.toFixed(1) : String(n)) + ' ' + units[i];
-  }
-  function agoEl(t, cls) {
-    t = secs(t);
-    return h('span', { class: cls || 'muted', data: { at: t }, title: new Date(t * 1000).toLocaleString(), text: ago(t) });
   }
   function sinceText(el) {
     return el.dataset.label + '\u2026 ' + dur(now() - Number(el.dataset.since));
@@ -133,7 +85,7 @@
     return left > 0 ? 'ttl ' + dur(left) : 'expiring';
   }
   function tick() {
-    for (const el of document.querySelectorAll('[data-at]')) el.textContent = ago(Number(el.dataset.at));
+    window.HivePage.tick();
     for (const el of document.querySelectorAll('[data-since]')) el.textContent = sinceText(el);
     for (const el of document.querySelectorAll('[data-deadline]')) el.textContent = deadlineText(el);
   }
@@ -147,13 +99,7 @@
 
   function banner(what, message, kind) {
     const root = $('banners');
-    const el = h(
-      'div',
-      { class: 'banner ' + (kind || ''), role: 'alert' },
-      h('span', { class: 'what', text: what }),
-      h('span', { class: 'msg', text: message }),
-      h('button', { type: 'button', class: 'ghost', title: 'dismiss', text: '\u2715', onclick: () => el.remove() })
-    );
+    const el = window.HivePage.banner(what, message, kind);
     root.append(el);
     while (root.childElementCount > 6) root.firstElementChild.remove();
     return el;
@@ -1037,60 +983,36 @@
 
   // ---- the stream ----------------------------------------------------------------
 
-  let buffer = [];
-  let generation = 0;
-
   function setConn(state, text) {
     const el = $('conn');
     el.className = 'conn ' + state;
     el.textContent = text;
   }
 
-  async function resync() {
-    const gen = ++generation;
-    try {
-      const r = await fetch('/api/state', { cache: 'no-store' });
-      if (!r.ok) throw new Error('GET /api/state: ' + r.status);
-      const snap = await r.json();
-      if (gen !== generation) return;
-      applySnapshot(snap);
-      const pending = buffer || [];
-      buffer = null;
-      for (const ev of pending) if (ev.seq > snap.seq) apply(ev);
-      S.ready = hive.ready = true;
-      setConn('live', 'live');
-    } catch (e) {
-      if (gen !== generation) return;
-      setConn('down', 'snapshot failed');
-      banner('dashboard', 'could not load the state: ' + e.message);
-    }
-  }
-
+  // The stream, then the snapshot (HivePage.live).
   function connect() {
-    const es = new EventSource('/dashboard/stream');
-    es.onopen = () => {
-      // Subscribed: buffer from here, then take the snapshot.
-      buffer = [];
-      resync();
-    };
-    es.onmessage = (e) => {
-      let ev;
-      try {
-        ev = JSON.parse(e.data);
-      } catch (err) {
-        return;
-      }
-      hive.events += 1;
-      if (buffer) buffer.push(ev);
-      else apply(ev);
-    };
-    es.onerror = () => {
-      // The browser reconnects by itself; `open` resyncs.
-      S.ready = hive.ready = false;
-      buffer = [];
-      setConn('down', es.readyState === EventSource.CLOSED ? 'disconnected' : 'reconnecting\u2026');
-      if (es.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
-    };
+    window.HivePage.live({
+      url: '/dashboard/stream',
+      snapshot: async () => {
+        const r = await fetch('/api/state', { cache: 'no-store' });
+        if (!r.ok) throw new Error('GET /api/state: ' + r.status);
+        const snap = await r.json();
+        applySnapshot(snap);
+        return snap.seq;
+      },
+      apply,
+      onEvent: () => (hive.events += 1),
+      onState: (state, error) => {
+        S.ready = hive.ready = state === 'live';
+        if (state === 'live') setConn('live', 'live');
+        else if (state === 'reconnecting') setConn('down', 'reconnecting\u2026');
+        else if (state === 'closed') setConn('down', 'disconnected');
+        else if (state === 'failed') {
+          setConn('down', 'snapshot failed');
+          banner('dashboard', 'could not load the state: ' + error.message);
+        }
+      },
+    });
   }
 
   function start() {

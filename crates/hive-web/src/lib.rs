@@ -3,7 +3,8 @@
 //! This crate owns what a browser loads: the shared palette (`palette.css`,
 //! Catppuccin Mocha), the terminal component (`terminal.js`,
 //! `window.HiveTerminal.create`) that both the dashboard and the per-agent
-//! page render their live panes with, and the operator's dashboard page
+//! page render their live panes with, the helpers both pages share
+//! (`page.js`, `window.HivePage`), and the operator's dashboard page
 //! (`dashboard.html`, `.css`, `.js`). It has no dependencies and does no
 //! I/O: servers look assets up with [`asset`] and serve them under
 //! `/assets/<name>`, with [`CONTENT_SECURITY_POLICY`].
@@ -34,6 +35,9 @@ pub const AGENT_HTML: &str = include_str!("../assets/agent.html");
 pub const AGENT_CSS: &str = include_str!("../assets/agent.css");
 /// The per-agent page's single-page client.
 pub const AGENT_JS: &str = include_str!("../assets/agent.js");
+/// `window.HivePage`: what every page shares — the element builder, the
+/// clocks, the banner, the stream-then-snapshot sync.
+pub const PAGE_JS: &str = include_str!("../assets/page.js");
 /// `window.HiveText`: markdown to DOM (text nodes only) and helper events
 /// as sentences, for agent output, inboxes and the message flow.
 pub const TEXT_JS: &str = include_str!("../assets/text.js");
@@ -69,6 +73,12 @@ const TEXT: Asset = Asset {
     body: TEXT_JS,
 };
 
+const PAGE: Asset = Asset {
+    name: "page.js",
+    content_type: JS,
+    body: PAGE_JS,
+};
+
 const FAVICON: Asset = Asset {
     name: "favicon.svg",
     content_type: SVG,
@@ -98,6 +108,7 @@ pub const ASSETS: &[Asset] = &[
         body: DASHBOARD_JS,
     },
     TEXT,
+    PAGE,
     FAVICON,
     Asset {
         name: "board.js",
@@ -140,6 +151,7 @@ pub const AGENT_ASSETS: &[Asset] = &[
         body: TERMINAL_JS,
     },
     TEXT,
+    PAGE,
     FAVICON,
 ];
 

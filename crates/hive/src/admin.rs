@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hive_proto::{
-    AgentName, AgentStatusRow, ApprovalKind, BROADCAST_RECIPIENT, HostRequest, HostResponse,
-    MAX_BODY_BYTES, Recipient, Scope,
+    AgentName, AgentStatusRow, ApprovalKind, HostRequest, HostResponse, MAX_BODY_BYTES, Recipient,
+    Scope,
 };
 
 pub use client::request;
@@ -392,11 +392,9 @@ fn to_request(cmd: AdminCommand, input: &mut dyn Read) -> Result<HostRequest> {
             follow,
         },
         C::Send { to, body } => {
-            let to = match to {
-                Recipient::Agent(name) => name.to_string(),
-                Recipient::Broadcast => BROADCAST_RECIPIENT.to_owned(),
-                Recipient::Operator => bail!("the operator cannot message `operator`"),
-            };
+            if to == Recipient::Operator {
+                bail!("the operator cannot message `operator`");
+            }
             HostRequest::Send {
                 to,
                 body: message_body(&body, input)?,
@@ -757,14 +755,14 @@ mod tests {
             (
                 &["send", "--to", "coder", "fix", "-v", "it"],
                 HostRequest::Send {
-                    to: "coder".into(),
+                    to: Recipient::parse("coder").unwrap(),
                     body: "fix -v it".into(),
                 },
             ),
             (
                 &["send", "--to", "*", "hello"],
                 HostRequest::Send {
-                    to: "*".into(),
+                    to: Recipient::Broadcast,
                     body: "hello".into(),
                 },
             ),
@@ -837,7 +835,7 @@ mod tests {
         let cmd = admin(&["send", "--to", "coder", "-"]);
         let req = to_request(cmd, &mut "line one\nline two\n".as_bytes()).unwrap();
         let expected = HostRequest::Send {
-            to: "coder".into(),
+            to: Recipient::parse("coder").unwrap(),
             body: "line one\nline two".into(),
         };
         assert_eq!(req, expected);

@@ -116,8 +116,9 @@ pub trait Engine: Send + Sync {
     /// agent page's login help names them).
     fn auth_env(&self) -> &'static [&'static str];
 
-    /// Where an interactive login leaves its credentials, HOME being
-    /// `home`.
+    /// The file a login leaves the credentials in (its HOME is `home`):
+    /// the page's login help names it, and a harness parked in
+    /// `needs_login` watches for it.
     fn credentials_file(&self, home: &Path) -> PathBuf;
 
     /// The engine's interactive login, run with its streams piped so the

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::response::Json;
-use hive_proto::OPERATOR_RECIPIENT;
+use hive_proto::{OPERATOR_RECIPIENT, Recipient};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -127,7 +127,9 @@ pub(super) async fn send(
     State(app): State<App>,
     Body(body): Body<SendBody>,
 ) -> Result<Json<Outcome>> {
-    app.coord.operator_send(body.to.trim(), &body.body)?;
+    // The form's text, parsed here, at the edge, like every other `to`.
+    let to = Recipient::parse(body.to.trim()).map_err(hive_store::Error::from)?;
+    app.coord.operator_send(&to, &body.body)?;
     Ok(Json(Outcome::done()))
 }
 

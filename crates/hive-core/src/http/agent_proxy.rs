@@ -125,7 +125,7 @@ async fn send(
 ) -> Result<Json<Outcome>> {
     let name = agent_name(&name)?;
     crate::status::require_agent(&app.coord.store, &name)?;
-    app.coord.operator_send(name.as_str(), &body.body)?;
+    app.coord.operator_send(&name.into(), &body.body)?;
     Ok(Json(Outcome::done()))
 }
 

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use hive_proto::{HelperEvent, MAX_BODY_BYTES};
+use hive_proto::{HelperEvent, MAX_BODY_BYTES, Recipient};
 use hive_store::{Error, MessageEvent, Store, now_unix};
 
-use crate::{inbox, raw, store_with};
+use crate::{inbox, raw, store_with, to};
 
 /// `recv_wait` without a lease period, as the original's `recv`.
 trait RecvMessages {
@@ -38,7 +38,7 @@ fn fifo() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let ids: Vec<i64> = ["one", "two", "three"]
         .iter()
-        .map(|b| store.send("alice", "bob", b, None).unwrap()[0])
+        .map(|b| store.send("alice", &to("bob"), b, None).unwrap()[0])
         .collect();
     assert_eq!(store.unread("bob").unwrap(), 3);
     let got = store.recv_batch("bob", 32).unwrap();
@@ -55,7 +55,9 @@ fn fifo() {
 fn batch_limits() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     for i in 0..40 {
-        store.send("alice", "bob", &format!("m{i}"), None).unwrap();
+        store
+            .send("alice", &to("bob"), &format!("m{i}"), None)
+            .unwrap();
     }
     let one = store.recv_batch("bob", 0).unwrap();
     assert_eq!(bodies(&one), ["m0"]);
@@ -74,7 +76,7 @@ fn batch_limits() {
 fn lease_and_recovery_after_a_dead_harness() {
     let (dir, store) = store_with(&["alice", "bob"]);
     for body in ["a", "b", "c"] {
-        store.send("alice", "bob", body, None).unwrap();
+        store.send("alice", &to("bob"), body, None).unwrap();
     }
     let popped = store.recv_batch("bob", 2).unwrap();
     assert_eq!(bodies(&popped), ["a", "b"]);
@@ -112,8 +114,10 @@ fn lease_and_recovery_after_a_dead_harness() {
 #[test]
 fn recipients_are_isolated() {
     let (_dir, store) = store_with(&["alice", "bob", "carol"]);
-    store.send("alice", "bob", "for bob", None).unwrap();
-    store.send("alice", "carol", "for carol", None).unwrap();
+    store.send("alice", &to("bob"), "for bob", None).unwrap();
+    store
+        .send("alice", &to("carol"), "for carol", None)
+        .unwrap();
     assert_eq!(bodies(&store.recv_batch("bob", 32).unwrap()), ["for bob"]);
     assert_eq!(store.unread("carol").unwrap(), 1);
     assert_eq!(
@@ -134,7 +138,7 @@ fn vacuum_removes_only_old_acked_rows() {
     let (dir, store) = store_with(&["alice", "bob"]);
     let mut ids = Vec::new();
     for body in ["old acked", "new acked", "old in flight", "old pending"] {
-        ids.push(store.send("alice", "bob", body, None).unwrap()[0]);
+        ids.push(store.send("alice", &to("bob"), body, None).unwrap()[0]);
     }
     store.recv_batch("bob", 2).unwrap();
     store.ack_turn("bob").unwrap();
@@ -189,8 +193,8 @@ fn vacuum_removes_only_old_acked_rows() {
 #[test]
 fn vacuum_never_reuses_ids() {
     let (dir, store) = store_with(&["alice", "bob"]);
-    let first = store.send("alice", "bob", "1", None).unwrap()[0];
-    let newest = store.send("alice", "bob", "2", None).unwrap()[0];
+    let first = store.send("alice", &to("bob"), "1", None).unwrap()[0];
+    let newest = store.send("alice", &to("bob"), "2", None).unwrap()[0];
     store.mark_all_read("bob").unwrap();
     raw(&dir)
         .execute("UPDATE messages SET acked_at = 0", [])
@@ -206,10 +210,12 @@ fn vacuum_never_reuses_ids() {
             .collect::<Vec<_>>(),
         [newest]
     );
-    let next = store.send("alice", "bob", "3", None).unwrap()[0];
+    let next = store.send("alice", &to("bob"), "3", None).unwrap()[0];
     assert!(next > newest);
     // A reply to a vacuumed message is still a reply to an issued id.
-    store.send("bob", "alice", "re: 1", Some(first)).unwrap();
+    store
+        .send("bob", &to("alice"), "re: 1", Some(first))
+        .unwrap();
 }
 
 #[tokio::test]
@@ -225,7 +231,7 @@ async fn long_poll_wakes_on_send() {
     };
     // Let the waiter park first.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    store.send("alice", "bob", "wake up", None).unwrap();
+    store.send("alice", &to("bob"), "wake up", None).unwrap();
     let got = waiter.await.unwrap().unwrap();
     assert_eq!(bodies(&got), ["wake up"]);
     assert_eq!(store.inflight("bob").unwrap(), 1);
@@ -235,7 +241,7 @@ async fn long_poll_wakes_on_send() {
 async fn long_poll_drains_up_to_max_once_woken() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     for body in ["1", "2", "3"] {
-        store.send("alice", "bob", body, None).unwrap();
+        store.send("alice", &to("bob"), body, None).unwrap();
     }
     let got = store
         .recv_wait_messages("bob", Duration::from_secs(60), 2)
@@ -262,7 +268,9 @@ async fn long_poll_times_out_empty() {
             .is_empty()
     );
     // A message to someone else does not end bob's wait with anything.
-    store.send("bob", "alice", "not for bob", None).unwrap();
+    store
+        .send("bob", &to("alice"), "not for bob", None)
+        .unwrap();
     assert!(
         store
             .recv_wait_messages("bob", Duration::from_millis(20), 1)
@@ -283,7 +291,7 @@ async fn disconnect_during_long_poll_loses_nothing() {
     )
     .await;
     assert!(gone.is_err());
-    let id = store.send("alice", "bob", "survives", None).unwrap()[0];
+    let id = store.send("alice", &to("bob"), "survives", None).unwrap()[0];
     assert_eq!(store.unread("bob").unwrap(), 1);
 
     // The client goes away after the pop, before the response is written:
@@ -316,7 +324,7 @@ async fn disconnect_during_long_poll_loses_nothing() {
 #[test]
 fn broadcast_reaches_every_other_agent() {
     let (_dir, store) = store_with(&["alice", "bob", "carol", "manager"]);
-    let ids = store.send("alice", "*", "hello all", None).unwrap();
+    let ids = store.send("alice", &to("*"), "hello all", None).unwrap();
     assert_eq!(ids.len(), 3);
     for to in ["bob", "carol", "manager"] {
         assert_eq!(
@@ -330,17 +338,19 @@ fn broadcast_reaches_every_other_agent() {
     // With a runtime, a destroyed agent (state kept, no container) is no
     // recipient; without one (no agent has a container), every agent is.
     store.set_has_container("carol", false).unwrap();
-    let ids = store.send("alice", "*", "no runtime", None).unwrap();
+    let ids = store.send("alice", &to("*"), "no runtime", None).unwrap();
     assert_eq!(ids.len(), 3);
     store.set_broadcast_needs_container(true);
-    let ids = store.send("alice", "*", "carol is gone", None).unwrap();
+    let ids = store
+        .send("alice", &to("*"), "carol is gone", None)
+        .unwrap();
     assert_eq!(ids.len(), 2);
     assert_eq!(inbox(&store, "carol").len(), 2);
     store.set_has_container("carol", true).unwrap();
 
     assert_eq!(
         store
-            .send("operator", "*", "from the operator", None)
+            .send("operator", &to("*"), "from the operator", None)
             .unwrap()
             .len(),
         4
@@ -350,7 +360,7 @@ fn broadcast_reaches_every_other_agent() {
     store
         .set_allowed_recipients("alice", Some(&["bob".to_owned()]))
         .unwrap();
-    let ids = store.send("alice", "*", "narrow", None).unwrap();
+    let ids = store.send("alice", &to("*"), "narrow", None).unwrap();
     let to: Vec<String> = ids
         .iter()
         .map(|id| store.message(*id).unwrap().to)
@@ -364,36 +374,35 @@ fn allow_list_is_enforced_but_manager_and_operator_stay_reachable() {
     store
         .set_allowed_recipients("alice", Some(&["bob".to_owned()]))
         .unwrap();
-    store.send("alice", "bob", "ok", None).unwrap();
-    let err = store.send("alice", "carol", "nope", None).unwrap_err();
+    store.send("alice", &to("bob"), "ok", None).unwrap();
+    let err = store.send("alice", &to("carol"), "nope", None).unwrap_err();
     assert!(matches!(err, Error::NotAllowed { .. }));
     assert_eq!(
         err.to_string(),
         "alice may not send to carol: not in its allowed recipients"
     );
-    store.send("alice", "manager", "always", None).unwrap();
-    store.send("alice", "operator", "always", None).unwrap();
+    store.send("alice", &to("manager"), "always", None).unwrap();
+    store
+        .send("alice", &to("operator"), "always", None)
+        .unwrap();
     // operator and system are not subject to allow-lists; others are unaffected.
     store.set_allowed_recipients("manager", Some(&[])).unwrap();
-    store.send("operator", "carol", "hi", None).unwrap();
-    store.send("system", "carol", "{}", None).unwrap();
-    store.send("bob", "carol", "hi", None).unwrap();
-    store.send("manager", "operator", "still", None).unwrap();
-    assert!(store.send("manager", "carol", "nope", None).is_err());
+    store.send("operator", &to("carol"), "hi", None).unwrap();
+    store.send("system", &to("carol"), "{}", None).unwrap();
+    store.send("bob", &to("carol"), "hi", None).unwrap();
+    store
+        .send("manager", &to("operator"), "still", None)
+        .unwrap();
+    assert!(store.send("manager", &to("carol"), "nope", None).is_err());
 
-    let err = store.send("alice", "ghost", "who?", None).unwrap_err();
+    let err = store.send("alice", &to("ghost"), "who?", None).unwrap_err();
     assert_eq!(err.to_string(), "unknown agent \"ghost\"");
-    assert!(matches!(
-        store.send("alice", "Bad!", "x", None).unwrap_err(),
-        Error::Name(_)
-    ));
-    assert!(matches!(
-        store.send("alice", "system", "x", None).unwrap_err(),
-        Error::Name(_)
-    ));
+    // Not a recipient at all: refused before anything reaches the store.
+    assert!(Recipient::parse("Bad!").is_err());
+    assert!(Recipient::parse("system").is_err());
 
     store.set_allowed_recipients("alice", None).unwrap();
-    store.send("alice", "carol", "now fine", None).unwrap();
+    store.send("alice", &to("carol"), "now fine", None).unwrap();
 }
 
 #[test]
@@ -401,11 +410,11 @@ fn body_limit_is_64_kib() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let at_limit = "x".repeat(MAX_BODY_BYTES);
     assert_eq!(at_limit.len(), 65_536);
-    store.send("alice", "bob", &at_limit, None).unwrap();
+    store.send("alice", &to("bob"), &at_limit, None).unwrap();
     assert_eq!(store.recv_batch("bob", 1).unwrap()[0].body.len(), 65_536);
 
     let over = "x".repeat(MAX_BODY_BYTES + 1);
-    let err = store.send("alice", "bob", &over, None).unwrap_err();
+    let err = store.send("alice", &to("bob"), &over, None).unwrap_err();
     assert!(matches!(
         err,
         Error::BodyTooLarge {
@@ -424,14 +433,16 @@ fn body_limit_is_64_kib() {
 #[test]
 fn replies_thread_with_in_reply_to() {
     let (_dir, store) = store_with(&["alice", "bob"]);
-    let question = store.send("alice", "bob", "lunch?", None).unwrap()[0];
-    let reply = store.send("bob", "alice", "yes", Some(question)).unwrap()[0];
+    let question = store.send("alice", &to("bob"), "lunch?", None).unwrap()[0];
+    let reply = store
+        .send("bob", &to("alice"), "yes", Some(question))
+        .unwrap()[0];
     let got = store.recv_batch("alice", 1).unwrap();
     assert_eq!((got[0].id, got[0].in_reply_to), (reply, Some(question)));
     assert_eq!(store.message(reply).unwrap().in_reply_to, Some(question));
 
     let err = store
-        .send("bob", "alice", "to nothing", Some(9_999))
+        .send("bob", &to("alice"), "to nothing", Some(9_999))
         .unwrap_err();
     assert_eq!(err.to_string(), "no message with id 9999");
 }
@@ -440,7 +451,7 @@ fn replies_thread_with_in_reply_to() {
 fn mark_all_read_finishes_pending_and_in_flight() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     for body in ["1", "2", "3"] {
-        store.send("alice", "bob", body, None).unwrap();
+        store.send("alice", &to("bob"), body, None).unwrap();
     }
     store.recv_batch("bob", 1).unwrap();
     assert_eq!(store.mark_all_read("bob").unwrap(), 3);
@@ -457,7 +468,7 @@ fn mark_all_read_finishes_pending_and_in_flight() {
 fn recent_is_newest_first_and_non_mutating() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     for body in ["1", "2", "3"] {
-        store.send("alice", "bob", body, None).unwrap();
+        store.send("alice", &to("bob"), body, None).unwrap();
     }
     let rows = store.recent("bob", 2).unwrap();
     assert_eq!(
@@ -472,7 +483,7 @@ fn recent_is_newest_first_and_non_mutating() {
 fn events_follow_sends_and_deliveries() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let mut events = store.subscribe();
-    let id = store.send("alice", "bob", "hi", None).unwrap()[0];
+    let id = store.send("alice", &to("bob"), "hi", None).unwrap()[0];
     store.recv_batch("bob", 1).unwrap();
     let sent = events.try_recv().unwrap();
     let MessageEvent::Sent(row) = sent else {
@@ -508,11 +519,11 @@ fn helper_events_arrive_from_system_as_json() {
 #[test]
 fn forgotten_agents_keep_their_messages_but_receive_no_more() {
     let (_dir, store) = store_with(&["alice", "bob"]);
-    store.send("alice", "bob", "before", None).unwrap();
+    store.send("alice", &to("bob"), "before", None).unwrap();
     store.forget_agent("bob").unwrap();
     assert_eq!(store.unread("bob").unwrap(), 1);
     assert!(matches!(
-        store.send("alice", "bob", "after", None),
+        store.send("alice", &to("bob"), "after", None),
         Err(Error::UnknownAgent(_))
     ));
 }
@@ -527,10 +538,10 @@ async fn concurrent_batches_commit_together_and_fail_alone() {
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                let to = if i == 13 { "nobody" } else { "bob" };
+                let last = if i == 13 { "nobody" } else { "bob" };
                 let batch: Vec<hive_proto::OutgoingMessage> = (0..4)
                     .map(|j| hive_proto::OutgoingMessage {
-                        to: if j == 3 { to } else { "carol" }.into(),
+                        to: crate::to(if j == 3 { last } else { "carol" }),
                         body: format!("{i}-{j}"),
                         in_reply_to: None,
                     })
@@ -575,7 +586,7 @@ async fn concurrent_batches_commit_together_and_fail_alone() {
 fn exact_leases_are_acked_released_and_expired_as_named() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     for b in ["a", "b", "c"] {
-        store.send("alice", "bob", b, None).unwrap();
+        store.send("alice", &to("bob"), b, None).unwrap();
     }
     let lease_for = Some(Duration::from_secs(60));
     let first = store.pop("bob", 1, lease_for).unwrap();

@@ -9,9 +9,14 @@ mod questions;
 mod reminders;
 mod tasks;
 
-use hive_proto::AgentName;
+use hive_proto::{AgentName, Recipient};
 use hive_store::Store;
 use tempfile::TempDir;
+
+/// The recipient `to` names.
+fn to(to: &str) -> Recipient {
+    Recipient::parse(to).unwrap()
+}
 
 /// A fresh store in its own temp dir, with `agents` registered.
 fn store_with(agents: &[&str]) -> (TempDir, Store) {

@@ -2,6 +2,8 @@
 
 use hive_store::{SCHEMA_VERSION, Store};
 
+use crate::to;
+
 #[test]
 fn an_original_file_upgrades_in_place_keeping_its_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +62,9 @@ fn an_original_file_upgrades_in_place_keeping_its_rows() {
     store
         .register_agent(&hive_proto::AgentName::parse("coder").unwrap())
         .unwrap();
-    let id = store.send("operator", "coder", "hello", Some(1)).unwrap()[0];
+    let id = store
+        .send("operator", &to("coder"), "hello", Some(1))
+        .unwrap()[0];
     assert_eq!(id, 3);
     drop(store);
 

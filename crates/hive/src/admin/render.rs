@@ -158,7 +158,7 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
             name,
             paused: false,
         } => format!("resumed {name}"),
-        Send { to, .. } if to == hive_proto::BROADCAST_RECIPIENT => {
+        Send { to, .. } if *to == hive_proto::Recipient::Broadcast => {
             "sent to every agent".to_owned()
         }
         Send { to, .. } => format!("sent to {to}"),
@@ -967,7 +967,7 @@ ID  ASKER  TO        AGE  TTL  QUESTION
         );
         check(
             HostRequest::Send {
-                to: "*".into(),
+                to: hive_proto::Recipient::Broadcast,
                 body: "hi".into(),
             },
             &ok,

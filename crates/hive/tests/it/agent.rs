@@ -321,7 +321,8 @@ fn bad_agent_requests() {
     );
     assert_eq!(
         hive.agent("alice", r#"{"cmd":"send","to":"../x","body":"hi"}"#),
-        r#"{"kind":"err","message":"invalid agent name \"../x\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)"}"#
+        // Refused while the line is decoded, as every bad name is.
+        r#"{"kind":"err","message":"invalid `send` request: invalid agent name \"../x\": must start with a-z (names match ^[a-z][a-z0-9-]{0,31}$)"}"#
     );
     let big = "x".repeat(64 * 1024 + 1);
     let refused = json(&hive.agent(

@@ -539,21 +539,7 @@ impl Harness {
         model: &ModelServer,
         claude: &Path,
     ) -> Harness {
-        let home = hive.state_dir().join("agents").join(name).join("state");
-        std::fs::create_dir_all(home.join(".claude")).unwrap();
-        let far = (std::time::SystemTime::now() + Duration::from_secs(30 * 86_400))
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis();
-        let credentials = json!({"claudeAiOauth": {
-            "accessToken": "sk-ant-oat01-e2e", "refreshToken": "sk-ant-ort01-e2e",
-            "expiresAt": far, "scopes": ["user:inference", "user:profile"],
-            "subscriptionType": "max"}});
-        std::fs::write(
-            home.join(".claude/.credentials.json"),
-            credentials.to_string(),
-        )
-        .unwrap();
+        log_in(hive, name);
         let mut command = Self::command(hive, name, "agent", model, claude, &[], &[]);
         command.env_remove("ANTHROPIC_API_KEY");
         Self::spawn(hive, name, command)
@@ -580,8 +566,15 @@ impl Harness {
         let state = hive.state_dir().join("agents").join(name).join("state");
         std::fs::create_dir_all(&state).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_hive"));
+        // A fast re-check unless the test names its own.
+        let poll: &[&str] = if extra.contains(&"--poll-ms") {
+            &[]
+        } else {
+            &["--poll-ms", "100"]
+        };
         command
-            .args(["agent", "serve", "--role", role, "--poll-ms", "100"])
+            .args(["agent", "serve", "--role", role])
+            .args(poll)
             .args(extra)
             .env("HIVE_AGENT", name)
             .env("HIVE_SOCKET", hive.agent_socket(name))
@@ -668,6 +661,26 @@ impl Drop for Harness {
 
 /// Polls `check` until it holds; on timeout, panics with what `harnesses`
 /// streamed, for diagnosis.
+/// What a Claude subscription login leaves in `name`'s home: its dir,
+/// then fake OAuth credentials in it.
+fn log_in(hive: &Hive, name: &str) {
+    let home = hive.state_dir().join("agents").join(name).join("state");
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    let far = (std::time::SystemTime::now() + Duration::from_secs(30 * 86_400))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let credentials = json!({"claudeAiOauth": {
+        "accessToken": "sk-ant-oat01-e2e", "refreshToken": "sk-ant-ort01-e2e",
+        "expiresAt": far, "scopes": ["user:inference", "user:profile"],
+        "subscriptionType": "max"}});
+    std::fs::write(
+        home.join(".claude/.credentials.json"),
+        credentials.to_string(),
+    )
+    .unwrap();
+}
+
 pub(crate) fn wait_for(what: &str, harnesses: &[&Harness], mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + STEP;
     while !check() {
@@ -1184,4 +1197,48 @@ fn skills_planted_in_shared_never_reach_another_agents_model() {
             "a planted file reached the model: {text}"
         );
     }
+}
+
+/// A parked harness wakes on the files that end its wait — the
+/// credentials a login leaves, core's removal of the pause marker — as
+/// they change (inotify), not at its next re-check: its `--poll-ms` here is
+/// ten minutes, far past the test's wait, so only the event can wake it.
+#[test]
+fn a_parked_harness_wakes_on_a_login_and_a_resume_not_on_a_poll() {
+    let Some(claude) = claude() else { return };
+    let _serial = serial();
+    let model = ModelServer::start(|_| Reply::Text("fine".into()));
+    let hive = hive_for(&["f"], &model);
+    let mut command = Harness::command(
+        &hive,
+        "f",
+        "agent",
+        &model,
+        &claude,
+        &["--poll-ms", "600000"],
+        &[],
+    );
+    command.env_remove("ANTHROPIC_API_KEY");
+    let f = Harness::spawn(&hive, "f", command);
+    let state = |f: &Harness| f.get("/api/state")["state"].clone();
+    wait_for("needs_login", &[&f], || state(&f) == "needs_login");
+
+    log_in(&hive, "f");
+    wait_for("the login to be seen", &[&f], || state(&f) == "idle");
+
+    let paused = hive.host(r#"{"cmd":"set_paused","name":"f","paused":true}"#);
+    assert!(paused.contains(r#""ok":true"#), "{paused}");
+    operator_send(&hive, "f", "AFTER-RESUME");
+    wait_for("the paused state", &[&f], || state(&f) == "paused");
+    hive.host(r#"{"cmd":"set_paused","name":"f","paused":false}"#);
+    wait_for("the resumed turn", &[&f], || {
+        kinds(&f.events(), "turn_end").len() == 1
+    });
+    assert!(
+        model
+            .requests()
+            .iter()
+            .any(|r| last_user_text(r).contains("AFTER-RESUME")),
+        "the resumed turn did not reach the model"
+    );
 }

@@ -35,6 +35,17 @@ fn within(what: &str, mut check: impl FnMut() -> bool) {
 /// A hive on `runtime` whose agents reach core over the link at `link`,
 /// with `extra` arguments (the daemon's own `HIVE_CLAUDE_BIN` unset).
 fn linked_hive(runtime: &str, link: &str, ports: (&str, &str), extra: &[&str]) -> Hive {
+    linked_hive_in(tempfile::tempdir().unwrap(), runtime, link, ports, extra)
+}
+
+/// [`linked_hive`] in `dir` (a hive started there before, say).
+fn linked_hive_in(
+    dir: tempfile::TempDir,
+    runtime: &str,
+    link: &str,
+    ports: (&str, &str),
+    extra: &[&str],
+) -> Hive {
     let mut args = vec![
         "--manager-port",
         ports.0,
@@ -46,12 +57,7 @@ fn linked_hive(runtime: &str, link: &str, ports: (&str, &str), extra: &[&str]) -
         link,
     ];
     args.extend_from_slice(extra);
-    Hive::start_with_env(
-        tempfile::tempdir().unwrap(),
-        runtime,
-        &args,
-        &[("HIVE_CLAUDE_BIN", None)],
-    )
+    Hive::start_with_env(dir, runtime, &args, &[("HIVE_CLAUDE_BIN", None)])
 }
 
 fn spawn(hive: &Hive, name: &str) {
@@ -407,4 +413,37 @@ async fn anonymous(link: &str, roots: rustls::RootCertStore) -> Option<String> {
     let mut line = String::new();
     let n = BufReader::new(stream).read_line(&mut line).await.ok()?;
     (n > 0).then_some(line)
+}
+
+#[test]
+fn a_linked_agent_is_reached_again_after_a_daemon_restart() {
+    let link = "127.0.0.1:17670";
+    let ports = ("17671", "17672-17679");
+    let hive = linked_hive("process", link, ports, &[]);
+    spawn(&hive, "a");
+    let page_ok = |hive: &Hive| {
+        let bearer = hive.bearer();
+        let (status, _, body) = hive.http(
+            "GET",
+            "/agent/a/api/state",
+            &[("Authorization", &bearer)],
+            "",
+        );
+        status == 200 && json(&body)["agent"] == "a"
+    };
+    within("a's page through its tunnel", || page_ok(&hive));
+    let dir = hive.stop();
+    let hive = linked_hive_in(dir, "process", link, ports, &[]);
+    // The same CA; a's harness links again with the credential core has.
+    within("a's page through its tunnel after the restart", || {
+        page_ok(&hive)
+    });
+    let keep = tempfile::tempdir().unwrap();
+    let a = dialer_of(&hive, "a", link, keep.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut conn = AgentConn::open(&a).await.unwrap();
+        let answer = conn.ask(r#"{"cmd":"whoami"}"#).await.unwrap();
+        assert!(answer.contains(r#""name":"a""#), "{answer}");
+    });
 }
