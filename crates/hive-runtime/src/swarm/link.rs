@@ -146,6 +146,7 @@ impl SwarmRuntime {
             .map(|(_, p)| p)
             .filter(|p| p.parse::<u16>().is_ok())
             .ok_or_else(|| Error::Failed(format!("the link address {} has no port", link.addr)))?;
+        let _relay = self.relay.lock().await;
         self.ensure_relay(spec, link, port).await?;
         let network = self.service_name(&spec.name);
         let relay = self.relay_name();
@@ -272,6 +273,7 @@ impl SwarmRuntime {
     /// Disconnects the relay from `agent`'s network; removes the relay
     /// when no service of the hive is left.
     pub(super) async fn release_relay(&self, agent: &AgentName) {
+        let _relay = self.relay.lock().await;
         let relay = self.relay_name();
         let network = self.service_name(agent);
         if let Ok(Some(_)) = self.relay_ip(&network).await {

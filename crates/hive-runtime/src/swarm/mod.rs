@@ -82,6 +82,8 @@ pub struct SwarmRuntime {
     image: String,
     exits: Exits,
     build: tokio::sync::Mutex<()>,
+    /// Held while the link relay is made, connected, or removed.
+    relay: tokio::sync::Mutex<()>,
 }
 
 /// Whether the local engine is a manager of an active swarm; the reason if
@@ -130,6 +132,7 @@ impl SwarmRuntime {
             image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
             exits,
             build: tokio::sync::Mutex::new(()),
+            relay: tokio::sync::Mutex::new(()),
         })
     }
 
