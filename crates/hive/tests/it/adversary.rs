@@ -113,6 +113,7 @@ probe link_plain 'curl -sSf --noproxy "*" -m 3 http://{addr}/'
 probe link_without_credential 'curl -sSf --noproxy "*" -m 3 -k https://{addr}/'
 probe dialled_plain 'curl -sSf --noproxy "*" -m 3 http://$HIVE_LINK_ADDR/'
 probe dialled_without_credential 'curl -sSf --noproxy "*" -m 3 -k https://$HIVE_LINK_ADDR/'
+probe dialled_reached 'curl -sk --noproxy "*" -m 3 -o /dev/null https://$HIVE_LINK_ADDR/; c=$?; [ $c -ne 3 ] && [ $c -ne 6 ] && [ $c -ne 7 ] && [ $c -ne 28 ]'
 probe dialled_other_port 'curl -sS --noproxy "*" -m 3 -o /dev/null http://${{HIVE_LINK_ADDR%:*}}:{dashboard_port}/'
 "#
         )
@@ -368,7 +369,13 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         );
     }
     // The positive controls: the tools the probes use work in there.
-    for probe in ["model_proxy", "uid_known", "control_read", "codex_bin"] {
+    let mut expect_yes = vec!["model_proxy", "uid_known", "control_read", "codex_bin"];
+    if link.is_some() {
+        // What it dials answers (core's handshake, refused without a
+        // credential): the `dialled_*` refusals above are real ones.
+        expect_yes.push("dialled_reached");
+    }
+    for probe in expect_yes {
         assert_eq!(
             found.get(probe).map(String::as_str),
             Some("yes"),
