@@ -356,14 +356,32 @@ fn a_claude_turn_on_swarm_reaches_core_over_the_link_alone() {
         env.contains(&format!("HIVE_LINK_ADDR={}:17890", relay_ip.trim())),
         "{env}"
     );
-    // A restart issues a new credential: new secrets, the old ones gone.
+    // Each credential is its own agent's; a restart issues eng a new one
+    // (new secrets, the old ones gone, the old certificate refused) and a
+    // destroy revokes it.
+    let keep = tempfile::tempdir().unwrap();
+    let whoami = r#"{"cmd":"whoami"}"#;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let as_eng = |dialer| {
+        rt.block_on(async {
+            match crate::tls::AgentConn::open(&dialer).await {
+                Ok(mut conn) => conn.ask(whoami).await,
+                Err(_) => None,
+            }
+        })
+    };
+    let first = crate::tls::dialer_of(&hive, "eng", &link, keep.path());
+    let manager = crate::tls::dialer_of(&hive, "manager", &link, keep.path());
+    assert!(as_eng(manager).unwrap().contains(r#""name":"manager""#));
     ok(&hive, r#"{"cmd":"restart","name":"eng"}"#);
     let rotated = secrets_of(&id, "eng");
     assert_eq!(rotated.len(), 3, "{rotated:?}");
     assert!(rotated.iter().all(|s| !secrets.contains(s)), "{rotated:?}");
-    // Destroyed: its secrets gone, the relay off its network.
+    assert_eq!(as_eng(first), None, "the credential before the restart");
+    let second = crate::tls::dialer_of(&hive, "eng", &link, &keep.path().join("2"));
     ok(&hive, r#"{"cmd":"destroy","name":"eng"}"#);
     assert!(secrets_of(&id, "eng").is_empty());
+    assert_eq!(as_eng(second), None, "a destroyed agent's credential");
     let networks = docker(&[
         "inspect",
         "-f",

@@ -85,7 +85,7 @@ fn linked(hive: &Hive, name: &str) -> bool {
 }
 
 /// A dialer with a copy of `name`'s credential (it outlives a revoke).
-fn dialer_of(hive: &Hive, name: &str, link: &str, keep: &Path) -> Dialer {
+pub(crate) fn dialer_of(hive: &Hive, name: &str, link: &str, keep: &Path) -> Dialer {
     let copy = keep.join(name);
     std::fs::create_dir_all(&copy).unwrap();
     for file in ["ca.pem", "cert.pem", "key.pem"] {
@@ -99,19 +99,19 @@ fn dialer_of(hive: &Hive, name: &str, link: &str, keep: &Path) -> Dialer {
 }
 
 /// One open agent-protocol connection over the link.
-struct AgentConn {
+pub(crate) struct AgentConn {
     lines: BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
 }
 
 impl AgentConn {
-    async fn open(dialer: &Dialer) -> std::io::Result<AgentConn> {
+    pub(crate) async fn open(dialer: &Dialer) -> std::io::Result<AgentConn> {
         Ok(AgentConn {
             lines: BufReader::new(dialer.dial(ALPN_AGENT).await?),
         })
     }
 
     /// One request; the answer line, or `None` when core closed instead.
-    async fn ask(&mut self, request: &str) -> Option<String> {
+    pub(crate) async fn ask(&mut self, request: &str) -> Option<String> {
         let sent = self
             .lines
             .get_mut()
