@@ -297,7 +297,7 @@ pub async fn agent_verb(
         } => {
             let q = store.ask(
                 me.as_str(),
-                to.as_ref().map(Recipient::as_str),
+                to.as_ref(),
                 &question,
                 &options,
                 multi,
@@ -331,7 +331,7 @@ pub async fn agent_verb(
             }
             let r = store.remind(
                 me.as_str(),
-                target.as_ref().map(AgentName::as_str),
+                target.as_ref(),
                 &message,
                 due_ms,
                 file_path.as_deref(),

@@ -173,7 +173,7 @@ impl Store {
     pub fn ask(
         &self,
         asker: &str,
-        target: Option<&str>,
+        target: Option<&Recipient>,
         question: &str,
         options: &[String],
         multi: bool,
@@ -182,9 +182,9 @@ impl Store {
         if asker != OPERATOR_RECIPIENT {
             AgentName::parse(asker)?;
         }
-        let target = match target.map(Recipient::parse).transpose()? {
+        let target = match target {
             None | Some(Recipient::Operator) => None,
-            Some(Recipient::Agent(name)) => Some(String::from(name)),
+            Some(Recipient::Agent(name)) => Some(name.to_string()),
             Some(Recipient::Broadcast) => {
                 return Err(Error::Refused(
                     "a question goes to one agent or the operator, not \"*\"".to_owned(),

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use hive_proto::{AgentName, MANAGER_AGENT, MAX_BODY_BYTES, OPERATOR_RECIPIENT, Recipient};
+use hive_proto::{AgentName, MANAGER_AGENT, MAX_BODY_BYTES, OPERATOR_RECIPIENT};
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::agents::{check_allowed, exists};
@@ -140,22 +140,12 @@ impl Store {
     pub fn remind(
         &self,
         owner: &str,
-        target: Option<&str>,
+        target: Option<&AgentName>,
         message: &str,
         due_ms: i64,
         file_path: Option<&str>,
     ) -> Result<Reminder> {
         AgentName::parse(owner)?;
-        if let Some(t) = target {
-            match Recipient::parse(t)? {
-                Recipient::Agent(_) => {}
-                Recipient::Operator | Recipient::Broadcast => {
-                    return Err(Error::Refused(format!(
-                        "a reminder wakes one agent; {t:?} is not an agent name"
-                    )));
-                }
-            }
-        }
         if message.trim().is_empty() {
             return Err(Error::Refused("the reminder message is empty".to_owned()));
         }
@@ -166,7 +156,7 @@ impl Store {
                 max: MAX_BODY_BYTES,
             });
         }
-        let recipient = target.unwrap_or(owner);
+        let recipient = target.map_or(owner, AgentName::as_str);
         let reminder = {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
@@ -186,7 +176,14 @@ impl Store {
                 "INSERT INTO reminders (owner, target, message, file_path, created_at, due_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute((owner, target, message, file_path, now_unix(), due_ms))?;
+            .execute((
+                owner,
+                target.map(AgentName::as_str),
+                message,
+                file_path,
+                now_unix(),
+                due_ms,
+            ))?;
             let reminder = load(&tx, tx.last_insert_rowid())?;
             tx.commit()?;
             reminder

@@ -3,7 +3,7 @@
 use hive_proto::{ApprovalKind, ApprovalStatus, LooseEnd};
 use hive_store::{now_millis, now_unix};
 
-use crate::store_with;
+use crate::{agent, store_with, to};
 
 #[test]
 fn for_an_agent_and_hive_wide() {
@@ -25,22 +25,22 @@ fn for_an_agent_and_hive_wide() {
         .ask("alice", None, "deploy?", &[], false, Some(600))
         .unwrap();
     let asked_of = store
-        .ask("carol", Some("alice"), "help?", &[], false, None)
+        .ask("carol", Some(&to("alice")), "help?", &[], false, None)
         .unwrap();
     store
         .ask("bob", None, "unrelated", &[], false, None)
         .unwrap();
     let answered = store
-        .ask("alice", Some("bob"), "answered", &[], false, None)
+        .ask("alice", Some(&to("bob")), "answered", &[], false, None)
         .unwrap();
     store.answer_question(answered.id, "bob", "yes").unwrap();
 
     let due = now_unix() + 60;
     let reminder = store
-        .remind("alice", Some("bob"), "nudge bob", due * 1000, None)
+        .remind("alice", Some(&agent("bob")), "nudge bob", due * 1000, None)
         .unwrap();
     store
-        .remind("bob", Some("alice"), "bob's own", due * 1000, None)
+        .remind("bob", Some(&agent("alice")), "bob's own", due * 1000, None)
         .unwrap();
     store.remind("alice", None, "fires now", 0, None).unwrap();
     store.deliver_due_reminders(now_millis()).unwrap();

@@ -13,6 +13,11 @@ use hive_proto::{AgentName, Recipient};
 use hive_store::Store;
 use tempfile::TempDir;
 
+/// The agent `name` names.
+fn agent(name: &str) -> AgentName {
+    AgentName::parse(name).unwrap()
+}
+
 /// The recipient `to` names.
 fn to(to: &str) -> Recipient {
     Recipient::parse(to).unwrap()

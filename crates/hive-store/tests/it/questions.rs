@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hive_store::{ANSWER_CANCELLED, ANSWER_EXPIRED, Error, TTL_WATCHDOG};
 
-use crate::{inbox, store_with};
+use crate::{inbox, store_with, to};
 
 fn refused(result: hive_store::Result<impl std::fmt::Debug>) -> String {
     match result {
@@ -18,7 +18,7 @@ fn refused(result: hive_store::Result<impl std::fmt::Debug>) -> String {
 fn self_ask_is_refused() {
     let (_dir, store) = store_with(&["alice"]);
     assert_eq!(
-        refused(store.ask("alice", Some("alice"), "me?", &[], false, None)),
+        refused(store.ask("alice", Some(&to("alice")), "me?", &[], false, None)),
         "alice cannot ask itself a question"
     );
     assert_eq!(
@@ -26,7 +26,7 @@ fn self_ask_is_refused() {
         "operator cannot ask itself a question"
     );
     assert!(matches!(
-        store.ask("alice", Some("ghost"), "?", &[], false, None),
+        store.ask("alice", Some(&to("ghost")), "?", &[], false, None),
         Err(Error::UnknownAgent(name)) if name == "ghost"
     ));
 }
@@ -40,7 +40,7 @@ fn who_may_answer() {
         .unwrap();
     assert_eq!(to_operator.target, None);
     let same = store
-        .ask("alice", Some("operator"), "really?", &[], false, None)
+        .ask("alice", Some(&to("operator")), "really?", &[], false, None)
         .unwrap();
     assert_eq!(same.target, None);
     for who in ["bob", "alice"] {
@@ -68,7 +68,7 @@ fn who_may_answer() {
     );
 
     let to_bob = store
-        .ask("alice", Some("bob"), "review?", &[], false, None)
+        .ask("alice", Some(&to("bob")), "review?", &[], false, None)
         .unwrap();
     assert_eq!(to_bob.target.as_deref(), Some("bob"));
     assert_eq!(
@@ -85,7 +85,7 @@ fn who_may_answer() {
     store.answer_question(to_bob.id, "bob", "sure").unwrap();
 
     let overridden = store
-        .ask("alice", Some("bob"), "again?", &[], false, None)
+        .ask("alice", Some(&to("bob")), "again?", &[], false, None)
         .unwrap();
     let q = store
         .answer_question(overridden.id, "operator", "no")
@@ -112,7 +112,7 @@ fn helper_events_land_in_inboxes_as_system_messages() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let options = ["yes".to_owned(), "no".to_owned()];
     let q = store
-        .ask("alice", Some("bob"), "ship it?", &options, true, None)
+        .ask("alice", Some(&to("bob")), "ship it?", &options, true, None)
         .unwrap();
     assert_eq!(q.options, options);
     assert!(q.multi);
@@ -143,7 +143,7 @@ fn helper_events_land_in_inboxes_as_system_messages() {
     // The operator asking a peer gets its answer on the dashboard, not in
     // an inbox.
     let from_operator = store
-        .ask("operator", Some("bob"), "status?", &[], false, None)
+        .ask("operator", Some(&to("bob")), "status?", &[], false, None)
         .unwrap();
     store
         .answer_question(from_operator.id, "bob", "green")
@@ -156,7 +156,7 @@ async fn ttl_expiry() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let schedule = store.schedule_changed();
     let q = store
-        .ask("alice", Some("bob"), "quick?", &[], false, Some(60))
+        .ask("alice", Some(&to("bob")), "quick?", &[], false, Some(60))
         .unwrap();
     // The scheduler hears about the new deadline even though it was not
     // waiting yet.
@@ -224,7 +224,7 @@ fn cancel() {
     );
 
     let q = store
-        .ask("alice", Some("bob"), "still there?", &[], false, None)
+        .ask("alice", Some(&to("bob")), "still there?", &[], false, None)
         .unwrap();
     store.cancel_question(q.id, "operator").unwrap();
     assert_eq!(

@@ -4,7 +4,7 @@
 use hive_proto::AgentName;
 use hive_store::{Error, MAX_REMINDER_ATTEMPTS, ReminderOutcome, now_millis};
 
-use crate::{inbox, store_with};
+use crate::{agent, inbox, store_with};
 
 #[test]
 fn delivery_creates_exactly_one_message() {
@@ -14,7 +14,13 @@ fn delivery_creates_exactly_one_message() {
         .remind("alice", None, "check CI", now - 1, Some("/state/notes.md"))
         .unwrap();
     let later = store
-        .remind("alice", Some("bob"), "standup", now + 3_600_000, None)
+        .remind(
+            "alice",
+            Some(&agent("bob")),
+            "standup",
+            now + 3_600_000,
+            None,
+        )
         .unwrap();
     assert_eq!(store.pending_reminder_count("alice").unwrap(), 2);
     assert_eq!(store.next_reminder_due().unwrap(), Some(now - 1));
@@ -88,13 +94,11 @@ fn refuses_bad_targets() {
     let (_dir, store) = store_with(&["alice"]);
     let due = now_millis();
     assert!(matches!(
-        store.remind("alice", Some("ghost"), "x", due, None),
+        store.remind("alice", Some(&agent("ghost")), "x", due, None),
         Err(Error::UnknownAgent(name)) if name == "ghost"
     ));
-    assert!(matches!(
-        store.remind("alice", Some("operator"), "x", due, None),
-        Err(Error::Refused(_))
-    ));
+    // Only an agent can be woken: `operator` or `*` is not an AgentName.
+    assert!(AgentName::parse("operator").is_err());
     assert!(matches!(
         store.remind("alice", None, " ", due, None),
         Err(Error::Refused(_))
@@ -104,7 +108,7 @@ fn refuses_bad_targets() {
         .register_agent(&AgentName::parse("bob").unwrap())
         .unwrap();
     assert!(matches!(
-        store.remind("alice", Some("bob"), "x", due, None),
+        store.remind("alice", Some(&agent("bob")), "x", due, None),
         Err(Error::NotAllowed { .. })
     ));
 }
@@ -113,7 +117,7 @@ fn refuses_bad_targets() {
 fn failures_back_off_then_park_and_retry_recovers() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let r = store
-        .remind("alice", Some("bob"), "ping bob", 0, None)
+        .remind("alice", Some(&agent("bob")), "ping bob", 0, None)
         .unwrap();
     store.forget_agent("bob").unwrap();
 

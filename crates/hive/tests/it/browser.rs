@@ -701,8 +701,17 @@ fn snapshot_history_and_action_answers() {
     hive.agent("alice", r#"{"cmd":"send","to":"operator","body":"second"}"#);
     hive.host(r#"{"cmd":"request_spawn","name":"bob","description":"helps"}"#);
 
-    let state = json_line(&hive.http_get("/api/state"));
-    assert!(state["seq"].as_u64().unwrap() >= 5, "{state}");
+    // The five events reach the dashboard's bus after their answers do:
+    // wait for them, not for a fixed time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let state = loop {
+        let state = json_line(&hive.http_get("/api/state"));
+        if state["seq"].as_u64().unwrap() >= 5 {
+            break state;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(state["runtime"], Value::Null);
     // Without a runtime nothing has a container, so nothing is kept state:
     // alice is a (stopped) agent row.
