@@ -495,10 +495,11 @@ impl Lifecycle {
     /// (moving is an explicit operation, never a reschedule).
     async fn start_pinned(&self, runtime: &dyn Runtime, name: &AgentName) -> Result<()> {
         runtime.start(name).await.map_err(Error::from)?;
-        if self
-            .store
-            .agent(name.as_str())?
-            .is_some_and(|a| a.node.is_some())
+        if !runtime.multi_host()
+            || self
+                .store
+                .agent(name.as_str())?
+                .is_some_and(|a| a.node.is_some())
         {
             return Ok(());
         }

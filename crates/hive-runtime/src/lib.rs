@@ -433,6 +433,13 @@ pub trait Runtime: Send + Sync + 'static {
         false
     }
 
+    /// Whether it runs containers on more than one host (`swarm`): then
+    /// [`ContainerStatus::node`] says where, and [`ContainerSpec::placement`]
+    /// is honoured.
+    fn multi_host(&self) -> bool {
+        false
+    }
+
     /// The last `lines` lines the container printed.
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>>;
 }

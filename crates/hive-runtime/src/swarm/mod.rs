@@ -99,20 +99,26 @@ async fn check_manager(docker: &Docker) -> std::result::Result<(), String> {
         .await
         .map_err(|e| format!("docker engine did not answer: {e}"))?;
     let swarm = info.swarm.unwrap_or_default();
-    let state = swarm.local_node_state.unwrap_or(LocalNodeState::EMPTY);
+    manager_problem(
+        swarm.local_node_state.unwrap_or(LocalNodeState::EMPTY),
+        swarm.control_available == Some(true),
+    )
+    .map_or(Ok(()), Err)
+}
+
+/// Why an engine in swarm `state` (a manager if `manager`) cannot run a
+/// hive's agents, if it cannot.
+fn manager_problem(state: LocalNodeState, manager: bool) -> Option<String> {
     if state != LocalNodeState::ACTIVE {
-        return Err(format!(
+        return Some(format!(
             "this docker engine is not in a swarm (state {state}): run `docker swarm init` \
              here, or run the hive on a manager node of your swarm"
         ));
     }
-    if swarm.control_available != Some(true) {
-        return Err(
-            "this docker engine is a swarm worker, not a manager: run the hive on a manager node"
-                .to_owned(),
-        );
-    }
-    Ok(())
+    (!manager).then(|| {
+        "this docker engine is a swarm worker, not a manager: run the hive on a manager node"
+            .to_owned()
+    })
 }
 
 impl SwarmRuntime {
@@ -614,6 +620,10 @@ impl Runtime for SwarmRuntime {
         true
     }
 
+    fn multi_host(&self) -> bool {
+        true
+    }
+
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
         if lines == 0 {
             return Ok(Vec::new());
@@ -637,5 +647,23 @@ impl Runtime for SwarmRuntime {
             }
         }
         Ok(crate::docker::last_lines(&text, lines))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_manager_of_an_active_swarm_runs_a_hive() {
+        assert_eq!(manager_problem(LocalNodeState::ACTIVE, true), None);
+        let inactive = manager_problem(LocalNodeState::INACTIVE, false).unwrap();
+        assert!(
+            inactive.contains("not in a swarm (state inactive)"),
+            "{inactive}"
+        );
+        let worker = manager_problem(LocalNodeState::ACTIVE, false).unwrap();
+        assert!(worker.contains("a swarm worker, not a manager"), "{worker}");
+        assert!(manager_problem(LocalNodeState::PENDING, true).is_some());
     }
 }

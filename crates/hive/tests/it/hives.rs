@@ -81,14 +81,31 @@ impl Drop for Cleanup {
 /// Starts `hive <verb>` on docker in `dir`; the daemon and its runtime
 /// banner line.
 fn start(dir: tempfile::TempDir, verb: &str, manager_port: &str, ports: &str) -> (Hive, String) {
+    start_on(dir, verb, "docker", manager_port, ports)
+}
+
+/// [`start`] on `runtime`.
+pub(crate) fn start_on(
+    dir: tempfile::TempDir,
+    verb: &str,
+    runtime: &str,
+    manager_port: &str,
+    ports: &str,
+) -> (Hive, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
         .arg(verb)
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .arg("--run-dir")
         .arg(dir.path().join("run"))
-        .args(["--dashboard", "127.0.0.1:0", "--runtime", "docker"])
+        .args(["--dashboard", "127.0.0.1:0", "--runtime", runtime])
         .args(["--manager-port", manager_port, "--agent-ports", ports])
+        // Swarm's default is the link, which needs a network of its own.
+        .args(if runtime == "swarm" {
+            &["--agent-transport", "unix"][..]
+        } else {
+            &[]
+        })
         .env("HIVE_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

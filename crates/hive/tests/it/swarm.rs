@@ -135,6 +135,11 @@ fn spawn_stop_crash_restart_destroy_revive_on_swarm() {
         services.lines().any(|s| s == format!("h-coder-{id}")),
         "{services}"
     );
+    // The dashboard's snapshot carries it too (shown as a chip).
+    let bearer = hive.bearer();
+    let (code, _, body) = hive.http("GET", "/api/state", &[("Authorization", &bearer)], "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&format!(r#""node":"{node}""#)), "{body}");
     eventually("coder's harness to serve", || {
         json(&hive.host(r#"{"cmd":"logs","name":"coder","lines":50}"#))["logs"]
             .to_string()
@@ -390,4 +395,42 @@ fn a_claude_turn_on_swarm_reaches_core_over_the_link_alone() {
     ]);
     assert!(!networks.contains(&service), "{networks}");
     drop(hive);
+}
+
+/// This hive's services: `h-<agent>-<hive>` names, sorted.
+fn services(hive: &HiveId) -> Vec<String> {
+    let filter = format!("label=hyperhive.hive={hive}");
+    let mut names: Vec<String> = docker(&[
+        "service",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &filter,
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn up_on_swarm_removes_its_services_at_ctrl_c() {
+    let Some(_lease) = lease() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let id = HiveId::of(&dir.path().join("state"));
+    let _cleanup = Cleanup(id.clone());
+    let (mut hive, banner) = crate::hives::start_on(dir, "up", "swarm", "18620", "18621-18629");
+    assert!(banner.starts_with("hive: runtime swarm"), "{banner}");
+    eventually("the manager to run", || {
+        status(&hive, "manager")["running"] == true
+    });
+    assert_eq!(services(&id), [format!("h-manager-{id}")]);
+    let pid = Pid::from_raw(i32::try_from(hive.child.id()).unwrap());
+    kill(pid, Signal::SIGINT).unwrap();
+    let exit = hive.child.wait().unwrap();
+    assert!(exit.success(), "hive up exited with {exit}");
+    assert_eq!(services(&id), Vec::<String>::new());
 }
