@@ -217,6 +217,52 @@ mod tests {
     }
 
     #[test]
+    fn on_the_link_no_host_path_of_the_link_is_bound_and_core_is_dialled_at_the_relay() {
+        let spec = ContainerSpec {
+            transport: Transport::Tls(TlsLink {
+                addr: "172.18.0.1:7701".into(),
+                credentials: "/c/credential".into(),
+                link_dir: "/r/link".into(),
+                network: Some("hive-link".into()),
+            }),
+            ..crate::test_spec()
+        };
+        let on = OnLink {
+            addr: "10.0.1.2:7701".into(),
+            secrets: vec![TaskSpecContainerSpecSecrets::default(); 3],
+        };
+        let service = super::spec(&spec, "h-coder-x", "img", true, HashMap::new(), Some(on));
+        let container = service.task_template.unwrap().container_spec.unwrap();
+        let mounts = container.mounts.unwrap();
+        assert!(
+            !mounts.iter().any(|m| m
+                .source
+                .as_deref()
+                .is_some_and(|s| s.starts_with("/c/credential") || s.starts_with("/r/link"))),
+            "{mounts:?}"
+        );
+        let link = mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some(mount::LINK))
+            .unwrap();
+        assert_eq!(link.typ, Some(MountType::TMPFS));
+        assert_eq!(container.secrets.unwrap().len(), 3);
+        let env = container.env.unwrap();
+        assert!(
+            env.contains(&"HIVE_LINK_ADDR=10.0.1.2:7701".to_owned()),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&"HIVE_LINK_CREDENTIALS=/run/secrets".to_owned()),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&"HIVE_SOCKET=/run/hive/link/mcp.sock".to_owned()),
+            "{env:?}"
+        );
+    }
+
+    #[test]
     fn the_pin_is_added_to_the_approved_constraints() {
         let spec = service(crate::Placement {
             constraints: vec!["node.labels.gpu==true".into()],
