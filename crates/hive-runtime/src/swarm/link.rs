@@ -58,6 +58,14 @@ impl SwarmRuntime {
         format!("h-link-relay-{}", self.hive)
     }
 
+    /// Whether a container's `labels` are this hive's relay's.
+    fn is_relay(&self, labels: Option<HashMap<String, String>>) -> bool {
+        labels.is_some_and(|l| {
+            l.get(HIVE_LABEL).map(String::as_str) == Some(self.hive.as_str())
+                && l.get(ROLE_LABEL).map(String::as_str) == Some(RELAY_ROLE)
+        })
+    }
+
     /// Puts `spec`'s current credential into new secrets; the references
     /// its service mounts.
     pub(super) async fn credential_secrets(
@@ -190,10 +198,7 @@ impl SwarmRuntime {
         let relay = self.relay_name();
         match self.docker.inspect_container(&relay, None).await {
             Ok(found) => {
-                let labels = found.config.and_then(|c| c.labels).unwrap_or_default();
-                if labels.get(HIVE_LABEL).map(String::as_str) != Some(self.hive.as_str())
-                    || labels.get(ROLE_LABEL).map(String::as_str) != Some(RELAY_ROLE)
-                {
+                if !self.is_relay(found.config.and_then(|c| c.labels)) {
                     return Err(Error::Foreign { container: relay });
                 }
                 if found.state.and_then(|s| s.running) != Some(true) {
@@ -290,10 +295,7 @@ impl SwarmRuntime {
             _ => return,
         }
         let ours = match self.docker.inspect_container(&relay, None).await {
-            Ok(found) => found.config.and_then(|c| c.labels).is_some_and(|l| {
-                l.get(HIVE_LABEL).map(String::as_str) == Some(self.hive.as_str())
-                    && l.get(ROLE_LABEL).map(String::as_str) == Some(RELAY_ROLE)
-            }),
+            Ok(found) => self.is_relay(found.config.and_then(|c| c.labels)),
             Err(_) => false,
         };
         if ours {
