@@ -259,23 +259,32 @@ fn print_paths(paths: &Paths) {
 /// (whose agents may run on any node), the unix sockets elsewhere.
 fn transport(args: &ServeArgs) -> anyhow::Result<AgentTransport> {
     let swarm = args.runtime == "swarm";
-    match args.agent_transport {
-        Some(AgentTransport::Unix) if swarm => {
-            eprintln!(
-                "hive: swarm agents on the unix transport run only on this node (their \
-                 sockets are this host's paths): pin them here, or use --agent-transport tls"
-            );
-            Ok(AgentTransport::Unix)
-        }
-        Some(transport) => Ok(transport),
-        None if swarm && args.link_network.is_none() => anyhow::bail!(
-            "the swarm runtime links its agents to core over TLS: give --link-network (a \
-             docker bridge network whose gateway is core's host) and --link-listen \
-             (<gateway>:<port>), or --agent-transport unix to run every agent on this node"
-        ),
-        None if swarm => Ok(AgentTransport::Tls),
-        None => Ok(AgentTransport::Unix),
+    let transport = match args.agent_transport {
+        Some(transport) => transport,
+        None if swarm => AgentTransport::Tls,
+        None => AgentTransport::Unix,
+    };
+    if swarm && transport == AgentTransport::Unix {
+        eprintln!(
+            "hive: swarm agents on the unix transport run only on this node (their sockets \
+             are this host's paths): pin them here, or use --agent-transport tls"
+        );
     }
+    if swarm && transport == AgentTransport::Tls {
+        anyhow::ensure!(
+            args.link_network.is_some(),
+            "the swarm runtime links its agents to core over TLS through a relay: give \
+             --link-network (a docker bridge network whose gateway is this host) and \
+             --link-listen <gateway>:<port>, or --agent-transport unix to run every agent on \
+             this node"
+        );
+        anyhow::ensure!(
+            args.link_listen.port() != 0,
+            "the swarm runtime's link relay outlives the daemon and dials a fixed address: \
+             give --link-listen a port"
+        );
+    }
+    Ok(transport)
 }
 
 fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
