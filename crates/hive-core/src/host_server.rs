@@ -193,36 +193,38 @@ fn unreachable_subscribe() -> HostResponse {
 const DEFAULT_LOG_LINES: u32 = 100;
 /// Most lines one `logs` response carries.
 const MAX_LOG_LINES: u32 = 10_000;
-/// How often a followed log is re-read.
-const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Lines of tail compared between reads to find what is new.
 const FOLLOW_WINDOW: usize = 500;
 
 /// Sends the tail, then every new line as it appears, until the client
 /// leaves or the daemon stops.
 async fn follow_logs(coord: &Coordinator, conn: &mut Connection, name: &AgentName, lines: u32) {
-    let first = match coord
-        .lifecycle
-        .logs(name, lines.min(MAX_LOG_LINES) as usize)
-        .await
-    {
-        Ok(first) => first,
+    // Made before the first read: whatever is printed after it wakes us.
+    let mut watch = match coord.lifecycle.watch_output(name).await {
+        Ok(watch) => watch,
         Err(e) => {
             let _ = conn.respond(&HostResponse::error(e.to_string())).await;
             return;
         }
     };
+    // One read gives both the answer and what later reads are compared
+    // with: a second read would lose what was printed between the two.
+    let asked = lines.min(MAX_LOG_LINES) as usize;
+    let tail = match coord.lifecycle.logs(name, asked.max(FOLLOW_WINDOW)).await {
+        Ok(tail) => tail,
+        Err(e) => {
+            let _ = conn.respond(&HostResponse::error(e.to_string())).await;
+            return;
+        }
+    };
+    let first = tail[tail.len().saturating_sub(asked)..].to_vec();
     if conn.respond(&HostResponse::logs(first)).await.is_err() {
         return;
     }
-    let mut seen = coord
-        .lifecycle
-        .logs(name, FOLLOW_WINDOW)
-        .await
-        .unwrap_or_default();
+    let mut seen = tail[tail.len().saturating_sub(FOLLOW_WINDOW)..].to_vec();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+            () = watch.changed() => {}
             () = coord.shutting_down() => return,
             // The client never sends again: it left, or a newcomer on a
             // full socket needed the slot.

@@ -21,6 +21,7 @@ use std::time::Duration;
 use hive_config::Deployed;
 use hive_proto::dashboard::{TombstoneView, TransientKind};
 use hive_proto::{AgentName, DashboardEvent, HelperEvent, KeptRunning, SYSTEM_SENDER, Scope};
+use hive_runtime::follow::OutputWatch;
 use hive_runtime::{Bind, ContainerSpec, Runtime, StateChange};
 use hive_store::Store;
 use tokio::sync::broadcast::error::RecvError;
@@ -880,6 +881,21 @@ impl Lifecycle {
             .iter()
             .map(|line| hive_runtime::plain::plain_text(line))
             .collect())
+    }
+
+    /// A watch that wakes when `name`'s container may have printed more
+    /// (see [`hive_runtime::Runtime::watch_output`]), made before a follower's
+    /// first read; on the log file core keeps when the runtime no longer
+    /// holds the container, as [`Self::logs`] reads it.
+    pub async fn watch_output(&self, name: &AgentName) -> Result<OutputWatch> {
+        require_agent(&self.store, name)?;
+        let runtime = self.runtime_for("logs")?;
+        match runtime.watch_output(name).await {
+            Err(hive_runtime::Error::NoSuchContainer(_)) => Ok(OutputWatch::file(
+                &self.paths.agent_dir(name).join("container.log"),
+            )),
+            other => other.map_err(Error::from),
+        }
     }
 
     /// Agents with kept state and no container.

@@ -371,6 +371,14 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
         };
         crate::tail_file(&path, lines).await
     }
+
+    async fn watch_output(&self, name: &AgentName) -> Result<crate::follow::OutputWatch> {
+        let containers = self.lock();
+        let entry = containers
+            .get(name)
+            .ok_or_else(|| Error::NoSuchContainer(name.clone()))?;
+        Ok(crate::follow::OutputWatch::file(&entry.spec.log_path))
+    }
 }
 
 /// `line` run as the spec's user, when the launcher's supervised process

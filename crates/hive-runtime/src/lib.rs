@@ -27,6 +27,7 @@ pub mod cgroup;
 pub mod child;
 pub mod docker;
 pub mod etc;
+pub mod follow;
 pub mod nspawn;
 pub mod plain;
 pub mod probe;
@@ -442,6 +443,15 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// The last `lines` lines the container printed.
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>>;
+
+    /// A watch that wakes when the container may have printed more than
+    /// [`Runtime::logs`] shows now: made before that read, so nothing
+    /// printed between the two is missed. The default re-reads on a tick,
+    /// for a backend with no event to wait on.
+    async fn watch_output(&self, name: &AgentName) -> Result<follow::OutputWatch> {
+        let _ = name;
+        Ok(follow::OutputWatch::tick())
+    }
 }
 
 /// Stop then start.

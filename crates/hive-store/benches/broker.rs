@@ -1,6 +1,10 @@
 //! Broker benchmark: durable send → recv → ack throughput on a real
 //! file-backed store, and the latency from `send` to a waiting `recv_wait`'s
 //! wake. Prints figures; asserts nothing about time.
+//!
+//! An argument (`cargo bench -p hive-store --bench broker -- send_batch`)
+//! runs only the figures whose name contains it: one figure alone, for a
+//! profiler.
 
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -15,6 +19,9 @@ const RUNS: usize = 3;
 const WAKE_SAMPLES: usize = 2_000;
 
 fn main() -> Result<(), Box<dyn Error>> {
+    // `cargo bench` passes `--bench`; anything else names what to run.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let dir = tempfile::tempdir()?;
     let store = Store::open(&dir.path().join("bench.sqlite"))?;
     for name in ["alice", "bob"] {
@@ -27,14 +34,18 @@ fn main() -> Result<(), Box<dyn Error>> {
     round_trips(&store, &body, 32, 2_048, None)?;
     round_trips(&store, &body, 32, 2_048, Some(&batcher))?;
     for (batch, batched) in [(1, None), (32, None), (32, Some(&batcher))] {
+        let label = match batched {
+            None => format!("{batch}"),
+            Some(_) => format!("{batch} (send_batch, exact lease, ack by lease)"),
+        };
+        if !wanted(&format!("send_recv_ack batch={label}")) {
+            continue;
+        }
         let mut runs = Vec::with_capacity(RUNS);
         for _ in 0..RUNS {
             runs.push(round_trips(&store, &body, batch, MESSAGES, batched)?);
         }
-        let batch = match batched {
-            None => format!("{batch}"),
-            Some(_) => format!("{batch} (send_batch, exact lease, ack by lease)"),
-        };
+        let batch = label;
         runs.sort_by_key(Phases::total);
         let rate = |p: &Phases| MESSAGES as f64 / p.total().as_secs_f64();
         let median = &runs[RUNS / 2];
@@ -51,6 +62,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
 
+    if !wanted("send_to_wake") {
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

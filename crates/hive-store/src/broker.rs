@@ -117,13 +117,86 @@ pub(crate) fn insert_to(
     message: &Checked,
     now: i64,
 ) -> Result<Vec<MessageRow>> {
-    if let Some(parent) = message.in_reply_to {
-        check_reply_target(tx, parent)?;
+    check_body(&message.body)?;
+    check_reply(tx, message)?;
+    let rows: Vec<(&str, &Checked)> = targets.iter().map(|to| (to.as_str(), message)).collect();
+    insert_rows(tx, from, &rows, now)
+}
+
+/// Refuses `message` if it answers a message id never issued.
+pub(crate) fn check_reply(tx: &Connection, message: &Checked) -> Result<()> {
+    match message.in_reply_to {
+        Some(parent) => check_reply_target(parent, last_issued(tx)?),
+        None => Ok(()),
     }
-    targets
-        .iter()
-        .map(|to| insert_message(tx, from, to, &message.body, now, message.in_reply_to))
-        .collect()
+}
+
+/// The largest message id issued so far. Ids are issued in order and the
+/// newest row is never vacuumed, so every id up to it was issued (its row
+/// may since have been vacuumed).
+pub(crate) fn last_issued(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM messages")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Most rows one `INSERT` stores: a longer list goes in chunks of these
+/// sizes, largest first (each size is one cached statement).
+const INSERT_CHUNKS: [usize; 4] = [32, 8, 2, 1];
+/// Columns each row of [`insert_rows`] binds.
+const INSERT_COLUMNS: usize = 6;
+
+/// Stores one message of `from` per `(recipient, message)` of `rows`
+/// (recipients checked by [`targets`], replies by [`check_reply`], bodies
+/// by [`check_body`]), in order; the caller commits and then
+/// [`Store::announce`]s. A few multi-row statements rather than one per
+/// row: each statement's setup is paid once for many rows. An error here
+/// is the database's, and may leave some of `rows` written: the caller
+/// rolls its transaction back.
+pub(crate) fn insert_rows(
+    conn: &Connection,
+    from: &str,
+    rows: &[(&str, &Checked)],
+    now: i64,
+) -> Result<Vec<MessageRow>> {
+    // The ids sqlite itself would pick (one above the largest; vacuum
+    // keeps the newest row), named here so each row's is known.
+    let mut id = last_issued(conn)? + 1;
+    let mut stored = Vec::with_capacity(rows.len());
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = INSERT_CHUNKS
+            .into_iter()
+            .find(|&n| n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut sql = String::from(
+            "INSERT INTO messages (id, sender, recipient, body, sent_at, in_reply_to) VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?)"; n].join(", "));
+        let mut stmt = conn.prepare_cached(&sql)?;
+        for (i, (to, message)) in chunk.iter().enumerate() {
+            let at = i * INSERT_COLUMNS;
+            stmt.raw_bind_parameter(at + 1, id)?;
+            stmt.raw_bind_parameter(at + 2, from)?;
+            stmt.raw_bind_parameter(at + 3, *to)?;
+            stmt.raw_bind_parameter(at + 4, message.body.as_str())?;
+            stmt.raw_bind_parameter(at + 5, now)?;
+            stmt.raw_bind_parameter(at + 6, message.in_reply_to)?;
+            stored.push(MessageRow {
+                id,
+                from: from.to_owned(),
+                to: (*to).to_owned(),
+                body: message.body.clone(),
+                at: now,
+                in_reply_to: message.in_reply_to,
+            });
+            id += 1;
+        }
+        stmt.raw_execute()?;
+        rest = tail;
+    }
+    Ok(stored)
 }
 
 /// The inboxes a message of `from` to `to` goes to, refusing an unknown
@@ -201,14 +274,10 @@ pub(crate) fn insert_helper_event(
     insert_message(conn, SYSTEM_SENDER, to, &body, at, None)
 }
 
-/// Refuses an `in_reply_to` naming a message id never issued. Ids are
-/// issued in order and the newest row is never vacuumed, so every id up to
-/// the largest present was issued (its row may since have been vacuumed).
-fn check_reply_target(conn: &Connection, id: i64) -> Result<()> {
-    let issued: bool = conn
-        .prepare_cached("SELECT ?1 BETWEEN 1 AND COALESCE((SELECT MAX(id) FROM messages), 0)")?
-        .query_row([id], |r| r.get(0))?;
-    if issued {
+/// Refuses an `in_reply_to` naming a message id above `last` (the last id
+/// issued, [`last_issued`]).
+pub(crate) fn check_reply_target(id: i64, last: i64) -> Result<()> {
+    if (1..=last).contains(&id) {
         Ok(())
     } else {
         Err(Error::NotFound {
@@ -242,6 +311,40 @@ fn row_of(m: &DeliveredMessage) -> MessageRow {
         at: m.at,
         in_reply_to: m.in_reply_to,
     }
+}
+
+/// How [`put_back`] flags the rows it returns to their inbox.
+#[derive(Clone, Copy)]
+enum Flag {
+    /// Nobody read them: they come again as new.
+    Unflagged,
+    /// Flagged `redelivered` if their lease was held (a turn may have
+    /// acted on them).
+    IfHeld,
+}
+
+/// Puts the in-flight rows matching `filter` (an SQL condition over
+/// `params`) back in their inboxes, flagged as `flag` says, their lease
+/// dropped; returns each row's recipient (the caller wakes them).
+fn put_back(
+    conn: &Connection,
+    flag: Flag,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<String>> {
+    let flag = match flag {
+        Flag::Unflagged => "",
+        Flag::IfHeld => "redelivered = (redelivered OR lease_held),",
+    };
+    let recipients = conn
+        .prepare_cached(&format!(
+            "UPDATE messages SET delivered_at = NULL, {flag} lease = NULL, lease_until = NULL
+             WHERE {filter} AND delivered_at IS NOT NULL AND acked_at IS NULL
+             RETURNING recipient"
+        ))?
+        .query_map(params, |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(recipients)
 }
 
 impl Store {
@@ -364,9 +467,9 @@ impl Store {
                 .query_map((recipient, max), delivered_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut lease = None;
+            let now_ms = now_millis();
             if let Some(last) = messages.last() {
-                let id = self.next_lease();
-                let now_ms = now_millis();
+                let id = self.next_lease(now_ms);
                 // Within this transaction the pending rows up to `last` are
                 // exactly the ones selected.
                 tx.prepare_cached(
@@ -387,7 +490,7 @@ impl Store {
             }
             tx.commit()?;
             if let (Some(ms), Some(_)) = (lease_ms, lease) {
-                self.lease_scheduled(now_millis().saturating_add(ms));
+                self.lease_scheduled(now_ms.saturating_add(ms));
             }
             Popped { messages, lease }
         };
@@ -434,8 +537,8 @@ impl Store {
     /// A lease id never handed out before: above every lease in the file,
     /// and above the clock (so ids stay fresh even after acked rows were
     /// vacuumed).
-    fn next_lease(&self) -> i64 {
-        let floor = now_millis().saturating_mul(1024);
+    fn next_lease(&self, now_ms: i64) -> i64 {
+        let floor = now_ms.saturating_mul(1024);
         let mut current = self.inner.leases.load(Ordering::Relaxed);
         loop {
             let next = current.saturating_add(1).max(floor);
@@ -490,31 +593,19 @@ impl Store {
     /// still in flight go back unflagged (nobody saw them). A held lease
     /// is left alone. Returns how many went back.
     pub fn release_lease(&self, lease: i64) -> Result<u64> {
-        let recipients = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
-                 WHERE lease = ?1 AND lease_held = 0
-                   AND delivered_at IS NOT NULL AND acked_at IS NULL
-                 RETURNING recipient",
-            )?
-            .query_map([lease], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let recipients = put_back(
+            &self.conn(),
+            Flag::Unflagged,
+            "lease = ?1 AND lease_held = 0",
+            [lease],
+        )?;
         Ok(self.woke(recipients))
     }
 
     /// At daemon start: every connection is gone, so every unheld lease's
     /// rows go back unflagged.
     pub fn release_unheld_leases(&self) -> Result<u64> {
-        let recipients = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
-                 WHERE lease_held = 0 AND delivered_at IS NOT NULL AND acked_at IS NULL
-                 RETURNING recipient",
-            )?
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let recipients = put_back(&self.conn(), Flag::Unflagged, "lease_held = 0", [])?;
         Ok(self.woke(recipients))
     }
 
@@ -522,16 +613,7 @@ impl Store {
     /// `redelivered` if their lease was held (a turn may have acted on
     /// them), unflagged if not. Returns how many went back.
     pub fn expire_leases(&self, now_ms: i64) -> Result<u64> {
-        let recipients = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, redelivered = (redelivered OR lease_held),
-                     lease = NULL, lease_until = NULL
-                 WHERE lease_until <= ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL
-                 RETURNING recipient",
-            )?
-            .query_map([now_ms], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let recipients = put_back(&self.conn(), Flag::IfHeld, "lease_until <= ?1", [now_ms])?;
         Ok(self.woke(recipients))
     }
 
@@ -586,16 +668,8 @@ impl Store {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
             let mut recipients = Vec::new();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE messages SET delivered_at = NULL, lease = NULL, lease_until = NULL
-                     WHERE id = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL
-                     RETURNING recipient",
-                )?;
-                for id in ids {
-                    let to: Option<String> = stmt.query_row([id], |r| r.get(0)).optional()?;
-                    recipients.extend(to);
-                }
+            for id in ids {
+                recipients.extend(put_back(&tx, Flag::Unflagged, "id = ?1", [id])?);
             }
             tx.commit()?;
             recipients
@@ -653,24 +727,16 @@ impl Store {
     /// inbox — flagged `redelivered` if its lease was held (a turn may have
     /// acted on it), unflagged if nobody saw it — and wakes its waiters.
     pub fn requeue_inflight(&self, recipient: &str) -> Result<u64> {
-        let n = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET delivered_at = NULL, redelivered = (redelivered OR lease_held),
-                     lease = NULL, lease_until = NULL
-                 WHERE recipient = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL",
-            )?
-            .execute([recipient])?;
-        if n > 0 {
-            self.wake(recipient);
-        }
-        Ok(count(n))
+        let recipients = put_back(&self.conn(), Flag::IfHeld, "recipient = ?1", [recipient])?;
+        Ok(self.woke(recipients))
     }
 
-    /// How many messages wait (undelivered) in `recipient`'s inbox.
+    /// How many messages wait (undelivered) in `recipient`'s inbox, as of
+    /// the last commit. Read on its own connection, so it never waits for
+    /// a commit running meanwhile.
     pub fn unread(&self, recipient: &str) -> Result<u64> {
         let n: i64 = self
-            .conn()
+            .reader()
             .prepare_cached(
                 "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered_at IS NULL",
             )?
@@ -790,8 +856,13 @@ impl Store {
 
     /// After a commit: wakes each row's recipient and publishes it as sent.
     pub(crate) fn announce(&self, rows: Vec<MessageRow>) {
+        // A batch mostly repeats one recipient: wake it once.
+        let mut woken: Option<&str> = None;
         for row in &rows {
-            self.wake(&row.to);
+            if woken != Some(row.to.as_str()) {
+                self.wake(&row.to);
+                woken = Some(&row.to);
+            }
         }
         if self.inner.events.receiver_count() > 0 {
             for row in rows {

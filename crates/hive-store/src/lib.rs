@@ -138,6 +138,10 @@ pub(crate) struct Inner {
     /// Wakes the lease expiry timer early.
     lease_changed: Arc<Notify>,
     conn: Mutex<Connection>,
+    /// A second connection, read-only, for the unread count every agent
+    /// answer carries: under WAL it reads the last commit without waiting
+    /// for `conn`, which a commit holds.
+    reader: Mutex<Connection>,
     events: broadcast::Sender<MessageEvent>,
     /// One `Notify` per recipient that has long-polled, woken on every
     /// commit that may have made a message deliverable to it.
@@ -184,6 +188,10 @@ impl Store {
             conn.query_row("SELECT COALESCE(MAX(lease), 0) FROM messages", [], |r| {
                 r.get(0)
             })?;
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        reader.pragma_update(None, "query_only", true)?;
+        reader.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let mut spawned = Ok(());
         let inner = Arc::new_cyclic(|weak| {
@@ -198,6 +206,7 @@ impl Store {
                 lease_alarm: AtomicI64::new(i64::MAX),
                 lease_changed: Arc::new(Notify::new()),
                 conn: Mutex::new(conn),
+                reader: Mutex::new(reader),
                 events,
                 waiters: Mutex::new(HashMap::new()),
                 schedule: Arc::new(Notify::new()),
@@ -236,6 +245,14 @@ impl Store {
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.inner
             .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The read-only connection (see [`Inner::reader`]).
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.inner
+            .reader
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

@@ -6,9 +6,10 @@
 //! answers a send as fast as a direct transaction). Jobs that arrive while
 //! a commit runs wait in the queue; the committing caller then hands the
 //! queue to the writer thread, which drains whatever has queued up in one
-//! transaction per round — each job inside its own savepoint, so a refused
-//! job (a bad recipient) rolls back alone and the others stand — commits,
-//! and only then answers each caller. Concurrent sends from many agents
+//! transaction per round — each job checked whole before any of its rows
+//! is written, so a refused job (a bad recipient) writes nothing and the
+//! others stand, with no savepoint — commits, and only then answers each
+//! caller. Concurrent sends from many agents
 //! thus share one WAL commit, and nothing is acknowledged before it is
 //! durable.
 
@@ -17,7 +18,11 @@ use std::sync::{Mutex, PoisonError, Weak};
 
 use hive_proto::Recipient;
 
-use crate::broker::{Job, MessageRow, insert_to, targets};
+use rusqlite::Connection;
+
+use crate::broker::{
+    Checked, Job, MessageRow, check_reply_target, insert_rows, last_issued, targets,
+};
 use crate::{Error, Inner, Result, Store, WriteTx, now_unix};
 
 /// Most jobs one transaction takes; the rest wait for the next.
@@ -116,55 +121,34 @@ impl Store {
         }
     }
 
-    /// Runs `jobs` in one transaction, one savepoint each; answers each
-    /// caller after the commit.
+    /// Runs `jobs` in one transaction; answers each caller after the
+    /// commit. A job is checked whole before any of its rows is written,
+    /// so a refused one writes nothing (no savepoint, which would copy
+    /// every page it touches to the statement journal); a write that fails
+    /// fails the transaction, and every caller hears it.
     fn commit_jobs(&self, jobs: Vec<Job>) {
         let now = now_unix();
         let needs_container = self.broadcast_needs_container();
         let mut results: Vec<Result<Vec<MessageRow>>> = Vec::with_capacity(jobs.len());
         let committed = {
             let conn = self.conn();
-            let mut run = || -> rusqlite::Result<()> {
+            let mut run = || -> Result<()> {
                 let tx = WriteTx::begin(&conn)?;
                 for job in &jobs {
-                    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
-                    // A batch mostly repeats its recipients: each is
-                    // checked once per job.
-                    let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
-                    let rows = job
-                        .messages
-                        .iter()
-                        .map(|m| {
-                            let known = resolved.iter().position(|(to, _)| *to == &m.to);
-                            let at = match known {
-                                Some(at) => at,
-                                None => {
-                                    resolved.push((
-                                        &m.to,
-                                        targets(&tx, &job.from, &m.to, needs_container)?,
-                                    ));
-                                    resolved.len() - 1
-                                }
-                            };
-                            insert_to(&tx, &job.from, &resolved[at].1, m, now)
-                        })
-                        .collect::<Result<Vec<Vec<MessageRow>>>>();
-                    if rows.is_err() {
-                        tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
-                    }
-                    tx.prepare_cached("RELEASE job")?.execute([])?;
-                    results.push(rows.map(|r| r.into_iter().flatten().collect()));
+                    let stored = match Planned::check(&tx, job, needs_container) {
+                        Ok(planned) => Ok(insert_rows(&tx, &job.from, &planned.rows(), now)?),
+                        Err(refused) => Err(refused),
+                    };
+                    results.push(stored);
                 }
-                tx.commit()
+                Ok(tx.commit()?)
             };
             run()
         };
         if let Err(e) = committed {
             tracing::error!("broker group commit failed: {e}");
             for job in jobs {
-                let _ = job
-                    .reply
-                    .send(Err(Error::Refused(format!("database: {e}"))));
+                let _ = job.reply.send(Err(Error::Refused(e.to_string())));
             }
             return;
         }
@@ -176,6 +160,54 @@ impl Store {
             });
             let _ = job.reply.send(answer);
         }
+    }
+}
+
+/// A job whose every message was checked (reads only): its recipients
+/// resolved, each once (a batch mostly repeats them), its reply targets
+/// issued — by then: a message may answer one stored before it in the
+/// same batch.
+struct Planned<'j> {
+    /// Each distinct recipient and the inboxes it stands for.
+    resolved: Vec<(&'j Recipient, Vec<String>)>,
+    /// Each message and its recipient's place in `resolved`.
+    messages: Vec<(usize, &'j Checked)>,
+}
+
+impl<'j> Planned<'j> {
+    fn check(tx: &Connection, job: &'j Job, needs_container: bool) -> Result<Self> {
+        let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
+        let mut messages = Vec::with_capacity(job.messages.len());
+        // The last id issued before this job, read at its first reply.
+        let mut last: Option<i64> = None;
+        let mut rows_before: i64 = 0;
+        for m in &job.messages {
+            if let Some(parent) = m.in_reply_to {
+                let last = match last {
+                    Some(last) => last,
+                    None => *last.insert(last_issued(tx)?),
+                };
+                check_reply_target(parent, last.saturating_add(rows_before))?;
+            }
+            let at = match resolved.iter().position(|(to, _)| *to == &m.to) {
+                Some(at) => at,
+                None => {
+                    resolved.push((&m.to, targets(tx, &job.from, &m.to, needs_container)?));
+                    resolved.len() - 1
+                }
+            };
+            messages.push((at, m));
+            rows_before += i64::try_from(resolved[at].1.len()).unwrap_or(i64::MAX);
+        }
+        Ok(Self { resolved, messages })
+    }
+
+    /// One `(inbox, message)` per row to store, in order.
+    fn rows(&self) -> Vec<(&str, &'j Checked)> {
+        self.messages
+            .iter()
+            .flat_map(|&(at, m)| self.resolved[at].1.iter().map(move |to| (to.as_str(), m)))
+            .collect()
     }
 }
 

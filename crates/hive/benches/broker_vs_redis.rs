@@ -9,7 +9,8 @@
 //! `recv` / `XREADGROUP BLOCK` to the arrival of one message), and 100
 //! agents sending at once. Prints figures and the hive/Redis ratio;
 //! asserts nothing. Run it with `scripts/bench-broker` (installs
-//! `redis-server` if missing).
+//! `redis-server` if missing). An argument (`scripts/bench-broker -- hive`)
+//! runs only the figures whose name contains it, for a profiler.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,6 +31,9 @@ const SENDS_PER_AGENT: usize = 100;
 const BODY_BYTES: usize = 200;
 
 fn main() {
+    // `cargo bench` passes `--bench`; anything else names what to run.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let dir = tempfile::tempdir().unwrap();
     let redis_bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
     let hive = Daemon::hive(dir.path());
@@ -53,6 +57,9 @@ fn main() {
             Loop::RedisUnpipelined,
         ),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let mut rates: Vec<f64> = (0..RUNS)
             .map(|_| run.throughput(&hive, &redis, &body))
             .collect();
@@ -69,20 +76,26 @@ fn main() {
             _ => {}
         }
     }
-    println!(
-        "  ratio hive/redis (batch 32, pipelined): {:.2}x",
-        hive_rate / redis_rate
-    );
+    if hive_rate > 0.0 && redis_rate > 0.0 {
+        println!(
+            "  ratio hive/redis (batch 32, pipelined): {:.2}x",
+            hive_rate / redis_rate
+        );
+    }
 
-    let hive_wake = wake_hive(&hive, &body);
-    let redis_wake = wake_redis(&redis, &body);
-    println!("long-poll wake ({WAKE_SAMPLES} samples):");
-    report("  hive recv", hive_wake);
-    report("  redis XREADGROUP BLOCK", redis_wake);
+    if wanted("long-poll wake") {
+        let hive_wake = wake_hive(&hive, &body);
+        let redis_wake = wake_redis(&redis, &body);
+        println!("long-poll wake ({WAKE_SAMPLES} samples):");
+        report("  hive recv", hive_wake);
+        report("  redis XREADGROUP BLOCK", redis_wake);
+    }
 
-    println!("{AGENTS} agents sending at once, {SENDS_PER_AGENT} single sends each:");
-    report("  hive send latency", concurrent_hive(&hive, &body));
-    report("  redis XADD latency", concurrent_redis(&redis, &body));
+    if wanted("agents sending at once") {
+        println!("{AGENTS} agents sending at once, {SENDS_PER_AGENT} single sends each:");
+        report("  hive send latency", concurrent_hive(&hive, &body));
+        report("  redis XADD latency", concurrent_redis(&redis, &body));
+    }
 }
 
 fn report(name: &str, mut samples: Vec<Duration>) {

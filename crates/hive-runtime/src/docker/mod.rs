@@ -541,6 +541,25 @@ impl Runtime for DockerRuntime {
         }
         Ok(last_lines(&text, lines))
     }
+
+    async fn watch_output(&self, name: &AgentName) -> Result<crate::follow::OutputWatch> {
+        let id = self.owned_id(name).await?;
+        // From now on only (`tail 0`): each chunk the engine forwards is a
+        // wake; the stream ends when the container stops.
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .tail("0")
+            .build();
+        let chunks = self.docker.logs(&id, Some(options));
+        Ok(crate::follow::OutputWatch::stream(
+            chunks
+                .take_while(|chunk| std::future::ready(chunk.is_ok()))
+                .map(drop)
+                .boxed(),
+        ))
+    }
 }
 
 /// The last `lines` lines of a container's output as the log API gave it.

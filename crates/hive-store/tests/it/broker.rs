@@ -582,6 +582,99 @@ async fn concurrent_batches_commit_together_and_fail_alone() {
     );
 }
 
+/// A batch longer than one `INSERT` statement (chunks of 32, 8, 2, 1)
+/// is stored whole and in order, `*` expanded in place, each id its
+/// row's; a batch refused at its last message stores nothing.
+#[tokio::test]
+async fn long_batches_are_stored_in_order_and_refused_ones_leave_nothing() {
+    let (dir, store) = store_with(&["alice", "bob", "carol"]);
+    let message = |name: &str, body: String| hive_proto::OutgoingMessage {
+        to: to(name),
+        body,
+        in_reply_to: None,
+    };
+    let batch: Vec<_> = (0..45)
+        .map(|i| match i {
+            20 => message("*", format!("m{i}")),
+            _ if i % 3 == 0 => message("carol", format!("m{i}")),
+            _ => message("bob", format!("m{i}")),
+        })
+        .collect();
+    let ids = store.send_batch("alice", &batch).await.unwrap();
+    assert_eq!(ids.len(), 46);
+    let stored: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| {
+            let row = store.message(*id).unwrap();
+            (row.to, row.body)
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for (i, m) in batch.iter().enumerate() {
+        match m.to.as_str() {
+            "*" => {
+                expected.push(("bob".to_owned(), format!("m{i}")));
+                expected.push(("carol".to_owned(), format!("m{i}")));
+            }
+            to => expected.push((to.to_owned(), format!("m{i}"))),
+        }
+    }
+    assert_eq!(stored, expected);
+
+    let mut refused = batch.clone();
+    refused.push(message("nobody", "last".into()));
+    let err = store.send_batch("alice", &refused).await.unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownAgent(ref n) if n == "nobody"),
+        "{err}"
+    );
+    let count: i64 = raw(&dir)
+        .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 46);
+    // The next send takes the next id, as if the refused batch never was.
+    let next = store.send("alice", &to("bob"), "after", None).unwrap();
+    assert_eq!(next, [ids[45] + 1]);
+}
+
+/// A message of a batch may answer one stored before it in the same batch
+/// (its id is the next one), never one after it.
+#[tokio::test]
+async fn a_batch_may_answer_its_own_earlier_messages() {
+    let (_dir, store) = store_with(&["alice", "bob", "carol"]);
+    let first = store.send("alice", &to("bob"), "before", None).unwrap()[0];
+    let message = |name: &str, in_reply_to: i64| hive_proto::OutgoingMessage {
+        to: to(name),
+        body: format!("re {in_reply_to}"),
+        in_reply_to: Some(in_reply_to),
+    };
+    // `*` stores two rows (bob, carol): the third message may answer
+    // either, the fourth not the row after it.
+    let ids = store
+        .send_batch(
+            "alice",
+            &[
+                message("bob", first),
+                message("*", first + 1),
+                message("carol", first + 3),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids, (first + 1..=first + 4).collect::<Vec<_>>());
+    let err = store
+        .send_batch(
+            "alice",
+            &[message("bob", first + 4), message("bob", first + 6)],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { id, .. } if id == first + 6),
+        "{err}"
+    );
+}
+
 #[test]
 fn exact_leases_are_acked_released_and_expired_as_named() {
     let (_dir, store) = store_with(&["alice", "bob"]);

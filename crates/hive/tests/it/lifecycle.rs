@@ -229,6 +229,36 @@ fn spawn_crash_restart_destroy_purge_on_process() {
         serde_json::json!(["thinking done"]),
         "{from_manager}"
     );
+    // A followed log carries what is appended after the first answer.
+    {
+        use std::io::{BufRead as _, Write as _};
+        let stream = std::os::unix::net::UnixStream::connect(hive.host_socket()).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        (&stream)
+            .write_all(b"{\"cmd\":\"logs\",\"name\":\"coder\",\"lines\":1,\"follow\":true}\n")
+            .unwrap();
+        let mut lines = std::io::BufReader::new(&stream).lines();
+        let first = json(&lines.next().unwrap().unwrap());
+        assert_eq!(
+            first["logs"],
+            serde_json::json!(["thinking done"]),
+            "{first}"
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(b"printed while followed\n")
+            .unwrap();
+        let next = json(&lines.next().unwrap().unwrap());
+        assert_eq!(
+            next["logs"],
+            serde_json::json!(["printed while followed"]),
+            "{next}"
+        );
+    }
     assert_eq!(
         hive.host(r#"{"cmd":"start","scope":{"agent_names":["coder"]}}"#),
         r#"{"version":1,"ok":false,"error":"coder has no container, only kept state: revive it with `hive request-spawn coder`"}"#
