@@ -281,11 +281,13 @@ fn the_struct_reader_sees_a_field() {
 /// the harness starts an engine, the one place a container is started
 /// (and its unit test's throwaway child), the backends' host probes, the
 /// benchmark that re-executes itself as the daemon and the one that starts
-/// the daemon beside `redis-server`.
+/// the daemon beside `redis-server`, and the one that starts the daemon
+/// on a swarm and drives the docker CLI.
 const SPAWN_SITES: &[(&str, usize)] = &[
     ("crates/hive-agent/src/process.rs", 1),
     ("crates/hive-core/benches/socket_pressure.rs", 1),
     ("crates/hive/benches/broker_vs_redis.rs", 1),
+    ("crates/hive/benches/swarm_fleet.rs", 1),
     ("crates/hive-runtime/src/child.rs", 2),
     ("crates/hive-runtime/src/probe.rs", 1),
 ];
