@@ -230,7 +230,11 @@ fn main() {
                     }
                     let request = format!(r#"{{"cmd":"spawn","name":"{}"}}"#, name(i));
                     let answer = host(&run, &request);
-                    assert!(answer.contains(r#""ok":true"#), "spawn {}: {answer}", name(i));
+                    assert!(
+                        answer.contains(r#""ok":true"#),
+                        "spawn {}: {answer}",
+                        name(i)
+                    );
                 }
             });
         }
@@ -242,9 +246,9 @@ fn main() {
     loop {
         let answer: serde_json::Value =
             serde_json::from_str(&host(&run, &scope.to_string())).unwrap();
-        let running = answer["agent_statuses"]
-            .as_array()
-            .map_or(0, |rows| rows.iter().filter(|r| r["running"] == true).count());
+        let running = answer["agent_statuses"].as_array().map_or(0, |rows| {
+            rows.iter().filter(|r| r["running"] == true).count()
+        });
         if running == agents {
             break;
         }
@@ -309,7 +313,12 @@ fn main() {
     ])
     .trim()
     .to_owned();
-    let hops = rt.block_on(hops(&state, &format!("{relay_ip}:{LINK_PORT}"), agents, samples));
+    let hops = rt.block_on(hops(
+        &state,
+        &format!("{relay_ip}:{LINK_PORT}"),
+        agents,
+        samples,
+    ));
     println!(
         "hop a(i) → a(i+1) over the link via the relay ({} samples): p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
         hops.len(),
@@ -318,7 +327,12 @@ fn main() {
         p(&hops, 100)
     );
     let idle = std::fs::read_to_string(format!("/proc/{daemon_pid}/stat")).unwrap();
-    let fields: Vec<&str> = idle.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = idle
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     println!(
         "daemon CPU so far: utime {} + stime {} ticks",
         fields[11], fields[12]
