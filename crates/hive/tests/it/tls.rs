@@ -218,6 +218,52 @@ fn a_claude_turn_runs_with_its_harness_linked_over_tls() {
     within("the pause marker gone", || !paused.exists());
 }
 
+/// The link dir is the agent's to write: the hostile agent plants a
+/// deployed config there (its own role prompt) and makes the harness's copy
+/// over it fail. After a restart the harness still acts on core's config:
+/// the next model request carries none of the planted prompt.
+#[test]
+fn a_linked_harness_acts_on_cores_deployed_config_not_the_link_dirs_copy() {
+    let Some(claude) = crate::e2e::claude() else {
+        return;
+    };
+    let _serial = crate::e2e::serial();
+    let (hive, model) = linked_turn(
+        "process",
+        &claude,
+        "127.0.0.1:17780",
+        ("17781", "17782-17789"),
+        &[],
+    );
+    let control = hive.run_dir().join("agents/eng/link/control");
+    let deployed = control.join("deployed.json");
+    let mut planted = json(&std::fs::read_to_string(&deployed).unwrap());
+    planted["prompt"] = json!("PLANTED-ROLE-PROMPT");
+    std::fs::remove_file(&deployed).unwrap();
+    std::fs::write(&deployed, planted.to_string()).unwrap();
+    std::fs::create_dir(control.join(".deployed.json.tmp")).unwrap();
+    assert_eq!(
+        hive.host(r#"{"cmd":"restart","name":"eng"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    hive.host(r#"{"cmd":"send","to":"eng","body":"SECOND-CHECK please"}"#);
+    within("eng's model request after the restart", || {
+        model
+            .requests()
+            .iter()
+            .any(|r| last_user_text(r).contains("SECOND-CHECK"))
+    });
+    let requests = model.requests();
+    let after = requests
+        .iter()
+        .find(|r| last_user_text(r).contains("SECOND-CHECK"))
+        .unwrap();
+    assert!(
+        !after.to_string().contains("PLANTED-ROLE-PROMPT"),
+        "the harness took the agent's planted deployed config"
+    );
+}
+
 /// A docker network of this test's own (internal: no way out; no
 /// traffic between containers), removed when dropped.
 pub(crate) struct Network(pub(crate) String);
