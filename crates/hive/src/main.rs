@@ -2,6 +2,7 @@
 //! (`serve`, `up`), the operator's admin CLI, and `paths`.
 
 mod admin;
+mod relay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,8 +42,22 @@ enum Command {
     /// Run inside an agent's container: the harness and its MCP server.
     #[command(subcommand)]
     Agent(hive_agent::cli::AgentCommand),
+    /// Run as the swarm backend's link relay: pipe every TCP connection to
+    /// `--listen` to core's link at `--to` (started by the daemon).
+    #[command(hide = true)]
+    LinkRelay(RelayArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+struct RelayArgs {
+    /// Where the relay accepts connections.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// `host:port` of core's link listener.
+    #[arg(long)]
+    to: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -123,9 +138,10 @@ struct ServeArgs {
     /// How agents' harnesses reach core: `unix` (core's sockets bound into
     /// each container; identity is the socket) or `tls` (each container
     /// dials the link listener with its own client certificate; for agents
-    /// on another host).
-    #[arg(long, value_enum, default_value = "unix")]
-    agent_transport: AgentTransport,
+    /// on another host). Default: `tls` on the `swarm` runtime (which then
+    /// needs `--link-listen` and `--link-network`), `unix` elsewhere.
+    #[arg(long, value_enum)]
+    agent_transport: Option<AgentTransport>,
     /// Where the TLS link listens (`--agent-transport tls`).
     #[arg(long, default_value = "127.0.0.1:0")]
     link_listen: SocketAddr,
@@ -184,6 +200,7 @@ fn main() -> ExitCode {
         }
         Command::DashboardUrl(args) => dashboard_url(&args),
         Command::Agent(cmd) => hive_agent::cli::run(cmd, cli.client.socket.clone()),
+        Command::LinkRelay(args) => relay::run(args.listen, args.to),
         Command::Admin(cmd) => {
             let default_socket = Paths::defaults().host_socket();
             admin::run(&cli.client, &default_socket, cmd)
@@ -238,6 +255,38 @@ fn print_paths(paths: &Paths) {
     println!("host.sock  {}", paths.host_socket().display());
 }
 
+/// The transport asked for, or the runtime's default: the link on swarm
+/// (whose agents may run on any node), the unix sockets elsewhere.
+fn transport(args: &ServeArgs) -> anyhow::Result<AgentTransport> {
+    let swarm = args.runtime == "swarm";
+    let transport = match args.agent_transport {
+        Some(transport) => transport,
+        None if swarm => AgentTransport::Tls,
+        None => AgentTransport::Unix,
+    };
+    if swarm && transport == AgentTransport::Unix {
+        eprintln!(
+            "hive: swarm agents on the unix transport run only on this node (their sockets \
+             are this host's paths): pin them here, or use --agent-transport tls"
+        );
+    }
+    if swarm && transport == AgentTransport::Tls {
+        anyhow::ensure!(
+            args.link_network.is_some(),
+            "the swarm runtime links its agents to core over TLS through a relay: give \
+             --link-network (a docker bridge network whose gateway is this host) and \
+             --link-listen <gateway>:<port>, or --agent-transport unix to run every agent on \
+             this node"
+        );
+        anyhow::ensure!(
+            args.link_listen.port() != 0,
+            "the swarm runtime's link relay outlives the daemon and dials a fixed address: \
+             give --link-listen a port"
+        );
+    }
+    Ok(transport)
+}
+
 fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -247,6 +296,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(hive_agent::cli::log_in_colour())
         .init();
+    let transport = transport(&args)?;
     let config = ServeConfig {
         paths: args.dirs.paths(),
         dashboard: args.dashboard.0,
@@ -270,13 +320,11 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
             }),
         operator_token: operator_token(args.operator_token_file.as_deref())?,
         foreground: friendly,
-        link: (args.agent_transport == AgentTransport::Tls).then_some(
-            hive_core::link::LinkConfig {
-                listen: args.link_listen,
-                advertise: args.link_advertise,
-                network: args.link_network,
-            },
-        ),
+        link: (transport == AgentTransport::Tls).then_some(hive_core::link::LinkConfig {
+            listen: args.link_listen,
+            advertise: args.link_advertise,
+            network: args.link_network,
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -293,16 +293,7 @@ impl DockerRuntime {
 pub(crate) fn mounts(spec: &ContainerSpec, skeleton: bool) -> Vec<Mount> {
     let mut mounts = Vec::new();
     if skeleton {
-        for dir in HOST_DIRS {
-            mounts.push(bind(&Path::new("/").join(dir), &format!("/{dir}"), true));
-        }
-        mounts.push(bind(&spec.etc_dir, "/etc", true));
-        for dir in HOST_ROOTS {
-            let host = Path::new("/").join(dir);
-            if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
-                mounts.push(bind(&host, &format!("/{dir}"), true));
-            }
-        }
+        mounts.extend(system_mounts(Some(&spec.etc_dir)));
     }
     mounts.push(bind(&spec.program, mount::HIVE_BIN, true));
     if let Some(engine) = &spec.engine_bin {
@@ -332,6 +323,25 @@ pub(crate) fn mounts(spec: &ContainerSpec, skeleton: bool) -> Vec<Mount> {
     mounts
 }
 
+/// The host system a skeleton container runs on, read-only: `/usr`, the
+/// root dirs of the host's layout, and `etc` (a curated dir) as `/etc`.
+pub(crate) fn system_mounts(etc: Option<&Path>) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    for dir in HOST_DIRS {
+        mounts.push(bind(&Path::new("/").join(dir), &format!("/{dir}"), true));
+    }
+    if let Some(etc) = etc {
+        mounts.push(bind(etc, "/etc", true));
+    }
+    for dir in HOST_ROOTS {
+        let host = Path::new("/").join(dir);
+        if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+            mounts.push(bind(&host, &format!("/{dir}"), true));
+        }
+    }
+    mounts
+}
+
 /// Writes the curated `/etc` of `spec` (for a skeleton image) off the
 /// async threads.
 pub(crate) async fn write_etc(spec: &ContainerSpec) -> Result<()> {
@@ -341,7 +351,7 @@ pub(crate) async fn write_etc(spec: &ContainerSpec) -> Result<()> {
         .map_err(|e| Error::Failed(format!("write the curated /etc: {e}")))?
 }
 
-fn bind(host: &Path, container: &str, read_only: bool) -> Mount {
+pub(crate) fn bind(host: &Path, container: &str, read_only: bool) -> Mount {
     Mount {
         target: Some(container.to_owned()),
         source: Some(host.to_string_lossy().into_owned()),

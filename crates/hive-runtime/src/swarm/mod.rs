@@ -40,6 +40,7 @@
 //! the service's tasks. Logs are the service logs API.
 
 pub mod lease;
+mod link;
 mod service;
 mod tasks;
 
@@ -81,6 +82,8 @@ pub struct SwarmRuntime {
     image: String,
     exits: Exits,
     build: tokio::sync::Mutex<()>,
+    /// Held while the link relay is made, connected, or removed.
+    relay: tokio::sync::Mutex<()>,
 }
 
 /// Whether the local engine is a manager of an active swarm; the reason if
@@ -135,6 +138,7 @@ impl SwarmRuntime {
             image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
             exits,
             build: tokio::sync::Mutex::new(()),
+            relay: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -284,7 +288,8 @@ impl SwarmRuntime {
             name: network.clone(),
             driver: Some("overlay".to_owned()),
             internal: Some(true),
-            attachable: Some(false),
+            // For the hive's link relay (a plain container) alone.
+            attachable: Some(true),
             labels: Some(self.labels(name)),
             ..Default::default()
         };
@@ -319,6 +324,27 @@ impl SwarmRuntime {
                 }
                 Err(e) => return Err(engine(format!("create service h-{name}"))(e)),
             }
+        }
+    }
+
+    /// Defines the agent's service as `new`: created, or redefined in
+    /// place.
+    async fn define(&self, spec: &ContainerSpec, new: ServiceSpec) -> Result<()> {
+        match self.service(&spec.name).await? {
+            Some(existing) => {
+                // Redefined in place, stopped first: never two tasks on
+                // one `/state`.
+                self.scale_down(&spec.name, &existing, START_WAIT).await?;
+                self.update(&spec.name, |current| {
+                    let force = current.task_template.as_ref().and_then(|t| t.force_update);
+                    *current = new.clone();
+                    if let Some(template) = current.task_template.as_mut() {
+                        template.force_update = force;
+                    }
+                })
+                .await
+            }
+            None => self.create_service(&spec.name, new).await,
         }
     }
 
@@ -441,42 +467,36 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<()> {
-        if matches!(spec.transport, crate::Transport::Tls(_)) {
-            return Err(Error::Failed(format!(
-                "h-{}: the tls transport is not wired on swarm yet (it needs an attachable \
-                 overlay network core's link listener answers on): use the unix transport",
-                spec.name
-            )));
-        }
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
         let skeleton = crate::docker::image::ensure(&self.docker, &self.build, &image).await?;
         if skeleton {
             crate::docker::write_etc(spec).await?;
         }
         self.ensure_network(&spec.name).await?;
+        let on_link = match &spec.transport {
+            crate::Transport::Unix => None,
+            crate::Transport::Tls(link) => Some(service::OnLink {
+                addr: self.relay_for(spec, link).await?,
+                secrets: self.credential_secrets(spec, link).await?,
+            }),
+        };
+        let keep: Vec<String> = on_link
+            .iter()
+            .flat_map(|l| l.secrets.iter().filter_map(|s| s.secret_id.clone()))
+            .collect();
         let new = service::spec(
             spec,
             &self.service_name(&spec.name),
             &image,
             skeleton,
             self.labels(&spec.name),
+            on_link,
         );
-        match self.service(&spec.name).await? {
-            Some(existing) => {
-                // Redefined in place, stopped first: never two tasks on
-                // one `/state`.
-                self.scale_down(&spec.name, &existing, START_WAIT).await?;
-                self.update(&spec.name, |current| {
-                    let force = current.task_template.as_ref().and_then(|t| t.force_update);
-                    *current = new.clone();
-                    if let Some(template) = current.task_template.as_mut() {
-                        template.force_update = force;
-                    }
-                })
-                .await
-            }
-            None => self.create_service(&spec.name, new).await,
-        }
+        let defined = self.define(spec, new).await;
+        // The credential's older secrets (or, had this failed, the new).
+        let keep = if defined.is_ok() { keep } else { Vec::new() };
+        self.remove_secrets(&spec.name, &keep).await;
+        defined
     }
 
     async fn start(&self, name: &AgentName) -> Result<()> {
@@ -520,6 +540,8 @@ impl Runtime for SwarmRuntime {
         let service = match self.service(name).await {
             Ok(Some(s)) => s,
             Ok(None) => {
+                self.remove_secrets(name, &[]).await;
+                self.release_relay(name).await;
                 self.remove_network(name).await;
                 return Ok(());
             }
@@ -539,6 +561,8 @@ impl Runtime for SwarmRuntime {
             Err(e) if status(&e) == Some(404) => {}
             Err(e) => return Err(engine(format!("remove service h-{name}"))(e)),
         }
+        self.remove_secrets(name, &[]).await;
+        self.release_relay(name).await;
         self.remove_network(name).await;
         Ok(())
     }

@@ -8,31 +8,61 @@ use std::time::Duration;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
     NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 
 use crate::docker::TMPFS;
-use crate::{ContainerSpec, mount};
+use crate::process::{Inside, base_env};
+use crate::{ContainerSpec, TlsLink, Transport, mount};
 
 /// How long a task's program has between the stop signal and the kill: a
 /// property of the service, fixed at `create`.
 pub(super) const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The service of `spec`, named `name`, with no replica yet.
+/// How a service on the link reaches core: the relay's address on its
+/// network and its credential's secrets.
+pub(super) struct OnLink {
+    pub addr: String,
+    pub secrets: Vec<TaskSpecContainerSpecSecrets>,
+}
+
+/// The service of `spec`, named `name`, with no replica yet; on the link
+/// (`link`), with no host path of the link: the credential as secrets,
+/// the link dir a private tmpfs.
 pub(super) fn spec(
     spec: &ContainerSpec,
     name: &str,
     image: &str,
     skeleton: bool,
     labels: HashMap<String, String>,
+    link: Option<OnLink>,
 ) -> ServiceSpec {
-    let env = crate::process::base_env(spec, "swarm", crate::process::Inside::SANDBOX)
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
     let mut mounts = crate::docker::mounts(spec, skeleton);
     mounts.extend(TMPFS.iter().map(|(target, _)| tmpfs(target)));
+    let (env, secrets) = match (&spec.transport, link) {
+        (Transport::Tls(tls), Some(on)) => {
+            let dialled = ContainerSpec {
+                transport: Transport::Tls(TlsLink {
+                    addr: on.addr,
+                    ..tls.clone()
+                }),
+                ..spec.clone()
+            };
+            let inside = Inside {
+                credentials: super::link::SECRETS_DIR,
+                ..Inside::SANDBOX_LINK
+            };
+            mounts.retain(|m| {
+                let target = m.target.as_deref();
+                target != Some(mount::CREDENTIAL) && target != Some(mount::LINK)
+            });
+            mounts.push(tmpfs(mount::LINK));
+            (base_env(&dialled, "swarm", inside), Some(on.secrets))
+        }
+        _ => (base_env(spec, "swarm", Inside::SANDBOX), None),
+    };
+    let env = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     let container = TaskSpecContainerSpec {
         image: Some(image.to_owned()),
         labels: Some(labels.clone()),
@@ -48,6 +78,7 @@ pub(super) fn spec(
         }),
         read_only: Some(true),
         mounts: Some(mounts),
+        secrets,
         init: Some(true),
         stop_grace_period: i64::try_from(STOP_GRACE.as_nanos()).ok(),
         ..Default::default()
@@ -150,7 +181,7 @@ mod tests {
             placement,
             ..crate::test_spec()
         };
-        super::spec(&spec, "h-coder-x", "img", true, HashMap::new())
+        super::spec(&spec, "h-coder-x", "img", true, HashMap::new(), None)
     }
 
     #[test]
@@ -182,6 +213,52 @@ mod tests {
             spec.mode.unwrap().replicated.unwrap().replicas,
             Some(0),
             "created stopped"
+        );
+    }
+
+    #[test]
+    fn on_the_link_no_host_path_of_the_link_is_bound_and_core_is_dialled_at_the_relay() {
+        let spec = ContainerSpec {
+            transport: Transport::Tls(TlsLink {
+                addr: "172.18.0.1:7701".into(),
+                credentials: "/c/credential".into(),
+                link_dir: "/r/link".into(),
+                network: Some("hive-link".into()),
+            }),
+            ..crate::test_spec()
+        };
+        let on = OnLink {
+            addr: "10.0.1.2:7701".into(),
+            secrets: vec![TaskSpecContainerSpecSecrets::default(); 3],
+        };
+        let service = super::spec(&spec, "h-coder-x", "img", true, HashMap::new(), Some(on));
+        let container = service.task_template.unwrap().container_spec.unwrap();
+        let mounts = container.mounts.unwrap();
+        assert!(
+            !mounts.iter().any(|m| m
+                .source
+                .as_deref()
+                .is_some_and(|s| s.starts_with("/c/credential") || s.starts_with("/r/link"))),
+            "{mounts:?}"
+        );
+        let link = mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some(mount::LINK))
+            .unwrap();
+        assert_eq!(link.typ, Some(MountType::TMPFS));
+        assert_eq!(container.secrets.unwrap().len(), 3);
+        let env = container.env.unwrap();
+        assert!(
+            env.contains(&"HIVE_LINK_ADDR=10.0.1.2:7701".to_owned()),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&"HIVE_LINK_CREDENTIALS=/run/secrets".to_owned()),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&"HIVE_SOCKET=/run/hive/link/mcp.sock".to_owned()),
+            "{env:?}"
         );
     }
 

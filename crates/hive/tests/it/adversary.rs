@@ -111,6 +111,10 @@ fn script(
 probe other_gateway 'curl -sSf --noproxy "*" -m 3 http://{gateway}:{other_port}/gateway'
 probe link_plain 'curl -sSf --noproxy "*" -m 3 http://{addr}/'
 probe link_without_credential 'curl -sSf --noproxy "*" -m 3 -k https://{addr}/'
+probe dialled_plain 'curl -sSf --noproxy "*" -m 3 http://$HIVE_LINK_ADDR/'
+probe dialled_without_credential 'curl -sSf --noproxy "*" -m 3 -k https://$HIVE_LINK_ADDR/'
+probe dialled_reached 'curl -sk --noproxy "*" -m 3 -o /dev/null https://$HIVE_LINK_ADDR/; c=$?; [ $c -ne 3 ] && [ $c -ne 6 ] && [ $c -ne 7 ] && [ $c -ne 28 ]'
+probe dialled_other_port 'curl -sS --noproxy "*" -m 3 -o /dev/null http://${{HIVE_LINK_ADDR%:*}}:{dashboard_port}/'
 "#
         )
     });
@@ -286,6 +290,8 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
             "--link-network",
             &link.network,
         ]);
+    } else if runtime == "swarm" {
+        args.extend(["--agent-transport", "unix"]);
     }
     let hive = Hive::start_with(dir, runtime, &args);
     let dashboard_port: u16 = hive.dashboard.rsplit(':').next().unwrap().parse().unwrap();
@@ -348,6 +354,9 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
             "other_gateway",
             "link_plain",
             "link_without_credential",
+            "dialled_plain",
+            "dialled_without_credential",
+            "dialled_other_port",
         ]);
     } else {
         expect_no.push("control_write");
@@ -360,7 +369,13 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         );
     }
     // The positive controls: the tools the probes use work in there.
-    for probe in ["model_proxy", "uid_known", "control_read", "codex_bin"] {
+    let mut expect_yes = vec!["model_proxy", "uid_known", "control_read", "codex_bin"];
+    if link.is_some() {
+        // What it dials answers (core's handshake, refused without a
+        // credential): the `dialled_*` refusals above are real ones.
+        expect_yes.push("dialled_reached");
+    }
+    for probe in expect_yes {
         assert_eq!(
             found.get(probe).map(String::as_str),
             Some("yes"),
@@ -486,4 +501,19 @@ fn docker_on_the_link() {
         network: network.0.clone(),
     };
     hostile_agent("docker", "17391-17399", "17389", Some(&link));
+}
+
+/// Swarm on the link: the same probes, plus the relay's (what the agent
+/// dials): no plain or credential-less answer, no other port.
+#[test]
+fn swarm_on_the_link() {
+    let Some(_lease) = crate::swarm::lease() else {
+        return;
+    };
+    let network = crate::tls::Network::create(&format!("hive-adv-swarm-{}", std::process::id()));
+    let link = Link {
+        addr: format!("{}:17880", network.gateway()),
+        network: network.0.clone(),
+    };
+    hostile_agent("swarm", "17881-17889", "17879", Some(&link));
 }

@@ -100,6 +100,12 @@ pub(crate) fn start_on(
         .arg(dir.path().join("run"))
         .args(["--dashboard", "127.0.0.1:0", "--runtime", runtime])
         .args(["--manager-port", manager_port, "--agent-ports", ports])
+        // Swarm's default is the link, which needs a network of its own.
+        .args(if runtime == "swarm" {
+            &["--agent-transport", "unix"][..]
+        } else {
+            &[]
+        })
         .env("HIVE_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -48,6 +48,13 @@ impl Drop for Cleanup {
         for service in docker(&["service", "ls", "-q", "--filter", &filter]).lines() {
             docker(&["service", "rm", service]);
         }
+        // The link relay (a plain container) and the credentials' secrets.
+        for relay in docker(&["ps", "-aq", "--filter", &filter]).lines() {
+            docker(&["rm", "-f", relay]);
+        }
+        for secret in docker(&["secret", "ls", "-q", "--filter", &filter]).lines() {
+            docker(&["secret", "rm", secret]);
+        }
         for _ in 0..50 {
             let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
             if networks.trim().is_empty() {
@@ -92,7 +99,14 @@ fn spawn_stop_crash_restart_destroy_revive_on_swarm() {
     let hive = Hive::start_with(
         dir,
         "swarm",
-        &["--manager-port", "18600", "--agent-ports", "18601-18609"],
+        &[
+            "--manager-port",
+            "18600",
+            "--agent-ports",
+            "18601-18609",
+            "--agent-transport",
+            "unix",
+        ],
     );
     eventually("the manager to run", || {
         status(&hive, "manager")["running"] == true
@@ -214,7 +228,14 @@ fn a_placement_no_node_meets_is_refused_and_the_agent_stays_where_its_state_is()
     let hive = Hive::start_with(
         dir,
         "swarm",
-        &["--manager-port", "18610", "--agent-ports", "18611-18619"],
+        &[
+            "--manager-port",
+            "18610",
+            "--agent-ports",
+            "18611-18619",
+            "--agent-transport",
+            "unix",
+        ],
     );
     eventually("the manager to run", || {
         status(&hive, "manager")["running"] == true
@@ -259,6 +280,121 @@ fn a_placement_no_node_meets_is_refused_and_the_agent_stays_where_its_state_is()
 fn a_hostile_agent_gets_nowhere_on_swarm() {
     let Some(_lease) = lease() else { return };
     crate::adversary::hostile_agent("swarm", "17401-17410", "17400", None);
+}
+
+/// The hive's swarm secrets of `agent`.
+fn secrets_of(hive: &HiveId, agent: &str) -> Vec<String> {
+    let filters = [
+        format!("label=hyperhive.hive={hive}"),
+        format!("label=hyperhive.agent={agent}"),
+    ];
+    docker(&[
+        "secret",
+        "ls",
+        "-q",
+        "--filter",
+        &filters[0],
+        "--filter",
+        &filters[1],
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn a_claude_turn_on_swarm_reaches_core_over_the_link_alone() {
+    let Some(_lease) = lease() else { return };
+    let Some(claude) = crate::e2e::claude() else {
+        return;
+    };
+    let _serial = crate::e2e::serial();
+    let network = crate::tls::Network::create(&format!("hive-swarm-link-{}", std::process::id()));
+    let link = format!("{}:17890", network.gateway());
+    let (hive, _model) = crate::tls::linked_turn(
+        "swarm",
+        &claude,
+        &link,
+        ("17891", "17892-17899"),
+        &["--link-network", &network.0],
+    );
+    let id = HiveId::of(&hive.state_dir());
+    let _cleanup = Cleanup(id.clone());
+    // No host path of the link in the service: the credential is the
+    // agent's own secrets, the link dir a tmpfs, core dialled at the relay.
+    let service = format!("h-eng-{id}");
+    let spec = docker(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Spec.TaskTemplate}}",
+        &service,
+    ]);
+    let template = json(&spec);
+    let mounts = template["ContainerSpec"]["Mounts"].as_array().unwrap();
+    for mount in mounts {
+        let target = mount["Target"].as_str().unwrap();
+        assert!(
+            !target.starts_with("/run/hive/credential") && !target.starts_with("/run/hive/link")
+                || mount["Type"] == "tmpfs",
+            "{mount}"
+        );
+    }
+    let secrets = secrets_of(&id, "eng");
+    assert_eq!(secrets.len(), 3, "ca, cert, key: {secrets:?}");
+    assert_eq!(
+        template["ContainerSpec"]["Secrets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let env = template["ContainerSpec"]["Env"].to_string();
+    let relay = format!("h-link-relay-{id}");
+    let relay_ip = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{service}\").IPAddress}}}}"),
+        &relay,
+    ]);
+    assert!(
+        env.contains(&format!("HIVE_LINK_ADDR={}:17890", relay_ip.trim())),
+        "{env}"
+    );
+    // Each credential is its own agent's; a restart issues eng a new one
+    // (new secrets, the old ones gone, the old certificate refused) and a
+    // destroy revokes it.
+    let keep = tempfile::tempdir().unwrap();
+    let whoami = r#"{"cmd":"whoami"}"#;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let as_eng = |dialer| {
+        rt.block_on(async {
+            match crate::tls::AgentConn::open(&dialer).await {
+                Ok(mut conn) => conn.ask(whoami).await,
+                Err(_) => None,
+            }
+        })
+    };
+    let first = crate::tls::dialer_of(&hive, "eng", &link, keep.path());
+    let manager = crate::tls::dialer_of(&hive, "manager", &link, keep.path());
+    assert!(as_eng(manager).unwrap().contains(r#""name":"manager""#));
+    ok(&hive, r#"{"cmd":"restart","name":"eng"}"#);
+    let rotated = secrets_of(&id, "eng");
+    assert_eq!(rotated.len(), 3, "{rotated:?}");
+    assert!(rotated.iter().all(|s| !secrets.contains(s)), "{rotated:?}");
+    assert_eq!(as_eng(first), None, "the credential before the restart");
+    let second = crate::tls::dialer_of(&hive, "eng", &link, &keep.path().join("2"));
+    ok(&hive, r#"{"cmd":"destroy","name":"eng"}"#);
+    assert!(secrets_of(&id, "eng").is_empty());
+    assert_eq!(as_eng(second), None, "a destroyed agent's credential");
+    let networks = docker(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks}}",
+        &relay,
+    ]);
+    assert!(!networks.contains(&service), "{networks}");
+    drop(hive);
 }
 
 /// This hive's services: `h-<agent>-<hive>` names, sorted.
