@@ -497,3 +497,57 @@ fn a_linked_agent_is_reached_again_after_a_daemon_restart() {
         assert!(answer.contains(r#""name":"a""#), "{answer}");
     });
 }
+
+/// `hive link-relay` (the swarm's one way to core, shared by every agent)
+/// with few descriptors, a hostile agent holding connections until its
+/// accept fails: the relay must go on piping once they close, not exit
+/// and cut every agent's link.
+#[test]
+#[allow(clippy::disallowed_methods)] // runs the real binary under prlimit
+fn the_link_relay_outlives_running_out_of_descriptors() {
+    use std::io::{Read, Write};
+    let core = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = core.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in core.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let listen = "127.0.0.1:17770";
+    let mut relay = std::process::Command::new("prlimit")
+        .args(["--nofile=24:24", "--"])
+        .arg(env!("CARGO_BIN_EXE_hive"))
+        .args(["link-relay", "--listen", listen, "--to", &to])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prlimit runs the relay");
+    let echoed = |conn: &mut std::net::TcpStream| {
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        conn.write_all(b"x").is_ok() && conn.read_exact(&mut byte).is_ok() && byte == *b"x"
+    };
+    within("the relay to listen", || {
+        std::net::TcpStream::connect(listen).is_ok_and(|mut c| echoed(&mut c))
+    });
+    // The hostile agent: more connections than the relay has descriptors.
+    let held: Vec<_> = (0..40)
+        .filter_map(|_| std::net::TcpStream::connect(listen).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    drop(held);
+    std::thread::sleep(Duration::from_secs(1));
+    let alive = relay.try_wait().unwrap().is_none();
+    let pipes = alive && std::net::TcpStream::connect(listen).is_ok_and(|mut c| echoed(&mut c));
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert!(alive, "the relay exited when its accept failed");
+    assert!(pipes, "the relay pipes no new connection once they closed");
+}
