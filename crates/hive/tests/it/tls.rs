@@ -409,7 +409,10 @@ fn a_link_credential_is_its_agent_alone_and_dies_with_its_container() {
         }
 
         // Destroy a: its open connection is cut at once, a new one with
-        // the same certificate refused; b is untouched.
+        // the same certificate refused; b is untouched; what a left in its
+        // link dir does not wait there for the next agent of its name.
+        let a_link = hive.run_dir().join("agents/a/link");
+        std::fs::write(a_link.join("planted"), "for the next a").unwrap();
         let destroyed = hive.host(r#"{"cmd":"destroy","name":"a"}"#);
         assert_eq!(destroyed, r#"{"version":1,"ok":true}"#);
         assert_eq!(as_a.ask(whoami).await, None, "a's open connection was cut");
@@ -419,6 +422,7 @@ fn a_link_credential_is_its_agent_alone_and_dies_with_its_container() {
         }
         assert!(as_b.ask(whoami).await.unwrap().contains(r#""name":"b""#));
         assert!(!credentials(&hive, "a").exists(), "a's credential removed");
+        assert!(!a_link.exists(), "a's link dir removed");
 
         // No client certificate: no handshake.
         let ca = std::fs::read(credentials(&hive, "b").join("ca.pem")).unwrap();
