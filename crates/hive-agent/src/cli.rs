@@ -175,6 +175,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.state_dir.join(".hive"));
     let mut link_paused = None;
+    let mut link_deployed = None;
     if let Some(link) = crate::link::LinkConfig::from_env() {
         // No sockets of core's here: the link makes them, and the control
         // files, before anything below reads them.
@@ -187,11 +188,11 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
             page: args.page_socket.as_deref(),
             control_dir: &control_dir,
         };
-        link_paused = Some(
-            crate::link::start(&link, local)
-                .await
-                .with_context(|| format!("link to core at {}", link.addr))?,
-        );
+        let linked = crate::link::start(&link, local)
+            .await
+            .with_context(|| format!("link to core at {}", link.addr))?;
+        link_paused = Some(linked.paused);
+        link_deployed = Some(linked.files.deployed);
     }
     let client = SocketClient::new(&socket);
     let agent = match args.agent.clone().filter(|a| !a.is_empty()) {
@@ -199,8 +200,12 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
         None => whoami(&client).await?,
     };
     // The deployed config's model is the default; a runtime switch from
-    // the web UI (persisted in the state dir) still wins.
-    let deployed = crate::deployed::load(&control_dir);
+    // the web UI (persisted in the state dir) still wins. On the link it
+    // is core's word, not the agent-writable copy in the link dir.
+    let deployed = match link_deployed {
+        Some(text) => text.and_then(|text| crate::deployed::parse(text.as_bytes(), "the link")),
+        None => crate::deployed::load(&control_dir),
+    };
     let default_model = deployed
         .as_ref()
         .and_then(|d| d.config.model.clone())

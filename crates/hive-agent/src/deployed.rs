@@ -23,10 +23,16 @@ pub use hive_proto::control::{Deployed, DeployedConfig, ExtraServer};
 pub fn load(control_dir: &Path) -> Option<Deployed> {
     let path = control_dir.join(FILE);
     let bytes = std::fs::read(&path).ok()?;
-    match serde_json::from_slice(&bytes) {
+    parse(&bytes, &path.display().to_string())
+}
+
+/// Parses a deployed config that came from `origin`; `None` (with a
+/// warning) when it does not parse.
+pub fn parse(bytes: &[u8], origin: &str) -> Option<Deployed> {
+    match serde_json::from_slice(bytes) {
         Ok(deployed) => Some(deployed),
         Err(e) => {
-            tracing::warn!(path = %path.display(), "deployed config unreadable, ignored: {e}");
+            tracing::warn!(origin, "deployed config unreadable, ignored: {e}");
             None
         }
     }

@@ -137,14 +137,22 @@ pub struct Local<'a> {
     pub control_dir: &'a Path,
 }
 
+/// What core said over the link at start. The copies in the link dir are
+/// the agent's to write (it can plant a file there, or block the harness's
+/// writes, and a planted file outlives a restart): the harness acts on
+/// these, core's word, never on the copies.
+#[derive(Debug)]
+pub struct Linked {
+    /// Whether core says the agent is paused, kept current.
+    pub paused: tokio::sync::watch::Receiver<bool>,
+    /// Core's control files as they were at start (the deployed config).
+    pub files: ControlFiles,
+}
+
 /// Starts the link: binds the local sockets, starts the page tunnel, and
-/// returns once the control dir holds core's files, with whether core says
-/// the agent is paused (the copy in the link dir is the agent's to write;
-/// this is core's word).
-pub async fn start(
-    config: &LinkConfig,
-    local: Local<'_>,
-) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+/// returns once core's control files arrived (copied into the control dir
+/// for the agent to read).
+pub async fn start(config: &LinkConfig, local: Local<'_>) -> anyhow::Result<Linked> {
     let dialer = Dialer::load(config)?;
     relay(&dialer, local.socket, ALPN_AGENT)?;
     if let Some(egress) = local.egress {
@@ -163,12 +171,15 @@ pub async fn start(
         paused_tx,
         Some(first_tx),
     ));
-    tokio::time::timeout(FIRST_CONTROL_TIMEOUT, first_rx)
+    let files = tokio::time::timeout(FIRST_CONTROL_TIMEOUT, first_rx)
         .await
         .map_err(|_| anyhow::anyhow!("no control files from core over the link in time"))?
         .map_err(|_| anyhow::anyhow!("the link's control channel ended"))?;
     tracing::info!(addr = %config.addr, "linked to core over TLS");
-    Ok(paused_rx)
+    Ok(Linked {
+        paused: paused_rx,
+        files,
+    })
 }
 
 /// Binds `path` and pipes each connection to a new link connection on
@@ -214,7 +225,7 @@ async fn control(
     dialer: Dialer,
     dir: PathBuf,
     paused: tokio::sync::watch::Sender<bool>,
-    mut first: Option<tokio::sync::oneshot::Sender<()>>,
+    mut first: Option<tokio::sync::oneshot::Sender<ControlFiles>>,
 ) {
     loop {
         match dialer.dial(ALPN_CONTROL).await {
@@ -228,7 +239,7 @@ async fn control(
                                 tracing::warn!("link control: {e:#}");
                             }
                             if let Some(first) = first.take() {
-                                let _ = first.send(());
+                                let _ = first.send(files);
                             }
                         }
                         Err(e) => tracing::warn!("link control: a bad line: {e}"),

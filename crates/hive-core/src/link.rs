@@ -179,12 +179,29 @@ impl Link {
         Ok(dir_path)
     }
 
+    /// Whether `name` holds a current credential.
+    pub fn is_current(&self, name: &AgentName) -> bool {
+        self.registry().by_agent.contains_key(name)
+    }
+
     /// Revokes `name`'s credential: forgotten, its connections cut, its
-    /// files removed.
+    /// control feed dropped, its files removed.
     pub fn revoke(&self, paths: &Paths, name: &AgentName) -> anyhow::Result<()> {
         self.registry().forget(name);
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         if let Some(dir) = crate::safe_fs::Dir::open(&paths.state_dir, &paths.control_dir(name))? {
             dir.remove_tree(std::ffi::OsStr::new(CREDENTIAL_DIR))?;
+        }
+        // What the agent left in its link dir must not greet the next
+        // agent of this name (the dir is made again at its create).
+        let link_dir = paths.link_dir(name);
+        if let (Some(parent), Some(leaf)) = (link_dir.parent(), link_dir.file_name())
+            && let Some(dir) = crate::safe_fs::Dir::open(&paths.run_dir, parent)?
+        {
+            dir.remove_tree(leaf)?;
         }
         tracing::info!(%name, "revoked the link credential");
         Ok(())

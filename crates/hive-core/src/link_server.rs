@@ -30,6 +30,9 @@ const MAX_HANDSHAKES_PER_PEER: usize = 8;
 /// Control, page-tunnel and page-stream connections one agent may hold
 /// at once (the agent and egress channels have their own caps).
 const MAX_AUX_CONNECTIONS: usize = 64;
+/// Agent-channel connections one agent may have waiting for a slot
+/// beyond the [`crate::listener::MAX_CONNECTIONS`] it may hold.
+const MAX_WAITING: usize = 64;
 /// Longest first line of a page stream (its id).
 const MAX_ID_LINE: usize = 128;
 
@@ -39,6 +42,10 @@ type Stream = Revocable<tokio_rustls::server::TlsStream<TcpStream>>;
 /// egress proxy (whose tunnel cap is per agent).
 struct AgentChannels {
     cap: Cap,
+    /// Agent-channel connections held or waiting for one of `cap`'s slots:
+    /// a waiting one is an accepted TLS connection with its own task, not
+    /// a kernel backlog entry, so their number is bounded too.
+    agent_slots: Arc<tokio::sync::Semaphore>,
     egress: Proxy,
     egress_slots: Arc<tokio::sync::Semaphore>,
     aux_slots: Arc<tokio::sync::Semaphore>,
@@ -127,21 +134,28 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
                 .alpn_protocol()
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .unwrap_or_default();
-            let channels = agents
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(agent.clone())
-                .or_insert_with(|| {
-                    Arc::new(AgentChannels {
-                        cap: Cap::default(),
-                        egress: Proxy::new(coord.egress.clone(), agent.clone()),
-                        egress_slots: Arc::new(tokio::sync::Semaphore::new(
-                            crate::egress::MAX_CONNECTIONS,
-                        )),
-                        aux_slots: Arc::new(tokio::sync::Semaphore::new(MAX_AUX_CONNECTIONS)),
+            let channels = {
+                let mut agents = agents.lock().unwrap_or_else(|p| p.into_inner());
+                // Destroyed agents' slots and proxies go (a manager can
+                // spawn and destroy names forever).
+                agents.retain(|name, _| link.is_current(name));
+                agents
+                    .entry(agent.clone())
+                    .or_insert_with(|| {
+                        Arc::new(AgentChannels {
+                            cap: Cap::default(),
+                            agent_slots: Arc::new(tokio::sync::Semaphore::new(
+                                crate::listener::MAX_CONNECTIONS + MAX_WAITING,
+                            )),
+                            egress: Proxy::new(coord.egress.clone(), agent.clone()),
+                            egress_slots: Arc::new(tokio::sync::Semaphore::new(
+                                crate::egress::MAX_CONNECTIONS,
+                            )),
+                            aux_slots: Arc::new(tokio::sync::Semaphore::new(MAX_AUX_CONNECTIONS)),
+                        })
                     })
-                })
-                .clone();
+                    .clone()
+            };
             let stream = Revocable::new(tls, revocation);
             serve_channel(&coord, &link, &channels, agent, &alpn, stream).await;
         });
@@ -158,6 +172,9 @@ async fn serve_channel(
 ) {
     match alpn {
         ALPN_AGENT => {
+            let Ok(_slot) = channels.agent_slots.clone().try_acquire_owned() else {
+                return tracing::info!(%agent, "link agent channel refused: connection cap reached");
+            };
             let (reader, writer) = tokio::io::split(stream);
             let conn = channels.cap.admit(reader, writer).await;
             crate::agent_server::handle(coord.clone(), agent, conn).await;

@@ -48,11 +48,19 @@ impl OutputWatch {
         }
     }
 
-    /// Wakes on each item of `stream` (the engine's follow of the
-    /// container's output); once it ends (the container stopped), on a
-    /// tick, so a container started again is still followed.
-    pub fn stream(stream: BoxStream<'static, ()>) -> Self {
-        Self(Inner::Stream(stream))
+    /// Wakes on each chunk of `chunks` (the Engine's follow of a
+    /// container's or service's output, from now on); once it ends or
+    /// fails (the container stopped), on a tick, so a container started
+    /// again is still followed.
+    pub fn chunks<T: Send + 'static, E: Send + 'static>(
+        chunks: impl futures_util::Stream<Item = std::result::Result<T, E>> + Send + 'static,
+    ) -> Self {
+        Self(Inner::Stream(
+            chunks
+                .take_while(|chunk| std::future::ready(chunk.is_ok()))
+                .map(drop)
+                .boxed(),
+        ))
     }
 
     /// Wakes every [`TICK`].

@@ -19,7 +19,16 @@ pub fn run(listen: SocketAddr, to: String) -> anyhow::Result<()> {
             .with_context(|| format!("listen on {listen}"))?;
         eprintln!("hive link-relay: {listen} -> {to}");
         loop {
-            let (mut inbound, _) = listener.accept().await?;
+            let mut inbound = match listener.accept().await {
+                Ok((inbound, _)) => inbound,
+                Err(e) => {
+                    // EMFILE and friends (an agent holding connections):
+                    // back off and go on; exiting would cut every agent.
+                    eprintln!("hive link-relay: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let to = to.clone();
             tokio::spawn(async move {
                 match TcpStream::connect(&to).await {

@@ -552,12 +552,8 @@ impl Runtime for DockerRuntime {
             .follow(true)
             .tail("0")
             .build();
-        let chunks = self.docker.logs(&id, Some(options));
-        Ok(crate::follow::OutputWatch::stream(
-            chunks
-                .take_while(|chunk| std::future::ready(chunk.is_ok()))
-                .map(drop)
-                .boxed(),
+        Ok(crate::follow::OutputWatch::chunks(
+            self.docker.logs(&id, Some(options)),
         ))
     }
 }

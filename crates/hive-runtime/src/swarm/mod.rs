@@ -648,6 +648,21 @@ impl Runtime for SwarmRuntime {
         }
         Ok(crate::docker::last_lines(&text, lines))
     }
+
+    async fn watch_output(&self, name: &AgentName) -> Result<crate::follow::OutputWatch> {
+        let service = self.owned_service(name).await?;
+        // From now on only (`tail 0`), across the service's tasks.
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .tail("0")
+            .build();
+        let id = service.id.unwrap_or_default();
+        Ok(crate::follow::OutputWatch::chunks(
+            self.docker.service_logs(&id, Some(options)),
+        ))
+    }
 }
 
 #[cfg(test)]

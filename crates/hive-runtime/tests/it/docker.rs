@@ -119,6 +119,15 @@ async fn sandbox_view_lifecycle_and_logs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(logs, [expected.as_str()]);
+    // A followed log waits on the Engine's follow stream: a quiet program
+    // wakes nobody (the fallback tick would, every 500 ms).
+    let mut watch = rt.watch_output(&name).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), watch.changed())
+            .await
+            .is_err(),
+        "a followed log woke with nothing printed"
+    );
 
     // Killed from outside, by its host pid (the init's): reported through
     // the event stream, as a failure; nothing of it is left.

@@ -133,6 +133,15 @@ async fn swarm_lifecycle_exits_and_logs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(logs, [expected.as_str()]);
+    // A followed log waits on the Engine's follow stream: a quiet program
+    // wakes nobody (the fallback tick would, every 500 ms).
+    let mut watch = rt.watch_output(&name).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), watch.changed())
+            .await
+            .is_err(),
+        "a followed log woke with nothing printed"
+    );
 
     // Killed from outside: the event stream reports it as a crash, and
     // Swarm does not restart it (core decides).

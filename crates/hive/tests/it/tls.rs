@@ -222,6 +222,52 @@ fn a_claude_turn_runs_with_its_harness_linked_over_tls() {
     within("the pause marker gone", || !paused.exists());
 }
 
+/// The link dir is the agent's to write: the hostile agent plants a
+/// deployed config there (its own role prompt) and makes the harness's copy
+/// over it fail. After a restart the harness still acts on core's config:
+/// the next model request carries none of the planted prompt.
+#[test]
+fn a_linked_harness_acts_on_cores_deployed_config_not_the_link_dirs_copy() {
+    let Some(claude) = crate::e2e::claude() else {
+        return;
+    };
+    let _serial = crate::e2e::serial();
+    let (hive, model) = linked_turn(
+        "process",
+        &claude,
+        "127.0.0.1:17780",
+        ("17781", "17782-17789"),
+        &[],
+    );
+    let control = hive.run_dir().join("agents/eng/link/control");
+    let deployed = control.join("deployed.json");
+    let mut planted = json(&std::fs::read_to_string(&deployed).unwrap());
+    planted["prompt"] = json!("PLANTED-ROLE-PROMPT");
+    std::fs::remove_file(&deployed).unwrap();
+    std::fs::write(&deployed, planted.to_string()).unwrap();
+    std::fs::create_dir(control.join(".deployed.json.tmp")).unwrap();
+    assert_eq!(
+        hive.host(r#"{"cmd":"restart","name":"eng"}"#),
+        r#"{"version":1,"ok":true}"#
+    );
+    hive.host(r#"{"cmd":"send","to":"eng","body":"SECOND-CHECK please"}"#);
+    within("eng's model request after the restart", || {
+        model
+            .requests()
+            .iter()
+            .any(|r| last_user_text(r).contains("SECOND-CHECK"))
+    });
+    let requests = model.requests();
+    let after = requests
+        .iter()
+        .find(|r| last_user_text(r).contains("SECOND-CHECK"))
+        .unwrap();
+    assert!(
+        !after.to_string().contains("PLANTED-ROLE-PROMPT"),
+        "the harness took the agent's planted deployed config"
+    );
+}
+
 /// A docker network of this test's own (internal: no way out; no
 /// traffic between containers), removed when dropped.
 pub(crate) struct Network(pub(crate) String);
@@ -363,7 +409,10 @@ fn a_link_credential_is_its_agent_alone_and_dies_with_its_container() {
         }
 
         // Destroy a: its open connection is cut at once, a new one with
-        // the same certificate refused; b is untouched.
+        // the same certificate refused; b is untouched; what a left in its
+        // link dir does not wait there for the next agent of its name.
+        let a_link = hive.run_dir().join("agents/a/link");
+        std::fs::write(a_link.join("planted"), "for the next a").unwrap();
         let destroyed = hive.host(r#"{"cmd":"destroy","name":"a"}"#);
         assert_eq!(destroyed, r#"{"version":1,"ok":true}"#);
         assert_eq!(as_a.ask(whoami).await, None, "a's open connection was cut");
@@ -373,6 +422,7 @@ fn a_link_credential_is_its_agent_alone_and_dies_with_its_container() {
         }
         assert!(as_b.ask(whoami).await.unwrap().contains(r#""name":"b""#));
         assert!(!credentials(&hive, "a").exists(), "a's credential removed");
+        assert!(!a_link.exists(), "a's link dir removed");
 
         // No client certificate: no handshake.
         let ca = std::fs::read(credentials(&hive, "b").join("ca.pem")).unwrap();
@@ -450,4 +500,58 @@ fn a_linked_agent_is_reached_again_after_a_daemon_restart() {
         let answer = conn.ask(r#"{"cmd":"whoami"}"#).await.unwrap();
         assert!(answer.contains(r#""name":"a""#), "{answer}");
     });
+}
+
+/// `hive link-relay` (the swarm's one way to core, shared by every agent)
+/// with few descriptors, a hostile agent holding connections until its
+/// accept fails: the relay must go on piping once they close, not exit
+/// and cut every agent's link.
+#[test]
+#[allow(clippy::disallowed_methods)] // runs the real binary under prlimit
+fn the_link_relay_outlives_running_out_of_descriptors() {
+    use std::io::{Read, Write};
+    let core = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = core.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in core.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let listen = "127.0.0.1:17770";
+    let mut relay = std::process::Command::new("prlimit")
+        .args(["--nofile=24:24", "--"])
+        .arg(env!("CARGO_BIN_EXE_hive"))
+        .args(["link-relay", "--listen", listen, "--to", &to])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prlimit runs the relay");
+    let echoed = |conn: &mut std::net::TcpStream| {
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        conn.write_all(b"x").is_ok() && conn.read_exact(&mut byte).is_ok() && byte == *b"x"
+    };
+    within("the relay to listen", || {
+        std::net::TcpStream::connect(listen).is_ok_and(|mut c| echoed(&mut c))
+    });
+    // The hostile agent: more connections than the relay has descriptors.
+    let held: Vec<_> = (0..40)
+        .filter_map(|_| std::net::TcpStream::connect(listen).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    drop(held);
+    std::thread::sleep(Duration::from_secs(1));
+    let alive = relay.try_wait().unwrap().is_none();
+    let pipes = alive && std::net::TcpStream::connect(listen).is_ok_and(|mut c| echoed(&mut c));
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert!(alive, "the relay exited when its accept failed");
+    assert!(pipes, "the relay pipes no new connection once they closed");
 }
