@@ -544,16 +544,9 @@ impl Runtime for DockerRuntime {
 
     async fn watch_output(&self, name: &AgentName) -> Result<crate::follow::OutputWatch> {
         let id = self.owned_id(name).await?;
-        // From now on only (`tail 0`): each chunk the engine forwards is a
-        // wake; the stream ends when the container stops.
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .follow(true)
-            .tail("0")
-            .build();
+        // The stream ends when the container stops.
         Ok(crate::follow::OutputWatch::chunks(
-            self.docker.logs(&id, Some(options)),
+            self.docker.logs(&id, Some(follow_from_now())),
         ))
     }
 }
@@ -564,4 +557,15 @@ pub(crate) fn last_lines(text: &[u8], lines: usize) -> Vec<String> {
     let all: Vec<&str> = text.lines().collect();
     let from = all.len().saturating_sub(lines);
     all[from..].iter().map(|l| (*l).to_owned()).collect()
+}
+
+/// The Engine's log options for a follow of output from now on (`tail 0`):
+/// each chunk it forwards is a wake ([`crate::follow::OutputWatch::chunks`]).
+pub(crate) fn follow_from_now() -> bollard::query_parameters::LogsOptions {
+    LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(true)
+        .tail("0")
+        .build()
 }

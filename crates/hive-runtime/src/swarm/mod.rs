@@ -651,16 +651,11 @@ impl Runtime for SwarmRuntime {
 
     async fn watch_output(&self, name: &AgentName) -> Result<crate::follow::OutputWatch> {
         let service = self.owned_service(name).await?;
-        // From now on only (`tail 0`), across the service's tasks.
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .follow(true)
-            .tail("0")
-            .build();
+        // Across the service's tasks.
         let id = service.id.unwrap_or_default();
         Ok(crate::follow::OutputWatch::chunks(
-            self.docker.service_logs(&id, Some(options)),
+            self.docker
+                .service_logs(&id, Some(crate::docker::follow_from_now())),
         ))
     }
 }
