@@ -434,7 +434,7 @@ impl Lifecycle {
             shared_dir: self.paths.shared(),
             socket: self.paths.agent_socket(name),
             binds,
-            log_path: self.paths.agent_dir(name).join("container.log"),
+            log_path: self.kept_log(name),
             image: config.image.clone(),
             egress_socket: self.paths.egress_socket(name),
             page_dir: self.paths.page_dir(name),
@@ -869,8 +869,7 @@ impl Lifecycle {
         let runtime = self.runtime_for("logs")?;
         let raw = match runtime.logs(name, lines).await {
             Err(hive_runtime::Error::NoSuchContainer(_)) => {
-                let path = self.paths.agent_dir(name).join("container.log");
-                hive_runtime::tail_file(&path, lines)
+                hive_runtime::tail_file(&self.kept_log(name), lines)
                     .await
                     .map_err(Error::from)
             }
@@ -891,11 +890,17 @@ impl Lifecycle {
         require_agent(&self.store, name)?;
         let runtime = self.runtime_for("logs")?;
         match runtime.watch_output(name).await {
-            Err(hive_runtime::Error::NoSuchContainer(_)) => Ok(OutputWatch::file(
-                &self.paths.agent_dir(name).join("container.log"),
-            )),
+            Err(hive_runtime::Error::NoSuchContainer(_)) => {
+                Ok(OutputWatch::file(&self.kept_log(name)))
+            }
             other => other.map_err(Error::from),
         }
+    }
+
+    /// The log file of `name`'s container: where a child backend appends
+    /// its output, and what is read once the runtime no longer holds it.
+    fn kept_log(&self, name: &AgentName) -> std::path::PathBuf {
+        self.paths.agent_dir(name).join("container.log")
     }
 
     /// Agents with kept state and no container.

@@ -137,8 +137,12 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
             let channels = {
                 let mut agents = agents.lock().unwrap_or_else(|p| p.into_inner());
                 // Destroyed agents' slots and proxies go (a manager can
-                // spawn and destroy names forever).
-                agents.retain(|name, _| link.is_current(name));
+                // spawn and destroy names forever): looked at when a name
+                // is new, not on every connection (egress opens one per
+                // model request).
+                if !agents.contains_key(&agent) {
+                    agents.retain(|name, _| link.is_current(name));
+                }
                 agents
                     .entry(agent.clone())
                     .or_insert_with(|| {
