@@ -106,17 +106,12 @@ pub fn head(root: &Path, rel: &Path) -> Result<Option<git2::Oid>> {
     let Some(branch) = name.strip_prefix("refs/heads/") else {
         return Ok(None);
     };
-    let plain = |part: &str| {
-        !part.is_empty()
-            && !part.starts_with('.')
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    };
-    let parts: Vec<&str> = branch.split('/').collect();
-    if !parts.iter().all(|part| plain(part)) {
+    // git's own rule (no `..`, no component starting with `.`, no
+    // control characters), checked by libgit2 without opening anything.
+    if !git2::Reference::is_valid_name(name) {
         return Ok(None);
     }
+    let parts: Vec<&str> = branch.split('/').collect();
     let (leaf, dirs) = parts.split_last().unwrap_or((&"", &[]));
     let loose = ["refs", "heads"]
         .iter()
