@@ -33,6 +33,12 @@ pub enum HostRequest {
     },
     /// Re-apply the deployed config to an agent's container.
     Rebuild { name: AgentName },
+    /// Copy a running agent's `/state` over the link into core's kept
+    /// checkpoint. Answers the agent's status row (with the checkpoint).
+    Checkpoint { name: AgentName },
+    /// Queue a `move` approval: the agent to `node` (checkpoint, stop,
+    /// re-pin, start there from the checkpoint). Answers the approval.
+    Move { name: AgentName, node: String },
     /// Names of every known agent.
     List,
     /// Pending approvals.
@@ -304,6 +310,17 @@ pub struct AgentStatusRow {
     /// across hosts (`swarm`); absent on one host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// When its last checkpoint (its `/state` copied over the link) was
+    /// taken; absent with none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::rfc3339::option"
+    )]
+    pub checkpoint_at: Option<i64>,
+    /// That checkpoint's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_bytes: Option<u64>,
 }
 
 /// Where the hive is reached (the original's `HiveUrls`); each agent's own
@@ -387,6 +404,9 @@ pub enum ApprovalKind {
     Spawn,
     /// Seed an agent's proposed config repo before its spawn.
     InitConfig,
+    /// Move an agent to another node (its `commit_ref` names the node):
+    /// checkpoint, stop, re-pin, start there from the checkpoint.
+    Move,
 }
 
 impl ApprovalKind {
@@ -395,6 +415,7 @@ impl ApprovalKind {
             ApprovalKind::ApplyCommit => "apply_commit",
             ApprovalKind::Spawn => "spawn",
             ApprovalKind::InitConfig => "init_config",
+            ApprovalKind::Move => "move",
         }
     }
 
@@ -403,6 +424,7 @@ impl ApprovalKind {
             ApprovalKind::ApplyCommit,
             ApprovalKind::Spawn,
             ApprovalKind::InitConfig,
+            ApprovalKind::Move,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -65,6 +65,19 @@ fn host_requests() {
         },
         r#"{"cmd":"rebuild","name":"coder"}"#,
     );
+    check(
+        Checkpoint {
+            name: name("coder"),
+        },
+        r#"{"cmd":"checkpoint","name":"coder"}"#,
+    );
+    check(
+        Move {
+            name: name("coder"),
+            node: "n2".into(),
+        },
+        r#"{"cmd":"move","name":"coder","node":"n2"}"#,
+    );
     check(List, r#"{"cmd":"list"}"#);
     check(Pending, r#"{"cmd":"pending"}"#);
     check(Approve { id: 7 }, r#"{"cmd":"approve","id":7}"#);
@@ -206,6 +219,8 @@ fn row() -> AgentStatusRow {
         status_set_at: Some(AT),
         url: Some("http://127.0.0.1:8100/agent/coder/".into()),
         node: None,
+        checkpoint_at: None,
+        checkpoint_bytes: None,
     }
 }
 
@@ -225,6 +240,8 @@ fn bare_row() -> AgentStatusRow {
         status_set_at: None,
         url: None,
         node: None,
+        checkpoint_at: None,
+        checkpoint_bytes: None,
     }
 }
 
@@ -284,6 +301,16 @@ fn host_responses() {
             ..bare_row()
         }]),
         r#"{"version":1,"ok":true,"agent_statuses":[{"name":"idle","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false,"node":"node-2"}]}"#,
+    );
+    // Its last checkpoint, after the node.
+    check(
+        HostResponse::agent_statuses(vec![AgentStatusRow {
+            node: Some("node-2".into()),
+            checkpoint_at: Some(AT),
+            checkpoint_bytes: Some(10240),
+            ..bare_row()
+        }]),
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"idle","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false,"node":"node-2","checkpoint_at":"2026-09-12T09:15:00Z","checkpoint_bytes":10240}]}"#,
     );
     check(
         HostResponse::approvals(vec![approval(), bare_approval()]),
@@ -374,6 +401,7 @@ fn approval_enums() {
         (ApprovalKind::ApplyCommit, "apply_commit"),
         (ApprovalKind::Spawn, "spawn"),
         (ApprovalKind::InitConfig, "init_config"),
+        (ApprovalKind::Move, "move"),
     ] {
         check(kind, &format!("\"{s}\""));
         assert_eq!(ApprovalKind::parse(s), Some(kind));

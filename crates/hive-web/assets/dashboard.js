@@ -437,8 +437,8 @@
 
   const TURN_COLOUR = { idle: 'grey', thinking: 'mauve', tool: 'blue', compacting: 'blue', paused: 'blue', rate_limited: 'peach', needs_login: 'yellow', engine_missing: 'red' };
   const TURN_LABEL = { rate_limited: 'rate-limited', needs_login: 'needs login', engine_missing: 'engine missing' };
-  const ACTION_DONE = { spawning: 'spawned', starting: 'started', stopping: 'stopped', restarting: 'restarted', rebuilding: 'rebuilt', destroying: 'destroyed' };
-  const ACTION_VERB = { spawning: 'spawn', starting: 'start', stopping: 'stop', restarting: 'restart', rebuilding: 'rebuild', destroying: 'destroy' };
+  const ACTION_DONE = { spawning: 'spawned', starting: 'started', stopping: 'stopped', restarting: 'restarted', rebuilding: 'rebuilt', destroying: 'destroyed', moving: 'moved' };
+  const ACTION_VERB = { spawning: 'spawn', starting: 'start', stopping: 'stop', restarting: 'restart', rebuilding: 'rebuild', destroying: 'destroy', moving: 'move' };
 
   function applyActivity(snap) {
     S.turns = new Map((snap.turn_states || []).map((t) => [t.name, t]));
