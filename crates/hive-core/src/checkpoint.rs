@@ -12,7 +12,7 @@
 //! `restore.rs`), refusing entries that leave `/state`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hive_proto::AgentName;
@@ -121,36 +121,38 @@ pub async fn take(
              the harness restored its checkpoint"
         )));
     }
-    let stream = link.state_tunnels.open(name).await.map_err(|e| {
-        Error::refused(format!("no checkpoint of {name}: {e}"))
-    })?;
-    let dir = dir(paths, name);
-    crate::paths::create_dir(&dir).map_err(|e| Error::Internal(format!("{e:#}")))?;
-    let mut id = [0u8; 8];
-    getrandom::fill(&mut id).map_err(|e| Error::Internal(format!("random name: {e}")))?;
-    let tmp = dir.join(format!(
-        ".incoming-{}.tar",
-        id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    let received = tokio::time::timeout(timeout, receive(stream, tmp.clone(), link.checkpoint_cap))
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "the harness sent no whole checkpoint within {}s",
-                timeout.as_secs()
-            ))
-        });
-    let kept = received.and_then(|()| {
-        std::fs::rename(&tmp, dir.join(FILE)).map_err(|e| format!("keep the checkpoint: {e}"))
-    });
-    if let Err(e) = kept {
-        let _ = std::fs::remove_file(&tmp);
+    let received = async {
+        let stream = link.state_tunnels.open(name).await?;
+        let dir = dir(paths, name);
+        crate::paths::create_dir(&dir).map_err(|e| format!("{e:#}"))?;
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| format!("random name: {e}"))?;
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".incoming-{id}.tar"));
+        let received = tokio::time::timeout(timeout, receive(stream, &tmp, link.checkpoint_cap))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the harness sent no whole checkpoint within {}s",
+                    timeout.as_secs()
+                ))
+            })
+            .and_then(|()| {
+                std::fs::rename(&tmp, dir.join(FILE))
+                    .map_err(|e| format!("keep the checkpoint: {e}"))
+            });
+        if received.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        received
+    };
+    if let Err(e) = received.await {
         let previous = match last(paths, name) {
             Some(c) => format!("the previous one ({}) is kept", c.describe()),
             None => "there is no previous one".to_owned(),
         };
         return Err(Error::refused(format!(
-            "checkpoint of {name} not kept: {e}; {previous}"
+            "no new checkpoint of {name}: {e}; {previous}"
         )));
     }
     let kept = last(paths, name)
@@ -162,14 +164,14 @@ pub async fn take(
 /// Copies the stream into `tmp` (created new, 0600), refusing more than
 /// `cap` bytes, a stream that did not end cleanly, and bytes that are not
 /// a whole tar archive (no end-of-archive blocks: cut short).
-async fn receive(mut stream: PageStream, tmp: PathBuf, cap: u64) -> std::result::Result<(), String> {
+async fn receive(mut stream: PageStream, tmp: &Path, cap: u64) -> std::result::Result<(), String> {
     let mut file = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&tmp)
+            .open(tmp)
             .map_err(|e| format!("{}: {e}", tmp.display()))?
     };
     let mut total: u64 = 0;

@@ -2,7 +2,9 @@
 //! The harness keeps one tunnel connection open; core asks on it for a
 //! stream ([`hive_proto::link::PageOpen`] with a random id), and the
 //! harness opens a new connection that names the id first. A stream counts
-//! only from the agent whose page was asked for.
+//! only from the agent whose page was asked for. The state tunnels of
+//! checkpoints (`crate::checkpoint`) are a second [`Tunnels`], asked and
+//! answered the same way.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -101,7 +103,7 @@ impl Tunnels {
         let queue = {
             let mut state = self.lock();
             let Some((_, queue)) = state.open.get(agent) else {
-                return Err("no page tunnel: the harness is not linked (is it running?)".into());
+                return Err("no tunnel: the harness is not linked (is it running?)".into());
             };
             let queue = queue.clone();
             state.pending.insert(id.clone(), (agent.clone(), tx));
@@ -117,7 +119,7 @@ impl Tunnels {
             None
         };
         self.lock().pending.remove(&id);
-        opened.ok_or_else(|| "the harness opened no page stream in time".to_owned())
+        opened.ok_or_else(|| "the harness opened no stream in time".to_owned())
     }
 
     /// A stream `agent` opened for `id`: handed to whoever waits for it,
