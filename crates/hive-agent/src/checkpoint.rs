@@ -68,7 +68,7 @@ fn add_dir<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> std::i
         } else if kind.is_file() {
             let file = match std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(entry.path())
             {
                 Ok(file) => file,
@@ -88,9 +88,8 @@ fn add_dir<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> std::i
 /// Unpacks the tar at `archive` into `root`, checking every entry before
 /// writing any. Answers how many entries it wrote.
 pub fn unpack(root: &Path, archive: &Path) -> anyhow::Result<usize> {
-    let open = || {
-        std::fs::File::open(archive).with_context(|| format!("open {}", archive.display()))
-    };
+    let open =
+        || std::fs::File::open(archive).with_context(|| format!("open {}", archive.display()));
     let mut links: HashSet<PathBuf> = HashSet::new();
     let mut checked = tar::Archive::new(open()?);
     for entry in checked.entries().context("read the checkpoint")? {
@@ -105,7 +104,10 @@ pub fn unpack(root: &Path, archive: &Path) -> anyhow::Result<usize> {
             bail!("entry {}: not a path in /state", raw.display());
         }
         if path == Path::new(RESTORE_FILE) {
-            bail!("entry {}: a name the restore keeps for itself", raw.display());
+            bail!(
+                "entry {}: a name the restore keeps for itself",
+                raw.display()
+            );
         }
         if path.ancestors().skip(1).any(|a| links.contains(a)) {
             bail!("entry {}: goes through a link", raw.display());
@@ -115,9 +117,8 @@ pub fn unpack(root: &Path, archive: &Path) -> anyhow::Result<usize> {
                 .link_name()
                 .context("a link's target")?
                 .with_context(|| format!("entry {}: a link without a target", raw.display()))?;
-            link_stays_inside(&path, &target, &links).with_context(|| {
-                format!("entry {} -> {}", raw.display(), target.display())
-            })?;
+            link_stays_inside(&path, &target, &links)
+                .with_context(|| format!("entry {} -> {}", raw.display(), target.display()))?;
             links.insert(path);
         } else if !(kind.is_file() || kind.is_dir()) {
             bail!(
@@ -134,8 +135,14 @@ pub fn unpack(root: &Path, archive: &Path) -> anyhow::Result<usize> {
         if entry.header().entry_type().is_pax_global_extensions() {
             continue;
         }
-        let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
-        if !entry.unpack_in(root).with_context(|| format!("unpack {path}"))? {
+        let path = entry
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !entry
+            .unpack_in(root)
+            .with_context(|| format!("unpack {path}"))?
+        {
             bail!("entry {path}: refused by tar (outside /state)");
         }
         written += 1;
@@ -239,7 +246,14 @@ async fn send_checkpoint(dialer: &Dialer, state_dir: &Path, ask: PageOpen) -> an
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let root = state_dir.to_owned();
     let made = tokio::task::spawn_blocking(move || {
-        write_tar(&root, ChunkWriter { tx, buf: Vec::new() })?.flush()
+        write_tar(
+            &root,
+            ChunkWriter {
+                tx,
+                buf: Vec::new(),
+            },
+        )?
+        .flush()
     });
     while let Some(chunk) = rx.recv().await {
         stream.write_all(&chunk).await.context("send")?;
@@ -248,6 +262,10 @@ async fn send_checkpoint(dialer: &Dialer, state_dir: &Path, ask: PageOpen) -> an
         .context("the tar thread")?
         .context("tar /state")?;
     stream.shutdown().await.context("close")?;
+    // Until core closes too: closing with unread bytes (TLS session
+    // tickets) would reset the connection before core read the end.
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut sink)).await;
     Ok(())
 }
 
@@ -385,7 +403,10 @@ mod tests {
         let state = to.path().join("state");
         std::fs::create_dir(&state).unwrap();
         unpack(&state, &path).unwrap();
-        assert_eq!(std::fs::read(state.join("notes/deep/a.txt")).unwrap(), b"remember");
+        assert_eq!(
+            std::fs::read(state.join("notes/deep/a.txt")).unwrap(),
+            b"remember"
+        );
         assert_eq!(std::fs::read(state.join("a")).unwrap(), b"remember");
         assert!(!state.join(RESTORE_FILE).exists());
     }
@@ -397,14 +418,20 @@ mod tests {
             ("absolute", Box::new(|b| file(b, "/tmp/escaped", b"x"))),
             ("leaves", Box::new(|b| link(b, "up", "../.."))),
             ("absolute", Box::new(|b| link(b, "etc", "/etc"))),
-            ("through another link", Box::new(|b| {
-                link(b, "dot", ".");
-                link(b, "out", "dot/..");
-            })),
-            ("goes through a link", Box::new(|b| {
-                link(b, "sub", "real");
-                file(b, "sub/x", b"x");
-            })),
+            (
+                "through another link",
+                Box::new(|b| {
+                    link(b, "dot", ".");
+                    link(b, "out", "dot/..");
+                }),
+            ),
+            (
+                "goes through a link",
+                Box::new(|b| {
+                    link(b, "sub", "real");
+                    file(b, "sub/x", b"x");
+                }),
+            ),
         ];
         for (what, build) in cases {
             let dir = tempfile::tempdir().unwrap();

@@ -83,7 +83,9 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
                 agent_names: vec![name],
             })?)
         }
-        Move { name, node } => HostResponse::approvals(vec![coord.approvals.request_move(&name, &node)?]),
+        Move { name, node } => {
+            HostResponse::approvals(vec![coord.approvals.request_move(&name, &node)?])
+        }
         List => HostResponse::agents(coord.store.agents()?.into_iter().map(|a| a.name).collect()),
         Pending => HostResponse::approvals(coord.store.pending_approvals()?),
         Approve { id } => coord.approvals.approve(id).await.map(|_| ok)?,

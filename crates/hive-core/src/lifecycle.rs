@@ -697,7 +697,11 @@ impl Lifecycle {
             )));
         }
         let link = self.state_link("move")?;
-        if node.is_empty() || node.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')) {
+        if node.is_empty()
+            || node
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        {
             return Err(Error::refused(format!("{node:?} is not a node id")));
         }
         let from = record.node.as_deref().unwrap_or("no node yet");
@@ -741,7 +745,12 @@ impl Lifecycle {
         result
     }
 
-    async fn relocate_inner(&self, runtime: &dyn Runtime, name: &AgentName, node: &str) -> Result<()> {
+    async fn relocate_inner(
+        &self,
+        runtime: &dyn Runtime,
+        name: &AgentName,
+        node: &str,
+    ) -> Result<()> {
         let link = self.state_link("move")?;
         let record = require_agent(&self.store, name)?;
         let from = record.node.clone();
@@ -778,7 +787,8 @@ impl Lifecycle {
         self.store.set_node(name.as_str(), Some(node))?;
         checkpoint::set_restore_pending(&self.paths, name, true)?;
         let moved = async {
-            self.create_container(runtime, name, port, &deployed).await?;
+            self.create_container(runtime, name, port, &deployed)
+                .await?;
             self.store.set_has_container(name.as_str(), true)?;
             runtime.start(name).await.map_err(Error::from)
         }
@@ -793,7 +803,8 @@ impl Lifecycle {
         self.store.set_node(name.as_str(), from.as_deref())?;
         checkpoint::set_restore_pending(&self.paths, name, was_pending)?;
         let back = async {
-            self.create_container(runtime, name, port, &deployed).await?;
+            self.create_container(runtime, name, port, &deployed)
+                .await?;
             if was_running {
                 runtime.start(name).await.map_err(Error::from)?;
             }

@@ -128,8 +128,8 @@ impl Tunnels {
         let mut state = self.lock();
         match state.pending.get(id) {
             Some((owner, _)) if owner == agent => {}
-            Some(_) => return Err(format!("{agent} answered another agent's page stream")),
-            None => return Err(format!("{agent} opened a page stream nobody asked for")),
+            Some(_) => return Err(format!("{agent} answered another agent's stream")),
+            None => return Err(format!("{agent} opened a stream nobody asked for")),
         }
         let Some((_, waiter)) = state.pending.remove(id) else {
             return Err("gone".into());

@@ -22,7 +22,10 @@ fn state(hive: &Hive, name: &str) -> PathBuf {
 }
 
 fn checkpoints(hive: &Hive, name: &str) -> PathBuf {
-    hive.state_dir().join("agents").join(name).join("checkpoints")
+    hive.state_dir()
+        .join("agents")
+        .join(name)
+        .join("checkpoints")
 }
 
 fn kept(hive: &Hive, name: &str) -> Option<Vec<u8>> {
@@ -41,6 +44,19 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `hive checkpoint <name>` once its harness's state tunnel is up (it
+/// opens after the agent socket `linked` looks for).
+fn checkpoint_when_linked(hive: &Hive, name: &str) -> String {
+    let request = format!(r#"{{"cmd":"checkpoint","name":"{name}"}}"#);
+    let mut answer = String::new();
+    within("a checkpoint", || {
+        answer = hive.host(&request);
+        answer.contains("not linked") == false
+    });
+    ok(&answer);
+    answer
+}
+
 fn ok(line: &str) {
     assert!(line.starts_with(r#"{"version":1,"ok":true"#), "{line}");
 }
@@ -55,8 +71,7 @@ fn a_checkpoint_comes_back_into_an_empty_state_after_a_restore() {
     std::fs::write(notes.join("remember.txt"), "the plan").unwrap();
     std::os::unix::fs::symlink("notes/remember.txt", state(&hive, "eng").join("plan")).unwrap();
 
-    let answer = hive.host(r#"{"cmd":"checkpoint","name":"eng"}"#);
-    ok(&answer);
+    let answer = checkpoint_when_linked(&hive, "eng");
     let row = &json(&answer)["agent_statuses"][0];
     let bytes = row["checkpoint_bytes"].as_u64().unwrap();
     assert_eq!(kept(&hive, "eng").unwrap().len() as u64, bytes);
@@ -135,20 +150,21 @@ async fn answer(dialer: &Dialer, ask: &PageOpen, bytes: &[u8]) {
 }
 
 #[test]
-fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothing_outside_state()
-{
+fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothing_outside_state() {
     let link = "127.0.0.1:19320";
     let hive = linked_hive(
         "process",
         link,
         ("19321", "19322-19329"),
-        &["--checkpoint-cap", "65536"],
+        &["--checkpoint-cap", "4000000"],
     );
     spawn(&hive, "a");
     spawn(&hive, "b");
-    within("a and b to link", || linked(&hive, "a") && linked(&hive, "b"));
+    within("a and b to link", || {
+        linked(&hive, "a") && linked(&hive, "b")
+    });
     std::fs::write(state(&hive, "a").join("good.txt"), "good").unwrap();
-    ok(&hive.host(r#"{"cmd":"checkpoint","name":"a"}"#));
+    checkpoint_when_linked(&hive, "a");
     // a's harness stops (a checkpoint at the stop); its credential stays
     // a's until a new container is made, and the test holds a copy.
     ok(&hive.host(r#"{"cmd":"kill","name":"a"}"#));
@@ -171,7 +187,9 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
             stream: "0".repeat(32),
         };
         let mut unasked = state_conn(&as_a, &open).await;
-        let _ = unasked.write_all(&raw_tar(&[("planted", b"x")], true)).await;
+        let _ = unasked
+            .write_all(&raw_tar(&[("planted", b"x")], true))
+            .await;
         let mut sink = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), unasked.read_to_end(&mut sink)).await;
         assert_eq!(kept(&hive, "a").unwrap(), good);
@@ -179,6 +197,27 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
         // The test is a's harness now: its state tunnel hears core's asks.
         let tunnel = state_conn(&as_a, &StateOpen::Tunnel).await;
         let mut asks = BufReader::new(tunnel).lines();
+
+        // b answers the stream core asked of a: refused, the previous kept.
+        // (Core registers the tunnel a moment after its first line: until
+        // then a checkpoint is refused as not linked, and asked again.)
+        let (asked, ask) = loop {
+            let asked = checkpoint_a();
+            match tokio::time::timeout(Duration::from_secs(3), asks.next_line()).await {
+                Ok(line) => {
+                    break (
+                        asked,
+                        serde_json::from_str::<PageOpen>(&line.unwrap().unwrap()).unwrap(),
+                    );
+                }
+                Err(_) => {
+                    let said = tokio::task::spawn_blocking(move || asked.join().unwrap())
+                        .await
+                        .unwrap();
+                    assert!(said.contains("not linked"), "{said}");
+                }
+            }
+        };
         let mut next_ask = async || -> PageOpen {
             let line = tokio::time::timeout(Duration::from_secs(20), asks.next_line())
                 .await
@@ -187,10 +226,6 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
                 .unwrap();
             serde_json::from_str(&line).unwrap()
         };
-
-        // b answers the stream core asked of a: refused, the previous kept.
-        let asked = checkpoint_a();
-        let ask = next_ask().await;
         answer(&as_b, &ask, &raw_tar(&[("from-b", b"x")], true)).await;
         let said = tokio::task::spawn_blocking(move || asked.join().unwrap())
             .await
@@ -201,7 +236,10 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
 
         // Over the cap, then cut short: refused, the previous kept.
         for (bytes, words) in [
-            (raw_tar(&[("big", &vec![7u8; 70_000])], true), "over the cap"),
+            (
+                raw_tar(&[("big", &vec![7u8; 4_100_000])], true),
+                "over the cap",
+            ),
             (raw_tar(&[("short", b"x")], false), "not a whole tar"),
         ] {
             let asked = checkpoint_a();
@@ -218,7 +256,11 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
         // a's own tar with entries that leave /state: core keeps it (it is
         // a's, opaque)...
         let evil = raw_tar(
-            &[("fine.txt", b"x"), ("../escaped", b"x"), ("/tmp/abs-escaped", b"x")],
+            &[
+                ("fine.txt", b"x"),
+                ("../escaped", b"x"),
+                ("/tmp/abs-escaped", b"x"),
+            ],
             true,
         );
         let asked = checkpoint_a();
