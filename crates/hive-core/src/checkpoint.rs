@@ -29,8 +29,6 @@ const FILE: &str = "state.tar";
 const RESTORE_PENDING: &str = "restore-pending";
 /// How long a restoring harness has to unpack and say so.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
-/// The default largest checkpoint core keeps (`--checkpoint-cap-mb`).
-pub const DEFAULT_CAP: u64 = 4 << 30;
 
 /// One kept checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

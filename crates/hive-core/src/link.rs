@@ -40,6 +40,9 @@ pub const ALPNS: [&str; 6] = [
     hive_proto::link::ALPN_STATE,
 ];
 
+/// The largest checkpoint core keeps by default (`--checkpoint-cap`).
+pub const DEFAULT_CHECKPOINT_CAP: u64 = 4 << 30;
+
 /// Where the link listens and what containers are told.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -155,7 +158,7 @@ impl Link {
             registry: Mutex::new(registry),
             tunnels: Tunnels::default(),
             state_tunnels: Tunnels::default(),
-            checkpoint_cap: crate::checkpoint::DEFAULT_CAP,
+            checkpoint_cap: DEFAULT_CHECKPOINT_CAP,
             control: Mutex::default(),
         })
     }

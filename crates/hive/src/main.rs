@@ -156,7 +156,7 @@ struct ServeArgs {
     /// The largest checkpoint of an agent's `/state` core keeps, in bytes
     /// (checkpoints travel over the link; a bigger one is refused and the
     /// previous one kept).
-    #[arg(long, value_name = "BYTES", default_value_t = hive_core::checkpoint::DEFAULT_CAP)]
+    #[arg(long, value_name = "BYTES", default_value_t = hive_core::link::DEFAULT_CHECKPOINT_CAP)]
     checkpoint_cap: u64,
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn linked_hive(runtime: &str, link: &str, ports: (&str, &str), extra:
 }
 
 /// [`linked_hive`] in `dir` (a hive started there before, say).
-fn linked_hive_in(
+pub(crate) fn linked_hive_in(
     dir: tempfile::TempDir,
     runtime: &str,
     link: &str,
