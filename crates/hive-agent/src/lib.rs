@@ -17,7 +17,6 @@
 
 pub mod bench;
 pub mod bus;
-pub mod checkpoint;
 pub mod cli;
 pub mod client;
 pub mod deployed;

@@ -10,7 +10,7 @@
 //!   for on it is a new link connection piped to the local page socket;
 //! - `/state`: restored from core's checkpoint at start when one is
 //!   pending, and a tar of it sent whenever core asks on the state tunnel
-//!   (`crate::checkpoint`).
+//!   ([`checkpoint`]).
 //!
 //! The harness trusts only the hive's CA (from its credential dir) and
 //! core's name [`SERVER_NAME`]; its own certificate is its identity.
@@ -30,6 +30,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+pub mod checkpoint;
 
 /// How long a link connection may take to open.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,10 +183,10 @@ pub async fn start(config: &LinkConfig, local: Local<'_>) -> anyhow::Result<Link
         .map_err(|_| anyhow::anyhow!("no control files from core over the link in time"))?
         .map_err(|_| anyhow::anyhow!("the link's control channel ended"))?;
     // Before the first turn, and before core may ask for a checkpoint.
-    crate::checkpoint::restore(&dialer, local.state)
+    checkpoint::restore(&dialer, local.state)
         .await
         .context("restore /state from core's checkpoint")?;
-    tokio::spawn(crate::checkpoint::tunnel(dialer, local.state.to_owned()));
+    tokio::spawn(checkpoint::tunnel(dialer, local.state.to_owned()));
     tracing::info!(addr = %config.addr, "linked to core over TLS");
     Ok(Linked {
         paused: paused_rx,

@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use hive_proto::link::{ALPN_STATE, PageOpen, RestoreDone, RestoreOffer, StateOpen};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::link::Dialer;
+use super::Dialer;
 
 /// Where a restore keeps the checkpoint while it checks and unpacks it
 /// (in `/state`: the volume has the room, `/tmp` may be memory). Never
