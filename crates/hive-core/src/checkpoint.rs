@@ -197,7 +197,7 @@ async fn receive(mut stream: PageStream, tmp: &Path, cap: u64) -> std::result::R
             tail.drain(..tail.len() - 1024);
         }
     }
-    if total < 1024 || total % 512 != 0 || tail.iter().any(|&b| b != 0) {
+    if total < 1024 || !total.is_multiple_of(512) || tail.iter().any(|&b| b != 0) {
         return Err(format!(
             "{total} bytes that are not a whole tar archive (cut short?)"
         ));

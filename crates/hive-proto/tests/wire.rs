@@ -1341,6 +1341,45 @@ fn link_lines() {
         serde_json::from_str::<ControlFiles>("{}").unwrap(),
         ControlFiles::default()
     );
+    // The state channel: each connection's first line, core's offer, the
+    // harness's word.
+    use hive_proto::link::{RestoreDone, RestoreOffer, StateOpen};
+    check(StateOpen::Tunnel, r#"{"open":"tunnel"}"#);
+    check(
+        StateOpen::Checkpoint {
+            stream: "00ff".into(),
+        },
+        r#"{"open":"checkpoint","stream":"00ff"}"#,
+    );
+    check(StateOpen::Restore, r#"{"open":"restore"}"#);
+    check(
+        RestoreOffer {
+            bytes: None,
+            taken_at: None,
+        },
+        r#"{"bytes":null}"#,
+    );
+    check(
+        RestoreOffer {
+            bytes: Some(10240),
+            taken_at: Some(AT),
+        },
+        r#"{"bytes":10240,"taken_at":1789204500}"#,
+    );
+    check(
+        RestoreDone {
+            ok: false,
+            error: Some("entry ../x: a path with `..`".into()),
+        },
+        r#"{"ok":false,"error":"entry ../x: a path with `..`"}"#,
+    );
+    check(
+        RestoreDone {
+            ok: true,
+            error: None,
+        },
+        r#"{"ok":true}"#,
+    );
 }
 
 /// `to` is the same string on the wire as it always was (the original's

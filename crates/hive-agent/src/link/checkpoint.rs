@@ -411,9 +411,11 @@ mod tests {
         assert!(!state.join(RESTORE_FILE).exists());
     }
 
+    type Build = Box<dyn Fn(&mut tar::Builder<std::fs::File>)>;
+
     #[test]
     fn a_restore_refuses_entries_that_leave_state_and_writes_nothing() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut tar::Builder<std::fs::File>)>)> = vec![
+        let cases: Vec<(&str, Build)> = vec![
             ("..", Box::new(|b| file(b, "../escaped", b"x"))),
             ("absolute", Box::new(|b| file(b, "/tmp/escaped", b"x"))),
             ("leaves", Box::new(|b| link(b, "up", "../.."))),

@@ -51,7 +51,7 @@ fn checkpoint_when_linked(hive: &Hive, name: &str) -> String {
     let mut answer = String::new();
     within("a checkpoint", || {
         answer = hive.host(&request);
-        answer.contains("not linked") == false
+        !answer.contains("not linked")
     });
     ok(&answer);
     answer
