@@ -815,8 +815,8 @@ impl Lifecycle {
     ) -> Result<()> {
         let link = self.state_link("move")?;
         let record = require_agent(&self.store, name)?;
-        let from = record.node.clone();
-        let from_text = from.clone().unwrap_or_else(|| "no node".to_owned());
+        let before = self.state_placement(name)?;
+        let from_text = before.node.clone().unwrap_or_else(|| "no node".to_owned());
         let was_pending = checkpoint::restore_pending(&self.paths, name);
         if link.state_tunnels.has(name) && !was_pending {
             checkpoint::take(&self.paths, link, name, CHECKPOINT_TIMEOUT)
@@ -846,7 +846,10 @@ impl Lifecycle {
         }
         let port = self.ports.web_port(name)?;
         let deployed = self.configs.ensure(name).await?;
-        self.store.set_node(name.as_str(), Some(node))?;
+        // A fresh, empty state volume on the new node, filled from the
+        // checkpoint by its harness before its first turn.
+        self.refresh_containers().await;
+        self.repin(name, Some(node), true)?;
         checkpoint::set_restore_pending(&self.paths, name, true)?;
         let moved = async {
             self.create_container(runtime, name, port, &deployed)
@@ -860,9 +863,10 @@ impl Lifecycle {
             tracing::info!(agent = %name, %node, "moved; its harness restores its checkpoint");
             return Ok(());
         };
-        // Back where it was: its pin, its flag, its container's spec, and
-        // running again if it ran.
-        self.store.set_node(name.as_str(), from.as_deref())?;
+        // Back where it was: its pin and state volume, its flag, its
+        // container's spec, and running again if it ran.
+        self.store
+            .set_placement(name.as_str(), before.node.as_deref(), before.generation)?;
         checkpoint::set_restore_pending(&self.paths, name, was_pending)?;
         let back = async {
             self.create_container(runtime, name, port, &deployed)
