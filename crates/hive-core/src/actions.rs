@@ -227,7 +227,7 @@ impl Approvals {
             id: a.id,
             agent: a.agent.clone(),
             approval_kind: a.kind,
-            sha_short: sha_short(&a.commit_ref),
+            sha_short: sha_short(a),
             diff: None,
             description: a.description.clone(),
         });
@@ -250,7 +250,7 @@ impl Approvals {
             id: a.id,
             agent: a.agent.clone(),
             approval_kind: a.kind,
-            sha_short: sha_short(&a.commit_ref),
+            sha_short: sha_short(a),
             status: a.status,
             resolved_at: a.resolved_at.unwrap_or_else(hive_store::now_unix),
             note: a.note.clone(),
@@ -367,6 +367,9 @@ impl Approvals {
     }
 }
 
-fn sha_short(commit_ref: &str) -> Option<String> {
-    (!commit_ref.is_empty()).then(|| commit_ref.chars().take(12).collect())
+/// A deploy's short sha (a move's `commit_ref` is its node, no sha).
+fn sha_short(a: &Approval) -> Option<String> {
+    let commit_ref = &a.commit_ref;
+    (a.kind != ApprovalKind::Move && !commit_ref.is_empty())
+        .then(|| commit_ref.chars().take(12).collect())
 }

@@ -513,7 +513,7 @@
     return pre;
   }
 
-  const KIND_LABEL = { spawn: 'spawn', apply_commit: 'config', init_config: 'init config' };
+  const KIND_LABEL = { spawn: 'spawn', apply_commit: 'config', init_config: 'init config', move: 'move' };
 
   function approvalCard(a) {
     let diff = null;
