@@ -592,7 +592,8 @@
       id: a.id,
       agent: a.agent,
       kind: a.approval_kind || a.kind,
-      sha_short: a.sha_short || (a.commit_ref ? a.commit_ref.slice(0, 12) : null),
+      // A move's commit_ref is its node, not a sha (its description names it).
+      sha_short: a.sha_short || (a.commit_ref && (a.approval_kind || a.kind) !== 'move' ? a.commit_ref.slice(0, 12) : null),
       diff: a.diff,
       diff_error: a.diff_error,
       description: a.description,
