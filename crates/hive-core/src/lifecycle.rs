@@ -833,6 +833,8 @@ impl Lifecycle {
             .status
             .container_status(name.as_str())
             .is_some_and(|c| c.running);
+        let port = self.ports.web_port(name)?;
+        let deployed = self.configs.ensure(name).await?;
         if record.has_container {
             runtime
                 .stop(name, STOP_GRACE)
@@ -844,14 +846,12 @@ impl Lifecycle {
                     ))
                 })?;
         }
-        let port = self.ports.web_port(name)?;
-        let deployed = self.configs.ensure(name).await?;
-        // A fresh, empty state volume on the new node, filled from the
-        // checkpoint by its harness before its first turn.
-        self.refresh_containers().await;
-        self.repin(name, Some(node), true)?;
-        checkpoint::set_restore_pending(&self.paths, name, true)?;
         let moved = async {
+            // A fresh, empty state volume on the new node, filled from the
+            // checkpoint by its harness before its first turn.
+            self.refresh_containers().await;
+            self.repin(name, Some(node), true)?;
+            checkpoint::set_restore_pending(&self.paths, name, true)?;
             self.create_container(runtime, name, port, &deployed)
                 .await?;
             self.store.set_has_container(name.as_str(), true)?;
