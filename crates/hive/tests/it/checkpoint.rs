@@ -86,7 +86,11 @@ fn a_checkpoint_comes_back_into_an_empty_state_after_a_restore() {
     let refused = hive.host(r#"{"cmd":"move","name":"eng","node":"n2"}"#);
     assert!(refused.contains("schedules across hosts"), "{refused}");
     ok(&hive.host(r#"{"cmd":"pending"}"#));
-    assert!(!hive.host(r#"{"cmd":"pending"}"#).contains(r#""kind":"move""#));
+    assert!(
+        !hive
+            .host(r#"{"cmd":"pending"}"#)
+            .contains(r#""kind":"move""#)
+    );
 
     // A graceful stop checkpoints again; then /state is lost, as on a
     // dead node, and the next start restores it (the marker a move sets).
