@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +23,7 @@ use tokio::sync::{broadcast, watch};
 use crate::{ContainerSpec, ContainerStatus, Error, Result, Runtime, StateChange};
 
 /// The command a launcher wants run for a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct CommandLine {
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -30,6 +31,39 @@ pub struct CommandLine {
     pub env: Vec<(String, String)>,
     /// Working directory on the host.
     pub cwd: PathBuf,
+    /// Descriptors the child inherits at their own numbers (the args name
+    /// them: bwrap's `--seccomp FD`); every other one of the daemon's is
+    /// close-on-exec. The parent's copies close when the line is dropped.
+    pub inherit: Vec<OwnedFd>,
+}
+
+/// Makes `fds` survive the exec of `command`'s child, at their numbers;
+/// they stay close-on-exec in the daemon, so no other child gets them.
+pub(crate) fn inherit(command: &mut std::process::Command, fds: &[OwnedFd]) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt as _;
+    if fds.is_empty() {
+        return;
+    }
+    let fds: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let clear_cloexec = move || {
+        for &fd in &fds {
+            // SAFETY: fcntl is async-signal-safe; `fd` is open in the
+            // child (the parent holds it open across the spawn).
+            #[allow(unsafe_code)]
+            if unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) } == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec; it only calls
+    // fcntl and reads a vector allocated before the fork (no allocation,
+    // no lock).
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(clear_cloexec);
+    }
 }
 
 /// Builds the command line of one kind of child-supervised container.
@@ -247,10 +281,12 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
             .stderr(Stdio::from(log2))
             .process_group(0)
             .kill_on_drop(true);
+        inherit(command.as_std_mut(), &line.inherit);
         let mut child = command.spawn().map_err(Error::io(format!(
             "start {} for {name}",
             line.program.display()
         )))?;
+        drop(line);
         let pid = child.id();
         if let Some(pid) = pid
             && let Err(e) = write_pidfile(&pidfile(&log_path), pid)
@@ -405,6 +441,7 @@ fn wrap(line: CommandLine, spec: &ContainerSpec, runs_as_user: bool) -> Result<C
         args,
         env: line.env,
         cwd: line.cwd,
+        inherit: line.inherit,
     })
 }
 
@@ -427,6 +464,7 @@ fn enter_groups(line: CommandLine, groups: &crate::cgroup::Groups) -> Result<Com
         args,
         env: line.env,
         cwd: line.cwd,
+        inherit: line.inherit,
     })
 }
 

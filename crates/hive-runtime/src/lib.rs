@@ -32,6 +32,7 @@ pub mod nspawn;
 pub mod plain;
 pub mod probe;
 pub mod process;
+pub mod seccomp;
 pub mod swarm;
 
 /// Where a container's program finds its world, inside any sandbox.

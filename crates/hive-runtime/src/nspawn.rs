@@ -176,6 +176,7 @@ impl Launcher for NspawnLauncher {
             args,
             env,
             cwd: PathBuf::from("/"),
+            inherit: Vec::new(),
         })
     }
 }

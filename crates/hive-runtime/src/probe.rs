@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -32,6 +33,17 @@ pub(crate) fn run_check<A: AsRef<OsStr>>(
     program: &Path,
     args: &[A],
 ) -> std::result::Result<(), String> {
+    run_check_inheriting(program, args, &[])
+}
+
+/// [`run_check`] whose child inherits `fds` (see [`CommandLine::inherit`]).
+///
+/// [`CommandLine::inherit`]: crate::child::CommandLine::inherit
+pub(crate) fn run_check_inheriting<A: AsRef<OsStr>>(
+    program: &Path,
+    args: &[A],
+    fds: &[OwnedFd],
+) -> std::result::Result<(), String> {
     #[allow(
         clippy::disallowed_methods,
         reason = "a short synchronous probe, not a container: ChildRuntime spawns those"
@@ -43,6 +55,7 @@ pub(crate) fn run_check<A: AsRef<OsStr>>(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    crate::child::inherit(&mut command, fds);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
@@ -82,6 +95,25 @@ pub(crate) fn run_check<A: AsRef<OsStr>>(
     } else {
         Err(format!("{} ({status})", said.join("; ")))
     }
+}
+
+/// Whether `program --help` mentions `flag` (a feature of its version).
+pub(crate) fn help_mentions(program: &Path, flag: &str) -> bool {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a short synchronous probe, not a container: ChildRuntime spawns those"
+    )]
+    let output = std::process::Command::new(program)
+        .arg("--help")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output();
+    output.is_ok_and(|out| {
+        let text = [out.stdout, out.stderr].concat();
+        String::from_utf8_lossy(&text)
+            .split_whitespace()
+            .any(|word| word == flag)
+    })
 }
 
 /// A line nspawn prints on every exit where `/run` is not a tmpfs; not a
