@@ -28,6 +28,7 @@ pub mod child;
 pub mod docker;
 pub mod etc;
 pub mod follow;
+mod inherit;
 pub mod nspawn;
 pub mod plain;
 pub mod probe;

@@ -44,18 +44,12 @@ pub(crate) fn run_check_inheriting<A: AsRef<OsStr>>(
     args: &[A],
     fds: &[OwnedFd],
 ) -> std::result::Result<(), String> {
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "a short synchronous probe, not a container: ChildRuntime spawns those"
-    )]
-    let mut command = std::process::Command::new(program);
+    let mut command = probe_command(program);
     command
         .args(args.iter().map(AsRef::as_ref))
-        .current_dir("/")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    crate::child::inherit(&mut command, fds);
+    crate::inherit::keep_open(&mut command, fds);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
@@ -97,17 +91,20 @@ pub(crate) fn run_check_inheriting<A: AsRef<OsStr>>(
     }
 }
 
-/// Whether `program --help` mentions `flag` (a feature of its version).
-pub(crate) fn help_mentions(program: &Path, flag: &str) -> bool {
+/// `program` to be run for a probe, in `/`, with no input.
+fn probe_command(program: &Path) -> std::process::Command {
     #[allow(
         clippy::disallowed_methods,
         reason = "a short synchronous probe, not a container: ChildRuntime spawns those"
     )]
-    let output = std::process::Command::new(program)
-        .arg("--help")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .output();
+    let mut command = std::process::Command::new(program);
+    command.current_dir("/").stdin(Stdio::null());
+    command
+}
+
+/// Whether `program --help` mentions `flag` (a feature of its version).
+pub(crate) fn help_mentions(program: &Path, flag: &str) -> bool {
+    let output = probe_command(program).arg("--help").output();
     output.is_ok_and(|out| {
         let text = [out.stdout, out.stderr].concat();
         String::from_utf8_lossy(&text)
