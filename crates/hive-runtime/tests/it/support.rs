@@ -344,7 +344,7 @@ sleep 1000 &
   touch /run/hive/page/page.sock && echo "wrote=/run/hive/page"
   [ -e /run/hive/egress.sock ] && echo "seen=/run/hive/egress.sock"
   echo "passwd=$(cut -d: -f1 /etc/passwd | tr '\n' ' ')"
-  python3 - getpid keyctl bpf userfaultfd unshare io_uring_setup clone3 2>/dev/null <<'PY'
+  python3 - getpid keyctl bpf userfaultfd unshare io_uring_setup clone3 x32_getpid 2>/dev/null <<'PY'
 import ctypes, errno, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -359,6 +359,7 @@ calls = {
     "unshare": ((272, 97), (0x10000000,)),  # CLONE_NEWUSER
     "io_uring_setup": ((425, 425), (1, buf)),
     "clone3": ((435, 435), (0, 0)),
+    "x32_getpid": ((0x40000000 + 39, 172), ()),  # getpid by its x32 number
 }
 for name in sys.argv[1:]:
     (x86, a64), args = calls[name]
