@@ -25,6 +25,15 @@
 //!   nothing of it is writable but those binds (and only where the uid may
 //!   write: the state dir is the agent's, core's files are not);
 //! - `--cap-drop ALL` (with `no_new_privs`, which bwrap always sets);
+//! - a seccomp filter ([`crate::seccomp`], Docker's default profile as a
+//!   deny-list: no keyring, bpf, userfaultfd, perf events, io_uring,
+//!   mounts, other namespaces, ptrace…), compiled by core at every start
+//!   and passed with `--seccomp FD` from a sealed memfd the supervisor
+//!   hands down ([`CommandLine::inherit`]): no file anyone could swap;
+//! - `--unshare-user --disable-userns` where bwrap has it (0.8.0 on): no
+//!   nested user namespace even through a path the filter missed. Older
+//!   bwraps run without (the filter still refuses `CLONE_NEWUSER`), and the
+//!   probe says so in the log;
 //! - `--die-with-parent` and `--new-session`; working dir `/state`;
 //! - the environment is [`base_env`] with the in-sandbox paths, passed
 //!   through bwrap's own environment (bwrap hands it on unchanged), so
@@ -34,16 +43,6 @@
 //!
 //! Running bwrap as the agent's uid means it needs search access to the
 //! host paths it binds: core keeps its roots traversable (`o+x`).
-//!
-//! - a seccomp filter ([`crate::seccomp`], Docker's default profile as a
-//!   deny-list: no keyring, bpf, userfaultfd, perf events, io_uring,
-//!   mounts, other namespaces, ptrace…), compiled by core at every start
-//!   and passed with `--seccomp FD` from a sealed memfd the supervisor
-//!   hands down ([`CommandLine::inherit`]): no file anyone could swap;
-//! - `--unshare-user --disable-userns` where bwrap has it (0.8.0 on): no
-//!   nested user namespace even through a path the filter missed. Older
-//!   bwraps run without (the filter still refuses `CLONE_NEWUSER`), and the
-//!   probe says so in the log.
 //!
 //! The probe starts a sandbox with the same filter, so a kernel or bwrap
 //! that cannot load it makes the backend unavailable, with bwrap's reason;
@@ -66,6 +65,10 @@
 //!   outer bwrap, which takes the whole pid namespace with it.
 //! - A bind whose host path does not exist makes bwrap fail at start (the
 //!   exit is reported like any other), not at `create`.
+//! - `--disable-userns` wants an explicit `--unshare-user`, even where
+//!   bwrap makes the user namespace anyway (unprivileged).
+//! - bwrap reads the filter from the descriptor's offset to its end: the
+//!   memfd is rewound after it is written.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd as _, OwnedFd};
