@@ -25,6 +25,15 @@
 //!   nothing of it is writable but those binds (and only where the uid may
 //!   write: the state dir is the agent's, core's files are not);
 //! - `--cap-drop ALL` (with `no_new_privs`, which bwrap always sets);
+//! - a seccomp filter ([`crate::seccomp`], Docker's default profile as a
+//!   deny-list: no keyring, bpf, userfaultfd, perf events, io_uring,
+//!   mounts, other namespaces, ptrace…), compiled by core at every start
+//!   and passed with `--seccomp FD` from a sealed memfd the supervisor
+//!   hands down ([`CommandLine::inherit`]): no file anyone could swap;
+//! - `--unshare-user --disable-userns` where bwrap has it (0.8.0 on): no
+//!   nested user namespace even through a path the filter missed. Older
+//!   bwraps run without (the filter still refuses `CLONE_NEWUSER`), and the
+//!   probe says so in the log;
 //! - `--die-with-parent` and `--new-session`; working dir `/state`;
 //! - the environment is [`base_env`] with the in-sandbox paths, passed
 //!   through bwrap's own environment (bwrap hands it on unchanged), so
@@ -35,10 +44,10 @@
 //! Running bwrap as the agent's uid means it needs search access to the
 //! host paths it binds: core keeps its roots traversable (`o+x`).
 //!
-//! **No seccomp filter**: bwrap applies none of its own (it would take a
-//! compiled BPF program passed with `--seccomp`); the sandbox rests on
-//! namespaces, the unprivileged uid and no capabilities. Docker and nspawn
-//! apply their default filters.
+//! The probe starts a sandbox with the same filter, so a kernel or bwrap
+//! that cannot load it makes the backend unavailable, with bwrap's reason;
+//! a start never falls back to an unfiltered sandbox (bwrap exits if the
+//! filter does not load).
 //!
 //! Gotchas found on the way:
 //!
@@ -56,12 +65,18 @@
 //!   outer bwrap, which takes the whole pid namespace with it.
 //! - A bind whose host path does not exist makes bwrap fail at start (the
 //!   exit is reported like any other), not at `create`.
+//! - `--disable-userns` wants an explicit `--unshare-user`, even where
+//!   bwrap makes the user namespace anyway (unprivileged).
+//! - bwrap reads the filter from the descriptor's offset to its end: the
+//!   memfd is rewound after it is written.
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::child::{CommandLine, Launcher};
-use crate::probe::{find_program, run_check};
+use crate::probe::{find_program, help_mentions, run_check_inheriting};
 use crate::process::{Inside, base_env};
 use crate::{ContainerSpec, Error, Result, mount};
 
@@ -125,10 +140,19 @@ impl Launcher for BwrapLauncher {
                 .chain(ISOLATION)
                 .map(OsStr::new),
         );
+        if !disables_userns(&bwrap) {
+            tracing::warn!(
+                "this bwrap lacks --disable-userns (0.8.0 on): nested user namespaces are \
+                 refused by the seccomp filter alone"
+            );
+        }
+        let (hardening, filter) = hardening(&bwrap)?;
+        args.extend(hardening.iter().map(OsString::as_os_str));
         // The host's `true`, by path: the probe should not depend on `PATH`.
         let true_ = find_program("true").unwrap_or_else(|| PathBuf::from("/bin/true"));
         args.extend([OsStr::new("--"), true_.as_os_str()]);
-        run_check(program, &args).map_err(|e| format!("bwrap cannot create a sandbox: {e}"))
+        run_check_inheriting(program, &args, &[filter])
+            .map_err(|e| format!("bwrap cannot create a sandbox with its seccomp filter: {e}"))
     }
 
     fn command(&self, spec: &ContainerSpec) -> Result<CommandLine> {
@@ -136,20 +160,44 @@ impl Launcher for BwrapLauncher {
             runtime: "bwrap",
             reason: "bwrap not found on PATH".into(),
         })?;
+        let (hardening, filter) = hardening(&program).map_err(|reason| Error::Unavailable {
+            runtime: "bwrap",
+            reason,
+        })?;
         Ok(CommandLine {
+            args: args(spec, hardening)?,
             program,
-            args: args(spec)?,
             env: base_env(spec, self.name(), Inside::SANDBOX),
             cwd: PathBuf::from("/"),
+            inherit: vec![filter],
         })
     }
 }
 
-/// bwrap's arguments for `spec`.
-fn args(spec: &ContainerSpec) -> Result<Vec<OsString>> {
+/// Whether `bwrap` has `--disable-userns` (asked once).
+fn disables_userns(bwrap: &Path) -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| help_mentions(bwrap, "--disable-userns"))
+}
+
+/// The flags past [`ISOLATION`] that narrow what the sandboxed program may
+/// ask of the kernel, and the seccomp filter's memfd they name, which the
+/// child must inherit.
+fn hardening(bwrap: &Path) -> std::result::Result<(Vec<OsString>, OwnedFd), String> {
+    let filter = crate::seccomp::memfd()?;
+    let mut flags: Vec<OsString> = vec!["--seccomp".into(), filter.as_raw_fd().to_string().into()];
+    if disables_userns(bwrap) {
+        flags.extend(["--unshare-user".into(), "--disable-userns".into()]);
+    }
+    Ok((flags, filter))
+}
+
+/// bwrap's arguments for `spec`, [`ISOLATION`] and `hardening` first.
+fn args(spec: &ContainerSpec, hardening: Vec<OsString>) -> Result<Vec<OsString>> {
     spec.unix_only("bwrap")?;
     spec.check_paths()?;
     let mut args: Vec<OsString> = ISOLATION.iter().map(OsString::from).collect();
+    args.extend(hardening);
     let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|s| s.to_os_string()));
     let os = OsStr::new;
     let hostname = spec.container_name();

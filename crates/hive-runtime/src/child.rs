@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +23,7 @@ use tokio::sync::{broadcast, watch};
 use crate::{ContainerSpec, ContainerStatus, Error, Result, Runtime, StateChange};
 
 /// The command a launcher wants run for a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct CommandLine {
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -30,6 +31,10 @@ pub struct CommandLine {
     pub env: Vec<(String, String)>,
     /// Working directory on the host.
     pub cwd: PathBuf,
+    /// Descriptors the child inherits at their own numbers (the args name
+    /// them: bwrap's `--seccomp FD`); every other one of the daemon's is
+    /// close-on-exec. The parent's copies close when the line is dropped.
+    pub inherit: Vec<OwnedFd>,
 }
 
 /// Builds the command line of one kind of child-supervised container.
@@ -247,10 +252,12 @@ impl<L: Launcher> Runtime for ChildRuntime<L> {
             .stderr(Stdio::from(log2))
             .process_group(0)
             .kill_on_drop(true);
+        crate::inherit::keep_open(command.as_std_mut(), &line.inherit);
         let mut child = command.spawn().map_err(Error::io(format!(
             "start {} for {name}",
             line.program.display()
         )))?;
+        drop(line);
         let pid = child.id();
         if let Some(pid) = pid
             && let Err(e) = write_pidfile(&pidfile(&log_path), pid)
@@ -405,6 +412,7 @@ fn wrap(line: CommandLine, spec: &ContainerSpec, runs_as_user: bool) -> Result<C
         args,
         env: line.env,
         cwd: line.cwd,
+        inherit: line.inherit,
     })
 }
 
@@ -427,6 +435,7 @@ fn enter_groups(line: CommandLine, groups: &crate::cgroup::Groups) -> Result<Com
         args,
         env: line.env,
         cwd: line.cwd,
+        inherit: line.inherit,
     })
 }
 

@@ -28,10 +28,12 @@ pub mod child;
 pub mod docker;
 pub mod etc;
 pub mod follow;
+mod inherit;
 pub mod nspawn;
 pub mod plain;
 pub mod probe;
 pub mod process;
+pub mod seccomp;
 pub mod swarm;
 
 /// Where a container's program finds its world, inside any sandbox.

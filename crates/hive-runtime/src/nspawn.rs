@@ -29,7 +29,9 @@
 //! (`--private-network`): the host's loopback is out of reach, and the
 //! only way out is core's egress proxy socket. `/dev` is nspawn's minimal
 //! one (null, zero, full, random, urandom, tty, pts, shm, no `kmsg`), and
-//! nspawn applies its default seccomp filter. CPU and memory limits are
+//! nspawn applies its default seccomp filter, plus [`DENIED_SYSCALLS`],
+//! which that filter allows (systemd 252) and the bwrap backend's denies
+//! ([`crate::seccomp`]). CPU and memory limits are
 //! cgroups ([`crate::cgroup`]) the supervisor enters before `unshare`
 //! starts; nspawn (`--keep-unit`) stays in them.
 //!
@@ -176,6 +178,7 @@ impl Launcher for NspawnLauncher {
             args,
             env,
             cwd: PathBuf::from("/"),
+            inherit: Vec::new(),
         })
     }
 }
@@ -197,6 +200,13 @@ fn programs() -> std::result::Result<(PathBuf, PathBuf), String> {
     let find = |name: &str| find_program(name).ok_or_else(|| format!("{name} not found on PATH"));
     Ok((find("unshare")?, find("systemd-nspawn")?))
 }
+
+/// Syscalls nspawn's default filter lets through that no agent needs and
+/// that widen the kernel's reach (the `~` makes it a deny-list: `EPERM`).
+/// `unshare` and `setns` go whole: nspawn cannot look at their flags.
+/// `clone` with namespace flags stays open here (not filterable by name).
+const DENIED_SYSCALLS: &str = "--system-call-filter=~userfaultfd io_uring_setup io_uring_enter \
+     io_uring_register unshare setns";
 
 /// `unshare`'s arguments up to the machine's command, the probe's
 /// included: nspawn in a pid namespace of its own, running a volatile,
@@ -222,6 +232,7 @@ fn machine_args(nspawn: &Path, machine: &str) -> Vec<OsString> {
             "--resolv-conf=off",
             "--timezone=off",
             "--private-network",
+            DENIED_SYSCALLS,
         ]
         .map(OsString::from),
     );

@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -32,17 +33,23 @@ pub(crate) fn run_check<A: AsRef<OsStr>>(
     program: &Path,
     args: &[A],
 ) -> std::result::Result<(), String> {
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "a short synchronous probe, not a container: ChildRuntime spawns those"
-    )]
-    let mut command = std::process::Command::new(program);
+    run_check_inheriting(program, args, &[])
+}
+
+/// [`run_check`] whose child inherits `fds` (see [`CommandLine::inherit`]).
+///
+/// [`CommandLine::inherit`]: crate::child::CommandLine::inherit
+pub(crate) fn run_check_inheriting<A: AsRef<OsStr>>(
+    program: &Path,
+    args: &[A],
+    fds: &[OwnedFd],
+) -> std::result::Result<(), String> {
+    let mut command = probe_command(program);
     command
         .args(args.iter().map(AsRef::as_ref))
-        .current_dir("/")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    crate::inherit::keep_open(&mut command, fds);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
@@ -82,6 +89,28 @@ pub(crate) fn run_check<A: AsRef<OsStr>>(
     } else {
         Err(format!("{} ({status})", said.join("; ")))
     }
+}
+
+/// `program` to be run for a probe, in `/`, with no input.
+fn probe_command(program: &Path) -> std::process::Command {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a short synchronous probe, not a container: ChildRuntime spawns those"
+    )]
+    let mut command = std::process::Command::new(program);
+    command.current_dir("/").stdin(Stdio::null());
+    command
+}
+
+/// Whether `program --help` mentions `flag` (a feature of its version).
+pub(crate) fn help_mentions(program: &Path, flag: &str) -> bool {
+    let output = probe_command(program).arg("--help").output();
+    output.is_ok_and(|out| {
+        let text = [out.stdout, out.stderr].concat();
+        String::from_utf8_lossy(&text)
+            .split_whitespace()
+            .any(|word| word == flag)
+    })
 }
 
 /// A line nspawn prints on every exit where `/run` is not a tmpfs; not a

@@ -157,6 +157,7 @@ impl Launcher for ProcessLauncher {
                 },
             ),
             cwd: spec.state_dir.clone(),
+            inherit: Vec::new(),
         })
     }
 }

@@ -15,7 +15,8 @@ use nix::unistd::Pid;
 
 use crate::support::{
     BREACH_MEMORY, Layout, all_gone, assert_breaches_failed, assert_isolated, assert_unprivileged,
-    breach, engine, next_change, one, read_report, sandbox_specs, sleep_pid, unique,
+    breach, docker_leaves_open, engine, next_change, one, read_report, sandbox_specs, sleep_pid,
+    unique,
 };
 
 /// A runtime on the local engine, or `None` (printed) if there is none.
@@ -256,7 +257,7 @@ async fn a_hostile_agent_gets_nowhere() {
     rt.start(&b.spec.name).await.unwrap();
     assert!(next_change(&mut changes, &me).await.running);
     let report = read_report(&b.spec).await;
-    assert_breaches_failed(&b, &report);
+    assert_breaches_failed(&b, &report, &docker_leaves_open().await);
     let inspect = engine()
         .await
         .inspect_container(&format!("h-{me}-{}", test_hive()), None)

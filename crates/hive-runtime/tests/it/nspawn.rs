@@ -213,7 +213,7 @@ async fn a_hostile_agent_gets_nowhere() {
     rt.start(&b.spec.name).await.unwrap();
     assert!(next_change(&mut changes, "ns-hostile").await.running);
     let report = read_report(&b.spec).await;
-    assert_breaches_failed(&b, &report);
+    assert_breaches_failed(&b, &report, &[]);
     let group = std::path::Path::new("/sys/fs/cgroup/memory")
         .join(hive_runtime::cgroup::relative_path(&b.spec));
     assert!(group.is_dir(), "{}", group.display());

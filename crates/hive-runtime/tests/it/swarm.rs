@@ -16,8 +16,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    Layout, all_gone, assert_breaches_failed, assert_isolated, breach, engine, next_change, one,
-    read_report, sandbox_specs, sleep_pid, unique,
+    Layout, all_gone, assert_breaches_failed, assert_isolated, breach, docker_leaves_open, engine,
+    next_change, one, read_report, sandbox_specs, sleep_pid, unique,
 };
 
 /// A runtime on the local engine's swarm and the hold on that swarm, or
@@ -211,7 +211,7 @@ async fn a_hostile_agent_gets_nowhere() {
     rt.start(&b.spec.name).await.unwrap();
     assert!(next_change(&mut changes, &me).await.running);
     let report = read_report(&b.spec).await;
-    assert_breaches_failed(&b, &report);
+    assert_breaches_failed(&b, &report, &docker_leaves_open().await);
     // Its only network is its own internal one: no route out, no peer.
     let docker = engine().await;
     let network = format!("h-{me}-{}", test_hive());

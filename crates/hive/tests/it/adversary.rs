@@ -4,7 +4,9 @@
 //! security review found. The test asserts the effects from the host: no
 //! approval, spawn or operator message created, host files untouched, the
 //! scripted model reached through the proxy and nothing else, the deployed
-//! limits and policy in force.
+//! limits and policy in force, and the kernel surface a seccomp filter
+//! closes (keyring, bpf, userfaultfd, nested user namespaces, io_uring)
+//! closed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -83,6 +85,51 @@ pub(crate) fn available(runtime: &str) -> bool {
     }
 }
 
+/// Syscalls by number through ctypes, from `/shared`: exits 0 only if
+/// every one named on its command line succeeded (the arguments are ones
+/// that succeed without a seccomp filter).
+const SYSCALLS_PY: &str = r#"import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+arm = os.uname().machine == "aarch64"
+buf = ctypes.create_string_buffer(256)
+# name: ((x86_64 number, aarch64 number), arguments)
+calls = {
+    "getpid": ((39, 172), ()),
+    "keyctl": ((250, 219), (0, -3, 0)),  # KEYCTL_GET_KEYRING_ID of the session keyring
+    "bpf": ((321, 280), (0, buf, 64)),
+    "userfaultfd": ((323, 282), (1,)),  # UFFD_USER_MODE_ONLY
+    "unshare": ((272, 97), (0x10000000,)),  # CLONE_NEWUSER
+    "io_uring_setup": ((425, 425), (1, buf)),
+}
+ok = True
+for name in sys.argv[1:]:
+    (x86, a64), args = calls[name]
+    args = [a if isinstance(a, ctypes.Array) else ctypes.c_long(a) for a in args]
+    ok = ok and libc.syscall(ctypes.c_long(a64 if arm else x86), *args) >= 0
+sys.exit(0 if ok else 1)
+"#;
+
+/// The syscalls of [`SYSCALLS_PY`] the runtime's seccomp filter lets
+/// through here: Docker's default profile allowed `io_uring_*` before
+/// 25.0 (the host's engine decides, on docker and swarm alike).
+fn syscalls_left_open(runtime: &str) -> Vec<&'static str> {
+    if !matches!(runtime, "docker" | "swarm") {
+        return Vec::new();
+    }
+    let version = crate::hives::docker(&["version", "--format", "{{.Server.Version}}"]);
+    let major: u32 = version.trim().split('.').next().unwrap().parse().unwrap();
+    if major < 25 {
+        eprintln!(
+            "docker {}: io_uring is open in its default seccomp profile",
+            version.trim()
+        );
+        vec!["syscall_io_uring"]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The engine stand-in: each probe writes `name=yes` when the breach
 /// worked, `name=no` when it did not.
 fn script(
@@ -146,6 +193,12 @@ probe codex_model_proxy 'curl -sSf -m 3 http://127.0.0.1:{codex_model_port}/v1/r
 probe codex_bin '[ -x /run/hive/bin/codex ] && [ "$HIVE_CODEX_BIN" = /run/hive/bin/codex ]'
 probe codex_write 'echo planted >> /run/hive/bin/codex'
 probe codex_replace 'rm -f /run/hive/bin/codex'
+probe syscall_control 'python3 /shared/syscalls.py getpid'
+probe syscall_keyctl 'python3 /shared/syscalls.py keyctl'
+probe syscall_bpf 'python3 /shared/syscalls.py bpf'
+probe syscall_userfaultfd 'python3 /shared/syscalls.py userfaultfd'
+probe syscall_unshare_user 'python3 /shared/syscalls.py unshare'
+probe syscall_io_uring 'python3 /shared/syscalls.py io_uring_setup'
 cat /proc/self/cgroup > "$out.cgroup" 2>/dev/null
 # Links for core to follow: the old marker paths, pointing at host paths.
 ln -sfn {target}/file /state/.hive-paused 2>/dev/null
@@ -295,6 +348,7 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
     }
     let hive = Hive::start_with(dir, runtime, &args);
     let dashboard_port: u16 = hive.dashboard.rsplit(':').next().unwrap().parse().unwrap();
+    std::fs::write(hive.state_dir().join("shared/syscalls.py"), SYSCALLS_PY).unwrap();
     let engine = hive.state_dir().join("shared/engine.sh");
     std::fs::write(
         &engine,
@@ -344,7 +398,14 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         "codex_model_proxy",
         "codex_write",
         "codex_replace",
+        "syscall_keyctl",
+        "syscall_bpf",
+        "syscall_userfaultfd",
+        "syscall_unshare_user",
+        "syscall_io_uring",
     ];
+    let open = syscalls_left_open(runtime);
+    expect_no.retain(|probe| !open.contains(probe));
     if link.is_some() {
         // The link dir is the harness's own (the agent's uid): the agent
         // may write its copy of the pause marker, and the harness goes by
@@ -369,7 +430,13 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         );
     }
     // The positive controls: the tools the probes use work in there.
-    let mut expect_yes = vec!["model_proxy", "uid_known", "control_read", "codex_bin"];
+    let mut expect_yes = vec![
+        "model_proxy",
+        "uid_known",
+        "control_read",
+        "codex_bin",
+        "syscall_control",
+    ];
     if link.is_some() {
         // What it dials answers (core's handshake, refused without a
         // credential): the `dialled_*` refusals above are real ones.
