@@ -389,6 +389,13 @@ impl Lifecycle {
                     read_only: true,
                 },
             ]
+        } else if self.settings.link.is_some()
+            && self.runtime.as_ref().is_some_and(|r| r.multi_host())
+        {
+            // It may run on a node without core's files: no view of the
+            // manager's live work tree; its deployed config reaches it
+            // over the link's control channel.
+            Vec::new()
         } else {
             vec![Bind {
                 host: self.paths.agent_config(name),
