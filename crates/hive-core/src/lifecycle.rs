@@ -999,6 +999,24 @@ impl Lifecycle {
             let Ok(name) = AgentName::parse(&record.name) else {
                 continue;
             };
+            let volume = self
+                .runtime
+                .as_ref()
+                .and_then(|r| r.state_volume(&name, record.generation));
+            if let Some(volume) = volume {
+                // On a node's volume: nothing core can read here.
+                out.push(TombstoneView {
+                    name: record.name,
+                    state_bytes: 0,
+                    modified_at: 0,
+                    has_credentials: false,
+                    volume: Some(match &record.node {
+                        Some(node) => format!("{volume} on node {node}"),
+                        None => volume,
+                    }),
+                });
+                continue;
+            }
             let state = self.paths.agent_state(&name);
             // The agent wrote this tree: walked without following links.
             let (state_bytes, modified_at) = crate::safe_fs::usage(&self.paths.state_dir, &state);
@@ -1012,6 +1030,7 @@ impl Lifecycle {
                 state_bytes,
                 modified_at,
                 has_credentials,
+                volume: None,
             });
         }
         Ok(out)

@@ -442,6 +442,14 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The name of the agent's state volume of `generation`, where the
+    /// backend keeps `/state` in one (`swarm`) rather than in the spec's
+    /// host dir; `None` on the single-host backends.
+    fn state_volume(&self, name: &AgentName, generation: u32) -> Option<String> {
+        let _ = (name, generation);
+        None
+    }
+
     /// Whether containers outlive the daemon (docker). If not (children of
     /// the daemon), core stops them when it shuts down and starts them
     /// again at its next start.

@@ -14,13 +14,16 @@
 //! [`Error::Foreign`], never touched.
 //!
 //! **The view** is the docker backend's, wired in one place
-//! ([`crate::docker::mounts`]): the skeleton image built locally, the host
-//! `/usr` and the curated `/etc` read-only, read-only root, the engine's
-//! init, the agent's uid:gid, memory and nano-CPU limits. The sockets,
-//! `/state` and the page and control dirs are binds of the core host's
-//! paths, which exist only on the node core runs on: a single-node swarm
-//! (or agents pinned to core's node) works as is; another node needs the
-//! image on it and the network transport in place of the binds.
+//! ([`crate::docker::mounts`]): the skeleton image built locally (its
+//! swarm flavour, [`SWARM_IMAGE`]), the node's `/usr` read-only,
+//! read-only root, the engine's init, the agent's uid:gid, memory and
+//! nano-CPU limits. What a node other than core's cannot have is not
+//! bound: `/state` and `/shared` are volumes of the node
+//! ([`volume`]), the curated `/etc` is the image's plus the agent's own
+//! `passwd` and `group` as Swarm configs (`files.rs`), and on the link
+//! the credential is secrets and the link dir a tmpfs (`link.rs`). The
+//! manager (the config repos) and the unix transport (core's sockets)
+//! bind core's files: their services are pinned to core's node.
 //!
 //! **The network.** A swarm service cannot use the `none` network, and
 //! without one it would join the default bridge (a way out). Each agent
@@ -30,7 +33,8 @@
 //!
 //! **Placement.** The spec's constraints (from the approved `agent.toml`)
 //! and, once the agent was first placed, `node.id==<its node>`: its
-//! `/state` lives there, so it runs there or not at all. A task the
+//! `/state` volume lives there, so it runs there or not at all (a new
+//! volume generation is how core starts it elsewhere on purpose). A task the
 //! scheduler cannot place fails `start` with the scheduler's words.
 //!
 //! **Exits** come from the engine's event stream: the docker backend's
@@ -484,6 +488,8 @@ impl Runtime for SwarmRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<()> {
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
+        // A bind names a host path, never a volume (another agent's).
+        spec.check_paths()?;
         self.check_volumes(spec).await?;
         let skeleton =
             crate::docker::image::ensure(&self.docker, &self.build, &image, Flavour::Swarm).await?;
@@ -644,6 +650,10 @@ impl Runtime for SwarmRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.exits.subscribe()
+    }
+
+    fn state_volume(&self, name: &AgentName, generation: u32) -> Option<String> {
+        Some(SwarmRuntime::state_volume(self, name, generation))
     }
 
     /// Removes the agent's state volumes of every generation on this

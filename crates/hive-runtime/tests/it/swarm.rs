@@ -88,6 +88,12 @@ impl Drop for Cleanup {
                         }
                     }
                 }
+                // The test hive's shared volume, unless another test's
+                // agent still has it.
+                let shared = format!("h-{}-shared", test_hive());
+                let _ = docker
+                    .remove_volume(&shared, None::<RemoveVolumeOptions>)
+                    .await;
             });
         })
         .join();
@@ -514,5 +520,23 @@ async fn a_foreign_volume_of_our_name_is_refused_and_untouched() {
     assert_eq!(
         std::fs::read_to_string(mountpoint.join("theirs")).unwrap(),
         "keep"
+    );
+
+    // An (approved) bind cannot reach another agent's volume by its name:
+    // a bind's source is an absolute host path or the spec is refused.
+    let other = AgentName::parse("other").unwrap();
+    let mut sneaky = layout.spec(&unique("sw-sneaky"), "/bin/sh", &["-c", "sleep 1000"]);
+    sneaky.binds.push(hive_runtime::Bind {
+        host: rt.state_volume(&other, 0).into(),
+        container: "/theirs".into(),
+        read_only: false,
+    });
+    let err = rt.create(&sneaky).await.unwrap_err().to_string();
+    assert!(err.contains("not an absolute path"), "{err}");
+    assert!(
+        docker
+            .inspect_service(&rt.service_name(&sneaky.name), None)
+            .await
+            .is_err()
     );
 }
