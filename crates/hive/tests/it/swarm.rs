@@ -55,6 +55,9 @@ impl Drop for Cleanup {
         for secret in docker(&["secret", "ls", "-q", "--filter", &filter]).lines() {
             docker(&["secret", "rm", secret]);
         }
+        for config in docker(&["config", "ls", "-q", "--filter", &filter]).lines() {
+            docker(&["config", "rm", config]);
+        }
         // Its volumes (state, shared), once the services' task containers
         // are gone.
         for _ in 0..100 {
