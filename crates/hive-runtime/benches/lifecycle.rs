@@ -116,7 +116,9 @@ async fn measure(backend: &str, runtime: &dyn Runtime) {
         runtime.start(&name).await.unwrap();
         let file = match &ready {
             Some(file) => file.clone(),
-            None => ready.insert(volume_file(runtime, &spec, "ready").await).clone(),
+            None => ready
+                .insert(volume_file(runtime, &spec, "ready").await)
+                .clone(),
         };
         while !file.exists() {
             tokio::time::sleep(Duration::from_millis(1)).await;
