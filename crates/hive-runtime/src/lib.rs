@@ -10,8 +10,9 @@
 //! the command line they build. Core never spawns a container itself; only
 //! its lifecycle module calls a runtime.
 //!
-//! Every backend gives the program the same view: `/state` (persistent),
-//! `/shared` (hive-wide), `/run/hive/mcp.sock` (its own socket only) and
+//! Every backend gives the program the same view: `/state` (persistent;
+//! on `swarm` a volume of the node, [`Placement::generation`]), `/shared`
+//! (hive-wide; on `swarm`, per node), `/run/hive/mcp.sock` (its own socket only) and
 //! the extra binds of the spec (config repos). The `process` backend has no
 //! isolation and passes host paths instead, through the same environment
 //! variables ([`env`]).
