@@ -59,8 +59,8 @@ impl Drop for Cleanup {
             docker(&["config", "rm", config]);
         }
         // Its volumes (state, shared), once the services' task containers
-        // are gone.
-        for _ in 0..100 {
+        // are gone (slow on a loaded machine).
+        for _ in 0..300 {
             let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
             if volumes.trim().is_empty() {
                 break;
