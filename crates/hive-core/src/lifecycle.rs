@@ -396,6 +396,13 @@ impl Lifecycle {
                     read_only: true,
                 },
             ]
+        } else if self.settings.link.is_some()
+            && self.runtime.as_ref().is_some_and(|r| r.multi_host())
+        {
+            // It may run on a node without core's files: no view of the
+            // manager's live work tree; its deployed config reaches it
+            // over the link's control channel.
+            Vec::new()
         } else {
             vec![Bind {
                 host: self.paths.agent_config(name),
@@ -551,9 +558,11 @@ impl Lifecycle {
     }
 
     /// Re-pins `name`'s state: to `node` (`None`: wherever its next start
-    /// lands, which then becomes its pin), and, when `fresh`, onto the next
-    /// generation's state volume, new and empty (the older one is kept
-    /// until purge). Refused while its container runs; takes effect at its
+    /// lands, which then becomes its pin; only onto a fresh volume), and,
+    /// when `fresh`, onto the next generation's state volume, new and empty
+    /// (the older one is kept until purge). Pinned to another node without
+    /// `fresh`, the volume of its name there must already hold its state
+    /// (copied by the caller). Refused while its container runs; takes effect at its
     /// next start (every start redefines the container from the spec).
     /// The building block of moving an agent, which copies its state first.
     pub fn repin(
@@ -570,6 +579,13 @@ impl Lifecycle {
         {
             return Err(Error::refused(format!(
                 "{name} is running: stop it before it is re-pinned"
+            )));
+        }
+        if node.is_none() && !fresh && current.node.is_some() {
+            // Its next start could land on a node without its volume,
+            // which would make an empty one of the same name there.
+            return Err(Error::refused(format!(
+                "{name}'s state is on its node: unpin it only onto a fresh state volume"
             )));
         }
         let generation = if fresh {
@@ -1177,6 +1193,24 @@ impl Lifecycle {
             let Ok(name) = AgentName::parse(&record.name) else {
                 continue;
             };
+            let volume = self
+                .runtime
+                .as_ref()
+                .and_then(|r| r.state_volume(&name, record.generation));
+            if let Some(volume) = volume {
+                // On a node's volume: nothing core can read here.
+                out.push(TombstoneView {
+                    name: record.name,
+                    state_bytes: 0,
+                    modified_at: 0,
+                    has_credentials: false,
+                    volume: Some(match &record.node {
+                        Some(node) => format!("{volume} on node {node}"),
+                        None => volume,
+                    }),
+                });
+                continue;
+            }
             let state = self.paths.agent_state(&name);
             // The agent wrote this tree: walked without following links.
             let (state_bytes, modified_at) = crate::safe_fs::usage(&self.paths.state_dir, &state);
@@ -1190,6 +1224,7 @@ impl Lifecycle {
                 state_bytes,
                 modified_at,
                 has_credentials,
+                volume: None,
             });
         }
         Ok(out)
@@ -1558,9 +1593,13 @@ mod tests {
             (spec(&coord).node.as_deref(), spec(&coord).generation),
             (Some("n2"), 1)
         );
-        // Re-pinned without fresh state: the same volume.
-        coord.lifecycle.repin(&coder, None, false).unwrap();
-        assert_eq!((spec(&coord).node, spec(&coord).generation), (None, 1));
+        // Unpinned onto the same volume: refused (a start elsewhere would
+        // find an empty one of its name); onto a fresh one: placed afresh.
+        let err = coord.lifecycle.repin(&coder, None, false).unwrap_err();
+        assert!(err.to_string().contains("fresh state volume"), "{err}");
+        assert_eq!(spec(&coord).node.as_deref(), Some("n2"));
+        coord.lifecycle.repin(&coder, None, true).unwrap();
+        assert_eq!((spec(&coord).node, spec(&coord).generation), (None, 2));
         let ghost = AgentName::parse("ghost").unwrap();
         assert!(coord.lifecycle.repin(&ghost, None, true).is_err());
     }

@@ -183,6 +183,12 @@ pub struct TombstoneView {
     pub modified_at: i64,
     /// The engine's credentials survive in the state dir.
     pub has_credentials: bool,
+    /// Where the kept state is when it is not a dir on core's host (a
+    /// multi-host runtime's volume, and the node it is on): core cannot
+    /// read it, so `state_bytes`, `modified_at` and `has_credentials` are
+    /// unknown (0, 0, false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
 }
 
 /// One agent's deployed config revision.

@@ -988,6 +988,7 @@ fn dashboard_events() {
                 state_bytes: 4096,
                 modified_at: 5,
                 has_credentials: true,
+                volume: None,
             }],
         },
         r#"{"kind":"tombstones_changed","seq":12,"tombstones":[{"name":"old","state_bytes":4096,"modified_at":5,"has_credentials":true}]}"#,

@@ -81,6 +81,15 @@ fn spec(root: &std::path::Path, name: &AgentName) -> ContainerSpec {
     }
 }
 
+/// `file` in the spec's state volume, on this node (swarm).
+async fn volume_file(runtime: &dyn Runtime, spec: &ContainerSpec, file: &str) -> PathBuf {
+    let volume = runtime
+        .state_volume(&spec.name, spec.placement.generation)
+        .unwrap();
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+    PathBuf::from(docker.inspect_volume(&volume).await.unwrap().mountpoint).join(file)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -90,15 +99,28 @@ async fn measure(backend: &str, runtime: &dyn Runtime) {
     let root = tempfile::tempdir().unwrap();
     let name = AgentName::parse(&format!("bench-{}", std::process::id())).unwrap();
     let spec = spec(root.path(), &name);
-    let ready = spec.state_dir.join("ready");
+    // Known once the first task made the state volume (swarm); kept
+    // across rounds, as destroy keeps the volume.
+    let mut ready = runtime
+        .state_volume(&name, spec.placement.generation)
+        .is_none()
+        .then(|| spec.state_dir.join("ready"));
     let mut changes = runtime.subscribe();
     let (mut up, mut crash) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let _ = std::fs::remove_file(&ready);
+        if let Some(ready) = &ready {
+            let _ = std::fs::remove_file(ready);
+        }
         let t = Instant::now();
         runtime.create(&spec).await.unwrap();
         runtime.start(&name).await.unwrap();
-        while !ready.exists() {
+        let file = match &ready {
+            Some(file) => file.clone(),
+            None => ready
+                .insert(volume_file(runtime, &spec, "ready").await)
+                .clone(),
+        };
+        while !file.exists() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         up.push(t.elapsed());
@@ -125,6 +147,7 @@ async fn measure(backend: &str, runtime: &dyn Runtime) {
         crash.push(t.elapsed());
         runtime.destroy(&name).await.unwrap();
     }
+    runtime.purge_state(&name, &spec.placement).await.unwrap();
     println!(
         "{backend:8} spawn_to_running median {:>8.1} ms   crash_detection median {:>7.1} ms   ({ROUNDS} rounds)",
         median(up).as_secs_f64() * 1e3,

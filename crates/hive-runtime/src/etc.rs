@@ -64,6 +64,15 @@ pub fn write_etc_from(spec: &ContainerSpec, host_etc: &Path) -> Result<()> {
     let dir = &spec.etc_dir;
     make_dir(dir)?;
     clear(dir)?;
+    for (name, text) in agent_files(spec) {
+        write_file(&dir.join(name), text.as_bytes())?;
+    }
+    write_common(dir, host_etc)
+}
+
+/// The files of the curated `/etc` that are the agent's own: `passwd` and
+/// `group` (its user and group), `hosts` and `hostname` (its hostname).
+pub fn agent_files(spec: &ContainerSpec) -> [(&'static str, String); 4] {
     let (uid, gid) = match spec.user {
         Some(user) => (user.uid, user.gid),
         None => (
@@ -90,24 +99,32 @@ pub fn write_etc_from(spec: &ContainerSpec, host_etc: &Path) -> Result<()> {
         group.push_str(&format!("{GROUP_NAME}:x:{gid}:{USER_NAME}\n"));
     }
     group.push_str("nogroup:x:65534:\n");
-    let files: [(&str, String); 6] = [
+    [
         ("passwd", passwd),
         ("group", group),
         (
             "hosts",
             format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n"),
         ),
+        ("hostname", format!("{hostname}\n")),
+    ]
+}
+
+/// Writes the part of the curated `/etc` every agent shares into `dir`
+/// (which must exist): no DNS, files-only name service, the host's
+/// `gitconfig` with every directory safe, and the [`COPIED`] entries of
+/// `host_etc`.
+pub fn write_common(dir: &Path, host_etc: &Path) -> Result<()> {
+    let files: [(&str, &str); 2] = [
         (
             "resolv.conf",
-            "# No DNS inside the sandbox: core's egress proxy resolves names.\n".to_owned(),
+            "# No DNS inside the sandbox: core's egress proxy resolves names.\n",
         ),
         (
             "nsswitch.conf",
             "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\n\
-             protocols: files\nservices: files\nethers: files\nrpc: files\n"
-                .to_owned(),
+             protocols: files\nservices: files\nethers: files\nrpc: files\n",
         ),
-        ("hostname", format!("{hostname}\n")),
     ];
     for (name, text) in files {
         write_file(&dir.join(name), text.as_bytes())?;

@@ -10,8 +10,9 @@
 //! the command line they build. Core never spawns a container itself; only
 //! its lifecycle module calls a runtime.
 //!
-//! Every backend gives the program the same view: `/state` (persistent),
-//! `/shared` (hive-wide), `/run/hive/mcp.sock` (its own socket only) and
+//! Every backend gives the program the same view: `/state` (persistent;
+//! on `swarm` a volume of the node, [`Placement::generation`]), `/shared`
+//! (hive-wide; on `swarm`, per node), `/run/hive/mcp.sock` (its own socket only) and
 //! the extra binds of the spec (config repos). The `process` backend has no
 //! isolation and passes host paths instead, through the same environment
 //! variables ([`env`]).
@@ -442,6 +443,14 @@ pub trait Runtime: Send + Sync + 'static {
     async fn purge_state(&self, name: &AgentName, placement: &Placement) -> Result<()> {
         let _ = (name, placement);
         Ok(())
+    }
+
+    /// The name of the agent's state volume of `generation`, where the
+    /// backend keeps `/state` in one (`swarm`) rather than in the spec's
+    /// host dir; `None` on the single-host backends.
+    fn state_volume(&self, name: &AgentName, generation: u32) -> Option<String> {
+        let _ = (name, generation);
+        None
     }
 
     /// Whether containers outlive the daemon (docker). If not (children of

@@ -331,7 +331,7 @@
         'div',
         { class: 'line1' },
         h('span', { class: 'name', text: t.name }),
-        chip(size(t.state_bytes), 'state size'),
+        t.volume ? chip(t.volume, 'kept on a node\u2019s volume: its size is not known here') : chip(size(t.state_bytes), 'state size'),
         t.modified_at ? h('span', { class: 'muted' }, 'touched ', agoEl(t.modified_at, 'muted')) : null,
         t.has_credentials ? badge('credentials kept', 'green', 'no new login needed after a revival') : null
       ),

@@ -96,6 +96,20 @@ impl Drop for Cleanup {
         for secret in docker(&["secret", "ls", "-q", "--filter", &filter]).lines() {
             docker(&["secret", "rm", secret]);
         }
+        for config in docker(&["config", "ls", "-q", "--filter", &filter]).lines() {
+            docker(&["config", "rm", config]);
+        }
+        // The agents' state and shared volumes, once their tasks are gone.
+        for _ in 0..150 {
+            let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
+            if volumes.trim().is_empty() {
+                break;
+            }
+            for volume in volumes.lines() {
+                docker(&["volume", "rm", volume]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         for _ in 0..150 {
             let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
             if networks.trim().is_empty() {

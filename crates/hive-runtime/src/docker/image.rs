@@ -2,6 +2,15 @@
 //! from an in-memory tar context (empty mount points plus the host's
 //! top-level symlinks), labelled with the host layout it mirrors, rebuilt
 //! when that layout changes; never pulled.
+//!
+//! The swarm backend's flavour ([`Flavour::Swarm`]) also carries what a
+//! task on any node cannot get from core's host: the part of the curated
+//! `/etc` every agent shares ([`crate::etc::write_common`], the agent's own
+//! `passwd` and `group` come as Swarm configs), and `/state` and
+//! `/shared` mode 1777, which a new volume mounted there takes (the
+//! volume is made by the node, owned by root; sticky, so on `/shared` no
+//! agent removes another's files). Its label adds a hash of the context,
+//! so a change of the host's `/etc` rebuilds it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,15 +41,38 @@ const SKELETON_DIRS: &[&str] = &[
     "dev", "var", "var/tmp", "root",
 ];
 
+/// Which backend a skeleton is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    /// Mount points only: docker binds `/etc`, `/state` and `/shared`.
+    Docker,
+    /// With the shared curated `/etc`, and `/state` and `/shared` open to
+    /// the volumes mounted there (see the module docs).
+    Swarm,
+}
+
 /// Ensures `image`; returns whether it is a skeleton (host system bound
 /// in at run time).
 pub(crate) async fn ensure(
     docker: &Docker,
     build: &tokio::sync::Mutex<()>,
     image: &str,
+    flavour: Flavour,
 ) -> Result<bool> {
     let ours = image.starts_with(BASE_REPOSITORY);
-    let layout = host_layout();
+    let (layout, context) = if ours {
+        let context = tokio::task::spawn_blocking(move || skeleton_context(flavour))
+            .await
+            .map_err(|e| Error::Failed(format!("build the image context: {e}")))?
+            .map_err(Error::io("build the image context"))?;
+        let layout = match flavour {
+            Flavour::Docker => host_layout(),
+            Flavour::Swarm => format!("{} swarm={:016x}", host_layout(), crate::fnv1a(&context)),
+        };
+        (layout, context)
+    } else {
+        (host_layout(), Vec::new())
+    };
     let _guard = build.lock().await;
     let mut replaced = None;
     match docker.inspect_image(image).await {
@@ -71,7 +103,7 @@ pub(crate) async fn ensure(
         }
         Err(e) => return Err(engine(format!("inspect image {image}"))(e)),
     }
-    build_skeleton(docker, image, &layout).await?;
+    build_skeleton(docker, image, &layout, context).await?;
     if let Some(old) = replaced {
         // Untagged now; the engine refuses while containers still use it.
         let removed = docker.remove_image(&old, None::<RemoveImageOptions>, None);
@@ -82,9 +114,13 @@ pub(crate) async fn ensure(
     Ok(true)
 }
 
-async fn build_skeleton(docker: &Docker, image: &str, layout: &str) -> Result<()> {
+async fn build_skeleton(
+    docker: &Docker,
+    image: &str,
+    layout: &str,
+    context: Vec<u8>,
+) -> Result<()> {
     let started = std::time::Instant::now();
-    let context = skeleton_context().map_err(Error::io("build the image context"))?;
     let labels = HashMap::from([(BASE_LABEL, layout)]);
     let options = BuildImageOptionsBuilder::default()
         .t(image)
@@ -121,7 +157,8 @@ fn host_layout() -> String {
 }
 
 /// The build context of the skeleton: a Dockerfile copying `rootfs/`.
-fn skeleton_context() -> std::io::Result<Vec<u8>> {
+/// Every entry has mtime 0, so the same inputs give the same bytes.
+fn skeleton_context(flavour: Flavour) -> std::io::Result<Vec<u8>> {
     use tar::{EntryType, Header};
     let mut tar = tar::Builder::new(Vec::new());
     let dockerfile = b"FROM scratch\nCOPY rootfs/ /\n";
@@ -136,11 +173,11 @@ fn skeleton_context() -> std::io::Result<Vec<u8>> {
         header.set_entry_type(EntryType::Directory);
         // The engine copies an image dir's mode onto the tmpfs mounted
         // there: the agent's uid must be able to write its temp files.
-        header.set_mode(if matches!(path, "tmp" | "var/tmp") {
-            0o1777
-        } else {
-            0o755
-        });
+        let open = match flavour {
+            Flavour::Docker => matches!(path, "tmp" | "var/tmp"),
+            Flavour::Swarm => matches!(path, "tmp" | "var/tmp" | "state" | "shared"),
+        };
+        header.set_mode(if open { 0o1777 } else { 0o755 });
         header.set_size(0);
         tar.append_data(&mut header, format!("rootfs/{path}/"), std::io::empty())
     };
@@ -165,5 +202,58 @@ fn skeleton_context() -> std::io::Result<Vec<u8>> {
     header.set_mode(0o777);
     header.set_size(0);
     tar.append_link(&mut header, "rootfs/var/run", "../run")?;
+    if flavour == Flavour::Swarm {
+        append_common_etc(&mut tar)?;
+    }
     tar.into_inner()
+}
+
+/// The shared part of the curated `/etc` under `rootfs/etc/`, owned by
+/// root: written to a fresh private dir, walked without following links,
+/// in name order, then removed.
+fn append_common_etc(tar: &mut tar::Builder<Vec<u8>>) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("hyperhive-etc-{}-{nanos:x}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let appended = crate::etc::write_common(&dir, Path::new("/etc"))
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|()| append_tree(tar, &dir, Path::new("rootfs/etc")));
+    let removed = std::fs::remove_dir_all(&dir);
+    appended.and(removed)
+}
+
+fn append_tree(tar: &mut tar::Builder<Vec<u8>>, from: &Path, to: &Path) -> std::io::Result<()> {
+    use tar::{EntryType, Header};
+    let mut entries = std::fs::read_dir(from)?.collect::<std::io::Result<Vec<_>>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        let mut header = Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(0);
+        if kind.is_symlink() {
+            header.set_entry_type(EntryType::Symlink);
+            header.set_mode(0o777);
+            tar.append_link(&mut header, &target, std::fs::read_link(&path)?)?;
+        } else if kind.is_dir() {
+            header.set_entry_type(EntryType::Directory);
+            header.set_mode(0o755);
+            tar.append_data(&mut header, &target, std::io::empty())?;
+            append_tree(tar, &path, &target)?;
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path)?;
+            header.set_entry_type(EntryType::Regular);
+            header.set_mode(0o644);
+            header.set_size(bytes.len() as u64);
+            tar.append_data(&mut header, &target, bytes.as_slice())?;
+        }
+    }
+    Ok(())
 }

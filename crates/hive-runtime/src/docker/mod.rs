@@ -173,7 +173,7 @@ impl DockerRuntime {
     /// Ensures `image`; returns whether it is a skeleton (host system bound
     /// in at run time).
     async fn ensure(&self, image: &str) -> Result<bool> {
-        image::ensure(&self.docker, &self.build, image).await
+        image::ensure(&self.docker, &self.build, image, image::Flavour::Docker).await
     }
 
     fn stopping(&self) -> MutexGuard<'_, HashSet<String>> {

@@ -220,7 +220,13 @@ impl SwarmRuntime {
             )
         })?;
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
-        let skeleton = crate::docker::image::ensure(&self.docker, &self.build, &image).await?;
+        let skeleton = crate::docker::image::ensure(
+            &self.docker,
+            &self.build,
+            &image,
+            crate::docker::image::Flavour::Swarm,
+        )
+        .await?;
         let mut mounts = Vec::new();
         if skeleton {
             mounts.extend(crate::docker::system_mounts(None));

@@ -14,13 +14,16 @@
 //! [`Error::Foreign`], never touched.
 //!
 //! **The view** is the docker backend's, wired in one place
-//! ([`crate::docker::mounts`]): the skeleton image built locally, the host
-//! `/usr` and the curated `/etc` read-only, read-only root, the engine's
-//! init, the agent's uid:gid, memory and nano-CPU limits. The sockets,
-//! `/state` and the page and control dirs are binds of the core host's
-//! paths, which exist only on the node core runs on: a single-node swarm
-//! (or agents pinned to core's node) works as is; another node needs the
-//! image on it and the network transport in place of the binds.
+//! ([`crate::docker::mounts`]): the skeleton image built locally (its
+//! swarm flavour, [`SWARM_IMAGE`]), the node's `/usr` read-only,
+//! read-only root, the engine's init, the agent's uid:gid, memory and
+//! nano-CPU limits. What a node other than core's cannot have is not
+//! bound: `/state` and `/shared` are volumes of the node
+//! ([`volume`]), the curated `/etc` is the image's plus the agent's own
+//! `passwd` and `group` as Swarm configs (`files.rs`), and on the link
+//! the credential is secrets and the link dir a tmpfs (`link.rs`). The
+//! manager (the config repos) and the unix transport (core's sockets)
+//! bind core's files: their services are pinned to core's node.
 //!
 //! **The network.** A swarm service cannot use the `none` network, and
 //! without one it would join the default bridge (a way out). Each agent
@@ -30,7 +33,8 @@
 //!
 //! **Placement.** The spec's constraints (from the approved `agent.toml`)
 //! and, once the agent was first placed, `node.id==<its node>`: its
-//! `/state` lives there, so it runs there or not at all. A task the
+//! `/state` volume lives there, so it runs there or not at all (a new
+//! volume generation is how core starts it elsewhere on purpose). A task the
 //! scheduler cannot place fails `start` with the scheduler's words.
 //!
 //! **Exits** come from the engine's event stream: the docker backend's
@@ -39,10 +43,12 @@
 //! happens; `start` and `stop` wait for the task they asked for by reading
 //! the service's tasks. Logs are the service logs API.
 
+mod files;
 pub mod lease;
 mod link;
 mod service;
 mod tasks;
+pub mod volume;
 
 use std::collections::HashMap;
 use std::sync::MutexGuard;
@@ -61,10 +67,15 @@ use hive_proto::AgentName;
 use tokio::sync::broadcast;
 
 use crate::docker::events::Exits;
-use crate::docker::{AGENT_LABEL, BASE_IMAGE, HIVE_LABEL, engine, status};
+use crate::docker::image::Flavour;
+use crate::docker::{AGENT_LABEL, HIVE_LABEL, engine, status};
 use crate::{ContainerSpec, ContainerStatus, Error, HiveId, Node, Result, Runtime, StateChange};
 
 use tasks::{Phase, current, phase};
+
+/// The image services run unless told otherwise: the skeleton's swarm
+/// flavour ([`Flavour::Swarm`]), built locally; every node needs it.
+pub const SWARM_IMAGE: &str = "hyperhive/base:swarm";
 
 /// How long a task may wait for a node before `start` gives up on it.
 const PLACEMENT_WAIT: Duration = Duration::from_secs(5);
@@ -135,7 +146,7 @@ impl SwarmRuntime {
         Ok(Self {
             docker,
             hive,
-            image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
+            image: default_image.unwrap_or_else(|| SWARM_IMAGE.to_owned()),
             exits,
             build: tokio::sync::Mutex::new(()),
             relay: tokio::sync::Mutex::new(()),
@@ -367,6 +378,15 @@ impl SwarmRuntime {
         tracing::warn!(agent = %name, "kept network {network}: still in use");
     }
 
+    /// This engine's node id.
+    async fn local_node(&self) -> Result<String> {
+        let info = self.docker.info().await.map_err(engine("info"))?;
+        info.swarm
+            .and_then(|s| s.node_id)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Error::Failed("this docker engine has no swarm node id".to_owned()))
+    }
+
     /// Hostnames of the swarm's nodes by id.
     async fn nodes(&self) -> Result<HashMap<String, String>> {
         let nodes = self
@@ -468,10 +488,11 @@ impl Runtime for SwarmRuntime {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<()> {
         let image = spec.image.clone().unwrap_or_else(|| self.image.clone());
-        let skeleton = crate::docker::image::ensure(&self.docker, &self.build, &image).await?;
-        if skeleton {
-            crate::docker::write_etc(spec).await?;
-        }
+        // A bind names a host path, never a volume (another agent's).
+        spec.check_paths()?;
+        self.check_volumes(spec).await?;
+        let skeleton =
+            crate::docker::image::ensure(&self.docker, &self.build, &image, Flavour::Swarm).await?;
         self.ensure_network(&spec.name).await?;
         let on_link = match &spec.transport {
             crate::Transport::Unix => None,
@@ -484,18 +505,31 @@ impl Runtime for SwarmRuntime {
             .iter()
             .flat_map(|l| l.secrets.iter().filter_map(|s| s.secret_id.clone()))
             .collect();
+        let configs = self.etc_configs(spec).await?;
+        let keep_configs: Vec<String> =
+            configs.iter().filter_map(|c| c.config_id.clone()).collect();
         let new = service::spec(
             spec,
-            &self.service_name(&spec.name),
-            &image,
-            skeleton,
-            self.labels(&spec.name),
-            on_link,
+            service::Parts {
+                name: self.service_name(&spec.name),
+                image,
+                skeleton,
+                labels: self.labels(&spec.name),
+                volumes: self.volume_mounts(spec),
+                configs,
+                core_node: self.local_node().await?,
+                link: on_link,
+            },
         );
         let defined = self.define(spec, new).await;
-        // The credential's older secrets (or, had this failed, the new).
-        let keep = if defined.is_ok() { keep } else { Vec::new() };
+        // The older secrets and configs (or, had this failed, the new).
+        let (keep, keep_configs) = if defined.is_ok() {
+            (keep, keep_configs)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         self.remove_secrets(&spec.name, &keep).await;
+        self.remove_configs(&spec.name, &keep_configs).await;
         defined
     }
 
@@ -541,6 +575,7 @@ impl Runtime for SwarmRuntime {
             Ok(Some(s)) => s,
             Ok(None) => {
                 self.remove_secrets(name, &[]).await;
+                self.remove_configs(name, &[]).await;
                 self.release_relay(name).await;
                 self.remove_network(name).await;
                 return Ok(());
@@ -562,6 +597,7 @@ impl Runtime for SwarmRuntime {
             Err(e) => return Err(engine(format!("remove service h-{name}"))(e)),
         }
         self.remove_secrets(name, &[]).await;
+        self.remove_configs(name, &[]).await;
         self.release_relay(name).await;
         self.remove_network(name).await;
         Ok(())
@@ -614,6 +650,19 @@ impl Runtime for SwarmRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.exits.subscribe()
+    }
+
+    fn state_volume(&self, name: &AgentName, generation: u32) -> Option<String> {
+        Some(SwarmRuntime::state_volume(self, name, generation))
+    }
+
+    /// Removes the agent's state volumes of every generation on this
+    /// engine's node (ours only); one on another node is named in the
+    /// error, not claimed gone.
+    async fn purge_state(&self, name: &AgentName, placement: &crate::Placement) -> Result<()> {
+        let here = self.local_node().await?;
+        let elsewhere = placement.node.as_deref().filter(|node| *node != here);
+        self.remove_state_volumes(name, elsewhere).await
     }
 
     fn survives_daemon(&self) -> bool {

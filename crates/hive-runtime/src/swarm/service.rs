@@ -8,8 +8,9 @@ use std::time::Duration;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
     NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement,
-    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecSecrets,
+    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
 };
 
 use crate::docker::TMPFS;
@@ -27,19 +28,53 @@ pub(super) struct OnLink {
     pub secrets: Vec<TaskSpecContainerSpecSecrets>,
 }
 
-/// The service of `spec`, named `name`, with no replica yet; on the link
-/// (`link`), with no host path of the link: the credential as secrets,
-/// the link dir a private tmpfs.
-pub(super) fn spec(
-    spec: &ContainerSpec,
-    name: &str,
-    image: &str,
-    skeleton: bool,
-    labels: HashMap<String, String>,
-    link: Option<OnLink>,
-) -> ServiceSpec {
+/// What a service is made of besides its [`ContainerSpec`].
+pub(super) struct Parts {
+    /// The service's (and its network's) name.
+    pub name: String,
+    pub image: String,
+    /// The image is the skeleton: the node's system dirs are bound in.
+    pub skeleton: bool,
+    pub labels: HashMap<String, String>,
+    /// `/state` and `/shared` (`SwarmRuntime::volume_mounts`).
+    pub volumes: [Mount; 2],
+    /// The agent's own `/etc` files (`SwarmRuntime::etc_configs`).
+    pub configs: Vec<TaskSpecContainerSpecConfigs>,
+    /// Core's node: the service is pinned there when it binds core's
+    /// files (the manager, or the unix transport).
+    pub core_node: String,
+    /// On the link: the relay's address and the credential's secrets.
+    pub link: Option<OnLink>,
+}
+
+/// The service of `spec` with no replica yet. No path of core's host is
+/// bound but the `hive` and engine binaries, the node's system dirs (for
+/// the skeleton) and the approved binds: `/state` and `/shared` are
+/// volumes of the node, the curated `/etc` is the image's plus configs;
+/// on the link the credential is secrets and the link dir a private
+/// tmpfs. What binds core's files (the manager's repos, the unix
+/// transport's sockets) is pinned to core's node.
+pub(super) fn spec(spec: &ContainerSpec, parts: Parts) -> ServiceSpec {
+    let Parts {
+        name,
+        image,
+        skeleton,
+        labels,
+        volumes,
+        configs,
+        core_node,
+        link,
+    } = parts;
+    let name = name.as_str();
     let mut mounts = crate::docker::mounts(spec, skeleton);
+    // Volumes of the node and the image's `/etc`, not core's dirs.
+    mounts.retain(|m| {
+        let target = m.target.as_deref();
+        target != Some(mount::STATE) && target != Some(mount::SHARED) && target != Some("/etc")
+    });
+    mounts.extend(volumes);
     mounts.extend(TMPFS.iter().map(|(target, _)| tmpfs(target)));
+    let on_core_node = spec.name.is_manager() || matches!(spec.transport, Transport::Unix);
     let (env, secrets) = match (&spec.transport, link) {
         (Transport::Tls(tls), Some(on)) => {
             let dialled = ContainerSpec {
@@ -64,7 +99,7 @@ pub(super) fn spec(
     };
     let env = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     let container = TaskSpecContainerSpec {
-        image: Some(image.to_owned()),
+        image: Some(image),
         labels: Some(labels.clone()),
         command: Some(vec![mount::HIVE_BIN.to_owned()]),
         args: Some(spec.args.clone()),
@@ -79,6 +114,7 @@ pub(super) fn spec(
         read_only: Some(true),
         mounts: Some(mounts),
         secrets,
+        configs: Some(configs),
         init: Some(true),
         stop_grace_period: i64::try_from(STOP_GRACE.as_nanos()).ok(),
         ..Default::default()
@@ -103,7 +139,10 @@ pub(super) fn spec(
             ..Default::default()
         }),
         placement: Some(TaskSpecPlacement {
-            constraints: Some(constraints(spec)),
+            constraints: Some(constraints(
+                spec,
+                on_core_node.then_some(core_node.as_str()),
+            )),
             ..Default::default()
         }),
         // Its own internal network: an interface with no route, no peer.
@@ -137,11 +176,13 @@ pub(super) fn spec(
     }
 }
 
-/// The approved constraints, and the pin to the agent's node once it has
-/// one.
-fn constraints(spec: &ContainerSpec) -> Vec<String> {
+/// The approved constraints, and the pin: to core's node (`core_node`)
+/// for a service that binds core's files, else to the agent's node once
+/// it has one.
+fn constraints(spec: &ContainerSpec, core_node: Option<&str>) -> Vec<String> {
     let mut all = spec.placement.constraints.clone();
-    if let Some(node) = &spec.placement.node {
+    let pin = core_node.or(spec.placement.node.as_deref());
+    if let Some(node) = pin {
         all.push(format!("node.id=={node}"));
     }
     all
@@ -174,14 +215,38 @@ pub(super) fn set_replicas(spec: &mut ServiceSpec, replicas: i64) {
 
 #[cfg(test)]
 mod tests {
+    use hive_proto::AgentName;
+
     use super::*;
+
+    fn volumes() -> [Mount; 2] {
+        [mount::STATE, mount::SHARED].map(|target| Mount {
+            target: Some(target.to_owned()),
+            source: Some(format!("vol{target}")),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        })
+    }
+
+    fn parts(link: Option<OnLink>) -> Parts {
+        Parts {
+            name: "h-coder-x".into(),
+            image: "img".into(),
+            skeleton: true,
+            labels: HashMap::new(),
+            volumes: volumes(),
+            configs: Vec::new(),
+            core_node: "core0".into(),
+            link,
+        }
+    }
 
     fn service(placement: crate::Placement) -> ServiceSpec {
         let spec = ContainerSpec {
             placement,
             ..crate::test_spec()
         };
-        super::spec(&spec, "h-coder-x", "img", true, HashMap::new(), None)
+        super::spec(&spec, parts(None))
     }
 
     #[test]
@@ -203,7 +268,14 @@ mod tests {
             .iter()
             .find(|m| m.target.as_deref() == Some("/state"))
             .unwrap();
-        assert_eq!(state.source.as_deref(), Some("/s"));
+        assert_eq!(state.source.as_deref(), Some("vol/state"));
+        assert_eq!(state.typ, Some(MountType::VOLUME));
+        assert!(
+            !mounts
+                .iter()
+                .any(|m| m.source.as_deref().is_some_and(|s| s == "/s" || s == "/sh")),
+            "no bind of core's state or shared dir: {mounts:?}"
+        );
         assert!(
             mounts
                 .iter()
@@ -231,7 +303,7 @@ mod tests {
             addr: "10.0.1.2:7701".into(),
             secrets: vec![TaskSpecContainerSpecSecrets::default(); 3],
         };
-        let service = super::spec(&spec, "h-coder-x", "img", true, HashMap::new(), Some(on));
+        let service = super::spec(&spec, parts(Some(on)));
         let container = service.task_template.unwrap().container_spec.unwrap();
         let mounts = container.mounts.unwrap();
         assert!(
@@ -262,17 +334,105 @@ mod tests {
         );
     }
 
+    fn on_link(spec: ContainerSpec) -> ContainerSpec {
+        ContainerSpec {
+            transport: Transport::Tls(TlsLink {
+                addr: "172.18.0.1:7701".into(),
+                credentials: "/c/credential".into(),
+                link_dir: "/r/link".into(),
+                network: Some("hive-link".into()),
+            }),
+            ..spec
+        }
+    }
+
+    fn constraints_of(spec: &ContainerSpec) -> Vec<String> {
+        let on = OnLink {
+            addr: "10.0.1.2:7701".into(),
+            secrets: Vec::new(),
+        };
+        let link = matches!(spec.transport, Transport::Tls(_)).then_some(on);
+        super::spec(spec, parts(link))
+            .task_template
+            .unwrap()
+            .placement
+            .unwrap()
+            .constraints
+            .unwrap()
+    }
+
     #[test]
     fn the_pin_is_added_to_the_approved_constraints() {
-        let spec = service(crate::Placement {
+        let placement = crate::Placement {
             constraints: vec!["node.labels.gpu==true".into()],
             node: Some("n1".into()),
             generation: 0,
+        };
+        let agent = on_link(ContainerSpec {
+            placement: placement.clone(),
+            ..crate::test_spec()
         });
-        let placement = spec.task_template.unwrap().placement.unwrap();
         assert_eq!(
-            placement.constraints.unwrap(),
+            constraints_of(&agent),
             ["node.labels.gpu==true", "node.id==n1"]
         );
+        // What binds core's files runs on core's node, whatever its pin.
+        let unix = ContainerSpec {
+            placement: placement.clone(),
+            ..crate::test_spec()
+        };
+        assert_eq!(
+            constraints_of(&unix),
+            ["node.labels.gpu==true", "node.id==core0"]
+        );
+        let manager = on_link(ContainerSpec {
+            name: AgentName::manager(),
+            placement,
+            ..crate::test_spec()
+        });
+        assert_eq!(
+            constraints_of(&manager),
+            ["node.labels.gpu==true", "node.id==core0"]
+        );
+    }
+
+    #[test]
+    fn on_the_link_only_binaries_system_dirs_and_approved_binds_come_from_a_host() {
+        let spec = on_link(ContainerSpec {
+            engine_bin: Some("/opt/claude".into()),
+            binds: vec![crate::Bind {
+                host: "/data/approved".into(),
+                container: "/data".into(),
+                read_only: true,
+            }],
+            ..crate::test_spec()
+        });
+        let configs = vec![TaskSpecContainerSpecConfigs::default(); 2];
+        let on = OnLink {
+            addr: "10.0.1.2:7701".into(),
+            secrets: Vec::new(),
+        };
+        let service = super::spec(
+            &spec,
+            Parts {
+                configs,
+                ..parts(Some(on))
+            },
+        );
+        let container = service.task_template.unwrap().container_spec.unwrap();
+        let system = crate::docker::system_mounts(None);
+        for m in container.mounts.unwrap() {
+            if m.typ != Some(MountType::BIND) {
+                continue;
+            }
+            let source = m.source.unwrap_or_default();
+            assert!(
+                ["/bin/hive", "/opt/claude", "/data/approved"].contains(&source.as_str())
+                    || system.iter().any(|s| s.source.as_deref() == Some(&source)),
+                "{source} of core's host is bound at {:?}",
+                m.target
+            );
+        }
+        assert_eq!(container.configs.unwrap().len(), 2, "passwd and group");
     }
 }

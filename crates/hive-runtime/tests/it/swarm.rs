@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
+use bollard::query_parameters::RemoveVolumeOptions;
 use hive_proto::AgentName;
 use hive_runtime::swarm::SwarmRuntime;
 use hive_runtime::swarm::lease::SwarmLease;
-use hive_runtime::{ContainerStatus, Error, HiveId, Runtime};
+use hive_runtime::{ContainerSpec, ContainerStatus, Error, HiveId, Runtime};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -69,7 +70,30 @@ impl Drop for Cleanup {
                             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                         }
                     }
+                    // Its state volumes (ours or planted by the test), once
+                    // the deleted service's task containers are gone.
+                    for generation in 0..3 {
+                        let volume = format!("h-{name}-{}-state-{generation}", test_hive());
+                        for _ in 0..100 {
+                            match docker
+                                .remove_volume(&volume, None::<RemoveVolumeOptions>)
+                                .await
+                            {
+                                Err(bollard::errors::Error::DockerResponseServerError {
+                                    status_code: 409,
+                                    ..
+                                }) => tokio::time::sleep(Duration::from_millis(200)).await,
+                                _ => break,
+                            }
+                        }
+                    }
                 }
+                // The test hive's shared volume, unless another test's
+                // agent still has it.
+                let shared = format!("h-{}-shared", test_hive());
+                let _ = docker
+                    .remove_volume(&shared, None::<RemoveVolumeOptions>)
+                    .await;
             });
         })
         .join();
@@ -91,6 +115,28 @@ async fn this_node() -> String {
         .unwrap()
         .node_id
         .unwrap()
+}
+
+/// The host dir of one of our volumes on this node.
+async fn volume_dir(volume: &str) -> std::path::PathBuf {
+    engine()
+        .await
+        .inspect_volume(volume)
+        .await
+        .unwrap_or_else(|e| panic!("volume {volume}: {e}"))
+        .mountpoint
+        .into()
+}
+
+/// `spec` as the host sees its files once its task ran on this node:
+/// `/state` and `/shared` are the node's volumes, not the spec's dirs.
+async fn on_node(rt: &SwarmRuntime, spec: &ContainerSpec) -> ContainerSpec {
+    let state = rt.state_volume(&spec.name, spec.placement.generation);
+    ContainerSpec {
+        state_dir: volume_dir(&state).await,
+        shared_dir: volume_dir(&rt.shared_volume()).await,
+        ..spec.clone()
+    }
 }
 
 #[tokio::test]
@@ -116,12 +162,13 @@ async fn swarm_lifecycle_exits_and_logs() {
     assert!(status[0].running, "{status:?}");
     let node = status[0].node.clone().expect("the node it runs on");
     assert_eq!(node.id, this_node().await);
+    let host = on_node(&rt, &spec).await;
 
-    let mut report = read_report(&spec).await;
+    let mut report = read_report(&host).await;
     assert_ne!(one(&report, "pid"), "1", "the program runs as PID 1");
     assert!(one(&report, "init").starts_with("/sbin/docker-init -- "));
     report.insert("pid".into(), vec!["2".into()]);
-    assert_isolated(&report, &spec, "swarm");
+    assert_isolated(&report, &host, "swarm");
     let sleep = sleep_pid(&report);
     let expected = format!("hello from {me}");
     let mut logs = Vec::new();
@@ -160,14 +207,14 @@ async fn swarm_lifecycle_exits_and_logs() {
     );
 
     // Started again, then stopped on purpose: a polite SIGTERM, expected.
-    std::fs::remove_file(spec.state_dir.join("report")).unwrap();
+    std::fs::remove_file(host.state_dir.join("report")).unwrap();
     rt.start(&name).await.unwrap();
     assert!(next_change(&mut changes, &me).await.running);
-    read_report(&spec).await;
+    read_report(&host).await;
     rt.stop(&name, Duration::from_secs(10)).await.unwrap();
     let change = next_change(&mut changes, &me).await;
     assert!(!change.running && change.expected, "{change:?}");
-    assert!(spec.state_dir.join("term").exists(), "no polite SIGTERM");
+    assert!(host.state_dir.join("term").exists(), "no polite SIGTERM");
     let status = ours(rt.list().await.unwrap(), &name);
     assert!(!status[0].running && !status[0].failed, "{status:?}");
     rt.stop(&name, Duration::from_secs(1)).await.unwrap(); // a no-op
@@ -180,12 +227,12 @@ async fn swarm_lifecycle_exits_and_logs() {
         Err(Error::NoSuchContainer(_))
     ));
     rt.destroy(&name).await.unwrap(); // gone: a no-op
-    std::fs::remove_file(spec.state_dir.join("report")).unwrap();
+    std::fs::remove_file(host.state_dir.join("report")).unwrap();
     rt.create(&spec).await.unwrap();
     rt.start(&name).await.unwrap();
     assert!(next_change(&mut changes, &me).await.running);
-    read_report(&spec).await;
-    let boots = std::fs::read_to_string(spec.state_dir.join("boots")).unwrap();
+    read_report(&host).await;
+    let boots = std::fs::read_to_string(host.state_dir.join("boots")).unwrap();
     assert_eq!(boots.lines().count(), 3);
 
     // Re-created while running: stopped first (an expected death), never
@@ -205,11 +252,12 @@ async fn a_hostile_agent_gets_nowhere() {
     let layout = Layout::new();
     let me = unique("sw-hostile");
     let _cleanup = Cleanup(vec![me.clone()]);
-    let b = breach(&layout, &me, 108_204);
+    let mut b = breach(&layout, &me, 108_204);
     let mut changes = rt.subscribe();
     rt.create(&b.spec).await.unwrap();
     rt.start(&b.spec.name).await.unwrap();
     assert!(next_change(&mut changes, &me).await.running);
+    b.spec = on_node(&rt, &b.spec).await;
     let report = read_report(&b.spec).await;
     assert_breaches_failed(&b, &report, &docker_leaves_open().await);
     // Its only network is its own internal one: no route out, no peer.
@@ -270,10 +318,225 @@ async fn placement_no_node_meets_is_refused_and_the_pin_holds() {
     rt.start(&spec.name).await.unwrap();
     let status = ours(rt.list().await.unwrap(), &spec.name);
     assert!(status[0].running, "{status:?}");
-    // Pinned to a node that is not in the swarm: refused, not moved.
+    // On the unix transport it binds core's sockets: it runs on core's
+    // node whatever its pin says.
     spec.placement.node = Some("nosuchnode0000000000000000".into());
     rt.create(&spec).await.unwrap();
-    let err = rt.start(&spec.name).await.unwrap_err().to_string();
-    assert!(err.contains("cannot be placed"), "{err}");
+    rt.start(&spec.name).await.unwrap();
+    let status = ours(rt.list().await.unwrap(), &spec.name);
+    assert_eq!(
+        status[0].node.as_ref().map(|n| n.id.clone()),
+        Some(this_node().await)
+    );
     rt.destroy(&spec.name).await.unwrap();
+}
+
+/// The bind sources and the volume names of `agent`'s service as the
+/// Engine holds it.
+async fn mounts_held(rt: &SwarmRuntime, agent: &AgentName) -> (Vec<String>, Vec<(String, String)>) {
+    let service = engine()
+        .await
+        .inspect_service(&rt.service_name(agent), None)
+        .await
+        .unwrap();
+    let mounts = service
+        .spec
+        .and_then(|s| s.task_template)
+        .and_then(|t| t.container_spec)
+        .and_then(|c| c.mounts)
+        .unwrap_or_default();
+    let mut binds = Vec::new();
+    let mut volumes = Vec::new();
+    for m in mounts {
+        match m.typ {
+            Some(bollard::models::MountType::BIND) => binds.push(m.source.unwrap_or_default()),
+            Some(bollard::models::MountType::VOLUME) => {
+                volumes.push((m.target.unwrap_or_default(), m.source.unwrap_or_default()))
+            }
+            _ => {}
+        }
+    }
+    (binds, volumes)
+}
+
+#[tokio::test]
+async fn state_is_a_volume_of_ours_kept_at_destroy_fresh_per_generation_removed_at_purge() {
+    let Some((rt, _lease)) = runtime().await else {
+        return;
+    };
+    let layout = Layout::new();
+    let me = unique("sw-vol");
+    let _cleanup = Cleanup(vec![me.clone()]);
+    let script = "echo boot >> /state/boots; echo $HIVE_AGENT > /shared/from-$HIVE_AGENT; \
+                  touch /state/ready; sleep 1000";
+    let mut spec = layout.spec(&me, "/bin/sh", &["-c", script]);
+    spec.user = Some(hive_runtime::AgentUser {
+        uid: 108_205,
+        gid: 100_000,
+    });
+    let name = spec.name.clone();
+    let docker = engine().await;
+    rt.create(&spec).await.unwrap();
+
+    // The service the Engine holds: /state and /shared are our volumes,
+    // and no bind comes from the hive's dirs for them.
+    let (binds, volumes) = mounts_held(&rt, &name).await;
+    let state = rt.state_volume(&name, 0);
+    assert_eq!(
+        volumes,
+        [
+            ("/state".to_owned(), state.clone()),
+            ("/shared".to_owned(), rt.shared_volume())
+        ]
+    );
+    // (The unix transport's sockets and dirs are core's, on core's node.)
+    for source in &binds {
+        let source = std::path::Path::new(source);
+        assert!(
+            !source.starts_with(&spec.state_dir)
+                && !source.starts_with(&spec.shared_dir)
+                && !source.starts_with(&spec.etc_dir),
+            "{} bound: {binds:?}",
+            source.display()
+        );
+    }
+
+    // The agent's uid writes its /state; the node made the volume with
+    // our labels.
+    rt.start(&name).await.unwrap();
+    let host = on_node(&rt, &spec).await;
+    crate::support::eventually("the agent's first boot", || {
+        host.state_dir.join("ready").exists()
+    })
+    .await;
+    let labels = docker.inspect_volume(&state).await.unwrap().labels;
+    assert_eq!(labels.get("hyperhive.hive"), Some(&test_hive().to_string()));
+    assert_eq!(labels.get("hyperhive.agent"), Some(&me));
+    assert_eq!(
+        labels.get("hyperhive.volume").map(String::as_str),
+        Some("state")
+    );
+    assert_eq!(
+        labels.get("hyperhive.generation").map(String::as_str),
+        Some("0")
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.shared_dir.join(format!("from-{me}"))).unwrap(),
+        format!("{me}\n")
+    );
+
+    // Survives stop and start, and destroy: the next service finds it.
+    rt.stop(&name, Duration::from_secs(10)).await.unwrap();
+    std::fs::remove_file(host.state_dir.join("ready")).unwrap();
+    rt.start(&name).await.unwrap();
+    crate::support::eventually("the second boot", || host.state_dir.join("ready").exists()).await;
+    rt.destroy(&name).await.unwrap();
+    assert!(
+        docker.inspect_volume(&state).await.is_ok(),
+        "destroy removed the state"
+    );
+    std::fs::remove_file(host.state_dir.join("ready")).unwrap();
+    rt.create(&spec).await.unwrap();
+    rt.start(&name).await.unwrap();
+    crate::support::eventually("the revived boot", || host.state_dir.join("ready").exists()).await;
+    let boots = std::fs::read_to_string(host.state_dir.join("boots")).unwrap();
+    assert_eq!(boots.lines().count(), 3, "{boots}");
+
+    // A new generation: a fresh, empty volume; the older one is kept.
+    rt.stop(&name, Duration::from_secs(10)).await.unwrap();
+    spec.placement.generation = 1;
+    rt.create(&spec).await.unwrap();
+    rt.start(&name).await.unwrap();
+    let fresh = on_node(&rt, &spec).await;
+    assert_ne!(fresh.state_dir, host.state_dir);
+    crate::support::eventually("the boot on the fresh volume", || {
+        fresh.state_dir.join("ready").exists()
+    })
+    .await;
+    let boots = std::fs::read_to_string(fresh.state_dir.join("boots")).unwrap();
+    assert_eq!(boots.lines().count(), 1, "{boots}");
+    assert!(docker.inspect_volume(&state).await.is_ok());
+
+    // Purge (after destroy) removes every generation: gone from the Engine.
+    rt.destroy(&name).await.unwrap();
+    rt.purge_state(&name, &spec.placement).await.unwrap();
+    for volume in [state, rt.state_volume(&name, 1)] {
+        let gone = docker.inspect_volume(&volume).await.unwrap_err();
+        assert!(
+            gone.to_string().contains("404") || gone.to_string().contains("no such volume"),
+            "{volume}: {gone}"
+        );
+    }
+    assert!(
+        docker.inspect_volume(&rt.shared_volume()).await.is_ok(),
+        "purging one agent removed the hive's shared volume"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_volume_of_our_name_is_refused_and_untouched() {
+    let Some((rt, _lease)) = runtime().await else {
+        return;
+    };
+    let layout = Layout::new();
+    let me = unique("sw-foreign");
+    let _cleanup = Cleanup(vec![me.clone()]);
+    let spec = layout.spec(&me, "/bin/sh", &["-c", "sleep 1000"]);
+    let docker = engine().await;
+    let name = rt.state_volume(&spec.name, 0);
+    // Someone else's volume of our name: not ours (no labels of ours, or
+    // another hive's).
+    docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(name.clone()),
+            labels: Some(std::collections::HashMap::from([(
+                "hyperhive.hive".to_owned(),
+                "0000000000000000".to_owned(),
+            )])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mountpoint = volume_dir(&name).await;
+    std::fs::write(mountpoint.join("theirs"), "keep").unwrap();
+
+    let err = rt.create(&spec).await.unwrap_err();
+    assert!(matches!(err, Error::Foreign { .. }), "{err}");
+    assert!(err.to_string().contains(&name), "{err}");
+    assert!(
+        docker
+            .inspect_service(&rt.service_name(&spec.name), None)
+            .await
+            .is_err(),
+        "a service was made on a foreign volume"
+    );
+    // Purge leaves it: only ours are removed.
+    rt.purge_state(&spec.name, &spec.placement).await.unwrap();
+    let kept = docker.inspect_volume(&name).await.unwrap();
+    assert_eq!(
+        kept.labels.get("hyperhive.hive").map(String::as_str),
+        Some("0000000000000000")
+    );
+    assert_eq!(
+        std::fs::read_to_string(mountpoint.join("theirs")).unwrap(),
+        "keep"
+    );
+
+    // An (approved) bind cannot reach another agent's volume by its name:
+    // a bind's source is an absolute host path or the spec is refused.
+    let other = AgentName::parse("other").unwrap();
+    let mut sneaky = layout.spec(&unique("sw-sneaky"), "/bin/sh", &["-c", "sleep 1000"]);
+    sneaky.binds.push(hive_runtime::Bind {
+        host: rt.state_volume(&other, 0).into(),
+        container: "/theirs".into(),
+        read_only: false,
+    });
+    let err = rt.create(&sneaky).await.unwrap_err().to_string();
+    assert!(err.contains("not an absolute path"), "{err}");
+    assert!(
+        docker
+            .inspect_service(&rt.service_name(&sneaky.name), None)
+            .await
+            .is_err()
+    );
 }

@@ -347,9 +347,19 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         args.extend(["--agent-transport", "unix"]);
     }
     let hive = Hive::start_with(dir, runtime, &args);
+    let hive_id = hive_runtime::HiveId::of(&hive.state_dir());
     let dashboard_port: u16 = hive.dashboard.rsplit(':').next().unwrap().parse().unwrap();
-    std::fs::write(hive.state_dir().join("shared/syscalls.py"), SYSCALLS_PY).unwrap();
-    let engine = hive.state_dir().join("shared/engine.sh");
+    let shared = if runtime == "swarm" {
+        // `/shared` is the node's volume, made by the manager's task.
+        eventually("the manager to run", || {
+            crate::lifecycle::status(&hive, "manager")["running"] == true
+        });
+        volume_dir(&format!("h-{hive_id}-shared"))
+    } else {
+        hive.state_dir().join("shared")
+    };
+    std::fs::write(shared.join("syscalls.py"), SYSCALLS_PY).unwrap();
+    let engine = shared.join("engine.sh");
     std::fs::write(
         &engine,
         script(
@@ -375,7 +385,11 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         r#"{"version":1,"ok":true}"#
     );
     let before = approvals(&hive);
-    let state = hive.state_dir().join("agents/mole/state");
+    let state = if runtime == "swarm" {
+        volume_dir(&format!("h-mole-{hive_id}-state-0"))
+    } else {
+        hive.state_dir().join("agents/mole/state")
+    };
 
     // Turn 1, under the default policy ("model").
     hive.host(r#"{"cmd":"send","to":"mole","body":"do your worst"}"#);
@@ -536,6 +550,14 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         "the model was reached under network = \"none\": {after:?}"
     );
     drop(hive);
+}
+
+/// The host dir of the engine's volume `name` (swarm's `/state` and
+/// `/shared` on this node).
+fn volume_dir(name: &str) -> PathBuf {
+    let dir = crate::hives::docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", name]);
+    assert!(!dir.trim().is_empty(), "no volume {name}");
+    PathBuf::from(dir.trim())
 }
 
 #[test]

@@ -55,6 +55,21 @@ impl Drop for Cleanup {
         for secret in docker(&["secret", "ls", "-q", "--filter", &filter]).lines() {
             docker(&["secret", "rm", secret]);
         }
+        for config in docker(&["config", "ls", "-q", "--filter", &filter]).lines() {
+            docker(&["config", "rm", config]);
+        }
+        // Its volumes (state, shared), once the services' task containers
+        // are gone (slow on a loaded machine).
+        for _ in 0..300 {
+            let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
+            if volumes.trim().is_empty() {
+                break;
+            }
+            for volume in volumes.lines() {
+                docker(&["volume", "rm", volume]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         for _ in 0..50 {
             let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
             if networks.trim().is_empty() {
@@ -68,18 +83,48 @@ impl Drop for Cleanup {
     }
 }
 
-/// The host pid of `agent`'s running task container.
-fn task_pid(hive: &HiveId, agent: &str) -> i32 {
+/// The id of `agent`'s running task container.
+fn task_container(hive: &HiveId, agent: &str) -> String {
     let filters = [
         format!("label=hyperhive.hive={hive}"),
         format!("label=hyperhive.agent={agent}"),
     ];
     let id = docker(&["ps", "-q", "--filter", &filters[0], "--filter", &filters[1]]);
-    let id = id.lines().next().expect("a running task container");
-    docker(&["inspect", "-f", "{{.State.Pid}}", id])
+    id.lines()
+        .next()
+        .expect("a running task container")
+        .to_owned()
+}
+
+/// The host pid of `agent`'s running task container.
+fn task_pid(hive: &HiveId, agent: &str) -> i32 {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &task_container(hive, agent),
+    ])
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// Runs `script` in `agent`'s running task as the agent's own user.
+fn as_agent(hive: &HiveId, agent: &str, script: &str) -> String {
+    docker(&[
+        "exec",
+        &task_container(hive, agent),
+        "/bin/sh",
+        "-c",
+        script,
+    ])
+}
+
+/// Whether the Engine holds the volume `name`.
+fn volume_exists(name: &str) -> bool {
+    !docker(&["volume", "ls", "-q", "--filter", &format!("name=^{name}$")])
         .trim()
-        .parse()
-        .unwrap()
+        .is_empty()
 }
 
 fn ok(hive: &Hive, request: &str) {
@@ -184,11 +229,33 @@ fn spawn_stop_crash_restart_destroy_revive_on_swarm() {
     ok(&hive, r#"{"cmd":"restart","name":"coder"}"#);
     assert_eq!(status(&hive, "coder")["running"], true);
 
+    // What the agent writes in /state is on its volume, and survives a
+    // daemon restart (the service outlives `hive serve`).
+    as_agent(&id, "coder", "echo yes > /state/kept");
+    let volume = format!("h-coder-{id}-state-0");
+    assert!(volume_exists(&volume));
+    let dir = hive.stop();
+    let hive = Hive::start_with(
+        dir,
+        "swarm",
+        &[
+            "--manager-port",
+            "18600",
+            "--agent-ports",
+            "18601-18609",
+            "--agent-transport",
+            "unix",
+        ],
+    );
+    eventually("coder to run after the daemon restart", || {
+        status(&hive, "coder")["running"] == true
+    });
+    assert_eq!(as_agent(&id, "coder", "cat /state/kept"), "yes\n");
+
     // Destroyed to a tombstone (state kept, service and network gone),
     // then revived by a spawn: the same state, the same node.
-    let state = hive.state_dir().join("agents/coder/state");
-    std::fs::write(state.join("kept"), "yes").unwrap();
     ok(&hive, r#"{"cmd":"destroy","name":"coder","purge":false}"#);
+    assert!(volume_exists(&volume), "destroy removed the state volume");
     let services = docker(&[
         "service",
         "ls",
@@ -214,8 +281,10 @@ fn spawn_stop_crash_restart_destroy_revive_on_swarm() {
         (row["running"].as_bool(), row["node"].as_str()),
         (Some(true), Some(node.as_str()))
     );
-    assert_eq!(std::fs::read_to_string(state.join("kept")).unwrap(), "yes");
+    assert_eq!(as_agent(&id, "coder", "cat /state/kept"), "yes\n");
+    // Purge removes it: gone from the Engine.
     ok(&hive, r#"{"cmd":"destroy","name":"coder","purge":true}"#);
+    assert!(!volume_exists(&volume), "purge left {volume}");
     drop(hive);
 }
 
@@ -332,6 +401,22 @@ fn a_claude_turn_on_swarm_reaches_core_over_the_link_alone() {
     ]);
     let template = json(&spec);
     let mounts = template["ContainerSpec"]["Mounts"].as_array().unwrap();
+    // Nothing of the hive's state or run dir is bound: the agent could
+    // run on a node without them. `/state` is its volume.
+    for mount in mounts {
+        let source = mount["Source"].as_str().unwrap_or_default();
+        if mount["Type"] == "bind" {
+            assert!(
+                !std::path::Path::new(source).starts_with(hive.state_dir())
+                    && !std::path::Path::new(source).starts_with(hive.run_dir()),
+                "{mount}"
+            );
+        }
+        if mount["Target"] == "/state" {
+            assert_eq!(mount["Type"], "volume", "{mount}");
+            assert_eq!(source, format!("h-eng-{id}-state-0"));
+        }
+    }
     for mount in mounts {
         let target = mount["Target"].as_str().unwrap();
         assert!(
