@@ -565,9 +565,7 @@ fn a_dead_nodes_agent_is_revived_on_a_live_node_from_its_checkpoint() {
     let store = hive_store::Store::open(&dir.path().join("state/hive.sqlite")).unwrap();
     store.set_node("eng", Some(dead)).unwrap();
     drop(store);
-    // What was on that node is lost with it (its volume; on one host the
-    // bind of the state dir, so the test deletes the file).
-    let _ = std::fs::remove_file(dir.path().join("state/agents/eng/state/notes.txt"));
+    // What was on that node is lost with it: its volume, generation 0.
     let hive = crate::tls::linked_hive_in(dir, "swarm", &link, ("19341", "19342-19349"), &args);
     eventually("eng reported not running", || {
         status(&hive, "eng")["running"] == false
@@ -602,6 +600,20 @@ fn a_dead_nodes_agent_is_revived_on_a_live_node_from_its_checkpoint() {
         .state_dir()
         .join("agents/eng/checkpoints/restore-pending");
     eventually("the restore to be done", || !marker.exists());
+    // The file came back by the restore alone: the task runs on the next
+    // generation's volume, made empty on the live node.
+    let mounts = docker(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Mounts}}",
+        &format!("h-eng-{id}"),
+    ]);
+    assert!(
+        mounts.contains(&format!("h-eng-{id}-state-1"))
+            && !mounts.contains(&format!("h-eng-{id}-state-0\"")),
+        "{mounts}"
+    );
     assert_eq!(in_task(&id, "eng", "cat /state/notes.txt"), "remember");
     let constraints = docker(&[
         "service",
