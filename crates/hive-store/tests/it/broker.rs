@@ -74,21 +74,18 @@ fn batch_limits() {
 
 #[test]
 fn lease_and_recovery_after_a_dead_harness() {
-    let (dir, store) = store_with(&["alice", "bob"]);
+    let (_dir, store) = store_with(&["alice", "bob"]);
     for body in ["a", "b", "c"] {
         store.send("alice", &to("bob"), body, None).unwrap();
     }
     let popped = store.recv_batch("bob", 2).unwrap();
     assert_eq!(bodies(&popped), ["a", "b"]);
-
-    // The harness dies mid-turn; core restarts and reopens the file.
-    drop(store);
-    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
     assert_eq!(
         (store.unread("bob").unwrap(), store.inflight("bob").unwrap()),
         (1, 2)
     );
 
+    // The harness dies mid-turn; its next boot requeues.
     assert_eq!(store.requeue_inflight("bob").unwrap(), 2);
     let again = store.recv_batch("bob", 32).unwrap();
     assert_eq!(bodies(&again), ["a", "b", "c"]);
@@ -109,6 +106,72 @@ fn lease_and_recovery_after_a_dead_harness() {
     assert_eq!(store.requeue_inflight("bob").unwrap(), 0);
     assert!(store.recv_batch("bob", 32).unwrap().is_empty());
     assert_eq!(store.ack_turn("bob").unwrap(), 0);
+}
+
+/// Rows in flight live in memory. A daemon that stops cleanly writes how
+/// each comes back (held: flagged; handed to nobody who read it:
+/// unflagged); the next start hands them out so, and a pending row never
+/// popped comes unflagged.
+#[test]
+fn a_clean_restart_redelivers_what_was_in_flight_as_a_harness_restart_would() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    assert_eq!(store.recover_broker().unwrap(), 0);
+    for body in ["held", "unheld", "pending"] {
+        store.send("alice", &to("bob"), body, None).unwrap();
+    }
+    store.recv_batch("bob", 1).unwrap();
+    store.pop("bob", 1, Some(Duration::from_secs(60))).unwrap();
+    store.stop_broker().unwrap();
+    // Stopped: nothing more goes out, no lease is named.
+    assert!(store.recv_batch("bob", 1).is_err());
+    drop(store);
+
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(store.recover_broker().unwrap(), 0);
+    assert_eq!(
+        (store.unread("bob").unwrap(), store.inflight("bob").unwrap()),
+        (3, 0)
+    );
+    let back = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(
+        back.iter()
+            .map(|m| (m.body.as_str(), m.redelivered))
+            .collect::<Vec<_>>(),
+        [("held", true), ("unheld", false), ("pending", false)]
+    );
+}
+
+/// A daemon that dies (no clean stop) leaves no record of what was in
+/// flight: at the next start every unacked row comes again flagged
+/// `redelivered` (a turn may have acted on any of them), acked ones never.
+#[test]
+fn after_a_crash_every_unacked_row_comes_again_flagged() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    assert_eq!(store.recover_broker().unwrap(), 0);
+    for body in ["acked", "in flight", "pending"] {
+        store.send("alice", &to("bob"), body, None).unwrap();
+    }
+    store.recv_batch("bob", 1).unwrap();
+    store.ack_turn("bob").unwrap();
+    store.recv_batch("bob", 1).unwrap();
+    drop(store);
+
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(store.recover_broker().unwrap(), 2);
+    let back = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(
+        back.iter()
+            .map(|m| (m.body.as_str(), m.redelivered))
+            .collect::<Vec<_>>(),
+        [("in flight", true), ("pending", true)]
+    );
+    store.ack_turn("bob").unwrap();
+    // This daemon stops cleanly: the next start flags nothing.
+    store.stop_broker().unwrap();
+    drop(store);
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(store.recover_broker().unwrap(), 0);
+    assert!(store.recv_batch("bob", 32).unwrap().is_empty());
 }
 
 #[test]
@@ -152,7 +215,7 @@ fn vacuum_removes_only_old_acked_rows() {
     )
     .unwrap();
     conn.execute(
-        "UPDATE messages SET sent_at = ?1, delivered_at = ?1 WHERE id = ?2",
+        "UPDATE messages SET sent_at = ?1 WHERE id = ?2",
         (long_ago, ids[2]),
     )
     .unwrap();
@@ -310,14 +373,16 @@ async fn disconnect_during_long_poll_loses_nothing() {
         })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(store.undeliver(&[id]).unwrap(), 1);
+    // Only the recipient's own rows: another inbox's name moves nothing.
+    assert_eq!(store.undeliver("alice", &[id]).unwrap(), 0);
+    assert_eq!(store.undeliver("bob", &[id]).unwrap(), 1);
     let again = waiter.await.unwrap().unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].redelivered), (id, false));
 
     // Acked rows and unknown ids are left alone.
     store.ack_turn("bob").unwrap();
-    assert_eq!(store.undeliver(&[id, 424_242]).unwrap(), 0);
+    assert_eq!(store.undeliver("bob", &[id, 424_242]).unwrap(), 0);
     assert_eq!(store.unread("bob").unwrap(), 0);
 }
 
