@@ -722,17 +722,21 @@ impl Store {
             return Ok(0);
         }
         let now = now_unix();
+        let runs = flight.runs(recipient, ids);
         let mut n = 0;
         {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
             {
+                // A range over the table's own rowids (`NOT INDEXED`): the
+                // scan does not walk an index the update changes, and each
+                // run's rows are exactly `recipient`'s unacked ones in it.
                 let mut stmt = tx.prepare_cached(
-                    "UPDATE messages SET delivered_at = ?1, acked_at = ?1
-                     WHERE id = ?2 AND delivered_at IS NULL",
+                    "UPDATE messages NOT INDEXED SET delivered_at = ?1, acked_at = ?1
+                     WHERE id BETWEEN ?2 AND ?3 AND recipient = ?4 AND delivered_at IS NULL",
                 )?;
-                for id in ids {
-                    n += stmt.execute((now, id))?;
+                for (first, last) in runs {
+                    n += stmt.execute((now, first, last, recipient))?;
                 }
             }
             tx.commit()?;

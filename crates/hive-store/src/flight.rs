@@ -152,6 +152,51 @@ impl Flight {
             .collect()
     }
 
+    /// `ids` (in flight for `recipient`, ascending) as runs `(first, last)`
+    /// holding no other unacked row of `recipient`: by the module's
+    /// invariant those at or below `cursor` are all in flight or put back,
+    /// so a run's id range, filtered by recipient and unacked, is exactly
+    /// its rows.
+    pub(crate) fn runs(&self, recipient: &str, ids: &[i64]) -> Vec<(i64, i64)> {
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        let (Some(inbox), Some(&lo), Some(&hi)) =
+            (self.inboxes.get(recipient), ids.first(), ids.last())
+        else {
+            return runs;
+        };
+        let mut chosen = ids.iter().peekable();
+        let mut others = inbox
+            .out
+            .range(lo..=hi)
+            .map(|(id, _)| *id)
+            .filter(|id| ids.binary_search(id).is_err())
+            .chain(inbox.returned.range(lo..=hi).map(|(id, _)| *id))
+            .collect::<Vec<_>>();
+        others.sort_unstable();
+        let mut others = others.into_iter().peekable();
+        while let Some(&first) = chosen.next() {
+            let mut last = first;
+            // The run ends before the next unacked row that is not chosen.
+            let stop = loop {
+                match others.peek() {
+                    Some(&o) if o < first => {
+                        others.next();
+                    }
+                    next => break next.copied(),
+                }
+            };
+            while let Some(&&next) = chosen.peek() {
+                if stop.is_some_and(|stop| next > stop) {
+                    break;
+                }
+                last = next;
+                chosen.next();
+            }
+            runs.push((first, last));
+        }
+        runs
+    }
+
     /// How many rows of `recipient` are in flight.
     pub(crate) fn out(&self, recipient: &str) -> usize {
         self.inboxes
@@ -195,5 +240,39 @@ impl Flight {
             );
         }
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ack's runs never span an unacked row it does not ack: one in
+    /// flight under another lease, or one put back.
+    #[test]
+    fn runs_stop_at_every_row_not_acked() {
+        let mut flight = Flight::default();
+        let lease = |ids: &[i64]| Lease {
+            recipient: "bob".into(),
+            held: true,
+            period_ms: None,
+            until_ms: None,
+            ids: ids.to_vec(),
+        };
+        flight.hand_out(
+            1,
+            lease(&[1, 2, 3, 4]),
+            &[(1, false), (2, false), (3, false), (4, false)],
+        );
+        flight.hand_out(2, lease(&[6, 7, 9]), &[(6, false), (7, false), (9, false)]);
+        flight.put_back("bob", &[4], Flag::Unflagged);
+        assert_eq!(flight.runs("bob", &[1, 2, 3, 6, 7, 9]), [(1, 3), (6, 9)]);
+        assert_eq!(
+            flight.runs("bob", &[1, 3, 6, 9]),
+            [(1, 1), (3, 3), (6, 6), (9, 9)]
+        );
+        assert_eq!(flight.runs("bob", &[2]), [(2, 2)]);
+        assert_eq!(flight.runs("alice", &[2]), []);
+        assert_eq!(flight.runs("bob", &[]), []);
     }
 }
