@@ -774,3 +774,39 @@ fn exact_leases_are_acked_released_and_expired_as_named() {
     assert_eq!(store.ack("bob", &[], back.lease).unwrap(), 3);
     assert_eq!(store.inflight("bob").unwrap(), 0);
 }
+
+/// Only sends and acks write the file: a pop, naming a lease, releasing,
+/// expiring, undelivering and requeueing leave it as it was (another
+/// connection's `data_version` does not move), and the ack does.
+#[test]
+fn a_pop_and_every_lease_step_write_nothing() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    for b in ["a", "b", "c", "d"] {
+        store.send("alice", &to("bob"), b, None).unwrap();
+    }
+    let conn = raw(&dir);
+    let version = || -> i64 {
+        conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = version();
+    let lease_for = Some(Duration::from_secs(60));
+    let first = store.pop("bob", 1, lease_for).unwrap();
+    store.release_lease(first.lease.unwrap()).unwrap();
+    let second = store.pop("bob", 2, lease_for).unwrap();
+    store.renew_lease("bob", second.lease.unwrap()).unwrap();
+    store.expire_leases(i64::MAX).unwrap();
+    let third = store.recv_batch("bob", 1).unwrap();
+    store.undeliver("bob", &[third[0].id]).unwrap();
+    store.recv_batch("bob", 4).unwrap();
+    store.requeue_inflight("bob").unwrap();
+    assert_eq!(store.unread("bob").unwrap(), 4);
+    let last = store.pop("bob", 4, lease_for).unwrap();
+    assert_eq!(
+        version(),
+        before,
+        "a broker step other than ack wrote the file"
+    );
+    assert_eq!(store.ack("bob", &[], last.lease).unwrap(), 4);
+    assert_ne!(version(), before);
+}
