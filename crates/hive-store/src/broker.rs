@@ -29,7 +29,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::agents::{allow_list, allows, check_allowed, exists, names_except};
-use crate::flight::{Flag, Flight, Lease};
+use crate::flight::{Flag, Flight, Inbox, Lease};
 use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
 
 /// What one pop handed out: the rows, oldest first, and the lease they
@@ -432,18 +432,14 @@ impl Store {
             if flight.stopped {
                 return Err(Error::Refused("the broker is stopping".into()));
             }
-            let (cursor, returned): (i64, Vec<(i64, bool)>) = match flight.inboxes.get(recipient) {
-                Some(inbox) => (
-                    inbox.cursor,
-                    inbox
-                        .returned
-                        .iter()
-                        .take(max)
-                        .map(|(i, f)| (*i, *f))
-                        .collect(),
-                ),
-                None => (0, Vec::new()),
-            };
+            let inbox = self.inbox(&mut flight, recipient)?;
+            let cursor = inbox.cursor;
+            let returned: Vec<(i64, bool)> = inbox
+                .returned
+                .iter()
+                .take(max)
+                .map(|(i, f)| (*i, *f))
+                .collect();
             let mut messages = Vec::with_capacity(max);
             let mut gone = Vec::new();
             {
@@ -472,7 +468,7 @@ impl Store {
                     let more = reader
                         .prepare_cached(
                             "SELECT id, sender, recipient, body, sent_at, in_reply_to, redelivered
-                             FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND id > ?2
+                             FROM messages WHERE recipient = ?1 AND id > ?2 AND delivered_at IS NULL
                              ORDER BY id LIMIT ?3",
                         )?
                         .query_map(
@@ -818,19 +814,51 @@ impl Store {
     }
 
     /// How many messages wait in `recipient`'s inbox (unacked and not in
-    /// flight), as of the last commit. Read on its own connection, so it
-    /// never waits for a commit running meanwhile.
+    /// flight), as of the last commit: those above its cursor, counted on
+    /// the read-only connection's index of the recipient's rows (so it
+    /// never waits for a commit running meanwhile), and those put back.
     pub fn unread(&self, recipient: &str) -> Result<u64> {
-        let flight = self.flight();
-        let n: i64 = self
+        let mut flight = self.flight();
+        let inbox = self.inbox(&mut flight, recipient)?;
+        let above: i64 = self
             .reader()
-            .prepare_cached(
-                "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered_at IS NULL",
-            )?
-            .query_row([recipient], |r| r.get(0))?;
-        Ok(u64::try_from(n)
+            .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND id > ?2")?
+            .query_row((recipient, inbox.cursor), |r| r.get(0))?;
+        Ok(u64::try_from(above)
             .unwrap_or(0)
-            .saturating_sub(count(flight.out(recipient))))
+            .saturating_add(count(inbox.returned.len())))
+    }
+
+    /// `recipient`'s inbox in [`Flight`], read from the file the first
+    /// time it is needed: every unacked row then is put back (nothing of
+    /// this daemon's is in flight yet), and the cursor is the last id
+    /// issued, so every row above it is unacked.
+    fn inbox<'f>(&self, flight: &'f mut Flight, recipient: &str) -> Result<&'f mut Inbox> {
+        if !flight.inboxes.contains_key(recipient) {
+            let reader = self.reader();
+            // The last id first: every row up to it has committed, and no
+            // row of `recipient` is acked meanwhile (acks hold `flight`).
+            let cursor = last_issued(&reader)?;
+            let returned = reader
+                .prepare_cached(
+                    "SELECT id FROM messages
+                     WHERE recipient = ?1 AND id <= ?2 AND delivered_at IS NULL",
+                )?
+                .query_map((recipient, cursor), |r| Ok((r.get::<_, i64>(0)?, false)))?
+                .collect::<rusqlite::Result<_>>()?;
+            flight.inboxes.insert(
+                recipient.to_owned(),
+                Inbox {
+                    cursor,
+                    returned,
+                    out: Default::default(),
+                },
+            );
+        }
+        flight
+            .inboxes
+            .get_mut(recipient)
+            .ok_or_else(|| Error::Refused(format!("no inbox for {recipient}")))
     }
 
     /// How many messages of `recipient` are popped but not yet acked.
@@ -906,7 +934,8 @@ impl Store {
         if let Some(inbox) = flight.inboxes.get(recipient) {
             delivered.retain(|m| !inbox.out.contains_key(&m.id));
         }
-        flight.clear(recipient);
+        // Read again when next needed: every row of it is acked now.
+        flight.forget(recipient);
         drop(flight);
         if self.inner.events.receiver_count() > 0 {
             delivered.sort_unstable_by_key(|m| m.id);

@@ -12,9 +12,12 @@
 //! harness restart would.
 //!
 //! Invariant per inbox: every pending row (unacked in the file) with an
-//! id at or below `cursor` is either in flight or in `returned`, so a pop
-//! takes `returned` first, then the file's rows above `cursor`, and the
-//! result is the inbox's oldest rows not in flight.
+//! id at or below `cursor` is either in flight or in `returned`, and every
+//! row above `cursor` is pending. So a pop takes `returned` first, then the
+//! file's rows above `cursor` (the oldest rows not in flight), and the
+//! unread count is `returned` plus the rows above `cursor`. An inbox is
+//! read from the file when first needed (`Store::inbox`): its unacked rows
+//! all put back, its cursor the last id issued.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -75,6 +78,7 @@ pub(crate) struct Flight {
 impl Flight {
     /// Records `rows` (id, went out flagged) of `lease` as in flight.
     pub(crate) fn hand_out(&mut self, lease_id: i64, lease: Lease, rows: &[(i64, bool)]) {
+        // The pop read the inbox first (`Store::inbox`).
         let inbox = self.inboxes.entry(lease.recipient.clone()).or_default();
         for &(id, redelivered) in rows {
             inbox.returned.remove(&id);
@@ -209,13 +213,13 @@ impl Flight {
         self.leases.values().filter_map(|l| l.until_ms).min()
     }
 
-    /// Forgets every row of `recipient` out or put back (all acked).
-    pub(crate) fn clear(&mut self, recipient: &str) {
-        if let Some(inbox) = self.inboxes.get_mut(recipient) {
-            for out in std::mem::take(&mut inbox.out).into_values() {
+    /// Forgets `recipient`'s inbox and its leases (all its rows acked):
+    /// it is read from the file again when next needed.
+    pub(crate) fn forget(&mut self, recipient: &str) {
+        if let Some(inbox) = self.inboxes.remove(recipient) {
+            for out in inbox.out.into_values() {
                 self.leases.remove(&out.lease);
             }
-            inbox.returned.clear();
         }
     }
 

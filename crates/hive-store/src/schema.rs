@@ -162,7 +162,9 @@ fn task_board(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// nothing and a row stays pending in the file until it is acked. Rows in
 /// flight under the old durable leases go back, flagged `redelivered` if
 /// their lease was held, as a harness restart would have put them; the
-/// lease columns and the in-flight index go. `broker_running` holds a row
+/// lease columns, the in-flight index and the pending index go (a pop
+/// reads above its inbox's cursor in memory through `messages_recipient`;
+/// one index fewer to write per send and per ack). `broker_running` holds a row
 /// from a daemon's start (`Store::recover_broker`) to its clean stop
 /// (`Store::stop_broker`): a start that finds one recovers from a crash.
 fn leases_in_memory(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -181,6 +183,7 @@ fn leases_in_memory(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         "UPDATE messages SET delivered_at = NULL
              WHERE delivered_at IS NOT NULL AND acked_at IS NULL;
          DROP INDEX IF EXISTS messages_inflight;
+         DROP INDEX IF EXISTS messages_pending;
          CREATE TABLE IF NOT EXISTS broker_running (since INTEGER NOT NULL);",
     )?;
     for column in ["lease", "lease_held", "lease_ms", "lease_until"] {

@@ -810,3 +810,44 @@ fn a_pop_and_every_lease_step_write_nothing() {
     assert_eq!(store.ack("bob", &[], last.lease).unwrap(), 4);
     assert_ne!(version(), before);
 }
+
+/// An inbox is read from the file when first needed: after a restart its
+/// unacked rows, wherever they sit among acked ones, are counted unread and
+/// delivered oldest first, and an ack by ids takes exactly the rows named.
+#[test]
+fn an_inbox_read_after_a_restart_skips_rows_acked_among_its_own() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    store.recover_broker().unwrap();
+    let mut ids = Vec::new();
+    for b in ["1", "2", "3", "4", "5"] {
+        ids.push(store.send("alice", &to("bob"), b, None).unwrap()[0]);
+        store.send("bob", &to("alice"), b, None).unwrap();
+    }
+    store.recv_batch("bob", 3).unwrap();
+    assert_eq!(store.ack("bob", &[ids[1]], None).unwrap(), 1);
+    store.recv_batch("bob", 1).unwrap();
+    assert_eq!(store.ack("bob", &[ids[3]], None).unwrap(), 1);
+    assert_eq!(store.unread("bob").unwrap(), 1);
+    drop(store);
+
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(store.recover_broker().unwrap(), 8);
+    assert_eq!(store.unread("bob").unwrap(), 3);
+    let back = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(bodies(&back), ["1", "3", "5"]);
+    assert_eq!(store.unread("bob").unwrap(), 0);
+    // Acking 1 and 5 leaves 3 in flight.
+    assert_eq!(store.ack("bob", &[ids[0], ids[4]], None).unwrap(), 2);
+    assert_eq!(store.inflight("bob").unwrap(), 1);
+    assert_eq!(store.requeue_inflight("bob").unwrap(), 1);
+    assert_eq!(store.unread("bob").unwrap(), 1);
+    assert_eq!(bodies(&store.recv_batch("bob", 32).unwrap()), ["3"]);
+    // Marking all read forgets the inbox; it is read again, empty.
+    store.send("alice", &to("bob"), "6", None).unwrap();
+    assert_eq!(store.mark_all_read("bob").unwrap(), 2);
+    assert_eq!(store.unread("bob").unwrap(), 0);
+    store.send("alice", &to("bob"), "7", None).unwrap();
+    assert_eq!(store.unread("bob").unwrap(), 1);
+    assert_eq!(bodies(&store.recv_batch("bob", 32).unwrap()), ["7"]);
+    assert_eq!(store.unread("alice").unwrap(), 5);
+}
