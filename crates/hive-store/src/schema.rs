@@ -55,6 +55,10 @@ const MIGRATIONS: &[Migration] = &[
         apply: agent_node,
     },
     Migration {
+        what: "the generation of an agent's state volume",
+        apply: state_generation,
+    },
+    Migration {
         what: "message leases in memory",
         apply: leases_in_memory,
     },
@@ -158,7 +162,7 @@ fn task_board(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
-/// Migration 9: leases live in memory (`flight.rs`), so a pop writes
+/// Migration 10: leases live in memory (`flight.rs`), so a pop writes
 /// nothing and a row stays pending in the file until it is acked. Rows in
 /// flight under the old durable leases go back, flagged `redelivered` if
 /// their lease was held, as a harness restart would have put them; the
@@ -352,6 +356,18 @@ fn agent_node(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "agents", "node", "TEXT")
 }
 
+/// Migration 9: the generation of an agent's state volume (a multi-host
+/// runtime's `/state`): bumped when the agent is to start on a fresh one
+/// (moved or revived elsewhere); every existing agent is at 0.
+fn state_generation(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(
+        tx,
+        "agents",
+        "state_generation",
+        "INTEGER NOT NULL DEFAULT 0",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,7 +436,7 @@ mod tests {
     fn leases_move_to_memory_returning_what_was_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("hive.sqlite")).unwrap();
-        migrate_to(&mut conn, 8).unwrap();
+        migrate_to(&mut conn, 9).unwrap();
         conn.execute_batch(
             "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at, acked_at,
                                    lease, lease_held)
