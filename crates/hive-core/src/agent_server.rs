@@ -226,7 +226,7 @@ where
         Err(e) => {
             if !ids.is_empty() {
                 tracing::info!(%agent, count = ids.len(), "recv client left: returning messages ({e})");
-                if let Err(e) = coord.store.undeliver(&ids) {
+                if let Err(e) = coord.store.undeliver(agent.as_str(), &ids) {
                     tracing::error!(%agent, ?ids, "could not return undelivered messages: {e}");
                 }
             }

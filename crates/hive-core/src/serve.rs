@@ -3,8 +3,10 @@
 //! Order matters: the store opens (and migrates) first, the dashboard
 //! listener binds next so agent URLs can be built, known agents are
 //! reconciled between the database and the state dir, then every socket is
-//! bound and the timers start. SIGTERM or SIGINT stops accepting, removes
-//! the socket files and returns; the store is durable at every step.
+//! bound and the timers start. SIGTERM or SIGINT stops accepting, writes
+//! the broker's rows in flight (`Store::stop_broker`), removes the socket
+//! files and returns; the store is durable at every step (a crash costs
+//! only `redelivered` flags: `Store::recover_broker`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,14 +127,16 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     // With a runtime, an agent without a container is destroyed (its state
     // kept): broadcasts skip it. Without one, no agent has a container.
     store.set_broadcast_needs_container(selection.runtime.is_some());
-    // The connections that held unnamed leases died with the last daemon.
-    let released = store
-        .release_unheld_leases()
-        .context("release the leases of the last run's connections")?;
-    if released > 0 {
-        tracing::info!(
-            rows = released,
-            "messages nobody read are back in their inboxes"
+    // Leases lived in the last daemon's memory: after a clean stop the
+    // file says what comes back flagged; after a crash every unacked row
+    // comes back flagged `redelivered`.
+    let flagged = store
+        .recover_broker()
+        .context("recover the broker from the last run")?;
+    if flagged > 0 {
+        tracing::warn!(
+            rows = flagged,
+            "the last daemon did not stop cleanly: its unacked messages come again flagged redelivered"
         );
     }
 
@@ -242,6 +246,12 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     coord.shut_down();
     tasks.abort_all();
     coord.lifecycle.close_sockets();
+    // What is in flight is written down (held rows come back flagged), and
+    // nothing more goes out.
+    coord
+        .store
+        .stop_broker()
+        .context("write the broker's rows in flight")?;
     remove_sockets(&coord)?;
     Ok(())
 }

@@ -1,16 +1,19 @@
 //! The message broker: durable inboxes with lease delivery, long-poll
 //! receive, reply threads, broadcast, allow-lists and retention.
 //!
-//! A message is *pending* (`delivered_at` NULL), *in flight* (popped,
-//! `acked_at` NULL) or *done* (acked). A pop hands its rows out under a
-//! fresh lease id. A lease is *held* once its client has named it (it read
-//! the rows): rows of an unheld lease go back unflagged (nobody saw them),
+//! A message is *pending* (`delivered_at` NULL in the file), *in flight*
+//! (popped and not acked: pending in the file, out in memory,
+//! [`crate::flight`]) or *done* (acked: `delivered_at` and `acked_at`
+//! set). A pop hands its rows out under a fresh lease id and writes
+//! nothing. A lease is *held* once its client has named it (it read the
+//! rows): rows of an unheld lease go back unflagged (nobody saw them),
 //! rows of a held one flagged `redelivered` (a turn may have acted on
 //! them). `ack` finishes exactly the rows a client names (ids or lease),
-//! `ack_turn` every in-flight row (the original's clients),
-//! `requeue_inflight` puts them back after a harness restart, and
-//! `expire_leases` when a lease period ran out with no renewal. All of it
-//! lives in sqlite: a crash loses nothing popped.
+//! `ack_turn` every held in-flight row (the original's clients), both
+//! durably; `requeue_inflight` puts them back after a harness restart,
+//! and `expire_leases` when a lease period ran out with no renewal. A
+//! crash of the daemon loses nothing acknowledged: at the next start every
+//! unacked row comes again, flagged `redelivered` ([`Store::recover_broker`]).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -26,6 +29,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::agents::{allow_list, allows, check_allowed, exists, names_except};
+use crate::flight::{Flag, Flight, Inbox, Lease};
 use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
 
 /// What one pop handed out: the rows, oldest first, and the lease they
@@ -313,40 +317,6 @@ fn row_of(m: &DeliveredMessage) -> MessageRow {
     }
 }
 
-/// How [`put_back`] flags the rows it returns to their inbox.
-#[derive(Clone, Copy)]
-enum Flag {
-    /// Nobody read them: they come again as new.
-    Unflagged,
-    /// Flagged `redelivered` if their lease was held (a turn may have
-    /// acted on them).
-    IfHeld,
-}
-
-/// Puts the in-flight rows matching `filter` (an SQL condition over
-/// `params`) back in their inboxes, flagged as `flag` says, their lease
-/// dropped; returns each row's recipient (the caller wakes them).
-fn put_back(
-    conn: &Connection,
-    flag: Flag,
-    filter: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<String>> {
-    let flag = match flag {
-        Flag::Unflagged => "",
-        Flag::IfHeld => "redelivered = (redelivered OR lease_held),",
-    };
-    let recipients = conn
-        .prepare_cached(&format!(
-            "UPDATE messages SET delivered_at = NULL, {flag} lease = NULL, lease_until = NULL
-             WHERE {filter} AND delivered_at IS NOT NULL AND acked_at IS NULL
-             RETURNING recipient"
-        ))?
-        .query_map(params, |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(recipients)
-}
-
 impl Store {
     /// Sends `body` from `from` (an agent, `operator` or `system`) to `to`:
     /// an agent name, `operator`, or `*` (one row per registered agent
@@ -449,51 +419,96 @@ impl Store {
     /// `lease_for`, an exact lease: unheld until its client names it
     /// ([`Store::renew_lease`], [`Store::ack`]), and it runs out `lease_for`
     /// after its last renewal. Without, held at once and never running out.
+    ///
+    /// Writes nothing: the rows are read on the read-only connection and
+    /// marked in flight in memory ([`crate::flight`]); only their ack is
+    /// durable.
     pub fn pop(&self, recipient: &str, max: u32, lease_for: Option<Duration>) -> Result<Popped> {
-        let max = max.clamp(1, MAX_RECV_BATCH);
-        // A select then a range update, rather than `UPDATE … WHERE id IN
-        // (SELECT …) RETURNING`: both of those build ephemeral tables, whose
-        // page-cache allocations cost more than the rest of the pop.
-        let lease_ms = lease_for.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let max = usize::try_from(max.clamp(1, MAX_RECV_BATCH)).unwrap_or(1);
+        let period_ms = lease_for.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut until = None;
         let popped = {
-            let conn = self.conn();
-            let tx = WriteTx::begin(&conn)?;
-            let messages = tx
-                .prepare_cached(
-                    "SELECT id, sender, recipient, body, sent_at, in_reply_to, redelivered
-                     FROM messages WHERE recipient = ?1 AND delivered_at IS NULL
-                     ORDER BY id LIMIT ?2",
-                )?
-                .query_map((recipient, max), delivered_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut lease = None;
-            let now_ms = now_millis();
-            if let Some(last) = messages.last() {
-                let id = self.next_lease(now_ms);
-                // Within this transaction the pending rows up to `last` are
-                // exactly the ones selected.
-                tx.prepare_cached(
-                    "UPDATE messages SET delivered_at = ?1, lease = ?2, lease_held = ?3,
-                         lease_ms = ?4, lease_until = ?5
-                     WHERE recipient = ?6 AND delivered_at IS NULL AND id <= ?7",
-                )?
-                .execute((
-                    now_ms / 1000,
-                    id,
-                    lease_ms.is_none(),
-                    lease_ms,
-                    lease_ms.map(|ms| now_ms.saturating_add(ms)),
-                    recipient,
-                    last.id,
-                ))?;
-                lease = Some(id);
+            let mut flight = self.flight();
+            if flight.stopped {
+                return Err(Error::Refused("the broker is stopping".into()));
             }
-            tx.commit()?;
-            if let (Some(ms), Some(_)) = (lease_ms, lease) {
-                self.lease_scheduled(now_ms.saturating_add(ms));
+            let inbox = self.inbox(&mut flight, recipient)?;
+            let cursor = inbox.cursor;
+            let returned: Vec<(i64, bool)> = inbox
+                .returned
+                .iter()
+                .take(max)
+                .map(|(i, f)| (*i, *f))
+                .collect();
+            let mut messages = Vec::with_capacity(max);
+            let mut gone = Vec::new();
+            {
+                let reader = self.reader();
+                if !returned.is_empty() {
+                    // Put back: at or below the cursor, so older than any
+                    // row above it.
+                    let mut stmt = reader.prepare_cached(
+                        "SELECT id, sender, recipient, body, sent_at, in_reply_to, redelivered
+                         FROM messages WHERE id = ?1 AND recipient = ?2 AND delivered_at IS NULL",
+                    )?;
+                    for (id, flagged) in &returned {
+                        match stmt
+                            .query_row((id, recipient), delivered_from_row)
+                            .optional()?
+                        {
+                            Some(mut m) => {
+                                m.redelivered |= flagged;
+                                messages.push(m);
+                            }
+                            None => gone.push(*id),
+                        }
+                    }
+                }
+                if messages.len() < max {
+                    let more = reader
+                        .prepare_cached(
+                            "SELECT id, sender, recipient, body, sent_at, in_reply_to, redelivered
+                             FROM messages WHERE recipient = ?1 AND id > ?2 AND delivered_at IS NULL
+                             ORDER BY id LIMIT ?3",
+                        )?
+                        .query_map(
+                            (recipient, cursor, crate::limit(count(max - messages.len()))),
+                            delivered_from_row,
+                        )?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    messages.extend(more);
+                }
+            }
+            if let Some(inbox) = flight.inboxes.get_mut(recipient) {
+                for id in gone {
+                    inbox.returned.remove(&id);
+                }
+            }
+            let mut lease = None;
+            if !messages.is_empty() {
+                let now_ms = now_millis();
+                let id = self.next_lease(now_ms);
+                until = period_ms.map(|ms| now_ms.saturating_add(ms));
+                let rows: Vec<(i64, bool)> =
+                    messages.iter().map(|m| (m.id, m.redelivered)).collect();
+                flight.hand_out(
+                    id,
+                    Lease {
+                        recipient: recipient.to_owned(),
+                        held: period_ms.is_none(),
+                        period_ms,
+                        until_ms: until,
+                        ids: rows.iter().map(|(id, _)| *id).collect(),
+                    },
+                    &rows,
+                );
+                lease = Some(id);
             }
             Popped { messages, lease }
         };
+        if let Some(until) = until {
+            self.lease_scheduled(until);
+        }
         if self.inner.events.receiver_count() > 0 {
             for m in &popped.messages {
                 let _ = self.inner.events.send(MessageEvent::Delivered(row_of(m)));
@@ -534,9 +549,9 @@ impl Store {
         }
     }
 
-    /// A lease id never handed out before: above every lease in the file,
-    /// and above the clock (so ids stay fresh even after acked rows were
-    /// vacuumed).
+    /// A lease id never handed out before: above every lease of this
+    /// process, and above the clock (so a lease a client kept from the last
+    /// daemon is never one of this one's).
     fn next_lease(&self, now_ms: i64) -> i64 {
         let floor = now_ms.saturating_mul(1024);
         let mut current = self.inner.leases.load(Ordering::Relaxed);
@@ -556,35 +571,30 @@ impl Store {
 
     /// The client named `lease` (it holds the rows): the lease is held and
     /// runs for another period. Refused when none of `recipient`'s rows are
-    /// in flight under it any more (expired, returned or acked): the
-    /// client must then drop the batch — it will come again.
+    /// in flight under it any more (expired, returned or acked), or the
+    /// broker is stopping: the client must then drop the batch — it will
+    /// come again.
     pub fn renew_lease(&self, recipient: &str, lease: i64) -> Result<u64> {
         let now_ms = now_millis();
-        let (n, next) = {
-            let conn = self.conn();
-            let n = conn
-                .prepare_cached(
-                    "UPDATE messages SET lease_held = 1, lease_until = ?1 + lease_ms
-                     WHERE lease = ?2 AND recipient = ?3
-                       AND delivered_at IS NOT NULL AND acked_at IS NULL",
-                )?
-                .execute((now_ms, lease, recipient))?;
-            let next: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT MIN(lease_until) FROM messages WHERE lease = ?1
-                       AND delivered_at IS NOT NULL AND acked_at IS NULL",
-                )?
-                .query_row([lease], |r| r.get(0))?;
-            (n, next)
+        let (n, until) = {
+            let mut flight = self.flight();
+            let stopped = flight.stopped;
+            match flight.leases.get_mut(&lease) {
+                Some(l) if !stopped && l.recipient == recipient && !l.ids.is_empty() => {
+                    l.held = true;
+                    l.until_ms = l.period_ms.map(|ms| now_ms.saturating_add(ms));
+                    (l.ids.len(), l.until_ms)
+                }
+                _ => {
+                    return Err(Error::NotFound {
+                        what: "lease in flight",
+                        id: lease,
+                    });
+                }
+            }
         };
-        if n == 0 {
-            return Err(Error::NotFound {
-                what: "lease in flight",
-                id: lease,
-            });
-        }
-        if let Some(next) = next {
-            self.lease_scheduled(next);
+        if let Some(until) = until {
+            self.lease_scheduled(until);
         }
         Ok(count(n))
     }
@@ -593,40 +603,49 @@ impl Store {
     /// still in flight go back unflagged (nobody saw them). A held lease
     /// is left alone. Returns how many went back.
     pub fn release_lease(&self, lease: i64) -> Result<u64> {
-        let recipients = put_back(
-            &self.conn(),
-            Flag::Unflagged,
-            "lease = ?1 AND lease_held = 0",
-            [lease],
-        )?;
-        Ok(self.woke(recipients))
-    }
-
-    /// At daemon start: every connection is gone, so every unheld lease's
-    /// rows go back unflagged.
-    pub fn release_unheld_leases(&self) -> Result<u64> {
-        let recipients = put_back(&self.conn(), Flag::Unflagged, "lease_held = 0", [])?;
-        Ok(self.woke(recipients))
+        let (recipient, n) = {
+            let mut flight = self.flight();
+            let (recipient, ids) = match flight.leases.get(&lease) {
+                Some(l) if !l.held => (l.recipient.clone(), l.ids.clone()),
+                _ => return Ok(0),
+            };
+            let n = flight.put_back(&recipient, &ids, Flag::Unflagged);
+            (recipient, n)
+        };
+        if n > 0 {
+            self.wake(&recipient);
+        }
+        Ok(count(n))
     }
 
     /// Puts back the rows whose lease ran out by `now_ms`: flagged
     /// `redelivered` if their lease was held (a turn may have acted on
     /// them), unflagged if not. Returns how many went back.
     pub fn expire_leases(&self, now_ms: i64) -> Result<u64> {
-        let recipients = put_back(&self.conn(), Flag::IfHeld, "lease_until <= ?1", [now_ms])?;
-        Ok(self.woke(recipients))
+        let mut woken = BTreeSet::new();
+        let mut n = 0;
+        {
+            let mut flight = self.flight();
+            let expired: Vec<(String, Vec<i64>)> = flight
+                .leases
+                .values()
+                .filter(|l| l.until_ms.is_some_and(|until| until <= now_ms))
+                .map(|l| (l.recipient.clone(), l.ids.clone()))
+                .collect();
+            for (recipient, ids) in expired {
+                n += flight.put_back(&recipient, &ids, Flag::IfHeld);
+                woken.insert(recipient);
+            }
+        }
+        for recipient in &woken {
+            self.wake(recipient);
+        }
+        Ok(count(n))
     }
 
     /// When the earliest lease runs out (unix ms), if any.
     pub fn next_lease_expiry(&self) -> Result<Option<i64>> {
-        let next = self
-            .conn()
-            .prepare_cached(
-                "SELECT MIN(lease_until) FROM messages
-                 WHERE delivered_at IS NOT NULL AND acked_at IS NULL AND lease_until IS NOT NULL",
-            )?
-            .query_row([], |r| r.get(0))?;
-        Ok(next)
+        Ok(self.flight().next_expiry())
     }
 
     /// Notified when a lease may run out before the time the expiry timer
@@ -649,47 +668,26 @@ impl Store {
         }
     }
 
-    /// Wakes every distinct recipient of `recipients`; returns how many
-    /// rows they stand for.
-    fn woke(&self, recipients: Vec<String>) -> u64 {
-        let n = count(recipients.len());
-        for to in recipients.iter().collect::<BTreeSet<_>>() {
-            self.wake(to);
+    /// Returns `recipient`'s popped, unacked rows `ids` to pending (their
+    /// response never reached the client), as they went out (a row that
+    /// went out flagged `redelivered` stays flagged), and wakes its
+    /// waiters. Rows not in flight are left alone. Returns how many went
+    /// back.
+    pub fn undeliver(&self, recipient: &str, ids: &[i64]) -> Result<u64> {
+        let n = self.flight().put_back(recipient, ids, Flag::Unflagged);
+        if n > 0 {
+            self.wake(recipient);
         }
-        n
-    }
-
-    /// Returns popped, unacked rows to pending (their response never
-    /// reached the client), without flagging them `redelivered`, and wakes
-    /// their recipients. Rows not in flight are left alone. Returns how many
-    /// went back.
-    pub fn undeliver(&self, ids: &[i64]) -> Result<u64> {
-        let recipients = {
-            let conn = self.conn();
-            let tx = WriteTx::begin(&conn)?;
-            let mut recipients = Vec::new();
-            for id in ids {
-                recipients.extend(put_back(&tx, Flag::Unflagged, "id = ?1", [id])?);
-            }
-            tx.commit()?;
-            recipients
-        };
-        Ok(self.woke(recipients))
+        Ok(count(n))
     }
 
     /// The turn succeeded (the original's `ack_turn`, no ids): acks every
     /// in-flight row of `recipient` its clients hold — never one handed to
     /// a connection that has not named its lease (nobody may have read it).
     pub fn ack_turn(&self, recipient: &str) -> Result<u64> {
-        let n = self
-            .conn()
-            .prepare_cached(
-                "UPDATE messages SET acked_at = ?1
-                 WHERE recipient = ?2 AND delivered_at IS NOT NULL AND acked_at IS NULL
-                   AND lease_held = 1",
-            )?
-            .execute((now_unix(), recipient))?;
-        Ok(count(n))
+        let mut flight = self.flight();
+        let ids = flight.ids_where(recipient, |_, lease| lease.held);
+        self.ack_rows(&mut flight, recipient, &ids)
     }
 
     /// The turn succeeded: acks exactly `recipient`'s in-flight rows named
@@ -697,29 +695,49 @@ impl Store {
     /// (what the turn's own tools popped and read), nothing else. Returns
     /// how many.
     pub fn ack(&self, recipient: &str, ids: &[i64], lease: Option<i64>) -> Result<u64> {
-        let now = now_unix();
-        let conn = self.conn();
-        let tx = WriteTx::begin(&conn)?;
-        let mut n = 0;
-        if let Some(lease) = lease {
-            n += tx
-                .prepare_cached(
-                    "UPDATE messages SET acked_at = ?1
-                     WHERE recipient = ?3 AND delivered_at IS NOT NULL AND acked_at IS NULL
-                       AND (lease = ?2 OR (lease > ?2 AND lease_held = 1))",
-                )?
-                .execute((now, lease, recipient))?;
-        }
-        {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE messages SET acked_at = ?1
-                 WHERE id = ?2 AND recipient = ?3 AND delivered_at IS NOT NULL AND acked_at IS NULL",
-            )?;
-            for id in ids {
-                n += stmt.execute((now, id, recipient))?;
+        let mut flight = self.flight();
+        let mut chosen = match lease {
+            Some(named) => {
+                flight.ids_where(recipient, |id, l| id == named || (id > named && l.held))
             }
+            None => Vec::new(),
+        };
+        if let Some(inbox) = flight.inboxes.get(recipient) {
+            chosen.extend(ids.iter().filter(|id| inbox.out.contains_key(id)));
         }
-        tx.commit()?;
+        chosen.sort_unstable();
+        chosen.dedup();
+        self.ack_rows(&mut flight, recipient, &chosen)
+    }
+
+    /// Acks `ids` (in flight for `recipient`, ascending) in one
+    /// transaction, then takes them out of flight. `flight` stays locked
+    /// throughout, so no pop hands a row out again while its ack commits.
+    fn ack_rows(&self, flight: &mut Flight, recipient: &str, ids: &[i64]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let now = now_unix();
+        let runs = flight.runs(recipient, ids);
+        let mut n = 0;
+        {
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
+            {
+                // A range over the table's own rowids (`NOT INDEXED`): the
+                // scan does not walk an index the update changes, and each
+                // run's rows are exactly `recipient`'s unacked ones in it.
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE messages NOT INDEXED SET delivered_at = ?1, acked_at = ?1
+                     WHERE id BETWEEN ?2 AND ?3 AND recipient = ?4 AND delivered_at IS NULL",
+                )?;
+                for (first, last) in runs {
+                    n += stmt.execute((now, first, last, recipient))?;
+                }
+            }
+            tx.commit()?;
+        }
+        flight.take(recipient, ids);
         Ok(count(n))
     }
 
@@ -727,33 +745,125 @@ impl Store {
     /// inbox — flagged `redelivered` if its lease was held (a turn may have
     /// acted on it), unflagged if nobody saw it — and wakes its waiters.
     pub fn requeue_inflight(&self, recipient: &str) -> Result<u64> {
-        let recipients = put_back(&self.conn(), Flag::IfHeld, "recipient = ?1", [recipient])?;
-        Ok(self.woke(recipients))
+        let n = {
+            let mut flight = self.flight();
+            let ids = flight.ids_where(recipient, |_, _| true);
+            flight.put_back(recipient, &ids, Flag::IfHeld)
+        };
+        if n > 0 {
+            self.wake(recipient);
+        }
+        Ok(count(n))
     }
 
-    /// How many messages wait (undelivered) in `recipient`'s inbox, as of
-    /// the last commit. Read on its own connection, so it never waits for
-    /// a commit running meanwhile.
-    pub fn unread(&self, recipient: &str) -> Result<u64> {
-        let n: i64 = self
-            .reader()
-            .prepare_cached(
-                "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered_at IS NULL",
+    /// Daemon start: recovers the broker from how the last daemon ended,
+    /// and marks this one running. After a clean stop
+    /// ([`Store::stop_broker`]) the file already says which rows come
+    /// again flagged. After a crash (the last daemon's mark is still
+    /// there), what was in flight is unknown (it lived in memory): every
+    /// unacked row is treated as possibly seen and comes again flagged
+    /// `redelivered`. Returns how many rows that flagged.
+    pub fn recover_broker(&self) -> Result<u64> {
+        let conn = self.conn();
+        let tx = WriteTx::begin(&conn)?;
+        let crashed = tx.execute("DELETE FROM broker_running", [])? > 0;
+        let n = if crashed {
+            tx.execute(
+                "UPDATE messages SET redelivered = 1
+                 WHERE delivered_at IS NULL AND redelivered = 0",
+                [],
             )?
-            .query_row([recipient], |r| r.get(0))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        } else {
+            0
+        };
+        tx.execute(
+            "INSERT INTO broker_running (since) VALUES (?1)",
+            [now_unix()],
+        )?;
+        tx.commit()?;
+        Ok(count(n))
+    }
+
+    /// Daemon stop: writes the `redelivered` flag of every row that would
+    /// come back flagged (in flight under a held lease, or put back
+    /// flagged) and clears the running mark, in one transaction; from then
+    /// on nothing is handed out and no lease is named. The rows in flight
+    /// under unheld leases come again unflagged.
+    pub fn stop_broker(&self) -> Result<()> {
+        let mut flight = self.flight();
+        if flight.stopped {
+            return Ok(());
+        }
+        let ids = flight.flagged();
+        {
+            let conn = self.conn();
+            let tx = WriteTx::begin(&conn)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE messages SET redelivered = 1 WHERE id = ?1 AND delivered_at IS NULL",
+                )?;
+                for id in &ids {
+                    stmt.execute([id])?;
+                }
+            }
+            tx.execute("DELETE FROM broker_running", [])?;
+            tx.commit()?;
+        }
+        flight.stopped = true;
+        Ok(())
+    }
+
+    /// How many messages wait in `recipient`'s inbox (unacked and not in
+    /// flight), as of the last commit: those above its cursor, counted on
+    /// the read-only connection's index of the recipient's rows (so it
+    /// never waits for a commit running meanwhile), and those put back.
+    pub fn unread(&self, recipient: &str) -> Result<u64> {
+        let mut flight = self.flight();
+        let inbox = self.inbox(&mut flight, recipient)?;
+        let above: i64 = self
+            .reader()
+            .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND id > ?2")?
+            .query_row((recipient, inbox.cursor), |r| r.get(0))?;
+        Ok(u64::try_from(above)
+            .unwrap_or(0)
+            .saturating_add(count(inbox.returned.len())))
+    }
+
+    /// `recipient`'s inbox in [`Flight`], read from the file the first
+    /// time it is needed: every unacked row then is put back (nothing of
+    /// this daemon's is in flight yet), and the cursor is the last id
+    /// issued, so every row above it is unacked.
+    fn inbox<'f>(&self, flight: &'f mut Flight, recipient: &str) -> Result<&'f mut Inbox> {
+        if !flight.inboxes.contains_key(recipient) {
+            let reader = self.reader();
+            // The last id first: every row up to it has committed, and no
+            // row of `recipient` is acked meanwhile (acks hold `flight`).
+            let cursor = last_issued(&reader)?;
+            let returned = reader
+                .prepare_cached(
+                    "SELECT id FROM messages
+                     WHERE recipient = ?1 AND id <= ?2 AND delivered_at IS NULL",
+                )?
+                .query_map((recipient, cursor), |r| Ok((r.get::<_, i64>(0)?, false)))?
+                .collect::<rusqlite::Result<_>>()?;
+            flight.inboxes.insert(
+                recipient.to_owned(),
+                Inbox {
+                    cursor,
+                    returned,
+                    out: Default::default(),
+                },
+            );
+        }
+        flight
+            .inboxes
+            .get_mut(recipient)
+            .ok_or_else(|| Error::Refused(format!("no inbox for {recipient}")))
     }
 
     /// How many messages of `recipient` are popped but not yet acked.
     pub fn inflight(&self, recipient: &str) -> Result<u64> {
-        let n: i64 = self
-            .conn()
-            .prepare_cached(
-                "SELECT COUNT(*) FROM messages
-                 WHERE recipient = ?1 AND delivered_at IS NOT NULL AND acked_at IS NULL",
-            )?
-            .query_row([recipient], |r| r.get(0))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(count(self.flight().out(recipient)))
     }
 
     /// The last `limit` messages addressed to `recipient`, newest first,
@@ -805,32 +915,35 @@ impl Store {
     /// acked now. Returns how many rows were finished.
     pub fn mark_all_read(&self, recipient: &str) -> Result<u64> {
         let now = now_unix();
-        let (delivered, n) = {
+        let mut flight = self.flight();
+        let mut delivered = {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
             let delivered = tx
                 .prepare_cached(&format!(
-                    "UPDATE messages SET delivered_at = ?1
+                    "UPDATE messages SET delivered_at = ?1, acked_at = ?1
                      WHERE recipient = ?2 AND delivered_at IS NULL {RETURNING_DELIVERED}"
                 ))?
                 .query_map((now, recipient), delivered_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let n = tx
-                .prepare_cached(
-                    "UPDATE messages SET acked_at = ?1 WHERE recipient = ?2 AND acked_at IS NULL",
-                )?
-                .execute((now, recipient))?;
             tx.commit()?;
-            (delivered, n)
+            delivered
         };
+        let n = count(delivered.len());
+        // Rows in flight were announced delivered when they were popped.
+        if let Some(inbox) = flight.inboxes.get(recipient) {
+            delivered.retain(|m| !inbox.out.contains_key(&m.id));
+        }
+        // Read again when next needed: every row of it is acked now.
+        flight.forget(recipient);
+        drop(flight);
         if self.inner.events.receiver_count() > 0 {
-            let mut delivered = delivered;
             delivered.sort_unstable_by_key(|m| m.id);
             for m in &delivered {
                 let _ = self.inner.events.send(MessageEvent::Delivered(row_of(m)));
             }
         }
-        Ok(count(n))
+        Ok(n)
     }
 
     /// Deletes acked messages acked more than `older_than` ago. Pending and

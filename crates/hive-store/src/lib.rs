@@ -3,9 +3,12 @@
 //!
 //! This crate owns the schema and its migrations (keyed on
 //! `PRAGMA user_version`, applied in place at [`Store::open`]) and every
-//! read and write of that file. The broker delivers with lease semantics
-//! kept entirely in sqlite (`delivered_at` / `acked_at` / `redelivered`), so
-//! nothing popped is lost when a turn or a harness dies; long-poll receivers
+//! read and write of that file. The broker delivers with lease semantics:
+//! a message stays in the file until it is acked (`acked_at`), while which
+//! rows are in flight under which lease lives in memory (a pop writes
+//! nothing), so nothing popped is lost when a turn, a harness or the daemon
+//! dies (after a daemon crash every unacked row comes again flagged
+//! `redelivered`); long-poll receivers
 //! park on a per-recipient [`tokio::sync::Notify`] and wake as soon as a send
 //! commits. Anything that must happen together (a question and the inbox
 //! event announcing it, a reminder's delivery and its `delivered_at`) happens
@@ -17,6 +20,7 @@ mod agents;
 mod approvals;
 mod broker;
 mod budget;
+mod flight;
 mod loose_ends;
 mod questions;
 mod reminders;
@@ -133,6 +137,9 @@ pub(crate) struct Inner {
     writer: writer::Writer,
     /// The last lease id handed out.
     leases: AtomicI64,
+    /// The broker's rows in flight and its leases (`flight.rs`). Locked
+    /// before `conn` or `reader` when both are needed.
+    flight: Mutex<flight::Flight>,
     /// When the lease expiry timer next wakes (unix ms; `i64::MAX`: never).
     lease_alarm: AtomicI64,
     /// Wakes the lease expiry timer early.
@@ -184,10 +191,6 @@ impl Store {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn)?;
-        let last_lease: i64 =
-            conn.query_row("SELECT COALESCE(MAX(lease), 0) FROM messages", [], |r| {
-                r.get(0)
-            })?;
         let reader = Connection::open(path)?;
         reader.busy_timeout(BUSY_TIMEOUT)?;
         reader.pragma_update(None, "query_only", true)?;
@@ -202,7 +205,8 @@ impl Store {
             Inner {
                 path: path.to_owned(),
                 writer,
-                leases: AtomicI64::new(last_lease),
+                leases: AtomicI64::new(0),
+                flight: Mutex::new(flight::Flight::default()),
                 lease_alarm: AtomicI64::new(i64::MAX),
                 lease_changed: Arc::new(Notify::new()),
                 conn: Mutex::new(conn),
@@ -245,6 +249,14 @@ impl Store {
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.inner
             .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The broker's rows in flight (see [`Inner::flight`]).
+    pub(crate) fn flight(&self) -> MutexGuard<'_, flight::Flight> {
+        self.inner
+            .flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

@@ -58,6 +58,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "the generation of an agent's state volume",
         apply: state_generation,
     },
+    Migration {
+        what: "message leases in memory",
+        apply: leases_in_memory,
+    },
 ];
 
 /// The version `Store::open` brings every file to (`PRAGMA user_version`).
@@ -156,6 +160,53 @@ fn task_board(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              agent TEXT NOT NULL
          );",
     )
+}
+
+/// Migration 10: leases live in memory (`flight.rs`), so a pop writes
+/// nothing and a row stays pending in the file until it is acked. Rows in
+/// flight under the old durable leases go back, flagged `redelivered` if
+/// their lease was held, as a harness restart would have put them; the
+/// lease columns, the in-flight index and the pending index go (a pop
+/// reads above its inbox's cursor in memory through `messages_recipient`;
+/// one index fewer to write per send and per ack). `broker_running` holds a row
+/// from a daemon's start (`Store::recover_broker`) to its clean stop
+/// (`Store::stop_broker`): a start that finds one recovers from a crash.
+fn leases_in_memory(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let has_leases: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('messages') WHERE name = 'lease_held')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_leases {
+        tx.execute_batch(
+            "UPDATE messages SET redelivered = 1
+                 WHERE delivered_at IS NOT NULL AND acked_at IS NULL AND lease_held = 1;",
+        )?;
+    }
+    tx.execute_batch(
+        "UPDATE messages SET delivered_at = NULL
+             WHERE delivered_at IS NOT NULL AND acked_at IS NULL;
+         DROP INDEX IF EXISTS messages_inflight;
+         DROP INDEX IF EXISTS messages_pending;
+         CREATE TABLE IF NOT EXISTS broker_running (since INTEGER NOT NULL);",
+    )?;
+    for column in ["lease", "lease_held", "lease_ms", "lease_until"] {
+        drop_column(tx, "messages", column)?;
+    }
+    Ok(())
+}
+
+/// Drops `column` from `table` if it is there.
+fn drop_column(tx: &Transaction<'_>, table: &str, column: &str) -> rusqlite::Result<()> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        (table, column),
+        |r| r.get(0),
+    )?;
+    if exists {
+        tx.execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {column}"))?;
+    }
+    Ok(())
 }
 
 /// Adds `column` to `table` unless it is already there.
@@ -376,6 +427,47 @@ mod tests {
 
         // Running again is a no-op.
         migrate(&mut conn).unwrap();
+    }
+
+    /// Rows in flight under the durable leases of migration 7 go back to
+    /// pending as a harness restart would put them: held ones flagged,
+    /// unheld ones not; acked and pending rows are untouched.
+    #[test]
+    fn leases_move_to_memory_returning_what_was_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("hive.sqlite")).unwrap();
+        migrate_to(&mut conn, 9).unwrap();
+        conn.execute_batch(
+            "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at, acked_at,
+                                   lease, lease_held)
+                 VALUES ('bob', 'alice', 'acked', 1, 2, 3, 5, 1),
+                        ('bob', 'alice', 'held', 1, 2, NULL, 6, 1),
+                        ('bob', 'alice', 'unheld', 1, 2, NULL, 7, 0),
+                        ('bob', 'alice', 'pending', 1, NULL, NULL, NULL, 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(String, Option<i64>, i64)> = conn
+            .prepare("SELECT body, delivered_at, redelivered FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("acked".to_owned(), Some(2), 0),
+                ("held".to_owned(), None, 1),
+                ("unheld".to_owned(), None, 0),
+                ("pending".to_owned(), None, 0),
+            ]
+        );
+        assert!(!columns(&conn, "messages").contains(&"lease_held".to_owned()));
+        let running: i64 = conn
+            .query_row("SELECT COUNT(*) FROM broker_running", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(running, 0);
     }
 
     #[test]

@@ -74,21 +74,18 @@ fn batch_limits() {
 
 #[test]
 fn lease_and_recovery_after_a_dead_harness() {
-    let (dir, store) = store_with(&["alice", "bob"]);
+    let (_dir, store) = store_with(&["alice", "bob"]);
     for body in ["a", "b", "c"] {
         store.send("alice", &to("bob"), body, None).unwrap();
     }
     let popped = store.recv_batch("bob", 2).unwrap();
     assert_eq!(bodies(&popped), ["a", "b"]);
-
-    // The harness dies mid-turn; core restarts and reopens the file.
-    drop(store);
-    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
     assert_eq!(
         (store.unread("bob").unwrap(), store.inflight("bob").unwrap()),
         (1, 2)
     );
 
+    // The harness dies mid-turn; its next boot requeues.
     assert_eq!(store.requeue_inflight("bob").unwrap(), 2);
     let again = store.recv_batch("bob", 32).unwrap();
     assert_eq!(bodies(&again), ["a", "b", "c"]);
@@ -109,6 +106,72 @@ fn lease_and_recovery_after_a_dead_harness() {
     assert_eq!(store.requeue_inflight("bob").unwrap(), 0);
     assert!(store.recv_batch("bob", 32).unwrap().is_empty());
     assert_eq!(store.ack_turn("bob").unwrap(), 0);
+}
+
+/// Rows in flight live in memory. A daemon that stops cleanly writes how
+/// each comes back (held: flagged; handed to nobody who read it:
+/// unflagged); the next start hands them out so, and a pending row never
+/// popped comes unflagged.
+#[test]
+fn a_clean_restart_redelivers_what_was_in_flight_as_a_harness_restart_would() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    assert_eq!(store.recover_broker().unwrap(), 0);
+    for body in ["held", "unheld", "pending"] {
+        store.send("alice", &to("bob"), body, None).unwrap();
+    }
+    store.recv_batch("bob", 1).unwrap();
+    store.pop("bob", 1, Some(Duration::from_secs(60))).unwrap();
+    store.stop_broker().unwrap();
+    // Stopped: nothing more goes out, no lease is named.
+    assert!(store.recv_batch("bob", 1).is_err());
+    drop(store);
+
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(store.recover_broker().unwrap(), 0);
+    assert_eq!(
+        (store.unread("bob").unwrap(), store.inflight("bob").unwrap()),
+        (3, 0)
+    );
+    let back = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(
+        back.iter()
+            .map(|m| (m.body.as_str(), m.redelivered))
+            .collect::<Vec<_>>(),
+        [("held", true), ("unheld", false), ("pending", false)]
+    );
+}
+
+/// A daemon that dies (no clean stop) leaves no record of what was in
+/// flight: at the next start every unacked row comes again flagged
+/// `redelivered` (a turn may have acted on any of them), acked ones never.
+#[test]
+fn after_a_crash_every_unacked_row_comes_again_flagged() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    assert_eq!(store.recover_broker().unwrap(), 0);
+    for body in ["acked", "in flight", "pending"] {
+        store.send("alice", &to("bob"), body, None).unwrap();
+    }
+    store.recv_batch("bob", 1).unwrap();
+    store.ack_turn("bob").unwrap();
+    store.recv_batch("bob", 1).unwrap();
+    drop(store);
+
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(store.recover_broker().unwrap(), 2);
+    let back = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(
+        back.iter()
+            .map(|m| (m.body.as_str(), m.redelivered))
+            .collect::<Vec<_>>(),
+        [("in flight", true), ("pending", true)]
+    );
+    store.ack_turn("bob").unwrap();
+    // This daemon stops cleanly: the next start flags nothing.
+    store.stop_broker().unwrap();
+    drop(store);
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(store.recover_broker().unwrap(), 0);
+    assert!(store.recv_batch("bob", 32).unwrap().is_empty());
 }
 
 #[test]
@@ -152,7 +215,7 @@ fn vacuum_removes_only_old_acked_rows() {
     )
     .unwrap();
     conn.execute(
-        "UPDATE messages SET sent_at = ?1, delivered_at = ?1 WHERE id = ?2",
+        "UPDATE messages SET sent_at = ?1 WHERE id = ?2",
         (long_ago, ids[2]),
     )
     .unwrap();
@@ -310,14 +373,16 @@ async fn disconnect_during_long_poll_loses_nothing() {
         })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(store.undeliver(&[id]).unwrap(), 1);
+    // Only the recipient's own rows: another inbox's name moves nothing.
+    assert_eq!(store.undeliver("alice", &[id]).unwrap(), 0);
+    assert_eq!(store.undeliver("bob", &[id]).unwrap(), 1);
     let again = waiter.await.unwrap().unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].redelivered), (id, false));
 
     // Acked rows and unknown ids are left alone.
     store.ack_turn("bob").unwrap();
-    assert_eq!(store.undeliver(&[id, 424_242]).unwrap(), 0);
+    assert_eq!(store.undeliver("bob", &[id, 424_242]).unwrap(), 0);
     assert_eq!(store.unread("bob").unwrap(), 0);
 }
 
@@ -708,4 +773,81 @@ fn exact_leases_are_acked_released_and_expired_as_named() {
     assert_eq!(store.ack("alice", &[], back.lease).unwrap(), 0);
     assert_eq!(store.ack("bob", &[], back.lease).unwrap(), 3);
     assert_eq!(store.inflight("bob").unwrap(), 0);
+}
+
+/// Only sends and acks write the file: a pop, naming a lease, releasing,
+/// expiring, undelivering and requeueing leave it as it was (another
+/// connection's `data_version` does not move), and the ack does.
+#[test]
+fn a_pop_and_every_lease_step_write_nothing() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    for b in ["a", "b", "c", "d"] {
+        store.send("alice", &to("bob"), b, None).unwrap();
+    }
+    let conn = raw(&dir);
+    let version = || -> i64 {
+        conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = version();
+    let lease_for = Some(Duration::from_secs(60));
+    let first = store.pop("bob", 1, lease_for).unwrap();
+    store.release_lease(first.lease.unwrap()).unwrap();
+    let second = store.pop("bob", 2, lease_for).unwrap();
+    store.renew_lease("bob", second.lease.unwrap()).unwrap();
+    store.expire_leases(i64::MAX).unwrap();
+    let third = store.recv_batch("bob", 1).unwrap();
+    store.undeliver("bob", &[third[0].id]).unwrap();
+    store.recv_batch("bob", 4).unwrap();
+    store.requeue_inflight("bob").unwrap();
+    assert_eq!(store.unread("bob").unwrap(), 4);
+    let last = store.pop("bob", 4, lease_for).unwrap();
+    assert_eq!(
+        version(),
+        before,
+        "a broker step other than ack wrote the file"
+    );
+    assert_eq!(store.ack("bob", &[], last.lease).unwrap(), 4);
+    assert_ne!(version(), before);
+}
+
+/// An inbox is read from the file when first needed: after a restart its
+/// unacked rows, wherever they sit among acked ones, are counted unread and
+/// delivered oldest first, and an ack by ids takes exactly the rows named.
+#[test]
+fn an_inbox_read_after_a_restart_skips_rows_acked_among_its_own() {
+    let (dir, store) = store_with(&["alice", "bob"]);
+    store.recover_broker().unwrap();
+    let mut ids = Vec::new();
+    for b in ["1", "2", "3", "4", "5"] {
+        ids.push(store.send("alice", &to("bob"), b, None).unwrap()[0]);
+        store.send("bob", &to("alice"), b, None).unwrap();
+    }
+    store.recv_batch("bob", 3).unwrap();
+    assert_eq!(store.ack("bob", &[ids[1]], None).unwrap(), 1);
+    store.recv_batch("bob", 1).unwrap();
+    assert_eq!(store.ack("bob", &[ids[3]], None).unwrap(), 1);
+    assert_eq!(store.unread("bob").unwrap(), 1);
+    drop(store);
+
+    let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+    assert_eq!(store.recover_broker().unwrap(), 8);
+    assert_eq!(store.unread("bob").unwrap(), 3);
+    let back = store.recv_batch("bob", 32).unwrap();
+    assert_eq!(bodies(&back), ["1", "3", "5"]);
+    assert_eq!(store.unread("bob").unwrap(), 0);
+    // Acking 1 and 5 leaves 3 in flight.
+    assert_eq!(store.ack("bob", &[ids[0], ids[4]], None).unwrap(), 2);
+    assert_eq!(store.inflight("bob").unwrap(), 1);
+    assert_eq!(store.requeue_inflight("bob").unwrap(), 1);
+    assert_eq!(store.unread("bob").unwrap(), 1);
+    assert_eq!(bodies(&store.recv_batch("bob", 32).unwrap()), ["3"]);
+    // Marking all read forgets the inbox; it is read again, empty.
+    store.send("alice", &to("bob"), "6", None).unwrap();
+    assert_eq!(store.mark_all_read("bob").unwrap(), 2);
+    assert_eq!(store.unread("bob").unwrap(), 0);
+    store.send("alice", &to("bob"), "7", None).unwrap();
+    assert_eq!(store.unread("bob").unwrap(), 1);
+    assert_eq!(bodies(&store.recv_batch("bob", 32).unwrap()), ["7"]);
+    assert_eq!(store.unread("alice").unwrap(), 5);
 }
