@@ -897,6 +897,17 @@ impl Lifecycle {
         }
     }
 
+    /// The address the runtime's link relay reaches core's link listener
+    /// from, if it runs one (see [`hive_runtime::Runtime::link_relay`]);
+    /// `None` too when the runtime cannot say now (logged).
+    pub async fn link_relay(&self) -> Option<std::net::IpAddr> {
+        let runtime = self.runtime.as_ref()?;
+        runtime.link_relay().await.unwrap_or_else(|e| {
+            tracing::warn!("the link relay's address: {e}");
+            None
+        })
+    }
+
     /// The log file of `name`'s container: where a child backend appends
     /// its output, and what is read once the runtime no longer holds it.
     fn kept_log(&self, name: &AgentName) -> std::path::PathBuf {

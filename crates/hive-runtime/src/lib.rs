@@ -441,6 +441,15 @@ pub trait Runtime: Send + Sync + 'static {
         false
     }
 
+    /// The address core's link listener sees the hive's link relay
+    /// connect from, for a backend that pipes its agents' link through
+    /// one (`swarm`): core believes the relay's header naming each agent
+    /// end ([`hive_proto::link::RelayHeader`]) from this address alone.
+    /// `None`: no relay (now).
+    async fn link_relay(&self) -> Result<Option<std::net::IpAddr>> {
+        Ok(None)
+    }
+
     /// The last `lines` lines the container printed.
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>>;
 

@@ -624,6 +624,10 @@ impl Runtime for SwarmRuntime {
         true
     }
 
+    async fn link_relay(&self) -> Result<Option<std::net::IpAddr>> {
+        self.relay_addr().await
+    }
+
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {
         if lines == 0 {
             return Ok(Vec::new());
