@@ -103,32 +103,37 @@ impl Drop for PeerSlot<'_> {
 }
 
 /// The hive's link relay as core knows it: its address (from the
-/// runtime, [`crate::lifecycle::Lifecycle::link_relay`]) and when that was
-/// last asked.
+/// runtime, [`crate::lifecycle::Lifecycle::link_relay`]), and when the
+/// runtime was last asked (held while it is asked, so the connections a
+/// harness opens at once wait for one answer).
 #[derive(Default)]
-struct Relay(Mutex<(Option<IpAddr>, Option<Instant>)>);
+struct Relay {
+    known: Mutex<Option<IpAddr>>,
+    asked: tokio::sync::Mutex<Option<Instant>>,
+}
 
 impl Relay {
     fn is(&self, ip: IpAddr) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 == Some(ip)
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) == Some(ip)
     }
 
     /// Whether `ip` is the relay now, asking the runtime unless it was
     /// asked less than [`RELAY_RECHECK`] ago (a relay made anew may have a
     /// new address).
     async fn confirm(&self, coord: &Coordinator, ip: IpAddr) -> bool {
-        {
-            let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            if known.0 == Some(ip) {
-                return true;
-            }
-            if known.1.is_some_and(|at| at.elapsed() < RELAY_RECHECK) {
-                return false;
-            }
-            known.1 = Some(Instant::now());
+        if self.is(ip) {
+            return true;
         }
+        let mut asked = self.asked.lock().await;
+        if self.is(ip) {
+            return true;
+        }
+        if asked.is_some_and(|at| at.elapsed() < RELAY_RECHECK) {
+            return false;
+        }
+        *asked = Some(Instant::now());
         let found = coord.lifecycle.link_relay().await;
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).0 = found;
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = found;
         found == Some(ip)
     }
 }
