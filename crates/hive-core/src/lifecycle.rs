@@ -40,8 +40,9 @@ use crate::settings::Settings;
 use crate::status::{Status, require_agent};
 use crate::tasks::Tasks;
 
-/// How long a stopping container gets after SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a stopping container gets after SIGTERM before SIGKILL (the
+/// runtime's: swarm fixes it in each service ahead of any stop).
+pub const STOP_GRACE: Duration = hive_runtime::STOP_GRACE;
 /// The grace each container gets when the daemon shuts down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a rebuild waits for another action on the same agent.

@@ -401,6 +401,12 @@ impl Error {
     }
 }
 
+/// The grace an ordinary stop gives a container between the stop signal
+/// and the kill: what core passes to [`Runtime::stop`], and what a backend
+/// that must fix it ahead (swarm: a task's own spec, for a node core does
+/// not reach) sets.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// A container backend.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {

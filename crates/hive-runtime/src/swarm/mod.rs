@@ -259,6 +259,39 @@ impl SwarmRuntime {
         }
     }
 
+    /// Stops the live task containers of `service` that are on this
+    /// engine, with `grace` (the engine's stop: the stop signal, `grace`,
+    /// the kill); their deaths are ours. Others are not this engine's.
+    async fn stop_here(&self, service: &Service, grace: Duration) -> Result<()> {
+        let tasks = self
+            .tasks_of(service.id.as_deref().unwrap_or_default())
+            .await?;
+        self.mark_stopping(&tasks);
+        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let t = i32::try_from(secs).unwrap_or(i32::MAX);
+        for task in tasks.iter().filter(|t| tasks::is_live(t)) {
+            let Some(id) = tasks::container_id(task) else {
+                continue;
+            };
+            let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
+                .t(t)
+                .build();
+            match self
+                .docker
+                .clone()
+                .with_timeout(grace + Duration::from_secs(60))
+                .stop_container(id, Some(options))
+                .await
+            {
+                Ok(()) => {}
+                // On another node, or already gone.
+                Err(e) if matches!(status(&e), Some(404 | 304)) => {}
+                Err(e) => return Err(engine(format!("stop container {id}"))(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Their containers' deaths are ours, not crashes.
     fn mark_stopping(&self, tasks: &[Task]) {
         let mut stopping = self.stopping();
@@ -528,11 +561,13 @@ impl Runtime for SwarmRuntime {
         }
     }
 
-    /// The task stops with the grace its service was created with
-    /// ([`service::STOP_GRACE`]); `grace` bounds the wait beyond it.
+    /// A task on this engine stops as docker's containers do, with
+    /// `grace`; one on another node with the grace its spec was made with
+    /// ([`crate::STOP_GRACE`]). Then the replica count goes to 0.
     async fn stop(&self, name: &AgentName, grace: Duration) -> Result<()> {
         let service = self.owned_service(name).await?;
-        let wait = grace.max(service::STOP_GRACE) + Duration::from_secs(60);
+        self.stop_here(&service, grace).await?;
+        let wait = grace.max(crate::STOP_GRACE) + Duration::from_secs(60);
         self.scale_down(name, &service, wait).await
     }
 

@@ -3,7 +3,6 @@
 //! placement constraints and the pin to the agent's node.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
@@ -15,10 +14,6 @@ use bollard::models::{
 use crate::docker::TMPFS;
 use crate::process::{Inside, base_env};
 use crate::{ContainerSpec, TlsLink, Transport, mount};
-
-/// How long a task's program has between the stop signal and the kill: a
-/// property of the service, fixed at `create`.
-pub(super) const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How a service on the link reaches core: the relay's address on its
 /// network and its credential's secrets.
@@ -80,7 +75,10 @@ pub(super) fn spec(
         mounts: Some(mounts),
         secrets,
         init: Some(true),
-        stop_grace_period: i64::try_from(STOP_GRACE.as_nanos()).ok(),
+        // Each task keeps the grace it was made with: core's, for a stop
+        // of a task on a node core's engine is not (on this one `stop`
+        // gives the grace it is asked for, as docker does).
+        stop_grace_period: i64::try_from(crate::STOP_GRACE.as_nanos()).ok(),
         ..Default::default()
     };
     let limits = Limit {

@@ -109,6 +109,20 @@ async fn swarm_lifecycle_exits_and_logs() {
     let status = ours(rt.list().await.unwrap(), &name);
     assert_eq!(status.len(), 1);
     assert!(!status[0].running && !status[0].failed);
+    // The grace a task on a node core's engine is not gets: core's, as
+    // the Engine holds it in the service.
+    let service = engine()
+        .await
+        .inspect_service(&rt.service_name(&name), None)
+        .await
+        .unwrap();
+    let grace = service
+        .spec
+        .and_then(|s| s.task_template?.container_spec?.stop_grace_period);
+    assert_eq!(
+        grace,
+        Some(i64::try_from(hive_runtime::STOP_GRACE.as_nanos()).unwrap())
+    );
     rt.start(&name).await.unwrap();
     let change = next_change(&mut changes, &me).await;
     assert!(change.running && change.expected);
