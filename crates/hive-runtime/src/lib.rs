@@ -354,6 +354,9 @@ pub struct Node {
     pub id: String,
     /// Its hostname, for people.
     pub hostname: String,
+    /// The scheduler finds it down: what ran there is stopped as far as
+    /// core can tell.
+    pub down: bool,
 }
 
 /// A container started or stopped.

@@ -43,6 +43,9 @@ pub mod lease;
 mod link;
 mod service;
 mod tasks;
+mod watch;
+
+pub use watch::node_down;
 
 use std::collections::HashMap;
 use std::sync::MutexGuard;
@@ -80,7 +83,9 @@ pub struct SwarmRuntime {
     docker: Docker,
     hive: HiveId,
     image: String,
-    exits: Exits,
+    exits: std::sync::Arc<Exits>,
+    /// Exits on other nodes, and nodes going down.
+    watch: watch::TaskWatch,
     build: tokio::sync::Mutex<()>,
     /// Held while the link relay is made, connected, or removed.
     relay: tokio::sync::Mutex<()>,
@@ -125,18 +130,43 @@ impl SwarmRuntime {
     /// Connects to the local engine, checks that it is a swarm manager, and
     /// starts following its events. Acts only on services of `hive`.
     pub async fn connect(default_image: Option<String>, hive: HiveId) -> Result<Self> {
+        Self::connect_with(default_image, hive, true).await
+    }
+
+    /// [`SwarmRuntime::connect`] without the engine's event stream, its
+    /// node taken for another's: every exit is the task watch's to report,
+    /// as it is for a task on another node. For tests of that watch on a
+    /// single-node swarm.
+    #[doc(hidden)]
+    pub async fn connect_as_another_node(
+        default_image: Option<String>,
+        hive: HiveId,
+    ) -> Result<Self> {
+        Self::connect_with(default_image, hive, false).await
+    }
+
+    async fn connect_with(default_image: Option<String>, hive: HiveId, here: bool) -> Result<Self> {
         let unavailable = |reason| Error::Unavailable {
             runtime: "swarm",
             reason,
         };
         let docker = crate::docker::connect_engine().await.map_err(unavailable)?;
         check_manager(&docker).await.map_err(unavailable)?;
-        let exits = Exits::follow(docker.clone(), hive.clone());
+        let (exits, local) = if here {
+            let info = docker.info().await.map_err(engine("docker info"))?;
+            let local = info.swarm.and_then(|s| s.node_id).filter(|n| !n.is_empty());
+            (Exits::follow(docker.clone(), hive.clone()), local)
+        } else {
+            (Exits::without_events(docker.clone(), hive.clone()), None)
+        };
+        let exits = std::sync::Arc::new(exits);
+        let watch = watch::TaskWatch::start(docker.clone(), hive.clone(), exits.clone(), local);
         Ok(Self {
             docker,
             hive,
             image: default_image.unwrap_or_else(|| BASE_IMAGE.to_owned()),
             exits,
+            watch,
             build: tokio::sync::Mutex::new(()),
             relay: tokio::sync::Mutex::new(()),
         })
@@ -400,8 +430,8 @@ impl SwarmRuntime {
         tracing::warn!(agent = %name, "kept network {network}: still in use");
     }
 
-    /// Hostnames of the swarm's nodes by id.
-    async fn nodes(&self) -> Result<HashMap<String, String>> {
+    /// The swarm's nodes by id: hostname, and whether it is down.
+    async fn nodes(&self) -> Result<HashMap<String, (String, bool)>> {
         let nodes = self
             .docker
             .list_nodes(None::<ListNodesOptions>)
@@ -410,8 +440,9 @@ impl SwarmRuntime {
         Ok(nodes
             .into_iter()
             .filter_map(|n| {
+                let down = node_down(&n).is_some();
                 let hostname = n.description.and_then(|d| d.hostname).unwrap_or_default();
-                Some((n.id?, hostname))
+                Some((n.id?, (hostname, down)))
             })
             .collect())
     }
@@ -549,7 +580,10 @@ impl Runtime for SwarmRuntime {
         })
         .await?;
         match self.await_running(name, &id, &before).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.watch.wake();
+                Ok(())
+            }
             Err(e) => {
                 // Never left to start later on its own.
                 let service = self.owned_service(name).await?;
@@ -627,14 +661,24 @@ impl Runtime for SwarmRuntime {
                 .tasks_of(service.id.as_deref().unwrap_or_default())
                 .await?;
             let task = current(tasks.iter());
-            let (running, failed, pid) = match task {
+            let (mut running, mut failed, mut pid) = match task {
                 Some(task) => self.task_state(task).await?,
                 None => (false, false, None),
             };
-            let node = task.and_then(|t| t.node_id.clone()).map(|id| Node {
-                hostname: nodes.get(&id).cloned().unwrap_or_else(|| id.clone()),
-                id,
+            let node = task.and_then(|t| t.node_id.clone()).map(|id| {
+                let (hostname, down) = nodes
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| (id.clone(), false));
+                Node { hostname, id, down }
             });
+            // On a node that is down: ended with it, unless we stopped it.
+            if running && node.as_ref().is_some_and(|n| n.down) {
+                let ours = task
+                    .and_then(tasks::container_id)
+                    .is_some_and(|id| self.stopping().contains(id));
+                (running, failed, pid) = (false, !ours, None);
+            }
             list.push(ContainerStatus {
                 name,
                 running,

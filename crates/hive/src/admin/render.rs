@@ -215,7 +215,12 @@ pub fn render_status_table(rows: &[AgentStatusRow], now: i64) -> String {
         return render_table(&STATUS_HEADER, &cells);
     }
     for (cells, row) in cells.iter_mut().zip(rows) {
-        cells.push(row.node.as_deref().map_or_else(|| NONE.to_owned(), cell));
+        let node = row.node.as_deref().map_or_else(|| NONE.to_owned(), cell);
+        cells.push(if row.node_down {
+            format!("{node} (down)")
+        } else {
+            node
+        });
     }
     let header: Vec<&str> = STATUS_HEADER.iter().copied().chain(["NODE"]).collect();
     render_table(&header, &cells)
@@ -668,6 +673,7 @@ mod tests {
             status_set_at: None,
             url: None,
             node: None,
+            node_down: false,
         }
     }
 
@@ -733,6 +739,7 @@ mod tests {
         // Under a multi-host runtime, where each runs.
         let placed = AgentStatusRow {
             node: Some("node-2".into()),
+            node_down: false,
             ..coder
         };
         let table = render_status_table(&[placed, row("idle")], NOW);
