@@ -89,6 +89,10 @@ pub struct SwarmRuntime {
     build: tokio::sync::Mutex<()>,
     /// Held while the link relay is made, connected, or removed.
     relay: tokio::sync::Mutex<()>,
+    /// Whether the Engine's API gives a task's tmpfs mounts docker's
+    /// flags (`/tmp` exec); below [`service::TMPFS_OPTIONS_API`] they are
+    /// `noexec`.
+    tmpfs_flags: bool,
 }
 
 /// Whether the local engine is a manager of an active swarm; the reason if
@@ -161,6 +165,18 @@ impl SwarmRuntime {
         };
         let exits = std::sync::Arc::new(exits);
         let watch = watch::TaskWatch::start(docker.clone(), hive.clone(), exits.clone(), local);
+        let api = docker.client_version();
+        let tmpfs_flags = (api.major_version, api.minor_version) >= service::TMPFS_OPTIONS_API;
+        if !tmpfs_flags {
+            let (major, minor) = service::TMPFS_OPTIONS_API;
+            tracing::warn!(
+                "swarm: this docker engine speaks API {}.{}, which mounts a task's /tmp, \
+                 /var/tmp and /run noexec (no tmpfs options before API {major}.{minor}, \
+                 Engine 27): agents on swarm cannot run what they write there",
+                api.major_version,
+                api.minor_version
+            );
+        }
         Ok(Self {
             docker,
             hive,
@@ -169,7 +185,15 @@ impl SwarmRuntime {
             watch,
             build: tokio::sync::Mutex::new(()),
             relay: tokio::sync::Mutex::new(()),
+            tmpfs_flags,
         })
+    }
+
+    /// Whether a task's `/tmp` and `/var/tmp` are mounted `exec` as
+    /// docker's are: the Engine's API takes tmpfs options (API 1.46,
+    /// Engine 27, on); `false`: they are `noexec`.
+    pub fn tmp_exec(&self) -> bool {
+        self.tmpfs_flags
     }
 
     /// The swarm's name of `agent`'s service (and of its network).
@@ -548,7 +572,7 @@ impl Runtime for SwarmRuntime {
             .iter()
             .flat_map(|l| l.secrets.iter().filter_map(|s| s.secret_id.clone()))
             .collect();
-        let new = service::spec(
+        let mut new = service::spec(
             spec,
             &self.service_name(&spec.name),
             &image,
@@ -556,6 +580,9 @@ impl Runtime for SwarmRuntime {
             self.labels(&spec.name),
             on_link,
         );
+        if self.tmpfs_flags {
+            service::tmpfs_as_docker(&mut new);
+        }
         let defined = self.define(spec, new).await;
         // The credential's older secrets (or, had this failed, the new).
         let keep = if defined.is_ok() { keep } else { Vec::new() };

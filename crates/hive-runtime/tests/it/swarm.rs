@@ -130,6 +130,24 @@ async fn swarm_lifecycle_exits_and_logs() {
     assert!(status[0].running, "{status:?}");
     let node = status[0].node.clone().expect("the node it runs on");
     assert_eq!(node.id, this_node().await);
+    // /tmp and /var/tmp as docker's where the Engine's API takes tmpfs
+    // options, noexec (and said so at connect) where it does not: the
+    // mounts the task's container has.
+    let mounts =
+        std::fs::read_to_string(format!("/proc/{}/mounts", status[0].pid.unwrap())).unwrap();
+    for target in ["/tmp", "/var/tmp"] {
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(target))
+            .unwrap_or_else(|| panic!("no {target} in {mounts}"));
+        assert!(line.starts_with("tmpfs "), "{line}");
+        let options: Vec<&str> = line.split(' ').nth(3).unwrap().split(',').collect();
+        assert!(
+            options.contains(&"nosuid") && options.contains(&"nodev"),
+            "{line}"
+        );
+        assert_eq!(options.contains(&"noexec"), !rt.tmp_exec(), "{line}");
+    }
 
     let mut report = read_report(&spec).await;
     assert_ne!(one(&report, "pid"), "1", "the program runs as PID 1");
