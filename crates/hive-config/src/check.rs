@@ -344,6 +344,15 @@ fn meaning(
     // env
     for (key, value) in &c.env {
         check_env(at, errors, &[Key("env"), Key(key)], "env", key, value);
+        if is_reserved_env(key) {
+            at.push(
+                errors,
+                &[Key("env"), Key(key)],
+                format!(
+                    "env key `{key}` is reserved: hive sets it for the harness (`HIVE_*` and `HOME`)"
+                ),
+            );
+        }
     }
 
     // mcp_servers
@@ -656,6 +665,13 @@ fn absolute_path_problem(p: &str) -> Option<&'static str> {
     }
 }
 
+/// The agent's own environment that hive sets: where the harness finds
+/// core, its state and its engine. An approved `env` comes after these in
+/// the container, so it must not name one.
+fn is_reserved_env(key: &str) -> bool {
+    key.starts_with("HIVE_") || key == "HOME"
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -938,6 +954,17 @@ container_path = "/b"
         assert!(
             errs.iter().any(|e| e.starts_with("agent.toml:3: ")),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn hives_own_variables_are_not_the_configs() {
+        check(
+            "model = \"m\"\n[env]\nHIVE_SOCKET = \"/state/fake.sock\"\nHOME = \"/tmp\"\nHIVEMIND = \"ok\"\n",
+            &[
+                "agent.toml:3: env key `HIVE_SOCKET` is reserved: hive sets it for the harness (`HIVE_*` and `HOME`)",
+                "agent.toml:4: env key `HOME` is reserved: hive sets it for the harness (`HIVE_*` and `HOME`)",
+            ],
         );
     }
 

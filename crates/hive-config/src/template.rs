@@ -39,7 +39,7 @@ prompt = "prompt.md"
 # the agent needs into it (there is no `packages` list).
 # image = "debian:bookworm"
 
-# Extra environment of the engine.
+# Extra environment of the engine (not `HOME` or `HIVE_*`: hive sets those).
 # [env]
 # RUST_LOG = "info"
 

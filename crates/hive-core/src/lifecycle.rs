@@ -64,6 +64,16 @@ pub fn backend_name(runtime: &Backend) -> Option<&'static str> {
     runtime.as_ref().map(|r| r.name())
 }
 
+/// Where an agent's state lives under a runtime that schedules across
+/// hosts ([`Lifecycle::state_placement`], [`Lifecycle::repin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePlacement {
+    /// The node (its id) it is pinned to; `None` before its first start.
+    pub node: Option<String>,
+    /// Its state volume's generation (see `hive_runtime::Placement`).
+    pub generation: u32,
+}
+
 /// A verb applied to a scope of agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScopeVerb {
@@ -451,9 +461,13 @@ impl Lifecycle {
                     .cpu
                     .map(|cores| (cores * 1000.0).round().max(1.0) as u32),
             },
-            placement: hive_runtime::Placement {
-                constraints: config.placement.all_constraints(),
-                node: self.store.agent(name.as_str())?.and_then(|a| a.node),
+            placement: {
+                let record = self.store.agent(name.as_str())?;
+                hive_runtime::Placement {
+                    constraints: config.placement.all_constraints(),
+                    node: record.as_ref().and_then(|a| a.node.clone()),
+                    generation: record.map_or(0, |a| a.generation),
+                }
             },
             transport: match &self.settings.link {
                 None => hive_runtime::Transport::Unix,
@@ -517,6 +531,54 @@ impl Lifecycle {
             self.store.set_node(name.as_str(), Some(&node.id))?;
         }
         Ok(())
+    }
+
+    /// Where `name`'s state lives under a runtime that schedules across
+    /// hosts: the node it is pinned to (none before its first start) and
+    /// its state volume's generation. Single-host runtimes ignore both.
+    pub fn state_placement(&self, name: &AgentName) -> Result<StatePlacement> {
+        let record = require_agent(&self.store, name)?;
+        Ok(StatePlacement {
+            node: record.node,
+            generation: record.generation,
+        })
+    }
+
+    /// Re-pins `name`'s state: to `node` (`None`: wherever its next start
+    /// lands, which then becomes its pin), and, when `fresh`, onto the next
+    /// generation's state volume, new and empty (the older one is kept
+    /// until purge). Refused while its container runs; takes effect at its
+    /// next start (every start redefines the container from the spec).
+    /// The building block of moving an agent, which copies its state first.
+    pub fn repin(
+        &self,
+        name: &AgentName,
+        node: Option<&str>,
+        fresh: bool,
+    ) -> Result<StatePlacement> {
+        let current = self.state_placement(name)?;
+        if self
+            .status
+            .container_status(name.as_str())
+            .is_some_and(|s| s.running)
+        {
+            return Err(Error::refused(format!(
+                "{name} is running: stop it before it is re-pinned"
+            )));
+        }
+        let generation = if fresh {
+            current.generation.checked_add(1).ok_or_else(|| {
+                Error::refused(format!("{name}'s state volume generation is exhausted"))
+            })?
+        } else {
+            current.generation
+        };
+        self.store.set_placement(name.as_str(), node, generation)?;
+        tracing::info!(agent = %name, node = node.unwrap_or("(any)"), generation, "re-pinned");
+        Ok(StatePlacement {
+            node: node.map(str::to_owned),
+            generation,
+        })
     }
 
     /// Re-reads every container's state from the runtime.
@@ -761,6 +823,17 @@ impl Lifecycle {
             }
             if purge {
                 self.refresh_containers().await;
+                self.refuse_live(name)?;
+                let state = self.state_placement(name)?;
+                let placement = hive_runtime::Placement {
+                    constraints: Vec::new(),
+                    node: state.node,
+                    generation: state.generation,
+                };
+                runtime
+                    .purge_state(name, &placement)
+                    .await
+                    .map_err(Error::from)?;
                 self.purge_files(name)?;
             }
             Ok(())
@@ -789,7 +862,8 @@ impl Lifecycle {
         result
     }
 
-    fn purge_files(&self, name: &AgentName) -> Result<()> {
+    /// Refuses to purge `name` while a container of it runs.
+    fn refuse_live(&self, name: &AgentName) -> Result<()> {
         if self
             .status
             .container_status(name.as_str())
@@ -799,6 +873,11 @@ impl Lifecycle {
                 "{name} still has a live container: destroy it first"
             )));
         }
+        Ok(())
+    }
+
+    fn purge_files(&self, name: &AgentName) -> Result<()> {
+        self.refuse_live(name)?;
         self.close_socket(name);
         // Each tree is removed through a parent reached without following
         // links; below it, links are unlinked, never followed.
@@ -1267,6 +1346,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A re-pin with fresh state names the next volume generation in the
+    /// spec the runtime gets, and is refused for an unknown agent.
+    #[test]
+    fn a_repin_with_fresh_state_reaches_the_spec_as_the_next_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let coord = coordinator(dir.path(), |_| {});
+        let deployed = Deployed {
+            sha: "0".repeat(40),
+            config: hive_config::AgentConfig::default(),
+            prompt: String::new(),
+        };
+        let coder = AgentName::parse("coder").unwrap();
+        coord.store.register_agent(&coder).unwrap();
+        coord.store.set_node("coder", Some("n1")).unwrap();
+        let spec = |coord: &Coordinator| {
+            coord
+                .lifecycle
+                .container_spec(&coder, 8100, &deployed)
+                .unwrap()
+                .placement
+        };
+        assert_eq!(
+            (spec(&coord).node.as_deref(), spec(&coord).generation),
+            (Some("n1"), 0)
+        );
+        let moved = coord.lifecycle.repin(&coder, Some("n2"), true).unwrap();
+        assert_eq!(
+            moved,
+            StatePlacement {
+                node: Some("n2".into()),
+                generation: 1
+            }
+        );
+        assert_eq!(
+            (spec(&coord).node.as_deref(), spec(&coord).generation),
+            (Some("n2"), 1)
+        );
+        // Re-pinned without fresh state: the same volume.
+        coord.lifecycle.repin(&coder, None, false).unwrap();
+        assert_eq!((spec(&coord).node, spec(&coord).generation), (None, 1));
+        let ghost = AgentName::parse("ghost").unwrap();
+        assert!(coord.lifecycle.repin(&ghost, None, true).is_err());
     }
 
     /// The codex CLI reaches a sandbox like claude's: bound read-only at

@@ -147,6 +147,12 @@ pub struct Placement {
     /// The node (its id) the agent's state lives on, once it was first
     /// placed: the container runs there or not at all.
     pub node: Option<String>,
+    /// The generation of the agent's state volume (`swarm`:
+    /// `h-<agent>-<hive>-state-<generation>`). Core bumps it, with the
+    /// container stopped, to start the agent on a fresh, empty `/state`
+    /// (moved or revived on another node); the older volume is left as it
+    /// is until purge.
+    pub generation: u32,
 }
 
 /// How a container's harness reaches core.
@@ -435,6 +441,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Running/stopped transitions, as they happen: every backend reports
     /// exits (nothing polls [`Runtime::list`] for them).
     fn subscribe(&self) -> broadcast::Receiver<StateChange>;
+
+    /// Removes, at purge, the agent's state that the backend holds itself
+    /// (`swarm`: its state volumes of every generation). The single-host
+    /// backends keep `/state` in the spec's host dir, which core removes:
+    /// nothing to do.
+    async fn purge_state(&self, name: &AgentName, placement: &Placement) -> Result<()> {
+        let _ = (name, placement);
+        Ok(())
+    }
 
     /// Whether containers outlive the daemon (docker). If not (children of
     /// the daemon), core stops them when it shuts down and starts them

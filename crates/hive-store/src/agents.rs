@@ -32,11 +32,15 @@ pub struct AgentRecord {
     /// The node (id) of a multi-host runtime its state lives on, once it
     /// was first placed: it runs there or not at all.
     pub node: Option<String>,
+    /// The generation of its state volume on a multi-host runtime
+    /// (`h-<agent>-<hive>-state-<generation>`): a bump starts it on a fresh,
+    /// empty one.
+    pub generation: u32,
 }
 
 const AGENT_COLUMNS: &str = "name, created_at, paused, status_text, status_set_at, \
      active_model, parent, deployed_sha, needs_login, needs_update, port, allowed_recipients, \
-     has_container, want_running, node";
+     has_container, want_running, node, state_generation";
 
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     let allowed: Option<String> = row.get(11)?;
@@ -56,6 +60,7 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         has_container: row.get(12)?,
         want_running: row.get(13)?,
         node: row.get(14)?,
+        generation: row.get(15)?,
     })
 }
 
@@ -254,6 +259,17 @@ impl Store {
         self.set_field(name, "node = ?2", &node)
     }
 
+    /// Pins `name` to `node` (`None`: unpinned, placed afresh at its next
+    /// start) with its state in volume generation `generation`, both in one
+    /// write.
+    pub fn set_placement(&self, name: &str, node: Option<&str>, generation: u32) -> Result<()> {
+        self.set_fields(
+            name,
+            "node = ?2, state_generation = ?3",
+            &[&node, &generation],
+        )
+    }
+
     /// Restricts who `name` may send to (`None`: anyone). Entries must be
     /// agent names or `operator`; the manager and the operator stay
     /// reachable whatever the list says.
@@ -354,5 +370,35 @@ mod tests {
         store.forget_agent("coder").unwrap();
         assert!(!store.is_agent("coder").unwrap());
         assert_eq!(store.agent("coder").unwrap(), None);
+    }
+
+    #[test]
+    fn a_placement_is_a_node_and_a_state_generation_set_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+        store
+            .register_agent(&AgentName::parse("coder").unwrap())
+            .unwrap();
+        let placement = |store: &Store| {
+            let rec = store.agent("coder").unwrap().unwrap();
+            (rec.node, rec.generation)
+        };
+        assert_eq!(
+            placement(&store),
+            (None, 0),
+            "a new agent: unpinned, generation 0"
+        );
+        store.set_node("coder", Some("n1")).unwrap();
+        assert_eq!(placement(&store), (Some("n1".to_owned()), 0));
+        store.set_placement("coder", None, 1).unwrap();
+        assert_eq!(
+            placement(&store),
+            (None, 1),
+            "moved: placed afresh on a new volume"
+        );
+        store.set_node("coder", Some("n2")).unwrap();
+        assert_eq!(placement(&store), (Some("n2".to_owned()), 1));
+        let err = store.set_placement("ghost", None, 1).unwrap_err();
+        assert_eq!(err.to_string(), "unknown agent \"ghost\"");
     }
 }

@@ -54,6 +54,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "the node an agent's state lives on",
         apply: agent_node,
     },
+    Migration {
+        what: "the generation of an agent's state volume",
+        apply: state_generation,
+    },
 ];
 
 /// The version `Store::open` brings every file to (`PRAGMA user_version`).
@@ -299,6 +303,18 @@ fn exact_leases(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// placed on, where its state lives; it runs there or not at all.
 fn agent_node(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     add_column(tx, "agents", "node", "TEXT")
+}
+
+/// Migration 9: the generation of an agent's state volume (a multi-host
+/// runtime's `/state`): bumped when the agent is to start on a fresh one
+/// (moved or revived elsewhere); every existing agent is at 0.
+fn state_generation(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    add_column(
+        tx,
+        "agents",
+        "state_generation",
+        "INTEGER NOT NULL DEFAULT 0",
+    )
 }
 
 #[cfg(test)]

@@ -332,6 +332,7 @@ mod tests {
         let spec = service(crate::Placement {
             constraints: vec!["node.labels.gpu==true".into()],
             node: Some("n1".into()),
+            generation: 0,
         });
         let placement = spec.task_template.unwrap().placement.unwrap();
         assert_eq!(

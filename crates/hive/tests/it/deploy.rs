@@ -324,12 +324,10 @@ fn a_config_whose_container_dies_at_start_fails_and_the_old_one_runs() {
     assert_eq!(approve(&hive, id), r#"{"version":1,"ok":true}"#);
     let (seen, _) = next_request(&model, 0, "ROLE-GOOD");
 
-    // The harness cannot bind its page where this config points it: it
-    // exits as soon as it starts.
-    let broken_toml = format!(
-        "{}\n[env]\nHIVE_PAGE_SOCKET = \"/nonexistent/hive-test/page.sock\"\n",
-        toml("opus")
-    );
+    // Under this config the harness's threads get the smallest stack
+    // there is: it dies as soon as it starts. (Hive's own variables, such
+    // as where it binds its page, are not the config's to set.)
+    let broken_toml = format!("{}\n[env]\nRUST_MIN_STACK = \"1\"\n", toml("opus"));
     let broken = commit(
         &proposed,
         &[("agent.toml", &broken_toml), ("prompt.md", "ROLE-BROKEN")],
