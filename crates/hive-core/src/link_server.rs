@@ -184,6 +184,8 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
     let agents: Arc<Mutex<HashMap<AgentName, Arc<AgentChannels>>>> = Arc::default();
     let peers = Arc::new(Peers::default());
     let relay = Arc::new(Relay::default());
+    // A relay that outlived the daemon: its agents all reconnect at once.
+    *relay.known.lock().unwrap_or_else(|p| p.into_inner()) = coord.lifecycle.link_relay().await;
     loop {
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             return;

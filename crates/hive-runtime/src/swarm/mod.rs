@@ -313,39 +313,6 @@ impl SwarmRuntime {
         }
     }
 
-    /// Stops the live task containers of `service` that are on this
-    /// engine, with `grace` (the engine's stop: the stop signal, `grace`,
-    /// the kill); their deaths are ours. Others are not this engine's.
-    async fn stop_here(&self, service: &Service, grace: Duration) -> Result<()> {
-        let tasks = self
-            .tasks_of(service.id.as_deref().unwrap_or_default())
-            .await?;
-        self.mark_stopping(&tasks);
-        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
-        let t = i32::try_from(secs).unwrap_or(i32::MAX);
-        for task in tasks.iter().filter(|t| tasks::is_live(t)) {
-            let Some(id) = tasks::container_id(task) else {
-                continue;
-            };
-            let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
-                .t(t)
-                .build();
-            match self
-                .docker
-                .clone()
-                .with_timeout(grace + Duration::from_secs(60))
-                .stop_container(id, Some(options))
-                .await
-            {
-                Ok(()) => {}
-                // On another node, or already gone.
-                Err(e) if matches!(status(&e), Some(404 | 304)) => {}
-                Err(e) => return Err(engine(format!("stop container {id}"))(e)),
-            }
-        }
-        Ok(())
-    }
-
     /// Their containers' deaths are ours, not crashes.
     fn mark_stopping(&self, tasks: &[Task]) {
         let mut stopping = self.stopping();
@@ -622,12 +589,14 @@ impl Runtime for SwarmRuntime {
         }
     }
 
-    /// A task on this engine stops as docker's containers do, with
-    /// `grace`; one on another node with the grace its spec was made with
-    /// ([`crate::STOP_GRACE`]). Then the replica count goes to 0.
+    /// The task stops with the grace its spec was made with
+    /// ([`crate::STOP_GRACE`], what core passes here); `grace` bounds the
+    /// wait beyond it. Not the Engine's stop of the task's container: a
+    /// task ending under a service that still wants it fails, and Engine
+    /// 20.10's swarm manager can then crash on the service's removal
+    /// (a nil task in `SetServiceTasksRemove`).
     async fn stop(&self, name: &AgentName, grace: Duration) -> Result<()> {
         let service = self.owned_service(name).await?;
-        self.stop_here(&service, grace).await?;
         let wait = grace.max(crate::STOP_GRACE) + Duration::from_secs(60);
         self.scale_down(name, &service, wait).await
     }

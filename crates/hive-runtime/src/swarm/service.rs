@@ -75,9 +75,7 @@ pub(super) fn spec(
         mounts: Some(mounts),
         secrets,
         init: Some(true),
-        // Each task keeps the grace it was made with: core's, for a stop
-        // of a task on a node core's engine is not (on this one `stop`
-        // gives the grace it is asked for, as docker does).
+        // Each task keeps the grace it was made with: core's.
         stop_grace_period: i64::try_from(crate::STOP_GRACE.as_nanos()).ok(),
         ..Default::default()
     };
