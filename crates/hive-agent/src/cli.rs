@@ -187,6 +187,7 @@ async fn serve(args: ServeArgs, socket: PathBuf) -> anyhow::Result<()> {
                 .filter(|s| !s.as_os_str().is_empty()),
             page: args.page_socket.as_deref(),
             control_dir: &control_dir,
+            state: &args.state_dir,
         };
         let linked = crate::link::start(&link, local)
             .await

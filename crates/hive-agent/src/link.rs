@@ -7,7 +7,10 @@
 //!   connection piped to a fresh link connection of that channel;
 //! - the control dir is a local dir the link keeps equal to core's;
 //! - the page: a tunnel connection stays open, and each stream core asks
-//!   for on it is a new link connection piped to the local page socket.
+//!   for on it is a new link connection piped to the local page socket;
+//! - `/state`: restored from core's checkpoint at start when one is
+//!   pending, and a tar of it sent whenever core asks on the state tunnel
+//!   ([`checkpoint`]).
 //!
 //! The harness trusts only the hive's CA (from its credential dir) and
 //! core's name [`SERVER_NAME`]; its own certificate is its identity.
@@ -27,6 +30,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+pub mod checkpoint;
 
 /// How long a link connection may take to open.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,6 +140,8 @@ pub struct Local<'a> {
     pub egress: Option<&'a Path>,
     pub page: Option<&'a Path>,
     pub control_dir: &'a Path,
+    /// `/state`: restored before anything reads it, checkpointed on ask.
+    pub state: &'a Path,
 }
 
 /// What core said over the link at start. The copies in the link dir are
@@ -166,7 +173,7 @@ pub async fn start(config: &LinkConfig, local: Local<'_>) -> anyhow::Result<Link
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let (paused_tx, paused_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(control(
-        dialer,
+        dialer.clone(),
         local.control_dir.to_owned(),
         paused_tx,
         Some(first_tx),
@@ -175,6 +182,11 @@ pub async fn start(config: &LinkConfig, local: Local<'_>) -> anyhow::Result<Link
         .await
         .map_err(|_| anyhow::anyhow!("no control files from core over the link in time"))?
         .map_err(|_| anyhow::anyhow!("the link's control channel ended"))?;
+    // Before the first turn, and before core may ask for a checkpoint.
+    checkpoint::restore(&dialer, local.state)
+        .await
+        .context("restore /state from core's checkpoint")?;
+    tokio::spawn(checkpoint::tunnel(dialer, local.state.to_owned()));
     tracing::info!(addr = %config.addr, "linked to core over TLS");
     Ok(Linked {
         paused: paused_rx,

@@ -88,6 +88,29 @@ impl Approvals {
         Ok(approval)
     }
 
+    /// Queues a `move` of `name` to `node`; the approval's text says where
+    /// its state comes from (a checkpoint taken at the move, or the last
+    /// one, with what is lost). Refused now when the move could not run.
+    pub fn request_move(&self, name: &AgentName, node: &str) -> Result<Approval> {
+        let plan = self.lifecycle.plan_move(name, node)?;
+        let duplicate = self
+            .store
+            .pending_approvals()?
+            .into_iter()
+            .find(|a| a.kind == ApprovalKind::Move && a.agent == name.as_str());
+        if let Some(existing) = duplicate {
+            return Err(Error::refused(format!(
+                "a move of {name} is already pending as approval #{}",
+                existing.id
+            )));
+        }
+        let approval =
+            self.store
+                .queue_approval(name.as_str(), ApprovalKind::Move, node, Some(&plan))?;
+        self.publish_approval_added(&approval);
+        Ok(approval)
+    }
+
     /// The budget a spawn of `name` would run with: its deployed config's
     /// (a revival), else the template's.
     fn spawn_budget(&self, name: &AgentName) -> hive_proto::control::Budget {
@@ -166,6 +189,13 @@ impl Approvals {
                 let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
                 self.configs.init_config(&name).await.map(|()| None)
             }
+            ApprovalKind::Move => {
+                let name = AgentName::parse(&approval.agent).map_err(hive_store::Error::from)?;
+                self.lifecycle
+                    .relocate(&name, &approval.commit_ref)
+                    .await
+                    .map(|()| None)
+            }
         }
     }
 
@@ -197,7 +227,7 @@ impl Approvals {
             id: a.id,
             agent: a.agent.clone(),
             approval_kind: a.kind,
-            sha_short: sha_short(&a.commit_ref),
+            sha_short: sha_short(a),
             diff: None,
             description: a.description.clone(),
         });
@@ -220,7 +250,7 @@ impl Approvals {
             id: a.id,
             agent: a.agent.clone(),
             approval_kind: a.kind,
-            sha_short: sha_short(&a.commit_ref),
+            sha_short: sha_short(a),
             status: a.status,
             resolved_at: a.resolved_at.unwrap_or_else(hive_store::now_unix),
             note: a.note.clone(),
@@ -337,6 +367,9 @@ impl Approvals {
     }
 }
 
-fn sha_short(commit_ref: &str) -> Option<String> {
-    (!commit_ref.is_empty()).then(|| commit_ref.chars().take(12).collect())
+/// A deploy's short sha (a move's `commit_ref` is its node, no sha).
+fn sha_short(a: &Approval) -> Option<String> {
+    let commit_ref = &a.commit_ref;
+    (a.kind != ApprovalKind::Move && !commit_ref.is_empty())
+        .then(|| commit_ref.chars().take(12).collect())
 }

@@ -83,6 +83,7 @@ impl Coordinator {
             ));
             let status = Arc::new(Status::new(
                 store.clone(),
+                paths.clone(),
                 dashboard.clone(),
                 dashboard_addr,
                 runtime.is_some(),

@@ -77,6 +77,15 @@ pub async fn dispatch(coord: &Arc<Coordinator>, request: HostRequest) -> Result<
         Kill { name } => coord.lifecycle.stop(&name).await.map(|()| ok)?,
         Destroy { name, purge } => coord.lifecycle.destroy(&name, purge).await.map(|()| ok)?,
         Rebuild { name } => coord.lifecycle.rebuild(&name).await.map(|()| ok)?,
+        Checkpoint { name } => {
+            coord.lifecycle.checkpoint(&name).await?;
+            HostResponse::agent_statuses(coord.status.rows(&hive_proto::Scope {
+                agent_names: vec![name],
+            })?)
+        }
+        Move { name, node } => {
+            HostResponse::approvals(vec![coord.approvals.request_move(&name, &node)?])
+        }
         List => HostResponse::agents(coord.store.agents()?.into_iter().map(|a| a.name).collect()),
         Pending => HostResponse::approvals(coord.store.pending_approvals()?),
         Approve { id } => coord.approvals.approve(id).await.map(|_| ok)?,

@@ -12,6 +12,7 @@ pub mod actions;
 pub mod activity;
 pub mod agent_server;
 pub mod budget;
+pub mod checkpoint;
 pub mod config;
 pub mod coordinator;
 pub mod deploys;

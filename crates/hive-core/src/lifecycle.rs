@@ -29,6 +29,7 @@ use tokio::task::AbortHandle;
 
 use crate::Paths;
 use crate::activity::Activity;
+use crate::checkpoint::{self, Checkpoint};
 use crate::config::Configs;
 use crate::deploys::DeployLanes;
 use crate::egress::Egress;
@@ -47,6 +48,11 @@ pub const STOP_GRACE: Duration = hive_runtime::STOP_GRACE;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a rebuild waits for another action on the same agent.
 const BUSY_WAIT: Duration = Duration::from_secs(120);
+/// How long a graceful stop waits for its checkpoint before it stops
+/// without a new one.
+const STOP_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `hive checkpoint` and a move wait for a checkpoint.
+const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Binds an agent's socket and serves it, answering the accept loop's
 /// handle. The socket's handler needs all of core (which holds
@@ -168,6 +174,7 @@ fn transient_word(kind: TransientKind) -> &'static str {
         TransientKind::Restarting => "restarting",
         TransientKind::Rebuilding => "rebuilding",
         TransientKind::Destroying => "destroying",
+        TransientKind::Moving => "moving",
     }
 }
 
@@ -684,9 +691,12 @@ impl Lifecycle {
     }
 
     /// Stops an agent's container; its state and the container remain.
+    /// A linked agent's `/state` is checkpointed first (bounded; a failure
+    /// is logged and the stop goes on).
     pub async fn stop(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         let runtime = self.prepare("stop", name)?;
         let guard = self.begin(name, TransientKind::Stopping)?;
+        self.checkpoint_before_stop(name).await;
         let result = runtime.stop(name, STOP_GRACE).await.map_err(Error::from);
         if result.is_ok() {
             self.store.set_want_running(name.as_str(), false)?;
@@ -702,6 +712,181 @@ impl Lifecycle {
             );
         }
         result
+    }
+
+    /// The link, which checkpoints travel over, or why `verb` needs it.
+    fn state_link(&self, verb: &str) -> Result<&Arc<crate::link::Link>> {
+        self.settings.link.as_ref().ok_or_else(|| {
+            Error::refused(format!(
+                "`{verb}` needs the link: an agent's /state travels over it, and this hive \
+                 runs --agent-transport unix"
+            ))
+        })
+    }
+
+    /// Copies `name`'s `/state` over the link into its kept checkpoint.
+    pub async fn checkpoint(&self, name: &AgentName) -> Result<Checkpoint> {
+        require_agent(&self.store, name)?;
+        let link = self.state_link("checkpoint")?;
+        checkpoint::take(&self.paths, link, name, CHECKPOINT_TIMEOUT).await
+    }
+
+    /// At a graceful stop: a checkpoint of a linked agent whose harness is
+    /// reachable, bounded; a failure is logged and the stop goes on.
+    async fn checkpoint_before_stop(&self, name: &AgentName) {
+        let Some(link) = &self.settings.link else {
+            return;
+        };
+        if !link.state_tunnels.has(name) || checkpoint::restore_pending(&self.paths, name) {
+            return;
+        }
+        match checkpoint::take(&self.paths, link, name, STOP_CHECKPOINT_TIMEOUT).await {
+            Ok(kept) => tracing::info!(agent = %name, "checkpoint at stop: {}", kept.describe()),
+            Err(e) => tracing::warn!(agent = %name, "stopping without a new checkpoint: {e}"),
+        }
+    }
+
+    /// What a move of `name` to `node` would do, in the approval's words;
+    /// refused when it could not run: no multi-host runtime or no link, the
+    /// node it is on, or no way to its state (its harness unreachable and
+    /// no checkpoint kept).
+    pub fn plan_move(&self, name: &AgentName, node: &str) -> Result<String> {
+        let record = require_agent(&self.store, name)?;
+        let runtime = self.runtime_for("move")?;
+        if !runtime.multi_host() {
+            return Err(Error::refused(format!(
+                "`move` needs a runtime that schedules across hosts (swarm); this hive runs {}",
+                runtime.name()
+            )));
+        }
+        let link = self.state_link("move")?;
+        if node.is_empty()
+            || node
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        {
+            return Err(Error::refused(format!("{node:?} is not a node id")));
+        }
+        let from = record.node.as_deref().unwrap_or("no node yet");
+        if record.node.as_deref() == Some(node) {
+            return Err(Error::refused(format!("{name} is already on node {node}")));
+        }
+        let reachable =
+            link.state_tunnels.has(name) && !checkpoint::restore_pending(&self.paths, name);
+        match (reachable, checkpoint::last(&self.paths, name)) {
+            (true, _) => Ok(format!(
+                "move {name} from node {from} to {node}: checkpoint its /state now, stop it, \
+                 start it on {node} from that checkpoint"
+            )),
+            (false, Some(last)) => Ok(format!(
+                "move {name} from node {from} to {node}: its harness cannot be reached (its \
+                 node is down, or it is stopped), so its /state comes from the checkpoint of \
+                 {}; changes since are lost",
+                last.describe()
+            )),
+            (false, None) => Err(Error::refused(format!(
+                "{name} cannot be moved: its harness cannot be reached and it has no \
+                 checkpoint, so its /state would be lost"
+            ))),
+        }
+    }
+
+    /// Moves `name` to `node` (an approved `move`): a checkpoint if its
+    /// harness is reachable (else the last one), stop, re-pin, and start
+    /// there with a restore pending. A failure at any step leaves it
+    /// pinned where it was, with its state, and says so.
+    pub async fn relocate(self: &Arc<Self>, name: &AgentName, node: &str) -> Result<()> {
+        self.plan_move(name, node)?;
+        let runtime = self.runtime_for("move")?;
+        let guard = self.begin(name, TransientKind::Moving)?;
+        let result = self.relocate_inner(&*runtime, name, node).await;
+        guard.finish(&result);
+        self.after_change(name).await;
+        if result.is_ok() {
+            self.kick(name, "moved");
+        }
+        result
+    }
+
+    async fn relocate_inner(
+        &self,
+        runtime: &dyn Runtime,
+        name: &AgentName,
+        node: &str,
+    ) -> Result<()> {
+        let link = self.state_link("move")?;
+        let record = require_agent(&self.store, name)?;
+        let before = self.state_placement(name)?;
+        let from_text = before.node.clone().unwrap_or_else(|| "no node".to_owned());
+        let was_pending = checkpoint::restore_pending(&self.paths, name);
+        if link.state_tunnels.has(name) && !was_pending {
+            checkpoint::take(&self.paths, link, name, CHECKPOINT_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    Error::refused(format!("{e}; nothing moved: {name} stays on {from_text}"))
+                })?;
+        } else if checkpoint::last(&self.paths, name).is_none() {
+            return Err(Error::refused(format!(
+                "{name} has no checkpoint; nothing moved"
+            )));
+        }
+        let was_running = self
+            .status
+            .container_status(name.as_str())
+            .is_some_and(|c| c.running);
+        let port = self.ports.web_port(name)?;
+        let deployed = self.configs.ensure(name).await?;
+        if record.has_container {
+            runtime
+                .stop(name, STOP_GRACE)
+                .await
+                .or_else(ignore_missing)
+                .map_err(|e| {
+                    Error::refused(format!(
+                        "stopping {name} for its move failed: {e}; nothing moved"
+                    ))
+                })?;
+        }
+        let moved = async {
+            // A fresh, empty state volume on the new node, filled from the
+            // checkpoint by its harness before its first turn.
+            self.refresh_containers().await;
+            self.repin(name, Some(node), true)?;
+            checkpoint::set_restore_pending(&self.paths, name, true)?;
+            self.create_container(runtime, name, port, &deployed)
+                .await?;
+            self.store.set_has_container(name.as_str(), true)?;
+            runtime.start(name).await.map_err(Error::from)
+        }
+        .await;
+        let Err(e) = moved else {
+            self.store.set_want_running(name.as_str(), true)?;
+            tracing::info!(agent = %name, %node, "moved; its harness restores its checkpoint");
+            return Ok(());
+        };
+        // Back where it was: its pin and state volume, its flag, its
+        // container's spec, and running again if it ran.
+        self.store
+            .set_placement(name.as_str(), before.node.as_deref(), before.generation)?;
+        checkpoint::set_restore_pending(&self.paths, name, was_pending)?;
+        let back = async {
+            self.create_container(runtime, name, port, &deployed)
+                .await?;
+            if was_running {
+                runtime.start(name).await.map_err(Error::from)?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        let now = match (back, was_running) {
+            (Ok(()), true) => "running there again".to_owned(),
+            (Ok(()), false) => "stopped".to_owned(),
+            (Err(back), _) => format!("stopped (starting it there again failed: {back})"),
+        };
+        Err(Error::refused(format!(
+            "moving {name} to node {node} failed: {e}; it stays pinned to {from_text} with \
+             its state and checkpoint, {now}"
+        )))
     }
 
     /// Stops then starts an agent with its current spec.

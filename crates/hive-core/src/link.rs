@@ -31,13 +31,17 @@ pub use revoke::{Revocable, Revocation};
 pub use tunnel::{PageIo, PageStream, Tunnels};
 
 /// The ALPN names core serves, each a channel of `hive_proto::link`.
-pub const ALPNS: [&str; 5] = [
+pub const ALPNS: [&str; 6] = [
     hive_proto::link::ALPN_AGENT,
     hive_proto::link::ALPN_EGRESS,
     hive_proto::link::ALPN_CONTROL,
     hive_proto::link::ALPN_PAGE,
     hive_proto::link::ALPN_PAGE_STREAM,
+    hive_proto::link::ALPN_STATE,
 ];
+
+/// The largest checkpoint core keeps by default (`--checkpoint-cap`).
+pub const DEFAULT_CHECKPOINT_CAP: u64 = 4 << 30;
 
 /// Where the link listens and what containers are told.
 #[derive(Debug, Clone)]
@@ -48,6 +52,8 @@ pub struct LinkConfig {
     pub advertise: Option<String>,
     /// The container network that reaches it (docker).
     pub network: Option<String>,
+    /// The largest checkpoint core keeps (bytes).
+    pub checkpoint_cap: u64,
 }
 
 #[derive(Debug)]
@@ -61,6 +67,11 @@ pub struct Link {
     pub server: Arc<rustls::ServerConfig>,
     registry: Mutex<Registry>,
     pub tunnels: Tunnels,
+    /// The state tunnels: core asks on them for checkpoints
+    /// (`crate::checkpoint`), a stream counting only from the agent asked.
+    pub state_tunnels: Tunnels,
+    /// The largest checkpoint core keeps (bytes).
+    pub checkpoint_cap: u64,
     /// Bumped whenever core changes an agent's control files.
     control: Mutex<HashMap<AgentName, watch::Sender<()>>>,
 }
@@ -146,6 +157,8 @@ impl Link {
             server: Arc::new(config),
             registry: Mutex::new(registry),
             tunnels: Tunnels::default(),
+            state_tunnels: Tunnels::default(),
+            checkpoint_cap: DEFAULT_CHECKPOINT_CAP,
             control: Mutex::default(),
         })
     }

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use hive_proto::AgentName;
 use hive_proto::link::{
-    ALPN_AGENT, ALPN_CONTROL, ALPN_EGRESS, ALPN_PAGE, ALPN_PAGE_STREAM, RelayHeader,
+    ALPN_AGENT, ALPN_CONTROL, ALPN_EGRESS, ALPN_PAGE, ALPN_PAGE_STREAM, ALPN_STATE, RelayHeader,
+    StateOpen,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -287,13 +288,14 @@ async fn serve_channel(
             };
             channels.egress.clone().serve(stream).await;
         }
-        ALPN_CONTROL | ALPN_PAGE | ALPN_PAGE_STREAM => {
+        ALPN_CONTROL | ALPN_PAGE | ALPN_PAGE_STREAM | ALPN_STATE => {
             let Ok(_slot) = channels.aux_slots.clone().try_acquire_owned() else {
                 return tracing::info!(%agent, alpn, "link refused: connection cap reached");
             };
             match alpn {
                 ALPN_CONTROL => control(coord, link, &agent, stream).await,
                 ALPN_PAGE => page_tunnel(link, &agent, stream).await,
+                ALPN_STATE => state(coord, link, &agent, stream).await,
                 _ => page_stream(link, &agent, stream).await,
             }
         }
@@ -345,6 +347,47 @@ async fn page_tunnel(link: &Link, agent: &AgentName, stream: Stream) {
     tokio::select! {
         () = hung_up => {}
         () = forward => {}
+    }
+}
+
+/// A state connection (`crate::checkpoint`): the harness's state tunnel,
+/// a checkpoint core asked this agent for, or a harness asking at start
+/// whether to restore one.
+async fn state(coord: &Coordinator, link: &Link, agent: &AgentName, mut stream: Stream) {
+    let line = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_line(&mut stream, MAX_ID_LINE)).await;
+    let Some(open) = line
+        .ok()
+        .flatten()
+        .and_then(|l| serde_json::from_str::<StateOpen>(&l).ok())
+    else {
+        return tracing::debug!(%agent, "state connection without an open line");
+    };
+    match open {
+        StateOpen::Tunnel => {
+            let (mut reader, mut writer) = tokio::io::split(stream);
+            let (_guard, mut asks) = link.state_tunnels.register(agent);
+            let hung_up = async move {
+                let mut sink = [0u8; 64];
+                while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+            };
+            let forward = async {
+                while let Some(ask) = asks.recv().await {
+                    if crate::jsonl::write_line(&mut writer, &ask).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = hung_up => {}
+                () = forward => {}
+            }
+        }
+        StateOpen::Checkpoint { stream: id } => {
+            if let Err(e) = link.state_tunnels.deliver(agent, &id, Box::new(stream)) {
+                tracing::warn!(%agent, "checkpoint stream refused: {e}");
+            }
+        }
+        StateOpen::Restore => crate::checkpoint::serve_restore(&coord.paths, agent, stream).await,
     }
 }
 

@@ -168,7 +168,8 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
             .with_context(|| format!("bind the link listener {}", link.listen))?;
         let bound = tcp.local_addr()?;
         let advertise = link.advertise.clone().unwrap_or_else(|| bound.to_string());
-        let opened = crate::link::Link::open(&paths, advertise, link.network.clone())?;
+        let mut opened = crate::link::Link::open(&paths, advertise, link.network.clone())?;
+        opened.checkpoint_cap = link.checkpoint_cap;
         link_listener = Some((tcp, bound, Arc::new(opened)));
     }
     let settings = Settings {

@@ -30,6 +30,8 @@ pub fn require_agent(store: &Store, name: &AgentName) -> Result<AgentRecord> {
 /// Agents' status rows and the channel that streams their changes.
 pub struct Status {
     store: Store,
+    /// Where each agent's kept checkpoint is (`crate::checkpoint`).
+    paths: crate::Paths,
     dashboard: Arc<DashboardBus>,
     /// The dashboard's bound address, for building agent URLs.
     dashboard_addr: Option<SocketAddr>,
@@ -43,6 +45,7 @@ pub struct Status {
 impl Status {
     pub fn new(
         store: Store,
+        paths: crate::Paths,
         dashboard: Arc<DashboardBus>,
         dashboard_addr: Option<SocketAddr>,
         has_runtime: bool,
@@ -50,6 +53,7 @@ impl Status {
         let (tx, _) = broadcast::channel(STATUS_CHANNEL_CAPACITY);
         Self {
             store,
+            paths,
             dashboard,
             dashboard_addr,
             has_runtime,
@@ -86,6 +90,9 @@ impl Status {
             .and(self.dashboard_addr)
             .map(|addr| format!("http://{addr}/agent/{}/", record.name));
         let container = self.container_status(&record.name);
+        let checkpoint = AgentName::parse(&record.name)
+            .ok()
+            .and_then(|name| crate::checkpoint::last(&self.paths, &name));
         Ok(AgentStatusRow {
             name: record.name.clone(),
             running: container.as_ref().is_some_and(|c| c.running),
@@ -109,6 +116,8 @@ impl Status {
                 .and_then(|c| c.node)
                 .map(|n| n.hostname)
                 .or_else(|| record.node.clone()),
+            checkpoint_at: checkpoint.map(|c| c.taken_at),
+            checkpoint_bytes: checkpoint.map(|c| c.bytes),
         })
     }
 

@@ -171,6 +171,8 @@ pub enum TransientKind {
     Restarting,
     Rebuilding,
     Destroying,
+    /// Checkpoint, stop, re-pin to another node, start there.
+    Moving,
 }
 
 /// Kept state of an agent with no container.

@@ -33,6 +33,12 @@ pub enum HostRequest {
     },
     /// Re-apply the deployed config to an agent's container.
     Rebuild { name: AgentName },
+    /// Copy a running agent's `/state` over the link into core's kept
+    /// checkpoint. Answers the agent's status row (with the checkpoint).
+    Checkpoint { name: AgentName },
+    /// Queue a `move` approval: the agent to `node` (checkpoint, stop,
+    /// re-pin, start there from the checkpoint). Answers the approval.
+    Move { name: AgentName, node: String },
     /// Names of every known agent.
     List,
     /// Pending approvals.
@@ -308,6 +314,17 @@ pub struct AgentStatusRow {
     /// it); absent while it is up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub node_down: bool,
+    /// When its last checkpoint (its `/state` copied over the link) was
+    /// taken; absent with none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::rfc3339::option"
+    )]
+    pub checkpoint_at: Option<i64>,
+    /// That checkpoint's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_bytes: Option<u64>,
 }
 
 /// Where the hive is reached (the original's `HiveUrls`); each agent's own
@@ -391,6 +408,9 @@ pub enum ApprovalKind {
     Spawn,
     /// Seed an agent's proposed config repo before its spawn.
     InitConfig,
+    /// Move an agent to another node (its `commit_ref` names the node):
+    /// checkpoint, stop, re-pin, start there from the checkpoint.
+    Move,
 }
 
 impl ApprovalKind {
@@ -399,6 +419,7 @@ impl ApprovalKind {
             ApprovalKind::ApplyCommit => "apply_commit",
             ApprovalKind::Spawn => "spawn",
             ApprovalKind::InitConfig => "init_config",
+            ApprovalKind::Move => "move",
         }
     }
 
@@ -407,6 +428,7 @@ impl ApprovalKind {
             ApprovalKind::ApplyCommit,
             ApprovalKind::Spawn,
             ApprovalKind::InitConfig,
+            ApprovalKind::Move,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -14,7 +14,13 @@
 //! - [`ALPN_PAGE`]: the page tunnel: the harness keeps it open and core
 //!   writes one [`PageOpen`] line each time it needs a stream to the page;
 //! - [`ALPN_PAGE_STREAM`]: such a stream, opened by the harness, whose
-//!   first line is the [`PageOpen::stream`] it answers, then raw HTTP.
+//!   first line is the [`PageOpen::stream`] it answers, then raw HTTP;
+//! - [`ALPN_STATE`]: the agent's `/state` as a tar, each connection naming
+//!   its purpose in a first [`StateOpen`] line: the harness keeps a
+//!   tunnel open on which core asks for a checkpoint (a [`PageOpen`]
+//!   line, as on the page tunnel), answers each ask with a new connection
+//!   carrying the tar, and at start asks whether to restore one
+//!   ([`RestoreOffer`], then the bytes; [`RestoreDone`] back).
 //!
 //! Core never dials an agent; an agent listens nowhere.
 //!
@@ -32,6 +38,8 @@ pub const ALPN_CONTROL: &str = "hive-control/1";
 pub const ALPN_PAGE: &str = "hive-page/1";
 /// One page stream the harness opened on core's request.
 pub const ALPN_PAGE_STREAM: &str = "hive-page-stream/1";
+/// The agent's `/state`: checkpoints out, a restore in.
+pub const ALPN_STATE: &str = "hive-state/1";
 
 /// The DNS name in core's server certificate; the harness checks it
 /// whatever address it dialled (core's address differs by network).
@@ -137,6 +145,40 @@ pub struct ControlFiles {
     pub deployed: Option<String>,
     /// [`crate::control::PAUSED`].
     pub paused: Option<String>,
+}
+
+/// The first line of a [`ALPN_STATE`] connection, tagged `open`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "open", rename_all = "snake_case")]
+pub enum StateOpen {
+    /// The harness's state tunnel: core writes one [`PageOpen`] line on it
+    /// each time it wants a checkpoint.
+    Tunnel,
+    /// A checkpoint core asked for as `stream`: a tar of `/state` follows
+    /// until the harness closes its side.
+    Checkpoint { stream: String },
+    /// The harness, at start: is there a checkpoint to restore? Core
+    /// answers one [`RestoreOffer`] line.
+    Restore,
+}
+
+/// Core's answer to [`StateOpen::Restore`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreOffer {
+    /// `None`: nothing to restore. Else that many bytes of tar follow, and
+    /// core waits for one [`RestoreDone`] line.
+    pub bytes: Option<u64>,
+    /// When the checkpoint was taken (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<i64>,
+}
+
+/// The harness's word after a restore: only `ok` clears core's flag.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreDone {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

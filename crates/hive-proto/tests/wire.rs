@@ -65,6 +65,19 @@ fn host_requests() {
         },
         r#"{"cmd":"rebuild","name":"coder"}"#,
     );
+    check(
+        Checkpoint {
+            name: name("coder"),
+        },
+        r#"{"cmd":"checkpoint","name":"coder"}"#,
+    );
+    check(
+        Move {
+            name: name("coder"),
+            node: "n2".into(),
+        },
+        r#"{"cmd":"move","name":"coder","node":"n2"}"#,
+    );
     check(List, r#"{"cmd":"list"}"#);
     check(Pending, r#"{"cmd":"pending"}"#);
     check(Approve { id: 7 }, r#"{"cmd":"approve","id":7}"#);
@@ -207,6 +220,8 @@ fn row() -> AgentStatusRow {
         url: Some("http://127.0.0.1:8100/agent/coder/".into()),
         node: None,
         node_down: false,
+        checkpoint_at: None,
+        checkpoint_bytes: None,
     }
 }
 
@@ -227,6 +242,8 @@ fn bare_row() -> AgentStatusRow {
         url: None,
         node: None,
         node_down: false,
+        checkpoint_at: None,
+        checkpoint_bytes: None,
     }
 }
 
@@ -287,6 +304,16 @@ fn host_responses() {
             ..bare_row()
         }]),
         r#"{"version":1,"ok":true,"agent_statuses":[{"name":"idle","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false,"node":"node-2"}]}"#,
+    );
+    // Its last checkpoint, after the node.
+    check(
+        HostResponse::agent_statuses(vec![AgentStatusRow {
+            node: Some("node-2".into()),
+            checkpoint_at: Some(AT),
+            checkpoint_bytes: Some(10240),
+            ..bare_row()
+        }]),
+        r#"{"version":1,"ok":true,"agent_statuses":[{"name":"idle","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false,"node":"node-2","checkpoint_at":"2026-09-12T09:15:00Z","checkpoint_bytes":10240}]}"#,
     );
     check(
         HostResponse::approvals(vec![approval(), bare_approval()]),
@@ -377,6 +404,7 @@ fn approval_enums() {
         (ApprovalKind::ApplyCommit, "apply_commit"),
         (ApprovalKind::Spawn, "spawn"),
         (ApprovalKind::InitConfig, "init_config"),
+        (ApprovalKind::Move, "move"),
     ] {
         check(kind, &format!("\"{s}\""));
         assert_eq!(ApprovalKind::parse(s), Some(kind));
@@ -1315,6 +1343,45 @@ fn link_lines() {
     assert_eq!(
         serde_json::from_str::<ControlFiles>("{}").unwrap(),
         ControlFiles::default()
+    );
+    // The state channel: each connection's first line, core's offer, the
+    // harness's word.
+    use hive_proto::link::{RestoreDone, RestoreOffer, StateOpen};
+    check(StateOpen::Tunnel, r#"{"open":"tunnel"}"#);
+    check(
+        StateOpen::Checkpoint {
+            stream: "00ff".into(),
+        },
+        r#"{"open":"checkpoint","stream":"00ff"}"#,
+    );
+    check(StateOpen::Restore, r#"{"open":"restore"}"#);
+    check(
+        RestoreOffer {
+            bytes: None,
+            taken_at: None,
+        },
+        r#"{"bytes":null}"#,
+    );
+    check(
+        RestoreOffer {
+            bytes: Some(10240),
+            taken_at: Some(AT),
+        },
+        r#"{"bytes":10240,"taken_at":1789204500}"#,
+    );
+    check(
+        RestoreDone {
+            ok: false,
+            error: Some("entry ../x: a path with `..`".into()),
+        },
+        r#"{"ok":false,"error":"entry ../x: a path with `..`"}"#,
+    );
+    check(
+        RestoreDone {
+            ok: true,
+            error: None,
+        },
+        r#"{"ok":true}"#,
     );
 }
 

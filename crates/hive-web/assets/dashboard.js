@@ -437,8 +437,8 @@
 
   const TURN_COLOUR = { idle: 'grey', thinking: 'mauve', tool: 'blue', compacting: 'blue', paused: 'blue', rate_limited: 'peach', needs_login: 'yellow', engine_missing: 'red' };
   const TURN_LABEL = { rate_limited: 'rate-limited', needs_login: 'needs login', engine_missing: 'engine missing' };
-  const ACTION_DONE = { spawning: 'spawned', starting: 'started', stopping: 'stopped', restarting: 'restarted', rebuilding: 'rebuilt', destroying: 'destroyed' };
-  const ACTION_VERB = { spawning: 'spawn', starting: 'start', stopping: 'stop', restarting: 'restart', rebuilding: 'rebuild', destroying: 'destroy' };
+  const ACTION_DONE = { spawning: 'spawned', starting: 'started', stopping: 'stopped', restarting: 'restarted', rebuilding: 'rebuilt', destroying: 'destroyed', moving: 'moved' };
+  const ACTION_VERB = { spawning: 'spawn', starting: 'start', stopping: 'stop', restarting: 'restart', rebuilding: 'rebuild', destroying: 'destroy', moving: 'move' };
 
   function applyActivity(snap) {
     S.turns = new Map((snap.turn_states || []).map((t) => [t.name, t]));
@@ -513,7 +513,7 @@
     return pre;
   }
 
-  const KIND_LABEL = { spawn: 'spawn', apply_commit: 'config', init_config: 'init config' };
+  const KIND_LABEL = { spawn: 'spawn', apply_commit: 'config', init_config: 'init config', move: 'move' };
 
   function approvalCard(a) {
     let diff = null;
@@ -592,7 +592,8 @@
       id: a.id,
       agent: a.agent,
       kind: a.approval_kind || a.kind,
-      sha_short: a.sha_short || (a.commit_ref ? a.commit_ref.slice(0, 12) : null),
+      // A move's commit_ref is its node, not a sha (its description names it).
+      sha_short: a.sha_short || (a.commit_ref && (a.approval_kind || a.kind) !== 'move' ? a.commit_ref.slice(0, 12) : null),
       diff: a.diff,
       diff_error: a.diff_error,
       description: a.description,

@@ -144,6 +144,21 @@ pub enum AdminCommand {
         #[arg(value_name = "NAME", value_parser = AgentName::parse)]
         name: AgentName,
     },
+    /// Copy a running agent's /state into core's kept checkpoint (over the
+    /// link); `hive status` shows its age and size.
+    Checkpoint {
+        #[arg(value_name = "NAME", value_parser = AgentName::parse)]
+        name: AgentName,
+    },
+    /// Ask to move an agent to another node (an approval): checkpoint,
+    /// stop, re-pin, start there from the checkpoint.
+    Move {
+        #[arg(value_name = "NAME", value_parser = AgentName::parse)]
+        name: AgentName,
+        /// The node's id (as `docker node ls` shows it).
+        #[arg(value_name = "NODE")]
+        node: String,
+    },
     /// Tear an agent's container down; state and config are kept unless --purge.
     Destroy {
         #[arg(value_name = "NAME", value_parser = AgentName::parse)]
@@ -374,6 +389,8 @@ fn to_request(cmd: AdminCommand, input: &mut dyn Read) -> Result<HostRequest> {
         },
         C::Restart { name } => HostRequest::Restart { name },
         C::Rebuild { name } => HostRequest::Rebuild { name },
+        C::Checkpoint { name } => HostRequest::Checkpoint { name },
+        C::Move { name, node } => HostRequest::Move { name, node },
         C::Destroy { name, purge } => HostRequest::Destroy { name, purge },
         C::Pause { name } => HostRequest::SetPaused { name, paused: true },
         C::Resume { name } => HostRequest::SetPaused {

@@ -153,6 +153,11 @@ struct ServeArgs {
     /// which only core and agents are).
     #[arg(long, value_name = "NAME")]
     link_network: Option<String>,
+    /// The largest checkpoint of an agent's `/state` core keeps, in bytes
+    /// (checkpoints travel over the link; a bigger one is refused and the
+    /// previous one kept).
+    #[arg(long, value_name = "BYTES", default_value_t = hive_core::link::DEFAULT_CHECKPOINT_CAP)]
+    checkpoint_cap: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -324,6 +329,7 @@ fn serve(args: ServeArgs, friendly: bool) -> anyhow::Result<()> {
             listen: args.link_listen,
             advertise: args.link_advertise,
             network: args.link_network,
+            checkpoint_cap: args.checkpoint_cap,
         }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

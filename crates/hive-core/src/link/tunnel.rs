@@ -2,7 +2,9 @@
 //! The harness keeps one tunnel connection open; core asks on it for a
 //! stream ([`hive_proto::link::PageOpen`] with a random id), and the
 //! harness opens a new connection that names the id first. A stream counts
-//! only from the agent whose page was asked for.
+//! only from the agent whose page was asked for. The state tunnels of
+//! checkpoints (`crate::checkpoint`) are a second [`Tunnels`], asked and
+//! answered the same way.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -101,7 +103,7 @@ impl Tunnels {
         let queue = {
             let mut state = self.lock();
             let Some((_, queue)) = state.open.get(agent) else {
-                return Err("no page tunnel: the harness is not linked (is it running?)".into());
+                return Err("no tunnel: the harness is not linked (is it running?)".into());
             };
             let queue = queue.clone();
             state.pending.insert(id.clone(), (agent.clone(), tx));
@@ -117,7 +119,7 @@ impl Tunnels {
             None
         };
         self.lock().pending.remove(&id);
-        opened.ok_or_else(|| "the harness opened no page stream in time".to_owned())
+        opened.ok_or_else(|| "the harness opened no stream in time".to_owned())
     }
 
     /// A stream `agent` opened for `id`: handed to whoever waits for it,
@@ -126,8 +128,8 @@ impl Tunnels {
         let mut state = self.lock();
         match state.pending.get(id) {
             Some((owner, _)) if owner == agent => {}
-            Some(_) => return Err(format!("{agent} answered another agent's page stream")),
-            None => return Err(format!("{agent} opened a page stream nobody asked for")),
+            Some(_) => return Err(format!("{agent} answered another agent's stream")),
+            None => return Err(format!("{agent} opened a stream nobody asked for")),
         }
         let Some((_, waiter)) = state.pending.remove(id) else {
             return Err("gone".into());

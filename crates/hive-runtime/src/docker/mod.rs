@@ -221,6 +221,12 @@ impl DockerRuntime {
                         .collect(),
                 ),
                 readonly_rootfs: Some(true),
+                // The agent runs unprivileged; with no capabilities and no
+                // new privileges, a setuid binary of the host's `/usr` (a
+                // skeleton image binds it) cannot make it root with the
+                // engine's default capabilities.
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 // The engine's init (tini) as PID 1: forwards the stop
                 // signal and reaps orphans; the program runs as its child.
                 init: Some(true),

@@ -14,8 +14,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    BREACH_MEMORY, Layout, all_gone, assert_breaches_failed, assert_isolated, breach, engine,
-    next_change, one, read_report, sandbox_specs, sleep_pid, unique,
+    BREACH_MEMORY, Layout, all_gone, assert_breaches_failed, assert_isolated, assert_unprivileged,
+    breach, engine, next_change, one, read_report, sandbox_specs, sleep_pid, unique,
 };
 
 /// A runtime on the local engine, or `None` (printed) if there is none.
@@ -109,6 +109,7 @@ async fn sandbox_view_lifecycle_and_logs() {
     report.insert("pid".into(), vec!["2".into()]);
     assert_isolated(&report, &spec, "docker");
     let sleep = sleep_pid(&report);
+    assert_unprivileged(sleep);
     let expected = format!("hello from {me}");
     let mut logs = Vec::new();
     for _ in 0..200 {

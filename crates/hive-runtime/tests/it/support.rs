@@ -304,6 +304,24 @@ pub fn sleep_pid(report: &std::collections::HashMap<String, Vec<String>>) -> u32
     host
 }
 
+/// Asserts, from the host, that the sandbox process `pid` can gain no
+/// privilege: no capability in its bounding set and `no_new_privs` set, so
+/// no setuid binary it can reach makes it root.
+pub fn assert_unprivileged(pid: u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            .to_owned()
+    };
+    assert_eq!(field("CapBnd:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+}
+
 /// Waits until nothing runs in the pid namespace a sandbox reported, and
 /// its `sleep` (host pid `sleep`) is gone.
 pub async fn all_gone(report: &std::collections::HashMap<String, Vec<String>>, sleep: u32) {

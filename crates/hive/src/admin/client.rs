@@ -67,6 +67,8 @@ fn response_timeout(req: &HostRequest) -> Duration {
         | Kill { .. }
         | Destroy { .. }
         | Rebuild { .. }
+        | Checkpoint { .. }
+        | Move { .. }
         | Approve { .. }
         | Start { .. }
         | Stop { .. }

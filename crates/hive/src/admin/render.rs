@@ -133,6 +133,25 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
         Destroy { name, purge: false } => format!("destroyed {name} (state and config kept)"),
         Destroy { name, purge: true } => format!("destroyed {name} and purged its state"),
         Rebuild { name } => format!("rebuilt {name}"),
+        Checkpoint { name } => match resp.agent_statuses.iter().flatten().next() {
+            Some(AgentStatusRow {
+                checkpoint_bytes: Some(bytes),
+                ..
+            }) => format!("checkpoint of {name} kept ({})", human_bytes(*bytes)),
+            _ => format!("checkpoint of {name} kept"),
+        },
+        Move { name, node } => match resp.approvals.iter().flatten().next() {
+            Some(approval) => format!(
+                "queued move approval #{id} of {name} to {node} — approve with `hive approve {id}`{}",
+                approval
+                    .description
+                    .as_deref()
+                    .map(|d| format!("\n{}", cell(d)))
+                    .unwrap_or_default(),
+                id = approval.id
+            ),
+            None => format!("queued a move approval for {name} — see `hive pending`"),
+        },
         Start { scope } => format!("started {}", scope_text(scope)),
         Stop { scope, graceful } => {
             let how = if *graceful { " gracefully" } else { "" };
@@ -208,22 +227,48 @@ fn scope_text(scope: &Scope) -> String {
 }
 
 /// The `hive status` table, header included.
-/// A hive whose runtime schedules across hosts adds a NODE column.
+/// A hive whose runtime schedules across hosts adds a NODE column; one
+/// with checkpoints a CHECKPOINT column (age and size).
 pub fn render_status_table(rows: &[AgentStatusRow], now: i64) -> String {
     let mut cells: Vec<Vec<String>> = rows.iter().map(|row| status_cells(row, now)).collect();
-    if !rows.iter().any(|r| r.node.is_some()) {
-        return render_table(&STATUS_HEADER, &cells);
+    let mut header: Vec<&str> = STATUS_HEADER.to_vec();
+    if rows.iter().any(|r| r.node.is_some()) {
+        for (cells, row) in cells.iter_mut().zip(rows) {
+            let node = row.node.as_deref().map_or_else(|| NONE.to_owned(), cell);
+            cells.push(if row.node_down {
+                format!("{node} (down)")
+            } else {
+                node
+            });
+        }
+        header.push("NODE");
     }
-    for (cells, row) in cells.iter_mut().zip(rows) {
-        let node = row.node.as_deref().map_or_else(|| NONE.to_owned(), cell);
-        cells.push(if row.node_down {
-            format!("{node} (down)")
-        } else {
-            node
-        });
+    if rows.iter().any(|r| r.checkpoint_at.is_some()) {
+        for (cells, row) in cells.iter_mut().zip(rows) {
+            cells.push(match (row.checkpoint_at, row.checkpoint_bytes) {
+                (Some(at), bytes) => format!(
+                    "{} ago, {}",
+                    format_age(now - at),
+                    human_bytes(bytes.unwrap_or_default())
+                ),
+                _ => NONE.to_owned(),
+            });
+        }
+        header.push("CHECKPOINT");
     }
-    let header: Vec<&str> = STATUS_HEADER.iter().copied().chain(["NODE"]).collect();
     render_table(&header, &cells)
+}
+
+/// `bytes` for people: "812 B", "12.3 MB".
+fn human_bytes(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.1} GB", b / 1e9),
+    }
 }
 
 /// The `hive pending` table, header included.
@@ -674,6 +719,8 @@ mod tests {
             url: None,
             node: None,
             node_down: false,
+            checkpoint_at: None,
+            checkpoint_bytes: None,
         }
     }
 

@@ -225,7 +225,7 @@ fn bad_requests_get_errors_naming_the_problem() {
     };
     check(
         br#"{"cmd":"fly"}"#,
-        r#"{"version":1,"ok":false,"error":"unknown verb `fly`: expected one of `spawn`, `request_spawn`, `kill`, `destroy`, `rebuild`, `list`, `pending`, `approve`, `deny`, `agent_status`, `subscribe_agent_status`, `start`, `stop`, `restart`, `set_paused`, `urls`, `questions`, `answer`, `cancel_question`, `show`, `send`, `rollback`, `logs`, `tasks`, `task_add`, `task_assign`, `task_cancel`"}"#,
+        r#"{"version":1,"ok":false,"error":"unknown verb `fly`: expected one of `spawn`, `request_spawn`, `kill`, `destroy`, `rebuild`, `checkpoint`, `move`, `list`, `pending`, `approve`, `deny`, `agent_status`, `subscribe_agent_status`, `start`, `stop`, `restart`, `set_paused`, `urls`, `questions`, `answer`, `cancel_question`, `show`, `send`, `rollback`, `logs`, `tasks`, `task_add`, `task_assign`, `task_cancel`"}"#,
     );
     check(
         b"{not json",

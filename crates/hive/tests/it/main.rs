@@ -9,6 +9,7 @@ mod board;
 mod broker;
 mod browser;
 mod busy;
+mod checkpoint;
 mod cli;
 mod codex;
 mod config;

@@ -548,3 +548,103 @@ fn an_agent_stalling_link_handshakes_holds_up_no_other_on_swarm() {
     std::fs::write(state.join("stop"), "").unwrap();
     drop(hive);
 }
+
+/// `cmd` in `agent`'s running task container, as its user.
+fn in_task(hive: &HiveId, agent: &str, cmd: &str) -> String {
+    let filters = [
+        format!("label=hyperhive.hive={hive}"),
+        format!("label=hyperhive.agent={agent}"),
+    ];
+    let id = docker(&["ps", "-q", "--filter", &filters[0], "--filter", &filters[1]]);
+    let id = id
+        .lines()
+        .next()
+        .expect("a running task container")
+        .to_owned();
+    docker(&["exec", &id, "sh", "-c", cmd])
+}
+
+/// A node dies with an agent on it (here: the agent pinned, in the store,
+/// to a node id no swarm has): its start fails with the scheduler's words
+/// and it is reported. Moved by approval to the live node, it runs there
+/// from its last checkpoint: the file it had is in its `/state`, and its
+/// service is pinned to the new node. A move to the node it is on is
+/// refused.
+#[test]
+fn a_dead_nodes_agent_is_revived_on_a_live_node_from_its_checkpoint() {
+    let Some(_lease) = lease() else { return };
+    let network = crate::tls::Network::create(&format!("hive-swarm-move-{}", std::process::id()));
+    let link = format!("{}:19340", network.gateway());
+    let args = ["--link-network", network.0.as_str()];
+    let dir = tempfile::tempdir().unwrap();
+    let id = HiveId::of(&dir.path().join("state"));
+    let _cleanup = Cleanup(id.clone());
+    let hive = crate::tls::linked_hive_in(dir, "swarm", &link, ("19341", "19342-19349"), &args);
+    crate::tls::spawn(&hive, "eng");
+    eventually("eng to run", || status(&hive, "eng")["running"] == true);
+    in_task(&id, "eng", "printf remember > /state/notes.txt");
+    crate::tls::within("eng's checkpoint", || {
+        hive.host(r#"{"cmd":"checkpoint","name":"eng"}"#)
+            .contains(r#""ok":true"#)
+    });
+
+    // The node dies: eng's pin names a node that is gone.
+    let dir = hive.stop();
+    let dead = "deadnode0000000000000000";
+    let store = hive_store::Store::open(&dir.path().join("state/hive.sqlite")).unwrap();
+    store.set_node("eng", Some(dead)).unwrap();
+    drop(store);
+    // What was on that node is lost with it (its volume; on one host the
+    // bind of the state dir, so the test deletes the file).
+    let _ = std::fs::remove_file(dir.path().join("state/agents/eng/state/notes.txt"));
+    let hive = crate::tls::linked_hive_in(dir, "swarm", &link, ("19341", "19342-19349"), &args);
+    eventually("eng reported not running", || {
+        status(&hive, "eng")["running"] == false
+    });
+    // (The daemon's own resume may hold eng for a moment.)
+    let mut answer = String::new();
+    eventually("a start refused by the scheduler", || {
+        answer = hive.host(r#"{"cmd":"start","scope":{"agent_names":["eng"]}}"#);
+        !answer.contains("already starting")
+    });
+    assert!(answer.contains("no suitable node"), "{answer}");
+
+    // Moved by approval to the live node: the approval says where its
+    // state comes from.
+    let live = docker(&["info", "-f", "{{.Swarm.NodeID}}"])
+        .trim()
+        .to_owned();
+    let queued = json(&hive.host(&format!(r#"{{"cmd":"move","name":"eng","node":"{live}"}}"#)));
+    let approval = &queued["approvals"][0];
+    assert_eq!(approval["kind"], "move", "{queued}");
+    let text = approval["description"].as_str().unwrap();
+    assert!(text.contains("changes since are lost"), "{text}");
+    assert!(text.contains(dead), "{text}");
+    let answer = hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, approval["id"]));
+    assert_eq!(answer, r#"{"version":1,"ok":true}"#);
+    eventually("eng to run on the live node", || {
+        status(&hive, "eng")["running"] == true
+    });
+    let hostname = docker(&["info", "-f", "{{.Name}}"]).trim().to_owned();
+    assert_eq!(status(&hive, "eng")["node"], hostname.as_str());
+    let marker = hive
+        .state_dir()
+        .join("agents/eng/checkpoints/restore-pending");
+    eventually("the restore to be done", || !marker.exists());
+    assert_eq!(in_task(&id, "eng", "cat /state/notes.txt"), "remember");
+    let constraints = docker(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Spec.TaskTemplate.Placement.Constraints}}",
+        &format!("h-eng-{id}"),
+    ]);
+    assert!(
+        constraints.contains(&format!("node.id=={live}")) && !constraints.contains(dead),
+        "{constraints}"
+    );
+    // Where it is already: refused, nothing queued.
+    let again = hive.host(&format!(r#"{{"cmd":"move","name":"eng","node":"{live}"}}"#));
+    assert!(again.contains("already on node"), "{again}");
+    drop(hive);
+}

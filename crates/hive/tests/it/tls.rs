@@ -19,12 +19,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use crate::e2e::{ModelServer, Reply, last_user_text};
 use crate::support::Hive;
 
-fn json(line: &str) -> Value {
+pub(crate) fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
 /// Polls `check` for up to 120 s (a harness start plus a CLI turn).
-fn within(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn within(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -34,12 +34,12 @@ fn within(what: &str, mut check: impl FnMut() -> bool) {
 
 /// A hive on `runtime` whose agents reach core over the link at `link`,
 /// with `extra` arguments (the daemon's own `HIVE_CLAUDE_BIN` unset).
-fn linked_hive(runtime: &str, link: &str, ports: (&str, &str), extra: &[&str]) -> Hive {
+pub(crate) fn linked_hive(runtime: &str, link: &str, ports: (&str, &str), extra: &[&str]) -> Hive {
     linked_hive_in(tempfile::tempdir().unwrap(), runtime, link, ports, extra)
 }
 
 /// [`linked_hive`] in `dir` (a hive started there before, say).
-fn linked_hive_in(
+pub(crate) fn linked_hive_in(
     dir: tempfile::TempDir,
     runtime: &str,
     link: &str,
@@ -60,7 +60,7 @@ fn linked_hive_in(
     Hive::start_with_env(dir, runtime, &args, &[("HIVE_CLAUDE_BIN", None)])
 }
 
-fn spawn(hive: &Hive, name: &str) {
+pub(crate) fn spawn(hive: &Hive, name: &str) {
     assert_eq!(
         hive.host(&json!({"cmd":"spawn","name":name}).to_string()),
         r#"{"version":1,"ok":true}"#
@@ -76,7 +76,7 @@ fn credentials(hive: &Hive, name: &str) -> PathBuf {
 }
 
 /// `name`'s harness has linked: its local agent socket exists.
-fn linked(hive: &Hive, name: &str) -> bool {
+pub(crate) fn linked(hive: &Hive, name: &str) -> bool {
     hive.run_dir()
         .join("agents")
         .join(name)
