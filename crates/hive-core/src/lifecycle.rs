@@ -41,8 +41,9 @@ use crate::settings::Settings;
 use crate::status::{Status, require_agent};
 use crate::tasks::Tasks;
 
-/// How long a stopping container gets after SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a stopping container gets after SIGTERM before SIGKILL (the
+/// runtime's: swarm fixes it in each service ahead of any stop).
+pub const STOP_GRACE: Duration = hive_runtime::STOP_GRACE;
 /// The grace each container gets when the daemon shuts down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a rebuild waits for another action on the same agent.
@@ -1175,6 +1176,17 @@ impl Lifecycle {
             }
             other => other.map_err(Error::from),
         }
+    }
+
+    /// The address the runtime's link relay reaches core's link listener
+    /// from, if it runs one (see [`hive_runtime::Runtime::link_relay`]);
+    /// `None` too when the runtime cannot say now (logged).
+    pub async fn link_relay(&self) -> Option<std::net::IpAddr> {
+        let runtime = self.runtime.as_ref()?;
+        runtime.link_relay().await.unwrap_or_else(|e| {
+            tracing::warn!("the link relay's address: {e}");
+            None
+        })
     }
 
     /// The log file of `name`'s container: where a child backend appends

@@ -4,14 +4,26 @@
 //! serves the agent whose current credential it presented, exactly as a
 //! unix socket serves the agent it belongs to, and is cut when that
 //! credential is revoked.
+//!
+//! Handshakes are capped per peer address, so that an agent stalling its
+//! handshakes holds up no other. Behind the swarm backend's relay every
+//! agent is one peer (the relay): there the relay's header
+//! ([`RelayHeader`]) names the agent end and the cap applies to that. Core
+//! believes the header from the relay's own address ([`Relay`]) alone; from
+//! any other peer a header is refused (and would otherwise be a failed TLS
+//! handshake). An agent reaches the relay, never core's listener (its only
+//! network is its own internal one), and the relay writes its header before
+//! any byte of the agent's, so no agent chooses what the header says.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hive_proto::AgentName;
 use hive_proto::link::{
-    ALPN_AGENT, ALPN_CONTROL, ALPN_EGRESS, ALPN_PAGE, ALPN_PAGE_STREAM, ALPN_STATE, StateOpen,
+    ALPN_AGENT, ALPN_CONTROL, ALPN_EGRESS, ALPN_PAGE, ALPN_PAGE_STREAM, ALPN_STATE, RelayHeader,
+    StateOpen,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +49,10 @@ const MAX_AUX_CONNECTIONS: usize = 64;
 const MAX_WAITING: usize = 64;
 /// Longest first line of a page stream (its id).
 const MAX_ID_LINE: usize = 128;
+/// How long a refusal stands before core asks the runtime again which
+/// address the relay has (a peer that is not the relay sending a header
+/// asks at most this often).
+const RELAY_RECHECK: Duration = Duration::from_secs(1);
 
 type Stream = Revocable<tokio_rustls::server::TlsStream<TcpStream>>;
 
@@ -55,16 +71,16 @@ struct AgentChannels {
 
 /// Handshakes in progress by peer address.
 #[derive(Default)]
-struct Peers(Mutex<HashMap<std::net::IpAddr, usize>>);
+struct Peers(Mutex<HashMap<IpAddr, usize>>);
 
 /// One handshake's place among its peer's.
 struct PeerSlot<'a> {
     peers: &'a Peers,
-    ip: std::net::IpAddr,
+    ip: IpAddr,
 }
 
 impl Peers {
-    fn admit(&self, ip: std::net::IpAddr) -> Option<PeerSlot<'_>> {
+    fn admit(&self, ip: IpAddr) -> Option<PeerSlot<'_>> {
         let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = peers.entry(ip).or_default();
         if *n >= MAX_HANDSHAKES_PER_PEER {
@@ -87,17 +103,95 @@ impl Drop for PeerSlot<'_> {
     }
 }
 
+/// The hive's link relay as core knows it: its address (from the
+/// runtime, [`crate::lifecycle::Lifecycle::link_relay`]), and when the
+/// runtime was last asked (held while it is asked, so the connections a
+/// harness opens at once wait for one answer).
+#[derive(Default)]
+struct Relay {
+    known: Mutex<Option<IpAddr>>,
+    asked: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Relay {
+    fn is(&self, ip: IpAddr) -> bool {
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) == Some(ip)
+    }
+
+    /// Whether `ip` is the relay now, asking the runtime unless it was
+    /// asked less than [`RELAY_RECHECK`] ago (a relay made anew may have a
+    /// new address).
+    async fn confirm(&self, coord: &Coordinator, ip: IpAddr) -> bool {
+        if self.is(ip) {
+            return true;
+        }
+        let mut asked = self.asked.lock().await;
+        if self.is(ip) {
+            return true;
+        }
+        if asked.is_some_and(|at| at.elapsed() < RELAY_RECHECK) {
+            return false;
+        }
+        *asked = Some(Instant::now());
+        let found = coord.lifecycle.link_relay().await;
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = found;
+        found == Some(ip)
+    }
+}
+
+/// The connection's place among its agent end's handshakes: its peer's,
+/// or on a connection from the relay, that of the agent end its header
+/// names (the header read, so the TLS handshake follows). `None`: refused.
+async fn place<'p>(
+    coord: &Coordinator,
+    relay: &Relay,
+    peers: &'p Peers,
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<PeerSlot<'p>> {
+    if !relay.is(peer.ip()) {
+        let Some(slot) = peers.admit(peer.ip()) else {
+            tracing::info!(%peer, "link: too many handshakes from one peer");
+            return None;
+        };
+        // A TLS handshake opens with 0x16, the relay's header with `P`.
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await.ok()? == 0 || first[0] != b'P' {
+            return Some(slot);
+        }
+        if !relay.confirm(coord, peer.ip()).await {
+            tracing::info!(%peer, "link: a relay header from a peer that is not the relay refused");
+            return None;
+        }
+        drop(slot);
+    }
+    let line = read_line(tcp, RelayHeader::MAX_LEN).await;
+    let Some(header) = line.as_deref().and_then(RelayHeader::parse) else {
+        tracing::warn!(%peer, "link: the relay's connection without its header refused");
+        return None;
+    };
+    let from = header.source;
+    let slot = peers.admit(from.ip());
+    if slot.is_none() {
+        tracing::info!(peer = %from, relay = %peer, "link: too many handshakes from one peer");
+    }
+    slot
+}
+
 /// Serves the link on `listener` until the task is dropped.
 pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListener) {
     let acceptor = TlsAcceptor::from(link.server.clone());
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let agents: Arc<Mutex<HashMap<AgentName, Arc<AgentChannels>>>> = Arc::default();
     let peers = Arc::new(Peers::default());
+    let relay = Arc::new(Relay::default());
+    // A relay that outlived the daemon: its agents all reconnect at once.
+    *relay.known.lock().unwrap_or_else(|p| p.into_inner()) = coord.lifecycle.link_relay().await;
     loop {
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             return;
         };
-        let (tcp, peer) = match listener.accept().await {
+        let (mut tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!("link accept failed: {e}");
@@ -106,18 +200,21 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (coord, link, acceptor, agents, peers) = (
+        let (coord, link, acceptor, agents, peers, relay) = (
             coord.clone(),
             link.clone(),
             acceptor.clone(),
             agents.clone(),
             peers.clone(),
+            relay.clone(),
         );
         tokio::spawn(async move {
-            let Some(peer_slot) = peers.admit(peer.ip()) else {
-                return tracing::info!(%peer, "link: too many handshakes from one peer");
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            let placed = place(&coord, &relay, &peers, &mut tcp, peer);
+            let Ok(Some(peer_slot)) = tokio::time::timeout_at(deadline, placed).await else {
+                return;
             };
-            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            let accepted = tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await;
             drop(permit);
             drop(peer_slot);
             let tls = match accepted {
@@ -257,7 +354,7 @@ async fn page_tunnel(link: &Link, agent: &AgentName, stream: Stream) {
 /// a checkpoint core asked this agent for, or a harness asking at start
 /// whether to restore one.
 async fn state(coord: &Coordinator, link: &Link, agent: &AgentName, mut stream: Stream) {
-    let line = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_id(&mut stream)).await;
+    let line = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_line(&mut stream, MAX_ID_LINE)).await;
     let Some(open) = line
         .ok()
         .flatten()
@@ -296,7 +393,7 @@ async fn state(coord: &Coordinator, link: &Link, agent: &AgentName, mut stream: 
 
 /// A stream the harness opened: its id line, then the page's bytes.
 async fn page_stream(link: &Link, agent: &AgentName, mut stream: Stream) {
-    let id = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_id(&mut stream)).await;
+    let id = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_line(&mut stream, MAX_ID_LINE)).await;
     let Ok(Some(id)) = id else {
         return tracing::debug!(%agent, "page stream without an id line");
     };
@@ -305,15 +402,16 @@ async fn page_stream(link: &Link, agent: &AgentName, mut stream: Stream) {
     }
 }
 
-/// Reads one short line byte by byte (nothing past it is consumed).
-async fn read_id<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+/// Reads one line of at most `max` bytes byte by byte (nothing past it
+/// is consumed); without its `\n`.
+async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Option<String> {
     let mut line = Vec::new();
     loop {
         let byte = stream.read_u8().await.ok()?;
         if byte == b'\n' {
             return String::from_utf8(line).ok();
         }
-        if line.len() >= MAX_ID_LINE {
+        if line.len() >= max {
             return None;
         }
         line.push(byte);

@@ -107,6 +107,10 @@ impl Status {
             status_text: record.status_text.clone(),
             status_set_at: record.status_set_at,
             url,
+            node_down: container
+                .as_ref()
+                .and_then(|c| c.node.as_ref())
+                .is_some_and(|n| n.down),
             // Where it runs; where its state is pinned while it does not.
             node: container
                 .and_then(|c| c.node)

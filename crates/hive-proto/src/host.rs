@@ -310,6 +310,10 @@ pub struct AgentStatusRow {
     /// across hosts (`swarm`); absent on one host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The swarm finds that node down (its agents there stopped with
+    /// it); absent while it is up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_down: bool,
     /// When its last checkpoint (its `/state` copied over the link) was
     /// taken; absent with none.
     #[serde(

@@ -23,6 +23,10 @@
 //!   ([`RestoreOffer`], then the bytes; [`RestoreDone`] back).
 //!
 //! Core never dials an agent; an agent listens nowhere.
+//!
+//! A relay between agents and core (the swarm backend's) opens each piped
+//! connection with one [`RelayHeader`] line naming the agent end, so that
+//! core's per-peer caps see each agent rather than the relay.
 
 /// The agent-socket protocol.
 pub const ALPN_AGENT: &str = "hive-agent/1";
@@ -57,6 +61,73 @@ pub mod env {
     pub const ADDR: &str = "HIVE_LINK_ADDR";
     /// The credential dir (as the program sees it).
     pub const CREDENTIALS: &str = "HIVE_LINK_CREDENTIALS";
+}
+
+/// The first line of a connection the hive's link relay pipes to core:
+/// the address the relay accepted it from (PROXY protocol v1's text
+/// form, `PROXY TCP4 <source> <dest> <sport> <dport>\r\n`). Core takes it
+/// from the relay's own address alone; from anyone else those bytes are a
+/// failed TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayHeader {
+    /// The agent end: where the relay accepted the connection from.
+    pub source: std::net::SocketAddr,
+    /// Where it was accepted: the relay's address the agent dialled.
+    pub dest: std::net::SocketAddr,
+}
+
+impl RelayHeader {
+    /// The longest line, `\r\n` included (PROXY v1's own bound).
+    pub const MAX_LEN: usize = 107;
+
+    /// The line, `\r\n` included.
+    pub fn line(&self) -> String {
+        let family = if self.source.is_ipv4() && self.dest.is_ipv4() {
+            "TCP4"
+        } else {
+            "TCP6"
+        };
+        let ip = |a: std::net::SocketAddr| match a.ip() {
+            std::net::IpAddr::V4(v4) if family == "TCP6" => v4.to_ipv6_mapped().to_string(),
+            other => other.to_string(),
+        };
+        format!(
+            "PROXY {family} {} {} {} {}\r\n",
+            ip(self.source),
+            ip(self.dest),
+            self.source.port(),
+            self.dest.port()
+        )
+    }
+
+    /// Parses one line (with its `\r\n`, its `\r` or neither); `None` if
+    /// it is not a TCP4/TCP6 header whose addresses are of its family.
+    pub fn parse(line: &str) -> Option<Self> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut words = line.split(' ');
+        if words.next()? != "PROXY" {
+            return None;
+        }
+        let v4 = match words.next()? {
+            "TCP4" => true,
+            "TCP6" => false,
+            _ => return None,
+        };
+        let ip = |w: &str| -> Option<std::net::IpAddr> {
+            let ip: std::net::IpAddr = w.parse().ok()?;
+            (ip.is_ipv4() == v4).then_some(ip)
+        };
+        let (source, dest) = (ip(words.next()?)?, ip(words.next()?)?);
+        let (sport, dport) = (words.next()?.parse().ok()?, words.next()?.parse().ok()?);
+        if words.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            source: std::net::SocketAddr::new(source, sport),
+            dest: std::net::SocketAddr::new(dest, dport),
+        })
+    }
 }
 
 /// Core asks the harness for one stream to its page.
@@ -108,4 +179,38 @@ pub struct RestoreDone {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_header_round_trips_and_nothing_else_parses() {
+        let header = RelayHeader {
+            source: "10.0.1.7:41234".parse().unwrap(),
+            dest: "10.0.1.2:7701".parse().unwrap(),
+        };
+        let line = header.line();
+        assert_eq!(line, "PROXY TCP4 10.0.1.7 10.0.1.2 41234 7701\r\n");
+        assert_eq!(RelayHeader::parse(&line), Some(header));
+        let v6 = RelayHeader {
+            source: "[fd00::7]:1".parse().unwrap(),
+            dest: "10.0.1.2:7701".parse().unwrap(),
+        };
+        assert_eq!(v6.line(), "PROXY TCP6 fd00::7 ::ffff:10.0.1.2 1 7701\r\n");
+        assert_eq!(RelayHeader::parse(&v6.line()).unwrap().source, v6.source);
+        assert!(line.len() <= RelayHeader::MAX_LEN);
+        for bad in [
+            "PROXY UNKNOWN\r\n",
+            "PROXY TCP4 fd00::7 10.0.1.2 1 2\r\n",
+            "PROXY TCP4 10.0.1.7 10.0.1.2 1\r\n",
+            "PROXY TCP4 10.0.1.7 10.0.1.2 1 2 3\r\n",
+            "PROXY TCP4 10.0.1.7 10.0.1.2 1 99999\r\n",
+            "proxy TCP4 10.0.1.7 10.0.1.2 1 2\r\n",
+            "\u{16}\u{3}\u{1}",
+        ] {
+            assert_eq!(RelayHeader::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -219,6 +219,7 @@ fn row() -> AgentStatusRow {
         status_set_at: Some(AT),
         url: Some("http://127.0.0.1:8100/agent/coder/".into()),
         node: None,
+        node_down: false,
         checkpoint_at: None,
         checkpoint_bytes: None,
     }
@@ -240,6 +241,7 @@ fn bare_row() -> AgentStatusRow {
         status_set_at: None,
         url: None,
         node: None,
+        node_down: false,
         checkpoint_at: None,
         checkpoint_bytes: None,
     }
@@ -298,6 +300,7 @@ fn host_responses() {
     check(
         HostResponse::agent_statuses(vec![AgentStatusRow {
             node: Some("node-2".into()),
+            node_down: false,
             ..bare_row()
         }]),
         r#"{"version":1,"ok":true,"agent_statuses":[{"name":"idle","running":false,"failed":false,"needs_update":false,"needs_login":false,"pending_reminders":0,"paused":false,"node":"node-2"}]}"#,

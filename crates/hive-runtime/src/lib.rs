@@ -363,6 +363,9 @@ pub struct Node {
     pub id: String,
     /// Its hostname, for people.
     pub hostname: String,
+    /// The scheduler finds it down: what ran there is stopped as far as
+    /// core can tell.
+    pub down: bool,
 }
 
 /// A container started or stopped.
@@ -409,6 +412,12 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 }
+
+/// The grace an ordinary stop gives a container between the stop signal
+/// and the kill: what core passes to [`Runtime::stop`], and what a backend
+/// that must fix it ahead (swarm: a task's own spec, for a node core does
+/// not reach) sets.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A container backend.
 #[async_trait::async_trait]
@@ -465,6 +474,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// is honoured.
     fn multi_host(&self) -> bool {
         false
+    }
+
+    /// The address core's link listener sees the hive's link relay
+    /// connect from, for a backend that pipes its agents' link through
+    /// one (`swarm`): core believes the relay's header naming each agent
+    /// end ([`hive_proto::link::RelayHeader`]) from this address alone.
+    /// `None`: no relay (now).
+    async fn link_relay(&self) -> Result<Option<std::net::IpAddr>> {
+        Ok(None)
     }
 
     /// The last `lines` lines the container printed.

@@ -266,7 +266,7 @@
     if (r.pending_reminders) chips.push(chip(r.pending_reminders + (r.pending_reminders === 1 ? ' reminder' : ' reminders'), 'pending reminders'));
     if (r.parent) chips.push(chip('\u2196 ' + r.parent, 'parent'));
     // Under a runtime that schedules across hosts: where it runs, or where its state is pinned.
-    if (r.node) chips.push(chip('node ' + r.node, r.running ? 'the host it runs on' : 'the host its state is pinned to'));
+    if (r.node) chips.push(chip('node ' + r.node + (r.node_down ? ' (down)' : ''), r.node_down ? 'the swarm finds this host down' : r.running ? 'the host it runs on' : 'the host its state is pinned to'));
     // The agent's page, proxied by this very origin (the login cookie goes along).
     const link = safeUrl(r.url) ? h('a', { href: 'agent/' + encodeURIComponent(r.name) + '/', target: '_blank', rel: 'noopener noreferrer', class: 'web', text: 'web \u2197' }) : null;
     const busy = Boolean(t);

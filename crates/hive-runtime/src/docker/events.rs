@@ -63,20 +63,62 @@ fn lock(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
 pub(crate) struct Exits {
     changes: broadcast::Sender<StateChange>,
     stopping: Stopping,
+    /// Shared with the event follower, so that a report from elsewhere
+    /// (swarm's task watch) and the event stream's of one death are one.
+    tracker: Arc<Mutex<Tracker>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Exits {
     /// Follows the engine's events of `hive` from now on.
     pub(crate) fn follow(docker: Docker, hive: HiveId) -> Self {
+        Self::new(docker, hive, true)
+    }
+
+    /// Reports only what [`Exits::report`] is given: no event stream (for
+    /// tests of what reports the event stream cannot make).
+    pub(crate) fn without_events(docker: Docker, hive: HiveId) -> Self {
+        Self::new(docker, hive, false)
+    }
+
+    fn new(docker: Docker, hive: HiveId, events: bool) -> Self {
         let (changes, _) = broadcast::channel(256);
         let stopping = Stopping::default();
-        let task = follow(docker, hive, changes.clone(), stopping.clone());
+        let tracker = Arc::new(Mutex::new(Tracker {
+            hive: hive.clone(),
+            changes: changes.clone(),
+            stopping: stopping.clone(),
+            reported: HashMap::new(),
+            elsewhere: HashSet::new(),
+        }));
+        let watcher = Watcher {
+            docker,
+            hive,
+            tracker: tracker.clone(),
+        };
+        let task = if events {
+            tokio::spawn(watcher.run(now_nanos()))
+        } else {
+            tokio::spawn(async {})
+        };
         Self {
             changes,
             stopping,
+            tracker,
             task,
         }
+    }
+
+    /// Reports a start or death the event stream may not see (a task
+    /// container on another node), of the container `id`: once, whoever
+    /// reports it first.
+    pub(crate) fn report(&self, change: StateChange, id: &str) {
+        let mut tracker = self
+            .tracker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tracker.elsewhere.insert(change.name.clone());
+        tracker.report(change, id);
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<StateChange> {
@@ -95,32 +137,11 @@ impl Drop for Exits {
     }
 }
 
-/// Starts following the engine's events from now on: every start and
-/// death of this hive's containers becomes a [`StateChange`] on `changes`.
-fn follow(
-    docker: Docker,
-    hive: HiveId,
-    changes: broadcast::Sender<StateChange>,
-    stopping: Stopping,
-) -> tokio::task::JoinHandle<()> {
-    let watcher = Watcher {
-        docker,
-        hive: hive.clone(),
-        tracker: Tracker {
-            hive,
-            changes,
-            stopping,
-            reported: HashMap::new(),
-        },
-    };
-    tokio::spawn(watcher.run(now_nanos()))
-}
-
 /// The background task following the engine's events.
 struct Watcher {
     docker: Docker,
     hive: HiveId,
-    tracker: Tracker,
+    tracker: Arc<Mutex<Tracker>>,
 }
 
 /// What the watcher has reported, and the turning of engine events and
@@ -134,12 +155,16 @@ struct Tracker {
     /// duplicates and lets a reconnect report what happened while the
     /// stream was down.
     reported: HashMap<AgentName, (bool, String)>,
+    /// Agents last reported from elsewhere than this engine's events
+    /// ([`Exits::report`]): a reconnect finding no container of theirs
+    /// here reads nothing into it.
+    elsewhere: HashSet<AgentName>,
 }
 
 impl Watcher {
     /// Follows the engine's events for our containers from `since` (unix
     /// nanoseconds) on, forever, forwarding starts and deaths.
-    async fn run(mut self, since: i64) {
+    async fn run(self, since: i64) {
         let ours = format!("{HIVE_LABEL}={}", self.hive);
         let filters = HashMap::from([
             ("type", vec!["container"]),
@@ -155,7 +180,7 @@ impl Watcher {
                 // happened before is read from the containers' states.
                 since = now_nanos();
                 match self.states().await {
-                    Ok(now) => self.tracker.reconcile(&now),
+                    Ok(now) => self.tracker().reconcile(&now),
                     Err(e) => {
                         tracing::warn!("docker events: cannot list containers: {e}");
                         continue;
@@ -171,7 +196,7 @@ impl Watcher {
             let mut stream = self.docker.events(Some(options));
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(event) => self.tracker.handle(&event),
+                    Ok(event) => self.tracker().handle(&event),
                     Err(e) => {
                         tracing::warn!("docker events: {e}; reconnecting");
                         break;
@@ -180,6 +205,12 @@ impl Watcher {
             }
             tracing::debug!("docker event stream ended; reconnecting");
         }
+    }
+
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every container of ours: agent, id, running, exit code.
@@ -228,6 +259,7 @@ impl Tracker {
         else {
             return;
         };
+        self.elsewhere.remove(&name);
         let change = match event.action.as_deref() {
             Some("start") => {
                 lock(&self.stopping).remove(id);
@@ -286,6 +318,9 @@ impl Tracker {
                 .iter()
                 .find(|s| &s.name == name && s.running)
                 .or_else(|| now.iter().find(|s| &s.name == name));
+            if state.is_none() && self.elsewhere.contains(name) {
+                continue; // not this engine's to say
+            }
             let (running, code, id) =
                 state.map_or((false, None, old_id), |s| (s.running, s.exit_code, &s.id));
             if running == *was_running && id == old_id {
@@ -362,6 +397,7 @@ mod tests {
             changes,
             stopping: Stopping::default(),
             reported: HashMap::new(),
+            elsewhere: HashSet::new(),
         };
         (tracker, rx)
     }
@@ -413,6 +449,42 @@ mod tests {
         );
         t.handle(&event("destroy", "ann", "c1", None));
         assert!(lock(&t.stopping).is_empty());
+    }
+
+    /// Swarm's task watch reports through the same tracker: a death both
+    /// it and the event stream see is one report, and an agent it reports
+    /// (on another node) is not read as removed by a reconnect that finds
+    /// no container of it here.
+    #[test]
+    fn a_death_seen_by_the_stream_and_the_task_watch_is_reported_once() {
+        let (mut t, mut rx) = tracker();
+        t.handle(&event("start", "ann", "c1", None));
+        t.handle(&event("die", "ann", "c1", Some("137")));
+        let change = |running, detail: Option<&str>| StateChange {
+            name: AgentName::parse("ann").unwrap(),
+            running,
+            expected: running,
+            detail: detail.map(str::to_owned),
+        };
+        t.elsewhere.insert(AgentName::parse("ann").unwrap());
+        t.report(
+            change(false, Some("failed: task: non-zero exit (137)")),
+            "c1",
+        );
+        // Elsewhere: started and running on another node, then a reconnect
+        // of the stream that sees no container of it.
+        t.report(change(true, None), "c2");
+        t.report(change(true, None), "c2");
+        t.reconcile(&[]);
+        let s = |d: &str| Some(d.to_owned());
+        assert_eq!(
+            drain(&mut rx),
+            [
+                ("ann".into(), true, true, None),
+                ("ann".into(), false, false, s("killed by SIGKILL")),
+                ("ann".into(), true, true, None),
+            ]
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //! connected to each agent's overlay network at create and disconnected
 //! at destroy; an agent dials the relay's address on its own network. The
 //! relay does not route: two agents' networks still share no peer but it,
-//! and it answers one port with one destination.
+//! and it answers one port with one destination. It opens each piped
+//! connection with a header naming the agent end, which core believes from
+//! the relay's address on the link network ([`SwarmRuntime::relay_addr`])
+//! alone.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -189,6 +192,26 @@ impl SwarmRuntime {
             .and_then(|mut n| n.remove(network))
             .and_then(|e| e.ip_address)
             .filter(|ip| !ip.is_empty());
+        Ok(ip)
+    }
+
+    /// The relay's address on the link network (where it dials core
+    /// from), if there is a relay of ours.
+    pub(super) async fn relay_addr(&self) -> Result<Option<std::net::IpAddr>> {
+        let relay = self.relay_name();
+        let found = match self.docker.inspect_container(&relay, None).await {
+            Ok(found) => found,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(engine(format!("inspect {relay}"))(e)),
+        };
+        if !self.is_relay(found.config.and_then(|c| c.labels)) {
+            return Ok(None);
+        }
+        let network = found.host_config.and_then(|h| h.network_mode);
+        let ip = network
+            .and_then(|network| found.network_settings?.networks?.remove(&network))
+            .and_then(|endpoint| endpoint.ip_address)
+            .and_then(|ip| ip.parse().ok());
         Ok(ip)
     }
 

@@ -49,6 +49,9 @@ mod link;
 mod service;
 mod tasks;
 pub mod volume;
+mod watch;
+
+pub use watch::node_down;
 
 use std::collections::HashMap;
 use std::sync::MutexGuard;
@@ -91,10 +94,16 @@ pub struct SwarmRuntime {
     docker: Docker,
     hive: HiveId,
     image: String,
-    exits: Exits,
+    exits: std::sync::Arc<Exits>,
+    /// Exits on other nodes, and nodes going down.
+    watch: watch::TaskWatch,
     build: tokio::sync::Mutex<()>,
     /// Held while the link relay is made, connected, or removed.
     relay: tokio::sync::Mutex<()>,
+    /// Whether the Engine's API gives a task's tmpfs mounts docker's
+    /// flags (`/tmp` exec); below [`service::TMPFS_OPTIONS_API`] they are
+    /// `noexec`.
+    tmpfs_flags: bool,
 }
 
 /// Whether the local engine is a manager of an active swarm; the reason if
@@ -136,21 +145,66 @@ impl SwarmRuntime {
     /// Connects to the local engine, checks that it is a swarm manager, and
     /// starts following its events. Acts only on services of `hive`.
     pub async fn connect(default_image: Option<String>, hive: HiveId) -> Result<Self> {
+        Self::connect_with(default_image, hive, true).await
+    }
+
+    /// [`SwarmRuntime::connect`] without the engine's event stream, its
+    /// node taken for another's: every exit is the task watch's to report,
+    /// as it is for a task on another node. For tests of that watch on a
+    /// single-node swarm.
+    #[doc(hidden)]
+    pub async fn connect_as_another_node(
+        default_image: Option<String>,
+        hive: HiveId,
+    ) -> Result<Self> {
+        Self::connect_with(default_image, hive, false).await
+    }
+
+    async fn connect_with(default_image: Option<String>, hive: HiveId, here: bool) -> Result<Self> {
         let unavailable = |reason| Error::Unavailable {
             runtime: "swarm",
             reason,
         };
         let docker = crate::docker::connect_engine().await.map_err(unavailable)?;
         check_manager(&docker).await.map_err(unavailable)?;
-        let exits = Exits::follow(docker.clone(), hive.clone());
+        let (exits, local) = if here {
+            let info = docker.info().await.map_err(engine("docker info"))?;
+            let local = info.swarm.and_then(|s| s.node_id).filter(|n| !n.is_empty());
+            (Exits::follow(docker.clone(), hive.clone()), local)
+        } else {
+            (Exits::without_events(docker.clone(), hive.clone()), None)
+        };
+        let exits = std::sync::Arc::new(exits);
+        let watch = watch::TaskWatch::start(docker.clone(), hive.clone(), exits.clone(), local);
+        let api = docker.client_version();
+        let tmpfs_flags = (api.major_version, api.minor_version) >= service::TMPFS_OPTIONS_API;
+        if !tmpfs_flags {
+            let (major, minor) = service::TMPFS_OPTIONS_API;
+            tracing::warn!(
+                "swarm: this docker engine speaks API {}.{}, which mounts a task's /tmp, \
+                 /var/tmp and /run noexec (no tmpfs options before API {major}.{minor}, \
+                 Engine 27): agents on swarm cannot run what they write there",
+                api.major_version,
+                api.minor_version
+            );
+        }
         Ok(Self {
             docker,
             hive,
             image: default_image.unwrap_or_else(|| SWARM_IMAGE.to_owned()),
             exits,
+            watch,
             build: tokio::sync::Mutex::new(()),
             relay: tokio::sync::Mutex::new(()),
+            tmpfs_flags,
         })
+    }
+
+    /// Whether a task's `/tmp` and `/var/tmp` are mounted `exec` as
+    /// docker's are: the Engine's API takes tmpfs options (API 1.46,
+    /// Engine 27, on); `false`: they are `noexec`.
+    pub fn tmp_exec(&self) -> bool {
+        self.tmpfs_flags
     }
 
     /// The swarm's name of `agent`'s service (and of its network).
@@ -387,8 +441,8 @@ impl SwarmRuntime {
             .ok_or_else(|| Error::Failed("this docker engine has no swarm node id".to_owned()))
     }
 
-    /// Hostnames of the swarm's nodes by id.
-    async fn nodes(&self) -> Result<HashMap<String, String>> {
+    /// The swarm's nodes by id: hostname, and whether it is down.
+    async fn nodes(&self) -> Result<HashMap<String, (String, bool)>> {
         let nodes = self
             .docker
             .list_nodes(None::<ListNodesOptions>)
@@ -397,8 +451,9 @@ impl SwarmRuntime {
         Ok(nodes
             .into_iter()
             .filter_map(|n| {
+                let down = node_down(&n).is_some();
                 let hostname = n.description.and_then(|d| d.hostname).unwrap_or_default();
-                Some((n.id?, hostname))
+                Some((n.id?, (hostname, down)))
             })
             .collect())
     }
@@ -508,7 +563,7 @@ impl Runtime for SwarmRuntime {
         let configs = self.etc_configs(spec).await?;
         let keep_configs: Vec<String> =
             configs.iter().filter_map(|c| c.config_id.clone()).collect();
-        let new = service::spec(
+        let mut new = service::spec(
             spec,
             service::Parts {
                 name: self.service_name(&spec.name),
@@ -521,6 +576,9 @@ impl Runtime for SwarmRuntime {
                 link: on_link,
             },
         );
+        if self.tmpfs_flags {
+            service::tmpfs_as_docker(&mut new);
+        }
         let defined = self.define(spec, new).await;
         // The older secrets and configs (or, had this failed, the new).
         let (keep, keep_configs) = if defined.is_ok() {
@@ -550,7 +608,10 @@ impl Runtime for SwarmRuntime {
         })
         .await?;
         match self.await_running(name, &id, &before).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.watch.wake();
+                Ok(())
+            }
             Err(e) => {
                 // Never left to start later on its own.
                 let service = self.owned_service(name).await?;
@@ -562,11 +623,15 @@ impl Runtime for SwarmRuntime {
         }
     }
 
-    /// The task stops with the grace its service was created with
-    /// ([`service::STOP_GRACE`]); `grace` bounds the wait beyond it.
+    /// The task stops with the grace its spec was made with
+    /// ([`crate::STOP_GRACE`], what core passes here); `grace` bounds the
+    /// wait beyond it. Not the Engine's stop of the task's container: a
+    /// task ending under a service that still wants it fails, and Engine
+    /// 20.10's swarm manager can then crash on the service's removal
+    /// (a nil task in `SetServiceTasksRemove`).
     async fn stop(&self, name: &AgentName, grace: Duration) -> Result<()> {
         let service = self.owned_service(name).await?;
-        let wait = grace.max(service::STOP_GRACE) + Duration::from_secs(60);
+        let wait = grace.max(crate::STOP_GRACE) + Duration::from_secs(60);
         self.scale_down(name, &service, wait).await
     }
 
@@ -628,14 +693,24 @@ impl Runtime for SwarmRuntime {
                 .tasks_of(service.id.as_deref().unwrap_or_default())
                 .await?;
             let task = current(tasks.iter());
-            let (running, failed, pid) = match task {
+            let (mut running, mut failed, mut pid) = match task {
                 Some(task) => self.task_state(task).await?,
                 None => (false, false, None),
             };
-            let node = task.and_then(|t| t.node_id.clone()).map(|id| Node {
-                hostname: nodes.get(&id).cloned().unwrap_or_else(|| id.clone()),
-                id,
+            let node = task.and_then(|t| t.node_id.clone()).map(|id| {
+                let (hostname, down) = nodes
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| (id.clone(), false));
+                Node { hostname, id, down }
             });
+            // On a node that is down: ended with it, unless we stopped it.
+            if running && node.as_ref().is_some_and(|n| n.down) {
+                let ours = task
+                    .and_then(tasks::container_id)
+                    .is_some_and(|id| self.stopping().contains(id));
+                (running, failed, pid) = (false, !ours, None);
+            }
             list.push(ContainerStatus {
                 name,
                 running,
@@ -671,6 +746,10 @@ impl Runtime for SwarmRuntime {
 
     fn multi_host(&self) -> bool {
         true
+    }
+
+    async fn link_relay(&self) -> Result<Option<std::net::IpAddr>> {
+        self.relay_addr().await
     }
 
     async fn logs(&self, name: &AgentName, lines: usize) -> Result<Vec<String>> {

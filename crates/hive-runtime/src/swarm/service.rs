@@ -3,7 +3,6 @@
 //! placement constraints and the pin to the agent's node.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
@@ -16,10 +15,6 @@ use bollard::models::{
 use crate::docker::TMPFS;
 use crate::process::{Inside, base_env};
 use crate::{ContainerSpec, TlsLink, Transport, mount};
-
-/// How long a task's program has between the stop signal and the kill: a
-/// property of the service, fixed at `create`.
-pub(super) const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How a service on the link reaches core: the relay's address on its
 /// network and its credential's secrets.
@@ -116,7 +111,8 @@ pub(super) fn spec(spec: &ContainerSpec, parts: Parts) -> ServiceSpec {
         secrets,
         configs: Some(configs),
         init: Some(true),
-        stop_grace_period: i64::try_from(STOP_GRACE.as_nanos()).ok(),
+        // Each task keeps the grace it was made with: core's.
+        stop_grace_period: i64::try_from(crate::STOP_GRACE.as_nanos()).ok(),
         ..Default::default()
     };
     let limits = Limit {
@@ -188,8 +184,53 @@ fn constraints(spec: &ContainerSpec, core_node: Option<&str>) -> Vec<String> {
     all
 }
 
-/// A tmpfs at `target` (the docker backend's `TMPFS` list; the Engine API
-/// a swarm task goes through mounts it `noexec`).
+/// The Engine API version from which a tmpfs mount takes options
+/// (`TmpfsOptions.Options`: Engine 27, API 1.46). Below it the Engine
+/// mounts a swarm task's tmpfs `noexec,nosuid,nodev` whatever is asked.
+pub(super) const TMPFS_OPTIONS_API: (usize, usize) = (1, 46);
+
+/// Gives the spec's tmpfs mounts docker's flags (the docker backend's
+/// `TMPFS` list: `/tmp` and `/var/tmp` `exec`), for an Engine whose API
+/// takes them ([`TMPFS_OPTIONS_API`]).
+pub(super) fn tmpfs_as_docker(spec: &mut ServiceSpec) {
+    let mounts = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+        .and_then(|c| c.mounts.as_mut());
+    for mount in mounts.into_iter().flatten() {
+        let Some((_, flags)) = TMPFS
+            .iter()
+            .find(|(target, _)| mount.target.as_deref() == Some(*target))
+        else {
+            continue;
+        };
+        if mount.typ != Some(MountType::TMPFS) {
+            continue;
+        }
+        if let Some(tmpfs) = mount.tmpfs_options.as_mut() {
+            tmpfs.options = Some(tmpfs_options(flags));
+        }
+    }
+}
+
+/// docker's `--tmpfs` flags as the Mount API's options: a flag a
+/// one-item array, `key=value` a pair; `rw` (the default) and `mode`
+/// (its own field) left out.
+fn tmpfs_options(flags: &str) -> Vec<Vec<String>> {
+    flags
+        .split(',')
+        .filter(|f| *f != "rw" && !f.starts_with("mode="))
+        .map(|f| match f.split_once('=') {
+            Some((key, value)) => vec![key.to_owned(), value.to_owned()],
+            None => vec![f.to_owned()],
+        })
+        .collect()
+}
+
+/// A tmpfs at `target` (the docker backend's `TMPFS` list; the flags are
+/// the Engine's defaults, `noexec` among them, unless
+/// [`tmpfs_as_docker`] gives them).
 fn tmpfs(target: &str) -> Mount {
     let mode = if target == "/run" { 0o755 } else { 0o1777 };
     Mount {
@@ -359,6 +400,28 @@ mod tests {
             .unwrap()
             .constraints
             .unwrap()
+    }
+
+    #[test]
+    fn tmpfs_mounts_take_dockers_flags_where_the_api_allows() {
+        assert_eq!(
+            tmpfs_options("rw,exec,nosuid,nodev,mode=1777"),
+            [vec!["exec"], vec!["nosuid"], vec!["nodev"]]
+        );
+        let mut spec = service(crate::Placement::default());
+        tmpfs_as_docker(&mut spec);
+        let mounts = spec.task_template.unwrap().container_spec.unwrap().mounts;
+        let options = |target: &str| {
+            mounts
+                .iter()
+                .flatten()
+                .find(|m| m.target.as_deref() == Some(target))
+                .and_then(|m| m.tmpfs_options.clone()?.options)
+        };
+        let exec = |o: Option<Vec<Vec<String>>>| o.unwrap().contains(&vec!["exec".to_owned()]);
+        assert!(exec(options("/tmp")) && exec(options("/var/tmp")));
+        assert!(!exec(options("/run")));
+        assert_eq!(options("/state"), None);
     }
 
     #[test]

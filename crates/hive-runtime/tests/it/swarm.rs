@@ -155,6 +155,20 @@ async fn swarm_lifecycle_exits_and_logs() {
     let status = ours(rt.list().await.unwrap(), &name);
     assert_eq!(status.len(), 1);
     assert!(!status[0].running && !status[0].failed);
+    // The grace a task on a node core's engine is not gets: core's, as
+    // the Engine holds it in the service.
+    let service = engine()
+        .await
+        .inspect_service(&rt.service_name(&name), None)
+        .await
+        .unwrap();
+    let grace = service
+        .spec
+        .and_then(|s| s.task_template?.container_spec?.stop_grace_period);
+    assert_eq!(
+        grace,
+        Some(i64::try_from(hive_runtime::STOP_GRACE.as_nanos()).unwrap())
+    );
     rt.start(&name).await.unwrap();
     let change = next_change(&mut changes, &me).await;
     assert!(change.running && change.expected);
@@ -163,6 +177,24 @@ async fn swarm_lifecycle_exits_and_logs() {
     let node = status[0].node.clone().expect("the node it runs on");
     assert_eq!(node.id, this_node().await);
     let host = on_node(&rt, &spec).await;
+    // /tmp and /var/tmp as docker's where the Engine's API takes tmpfs
+    // options, noexec (and said so at connect) where it does not: the
+    // mounts the task's container has.
+    let mounts =
+        std::fs::read_to_string(format!("/proc/{}/mounts", status[0].pid.unwrap())).unwrap();
+    for target in ["/tmp", "/var/tmp"] {
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(target))
+            .unwrap_or_else(|| panic!("no {target} in {mounts}"));
+        assert!(line.starts_with("tmpfs "), "{line}");
+        let options: Vec<&str> = line.split(' ').nth(3).unwrap().split(',').collect();
+        assert!(
+            options.contains(&"nosuid") && options.contains(&"nodev"),
+            "{line}"
+        );
+        assert_eq!(options.contains(&"noexec"), !rt.tmp_exec(), "{line}");
+    }
 
     let mut report = read_report(&host).await;
     assert_ne!(one(&report, "pid"), "1", "the program runs as PID 1");
@@ -538,5 +570,72 @@ async fn a_foreign_volume_of_our_name_is_refused_and_untouched() {
             .inspect_service(&rt.service_name(&sneaky.name), None)
             .await
             .is_err()
+/// What the local event stream cannot report — a task ending on another
+/// node — the task watch does: here the runtime takes this node for
+/// another's and follows no events, so every report is the watch's. A
+/// task killed from outside is reported once, as a crash in the swarm's
+/// words; a stop of ours is expected. And the node state the watch reads
+/// is the Engine's own answer for this node (up), and down once it says so.
+#[tokio::test]
+async fn an_exit_no_event_reports_comes_from_the_task_watch_once() {
+    let Some((_events, _lease)) = runtime().await else {
+        return;
+    };
+    let rt = SwarmRuntime::connect_as_another_node(None, test_hive())
+        .await
+        .unwrap();
+    let layout = Layout::new();
+    let (me, other) = (unique("sw-w"), unique("sw-x"));
+    let _cleanup = Cleanup(vec![me.clone(), other.clone()]);
+    let (spec, _other) = sandbox_specs(&layout, &me, &other);
+    let name = spec.name.clone();
+    let mut changes = rt.subscribe();
+    rt.create(&spec).await.unwrap();
+    rt.start(&name).await.unwrap();
+    let change = next_change(&mut changes, &me).await;
+    assert!(change.running && change.expected, "{change:?}");
+    read_report(&spec).await;
+
+    let status = ours(rt.list().await.unwrap(), &name);
+    kill(
+        Pid::from_raw(status[0].pid.unwrap() as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let change = next_change(&mut changes, &me).await;
+    assert!(!change.running && !change.expected, "{change:?}");
+    let detail = change.detail.unwrap_or_default();
+    assert!(detail.starts_with("failed: "), "{detail}");
+    // Once: the watch reads the ended task again at each poll.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again: Vec<_> = std::iter::from_fn(|| changes.try_recv().ok())
+        .filter(|c| c.name == name)
+        .collect();
+    assert!(again.is_empty(), "{again:?}");
+
+    // Started again and stopped by us: expected.
+    std::fs::remove_file(spec.state_dir.join("report")).unwrap();
+    rt.start(&name).await.unwrap();
+    assert!(next_change(&mut changes, &me).await.running);
+    read_report(&spec).await;
+    rt.stop(&name, Duration::from_secs(10)).await.unwrap();
+    let change = next_change(&mut changes, &me).await;
+    assert!(!change.running && change.expected, "{change:?}");
+    rt.destroy(&name).await.unwrap();
+
+    let mut node = engine()
+        .await
+        .inspect_node(&this_node().await)
+        .await
+        .unwrap();
+    assert_eq!(hive_runtime::swarm::node_down(&node), None);
+    let hostname = node.description.clone().unwrap().hostname.unwrap();
+    if let Some(status) = node.status.as_mut() {
+        status.state = Some(bollard::models::NodeState::DOWN);
+        status.message = Some("heartbeat failure".into());
+    }
+    assert_eq!(
+        hive_runtime::swarm::node_down(&node),
+        Some(format!("node {hostname} is down (heartbeat failure)"))
     );
 }

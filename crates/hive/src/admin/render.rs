@@ -234,7 +234,12 @@ pub fn render_status_table(rows: &[AgentStatusRow], now: i64) -> String {
     let mut header: Vec<&str> = STATUS_HEADER.to_vec();
     if rows.iter().any(|r| r.node.is_some()) {
         for (cells, row) in cells.iter_mut().zip(rows) {
-            cells.push(row.node.as_deref().map_or_else(|| NONE.to_owned(), cell));
+            let node = row.node.as_deref().map_or_else(|| NONE.to_owned(), cell);
+            cells.push(if row.node_down {
+                format!("{node} (down)")
+            } else {
+                node
+            });
         }
         header.push("NODE");
     }
@@ -713,6 +718,7 @@ mod tests {
             status_set_at: None,
             url: None,
             node: None,
+            node_down: false,
             checkpoint_at: None,
             checkpoint_bytes: None,
         }
@@ -780,6 +786,7 @@ mod tests {
         // Under a multi-host runtime, where each runs.
         let placed = AgentStatusRow {
             node: Some("node-2".into()),
+            node_down: false,
             ..coder
         };
         let table = render_status_table(&[placed, row("idle")], NOW);

@@ -520,6 +520,120 @@ fn up_on_swarm_removes_its_services_at_ctrl_c() {
     assert_eq!(services(&id), Vec::<String>::new());
 }
 
+/// The stand-in engine of [`an_agent_stalling_link_handshakes_holds_up_no_other_on_swarm`]:
+/// from its container, on its own network, it keeps link handshakes
+/// stalled at the relay's address it dials (8 new ones every quarter
+/// second, each closed after 8 s, before core's 10 s handshake timeout
+/// would) until `/state/stop`, counting them in `/state/held`.
+const STALLING_ENGINE: &str = r#"#!/bin/bash
+timeout 5 cat >/dev/null
+host=${HIVE_LINK_ADDR%:*}; port=${HIVE_LINK_ADDR##*:}
+declare -a rounds
+n=0; opened=0
+while [ ! -e /state/stop ] && [ $n -lt 400 ]; do
+  round=""
+  for i in 1 2 3 4 5 6 7 8; do
+    if exec {fd}<>"/dev/tcp/$host/$port"; then round="$round $fd"; opened=$((opened+1)); fi
+  done
+  rounds[$n]=$round
+  old=$((n-32))
+  if [ $old -ge 0 ]; then for fd in ${rounds[$old]}; do exec {fd}>&-; done; fi
+  echo "$opened" > /state/held.tmp && mv /state/held.tmp /state/held
+  n=$((n+1))
+  sleep 0.25
+done
+echo '{"type":"result","subtype":"success","is_error":false,"result":"done","session_id":"s","num_turns":1,"duration_ms":1,"total_cost_usd":0,"usage":{"input_tokens":1,"output_tokens":1}}'
+"#;
+
+/// Every agent reaches core through the one relay, so core's per-peer
+/// handshake cap must hold each agent end, not the relay: an agent
+/// keeping many handshakes stalled (the real agent, from its container)
+/// leaves another's link alone — a fresh handshake with the manager's
+/// credential, dialled at the relay, is made while the stalls are held.
+#[test]
+fn an_agent_stalling_link_handshakes_holds_up_no_other_on_swarm() {
+    let Some(_lease) = lease() else { return };
+    let network = crate::tls::Network::create(&format!("hive-swarm-stall-{}", std::process::id()));
+    let port = "18650";
+    let link = format!("{}:{port}", network.gateway());
+    let dir = tempfile::tempdir().unwrap();
+    let id = HiveId::of(&dir.path().join("state"));
+    let _cleanup = Cleanup(id.clone());
+    std::fs::create_dir_all(dir.path().join("state/shared")).unwrap();
+    let engine = dir.path().join("state/shared/engine.sh");
+    std::fs::write(&engine, STALLING_ENGINE).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let hive = Hive::start_with(
+        dir,
+        "swarm",
+        &[
+            "--manager-port",
+            "18640",
+            "--agent-ports",
+            "18641-18649",
+            "--agent-env",
+            "HIVE_CLAUDE_BIN=/shared/engine.sh",
+            "--agent-env",
+            "ANTHROPIC_API_KEY=sk-test",
+            "--agent-transport",
+            "tls",
+            "--link-listen",
+            &link,
+            "--link-network",
+            &network.0,
+        ],
+    );
+    ok(&hive, r#"{"cmd":"spawn","name":"mole"}"#);
+    let state = hive.state_dir().join("agents/mole/state");
+    let held = || -> u64 {
+        std::fs::read_to_string(state.join("held"))
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    hive.host(r#"{"cmd":"send","to":"mole","body":"stall"}"#);
+    // A few rounds in: far more than 8 in flight.
+    eventually("mole to stall handshakes", || held() >= 64);
+
+    // The manager's credential, dialled at the relay from the host (on
+    // the link network): a peer of its own, as each agent is.
+    let relay = format!("h-link-relay-{id}");
+    let relay_ip = docker(&[
+        "inspect",
+        "-f",
+        &format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            network.0
+        ),
+        &relay,
+    ]);
+    let at_relay = format!("{}:{port}", relay_ip.trim());
+    let keep = tempfile::tempdir().unwrap();
+    let manager = crate::tls::dialer_of(&hive, "manager", &at_relay, keep.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for attempt in 0..5 {
+        let before = held();
+        let answer = rt.block_on(async {
+            let mut conn = crate::tls::AgentConn::open(&manager).await.ok()?;
+            conn.ask(r#"{"cmd":"whoami"}"#).await
+        });
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.contains(r#""name":"manager""#)),
+            "attempt {attempt}: {answer:?}"
+        );
+        // Made while mole went on stalling.
+        eventually("mole to stall more", || held() > before);
+    }
+    assert!(!state.join("stop").exists());
+    std::fs::write(state.join("stop"), "").unwrap();
+    drop(hive);
+}
+
 /// `cmd` in `agent`'s running task container, as its user.
 fn in_task(hive: &HiveId, agent: &str, cmd: &str) -> String {
     let filters = [

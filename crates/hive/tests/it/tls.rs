@@ -516,6 +516,9 @@ fn the_link_relay_outlives_running_out_of_descriptors() {
         for conn in core.incoming() {
             let Ok(mut conn) = conn else { continue };
             std::thread::spawn(move || {
+                // The relay's header line first (not echoed).
+                let mut byte = [0u8; 1];
+                while conn.read_exact(&mut byte).is_ok() && byte != *b"\n" {}
                 let mut buf = [0u8; 64];
                 while let Ok(n) = conn.read(&mut buf) {
                     if n == 0 || conn.write_all(&buf[..n]).is_err() {
