@@ -570,6 +570,9 @@ async fn a_foreign_volume_of_our_name_is_refused_and_untouched() {
             .inspect_service(&rt.service_name(&sneaky.name), None)
             .await
             .is_err()
+    );
+}
+
 /// What the local event stream cannot report — a task ending on another
 /// node — the task watch does: here the runtime takes this node for
 /// another's and follows no events, so every report is the watch's. A
@@ -594,7 +597,8 @@ async fn an_exit_no_event_reports_comes_from_the_task_watch_once() {
     rt.start(&name).await.unwrap();
     let change = next_change(&mut changes, &me).await;
     assert!(change.running && change.expected, "{change:?}");
-    read_report(&spec).await;
+    let host = on_node(&rt, &spec).await;
+    read_report(&host).await;
 
     let status = ours(rt.list().await.unwrap(), &name);
     kill(
@@ -614,10 +618,10 @@ async fn an_exit_no_event_reports_comes_from_the_task_watch_once() {
     assert!(again.is_empty(), "{again:?}");
 
     // Started again and stopped by us: expected.
-    std::fs::remove_file(spec.state_dir.join("report")).unwrap();
+    std::fs::remove_file(host.state_dir.join("report")).unwrap();
     rt.start(&name).await.unwrap();
     assert!(next_change(&mut changes, &me).await.running);
-    read_report(&spec).await;
+    read_report(&host).await;
     rt.stop(&name, Duration::from_secs(10)).await.unwrap();
     let change = next_change(&mut changes, &me).await;
     assert!(!change.running && change.expected, "{change:?}");
