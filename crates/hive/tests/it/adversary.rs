@@ -554,7 +554,7 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
 
 /// The host dir of the engine's volume `name` (swarm's `/state` and
 /// `/shared` on this node).
-fn volume_dir(name: &str) -> PathBuf {
+pub(crate) fn volume_dir(name: &str) -> PathBuf {
     let dir = crate::hives::docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", name]);
     assert!(!dir.trim().is_empty(), "no volume {name}");
     PathBuf::from(dir.trim())

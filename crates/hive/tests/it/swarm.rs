@@ -559,13 +559,6 @@ fn an_agent_stalling_link_handshakes_holds_up_no_other_on_swarm() {
     let dir = tempfile::tempdir().unwrap();
     let id = HiveId::of(&dir.path().join("state"));
     let _cleanup = Cleanup(id.clone());
-    std::fs::create_dir_all(dir.path().join("state/shared")).unwrap();
-    let engine = dir.path().join("state/shared/engine.sh");
-    std::fs::write(&engine, STALLING_ENGINE).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
     let hive = Hive::start_with(
         dir,
         "swarm",
@@ -586,8 +579,21 @@ fn an_agent_stalling_link_handshakes_holds_up_no_other_on_swarm() {
             &network.0,
         ],
     );
+    // `/shared` is the node's volume, made by the manager's task.
+    eventually("the manager to run", || {
+        crate::lifecycle::status(&hive, "manager")["running"] == true
+    });
+    let engine = crate::adversary::volume_dir(&format!("h-{id}-shared")).join("engine.sh");
+    std::fs::write(&engine, STALLING_ENGINE).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     ok(&hive, r#"{"cmd":"spawn","name":"mole"}"#);
-    let state = hive.state_dir().join("agents/mole/state");
+    eventually("mole to run", || {
+        crate::lifecycle::status(&hive, "mole")["running"] == true
+    });
+    let state = crate::adversary::volume_dir(&format!("h-mole-{id}-state-0"));
     let held = || -> u64 {
         std::fs::read_to_string(state.join("held"))
             .ok()
