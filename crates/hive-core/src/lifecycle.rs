@@ -22,7 +22,7 @@ use hive_config::Deployed;
 use hive_proto::dashboard::{TombstoneView, TransientKind};
 use hive_proto::{AgentName, DashboardEvent, HelperEvent, KeptRunning, SYSTEM_SENDER, Scope};
 use hive_runtime::follow::OutputWatch;
-use hive_runtime::{Bind, ContainerSpec, Runtime, StateChange};
+use hive_runtime::{Bind, ContainerSpec, ContainerStatus, Runtime, StateChange};
 use hive_store::Store;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::AbortHandle;
@@ -533,18 +533,56 @@ impl Lifecycle {
         {
             return Ok(());
         }
-        let placed = runtime
-            .list()
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .find(|s| &s.name == name)
-            .and_then(|s| s.node);
+        let placed = match runtime.list().await {
+            Ok(list) => list
+                .into_iter()
+                .find(|s| &s.name == name)
+                .and_then(|s| s.node),
+            Err(e) => {
+                tracing::warn!(agent = %name, "listing containers to pin it failed: {e}");
+                None
+            }
+        };
         if let Some(node) = placed {
             tracing::info!(agent = %name, node = %node.hostname, "pinned to its first node");
             self.store.set_node(name.as_str(), Some(&node.id))?;
+            return Ok(());
         }
-        Ok(())
+        // Unpinned, its next start could land on another node and find an
+        // empty volume of the same name there: it does not run unpinned.
+        if let Err(e) = runtime.stop(name, STOP_GRACE).await {
+            tracing::warn!(agent = %name, "stopping an agent that could not be pinned failed: {e}");
+        }
+        Err(Error::refused(format!(
+            "{name} started, but the node it runs on could not be learned, so it was \
+             stopped rather than left without a pin to its state; start it again"
+        )))
+    }
+
+    /// Pins each running agent a multi-host runtime reports on a node but
+    /// the store has no pin for (a daemon that died between a first start
+    /// and its pin): its state is on that node's volume now.
+    fn pin_unpinned(&self, list: &[ContainerStatus]) {
+        for status in list {
+            let (Some(node), true) = (&status.node, status.running) else {
+                continue;
+            };
+            let unpinned = self
+                .store
+                .agent(status.name.as_str())
+                .ok()
+                .flatten()
+                .is_some_and(|a| a.node.is_none());
+            if !unpinned {
+                continue;
+            }
+            match self.store.set_node(status.name.as_str(), Some(&node.id)) {
+                Ok(()) => {
+                    tracing::info!(agent = %status.name, node = %node.hostname, "pinned to the node it runs on")
+                }
+                Err(e) => tracing::warn!(agent = %status.name, "pinning failed: {e}"),
+            }
+        }
     }
 
     /// Where `name`'s state lives under a runtime that schedules across
@@ -608,7 +646,12 @@ impl Lifecycle {
     pub async fn refresh_containers(&self) {
         let Some(runtime) = &self.runtime else { return };
         match runtime.list().await {
-            Ok(list) => self.status.set_containers(list),
+            Ok(list) => {
+                if runtime.multi_host() {
+                    self.pin_unpinned(&list);
+                }
+                self.status.set_containers(list);
+            }
             Err(e) => tracing::warn!("listing containers failed: {e}"),
         }
     }

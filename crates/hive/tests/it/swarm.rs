@@ -235,6 +235,16 @@ fn spawn_stop_crash_restart_destroy_revive_on_swarm() {
     let volume = format!("h-coder-{id}-state-0");
     assert!(volume_exists(&volume));
     let dir = hive.stop();
+    // As if the daemon had died between coder's first start and its pin:
+    // the daemon pins it to the node it finds it running on.
+    let db = dir.path().join("state/hive.sqlite");
+    let pin = |store: &hive_store::Store| store.agent("coder").unwrap().unwrap().node;
+    let pinned = {
+        let store = hive_store::Store::open(&db).unwrap();
+        let pinned = pin(&store).expect("coder pinned at its first start");
+        store.set_node("coder", None).unwrap();
+        pinned
+    };
     let hive = Hive::start_with(
         dir,
         "swarm",
@@ -251,6 +261,11 @@ fn spawn_stop_crash_restart_destroy_revive_on_swarm() {
         status(&hive, "coder")["running"] == true
     });
     assert_eq!(as_agent(&id, "coder", "cat /state/kept"), "yes\n");
+    let store = hive_store::Store::open(&hive.state_dir().join("hive.sqlite")).unwrap();
+    eventually("coder pinned again", || {
+        pin(&store).as_deref() == Some(pinned.as_str())
+    });
+    drop(store);
 
     // Destroyed to a tombstone (state kept, service and network gone),
     // then revived by a spawn: the same state, the same node.
