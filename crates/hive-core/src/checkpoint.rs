@@ -11,7 +11,6 @@
 //! harness unpacks it, inside its own container (`hive-agent`'s
 //! `restore.rs`), refusing entries that leave `/state`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,10 +24,78 @@ use crate::link::{Link, PageStream};
 
 /// The kept checkpoint's file name.
 const FILE: &str = "state.tar";
+/// The checkpoint `FILE` replaced, kept one more round.
+const PREV: &str = "state.prev.tar";
+/// Set when the harness refused or could not be served its restore: why.
+const RESTORE_FAILED: &str = "restore-failed";
 /// The marker: the next start of this agent restores the checkpoint.
 const RESTORE_PENDING: &str = "restore-pending";
 /// How long a restoring harness has to unpack and say so.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Free space a checkpoint leaves on core's disk: a take that would eat
+/// into it is cut off.
+const FREE_RESERVE: u64 = 2 << 30;
+
+/// The checkpoint dirs with a take in flight, and those with a restore
+/// being served: one of each per agent at a time.
+static TAKING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+    std::sync::LazyLock::new(Default::default);
+static RESTORING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Holds `dir` in `set` until dropped; `None` when another holds it.
+struct InFlight {
+    set: &'static std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    dir: PathBuf,
+}
+
+impl InFlight {
+    fn claim(
+        set: &'static std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+        dir: PathBuf,
+    ) -> Option<Self> {
+        let mut held = set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Built only once claimed: an `InFlight` dropped unclaimed would
+        // release the holder's claim (and lock the set it is under).
+        held.insert(dir.clone()).then(|| Self { set, dir })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.dir);
+    }
+}
+
+/// Bytes free for an unprivileged writer on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> std::result::Result<u64, String> {
+    let stat =
+        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+    Ok(free)
+}
+
+/// Removes `.incoming-*` files a take cut off by a crash left in `dir`.
+fn sweep_incoming(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".incoming-")
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
 
 /// One kept checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +155,29 @@ pub fn restore_pending(paths: &Paths, name: &AgentName) -> bool {
     dir(paths, name).join(RESTORE_PENDING).exists()
 }
 
-/// Sets or clears `name`'s restore-pending marker.
+/// How the last restore of `name` ended: `None` while it is pending and
+/// nothing failed yet, `Some(Ok)` once done, `Some(Err(why))` once failed.
+pub fn restore_outcome(paths: &Paths, name: &AgentName) -> Option<std::result::Result<(), String>> {
+    if let Ok(why) = std::fs::read_to_string(dir(paths, name).join(RESTORE_FAILED)) {
+        return Some(Err(why));
+    }
+    (!restore_pending(paths, name)).then_some(Ok(()))
+}
+
+fn restore_failed(paths: &Paths, name: &AgentName, why: &str) {
+    tracing::warn!(agent = %name, "restore failed: {why}");
+    let _ = std::fs::write(dir(paths, name).join(RESTORE_FAILED), why);
+}
+
+/// Sets or clears `name`'s restore-pending marker (and forgets a failed
+/// restore).
 pub fn set_restore_pending(paths: &Paths, name: &AgentName, pending: bool) -> Result<()> {
+    match std::fs::remove_file(dir(paths, name).join(RESTORE_FAILED)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::Internal(format!("forget a failed restore: {e}")));
+        }
+        _ => {}
+    }
     let marker = dir(paths, name).join(RESTORE_PENDING);
     let done = if pending {
         crate::paths::create_dir(&dir(paths, name))
@@ -120,14 +208,27 @@ pub async fn take(
         )));
     }
     let received = async {
-        let stream = link.state_tunnels.open(name).await?;
         let dir = dir(paths, name);
         crate::paths::create_dir(&dir).map_err(|e| format!("{e:#}"))?;
+        let Some(_taking) = InFlight::claim(&TAKING, dir.clone()) else {
+            return Err("another checkpoint of it is being taken".to_owned());
+        };
+        // None in flight: any `.incoming-*` is a crashed take's.
+        sweep_incoming(&dir);
+        let room = free_bytes(&dir)?.saturating_sub(FREE_RESERVE);
+        if room == 0 {
+            return Err(format!(
+                "core's disk has less than {} free",
+                human_bytes(FREE_RESERVE)
+            ));
+        }
+        let cap = link.checkpoint_cap.min(room);
+        let stream = link.state_tunnels.open(name).await?;
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| format!("random name: {e}"))?;
         let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let tmp = dir.join(format!(".incoming-{id}.tar"));
-        let received = tokio::time::timeout(timeout, receive(stream, &tmp, link.checkpoint_cap))
+        let received = tokio::time::timeout(timeout, receive(stream, &tmp, cap))
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -135,10 +236,7 @@ pub async fn take(
                     timeout.as_secs()
                 ))
             })
-            .and_then(|()| {
-                std::fs::rename(&tmp, dir.join(FILE))
-                    .map_err(|e| format!("keep the checkpoint: {e}"))
-            });
+            .and_then(|()| keep(&dir, &tmp));
         if received.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -159,6 +257,26 @@ pub async fn take(
     Ok(kept)
 }
 
+/// Renames `tmp` over the kept checkpoint, the one it replaces kept as
+/// `PREV` (a bad new one still leaves the last one before it).
+fn keep(dir: &Path, tmp: &Path) -> std::result::Result<(), String> {
+    let kept = dir.join(FILE);
+    let prev = dir.join(PREV);
+    match std::fs::remove_file(&prev) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: {e}", prev.display()));
+        }
+        _ => {}
+    }
+    match std::fs::hard_link(&kept, &prev) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("keep the previous checkpoint: {e}"));
+        }
+        _ => {}
+    }
+    std::fs::rename(tmp, &kept).map_err(|e| format!("keep the checkpoint: {e}"))
+}
+
 /// Copies the stream into `tmp` (created new, 0600), refusing more than
 /// `cap` bytes, a stream that did not end cleanly, and bytes that are not
 /// a whole tar archive (no end-of-archive blocks: cut short).
@@ -170,6 +288,7 @@ async fn receive(mut stream: PageStream, tmp: &Path, cap: u64) -> std::result::R
             .create_new(true)
             .mode(0o600)
             .open(tmp)
+            .map(tokio::fs::File::from_std)
             .map_err(|e| format!("{}: {e}", tmp.display()))?
     };
     let mut total: u64 = 0;
@@ -186,11 +305,13 @@ async fn receive(mut stream: PageStream, tmp: &Path, cap: u64) -> std::result::R
         total += n as u64;
         if total > cap {
             return Err(format!(
-                "it is over the cap of {} ({cap} bytes)",
+                "it is over the cap of {} ({cap} bytes: the link's cap, or core's free \
+                 space less a reserve)",
                 human_bytes(cap)
             ));
         }
         file.write_all(&buf[..n])
+            .await
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         tail.extend_from_slice(&buf[..n]);
         if tail.len() > 1024 {
@@ -203,23 +324,36 @@ async fn receive(mut stream: PageStream, tmp: &Path, cap: u64) -> std::result::R
         ));
     }
     file.sync_all()
+        .await
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     Ok(())
 }
 
 /// A harness at start asks whether to restore: nothing, or the kept
 /// checkpoint's bytes, after which the marker is cleared only when the
-/// harness says it unpacked them (and core's ack tells it so).
+/// harness says it unpacked them (and core's ack tells it so). A restore
+/// pending with no checkpoint kept is closed without an offer: the
+/// harness must not run on an empty `/state` as if it were the agent's.
 pub async fn serve_restore<S>(paths: &Paths, name: &AgentName, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let Some(_restoring) = InFlight::claim(&RESTORING, dir(paths, name)) else {
+        return tracing::warn!(agent = %name, "a second restore at once: closed");
+    };
     let (reader, mut writer) = tokio::io::split(stream);
     let offer = match (restore_pending(paths, name), last(paths, name)) {
         (true, Some(c)) => Some(c),
         (true, None) => {
-            tracing::error!(agent = %name, "a restore is pending but no checkpoint is kept");
-            None
+            restore_failed(
+                paths,
+                name,
+                "a restore is pending but no checkpoint is kept (refused: it would run on an \
+                 empty /state)",
+            );
+            // A clean close with no offer: the harness reads an end.
+            let _ = writer.shutdown().await;
+            return;
         }
         (false, _) => None,
     };
@@ -263,11 +397,58 @@ where
             let _ = crate::jsonl::write_line(&mut writer, &ack).await;
             tracing::info!(agent = %name, "restored from its checkpoint");
         }
-        Ok(Ok(RestoreDone { error, .. })) => {
-            tracing::warn!(agent = %name, "the harness refused its checkpoint: {}",
-                error.unwrap_or_default());
-        }
+        Ok(Ok(RestoreDone { error, .. })) => restore_failed(
+            paths,
+            name,
+            &format!(
+                "the harness refused its checkpoint: {}",
+                error.unwrap_or_default()
+            ),
+        ),
         Ok(Err(e)) => tracing::warn!(agent = %name, "restore broke off: {e}"),
         Err(_) => tracing::warn!(agent = %name, "restore timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_checkpoint_keeps_the_one_it_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, kept, prev) = (
+            dir.path().join(".incoming-1.tar"),
+            dir.path().join(FILE),
+            dir.path().join(PREV),
+        );
+        std::fs::write(&tmp, "first").unwrap();
+        keep(dir.path(), &tmp).unwrap();
+        assert!(!prev.exists());
+        std::fs::write(&tmp, "second").unwrap();
+        keep(dir.path(), &tmp).unwrap();
+        std::fs::write(&tmp, "third").unwrap();
+        keep(dir.path(), &tmp).unwrap();
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "third");
+        assert_eq!(std::fs::read_to_string(&prev).unwrap(), "second");
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn one_take_per_agent_and_crashed_ones_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = InFlight::claim(&TAKING, dir.path().to_owned()).unwrap();
+        assert!(InFlight::claim(&TAKING, dir.path().to_owned()).is_none());
+        drop(first);
+        assert!(InFlight::claim(&TAKING, dir.path().to_owned()).is_some());
+        std::fs::write(dir.path().join(".incoming-ab.tar"), "left").unwrap();
+        std::fs::write(dir.path().join(FILE), "kept").unwrap();
+        sweep_incoming(dir.path());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [FILE]);
+        assert!(free_bytes(dir.path()).unwrap() > 0);
     }
 }

@@ -48,11 +48,11 @@ pub const STOP_GRACE: Duration = hive_runtime::STOP_GRACE;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a rebuild waits for another action on the same agent.
 const BUSY_WAIT: Duration = Duration::from_secs(120);
-/// How long a graceful stop waits for its checkpoint before it stops
-/// without a new one.
-const STOP_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `hive checkpoint` and a move wait for a checkpoint.
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a move waits for the moved agent's harness to restore its
+/// checkpoint before it moves it back.
+const MOVE_RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Binds an agent's socket and serves it, answering the accept loop's
 /// handle. The socket's handler needs all of core (which holds
@@ -750,12 +750,12 @@ impl Lifecycle {
     }
 
     /// Stops an agent's container; its state and the container remain.
-    /// A linked agent's `/state` is checkpointed first (bounded; a failure
-    /// is logged and the stop goes on).
+    /// No checkpoint: a stop (a kill, a budget's, the manager's) must not
+    /// wait on what the agent sends, nor replace its kept checkpoint with
+    /// it; checkpoints are taken by `hive checkpoint` and a move only.
     pub async fn stop(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         let runtime = self.prepare("stop", name)?;
         let guard = self.begin(name, TransientKind::Stopping)?;
-        self.checkpoint_before_stop(name).await;
         let result = runtime.stop(name, STOP_GRACE).await.map_err(Error::from);
         if result.is_ok() {
             self.store.set_want_running(name.as_str(), false)?;
@@ -790,27 +790,17 @@ impl Lifecycle {
         checkpoint::take(&self.paths, link, name, CHECKPOINT_TIMEOUT).await
     }
 
-    /// At a graceful stop: a checkpoint of a linked agent whose harness is
-    /// reachable, bounded; a failure is logged and the stop goes on.
-    async fn checkpoint_before_stop(&self, name: &AgentName) {
-        let Some(link) = &self.settings.link else {
-            return;
-        };
-        if !link.state_tunnels.has(name) || checkpoint::restore_pending(&self.paths, name) {
-            return;
-        }
-        match checkpoint::take(&self.paths, link, name, STOP_CHECKPOINT_TIMEOUT).await {
-            Ok(kept) => tracing::info!(agent = %name, "checkpoint at stop: {}", kept.describe()),
-            Err(e) => tracing::warn!(agent = %name, "stopping without a new checkpoint: {e}"),
-        }
-    }
-
     /// What a move of `name` to `node` would do, in the approval's words;
     /// refused when it could not run: no multi-host runtime or no link, the
     /// node it is on, or no way to its state (its harness unreachable and
     /// no checkpoint kept).
     pub fn plan_move(&self, name: &AgentName, node: &str) -> Result<String> {
         let record = require_agent(&self.store, name)?;
+        if name.is_manager() {
+            return Err(Error::refused(
+                "the manager cannot be moved: it runs on core's node",
+            ));
+        }
         let runtime = self.runtime_for("move")?;
         if !runtime.multi_host() {
             return Err(Error::refused(format!(
@@ -893,6 +883,9 @@ impl Lifecycle {
             .status
             .container_status(name.as_str())
             .is_some_and(|c| c.running);
+        // Started on the new node only if it was meant to run (a dead
+        // node's agent was; one the operator stopped stays stopped).
+        let wanted = was_running || record.want_running;
         let port = self.ports.web_port(name)?;
         let deployed = self.configs.ensure(name).await?;
         if record.has_container {
@@ -915,14 +908,25 @@ impl Lifecycle {
             self.create_container(runtime, name, port, &deployed)
                 .await?;
             self.store.set_has_container(name.as_str(), true)?;
-            runtime.start(name).await.map_err(Error::from)
+            if !wanted {
+                return Ok(());
+            }
+            runtime.start(name).await.map_err(Error::from)?;
+            self.await_restore(name).await
         }
         .await;
         let Err(e) = moved else {
-            self.store.set_want_running(name.as_str(), true)?;
-            tracing::info!(agent = %name, %node, "moved; its harness restores its checkpoint");
+            if wanted {
+                self.store.set_want_running(name.as_str(), true)?;
+                tracing::info!(agent = %name, %node, "moved; its harness restored its checkpoint");
+            } else {
+                tracing::info!(agent = %name, %node, "moved, stopped; its next start restores");
+            }
             return Ok(());
         };
+        if wanted {
+            let _ = runtime.stop(name, STOP_GRACE).await;
+        }
         // Back where it was: its pin and state volume, its flag, its
         // container's spec, and running again if it ran.
         self.store
@@ -946,6 +950,26 @@ impl Lifecycle {
             "moving {name} to node {node} failed: {e}; it stays pinned to {from_text} with \
              its state and checkpoint, {now}"
         )))
+    }
+
+    /// Until the harness of a moved agent restored its checkpoint (the
+    /// marker cleared), or why not: it refused it, or it did not within
+    /// [`MOVE_RESTORE_TIMEOUT`].
+    async fn await_restore(&self, name: &AgentName) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + MOVE_RESTORE_TIMEOUT;
+        loop {
+            match checkpoint::restore_outcome(&self.paths, name) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(why)) => return Err(Error::refused(why)),
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::refused(format!(
+                        "its harness did not restore its checkpoint within {}s",
+                        MOVE_RESTORE_TIMEOUT.as_secs()
+                    )));
+                }
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// Stops then starts an agent with its current spec.

@@ -295,7 +295,14 @@ pub fn restrict_socket(path: &Path) -> anyhow::Result<()> {
 
 /// The names core uses in `agents/<name>/`; in the old layout the manager
 /// could write there.
-const CORE_NAMES: [&str; 5] = ["state", "control", "etc", "container.log", "container.pid"];
+const CORE_NAMES: [&str; 6] = [
+    "state",
+    "control",
+    "etc",
+    "container.log",
+    "container.pid",
+    "checkpoints",
+];
 
 /// Unlinks a symbolic link, or a regular file with other hard links, at a
 /// name core uses in `agents/<name>/`.
@@ -357,6 +364,21 @@ mod tests {
             Path::new("/r/manager/egress.sock")
         );
         assert_eq!(p.applied(&coder), Path::new("/s/applied/coder"));
+    }
+
+    #[test]
+    fn a_planted_checkpoints_link_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Paths::new(dir.path().join("s"), dir.path().join("run"));
+        let coder = AgentName::parse("coder").unwrap();
+        std::fs::create_dir_all(p.agent_dir(&coder)).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let planted = p.agent_dir(&coder).join("checkpoints");
+        std::os::unix::fs::symlink(&elsewhere, &planted).unwrap();
+        p.migrate_layout().unwrap();
+        assert!(std::fs::symlink_metadata(&planted).is_err());
+        assert!(elsewhere.is_dir());
     }
 
     #[test]

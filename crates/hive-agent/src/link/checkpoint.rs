@@ -7,9 +7,12 @@
 //! bytes core hands back are whatever this agent's credential sent: both
 //! are the agent's. So a restore checks every entry before it writes any
 //! (relative paths of plain components only; files, dirs and symlinks
-//! only; a symlink's target relative and inside `/state`, never through
-//! another link of the archive), then unpacks with `tar`'s own guard that
-//! no write lands outside `/state`.
+//! only; no entry at or below a symlink of the archive, so nothing is
+//! written through one), then unpacks with `tar`'s own guard that no
+//! write lands outside `/state`. A symlink itself is restored as it was,
+//! whatever its target (a venv's `bin/python -> /usr/bin/python3`):
+//! making one writes nothing through it, and inside its own container
+//! the agent could make it anyway.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -109,16 +112,14 @@ pub fn unpack(root: &Path, archive: &Path) -> anyhow::Result<usize> {
                 raw.display()
             );
         }
-        if path.ancestors().skip(1).any(|a| links.contains(a)) {
+        if path.ancestors().any(|a| links.contains(a)) {
             bail!("entry {}: goes through a link", raw.display());
         }
         if kind.is_symlink() {
-            let target = entry
+            entry
                 .link_name()
                 .context("a link's target")?
                 .with_context(|| format!("entry {}: a link without a target", raw.display()))?;
-            link_stays_inside(&path, &target, &links)
-                .with_context(|| format!("entry {} -> {}", raw.display(), target.display()))?;
             links.insert(path);
         } else if !(kind.is_file() || kind.is_dir()) {
             bail!(
@@ -163,40 +164,6 @@ fn inside(path: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     Ok(out)
-}
-
-/// A symlink at `path` to `target` resolves, by its words alone, inside
-/// the root and not through another link of the archive.
-fn link_stays_inside(path: &Path, target: &Path, links: &HashSet<PathBuf>) -> anyhow::Result<()> {
-    let mut at: Vec<&std::ffi::OsStr> = path
-        .parent()
-        .into_iter()
-        .flat_map(Path::components)
-        .filter_map(|c| match c {
-            Component::Normal(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let parts: Vec<Component<'_>> = target.components().collect();
-    for (i, part) in parts.iter().enumerate() {
-        match part {
-            Component::Normal(p) => {
-                at.push(p);
-                let here: PathBuf = at.iter().collect();
-                if i + 1 < parts.len() && links.contains(&here) {
-                    bail!("a link through another link");
-                }
-            }
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if at.pop().is_none() {
-                    bail!("a link that leaves /state");
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => bail!("a link to an absolute path"),
-        }
-    }
-    Ok(())
 }
 
 /// The state tunnel: for each checkpoint core asks for, a new link
@@ -306,6 +273,9 @@ pub async fn restore(dialer: &Dialer, state_dir: &Path) -> anyhow::Result<()> {
     open_line(&mut writer, &StateOpen::Restore).await?;
     let mut line = String::new();
     reader.read_line(&mut line).await.context("core's offer")?;
+    if line.is_empty() {
+        bail!("core closed the restore without an offer: a restore it cannot serve (see its log)");
+    }
     let offer: RestoreOffer =
         serde_json::from_str(&line).with_context(|| format!("core's offer {line:?}"))?;
     let Some(bytes) = offer.bytes else {
@@ -411,6 +381,44 @@ mod tests {
         assert!(!state.join(RESTORE_FILE).exists());
     }
 
+    /// A venv, the claude installer's `.local/bin` and pnpm's
+    /// `node_modules` all keep links to absolute paths and up out of
+    /// their dir: restored as they were.
+    #[test]
+    fn a_restore_keeps_ordinary_links_to_anywhere() {
+        let from = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(from.path().join("venv/bin")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/python3", from.path().join("venv/bin/python"))
+            .unwrap();
+        std::os::unix::fs::symlink("python", from.path().join("venv/bin/python3")).unwrap();
+        std::os::unix::fs::symlink("../../..", from.path().join("venv/bin/up")).unwrap();
+        std::fs::write(from.path().join("venv/pyvenv.cfg"), b"home = /usr/bin").unwrap();
+        let tar = write_tar(from.path(), Vec::new()).unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let path = to.path().join("in.tar");
+        std::fs::write(&path, &tar).unwrap();
+        let state = to.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        unpack(&state, &path).unwrap();
+        let bin = state.join("venv/bin");
+        assert_eq!(
+            std::fs::read_link(bin.join("python")).unwrap(),
+            Path::new("/usr/bin/python3")
+        );
+        assert_eq!(
+            std::fs::read_link(bin.join("python3")).unwrap(),
+            Path::new("python")
+        );
+        assert_eq!(
+            std::fs::read_link(bin.join("up")).unwrap(),
+            Path::new("../../..")
+        );
+        assert_eq!(
+            std::fs::read(state.join("venv/pyvenv.cfg")).unwrap(),
+            b"home = /usr/bin"
+        );
+    }
+
     type Build = Box<dyn Fn(&mut tar::Builder<std::fs::File>)>;
 
     #[test]
@@ -418,20 +426,32 @@ mod tests {
         let cases: Vec<(&str, Build)> = vec![
             ("..", Box::new(|b| file(b, "../escaped", b"x"))),
             ("absolute", Box::new(|b| file(b, "/tmp/escaped", b"x"))),
-            ("leaves", Box::new(|b| link(b, "up", "../.."))),
-            ("absolute", Box::new(|b| link(b, "etc", "/etc"))),
-            (
-                "through another link",
-                Box::new(|b| {
-                    link(b, "dot", ".");
-                    link(b, "out", "dot/..");
-                }),
-            ),
             (
                 "goes through a link",
                 Box::new(|b| {
                     link(b, "sub", "real");
                     file(b, "sub/x", b"x");
+                }),
+            ),
+            (
+                "goes through a link",
+                Box::new(|b| {
+                    link(b, "etc", "/etc");
+                    file(b, "etc/planted", b"x");
+                }),
+            ),
+            (
+                "goes through a link",
+                Box::new(|b| {
+                    link(b, "up", "../..");
+                    file(b, "up/tmp/planted", b"x");
+                }),
+            ),
+            (
+                "goes through a link",
+                Box::new(|b| {
+                    link(b, "bin", "/usr/bin");
+                    link(b, "bin", "/tmp");
                 }),
             ),
         ];

@@ -92,9 +92,31 @@ fn a_checkpoint_comes_back_into_an_empty_state_after_a_restore() {
             .contains(r#""kind":"move""#)
     );
 
-    // A graceful stop checkpoints again; then /state is lost, as on a
-    // dead node, and the next start restores it (the marker a move sets).
+    // The manager is never moved (it runs on core's node).
+    let refused = hive.host(r#"{"cmd":"move","name":"manager","node":"n2"}"#);
+    assert!(refused.contains("manager cannot be moved"), "{refused}");
+
+    // A second checkpoint replaces the first, which is kept one round.
+    let first = kept(&hive, "eng").unwrap();
+    std::fs::write(notes.join("later.txt"), "more").unwrap();
+    checkpoint_when_linked(&hive, "eng");
+    let second = kept(&hive, "eng").unwrap();
+    assert_ne!(second, first);
+    assert_eq!(
+        std::fs::read(checkpoints(&hive, "eng").join("state.prev.tar")).unwrap(),
+        first
+    );
+    assert_eq!(
+        names(&checkpoints(&hive, "eng")),
+        ["state.prev.tar", "state.tar"]
+    );
+
+    // A kill takes no checkpoint (nothing the agent sends delays it or
+    // replaces the kept one); then /state is lost, as on a dead node, and
+    // the next start restores it (the marker a move sets).
+    std::fs::write(notes.join("after.txt"), "not kept").unwrap();
     ok(&hive.host(r#"{"cmd":"kill","name":"eng"}"#));
+    assert_eq!(kept(&hive, "eng").unwrap(), second);
     std::fs::remove_dir_all(state(&hive, "eng")).unwrap();
     std::fs::create_dir(state(&hive, "eng")).unwrap();
     let marker = checkpoints(&hive, "eng").join("restore-pending");
@@ -109,6 +131,11 @@ fn a_checkpoint_comes_back_into_an_empty_state_after_a_restore() {
         std::fs::read_to_string(state(&hive, "eng").join("plan")).unwrap(),
         "the plan"
     );
+    assert_eq!(
+        std::fs::read_to_string(notes.join("later.txt")).unwrap(),
+        "more"
+    );
+    assert!(!notes.join("after.txt").exists());
     assert!(!state(&hive, "eng").join(".hive-restore.tar").exists());
     // And the agent runs on it: its harness is linked and answers.
     within("eng linked again", || linked(&hive, "eng"));
@@ -175,7 +202,7 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
     });
     std::fs::write(state(&hive, "a").join("good.txt"), "good").unwrap();
     checkpoint_when_linked(&hive, "a");
-    // a's harness stops (a checkpoint at the stop); its credential stays
+    // a's harness stops; its credential stays
     // a's until a new container is made, and the test holds a copy.
     ok(&hive.host(r#"{"cmd":"kill","name":"a"}"#));
     let good = kept(&hive, "a").unwrap();
@@ -308,4 +335,21 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
     assert_eq!(names(&state(&hive, "a")), Vec::<String>::new());
     let logs = hive.host(r#"{"cmd":"logs","name":"a","lines":50}"#);
     assert!(logs.contains("restore"), "{logs}");
+
+    // b has a restore pending but no checkpoint kept: core offers
+    // nothing at all, and its harness does not run on the empty /state.
+    ok(&hive.host(r#"{"cmd":"kill","name":"b"}"#));
+    assert!(kept(&hive, "b").is_none());
+    std::fs::create_dir_all(checkpoints(&hive, "b")).unwrap();
+    std::fs::write(checkpoints(&hive, "b").join("restore-pending"), "").unwrap();
+    hive.host(r#"{"cmd":"start","scope":{"agent_names":["b"]}}"#);
+    within("b's harness to give up", || {
+        let row = json(&hive.host(r#"{"cmd":"agent_status","scope":{"agent_names":["b"]}}"#));
+        row["agent_statuses"][0]["failed"] == true
+    });
+    assert!(checkpoints(&hive, "b").join("restore-pending").exists());
+    let why = std::fs::read_to_string(checkpoints(&hive, "b").join("restore-failed")).unwrap();
+    assert!(why.contains("no checkpoint"), "{why}");
+    let logs = hive.host(r#"{"cmd":"logs","name":"b","lines":50}"#);
+    assert!(logs.contains("without an offer"), "{logs}");
 }

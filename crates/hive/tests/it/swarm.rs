@@ -688,7 +688,12 @@ fn a_dead_nodes_agent_is_revived_on_a_live_node_from_its_checkpoint() {
     let hive = crate::tls::linked_hive_in(dir, "swarm", &link, ("19341", "19342-19349"), &args);
     crate::tls::spawn(&hive, "eng");
     eventually("eng to run", || status(&hive, "eng")["running"] == true);
-    in_task(&id, "eng", "printf remember > /state/notes.txt");
+    // A venv-like link to an absolute path is ordinary /state.
+    in_task(
+        &id,
+        "eng",
+        "printf remember > /state/notes.txt && ln -s /usr/bin/env /state/python",
+    );
     crate::tls::within("eng's checkpoint", || {
         hive.host(r#"{"cmd":"checkpoint","name":"eng"}"#)
             .contains(r#""ok":true"#)
@@ -724,17 +729,18 @@ fn a_dead_nodes_agent_is_revived_on_a_live_node_from_its_checkpoint() {
     let text = approval["description"].as_str().unwrap();
     assert!(text.contains("changes since are lost"), "{text}");
     assert!(text.contains(dead), "{text}");
+    // The approval answers once the harness restored its checkpoint.
     let answer = hive.host(&format!(r#"{{"cmd":"approve","id":{}}}"#, approval["id"]));
     assert_eq!(answer, r#"{"version":1,"ok":true}"#);
+    let marker = hive
+        .state_dir()
+        .join("agents/eng/checkpoints/restore-pending");
+    assert!(!marker.exists());
     eventually("eng to run on the live node", || {
         status(&hive, "eng")["running"] == true
     });
     let hostname = docker(&["info", "-f", "{{.Name}}"]).trim().to_owned();
     assert_eq!(status(&hive, "eng")["node"], hostname.as_str());
-    let marker = hive
-        .state_dir()
-        .join("agents/eng/checkpoints/restore-pending");
-    eventually("the restore to be done", || !marker.exists());
     // The file came back by the restore alone: the task runs on the next
     // generation's volume, made empty on the live node.
     let mounts = docker(&[
@@ -750,6 +756,10 @@ fn a_dead_nodes_agent_is_revived_on_a_live_node_from_its_checkpoint() {
         "{mounts}"
     );
     assert_eq!(in_task(&id, "eng", "cat /state/notes.txt"), "remember");
+    assert_eq!(
+        in_task(&id, "eng", "readlink /state/python").trim(),
+        "/usr/bin/env"
+    );
     let constraints = docker(&[
         "service",
         "inspect",
