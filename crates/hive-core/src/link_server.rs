@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::coordinator::Coordinator;
 use crate::egress::Proxy;
-use crate::link::{Link, Revocable};
+use crate::link::{Link, Revocable, Tunnels};
 use crate::listener::Cap;
 
 /// How long a client has to finish its TLS handshake.
@@ -294,7 +294,7 @@ async fn serve_channel(
             };
             match alpn {
                 ALPN_CONTROL => control(coord, link, &agent, stream).await,
-                ALPN_PAGE => page_tunnel(link, &agent, stream).await,
+                ALPN_PAGE => tunnel(&link.tunnels, &agent, stream).await,
                 ALPN_STATE => state(coord, link, &agent, stream).await,
                 _ => page_stream(link, &agent, stream).await,
             }
@@ -329,10 +329,11 @@ async fn control(coord: &Coordinator, link: &Link, agent: &AgentName, stream: St
     }
 }
 
-/// The harness's tunnel: one `PageOpen` line per stream core needs.
-async fn page_tunnel(link: &Link, agent: &AgentName, stream: Stream) {
+/// A tunnel the harness keeps open (the page's, the state's): one
+/// `PageOpen` line per stream core needs, until either side hangs up.
+async fn tunnel(tunnels: &Tunnels, agent: &AgentName, stream: Stream) {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (_guard, mut asks) = link.tunnels.register(agent);
+    let (_guard, mut asks) = tunnels.register(agent);
     let hung_up = async move {
         let mut sink = [0u8; 64];
         while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
@@ -363,25 +364,7 @@ async fn state(coord: &Coordinator, link: &Link, agent: &AgentName, mut stream: 
         return tracing::debug!(%agent, "state connection without an open line");
     };
     match open {
-        StateOpen::Tunnel => {
-            let (mut reader, mut writer) = tokio::io::split(stream);
-            let (_guard, mut asks) = link.state_tunnels.register(agent);
-            let hung_up = async move {
-                let mut sink = [0u8; 64];
-                while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
-            };
-            let forward = async {
-                while let Some(ask) = asks.recv().await {
-                    if crate::jsonl::write_line(&mut writer, &ask).await.is_err() {
-                        return;
-                    }
-                }
-            };
-            tokio::select! {
-                () = hung_up => {}
-                () = forward => {}
-            }
-        }
+        StateOpen::Tunnel => tunnel(&link.state_tunnels, agent, stream).await,
         StateOpen::Checkpoint { stream: id } => {
             if let Err(e) = link.state_tunnels.deliver(agent, &id, Box::new(stream)) {
                 tracing::warn!(%agent, "checkpoint stream refused: {e}");
