@@ -137,7 +137,10 @@ pub fn render_response(req: &HostRequest, resp: &HostResponse, now: i64) -> Stri
             Some(AgentStatusRow {
                 checkpoint_bytes: Some(bytes),
                 ..
-            }) => format!("checkpoint of {name} kept ({})", human_bytes(*bytes)),
+            }) => format!(
+                "checkpoint of {name} kept ({})",
+                hive_core::checkpoint::human_bytes(*bytes)
+            ),
             _ => format!("checkpoint of {name} kept"),
         },
         Move { name, node } => match resp.approvals.iter().flatten().next() {
@@ -249,7 +252,7 @@ pub fn render_status_table(rows: &[AgentStatusRow], now: i64) -> String {
                 (Some(at), bytes) => format!(
                     "{} ago, {}",
                     format_age(now - at),
-                    human_bytes(bytes.unwrap_or_default())
+                    hive_core::checkpoint::human_bytes(bytes.unwrap_or_default())
                 ),
                 _ => NONE.to_owned(),
             });
@@ -257,18 +260,6 @@ pub fn render_status_table(rows: &[AgentStatusRow], now: i64) -> String {
         header.push("CHECKPOINT");
     }
     render_table(&header, &cells)
-}
-
-/// `bytes` for people: "812 B", "12.3 MB".
-fn human_bytes(bytes: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let b = bytes as f64;
-    match bytes {
-        0..1_000 => format!("{bytes} B"),
-        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
-        _ => format!("{:.1} GB", b / 1e9),
-    }
 }
 
 /// The `hive pending` table, header included.
