@@ -288,7 +288,8 @@ fn reconcile_agents(coord: &Coordinator) -> anyhow::Result<Vec<AgentName>> {
     Ok(names)
 }
 
-/// Mirrors the broker's sent/delivered broadcast onto the dashboard bus.
+/// Mirrors the broker's sent/delivered broadcast onto the dashboard bus
+/// while a browser watches it.
 async fn forward_broker_events(coord: Arc<Coordinator>) {
     let mut rx = coord.store.subscribe();
     loop {
@@ -296,6 +297,11 @@ async fn forward_broker_events(coord: Arc<Coordinator>) {
             event = rx.recv() => event,
             () = coord.shutting_down() => return,
         };
+        // Nobody sees the flow: the snapshot a browser reads when it opens
+        // its stream already holds these messages.
+        if event.is_ok() && !coord.dashboard.watched() {
+            continue;
+        }
         match event {
             Ok(MessageEvent::Sent(m)) => coord.dashboard.emit(|seq| message_event(seq, m, false)),
             Ok(MessageEvent::Delivered(m)) => {
