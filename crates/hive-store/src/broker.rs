@@ -814,19 +814,12 @@ impl Store {
     }
 
     /// How many messages wait in `recipient`'s inbox (unacked and not in
-    /// flight), as of the last commit: those above its cursor, counted on
-    /// the read-only connection's index of the recipient's rows (so it
-    /// never waits for a commit running meanwhile), and those put back.
+    /// flight), as of the last announced commit: those above its cursor
+    /// and those put back, both counted in memory ([`crate::flight`]), so
+    /// an answer's count reads nothing (and never waits for a commit).
     pub fn unread(&self, recipient: &str) -> Result<u64> {
         let mut flight = self.flight();
-        let inbox = self.inbox(&mut flight, recipient)?;
-        let above: i64 = self
-            .reader()
-            .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND id > ?2")?
-            .query_row((recipient, inbox.cursor), |r| r.get(0))?;
-        Ok(u64::try_from(above)
-            .unwrap_or(0)
-            .saturating_add(count(inbox.returned.len())))
+        Ok(count(self.inbox(&mut flight, recipient)?.unread()))
     }
 
     /// `recipient`'s inbox in [`Flight`], read from the file the first
@@ -852,6 +845,7 @@ impl Store {
                     cursor,
                     returned,
                     out: Default::default(),
+                    above: Default::default(),
                 },
             );
         }
@@ -967,8 +961,17 @@ impl Store {
         self.inner.events.subscribe()
     }
 
-    /// After a commit: wakes each row's recipient and publishes it as sent.
+    /// After a commit: counts each row as waiting in its inbox, wakes its
+    /// recipient and publishes it as sent. Every path that stores a
+    /// message calls this once its transaction committed, with every row
+    /// it stored (the unread count is kept from it).
     pub(crate) fn announce(&self, rows: Vec<MessageRow>) {
+        {
+            let mut flight = self.flight();
+            for row in &rows {
+                flight.arrived(&row.to, row.id);
+            }
+        }
         // A batch mostly repeats one recipient: wake it once.
         let mut woken: Option<&str> = None;
         for row in &rows {
