@@ -7,19 +7,10 @@
 //! and a snapshot taken at `current_seq()` can be merged with a buffered
 //! stream by dropping frames with `seq <= snapshot.seq`.
 //!
-//! The broker's sent/delivered flow, one event per message, is mirrored
-//! only while someone watches (a dashboard stream is open,
-//! [`DashboardBus::watch`]): with no browser open, a message costs no
-//! event at all. A browser that opens its stream later loses nothing by
-//! it: it reads `/api/state` after subscribing, and that snapshot holds
-//! every message sent before.
-//!
 //! The manager's own events (helper events in its inbox) go out through
 //! [`notify_manager`].
 
-use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hive_proto::{DashboardEvent, HelperEvent, MANAGER_AGENT};
 use hive_store::{Question, Store};
@@ -31,8 +22,6 @@ const CHANNEL_CAPACITY: usize = 1024;
 pub struct DashboardBus {
     seq: Mutex<u64>,
     tx: broadcast::Sender<DashboardEvent>,
-    /// Open [`Watching`] guards: browsers whose stream is open.
-    watchers: Arc<AtomicUsize>,
 }
 
 impl Default for DashboardBus {
@@ -41,18 +30,7 @@ impl Default for DashboardBus {
         Self {
             seq: Mutex::new(0),
             tx,
-            watchers: Arc::default(),
         }
-    }
-}
-
-/// Someone watches the bus while this lives ([`DashboardBus::watch`]).
-#[derive(Debug)]
-pub struct Watching(Arc<AtomicUsize>);
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -78,18 +56,6 @@ impl DashboardBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<DashboardEvent> {
         self.tx.subscribe()
-    }
-
-    /// Marks the bus watched until the guard drops: events only a
-    /// watcher would see (the message flow) are built meanwhile.
-    pub fn watch(&self) -> Watching {
-        self.watchers.fetch_add(1, Ordering::Relaxed);
-        Watching(Arc::clone(&self.watchers))
-    }
-
-    /// Whether any [`Watching`] guard lives.
-    pub fn watched(&self) -> bool {
-        self.watchers.load(Ordering::Relaxed) > 0
     }
 
     /// Publishes a newly queued question.
@@ -146,17 +112,5 @@ mod tests {
         let seqs: Vec<u64> = (0..3).map(|_| rx.try_recv().unwrap().seq()).collect();
         assert_eq!(seqs, [1, 2, 3]);
         assert_eq!(bus.current_seq(), 3);
-    }
-
-    #[test]
-    fn watched_while_a_guard_lives() {
-        let bus = DashboardBus::default();
-        assert!(!bus.watched());
-        let one = bus.watch();
-        let two = bus.watch();
-        drop(one);
-        assert!(bus.watched());
-        drop(two);
-        assert!(!bus.watched());
     }
 }

@@ -289,7 +289,8 @@ fn reconcile_agents(coord: &Coordinator) -> anyhow::Result<Vec<AgentName>> {
 }
 
 /// Mirrors the broker's sent/delivered broadcast onto the dashboard bus
-/// while a browser watches it.
+/// (the broker publishes it only while a dashboard stream is open: the
+/// snapshot a browser reads when its stream opens holds the rest).
 async fn forward_broker_events(coord: Arc<Coordinator>) {
     let mut rx = coord.store.subscribe();
     loop {
@@ -297,11 +298,6 @@ async fn forward_broker_events(coord: Arc<Coordinator>) {
             event = rx.recv() => event,
             () = coord.shutting_down() => return,
         };
-        // Nobody sees the flow: the snapshot a browser reads when it opens
-        // its stream already holds these messages.
-        if event.is_ok() && !coord.dashboard.watched() {
-            continue;
-        }
         match event {
             Ok(MessageEvent::Sent(m)) => coord.dashboard.emit(|seq| message_event(seq, m, false)),
             Ok(MessageEvent::Delivered(m)) => {

@@ -108,8 +108,8 @@ pub(super) async fn stream(
     State(app): State<App>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let hello = Event::default().retry(RETRY).comment("hyperhive dashboard");
-    // The message flow is mirrored while this stream lives.
-    let watching = app.coord.dashboard.watch();
+    // The broker publishes its message flow while this stream lives.
+    let watching = app.coord.store.watch_flow();
     let frames = BroadcastStream::new(app.fanout.subscribe())
         // A lagged client, or lost frames upstream: end the stream.
         .map_while(|frame| match frame {

@@ -544,10 +544,29 @@ fn recent_is_newest_first_and_non_mutating() {
     assert_eq!(store.unread("bob").unwrap(), 3);
 }
 
-#[test]
-fn events_follow_sends_and_deliveries() {
+/// The flow is published while someone watches it, batched sends with
+/// their bodies; with nobody watching, a subscriber hears nothing.
+#[tokio::test]
+async fn events_follow_sends_and_deliveries_while_watched() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let mut events = store.subscribe();
+    store.send("alice", &to("bob"), "unwatched", None).unwrap();
+    store.recv_batch("bob", 1).unwrap();
+    assert!(events.try_recv().is_err(), "published with nobody watching");
+    let watch = store.watch_flow();
+    let batch = [hive_proto::OutgoingMessage {
+        to: to("bob"),
+        body: "batched".into(),
+        in_reply_to: None,
+    }];
+    let batched = store.send_batch("alice", &batch).await.unwrap()[0];
+    assert!(
+        matches!(events.try_recv().unwrap(), MessageEvent::Sent(r) if r.id == batched && r.body == "batched")
+    );
+    store.recv_batch("bob", 1).unwrap();
+    assert!(
+        matches!(events.try_recv().unwrap(), MessageEvent::Delivered(r) if r.id == batched && r.body == "batched")
+    );
     let id = store.send("alice", &to("bob"), "hi", None).unwrap()[0];
     store.recv_batch("bob", 1).unwrap();
     let sent = events.try_recv().unwrap();
@@ -565,6 +584,14 @@ fn events_follow_sends_and_deliveries() {
     );
     assert!(matches!(events.try_recv().unwrap(), MessageEvent::Delivered(r) if r.id == id));
     assert!(events.try_recv().is_err());
+    drop(watch);
+    store
+        .send("alice", &to("bob"), "unwatched again", None)
+        .unwrap();
+    assert!(
+        events.try_recv().is_err(),
+        "published after the watch ended"
+    );
 }
 
 #[test]
