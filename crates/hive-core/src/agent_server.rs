@@ -49,6 +49,11 @@ where
     while let Some(line) = conn.request_line().await {
         let fatal = matches!(&line, Err(e) if e.is_fatal());
         let decoded = line.and_then(|line| {
+            // The verbs of every turn, in one pass (no manager-only verb
+            // is among them).
+            if let Some(hot) = AgentRequest::decode_hot(&line) {
+                return Ok(ManagerRequest::Agent(hot));
+            }
             if agent.is_manager() {
                 jsonl::decode::<ManagerRequest>(&line)
             } else {

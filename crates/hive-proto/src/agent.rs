@@ -232,6 +232,16 @@ pub enum ManagerRequest {
     Manager(ManagerOnlyRequest),
 }
 
+impl AgentRequest {
+    /// Decodes a `send`, `send_batch`, `recv` or `ack_turn` line whose
+    /// `cmd` comes first in one pass, without the intermediate tree serde
+    /// builds for an internally tagged enum; `None` for any other line
+    /// (decode it the general way, whose errors name the problem).
+    pub fn decode_hot(line: &str) -> Option<AgentRequest> {
+        crate::hot::decode(line)
+    }
+}
+
 impl ManagerRequest {
     /// The verbs only the manager socket accepts.
     pub const MANAGER_ONLY: &'static [&'static str] = &[

@@ -15,6 +15,7 @@ pub mod control;
 pub mod dashboard;
 pub mod helper;
 pub mod host;
+mod hot;
 pub mod link;
 pub mod live;
 pub mod name;

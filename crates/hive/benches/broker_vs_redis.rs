@@ -10,7 +10,9 @@
 //! agents sending at once. Prints figures and the hive/Redis ratio;
 //! asserts nothing. Run it with `scripts/bench-broker` (installs
 //! `redis-server` if missing). An argument (`scripts/bench-broker -- hive`)
-//! runs only the figures whose name contains it, for a profiler.
+//! runs only the figures whose name contains it, for a profiler;
+//! `HIVE_BENCH_WRAP` (e.g. `valgrind --tool=callgrind`) runs the daemon
+//! under a profiler.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -334,7 +336,14 @@ impl Daemon {
         for name in agents {
             std::fs::create_dir_all(dir.join("state/agents").join(name).join("state")).unwrap();
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hive"))
+        // `HIVE_BENCH_WRAP="valgrind --tool=callgrind"` runs the daemon
+        // under that command (its profile is written at the SIGTERM that
+        // ends the run).
+        let wrap = std::env::var("HIVE_BENCH_WRAP").unwrap_or_default();
+        let mut argv: Vec<String> = wrap.split_whitespace().map(str::to_owned).collect();
+        argv.push(env!("CARGO_BIN_EXE_hive").to_owned());
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
             .arg("serve")
             .arg("--state-dir")
             .arg(dir.join("state"))
@@ -402,7 +411,23 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM, so a daemon run under a profiler (`HIVE_BENCH_WRAP`) ends
+    /// cleanly and writes its profile; SIGKILL if it is still there after
+    /// a minute.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

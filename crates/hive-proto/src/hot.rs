@@ -1,0 +1,183 @@
+//! The hot agent verbs (`send`, `send_batch`, `recv`, `ack_turn`) decoded
+//! in one pass.
+//!
+//! [`AgentRequest`] is tagged `cmd` inside the object, and serde decodes
+//! such an enum by first buffering every member into an intermediate tree
+//! (each string and number copied), then decoding the variant from that:
+//! for a `send_batch` of 32 messages, most of a request's decoding. Every
+//! client of ours writes `cmd` first, so when it is first and names a hot
+//! verb the members that follow are decoded straight into the variant's
+//! fields here. Anything else — another verb, `cmd` not first, a line with
+//! any error, a second `cmd` — is not decoded here ([`decode`] says
+//! `None`), and the caller decodes it the general way, whose errors name
+//! the problem. Each fields struct mirrors its variant in `agent.rs`; a
+//! test decodes the same lines both ways.
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, de::value::MapAccessDeserializer};
+
+use crate::Recipient;
+use crate::agent::{AgentRequest, OutgoingMessage};
+
+/// `line` decoded, if it is a hot verb's with `cmd` first and no error.
+pub(crate) fn decode(line: &str) -> Option<AgentRequest> {
+    serde_json::from_str::<Hot>(line).ok().map(|hot| hot.0)
+}
+
+struct Hot(AgentRequest);
+
+impl<'de> Deserialize<'de> for Hot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HotVisitor)
+    }
+}
+
+struct HotVisitor;
+
+impl<'de> Visitor<'de> for HotVisitor {
+    type Value = Hot;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a request object whose first member is `cmd`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Hot, A::Error> {
+        // A key with an escape is not borrowed: not hot (decoded the
+        // general way).
+        if map.next_key::<&'de str>()? != Some("cmd") {
+            return Err(de::Error::custom("`cmd` is not first"));
+        }
+        let verb: &'de str = map.next_value()?;
+        let rest = MapAccessDeserializer::new(map);
+        Ok(Hot(match verb {
+            "send" => {
+                let f = SendFields::deserialize(rest)?;
+                AgentRequest::Send {
+                    to: f.to,
+                    body: f.body,
+                    in_reply_to: f.in_reply_to,
+                }
+            }
+            "send_batch" => AgentRequest::SendBatch {
+                messages: SendBatchFields::deserialize(rest)?.messages,
+            },
+            "recv" => {
+                let f = RecvFields::deserialize(rest)?;
+                AgentRequest::Recv {
+                    wait_seconds: f.wait_seconds,
+                    max: f.max,
+                    lease_seconds: f.lease_seconds,
+                }
+            }
+            "ack_turn" => {
+                let f = AckTurnFields::deserialize(rest)?;
+                AgentRequest::AckTurn {
+                    ids: f.ids,
+                    lease: f.lease,
+                }
+            }
+            _ => return Err(de::Error::custom("not a hot verb")),
+        }))
+    }
+}
+
+/// A second `cmd` member: refused here, so the general decoding reports
+/// it.
+struct NoSecondCmd;
+
+impl<'de> Deserialize<'de> for NoSecondCmd {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer)?;
+        Err(de::Error::custom("a second `cmd`"))
+    }
+}
+
+#[derive(Deserialize)]
+struct SendFields {
+    to: Recipient,
+    body: String,
+    #[serde(default)]
+    in_reply_to: Option<i64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    cmd: Option<NoSecondCmd>,
+}
+
+#[derive(Deserialize)]
+struct SendBatchFields {
+    messages: Vec<OutgoingMessage>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    cmd: Option<NoSecondCmd>,
+}
+
+#[derive(Deserialize)]
+struct RecvFields {
+    #[serde(default)]
+    wait_seconds: Option<u64>,
+    #[serde(default)]
+    max: Option<u32>,
+    #[serde(default)]
+    lease_seconds: Option<u64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    cmd: Option<NoSecondCmd>,
+}
+
+#[derive(Deserialize)]
+struct AckTurnFields {
+    #[serde(default)]
+    ids: Option<Vec<i64>>,
+    #[serde(default)]
+    lease: Option<i64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    cmd: Option<NoSecondCmd>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line decodes here exactly as the general way does, or is left
+    /// to it.
+    #[test]
+    fn hot_lines_decode_as_the_general_way_does() {
+        let hot = [
+            r#"{"cmd":"send","to":"bob","body":"hi"}"#,
+            r#"{"cmd":"send","to":"*","body":"all","in_reply_to":7}"#,
+            r#"{"cmd":"send","to":"operator","body":"x","unknown":[1,{"a":2}]}"#,
+            r#"{"cmd":"send","body":"before to","to":"bob"}"#,
+            r#"{"cmd":"send_batch","messages":[{"to":"bob","body":"a"},{"to":"*","body":"b\n\"q\"","in_reply_to":3}]}"#,
+            r#"{"cmd":"recv"}"#,
+            r#"{"cmd":"recv","max":32,"wait_seconds":5,"lease_seconds":60}"#,
+            r#"{"cmd":"ack_turn"}"#,
+            r#"{"cmd":"ack_turn","lease":12}"#,
+            r#"{"cmd":"ack_turn","ids":[1,2,3]}"#,
+            r#" { "cmd" : "recv" , "max" : 2 } "#,
+        ];
+        for line in hot {
+            let general: AgentRequest = serde_json::from_str(line).unwrap();
+            assert_eq!(decode(line), Some(general), "{line}");
+        }
+        let general_only = [
+            // Not first, another verb, an escaped key.
+            r#"{"to":"bob","cmd":"send","body":"hi"}"#,
+            r#"{"cmd":"status"}"#,
+            r#"{"\u0063md":"recv"}"#,
+            // Errors the general way names.
+            r#"{"cmd":"send","to":"bob"}"#,
+            r#"{"cmd":"send","to":"Bad Name","body":"x"}"#,
+            r#"{"cmd":"recv","max":-1}"#,
+            r#"{"cmd":"send_batch","messages":{}}"#,
+            r#"{"cmd":"recv","cmd":"send"}"#,
+            r#"{"cmd":"send","to":"bob","body":"a","body":"b"}"#,
+            r#"{"cmd":"recv"} trailing"#,
+            r#"{"cmd":"fly"}"#,
+            r#"[]"#,
+        ];
+        for line in general_only {
+            assert_eq!(decode(line), None, "{line}");
+        }
+    }
+}
