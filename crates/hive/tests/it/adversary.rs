@@ -130,6 +130,23 @@ fn syscalls_left_open(runtime: &str) -> Vec<&'static str> {
     }
 }
 
+/// Whether the runtime leaves `no_new_privs` unset here: swarm on an
+/// Engine whose API cannot set it on a task (before 1.44, Engine 25). The
+/// agent has no capability to gain even so (`capabilities` holds).
+fn new_privs_left_open(runtime: &str) -> bool {
+    if runtime != "swarm" {
+        return false;
+    }
+    let api = crate::hives::docker(&["version", "--format", "{{.Server.APIVersion}}"]);
+    let (major, minor) = api.trim().split_once('.').unwrap();
+    let api: (u32, u32) = (major.parse().unwrap(), minor.parse().unwrap());
+    let open = api < (1, 44);
+    if open {
+        eprintln!("docker API {api:?}: a swarm task gets no no_new_privs");
+    }
+    open
+}
+
 /// The engine stand-in: each probe writes `name=yes` when the breach
 /// worked, `name=no` when it did not.
 fn script(
@@ -199,6 +216,9 @@ probe syscall_bpf 'python3 /shared/syscalls.py bpf'
 probe syscall_userfaultfd 'python3 /shared/syscalls.py userfaultfd'
 probe syscall_unshare_user 'python3 /shared/syscalls.py unshare'
 probe syscall_io_uring 'python3 /shared/syscalls.py io_uring_setup'
+probe capabilities 'grep -Eq "^Cap(Bnd|Eff|Prm):[[:space:]]*0*[1-9a-f]" /proc/self/status'
+probe new_privs 'grep -Eq "^NoNewPrivs:[[:space:]]*0" /proc/self/status'
+probe new_privs_known 'grep -Eq "^NoNewPrivs:[[:space:]]*[01]$" /proc/self/status'
 cat /proc/self/cgroup > "$out.cgroup" 2>/dev/null
 # Links for core to follow: the old marker paths, pointing at host paths.
 ln -sfn {target}/file /state/.hive-paused 2>/dev/null
@@ -417,8 +437,15 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         "syscall_userfaultfd",
         "syscall_unshare_user",
         "syscall_io_uring",
+        // No capability in any set, bounding included: nothing a setuid
+        // binary of the bound `/usr` could make effective.
+        "capabilities",
+        "new_privs",
     ];
-    let open = syscalls_left_open(runtime);
+    let mut open = syscalls_left_open(runtime);
+    if new_privs_left_open(runtime) {
+        open.push("new_privs");
+    }
     expect_no.retain(|probe| !open.contains(probe));
     if link.is_some() {
         // The link dir is the harness's own (the agent's uid): the agent
@@ -450,6 +477,7 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         "control_read",
         "codex_bin",
         "syscall_control",
+        "new_privs_known",
     ];
     if link.is_some() {
         // What it dials answers (core's handshake, refused without a
@@ -462,6 +490,30 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
             Some("yes"),
             "{probe}: {found:?}"
         );
+    }
+    if runtime == "swarm" && link.is_some() {
+        // The relay the agent dials (a plain container): no capability,
+        // `no_new_privs`, its init and the relay itself.
+        let relay = format!("h-link-relay-{hive_id}");
+        let pid = crate::hives::docker(&["inspect", "-f", "{{.State.Pid}}", &relay]);
+        let pid = pid.trim();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let pids: Vec<&str> = std::iter::once(pid)
+            .chain(children.split_whitespace())
+            .collect();
+        assert!(pids.len() > 1, "the relay under its init: {pids:?}");
+        for pid in pids {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            for (field, value) in [
+                ("CapBnd:", "0000000000000000"),
+                ("CapEff:", "0000000000000000"),
+                ("NoNewPrivs:", "1"),
+            ] {
+                let line = status.lines().find_map(|l| l.strip_prefix(field));
+                assert_eq!(line.map(str::trim), Some(value), "{relay}: {status}");
+            }
+        }
     }
     assert!(other.requests().is_empty(), "{:?}", other.requests());
     assert!(
