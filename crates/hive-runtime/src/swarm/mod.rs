@@ -29,10 +29,13 @@
 //! every Engine with API 1.41 takes), so a setuid-root binary of the
 //! bound `/usr` gains none. `no_new_privs` (docker's `no-new-privileges`)
 //! only where the Engine's API takes it on a service (1.44, Engine 25,
-//! `service::NO_NEW_PRIVILEGES_API`): below, such a binary still runs
-//! as uid 0 (with no capability), and `connect` warns so
-//! ([`SwarmRuntime::no_new_privs`] says which). The link relay is a plain
-//! container with both on any Engine (`link.rs`).
+//! `service::NO_NEW_PRIVILEGES_API`). Below, `connect` warns so
+//! ([`SwarmRuntime::no_new_privs`] says which) and the Engine leaves it
+//! unset: core's harness (`hive agent serve`, the task's program) sets it
+//! on itself before it starts the engine, so every process of the agent
+//! has it, but under another program (a test's) such a binary still runs
+//! as uid 0 (with no capability). The link relay is a plain container
+//! with both on any Engine (`link.rs`).
 //!
 //! **The network.** A swarm service cannot use the `none` network, and
 //! without one it would join the default bridge (a way out). Each agent
@@ -206,8 +209,8 @@ impl SwarmRuntime {
             tracing::warn!(
                 "swarm: this docker engine speaks API {}.{}, which cannot set no_new_privs on a \
                  task (no Privileges.NoNewPrivileges before API {major}.{minor}, Engine 25): \
-                 agents on swarm have no capability, but a setuid binary they run still \
-                 changes their uid",
+                 agents on swarm have no capability, and no_new_privs only from their \
+                 harness, which sets it on itself before it starts the engine",
                 api.major_version,
                 api.minor_version
             );

@@ -130,23 +130,6 @@ fn syscalls_left_open(runtime: &str) -> Vec<&'static str> {
     }
 }
 
-/// Whether the runtime leaves `no_new_privs` unset here: swarm on an
-/// Engine whose API cannot set it on a task (before 1.44, Engine 25). The
-/// agent has no capability to gain even so (`capabilities` holds).
-fn new_privs_left_open(runtime: &str) -> bool {
-    if runtime != "swarm" {
-        return false;
-    }
-    let api = crate::hives::docker(&["version", "--format", "{{.Server.APIVersion}}"]);
-    let (major, minor) = api.trim().split_once('.').unwrap();
-    let api: (u32, u32) = (major.parse().unwrap(), minor.parse().unwrap());
-    let open = api < (1, 44);
-    if open {
-        eprintln!("docker API {api:?}: a swarm task gets no no_new_privs");
-    }
-    open
-}
-
 /// The engine stand-in: each probe writes `name=yes` when the breach
 /// worked, `name=no` when it did not.
 fn script(
@@ -219,6 +202,8 @@ probe syscall_io_uring 'python3 /shared/syscalls.py io_uring_setup'
 probe capabilities 'grep -Eq "^Cap(Bnd|Eff|Prm):[[:space:]]*0*[1-9a-f]" /proc/self/status'
 probe new_privs 'grep -Eq "^NoNewPrivs:[[:space:]]*0" /proc/self/status'
 probe new_privs_known 'grep -Eq "^NoNewPrivs:[[:space:]]*[01]$" /proc/self/status'
+probe setuid_ran '/shared/suid-cat /proc/self/status | grep -q "^Uid:"'
+probe setuid_root '/shared/suid-cat /proc/self/status | grep -Eq "^Uid:[[:space:]]+[0-9]+[[:space:]]+0[[:space:]]"'
 cat /proc/self/cgroup > "$out.cgroup" 2>/dev/null
 # Links for core to follow: the old marker paths, pointing at host paths.
 ln -sfn {target}/file /state/.hive-paused 2>/dev/null
@@ -379,6 +364,14 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         hive.state_dir().join("shared")
     };
     std::fs::write(shared.join("syscalls.py"), SYSCALLS_PY).unwrap();
+    // A setuid-root binary in its reach (the test runs as root).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let suid = shared.join("suid-cat");
+        std::fs::copy("/usr/bin/cat", &suid).unwrap();
+        std::os::unix::fs::chown(&suid, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    }
     let engine = shared.join("engine.sh");
     std::fs::write(
         &engine,
@@ -437,15 +430,15 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         "syscall_userfaultfd",
         "syscall_unshare_user",
         "syscall_io_uring",
-        // No capability in any set, bounding included: nothing a setuid
-        // binary of the bound `/usr` could make effective.
+        // No capability in any set, bounding included, and
+        // `no_new_privs`: a setuid binary of the bound `/usr` makes it
+        // neither root nor capable. On swarm below API 1.44, where the
+        // Engine cannot set it, the harness's own does.
         "capabilities",
         "new_privs",
+        "setuid_root",
     ];
-    let mut open = syscalls_left_open(runtime);
-    if new_privs_left_open(runtime) {
-        open.push("new_privs");
-    }
+    let open = syscalls_left_open(runtime);
     expect_no.retain(|probe| !open.contains(probe));
     if link.is_some() {
         // The link dir is the harness's own (the agent's uid): the agent
@@ -478,6 +471,7 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         "codex_bin",
         "syscall_control",
         "new_privs_known",
+        "setuid_ran",
     ];
     if link.is_some() {
         // What it dials answers (core's handshake, refused without a
