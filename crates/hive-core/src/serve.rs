@@ -288,7 +288,9 @@ fn reconcile_agents(coord: &Coordinator) -> anyhow::Result<Vec<AgentName>> {
     Ok(names)
 }
 
-/// Mirrors the broker's sent/delivered broadcast onto the dashboard bus.
+/// Mirrors the broker's sent/delivered broadcast onto the dashboard bus
+/// (the broker publishes it only while a dashboard stream is open: the
+/// snapshot a browser reads when its stream opens holds the rest).
 async fn forward_broker_events(coord: Arc<Coordinator>) {
     let mut rx = coord.store.subscribe();
     loop {

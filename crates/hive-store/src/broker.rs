@@ -124,7 +124,7 @@ pub(crate) fn insert_to(
     check_body(&message.body)?;
     check_reply(tx, message)?;
     let rows: Vec<(&str, &Checked)> = targets.iter().map(|to| (to.as_str(), message)).collect();
-    insert_rows(tx, from, &rows, now)
+    insert_rows(tx, from, &rows, (now, true))
 }
 
 /// Refuses `message` if it answers a message id never issued.
@@ -154,14 +154,16 @@ const INSERT_COLUMNS: usize = 6;
 /// (recipients checked by [`targets`], replies by [`check_reply`], bodies
 /// by [`check_body`]), in order; the caller commits and then
 /// [`Store::announce`]s. A few multi-row statements rather than one per
-/// row: each statement's setup is paid once for many rows. An error here
+/// row: each statement's setup is paid once for many rows. The returned
+/// rows carry their bodies only with `bodies` (someone watches the flow,
+/// [`Store::publishing`]): announcing needs only ids and recipients. An error here
 /// is the database's, and may leave some of `rows` written: the caller
 /// rolls its transaction back.
 pub(crate) fn insert_rows(
     conn: &Connection,
     from: &str,
     rows: &[(&str, &Checked)],
-    now: i64,
+    (now, bodies): (i64, bool),
 ) -> Result<Vec<MessageRow>> {
     // The ids sqlite itself would pick (one above the largest; vacuum
     // keeps the newest row), named here so each row's is known.
@@ -191,7 +193,11 @@ pub(crate) fn insert_rows(
                 id,
                 from: from.to_owned(),
                 to: (*to).to_owned(),
-                body: message.body.clone(),
+                body: if bodies {
+                    message.body.clone()
+                } else {
+                    String::new()
+                },
                 at: now,
                 in_reply_to: message.in_reply_to,
             });
@@ -509,7 +515,7 @@ impl Store {
         if let Some(until) = until {
             self.lease_scheduled(until);
         }
-        if self.inner.events.receiver_count() > 0 {
+        if self.publishing() {
             for m in &popped.messages {
                 let _ = self.inner.events.send(MessageEvent::Delivered(row_of(m)));
             }
@@ -814,19 +820,12 @@ impl Store {
     }
 
     /// How many messages wait in `recipient`'s inbox (unacked and not in
-    /// flight), as of the last commit: those above its cursor, counted on
-    /// the read-only connection's index of the recipient's rows (so it
-    /// never waits for a commit running meanwhile), and those put back.
+    /// flight), as of the last announced commit: those above its cursor
+    /// and those put back, both counted in memory ([`crate::flight`]), so
+    /// an answer's count reads nothing (and never waits for a commit).
     pub fn unread(&self, recipient: &str) -> Result<u64> {
         let mut flight = self.flight();
-        let inbox = self.inbox(&mut flight, recipient)?;
-        let above: i64 = self
-            .reader()
-            .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND id > ?2")?
-            .query_row((recipient, inbox.cursor), |r| r.get(0))?;
-        Ok(u64::try_from(above)
-            .unwrap_or(0)
-            .saturating_add(count(inbox.returned.len())))
+        Ok(count(self.inbox(&mut flight, recipient)?.unread()))
     }
 
     /// `recipient`'s inbox in [`Flight`], read from the file the first
@@ -852,6 +851,7 @@ impl Store {
                     cursor,
                     returned,
                     out: Default::default(),
+                    above: Default::default(),
                 },
             );
         }
@@ -937,7 +937,7 @@ impl Store {
         // Read again when next needed: every row of it is acked now.
         flight.forget(recipient);
         drop(flight);
-        if self.inner.events.receiver_count() > 0 {
+        if self.publishing() {
             delivered.sort_unstable_by_key(|m| m.id);
             for m in &delivered {
                 let _ = self.inner.events.send(MessageEvent::Delivered(row_of(m)));
@@ -962,13 +962,37 @@ impl Store {
         Ok(count(n))
     }
 
-    /// A receiver of every later [`MessageEvent`].
+    /// A receiver of every later [`MessageEvent`], published while a
+    /// [`Store::watch_flow`] guard lives.
     pub fn subscribe(&self) -> broadcast::Receiver<MessageEvent> {
         self.inner.events.subscribe()
     }
 
-    /// After a commit: wakes each row's recipient and publishes it as sent.
+    /// Publishes the message flow to [`Store::subscribe`]rs until the
+    /// guard drops (a dashboard stream is open). With nobody watching, a
+    /// message costs no event: no copy of its row, no broadcast.
+    pub fn watch_flow(&self) -> crate::FlowWatch {
+        self.inner.flow_watchers.fetch_add(1, Ordering::Relaxed);
+        crate::FlowWatch(Arc::clone(&self.inner.flow_watchers))
+    }
+
+    /// Whether the flow is published now: watched, and subscribed to.
+    pub(crate) fn publishing(&self) -> bool {
+        self.inner.flow_watchers.load(Ordering::Relaxed) > 0
+            && self.inner.events.receiver_count() > 0
+    }
+
+    /// After a commit: counts each row as waiting in its inbox, wakes its
+    /// recipient and publishes it as sent. Every path that stores a
+    /// message calls this once its transaction committed, with every row
+    /// it stored (the unread count is kept from it).
     pub(crate) fn announce(&self, rows: Vec<MessageRow>) {
+        {
+            let mut flight = self.flight();
+            for row in &rows {
+                flight.arrived(&row.to, row.id);
+            }
+        }
         // A batch mostly repeats one recipient: wake it once.
         let mut woken: Option<&str> = None;
         for row in &rows {
@@ -977,7 +1001,7 @@ impl Store {
                 woken = Some(&row.to);
             }
         }
-        if self.inner.events.receiver_count() > 0 {
+        if self.publishing() {
             for row in rows {
                 let _ = self.inner.events.send(MessageEvent::Sent(row));
             }

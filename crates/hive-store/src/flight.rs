@@ -18,8 +18,16 @@
 //! unread count is `returned` plus the rows above `cursor`. An inbox is
 //! read from the file when first needed (`Store::inbox`): its unacked rows
 //! all put back, its cursor the last id issued.
+//!
+//! The rows above `cursor` are counted here too, not in the file: every
+//! send announces its rows once committed ([`Flight::arrived`]), and a
+//! row is kept in `above` while its id is above `cursor`. A pop that reads
+//! a committed row before its send announced it moves `cursor` past it,
+//! so the late announcement is ignored; an inbox read from the file after
+//! a commit has the row at or below its cursor. Either way each row above
+//! `cursor` is counted once, and none below.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One row in flight.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +61,16 @@ pub(crate) struct Inbox {
     pub(crate) returned: BTreeMap<i64, bool>,
     /// Rows in flight.
     pub(crate) out: BTreeMap<i64, Out>,
+    /// Rows above `cursor` announced since the inbox was read: those
+    /// waiting that were never handed out.
+    pub(crate) above: BTreeSet<i64>,
+}
+
+impl Inbox {
+    /// How many rows wait: never handed out, or put back.
+    pub(crate) fn unread(&self) -> usize {
+        self.above.len() + self.returned.len()
+    }
 }
 
 /// How [`Flight::put_back`] flags the rows it returns to their inbox.
@@ -91,7 +109,20 @@ impl Flight {
                 },
             );
         }
+        // What the cursor passed was handed out now.
+        inbox.above = inbox.above.split_off(&inbox.cursor.saturating_add(1));
         self.leases.insert(lease_id, lease);
+    }
+
+    /// A committed row `id` of `recipient` was announced: it waits above
+    /// the cursor unless a pop already read it (or the inbox was read from
+    /// the file since, or is not read yet).
+    pub(crate) fn arrived(&mut self, recipient: &str, id: i64) {
+        if let Some(inbox) = self.inboxes.get_mut(recipient)
+            && id > inbox.cursor
+        {
+            inbox.above.insert(id);
+        }
     }
 
     /// Takes `ids` of `recipient` out of flight (acked, or about to be

@@ -31,7 +31,7 @@ mod writer;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -145,11 +145,14 @@ pub(crate) struct Inner {
     /// Wakes the lease expiry timer early.
     lease_changed: Arc<Notify>,
     conn: Mutex<Connection>,
-    /// A second connection, read-only, for the unread count every agent
-    /// answer carries: under WAL it reads the last commit without waiting
-    /// for `conn`, which a commit holds.
+    /// A second connection, read-only, for pops and reading an inbox:
+    /// under WAL it reads the last commit without waiting for `conn`,
+    /// which a commit holds.
     reader: Mutex<Connection>,
     events: broadcast::Sender<MessageEvent>,
+    /// Live [`FlowWatch`] guards: while there is one, every message sent
+    /// and delivered is published on `events`.
+    flow_watchers: Arc<AtomicUsize>,
     /// One `Notify` per recipient that has long-polled, woken on every
     /// commit that may have made a message deliverable to it.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
@@ -158,6 +161,17 @@ pub(crate) struct Inner {
     /// runtime: the others are destroyed, their state kept); see
     /// [`Store::set_broadcast_needs_container`].
     broadcast_needs_container: AtomicBool,
+}
+
+/// While this lives, the broker publishes every message sent and delivered
+/// to its subscribers ([`Store::watch_flow`]).
+#[derive(Debug)]
+pub struct FlowWatch(Arc<AtomicUsize>);
+
+impl Drop for FlowWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for Store {
@@ -212,6 +226,7 @@ impl Store {
                 conn: Mutex::new(conn),
                 reader: Mutex::new(reader),
                 events,
+                flow_watchers: Arc::default(),
                 waiters: Mutex::new(HashMap::new()),
                 schedule: Arc::new(Notify::new()),
                 broadcast_needs_container: AtomicBool::new(false),

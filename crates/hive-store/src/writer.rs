@@ -129,6 +129,7 @@ impl Store {
     fn commit_jobs(&self, jobs: Vec<Job>) {
         let now = now_unix();
         let needs_container = self.broadcast_needs_container();
+        let bodies = self.publishing();
         let mut results: Vec<Result<Vec<MessageRow>>> = Vec::with_capacity(jobs.len());
         let committed = {
             let conn = self.conn();
@@ -136,7 +137,9 @@ impl Store {
                 let tx = WriteTx::begin(&conn)?;
                 for job in &jobs {
                     let stored = match Planned::check(&tx, job, needs_container) {
-                        Ok(planned) => Ok(insert_rows(&tx, &job.from, &planned.rows(), now)?),
+                        Ok(planned) => {
+                            Ok(insert_rows(&tx, &job.from, &planned.rows(), (now, bodies))?)
+                        }
                         Err(refused) => Err(refused),
                     };
                     results.push(stored);

@@ -63,6 +63,8 @@ impl Fanout {
                     () = coord.shutting_down() => return,
                 };
                 let frame = match event {
+                    // No client: nothing to serialize for.
+                    Ok(_) if tx.receiver_count() == 0 => continue,
                     Ok(event) => match serialize(&event) {
                         Some(json) => Frame::Event(json),
                         None => continue,
@@ -106,13 +108,18 @@ pub(super) async fn stream(
     State(app): State<App>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let hello = Event::default().retry(RETRY).comment("hyperhive dashboard");
+    // The broker publishes its message flow while this stream lives.
+    let watching = app.coord.store.watch_flow();
     let frames = BroadcastStream::new(app.fanout.subscribe())
         // A lagged client, or lost frames upstream: end the stream.
         .map_while(|frame| match frame {
             Ok(Frame::Event(json)) => Some(Event::default().data(&*json)),
             Ok(Frame::Lost) | Err(_) => None,
         })
-        .map(Ok);
+        .map(move |event| {
+            let _watching = &watching;
+            Ok(event)
+        });
     let events = tokio_stream::once(Ok(hello)).chain(frames);
     Sse::new(events).keep_alive(KeepAlive::default())
 }

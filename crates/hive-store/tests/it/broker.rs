@@ -544,10 +544,29 @@ fn recent_is_newest_first_and_non_mutating() {
     assert_eq!(store.unread("bob").unwrap(), 3);
 }
 
-#[test]
-fn events_follow_sends_and_deliveries() {
+/// The flow is published while someone watches it, batched sends with
+/// their bodies; with nobody watching, a subscriber hears nothing.
+#[tokio::test]
+async fn events_follow_sends_and_deliveries_while_watched() {
     let (_dir, store) = store_with(&["alice", "bob"]);
     let mut events = store.subscribe();
+    store.send("alice", &to("bob"), "unwatched", None).unwrap();
+    store.recv_batch("bob", 1).unwrap();
+    assert!(events.try_recv().is_err(), "published with nobody watching");
+    let watch = store.watch_flow();
+    let batch = [hive_proto::OutgoingMessage {
+        to: to("bob"),
+        body: "batched".into(),
+        in_reply_to: None,
+    }];
+    let batched = store.send_batch("alice", &batch).await.unwrap()[0];
+    assert!(
+        matches!(events.try_recv().unwrap(), MessageEvent::Sent(r) if r.id == batched && r.body == "batched")
+    );
+    store.recv_batch("bob", 1).unwrap();
+    assert!(
+        matches!(events.try_recv().unwrap(), MessageEvent::Delivered(r) if r.id == batched && r.body == "batched")
+    );
     let id = store.send("alice", &to("bob"), "hi", None).unwrap()[0];
     store.recv_batch("bob", 1).unwrap();
     let sent = events.try_recv().unwrap();
@@ -565,6 +584,14 @@ fn events_follow_sends_and_deliveries() {
     );
     assert!(matches!(events.try_recv().unwrap(), MessageEvent::Delivered(r) if r.id == id));
     assert!(events.try_recv().is_err());
+    drop(watch);
+    store
+        .send("alice", &to("bob"), "unwatched again", None)
+        .unwrap();
+    assert!(
+        events.try_recv().is_err(),
+        "published after the watch ended"
+    );
 }
 
 #[test]
@@ -850,4 +877,127 @@ fn an_inbox_read_after_a_restart_skips_rows_acked_among_its_own() {
     assert_eq!(store.unread("bob").unwrap(), 1);
     assert_eq!(bodies(&store.recv_batch("bob", 32).unwrap()), ["7"]);
     assert_eq!(store.unread("alice").unwrap(), 5);
+}
+
+/// The unread count is kept in memory: after any mix of sends (single,
+/// batched, broadcast, helper events, answered questions), pops with and
+/// without leases, acks, put-backs, expiries, requeues and mark-all-read —
+/// and sends racing pops from other threads — each inbox's count is what
+/// the file says: its unacked rows less those in flight.
+#[test]
+fn the_unread_count_agrees_with_the_file_after_any_mix_of_steps() {
+    let names = ["alice", "bob", "carol"];
+    let (dir, store) = store_with(&names);
+    let conn = raw(&dir);
+    let agree = |step: &str| {
+        for name in names {
+            let unacked: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered_at IS NULL",
+                    [name],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let waiting = u64::try_from(unacked).unwrap() - store.inflight(name).unwrap();
+            assert_eq!(store.unread(name).unwrap(), waiting, "{name} after {step}");
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A small deterministic generator (xorshift), so a failure repeats.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let lease_for = Some(Duration::from_secs(60));
+    let mut leases: Vec<(&str, i64)> = Vec::new();
+    for i in 0..600 {
+        let who = names[usize::try_from(next(3)).unwrap()];
+        let other = names[usize::try_from(next(3)).unwrap()];
+        let step = next(12);
+        match step {
+            0 | 1 => {
+                store.send(who, &to(other), &format!("m{i}"), None).unwrap();
+            }
+            2 => {
+                let batch: Vec<hive_proto::OutgoingMessage> = (0..next(5) + 1)
+                    .map(|k| hive_proto::OutgoingMessage {
+                        to: to(names[usize::try_from(next(3)).unwrap()]),
+                        body: format!("b{i}.{k}"),
+                        in_reply_to: None,
+                    })
+                    .collect();
+                rt.block_on(store.send_batch(who, &batch)).unwrap();
+            }
+            3 => {
+                store.send(who, &to("*"), &format!("all{i}"), None).unwrap();
+            }
+            4 => {
+                let event = HelperEvent::Killed {
+                    agent: format!("n{i}"),
+                };
+                store.push_helper_event(other, &event).unwrap();
+            }
+            5 | 6 => {
+                let max = u32::try_from(next(4) + 1).unwrap();
+                let popped = store.pop(who, max, lease_for).unwrap();
+                if let Some(lease) = popped.lease {
+                    leases.push((who, lease));
+                }
+            }
+            7 => {
+                store.recv_batch(who, 2).unwrap();
+            }
+            8 => {
+                if let Some((name, lease)) = leases.pop() {
+                    store.ack(name, &[], Some(lease)).unwrap();
+                }
+            }
+            9 => match next(4) {
+                0 => {
+                    store.ack_turn(who).unwrap();
+                }
+                1 => {
+                    if let Some((_, lease)) = leases.pop() {
+                        store.release_lease(lease).unwrap();
+                    }
+                }
+                2 => {
+                    store.requeue_inflight(who).unwrap();
+                }
+                _ => {
+                    store.expire_leases(i64::MAX).unwrap();
+                }
+            },
+            10 => {
+                // Sends from other threads while this one pops: a pop may
+                // read a committed row before its send announced it.
+                std::thread::scope(|s| {
+                    for (t, from) in names.iter().take(2).enumerate() {
+                        let store = &store;
+                        s.spawn(move || {
+                            for k in 0..5 {
+                                store
+                                    .send(from, &to(other), &format!("r{i}.{t}.{k}"), None)
+                                    .unwrap();
+                            }
+                        });
+                    }
+                    for _ in 0..5 {
+                        store.pop(other, 1, None).unwrap();
+                    }
+                });
+            }
+            _ => {
+                if next(4) == 0 {
+                    store.mark_all_read(who).unwrap();
+                } else {
+                    store.undeliver(who, &[]).unwrap();
+                }
+            }
+        }
+        agree(&format!("step {i} ({step})"));
+    }
 }
