@@ -422,7 +422,7 @@ pub struct Breach {
     /// A host file (in a world-writable dir) it must not create.
     pub marker: PathBuf,
     /// A root-owned dir bound read-write at `/rootdir`, holding
-    /// `suid-cat`: `cat`, setuid root.
+    /// `suid-cat`: `cat`, setuid root, run by the agent's group alone.
     pub rootdir: PathBuf,
 }
 
@@ -450,11 +450,12 @@ pub fn breach(layout: &Layout, name: &str, uid: u32) -> Breach {
     let marker = outside.join(format!("from-{name}"));
     let rootdir = layout.root().join("rootdir");
     std::fs::create_dir_all(&rootdir).unwrap();
-    // The test runs as root: the copy is root's.
+    // The test runs as root: the copy is root's, and only the agents'
+    // group runs it (no other host user, while the test lasts).
     let suid = rootdir.join("suid-cat");
     std::fs::copy("/usr/bin/cat", &suid).unwrap();
-    chown(&suid, Some(0), Some(0)).unwrap();
-    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    chown(&suid, Some(0), Some(gid)).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4750)).unwrap();
     spec.binds.push(hive_runtime::Bind {
         host: rootdir.clone(),
         container: PathBuf::from("/rootdir"),

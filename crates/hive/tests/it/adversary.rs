@@ -364,13 +364,15 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         hive.state_dir().join("shared")
     };
     std::fs::write(shared.join("syscalls.py"), SYSCALLS_PY).unwrap();
-    // A setuid-root binary in its reach (the test runs as root).
+    // A setuid-root binary in its reach (the test runs as root), run by
+    // the agents' group alone (no other host user, while the test lasts).
     {
         use std::os::unix::fs::PermissionsExt;
         let suid = shared.join("suid-cat");
         std::fs::copy("/usr/bin/cat", &suid).unwrap();
-        std::os::unix::fs::chown(&suid, Some(0), Some(0)).unwrap();
-        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let agents = hive_core::sandbox_files::AGENT_GID;
+        std::os::unix::fs::chown(&suid, Some(0), Some(agents)).unwrap();
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4750)).unwrap();
     }
     let engine = shared.join("engine.sh");
     std::fs::write(
