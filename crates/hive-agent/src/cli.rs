@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// The agent's name (asked of the socket with `whoami` if absent).
     #[arg(long, env = "HIVE_AGENT")]
     pub agent: Option<String>,
+    /// The backend that runs this harness (core sets it). In any sandbox
+    /// (not `process`) the harness sets `no_new_privs` on itself first.
+    #[arg(long, env = "HIVE_RUNTIME")]
+    pub runtime: Option<String>,
     /// Persistent state: the engine's cwd and HOME, histories, markers.
     #[arg(long, env = "HIVE_STATE_DIR")]
     pub state_dir: PathBuf,
@@ -146,6 +150,15 @@ pub fn run(command: AgentCommand, socket: Option<PathBuf>) -> anyhow::Result<()>
         .with_writer(std::io::stderr)
         .with_ansi(log_in_colour())
         .try_init();
+    if let AgentCommand::Serve(args) = &command
+        && args.runtime.as_deref().is_some_and(|r| r != "process")
+    {
+        // A thread's own, inherited by the threads and processes it
+        // makes: set before the first. The engine and all it starts have
+        // it, so no setuid binary makes the agent another uid, on a
+        // backend that could not set it (swarm below API 1.44).
+        nix::sys::prctl::set_no_new_privs().context("set no_new_privs")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -281,6 +281,8 @@ impl SwarmRuntime {
                 network_mode: Some(network),
                 readonly_rootfs: Some(true),
                 init: Some(true),
+                // It needs none: it binds the link's port (from Engine
+                // 20.10 any port binds without one) and pipes bytes.
                 cap_drop: Some(vec!["ALL".to_owned()]),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 restart_policy: Some(RestartPolicy {

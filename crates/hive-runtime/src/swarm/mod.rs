@@ -25,6 +25,18 @@
 //! manager (the config repos) and the unix transport (core's sockets)
 //! bind core's files: their services are pinned to core's node.
 //!
+//! **Privileges.** A task has no capability (`CapabilityDrop ALL`, which
+//! every Engine with API 1.41 takes), so a setuid-root binary of the
+//! bound `/usr` gains none. `no_new_privs` (docker's `no-new-privileges`)
+//! only where the Engine's API takes it on a service (1.44, Engine 25,
+//! `service::NO_NEW_PRIVILEGES_API`). Below, `connect` warns so
+//! ([`SwarmRuntime::no_new_privs`] says which) and the Engine leaves it
+//! unset: core's harness (`hive agent serve`, the task's program) sets it
+//! on itself before it starts the engine, so every process of the agent
+//! has it, but under another program (a test's) such a binary still runs
+//! as uid 0 (with no capability). The link relay is a plain container
+//! with both on any Engine (`link.rs`).
+//!
 //! **The network.** A swarm service cannot use the `none` network, and
 //! without one it would join the default bridge (a way out). Each agent
 //! gets its own `--internal` overlay network `h-<agent>-<hive>`: an
@@ -104,6 +116,9 @@ pub struct SwarmRuntime {
     /// flags (`/tmp` exec); below [`service::TMPFS_OPTIONS_API`] they are
     /// `noexec`.
     tmpfs_flags: bool,
+    /// Whether the Engine's API sets `no_new_privs` on a task; below
+    /// [`service::NO_NEW_PRIVILEGES_API`] it cannot.
+    no_new_privs: bool,
 }
 
 /// Whether the local engine is a manager of an active swarm; the reason if
@@ -188,6 +203,18 @@ impl SwarmRuntime {
                 api.minor_version
             );
         }
+        let no_new_privs = (api.major_version, api.minor_version) >= service::NO_NEW_PRIVILEGES_API;
+        if !no_new_privs {
+            let (major, minor) = service::NO_NEW_PRIVILEGES_API;
+            tracing::warn!(
+                "swarm: this docker engine speaks API {}.{}, which cannot set no_new_privs on a \
+                 task (no Privileges.NoNewPrivileges before API {major}.{minor}, Engine 25): \
+                 agents on swarm have no capability, and no_new_privs only from their \
+                 harness, which sets it on itself before it starts the engine",
+                api.major_version,
+                api.minor_version
+            );
+        }
         Ok(Self {
             docker,
             hive,
@@ -197,6 +224,7 @@ impl SwarmRuntime {
             build: tokio::sync::Mutex::new(()),
             relay: tokio::sync::Mutex::new(()),
             tmpfs_flags,
+            no_new_privs,
         })
     }
 
@@ -205,6 +233,13 @@ impl SwarmRuntime {
     /// Engine 27, on); `false`: they are `noexec`.
     pub fn tmp_exec(&self) -> bool {
         self.tmpfs_flags
+    }
+
+    /// Whether a task runs with `no_new_privs` as docker's containers do:
+    /// the Engine's API takes it (API 1.44, Engine 25, on); `false`: it
+    /// has no capability, but a setuid binary still changes its uid.
+    pub fn no_new_privs(&self) -> bool {
+        self.no_new_privs
     }
 
     /// The swarm's name of `agent`'s service (and of its network).
@@ -578,6 +613,9 @@ impl Runtime for SwarmRuntime {
         );
         if self.tmpfs_flags {
             service::tmpfs_as_docker(&mut new);
+        }
+        if self.no_new_privs {
+            service::no_new_privileges(&mut new);
         }
         let defined = self.define(spec, new).await;
         // The older secrets and configs (or, had this failed, the new).

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType,
     NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecSecrets,
-    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecPrivileges,
+    TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 
 use crate::docker::TMPFS;
@@ -107,6 +107,10 @@ pub(super) fn spec(spec: &ContainerSpec, parts: Parts) -> ServiceSpec {
             None => format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid()),
         }),
         read_only: Some(true),
+        // No capability, as on docker: a setuid binary of the bound
+        // `/usr` gains none. `no_new_privs` only where the Engine's API
+        // takes it ([`no_new_privileges`]).
+        capability_drop: Some(vec!["ALL".to_owned()]),
         mounts: Some(mounts),
         secrets,
         configs: Some(configs),
@@ -182,6 +186,27 @@ fn constraints(spec: &ContainerSpec, core_node: Option<&str>) -> Vec<String> {
         all.push(format!("node.id=={node}"));
     }
     all
+}
+
+/// The Engine API version from which a service's task may be given
+/// `no_new_privs` (`Privileges.NoNewPrivileges`: Engine 25, API 1.44).
+/// Below it the Engine drops the field from the spec it is sent.
+pub(super) const NO_NEW_PRIVILEGES_API: (usize, usize) = (1, 44);
+
+/// Sets `no_new_privs` on the spec's task, as docker's
+/// `no-new-privileges`: a setuid binary it runs keeps the caller's uid.
+/// For an Engine whose API takes it ([`NO_NEW_PRIVILEGES_API`]).
+pub(super) fn no_new_privileges(spec: &mut ServiceSpec) {
+    let container = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut());
+    if let Some(container) = container {
+        container
+            .privileges
+            .get_or_insert_with(TaskSpecContainerSpecPrivileges::default)
+            .no_new_privileges = Some(true);
+    }
 }
 
 /// The Engine API version from which a tmpfs mount takes options
@@ -400,6 +425,24 @@ mod tests {
             .unwrap()
             .constraints
             .unwrap()
+    }
+
+    #[test]
+    fn the_task_has_no_capability_and_no_new_privs_where_the_api_allows() {
+        let mut spec = service(crate::Placement::default());
+        let container =
+            |spec: &ServiceSpec| spec.task_template.clone().unwrap().container_spec.unwrap();
+        let before = container(&spec);
+        assert_eq!(before.capability_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(before.capability_add, None);
+        assert_eq!(before.privileges, None, "nothing an old Engine drops");
+        no_new_privileges(&mut spec);
+        let after = container(&spec);
+        assert_eq!(
+            after.privileges.and_then(|p| p.no_new_privileges),
+            Some(true)
+        );
+        assert_eq!(after.capability_drop, Some(vec!["ALL".to_owned()]));
     }
 
     #[test]

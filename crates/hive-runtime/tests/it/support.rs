@@ -308,18 +308,35 @@ pub fn sleep_pid(report: &std::collections::HashMap<String, Vec<String>>) -> u32
 /// privilege: no capability in its bounding set and `no_new_privs` set, so
 /// no setuid binary it can reach makes it root.
 pub fn assert_unprivileged(pid: u32) {
+    assert_no_capabilities(pid);
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1", "pid {pid}");
+}
+
+/// Asserts, from the host, that the sandbox process `pid` has no
+/// capability and can gain none: its bounding set is empty, so even a
+/// setuid-root binary it runs has none.
+pub fn assert_no_capabilities(pid: u32) {
+    assert_eq!(
+        status_field(pid, "CapBnd:"),
+        "0000000000000000",
+        "pid {pid}"
+    );
+    assert_eq!(
+        status_field(pid, "CapEff:"),
+        "0000000000000000",
+        "pid {pid}"
+    );
+}
+
+/// A field of `/proc/<pid>/status`, trimmed.
+fn status_field(pid: u32, name: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-            .to_owned()
-    };
-    assert_eq!(field("CapBnd:"), "0000000000000000", "{status}");
-    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
-    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status: {status}"))
+        .to_owned()
 }
 
 /// Waits until nothing runs in the pid namespace a sandbox reported, and
@@ -362,6 +379,10 @@ sleep 1000 &
   touch /run/hive/page/page.sock && echo "wrote=/run/hive/page"
   [ -e /run/hive/egress.sock ] && echo "seen=/run/hive/egress.sock"
   echo "passwd=$(cut -d: -f1 /etc/passwd | tr '\n' ' ')"
+  # A setuid-root binary reachable in a bind: what it runs as, and with.
+  suid=$(/rootdir/suid-cat /proc/self/status 2>/dev/null)
+  echo "setuid_euid=$(echo "$suid" | grep '^Uid:' | cut -f3)"
+  echo "setuid_capeff=$(echo "$suid" | grep '^CapEff:' | cut -f2)"
   python3 - getpid keyctl bpf userfaultfd unshare io_uring_setup clone3 x32_getpid 2>/dev/null <<'PY'
 import ctypes, errno, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -400,7 +421,8 @@ pub struct Breach {
     pub listener: std::net::TcpListener,
     /// A host file (in a world-writable dir) it must not create.
     pub marker: PathBuf,
-    /// A root-owned dir bound read-write at `/rootdir`.
+    /// A root-owned dir bound read-write at `/rootdir`, holding
+    /// `suid-cat`: `cat`, setuid root, run by the agent's group alone.
     pub rootdir: PathBuf,
 }
 
@@ -428,6 +450,12 @@ pub fn breach(layout: &Layout, name: &str, uid: u32) -> Breach {
     let marker = outside.join(format!("from-{name}"));
     let rootdir = layout.root().join("rootdir");
     std::fs::create_dir_all(&rootdir).unwrap();
+    // The test runs as root: the copy is root's, and only the agents'
+    // group runs it (no other host user, while the test lasts).
+    let suid = rootdir.join("suid-cat");
+    std::fs::copy("/usr/bin/cat", &suid).unwrap();
+    chown(&suid, Some(0), Some(gid)).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4750)).unwrap();
     spec.binds.push(hive_runtime::Bind {
         host: rootdir.clone(),
         container: PathBuf::from("/rootdir"),
@@ -448,6 +476,10 @@ pub fn breach(layout: &Layout, name: &str, uid: u32) -> Breach {
     }
 }
 
+/// In what a backend leaves open: a setuid-root binary makes the agent's
+/// process uid 0 (with no capability): no `no_new_privs`.
+pub const SETUID_UID: &str = "setuid uid";
+
 /// The syscalls of the breach script Docker's default seccomp profile
 /// lets through on this engine: before 25.0 it allowed `io_uring_*`
 /// (moby 25 moved them out of the default allow-list).
@@ -463,8 +495,9 @@ pub async fn docker_leaves_open() -> Vec<&'static str> {
 }
 
 /// Asserts from the host that every breach failed, given the report of
-/// the breach script, but for the syscalls the backend is known to leave
-/// `open`. Returns the host pid of the script.
+/// the breach script, but for what the backend is known to leave `open`:
+/// syscalls by name, and [`SETUID_UID`]. Returns the host pid of the
+/// script.
 pub fn assert_breaches_failed(
     b: &Breach,
     report: &std::collections::HashMap<String, Vec<String>>,
@@ -476,6 +509,19 @@ pub fn assert_breaches_failed(
     assert_eq!(one(report, "uid"), user.uid.to_string(), "{report:?}");
     assert_eq!(one(report, "user"), "agent");
     assert_eq!(one(report, "passwd"), "root agent nobody ");
+    // A setuid-root binary gains no capability; nor, with `no_new_privs`,
+    // the owner's uid.
+    assert_eq!(
+        one(report, "setuid_capeff"),
+        "0000000000000000",
+        "{report:?}"
+    );
+    let euid = if open.contains(&SETUID_UID) {
+        "0".to_owned()
+    } else {
+        user.uid.to_string()
+    };
+    assert_eq!(one(report, "setuid_euid"), euid, "{report:?}");
     assert_eq!(one(report, "control"), "{}");
     assert_eq!(report["wrote"], ["/state", "/run/hive/page"]);
     assert_eq!(one(report, "seen"), "/run/hive/egress.sock");

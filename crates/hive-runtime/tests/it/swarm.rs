@@ -17,8 +17,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    Layout, all_gone, assert_breaches_failed, assert_isolated, breach, docker_leaves_open, engine,
-    next_change, one, read_report, sandbox_specs, sleep_pid, unique,
+    Layout, SETUID_UID, all_gone, assert_breaches_failed, assert_isolated, assert_no_capabilities,
+    assert_unprivileged, breach, docker_leaves_open, engine, next_change, one, read_report,
+    sandbox_specs, sleep_pid, unique,
 };
 
 /// A runtime on the local engine's swarm and the hold on that swarm, or
@@ -202,6 +203,28 @@ async fn swarm_lifecycle_exits_and_logs() {
     report.insert("pid".into(), vec!["2".into()]);
     assert_isolated(&report, &host, "swarm");
     let sleep = sleep_pid(&report);
+    // No capability, as on docker; `no_new_privs` where the Engine's API
+    // sets it (and said so at connect where it does not).
+    if rt.no_new_privs() {
+        assert_unprivileged(sleep);
+    } else {
+        assert_no_capabilities(sleep);
+    }
+    // What the Engine holds, after start rewrote the spec it read back.
+    let held = engine()
+        .await
+        .inspect_service(&rt.service_name(&name), None)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.task_template?.container_spec)
+        .unwrap();
+    assert_eq!(held.capability_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(held.capability_add, None);
+    assert_eq!(
+        held.privileges.and_then(|p| p.no_new_privileges) == Some(true),
+        rt.no_new_privs()
+    );
     let expected = format!("hello from {me}");
     let mut logs = Vec::new();
     for _ in 0..200 {
@@ -291,7 +314,11 @@ async fn a_hostile_agent_gets_nowhere() {
     assert!(next_change(&mut changes, &me).await.running);
     b.spec = on_node(&rt, &b.spec).await;
     let report = read_report(&b.spec).await;
-    assert_breaches_failed(&b, &report, &docker_leaves_open().await);
+    let mut open = docker_leaves_open().await;
+    if !rt.no_new_privs() {
+        open.push(SETUID_UID);
+    }
+    assert_breaches_failed(&b, &report, &open);
     // Its only network is its own internal one: no route out, no peer.
     let docker = engine().await;
     let network = format!("h-{me}-{}", test_hive());

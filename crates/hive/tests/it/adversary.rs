@@ -199,6 +199,11 @@ probe syscall_bpf 'python3 /shared/syscalls.py bpf'
 probe syscall_userfaultfd 'python3 /shared/syscalls.py userfaultfd'
 probe syscall_unshare_user 'python3 /shared/syscalls.py unshare'
 probe syscall_io_uring 'python3 /shared/syscalls.py io_uring_setup'
+probe capabilities 'grep -Eq "^Cap(Bnd|Eff|Prm):[[:space:]]*0*[1-9a-f]" /proc/self/status'
+probe new_privs 'grep -Eq "^NoNewPrivs:[[:space:]]*0" /proc/self/status'
+probe new_privs_known 'grep -Eq "^NoNewPrivs:[[:space:]]*[01]$" /proc/self/status'
+probe setuid_ran '/shared/suid-cat /proc/self/status | grep -q "^Uid:"'
+probe setuid_root '/shared/suid-cat /proc/self/status | grep -Eq "^Uid:[[:space:]]+[0-9]+[[:space:]]+0[[:space:]]"'
 cat /proc/self/cgroup > "$out.cgroup" 2>/dev/null
 # Links for core to follow: the old marker paths, pointing at host paths.
 ln -sfn {target}/file /state/.hive-paused 2>/dev/null
@@ -359,6 +364,16 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         hive.state_dir().join("shared")
     };
     std::fs::write(shared.join("syscalls.py"), SYSCALLS_PY).unwrap();
+    // A setuid-root binary in its reach (the test runs as root), run by
+    // the agents' group alone (no other host user, while the test lasts).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let suid = shared.join("suid-cat");
+        std::fs::copy("/usr/bin/cat", &suid).unwrap();
+        let agents = hive_core::sandbox_files::AGENT_GID;
+        std::os::unix::fs::chown(&suid, Some(0), Some(agents)).unwrap();
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4750)).unwrap();
+    }
     let engine = shared.join("engine.sh");
     std::fs::write(
         &engine,
@@ -417,6 +432,13 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         "syscall_userfaultfd",
         "syscall_unshare_user",
         "syscall_io_uring",
+        // No capability in any set, bounding included, and
+        // `no_new_privs`: a setuid binary of the bound `/usr` makes it
+        // neither root nor capable. On swarm below API 1.44, where the
+        // Engine cannot set it, the harness's own does.
+        "capabilities",
+        "new_privs",
+        "setuid_root",
     ];
     let open = syscalls_left_open(runtime);
     expect_no.retain(|probe| !open.contains(probe));
@@ -450,6 +472,8 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
         "control_read",
         "codex_bin",
         "syscall_control",
+        "new_privs_known",
+        "setuid_ran",
     ];
     if link.is_some() {
         // What it dials answers (core's handshake, refused without a
@@ -462,6 +486,30 @@ pub(crate) fn hostile_agent(runtime: &str, ports: &str, manager_port: &str, link
             Some("yes"),
             "{probe}: {found:?}"
         );
+    }
+    if runtime == "swarm" && link.is_some() {
+        // The relay the agent dials (a plain container): no capability,
+        // `no_new_privs`, its init and the relay itself.
+        let relay = format!("h-link-relay-{hive_id}");
+        let pid = crate::hives::docker(&["inspect", "-f", "{{.State.Pid}}", &relay]);
+        let pid = pid.trim();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let pids: Vec<&str> = std::iter::once(pid)
+            .chain(children.split_whitespace())
+            .collect();
+        assert!(pids.len() > 1, "the relay under its init: {pids:?}");
+        for pid in pids {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            for (field, value) in [
+                ("CapBnd:", "0000000000000000"),
+                ("CapEff:", "0000000000000000"),
+                ("NoNewPrivs:", "1"),
+            ] {
+                let line = status.lines().find_map(|l| l.strip_prefix(field));
+                assert_eq!(line.map(str::trim), Some(value), "{relay}: {status}");
+            }
+        }
     }
     assert!(other.requests().is_empty(), "{:?}", other.requests());
     assert!(
