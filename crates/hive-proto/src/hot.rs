@@ -26,6 +26,62 @@ pub(crate) fn decode(line: &str) -> Option<AgentRequest> {
     serde_json::from_str::<Hot>(line).ok().map(|hot| hot.0)
 }
 
+/// A `messages` answer line, byte for byte what serde writes for
+/// [`AgentResponse::Messages`] with the unread count after it; strings
+/// with nothing to escape (the usual body) are copied whole rather than
+/// scanned a byte at a time.
+pub(crate) fn messages_line(
+    messages: &[DeliveredMessage],
+    lease: Option<i64>,
+    unread: Option<u64>,
+) -> serde_json::Result<String> {
+    use std::fmt::Write;
+    let size: usize = messages
+        .iter()
+        .map(|m| m.from.len() + m.to.len() + m.body.len() + 96)
+        .sum();
+    let mut line = String::with_capacity(size + 64);
+    line.push_str(r#"{"kind":"messages","messages":["#);
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        let _ = write!(line, r#"{{"id":{},"from":"#, m.id);
+        push_str(&mut line, &m.from)?;
+        line.push_str(r#","to":"#);
+        push_str(&mut line, &m.to)?;
+        line.push_str(r#","body":"#);
+        push_str(&mut line, &m.body)?;
+        let _ = write!(line, r#","at":{}"#, m.at);
+        if let Some(parent) = m.in_reply_to {
+            let _ = write!(line, r#","in_reply_to":{parent}"#);
+        }
+        let _ = write!(line, r#","redelivered":{}}}"#, m.redelivered);
+    }
+    line.push(']');
+    if let Some(lease) = lease {
+        let _ = write!(line, r#","lease":{lease}"#);
+    }
+    if let Some(unread) = unread {
+        let _ = write!(line, r#","unread":{unread}"#);
+    }
+    line.push('}');
+    Ok(line)
+}
+
+/// `s` as a JSON string: whole when nothing in it needs escaping (JSON
+/// escapes only `"`, `\` and control characters), else through serde.
+fn push_str(line: &mut String, s: &str) -> serde_json::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        line.push('"');
+        line.push_str(s);
+        line.push('"');
+    } else {
+        line.push_str(&serde_json::to_string(s)?);
+    }
+    Ok(())
+}
+
 /// `line` decoded as an answer, if it is an `ok`, `sent` or `messages`
 /// answer with `kind` first and no error.
 pub(crate) fn decode_answer(line: &str) -> Option<AgentAnswer> {
@@ -278,6 +334,48 @@ mod tests {
         }
     }
 
+    /// A `messages` line is the bytes serde writes, whatever its strings
+    /// hold.
+    #[test]
+    fn messages_lines_are_what_serde_writes() {
+        let strings = [
+            "",
+            "plain",
+            "x".repeat(200).as_str(),
+            "quote \" and back\\slash",
+            "tab\tnew\nline\r\u{0}\u{1f}",
+            "del \u{7f} é ✓ 🐝",
+            "</script>",
+        ]
+        .map(str::to_owned);
+        for (i, s) in strings.iter().enumerate() {
+            let message = |id: i64| DeliveredMessage {
+                id,
+                from: s.clone(),
+                to: "bob".into(),
+                body: s.clone(),
+                at: -5,
+                in_reply_to: (id % 2 == 0).then_some(id - 1),
+                redelivered: id % 3 == 0,
+            };
+            let count = i64::try_from(i).unwrap();
+            for (lease, unread) in [
+                (None, None),
+                (Some(7), Some(0)),
+                (Some(i64::MAX), Some(u64::MAX)),
+            ] {
+                let answer = AgentAnswer {
+                    response: AgentResponse::Messages {
+                        messages: (0..count).map(message).collect(),
+                        lease,
+                    },
+                    unread,
+                };
+                assert_eq!(answer.to_line().unwrap(), answer.to_line_general().unwrap());
+            }
+        }
+    }
+
     /// Every answer decodes here exactly as the general way does, or is
     /// left to it.
     #[test]
@@ -321,6 +419,7 @@ mod tests {
         ];
         for answer in answers {
             let line = answer.to_line().unwrap();
+            assert_eq!(line, answer.to_line_general().unwrap());
             assert_eq!(decode_answer(&line), Some(answer.clone()), "{line}");
             assert_eq!(AgentAnswer::from_line(&line).unwrap(), answer, "{line}");
         }
