@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod hot;
+
 use crate::task::{Task, TaskEvent, TaskFilter};
 use crate::{AgentName, AgentStatusRow, ApprovalKind, Recipient};
 
@@ -238,7 +240,7 @@ impl AgentRequest {
     /// builds for an internally tagged enum; `None` for any other line
     /// (decode it the general way, whose errors name the problem).
     pub fn decode_hot(line: &str) -> Option<AgentRequest> {
-        crate::hot::decode(line)
+        hot::decode(line)
     }
 }
 
@@ -364,11 +366,11 @@ pub struct AgentAnswer {
 
 impl AgentAnswer {
     /// The answer as one JSON line (no newline). A `messages` answer,
-    /// every turn's, is written directly ([`crate::hot::messages_line`]:
+    /// every turn's, is written directly ([`hot::messages_line`]:
     /// the same bytes, without serde's byte-by-byte string escaping).
     pub fn to_line(&self) -> serde_json::Result<String> {
         if let AgentResponse::Messages { messages, lease } = &self.response {
-            return crate::hot::messages_line(messages, *lease, self.unread);
+            return hot::messages_line(messages, *lease, self.unread);
         }
         self.to_line_general()
     }
@@ -392,7 +394,7 @@ impl AgentAnswer {
     /// `ok`, `sent` and `messages` with `kind` first, as core writes them,
     /// decode in one pass; any other line through a JSON value.
     pub fn from_line(line: &str) -> serde_json::Result<Self> {
-        if let Some(answer) = crate::hot::decode_answer(line) {
+        if let Some(answer) = hot::decode_answer(line) {
             return Ok(answer);
         }
         let value: serde_json::Value = serde_json::from_str(line)?;

@@ -15,7 +15,6 @@ pub mod control;
 pub mod dashboard;
 pub mod helper;
 pub mod host;
-mod hot;
 pub mod link;
 pub mod live;
 pub mod name;

@@ -18,8 +18,8 @@
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 
+use super::{AgentAnswer, AgentRequest, AgentResponse, DeliveredMessage, OutgoingMessage};
 use crate::Recipient;
-use crate::agent::{AgentAnswer, AgentRequest, AgentResponse, DeliveredMessage, OutgoingMessage};
 
 /// `line` decoded, if it is a hot verb's with `cmd` first and no error.
 pub(crate) fn decode(line: &str) -> Option<AgentRequest> {
