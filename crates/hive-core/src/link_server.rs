@@ -14,6 +14,11 @@
 //! handshake). An agent reaches the relay, never core's listener (its only
 //! network is its own internal one), and the relay writes its header before
 //! any byte of the agent's, so no agent chooses what the header says.
+//!
+//! Every peer address is compared and counted in its canonical form
+//! ([`IpAddr::to_canonical`]): on a dual-stack listener (`[::]`) an IPv4
+//! peer arrives as `::ffff:a.b.c.d`, which is the same peer as the runtime's
+//! `a.b.c.d` for the relay, and the same agent end in a `TCP6` header.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -81,6 +86,7 @@ struct PeerSlot<'a> {
 
 impl Peers {
     fn admit(&self, ip: IpAddr) -> Option<PeerSlot<'_>> {
+        let ip = ip.to_canonical();
         let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = peers.entry(ip).or_default();
         if *n >= MAX_HANDSHAKES_PER_PEER {
@@ -115,7 +121,8 @@ struct Relay {
 
 impl Relay {
     fn is(&self, ip: IpAddr) -> bool {
-        *self.known.lock().unwrap_or_else(|p| p.into_inner()) == Some(ip)
+        let known = *self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.is_some_and(|relay| relay.to_canonical() == ip.to_canonical())
     }
 
     /// Whether `ip` is the relay now, asking the runtime unless it was
@@ -133,9 +140,8 @@ impl Relay {
             return false;
         }
         *asked = Some(Instant::now());
-        let found = coord.lifecycle.link_relay().await;
-        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = found;
-        found == Some(ip)
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = coord.lifecycle.link_relay().await;
+        self.is(ip)
     }
 }
 
@@ -398,5 +404,207 @@ async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Option<S
             return None;
         }
         line.push(byte);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hive_proto::link::{CA_FILE, CERT_FILE, KEY_FILE, SERVER_NAME};
+    use hive_runtime::{ContainerSpec, ContainerStatus, Runtime, StateChange};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// The runtime as the listener asks it: where the relay is. The
+    /// listener reaches nothing else of it.
+    struct RelayAt(IpAddr);
+
+    fn unreached() -> hive_runtime::Error {
+        hive_runtime::Error::Failed("not reached by the link listener".to_owned())
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for RelayAt {
+        fn name(&self) -> &'static str {
+            "relay-at"
+        }
+        async fn create(&self, _: &ContainerSpec) -> hive_runtime::Result<()> {
+            Err(unreached())
+        }
+        async fn start(&self, _: &AgentName) -> hive_runtime::Result<()> {
+            Err(unreached())
+        }
+        async fn stop(&self, _: &AgentName, _: Duration) -> hive_runtime::Result<()> {
+            Err(unreached())
+        }
+        async fn destroy(&self, _: &AgentName) -> hive_runtime::Result<()> {
+            Err(unreached())
+        }
+        async fn list(&self) -> hive_runtime::Result<Vec<ContainerStatus>> {
+            Err(unreached())
+        }
+        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StateChange> {
+            tokio::sync::broadcast::channel(1).1
+        }
+        async fn link_relay(&self) -> hive_runtime::Result<Option<IpAddr>> {
+            Ok(Some(self.0))
+        }
+        async fn logs(&self, _: &AgentName, _: usize) -> hive_runtime::Result<Vec<String>> {
+            Err(unreached())
+        }
+    }
+
+    /// Core's link listener on `bind` (real store, CA and credential),
+    /// the runtime reporting the relay at `relay`; agent `a` issued.
+    struct Served {
+        /// `a`'s credential, as its harness presents it.
+        client: Arc<rustls::ClientConfig>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn serve_on(listener: TcpListener, relay: IpAddr) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::Paths::new(dir.path().join("state"), dir.path().join("run"));
+        paths.create_roots().unwrap();
+        let store = hive_store::Store::open(&paths.database()).unwrap();
+        let a = AgentName::parse("a").unwrap();
+        store.register_agent(&a).unwrap();
+        paths.create_agent_dirs(&a).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let link = Arc::new(Link::open(&paths, addr, None).unwrap());
+        let credentials = link.issue(&paths, &a, None).unwrap();
+        let settings = crate::settings::Settings {
+            hive_bin: "/bin/false".into(),
+            engine_bin: None,
+            codex_bin: None,
+            agent_env: Vec::new(),
+            agent_env_args: Vec::new(),
+            ports: Default::default(),
+            mirror: None,
+            operator_token: "test-token-0123456789".to_owned(),
+            link: Some(link.clone()),
+        };
+        let runtime: Arc<dyn Runtime> = Arc::new(RelayAt(relay));
+        let coord = Coordinator::new(store, paths, None, Some(runtime), settings, None);
+        tokio::spawn(serve(coord, link, listener));
+        Served {
+            client: client_config(&credentials),
+            _dir: dir,
+        }
+    }
+
+    fn client_config(dir: &std::path::Path) -> Arc<rustls::ClientConfig> {
+        let read = |file| std::fs::read(dir.join(file)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&read(CA_FILE)) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let chain = CertificateDer::pem_slice_iter(&read(CERT_FILE))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(&read(KEY_FILE)).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![ALPN_AGENT.as_bytes().to_vec()];
+        Arc::new(config)
+    }
+
+    /// An agent end on its overlay network.
+    fn agent_end(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    /// A connection as the relay opens it: from 127.0.0.1 to `to`, its
+    /// header naming `agent` before anything else. Nothing more is sent:
+    /// left so, it is a stalled handshake.
+    async fn via_relay(to: SocketAddr, agent: SocketAddr) -> TcpStream {
+        let mut tcp = TcpStream::connect(to).await.unwrap();
+        let header = RelayHeader {
+            source: agent,
+            dest: to,
+        };
+        tcp.write_all(header.line().as_bytes()).await.unwrap();
+        tcp
+    }
+
+    /// `whoami` on the agent channel, TLS on `tcp` with `client`.
+    async fn whoami(client: &Arc<rustls::ClientConfig>, tcp: TcpStream) -> Option<String> {
+        let connector = tokio_rustls::TlsConnector::from(client.clone());
+        let name = ServerName::try_from(SERVER_NAME).ok()?;
+        let mut tls = connector.connect(name, tcp).await.ok()?;
+        tls.write_all(b"{\"cmd\":\"whoami\"}\n").await.ok()?;
+        let mut line = String::new();
+        BufReader::new(tls).read_line(&mut line).await.ok()?;
+        Some(line)
+    }
+
+    /// Whether core still holds `tcp` open (it sent nothing, so anything
+    /// readable is its close).
+    async fn held(tcp: &TcpStream) -> bool {
+        tokio::task::yield_now().await;
+        let mut byte = [0u8; 1];
+        matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Waits for core to close `tcp`.
+    async fn closed(tcp: &mut TcpStream) {
+        let mut byte = [0u8; 1];
+        assert!(matches!(tcp.read(&mut byte).await, Ok(0) | Err(_)));
+    }
+
+    /// A listener on `bind`, the runtime reporting the relay at `relay`
+    /// (127.0.0.1 in one family's spelling or the other's), and the test
+    /// as the relay from 127.0.0.1: its header is believed, the cap is the
+    /// agent end's it names.
+    async fn relay_believed(bind: &str, relay: &str) {
+        let listener = match TcpListener::bind(bind).await {
+            Ok(listener) => listener,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                return eprintln!("skipped: no IPv6 loopback to bind {bind} ({e})");
+            }
+            Err(e) => panic!("bind {bind}: {e}"),
+        };
+        let port = listener.local_addr().unwrap().port();
+        let served = serve_on(listener, relay.parse().unwrap()).await;
+        let to = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+        let mole = agent_end("10.0.0.5");
+        let mut stalls = Vec::new();
+        for _ in 0..MAX_HANDSHAKES_PER_PEER {
+            stalls.push(via_relay(to, mole).await);
+        }
+        // The same agent end in a TCP6 header's spelling: past its cap.
+        let mut over = via_relay(to, agent_end("::ffff:10.0.0.5")).await;
+        closed(&mut over).await;
+        for stall in &stalls {
+            assert!(
+                held(stall).await,
+                "{bind}: a stall of the agent end's own cut"
+            );
+        }
+        // Another agent end through the same relay: its own cap.
+        let answer = whoami(&served.client, via_relay(to, agent_end("10.0.0.6")).await).await;
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.contains(r#""name":"a""#)),
+            "{bind}: {answer:?}"
+        );
+    }
+
+    /// The relay's header is believed whichever family the listener
+    /// sees the relay in: a dual-stack listener sees 127.0.0.1 as
+    /// `::ffff:127.0.0.1` while the runtime says `127.0.0.1` (and the
+    /// other way round); the cap is then the agent end's the header names,
+    /// in either spelling.
+    #[tokio::test]
+    async fn a_link_relay_header_is_believed_across_address_families() {
+        relay_believed("[::]:0", "127.0.0.1").await;
+        relay_believed("127.0.0.1:0", "::ffff:127.0.0.1").await;
     }
 }
