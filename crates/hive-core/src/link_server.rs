@@ -6,7 +6,10 @@
 //! credential is revoked.
 //!
 //! Handshakes are capped per peer address, so that an agent stalling its
-//! handshakes holds up no other. Behind the swarm backend's relay every
+//! handshakes holds up no other: 8 connections waiting for their handshake
+//! or in it, the first in progress the peer's own, the rest sharing 64
+//! places ([`Handshakes`]), so agents stalling from many addresses fill
+//! the shared places and no more. Behind the swarm backend's relay every
 //! agent is one peer (the relay): there the relay's header
 //! ([`RelayHeader`]) names the agent end and the cap applies to that. Core
 //! believes the header from the relay's own address ([`Relay`]) alone; from
@@ -41,10 +44,11 @@ use crate::listener::Cap;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; more wait in the backlog.
+/// Handshakes in progress at once beyond each peer's first; more wait
+/// for a place ([`Handshakes`]).
 const MAX_HANDSHAKES: usize = 64;
-/// Handshakes in progress from one peer address: one agent stalling its
-/// handshakes cannot hold every slot.
+/// Connections from one peer address waiting for their handshake or in
+/// it; more are refused.
 const MAX_HANDSHAKES_PER_PEER: usize = 8;
 /// Control, page-tunnel and page-stream connections one agent may hold
 /// at once (the agent and egress channels have their own caps).
@@ -74,37 +78,121 @@ struct AgentChannels {
     aux_slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Handshakes in progress by peer address.
+/// Link connections not yet through their TLS handshake, by peer address
+/// (the agent end, behind the relay): at most [`MAX_HANDSHAKES_PER_PEER`]
+/// each, waiting or in progress. Each peer's first handshake in progress
+/// is its own; the rest share [`MAX_HANDSHAKES`] places, and one finding
+/// none waits for one. So agents stalling handshakes, however many, fill
+/// the shared places at most: every other agent end still has its own
+/// (and another as soon as that one is through).
 #[derive(Default)]
-struct Peers(Mutex<HashMap<IpAddr, usize>>);
-
-/// One handshake's place among its peer's.
-struct PeerSlot<'a> {
-    peers: &'a Peers,
-    ip: IpAddr,
+struct Handshakes {
+    table: Mutex<Table>,
+    /// Woken whenever a handshake ends (a place may be free).
+    ended: tokio::sync::Notify,
 }
 
-impl Peers {
-    fn admit(&self, ip: IpAddr) -> Option<PeerSlot<'_>> {
+#[derive(Default)]
+struct Table {
+    peers: HashMap<IpAddr, Peer>,
+    /// Shared places taken: every peer's handshakes in progress but one.
+    shared: usize,
+}
+
+#[derive(Default)]
+struct Peer {
+    /// Waiting or in progress.
+    connections: usize,
+    in_progress: usize,
+}
+
+/// One connection among its peer's, until its handshake is through.
+struct Handshake<'a> {
+    handshakes: &'a Handshakes,
+    ip: IpAddr,
+    started: bool,
+}
+
+impl Handshakes {
+    /// A place among `ip`'s connections; `None`: it has its fill.
+    fn join(&self, ip: IpAddr) -> Option<Handshake<'_>> {
         let ip = ip.to_canonical();
-        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = peers.entry(ip).or_default();
-        if *n >= MAX_HANDSHAKES_PER_PEER {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let peer = table.peers.entry(ip).or_default();
+        if peer.connections >= MAX_HANDSHAKES_PER_PEER {
             return None;
         }
-        *n += 1;
-        Some(PeerSlot { peers: self, ip })
+        peer.connections += 1;
+        Some(Handshake {
+            handshakes: self,
+            ip,
+            started: false,
+        })
     }
 }
 
-impl Drop for PeerSlot<'_> {
-    fn drop(&mut self) {
-        let mut peers = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = peers.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                peers.remove(&self.ip);
+impl Handshake<'_> {
+    /// Waits for the handshake's turn: at once if its peer has none in
+    /// progress, else when a shared place is free.
+    async fn start(&mut self) {
+        loop {
+            let ended = self.handshakes.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.try_start() {
+                return;
             }
+            ended.await;
+        }
+    }
+
+    fn try_start(&mut self) -> bool {
+        let mut table = self
+            .handshakes
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let table = &mut *table;
+        let Some(peer) = table.peers.get_mut(&self.ip) else {
+            return false;
+        };
+        if peer.in_progress > 0 {
+            if table.shared >= MAX_HANDSHAKES {
+                return false;
+            }
+            table.shared += 1;
+        }
+        peer.in_progress += 1;
+        self.started = true;
+        true
+    }
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        {
+            let mut table = self
+                .handshakes
+                .table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let table = &mut *table;
+            let Some(peer) = table.peers.get_mut(&self.ip) else {
+                return;
+            };
+            peer.connections -= 1;
+            if self.started {
+                peer.in_progress -= 1;
+                if peer.in_progress > 0 {
+                    table.shared -= 1;
+                }
+            }
+            if peer.connections == 0 {
+                table.peers.remove(&self.ip);
+            }
+        }
+        if self.started {
+            self.handshakes.ended.notify_waiters();
         }
     }
 }
@@ -145,31 +233,31 @@ impl Relay {
     }
 }
 
-/// The connection's place among its agent end's handshakes: its peer's,
-/// or on a connection from the relay, that of the agent end its header
-/// names (the header read, so the TLS handshake follows). `None`: refused.
-async fn place<'p>(
+/// The connection's place among its agent end's: its peer's, or on a
+/// connection from the relay, that of the agent end its header names (the
+/// header read, so the TLS handshake follows). `None`: refused.
+async fn place<'h>(
     coord: &Coordinator,
     relay: &Relay,
-    peers: &'p Peers,
+    handshakes: &'h Handshakes,
     tcp: &mut TcpStream,
     peer: SocketAddr,
-) -> Option<PeerSlot<'p>> {
+) -> Option<Handshake<'h>> {
     if !relay.is(peer.ip()) {
-        let Some(slot) = peers.admit(peer.ip()) else {
+        let Some(place) = handshakes.join(peer.ip()) else {
             tracing::info!(%peer, "link: too many handshakes from one peer");
             return None;
         };
         // A TLS handshake opens with 0x16, the relay's header with `P`.
         let mut first = [0u8; 1];
         if tcp.peek(&mut first).await.ok()? == 0 || first[0] != b'P' {
-            return Some(slot);
+            return Some(place);
         }
         if !relay.confirm(coord, peer.ip()).await {
             tracing::info!(%peer, "link: a relay header from a peer that is not the relay refused");
             return None;
         }
-        drop(slot);
+        drop(place);
     }
     let line = read_line(tcp, RelayHeader::MAX_LEN).await;
     let Some(header) = line.as_deref().and_then(RelayHeader::parse) else {
@@ -177,26 +265,24 @@ async fn place<'p>(
         return None;
     };
     let from = header.source;
-    let slot = peers.admit(from.ip());
-    if slot.is_none() {
+    let place = handshakes.join(from.ip());
+    if place.is_none() {
         tracing::info!(peer = %from, relay = %peer, "link: too many handshakes from one peer");
     }
-    slot
+    place
 }
 
 /// Serves the link on `listener` until the task is dropped.
 pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListener) {
     let acceptor = TlsAcceptor::from(link.server.clone());
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let agents: Arc<Mutex<HashMap<AgentName, Arc<AgentChannels>>>> = Arc::default();
-    let peers = Arc::new(Peers::default());
+    // Not a bound on accepting: a connection past its peer's fill is
+    // closed at once, so the one behind it in the backlog is reached.
+    let handshakes = Arc::new(Handshakes::default());
     let relay = Arc::new(Relay::default());
     // A relay that outlived the daemon: its agents all reconnect at once.
     *relay.known.lock().unwrap_or_else(|p| p.into_inner()) = coord.lifecycle.link_relay().await;
     loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
         let (mut tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -206,23 +292,26 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (coord, link, acceptor, agents, peers, relay) = (
+        let (coord, link, acceptor, agents, handshakes, relay) = (
             coord.clone(),
             link.clone(),
             acceptor.clone(),
             agents.clone(),
-            peers.clone(),
+            handshakes.clone(),
             relay.clone(),
         );
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-            let placed = place(&coord, &relay, &peers, &mut tcp, peer);
-            let Ok(Some(peer_slot)) = tokio::time::timeout_at(deadline, placed).await else {
+            let placed = async {
+                let mut handshake = place(&coord, &relay, &handshakes, &mut tcp, peer).await?;
+                handshake.start().await;
+                Some(handshake)
+            };
+            let Ok(Some(handshake)) = tokio::time::timeout_at(deadline, placed).await else {
                 return;
             };
             let accepted = tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await;
-            drop(permit);
-            drop(peer_slot);
+            drop(handshake);
             let tls = match accepted {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!("link handshake refused: {e}"),
@@ -606,5 +695,45 @@ mod tests {
     async fn a_link_relay_header_is_believed_across_address_families() {
         relay_believed("[::]:0", "127.0.0.1").await;
         relay_believed("127.0.0.1:0", "::ffff:127.0.0.1").await;
+    }
+
+    /// Agents stalling handshakes from more addresses than the shared
+    /// places allow for (ten agent ends, eight each, through the relay as
+    /// the header names them; each one's fill reached) hold up no other:
+    /// a fresh agent end's handshake is answered, twice over, with every
+    /// stall still held, none cut and none expired to make room.
+    #[tokio::test]
+    async fn agents_stalling_every_shared_handshake_hold_up_no_fresh_agent_end() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let served = serve_on(listener, to.ip()).await;
+        let moles = 10;
+        assert!(moles * (MAX_HANDSHAKES_PER_PEER - 1) > MAX_HANDSHAKES);
+        let mut stalls = Vec::new();
+        for mole in 0..moles {
+            let end = agent_end(&format!("10.0.0.{}", 10 + mole));
+            for _ in 0..MAX_HANDSHAKES_PER_PEER {
+                stalls.push(via_relay(to, end).await);
+            }
+            // Past the mole's fill: refused, so all of its are placed.
+            closed(&mut via_relay(to, end).await).await;
+        }
+        let fresh = agent_end("10.0.1.1");
+        for attempt in 0..2 {
+            let answer = whoami(&served.client, via_relay(to, fresh).await).await;
+            assert!(
+                answer
+                    .as_deref()
+                    .is_some_and(|a| a.contains(r#""name":"a""#)),
+                "attempt {attempt}: {answer:?}"
+            );
+        }
+        let mut cut = 0;
+        for stall in &stalls {
+            if !held(stall).await {
+                cut += 1;
+            }
+        }
+        assert_eq!(cut, 0, "of {} stalls", stalls.len());
     }
 }
