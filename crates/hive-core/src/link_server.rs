@@ -500,49 +500,9 @@ async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Option<S
 mod tests {
     use super::*;
     use hive_proto::link::{CA_FILE, CERT_FILE, KEY_FILE, SERVER_NAME};
-    use hive_runtime::{ContainerSpec, ContainerStatus, Runtime, StateChange};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-    /// The runtime as the listener asks it: where the relay is. The
-    /// listener reaches nothing else of it.
-    struct RelayAt(IpAddr);
-
-    fn unreached() -> hive_runtime::Error {
-        hive_runtime::Error::Failed("not reached by the link listener".to_owned())
-    }
-
-    #[async_trait::async_trait]
-    impl Runtime for RelayAt {
-        fn name(&self) -> &'static str {
-            "relay-at"
-        }
-        async fn create(&self, _: &ContainerSpec) -> hive_runtime::Result<()> {
-            Err(unreached())
-        }
-        async fn start(&self, _: &AgentName) -> hive_runtime::Result<()> {
-            Err(unreached())
-        }
-        async fn stop(&self, _: &AgentName, _: Duration) -> hive_runtime::Result<()> {
-            Err(unreached())
-        }
-        async fn destroy(&self, _: &AgentName) -> hive_runtime::Result<()> {
-            Err(unreached())
-        }
-        async fn list(&self) -> hive_runtime::Result<Vec<ContainerStatus>> {
-            Err(unreached())
-        }
-        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StateChange> {
-            tokio::sync::broadcast::channel(1).1
-        }
-        async fn link_relay(&self) -> hive_runtime::Result<Option<IpAddr>> {
-            Ok(Some(self.0))
-        }
-        async fn logs(&self, _: &AgentName, _: usize) -> hive_runtime::Result<Vec<String>> {
-            Err(unreached())
-        }
-    }
 
     /// Core's link listener on `bind` (real store, CA and credential),
     /// the runtime reporting the relay at `relay`; agent `a` issued.
@@ -574,8 +534,8 @@ mod tests {
             operator_token: "test-token-0123456789".to_owned(),
             link: Some(link.clone()),
         };
-        let runtime: Arc<dyn Runtime> = Arc::new(RelayAt(relay));
-        let coord = Coordinator::new(store, paths, None, Some(runtime), settings, None);
+        let runtime = crate::lifecycle::relay_only(relay);
+        let coord = Coordinator::new(store, paths, None, runtime, settings, None);
         tokio::spawn(serve(coord, link, listener));
         Served {
             client: client_config(&credentials),
