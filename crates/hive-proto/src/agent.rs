@@ -379,7 +379,12 @@ impl AgentAnswer {
     }
 
     /// Reads an answer line (an answer without `unread` is an older core's).
+    /// `ok`, `sent` and `messages` with `kind` first, as core writes them,
+    /// decode in one pass; any other line through a JSON value.
     pub fn from_line(line: &str) -> serde_json::Result<Self> {
+        if let Some(answer) = crate::hot::decode_answer(line) {
+            return Ok(answer);
+        }
         let value: serde_json::Value = serde_json::from_str(line)?;
         let unread = value.get("unread").and_then(serde_json::Value::as_u64);
         let response = AgentResponse::deserialize(value)?;
