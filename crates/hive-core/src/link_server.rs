@@ -276,8 +276,10 @@ async fn place<'h>(
 pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListener) {
     let acceptor = TlsAcceptor::from(link.server.clone());
     let agents: Arc<Mutex<HashMap<AgentName, Arc<AgentChannels>>>> = Arc::default();
-    // Not a bound on accepting: a connection past its peer's fill is
-    // closed at once, so the one behind it in the backlog is reached.
+    // Accepting is not held up: a connection past its peer's fill is
+    // closed at once, and one waiting for a shared place waits as a task
+    // (its peer's fill bounds them), so whoever is next in the backlog is
+    // reached.
     let handshakes = Arc::new(Handshakes::default());
     let relay = Arc::new(Relay::default());
     // A relay that outlived the daemon: its agents all reconnect at once.
