@@ -1553,6 +1553,51 @@ fn ignore_missing(e: hive_runtime::Error) -> hive_runtime::Result<()> {
     }
 }
 
+/// A backend that answers [`Lifecycle::link_relay`] (with `relay`) and
+/// fails everything else: the link listener's tests play the relay from
+/// that address, and the listener asks the runtime nothing more.
+#[cfg(test)]
+pub(crate) fn relay_only(relay: std::net::IpAddr) -> Backend {
+    struct RelayAt(std::net::IpAddr);
+
+    fn unreached() -> hive_runtime::Error {
+        hive_runtime::Error::Failed("not reached by the link listener".to_owned())
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for RelayAt {
+        fn name(&self) -> &'static str {
+            "relay-only"
+        }
+        async fn create(&self, _: &ContainerSpec) -> hive_runtime::Result<()> {
+            Err(unreached())
+        }
+        async fn start(&self, _: &AgentName) -> hive_runtime::Result<()> {
+            Err(unreached())
+        }
+        async fn stop(&self, _: &AgentName, _: Duration) -> hive_runtime::Result<()> {
+            Err(unreached())
+        }
+        async fn destroy(&self, _: &AgentName) -> hive_runtime::Result<()> {
+            Err(unreached())
+        }
+        async fn list(&self) -> hive_runtime::Result<Vec<ContainerStatus>> {
+            Err(unreached())
+        }
+        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StateChange> {
+            tokio::sync::broadcast::channel(1).1
+        }
+        async fn link_relay(&self) -> hive_runtime::Result<Option<std::net::IpAddr>> {
+            Ok(Some(self.0))
+        }
+        async fn logs(&self, _: &AgentName, _: usize) -> hive_runtime::Result<Vec<String>> {
+            Err(unreached())
+        }
+    }
+
+    Some(Arc::new(RelayAt(relay)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};

@@ -6,7 +6,10 @@
 //! credential is revoked.
 //!
 //! Handshakes are capped per peer address, so that an agent stalling its
-//! handshakes holds up no other. Behind the swarm backend's relay every
+//! handshakes holds up no other: 8 connections waiting for their handshake
+//! or in it, the first in progress the peer's own, the rest sharing 64
+//! places ([`Handshakes`]), so agents stalling from many addresses fill
+//! the shared places and no more. Behind the swarm backend's relay every
 //! agent is one peer (the relay): there the relay's header
 //! ([`RelayHeader`]) names the agent end and the cap applies to that. Core
 //! believes the header from the relay's own address ([`Relay`]) alone; from
@@ -14,6 +17,11 @@
 //! handshake). An agent reaches the relay, never core's listener (its only
 //! network is its own internal one), and the relay writes its header before
 //! any byte of the agent's, so no agent chooses what the header says.
+//!
+//! Every peer address is compared and counted in its canonical form
+//! ([`IpAddr::to_canonical`]): on a dual-stack listener (`[::]`) an IPv4
+//! peer arrives as `::ffff:a.b.c.d`, which is the same peer as the runtime's
+//! `a.b.c.d` for the relay, and the same agent end in a `TCP6` header.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,10 +44,11 @@ use crate::listener::Cap;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; more wait in the backlog.
+/// Handshakes in progress at once beyond each peer's first; more wait
+/// for a place ([`Handshakes`]).
 const MAX_HANDSHAKES: usize = 64;
-/// Handshakes in progress from one peer address: one agent stalling its
-/// handshakes cannot hold every slot.
+/// Connections from one peer address waiting for their handshake or in
+/// it; more are refused.
 const MAX_HANDSHAKES_PER_PEER: usize = 8;
 /// Control, page-tunnel and page-stream connections one agent may hold
 /// at once (the agent and egress channels have their own caps).
@@ -69,36 +78,121 @@ struct AgentChannels {
     aux_slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Handshakes in progress by peer address.
+/// Link connections not yet through their TLS handshake, by peer address
+/// (the agent end, behind the relay): at most [`MAX_HANDSHAKES_PER_PEER`]
+/// each, waiting or in progress. Each peer's first handshake in progress
+/// is its own; the rest share [`MAX_HANDSHAKES`] places, and one finding
+/// none waits for one. So agents stalling handshakes, however many, fill
+/// the shared places at most: every other agent end still has its own
+/// (and another as soon as that one is through).
 #[derive(Default)]
-struct Peers(Mutex<HashMap<IpAddr, usize>>);
-
-/// One handshake's place among its peer's.
-struct PeerSlot<'a> {
-    peers: &'a Peers,
-    ip: IpAddr,
+struct Handshakes {
+    table: Mutex<Table>,
+    /// Woken whenever a handshake ends (a place may be free).
+    ended: tokio::sync::Notify,
 }
 
-impl Peers {
-    fn admit(&self, ip: IpAddr) -> Option<PeerSlot<'_>> {
-        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = peers.entry(ip).or_default();
-        if *n >= MAX_HANDSHAKES_PER_PEER {
+#[derive(Default)]
+struct Table {
+    peers: HashMap<IpAddr, Peer>,
+    /// Shared places taken: every peer's handshakes in progress but one.
+    shared: usize,
+}
+
+#[derive(Default)]
+struct Peer {
+    /// Waiting or in progress.
+    connections: usize,
+    in_progress: usize,
+}
+
+/// One connection among its peer's, until its handshake is through.
+struct Handshake<'a> {
+    handshakes: &'a Handshakes,
+    ip: IpAddr,
+    started: bool,
+}
+
+impl Handshakes {
+    /// A place among `ip`'s connections; `None`: it has its fill.
+    fn join(&self, ip: IpAddr) -> Option<Handshake<'_>> {
+        let ip = ip.to_canonical();
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let peer = table.peers.entry(ip).or_default();
+        if peer.connections >= MAX_HANDSHAKES_PER_PEER {
             return None;
         }
-        *n += 1;
-        Some(PeerSlot { peers: self, ip })
+        peer.connections += 1;
+        Some(Handshake {
+            handshakes: self,
+            ip,
+            started: false,
+        })
     }
 }
 
-impl Drop for PeerSlot<'_> {
-    fn drop(&mut self) {
-        let mut peers = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = peers.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                peers.remove(&self.ip);
+impl Handshake<'_> {
+    /// Waits for the handshake's turn: at once if its peer has none in
+    /// progress, else when a shared place is free.
+    async fn start(&mut self) {
+        loop {
+            let ended = self.handshakes.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.try_start() {
+                return;
             }
+            ended.await;
+        }
+    }
+
+    fn try_start(&mut self) -> bool {
+        let mut table = self
+            .handshakes
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let table = &mut *table;
+        let Some(peer) = table.peers.get_mut(&self.ip) else {
+            return false;
+        };
+        if peer.in_progress > 0 {
+            if table.shared >= MAX_HANDSHAKES {
+                return false;
+            }
+            table.shared += 1;
+        }
+        peer.in_progress += 1;
+        self.started = true;
+        true
+    }
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        {
+            let mut table = self
+                .handshakes
+                .table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let table = &mut *table;
+            let Some(peer) = table.peers.get_mut(&self.ip) else {
+                return;
+            };
+            peer.connections -= 1;
+            if self.started {
+                peer.in_progress -= 1;
+                if peer.in_progress > 0 {
+                    table.shared -= 1;
+                }
+            }
+            if peer.connections == 0 {
+                table.peers.remove(&self.ip);
+            }
+        }
+        if self.started {
+            self.handshakes.ended.notify_waiters();
         }
     }
 }
@@ -115,7 +209,8 @@ struct Relay {
 
 impl Relay {
     fn is(&self, ip: IpAddr) -> bool {
-        *self.known.lock().unwrap_or_else(|p| p.into_inner()) == Some(ip)
+        let known = *self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.is_some_and(|relay| relay.to_canonical() == ip.to_canonical())
     }
 
     /// Whether `ip` is the relay now, asking the runtime unless it was
@@ -133,37 +228,36 @@ impl Relay {
             return false;
         }
         *asked = Some(Instant::now());
-        let found = coord.lifecycle.link_relay().await;
-        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = found;
-        found == Some(ip)
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = coord.lifecycle.link_relay().await;
+        self.is(ip)
     }
 }
 
-/// The connection's place among its agent end's handshakes: its peer's,
-/// or on a connection from the relay, that of the agent end its header
-/// names (the header read, so the TLS handshake follows). `None`: refused.
-async fn place<'p>(
+/// The connection's place among its agent end's: its peer's, or on a
+/// connection from the relay, that of the agent end its header names (the
+/// header read, so the TLS handshake follows). `None`: refused.
+async fn place<'h>(
     coord: &Coordinator,
     relay: &Relay,
-    peers: &'p Peers,
+    handshakes: &'h Handshakes,
     tcp: &mut TcpStream,
     peer: SocketAddr,
-) -> Option<PeerSlot<'p>> {
+) -> Option<Handshake<'h>> {
     if !relay.is(peer.ip()) {
-        let Some(slot) = peers.admit(peer.ip()) else {
+        let Some(place) = handshakes.join(peer.ip()) else {
             tracing::info!(%peer, "link: too many handshakes from one peer");
             return None;
         };
         // A TLS handshake opens with 0x16, the relay's header with `P`.
         let mut first = [0u8; 1];
         if tcp.peek(&mut first).await.ok()? == 0 || first[0] != b'P' {
-            return Some(slot);
+            return Some(place);
         }
         if !relay.confirm(coord, peer.ip()).await {
             tracing::info!(%peer, "link: a relay header from a peer that is not the relay refused");
             return None;
         }
-        drop(slot);
+        drop(place);
     }
     let line = read_line(tcp, RelayHeader::MAX_LEN).await;
     let Some(header) = line.as_deref().and_then(RelayHeader::parse) else {
@@ -171,26 +265,26 @@ async fn place<'p>(
         return None;
     };
     let from = header.source;
-    let slot = peers.admit(from.ip());
-    if slot.is_none() {
+    let place = handshakes.join(from.ip());
+    if place.is_none() {
         tracing::info!(peer = %from, relay = %peer, "link: too many handshakes from one peer");
     }
-    slot
+    place
 }
 
 /// Serves the link on `listener` until the task is dropped.
 pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListener) {
     let acceptor = TlsAcceptor::from(link.server.clone());
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let agents: Arc<Mutex<HashMap<AgentName, Arc<AgentChannels>>>> = Arc::default();
-    let peers = Arc::new(Peers::default());
+    // Accepting is not held up: a connection past its peer's fill is
+    // closed at once, and one waiting for a shared place waits as a task
+    // (its peer's fill bounds them), so whoever is next in the backlog is
+    // reached.
+    let handshakes = Arc::new(Handshakes::default());
     let relay = Arc::new(Relay::default());
     // A relay that outlived the daemon: its agents all reconnect at once.
     *relay.known.lock().unwrap_or_else(|p| p.into_inner()) = coord.lifecycle.link_relay().await;
     loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
         let (mut tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -200,23 +294,26 @@ pub async fn serve(coord: Arc<Coordinator>, link: Arc<Link>, listener: TcpListen
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (coord, link, acceptor, agents, peers, relay) = (
+        let (coord, link, acceptor, agents, handshakes, relay) = (
             coord.clone(),
             link.clone(),
             acceptor.clone(),
             agents.clone(),
-            peers.clone(),
+            handshakes.clone(),
             relay.clone(),
         );
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-            let placed = place(&coord, &relay, &peers, &mut tcp, peer);
-            let Ok(Some(peer_slot)) = tokio::time::timeout_at(deadline, placed).await else {
+            let placed = async {
+                let mut handshake = place(&coord, &relay, &handshakes, &mut tcp, peer).await?;
+                handshake.start().await;
+                Some(handshake)
+            };
+            let Ok(Some(handshake)) = tokio::time::timeout_at(deadline, placed).await else {
                 return;
             };
             let accepted = tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await;
-            drop(permit);
-            drop(peer_slot);
+            drop(handshake);
             let tls = match accepted {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!("link handshake refused: {e}"),
@@ -398,5 +495,207 @@ async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Option<S
             return None;
         }
         line.push(byte);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hive_proto::link::{CA_FILE, CERT_FILE, KEY_FILE, SERVER_NAME};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// Core's link listener on `bind` (real store, CA and credential),
+    /// the runtime reporting the relay at `relay`; agent `a` issued.
+    struct Served {
+        /// `a`'s credential, as its harness presents it.
+        client: Arc<rustls::ClientConfig>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn serve_on(listener: TcpListener, relay: IpAddr) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::Paths::new(dir.path().join("state"), dir.path().join("run"));
+        paths.create_roots().unwrap();
+        let store = hive_store::Store::open(&paths.database()).unwrap();
+        let a = AgentName::parse("a").unwrap();
+        store.register_agent(&a).unwrap();
+        paths.create_agent_dirs(&a).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let link = Arc::new(Link::open(&paths, addr, None).unwrap());
+        let credentials = link.issue(&paths, &a, None).unwrap();
+        let settings = crate::settings::Settings {
+            hive_bin: "/bin/false".into(),
+            engine_bin: None,
+            codex_bin: None,
+            agent_env: Vec::new(),
+            agent_env_args: Vec::new(),
+            ports: Default::default(),
+            mirror: None,
+            operator_token: "test-token-0123456789".to_owned(),
+            link: Some(link.clone()),
+        };
+        let runtime = crate::lifecycle::relay_only(relay);
+        let coord = Coordinator::new(store, paths, None, runtime, settings, None);
+        tokio::spawn(serve(coord, link, listener));
+        Served {
+            client: client_config(&credentials),
+            _dir: dir,
+        }
+    }
+
+    fn client_config(dir: &std::path::Path) -> Arc<rustls::ClientConfig> {
+        let read = |file| std::fs::read(dir.join(file)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&read(CA_FILE)) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let chain = CertificateDer::pem_slice_iter(&read(CERT_FILE))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(&read(KEY_FILE)).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![ALPN_AGENT.as_bytes().to_vec()];
+        Arc::new(config)
+    }
+
+    /// An agent end on its overlay network.
+    fn agent_end(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    /// A connection as the relay opens it: from 127.0.0.1 to `to`, its
+    /// header naming `agent` before anything else. Nothing more is sent:
+    /// left so, it is a stalled handshake.
+    async fn via_relay(to: SocketAddr, agent: SocketAddr) -> TcpStream {
+        let mut tcp = TcpStream::connect(to).await.unwrap();
+        let header = RelayHeader {
+            source: agent,
+            dest: to,
+        };
+        tcp.write_all(header.line().as_bytes()).await.unwrap();
+        tcp
+    }
+
+    /// `whoami` on the agent channel, TLS on `tcp` with `client`.
+    async fn whoami(client: &Arc<rustls::ClientConfig>, tcp: TcpStream) -> Option<String> {
+        let connector = tokio_rustls::TlsConnector::from(client.clone());
+        let name = ServerName::try_from(SERVER_NAME).ok()?;
+        let mut tls = connector.connect(name, tcp).await.ok()?;
+        tls.write_all(b"{\"cmd\":\"whoami\"}\n").await.ok()?;
+        let mut line = String::new();
+        BufReader::new(tls).read_line(&mut line).await.ok()?;
+        Some(line)
+    }
+
+    /// Whether core still holds `tcp` open (it sent nothing, so anything
+    /// readable is its close).
+    async fn held(tcp: &TcpStream) -> bool {
+        tokio::task::yield_now().await;
+        let mut byte = [0u8; 1];
+        matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Waits for core to close `tcp`.
+    async fn closed(tcp: &mut TcpStream) {
+        let mut byte = [0u8; 1];
+        assert!(matches!(tcp.read(&mut byte).await, Ok(0) | Err(_)));
+    }
+
+    /// A listener on `bind`, the runtime reporting the relay at `relay`
+    /// (127.0.0.1 in one family's spelling or the other's), and the test
+    /// as the relay from 127.0.0.1: its header is believed, the cap is the
+    /// agent end's it names.
+    async fn relay_believed(bind: &str, relay: &str) {
+        let listener = match TcpListener::bind(bind).await {
+            Ok(listener) => listener,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                return eprintln!("skipped: no IPv6 loopback to bind {bind} ({e})");
+            }
+            Err(e) => panic!("bind {bind}: {e}"),
+        };
+        let port = listener.local_addr().unwrap().port();
+        let served = serve_on(listener, relay.parse().unwrap()).await;
+        let to = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+        let mole = agent_end("10.0.0.5");
+        let mut stalls = Vec::new();
+        for _ in 0..MAX_HANDSHAKES_PER_PEER {
+            stalls.push(via_relay(to, mole).await);
+        }
+        // The same agent end in a TCP6 header's spelling: past its cap.
+        let mut over = via_relay(to, agent_end("::ffff:10.0.0.5")).await;
+        closed(&mut over).await;
+        for stall in &stalls {
+            assert!(
+                held(stall).await,
+                "{bind}: a stall of the agent end's own cut"
+            );
+        }
+        // Another agent end through the same relay: its own cap.
+        let answer = whoami(&served.client, via_relay(to, agent_end("10.0.0.6")).await).await;
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.contains(r#""name":"a""#)),
+            "{bind}: {answer:?}"
+        );
+    }
+
+    /// The relay's header is believed whichever family the listener
+    /// sees the relay in: a dual-stack listener sees 127.0.0.1 as
+    /// `::ffff:127.0.0.1` while the runtime says `127.0.0.1` (and the
+    /// other way round); the cap is then the agent end's the header names,
+    /// in either spelling.
+    #[tokio::test]
+    async fn a_link_relay_header_is_believed_across_address_families() {
+        relay_believed("[::]:0", "127.0.0.1").await;
+        relay_believed("127.0.0.1:0", "::ffff:127.0.0.1").await;
+    }
+
+    /// Agents stalling handshakes from more addresses than the shared
+    /// places allow for (ten agent ends, eight each, through the relay as
+    /// the header names them; each one's fill reached) hold up no other:
+    /// a fresh agent end's handshake is answered, twice over, with every
+    /// stall still held, none cut and none expired to make room.
+    #[tokio::test]
+    async fn agents_stalling_every_shared_handshake_hold_up_no_fresh_agent_end() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let served = serve_on(listener, to.ip()).await;
+        let moles = 10;
+        assert!(moles * (MAX_HANDSHAKES_PER_PEER - 1) > MAX_HANDSHAKES);
+        let mut stalls = Vec::new();
+        for mole in 0..moles {
+            let end = agent_end(&format!("10.0.0.{}", 10 + mole));
+            for _ in 0..MAX_HANDSHAKES_PER_PEER {
+                stalls.push(via_relay(to, end).await);
+            }
+            // Past the mole's fill: refused, so all of its are placed.
+            closed(&mut via_relay(to, end).await).await;
+        }
+        let fresh = agent_end("10.0.1.1");
+        for attempt in 0..2 {
+            let answer = whoami(&served.client, via_relay(to, fresh).await).await;
+            assert!(
+                answer
+                    .as_deref()
+                    .is_some_and(|a| a.contains(r#""name":"a""#)),
+                "attempt {attempt}: {answer:?}"
+            );
+        }
+        let mut cut = 0;
+        for stall in &stalls {
+            if !held(stall).await {
+                cut += 1;
+            }
+        }
+        assert_eq!(cut, 0, "of {} stalls", stalls.len());
     }
 }
