@@ -17,6 +17,7 @@ use std::time::Duration;
 use hive_proto::AgentName;
 use hive_proto::link::{RestoreDone, RestoreOffer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
 
 use crate::Paths;
 use crate::error::{Error, Result};
@@ -36,12 +37,131 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 /// into it is cut off.
 const FREE_RESERVE: u64 = 2 << 30;
 
-/// The checkpoint dirs with a take in flight, and those with a restore
-/// being served: one of each per agent at a time.
-static TAKING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+/// How long a purge waits for a take it cancelled to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// Per checkpoint dir: the take in flight, or the purge that fences
+/// takes off. One take per agent at a time, and none while it is purged.
+static TAKING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<PathBuf, Slot>>> =
     std::sync::LazyLock::new(Default::default);
+/// The checkpoint dirs with a restore being served: one per agent.
 static RESTORING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
     std::sync::LazyLock::new(Default::default);
+
+enum Slot {
+    /// A take in flight: `cancel` stops it; `ended` closes once it ended
+    /// (and removed what it wrote).
+    Taking {
+        cancel: watch::Sender<bool>,
+        ended: watch::Receiver<()>,
+    },
+    /// Its agent is being purged: no take starts.
+    Purging,
+}
+
+fn taking() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, Slot>> {
+    TAKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A take's claim on its dir, held until dropped.
+struct Take {
+    dir: PathBuf,
+    /// Turns true (or closes) when a purge cancels this take.
+    cancel: watch::Receiver<bool>,
+    /// Dropped with the take: the purge waiting on it goes on.
+    _ended: watch::Sender<()>,
+}
+
+impl Take {
+    /// Claims `dir`, or says why not: another take, or a purge.
+    fn claim(dir: PathBuf) -> std::result::Result<Self, &'static str> {
+        let mut held = taking();
+        match held.get(&dir) {
+            Some(Slot::Taking { .. }) => return Err("another checkpoint of it is being taken"),
+            Some(Slot::Purging) => return Err("it is being purged"),
+            None => {}
+        }
+        let (cancel_tx, cancel) = watch::channel(false);
+        let (ended_tx, ended) = watch::channel(());
+        held.insert(
+            dir.clone(),
+            Slot::Taking {
+                cancel: cancel_tx,
+                ended,
+            },
+        );
+        Ok(Self {
+            dir,
+            cancel,
+            _ended: ended_tx,
+        })
+    }
+
+    /// Until a purge cancels this take.
+    async fn cancelled(&mut self) {
+        // An error is the sender gone: only a purge takes it away.
+        let _ = self.cancel.wait_for(|cancelled| *cancelled).await;
+    }
+}
+
+impl Drop for Take {
+    fn drop(&mut self) {
+        let mut held = taking();
+        // A purge's fence in its place stays.
+        if matches!(held.get(&self.dir), Some(Slot::Taking { .. })) {
+            held.remove(&self.dir);
+        }
+    }
+}
+
+/// Keeps checkpoints of one agent from being taken while it is purged;
+/// dropping it lets takes start again (they find no agent).
+pub struct PurgeFence {
+    dir: PathBuf,
+}
+
+impl Drop for PurgeFence {
+    fn drop(&mut self) {
+        taking().remove(&self.dir);
+    }
+}
+
+/// Fences checkpoints of `name` off for its purge: a take in flight is
+/// cancelled, and this answers once it ended and removed its temp file;
+/// none starts until the fence is dropped. Refused when a take does not
+/// end within [`CANCEL_WAIT`] (nothing is purged then).
+pub async fn fence_for_purge(paths: &Paths, name: &AgentName) -> Result<PurgeFence> {
+    let dir = dir(paths, name);
+    let in_flight = {
+        let mut held = taking();
+        if matches!(held.get(&dir), Some(Slot::Purging)) {
+            return Err(Error::refused(format!("{name} is already being purged")));
+        }
+        match held.insert(dir.clone(), Slot::Purging) {
+            Some(Slot::Taking { cancel, ended }) => {
+                cancel.send_replace(true);
+                Some(ended)
+            }
+            _ => None,
+        }
+    };
+    let fence = PurgeFence { dir };
+    if let Some(mut ended) = in_flight {
+        tracing::info!(agent = %name, "purge: cancelling the checkpoint being taken");
+        // `changed` fails once the take's sender is dropped: it ended.
+        let wait = async { while ended.changed().await.is_ok() {} };
+        tokio::time::timeout(CANCEL_WAIT, wait).await.map_err(|_| {
+            Error::refused(format!(
+                "a checkpoint of {name} being taken did not stop within {}s of its \
+                 cancel; nothing purged",
+                CANCEL_WAIT.as_secs()
+            ))
+        })?;
+    }
+    Ok(fence)
+}
 
 /// Holds `dir` in `set` until dropped; `None` when another holds it.
 struct InFlight {
@@ -207,12 +327,16 @@ pub async fn take(
              the harness restored its checkpoint"
         )));
     }
+    let dir = dir(paths, name);
+    let mut claim = Take::claim(dir.clone())
+        .map_err(|why| Error::refused(format!("no checkpoint of {name}: {why}")))?;
     let received = async {
-        let dir = dir(paths, name);
+        // Claimed first, so a purge either cancels this take or ran
+        // before it: then its agent dir is gone, and is not made again.
+        if !paths.agent_dir(name).is_dir() {
+            return Err(format!("{name} is gone (purged)"));
+        }
         crate::paths::create_dir(&dir).map_err(|e| format!("{e:#}"))?;
-        let Some(_taking) = InFlight::claim(&TAKING, dir.clone()) else {
-            return Err("another checkpoint of it is being taken".to_owned());
-        };
         // None in flight: any `.incoming-*` is a crashed take's.
         sweep_incoming(&dir);
         let room = free_bytes(&dir)?.saturating_sub(FREE_RESERVE);
@@ -223,12 +347,15 @@ pub async fn take(
             ));
         }
         let cap = link.checkpoint_cap.min(room);
-        let stream = link.state_tunnels.open(name).await?;
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| format!("random name: {e}"))?;
         let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let tmp = dir.join(format!(".incoming-{id}.tar"));
-        let received = tokio::time::timeout(timeout, receive(stream, &tmp, cap))
+        let streamed = async {
+            let stream = link.state_tunnels.open(name).await?;
+            receive(stream, &tmp, cap).await
+        };
+        let received = tokio::time::timeout(timeout, streamed)
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -242,7 +369,22 @@ pub async fn take(
         }
         received
     };
-    if let Err(e) = received.await {
+    let cancelled = tokio::select! {
+        received = received => Some(received),
+        () = claim.cancelled() => None,
+    };
+    let Some(received) = cancelled else {
+        // The receive future was dropped: its temp file (if any) goes now,
+        // before the claim ends and the purge waiting on it goes on.
+        sweep_incoming(&dir);
+        drop(claim);
+        return Err(Error::refused(format!(
+            "no checkpoint of {name}: it is being purged, so the checkpoint being taken \
+             was cancelled (the purge removes its kept checkpoints too)"
+        )));
+    };
+    drop(claim);
+    if let Err(e) = received {
         let previous = match last(paths, name) {
             Some(c) => format!("the previous one ({}) is kept", c.describe()),
             None => "there is no previous one".to_owned(),
@@ -434,13 +576,44 @@ mod tests {
         assert!(!tmp.exists());
     }
 
+    #[tokio::test]
+    async fn a_purge_cancels_the_take_in_flight_and_fences_new_ones_off() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path(), root.path().join("run"));
+        let name = AgentName::parse("eng").unwrap();
+        let mut take = Take::claim(dir(&paths, &name)).unwrap();
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let taking = tokio::spawn({
+            let ended = ended.clone();
+            async move {
+                take.cancelled().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(take);
+            }
+        });
+        let fence = fence_for_purge(&paths, &name).await.unwrap();
+        assert!(
+            ended.load(std::sync::atomic::Ordering::SeqCst),
+            "the fence waits for the take to end"
+        );
+        taking.await.unwrap();
+        assert_eq!(
+            Take::claim(dir(&paths, &name)).err(),
+            Some("it is being purged")
+        );
+        assert!(fence_for_purge(&paths, &name).await.is_err());
+        drop(fence);
+        assert!(Take::claim(dir(&paths, &name)).is_ok());
+    }
+
     #[test]
     fn one_take_per_agent_and_crashed_ones_are_swept() {
         let dir = tempfile::tempdir().unwrap();
-        let first = InFlight::claim(&TAKING, dir.path().to_owned()).unwrap();
-        assert!(InFlight::claim(&TAKING, dir.path().to_owned()).is_none());
+        let first = Take::claim(dir.path().to_owned()).unwrap();
+        assert!(Take::claim(dir.path().to_owned()).is_err());
         drop(first);
-        assert!(InFlight::claim(&TAKING, dir.path().to_owned()).is_some());
+        assert!(Take::claim(dir.path().to_owned()).is_ok());
         std::fs::write(dir.path().join(".incoming-ab.tar"), "left").unwrap();
         std::fs::write(dir.path().join(FILE), "kept").unwrap();
         sweep_incoming(dir.path());

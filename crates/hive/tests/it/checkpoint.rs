@@ -353,3 +353,101 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
     let logs = hive.host(r#"{"cmd":"logs","name":"b","lines":50}"#);
     assert!(logs.contains("without an offer"), "{logs}");
 }
+
+/// Asks core for a checkpoint of `name` (on a thread: it answers when the
+/// take ended) until the test's tunnel hears the ask; core registers a
+/// tunnel a moment after its first line, and refuses as not linked until
+/// then.
+async fn ask_through<L>(
+    hive: &Hive,
+    name: &str,
+    asks: &mut tokio::io::Lines<L>,
+) -> (std::thread::JoinHandle<String>, PageOpen)
+where
+    L: tokio::io::AsyncBufRead + Unpin,
+{
+    loop {
+        let socket = hive.host_socket();
+        let request = format!("{{\"cmd\":\"checkpoint\",\"name\":\"{name}\"}}\n");
+        let asked =
+            std::thread::spawn(move || crate::support::roundtrip(&socket, request.as_bytes()));
+        match tokio::time::timeout(Duration::from_secs(3), asks.next_line()).await {
+            Ok(line) => {
+                return (
+                    asked,
+                    serde_json::from_str::<PageOpen>(&line.unwrap().unwrap()).unwrap(),
+                );
+            }
+            Err(_) => {
+                let said = tokio::task::spawn_blocking(move || asked.join().unwrap())
+                    .await
+                    .unwrap();
+                assert!(said.contains("not linked"), "{said}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_purge_cancels_the_checkpoint_being_taken_and_leaves_nothing_of_it() {
+    let link = "127.0.0.1:19330";
+    let hive = linked_hive("process", link, ("19331", "19332-19339"), &[]);
+    spawn(&hive, "a");
+    within("a to link", || linked(&hive, "a"));
+    std::fs::write(state(&hive, "a").join("good.txt"), "good").unwrap();
+    checkpoint_when_linked(&hive, "a");
+    ok(&hive.host(r#"{"cmd":"kill","name":"a"}"#));
+    let keep = tempfile::tempdir().unwrap();
+    let as_a = dialer_of(&hive, "a", link, keep.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The test is a's harness: it answers the ask with part of a tar
+        // and stalls, the stream open.
+        let tunnel = state_conn(&as_a, &StateOpen::Tunnel).await;
+        let mut asks = BufReader::new(tunnel).lines();
+        let (asked, ask) = ask_through(&hive, "a", &mut asks).await;
+        let open = StateOpen::Checkpoint {
+            stream: ask.stream.clone(),
+        };
+        let mut stalled = state_conn(&as_a, &open).await;
+        let part = raw_tar(&[("big", &vec![7u8; 200_000])], false);
+        stalled.write_all(&part[..100_000]).await.unwrap();
+        stalled.flush().await.unwrap();
+        within("the take to write its temp file", || {
+            names(&checkpoints(&hive, "a"))
+                .iter()
+                .any(|n| n.starts_with(".incoming-"))
+        });
+
+        let socket = hive.host_socket();
+        let purged = tokio::task::spawn_blocking(move || {
+            crate::support::roundtrip(
+                &socket,
+                b"{\"cmd\":\"destroy\",\"name\":\"a\",\"purge\":true}\n",
+            )
+        })
+        .await
+        .unwrap();
+        ok(&purged);
+        let said = tokio::task::spawn_blocking(move || asked.join().unwrap())
+            .await
+            .unwrap();
+        assert!(said.contains(r#""ok":false"#), "{said}");
+        assert!(said.contains("being purged"), "{said}");
+        assert!(said.contains("cancelled"), "{said}");
+        // The harness may go on sending: nothing lands anywhere.
+        let _ = stalled.write_all(&part[100_000..]).await;
+        let _ = stalled.shutdown().await;
+        drop(stalled);
+    });
+    // Nothing of a remains on the host: no checkpoint, no temp file, not
+    // its dir.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!hive.state_dir().join("agents/a").exists());
+    assert!(!names(&hive.state_dir().join("agents")).contains(&"a".to_owned()));
+
+    // A take asked for now is refused: a is gone.
+    let refused = hive.host(r#"{"cmd":"checkpoint","name":"a"}"#);
+    assert!(refused.contains(r#""ok":false"#), "{refused}");
+    assert!(!hive.state_dir().join("agents/a").exists());
+}
