@@ -244,6 +244,61 @@ impl Dir {
         written
     }
 
+    /// Creates `name` new (mode `mode`), refusing any entry already there:
+    /// a planted link is never followed.
+    pub fn create_new(&self, name: &str, mode: u32) -> Result<std::fs::File> {
+        openat(
+            self.fd(),
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map(std::fs::File::from)
+        .map_err(io(|| format!("create {}", self.path.join(name).display())))
+    }
+
+    /// Opens `name` to read if it is a regular file with no other hard
+    /// link (one could be a host file): `None` when absent, a symbolic
+    /// link, or anything else.
+    pub fn open_own_file(&self, name: &str) -> Result<Option<(std::fs::File, FileStat)>> {
+        let Some((fd, stat)) = self.open_entry(OsStr::new(name))? else {
+            return Ok(None);
+        };
+        if !is(&stat, SFlag::S_IFREG) || stat.st_nlink > 1 {
+            return Ok(None);
+        }
+        // Opened non-blocking (no fifo may stall it); a regular file reads
+        // the same without.
+        nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+            .map_err(io(|| format!("open {}", self.path.join(name).display())))?;
+        Ok(Some((std::fs::File::from(fd), stat)))
+    }
+
+    /// Renames `from` over `to`, both in this directory (a link at `to` is
+    /// replaced, never followed).
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        renameat(self.fd(), from, self.fd(), to)
+            .map_err(io(|| format!("rename to {}", self.path.join(to).display())))
+    }
+
+    /// Makes `to` a second hard link of `from`, both in this directory; a
+    /// link at `from` is never followed.
+    pub fn hard_link(&self, from: &str, to: &str) -> Result<()> {
+        nix::unistd::linkat(self.fd(), from, self.fd(), to, AtFlags::empty())
+            .map_err(io(|| format!("link {}", self.path.join(to).display())))
+    }
+
+    /// Bytes free for an unprivileged writer on this directory's
+    /// filesystem.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let stat = nix::sys::statvfs::fstatvfs(self.fd())
+            .map_err(io(|| format!("statvfs {}", self.path.display())))?;
+        #[allow(clippy::useless_conversion)]
+        let free =
+            u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+        Ok(free)
+    }
+
     /// Unlinks `name` (a link itself, never its target); absent is fine.
     pub fn remove_file(&self, name: &str) -> Result<()> {
         match unlinkat(self.fd(), name, UnlinkatFlags::NoRemoveDir) {
@@ -413,7 +468,7 @@ impl Dir {
     }
 
     /// The names in this directory (without `.` and `..`).
-    fn entries(&self) -> Result<Vec<OsString>> {
+    pub fn entries(&self) -> Result<Vec<OsString>> {
         let fd = openat(self.fd(), ".", DIR_FLAGS, Mode::empty())
             .map_err(io(|| format!("read {}", self.path.display())))?;
         let mut dir =

@@ -451,3 +451,45 @@ fn a_purge_cancels_the_checkpoint_being_taken_and_leaves_nothing_of_it() {
     assert!(refused.contains(r#""ok":false"#), "{refused}");
     assert!(!hive.state_dir().join("agents/a").exists());
 }
+
+#[test]
+fn a_link_planted_at_the_checkpoints_dir_or_its_files_is_never_followed() {
+    let link = "127.0.0.1:19360";
+    let hive = linked_hive("process", link, ("19361", "19362-19369"), &[]);
+    spawn(&hive, "a");
+    within("a to link", || linked(&hive, "a"));
+    std::fs::write(state(&hive, "a").join("good.txt"), "good").unwrap();
+    // A host dir, and a hostile process with access to core's agent dir
+    // plants a link to it where the checkpoints dir would be.
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "host data").unwrap();
+    let host_unchanged = || {
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host data");
+        assert_eq!(names(host.path()), ["secret"]);
+    };
+    std::os::unix::fs::symlink(host.path(), checkpoints(&hive, "a")).unwrap();
+    let request = r#"{"cmd":"checkpoint","name":"a"}"#;
+    let mut refused = String::new();
+    within("a refused checkpoint", || {
+        refused = hive.host(request);
+        !refused.contains("not linked")
+    });
+    assert!(refused.contains(r#""ok":false"#), "{refused}");
+    assert!(refused.contains("symbolic link planted"), "{refused}");
+    host_unchanged();
+
+    // A real dir with links at the file names: replaced by core's own
+    // files, never written through.
+    std::fs::remove_file(checkpoints(&hive, "a")).unwrap();
+    std::fs::create_dir(checkpoints(&hive, "a")).unwrap();
+    for name in ["state.tar", "state.prev.tar"] {
+        std::os::unix::fs::symlink(&secret, checkpoints(&hive, "a").join(name)).unwrap();
+    }
+    checkpoint_when_linked(&hive, "a");
+    host_unchanged();
+    let kept = checkpoints(&hive, "a").join("state.tar");
+    assert!(std::fs::symlink_metadata(&kept).unwrap().is_file());
+    assert_ne!(std::fs::read(&kept).unwrap(), b"host data");
+    assert_eq!(names(&checkpoints(&hive, "a")), ["state.tar"]);
+}
