@@ -143,7 +143,7 @@ fn a_checkpoint_comes_back_into_an_empty_state_after_a_restore() {
 
 /// A tar of `entries` (path, body) written raw (the tar crate's own
 /// builder refuses `..`), with `end`ing blocks or cut short.
-fn raw_tar(entries: &[(&str, &[u8])], end: bool) -> Vec<u8> {
+pub(crate) fn raw_tar(entries: &[(&str, &[u8])], end: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, body) in entries {
         let mut h = tar::Header::new_gnu();
