@@ -398,7 +398,8 @@ pub async fn take(
              was cancelled (the purge removes its kept checkpoints too)"
         )));
     };
-    drop(claim);
+    // The claim is held until the answer is read: a purge waiting on it
+    // removes nothing under `last`.
     if let Err(e) = received {
         let previous = match last(paths, name) {
             Some(c) => format!("the previous one ({}) is kept", c.describe()),
@@ -411,6 +412,7 @@ pub async fn take(
     let kept = last(paths, name)
         .ok_or_else(|| Error::Internal(format!("{name}'s checkpoint vanished")))?;
     tracing::info!(agent = %name, bytes = kept.bytes, "checkpoint kept");
+    drop(claim);
     Ok(kept)
 }
 

@@ -429,9 +429,16 @@ fn a_purge_cancels_the_checkpoint_being_taken_and_leaves_nothing_of_it() {
         .await
         .unwrap();
         ok(&purged);
-        let said = tokio::task::spawn_blocking(move || asked.join().unwrap())
-            .await
-            .unwrap();
+        // Bounded: a take the purge did not end would wait out its timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !asked.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the take went on after a was purged"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let said = asked.join().unwrap();
         assert!(said.contains(r#""ok":false"#), "{said}");
         assert!(said.contains("being purged"), "{said}");
         assert!(said.contains("cancelled"), "{said}");
