@@ -666,6 +666,43 @@ mod tests {
     }
 
     #[test]
+    fn own_files_are_read_and_made_without_following_links() {
+        let (_tmp, root, host) = setup();
+        let secret = host.join("secret");
+        std::fs::write(&secret, "host data").unwrap();
+        let dir = Dir::open(&root, &root.join("tree")).unwrap().unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("tree/sym")).unwrap();
+        std::fs::hard_link(&secret, root.join("tree/hard")).unwrap();
+        std::fs::write(root.join("tree/own"), "core").unwrap();
+        assert!(dir.open_own_file("sym").unwrap().is_none());
+        assert!(dir.open_own_file("hard").unwrap().is_none());
+        assert!(dir.open_own_file("absent").unwrap().is_none());
+        let (mut file, stat) = dir.open_own_file("own").unwrap().unwrap();
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut file, &mut read).unwrap();
+        assert_eq!((read.as_str(), stat.st_size), ("core", 4));
+        // Creating at a planted name fails; nothing is written through.
+        assert!(dir.create_new("sym", 0o600).is_err());
+        assert!(dir.create_new("hard", 0o600).is_err());
+        // A second link of a link is the link itself, not its target.
+        dir.hard_link("sym", "sym2").unwrap();
+        assert!(
+            std::fs::symlink_metadata(root.join("tree/sym2"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        dir.rename("own", "sym").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("tree/sym")).unwrap(),
+            "core"
+        );
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host data");
+        assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 2, "hard only");
+        assert!(dir.free_bytes().unwrap() > 0);
+    }
+
+    #[test]
     fn remove_tree_unlinks_links_and_leaves_their_targets() {
         let (_tmp, root, host) = setup();
         std::fs::write(host.join("keep"), "host data").unwrap();
