@@ -259,13 +259,11 @@ pub async fn agent_verb(
                 body,
                 in_reply_to,
             };
-            store
-                .send_batch(me.as_str(), std::slice::from_ref(&message))
-                .await?;
+            store.send_batch(me.as_str(), vec![message]).await?;
             AgentResponse::Ok
         }
         SendBatch { messages } => AgentResponse::Sent {
-            ids: store.send_batch(me.as_str(), &messages).await?,
+            ids: store.send_batch(me.as_str(), messages).await?,
         },
         RenewLease { lease } => {
             store.renew_lease(me.as_str(), lease)?;

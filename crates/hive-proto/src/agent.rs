@@ -363,8 +363,18 @@ pub struct AgentAnswer {
 }
 
 impl AgentAnswer {
-    /// The answer as one JSON line (no newline).
+    /// The answer as one JSON line (no newline). A `messages` answer,
+    /// every turn's, is written directly ([`crate::hot::messages_line`]:
+    /// the same bytes, without serde's byte-by-byte string escaping).
     pub fn to_line(&self) -> serde_json::Result<String> {
+        if let AgentResponse::Messages { messages, lease } = &self.response {
+            return crate::hot::messages_line(messages, *lease, self.unread);
+        }
+        self.to_line_general()
+    }
+
+    /// [`AgentAnswer::to_line`] through serde for every response.
+    pub(crate) fn to_line_general(&self) -> serde_json::Result<String> {
         let mut line = serde_json::to_string(&self.response)?;
         if let Some(unread) = self.unread
             && !matches!(self.response, AgentResponse::Status { .. })
@@ -379,7 +389,12 @@ impl AgentAnswer {
     }
 
     /// Reads an answer line (an answer without `unread` is an older core's).
+    /// `ok`, `sent` and `messages` with `kind` first, as core writes them,
+    /// decode in one pass; any other line through a JSON value.
     pub fn from_line(line: &str) -> serde_json::Result<Self> {
+        if let Some(answer) = crate::hot::decode_answer(line) {
+            return Ok(answer);
+        }
         let value: serde_json::Value = serde_json::from_str(line)?;
         let unread = value.get("unread").and_then(serde_json::Value::as_u64);
         let response = AgentResponse::deserialize(value)?;

@@ -1,5 +1,6 @@
-//! The hot agent verbs (`send`, `send_batch`, `recv`, `ack_turn`) decoded
-//! in one pass.
+//! The hot agent verbs (`send`, `send_batch`, `recv`, `ack_turn`), and
+//! their answers (`ok`, `sent`, `messages`, with the unread count),
+//! decoded in one pass.
 //!
 //! [`AgentRequest`] is tagged `cmd` inside the object, and serde decodes
 //! such an enum by first buffering every member into an intermediate tree
@@ -11,17 +12,82 @@
 //! any error, a second `cmd` — is not decoded here ([`decode`] says
 //! `None`), and the caller decodes it the general way, whose errors name
 //! the problem. Each fields struct mirrors its variant in `agent.rs`; a
-//! test decodes the same lines both ways.
+//! test decodes the same lines both ways. Answers, tagged `kind`, go the
+//! same way ([`decode_answer`]).
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 
 use crate::Recipient;
-use crate::agent::{AgentRequest, OutgoingMessage};
+use crate::agent::{AgentAnswer, AgentRequest, AgentResponse, DeliveredMessage, OutgoingMessage};
 
 /// `line` decoded, if it is a hot verb's with `cmd` first and no error.
 pub(crate) fn decode(line: &str) -> Option<AgentRequest> {
     serde_json::from_str::<Hot>(line).ok().map(|hot| hot.0)
+}
+
+/// A `messages` answer line, byte for byte what serde writes for
+/// [`AgentResponse::Messages`] with the unread count after it; strings
+/// with nothing to escape (the usual body) are copied whole rather than
+/// scanned a byte at a time.
+pub(crate) fn messages_line(
+    messages: &[DeliveredMessage],
+    lease: Option<i64>,
+    unread: Option<u64>,
+) -> serde_json::Result<String> {
+    use std::fmt::Write;
+    let size: usize = messages
+        .iter()
+        .map(|m| m.from.len() + m.to.len() + m.body.len() + 96)
+        .sum();
+    let mut line = String::with_capacity(size + 64);
+    line.push_str(r#"{"kind":"messages","messages":["#);
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        let _ = write!(line, r#"{{"id":{},"from":"#, m.id);
+        push_str(&mut line, &m.from)?;
+        line.push_str(r#","to":"#);
+        push_str(&mut line, &m.to)?;
+        line.push_str(r#","body":"#);
+        push_str(&mut line, &m.body)?;
+        let _ = write!(line, r#","at":{}"#, m.at);
+        if let Some(parent) = m.in_reply_to {
+            let _ = write!(line, r#","in_reply_to":{parent}"#);
+        }
+        let _ = write!(line, r#","redelivered":{}}}"#, m.redelivered);
+    }
+    line.push(']');
+    if let Some(lease) = lease {
+        let _ = write!(line, r#","lease":{lease}"#);
+    }
+    if let Some(unread) = unread {
+        let _ = write!(line, r#","unread":{unread}"#);
+    }
+    line.push('}');
+    Ok(line)
+}
+
+/// `s` as a JSON string: whole when nothing in it needs escaping (JSON
+/// escapes only `"`, `\` and control characters), else through serde.
+fn push_str(line: &mut String, s: &str) -> serde_json::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        line.push('"');
+        line.push_str(s);
+        line.push('"');
+    } else {
+        line.push_str(&serde_json::to_string(s)?);
+    }
+    Ok(())
+}
+
+/// `line` decoded as an answer, if it is an `ok`, `sent` or `messages`
+/// answer with `kind` first and no error.
+pub(crate) fn decode_answer(line: &str) -> Option<AgentAnswer> {
+    serde_json::from_str::<HotAnswer>(line)
+        .ok()
+        .map(|hot| hot.0)
 }
 
 struct Hot(AgentRequest);
@@ -79,6 +145,93 @@ impl<'de> Visitor<'de> for HotVisitor {
             _ => return Err(de::Error::custom("not a hot verb")),
         }))
     }
+}
+
+struct HotAnswer(AgentAnswer);
+
+impl<'de> Deserialize<'de> for HotAnswer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HotAnswerVisitor)
+    }
+}
+
+struct HotAnswerVisitor;
+
+impl<'de> Visitor<'de> for HotAnswerVisitor {
+    type Value = HotAnswer;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an answer object whose first member is `kind`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HotAnswer, A::Error> {
+        if map.next_key::<&'de str>()? != Some("kind") {
+            return Err(de::Error::custom("`kind` is not first"));
+        }
+        let kind: &'de str = map.next_value()?;
+        let rest = MapAccessDeserializer::new(map);
+        let (response, unread) = match kind {
+            "ok" => (AgentResponse::Ok, OkFields::deserialize(rest)?.unread),
+            "sent" => {
+                let f = SentFields::deserialize(rest)?;
+                (AgentResponse::Sent { ids: f.ids }, f.unread)
+            }
+            "messages" => {
+                let f = MessagesFields::deserialize(rest)?;
+                (
+                    AgentResponse::Messages {
+                        messages: f.messages,
+                        lease: f.lease,
+                    },
+                    f.unread,
+                )
+            }
+            _ => return Err(de::Error::custom("not a hot answer")),
+        };
+        Ok(HotAnswer(AgentAnswer { response, unread }))
+    }
+}
+
+/// A second `kind` member: refused here, so the general decoding reports
+/// it.
+struct NoSecondKind;
+
+impl<'de> Deserialize<'de> for NoSecondKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer)?;
+        Err(de::Error::custom("a second `kind`"))
+    }
+}
+
+#[derive(Deserialize)]
+struct OkFields {
+    #[serde(default)]
+    unread: Option<u64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    kind: Option<NoSecondKind>,
+}
+
+#[derive(Deserialize)]
+struct SentFields {
+    ids: Vec<i64>,
+    #[serde(default)]
+    unread: Option<u64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    kind: Option<NoSecondKind>,
+}
+
+#[derive(Deserialize)]
+struct MessagesFields {
+    messages: Vec<DeliveredMessage>,
+    #[serde(default)]
+    lease: Option<i64>,
+    #[serde(default)]
+    unread: Option<u64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    kind: Option<NoSecondKind>,
 }
 
 /// A second `cmd` member: refused here, so the general decoding reports
@@ -179,5 +332,114 @@ mod tests {
         for line in general_only {
             assert_eq!(decode(line), None, "{line}");
         }
+    }
+
+    /// A `messages` line is the bytes serde writes, whatever its strings
+    /// hold.
+    #[test]
+    fn messages_lines_are_what_serde_writes() {
+        let strings = [
+            "",
+            "plain",
+            "x".repeat(200).as_str(),
+            "quote \" and back\\slash",
+            "tab\tnew\nline\r\u{0}\u{1f}",
+            "del \u{7f} é ✓ 🐝",
+            "</script>",
+        ]
+        .map(str::to_owned);
+        for (i, s) in strings.iter().enumerate() {
+            let message = |id: i64| DeliveredMessage {
+                id,
+                from: s.clone(),
+                to: "bob".into(),
+                body: s.clone(),
+                at: -5,
+                in_reply_to: (id % 2 == 0).then_some(id - 1),
+                redelivered: id % 3 == 0,
+            };
+            let count = i64::try_from(i).unwrap();
+            for (lease, unread) in [
+                (None, None),
+                (Some(7), Some(0)),
+                (Some(i64::MAX), Some(u64::MAX)),
+            ] {
+                let answer = AgentAnswer {
+                    response: AgentResponse::Messages {
+                        messages: (0..count).map(message).collect(),
+                        lease,
+                    },
+                    unread,
+                };
+                assert_eq!(answer.to_line().unwrap(), answer.to_line_general().unwrap());
+            }
+        }
+    }
+
+    /// Every answer decodes here exactly as the general way does, or is
+    /// left to it.
+    #[test]
+    fn hot_answers_decode_as_the_general_way_does() {
+        let message = DeliveredMessage {
+            id: 3,
+            from: "alice".into(),
+            to: "bob".into(),
+            body: "line\n\"quoted\" \u{e9}".into(),
+            at: 1_700_000_000,
+            in_reply_to: Some(2),
+            redelivered: true,
+        };
+        let answers = [
+            AgentAnswer {
+                response: AgentResponse::Ok,
+                unread: Some(4),
+            },
+            AgentAnswer {
+                response: AgentResponse::Ok,
+                unread: None,
+            },
+            AgentAnswer {
+                response: AgentResponse::Sent { ids: vec![7, 8] },
+                unread: Some(0),
+            },
+            AgentAnswer {
+                response: AgentResponse::Messages {
+                    messages: vec![message.clone(), message],
+                    lease: Some(99),
+                },
+                unread: Some(1),
+            },
+            AgentAnswer {
+                response: AgentResponse::Messages {
+                    messages: Vec::new(),
+                    lease: None,
+                },
+                unread: Some(0),
+            },
+        ];
+        for answer in answers {
+            let line = answer.to_line().unwrap();
+            assert_eq!(line, answer.to_line_general().unwrap());
+            assert_eq!(decode_answer(&line), Some(answer.clone()), "{line}");
+            assert_eq!(AgentAnswer::from_line(&line).unwrap(), answer, "{line}");
+        }
+        let general_only = [
+            r#"{"kind":"status","unread":3}"#,
+            r#"{"kind":"err","message":"no"}"#,
+            r#"{"unread":1,"kind":"ok"}"#,
+            r#"{"kind":"sent","ids":[1],"kind":"ok"}"#,
+            r#"{"kind":"sent"}"#,
+            r#"{"kind":"ok"} trailing"#,
+        ];
+        for line in general_only {
+            assert_eq!(decode_answer(line), None, "{line}");
+        }
+        assert_eq!(
+            AgentAnswer::from_line(r#"{"unread":1,"kind":"ok"}"#).unwrap(),
+            AgentAnswer {
+                response: AgentResponse::Ok,
+                unread: Some(1)
+            }
+        );
     }
 }

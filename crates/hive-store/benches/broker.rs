@@ -129,7 +129,7 @@ fn round_trips(
         let start = Instant::now();
         match batched {
             Some(rt) => {
-                rt.block_on(store.send_batch("alice", &vec![message.clone(); n]))?;
+                rt.block_on(store.send_batch("alice", vec![message.clone(); n]))?;
             }
             None => {
                 for _ in 0..n {

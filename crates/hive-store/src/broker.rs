@@ -364,7 +364,7 @@ impl Store {
     /// stored row, in order (a `*` stores one row per recipient). Goes
     /// through the single writer, so concurrent sends from every socket
     /// share one transaction; returns once that transaction committed.
-    pub async fn send_batch(&self, from: &str, messages: &[OutgoingMessage]) -> Result<Vec<i64>> {
+    pub async fn send_batch(&self, from: &str, messages: Vec<OutgoingMessage>) -> Result<Vec<i64>> {
         if messages.is_empty() {
             return Err(Error::Refused(
                 "a send_batch needs at least one message".into(),
@@ -377,17 +377,18 @@ impl Store {
             )));
         }
         check_sender(from)?;
+        let many = messages.len() > 1;
         let messages = messages
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, m)| {
-                check_message(&m.body).map_err(|e| match messages.len() {
-                    1 => e,
-                    _ => Error::Refused(format!("message {}: {e}", i + 1)),
+                check_message(&m.body).map_err(|e| match many {
+                    false => e,
+                    true => Error::Refused(format!("message {}: {e}", i + 1)),
                 })?;
                 Ok(Checked {
-                    to: m.to.clone(),
-                    body: m.body.clone(),
+                    to: m.to,
+                    body: m.body,
                     in_reply_to: m.in_reply_to,
                 })
             })

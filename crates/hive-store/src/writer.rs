@@ -243,7 +243,7 @@ mod tests {
                         body: format!("m{i}"),
                         in_reply_to: None,
                     };
-                    store.send_batch("alice", &[message]).await
+                    store.send_batch("alice", vec![message]).await
                 })
             })
             .collect();

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use hive_proto::{AgentAnswer, AgentRequest, AgentResponse, OutgoingMessage, Recipient};
 
 const BATCH: usize = 32;
 const MESSAGES: usize = 20_000;
@@ -129,22 +129,25 @@ impl Loop {
                 let mut bob = Jsonl::open(&hive.socket("bob"));
                 for _ in 0..MESSAGES / BATCH {
                     if let Loop::HiveBatch = self {
-                        let messages: Vec<Value> = (0..BATCH)
-                            .map(|_| json!({"to": "bob", "body": body}))
+                        let messages: Vec<OutgoingMessage> = (0..BATCH)
+                            .map(|_| OutgoingMessage {
+                                to: to("bob"),
+                                body: body.to_owned(),
+                                in_reply_to: None,
+                            })
                             .collect();
-                        let sent = alice.call(&json!({"cmd": "send_batch", "messages": messages}));
-                        assert_eq!(sent["kind"], "sent", "{sent}");
+                        let sent = alice.call(&AgentRequest::SendBatch { messages });
+                        assert!(matches!(sent, AgentResponse::Sent { .. }), "{sent:?}");
                     } else {
-                        let send = json!({"cmd": "send", "to": "bob", "body": body});
+                        let send = send(to("bob"), body);
                         alice.write(&vec![send; BATCH]);
                         for _ in 0..BATCH {
-                            assert_eq!(alice.read()["kind"], "ok");
+                            assert_eq!(alice.read(), AgentResponse::Ok);
                         }
                     }
-                    let got = bob.call(&json!({"cmd": "recv", "max": BATCH, "wait_seconds": 5, "lease_seconds": 60}));
-                    assert_eq!(got["messages"].as_array().unwrap().len(), BATCH, "{got}");
-                    let acked = bob.call(&json!({"cmd": "ack_turn", "lease": got["lease"]}));
-                    assert_eq!(acked["kind"], "ok");
+                    let (got, lease) = bob.recv(BATCH as u32, 5);
+                    assert_eq!(got, BATCH);
+                    assert_eq!(bob.ack(lease), AgentResponse::Ok);
                 }
             }
             Loop::RedisPipelined | Loop::RedisUnpipelined => {
@@ -215,10 +218,9 @@ fn wake_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
     let waiter = std::thread::spawn(move || {
         let mut bob = Jsonl::open(&bob_socket);
         for _ in 0..WAKE_SAMPLES {
-            let got = bob
-                .call(&json!({"cmd": "recv", "max": 1, "wait_seconds": 10, "lease_seconds": 60}));
+            let (_, lease) = bob.recv(1, 10);
             let woke = Instant::now();
-            bob.call(&json!({"cmd": "ack_turn", "lease": got["lease"]}));
+            bob.ack(lease);
             tx.send(woke).unwrap();
         }
     });
@@ -228,7 +230,7 @@ fn wake_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
         // Let the waiter park.
         std::thread::sleep(Duration::from_micros(300));
         let sent = Instant::now();
-        alice.call(&json!({"cmd": "send", "to": "bob", "body": body}));
+        alice.call(&send(to("bob"), body));
         samples.push(rx.recv().unwrap() - sent);
     }
     waiter.join().unwrap();
@@ -275,10 +277,10 @@ fn wake_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
 }
 
 fn concurrent_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
-    let send = json!({"cmd": "send", "to": "sink", "body": body});
+    let send = send(to("sink"), body);
     concurrent(
         |i| Jsonl::open(&hive.socket(&format!("a{i}"))),
-        move |conn: &mut Jsonl| assert_eq!(conn.call(&send)["kind"], "ok"),
+        move |conn: &mut Jsonl| assert_eq!(conn.call(&send), AgentResponse::Ok),
     )
 }
 
@@ -433,7 +435,20 @@ impl Drop for Daemon {
     }
 }
 
-/// A JSON-lines connection.
+fn to(name: &str) -> Recipient {
+    Recipient::parse(name).unwrap()
+}
+
+fn send(to: Recipient, body: &str) -> AgentRequest {
+    AgentRequest::Send {
+        to,
+        body: body.to_owned(),
+        in_reply_to: None,
+    }
+}
+
+/// A JSON-lines connection to an agent socket, speaking the protocol's
+/// own types as the harness does (`hive-agent`'s `SocketClient`).
 struct Jsonl {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -448,7 +463,7 @@ impl Jsonl {
         }
     }
 
-    fn write(&mut self, requests: &[Value]) {
+    fn write(&mut self, requests: &[AgentRequest]) {
         let mut bytes = Vec::new();
         for r in requests {
             serde_json::to_writer(&mut bytes, r).unwrap();
@@ -457,15 +472,32 @@ impl Jsonl {
         self.writer.write_all(&bytes).unwrap();
     }
 
-    fn read(&mut self) -> Value {
+    fn read(&mut self) -> AgentResponse {
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap()
+        AgentAnswer::from_line(line.trim_end()).unwrap().response
     }
 
-    fn call(&mut self, request: &Value) -> Value {
+    fn call(&mut self, request: &AgentRequest) -> AgentResponse {
         self.write(std::slice::from_ref(request));
         self.read()
+    }
+
+    /// A `recv` of up to `max` under an exact lease: how many came, and
+    /// the lease.
+    fn recv(&mut self, max: u32, wait: u64) -> (usize, Option<i64>) {
+        match self.call(&AgentRequest::Recv {
+            wait_seconds: Some(wait),
+            max: Some(max),
+            lease_seconds: Some(60),
+        }) {
+            AgentResponse::Messages { messages, lease } => (messages.len(), lease),
+            other => panic!("recv answered {other:?}"),
+        }
+    }
+
+    fn ack(&mut self, lease: Option<i64>) -> AgentResponse {
+        self.call(&AgentRequest::AckTurn { ids: None, lease })
     }
 }
 

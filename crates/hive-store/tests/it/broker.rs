@@ -559,7 +559,7 @@ async fn events_follow_sends_and_deliveries_while_watched() {
         body: "batched".into(),
         in_reply_to: None,
     }];
-    let batched = store.send_batch("alice", &batch).await.unwrap()[0];
+    let batched = store.send_batch("alice", batch.to_vec()).await.unwrap()[0];
     assert!(
         matches!(events.try_recv().unwrap(), MessageEvent::Sent(r) if r.id == batched && r.body == "batched")
     );
@@ -638,7 +638,7 @@ async fn concurrent_batches_commit_together_and_fail_alone() {
                         in_reply_to: None,
                     })
                     .collect();
-                (i, store.send_batch("alice", &batch).await)
+                (i, store.send_batch("alice", batch.clone()).await)
             })
         })
         .collect();
@@ -692,7 +692,7 @@ async fn long_batches_are_stored_in_order_and_refused_ones_leave_nothing() {
             _ => message("bob", format!("m{i}")),
         })
         .collect();
-    let ids = store.send_batch("alice", &batch).await.unwrap();
+    let ids = store.send_batch("alice", batch.clone()).await.unwrap();
     assert_eq!(ids.len(), 46);
     let stored: Vec<(String, String)> = ids
         .iter()
@@ -715,7 +715,10 @@ async fn long_batches_are_stored_in_order_and_refused_ones_leave_nothing() {
 
     let mut refused = batch.clone();
     refused.push(message("nobody", "last".into()));
-    let err = store.send_batch("alice", &refused).await.unwrap_err();
+    let err = store
+        .send_batch("alice", refused.clone())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::UnknownAgent(ref n) if n == "nobody"),
         "{err}"
@@ -745,7 +748,7 @@ async fn a_batch_may_answer_its_own_earlier_messages() {
     let ids = store
         .send_batch(
             "alice",
-            &[
+            vec![
                 message("bob", first),
                 message("*", first + 1),
                 message("carol", first + 3),
@@ -757,7 +760,7 @@ async fn a_batch_may_answer_its_own_earlier_messages() {
     let err = store
         .send_batch(
             "alice",
-            &[message("bob", first + 4), message("bob", first + 6)],
+            vec![message("bob", first + 4), message("bob", first + 6)],
         )
         .await
         .unwrap_err();
@@ -929,7 +932,7 @@ fn the_unread_count_agrees_with_the_file_after_any_mix_of_steps() {
                         in_reply_to: None,
                     })
                     .collect();
-                rt.block_on(store.send_batch(who, &batch)).unwrap();
+                rt.block_on(store.send_batch(who, batch.clone())).unwrap();
             }
             3 => {
                 store.send(who, &to("*"), &format!("all{i}"), None).unwrap();
