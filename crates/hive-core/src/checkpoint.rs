@@ -11,17 +11,23 @@
 //! harness unpacks it, inside its own container (`hive-agent`'s
 //! `restore.rs`), refusing entries that leave `/state`.
 
+use std::ffi::OsStr;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hive_proto::AgentName;
 use hive_proto::link::{RestoreDone, RestoreOffer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
 
 use crate::Paths;
 use crate::error::{Error, Result};
 use crate::link::{Link, PageStream};
+use crate::safe_fs::{Dir, FsError};
 
+/// The dir in `agents/<name>/` that holds them.
+const CHECKPOINTS: &str = "checkpoints";
 /// The kept checkpoint's file name.
 const FILE: &str = "state.tar";
 /// The checkpoint `FILE` replaced, kept one more round.
@@ -36,12 +42,131 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 /// into it is cut off.
 const FREE_RESERVE: u64 = 2 << 30;
 
-/// The checkpoint dirs with a take in flight, and those with a restore
-/// being served: one of each per agent at a time.
-static TAKING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+/// How long a purge waits for a take it cancelled to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// Per checkpoint dir: the take in flight, or the purge that fences
+/// takes off. One take per agent at a time, and none while it is purged.
+static TAKING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<PathBuf, Slot>>> =
     std::sync::LazyLock::new(Default::default);
+/// The checkpoint dirs with a restore being served: one per agent.
 static RESTORING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
     std::sync::LazyLock::new(Default::default);
+
+enum Slot {
+    /// A take in flight: `cancel` stops it; `ended` closes once it ended
+    /// (and removed what it wrote).
+    Taking {
+        cancel: watch::Sender<bool>,
+        ended: watch::Receiver<()>,
+    },
+    /// Its agent is being purged: no take starts.
+    Purging,
+}
+
+fn taking() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, Slot>> {
+    TAKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A take's claim on its dir, held until dropped.
+struct Take {
+    dir: PathBuf,
+    /// Turns true (or closes) when a purge cancels this take.
+    cancel: watch::Receiver<bool>,
+    /// Dropped with the take: the purge waiting on it goes on.
+    _ended: watch::Sender<()>,
+}
+
+impl Take {
+    /// Claims `dir`, or says why not: another take, or a purge.
+    fn claim(dir: PathBuf) -> std::result::Result<Self, &'static str> {
+        let mut held = taking();
+        match held.get(&dir) {
+            Some(Slot::Taking { .. }) => return Err("another checkpoint of it is being taken"),
+            Some(Slot::Purging) => return Err("it is being purged"),
+            None => {}
+        }
+        let (cancel_tx, cancel) = watch::channel(false);
+        let (ended_tx, ended) = watch::channel(());
+        held.insert(
+            dir.clone(),
+            Slot::Taking {
+                cancel: cancel_tx,
+                ended,
+            },
+        );
+        Ok(Self {
+            dir,
+            cancel,
+            _ended: ended_tx,
+        })
+    }
+
+    /// Until a purge cancels this take.
+    async fn cancelled(&mut self) {
+        // An error is the sender gone: only a purge takes it away.
+        let _ = self.cancel.wait_for(|cancelled| *cancelled).await;
+    }
+}
+
+impl Drop for Take {
+    fn drop(&mut self) {
+        let mut held = taking();
+        // A purge's fence in its place stays.
+        if matches!(held.get(&self.dir), Some(Slot::Taking { .. })) {
+            held.remove(&self.dir);
+        }
+    }
+}
+
+/// Keeps checkpoints of one agent from being taken while it is purged;
+/// dropping it lets takes start again (they find no agent).
+pub struct PurgeFence {
+    dir: PathBuf,
+}
+
+impl Drop for PurgeFence {
+    fn drop(&mut self) {
+        taking().remove(&self.dir);
+    }
+}
+
+/// Fences checkpoints of `name` off for its purge: a take in flight is
+/// cancelled, and this answers once it ended and removed its temp file;
+/// none starts until the fence is dropped. Refused when a take does not
+/// end within [`CANCEL_WAIT`] (nothing is purged then).
+pub async fn fence_for_purge(paths: &Paths, name: &AgentName) -> Result<PurgeFence> {
+    let dir = dir(paths, name);
+    let in_flight = {
+        let mut held = taking();
+        if matches!(held.get(&dir), Some(Slot::Purging)) {
+            return Err(Error::refused(format!("{name} is already being purged")));
+        }
+        match held.insert(dir.clone(), Slot::Purging) {
+            Some(Slot::Taking { cancel, ended }) => {
+                cancel.send_replace(true);
+                Some(ended)
+            }
+            _ => None,
+        }
+    };
+    let fence = PurgeFence { dir };
+    if let Some(mut ended) = in_flight {
+        tracing::info!(agent = %name, "purge: cancelling the checkpoint being taken");
+        // `changed` fails once the take's sender is dropped: it ended.
+        let wait = async { while ended.changed().await.is_ok() {} };
+        tokio::time::timeout(CANCEL_WAIT, wait).await.map_err(|_| {
+            Error::refused(format!(
+                "a checkpoint of {name} being taken did not stop within {}s of its \
+                 cancel; nothing purged",
+                CANCEL_WAIT.as_secs()
+            ))
+        })?;
+    }
+    Ok(fence)
+}
 
 /// Holds `dir` in `set` until dropped; `None` when another holds it.
 struct InFlight {
@@ -72,27 +197,15 @@ impl Drop for InFlight {
     }
 }
 
-/// Bytes free for an unprivileged writer on the filesystem of `dir`.
-fn free_bytes(dir: &Path) -> std::result::Result<u64, String> {
-    let stat =
-        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
-    #[allow(clippy::useless_conversion)]
-    let free = u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
-    Ok(free)
-}
-
 /// Removes `.incoming-*` files a take cut off by a crash left in `dir`.
-fn sweep_incoming(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+fn sweep_incoming(dir: &Dir) {
+    let Ok(entries) = dir.entries() else {
         return;
     };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(".incoming-")
-        {
-            let _ = std::fs::remove_file(entry.path());
+    for entry in entries {
+        let entry = entry.to_string_lossy();
+        if entry.starts_with(".incoming-") {
+            let _ = dir.remove_file(&entry);
         }
     }
 }
@@ -127,38 +240,61 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// `agents/<name>/checkpoints/`.
+/// `agents/<name>/checkpoints/` (the key of its takes and restores; files
+/// in it are reached through [`open_dir`] only).
 pub fn dir(paths: &Paths, name: &AgentName) -> PathBuf {
-    paths.agent_dir(name).join("checkpoints")
+    paths.agent_dir(name).join(CHECKPOINTS)
 }
 
-/// The kept checkpoint of `name`, if any.
+/// `name`'s checkpoints dir, opened without following a link on the way
+/// (below the state dir): `None` when it or the agent dir is absent.
+fn open_dir(paths: &Paths, name: &AgentName) -> std::result::Result<Option<Dir>, FsError> {
+    let Some(agent) = Dir::open(&paths.state_dir, &paths.agent_dir(name))? else {
+        return Ok(None);
+    };
+    agent.child(OsStr::new(CHECKPOINTS))
+}
+
+/// [`open_dir`], making the checkpoints dir when absent; the agent dir is
+/// never made (a purged agent's stays gone).
+fn create_dir(paths: &Paths, name: &AgentName) -> std::result::Result<Dir, String> {
+    let agent = Dir::open(&paths.state_dir, &paths.agent_dir(name))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{name} is gone (purged)"))?;
+    agent
+        .create_child(OsStr::new(CHECKPOINTS), crate::paths::DIR_MODE)
+        .map_err(|e| e.to_string())
+}
+
+/// The kept checkpoint of `name`, if any (core's own regular file: a link
+/// planted in its place is none).
 pub fn last(paths: &Paths, name: &AgentName) -> Option<Checkpoint> {
-    let meta = std::fs::symlink_metadata(dir(paths, name).join(FILE)).ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let taken_at = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
+    let dir = open_dir(paths, name).ok()??;
+    let (_, stat) = dir.open_own_file(FILE).ok()??;
     Some(Checkpoint {
-        taken_at: i64::try_from(taken_at).ok()?,
-        bytes: meta.len(),
+        taken_at: stat.st_mtime,
+        bytes: u64::try_from(stat.st_size).ok()?,
     })
 }
 
 /// Whether `name`'s next start restores its checkpoint.
 pub fn restore_pending(paths: &Paths, name: &AgentName) -> bool {
-    dir(paths, name).join(RESTORE_PENDING).exists()
+    open_dir(paths, name)
+        .ok()
+        .flatten()
+        .is_some_and(|dir| matches!(dir.kind(OsStr::new(RESTORE_PENDING)), Ok(Some(_))))
 }
 
 /// How the last restore of `name` ended: `None` while it is pending and
 /// nothing failed yet, `Some(Ok)` once done, `Some(Err(why))` once failed.
 pub fn restore_outcome(paths: &Paths, name: &AgentName) -> Option<std::result::Result<(), String>> {
-    if let Ok(why) = std::fs::read_to_string(dir(paths, name).join(RESTORE_FAILED)) {
+    let failed = open_dir(paths, name)
+        .ok()
+        .flatten()
+        .and_then(|dir| dir.open_own_file(RESTORE_FAILED).ok().flatten());
+    if let Some((file, _)) = failed {
+        let mut why = String::new();
+        let _ = file.take(64 * 1024).read_to_string(&mut why);
         return Some(Err(why));
     }
     (!restore_pending(paths, name)).then_some(Ok(()))
@@ -166,30 +302,27 @@ pub fn restore_outcome(paths: &Paths, name: &AgentName) -> Option<std::result::R
 
 fn restore_failed(paths: &Paths, name: &AgentName, why: &str) {
     tracing::warn!(agent = %name, "restore failed: {why}");
-    let _ = std::fs::write(dir(paths, name).join(RESTORE_FAILED), why);
+    let written = create_dir(paths, name).and_then(|dir| {
+        dir.write_file(RESTORE_FAILED, why.as_bytes())
+            .map_err(|e| e.to_string())
+    });
+    if let Err(e) = written {
+        tracing::warn!(agent = %name, "noting the failed restore failed: {e}");
+    }
 }
 
 /// Sets or clears `name`'s restore-pending marker (and forgets a failed
 /// restore).
 pub fn set_restore_pending(paths: &Paths, name: &AgentName, pending: bool) -> Result<()> {
-    match std::fs::remove_file(dir(paths, name).join(RESTORE_FAILED)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::Internal(format!("forget a failed restore: {e}")));
+    let dir = create_dir(paths, name).map_err(Error::Internal)?;
+    let done = dir.remove_file(RESTORE_FAILED).and_then(|()| {
+        if pending {
+            dir.write_file(RESTORE_PENDING, b"")
+        } else {
+            dir.remove_file(RESTORE_PENDING)
         }
-        _ => {}
-    }
-    let marker = dir(paths, name).join(RESTORE_PENDING);
-    let done = if pending {
-        crate::paths::create_dir(&dir(paths, name))
-            .map_err(|e| Error::Internal(format!("{e:#}")))?;
-        std::fs::write(&marker, b"")
-    } else {
-        match std::fs::remove_file(&marker) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
-    };
-    done.map_err(|e| Error::Internal(format!("{}: {e}", marker.display())))
+    });
+    done.map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Asks `name`'s harness for a tar of its `/state` and keeps it, within
@@ -207,15 +340,18 @@ pub async fn take(
              the harness restored its checkpoint"
         )));
     }
+    let mut claim = Take::claim(dir(paths, name))
+        .map_err(|why| Error::refused(format!("no checkpoint of {name}: {why}")))?;
     let received = async {
-        let dir = dir(paths, name);
-        crate::paths::create_dir(&dir).map_err(|e| format!("{e:#}"))?;
-        let Some(_taking) = InFlight::claim(&TAKING, dir.clone()) else {
-            return Err("another checkpoint of it is being taken".to_owned());
-        };
+        // Claimed first, so a purge either cancels this take or ran
+        // before it: then its agent dir is gone, and is not made again.
+        let dir = create_dir(paths, name)?;
         // None in flight: any `.incoming-*` is a crashed take's.
         sweep_incoming(&dir);
-        let room = free_bytes(&dir)?.saturating_sub(FREE_RESERVE);
+        let room = dir
+            .free_bytes()
+            .map_err(|e| e.to_string())?
+            .saturating_sub(FREE_RESERVE);
         if room == 0 {
             return Err(format!(
                 "core's disk has less than {} free",
@@ -223,12 +359,16 @@ pub async fn take(
             ));
         }
         let cap = link.checkpoint_cap.min(room);
-        let stream = link.state_tunnels.open(name).await?;
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| format!("random name: {e}"))?;
         let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let tmp = dir.join(format!(".incoming-{id}.tar"));
-        let received = tokio::time::timeout(timeout, receive(stream, &tmp, cap))
+        let tmp = format!(".incoming-{id}.tar");
+        let streamed = async {
+            let file = dir.create_new(&tmp, 0o600).map_err(|e| e.to_string())?;
+            let stream = link.state_tunnels.open(name).await?;
+            receive(stream, file, &dir.path().join(&tmp), cap).await
+        };
+        let received = tokio::time::timeout(timeout, streamed)
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -238,11 +378,29 @@ pub async fn take(
             })
             .and_then(|()| keep(&dir, &tmp));
         if received.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = dir.remove_file(&tmp);
         }
         received
     };
-    if let Err(e) = received.await {
+    let cancelled = tokio::select! {
+        received = received => Some(received),
+        () = claim.cancelled() => None,
+    };
+    let Some(received) = cancelled else {
+        // The receive future was dropped: its temp file (if any) goes now,
+        // before the claim ends and the purge waiting on it goes on.
+        if let Ok(Some(dir)) = open_dir(paths, name) {
+            sweep_incoming(&dir);
+        }
+        drop(claim);
+        return Err(Error::refused(format!(
+            "no checkpoint of {name}: it is being purged, so the checkpoint being taken \
+             was cancelled (the purge removes its kept checkpoints too)"
+        )));
+    };
+    // The claim is held until the answer is read: a purge waiting on it
+    // removes nothing under `last`.
+    if let Err(e) = received {
         let previous = match last(paths, name) {
             Some(c) => format!("the previous one ({}) is kept", c.describe()),
             None => "there is no previous one".to_owned(),
@@ -254,43 +412,38 @@ pub async fn take(
     let kept = last(paths, name)
         .ok_or_else(|| Error::Internal(format!("{name}'s checkpoint vanished")))?;
     tracing::info!(agent = %name, bytes = kept.bytes, "checkpoint kept");
+    drop(claim);
     Ok(kept)
 }
 
 /// Renames `tmp` over the kept checkpoint, the one it replaces kept as
-/// `PREV` (a bad new one still leaves the last one before it).
-fn keep(dir: &Path, tmp: &Path) -> std::result::Result<(), String> {
-    let kept = dir.join(FILE);
-    let prev = dir.join(PREV);
-    match std::fs::remove_file(&prev) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("{}: {e}", prev.display()));
-        }
-        _ => {}
+/// `PREV` (a bad new one still leaves the last one before it). Only
+/// core's own file is kept a round: a link planted at `FILE` is replaced,
+/// never linked to nor followed.
+fn keep(dir: &Dir, tmp: &str) -> std::result::Result<(), String> {
+    dir.remove_file(PREV).map_err(|e| e.to_string())?;
+    if dir
+        .open_own_file(FILE)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        dir.hard_link(FILE, PREV)
+            .map_err(|e| format!("keep the previous checkpoint: {e}"))?;
     }
-    match std::fs::hard_link(&kept, &prev) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("keep the previous checkpoint: {e}"));
-        }
-        _ => {}
-    }
-    std::fs::rename(tmp, &kept).map_err(|e| format!("keep the checkpoint: {e}"))
+    dir.rename(tmp, FILE)
+        .map_err(|e| format!("keep the checkpoint: {e}"))
 }
 
-/// Copies the stream into `tmp` (created new, 0600), refusing more than
-/// `cap` bytes, a stream that did not end cleanly, and bytes that are not
-/// a whole tar archive (no end-of-archive blocks: cut short).
-async fn receive(mut stream: PageStream, tmp: &Path, cap: u64) -> std::result::Result<(), String> {
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(tmp)
-            .map(tokio::fs::File::from_std)
-            .map_err(|e| format!("{}: {e}", tmp.display()))?
-    };
+/// Copies the stream into `file` (`tmp`, created new, 0600), refusing
+/// more than `cap` bytes, a stream that did not end cleanly, and bytes
+/// that are not a whole tar archive (no end-of-archive blocks: cut short).
+async fn receive(
+    mut stream: PageStream,
+    file: std::fs::File,
+    tmp: &Path,
+    cap: u64,
+) -> std::result::Result<(), String> {
+    let mut file = tokio::fs::File::from_std(file);
     let mut total: u64 = 0;
     let mut tail = Vec::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
@@ -366,8 +519,14 @@ where
         return;
     };
     let served = async {
-        let mut file = tokio::fs::File::open(dir(paths, name).join(FILE)).await?;
-        let bytes = file.metadata().await?.len();
+        let (file, stat) = open_dir(paths, name)
+            .map_err(std::io::Error::other)?
+            .and_then(|dir| dir.open_own_file(FILE).transpose())
+            .transpose()
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other("the checkpoint vanished"))?;
+        let mut file = tokio::fs::File::from_std(file);
+        let bytes = u64::try_from(stat.st_size).map_err(std::io::Error::other)?;
         let offer = RestoreOffer {
             bytes: Some(bytes),
             taken_at: Some(checkpoint.taken_at),
@@ -416,39 +575,172 @@ mod tests {
 
     #[test]
     fn a_new_checkpoint_keeps_the_one_it_replaces() {
-        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = Dir::open(root.path(), root.path()).unwrap().unwrap();
         let (tmp, kept, prev) = (
-            dir.path().join(".incoming-1.tar"),
-            dir.path().join(FILE),
-            dir.path().join(PREV),
+            root.path().join(".incoming-1.tar"),
+            root.path().join(FILE),
+            root.path().join(PREV),
         );
         std::fs::write(&tmp, "first").unwrap();
-        keep(dir.path(), &tmp).unwrap();
+        keep(&dir, ".incoming-1.tar").unwrap();
         assert!(!prev.exists());
         std::fs::write(&tmp, "second").unwrap();
-        keep(dir.path(), &tmp).unwrap();
+        keep(&dir, ".incoming-1.tar").unwrap();
         std::fs::write(&tmp, "third").unwrap();
-        keep(dir.path(), &tmp).unwrap();
+        keep(&dir, ".incoming-1.tar").unwrap();
         assert_eq!(std::fs::read_to_string(&kept).unwrap(), "third");
         assert_eq!(std::fs::read_to_string(&prev).unwrap(), "second");
         assert!(!tmp.exists());
     }
 
+    /// An agent dir below a fresh state dir, and a host dir beside it
+    /// holding `secret`.
+    fn planted_setup() -> (tempfile::TempDir, Paths, AgentName, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path().join("state"), root.path().join("run"));
+        let name = AgentName::parse("eng").unwrap();
+        std::fs::create_dir_all(paths.agent_dir(&name)).unwrap();
+        let host = root.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("secret"), "host data").unwrap();
+        (root, paths, name, host)
+    }
+
+    fn host_untouched(host: &Path) {
+        assert_eq!(
+            std::fs::read_to_string(host.join("secret")).unwrap(),
+            "host data"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(host)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["secret"], "nothing written into the host dir");
+    }
+
+    #[test]
+    fn a_planted_checkpoints_dir_link_is_neither_followed_nor_written_through() {
+        let (_root, paths, name, host) = planted_setup();
+        std::fs::write(host.join(FILE), "host tar").unwrap();
+        std::fs::write(host.join(RESTORE_PENDING), "").unwrap();
+        std::os::unix::fs::symlink(&host, dir(&paths, &name)).unwrap();
+        let err = set_restore_pending(&paths, &name, true).unwrap_err();
+        assert!(err.to_string().contains("symbolic link planted"), "{err}");
+        assert!(set_restore_pending(&paths, &name, false).is_err());
+        restore_failed(&paths, &name, "why");
+        // Nothing read through it either: no checkpoint, nothing pending.
+        assert_eq!(last(&paths, &name), None);
+        assert!(!restore_pending(&paths, &name));
+        assert_eq!(create_dir(&paths, &name).err().unwrap(), err.to_string());
+        std::fs::remove_file(host.join(FILE)).unwrap();
+        std::fs::remove_file(host.join(RESTORE_PENDING)).unwrap();
+        host_untouched(&host);
+    }
+
+    #[test]
+    fn planted_checkpoint_files_are_replaced_never_written_through_nor_served() {
+        let (_root, paths, name, host) = planted_setup();
+        let ckpt = dir(&paths, &name);
+        std::fs::create_dir(&ckpt).unwrap();
+        let secret = host.join("secret");
+        for planted in [RESTORE_FAILED, RESTORE_PENDING, FILE] {
+            std::os::unix::fs::symlink(&secret, ckpt.join(planted)).unwrap();
+        }
+        std::fs::hard_link(&secret, ckpt.join(PREV)).unwrap();
+        // A link at the kept name is no checkpoint (nothing to offer).
+        assert_eq!(last(&paths, &name), None);
+        assert!(
+            restore_outcome(&paths, &name).is_none(),
+            "pending, not failed"
+        );
+        restore_failed(&paths, &name, "refused");
+        set_restore_pending(&paths, &name, true).unwrap();
+        std::fs::write(ckpt.join(".incoming-1.tar"), "new").unwrap();
+        let d = open_dir(&paths, &name).unwrap().unwrap();
+        keep(&d, ".incoming-1.tar").unwrap();
+        for name in [RESTORE_PENDING, FILE] {
+            let meta = std::fs::symlink_metadata(ckpt.join(name)).unwrap();
+            assert!(meta.is_file(), "{name} is core's own file now");
+        }
+        assert!(!ckpt.join(PREV).exists(), "the planted one is not kept");
+        assert_eq!(std::fs::read(ckpt.join(FILE)).unwrap(), b"new");
+        host_untouched(&host);
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 1);
+        // A hard link of a host file at the kept name is not core's file:
+        // not offered, and the harness asking is served nothing of it.
+        std::fs::remove_file(ckpt.join(FILE)).unwrap();
+        std::fs::hard_link(&secret, ckpt.join(FILE)).unwrap();
+        assert_eq!(last(&paths, &name), None);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let served = rt.block_on(async {
+            let (core, mut harness) = tokio::io::duplex(64 * 1024);
+            serve_restore(&paths, &name, core).await;
+            let mut got = Vec::new();
+            harness.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        assert!(
+            !String::from_utf8_lossy(&served).contains("host data"),
+            "{served:?}"
+        );
+        let why = match restore_outcome(&paths, &name) {
+            Some(Err(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why.contains("no checkpoint"), "{why}");
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host data");
+    }
+
+    #[tokio::test]
+    async fn a_purge_cancels_the_take_in_flight_and_fences_new_ones_off() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path(), root.path().join("run"));
+        let name = AgentName::parse("eng").unwrap();
+        let mut take = Take::claim(dir(&paths, &name)).unwrap();
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let taking = tokio::spawn({
+            let ended = ended.clone();
+            async move {
+                take.cancelled().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(take);
+            }
+        });
+        let fence = fence_for_purge(&paths, &name).await.unwrap();
+        assert!(
+            ended.load(std::sync::atomic::Ordering::SeqCst),
+            "the fence waits for the take to end"
+        );
+        taking.await.unwrap();
+        assert_eq!(
+            Take::claim(dir(&paths, &name)).err(),
+            Some("it is being purged")
+        );
+        assert!(fence_for_purge(&paths, &name).await.is_err());
+        drop(fence);
+        assert!(Take::claim(dir(&paths, &name)).is_ok());
+    }
+
     #[test]
     fn one_take_per_agent_and_crashed_ones_are_swept() {
         let dir = tempfile::tempdir().unwrap();
-        let first = InFlight::claim(&TAKING, dir.path().to_owned()).unwrap();
-        assert!(InFlight::claim(&TAKING, dir.path().to_owned()).is_none());
+        let first = Take::claim(dir.path().to_owned()).unwrap();
+        assert!(Take::claim(dir.path().to_owned()).is_err());
         drop(first);
-        assert!(InFlight::claim(&TAKING, dir.path().to_owned()).is_some());
+        assert!(Take::claim(dir.path().to_owned()).is_ok());
         std::fs::write(dir.path().join(".incoming-ab.tar"), "left").unwrap();
         std::fs::write(dir.path().join(FILE), "kept").unwrap();
-        sweep_incoming(dir.path());
+        let held = Dir::open(dir.path(), dir.path()).unwrap().unwrap();
+        sweep_incoming(&held);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [FILE]);
-        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(held.free_bytes().unwrap() > 0);
     }
 }

@@ -1069,6 +1069,14 @@ impl Lifecycle {
         let runtime = self.runtime_for("destroy")?;
         let guard = self.begin(name, TransientKind::Destroying)?;
         let result = async {
+            // No checkpoint of it is taken while it is purged: one in
+            // flight is cancelled (and its temp file gone) before anything
+            // is removed, and one asked for after finds no agent.
+            let _fence = if purge {
+                Some(checkpoint::fence_for_purge(&self.paths, name).await?)
+            } else {
+                None
+            };
             if record.has_container {
                 runtime
                     .destroy(name)

@@ -244,6 +244,61 @@ impl Dir {
         written
     }
 
+    /// Creates `name` new (mode `mode`), refusing any entry already there:
+    /// a planted link is never followed.
+    pub fn create_new(&self, name: &str, mode: u32) -> Result<std::fs::File> {
+        openat(
+            self.fd(),
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map(std::fs::File::from)
+        .map_err(io(|| format!("create {}", self.path.join(name).display())))
+    }
+
+    /// Opens `name` to read if it is a regular file with no other hard
+    /// link (one could be a host file): `None` when absent, a symbolic
+    /// link, or anything else.
+    pub fn open_own_file(&self, name: &str) -> Result<Option<(std::fs::File, FileStat)>> {
+        let Some((fd, stat)) = self.open_entry(OsStr::new(name))? else {
+            return Ok(None);
+        };
+        if !is(&stat, SFlag::S_IFREG) || stat.st_nlink > 1 {
+            return Ok(None);
+        }
+        // Opened non-blocking (no fifo may stall it); a regular file reads
+        // the same without.
+        nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+            .map_err(io(|| format!("open {}", self.path.join(name).display())))?;
+        Ok(Some((std::fs::File::from(fd), stat)))
+    }
+
+    /// Renames `from` over `to`, both in this directory (a link at `to` is
+    /// replaced, never followed).
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        renameat(self.fd(), from, self.fd(), to)
+            .map_err(io(|| format!("rename to {}", self.path.join(to).display())))
+    }
+
+    /// Makes `to` a second hard link of `from`, both in this directory; a
+    /// link at `from` is never followed.
+    pub fn hard_link(&self, from: &str, to: &str) -> Result<()> {
+        nix::unistd::linkat(self.fd(), from, self.fd(), to, AtFlags::empty())
+            .map_err(io(|| format!("link {}", self.path.join(to).display())))
+    }
+
+    /// Bytes free for an unprivileged writer on this directory's
+    /// filesystem.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let stat = nix::sys::statvfs::fstatvfs(self.fd())
+            .map_err(io(|| format!("statvfs {}", self.path.display())))?;
+        #[allow(clippy::useless_conversion)]
+        let free =
+            u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+        Ok(free)
+    }
+
     /// Unlinks `name` (a link itself, never its target); absent is fine.
     pub fn remove_file(&self, name: &str) -> Result<()> {
         match unlinkat(self.fd(), name, UnlinkatFlags::NoRemoveDir) {
@@ -413,7 +468,7 @@ impl Dir {
     }
 
     /// The names in this directory (without `.` and `..`).
-    fn entries(&self) -> Result<Vec<OsString>> {
+    pub fn entries(&self) -> Result<Vec<OsString>> {
         let fd = openat(self.fd(), ".", DIR_FLAGS, Mode::empty())
             .map_err(io(|| format!("read {}", self.path.display())))?;
         let mut dir =
@@ -608,6 +663,43 @@ mod tests {
             2,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn own_files_are_read_and_made_without_following_links() {
+        let (_tmp, root, host) = setup();
+        let secret = host.join("secret");
+        std::fs::write(&secret, "host data").unwrap();
+        let dir = Dir::open(&root, &root.join("tree")).unwrap().unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("tree/sym")).unwrap();
+        std::fs::hard_link(&secret, root.join("tree/hard")).unwrap();
+        std::fs::write(root.join("tree/own"), "core").unwrap();
+        assert!(dir.open_own_file("sym").unwrap().is_none());
+        assert!(dir.open_own_file("hard").unwrap().is_none());
+        assert!(dir.open_own_file("absent").unwrap().is_none());
+        let (mut file, stat) = dir.open_own_file("own").unwrap().unwrap();
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut file, &mut read).unwrap();
+        assert_eq!((read.as_str(), stat.st_size), ("core", 4));
+        // Creating at a planted name fails; nothing is written through.
+        assert!(dir.create_new("sym", 0o600).is_err());
+        assert!(dir.create_new("hard", 0o600).is_err());
+        // A second link of a link is the link itself, not its target.
+        dir.hard_link("sym", "sym2").unwrap();
+        assert!(
+            std::fs::symlink_metadata(root.join("tree/sym2"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        dir.rename("own", "sym").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("tree/sym")).unwrap(),
+            "core"
+        );
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host data");
+        assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 2, "hard only");
+        assert!(dir.free_bytes().unwrap() > 0);
     }
 
     #[test]

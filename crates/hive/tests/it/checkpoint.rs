@@ -143,7 +143,7 @@ fn a_checkpoint_comes_back_into_an_empty_state_after_a_restore() {
 
 /// A tar of `entries` (path, body) written raw (the tar crate's own
 /// builder refuses `..`), with `end`ing blocks or cut short.
-fn raw_tar(entries: &[(&str, &[u8])], end: bool) -> Vec<u8> {
+pub(crate) fn raw_tar(entries: &[(&str, &[u8])], end: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, body) in entries {
         let mut h = tar::Header::new_gnu();
@@ -352,4 +352,151 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
     assert!(why.contains("no checkpoint"), "{why}");
     let logs = hive.host(r#"{"cmd":"logs","name":"b","lines":50}"#);
     assert!(logs.contains("without an offer"), "{logs}");
+}
+
+/// Asks core for a checkpoint of `name` (on a thread: it answers when the
+/// take ended) until the test's tunnel hears the ask; core registers a
+/// tunnel a moment after its first line, and refuses as not linked until
+/// then.
+async fn ask_through<L>(
+    hive: &Hive,
+    name: &str,
+    asks: &mut tokio::io::Lines<L>,
+) -> (std::thread::JoinHandle<String>, PageOpen)
+where
+    L: tokio::io::AsyncBufRead + Unpin,
+{
+    loop {
+        let socket = hive.host_socket();
+        let request = format!("{{\"cmd\":\"checkpoint\",\"name\":\"{name}\"}}\n");
+        let asked =
+            std::thread::spawn(move || crate::support::roundtrip(&socket, request.as_bytes()));
+        match tokio::time::timeout(Duration::from_secs(3), asks.next_line()).await {
+            Ok(line) => {
+                return (
+                    asked,
+                    serde_json::from_str::<PageOpen>(&line.unwrap().unwrap()).unwrap(),
+                );
+            }
+            Err(_) => {
+                let said = tokio::task::spawn_blocking(move || asked.join().unwrap())
+                    .await
+                    .unwrap();
+                assert!(said.contains("not linked"), "{said}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_purge_cancels_the_checkpoint_being_taken_and_leaves_nothing_of_it() {
+    let link = "127.0.0.1:19330";
+    let hive = linked_hive("process", link, ("19331", "19332-19339"), &[]);
+    spawn(&hive, "a");
+    within("a to link", || linked(&hive, "a"));
+    std::fs::write(state(&hive, "a").join("good.txt"), "good").unwrap();
+    checkpoint_when_linked(&hive, "a");
+    ok(&hive.host(r#"{"cmd":"kill","name":"a"}"#));
+    let keep = tempfile::tempdir().unwrap();
+    let as_a = dialer_of(&hive, "a", link, keep.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The test is a's harness: it answers the ask with part of a tar
+        // and stalls, the stream open.
+        let tunnel = state_conn(&as_a, &StateOpen::Tunnel).await;
+        let mut asks = BufReader::new(tunnel).lines();
+        let (asked, ask) = ask_through(&hive, "a", &mut asks).await;
+        let open = StateOpen::Checkpoint {
+            stream: ask.stream.clone(),
+        };
+        let mut stalled = state_conn(&as_a, &open).await;
+        let part = raw_tar(&[("big", &vec![7u8; 200_000])], false);
+        stalled.write_all(&part[..100_000]).await.unwrap();
+        stalled.flush().await.unwrap();
+        within("the take to write its temp file", || {
+            names(&checkpoints(&hive, "a"))
+                .iter()
+                .any(|n| n.starts_with(".incoming-"))
+        });
+
+        let socket = hive.host_socket();
+        let purged = tokio::task::spawn_blocking(move || {
+            crate::support::roundtrip(
+                &socket,
+                b"{\"cmd\":\"destroy\",\"name\":\"a\",\"purge\":true}\n",
+            )
+        })
+        .await
+        .unwrap();
+        ok(&purged);
+        // Bounded: a take the purge did not end would wait out its timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !asked.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the take went on after a was purged"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let said = asked.join().unwrap();
+        assert!(said.contains(r#""ok":false"#), "{said}");
+        assert!(said.contains("being purged"), "{said}");
+        assert!(said.contains("cancelled"), "{said}");
+        // The harness may go on sending: nothing lands anywhere.
+        let _ = stalled.write_all(&part[100_000..]).await;
+        let _ = stalled.shutdown().await;
+        drop(stalled);
+    });
+    // Nothing of a remains on the host: no checkpoint, no temp file, not
+    // its dir.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!hive.state_dir().join("agents/a").exists());
+    assert!(!names(&hive.state_dir().join("agents")).contains(&"a".to_owned()));
+
+    // A take asked for now is refused: a is gone.
+    let refused = hive.host(r#"{"cmd":"checkpoint","name":"a"}"#);
+    assert!(refused.contains(r#""ok":false"#), "{refused}");
+    assert!(!hive.state_dir().join("agents/a").exists());
+}
+
+#[test]
+fn a_link_planted_at_the_checkpoints_dir_or_its_files_is_never_followed() {
+    let link = "127.0.0.1:19360";
+    let hive = linked_hive("process", link, ("19361", "19362-19369"), &[]);
+    spawn(&hive, "a");
+    within("a to link", || linked(&hive, "a"));
+    std::fs::write(state(&hive, "a").join("good.txt"), "good").unwrap();
+    // A host dir, and a hostile process with access to core's agent dir
+    // plants a link to it where the checkpoints dir would be.
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "host data").unwrap();
+    let host_unchanged = || {
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host data");
+        assert_eq!(names(host.path()), ["secret"]);
+    };
+    std::os::unix::fs::symlink(host.path(), checkpoints(&hive, "a")).unwrap();
+    let request = r#"{"cmd":"checkpoint","name":"a"}"#;
+    let mut refused = String::new();
+    within("a refused checkpoint", || {
+        refused = hive.host(request);
+        !refused.contains("not linked")
+    });
+    assert!(refused.contains(r#""ok":false"#), "{refused}");
+    assert!(refused.contains("symbolic link planted"), "{refused}");
+    host_unchanged();
+
+    // A real dir with links at the file names: replaced by core's own
+    // files, never written through.
+    std::fs::remove_file(checkpoints(&hive, "a")).unwrap();
+    std::fs::create_dir(checkpoints(&hive, "a")).unwrap();
+    for name in ["state.tar", "state.prev.tar"] {
+        std::os::unix::fs::symlink(&secret, checkpoints(&hive, "a").join(name)).unwrap();
+    }
+    checkpoint_when_linked(&hive, "a");
+    host_unchanged();
+    let kept = checkpoints(&hive, "a").join("state.tar");
+    assert!(std::fs::symlink_metadata(&kept).unwrap().is_file());
+    assert_ne!(std::fs::read(&kept).unwrap(), b"host data");
+    assert_eq!(names(&checkpoints(&hive, "a")), ["state.tar"]);
 }

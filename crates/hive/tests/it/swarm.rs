@@ -776,3 +776,100 @@ fn a_dead_nodes_agent_is_revived_on_a_live_node_from_its_checkpoint() {
     assert!(again.contains("already on node"), "{again}");
     drop(hive);
 }
+
+/// A move whose restore fails is rolled back: eng runs on the live node
+/// and is moved "to" it again under its id in capitals, which swarm's
+/// constraint matches (case-insensitively) and core takes for another
+/// node: the single node stands in for a second one, and the new task
+/// runs on a fresh volume (generation 1). Its checkpoint, once taken by
+/// the move, is swapped for a tar with a `../` entry before the new
+/// harness asks for it: the harness refuses it, and core stops the task
+/// and puts eng back on its old pin and generation-0 volume, running,
+/// with its files; the approval's answer says so.
+#[test]
+fn a_move_whose_restore_is_refused_is_rolled_back_to_the_old_node_and_volume() {
+    let Some(_lease) = lease() else { return };
+    let network = crate::tls::Network::create(&format!("hive-swarm-back-{}", std::process::id()));
+    let link = format!("{}:19370", network.gateway());
+    let args = ["--link-network", network.0.as_str()];
+    let dir = tempfile::tempdir().unwrap();
+    let id = HiveId::of(&dir.path().join("state"));
+    let _cleanup = Cleanup(id.clone());
+    let hive = crate::tls::linked_hive_in(dir, "swarm", &link, ("19371", "19372-19379"), &args);
+    crate::tls::spawn(&hive, "eng");
+    eventually("eng to run", || status(&hive, "eng")["running"] == true);
+    in_task(&id, "eng", "printf remember > /state/notes.txt");
+    let live = docker(&["info", "-f", "{{.Swarm.NodeID}}"])
+        .trim()
+        .to_owned();
+    let elsewhere = live.to_uppercase();
+    assert_ne!(live, elsewhere, "a node id with letters");
+    let service = format!("h-eng-{id}");
+    let spec = |what: &str| docker(&["service", "inspect", "-f", what, &service]);
+    let mounts = || spec("{{json .Spec.TaskTemplate.ContainerSpec.Mounts}}");
+    let constraints = || spec("{{json .Spec.TaskTemplate.Placement.Constraints}}");
+    assert!(mounts().contains(&format!("h-eng-{id}-state-0\"")));
+    // The harness's state tunnel is up once a checkpoint is taken.
+    crate::tls::within("eng's checkpoint", || {
+        hive.host(r#"{"cmd":"checkpoint","name":"eng"}"#)
+            .contains(r#""ok":true"#)
+    });
+
+    let queued = json(&hive.host(&format!(
+        r#"{{"cmd":"move","name":"eng","node":"{elsewhere}"}}"#
+    )));
+    let approval = &queued["approvals"][0];
+    assert_eq!(approval["kind"], "move", "{queued}");
+    let socket = hive.host_socket();
+    let request = format!("{{\"cmd\":\"approve\",\"id\":{}}}\n", approval["id"]);
+    let approved =
+        std::thread::spawn(move || crate::support::roundtrip(&socket, request.as_bytes()));
+    // The move took its checkpoint, stopped eng and set the restore flag;
+    // the new task is being made. The checkpoint is swapped now (a regular
+    // file of core's, as a hostile core-side writer could leave it).
+    let ckpt = hive.state_dir().join("agents/eng/checkpoints");
+    eventually("the restore flag", || ckpt.join("restore-pending").exists());
+    let poisoned = crate::checkpoint::raw_tar(&[("ok.txt", b"x"), ("../escaped", b"x")], true);
+    std::fs::write(ckpt.join("state.tar"), &poisoned).unwrap();
+    let answer = approved.join().unwrap();
+    assert!(answer.contains(r#""ok":false"#), "{answer}");
+    for words in [
+        "moving eng to node",
+        "failed",
+        "the harness refused its checkpoint",
+        "running there again",
+    ] {
+        assert!(answer.contains(words), "{words}: {answer}");
+    }
+
+    // Back where it was: its old pin, its generation-0 volume, running,
+    // with its files; the flag cleared, nothing of the refused tar in it.
+    eventually("eng to run again", || {
+        status(&hive, "eng")["running"] == true
+    });
+    let hostname = docker(&["info", "-f", "{{.Name}}"]).trim().to_owned();
+    assert_eq!(status(&hive, "eng")["node"], hostname.as_str());
+    let mounts = mounts();
+    assert!(
+        mounts.contains(&format!("h-eng-{id}-state-0\""))
+            && !mounts.contains(&format!("h-eng-{id}-state-1")),
+        "{mounts}"
+    );
+    let constraints = constraints();
+    assert!(
+        constraints.contains(&format!("node.id=={live}")) && !constraints.contains(&elsewhere),
+        "{constraints}"
+    );
+    eventually("eng's task to answer", || {
+        in_task(&id, "eng", "cat /state/notes.txt") == "remember"
+    });
+    assert!(in_task(&id, "eng", "ls /state/ok.txt 2>&1 || true").contains("No such"));
+    assert!(!ckpt.join("restore-pending").exists());
+    let dir = hive.stop();
+    let store = hive_store::Store::open(&dir.path().join("state/hive.sqlite")).unwrap();
+    let record = store.agent("eng").unwrap().unwrap();
+    assert_eq!(
+        (record.node.as_deref(), record.generation),
+        (Some(live.as_str()), 0)
+    );
+}
