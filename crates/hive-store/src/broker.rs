@@ -427,7 +427,7 @@ impl Store {
     /// ([`Store::renew_lease`], [`Store::ack`]), and it runs out `lease_for`
     /// after its last renewal. Without, held at once and never running out.
     ///
-    /// Writes nothing: the rows are read on the read-only connection and
+    /// Writes nothing: the rows are read (in a read transaction) and
     /// marked in flight in memory ([`crate::flight`]); only their ack is
     /// durable.
     pub fn pop(&self, recipient: &str, max: u32, lease_for: Option<Duration>) -> Result<Popped> {
@@ -450,11 +450,11 @@ impl Store {
             let mut messages = Vec::with_capacity(max);
             let mut gone = Vec::new();
             {
-                let reader = self.reader();
+                let conn = self.conn();
                 if !returned.is_empty() {
                     // Put back: at or below the cursor, so older than any
                     // row above it.
-                    let mut stmt = reader.prepare_cached(
+                    let mut stmt = conn.prepare_cached(
                         "SELECT id, sender, recipient, body, sent_at, in_reply_to, redelivered
                          FROM messages WHERE id = ?1 AND recipient = ?2 AND delivered_at IS NULL",
                     )?;
@@ -472,7 +472,7 @@ impl Store {
                     }
                 }
                 if messages.len() < max {
-                    let more = reader
+                    let more = conn
                         .prepare_cached(
                             "SELECT id, sender, recipient, body, sent_at, in_reply_to, redelivered
                              FROM messages WHERE recipient = ?1 AND id > ?2 AND delivered_at IS NULL
@@ -835,11 +835,11 @@ impl Store {
     /// issued, so every row above it is unacked.
     fn inbox<'f>(&self, flight: &'f mut Flight, recipient: &str) -> Result<&'f mut Inbox> {
         if !flight.inboxes.contains_key(recipient) {
-            let reader = self.reader();
+            let conn = self.conn();
             // The last id first: every row up to it has committed, and no
             // row of `recipient` is acked meanwhile (acks hold `flight`).
-            let cursor = last_issued(&reader)?;
-            let returned = reader
+            let cursor = last_issued(&conn)?;
+            let returned = conn
                 .prepare_cached(
                     "SELECT id FROM messages
                      WHERE recipient = ?1 AND id <= ?2 AND delivered_at IS NULL",

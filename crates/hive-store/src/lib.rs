@@ -138,17 +138,16 @@ pub(crate) struct Inner {
     /// The last lease id handed out.
     leases: AtomicI64,
     /// The broker's rows in flight and its leases (`flight.rs`). Locked
-    /// before `conn` or `reader` when both are needed.
+    /// before `conn` when both are needed.
     flight: Mutex<flight::Flight>,
     /// When the lease expiry timer next wakes (unix ms; `i64::MAX`: never).
     lease_alarm: AtomicI64,
     /// Wakes the lease expiry timer early.
     lease_changed: Arc<Notify>,
+    /// The one connection that reads and writes (pops read here too: its
+    /// page cache then stays warm across commits, where a second
+    /// connection re-read every page a commit changed).
     conn: Mutex<Connection>,
-    /// A second connection, read-only, for pops and reading an inbox:
-    /// under WAL it reads the last commit without waiting for `conn`,
-    /// which a commit holds.
-    reader: Mutex<Connection>,
     events: broadcast::Sender<MessageEvent>,
     /// Live [`FlowWatch`] guards: while there is one, every message sent
     /// and delivered is published on `events`.
@@ -205,10 +204,6 @@ impl Store {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn)?;
-        let reader = Connection::open(path)?;
-        reader.busy_timeout(BUSY_TIMEOUT)?;
-        reader.pragma_update(None, "query_only", true)?;
-        reader.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let mut spawned = Ok(());
         let inner = Arc::new_cyclic(|weak| {
@@ -224,7 +219,6 @@ impl Store {
                 lease_alarm: AtomicI64::new(i64::MAX),
                 lease_changed: Arc::new(Notify::new()),
                 conn: Mutex::new(conn),
-                reader: Mutex::new(reader),
                 events,
                 flow_watchers: Arc::default(),
                 waiters: Mutex::new(HashMap::new()),
@@ -272,14 +266,6 @@ impl Store {
     pub(crate) fn flight(&self) -> MutexGuard<'_, flight::Flight> {
         self.inner
             .flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The read-only connection (see [`Inner::reader`]).
-    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
-        self.inner
-            .reader
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

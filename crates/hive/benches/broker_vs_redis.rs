@@ -26,7 +26,7 @@ use hive_proto::{AgentAnswer, AgentRequest, AgentResponse, OutgoingMessage, Reci
 
 const BATCH: usize = 32;
 const MESSAGES: usize = 20_000;
-const RUNS: usize = 3;
+const RUNS: usize = 7;
 const WAKE_SAMPLES: usize = 2_000;
 const AGENTS: usize = 100;
 const SENDS_PER_AGENT: usize = 100;
@@ -45,9 +45,10 @@ fn main() {
     println!(
         "broker vs Redis Streams: {MESSAGES} messages per run, median of {RUNS}, body {BODY_BYTES} B"
     );
-    let mut hive_rate = 0.0;
-    let mut redis_rate = 0.0;
-    for (name, run) in [
+    // The loops take turns, run by run (hive, hive, Redis, Redis, then
+    // again), so a drift in the machine's speed reaches both sides alike;
+    // the ratio is taken pair by pair.
+    let loops: Vec<(&str, Loop)> = [
         ("hive send_batch+recv+ack_turn", Loop::HiveBatch),
         ("hive 32 pipelined send+recv+ack_turn", Loop::HivePipelined),
         (
@@ -58,30 +59,34 @@ fn main() {
             "redis 32 XADD (unpipelined)+XREADGROUP+XACK",
             Loop::RedisUnpipelined,
         ),
-    ] {
-        if !wanted(name) {
-            continue;
-        }
-        let mut rates: Vec<f64> = (0..RUNS)
-            .map(|_| run.throughput(&hive, &redis, &body))
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        let median = rates[RUNS / 2];
-        println!(
-            "  {name}: {median:.0} msgs/s (runs {:.0}..{:.0})",
-            rates[0],
-            rates[RUNS - 1]
-        );
-        match run {
-            Loop::HiveBatch => hive_rate = median,
-            Loop::RedisPipelined => redis_rate = median,
-            _ => {}
+    ]
+    .into_iter()
+    .filter(|(name, _)| wanted(name))
+    .collect();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(RUNS); loops.len()];
+    for _ in 0..RUNS {
+        for ((_, run), rates) in loops.iter().zip(&mut rates) {
+            rates.push(run.throughput(&hive, &redis, &body));
         }
     }
-    if hive_rate > 0.0 && redis_rate > 0.0 {
+    let median = |xs: &[f64]| {
+        let mut xs = xs.to_vec();
+        xs.sort_by(f64::total_cmp);
+        (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+    };
+    for ((name, _), rates) in loops.iter().zip(&rates) {
+        let (mid, lo, hi) = median(rates);
+        println!("  {name}: {mid:.0} msgs/s (runs {lo:.0}..{hi:.0})");
+    }
+    let of = |which: fn(&Loop) -> bool| loops.iter().position(|(_, l)| which(l));
+    if let (Some(h), Some(r)) = (
+        of(|l| matches!(l, Loop::HiveBatch)),
+        of(|l| matches!(l, Loop::RedisPipelined)),
+    ) {
+        let ratios: Vec<f64> = rates[h].iter().zip(&rates[r]).map(|(h, r)| h / r).collect();
+        let (mid, lo, hi) = median(&ratios);
         println!(
-            "  ratio hive/redis (batch 32, pipelined): {:.2}x",
-            hive_rate / redis_rate
+            "  ratio hive/redis (batch 32, pipelined), run by run: median {mid:.2}x (runs {lo:.2}..{hi:.2})"
         );
     }
 
