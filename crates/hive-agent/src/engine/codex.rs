@@ -290,7 +290,7 @@ pub fn verdict(obs: &Observation, exit_ok: bool) -> Verdict {
     }
     let text = result.and_then(|r| r.result.clone()).unwrap_or_default();
     let lower = text.to_lowercase();
-    if lower.contains("429")
+    if mentions_status(&lower, "429")
         || lower.contains("too many requests")
         || lower.contains("rate limit")
         || lower.contains("usage limit")
@@ -302,7 +302,7 @@ pub fn verdict(obs: &Observation, exit_ok: bool) -> Verdict {
     if lower.contains("context window") || lower.contains("context_length_exceeded") {
         return Verdict::PromptTooLong;
     }
-    if lower.contains("401")
+    if mentions_status(&lower, "401")
         || lower.contains("unauthorized")
         || lower.contains("missing environment variable")
         || lower.contains("invalid api key")
@@ -320,10 +320,53 @@ pub fn verdict(obs: &Observation, exit_ok: bool) -> Verdict {
     }
 }
 
+/// Whether `text` names the HTTP status `code` as a number of its own: not
+/// inside a longer number, and not a port (codex ends its errors with the
+/// request's `url: http://127.0.0.1:42925/…`, whose port held `429`).
+fn mentions_status(text: &str, code: &str) -> bool {
+    text.match_indices(code).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit() || c == ':' || c == '.')
+            && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::McpSetup;
+
+    /// A status is read as a number of its own, never from a port or a
+    /// longer number in the message.
+    #[test]
+    fn a_status_is_not_read_from_a_port() {
+        let failed = |text: &str| {
+            let mut obs = Observation::default();
+            obs.result = Some(crate::stream::ResultEvent {
+                is_error: true,
+                result: Some(text.to_owned()),
+                ..Default::default()
+            });
+            obs
+        };
+        let login = "unexpected status 401 Unauthorized: Incorrect API key provided, \
+                     url: http://127.0.0.1:42925/v1/responses";
+        assert!(matches!(
+            verdict(&failed(login), false),
+            Verdict::NeedsLogin(_)
+        ));
+        let rate = "exceeded retry limit, last status: 429 Too Many Requests, \
+                    url: http://127.0.0.1:40139/v1/responses";
+        assert!(matches!(
+            verdict(&failed(rate), false),
+            Verdict::RateLimited(_)
+        ));
+        assert!(!mentions_status("url: http://10.0.0.1:4290/x", "429"));
+        assert!(!mentions_status("request 14290 failed", "429"));
+        assert!(mentions_status("status 429", "429"));
+        assert!(mentions_status("429 too many", "429"));
+    }
 
     fn observe(engine: &Codex, text: &str) -> Observation {
         let mut obs = Observation::default();
