@@ -117,7 +117,7 @@ impl Handshakes {
     /// A place among `ip`'s connections; `None`: it has its fill.
     fn join(&self, ip: IpAddr) -> Option<Handshake<'_>> {
         let ip = ip.to_canonical();
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.table();
         let peer = table.peers.entry(ip).or_default();
         if peer.connections >= MAX_HANDSHAKES_PER_PEER {
             return None;
@@ -128,6 +128,10 @@ impl Handshakes {
             ip,
             started: false,
         })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -147,44 +151,40 @@ impl Handshake<'_> {
     }
 
     fn try_start(&mut self) -> bool {
-        let mut table = self
-            .handshakes
-            .table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let table = &mut *table;
-        let Some(peer) = table.peers.get_mut(&self.ip) else {
+        let mut table = self.handshakes.table();
+        let Some((peer, shared)) = self.mine(&mut table) else {
             return false;
         };
         if peer.in_progress > 0 {
-            if table.shared >= MAX_HANDSHAKES {
+            if *shared >= MAX_HANDSHAKES {
                 return false;
             }
-            table.shared += 1;
+            *shared += 1;
         }
         peer.in_progress += 1;
         self.started = true;
         true
+    }
+
+    /// This connection's peer in `table`, and the shared places taken.
+    fn mine<'t>(&self, table: &'t mut Table) -> Option<(&'t mut Peer, &'t mut usize)> {
+        let Table { peers, shared } = table;
+        peers.get_mut(&self.ip).map(|peer| (peer, shared))
     }
 }
 
 impl Drop for Handshake<'_> {
     fn drop(&mut self) {
         {
-            let mut table = self
-                .handshakes
-                .table
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let table = &mut *table;
-            let Some(peer) = table.peers.get_mut(&self.ip) else {
+            let mut table = self.handshakes.table();
+            let Some((peer, shared)) = self.mine(&mut table) else {
                 return;
             };
             peer.connections -= 1;
             if self.started {
                 peer.in_progress -= 1;
                 if peer.in_progress > 0 {
-                    table.shared -= 1;
+                    *shared -= 1;
                 }
             }
             if peer.connections == 0 {

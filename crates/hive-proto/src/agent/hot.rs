@@ -15,6 +15,8 @@
 //! test decodes the same lines both ways. Answers, tagged `kind`, go the
 //! same way ([`decode_answer`]).
 
+use std::marker::PhantomData;
+
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 
@@ -23,7 +25,7 @@ use crate::Recipient;
 
 /// `line` decoded, if it is a hot verb's with `cmd` first and no error.
 pub(crate) fn decode(line: &str) -> Option<AgentRequest> {
-    serde_json::from_str::<Hot>(line).ok().map(|hot| hot.0)
+    decode_tag_first(line)
 }
 
 /// A `messages` answer line, byte for byte what serde writes for
@@ -85,37 +87,63 @@ fn push_str(line: &mut String, s: &str) -> serde_json::Result<()> {
 /// `line` decoded as an answer, if it is an `ok`, `sent` or `messages`
 /// answer with `kind` first and no error.
 pub(crate) fn decode_answer(line: &str) -> Option<AgentAnswer> {
-    serde_json::from_str::<HotAnswer>(line)
-        .ok()
-        .map(|hot| hot.0)
+    decode_tag_first(line)
 }
 
-struct Hot(AgentRequest);
+/// A value read from an object whose first member is its tag.
+trait TagFirst: Sized {
+    /// The tag's member name.
+    const TAG: &'static str;
+    /// Decodes the members after the tag as the variant `tag` names.
+    fn after_tag<'de, A: MapAccess<'de>>(
+        tag: &'de str,
+        rest: MapAccessDeserializer<A>,
+    ) -> Result<Self, A::Error>;
+}
 
-impl<'de> Deserialize<'de> for Hot {
+/// `line` decoded as `T`, if its tag comes first and nothing is wrong.
+fn decode_tag_first<T: TagFirst>(line: &str) -> Option<T> {
+    serde_json::from_str::<Decoded<T>>(line)
+        .ok()
+        .map(|decoded| decoded.0)
+}
+
+struct Decoded<T>(T);
+
+impl<'de, T: TagFirst> Deserialize<'de> for Decoded<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(HotVisitor)
+        deserializer.deserialize_map(TagFirstVisitor(PhantomData))
     }
 }
 
-struct HotVisitor;
+struct TagFirstVisitor<T>(PhantomData<T>);
 
-impl<'de> Visitor<'de> for HotVisitor {
-    type Value = Hot;
+impl<'de, T: TagFirst> Visitor<'de> for TagFirstVisitor<T> {
+    type Value = Decoded<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a request object whose first member is `cmd`")
+        write!(f, "an object whose first member is `{}`", T::TAG)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Hot, A::Error> {
-        // A key with an escape is not borrowed: not hot (decoded the
-        // general way).
-        if map.next_key::<&'de str>()? != Some("cmd") {
-            return Err(de::Error::custom("`cmd` is not first"));
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Decoded<T>, A::Error> {
+        // A key with an escape is not borrowed: not decoded here (the
+        // general way does).
+        if map.next_key::<&'de str>()? != Some(T::TAG) {
+            return Err(de::Error::custom("the tag is not first"));
         }
-        let verb: &'de str = map.next_value()?;
-        let rest = MapAccessDeserializer::new(map);
-        Ok(Hot(match verb {
+        let tag: &'de str = map.next_value()?;
+        T::after_tag(tag, MapAccessDeserializer::new(map)).map(Decoded)
+    }
+}
+
+impl TagFirst for AgentRequest {
+    const TAG: &'static str = "cmd";
+
+    fn after_tag<'de, A: MapAccess<'de>>(
+        verb: &'de str,
+        rest: MapAccessDeserializer<A>,
+    ) -> Result<Self, A::Error> {
+        Ok(match verb {
             "send" => {
                 let f = SendFields::deserialize(rest)?;
                 AgentRequest::Send {
@@ -143,33 +171,17 @@ impl<'de> Visitor<'de> for HotVisitor {
                 }
             }
             _ => return Err(de::Error::custom("not a hot verb")),
-        }))
+        })
     }
 }
 
-struct HotAnswer(AgentAnswer);
+impl TagFirst for AgentAnswer {
+    const TAG: &'static str = "kind";
 
-impl<'de> Deserialize<'de> for HotAnswer {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(HotAnswerVisitor)
-    }
-}
-
-struct HotAnswerVisitor;
-
-impl<'de> Visitor<'de> for HotAnswerVisitor {
-    type Value = HotAnswer;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an answer object whose first member is `kind`")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HotAnswer, A::Error> {
-        if map.next_key::<&'de str>()? != Some("kind") {
-            return Err(de::Error::custom("`kind` is not first"));
-        }
-        let kind: &'de str = map.next_value()?;
-        let rest = MapAccessDeserializer::new(map);
+    fn after_tag<'de, A: MapAccess<'de>>(
+        kind: &'de str,
+        rest: MapAccessDeserializer<A>,
+    ) -> Result<Self, A::Error> {
         let (response, unread) = match kind {
             "ok" => (AgentResponse::Ok, OkFields::deserialize(rest)?.unread),
             "sent" => {
@@ -188,18 +200,18 @@ impl<'de> Visitor<'de> for HotAnswerVisitor {
             }
             _ => return Err(de::Error::custom("not a hot answer")),
         };
-        Ok(HotAnswer(AgentAnswer { response, unread }))
+        Ok(AgentAnswer { response, unread })
     }
 }
 
-/// A second `kind` member: refused here, so the general decoding reports
-/// it.
-struct NoSecondKind;
+/// A second tag member (`cmd` or `kind`): refused here, so the general
+/// decoding reports it.
+struct NoSecondTag;
 
-impl<'de> Deserialize<'de> for NoSecondKind {
+impl<'de> Deserialize<'de> for NoSecondTag {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         IgnoredAny::deserialize(deserializer)?;
-        Err(de::Error::custom("a second `kind`"))
+        Err(de::Error::custom("a second tag"))
     }
 }
 
@@ -209,7 +221,7 @@ struct OkFields {
     unread: Option<u64>,
     #[serde(default)]
     #[allow(dead_code)]
-    kind: Option<NoSecondKind>,
+    kind: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -219,7 +231,7 @@ struct SentFields {
     unread: Option<u64>,
     #[serde(default)]
     #[allow(dead_code)]
-    kind: Option<NoSecondKind>,
+    kind: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -231,18 +243,7 @@ struct MessagesFields {
     unread: Option<u64>,
     #[serde(default)]
     #[allow(dead_code)]
-    kind: Option<NoSecondKind>,
-}
-
-/// A second `cmd` member: refused here, so the general decoding reports
-/// it.
-struct NoSecondCmd;
-
-impl<'de> Deserialize<'de> for NoSecondCmd {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        IgnoredAny::deserialize(deserializer)?;
-        Err(de::Error::custom("a second `cmd`"))
-    }
+    kind: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -253,7 +254,7 @@ struct SendFields {
     in_reply_to: Option<i64>,
     #[serde(default)]
     #[allow(dead_code)]
-    cmd: Option<NoSecondCmd>,
+    cmd: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -261,7 +262,7 @@ struct SendBatchFields {
     messages: Vec<OutgoingMessage>,
     #[serde(default)]
     #[allow(dead_code)]
-    cmd: Option<NoSecondCmd>,
+    cmd: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -274,7 +275,7 @@ struct RecvFields {
     lease_seconds: Option<u64>,
     #[serde(default)]
     #[allow(dead_code)]
-    cmd: Option<NoSecondCmd>,
+    cmd: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -285,7 +286,7 @@ struct AckTurnFields {
     lease: Option<i64>,
     #[serde(default)]
     #[allow(dead_code)]
-    cmd: Option<NoSecondCmd>,
+    cmd: Option<NoSecondTag>,
 }
 
 #[cfg(test)]
