@@ -129,17 +129,19 @@ impl Store {
     fn commit_jobs(&self, jobs: Vec<Job>) {
         let now = now_unix();
         let needs_container = self.broadcast_needs_container();
-        let bodies = self.publishing();
-        let mut results: Vec<Result<Vec<MessageRow>>> = Vec::with_capacity(jobs.len());
+        // Each job's rows, and the message each row stores.
+        let mut results: Vec<Result<(Vec<MessageRow>, Vec<usize>)>> =
+            Vec::with_capacity(jobs.len());
         let committed = {
             let conn = self.conn();
             let mut run = || -> Result<()> {
                 let tx = WriteTx::begin(&conn)?;
                 for job in &jobs {
                     let stored = match Planned::check(&tx, job, needs_container) {
-                        Ok(planned) => {
-                            Ok(insert_rows(&tx, &job.from, &planned.rows(), (now, bodies))?)
-                        }
+                        Ok(planned) => Ok((
+                            insert_rows(&tx, &job.from, &planned.rows(), (now, false))?,
+                            planned.sources(),
+                        )),
                         Err(refused) => Err(refused),
                     };
                     results.push(stored);
@@ -155,8 +157,16 @@ impl Store {
             }
             return;
         }
+        // Rows carry their bodies only for a watcher of the flow, decided
+        // now: one may have come while the transaction ran.
+        let publishing = self.publishing();
         for (job, result) in jobs.into_iter().zip(results) {
-            let answer = result.map(|rows| {
+            let answer = result.map(|(mut rows, sources)| {
+                if publishing {
+                    for (row, &i) in rows.iter_mut().zip(&sources) {
+                        row.body.clone_from(&job.messages[i].body);
+                    }
+                }
                 let ids = rows.iter().map(|r| r.id).collect();
                 self.announce(rows);
                 ids
@@ -203,6 +213,15 @@ impl<'j> Planned<'j> {
             rows_before += i64::try_from(resolved[at].1.len()).unwrap_or(i64::MAX);
         }
         Ok(Self { resolved, messages })
+    }
+
+    /// For each row of [`Planned::rows`], its message's place in the job.
+    fn sources(&self) -> Vec<usize> {
+        self.messages
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &(at, _))| std::iter::repeat_n(i, self.resolved[at].1.len()))
+            .collect()
     }
 
     /// One `(inbox, message)` per row to store, in order.

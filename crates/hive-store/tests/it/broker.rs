@@ -554,18 +554,37 @@ async fn events_follow_sends_and_deliveries_while_watched() {
     store.recv_batch("bob", 1).unwrap();
     assert!(events.try_recv().is_err(), "published with nobody watching");
     let watch = store.watch_flow();
-    let batch = [hive_proto::OutgoingMessage {
-        to: to("bob"),
-        body: "batched".into(),
-        in_reply_to: None,
-    }];
-    let batched = store.send_batch("alice", batch.to_vec()).await.unwrap()[0];
-    assert!(
-        matches!(events.try_recv().unwrap(), MessageEvent::Sent(r) if r.id == batched && r.body == "batched")
+    store.register_agent(&crate::agent("carol")).unwrap();
+    let batch =
+        [("bob", "batched"), ("*", "to all")].map(|(to_whom, body)| hive_proto::OutgoingMessage {
+            to: to(to_whom),
+            body: body.into(),
+            in_reply_to: None,
+        });
+    let ids = store.send_batch("alice", batch.to_vec()).await.unwrap();
+    let sent: Vec<(i64, String, String)> = (0..3)
+        .map(|_| match events.try_recv().unwrap() {
+            MessageEvent::Sent(r) => (r.id, r.to, r.body),
+            other => panic!("expected sent, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (ids[0], "bob".into(), "batched".into()),
+            (ids[1], "bob".into(), "to all".into()),
+            (ids[2], "carol".into(), "to all".into()),
+        ],
+        "each row of a batch published with its own message's body"
     );
+    let batched = ids[0];
     store.recv_batch("bob", 1).unwrap();
     assert!(
         matches!(events.try_recv().unwrap(), MessageEvent::Delivered(r) if r.id == batched && r.body == "batched")
+    );
+    store.recv_batch("bob", 1).unwrap();
+    assert!(
+        matches!(events.try_recv().unwrap(), MessageEvent::Delivered(r) if r.id == ids[1] && r.body == "to all")
     );
     let id = store.send("alice", &to("bob"), "hi", None).unwrap()[0];
     store.recv_batch("bob", 1).unwrap();
