@@ -911,7 +911,11 @@ impl Lifecycle {
             if !wanted {
                 return Ok(());
             }
-            runtime.start(name).await.map_err(Error::from)?;
+            if let Err(e) = runtime.start(name).await {
+                // A harness refusing its checkpoint tells core, then exits
+                // at once: its reason, not the exit a start may see first.
+                return Err(self.restore_refusal(name).await.unwrap_or(Error::from(e)));
+            }
             self.await_restore(name).await
         }
         .await;
@@ -950,6 +954,22 @@ impl Lifecycle {
             "moving {name} to node {node} failed: {e}; it stays pinned to {from_text} with \
              its state and checkpoint, {now}"
         )))
+    }
+
+    /// Why a moved agent's harness refused its checkpoint, if it says so
+    /// within a few seconds (its start failed: it may have exited on the
+    /// refusal before core noted the reason).
+    async fn restore_refusal(&self, name: &AgentName) -> Option<Error> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(Err(why)) = checkpoint::restore_outcome(&self.paths, name) {
+                return Some(Error::refused(why));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Until the harness of a moved agent restored its checkpoint (the
