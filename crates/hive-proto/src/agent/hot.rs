@@ -219,9 +219,8 @@ impl<'de> Deserialize<'de> for NoSecondTag {
 struct OkFields {
     #[serde(default)]
     unread: Option<u64>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    kind: Option<NoSecondTag>,
+    #[serde(default, rename = "kind")]
+    _second_tag: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -229,9 +228,8 @@ struct SentFields {
     ids: Vec<i64>,
     #[serde(default)]
     unread: Option<u64>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    kind: Option<NoSecondTag>,
+    #[serde(default, rename = "kind")]
+    _second_tag: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -241,9 +239,8 @@ struct MessagesFields {
     lease: Option<i64>,
     #[serde(default)]
     unread: Option<u64>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    kind: Option<NoSecondTag>,
+    #[serde(default, rename = "kind")]
+    _second_tag: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -252,17 +249,15 @@ struct SendFields {
     body: String,
     #[serde(default)]
     in_reply_to: Option<i64>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    cmd: Option<NoSecondTag>,
+    #[serde(default, rename = "cmd")]
+    _second_tag: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
 struct SendBatchFields {
     messages: Vec<OutgoingMessage>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    cmd: Option<NoSecondTag>,
+    #[serde(default, rename = "cmd")]
+    _second_tag: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -273,9 +268,8 @@ struct RecvFields {
     max: Option<u32>,
     #[serde(default)]
     lease_seconds: Option<u64>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    cmd: Option<NoSecondTag>,
+    #[serde(default, rename = "cmd")]
+    _second_tag: Option<NoSecondTag>,
 }
 
 #[derive(Deserialize)]
@@ -284,9 +278,8 @@ struct AckTurnFields {
     ids: Option<Vec<i64>>,
     #[serde(default)]
     lease: Option<i64>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    cmd: Option<NoSecondTag>,
+    #[serde(default, rename = "cmd")]
+    _second_tag: Option<NoSecondTag>,
 }
 
 #[cfg(test)]
