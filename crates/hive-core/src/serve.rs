@@ -247,13 +247,14 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
     tasks.abort_all();
     coord.lifecycle.close_sockets();
     // What is in flight is written down (held rows come back flagged), and
-    // nothing more goes out.
-    coord
+    // nothing more goes out. If that fails, the next start recovers as
+    // after a crash; the sockets go either way.
+    let stopped = coord
         .store
         .stop_broker()
-        .context("write the broker's rows in flight")?;
+        .context("write the broker's rows in flight");
     remove_sockets(&coord)?;
-    Ok(())
+    stopped
 }
 
 /// Raises the soft limit on open files to the hard one: every socket may

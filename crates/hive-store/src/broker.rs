@@ -704,9 +704,9 @@ impl Store {
     pub fn ack(&self, recipient: &str, ids: &[i64], lease: Option<i64>) -> Result<u64> {
         let mut flight = self.flight();
         let mut chosen = match lease {
-            Some(named) => {
-                flight.ids_where(recipient, |id, l| id == named || (id > named && l.held))
-            }
+            Some(named) => flight.ids_where(recipient, |lease_id, l| {
+                lease_id == named || (lease_id > named && l.held)
+            }),
             None => Vec::new(),
         };
         if let Some(inbox) = flight.inboxes.get(recipient) {
@@ -823,7 +823,9 @@ impl Store {
     /// How many messages wait in `recipient`'s inbox (unacked and not in
     /// flight), as of the last announced commit: those above its cursor
     /// and those put back, both counted in memory ([`crate::flight`]), so
-    /// an answer's count reads nothing (and never waits for a commit).
+    /// an answer's count reads nothing once the inbox is loaded. It takes
+    /// the in-flight lock, which an ack holds through its commit and a pop
+    /// while it reads.
     pub fn unread(&self, recipient: &str) -> Result<u64> {
         let mut flight = self.flight();
         Ok(count(self.inbox(&mut flight, recipient)?.unread()))
