@@ -960,15 +960,12 @@ impl Lifecycle {
     /// within a few seconds (its start failed: it may have exited on the
     /// refusal before core noted the reason).
     async fn restore_refusal(&self, name: &AgentName) -> Option<Error> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        loop {
-            if let Some(Err(why)) = checkpoint::restore_outcome(&self.paths, name) {
-                return Some(Error::refused(why));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match self
+            .restore_outcome_within(name, Duration::from_secs(3))
+            .await
+        {
+            Some(Err(why)) => Some(Error::refused(why)),
+            _ => None,
         }
     }
 
@@ -976,19 +973,34 @@ impl Lifecycle {
     /// marker cleared), or why not: it refused it, or it did not within
     /// [`MOVE_RESTORE_TIMEOUT`].
     async fn await_restore(&self, name: &AgentName) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + MOVE_RESTORE_TIMEOUT;
+        match self
+            .restore_outcome_within(name, MOVE_RESTORE_TIMEOUT)
+            .await
+        {
+            Some(Ok(())) => Ok(()),
+            Some(Err(why)) => Err(Error::refused(why)),
+            None => Err(Error::refused(format!(
+                "its harness did not restore its checkpoint within {}s",
+                MOVE_RESTORE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// The outcome of `name`'s pending restore once there is one (the
+    /// marker cleared, or the harness's refusal), polled for up to
+    /// `within`.
+    async fn restore_outcome_within(
+        &self,
+        name: &AgentName,
+        within: Duration,
+    ) -> Option<std::result::Result<(), String>> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            match checkpoint::restore_outcome(&self.paths, name) {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(why)) => return Err(Error::refused(why)),
-                None if tokio::time::Instant::now() >= deadline => {
-                    return Err(Error::refused(format!(
-                        "its harness did not restore its checkpoint within {}s",
-                        MOVE_RESTORE_TIMEOUT.as_secs()
-                    )));
-                }
-                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            let outcome = checkpoint::restore_outcome(&self.paths, name);
+            if outcome.is_some() || tokio::time::Instant::now() >= deadline {
+                return outcome;
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

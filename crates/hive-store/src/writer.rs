@@ -138,10 +138,11 @@ impl Store {
                 let tx = WriteTx::begin(&conn)?;
                 for job in &jobs {
                     let stored = match Planned::check(&tx, job, needs_container) {
-                        Ok(planned) => Ok((
-                            insert_rows(&tx, &job.from, &planned.rows(), (now, false))?,
-                            planned.sources(),
-                        )),
+                        Ok(planned) => {
+                            let (sources, rows): (Vec<usize>, Vec<_>) =
+                                planned.rows().into_iter().unzip();
+                            Ok((insert_rows(&tx, &job.from, &rows, (now, false))?, sources))
+                        }
                         Err(refused) => Err(refused),
                     };
                     results.push(stored);
@@ -215,20 +216,18 @@ impl<'j> Planned<'j> {
         Ok(Self { resolved, messages })
     }
 
-    /// For each row of [`Planned::rows`], its message's place in the job.
-    fn sources(&self) -> Vec<usize> {
+    /// One `(inbox, message)` per row to store, in order, each with its
+    /// message's place in the job.
+    fn rows(&self) -> Vec<(usize, (&str, &'j Checked))> {
         self.messages
             .iter()
             .enumerate()
-            .flat_map(|(i, &(at, _))| std::iter::repeat_n(i, self.resolved[at].1.len()))
-            .collect()
-    }
-
-    /// One `(inbox, message)` per row to store, in order.
-    fn rows(&self) -> Vec<(&str, &'j Checked)> {
-        self.messages
-            .iter()
-            .flat_map(|&(at, m)| self.resolved[at].1.iter().map(move |to| (to.as_str(), m)))
+            .flat_map(|(i, &(at, m))| {
+                self.resolved[at]
+                    .1
+                    .iter()
+                    .map(move |to| (i, (to.as_str(), m)))
+            })
             .collect()
     }
 }
