@@ -659,6 +659,32 @@ mod tests {
         relay_believed("127.0.0.1:0", "::ffff:127.0.0.1").await;
     }
 
+    /// An agent end is not the relay: a relay header it writes to claim
+    /// another agent end's address (or to spread its stalls over many) is
+    /// refused, the connection closed at once, however often it tries;
+    /// its own handshake, without a header, is still answered.
+    #[tokio::test]
+    async fn a_relay_header_from_a_peer_that_is_not_the_relay_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let served = serve_on(listener, "10.9.9.9".parse().unwrap()).await;
+        for i in 0..=MAX_HANDSHAKES_PER_PEER {
+            let forged = agent_end(&format!("10.0.0.{}", 20 + i));
+            let mut tcp = via_relay(to, forged).await;
+            // At once, not when a believed handshake would time out.
+            tokio::time::timeout(std::time::Duration::from_secs(2), closed(&mut tcp))
+                .await
+                .expect("a forged relay header was held");
+        }
+        let answer = whoami(&served.client, TcpStream::connect(to).await.unwrap()).await;
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.contains(r#""name":"a""#)),
+            "{answer:?}"
+        );
+    }
+
     /// Agents stalling handshakes from more addresses than the shared
     /// places allow for (ten agent ends, eight each, through the relay as
     /// the header names them; each one's fill reached) hold up no other:
