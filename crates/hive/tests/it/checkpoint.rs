@@ -236,25 +236,7 @@ fn a_hostile_harness_keeps_no_checkpoint_core_did_not_ask_for_and_restores_nothi
         let mut asks = BufReader::new(tunnel).lines();
 
         // b answers the stream core asked of a: refused, the previous kept.
-        // (Core registers the tunnel a moment after its first line: until
-        // then a checkpoint is refused as not linked, and asked again.)
-        let (asked, ask) = loop {
-            let asked = checkpoint_a();
-            match tokio::time::timeout(Duration::from_secs(3), asks.next_line()).await {
-                Ok(line) => {
-                    break (
-                        asked,
-                        serde_json::from_str::<PageOpen>(&line.unwrap().unwrap()).unwrap(),
-                    );
-                }
-                Err(_) => {
-                    let said = tokio::task::spawn_blocking(move || asked.join().unwrap())
-                        .await
-                        .unwrap();
-                    assert!(said.contains("not linked"), "{said}");
-                }
-            }
-        };
+        let (asked, ask) = ask_through(&hive, "a", &mut asks).await;
         let mut next_ask = async || -> PageOpen {
             let line = tokio::time::timeout(Duration::from_secs(20), asks.next_line())
                 .await
