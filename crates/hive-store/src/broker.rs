@@ -427,9 +427,9 @@ impl Store {
     /// ([`Store::renew_lease`], [`Store::ack`]), and it runs out `lease_for`
     /// after its last renewal. Without, held at once and never running out.
     ///
-    /// Writes nothing: the rows are read (in a read transaction) and
-    /// marked in flight in memory ([`crate::flight`]); only their ack is
-    /// durable.
+    /// Writes nothing: the rows are taken from memory when it holds them
+    /// all, else read (in a read transaction), and marked in flight in
+    /// memory ([`crate::flight`]); only their ack is durable.
     pub fn pop(&self, recipient: &str, max: u32, lease_for: Option<Duration>) -> Result<Popped> {
         let max = usize::try_from(max.clamp(1, MAX_RECV_BATCH)).unwrap_or(1);
         let period_ms = lease_for.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -447,9 +447,12 @@ impl Store {
                 .take(max)
                 .map(|(i, f)| (*i, *f))
                 .collect();
-            let mut messages = Vec::with_capacity(max);
             let mut gone = Vec::new();
-            {
+            let fresh = flight.take_fresh(recipient, max, self.inner.unannounced.none());
+            let messages = if let Some(fresh) = fresh {
+                fresh
+            } else {
+                let mut messages = Vec::with_capacity(max);
                 let conn = self.conn();
                 if !returned.is_empty() {
                     // Put back: at or below the cursor, so older than any
@@ -485,7 +488,8 @@ impl Store {
                         .collect::<rusqlite::Result<Vec<_>>>()?;
                     messages.extend(more);
                 }
-            }
+                messages
+            };
             if let Some(inbox) = flight.inboxes.get_mut(recipient) {
                 for id in gone {
                     inbox.returned.remove(&id);
@@ -855,6 +859,7 @@ impl Store {
                     returned,
                     out: Default::default(),
                     above: Default::default(),
+                    fresh: Default::default(),
                 },
             );
         }
@@ -985,29 +990,27 @@ impl Store {
             && self.inner.events.receiver_count() > 0
     }
 
-    /// After a commit: counts each row as waiting in its inbox, wakes its
+    /// After a commit: counts each row as waiting in its inbox (keeping
+    /// its content for the next pop, [`crate::flight`]), wakes its
     /// recipient and publishes it as sent. Every path that stores a
     /// message calls this once its transaction committed, with every row
-    /// it stored (the unread count is kept from it).
+    /// it stored, bodies included (the unread count is kept from it).
     pub(crate) fn announce(&self, rows: Vec<MessageRow>) {
-        {
-            let mut flight = self.flight();
-            for row in &rows {
-                flight.arrived(&row.to, row.id);
-            }
-        }
         // A batch mostly repeats one recipient: wake it once.
-        let mut woken: Option<&str> = None;
+        let mut woken: Vec<String> = Vec::new();
         for row in &rows {
-            if woken != Some(row.to.as_str()) {
-                self.wake(&row.to);
-                woken = Some(&row.to);
+            if woken.last() != Some(&row.to) {
+                woken.push(row.to.clone());
             }
         }
-        if self.publishing() {
-            for row in rows {
-                let _ = self.inner.events.send(MessageEvent::Sent(row));
-            }
+        let events = self.publishing().then(|| rows.clone());
+        // Before the wake: a woken pop finds the rows in memory.
+        self.flight().arrived(rows, &self.inner.unannounced);
+        for to in &woken {
+            self.wake(to);
+        }
+        for row in events.into_iter().flatten() {
+            let _ = self.inner.events.send(MessageEvent::Sent(row));
         }
     }
 
@@ -1031,5 +1034,88 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(waiters.entry(recipient.to_owned()).or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+        for name in ["alice", "bob"] {
+            store
+                .register_agent(&AgentName::parse(name).unwrap())
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    fn send(store: &Store, body: &str) -> i64 {
+        store
+            .send("alice", &Recipient::parse("bob").unwrap(), body, None)
+            .unwrap()[0]
+    }
+
+    /// A row committed and not yet announced (its sender not scheduled
+    /// again yet) is older than a row announced after it: a pop then reads
+    /// the file, so it comes first, and the newer row, kept in memory,
+    /// comes next. Taken from memory alone, the newer row would come
+    /// first and the older one be left below the cursor, never handed
+    /// out.
+    #[test]
+    fn a_row_not_yet_announced_is_popped_before_a_newer_one_in_memory() {
+        let (_dir, store) = store();
+        assert!(store.pop("bob", 1, None).unwrap().messages.is_empty());
+        let late = {
+            let conn = store.conn();
+            insert_message(&conn, "alice", "bob", "older", now_unix(), None).unwrap()
+        };
+        send(&store, "newer");
+        let bodies = |p: Popped| p.messages.into_iter().map(|m| m.body).collect::<Vec<_>>();
+        assert_eq!(bodies(store.pop("bob", 1, None).unwrap()), ["older"]);
+        assert_eq!(bodies(store.pop("bob", 1, None).unwrap()), ["newer"]);
+        // Its late announcement counts nothing twice.
+        store.announce(vec![late]);
+        assert_eq!(store.unread("bob").unwrap(), 0);
+        assert!(store.inner.unannounced.none());
+        assert!(store.pop("bob", 1, None).unwrap().messages.is_empty());
+    }
+
+    /// Rows announced while nothing else is written come from memory,
+    /// as sent, oldest first, within the cap; the rest from the file.
+    /// A transaction rolled back leaves nothing counted.
+    #[test]
+    fn announced_rows_come_from_memory_and_the_rest_from_the_file() {
+        let (_dir, store) = store();
+        assert!(store.pop("bob", 1, None).unwrap().messages.is_empty());
+        {
+            let conn = store.conn();
+            let tx = WriteTx::begin(&conn).unwrap();
+            insert_message(&tx, "alice", "bob", "gone", now_unix(), None).unwrap();
+            drop(tx);
+        }
+        assert!(store.inner.unannounced.none());
+        let n = crate::flight::FRESH_ROWS + 5;
+        let ids: Vec<i64> = (0..n).map(|i| send(&store, &format!("m{i}"))).collect();
+        assert!(store.inner.unannounced.none());
+        let kept = store.flight().inboxes["bob"].fresh.len();
+        assert_eq!(kept, crate::flight::FRESH_ROWS);
+        let mut popped = Vec::new();
+        loop {
+            let p = store.pop("bob", 32, None).unwrap();
+            if p.messages.is_empty() {
+                break;
+            }
+            popped.extend(p.messages);
+        }
+        assert_eq!(popped.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+        for (i, m) in popped.iter().enumerate() {
+            assert_eq!((m.from.as_str(), m.to.as_str()), ("alice", "bob"));
+            assert_eq!(m.body, format!("m{i}"));
+            assert!(!m.redelivered);
+        }
+        assert_eq!(store.flight().fresh_bytes, 0);
     }
 }

@@ -26,8 +26,31 @@
 //! so the late announcement is ignored; an inbox read from the file after
 //! a commit has the row at or below its cursor. Either way each row above
 //! `cursor` is counted once, and none below.
+//!
+//! A pop reads no file when it need not: the rows above `cursor` keep
+//! their content here too (`fresh`, within [`FRESH_ROWS`] per inbox and
+//! [`FRESH_BYTES`] in all), and while every row written is announced
+//! ([`Unannounced`] is zero) `above` is exactly the inbox's rows never
+//! handed out, so a pop whose rows are all fresh takes them from memory.
+//! Otherwise (a commit not yet announced, a row put back, a row not kept)
+//! it reads the file as before. Rows keep their order either way: a row
+//! committed but not yet announced may be older than rows announced
+//! already, and while there is one the count is not zero.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use hive_proto::{DeliveredMessage, MAX_RECV_BATCH};
+use rusqlite::Connection;
+use rusqlite::hooks::Action;
+
+use crate::broker::MessageRow;
+
+/// Most rows above its cursor an inbox keeps the content of.
+pub(crate) const FRESH_ROWS: usize = 2 * MAX_RECV_BATCH as usize;
+/// Most body bytes every inbox's fresh rows hold together.
+pub(crate) const FRESH_BYTES: usize = 8 * 1024 * 1024;
 
 /// One row in flight.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +87,9 @@ pub(crate) struct Inbox {
     /// Rows above `cursor` announced since the inbox was read: those
     /// waiting that were never handed out.
     pub(crate) above: BTreeSet<i64>,
+    /// The content of rows of `above`, as they were sent, kept for the
+    /// next pop while there is room ([`FRESH_ROWS`], [`FRESH_BYTES`]).
+    pub(crate) fresh: BTreeMap<i64, DeliveredMessage>,
 }
 
 impl Inbox {
@@ -91,6 +117,50 @@ pub(crate) struct Flight {
     /// The broker stopped cleanly ([`crate::Store::stop_broker`]): nothing
     /// more is handed out.
     pub(crate) stopped: bool,
+    /// Body bytes of every inbox's `fresh` rows.
+    pub(crate) fresh_bytes: usize,
+}
+
+/// Rows of `messages` written on the store's connection and not yet
+/// announced: counted by sqlite's own hooks ([`Unannounced::count_on`]),
+/// so no path that stores a message can be missed, and taken off by
+/// [`Flight::arrived`]. A transaction rolled back after its commit began
+/// could leave it above zero for good: pops then read the file, as they
+/// always may.
+#[derive(Debug, Default)]
+pub(crate) struct Unannounced {
+    /// Inserted by the transaction running now.
+    running: AtomicI64,
+    /// Committed (or committing) and not announced.
+    committed: AtomicI64,
+}
+
+impl Unannounced {
+    /// Counts every row `conn` inserts into `messages` from now on.
+    pub(crate) fn count_on(self: &Arc<Self>, conn: &mut Connection) -> rusqlite::Result<()> {
+        let inserted = Arc::clone(self);
+        conn.update_hook(Some(move |action, _db: &str, table: &str, _rowid| {
+            if action == Action::SQLITE_INSERT && table == "messages" {
+                inserted.running.fetch_add(1, Ordering::Relaxed);
+            }
+        }))?;
+        let committed = Arc::clone(self);
+        conn.commit_hook(Some(move || {
+            let n = committed.running.swap(0, Ordering::Relaxed);
+            committed.committed.fetch_add(n, Ordering::AcqRel);
+            // Never veto the commit.
+            false
+        }))?;
+        let rolled_back = Arc::clone(self);
+        conn.rollback_hook(Some(move || {
+            rolled_back.running.store(0, Ordering::Relaxed);
+        }))
+    }
+
+    /// Whether every committed row was announced.
+    pub(crate) fn none(&self) -> bool {
+        self.committed.load(Ordering::Acquire) == 0
+    }
 }
 
 impl Flight {
@@ -110,19 +180,75 @@ impl Flight {
             );
         }
         // What the cursor passed was handed out now.
-        inbox.above = inbox.above.split_off(&inbox.cursor.saturating_add(1));
+        let next = inbox.cursor.saturating_add(1);
+        inbox.above = inbox.above.split_off(&next);
+        let kept = inbox.fresh.split_off(&next);
+        let passed = std::mem::replace(&mut inbox.fresh, kept);
+        self.fresh_bytes -= passed.values().map(|m| m.body.len()).sum::<usize>();
         self.leases.insert(lease_id, lease);
     }
 
-    /// A committed row `id` of `recipient` was announced: it waits above
-    /// the cursor unless a pop already read it (or the inbox was read from
-    /// the file since, or is not read yet).
-    pub(crate) fn arrived(&mut self, recipient: &str, id: i64) {
-        if let Some(inbox) = self.inboxes.get_mut(recipient)
-            && id > inbox.cursor
-        {
-            inbox.above.insert(id);
+    /// Committed `rows` were announced: each waits above its inbox's
+    /// cursor, its content kept while there is room, unless a pop already
+    /// read it (or the inbox was read from the file since, or is not read
+    /// yet). They are no longer unannounced.
+    pub(crate) fn arrived(&mut self, rows: Vec<MessageRow>, unannounced: &Unannounced) {
+        let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        for row in rows {
+            let Some(inbox) = self.inboxes.get_mut(&row.to) else {
+                continue;
+            };
+            if row.id <= inbox.cursor {
+                continue;
+            }
+            inbox.above.insert(row.id);
+            if inbox.fresh.len() < FRESH_ROWS && self.fresh_bytes + row.body.len() <= FRESH_BYTES {
+                self.fresh_bytes += row.body.len();
+                inbox.fresh.insert(
+                    row.id,
+                    DeliveredMessage {
+                        id: row.id,
+                        from: row.from,
+                        to: row.to,
+                        body: row.body,
+                        at: row.at,
+                        in_reply_to: row.in_reply_to,
+                        redelivered: false,
+                    },
+                );
+            }
         }
+        // Taken off under the same lock a pop checks it under.
+        let before = unannounced.committed.fetch_sub(n, Ordering::AcqRel);
+        debug_assert!(before >= n, "{n} rows announced, {before} written");
+    }
+
+    /// Up to `max` of `recipient`'s waiting rows from memory, oldest
+    /// first, if memory holds them all: nothing is put back, every
+    /// committed row was announced (`all_announced`), and each of the
+    /// oldest rows above the cursor is fresh. `None`: the file must be
+    /// read.
+    pub(crate) fn take_fresh(
+        &mut self,
+        recipient: &str,
+        max: usize,
+        all_announced: bool,
+    ) -> Option<Vec<DeliveredMessage>> {
+        let inbox = self.inboxes.get_mut(recipient)?;
+        if !all_announced || !inbox.returned.is_empty() {
+            return None;
+        }
+        let oldest: Vec<i64> = inbox.above.iter().take(max).copied().collect();
+        if !oldest.iter().all(|id| inbox.fresh.contains_key(id)) {
+            return None;
+        }
+        // They stay in `above` until `hand_out` passes them.
+        let taken: Vec<DeliveredMessage> = oldest
+            .iter()
+            .filter_map(|id| inbox.fresh.remove(id))
+            .collect();
+        self.fresh_bytes -= taken.iter().map(|m| m.body.len()).sum::<usize>();
+        Some(taken)
     }
 
     /// Takes `ids` of `recipient` out of flight (acked, or about to be
@@ -248,6 +374,7 @@ impl Flight {
     /// it is read from the file again when next needed.
     pub(crate) fn forget(&mut self, recipient: &str) {
         if let Some(inbox) = self.inboxes.remove(recipient) {
+            self.fresh_bytes -= inbox.fresh.values().map(|m| m.body.len()).sum::<usize>();
             for out in inbox.out.into_values() {
                 self.leases.remove(&out.lease);
             }

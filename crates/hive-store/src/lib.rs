@@ -140,6 +140,8 @@ pub(crate) struct Inner {
     /// The broker's rows in flight and its leases (`flight.rs`). Locked
     /// before `conn` when both are needed.
     flight: Mutex<flight::Flight>,
+    /// Rows written on `conn` and not yet announced to `flight`.
+    unannounced: Arc<flight::Unannounced>,
     /// When the lease expiry timer next wakes (unix ms; `i64::MAX`: never).
     lease_alarm: AtomicI64,
     /// Wakes the lease expiry timer early.
@@ -204,6 +206,8 @@ impl Store {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn)?;
+        let unannounced = Arc::new(flight::Unannounced::default());
+        unannounced.count_on(&mut conn)?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let mut spawned = Ok(());
         let inner = Arc::new_cyclic(|weak| {
@@ -216,6 +220,7 @@ impl Store {
                 writer,
                 leases: AtomicI64::new(0),
                 flight: Mutex::new(flight::Flight::default()),
+                unannounced,
                 lease_alarm: AtomicI64::new(i64::MAX),
                 lease_changed: Arc::new(Notify::new()),
                 conn: Mutex::new(conn),

@@ -158,21 +158,26 @@ impl Store {
             }
             return;
         }
-        // Rows carry their bodies only for a watcher of the flow, decided
-        // now: one may have come while the transaction ran.
-        let publishing = self.publishing();
         for (job, result) in jobs.into_iter().zip(results) {
+            let Job {
+                messages, reply, ..
+            } = job;
             let answer = result.map(|(mut rows, sources)| {
-                if publishing {
-                    for (row, &i) in rows.iter_mut().zip(&sources) {
-                        row.body.clone_from(&job.messages[i].body);
-                    }
+                // Each row gets its message's body: moved into the last
+                // row of its message, copied into the others (`*`).
+                let mut bodies: Vec<String> = messages.into_iter().map(|m| m.body).collect();
+                for (k, (row, &i)) in rows.iter_mut().zip(&sources).enumerate() {
+                    let shared = sources.get(k + 1) == Some(&i);
+                    row.body = match shared {
+                        true => bodies[i].clone(),
+                        false => std::mem::take(&mut bodies[i]),
+                    };
                 }
                 let ids = rows.iter().map(|r| r.id).collect();
                 self.announce(rows);
                 ids
             });
-            let _ = job.reply.send(answer);
+            let _ = reply.send(answer);
         }
     }
 }

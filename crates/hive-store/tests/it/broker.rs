@@ -905,12 +905,46 @@ fn an_inbox_read_after_a_restart_skips_rows_acked_among_its_own() {
 /// batched, broadcast, helper events, answered questions), pops with and
 /// without leases, acks, put-backs, expiries, requeues and mark-all-read —
 /// and sends racing pops from other threads — each inbox's count is what
-/// the file says: its unacked rows less those in flight.
+/// the file says: its unacked rows less those in flight. And every row a
+/// pop hands out (from memory or from the file) is the file's row as it was
+/// sent, unacked, its recipient's, oldest first.
 #[test]
 fn the_unread_count_agrees_with_the_file_after_any_mix_of_steps() {
     let names = ["alice", "bob", "carol"];
     let (dir, store) = store_with(&names);
     let conn = raw(&dir);
+    let check_popped = |who: &str, popped: &[hive_proto::DeliveredMessage]| {
+        let checker = raw(&dir);
+        for (k, m) in popped.iter().enumerate() {
+            let row: (String, String, String, i64, Option<i64>, Option<i64>) = checker
+                .query_row(
+                    "SELECT sender, recipient, body, sent_at, in_reply_to, delivered_at
+                     FROM messages WHERE id = ?1",
+                    [m.id],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    },
+                )
+                .unwrap();
+            let (from, to, body, at, in_reply_to, delivered_at) = row;
+            assert_eq!(
+                (&m.from, &m.to, &m.body, m.at, m.in_reply_to),
+                (&from, &to, &body, at, in_reply_to),
+                "row {} as popped",
+                m.id
+            );
+            assert_eq!(to, who, "row {} popped by {who}", m.id);
+            assert_eq!(delivered_at, None, "row {} popped though acked", m.id);
+            assert!(k == 0 || popped[k - 1].id < m.id, "{popped:?} out of order");
+        }
+    };
     let agree = |step: &str| {
         for name in names {
             let unacked: i64 = conn
@@ -965,12 +999,13 @@ fn the_unread_count_agrees_with_the_file_after_any_mix_of_steps() {
             5 | 6 => {
                 let max = u32::try_from(next(4) + 1).unwrap();
                 let popped = store.pop(who, max, lease_for).unwrap();
+                check_popped(who, &popped.messages);
                 if let Some(lease) = popped.lease {
                     leases.push((who, lease));
                 }
             }
             7 => {
-                store.recv_batch(who, 2).unwrap();
+                check_popped(who, &store.recv_batch(who, 2).unwrap());
             }
             8 => {
                 if let Some((name, lease)) = leases.pop() {
@@ -1008,7 +1043,7 @@ fn the_unread_count_agrees_with_the_file_after_any_mix_of_steps() {
                         });
                     }
                     for _ in 0..5 {
-                        store.pop(other, 1, None).unwrap();
+                        check_popped(other, &store.pop(other, 1, None).unwrap().messages);
                     }
                 });
             }
