@@ -7,12 +7,17 @@
 //! `recv{max 32, lease}` + `ack_turn{lease}`, Redis = 32 `XADD` pipelined +
 //! `XREADGROUP COUNT 32` + `XACK`. Then the long-poll wake (a parked
 //! `recv` / `XREADGROUP BLOCK` to the arrival of one message), and 100
-//! agents sending at once. Prints figures and the hive/Redis ratio;
-//! asserts nothing. Run it with `scripts/bench-broker` (installs
-//! `redis-server` if missing). An argument (`scripts/bench-broker -- hive`)
-//! runs only the figures whose name contains it, for a profiler;
-//! `HIVE_BENCH_WRAP` (e.g. `valgrind --tool=callgrind`) runs the daemon
-//! under a profiler.
+//! agents sending at once. Those two also run against a floor: a null
+//! server (this program again, run with `HIVE_BENCH_NULL_SERVER`) on the
+//! daemon's tokio runtime, which answers a `send` with hive's own bytes
+//! and a parked `recv` with a fixed message once some `send` arrives, and
+//! does nothing else; same client, same loop, so what it reads is what
+//! this machine and these client threads allow any server. Prints
+//! figures and the hive/Redis ratio; asserts nothing. Run it with
+//! `scripts/bench-broker` (installs `redis-server` if missing). An
+//! argument (`scripts/bench-broker -- hive`) runs only the figures whose
+//! name contains it, for a profiler; `HIVE_BENCH_WRAP` (e.g. `valgrind
+//! --tool=callgrind`) runs the daemon under a profiler.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,7 +27,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hive_proto::{AgentAnswer, AgentRequest, AgentResponse, OutgoingMessage, Recipient};
+use hive_proto::{
+    AgentAnswer, AgentRequest, AgentResponse, DeliveredMessage, OutgoingMessage, Recipient,
+};
 
 const BATCH: usize = 32;
 const MESSAGES: usize = 20_000;
@@ -31,8 +38,13 @@ const WAKE_SAMPLES: usize = 2_000;
 const AGENTS: usize = 100;
 const SENDS_PER_AGENT: usize = 100;
 const BODY_BYTES: usize = 200;
+/// Set to a socket path, this program is the null server on it.
+const NULL_SERVER_ENV: &str = "HIVE_BENCH_NULL_SERVER";
 
 fn main() {
+    if let Some(socket) = std::env::var_os(NULL_SERVER_ENV) {
+        return null_server(Path::new(&socket));
+    }
     // `cargo bench` passes `--bench`; anything else names what to run.
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
@@ -40,6 +52,7 @@ fn main() {
     let redis_bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
     let hive = Daemon::hive(dir.path());
     let redis = Daemon::redis(dir.path(), &redis_bin);
+    let floor = Daemon::floor(dir.path());
     let body = "x".repeat(BODY_BYTES);
 
     println!(
@@ -91,17 +104,23 @@ fn main() {
     }
 
     if wanted("long-poll wake") {
-        let hive_wake = wake_hive(&hive, &body);
+        let hive_wake = wake_jsonl(&hive, &body);
         let redis_wake = wake_redis(&redis, &body);
+        let floor_wake = wake_jsonl(&floor, &body);
         println!("long-poll wake ({WAKE_SAMPLES} samples):");
         report("  hive recv", hive_wake);
         report("  redis XREADGROUP BLOCK", redis_wake);
+        report("  floor (a server that does no work) recv", floor_wake);
     }
 
     if wanted("agents sending at once") {
         println!("{AGENTS} agents sending at once, {SENDS_PER_AGENT} single sends each:");
-        report("  hive send latency", concurrent_hive(&hive, &body));
+        report("  hive send latency", concurrent_jsonl(&hive, &body));
         report("  redis XADD latency", concurrent_redis(&redis, &body));
+        report(
+            "  floor (a server that does no work) send latency",
+            concurrent_jsonl(&floor, &body),
+        );
     }
 }
 
@@ -217,9 +236,11 @@ fn stream_ids(reply: &Reply) -> Vec<String> {
     ids
 }
 
-fn wake_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
+/// A parked `recv` on bob's socket until alice's `send` wakes it: hive,
+/// or the floor.
+fn wake_jsonl(server: &Daemon, body: &str) -> Vec<Duration> {
     let (tx, rx) = mpsc::channel();
-    let bob_socket = hive.socket("bob");
+    let bob_socket = server.socket("bob");
     let waiter = std::thread::spawn(move || {
         let mut bob = Jsonl::open(&bob_socket);
         for _ in 0..WAKE_SAMPLES {
@@ -229,7 +250,7 @@ fn wake_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
             tx.send(woke).unwrap();
         }
     });
-    let mut alice = Jsonl::open(&hive.socket("alice"));
+    let mut alice = Jsonl::open(&server.socket("alice"));
     let mut samples = Vec::with_capacity(WAKE_SAMPLES);
     for _ in 0..WAKE_SAMPLES {
         // Let the waiter park.
@@ -281,10 +302,11 @@ fn wake_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
     samples
 }
 
-fn concurrent_hive(hive: &Daemon, body: &str) -> Vec<Duration> {
+/// [`concurrent`] single `send`s on the agent sockets: hive, or the floor.
+fn concurrent_jsonl(server: &Daemon, body: &str) -> Vec<Duration> {
     let send = send(to("sink"), body);
     concurrent(
-        |i| Jsonl::open(&hive.socket(&format!("a{i}"))),
+        |i| Jsonl::open(&server.socket(&format!("a{i}"))),
         move |conn: &mut Jsonl| assert_eq!(conn.call(&send), AgentResponse::Ok),
     )
 }
@@ -409,9 +431,33 @@ impl Daemon {
         daemon
     }
 
+    /// The null server (this program, [`null_server`]) on one socket
+    /// that stands for every agent's.
+    fn floor(root: &Path) -> Daemon {
+        let dir = root.join("floor");
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("floor.sock");
+        let child = Command::new(std::env::current_exe().unwrap())
+            .env(NULL_SERVER_ENV, &socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the null server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon {
+            child,
+            dir,
+            kind: "floor",
+        }
+    }
+
     fn socket(&self, name: &str) -> PathBuf {
         match self.kind {
             "redis" => self.dir.join("redis.sock"),
+            "floor" => self.dir.join("floor.sock"),
             _ => self.dir.join("run/agents").join(name).join("mcp.sock"),
         }
     }
@@ -438,6 +484,72 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The floor: a server that reads request lines and does no work. Its
+/// runtime is the daemon's (`hive serve` builds a default multi-thread
+/// one, a worker per core) and, as the daemon does, it serves each
+/// connection on its own task, one line after another. A `send` is
+/// answered with the bytes hive answers it with and counts one message
+/// waiting; a `recv` waits for one (parked, as on hive, when none is
+/// there) and is answered with a fixed message; any other line (the
+/// `ack_turn` after a `recv`) with `ok`. Ends at SIGTERM, as the daemon.
+fn null_server(socket: &Path) {
+    let ok = answer_line(AgentResponse::Ok);
+    let messages = answer_line(AgentResponse::Messages {
+        messages: vec![DeliveredMessage {
+            id: 1,
+            from: "alice".into(),
+            to: "bob".into(),
+            body: "x".repeat(BODY_BYTES),
+            at: 0,
+            in_reply_to: None,
+            redelivered: false,
+        }],
+        lease: Some(1),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let waiting = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (ok, messages, waiting) = (ok.clone(), messages.clone(), waiting.clone());
+            tokio::spawn(async move {
+                let (reader, mut writer) = stream.into_split();
+                let mut lines = tokio::io::BufReader::new(reader).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    // Every client of ours writes `cmd` first.
+                    let answer = if line.starts_with(r#"{"cmd":"recv""#) {
+                        waiting.acquire().await.unwrap().forget();
+                        &messages
+                    } else {
+                        if line.starts_with(r#"{"cmd":"send""#) {
+                            waiting.add_permits(1);
+                        }
+                        &ok
+                    };
+                    if writer.write_all(answer.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// `response` as hive writes it on an agent socket: unread count and
+/// newline included.
+fn answer_line(response: AgentResponse) -> String {
+    let answer = AgentAnswer {
+        response,
+        unread: Some(0),
+    };
+    answer.to_line().unwrap() + "\n"
 }
 
 fn to(name: &str) -> Recipient {
