@@ -152,6 +152,8 @@ impl Store {
         self.conn()
             .prepare_cached("DELETE FROM agents WHERE name = ?1")?
             .execute([name])?;
+        // The content its inbox kept goes (its rows stay in the file).
+        self.flight().drop_fresh(name);
         self.inner
             .waiters
             .lock()

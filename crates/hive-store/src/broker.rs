@@ -123,8 +123,11 @@ pub(crate) fn insert_to(
 ) -> Result<Vec<MessageRow>> {
     check_body(&message.body)?;
     check_reply(tx, message)?;
-    let rows: Vec<(&str, &Checked)> = targets.iter().map(|to| (to.as_str(), message)).collect();
-    insert_rows(tx, from, &rows, (now, true))
+    let rows: Vec<(&str, &str, &Checked)> = targets
+        .iter()
+        .map(|to| (from, to.as_str(), message))
+        .collect();
+    insert_rows(tx, &rows, (now, true))
 }
 
 /// Refuses `message` if it answers a message id never issued.
@@ -150,21 +153,44 @@ const INSERT_CHUNKS: [usize; 4] = [32, 8, 2, 1];
 /// Columns each row of [`insert_rows`] binds.
 const INSERT_COLUMNS: usize = 6;
 
-/// Stores one message of `from` per `(recipient, message)` of `rows`
+/// The `INSERT` of `n` rows (one of [`INSERT_CHUNKS`]), written once.
+fn insert_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        INSERT_CHUNKS
+            .iter()
+            .map(|&n| {
+                let values = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
+                let sql = format!(
+                    "INSERT INTO messages (id, sender, recipient, body, sent_at, in_reply_to) \
+                     VALUES {values}"
+                );
+                (n, sql)
+            })
+            .collect()
+    });
+    all.iter()
+        .find(|(size, _)| *size == n)
+        .map_or("", |(_, sql)| sql.as_str())
+}
+
+/// Stores one message per `(sender, recipient, message)` of `rows`
 /// (recipients checked by [`targets`], replies by [`check_reply`], bodies
 /// by [`check_body`]), in order; the caller commits and then
 /// [`Store::announce`]s. A few multi-row statements rather than one per
 /// row: each statement's setup is paid once for many rows. The returned
-/// rows carry their bodies only with `bodies` (someone watches the flow,
-/// [`Store::publishing`]): announcing needs only ids and recipients. An error here
+/// rows carry their bodies only with `bodies`; without, the caller fills
+/// them in before it announces them (the writer, after its commit). An error here
 /// is the database's, and may leave some of `rows` written: the caller
 /// rolls its transaction back.
 pub(crate) fn insert_rows(
     conn: &Connection,
-    from: &str,
-    rows: &[(&str, &Checked)],
+    rows: &[(&str, &str, &Checked)],
     (now, bodies): (i64, bool),
 ) -> Result<Vec<MessageRow>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     // The ids sqlite itself would pick (one above the largest; vacuum
     // keeps the newest row), named here so each row's is known.
     let mut id = last_issued(conn)? + 1;
@@ -176,22 +202,18 @@ pub(crate) fn insert_rows(
             .find(|&n| n <= rest.len())
             .unwrap_or(1);
         let (chunk, tail) = rest.split_at(n);
-        let mut sql = String::from(
-            "INSERT INTO messages (id, sender, recipient, body, sent_at, in_reply_to) VALUES ",
-        );
-        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?)"; n].join(", "));
-        let mut stmt = conn.prepare_cached(&sql)?;
-        for (i, (to, message)) in chunk.iter().enumerate() {
+        let mut stmt = conn.prepare_cached(insert_sql(n))?;
+        for (i, (from, to, message)) in chunk.iter().enumerate() {
             let at = i * INSERT_COLUMNS;
             stmt.raw_bind_parameter(at + 1, id)?;
-            stmt.raw_bind_parameter(at + 2, from)?;
+            stmt.raw_bind_parameter(at + 2, *from)?;
             stmt.raw_bind_parameter(at + 3, *to)?;
             stmt.raw_bind_parameter(at + 4, message.body.as_str())?;
             stmt.raw_bind_parameter(at + 5, now)?;
             stmt.raw_bind_parameter(at + 6, message.in_reply_to)?;
             stored.push(MessageRow {
                 id,
-                from: from.to_owned(),
+                from: (*from).to_owned(),
                 to: (*to).to_owned(),
                 body: if bodies {
                     message.body.clone()
@@ -860,6 +882,7 @@ impl Store {
                     out: Default::default(),
                     above: Default::default(),
                     fresh: Default::default(),
+                    fresh_bytes: 0,
                 },
             );
         }
@@ -1116,6 +1139,33 @@ mod tests {
             assert_eq!(m.body, format!("m{i}"));
             assert!(!m.redelivered);
         }
+        assert_eq!(store.flight().fresh_bytes, 0);
+    }
+
+    /// One inbox keeps at most its share of bytes: an inbox nobody pops
+    /// cannot take the memory every other inbox's pops use. What is not
+    /// kept is read from the file, in order.
+    #[test]
+    fn an_inbox_keeps_only_its_share_of_bytes() {
+        let (_dir, store) = store();
+        assert!(store.pop("bob", 1, None).unwrap().messages.is_empty());
+        let big = 60 * 1024;
+        let bodies: Vec<String> = (0..6).map(|i| format!("{i}").repeat(big)).collect();
+        for body in &bodies {
+            send(&store, body);
+        }
+        {
+            let flight = store.flight();
+            let inbox = &flight.inboxes["bob"];
+            assert_eq!(
+                inbox.fresh.len(),
+                crate::flight::FRESH_BYTES_PER_INBOX / big
+            );
+            assert!(inbox.fresh_bytes <= crate::flight::FRESH_BYTES_PER_INBOX);
+        }
+        let popped = store.pop("bob", 32, None).unwrap().messages;
+        let got: Vec<&String> = popped.iter().map(|m| &m.body).collect();
+        assert_eq!(got, bodies.iter().collect::<Vec<_>>());
         assert_eq!(store.flight().fresh_bytes, 0);
     }
 }

@@ -33,7 +33,10 @@
 //! ([`Unannounced`] is zero) `above` is exactly the inbox's rows never
 //! handed out, so a pop whose rows are all fresh takes them from memory.
 //! Otherwise (a commit not yet announced, a row put back, a row not kept)
-//! it reads the file as before. Rows keep their order either way: a row
+//! it reads the file as before. This holds because every row of
+//! `messages` is written on the store's one connection, where the hooks
+//! count it: a row another connection wrote would be neither counted nor
+//! announced. Rows keep their order either way: a row
 //! committed but not yet announced may be older than rows announced
 //! already, and while there is one the count is not zero.
 
@@ -51,6 +54,9 @@ use crate::broker::MessageRow;
 pub(crate) const FRESH_ROWS: usize = 2 * MAX_RECV_BATCH as usize;
 /// Most body bytes every inbox's fresh rows hold together.
 pub(crate) const FRESH_BYTES: usize = 8 * 1024 * 1024;
+/// Most body bytes one inbox's fresh rows hold: an inbox nobody pops (a
+/// stopped agent's, or one a hostile agent floods) keeps a small share.
+pub(crate) const FRESH_BYTES_PER_INBOX: usize = 256 * 1024;
 
 /// One row in flight.
 #[derive(Debug, Clone, Copy)]
@@ -88,8 +94,11 @@ pub(crate) struct Inbox {
     /// waiting that were never handed out.
     pub(crate) above: BTreeSet<i64>,
     /// The content of rows of `above`, as they were sent, kept for the
-    /// next pop while there is room ([`FRESH_ROWS`], [`FRESH_BYTES`]).
+    /// next pop while there is room ([`FRESH_ROWS`],
+    /// [`FRESH_BYTES_PER_INBOX`], [`FRESH_BYTES`]).
     pub(crate) fresh: BTreeMap<i64, DeliveredMessage>,
+    /// Body bytes of `fresh`.
+    pub(crate) fresh_bytes: usize,
 }
 
 impl Inbox {
@@ -184,8 +193,11 @@ impl Flight {
         inbox.above = inbox.above.split_off(&next);
         let kept = inbox.fresh.split_off(&next);
         let passed = std::mem::replace(&mut inbox.fresh, kept);
-        self.fresh_bytes -= passed.values().map(|m| m.body.len()).sum::<usize>();
+        let bytes = passed.values().map(|m| m.body.len()).sum::<usize>();
+        inbox.fresh_bytes -= bytes;
+        self.fresh_bytes -= bytes;
         self.leases.insert(lease_id, lease);
+        self.check_fresh();
     }
 
     /// Committed `rows` were announced: each waits above its inbox's
@@ -201,9 +213,17 @@ impl Flight {
             if row.id <= inbox.cursor {
                 continue;
             }
-            inbox.above.insert(row.id);
-            if inbox.fresh.len() < FRESH_ROWS && self.fresh_bytes + row.body.len() <= FRESH_BYTES {
-                self.fresh_bytes += row.body.len();
+            if !inbox.above.insert(row.id) {
+                // Announced once already.
+                continue;
+            }
+            let len = row.body.len();
+            if inbox.fresh.len() < FRESH_ROWS
+                && inbox.fresh_bytes + len <= FRESH_BYTES_PER_INBOX
+                && self.fresh_bytes + len <= FRESH_BYTES
+            {
+                inbox.fresh_bytes += len;
+                self.fresh_bytes += len;
                 inbox.fresh.insert(
                     row.id,
                     DeliveredMessage {
@@ -221,6 +241,7 @@ impl Flight {
         // Taken off under the same lock a pop checks it under.
         let before = unannounced.committed.fetch_sub(n, Ordering::AcqRel);
         debug_assert!(before >= n, "{n} rows announced, {before} written");
+        self.check_fresh();
     }
 
     /// Up to `max` of `recipient`'s waiting rows from memory, oldest
@@ -247,7 +268,10 @@ impl Flight {
             .iter()
             .filter_map(|id| inbox.fresh.remove(id))
             .collect();
-        self.fresh_bytes -= taken.iter().map(|m| m.body.len()).sum::<usize>();
+        let bytes = taken.iter().map(|m| m.body.len()).sum::<usize>();
+        inbox.fresh_bytes -= bytes;
+        self.fresh_bytes -= bytes;
+        self.check_fresh();
         Some(taken)
     }
 
@@ -358,6 +382,21 @@ impl Flight {
         runs
     }
 
+    /// Debug builds check that the kept bytes add up, every inbox's and
+    /// all together, after each step that changes them.
+    fn check_fresh(&self) {
+        if cfg!(debug_assertions) {
+            let mut all = 0;
+            for (name, inbox) in &self.inboxes {
+                let bytes: usize = inbox.fresh.values().map(|m| m.body.len()).sum();
+                assert_eq!(bytes, inbox.fresh_bytes, "kept bytes of {name}");
+                assert!(inbox.fresh.keys().all(|id| inbox.above.contains(id)));
+                all += bytes;
+            }
+            assert_eq!(all, self.fresh_bytes, "kept bytes in all");
+        }
+    }
+
     /// How many rows of `recipient` are in flight.
     pub(crate) fn out(&self, recipient: &str) -> usize {
         self.inboxes
@@ -370,11 +409,20 @@ impl Flight {
         self.leases.values().filter_map(|l| l.until_ms).min()
     }
 
+    /// Drops the content `recipient`'s inbox keeps: its next pop reads
+    /// the file.
+    pub(crate) fn drop_fresh(&mut self, recipient: &str) {
+        if let Some(inbox) = self.inboxes.get_mut(recipient) {
+            inbox.fresh.clear();
+            self.fresh_bytes -= std::mem::take(&mut inbox.fresh_bytes);
+        }
+    }
+
     /// Forgets `recipient`'s inbox and its leases (all its rows acked):
     /// it is read from the file again when next needed.
     pub(crate) fn forget(&mut self, recipient: &str) {
         if let Some(inbox) = self.inboxes.remove(recipient) {
-            self.fresh_bytes -= inbox.fresh.values().map(|m| m.body.len()).sum::<usize>();
+            self.fresh_bytes -= inbox.fresh_bytes;
             for out in inbox.out.into_values() {
                 self.leases.remove(&out.lease);
             }

@@ -136,16 +136,46 @@ impl Store {
             let conn = self.conn();
             let mut run = || -> Result<()> {
                 let tx = WriteTx::begin(&conn)?;
+                // Every job planned first (reads only), then every row of
+                // the accepted ones stored by one run of multi-row
+                // `INSERT`s: a statement's setup is paid per chunk of
+                // rows, not per job.
+                let mut planned = Vec::with_capacity(jobs.len());
+                let mut rows_before: i64 = 0;
                 for job in &jobs {
-                    let stored = match Planned::check(&tx, job, needs_container) {
-                        Ok(planned) => {
-                            let (sources, rows): (Vec<usize>, Vec<_>) =
-                                planned.rows().into_iter().unzip();
-                            Ok((insert_rows(&tx, &job.from, &rows, (now, false))?, sources))
+                    let plan = Planned::check(&tx, job, needs_container, rows_before);
+                    // The database's own failure is the round's, not a
+                    // refusal of this job: sqlite may have rolled back.
+                    if let Err(Error::Sqlite(_)) = plan {
+                        return plan.map(|_| ());
+                    }
+                    if let Ok(plan) = &plan {
+                        rows_before = rows_before.saturating_add(plan.len());
+                    }
+                    planned.push(plan);
+                }
+                let (stored, sources) = {
+                    let mut rows = Vec::new();
+                    let mut sources = Vec::with_capacity(jobs.len());
+                    for (job, plan) in jobs.iter().zip(&planned) {
+                        if let Ok(plan) = plan {
+                            let mut places = Vec::new();
+                            for (i, (to, message)) in plan.rows() {
+                                places.push(i);
+                                rows.push((job.from.as_str(), to, message));
+                            }
+                            sources.push(places);
                         }
-                        Err(refused) => Err(refused),
-                    };
-                    results.push(stored);
+                    }
+                    (insert_rows(&tx, &rows, (now, false))?, sources)
+                };
+                let mut stored = stored.into_iter();
+                let mut sources = sources.into_iter();
+                for plan in planned {
+                    results.push(plan.map(|_| {
+                        let places = sources.next().unwrap_or_default();
+                        (stored.by_ref().take(places.len()).collect(), places)
+                    }));
                 }
                 Ok(tx.commit()?)
             };
@@ -194,12 +224,18 @@ struct Planned<'j> {
 }
 
 impl<'j> Planned<'j> {
-    fn check(tx: &Connection, job: &'j Job, needs_container: bool) -> Result<Self> {
+    /// `rows_before`: rows of the jobs planned before this one in the
+    /// same commit, not stored yet.
+    fn check(
+        tx: &Connection,
+        job: &'j Job,
+        needs_container: bool,
+        mut rows_before: i64,
+    ) -> Result<Self> {
         let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
         let mut messages = Vec::with_capacity(job.messages.len());
-        // The last id issued before this job, read at its first reply.
+        // The last id issued before this commit, read at the first reply.
         let mut last: Option<i64> = None;
-        let mut rows_before: i64 = 0;
         for m in &job.messages {
             if let Some(parent) = m.in_reply_to {
                 let last = match last {
@@ -219,6 +255,14 @@ impl<'j> Planned<'j> {
             rows_before += i64::try_from(resolved[at].1.len()).unwrap_or(i64::MAX);
         }
         Ok(Self { resolved, messages })
+    }
+
+    /// How many rows it stores.
+    fn len(&self) -> i64 {
+        self.messages
+            .iter()
+            .map(|&(at, _)| i64::try_from(self.resolved[at].1.len()).unwrap_or(i64::MAX))
+            .fold(0, i64::saturating_add)
     }
 
     /// One `(inbox, message)` per row to store, in order, each with its
@@ -290,5 +334,70 @@ mod tests {
         bodies.sort();
         assert_eq!(bodies, ["m0", "m1", "m2"]);
         assert!(!store.inner.writer.queue().busy);
+    }
+
+    /// One commit plans every job first and stores the accepted ones'
+    /// rows together: a job may answer a row an earlier job of the same
+    /// commit stores, a refused job stores nothing and takes no id, and
+    /// a reply to an id nobody stores is refused.
+    #[tokio::test]
+    async fn a_commit_plans_every_job_then_stores_the_accepted_ones_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
+        for name in ["alice", "bob"] {
+            store
+                .register_agent(&AgentName::parse(name).unwrap())
+                .unwrap();
+        }
+        let last = store
+            .send("alice", &Recipient::parse("bob").unwrap(), "before", None)
+            .unwrap()[0];
+        store.inner.writer.queue().busy = true;
+        let jobs = [
+            ("bob", "a", None),
+            ("nobody", "b", None),
+            ("bob", "c", Some(last + 1)),
+            ("bob", "d", Some(last + 3)),
+        ];
+        let mut sends = Vec::new();
+        for (k, (to, body, in_reply_to)) in jobs.into_iter().enumerate() {
+            let sender = store.clone();
+            let message = OutgoingMessage {
+                to: Recipient::parse(to).unwrap(),
+                body: body.to_owned(),
+                in_reply_to,
+            };
+            sends.push(tokio::spawn(async move {
+                sender.send_batch("alice", vec![message]).await
+            }));
+            // One at a time, so the queue holds them in this order.
+            while store.inner.writer.queue().jobs.len() < k + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        store.inner.writer.poke.send(()).unwrap();
+        let mut answers = Vec::new();
+        for send in sends {
+            answers.push(send.await.unwrap());
+        }
+        assert_eq!(answers[0].as_ref().unwrap(), &[last + 1]);
+        assert!(
+            matches!(answers[1], Err(Error::UnknownAgent(_))),
+            "{:?}",
+            answers[1]
+        );
+        assert_eq!(answers[2].as_ref().unwrap(), &[last + 2]);
+        assert!(
+            matches!(answers[3], Err(Error::NotFound { .. })),
+            "{:?}",
+            answers[3]
+        );
+        let c = store.message(last + 2).unwrap();
+        assert_eq!((c.body.as_str(), c.in_reply_to), ("c", Some(last + 1)));
+        assert_eq!(store.message(last + 1).unwrap().body, "a");
+        assert!(store.message(last + 3).is_err());
+        let popped = store.pop("bob", 32, None).unwrap().messages;
+        let bodies: Vec<&str> = popped.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["before", "a", "c"]);
     }
 }

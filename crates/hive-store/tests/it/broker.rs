@@ -978,9 +978,11 @@ fn the_unread_count_agrees_with_the_file_after_any_mix_of_steps() {
                 store.send(who, &to(other), &format!("m{i}"), None).unwrap();
             }
             2 => {
+                // `*` too: one message stored as a row per agent.
+                let targets = ["alice", "bob", "carol", "*"];
                 let batch: Vec<hive_proto::OutgoingMessage> = (0..next(5) + 1)
                     .map(|k| hive_proto::OutgoingMessage {
-                        to: to(names[usize::try_from(next(3)).unwrap()]),
+                        to: to(targets[usize::try_from(next(4)).unwrap()]),
                         body: format!("b{i}.{k}"),
                         in_reply_to: None,
                     })
