@@ -2,6 +2,10 @@
 //! keeps for them (pause, status line, model, parent, deployed sha, flags,
 //! web port, allowed recipients).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use hive_proto::{AgentName, MANAGER_AGENT, OPERATOR_RECIPIENT, Recipient, SYSTEM_SENDER};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 
@@ -121,6 +125,82 @@ pub(crate) fn allows(list: Option<&[String]>, to: &str) -> bool {
     to == MANAGER_AGENT
         || to == OPERATOR_RECIPIENT
         || list.is_none_or(|names| names.iter().any(|n| n == to))
+}
+
+/// Who is registered and whom each may reach, read from the file once
+/// per change of `agents`: every send checks its recipients here rather
+/// than with two queries. [`crate::watch_writes`] calls
+/// [`Reach::changed`] on any write to `agents` and on any rollback, and
+/// the next check starts over from the file.
+#[derive(Debug, Default)]
+pub(crate) struct Reach {
+    changes: AtomicU64,
+    known: Mutex<Known>,
+}
+
+/// An agent's allow-list: `None`, it may reach anyone.
+type AllowList = Option<Vec<String>>;
+
+/// The names read since `changes` last moved.
+#[derive(Debug, Default)]
+struct Known {
+    /// `Reach::changes` when they were read.
+    at: u64,
+    /// Per name: `None` if it is not registered, else its allow-list.
+    names: HashMap<String, Option<AllowList>>,
+}
+
+impl Known {
+    /// `name` as the file has it (read from `conn` the first time).
+    fn read(&mut self, conn: &Connection, name: &str) -> Result<Option<&AllowList>> {
+        if !self.names.contains_key(name) {
+            let json: Option<Option<String>> = conn
+                .prepare_cached("SELECT allowed_recipients FROM agents WHERE name = ?1")?
+                .query_row([name], |r| r.get(0))
+                .optional()?;
+            let entry = json
+                .map(|list| list.map(|j| decode_names(&j, 0)).transpose())
+                .transpose()?;
+            self.names.insert(name.to_owned(), entry);
+        }
+        Ok(self.names.get(name).and_then(Option::as_ref))
+    }
+}
+
+impl Reach {
+    /// `agents` changed (or may have).
+    pub(crate) fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Refuses unless `to` is a registered agent that `from` may reach:
+    /// [`exists`], then [`check_allowed`], as read from `conn` (the
+    /// caller holds it).
+    pub(crate) fn check(&self, conn: &Connection, from: &str, to: &str) -> Result<()> {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let changes = self.changes.load(Ordering::Acquire);
+        if known.at != changes {
+            *known = Known {
+                at: changes,
+                names: HashMap::new(),
+            };
+        }
+        if known.read(conn, to)?.is_none() {
+            return Err(Error::UnknownAgent(to.to_owned()));
+        }
+        let list = match from {
+            OPERATOR_RECIPIENT | SYSTEM_SENDER => None,
+            _ => known.read(conn, from)?.and_then(Option::as_deref),
+        };
+        if allows(list, to) {
+            Ok(())
+        } else {
+            Err(Error::NotAllowed {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            })
+        }
+    }
 }
 
 /// Refuses unless `from` may send to the agent or operator `to`.

@@ -28,7 +28,7 @@ use hive_proto::{
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::agents::{allow_list, allows, check_allowed, exists, names_except};
+use crate::agents::{Reach, allow_list, allows, exists, names_except};
 use crate::flight::{Flag, Flight, Inbox, Lease};
 use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
 
@@ -105,11 +105,12 @@ fn check_message(body: &str) -> Result<()> {
 /// the caller commits and then [`Store::announce`]s.
 pub(crate) fn insert_send(
     tx: &Connection,
+    reach: &Reach,
     from: &str,
     message: &Checked,
     (now, needs_container): (i64, bool),
 ) -> Result<Vec<MessageRow>> {
-    let targets = targets(tx, from, &message.to, needs_container)?;
+    let targets = targets(tx, reach, from, &message.to, needs_container)?;
     insert_to(tx, from, &targets, message, now)
 }
 
@@ -235,6 +236,7 @@ pub(crate) fn insert_rows(
 /// agent or one `from` may not reach.
 pub(crate) fn targets(
     tx: &Connection,
+    reach: &Reach,
     from: &str,
     to: &Recipient,
     needs_container: bool,
@@ -242,10 +244,7 @@ pub(crate) fn targets(
     Ok(match to {
         Recipient::Operator => vec![OPERATOR_RECIPIENT.to_owned()],
         Recipient::Agent(name) => {
-            if !exists(tx, name.as_str())? {
-                return Err(Error::UnknownAgent(name.to_string()));
-            }
-            check_allowed(tx, from, name.as_str())?;
+            reach.check(tx, from, name.as_str())?;
             vec![name.to_string()]
         }
         Recipient::Broadcast => {
@@ -370,6 +369,7 @@ impl Store {
             let tx = WriteTx::begin(&conn)?;
             let rows = insert_send(
                 &tx,
+                &self.inner.reach,
                 from,
                 &message,
                 (now_unix(), self.broadcast_needs_container()),
@@ -1167,5 +1167,30 @@ mod tests {
         let got: Vec<&String> = popped.iter().map(|m| &m.body).collect();
         assert_eq!(got, bodies.iter().collect::<Vec<_>>());
         assert_eq!(store.flight().fresh_bytes, 0);
+    }
+
+    /// A registry change that is rolled back counts for nothing, even
+    /// after a send's check read it inside its transaction.
+    #[test]
+    fn a_rolled_back_registry_change_is_not_remembered() {
+        let (_dir, store) = store();
+        store
+            .register_agent(&AgentName::parse("carol").unwrap())
+            .unwrap();
+        {
+            let conn = store.conn();
+            let tx = WriteTx::begin(&conn).unwrap();
+            tx.execute(
+                "UPDATE agents SET allowed_recipients = '[\"bob\"]' WHERE name = 'alice'",
+                [],
+            )
+            .unwrap();
+            let refused = store.inner.reach.check(&tx, "alice", "carol");
+            assert!(matches!(refused, Err(Error::NotAllowed { .. })));
+            drop(tx);
+        }
+        store
+            .send("alice", &Recipient::parse("carol").unwrap(), "hi", None)
+            .unwrap();
     }
 }

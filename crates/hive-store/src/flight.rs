@@ -41,12 +41,9 @@
 //! already, and while there is one the count is not zero.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use hive_proto::{DeliveredMessage, MAX_RECV_BATCH};
-use rusqlite::Connection;
-use rusqlite::hooks::Action;
 
 use crate::broker::MessageRow;
 
@@ -131,7 +128,7 @@ pub(crate) struct Flight {
 }
 
 /// Rows of `messages` written on the store's connection and not yet
-/// announced: counted by sqlite's own hooks ([`Unannounced::count_on`]),
+/// announced: counted by sqlite's own hooks ([`crate::watch_writes`]),
 /// so no path that stores a message can be missed, and taken off by
 /// [`Flight::arrived`]. A transaction rolled back after its commit began
 /// could leave it above zero for good: pops then read the file, as they
@@ -145,25 +142,20 @@ pub(crate) struct Unannounced {
 }
 
 impl Unannounced {
-    /// Counts every row `conn` inserts into `messages` from now on.
-    pub(crate) fn count_on(self: &Arc<Self>, conn: &mut Connection) -> rusqlite::Result<()> {
-        let inserted = Arc::clone(self);
-        conn.update_hook(Some(move |action, _db: &str, table: &str, _rowid| {
-            if action == Action::SQLITE_INSERT && table == "messages" {
-                inserted.running.fetch_add(1, Ordering::Relaxed);
-            }
-        }))?;
-        let committed = Arc::clone(self);
-        conn.commit_hook(Some(move || {
-            let n = committed.running.swap(0, Ordering::Relaxed);
-            committed.committed.fetch_add(n, Ordering::AcqRel);
-            // Never veto the commit.
-            false
-        }))?;
-        let rolled_back = Arc::clone(self);
-        conn.rollback_hook(Some(move || {
-            rolled_back.running.store(0, Ordering::Relaxed);
-        }))
+    /// The running transaction inserted a row.
+    pub(crate) fn inserted(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The running transaction commits.
+    pub(crate) fn committing(&self) {
+        let n = self.running.swap(0, Ordering::Relaxed);
+        self.committed.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// The running transaction rolled back.
+    pub(crate) fn rolled_back(&self) {
+        self.running.store(0, Ordering::Relaxed);
     }
 
     /// Whether every committed row was announced.

@@ -124,6 +124,37 @@ fn spawn_checkpointer(path: &Path, store: std::sync::Weak<Inner>) -> Result<()> 
     Ok(())
 }
 
+/// Follows every write on `conn` through sqlite's own hooks, so no path
+/// that writes can be missed: rows inserted into `messages` are counted
+/// until announced ([`flight::Unannounced`]), and any change to `agents`
+/// (or a rollback, which may undo one) makes [`agents::Reach`] read the
+/// file again. Every write of those tables goes through `conn`.
+fn watch_writes(
+    conn: &mut Connection,
+    unannounced: &Arc<flight::Unannounced>,
+    reach: &Arc<agents::Reach>,
+) -> rusqlite::Result<()> {
+    let (rows, agents) = (Arc::clone(unannounced), Arc::clone(reach));
+    conn.update_hook(Some(
+        move |action, _db: &str, table: &str, _rowid| match table {
+            "messages" if action == rusqlite::hooks::Action::SQLITE_INSERT => rows.inserted(),
+            "agents" => agents.changed(),
+            _ => {}
+        },
+    ))?;
+    let rows = Arc::clone(unannounced);
+    conn.commit_hook(Some(move || {
+        rows.committing();
+        // Never veto the commit.
+        false
+    }))?;
+    let (rows, agents) = (Arc::clone(unannounced), Arc::clone(reach));
+    conn.rollback_hook(Some(move || {
+        rows.rolled_back();
+        agents.changed();
+    }))
+}
+
 /// A handle to the hive's sqlite file. Cheap to clone; every clone shares
 /// one connection, one event channel and one set of long-poll waiters.
 #[derive(Clone)]
@@ -142,6 +173,8 @@ pub(crate) struct Inner {
     flight: Mutex<flight::Flight>,
     /// Rows written on `conn` and not yet announced to `flight`.
     unannounced: Arc<flight::Unannounced>,
+    /// Who exists and whom each agent may reach, as every send checks it.
+    reach: Arc<agents::Reach>,
     /// When the lease expiry timer next wakes (unix ms; `i64::MAX`: never).
     lease_alarm: AtomicI64,
     /// Wakes the lease expiry timer early.
@@ -207,7 +240,8 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(128);
         schema::migrate(&mut conn)?;
         let unannounced = Arc::new(flight::Unannounced::default());
-        unannounced.count_on(&mut conn)?;
+        let reach = Arc::new(agents::Reach::default());
+        watch_writes(&mut conn, &unannounced, &reach)?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let mut spawned = Ok(());
         let inner = Arc::new_cyclic(|weak| {
@@ -221,6 +255,7 @@ impl Store {
                 leases: AtomicI64::new(0),
                 flight: Mutex::new(flight::Flight::default()),
                 unannounced,
+                reach,
                 lease_alarm: AtomicI64::new(i64::MAX),
                 lease_changed: Arc::new(Notify::new()),
                 conn: Mutex::new(conn),

@@ -20,6 +20,7 @@ use hive_proto::Recipient;
 
 use rusqlite::Connection;
 
+use crate::agents::Reach;
 use crate::broker::{
     Checked, Job, MessageRow, check_reply_target, insert_rows, last_issued, targets,
 };
@@ -143,7 +144,8 @@ impl Store {
                 let mut planned = Vec::with_capacity(jobs.len());
                 let mut rows_before: i64 = 0;
                 for job in &jobs {
-                    let plan = Planned::check(&tx, job, needs_container, rows_before);
+                    let plan =
+                        Planned::check(&tx, &self.inner.reach, job, needs_container, rows_before);
                     // The database's own failure is the round's, not a
                     // refusal of this job: sqlite may have rolled back.
                     if let Err(Error::Sqlite(_)) = plan {
@@ -228,6 +230,7 @@ impl<'j> Planned<'j> {
     /// same commit, not stored yet.
     fn check(
         tx: &Connection,
+        reach: &Reach,
         job: &'j Job,
         needs_container: bool,
         mut rows_before: i64,
@@ -247,7 +250,10 @@ impl<'j> Planned<'j> {
             let at = match resolved.iter().position(|(to, _)| *to == &m.to) {
                 Some(at) => at,
                 None => {
-                    resolved.push((&m.to, targets(tx, &job.from, &m.to, needs_container)?));
+                    resolved.push((
+                        &m.to,
+                        targets(tx, reach, &job.from, &m.to, needs_container)?,
+                    ));
                     resolved.len() - 1
                 }
             };

@@ -470,6 +470,49 @@ fn allow_list_is_enforced_but_manager_and_operator_stay_reachable() {
     store.send("alice", &to("carol"), "now fine", None).unwrap();
 }
 
+/// Every send checks its recipient against the registry as it is now,
+/// through the writer (`send_batch`) and directly (`send`): a new
+/// allow-list, a newly registered agent and a forgotten one each count
+/// from the very next send, however recently the old answer was used.
+#[test]
+fn a_registry_change_reaches_the_very_next_send_on_every_path() {
+    let (_dir, store) = store_with(&["alice", "bob", "carol"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let batch = |to_name: &str| {
+        let message = hive_proto::OutgoingMessage {
+            to: to(to_name),
+            body: "hi".into(),
+            in_reply_to: None,
+        };
+        rt.block_on(store.send_batch("alice", vec![message]))
+    };
+    batch("carol").unwrap();
+    store.send("alice", &to("carol"), "hi", None).unwrap();
+    store
+        .set_allowed_recipients("alice", Some(&["bob".to_owned()]))
+        .unwrap();
+    assert!(matches!(batch("carol"), Err(Error::NotAllowed { .. })));
+    assert!(matches!(
+        store.send("alice", &to("carol"), "hi", None),
+        Err(Error::NotAllowed { .. })
+    ));
+    batch("bob").unwrap();
+    assert!(matches!(batch("dave"), Err(Error::UnknownAgent(_))));
+    store
+        .register_agent(&hive_proto::AgentName::parse("dave").unwrap())
+        .unwrap();
+    assert!(matches!(batch("dave"), Err(Error::NotAllowed { .. })));
+    store.set_allowed_recipients("alice", None).unwrap();
+    batch("dave").unwrap();
+    batch("carol").unwrap();
+    store.forget_agent("carol").unwrap();
+    assert!(matches!(batch("carol"), Err(Error::UnknownAgent(_))));
+    assert!(matches!(
+        store.send("alice", &to("carol"), "hi", None),
+        Err(Error::UnknownAgent(_))
+    ));
+}
+
 #[test]
 fn body_limit_is_64_kib() {
     let (_dir, store) = store_with(&["alice", "bob"]);
