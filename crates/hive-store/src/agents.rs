@@ -141,33 +141,55 @@ pub(crate) struct Reach {
 /// An agent's allow-list: `None`, it may reach anyone.
 type AllowList = Option<Vec<String>>;
 
-/// The names read since `changes` last moved.
+/// The registered names read since `changes` last moved (never a name
+/// that is not registered: an agent sending to ever new names must not
+/// grow it).
 #[derive(Debug, Default)]
 struct Known {
     /// `Reach::changes` when they were read.
     at: u64,
-    /// Per name: `None` if it is not registered, else its allow-list.
-    names: HashMap<String, Option<AllowList>>,
+    /// Per registered name, its allow-list, or why it cannot be read (a
+    /// file edited by hand): that refuses the agent's own sends only.
+    names: HashMap<String, std::result::Result<AllowList, String>>,
 }
 
 impl Known {
-    /// `name` as the file has it (read from `conn` the first time).
-    fn read(&mut self, conn: &Connection, name: &str) -> Result<Option<&AllowList>> {
+    /// `name`'s allow-list as the file has it (read from `conn` the first
+    /// time), `None` if it is not registered.
+    fn read(
+        &mut self,
+        conn: &Connection,
+        name: &str,
+    ) -> Result<Option<&std::result::Result<AllowList, String>>> {
         if !self.names.contains_key(name) {
             let json: Option<Option<String>> = conn
                 .prepare_cached("SELECT allowed_recipients FROM agents WHERE name = ?1")?
                 .query_row([name], |r| r.get(0))
                 .optional()?;
-            let entry = json
-                .map(|list| list.map(|j| decode_names(&j, 0)).transpose())
-                .transpose()?;
-            self.names.insert(name.to_owned(), entry);
+            let Some(json) = json else {
+                return Ok(None);
+            };
+            let list = json
+                .map(|j| decode_names(&j, 0))
+                .transpose()
+                .map_err(|e| format!("the allowed recipients of {name} cannot be read: {e}"));
+            self.names.insert(name.to_owned(), list);
         }
-        Ok(self.names.get(name).and_then(Option::as_ref))
+        Ok(self.names.get(name))
     }
 }
 
 impl Reach {
+    /// How many names it holds.
+    #[cfg(test)]
+    pub(crate) fn known_names(&self) -> usize {
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .names
+            .len()
+    }
+
     /// `agents` changed (or may have).
     pub(crate) fn changed(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
@@ -190,7 +212,11 @@ impl Reach {
         }
         let list = match from {
             OPERATOR_RECIPIENT | SYSTEM_SENDER => None,
-            _ => known.read(conn, from)?.and_then(Option::as_deref),
+            _ => match known.read(conn, from)? {
+                None => None,
+                Some(Ok(list)) => list.as_deref(),
+                Some(Err(why)) => return Err(Error::Refused(why.clone())),
+            },
         };
         if allows(list, to) {
             Ok(())

@@ -1193,4 +1193,50 @@ mod tests {
             .send("alice", &Recipient::parse("carol").unwrap(), "hi", None)
             .unwrap();
     }
+
+    /// Sends to ever new names that are not agents leave nothing behind:
+    /// the registry kept in memory holds registered names only.
+    #[test]
+    fn sends_to_unknown_names_are_not_remembered() {
+        let (_dir, store) = store();
+        for i in 0..2_000 {
+            let to = Recipient::parse(&format!("ghost{i}")).unwrap();
+            let refused = store.send("alice", &to, "hi", None);
+            assert!(matches!(refused, Err(Error::UnknownAgent(_))));
+        }
+        send(&store, "still");
+        assert!(store.inner.reach.known_names() <= 2);
+    }
+
+    /// An allow-list the file holds but cannot be read (edited by hand)
+    /// refuses its own agent's sends, saying why, and nobody else's.
+    #[test]
+    fn an_unreadable_allow_list_refuses_only_its_own_agents_sends() {
+        let (_dir, store) = store();
+        store
+            .conn()
+            .execute(
+                "UPDATE agents SET allowed_recipients = 'not json' WHERE name = 'alice'",
+                [],
+            )
+            .unwrap();
+        let refused = send_result(&store, "alice", "bob").unwrap_err();
+        assert!(
+            refused.to_string().contains("allowed recipients of alice"),
+            "{refused}"
+        );
+        send_result(&store, "bob", "alice").unwrap();
+        send_result(&store, "operator", "alice").unwrap();
+    }
+
+    fn send_result(store: &Store, from: &str, to: &str) -> Result<Vec<i64>> {
+        let message = OutgoingMessage {
+            to: Recipient::parse(to).unwrap(),
+            body: "hi".into(),
+            in_reply_to: None,
+        };
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(store.send_batch(from, vec![message]))
+    }
 }

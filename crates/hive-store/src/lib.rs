@@ -135,13 +135,15 @@ fn watch_writes(
     reach: &Arc<agents::Reach>,
 ) -> rusqlite::Result<()> {
     let (rows, agents) = (Arc::clone(unannounced), Arc::clone(reach));
-    conn.update_hook(Some(
-        move |action, _db: &str, table: &str, _rowid| match table {
-            "messages" if action == rusqlite::hooks::Action::SQLITE_INSERT => rows.inserted(),
-            "agents" => agents.changed(),
-            _ => {}
-        },
-    ))?;
+    conn.update_hook(Some(move |action, _db: &str, table: &str, _rowid| {
+        if table.eq_ignore_ascii_case("messages") {
+            if action == rusqlite::hooks::Action::SQLITE_INSERT {
+                rows.inserted();
+            }
+        } else if table.eq_ignore_ascii_case("agents") {
+            agents.changed();
+        }
+    }))?;
     let rows = Arc::clone(unannounced);
     conn.commit_hook(Some(move || {
         rows.committing();
