@@ -1225,6 +1225,8 @@ mod tests {
             refused.to_string().contains("allowed recipients of alice"),
             "{refused}"
         );
+        // A refusal of the one job, not a database failure of its round.
+        assert!(matches!(refused, Error::Refused(_)), "{refused:?}");
         send_result(&store, "bob", "alice").unwrap();
         send_result(&store, "operator", "alice").unwrap();
     }
