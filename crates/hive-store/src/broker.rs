@@ -1027,8 +1027,21 @@ impl Store {
             }
         }
         let events = self.publishing().then(|| rows.clone());
+        let arrived = rows
+            .into_iter()
+            .map(|row| DeliveredMessage {
+                id: row.id,
+                from: row.from,
+                to: row.to,
+                body: row.body,
+                at: row.at,
+                in_reply_to: row.in_reply_to,
+                // A new row: it never went out.
+                redelivered: false,
+            })
+            .collect();
         // Before the wake: a woken pop finds the rows in memory.
-        self.flight().arrived(rows, &self.inner.unannounced);
+        self.flight().arrived(arrived, &self.inner.unannounced);
         for to in &woken {
             self.wake(to);
         }

@@ -45,8 +45,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use hive_proto::{DeliveredMessage, MAX_RECV_BATCH};
 
-use crate::broker::MessageRow;
-
 /// Most rows above its cursor an inbox keeps the content of.
 pub(crate) const FRESH_ROWS: usize = 2 * MAX_RECV_BATCH as usize;
 /// Most body bytes every inbox's fresh rows hold together.
@@ -196,7 +194,7 @@ impl Flight {
     /// cursor, its content kept while there is room, unless a pop already
     /// read it (or the inbox was read from the file since, or is not read
     /// yet). They are no longer unannounced.
-    pub(crate) fn arrived(&mut self, rows: Vec<MessageRow>, unannounced: &Unannounced) {
+    pub(crate) fn arrived(&mut self, rows: Vec<DeliveredMessage>, unannounced: &Unannounced) {
         let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
         for row in rows {
             let Some(inbox) = self.inboxes.get_mut(&row.to) else {
@@ -216,18 +214,7 @@ impl Flight {
             {
                 inbox.fresh_bytes += len;
                 self.fresh_bytes += len;
-                inbox.fresh.insert(
-                    row.id,
-                    DeliveredMessage {
-                        id: row.id,
-                        from: row.from,
-                        to: row.to,
-                        body: row.body,
-                        at: row.at,
-                        in_reply_to: row.in_reply_to,
-                        redelivered: false,
-                    },
-                );
+                inbox.fresh.insert(row.id, row);
             }
         }
         // Taken off under the same lock a pop checks it under.
