@@ -325,6 +325,9 @@ struct AckTurnFields {
 }
 
 #[cfg(test)]
+mod random;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
