@@ -397,6 +397,11 @@ impl AgentAnswer {
         if let Some(answer) = hot::decode_answer(line) {
             return Ok(answer);
         }
+        Self::from_line_general(line)
+    }
+
+    /// [`AgentAnswer::from_line`] through a JSON value for every answer.
+    pub(crate) fn from_line_general(line: &str) -> serde_json::Result<Self> {
         let value: serde_json::Value = serde_json::from_str(line)?;
         let unread = value.get("unread").and_then(serde_json::Value::as_u64);
         let response = AgentResponse::deserialize(value)?;
