@@ -1078,14 +1078,7 @@ mod tests {
     use super::*;
 
     fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
-        for name in ["alice", "bob"] {
-            store
-                .register_agent(&AgentName::parse(name).unwrap())
-                .unwrap();
-        }
-        (dir, store)
+        Store::for_tests(&["alice", "bob"])
     }
 
     fn send(store: &Store, body: &str) -> i64 {

@@ -273,6 +273,21 @@ impl Store {
         Ok(Store { inner })
     }
 
+    /// A store in a new temp dir with `agents` registered.
+    #[cfg(test)]
+    pub(crate) fn for_tests(agents: &[&str]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let store =
+            Store::open(&dir.path().join("hive.sqlite")).unwrap_or_else(|e| panic!("open: {e}"));
+        for name in agents {
+            let name = hive_proto::AgentName::parse(name).unwrap_or_else(|e| panic!("{e}"));
+            store
+                .register_agent(&name)
+                .unwrap_or_else(|e| panic!("register: {e}"));
+        }
+        (dir, store)
+    }
+
     /// The file this store was opened from.
     pub fn path(&self) -> &Path {
         &self.inner.path

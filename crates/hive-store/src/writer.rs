@@ -289,7 +289,7 @@ impl<'j> Planned<'j> {
 
 #[cfg(test)]
 mod tests {
-    use hive_proto::{AgentName, OutgoingMessage};
+    use hive_proto::OutgoingMessage;
 
     use super::*;
 
@@ -298,13 +298,7 @@ mod tests {
     /// writer thread commits them all once the running commit hands over.
     #[tokio::test]
     async fn sends_queued_during_a_commit_go_through_the_writer_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
-        for name in ["alice", "bob"] {
-            store
-                .register_agent(&AgentName::parse(name).unwrap())
-                .unwrap();
-        }
+        let (_dir, store) = Store::for_tests(&["alice", "bob"]);
         // A commit is running: every send queues.
         store.inner.writer.queue().busy = true;
         let sends: Vec<_> = (0..3)
@@ -348,13 +342,7 @@ mod tests {
     /// a reply to an id nobody stores is refused.
     #[tokio::test]
     async fn a_commit_plans_every_job_then_stores_the_accepted_ones_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hive.sqlite")).unwrap();
-        for name in ["alice", "bob"] {
-            store
-                .register_agent(&AgentName::parse(name).unwrap())
-                .unwrap();
-        }
+        let (_dir, store) = Store::for_tests(&["alice", "bob"]);
         let last = store
             .send("alice", &Recipient::parse("bob").unwrap(), "before", None)
             .unwrap()[0];
