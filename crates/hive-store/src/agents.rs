@@ -116,7 +116,17 @@ pub(crate) fn allow_list(conn: &Connection, from: &str) -> Result<Option<Vec<Str
         .query_row([from], |r| r.get(0))
         .optional()?
         .flatten();
-    Ok(json.map(|j| decode_names(&j, 0)).transpose()?)
+    json.map(|j| decode_names(&j, 0))
+        .transpose()
+        .map_err(|e| unreadable(from, &e))
+}
+
+/// An allow-list the file holds but cannot decode (edited by hand): a
+/// refusal of its own agent's sends, never a failure of the database.
+fn unreadable(name: &str, e: &rusqlite::Error) -> Error {
+    Error::Refused(format!(
+        "the allowed recipients of {name} cannot be read: {e}"
+    ))
 }
 
 /// Whether an allow-list lets its agent reach `to`. The manager and the
@@ -172,7 +182,7 @@ impl Known {
             let list = json
                 .map(|j| decode_names(&j, 0))
                 .transpose()
-                .map_err(|e| format!("the allowed recipients of {name} cannot be read: {e}"));
+                .map_err(|e| unreadable(name, &e).to_string());
             self.names.insert(name.to_owned(), list);
         }
         Ok(self.names.get(name))

@@ -1233,6 +1233,9 @@ mod tests {
         );
         // A refusal of the one job, not a database failure of its round.
         assert!(matches!(refused, Error::Refused(_)), "{refused:?}");
+        let broadcast = send_result(&store, "alice", "*").unwrap_err();
+        assert!(matches!(broadcast, Error::Refused(_)), "{broadcast:?}");
+        assert_eq!(send_result(&store, "bob", "*").unwrap().len(), 1);
         send_result(&store, "bob", "alice").unwrap();
         send_result(&store, "operator", "alice").unwrap();
     }
