@@ -100,6 +100,24 @@ const START_WAIT: Duration = Duration::from_secs(60);
 
 /// How often `start`, `stop` and `destroy` read the tasks they wait for.
 const WAIT_STEP: Duration = Duration::from_millis(100);
+/// How many tasks one start tries when the Engine fails them before their
+/// process runs ([`tasks::failed_before_running`]).
+const START_TRIES: u32 = 3;
+
+/// Why a start's task did not come to run.
+enum Started {
+    /// The Engine failed it before its process ran: a new task may do.
+    NeverRan(Error),
+    Other(Error),
+}
+
+impl Started {
+    fn into_error(self) -> Error {
+        match self {
+            Started::NeverRan(e) | Started::Other(e) => e,
+        }
+    }
+}
 
 /// Docker Swarm services, one per agent.
 pub struct SwarmRuntime {
@@ -534,10 +552,15 @@ impl SwarmRuntime {
 
     /// Waits for the task a start asked for (one not in `before`) to run;
     /// a task the scheduler cannot place, or that fails, is an error.
-    async fn await_running(&self, name: &AgentName, id: &str, before: &[String]) -> Result<()> {
+    async fn await_running(
+        &self,
+        name: &AgentName,
+        id: &str,
+        before: &[String],
+    ) -> std::result::Result<(), Started> {
         let started = tokio::time::Instant::now();
         loop {
-            let tasks = self.tasks_of(id).await?;
+            let tasks = self.tasks_of(id).await.map_err(Started::Other)?;
             let new = tasks
                 .iter()
                 .filter(|t| t.id.as_ref().is_some_and(|i| !before.contains(i)))
@@ -546,23 +569,27 @@ impl SwarmRuntime {
             match current(new.iter().copied()).map(|t| (phase(t), t)) {
                 Some((Phase::Running, _)) => return Ok(()),
                 Some((Phase::Ended, task)) => {
-                    return Err(Error::Failed(format!(
+                    let why = Error::Failed(format!(
                         "h-{name}'s task ended as it started: {}",
                         tasks::describe(task)
-                    )));
+                    ));
+                    return Err(match tasks::failed_before_running(task) {
+                        true => Started::NeverRan(why),
+                        false => Started::Other(why),
+                    });
                 }
                 Some((Phase::Unplaced, task)) if waited >= PLACEMENT_WAIT => {
-                    return Err(Error::Failed(format!(
+                    return Err(Started::Other(Error::Failed(format!(
                         "h-{name} cannot be placed: {} (its state stays on the node it is \
                          pinned to; change its placement back, or move it)",
                         tasks::describe(task)
-                    )));
+                    ))));
                 }
                 _ if waited >= START_WAIT => {
-                    return Err(Error::Failed(format!(
+                    return Err(Started::Other(Error::Failed(format!(
                         "h-{name}'s task did not start within {}s",
                         START_WAIT.as_secs()
-                    )));
+                    ))));
                 }
                 _ => tokio::time::sleep(WAIT_STEP).await,
             }
@@ -636,16 +663,32 @@ impl Runtime for SwarmRuntime {
         if tasks.iter().any(|t| phase(t) == Phase::Running) {
             return Ok(());
         }
-        let before: Vec<String> = tasks.iter().filter_map(|t| t.id.clone()).collect();
-        self.update(name, |spec| {
-            service::set_replicas(spec, 1);
-            // A new task even when the replica count was 1 (the last ended).
-            if let Some(template) = spec.task_template.as_mut() {
-                template.force_update = Some(template.force_update.unwrap_or(0) + 1);
+        let mut before: Vec<String> = tasks.iter().filter_map(|t| t.id.clone()).collect();
+        let mut tries = 1;
+        let started = loop {
+            self.update(name, |spec| {
+                service::set_replicas(spec, 1);
+                // A new task even when the replica count was 1 (the last ended).
+                if let Some(template) = spec.task_template.as_mut() {
+                    template.force_update = Some(template.force_update.unwrap_or(0) + 1);
+                }
+            })
+            .await?;
+            match self.await_running(name, &id, &before).await {
+                Err(Started::NeverRan(why)) if tries < START_TRIES => {
+                    tracing::warn!(agent = %name, "the engine failed the task before it ran, trying a new one: {why}");
+                    tries += 1;
+                    before = self
+                        .tasks_of(&id)
+                        .await?
+                        .iter()
+                        .filter_map(|t| t.id.clone())
+                        .collect();
+                }
+                other => break other.map_err(Started::into_error),
             }
-        })
-        .await?;
-        match self.await_running(name, &id, &before).await {
+        };
+        match started {
             Ok(()) => {
                 self.watch.wake();
                 Ok(())

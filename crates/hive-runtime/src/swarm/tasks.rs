@@ -88,6 +88,19 @@ pub(super) fn describe(task: &Task) -> String {
     format!("{}: {words}", state(task))
 }
 
+/// Whether `task` failed in the Engine before its process ran: the
+/// container could not be started (moby/moby#48783: on Engine 20.10 the
+/// tmpfs of a task's secrets can fail to remount read-only while many
+/// tasks start). Nothing of the agent ran, so a new task may be tried.
+pub(super) fn failed_before_running(task: &Task) -> bool {
+    failed(task)
+        && task
+            .status
+            .as_ref()
+            .and_then(|s| s.err.as_deref())
+            .is_some_and(|err| err.starts_with("starting container failed"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +144,27 @@ mod tests {
         assert!(!failed(&task("s", "x", TaskState::SHUTDOWN)));
         assert!(!is_live(&task("s", "x", TaskState::COMPLETE)));
         assert!(is_live(&task("s", "x", TaskState::PREPARING)));
+    }
+
+    /// Only a task the Engine could not start is one nothing of the agent
+    /// ran in; a task whose process exited is not.
+    #[test]
+    fn a_task_the_engine_could_not_start_never_ran() {
+        let with = |state, err: &str| {
+            let mut t = task("t", "x", state);
+            if let Some(status) = t.status.as_mut() {
+                status.err = Some(err.into());
+            }
+            t
+        };
+        let busy = "starting container failed: unable to remount dir as readonly: mount \
+                    tmpfs:/var/lib/docker/containers/7d9b/mounts/secrets, flags: 0x21, data: \
+                    uid=0,gid=0: device or resource busy";
+        assert!(failed_before_running(&with(TaskState::FAILED, busy)));
+        assert!(!failed_before_running(&with(
+            TaskState::FAILED,
+            "task: non-zero exit (1)"
+        )));
+        assert!(!failed_before_running(&with(TaskState::RUNNING, busy)));
     }
 }
