@@ -111,14 +111,22 @@ pub(crate) fn allow_list(conn: &Connection, from: &str) -> Result<Option<Vec<Str
     if from == OPERATOR_RECIPIENT || from == SYSTEM_SENDER {
         return Ok(None);
     }
-    let json: Option<String> = conn
+    // An agent not registered is not restricted.
+    registered(conn, from)?.unwrap_or(Ok(None))
+}
+
+/// `name`'s allow-list as the file has it, `None` if it is not
+/// registered; a list the file cannot decode is [`unreadable`].
+fn registered(conn: &Connection, name: &str) -> Result<Option<Result<AllowList>>> {
+    let json: Option<Option<String>> = conn
         .prepare_cached("SELECT allowed_recipients FROM agents WHERE name = ?1")?
-        .query_row([from], |r| r.get(0))
-        .optional()?
-        .flatten();
-    json.map(|j| decode_names(&j, 0))
-        .transpose()
-        .map_err(|e| unreadable(from, &e))
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    Ok(json.map(|json| {
+        json.map(|j| decode_names(&j, 0))
+            .transpose()
+            .map_err(|e| unreadable(name, &e))
+    }))
 }
 
 /// An allow-list the file holds but cannot decode (edited by hand): a
@@ -172,18 +180,11 @@ impl Known {
         name: &str,
     ) -> Result<Option<&std::result::Result<AllowList, String>>> {
         if !self.names.contains_key(name) {
-            let json: Option<Option<String>> = conn
-                .prepare_cached("SELECT allowed_recipients FROM agents WHERE name = ?1")?
-                .query_row([name], |r| r.get(0))
-                .optional()?;
-            let Some(json) = json else {
+            let Some(list) = registered(conn, name)? else {
                 return Ok(None);
             };
-            let list = json
-                .map(|j| decode_names(&j, 0))
-                .transpose()
-                .map_err(|e| unreadable(name, &e).to_string());
-            self.names.insert(name.to_owned(), list);
+            self.names
+                .insert(name.to_owned(), list.map_err(|e| e.to_string()));
         }
         Ok(self.names.get(name))
     }

@@ -461,19 +461,21 @@ impl Store {
             if flight.stopped {
                 return Err(Error::Refused("the broker is stopping".into()));
             }
-            let inbox = self.inbox(&mut flight, recipient)?;
-            let cursor = inbox.cursor;
-            let returned: Vec<(i64, bool)> = inbox
-                .returned
-                .iter()
-                .take(max)
-                .map(|(i, f)| (*i, *f))
-                .collect();
+            // Loaded first (from the file, the first time), for memory too.
+            self.inbox(&mut flight, recipient)?;
             let mut gone = Vec::new();
             let fresh = flight.take_fresh(recipient, max, self.inner.unannounced.none());
             let messages = if let Some(fresh) = fresh {
                 fresh
             } else {
+                let inbox = self.inbox(&mut flight, recipient)?;
+                let cursor = inbox.cursor;
+                let returned: Vec<(i64, bool)> = inbox
+                    .returned
+                    .iter()
+                    .take(max)
+                    .map(|(i, f)| (*i, *f))
+                    .collect();
                 let mut messages = Vec::with_capacity(max);
                 let conn = self.conn();
                 if !returned.is_empty() {
