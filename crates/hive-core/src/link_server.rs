@@ -585,6 +585,14 @@ mod tests {
     }
 
     /// `whoami` on the agent channel, TLS on `tcp` with `client`.
+    /// Whether a [`whoami`] answer names agent `a`, whose credential the
+    /// test dials with.
+    fn answered_as_a(answer: &Option<String>) -> bool {
+        answer
+            .as_deref()
+            .is_some_and(|a| a.contains(r#""name":"a""#))
+    }
+
     async fn whoami(client: &Arc<rustls::ClientConfig>, tcp: TcpStream) -> Option<String> {
         let connector = tokio_rustls::TlsConnector::from(client.clone());
         let name = ServerName::try_from(SERVER_NAME).ok()?;
@@ -640,12 +648,7 @@ mod tests {
         }
         // Another agent end through the same relay: its own cap.
         let answer = whoami(&served.client, via_relay(to, agent_end("10.0.0.6")).await).await;
-        assert!(
-            answer
-                .as_deref()
-                .is_some_and(|a| a.contains(r#""name":"a""#)),
-            "{bind}: {answer:?}"
-        );
+        assert!(answered_as_a(&answer), "{bind}: {answer:?}");
     }
 
     /// The relay's header is believed whichever family the listener
@@ -677,12 +680,7 @@ mod tests {
                 .expect("a forged relay header was held");
         }
         let answer = whoami(&served.client, TcpStream::connect(to).await.unwrap()).await;
-        assert!(
-            answer
-                .as_deref()
-                .is_some_and(|a| a.contains(r#""name":"a""#)),
-            "{answer:?}"
-        );
+        assert!(answered_as_a(&answer), "{answer:?}");
     }
 
     /// Agents stalling handshakes from more addresses than the shared
@@ -709,12 +707,7 @@ mod tests {
         let fresh = agent_end("10.0.1.1");
         for attempt in 0..2 {
             let answer = whoami(&served.client, via_relay(to, fresh).await).await;
-            assert!(
-                answer
-                    .as_deref()
-                    .is_some_and(|a| a.contains(r#""name":"a""#)),
-                "attempt {attempt}: {answer:?}"
-            );
+            assert!(answered_as_a(&answer), "attempt {attempt}: {answer:?}");
         }
         let mut cut = 0;
         for stall in &stalls {
