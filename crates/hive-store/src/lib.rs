@@ -97,6 +97,35 @@ const EVENT_CAPACITY: usize = 1024;
 /// How long a statement waits on a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The sqlite VFS every connection to the store opens with: unix's own,
+/// except that the first read takes an exclusive lock on the file for
+/// this process until it closes it, and the WAL index lives in this
+/// process's memory rather than in a shared `-shm` file. So a
+/// transaction takes and drops no file lock (no `fcntl` per begin and
+/// commit: a send or an ack costs about a quarter less, see
+/// docs/benchmarks.md), and no second daemon, nor any other process,
+/// can open the file while one serves it. Connections within the process
+/// (the checkpointer's, a test's) share the lock and the index.
+pub const SQLITE_VFS: &str = "unix-excl";
+
+/// A connection to the store's file at `path` on [`SQLITE_VFS`].
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), SQLITE_VFS)
+}
+
+/// The store's first read failed: held by another process, it says so.
+fn held_elsewhere(path: &Path, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            Error::Refused(format!(
+                "{} is open in another process (is another hive daemon serving this state dir?)",
+                path.display()
+            ))
+        }
+        _ => Error::Sqlite(e),
+    }
+}
+
 /// WAL pages after which a commit checkpoints in the committing thread
 /// (the background checkpointer normally keeps the WAL far below).
 const WAL_FALLBACK_CHECKPOINT: i64 = 16_384;
@@ -107,7 +136,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// (`PASSIVE`: never waits for, nor blocks, the writer), so commits never
 /// stall on the file's fsync. It ends when the store is dropped.
 fn spawn_checkpointer(path: &Path, store: std::sync::Weak<Inner>) -> Result<()> {
-    let conn = Connection::open(path)?;
+    let conn = open_connection(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     std::thread::Builder::new()
@@ -223,9 +252,12 @@ impl Store {
     /// `synchronous=NORMAL`, a busy timeout, foreign keys on, then every
     /// pending migration. A file written by a newer build is refused.
     pub fn open(path: &Path) -> Result<Store> {
-        let mut conn = Connection::open(path)?;
+        let mut conn = open_connection(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        // The first read takes the file for this process (`SQLITE_VFS`).
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| held_elsewhere(path, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), mode, "sqlite refused WAL journal mode");
         }

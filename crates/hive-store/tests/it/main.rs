@@ -38,7 +38,19 @@ fn store_with(agents: &[&str]) -> (TempDir, Store) {
 
 /// A second, plain connection to the store's file, for arranging rows.
 fn raw(dir: &TempDir) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.path().join("hive.sqlite")).unwrap()
+    beside(&dir.path().join("hive.sqlite"))
+}
+
+/// A plain connection to the store file at `path` while a [`Store`] of
+/// this process has it open: on the store's own VFS, which keeps the WAL
+/// index in this process's memory.
+fn beside(path: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags_and_vfs(
+        path,
+        rusqlite::OpenFlags::default(),
+        hive_store::SQLITE_VFS,
+    )
+    .unwrap()
 }
 
 /// Bodies of `recipient`'s inbox, oldest first, as (from, body).

@@ -418,7 +418,9 @@ fn reminders_fire_no_earlier_than_their_millisecond() {
         assert!(!batch.is_empty(), "reminders were not delivered");
         got.extend(batch);
     }
-    let store = hive_store::Store::open(&hive.state_dir().join("hive.sqlite")).unwrap();
+    // Read with the daemon stopped: a serving daemon holds the file alone.
+    let dir = hive.stop();
+    let store = hive_store::Store::open(&dir.path().join("state/hive.sqlite")).unwrap();
     for id in 1..=3 {
         let r = store.reminder(id).unwrap();
         let delivered = r.delivered_ms.expect("delivered");
