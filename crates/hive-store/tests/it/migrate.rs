@@ -112,14 +112,21 @@ fn a_store_another_process_holds_is_refused_saying_so() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hive.sqlite");
     let mut holder = Command::new(std::env::current_exe().unwrap())
-        .args(["migrate::hold_a_store_for_another_test", "--exact", "--nocapture"])
+        .args([
+            "migrate::hold_a_store_for_another_test",
+            "--exact",
+            "--nocapture",
+        ])
         .env(HOLD, &path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
-    let held = out.by_ref().map_while(Result::ok).any(|line| line == "held");
+    let held = out
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line == "held");
     assert!(held, "the holder never opened the store");
 
     let err = Store::open(&path).unwrap_err().to_string();
