@@ -103,6 +103,10 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
         std::path::absolute(&config.paths.run_dir).context("resolve --run-dir")?,
     );
     paths.create_roots()?;
+    // First: the store is this process's from here on (`SQLITE_VFS`), so a
+    // second daemon on a served state dir stops before it changes anything.
+    let store = Store::open(&paths.database())
+        .with_context(|| format!("open {}", paths.database().display()))?;
     paths.migrate_layout()?;
     // The hive's identity: its state dir, canonical once it exists.
     let hive = hive_runtime::HiveId::of(&paths.state_dir);
@@ -122,8 +126,6 @@ pub async fn run(config: ServeConfig, on_started: impl FnOnce(&Started)) -> anyh
             .runtime
             .as_ref()
             .is_some_and(|r| r.survives_daemon());
-    let store = Store::open(&paths.database())
-        .with_context(|| format!("open {}", paths.database().display()))?;
     // With a runtime, an agent without a container is destroyed (its state
     // kept): broadcasts skip it. Without one, no agent has a container.
     store.set_broadcast_needs_container(selection.runtime.is_some());

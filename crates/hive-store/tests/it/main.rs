@@ -3,6 +3,7 @@
 
 mod approvals;
 mod broker;
+mod file;
 mod loose_ends;
 mod migrate;
 mod questions;

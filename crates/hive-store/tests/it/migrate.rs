@@ -1,9 +1,5 @@
 //! Opening files written by older (and newer) builds.
 
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Command, Stdio};
-
 use hive_store::{SCHEMA_VERSION, Store};
 
 use crate::to;
@@ -101,59 +97,4 @@ fn the_file_is_in_wal_mode() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-}
-
-/// A store another process serves is refused, saying so, and left as
-/// that process keeps it: no second daemon shares the file (it holds the
-/// file from its first read, `hive_store::SQLITE_VFS`).
-#[test]
-#[allow(clippy::disallowed_methods)] // this test binary, run again as the other process
-fn a_store_another_process_holds_is_refused_saying_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hive.sqlite");
-    let mut holder = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "migrate::hold_a_store_for_another_test",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(HOLD, &path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
-    let held = out
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|line| line == "held");
-    assert!(held, "the holder never opened the store");
-
-    let err = Store::open(&path).unwrap_err().to_string();
-    assert!(err.contains("open in another process"), "{err}");
-
-    drop(holder.stdin.take());
-    out.for_each(drop);
-    assert!(holder.wait().unwrap().success());
-    // Once it is gone the file opens here, with what the holder wrote.
-    let store = Store::open(&path).unwrap();
-    assert!(store.agent("holder").unwrap().is_some());
-}
-
-/// Where [`hold_a_store_for_another_test`] opens a store.
-const HOLD: &str = "HIVE_STORE_TEST_HOLD";
-
-/// The other process of `a_store_another_process_holds_is_refused_saying_so`
-/// (that test runs this binary again for it); does nothing in a test run.
-/// Opens the store, registers `holder`, says `held`, and keeps it open
-/// until its stdin closes.
-#[test]
-fn hold_a_store_for_another_test() {
-    let Some(path) = std::env::var_os(HOLD) else {
-        return;
-    };
-    let store = Store::open(Path::new(&path)).unwrap();
-    store.register_agent(&crate::agent("holder")).unwrap();
-    println!("held");
-    let _ = std::io::stdin().lock().read_line(&mut String::new());
 }

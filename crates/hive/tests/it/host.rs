@@ -437,3 +437,44 @@ fn the_daemons_log_is_plain_text_off_a_terminal() {
     );
     assert!(!log.contains('\x1b'), "{log:?}");
 }
+
+/// A second daemon on a state dir another one serves is refused before it
+/// changes anything (the store's file is the first daemon's alone), and
+/// says why; the first serves on, its messages intact.
+#[test]
+#[allow(clippy::disallowed_methods)] // the real binary, as an operator starts it
+fn a_second_daemon_on_a_served_state_dir_is_refused() {
+    let hive = Hive::start(&["alice"]);
+    hive.host(r#"{"cmd":"send","to":"alice","body":"kept"}"#);
+    let run = tempfile::tempdir().unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_hive"))
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(hive.state_dir())
+        .arg("--run-dir")
+        .arg(run.path().join("run"))
+        .args(["--runtime", "none"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second daemon is serving the same state dir");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("is open in another process"), "{stderr}");
+    assert!(!run.path().join("run/host.sock").exists());
+    let got = hive.recv("alice", 1, 10);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["body"], "kept");
+}
