@@ -442,18 +442,11 @@ fn the_daemons_log_is_plain_text_off_a_terminal() {
 /// changes anything (the store's file is the first daemon's alone), and
 /// says why; the first serves on, its messages intact.
 #[test]
-#[allow(clippy::disallowed_methods)] // the real binary, as an operator starts it
 fn a_second_daemon_on_a_served_state_dir_is_refused() {
     let hive = Hive::start(&["alice"]);
     hive.host(r#"{"cmd":"send","to":"alice","body":"kept"}"#);
     let run = tempfile::tempdir().unwrap();
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_hive"))
-        .arg("serve")
-        .arg("--state-dir")
-        .arg(hive.state_dir())
-        .arg("--run-dir")
-        .arg(run.path().join("run"))
-        .args(["--runtime", "none"])
+    let mut second = crate::support::serve_command_at(&hive.state_dir(), &run.path().join("run"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -220,13 +220,18 @@ impl Drop for Hive {
 /// dashboard on a free loopback port and its stdout piped (for
 /// [`wait_ready`]), for a test that needs the process itself.
 pub fn serve_command(dir: &Path) -> Command {
+    serve_command_at(&dir.join("state"), &dir.join("run"))
+}
+
+/// [`serve_command`] on the state dir `state` and the run dir `run`.
+pub fn serve_command_at(state: &Path, run: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hive"));
     command
         .arg("serve")
         .arg("--state-dir")
-        .arg(dir.join("state"))
+        .arg(state)
         .arg("--run-dir")
-        .arg(dir.join("run"))
+        .arg(run)
         .args(["--dashboard", "127.0.0.1:0", "--runtime", "none"])
         .stdout(Stdio::piped());
     command
