@@ -584,7 +584,6 @@ mod tests {
         tcp
     }
 
-    /// `whoami` on the agent channel, TLS on `tcp` with `client`.
     /// Whether a [`whoami`] answer names agent `a`, whose credential the
     /// test dials with.
     fn answered_as_a(answer: &Option<String>) -> bool {
@@ -593,6 +592,7 @@ mod tests {
             .is_some_and(|a| a.contains(r#""name":"a""#))
     }
 
+    /// `whoami` on the agent channel, TLS on `tcp` with `client`.
     async fn whoami(client: &Arc<rustls::ClientConfig>, tcp: TcpStream) -> Option<String> {
         let connector = tokio_rustls::TlsConnector::from(client.clone());
         let name = ServerName::try_from(SERVER_NAME).ok()?;
