@@ -105,16 +105,26 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 const START_TRIES: u32 = 3;
 
 /// Why a start's task did not come to run.
-enum Started {
-    /// The Engine failed it before its process ran: a new task may do.
-    NeverRan(Error),
+enum NotRunning {
+    /// The Engine failed task `task` before its process ran: a new task
+    /// may do.
+    NeverRan {
+        task: String,
+        why: Error,
+    },
     Other(Error),
 }
 
-impl Started {
+impl From<Error> for NotRunning {
+    fn from(e: Error) -> Self {
+        NotRunning::Other(e)
+    }
+}
+
+impl NotRunning {
     fn into_error(self) -> Error {
         match self {
-            Started::NeverRan(e) | Started::Other(e) => e,
+            NotRunning::NeverRan { why: e, .. } | NotRunning::Other(e) => e,
         }
     }
 }
@@ -557,10 +567,10 @@ impl SwarmRuntime {
         name: &AgentName,
         id: &str,
         before: &[String],
-    ) -> std::result::Result<(), Started> {
+    ) -> std::result::Result<(), NotRunning> {
         let started = tokio::time::Instant::now();
         loop {
-            let tasks = self.tasks_of(id).await.map_err(Started::Other)?;
+            let tasks = self.tasks_of(id).await?;
             let new = tasks
                 .iter()
                 .filter(|t| t.id.as_ref().is_some_and(|i| !before.contains(i)))
@@ -573,20 +583,24 @@ impl SwarmRuntime {
                         "h-{name}'s task ended as it started: {}",
                         tasks::describe(task)
                     ));
-                    return Err(match tasks::failed_before_running(task) {
-                        true => Started::NeverRan(why),
-                        false => Started::Other(why),
+                    return Err(if tasks::failed_before_running(task) {
+                        NotRunning::NeverRan {
+                            task: task.id.clone().unwrap_or_default(),
+                            why,
+                        }
+                    } else {
+                        NotRunning::Other(why)
                     });
                 }
                 Some((Phase::Unplaced, task)) if waited >= PLACEMENT_WAIT => {
-                    return Err(Started::Other(Error::Failed(format!(
+                    return Err(NotRunning::Other(Error::Failed(format!(
                         "h-{name} cannot be placed: {} (its state stays on the node it is \
                          pinned to; change its placement back, or move it)",
                         tasks::describe(task)
                     ))));
                 }
                 _ if waited >= START_WAIT => {
-                    return Err(Started::Other(Error::Failed(format!(
+                    return Err(NotRunning::Other(Error::Failed(format!(
                         "h-{name}'s task did not start within {}s",
                         START_WAIT.as_secs()
                     ))));
@@ -666,26 +680,25 @@ impl Runtime for SwarmRuntime {
         let mut before: Vec<String> = tasks.iter().filter_map(|t| t.id.clone()).collect();
         let mut tries = 1;
         let started = loop {
-            self.update(name, |spec| {
-                service::set_replicas(spec, 1);
-                // A new task even when the replica count was 1 (the last ended).
-                if let Some(template) = spec.task_template.as_mut() {
-                    template.force_update = Some(template.force_update.unwrap_or(0) + 1);
-                }
-            })
-            .await?;
-            match self.await_running(name, &id, &before).await {
-                Err(Started::NeverRan(why)) if tries < START_TRIES => {
+            let tried = async {
+                self.update(name, |spec| {
+                    service::set_replicas(spec, 1);
+                    // A new task even when the replica count was 1 (the last ended).
+                    if let Some(template) = spec.task_template.as_mut() {
+                        template.force_update = Some(template.force_update.unwrap_or(0) + 1);
+                    }
+                })
+                .await?;
+                self.await_running(name, &id, &before).await
+            };
+            match tried.await {
+                Err(NotRunning::NeverRan { task, why }) if tries < START_TRIES => {
                     tracing::warn!(agent = %name, "the engine failed the task before it ran, trying a new one: {why}");
                     tries += 1;
-                    before = self
-                        .tasks_of(&id)
-                        .await?
-                        .iter()
-                        .filter_map(|t| t.id.clone())
-                        .collect();
+                    before.push(task);
                 }
-                other => break other.map_err(Started::into_error),
+                // Any failure, on any try, goes to the scale-down below.
+                other => break other.map_err(NotRunning::into_error),
             }
         };
         match started {
