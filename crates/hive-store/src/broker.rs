@@ -1203,16 +1203,30 @@ mod tests {
     }
 
     /// Sends to ever new names that are not agents leave nothing behind:
-    /// the registry kept in memory holds registered names only.
+    /// the registry kept in memory holds registered names only. Sent as
+    /// an agent's socket sends (`send_batch`, through the writer), where a
+    /// refused job rolls nothing back, so nothing clears what it read.
     #[test]
     fn sends_to_unknown_names_are_not_remembered() {
         let (_dir, store) = store();
-        for i in 0..2_000 {
-            let to = Recipient::parse(&format!("ghost{i}")).unwrap();
-            let refused = store.send("alice", &to, "hi", None);
-            assert!(matches!(refused, Err(Error::UnknownAgent(_))));
-        }
-        send(&store, "still");
+        send(&store, "first");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for i in 0..2_000 {
+                let message = OutgoingMessage {
+                    to: Recipient::parse(&format!("ghost{i}")).unwrap(),
+                    body: "hi".into(),
+                    in_reply_to: None,
+                };
+                let refused = store.send_batch("alice", vec![message]).await;
+                assert!(
+                    matches!(refused, Err(Error::UnknownAgent(_))),
+                    "{refused:?}"
+                );
+            }
+        });
         assert!(store.inner.reach.known_names() <= 2);
     }
 
