@@ -370,10 +370,7 @@ mod tests {
             }
         }
         store.inner.writer.poke.send(()).unwrap();
-        let mut answers = Vec::new();
-        for send in sends {
-            answers.push(send.await.unwrap());
-        }
+        let answers = answers_of(sends).await;
         assert_eq!(answers[0].as_ref().unwrap(), &[last + 1]);
         assert!(
             matches!(answers[1], Err(Error::UnknownAgent(_))),
@@ -393,5 +390,83 @@ mod tests {
         let popped = store.pop("bob", 32, None).unwrap().messages;
         let bodies: Vec<&str> = popped.iter().map(|m| m.body.as_str()).collect();
         assert_eq!(bodies, ["before", "a", "c"]);
+    }
+
+    /// One round of many senders' jobs — a batch to two agents, a `*`, a
+    /// refused job — stores each row with its own message's body, and a
+    /// pop that takes them from memory hands out exactly what the file
+    /// holds and each sender sent.
+    #[tokio::test]
+    async fn a_round_of_many_senders_pops_from_memory_what_each_sent() {
+        let (_dir, store) = Store::for_tests(&["alice", "bob", "carol"]);
+        for name in ["alice", "bob", "carol"] {
+            // Read now, so the round's rows are kept in memory.
+            assert!(store.pop(name, 32, None).unwrap().messages.is_empty());
+        }
+        store.inner.writer.queue().busy = true;
+        let message = |to: &str, body: &str| OutgoingMessage {
+            to: Recipient::parse(to).unwrap(),
+            body: body.to_owned(),
+            in_reply_to: None,
+        };
+        let jobs = [
+            (
+                "alice",
+                vec![message("bob", "a to bob"), message("carol", "a to carol")],
+            ),
+            ("bob", vec![message("*", "b to all")]),
+            ("carol", vec![message("nobody", "refused")]),
+            ("carol", vec![message("bob", "c to bob")]),
+        ];
+        let mut sends = Vec::new();
+        for (k, (from, messages)) in jobs.into_iter().enumerate() {
+            let sender = store.clone();
+            sends.push(tokio::spawn(async move {
+                sender.send_batch(from, messages).await
+            }));
+            while store.inner.writer.queue().jobs.len() < k + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        store.inner.writer.poke.send(()).unwrap();
+        let answers: Vec<_> = answers_of(sends).await;
+        assert!(
+            matches!(answers[2], Err(Error::UnknownAgent(_))),
+            "{:?}",
+            answers[2]
+        );
+        assert!(store.inner.unannounced.none());
+        let expected = [
+            ("alice", vec![("bob", "b to all")]),
+            ("bob", vec![("alice", "a to bob"), ("carol", "c to bob")]),
+            ("carol", vec![("alice", "a to carol"), ("bob", "b to all")]),
+        ];
+        for (to, sent) in expected {
+            assert_eq!(store.flight().inboxes[to].fresh.len(), sent.len(), "{to}");
+            let popped = store.pop(to, 32, None).unwrap().messages;
+            let got: Vec<(&str, &str)> = popped
+                .iter()
+                .map(|m| (m.from.as_str(), m.body.as_str()))
+                .collect();
+            assert_eq!(got, sent, "{to}");
+            for m in &popped {
+                let row = store.message(m.id).unwrap();
+                assert_eq!(
+                    (row.from.as_str(), row.to.as_str(), row.body.as_str()),
+                    (m.from.as_str(), to, m.body.as_str())
+                );
+            }
+        }
+    }
+
+    /// Each send's answer, in order.
+    async fn answers_of(
+        sends: Vec<tokio::task::JoinHandle<Result<Vec<i64>>>>,
+    ) -> Vec<Result<Vec<i64>>> {
+        let mut answers = Vec::new();
+        for send in sends {
+            answers.push(send.await.unwrap());
+        }
+        answers
     }
 }
