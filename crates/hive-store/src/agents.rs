@@ -105,16 +105,6 @@ pub(crate) fn names_except(
         .collect()
 }
 
-/// The allow-list of sender `from`: `None` when it may reach anyone
-/// (unrestricted, not an agent, or `operator` / `system`).
-pub(crate) fn allow_list(conn: &Connection, from: &str) -> Result<Option<Vec<String>>> {
-    if from == OPERATOR_RECIPIENT || from == SYSTEM_SENDER {
-        return Ok(None);
-    }
-    // An agent not registered is not restricted.
-    registered(conn, from)?.unwrap_or(Ok(None))
-}
-
 /// `name`'s allow-list as the file has it, `None` if it is not
 /// registered; a list the file cannot decode is [`unreadable`].
 fn registered(conn: &Connection, name: &str) -> Result<Option<Result<AllowList>>> {
@@ -188,6 +178,18 @@ impl Known {
         }
         Ok(self.names.get(name))
     }
+
+    /// [`Reach::allow_list`] on these names.
+    fn allow_list(&mut self, conn: &Connection, from: &str) -> Result<AllowList> {
+        match from {
+            OPERATOR_RECIPIENT | SYSTEM_SENDER => Ok(None),
+            _ => match self.read(conn, from)? {
+                None => Ok(None),
+                Some(Ok(list)) => Ok(list.clone()),
+                Some(Err(why)) => Err(Error::Refused(why.clone())),
+            },
+        }
+    }
 }
 
 impl Reach {
@@ -206,10 +208,8 @@ impl Reach {
         self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Refuses unless `to` is a registered agent that `from` may reach:
-    /// [`exists`], then [`check_allowed`], as read from `conn` (the
-    /// caller holds it).
-    pub(crate) fn check(&self, conn: &Connection, from: &str, to: &str) -> Result<()> {
+    /// The names read since `agents` last changed (none, if it changed).
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let changes = self.changes.load(Ordering::Acquire);
         if known.at != changes {
@@ -218,18 +218,25 @@ impl Reach {
                 names: HashMap::new(),
             };
         }
+        known
+    }
+
+    /// Whom `from` may reach (`None`: anyone; an agent not registered, the
+    /// operator and core are not restricted), as read from `conn` (the
+    /// caller holds it); an allow-list the file cannot decode refuses.
+    pub(crate) fn allow_list(&self, conn: &Connection, from: &str) -> Result<AllowList> {
+        Known::allow_list(&mut self.known(), conn, from)
+    }
+
+    /// Refuses unless `to` is a registered agent that `from` may reach,
+    /// as read from `conn` (the caller holds it).
+    pub(crate) fn check(&self, conn: &Connection, from: &str, to: &str) -> Result<()> {
+        let mut known = self.known();
         if known.read(conn, to)?.is_none() {
             return Err(Error::UnknownAgent(to.to_owned()));
         }
-        let list = match from {
-            OPERATOR_RECIPIENT | SYSTEM_SENDER => None,
-            _ => match known.read(conn, from)? {
-                None => None,
-                Some(Ok(list)) => list.as_deref(),
-                Some(Err(why)) => return Err(Error::Refused(why.clone())),
-            },
-        };
-        if allows(list, to) {
+        let list = Known::allow_list(&mut known, conn, from)?;
+        if allows(list.as_deref(), to) {
             Ok(())
         } else {
             Err(Error::NotAllowed {
@@ -237,19 +244,6 @@ impl Reach {
                 to: to.to_owned(),
             })
         }
-    }
-}
-
-/// Refuses unless `from` may send to the agent or operator `to`.
-pub(crate) fn check_allowed(conn: &Connection, from: &str, to: &str) -> Result<()> {
-    let list = allow_list(conn, from)?;
-    if allows(list.as_deref(), to) {
-        Ok(())
-    } else {
-        Err(Error::NotAllowed {
-            from: from.to_owned(),
-            to: to.to_owned(),
-        })
     }
 }
 

@@ -28,7 +28,7 @@ use hive_proto::{
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::agents::{Reach, allow_list, allows, exists, names_except};
+use crate::agents::{Reach, allows, exists, names_except};
 use crate::flight::{Flag, Flight, Inbox, Lease};
 use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
 
@@ -248,7 +248,7 @@ pub(crate) fn targets(
             vec![name.to_string()]
         }
         Recipient::Broadcast => {
-            let list = allow_list(tx, from)?;
+            let list = reach.allow_list(tx, from)?;
             let mut names = names_except(tx, from, needs_container)?;
             names.retain(|n| allows(list.as_deref(), n));
             names

@@ -11,7 +11,7 @@ use hive_proto::{
 };
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use crate::agents::{check_allowed, decode_names, encode_names, exists};
+use crate::agents::{decode_names, encode_names, exists};
 use crate::broker::{MessageRow, insert_helper_event};
 use crate::{Error, Result, Store, WriteTx, now_unix};
 
@@ -205,10 +205,7 @@ impl Store {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
             if let Some(t) = &target {
-                if !exists(&tx, t)? {
-                    return Err(Error::UnknownAgent(t.clone()));
-                }
-                check_allowed(&tx, asker, t)?;
+                self.inner.reach.check(&tx, asker, t)?;
             }
             tx.prepare_cached(
                 "INSERT INTO questions (asker, target, question, options, multi, asked_at,

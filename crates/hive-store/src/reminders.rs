@@ -11,7 +11,7 @@ use std::time::Duration;
 use hive_proto::{AgentName, MANAGER_AGENT, MAX_BODY_BYTES, OPERATOR_RECIPIENT};
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use crate::agents::{check_allowed, exists};
+use crate::agents::exists;
 use crate::broker::{MessageRow, insert_message};
 use crate::{Error, Result, Store, WriteTx, count, now_millis, now_unix};
 
@@ -160,11 +160,10 @@ impl Store {
         let reminder = {
             let conn = self.conn();
             let tx = WriteTx::begin(&conn)?;
-            if !exists(&tx, recipient)? {
-                return Err(Error::UnknownAgent(recipient.to_owned()));
-            }
             if recipient != owner {
-                check_allowed(&tx, owner, recipient)?;
+                self.inner.reach.check(&tx, owner, recipient)?;
+            } else if !exists(&tx, recipient)? {
+                return Err(Error::UnknownAgent(recipient.to_owned()));
             }
             if pending_count(&tx, owner)? >= MAX_PENDING_REMINDERS {
                 return Err(Error::Refused(format!(
