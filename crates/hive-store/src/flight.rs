@@ -238,14 +238,16 @@ impl Flight {
         if !all_announced || !inbox.returned.is_empty() {
             return None;
         }
-        let oldest: Vec<i64> = inbox.above.iter().take(max).copied().collect();
-        if !oldest.iter().all(|id| inbox.fresh.contains_key(id)) {
+        // `fresh` is a subset of `above` (`check_fresh`): the oldest rows
+        // are all fresh when both begin with the same ids.
+        if !inbox.above.iter().take(max).eq(inbox.fresh.keys().take(max)) {
             return None;
         }
+        let n = max.min(inbox.above.len());
         // They stay in `above` until `hand_out` passes them.
-        let taken: Vec<DeliveredMessage> = oldest
-            .iter()
-            .filter_map(|id| inbox.fresh.remove(id))
+        let taken: Vec<DeliveredMessage> = std::iter::from_fn(|| inbox.fresh.pop_first())
+            .map(|(_, m)| m)
+            .take(n)
             .collect();
         let bytes = taken.iter().map(|m| m.body.len()).sum::<usize>();
         inbox.fresh_bytes -= bytes;
