@@ -240,7 +240,12 @@ impl Flight {
         }
         // `fresh` is a subset of `above` (`check_fresh`): the oldest rows
         // are all fresh when both begin with the same ids.
-        if !inbox.above.iter().take(max).eq(inbox.fresh.keys().take(max)) {
+        if !inbox
+            .above
+            .iter()
+            .take(max)
+            .eq(inbox.fresh.keys().take(max))
+        {
             return None;
         }
         let n = max.min(inbox.above.len());

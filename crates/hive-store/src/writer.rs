@@ -143,16 +143,23 @@ impl Store {
                 // rows, not per job.
                 let mut planned = Vec::with_capacity(jobs.len());
                 let mut rows_before: i64 = 0;
+                // The last id issued before this commit, read at its first reply.
+                let mut last = None;
                 for job in &jobs {
-                    let plan =
-                        Planned::check(&tx, &self.inner.reach, job, needs_container, rows_before);
+                    let plan = Planned::check(
+                        &tx,
+                        &self.inner.reach,
+                        job,
+                        needs_container,
+                        (rows_before, &mut last),
+                    );
                     // The database's own failure is the round's, not a
                     // refusal of this job: sqlite may have rolled back.
                     if let Err(Error::Sqlite(_)) = plan {
                         return plan.map(|_| ());
                     }
                     if let Ok(plan) = &plan {
-                        rows_before = rows_before.saturating_add(plan.len());
+                        rows_before = rows_before.saturating_add(plan.rows);
                     }
                     planned.push(plan);
                 }
@@ -223,29 +230,34 @@ struct Planned<'j> {
     resolved: Vec<(&'j Recipient, Vec<String>)>,
     /// Each message and its recipient's place in `resolved`.
     messages: Vec<(usize, &'j Checked)>,
+    /// How many rows it stores.
+    rows: i64,
 }
 
 impl<'j> Planned<'j> {
     /// `rows_before`: rows of the jobs planned before this one in the
-    /// same commit, not stored yet.
+    /// same commit, not stored yet; `last`: the last id issued before the
+    /// commit, once a reply has read it.
     fn check(
         tx: &Connection,
         reach: &Reach,
         job: &'j Job,
         needs_container: bool,
-        mut rows_before: i64,
+        (rows_before, last): (i64, &mut Option<i64>),
     ) -> Result<Self> {
         let mut resolved: Vec<(&Recipient, Vec<String>)> = Vec::new();
         let mut messages = Vec::with_capacity(job.messages.len());
-        // The last id issued before this commit, read at the first reply.
-        let mut last: Option<i64> = None;
+        let mut rows: i64 = 0;
         for m in &job.messages {
             if let Some(parent) = m.in_reply_to {
-                let last = match last {
+                let last = match *last {
                     Some(last) => last,
                     None => *last.insert(last_issued(tx)?),
                 };
-                check_reply_target(parent, last.saturating_add(rows_before))?;
+                check_reply_target(
+                    parent,
+                    last.saturating_add(rows_before.saturating_add(rows)),
+                )?;
             }
             let at = match resolved.iter().position(|(to, _)| *to == &m.to) {
                 Some(at) => at,
@@ -258,17 +270,13 @@ impl<'j> Planned<'j> {
                 }
             };
             messages.push((at, m));
-            rows_before += i64::try_from(resolved[at].1.len()).unwrap_or(i64::MAX);
+            rows = rows.saturating_add(i64::try_from(resolved[at].1.len()).unwrap_or(i64::MAX));
         }
-        Ok(Self { resolved, messages })
-    }
-
-    /// How many rows it stores.
-    fn len(&self) -> i64 {
-        self.messages
-            .iter()
-            .map(|&(at, _)| i64::try_from(self.resolved[at].1.len()).unwrap_or(i64::MAX))
-            .fold(0, i64::saturating_add)
+        Ok(Self {
+            resolved,
+            messages,
+            rows,
+        })
     }
 
     /// One `(inbox, message)` per row to store, in order, each with its
