@@ -414,11 +414,7 @@ impl Daemon {
             .unwrap_or_else(|e| {
                 panic!("cannot start {bin}: {e} (scripts/bench-broker installs redis-server)")
             });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        await_socket(&socket, "redis-server");
         let daemon = Daemon {
             child,
             dir,
@@ -442,11 +438,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the null server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        await_socket(&socket, "the null server");
         Daemon {
             child,
             dir,
@@ -460,6 +452,15 @@ impl Daemon {
             "floor" => self.dir.join("floor.sock"),
             _ => self.dir.join("run/agents").join(name).join("mcp.sock"),
         }
+    }
+}
+
+/// Waits up to 10 s for `what` to accept on `socket`.
+fn await_socket(socket: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(socket).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -528,7 +529,7 @@ fn null_server(socket: &Path) {
                         waiting.acquire().await.unwrap().forget();
                         &messages
                     } else {
-                        if line.starts_with(r#"{"cmd":"send""#) {
+                        if line.starts_with(r#"{"cmd":"send","#) {
                             waiting.add_permits(1);
                         }
                         &ok
