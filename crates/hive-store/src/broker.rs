@@ -1177,6 +1177,39 @@ mod tests {
         assert_eq!(store.flight().fresh_bytes, 0);
     }
 
+    /// All inboxes together keep at most their total: one agent's
+    /// broadcasts of large bodies to every other agent, whose inboxes are
+    /// read and nobody pops, stop being kept at [`crate::flight::FRESH_BYTES`]
+    /// — and every inbox still pops every row, in order, as sent.
+    #[test]
+    fn every_inbox_together_keeps_at_most_the_total() {
+        let names: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
+        let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+        all.push("sender");
+        let (_dir, store) = Store::for_tests(&all);
+        for name in &names {
+            assert!(store.pop(name, 1, None).unwrap().messages.is_empty());
+        }
+        let bodies: Vec<String> = (0..5).map(|i| format!("{i}").repeat(60 * 1024)).collect();
+        for body in &bodies {
+            store
+                .send("sender", &Recipient::Broadcast, body, None)
+                .unwrap();
+        }
+        let kept = store.flight().fresh_bytes;
+        assert!(kept <= crate::flight::FRESH_BYTES, "{kept} bytes kept");
+        // Each inbox's own share would hold more than the total allows.
+        assert!(40 * crate::flight::FRESH_BYTES_PER_INBOX > crate::flight::FRESH_BYTES);
+        for name in &names {
+            let popped = store.pop(name, 32, None).unwrap().messages;
+            let got: Vec<(&str, &String)> =
+                popped.iter().map(|m| (m.from.as_str(), &m.body)).collect();
+            let sent: Vec<(&str, &String)> = bodies.iter().map(|b| ("sender", b)).collect();
+            assert_eq!(got, sent, "{name}");
+        }
+        assert_eq!(store.flight().fresh_bytes, 0);
+    }
+
     /// A registry change that is rolled back counts for nothing, even
     /// after a send's check read it inside its transaction.
     #[test]
