@@ -1199,7 +1199,7 @@ mod tests {
         let kept = store.flight().fresh_bytes;
         assert!(kept <= crate::flight::FRESH_BYTES, "{kept} bytes kept");
         // Each inbox's own share would hold more than the total allows.
-        assert!(40 * crate::flight::FRESH_BYTES_PER_INBOX > crate::flight::FRESH_BYTES);
+        const { assert!(40 * crate::flight::FRESH_BYTES_PER_INBOX > crate::flight::FRESH_BYTES) };
         for name in &names {
             let popped = store.pop(name, 32, None).unwrap().messages;
             let got: Vec<(&str, &String)> =
