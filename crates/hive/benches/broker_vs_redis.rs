@@ -104,36 +104,96 @@ fn main() {
     }
 
     if wanted("long-poll wake") {
-        let hive_wake = wake_jsonl(&hive, &body);
-        let redis_wake = wake_redis(&redis, &body);
-        let floor_wake = wake_jsonl(&floor, &body);
-        println!("long-poll wake ({WAKE_SAMPLES} samples):");
+        let hive_wake = hive.cpu_over(WAKE_SAMPLES, || wake_jsonl(&hive, &body));
+        let redis_wake = redis.cpu_over(WAKE_SAMPLES, || wake_redis(&redis, &body));
+        let floor_wake = floor.cpu_over(WAKE_SAMPLES, || wake_jsonl(&floor, &body));
+        println!(
+            "long-poll wake ({WAKE_SAMPLES} samples; server CPU per round of send, recv, ack):"
+        );
         report("  hive recv", hive_wake);
         report("  redis XREADGROUP BLOCK", redis_wake);
         report("  floor (a server that does no work) recv", floor_wake);
     }
 
     if wanted("agents sending at once") {
-        println!("{AGENTS} agents sending at once, {SENDS_PER_AGENT} single sends each:");
-        report("  hive send latency", concurrent_jsonl(&hive, &body));
-        report("  redis XADD latency", concurrent_redis(&redis, &body));
+        let sends = AGENTS * SENDS_PER_AGENT;
+        println!(
+            "{AGENTS} agents sending at once, {SENDS_PER_AGENT} single sends each \
+             (CPU per send, server and clients; a closed loop, so its mean latency is \
+             at least {AGENTS} x that CPU / the {cores} cores):",
+            cores = cores()
+        );
+        report(
+            "  hive send latency",
+            hive.cpu_over(sends, || concurrent_jsonl(&hive, &body)),
+        );
+        report(
+            "  redis XADD latency",
+            redis.cpu_over(sends, || concurrent_redis(&redis, &body)),
+        );
         report(
             "  floor (a server that does no work) send latency",
-            concurrent_jsonl(&floor, &body),
+            floor.cpu_over(sends, || concurrent_jsonl(&floor, &body)),
         );
     }
 }
 
-fn report(name: &str, mut samples: Vec<Duration>) {
+/// Latencies of one loop, and the CPU it took per operation: the
+/// server's and, where known, its clients'.
+struct Measured {
+    samples: Vec<Duration>,
+    server_cpu: Duration,
+    clients_cpu: Option<Duration>,
+}
+
+fn report(name: &str, measured: Measured) {
+    let Measured {
+        mut samples,
+        server_cpu,
+        clients_cpu,
+    } = measured;
     samples.sort_unstable();
     let pick = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut cpu = format!("server CPU {:.1} us", us(server_cpu));
+    if let Some(clients) = clients_cpu {
+        cpu.push_str(&format!(", clients {:.1} us", us(clients)));
+    }
     println!(
-        "{name}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        "{name}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {cpu}",
         ms(pick(0.5)),
         ms(pick(0.99)),
         ms(pick(1.0))
     );
+}
+
+/// The CPUs this process may run on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Time every live thread of process `pid` has spent on a CPU
+/// (`/proc/<pid>/task/*/schedstat`, its first field in ns).
+fn process_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+/// Time the calling thread has spent on a CPU.
+fn thread_cpu() -> Duration {
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
 }
 
 #[derive(Clone, Copy)]
@@ -236,6 +296,16 @@ fn stream_ids(reply: &Reply) -> Vec<String> {
     ids
 }
 
+/// Latencies alone, their clients' CPU not measured.
+impl From<Vec<Duration>> for Clients {
+    fn from(samples: Vec<Duration>) -> Clients {
+        Clients {
+            samples,
+            cpu: Duration::ZERO,
+        }
+    }
+}
+
 /// A parked `recv` on bob's socket until alice's `send` wakes it: hive,
 /// or the floor.
 fn wake_jsonl(server: &Daemon, body: &str) -> Vec<Duration> {
@@ -303,7 +373,7 @@ fn wake_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
 }
 
 /// [`concurrent`] single `send`s on the agent sockets: hive, or the floor.
-fn concurrent_jsonl(server: &Daemon, body: &str) -> Vec<Duration> {
+fn concurrent_jsonl(server: &Daemon, body: &str) -> Clients {
     let send = send(to("sink"), body);
     concurrent(
         |i| Jsonl::open(&server.socket(&format!("a{i}"))),
@@ -311,7 +381,7 @@ fn concurrent_jsonl(server: &Daemon, body: &str) -> Vec<Duration> {
     )
 }
 
-fn concurrent_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
+fn concurrent_redis(redis: &Daemon, body: &str) -> Clients {
     let body = body.to_owned();
     concurrent(
         |_| Resp::open(&redis.socket("redis")),
@@ -321,31 +391,45 @@ fn concurrent_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
     )
 }
 
+/// Every send's latency, and the CPU the client threads took in all.
+struct Clients {
+    samples: Vec<Duration>,
+    cpu: Duration,
+}
+
 /// [`AGENTS`] clients (`open(i)`), each on its own thread, each sending
-/// [`SENDS_PER_AGENT`] times at once: every send's latency.
+/// [`SENDS_PER_AGENT`] times at once.
 fn concurrent<C: Send + 'static>(
     open: impl Fn(usize) -> C,
     send: impl Fn(&mut C) + Clone + Send + 'static,
-) -> Vec<Duration> {
+) -> Clients {
     let threads: Vec<_> = (0..AGENTS)
         .map(|i| {
             let mut conn = open(i);
             let send = send.clone();
             std::thread::spawn(move || {
-                (0..SENDS_PER_AGENT)
+                let started_cpu = thread_cpu();
+                let samples = (0..SENDS_PER_AGENT)
                     .map(|_| {
                         let started = Instant::now();
                         send(&mut conn);
                         started.elapsed()
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                (samples, thread_cpu() - started_cpu)
             })
         })
         .collect();
-    threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect()
+    let mut all = Clients {
+        samples: Vec::with_capacity(AGENTS * SENDS_PER_AGENT),
+        cpu: Duration::ZERO,
+    };
+    for thread in threads {
+        let (samples, cpu) = thread.join().unwrap();
+        all.samples.extend(samples);
+        all.cpu += cpu;
+    }
+    all
 }
 
 /// A daemon this benchmark started, killed on drop.
@@ -443,6 +527,19 @@ impl Daemon {
             child,
             dir,
             kind: "floor",
+        }
+    }
+
+    /// Runs `run` (a loop of `ops` operations against this server) and
+    /// measures the server's CPU over it, per operation.
+    fn cpu_over<R: Into<Clients>>(&self, ops: usize, run: impl FnOnce() -> R) -> Measured {
+        let before = process_cpu(self.child.id());
+        let ran: Clients = run().into();
+        let per_op = |cpu: Duration| cpu / u32::try_from(ops).unwrap();
+        Measured {
+            samples: ran.samples,
+            server_cpu: per_op(process_cpu(self.child.id()) - before),
+            clients_cpu: (!ran.cpu.is_zero()).then(|| per_op(ran.cpu)),
         }
     }
 
