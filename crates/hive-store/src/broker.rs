@@ -152,7 +152,7 @@ pub(crate) fn last_issued(conn: &Connection) -> Result<i64> {
 /// sizes, largest first (each size is one cached statement).
 const INSERT_CHUNKS: [usize; 4] = [32, 8, 2, 1];
 /// Columns each row of [`insert_rows`] binds.
-const INSERT_COLUMNS: usize = 6;
+const INSERT_COLUMNS: usize = 5;
 
 /// The `INSERT` of `n` rows (one of [`INSERT_CHUNKS`]), written once.
 fn insert_sql(n: usize) -> &'static str {
@@ -161,9 +161,9 @@ fn insert_sql(n: usize) -> &'static str {
         INSERT_CHUNKS
             .iter()
             .map(|&n| {
-                let values = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
+                let values = vec!["(?, ?, ?, ?, ?)"; n].join(", ");
                 let sql = format!(
-                    "INSERT INTO messages (id, sender, recipient, body, sent_at, in_reply_to) \
+                    "INSERT INTO messages (sender, recipient, body, sent_at, in_reply_to) \
                      VALUES {values}"
                 );
                 (n, sql)
@@ -189,12 +189,6 @@ pub(crate) fn insert_rows(
     rows: &[(&str, &str, &Checked)],
     (now, bodies): (i64, bool),
 ) -> Result<Vec<MessageRow>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    // The ids sqlite itself would pick (one above the largest; vacuum
-    // keeps the newest row), named here so each row's is known.
-    let mut id = last_issued(conn)? + 1;
     let mut stored = Vec::with_capacity(rows.len());
     let mut rest = rows;
     while !rest.is_empty() {
@@ -206,12 +200,18 @@ pub(crate) fn insert_rows(
         let mut stmt = conn.prepare_cached(insert_sql(n))?;
         for (i, (from, to, message)) in chunk.iter().enumerate() {
             let at = i * INSERT_COLUMNS;
-            stmt.raw_bind_parameter(at + 1, id)?;
-            stmt.raw_bind_parameter(at + 2, *from)?;
-            stmt.raw_bind_parameter(at + 3, *to)?;
-            stmt.raw_bind_parameter(at + 4, message.body.as_str())?;
-            stmt.raw_bind_parameter(at + 5, now)?;
-            stmt.raw_bind_parameter(at + 6, message.in_reply_to)?;
+            stmt.raw_bind_parameter(at + 1, *from)?;
+            stmt.raw_bind_parameter(at + 2, *to)?;
+            stmt.raw_bind_parameter(at + 3, message.body.as_str())?;
+            stmt.raw_bind_parameter(at + 4, now)?;
+            stmt.raw_bind_parameter(at + 5, message.in_reply_to)?;
+        }
+        stmt.raw_execute()?;
+        // sqlite gave each row one above the largest id (vacuum keeps
+        // the newest row), in order: the chunk's ids end at the last.
+        let last = conn.last_insert_rowid();
+        let first = last + 1 - i64::try_from(n).unwrap_or(i64::MAX);
+        for (id, (from, to, message)) in (first..).zip(chunk) {
             stored.push(MessageRow {
                 id,
                 from: (*from).to_owned(),
@@ -224,9 +224,7 @@ pub(crate) fn insert_rows(
                 at: now,
                 in_reply_to: message.in_reply_to,
             });
-            id += 1;
         }
-        stmt.raw_execute()?;
         rest = tail;
     }
     Ok(stored)
