@@ -131,13 +131,10 @@ fn held_elsewhere(path: &Path, e: rusqlite::Error) -> Error {
 const WAL_FALLBACK_CHECKPOINT: i64 = 16_384;
 /// How often the background checkpointer copies the WAL into the file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-/// WAL frames from which a checkpoint that could not copy them all
-/// copies the rest with commits held off ([`checkpoint`]).
-const CATCH_UP_FRAMES: i64 = 1024;
 
 /// Starts the thread that checkpoints the WAL on its own connection
-/// ([`checkpoint`]), so commits do not stall on the file's fsync. It ends
-/// when the store is dropped.
+/// (`PASSIVE`: never waits for, nor blocks, the writer), so commits never
+/// stall on the file's fsync. It ends when the store is dropped.
 fn spawn_checkpointer(path: &Path, store: std::sync::Weak<Inner>) -> Result<()> {
     let conn = open_connection(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -147,41 +144,12 @@ fn spawn_checkpointer(path: &Path, store: std::sync::Weak<Inner>) -> Result<()> 
         .spawn(move || {
             while store.strong_count() > 0 {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(e) = checkpoint(&conn, &store) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::warn!("wal checkpoint: {e}");
                 }
             }
         })
         .map_err(|e| Error::Refused(format!("cannot start the checkpointer: {e}")))?;
-    Ok(())
-}
-
-/// Copies the WAL into the file beside the writer (`PASSIVE`: it neither
-/// waits for nor blocks a commit). sqlite starts the WAL over from its
-/// first frame only at a commit that finds every frame copied, and a
-/// checkpoint begins and ends with an fsync, so under steady sends some
-/// commit always lands during it: the WAL would only grow, each frame
-/// extending the file, until the writer's own fallback checkpoint copied
-/// [`WAL_FALLBACK_CHECKPOINT`] pages in a send's path. So once the WAL
-/// holds [`CATCH_UP_FRAMES`], the frames committed meanwhile are copied
-/// on the store's connection, held so that no commit can land, and the
-/// WAL starts over (`RESTART`): commits wait for those few frames and
-/// two fsyncs.
-fn checkpoint(conn: &Connection, store: &std::sync::Weak<Inner>) -> rusqlite::Result<()> {
-    // Frames in the WAL when it began (the rest of its answer, what it
-    // copied, counts no frame committed while it ran).
-    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
-    if frames < CATCH_UP_FRAMES {
-        return Ok(());
-    }
-    let Some(inner) = store.upgrade() else {
-        return Ok(());
-    };
-    let writer = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
-    let busy: bool = writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))?;
-    if busy {
-        tracing::warn!("wal checkpoint: the WAL could not start over");
-    }
     Ok(())
 }
 
@@ -447,40 +415,4 @@ fn count(n: usize) -> u64 {
 /// Converts a caller's `u64` limit to an sqlite integer.
 fn limit(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use hive_proto::Recipient;
-
-    use super::*;
-
-    /// Under steady sends the WAL starts over from its first frame: the
-    /// `-wal` file stays far smaller than what was written to it, where
-    /// it would otherwise grow by a frame or more per commit until the
-    /// writer's fallback checkpoint copied it all in a send's path.
-    #[test]
-    fn steady_sends_start_the_wal_over() {
-        let (dir, store) = Store::for_tests(&["alice", "bob"]);
-        let wal = dir.path().join("hive.sqlite-wal");
-        let bob = Recipient::parse("bob").unwrap_or_else(|e| panic!("{e}"));
-        let body = "x".repeat(200);
-        // Each send commits, and each commit appends at least one frame.
-        let sends: u64 = 10_000;
-        let mut largest = 0;
-        for _ in 0..sends {
-            store
-                .send("alice", &bob, &body, None)
-                .unwrap_or_else(|e| panic!("send: {e}"));
-            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let frame = 24 + 4096;
-        let frames = largest / frame;
-        assert!(
-            frames < sends / 2,
-            "the WAL reached {frames} frames over {sends} sends"
-        );
-        const { assert!(2 * CATCH_UP_FRAMES < WAL_FALLBACK_CHECKPOINT) };
-    }
 }
