@@ -62,6 +62,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "message leases in memory",
         apply: leases_in_memory,
     },
+    Migration {
+        what: "acked messages vacuumed by id range",
+        apply: vacuum_by_id,
+    },
 ];
 
 /// The version `Store::open` brings every file to (`PRAGMA user_version`).
@@ -194,6 +198,13 @@ fn leases_in_memory(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         drop_column(tx, "messages", column)?;
     }
     Ok(())
+}
+
+/// Migration 11: no index of acked rows (`messages_acked`), which every
+/// ack wrote a page of. The hourly vacuum finds the rows sent before its
+/// cutoff as a range of ids instead (`Store::vacuum_acked`).
+fn vacuum_by_id(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("DROP INDEX IF EXISTS messages_acked;")
 }
 
 /// Drops `column` from `table` if it is there.
