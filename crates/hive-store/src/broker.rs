@@ -1009,8 +1009,9 @@ impl Store {
     /// row is acked after it is sent, and rows are sent in id order, so
     /// the candidates are the ids below the first row sent since the
     /// cutoff, found by bisection ([`sent_since`]), and the delete reads
-    /// only that range. A clock set back only delays a row's turn: it is
-    /// still deleted only if it was acked before the cutoff.
+    /// only that range. A row is still deleted only if it was acked
+    /// before the cutoff; a clock that ran ahead delays the rows sent
+    /// after it too, by at most its lead.
     pub fn vacuum_acked(&self, older_than: Duration) -> Result<u64> {
         let cutoff =
             now_unix().saturating_sub(i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX));

@@ -301,13 +301,21 @@ fn vacuum_deletes_exactly_the_rows_sent_and_acked_before_the_cutoff() {
     let day = 86_400;
     let now = now_unix();
     let conn = raw(&dir);
+    let cutoff = now - 30 * day;
     for (i, id) in ids.iter().enumerate() {
         let i = i64::try_from(i).unwrap();
-        // Sent a day apart, oldest first: 300 days back to now.
-        let sent = now - (300 - i) * day;
+        // Sent a day apart, oldest first, from 300 days back, each half a
+        // day off the cutoff (so the vacuum's own clock, read later,
+        // draws the same line): rows 0..=270 before it, 271.. after.
+        let sent = now - (300 - i) * day - day / 2;
         // Most acked a day after they were sent; every seventh never,
-        // every fifth only recently; every eleventh gone already.
+        // every fifth only recently; every eleventh gone already. The
+        // last row sent before the cutoff was acked soon after (it
+        // goes), and the first sent after it was acked before it, by a
+        // clock that ran ahead (it stays: not sent before the cutoff).
         let acked = match i {
+            270 => Some(sent + 300),
+            271 => Some(cutoff - 300),
             _ if i % 7 == 0 => None,
             _ if i % 5 == 0 => Some(now - day / 2),
             _ => Some(sent + day),
@@ -323,7 +331,6 @@ fn vacuum_deletes_exactly_the_rows_sent_and_acked_before_the_cutoff() {
         )
         .unwrap();
     }
-    let cutoff = now - 30 * day;
     let newest: i64 = conn
         .query_row("SELECT MAX(id) FROM messages", [], |r| r.get(0))
         .unwrap();
@@ -347,6 +354,7 @@ fn vacuum_deletes_exactly_the_rows_sent_and_acked_before_the_cutoff() {
         .collect::<rusqlite::Result<_>>()
         .unwrap();
     assert!(doomed.len() > 150, "{} rows to vacuum", doomed.len());
+    assert!(doomed.contains(&ids[270]) && !doomed.contains(&ids[271]));
     drop(conn);
 
     let n = store
