@@ -141,10 +141,17 @@ pub(crate) fn check_reply(tx: &Connection, message: &Checked) -> Result<()> {
 
 /// The largest message id issued so far. Ids are issued in order and the
 /// newest row is never vacuumed, so every id up to it was issued (its row
-/// may since have been vacuumed).
+/// may since have been vacuumed). A file from the original system numbers
+/// its messages `AUTOINCREMENT`, and its own vacuum may have deleted its
+/// newest rows: sqlite goes on above the last id it issued
+/// (`sqlite_sequence`, which the store's other `AUTOINCREMENT` tables
+/// always create), and so does this.
 pub(crate) fn last_issued(conn: &Connection) -> Result<i64> {
     Ok(conn
-        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM messages")?
+        .prepare_cached(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM messages), 0),
+                        COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))",
+        )?
         .query_row([], |r| r.get(0))?)
 }
 
@@ -207,8 +214,8 @@ pub(crate) fn insert_rows(
             stmt.raw_bind_parameter(at + 5, message.in_reply_to)?;
         }
         stmt.raw_execute()?;
-        // sqlite gave each row one above the largest id (vacuum keeps
-        // the newest row), in order: the chunk's ids end at the last.
+        // sqlite numbered the rows in order, each the next id it issues
+        // ([`last_issued`]): the chunk's ids end at the last.
         let last = conn.last_insert_rowid();
         let first = last + 1 - i64::try_from(n).unwrap_or(i64::MAX);
         for (id, (from, to, message)) in (first..).zip(chunk) {

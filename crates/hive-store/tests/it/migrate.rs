@@ -86,6 +86,66 @@ fn an_original_file_upgrades_in_place_keeping_its_rows() {
     assert_eq!(store.recent("coder", 10).unwrap().len(), 3);
 }
 
+/// The original's vacuum could delete its newest rows, so its
+/// `AUTOINCREMENT` counter may be above every id left. The ids it issued
+/// stay issued: a reply to one is a reply, new rows number on above it,
+/// and a batch may answer its own first message.
+#[test]
+fn an_original_file_whose_newest_rows_were_vacuumed_keeps_its_ids_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hive.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE messages (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 sender TEXT NOT NULL,
+                 recipient TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 sent_at INTEGER NOT NULL,
+                 delivered_at INTEGER
+             );
+             INSERT INTO messages (sender, recipient, body, sent_at, delivered_at)
+                 VALUES ('manager', 'coder', 'kept', 100, 101),
+                        ('manager', 'coder', 'vacuumed', 102, 103),
+                        ('manager', 'coder', 'vacuumed too', 104, 105);
+             DELETE FROM messages WHERE id > 1;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    for name in ["coder", "manager"] {
+        store
+            .register_agent(&hive_proto::AgentName::parse(name).unwrap())
+            .unwrap();
+    }
+    let reply = store
+        .send("coder", &to("manager"), "re: 3", Some(3))
+        .unwrap();
+    assert_eq!(reply, [4]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let message = |body: &str, in_reply_to| hive_proto::OutgoingMessage {
+        to: to("manager"),
+        body: body.to_owned(),
+        in_reply_to,
+    };
+    let ids = runtime
+        .block_on(store.send_batch(
+            "coder",
+            vec![message("first", None), message("re: first", Some(5))],
+        ))
+        .unwrap();
+    assert_eq!(ids, [5, 6]);
+    assert_eq!(store.message(6).unwrap().in_reply_to, Some(5));
+    assert!(
+        store
+            .send("coder", &to("manager"), "re: ?", Some(7))
+            .is_err()
+    );
+}
+
 #[test]
 fn a_file_from_a_newer_build_is_refused() {
     let dir = tempfile::tempdir().unwrap();
