@@ -116,26 +116,30 @@ fn main() {
     }
 
     if wanted("agents sending at once") {
-        let sends = AGENTS * SENDS_PER_AGENT;
         println!(
-            "{AGENTS} agents sending at once, {SENDS_PER_AGENT} single sends each \
-             (CPU per send, the server's counting its {AGENTS} accepts; a closed loop, \
-             so its mean latency is at least {AGENTS} x the CPU of a send, server's and \
-             client's, / the {cores} cores):",
+            "{AGENTS} agents sending at once, {SENDS_PER_AGENT} single sends each, after one \
+             first send on each new connection, all at once (CPU per send, server and \
+             clients; a closed loop, so its mean latency is at least {AGENTS} x the CPU of a \
+             send, server's and client's, / the {cores} cores):",
             cores = cores()
         );
-        report(
-            "  hive send latency",
-            hive.cpu_over(sends, || concurrent_jsonl(&hive, &body)),
-        );
-        report(
-            "  redis XADD latency",
-            redis.cpu_over(sends, || concurrent_redis(&redis, &body)),
-        );
-        report(
-            "  floor (a server that does no work) send latency",
-            floor.cpu_over(sends, || concurrent_jsonl(&floor, &body)),
-        );
+        for (name, run) in [
+            ("hive", concurrent_jsonl(&hive, &body)),
+            ("redis", concurrent_redis(&redis, &body)),
+            (
+                "floor (a server that does no work)",
+                concurrent_jsonl(&floor, &body),
+            ),
+        ] {
+            let mut first = run.first;
+            first.sort_unstable();
+            println!(
+                "  {name} first sends: p50 {:.3} ms, max {:.3} ms",
+                first[first.len() / 2].as_secs_f64() * 1e3,
+                first[first.len() - 1].as_secs_f64() * 1e3,
+            );
+            report(&format!("  {name} send latency"), run.measured);
+        }
     }
 }
 
@@ -299,16 +303,6 @@ fn stream_ids(reply: &Reply) -> Vec<String> {
     ids
 }
 
-/// Latencies alone, their clients' CPU not measured.
-impl From<Vec<Duration>> for Clients {
-    fn from(samples: Vec<Duration>) -> Clients {
-        Clients {
-            samples,
-            cpu: Duration::ZERO,
-        }
-    }
-}
-
 /// A parked `recv` on bob's socket until alice's `send` wakes it: hive,
 /// or the floor.
 fn wake_jsonl(server: &Daemon, body: &str) -> Vec<Duration> {
@@ -376,17 +370,19 @@ fn wake_redis(redis: &Daemon, body: &str) -> Vec<Duration> {
 }
 
 /// [`concurrent`] single `send`s on the agent sockets: hive, or the floor.
-fn concurrent_jsonl(server: &Daemon, body: &str) -> Clients {
+fn concurrent_jsonl(server: &Daemon, body: &str) -> Concurrent {
     let send = send(to("sink"), body);
     concurrent(
+        server,
         |i| Jsonl::open(&server.socket(&format!("a{i}"))),
         move |conn: &mut Jsonl| assert_eq!(conn.call(&send), AgentResponse::Ok),
     )
 }
 
-fn concurrent_redis(redis: &Daemon, body: &str) -> Clients {
+fn concurrent_redis(redis: &Daemon, body: &str) -> Concurrent {
     let body = body.to_owned();
     concurrent(
+        redis,
         |_| Resp::open(&redis.socket("redis")),
         move |conn: &mut Resp| {
             conn.call(&["XADD", "sink", "*", "body", &body]);
@@ -394,23 +390,36 @@ fn concurrent_redis(redis: &Daemon, body: &str) -> Clients {
     )
 }
 
-/// Every send's latency, and the CPU the client threads took in all.
-struct Clients {
-    samples: Vec<Duration>,
-    cpu: Duration,
+/// What [`concurrent`] measured: each client's first send, and then
+/// the sends all of them made at once.
+struct Concurrent {
+    first: Vec<Duration>,
+    measured: Measured,
 }
 
-/// [`AGENTS`] clients (`open(i)`), each on its own thread, each sending
-/// [`SENDS_PER_AGENT`] times at once.
+/// [`AGENTS`] clients of `server` (`open(i)`), each on its own thread:
+/// all send once at the same moment (a new connection's first send,
+/// timed apart), then all start together and send [`SENDS_PER_AGENT`]
+/// times, each again as soon as it is answered. The server's CPU and the
+/// clients' are taken over those sends only.
 fn concurrent<C: Send + 'static>(
+    server: &Daemon,
     open: impl Fn(usize) -> C,
     send: impl Fn(&mut C) + Clone + Send + 'static,
-) -> Clients {
+) -> Concurrent {
+    // The clients and this thread, which takes the server's CPU.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(AGENTS + 1));
     let threads: Vec<_> = (0..AGENTS)
         .map(|i| {
             let mut conn = open(i);
             let send = send.clone();
+            let start = start.clone();
             std::thread::spawn(move || {
+                start.wait();
+                let first = Instant::now();
+                send(&mut conn);
+                let first = first.elapsed();
+                start.wait();
                 let started_cpu = thread_cpu();
                 let samples = (0..SENDS_PER_AGENT)
                     .map(|_| {
@@ -419,20 +428,31 @@ fn concurrent<C: Send + 'static>(
                         started.elapsed()
                     })
                     .collect::<Vec<_>>();
-                (samples, thread_cpu().saturating_sub(started_cpu))
+                (first, samples, thread_cpu().saturating_sub(started_cpu))
             })
         })
         .collect();
-    let mut all = Clients {
-        samples: Vec::with_capacity(AGENTS * SENDS_PER_AGENT),
-        cpu: Duration::ZERO,
-    };
+    start.wait();
+    start.wait();
+    let server_before = process_cpu(server.child.id());
+    let mut first = Vec::with_capacity(AGENTS);
+    let mut samples = Vec::with_capacity(AGENTS * SENDS_PER_AGENT);
+    let mut clients_cpu = Duration::ZERO;
     for thread in threads {
-        let (samples, cpu) = thread.join().unwrap();
-        all.samples.extend(samples);
-        all.cpu += cpu;
+        let (one, sent, cpu) = thread.join().unwrap();
+        first.push(one);
+        samples.extend(sent);
+        clients_cpu += cpu;
     }
-    all
+    let per_send = |cpu: Duration| cpu / u32::try_from(AGENTS * SENDS_PER_AGENT).unwrap();
+    Concurrent {
+        first,
+        measured: Measured {
+            samples,
+            server_cpu: per_send(process_cpu(server.child.id()).saturating_sub(server_before)),
+            clients_cpu: Some(per_send(clients_cpu)),
+        },
+    }
 }
 
 /// A daemon this benchmark started, killed on drop.
@@ -535,15 +555,15 @@ impl Daemon {
 
     /// Runs `run` (a loop of `ops` operations against this server) and
     /// measures the server's CPU over it, per operation.
-    fn cpu_over<R: Into<Clients>>(&self, ops: usize, run: impl FnOnce() -> R) -> Measured {
+    fn cpu_over(&self, ops: usize, run: impl FnOnce() -> Vec<Duration>) -> Measured {
         let before = process_cpu(self.child.id());
-        let ran: Clients = run().into();
-        let per_op = |cpu: Duration| cpu / u32::try_from(ops).unwrap();
+        let samples = run();
+        // A thread that ended meanwhile takes its time with it.
+        let cpu = process_cpu(self.child.id()).saturating_sub(before);
         Measured {
-            samples: ran.samples,
-            // A thread that ended meanwhile takes its time with it.
-            server_cpu: per_op(process_cpu(self.child.id()).saturating_sub(before)),
-            clients_cpu: (!ran.cpu.is_zero()).then(|| per_op(ran.cpu)),
+            samples,
+            server_cpu: cpu / u32::try_from(ops).unwrap(),
+            clients_cpu: None,
         }
     }
 
