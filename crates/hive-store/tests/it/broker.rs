@@ -6,7 +6,7 @@ use std::time::Duration;
 use hive_proto::{HelperEvent, MAX_BODY_BYTES, Recipient};
 use hive_store::{Error, MessageEvent, Store, now_unix};
 
-use crate::{inbox, raw, store_with, to};
+use crate::{column, inbox, raw, store_with, to};
 
 /// `recv_wait` without a lease period, as the original's `recv`.
 trait RecvMessages {
@@ -361,13 +361,7 @@ fn vacuum_deletes_exactly_the_rows_sent_and_acked_before_the_cutoff() {
         .vacuum_acked(Duration::from_secs(30 * 86_400))
         .unwrap();
     assert_eq!(n, u64::try_from(doomed.len()).unwrap());
-    let left: Vec<i64> = raw(&dir)
-        .prepare("SELECT id FROM messages ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let left: Vec<i64> = column(&raw(&dir), "SELECT id FROM messages ORDER BY id");
     assert_eq!(left, kept);
     assert_eq!(
         store

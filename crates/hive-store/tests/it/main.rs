@@ -54,6 +54,16 @@ fn beside(path: &std::path::Path) -> rusqlite::Connection {
     .unwrap()
 }
 
+/// The first column of every row `sql` selects on `conn`.
+fn column<T: rusqlite::types::FromSql>(conn: &rusqlite::Connection, sql: &str) -> Vec<T> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
 /// Bodies of `recipient`'s inbox, oldest first, as (from, body).
 fn inbox(store: &Store, recipient: &str) -> Vec<(String, String)> {
     let mut rows = store.recent(recipient, 1000).unwrap();

@@ -2,30 +2,39 @@
 
 use hive_store::{SCHEMA_VERSION, Store};
 
-use crate::to;
+use crate::{column, to};
+
+/// A file at `path` as the original system left it, its broker table
+/// with `rows` (SQL run on it): no user_version, no leases, no reply
+/// threads, ids `AUTOINCREMENT`.
+fn original_file(path: &std::path::Path, rows: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE messages (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             sender TEXT NOT NULL,
+             recipient TEXT NOT NULL,
+             body TEXT NOT NULL,
+             sent_at INTEGER NOT NULL,
+             delivered_at INTEGER
+         );
+         {rows}"
+    ))
+    .unwrap();
+    conn
+}
 
 #[test]
 fn an_original_file_upgrades_in_place_keeping_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hive.sqlite");
     {
-        // The original system's broker table: no user_version, no leases,
-        // no reply threads.
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE messages (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 sender TEXT NOT NULL,
-                 recipient TEXT NOT NULL,
-                 body TEXT NOT NULL,
-                 sent_at INTEGER NOT NULL,
-                 delivered_at INTEGER
-             );
-             INSERT INTO messages (sender, recipient, body, sent_at, delivered_at)
+        let conn = original_file(
+            &path,
+            "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at)
                  VALUES ('manager', 'coder', 'read long ago', 100, 101),
                         ('manager', 'coder', 'still waiting', 102, NULL);",
-        )
-        .unwrap();
+        );
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
@@ -70,14 +79,10 @@ fn an_original_file_upgrades_in_place_keeping_its_rows() {
 
     // The broker's one index is the recipient's: acked rows have none
     // (the vacuum finds them as an id range), so an ack writes no index.
-    let indexes: Vec<String> = rusqlite::Connection::open(&path)
-        .unwrap()
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let indexes: Vec<String> = column(
+        &rusqlite::Connection::open(&path).unwrap(),
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'",
+    );
     assert_eq!(indexes, ["messages_recipient"]);
 
     // Reopening an up-to-date file changes nothing.
@@ -94,25 +99,14 @@ fn an_original_file_upgrades_in_place_keeping_its_rows() {
 fn an_original_file_whose_newest_rows_were_vacuumed_keeps_its_ids_issued() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hive.sqlite");
-    {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE messages (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 sender TEXT NOT NULL,
-                 recipient TEXT NOT NULL,
-                 body TEXT NOT NULL,
-                 sent_at INTEGER NOT NULL,
-                 delivered_at INTEGER
-             );
-             INSERT INTO messages (sender, recipient, body, sent_at, delivered_at)
-                 VALUES ('manager', 'coder', 'kept', 100, 101),
-                        ('manager', 'coder', 'vacuumed', 102, 103),
-                        ('manager', 'coder', 'vacuumed too', 104, 105);
-             DELETE FROM messages WHERE id > 1;",
-        )
-        .unwrap();
-    }
+    original_file(
+        &path,
+        "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at)
+             VALUES ('manager', 'coder', 'kept', 100, 101),
+                    ('manager', 'coder', 'vacuumed', 102, 103),
+                    ('manager', 'coder', 'vacuumed too', 104, 105);
+         DELETE FROM messages WHERE id > 1;",
+    );
     let store = Store::open(&path).unwrap();
     for name in ["coder", "manager"] {
         store
