@@ -323,7 +323,7 @@ pub(crate) fn check_reply_target(id: i64, last: i64) -> Result<()> {
     }
 }
 
-/// Rows [`Store::vacuum_acked`] reads per run of its range.
+/// Ids [`Store::vacuum_acked`] reads per run of its range.
 const VACUUM_ROWS: i64 = 4096;
 
 /// The id from which every row was sent at or after `cutoff` (unix
@@ -1024,31 +1024,27 @@ impl Store {
     /// after it too, by at most its lead.
     ///
     /// The range also holds every row never acked (an inbox nobody
-    /// reads keeps them), so it is read [`VACUUM_ROWS`] rows at a time,
+    /// reads keeps them), so it is read [`VACUUM_ROWS`] ids at a time,
     /// the store's connection taken for each run alone: sends wait for
     /// one run at most, however large the range.
     pub fn vacuum_acked(&self, older_than: Duration) -> Result<u64> {
         self.vacuum_acked_by(older_than, VACUUM_ROWS)
     }
 
-    /// [`Store::vacuum_acked`] reading `rows` rows per run.
-    fn vacuum_acked_by(&self, older_than: Duration, rows: i64) -> Result<u64> {
+    /// [`Store::vacuum_acked`] reading `ids` ids per run.
+    fn vacuum_acked_by(&self, older_than: Duration, ids: i64) -> Result<u64> {
         let cutoff =
             now_unix().saturating_sub(i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX));
-        let end = sent_since(&self.conn(), cutoff)?;
-        let mut from = i64::MIN;
+        let (mut from, end) = {
+            let conn = self.conn();
+            let first: Option<i64> =
+                conn.query_row("SELECT MIN(id) FROM messages", [], |r| r.get(0))?;
+            (first.unwrap_or(0), sent_since(&conn, cutoff)?)
+        };
         let mut n = 0;
         while from < end {
             let conn = self.conn();
-            // Where this run stops: `rows` rows on, or the range's end.
-            let to: i64 = conn
-                .prepare_cached(
-                    "SELECT id FROM messages WHERE id >= ?1 AND id < ?2 ORDER BY id
-                     LIMIT 1 OFFSET ?3",
-                )?
-                .query_row([from, end, rows.max(1)], |r| r.get(0))
-                .optional()?
-                .unwrap_or(end);
+            let to = from.saturating_add(ids.max(1)).min(end);
             n += conn
                 .prepare_cached(
                     "DELETE FROM messages WHERE id >= ?1 AND id < ?2
@@ -1056,7 +1052,12 @@ impl Store {
                      AND id < (SELECT MAX(id) FROM messages)",
                 )?
                 .execute([from, to, cutoff])?;
-            from = to;
+            // The next run starts at a row (a lookup, no scan): over a gap
+            // of ids, however wide, no run is empty.
+            let next: Option<i64> = conn
+                .prepare_cached("SELECT MIN(id) FROM messages WHERE id >= ?1")?
+                .query_row([to], |r| r.get(0))?;
+            from = next.unwrap_or(end).max(to);
         }
         Ok(count(n))
     }
@@ -1276,7 +1277,7 @@ mod tests {
         assert_eq!(store.flight().fresh_bytes, 0);
     }
 
-    /// The vacuum read a few rows per run deletes exactly what it
+    /// The vacuum read a few ids per run deletes exactly what it
     /// deletes in one run, over rows never acked, acked late and old,
     /// with gaps: the runs tile the range, none skipped or read twice.
     #[test]
