@@ -354,31 +354,21 @@ mod tests {
         let last = store
             .send("alice", &Recipient::parse("bob").unwrap(), "before", None)
             .unwrap()[0];
-        store.inner.writer.queue().busy = true;
-        let jobs = [
-            ("bob", "a", None),
-            ("nobody", "b", None),
-            ("bob", "c", Some(last + 1)),
-            ("bob", "d", Some(last + 3)),
-        ];
-        let mut sends = Vec::new();
-        for (k, (to, body, in_reply_to)) in jobs.into_iter().enumerate() {
-            let sender = store.clone();
-            let message = OutgoingMessage {
-                to: Recipient::parse(to).unwrap(),
-                body: body.to_owned(),
-                in_reply_to,
-            };
-            sends.push(tokio::spawn(async move {
-                sender.send_batch("alice", vec![message]).await
-            }));
-            // One at a time, so the queue holds them in this order.
-            while store.inner.writer.queue().jobs.len() < k + 1 {
-                tokio::task::yield_now().await;
-            }
-        }
-        store.inner.writer.poke.send(()).unwrap();
-        let answers = answers_of(sends).await;
+        let message = |to: &str, body: &str, in_reply_to| OutgoingMessage {
+            to: Recipient::parse(to).unwrap(),
+            body: body.to_owned(),
+            in_reply_to,
+        };
+        let answers = one_round(
+            &store,
+            vec![
+                ("alice", vec![message("bob", "a", None)]),
+                ("alice", vec![message("nobody", "b", None)]),
+                ("alice", vec![message("bob", "c", Some(last + 1))]),
+                ("alice", vec![message("bob", "d", Some(last + 3))]),
+            ],
+        )
+        .await;
         assert_eq!(answers[0].as_ref().unwrap(), &[last + 1]);
         assert!(
             matches!(answers[1], Err(Error::UnknownAgent(_))),
@@ -411,33 +401,24 @@ mod tests {
             // Read now, so the round's rows are kept in memory.
             assert!(store.pop(name, 32, None).unwrap().messages.is_empty());
         }
-        store.inner.writer.queue().busy = true;
         let message = |to: &str, body: &str| OutgoingMessage {
             to: Recipient::parse(to).unwrap(),
             body: body.to_owned(),
             in_reply_to: None,
         };
-        let jobs = [
-            (
-                "alice",
-                vec![message("bob", "a to bob"), message("carol", "a to carol")],
-            ),
-            ("bob", vec![message("*", "b to all")]),
-            ("carol", vec![message("nobody", "refused")]),
-            ("carol", vec![message("bob", "c to bob")]),
-        ];
-        let mut sends = Vec::new();
-        for (k, (from, messages)) in jobs.into_iter().enumerate() {
-            let sender = store.clone();
-            sends.push(tokio::spawn(async move {
-                sender.send_batch(from, messages).await
-            }));
-            while store.inner.writer.queue().jobs.len() < k + 1 {
-                tokio::task::yield_now().await;
-            }
-        }
-        store.inner.writer.poke.send(()).unwrap();
-        let answers: Vec<_> = answers_of(sends).await;
+        let answers = one_round(
+            &store,
+            vec![
+                (
+                    "alice",
+                    vec![message("bob", "a to bob"), message("carol", "a to carol")],
+                ),
+                ("bob", vec![message("*", "b to all")]),
+                ("carol", vec![message("nobody", "refused")]),
+                ("carol", vec![message("bob", "c to bob")]),
+            ],
+        )
+        .await;
         assert!(
             matches!(answers[2], Err(Error::UnknownAgent(_))),
             "{:?}",
@@ -467,10 +448,25 @@ mod tests {
         }
     }
 
-    /// Each send's answer, in order.
-    async fn answers_of(
-        sends: Vec<tokio::task::JoinHandle<Result<Vec<i64>>>>,
+    /// Sends each `(sender, messages)` of `jobs` while a commit runs, so
+    /// they queue one after another in this order, then lets the writer
+    /// thread commit them in one round: each job's answer, in order.
+    async fn one_round(
+        store: &Store,
+        jobs: Vec<(&'static str, Vec<OutgoingMessage>)>,
     ) -> Vec<Result<Vec<i64>>> {
+        store.inner.writer.queue().busy = true;
+        let mut sends = Vec::new();
+        for (k, (from, messages)) in jobs.into_iter().enumerate() {
+            let sender = store.clone();
+            sends.push(tokio::spawn(async move {
+                sender.send_batch(from, messages).await
+            }));
+            while store.inner.writer.queue().jobs.len() < k + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        store.inner.writer.poke.send(()).unwrap();
         let mut answers = Vec::new();
         for send in sends {
             answers.push(send.await.unwrap());
