@@ -434,7 +434,7 @@ fn concurrent<C: Send + 'static>(
         .collect();
     start.wait();
     start.wait();
-    let server_before = process_cpu(server.child.id());
+    let meter = server.cpu_meter();
     let mut first = Vec::with_capacity(AGENTS);
     let mut samples = Vec::with_capacity(AGENTS * SENDS_PER_AGENT);
     let mut clients_cpu = Duration::ZERO;
@@ -444,13 +444,13 @@ fn concurrent<C: Send + 'static>(
         samples.extend(sent);
         clients_cpu += cpu;
     }
-    let per_send = |cpu: Duration| cpu / u32::try_from(AGENTS * SENDS_PER_AGENT).unwrap();
+    let sends = AGENTS * SENDS_PER_AGENT;
     Concurrent {
         first,
         measured: Measured {
             samples,
-            server_cpu: per_send(process_cpu(server.child.id()).saturating_sub(server_before)),
-            clients_cpu: Some(per_send(clients_cpu)),
+            server_cpu: meter.per_op(sends),
+            clients_cpu: Some(clients_cpu / u32::try_from(sends).unwrap()),
         },
     }
 }
@@ -556,14 +556,20 @@ impl Daemon {
     /// Runs `run` (a loop of `ops` operations against this server) and
     /// measures the server's CPU over it, per operation.
     fn cpu_over(&self, ops: usize, run: impl FnOnce() -> Vec<Duration>) -> Measured {
-        let before = process_cpu(self.child.id());
+        let meter = self.cpu_meter();
         let samples = run();
-        // A thread that ended meanwhile takes its time with it.
-        let cpu = process_cpu(self.child.id()).saturating_sub(before);
         Measured {
             samples,
-            server_cpu: cpu / u32::try_from(ops).unwrap(),
+            server_cpu: meter.per_op(ops),
             clients_cpu: None,
+        }
+    }
+
+    /// Starts taking this server's CPU.
+    fn cpu_meter(&self) -> CpuMeter {
+        CpuMeter {
+            pid: self.child.id(),
+            before: process_cpu(self.child.id()),
         }
     }
 
@@ -573,6 +579,20 @@ impl Daemon {
             "floor" => self.dir.join("floor.sock"),
             _ => self.dir.join("run/agents").join(name).join("mcp.sock"),
         }
+    }
+}
+
+/// A server's CPU from when it was started ([`Daemon::cpu_meter`]).
+struct CpuMeter {
+    pid: u32,
+    before: Duration,
+}
+
+impl CpuMeter {
+    /// The server's CPU since it started, per one of `ops` operations.
+    fn per_op(&self, ops: usize) -> Duration {
+        // A thread that ended meanwhile takes its time with it.
+        process_cpu(self.pid).saturating_sub(self.before) / u32::try_from(ops).unwrap()
     }
 }
 
