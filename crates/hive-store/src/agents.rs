@@ -179,13 +179,13 @@ impl Known {
         Ok(self.names.get(name))
     }
 
-    /// [`Reach::allow_list`] on these names.
-    fn allow_list(&mut self, conn: &Connection, from: &str) -> Result<AllowList> {
+    /// [`Reach::allow_list`] on these names, borrowed.
+    fn allow_list(&mut self, conn: &Connection, from: &str) -> Result<Option<&[String]>> {
         match from {
             OPERATOR_RECIPIENT | SYSTEM_SENDER => Ok(None),
             _ => match self.read(conn, from)? {
                 None => Ok(None),
-                Some(Ok(list)) => Ok(list.clone()),
+                Some(Ok(list)) => Ok(list.as_deref()),
                 Some(Err(why)) => Err(Error::Refused(why.clone())),
             },
         }
@@ -225,7 +225,7 @@ impl Reach {
     /// operator and core are not restricted), as read from `conn` (the
     /// caller holds it); an allow-list the file cannot decode refuses.
     pub(crate) fn allow_list(&self, conn: &Connection, from: &str) -> Result<AllowList> {
-        Known::allow_list(&mut self.known(), conn, from)
+        Ok(Known::allow_list(&mut self.known(), conn, from)?.map(<[String]>::to_vec))
     }
 
     /// Refuses unless `to` is a registered agent that `from` may reach,
@@ -235,8 +235,8 @@ impl Reach {
         if known.read(conn, to)?.is_none() {
             return Err(Error::UnknownAgent(to.to_owned()));
         }
-        let list = Known::allow_list(&mut known, conn, from)?;
-        if allows(list.as_deref(), to) {
+        // Borrowed: a send copies no allow-list.
+        if allows(Known::allow_list(&mut known, conn, from)?, to) {
             Ok(())
         } else {
             Err(Error::NotAllowed {
